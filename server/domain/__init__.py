@@ -1,0 +1,1 @@
+"""The pure domain core: positions, P&L, attribution. No I/O, no gRPC, no storage."""

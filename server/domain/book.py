@@ -1,0 +1,151 @@
+"""The book: every position row, the instruments' market prices, and running totals.
+
+Each account has two kinds of rows per instrument: one per strategy (attribution) and one
+account-level row fed by every fill of the account, whatever its strategy (what the broker
+shows). Totals are kept per scope so that summaries are O(1) in the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sortedcontainers import SortedDict, SortedSet
+
+from server.domain.decimals import ZERO
+from server.domain.events import Fill
+from server.domain.instruments import InstrumentRegistry
+from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
+from server.domain.totals import Totals
+
+ALL = ""
+"""The account id of totals across every account."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    position: Position
+    kind: ChangeKind
+
+
+class PositionBook:
+    def __init__(self, instruments: InstrumentRegistry, precision: Decimal) -> None:
+        self.instruments = instruments
+        self.precision = precision
+        self._rows: dict[PositionKey, Position] = {}
+        # Ordered views, for listing and pagination: PositionKey -> Position.
+        self.strategy_rows: SortedDict = SortedDict()
+        self.account_rows: SortedDict = SortedDict()
+        # Per (account, strategy) and per account: instrument_id -> Position.
+        self._by_strategy: dict[tuple[str, str], SortedDict] = {}
+        self._by_account: dict[str, SortedDict] = {}
+        # instrument_id -> PositionKey -> Position, for revaluation and instrument filters.
+        self.by_instrument: dict[str, SortedDict] = {}
+        # strategy_id -> accounts it has rows in.
+        self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
+        self._account_strategies: dict[str, SortedSet] = {}
+        self._marks: dict[str, Decimal] = {}
+        # (account_id or ALL) -> totals of account-level rows.
+        self._account_totals: dict[str, Totals] = {ALL: Totals()}
+        # (account_id or ALL, strategy_id) -> totals of that strategy's rows.
+        self._strategy_totals: dict[tuple[str, str], Totals] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def apply_fill(self, fill: Fill, sequence: int) -> list[RowChange]:
+        """Books a fill on its strategy row and its account row; inside `localcontext(EXACT)`."""
+        self.set_mark(fill.instrument_id, fill.price)
+        changes = []
+        for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
+            row = self._row(PositionKey(fill.account_id, strategy_id, fill.instrument_id))
+            scopes = self._scopes(row.key)
+            mark = self._marks[fill.instrument_id]
+            for totals in scopes:
+                totals.add(row, mark, -1)
+            kind = row.apply_fill(fill, sequence, self.precision)
+            for totals in scopes:
+                totals.add(row, mark)
+            changes.append(RowChange(row, kind))
+        return changes
+
+    def set_mark(self, instrument_id: str, price: Decimal) -> None:
+        """Moves an instrument's market price and revalues its rows in every total."""
+        previous = self._marks.get(instrument_id)
+        self._marks[instrument_id] = price
+        if previous is None or previous == price:
+            return
+        change = price - previous
+        for row in self.by_instrument.get(instrument_id, {}).values():
+            if row.quantity:
+                for totals in self._scopes(row.key):
+                    totals.revalue(row, change)
+
+    def _row(self, key: PositionKey) -> Position:
+        row = self._rows.get(key)
+        if row is not None:
+            return row
+        account_id, strategy_id, instrument_id = key
+        row = Position(key, self.instruments.multiplier(instrument_id))
+        self._rows[key] = row
+        self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
+        if key.is_account_level:
+            self.account_rows[key] = row
+            self._by_account.setdefault(account_id, SortedDict())[instrument_id] = row
+            self._account_totals.setdefault(account_id, Totals())
+        else:
+            self.strategy_rows[key] = row
+            self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[
+                instrument_id
+            ] = row
+            self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
+            self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
+            self._strategy_totals.setdefault((account_id, strategy_id), Totals())
+            self._strategy_totals.setdefault((ALL, strategy_id), Totals())
+        for totals in self._scopes(key):  # an empty row contributes its count of one
+            totals.add(row, ZERO)
+        return row
+
+    def _scopes(self, key: PositionKey) -> tuple[Totals, Totals]:
+        if key.is_account_level:
+            return self._account_totals[key.account_id], self._account_totals[ALL]
+        return (
+            self._strategy_totals[(key.account_id, key.strategy_id)],
+            self._strategy_totals[(ALL, key.strategy_id)],
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, key: PositionKey) -> Position | None:
+        return self._rows.get(key)
+
+    def mark(self, instrument_id: str) -> Decimal:
+        return self._marks.get(instrument_id, ZERO)
+
+    def strategy_positions(self, strategy_id: str, account_id: str = ALL) -> Iterator[Position]:
+        accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
+        for account in accounts:
+            yield from self._by_strategy.get((account, strategy_id), {}).values()
+
+    def account_positions(self, account_id: str) -> Iterable[Position]:
+        return self._by_account.get(account_id, {}).values()
+
+    def has_strategy(self, strategy_id: str, account_id: str = ALL) -> bool:
+        return (account_id or ALL, strategy_id) in self._strategy_totals
+
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self._account_totals
+
+    def strategy_totals(self, strategy_id: str, account_id: str = ALL) -> Totals:
+        return self._strategy_totals.get((account_id, strategy_id)) or Totals()
+
+    def account_totals(self, account_id: str = ALL) -> Totals:
+        return self._account_totals.get(account_id) or Totals()
+
+    def strategies(self, account_id: str = ALL) -> Iterable[str]:
+        if account_id:
+            return self._account_strategies.get(account_id, ())
+        return self._strategy_accounts.keys()

@@ -1,0 +1,167 @@
+"""The events the service ingests, as domain values.
+
+Each event enforces its own invariants on construction, so a `Fill` that exists is one the
+engine can apply. Violations raise `InvalidEvent` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, fields
+from decimal import Decimal
+
+from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ZERO, canonical
+
+MAX_ID_LENGTH = 256
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks a domain rule; `field` is the offending field's name."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class Side(enum.Enum):
+    BUY = 1
+    SELL = 2
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderStatus(enum.Enum):
+    PENDING_SUBMIT = 1
+    PRE_SUBMITTED = 2
+    SUBMITTED = 3
+    PARTIALLY_FILLED = 4
+    FILLED = 5
+    PENDING_CANCEL = 6
+    CANCELLED = 7
+    REJECTED = 8
+    INACTIVE = 9
+
+
+def require_id(field: str, value: str, *, required: bool = True) -> None:
+    if required and not value:
+        raise InvalidEvent(field, "is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(field, f"is longer than {MAX_ID_LENGTH} characters")
+    if value != value.strip() or any(ord(c) < 32 for c in value):
+        raise InvalidEvent(field, "must not have surrounding blanks or control characters")
+
+
+def require_amount(field: str, value: Decimal) -> None:
+    """Bounds an amount so that the engine's exact arithmetic stays far inside its precision."""
+    if not value.is_finite():
+        raise InvalidEvent(field, f"must be a finite number, got {value}")
+    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise InvalidEvent(field, f"must be below 1e{MAX_INTEGER_DIGITS} in magnitude")
+    if len(canonical(value).partition(".")[2]) > MAX_FRACTION_DIGITS:
+        raise InvalidEvent(field, f"has more than {MAX_FRACTION_DIGITS} decimal places")
+
+
+def _fingerprint(event: object) -> bytes:
+    """A stable digest of an event's content: tells a replay from a conflicting reuse of an id."""
+    parts = []
+    for item in fields(event):  # type: ignore[arg-type]
+        value = getattr(event, item.name)
+        if isinstance(value, Decimal):
+            value = canonical(value)
+        elif isinstance(value, enum.Enum):
+            value = value.name
+        parts.append(f"{item.name}={value!s}")
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution: `quantity` units of an instrument bought or sold at `price`."""
+
+    fill_id: str
+    account_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    timestamp_ns: int
+    commission: Decimal = ZERO
+    commission_currency: str = ""
+    order_ref: str = ""
+    order_id: str = ""
+    venue: str = ""
+    trace_id: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("fill_id", "account_id", "strategy_id", "instrument_id"):
+            require_id(name, getattr(self, name))
+        for name in ("order_ref", "order_id", "venue", "trace_id", "commission_currency"):
+            require_id(name, getattr(self, name), required=False)
+        for name in ("quantity", "price", "commission"):
+            require_amount(name, getattr(self, name))
+        if not self.quantity > 0:
+            raise InvalidEvent("quantity", f"must be > 0, got {canonical(self.quantity)}")
+        if self.timestamp_ns <= 0:
+            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+
+    @property
+    def event_id(self) -> str:
+        return self.fill_id
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+    def fingerprint(self) -> bytes:
+        return _fingerprint(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusUpdate:
+    """A change in an order's status, as the broker reports it."""
+
+    update_id: str
+    account_id: str
+    status: OrderStatus
+    timestamp_ns: int
+    strategy_id: str = ""
+    order_ref: str = ""
+    order_id: str = ""
+    perm_id: str = ""
+    instrument_id: str = ""
+    side: Side | None = None
+    filled_quantity: Decimal = ZERO
+    remaining_quantity: Decimal = ZERO
+    avg_fill_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        require_id("update_id", self.update_id)
+        require_id("account_id", self.account_id)
+        for name in ("strategy_id", "order_ref", "order_id", "perm_id", "instrument_id"):
+            require_id(name, getattr(self, name), required=False)
+        if not self.order_id and not self.order_ref:
+            raise InvalidEvent("order_id", "order_id or order_ref is required")
+        if self.avg_fill_price is not None:
+            require_amount("avg_fill_price", self.avg_fill_price)
+        for name in ("filled_quantity", "remaining_quantity"):
+            value: Decimal = getattr(self, name)
+            require_amount(name, value)
+            if value < 0:
+                raise InvalidEvent(name, f"must be >= 0, got {canonical(value)}")
+        if self.timestamp_ns <= 0:
+            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+
+    @property
+    def event_id(self) -> str:
+        return self.update_id
+
+    def fingerprint(self) -> bytes:
+        return _fingerprint(self)
+
+
+ExecutionEvent = Fill | OrderStatusUpdate

@@ -1,0 +1,89 @@
+"""The single writer path of the domain: dedup by event id, sequence, apply.
+
+Every accepted event gets the next global sequence number, with no gaps. An event id seen
+before is a duplicate when its content is the same (counted once) and a conflict when it is
+not (rejected: an id is never reused for a different execution).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+
+from server.domain.book import PositionBook, RowChange
+from server.domain.decimals import EXACT
+from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
+from server.domain.instruments import InstrumentRegistry
+from server.domain.traces import TraceBook
+
+
+class Result(enum.Enum):
+    ACCEPTED = 1
+    DUPLICATE = 2
+    REJECTED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one event; `changes` holds the rows it moved, in the order moved."""
+
+    event_id: str
+    result: Result
+    sequence: int = 0
+    reason: str = ""
+    changes: tuple[RowChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    sequence: int
+    fingerprint: bytes
+
+
+class Ledger:
+    def __init__(
+        self,
+        instruments: InstrumentRegistry | None = None,
+        precision: Decimal = Decimal("1e-9"),
+        trace_ttl_ns: int = 300 * 10**9,
+    ) -> None:
+        self.instruments = instruments or InstrumentRegistry()
+        self.book = PositionBook(self.instruments, precision)
+        self.traces = TraceBook(trace_ttl_ns)
+        self.sequence = 0
+        self._seen: dict[tuple[type, str], _Seen] = {}
+
+    def record(self, event: ExecutionEvent) -> Outcome:
+        key = (type(event), event.event_id)
+        fingerprint = event.fingerprint()
+        seen = self._seen.get(key)
+        if seen is not None:
+            if seen.fingerprint == fingerprint:
+                return Outcome(
+                    event.event_id,
+                    Result.DUPLICATE,
+                    seen.sequence,
+                    f"already accepted as sequence {seen.sequence}",
+                )
+            return Outcome(
+                event.event_id,
+                Result.REJECTED,
+                reason=f"{_id_field(event)}: already used by a different event "
+                f"(sequence {seen.sequence})",
+            )
+        sequence = self.sequence + 1
+        changes: tuple[RowChange, ...] = ()
+        if isinstance(event, Fill):
+            with localcontext(EXACT):
+                changes = tuple(self.book.apply_fill(event, sequence))
+                if event.trace_id:
+                    multiplier = self.instruments.multiplier(event.instrument_id)
+                    self.traces.record(event, sequence, multiplier)
+        self.sequence = sequence
+        self._seen[key] = _Seen(sequence, fingerprint)
+        return Outcome(event.event_id, Result.ACCEPTED, sequence, changes=changes)
+
+
+def _id_field(event: ExecutionEvent) -> str:
+    return "update_id" if isinstance(event, OrderStatusUpdate) else "fill_id"

@@ -1,0 +1,57 @@
+"""Aggregates over many position rows, kept up to date incrementally.
+
+A row's contribution is added when it changes and taken out just before; decimal arithmetic
+is exact, so the running totals never drift from a full recount, and a query reads them in O(1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from server.domain.decimals import ZERO
+from server.domain.position import Position
+
+
+@dataclass(slots=True)
+class Totals:
+    realized_pnl: Decimal = ZERO
+    unrealized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    long_exposure: Decimal = ZERO
+    short_exposure: Decimal = ZERO
+    open_positions: int = 0
+    total_positions: int = 0
+    trade_count: int = 0
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.realized_pnl + self.unrealized_pnl - self.fees
+
+    @property
+    def gross_exposure(self) -> Decimal:
+        return self.long_exposure + self.short_exposure
+
+    @property
+    def net_exposure(self) -> Decimal:
+        return self.long_exposure - self.short_exposure
+
+    def add(self, row: Position, market_price: Decimal, sign: int = 1) -> None:
+        """Adds (sign=1) or takes out (sign=-1) one row's contribution; inside `EXACT`."""
+        self.realized_pnl += sign * row.realized_pnl
+        self.fees += sign * row.fees
+        self.trade_count += sign * row.trade_count
+        self.total_positions += sign
+        if row.quantity:
+            self.open_positions += sign
+            self.unrealized_pnl -= sign * row.cost_basis * row.multiplier
+            self.revalue(row, sign * market_price)
+
+    def revalue(self, row: Position, price_change: Decimal) -> None:
+        """Adds the mark-dependent part of a row's contribution for a change of its price."""
+        value = row.market_value(price_change)
+        self.unrealized_pnl += value
+        if row.quantity > 0:
+            self.long_exposure += value
+        else:
+            self.short_exposure -= value

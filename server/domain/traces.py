@@ -1,0 +1,81 @@
+"""Temporary positions: the legs of a multi-step trade, grouped by trace id until they expire.
+
+A trace lives `ttl_ns` past its latest leg's fill time, so expiry depends only on the fills and
+the clock passed in, and replaying the same fills rebuilds the same traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sortedcontainers import SortedDict, SortedList
+
+from server.domain.decimals import ZERO
+from server.domain.events import Fill
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLeg:
+    step: int
+    sequence: int
+    fill: Fill
+
+
+@dataclass(slots=True)
+class TraceNet:
+    instrument_id: str
+    quantity: Decimal = ZERO
+    cash_flow: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class Trace:
+    trace_id: str
+    legs: list[TraceLeg] = field(default_factory=list)
+    net: dict[str, TraceNet] = field(default_factory=dict)
+    first_fill_ns: int = 0
+    last_fill_ns: int = 0
+    expires_at_ns: int = 0
+
+
+class TraceBook:
+    def __init__(self, ttl_ns: int) -> None:
+        self.ttl_ns = ttl_ns
+        self._traces: SortedDict = SortedDict()  # trace_id -> Trace
+        self._expiry: SortedList = SortedList()  # (expires_at_ns, trace_id)
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+    def record(self, fill: Fill, sequence: int, multiplier: Decimal) -> None:
+        """Adds a leg; call inside `localcontext(EXACT)`."""
+        trace: Trace | None = self._traces.get(fill.trace_id)
+        if trace is None:
+            trace = Trace(fill.trace_id, first_fill_ns=fill.timestamp_ns)
+            self._traces[fill.trace_id] = trace
+        else:
+            self._expiry.discard((trace.expires_at_ns, trace.trace_id))
+        trace.legs.append(TraceLeg(len(trace.legs) + 1, sequence, fill))
+        net = trace.net.setdefault(fill.instrument_id, TraceNet(fill.instrument_id))
+        net.quantity += fill.signed_quantity
+        net.cash_flow -= fill.signed_quantity * fill.price * multiplier
+        trace.first_fill_ns = min(trace.first_fill_ns, fill.timestamp_ns)
+        trace.last_fill_ns = max(trace.last_fill_ns, fill.timestamp_ns)
+        trace.expires_at_ns = trace.last_fill_ns + self.ttl_ns
+        self._expiry.add((trace.expires_at_ns, trace.trace_id))
+
+    def get(self, trace_id: str, now_ns: int) -> Trace | None:
+        trace: Trace | None = self._traces.get(trace_id)
+        if trace is None or trace.expires_at_ns <= now_ns:
+            return None
+        return trace
+
+    def expire(self, now_ns: int) -> int:
+        """Drops every trace whose time is up; returns how many."""
+        cut = self._expiry.bisect_left((now_ns + 1, ""))
+        expired = list(self._expiry.islice(0, cut))
+        del self._expiry[:cut]
+        for _, trace_id in expired:
+            del self._traces[trace_id]
+        return len(expired)
