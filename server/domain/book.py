@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from sortedcontainers import SortedDict, SortedSet
 
-from server.domain.decimals import ZERO
+from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 from server.domain.instruments import InstrumentRegistry
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
@@ -27,6 +27,30 @@ ALL = ""
 class RowChange:
     position: Position
     kind: ChangeKind
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """A row as queries and updates show it: frozen, with its mark-dependent figures."""
+
+    key: PositionKey
+    quantity: Decimal
+    avg_cost: Decimal
+    cost_basis: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    fees: Decimal
+    market_price: Decimal
+    market_value: Decimal
+    multiplier: Decimal
+    trade_count: int
+    opened_at_ns: int
+    updated_at_ns: int
+    last_sequence: int
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.realized_pnl + self.unrealized_pnl - self.fees
 
 
 class PositionBook:
@@ -98,9 +122,9 @@ class PositionBook:
             self._account_totals.setdefault(account_id, Totals())
         else:
             self.strategy_rows[key] = row
-            self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[
-                instrument_id
-            ] = row
+            self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[instrument_id] = (
+                row
+            )
             self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
             self._strategy_totals.setdefault((account_id, strategy_id), Totals())
@@ -122,6 +146,26 @@ class PositionBook:
     def get(self, key: PositionKey) -> Position | None:
         return self._rows.get(key)
 
+    def view(self, row: Position) -> PositionView:
+        market_price = self.mark(row.key.instrument_id)
+        with localcontext(EXACT):
+            return PositionView(
+                key=row.key,
+                quantity=row.quantity,
+                avg_cost=row.avg_cost(self.precision),
+                cost_basis=row.cost_basis,
+                realized_pnl=row.realized_pnl,
+                unrealized_pnl=row.unrealized_pnl(market_price),
+                fees=row.fees,
+                market_price=market_price,
+                market_value=row.market_value(market_price),
+                multiplier=row.multiplier,
+                trade_count=row.trade_count,
+                opened_at_ns=row.opened_at_ns,
+                updated_at_ns=row.updated_at_ns,
+                last_sequence=row.last_sequence,
+            )
+
     def mark(self, instrument_id: str) -> Decimal:
         return self._marks.get(instrument_id, ZERO)
 
@@ -131,7 +175,8 @@ class PositionBook:
             yield from self._by_strategy.get((account, strategy_id), {}).values()
 
     def account_positions(self, account_id: str) -> Iterable[Position]:
-        return self._by_account.get(account_id, {}).values()
+        rows: Iterable[Position] = self._by_account.get(account_id, {}).values()
+        return rows
 
     def has_strategy(self, strategy_id: str, account_id: str = ALL) -> bool:
         return (account_id or ALL, strategy_id) in self._strategy_totals
@@ -146,6 +191,10 @@ class PositionBook:
         return self._account_totals.get(account_id) or Totals()
 
     def strategies(self, account_id: str = ALL) -> Iterable[str]:
-        if account_id:
-            return self._account_strategies.get(account_id, ())
-        return self._strategy_accounts.keys()
+        """Strategy ids in order, of one account or of all."""
+        ids: Iterable[str] = (
+            self._account_strategies.get(account_id, ())
+            if account_id
+            else self._strategy_accounts.keys()
+        )
+        return ids

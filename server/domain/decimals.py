@@ -19,8 +19,8 @@ from decimal import (
     Underflow,
 )
 
-# Inputs are bounded (see MAX_INTEGER_DIGITS) so products of three inputs and long sums stay far below
-# this precision: reaching it means a bug, and the traps turn that into an error.
+# Inputs are bounded (see MAX_INTEGER_DIGITS), so products of three inputs and long sums stay
+# far below this precision: reaching it means a bug, and the traps turn that into an error.
 EXACT = Context(
     prec=200,
     Emax=10_000,
