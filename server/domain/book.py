@@ -81,19 +81,19 @@ class PositionBook:
     # -- writes ----------------------------------------------------------------------------
 
     def apply_fill(self, fill: Fill, sequence: int) -> list[RowChange]:
-        """Books a fill on its strategy row and its account row; inside `localcontext(EXACT)`."""
+        """Books a fill on its strategy row and its account row."""
         self.set_mark(fill.instrument_id, fill.price)
         changes = []
-        for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
-            row = self._row(PositionKey(fill.account_id, strategy_id, fill.instrument_id))
-            scopes = self._scopes(row.key)
-            mark = self._marks[fill.instrument_id]
-            for totals in scopes:
-                totals.add(row, mark, -1)
-            kind = row.apply_fill(fill, sequence, self.precision)
-            for totals in scopes:
-                totals.add(row, mark)
-            changes.append(RowChange(row, kind))
+        with localcontext(EXACT):
+            for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
+                row = self._row(PositionKey(fill.account_id, strategy_id, fill.instrument_id))
+                scopes = self._scopes(row.key)
+                for totals in scopes:
+                    totals.add(row, fill.price, -1)
+                kind = row.apply_fill(fill, sequence, self.precision)
+                for totals in scopes:
+                    totals.add(row, fill.price)
+                changes.append(RowChange(row, kind))
         return changes
 
     def set_mark(self, instrument_id: str, price: Decimal) -> None:
@@ -102,11 +102,12 @@ class PositionBook:
         self._marks[instrument_id] = price
         if previous is None or previous == price:
             return
-        change = price - previous
-        for row in self.by_instrument.get(instrument_id, {}).values():
-            if row.quantity:
-                for totals in self._scopes(row.key):
-                    totals.revalue(row, change)
+        with localcontext(EXACT):
+            change = price - previous
+            for row in self.by_instrument.get(instrument_id, {}).values():
+                if row.quantity:
+                    for totals in self._scopes(row.key):
+                        totals.revalue(row, change)
 
     def _row(self, key: PositionKey) -> Position:
         row = self._rows.get(key)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from server.domain.book import PositionBook, RowChange
-from server.domain.decimals import EXACT
 from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
 from server.domain.instruments import InstrumentRegistry
 from server.domain.traces import TraceBook
@@ -75,11 +74,10 @@ class Ledger:
         sequence = self.sequence + 1
         changes: tuple[RowChange, ...] = ()
         if isinstance(event, Fill):
-            with localcontext(EXACT):
-                changes = tuple(self.book.apply_fill(event, sequence))
-                if event.trace_id:
-                    multiplier = self.instruments.multiplier(event.instrument_id)
-                    self.traces.record(event, sequence, multiplier)
+            changes = tuple(self.book.apply_fill(event, sequence))
+            if event.trace_id:
+                multiplier = self.instruments.multiplier(event.instrument_id)
+                self.traces.record(event, sequence, multiplier)
         self.sequence = sequence
         self._seen[key] = _Seen(sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, sequence, changes=changes)

@@ -7,11 +7,11 @@ the clock passed in, and replaying the same fills rebuilds the same traces.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from sortedcontainers import SortedDict, SortedList
 
-from server.domain.decimals import ZERO
+from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 
 
@@ -49,7 +49,7 @@ class TraceBook:
         return len(self._traces)
 
     def record(self, fill: Fill, sequence: int, multiplier: Decimal) -> None:
-        """Adds a leg; call inside `localcontext(EXACT)`."""
+        """Adds a leg to its trace, opening the trace on its first leg."""
         trace: Trace | None = self._traces.get(fill.trace_id)
         if trace is None:
             trace = Trace(fill.trace_id, first_fill_ns=fill.timestamp_ns)
@@ -58,8 +58,9 @@ class TraceBook:
             self._expiry.discard((trace.expires_at_ns, trace.trace_id))
         trace.legs.append(TraceLeg(len(trace.legs) + 1, sequence, fill))
         net = trace.net.setdefault(fill.instrument_id, TraceNet(fill.instrument_id))
-        net.quantity += fill.signed_quantity
-        net.cash_flow -= fill.signed_quantity * fill.price * multiplier
+        with localcontext(EXACT):
+            net.quantity += fill.signed_quantity
+            net.cash_flow -= fill.signed_quantity * fill.price * multiplier
         trace.first_fill_ns = min(trace.first_fill_ns, fill.timestamp_ns)
         trace.last_fill_ns = max(trace.last_fill_ns, fill.timestamp_ns)
         trace.expires_at_ns = trace.last_fill_ns + self.ttl_ns

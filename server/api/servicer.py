@@ -1,0 +1,312 @@
+"""The PortfolioManager service: requests in, application calls, messages out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.api.errors import ApiError
+from server.api.wire import (
+    FieldViolation,
+    event_from_proto,
+    event_id_of,
+    heartbeat,
+    position_to_proto,
+    totals_to_proto,
+    trace_to_proto,
+)
+from server.application.service import (
+    NotFound,
+    PortfolioService,
+    PositionQuery,
+)
+from server.application.subscriptions import (
+    SequenceOutOfRange,
+    SubscriberOverflow,
+    SubscriptionFilter,
+)
+from server.domain.events import ExecutionEvent
+from server.domain.ledger import Result
+from server.domain.position import PositionKey
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+_RESULTS = {
+    Result.ACCEPTED: pb.EVENT_RESULT_ACCEPTED,
+    Result.DUPLICATE: pb.EVENT_RESULT_DUPLICATE,
+    Result.REJECTED: pb.EVENT_RESULT_REJECTED,
+}
+_LEVEL_FILTER = {
+    pb.POSITION_LEVEL_UNSPECIFIED: None,
+    pb.POSITION_LEVEL_STRATEGY: False,
+    pb.POSITION_LEVEL_ACCOUNT: True,
+}
+
+Request = TypeVar("Request", bound=Message)
+Response = TypeVar("Response", bound=Message)
+
+
+def _require(field: str, value: str) -> None:
+    if not value:
+        raise ApiError.invalid(FieldViolation(field, "is required"))
+
+
+class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
+    def __init__(
+        self,
+        service: PortfolioService[pb.PortfolioUpdate],
+        *,
+        max_batch_events: int,
+        heartbeat_seconds: float,
+    ) -> None:
+        self.service = service
+        self.max_batch_events = max_batch_events
+        self.heartbeat_seconds = heartbeat_seconds
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    async def Ingest(
+        self,
+        request_iterator: AsyncIterator[pb.IngestRequest],
+        context: Context,
+    ) -> AsyncIterator[pb.IngestResponse]:
+        async for request in request_iterator:
+            yield self.ingest_batch(request)
+
+    def ingest_batch(self, request: pb.IngestRequest) -> pb.IngestResponse:
+        """Answers one batch; a bad event is rejected alone, the rest go through."""
+        count = len(request.events)
+        if not 1 <= count <= self.max_batch_events:
+            return pb.IngestResponse(
+                batch_id=request.batch_id,
+                batch_rejected_reason=f"events: a batch holds 1 to {self.max_batch_events} "
+                f"events, got {count}; nothing in it was applied",
+            )
+        acks = [pb.EventAck() for _ in range(count)]
+        valid: list[ExecutionEvent] = []
+        valid_at: list[int] = []
+        for index, message in enumerate(request.events):
+            try:
+                valid.append(event_from_proto(message))
+                valid_at.append(index)
+            except FieldViolation as violation:
+                acks[index] = pb.EventAck(
+                    event_id=event_id_of(message),
+                    result=pb.EVENT_RESULT_REJECTED,
+                    reason=str(violation.within(f"events[{index}]")),
+                )
+        for index, outcome in zip(valid_at, self.service.ingest(valid), strict=True):
+            acks[index] = pb.EventAck(
+                event_id=outcome.event_id,
+                sequence=outcome.sequence,
+                result=_RESULTS[outcome.result],
+                reason=outcome.reason,
+            )
+        return pb.IngestResponse(batch_id=request.batch_id, acks=acks)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        handler: Callable[[Request], Response],
+        request: Request,
+        context: Context,
+    ) -> Response:
+        try:
+            return handler(request)
+        except ApiError as error:
+            await context.abort_with_status(error.to_status())
+        except NotFound as missing:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
+        raise AssertionError("abort returned")  # pragma: no cover
+
+    async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
+        return await self._answer(self.get_position, request, context)
+
+    async def GetStrategyPortfolio(
+        self, request: pb.GetStrategyPortfolioRequest, context: Context
+    ) -> pb.StrategyPortfolio:
+        return await self._answer(self.get_strategy_portfolio, request, context)
+
+    async def GetPortfolioSummary(
+        self, request: pb.GetPortfolioSummaryRequest, context: Context
+    ) -> pb.PortfolioSummary:
+        return await self._answer(self.get_portfolio_summary, request, context)
+
+    async def ListPositions(
+        self, request: pb.ListPositionsRequest, context: Context
+    ) -> pb.ListPositionsResponse:
+        return await self._answer(self.list_positions, request, context)
+
+    async def GetTracePosition(
+        self, request: pb.GetTracePositionRequest, context: Context
+    ) -> pb.TracePosition:
+        return await self._answer(self.get_trace_position, request, context)
+
+    async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
+        return await self._answer(self.query, request, context)
+
+    def query(self, request: pb.PortfolioQuery) -> pb.PortfolioResponse:
+        which = request.WhichOneof("query")
+        if which == "get_position":
+            return pb.PortfolioResponse(position=self.get_position(request.get_position))
+        if which == "get_strategy_portfolio":
+            return pb.PortfolioResponse(
+                strategy_portfolio=self.get_strategy_portfolio(request.get_strategy_portfolio)
+            )
+        if which == "get_portfolio_summary":
+            return pb.PortfolioResponse(
+                portfolio_summary=self.get_portfolio_summary(request.get_portfolio_summary)
+            )
+        if which == "list_positions":
+            return pb.PortfolioResponse(list_positions=self.list_positions(request.list_positions))
+        if which == "get_trace_position":
+            return pb.PortfolioResponse(
+                trace_position=self.get_trace_position(request.get_trace_position)
+            )
+        raise ApiError.invalid(FieldViolation("query", "must hold one of the query kinds"))
+
+    def get_position(self, request: pb.GetPositionRequest) -> pb.Position:
+        _require("account_id", request.account_id)
+        _require("instrument_id", request.instrument_id)
+        view = self.service.get_position(
+            request.account_id, request.instrument_id, request.strategy_id
+        )
+        return position_to_proto(view)
+
+    def get_strategy_portfolio(
+        self, request: pb.GetStrategyPortfolioRequest
+    ) -> pb.StrategyPortfolio:
+        _require("strategy_id", request.strategy_id)
+        portfolio = self.service.strategy_portfolio(
+            request.strategy_id, request.account_id, request.include_flat
+        )
+        return pb.StrategyPortfolio(
+            strategy_id=portfolio.strategy_id,
+            account_id=portfolio.account_id,
+            positions=[position_to_proto(view) for view in portfolio.positions],
+            totals=totals_to_proto(portfolio.totals),
+            as_of_sequence=portfolio.as_of_sequence,
+        )
+
+    def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
+        summary = self.service.portfolio_summary(request.account_id)
+        return pb.PortfolioSummary(
+            account_id=summary.account_id,
+            account_totals=totals_to_proto(summary.account_totals),
+            strategies=[
+                pb.StrategyTotals(strategy_id=strategy_id, totals=totals_to_proto(totals))
+                for strategy_id, totals in summary.strategies
+            ],
+            as_of_sequence=summary.as_of_sequence,
+        )
+
+    def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:
+        if request.level not in _LEVEL_FILTER:
+            raise ApiError.invalid(FieldViolation("level", "must be a known POSITION_LEVEL_*"))
+        account_level = request.level == pb.POSITION_LEVEL_ACCOUNT
+        if account_level and request.strategy_id:
+            raise ApiError.invalid(
+                FieldViolation("strategy_id", "must be empty for POSITION_LEVEL_ACCOUNT rows")
+            )
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise ApiError.invalid(
+                FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+            )
+        query = PositionQuery(
+            account_id=request.account_id,
+            strategy_id=request.strategy_id,
+            instrument_id=request.instrument_id,
+            account_level=account_level,
+            include_flat=request.include_flat,
+        )
+        after = _decode_page_token(request.page_token, query) if request.page_token else None
+        page = self.service.list_positions(query, after, request.page_size or DEFAULT_PAGE_SIZE)
+        return pb.ListPositionsResponse(
+            positions=[position_to_proto(view) for view in page.positions],
+            next_page_token=_encode_page_token(page.last_key, query) if page.last_key else "",
+            as_of_sequence=page.as_of_sequence,
+        )
+
+    def get_trace_position(self, request: pb.GetTracePositionRequest) -> pb.TracePosition:
+        _require("trace_id", request.trace_id)
+        return trace_to_proto(self.service.trace(request.trace_id))
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def SubscribeUpdates(
+        self, request: pb.SubscribeUpdatesRequest, context: Context
+    ) -> AsyncIterator[pb.PortfolioUpdate]:
+        if request.level not in _LEVEL_FILTER:
+            error = ApiError.invalid(FieldViolation("level", "must be a known POSITION_LEVEL_*"))
+            await context.abort_with_status(error.to_status())
+        filter_ = SubscriptionFilter(
+            account_id=request.account_id,
+            strategy_id=request.strategy_id,
+            instrument_id=request.instrument_id,
+            account_level=_LEVEL_FILTER[request.level],
+        )
+        try:
+            replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
+        except SequenceOutOfRange as out_of_range:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(out_of_range))
+        try:
+            for item in replay:
+                yield item.payload
+                subscriber.last_delivered = item.sequence
+            while True:
+                batch = await subscriber.next_batch(self.heartbeat_seconds)
+                if not batch:
+                    yield heartbeat(self.service.hub.latest_sequence)
+                for item in batch:
+                    yield item.payload
+                    subscriber.last_delivered = item.sequence
+        except SubscriberOverflow as overflow:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(overflow))
+        finally:
+            subscriber.close()
+
+
+def _filters_tag(query: PositionQuery) -> str:
+    return "|".join(
+        (
+            query.account_id,
+            query.strategy_id,
+            query.instrument_id,
+            str(int(query.account_level)),
+            str(int(query.include_flat)),
+        )
+    )
+
+
+def _encode_page_token(last_key: PositionKey, query: PositionQuery) -> str:
+    text = json.dumps([list(last_key), _filters_tag(query)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def _decode_page_token(token: str, query: PositionQuery) -> PositionKey:
+    try:
+        key, tag = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after = PositionKey(*key)
+        if not all(isinstance(part, str) for part in after):
+            raise ValueError("not a position key")
+    except (ValueError, TypeError) as error:
+        raise ApiError.invalid(
+            FieldViolation("page_token", "is not a token this service gave")
+        ) from error
+    if tag != _filters_tag(query):
+        raise ApiError.invalid(
+            FieldViolation("page_token", "was given for different filters; start over without it")
+        )
+    return after

@@ -1,0 +1,298 @@
+"""Conversions between portfolio.v1 messages and domain values.
+
+Incoming text is parsed strictly (plain decimal notation only) and every problem is raised as a
+`FieldViolation` naming the field; the domain's own rules come back the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from portfolio.v1 import portfolio_pb2 as pb
+from server.application.service import (
+    OrderStatusChanged,
+    PortfolioChange,
+    PositionChanged,
+)
+from server.domain.book import PositionView
+from server.domain.decimals import canonical
+from server.domain.events import Fill, InvalidEvent, OrderStatus, OrderStatusUpdate, Side
+from server.domain.position import ChangeKind
+from server.domain.totals import Totals
+from server.domain.traces import Trace
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_MAX_TEXT = 64
+
+SIDE_FROM_PROTO = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
+SIDE_TO_PROTO = {side: number for number, side in SIDE_FROM_PROTO.items()}
+STATUS_FROM_PROTO = {number: OrderStatus(number) for number in range(1, len(OrderStatus) + 1)}
+UPDATE_KIND = {
+    ChangeKind.OPENED: pb.UPDATE_KIND_POSITION_OPENED,
+    ChangeKind.MODIFIED: pb.UPDATE_KIND_POSITION_MODIFIED,
+    ChangeKind.CLOSED: pb.UPDATE_KIND_POSITION_CLOSED,
+}
+
+
+class FieldViolation(ValueError):
+    """A request field that cannot be accepted, and why."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+    def within(self, prefix: str) -> FieldViolation:
+        return FieldViolation(f"{prefix}.{self.field}", self.description)
+
+
+def parse_decimal(field: str, text: str, *, default: Decimal | None = None) -> Decimal:
+    """A decimal string as the protocol defines it; empty gives `default`, if there is one."""
+    if not text and default is not None:
+        return default
+    if not text:
+        raise FieldViolation(field, 'is required (a decimal string such as "10.25")')
+    if len(text) > _MAX_TEXT or not _PLAIN_DECIMAL.fullmatch(text):
+        shown = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
+        raise FieldViolation(
+            field, f"{shown!r} is not a plain decimal string (digits, optional '-' and '.')"
+        )
+    return Decimal(text)
+
+
+def timestamp_ns(field: str, message: pb.Fill | pb.OrderStatusUpdate) -> int:
+    if not message.HasField("timestamp"):
+        raise FieldViolation(field, "is required")
+    stamp = message.timestamp
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        raise FieldViolation(field, f"nanos must be in [0, 1e9), got {stamp.nanos}")
+    return stamp.seconds * 1_000_000_000 + stamp.nanos
+
+
+def to_timestamp(ns: int) -> Timestamp:
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def fill_from_proto(message: pb.Fill) -> Fill:
+    side = SIDE_FROM_PROTO.get(message.side)
+    if side is None:
+        raise FieldViolation("side", "must be SIDE_BUY or SIDE_SELL")
+    try:
+        return Fill(
+            fill_id=message.fill_id,
+            account_id=message.account_id,
+            strategy_id=message.strategy_id,
+            instrument_id=message.instrument_id,
+            side=side,
+            quantity=parse_decimal("quantity", message.quantity),
+            price=parse_decimal("price", message.price),
+            commission=parse_decimal("commission", message.commission, default=Decimal(0)),
+            commission_currency=message.commission_currency,
+            timestamp_ns=timestamp_ns("timestamp", message),
+            order_ref=message.order_ref,
+            order_id=message.order_id,
+            venue=message.venue,
+            trace_id=message.trace_id,
+        )
+    except InvalidEvent as invalid:
+        raise FieldViolation(invalid.field, invalid.reason) from None
+
+
+def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
+    status = STATUS_FROM_PROTO.get(message.status)
+    if status is None:
+        raise FieldViolation("status", "must be a known ORDER_STATUS_* value")
+    side = None
+    if message.side != pb.SIDE_UNSPECIFIED:
+        side = SIDE_FROM_PROTO.get(message.side)
+        if side is None:
+            raise FieldViolation("side", "must be SIDE_BUY, SIDE_SELL or unset")
+    zero = Decimal(0)
+    try:
+        return OrderStatusUpdate(
+            update_id=message.update_id,
+            account_id=message.account_id,
+            status=status,
+            timestamp_ns=timestamp_ns("timestamp", message),
+            strategy_id=message.strategy_id,
+            order_ref=message.order_ref,
+            order_id=message.order_id,
+            perm_id=message.perm_id,
+            instrument_id=message.instrument_id,
+            side=side,
+            filled_quantity=parse_decimal("filled_quantity", message.filled_quantity, default=zero),
+            remaining_quantity=parse_decimal(
+                "remaining_quantity", message.remaining_quantity, default=zero
+            ),
+            avg_fill_price=(
+                parse_decimal("avg_fill_price", message.avg_fill_price)
+                if message.avg_fill_price
+                else None
+            ),
+        )
+    except InvalidEvent as invalid:
+        raise FieldViolation(invalid.field, invalid.reason) from None
+
+
+def event_from_proto(message: pb.ExecutionEvent) -> Fill | OrderStatusUpdate:
+    which = message.WhichOneof("event")
+    try:
+        if which == "fill":
+            return fill_from_proto(message.fill)
+        if which == "status":
+            return status_from_proto(message.status)
+    except FieldViolation as violation:
+        raise violation.within(str(which)) from None
+    raise FieldViolation("event", "must hold a fill or a status")
+
+
+def event_id_of(message: pb.ExecutionEvent) -> str:
+    """The id of an event as sent, even when the event is invalid."""
+    which = message.WhichOneof("event")
+    if which == "fill":
+        return message.fill.fill_id
+    if which == "status":
+        return message.status.update_id
+    return ""
+
+
+def fill_to_proto(fill: Fill) -> pb.Fill:
+    return pb.Fill(
+        fill_id=fill.fill_id,
+        account_id=fill.account_id,
+        strategy_id=fill.strategy_id,
+        instrument_id=fill.instrument_id,
+        side=SIDE_TO_PROTO[fill.side],
+        quantity=canonical(fill.quantity),
+        price=canonical(fill.price),
+        commission=canonical(fill.commission),
+        commission_currency=fill.commission_currency,
+        timestamp=to_timestamp(fill.timestamp_ns),
+        order_ref=fill.order_ref,
+        order_id=fill.order_id,
+        venue=fill.venue,
+        trace_id=fill.trace_id,
+    )
+
+
+def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
+    return pb.OrderStatusUpdate(
+        update_id=update.update_id,
+        account_id=update.account_id,
+        strategy_id=update.strategy_id,
+        order_ref=update.order_ref,
+        order_id=update.order_id,
+        perm_id=update.perm_id,
+        instrument_id=update.instrument_id,
+        status=update.status.value,  # type: ignore[arg-type]
+        side=SIDE_TO_PROTO[update.side] if update.side else pb.SIDE_UNSPECIFIED,
+        filled_quantity=canonical(update.filled_quantity),
+        remaining_quantity=canonical(update.remaining_quantity),
+        avg_fill_price=canonical(update.avg_fill_price)
+        if update.avg_fill_price is not None
+        else "",
+        timestamp=to_timestamp(update.timestamp_ns),
+    )
+
+
+def position_to_proto(view: PositionView) -> pb.Position:
+    key = view.key
+    message = pb.Position(
+        account_id=key.account_id,
+        strategy_id=key.strategy_id,
+        instrument_id=key.instrument_id,
+        level=pb.POSITION_LEVEL_ACCOUNT if key.is_account_level else pb.POSITION_LEVEL_STRATEGY,
+        quantity=canonical(view.quantity),
+        avg_cost=canonical(view.avg_cost),
+        realized_pnl=canonical(view.realized_pnl),
+        unrealized_pnl=canonical(view.unrealized_pnl),
+        fees=canonical(view.fees),
+        net_pnl=canonical(view.net_pnl),
+        market_price=canonical(view.market_price),
+        market_value=canonical(view.market_value),
+        cost_basis=canonical(view.cost_basis),
+        multiplier=canonical(view.multiplier),
+        trade_count=view.trade_count,
+        last_sequence=view.last_sequence,
+    )
+    if view.opened_at_ns:
+        message.opened_at.CopyFrom(to_timestamp(view.opened_at_ns))
+    if view.updated_at_ns:
+        message.updated_at.CopyFrom(to_timestamp(view.updated_at_ns))
+    return message
+
+
+def totals_to_proto(totals: Totals) -> pb.PortfolioTotals:
+    return pb.PortfolioTotals(
+        realized_pnl=canonical(totals.realized_pnl),
+        unrealized_pnl=canonical(totals.unrealized_pnl),
+        fees=canonical(totals.fees),
+        net_pnl=canonical(totals.net_pnl),
+        long_exposure=canonical(totals.long_exposure),
+        short_exposure=canonical(totals.short_exposure),
+        gross_exposure=canonical(totals.gross_exposure),
+        net_exposure=canonical(totals.net_exposure),
+        open_positions=totals.open_positions,
+        total_positions=totals.total_positions,
+        trade_count=totals.trade_count,
+    )
+
+
+def trace_to_proto(trace: Trace) -> pb.TracePosition:
+    return pb.TracePosition(
+        trace_id=trace.trace_id,
+        legs=[
+            pb.TraceLeg(
+                step=leg.step,
+                sequence=leg.sequence,
+                fill_id=leg.fill.fill_id,
+                account_id=leg.fill.account_id,
+                strategy_id=leg.fill.strategy_id,
+                instrument_id=leg.fill.instrument_id,
+                side=SIDE_TO_PROTO[leg.fill.side],
+                quantity=canonical(leg.fill.quantity),
+                price=canonical(leg.fill.price),
+                venue=leg.fill.venue,
+                timestamp=to_timestamp(leg.fill.timestamp_ns),
+            )
+            for leg in trace.legs
+        ],
+        net=[
+            pb.TraceNet(
+                instrument_id=net.instrument_id,
+                quantity=canonical(net.quantity),
+                cash_flow=canonical(net.cash_flow),
+            )
+            for net in trace.net.values()
+        ],
+        first_fill_at=to_timestamp(trace.first_fill_ns),
+        last_fill_at=to_timestamp(trace.last_fill_ns),
+        expires_at=to_timestamp(trace.expires_at_ns),
+    )
+
+
+def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
+    """Encoded once per change; every subscriber shares the message."""
+    if isinstance(change, OrderStatusChanged):
+        return pb.PortfolioUpdate(
+            sequence=change.sequence,
+            kind=pb.UPDATE_KIND_ORDER_STATUS,
+            event_id=change.update.update_id,
+            order_status=status_to_proto(change.update),
+        )
+    assert isinstance(change, PositionChanged)
+    return pb.PortfolioUpdate(
+        sequence=change.sequence,
+        kind=UPDATE_KIND[change.kind],
+        event_id=change.fill.fill_id,
+        position=position_to_proto(change.position),
+        fill=fill_to_proto(change.fill),
+    )
+
+
+def heartbeat(sequence: int) -> pb.PortfolioUpdate:
+    return pb.PortfolioUpdate(sequence=sequence, kind=pb.UPDATE_KIND_HEARTBEAT)

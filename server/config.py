@@ -1,0 +1,66 @@
+"""The service's settings: command-line flags, each defaulting to a PORTFOLIO_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Cost-basis shares and displayed average costs are rounded to this quantum.
+    precision: Decimal = Decimal("1e-9")
+    trace_ttl_seconds: float = 300.0
+    replay_capacity: int = 100_000
+    subscriber_queue: int = 10_000
+    heartbeat_seconds: float = 5.0
+    max_batch_events: int = 10_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    grace_seconds: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _precision(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal") from None
+    if not value.is_finite() or value <= 0 or value != Decimal(1).scaleb(value.adjusted()):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a power of ten such as 1e-9")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> ServiceConfig:
+    defaults = ServiceConfig()
+    parser = argparse.ArgumentParser(prog="python -m server", description="The portfolio manager.")
+
+    def option(flag: str, kind: type | object, default: object, help_: str) -> None:
+        env = "PORTFOLIO_" + flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(
+            flag,
+            type=kind,  # type: ignore[arg-type]
+            default=os.environ.get(env, default),
+            help=f"{help_} (env {env}, default %(default)s)",
+        )
+
+    option("--host", str, defaults.host, "interface to listen on")
+    option("--port", int, defaults.port, "port to listen on; 0 picks a free one")
+    option("--precision", _precision, defaults.precision, "rounding quantum of cost shares")
+    option("--trace-ttl-seconds", float, defaults.trace_ttl_seconds, "life of a trace")
+    option("--replay-capacity", int, defaults.replay_capacity, "updates kept for resuming")
+    option("--subscriber-queue", int, defaults.subscriber_queue, "updates a subscriber may lag")
+    option("--heartbeat-seconds", float, defaults.heartbeat_seconds, "idle heartbeat period")
+    option("--max-batch-events", int, defaults.max_batch_events, "events per ingest batch")
+    option("--max-message-bytes", int, defaults.max_message_bytes, "largest request accepted")
+    option("--grace-seconds", float, defaults.grace_seconds, "time to finish calls on stop")
+    option("--log-level", str, defaults.log_level, "logging level")
+    args = parser.parse_args(argv)
+    return ServiceConfig(**vars(args))

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real service on a loopback port, in a thread with its own event loop, so
+that sync and asyncio clients alike can talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.app import RunningServer, start_server
+from server.config import ServiceConfig
+
+TEST_CONFIG = ServiceConfig(port=0, heartbeat_seconds=0.2, grace_seconds=0.5)
+
+
+class ServerThread:
+    """A running service on 127.0.0.1:<free port>; stop() shuts it down and joins."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.running: RunningServer = self.call(start_server(config))
+        self.address = f"127.0.0.1:{self.running.port}"
+
+    def call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        self.call(self.running.stop(0.5))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+def start_test_server(**overrides: object) -> ServerThread:
+    return ServerThread(replace(TEST_CONFIG, **overrides))
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    running = start_test_server()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def server_address(server: ServerThread) -> str:
+    return server.address
+
+
+@pytest.fixture
+def stub(server_address: str) -> Iterator[pb_grpc.PortfolioManagerStub]:
+    with grpc.insecure_channel(server_address) as channel:
+        yield pb_grpc.PortfolioManagerStub(channel)
