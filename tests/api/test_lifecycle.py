@@ -1,0 +1,93 @@
+"""The service as an operator runs it: health, reflection, one server per port, clean stops."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.app import SERVICE_NAME
+from tests.api.protocol import acks, pb_fill
+from tests.conftest import start_test_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_health_reports_serving(server_address):
+    with grpc.insecure_channel(server_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_service(server_address):
+    with grpc.insecure_channel(server_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = stub.ServerReflectionInfo(iter([request]), timeout=5)
+        names = {s.name for s in answer.list_services_response.service}
+    assert {"portfolio.v1.PortfolioManager", "grpc.health.v1.Health"} <= names
+
+
+def test_a_second_server_on_the_same_port_fails_loudly(server):
+    with pytest.raises(RuntimeError, match="cannot listen|Failed to bind"):
+        start_test_server(port=server.running.port)
+
+
+def start_process(*args: str) -> tuple[subprocess.Popen, int]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return process, int(found.group(1))
+    process.kill()
+    raise AssertionError("the service did not start")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_service_stops_gracefully_on_a_signal(signum):
+    process, port = start_process()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            assert acks(stub, pb_fill("BUY", 1, 1))[0].result == pb.EVENT_RESULT_ACCEPTED
+        process.send_signal(signum)
+        assert process.wait(timeout=20) == 0
+        rest = process.stderr.read()
+        assert "shutting down" in rest
+        assert "stopped at sequence 1" in rest
+    finally:
+        process.kill()
+
+
+def test_a_taken_port_makes_the_process_exit_non_zero(server):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", str(server.running.port)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr or "bind" in result.stderr.lower()
