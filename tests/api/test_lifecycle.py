@@ -40,7 +40,7 @@ def test_reflection_lists_the_service(server_address):
 
 
 def test_a_second_server_on_the_same_port_fails_loudly(server):
-    with pytest.raises(RuntimeError, match="cannot listen|Failed to bind"):
+    with pytest.raises(RuntimeError, match="Failed to bind"):
         start_test_server(port=server.running.port)
 
 
