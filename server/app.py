@@ -17,7 +17,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.servicer import PortfolioManagerServicer
 from server.api.wire import update_to_proto
-from server.application.service import PortfolioService
+from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.config import ServiceConfig, parse_args
 from server.domain.ledger import Ledger
@@ -44,10 +44,10 @@ class RunningServer:
 
 def build_service(config: ServiceConfig) -> PortfolioService[pb.PortfolioUpdate]:
     ledger = Ledger(precision=config.precision, trace_ttl_ns=int(config.trace_ttl_seconds * 1e9))
-    hub: SubscriptionHub[pb.PortfolioUpdate] = SubscriptionHub(
-        config.replay_capacity, config.subscriber_queue, ledger.sequence
+    hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
+        update_to_proto, config.replay_capacity, config.subscriber_queue, ledger.sequence
     )
-    return PortfolioService(ledger, hub, update_to_proto)
+    return PortfolioService(ledger, hub)
 
 
 async def start_server(config: ServiceConfig) -> RunningServer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Generic
 
 from sortedcontainers import SortedDict
@@ -21,7 +22,7 @@ from server.application.subscriptions import (
     SubscriptionHub,
     Topic,
 )
-from server.domain.book import ALL, PositionView
+from server.domain.book import ALL, PositionView, position_view
 from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
 from server.domain.ledger import Ledger, Outcome, Result
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
@@ -37,10 +38,18 @@ class NotFound(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class PositionChanged:
+    """A row moved by a fill: a copy of the row as it was then, viewed only when needed."""
+
     sequence: int
     kind: ChangeKind
     fill: Fill
-    position: PositionView
+    row: Position
+    market_price: Decimal
+    precision: Decimal
+
+    @property
+    def position(self) -> PositionView:
+        return position_view(self.row, self.market_price, self.precision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +98,11 @@ class PortfolioService(Generic[Payload]):
     def __init__(
         self,
         ledger: Ledger,
-        hub: SubscriptionHub[Payload],
-        encode: Callable[[PortfolioChange], Payload],
+        hub: SubscriptionHub[PortfolioChange, Payload],
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
-        self._encode = encode
         self._clock_ns = clock_ns
 
     @property
@@ -106,25 +113,33 @@ class PortfolioService(Generic[Payload]):
 
     def ingest(self, events: Sequence[ExecutionEvent]) -> list[Outcome]:
         outcomes = [self.ledger.record(event) for event in events]
-        published: list[Published[Payload]] = []
+        published: list[tuple[int, Topic, PortfolioChange]] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if outcome.result is Result.ACCEPTED:
                 published.extend(self._changes(event, outcome))
         self.hub.publish(published)
         return outcomes
 
-    def _changes(self, event: ExecutionEvent, outcome: Outcome) -> Iterator[Published[Payload]]:
+    def _changes(
+        self, event: ExecutionEvent, outcome: Outcome
+    ) -> Iterator[tuple[int, Topic, PortfolioChange]]:
         sequence = outcome.sequence
         if isinstance(event, OrderStatusUpdate):
             topic = Topic(event.account_id, event.strategy_id, event.instrument_id, False)
-            yield Published(sequence, topic, self._encode(OrderStatusChanged(sequence, event)))
+            yield sequence, topic, OrderStatusChanged(sequence, event)
             return
+        assert isinstance(event, Fill)
+        book = self.ledger.book
         for change in outcome.changes:
             key = change.position.key
-            view = self.ledger.book.view(change.position)
             topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
-            payload = self._encode(PositionChanged(sequence, change.kind, event, view))
-            yield Published(sequence, topic, payload)
+            row = change.position.copy()
+            mark = book.mark(key.instrument_id)
+            yield (
+                sequence,
+                topic,
+                PositionChanged(sequence, change.kind, event, row, mark, book.precision),
+            )
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -217,5 +232,5 @@ class PortfolioService(Generic[Payload]):
 
     def subscribe(
         self, filter_: SubscriptionFilter, from_sequence: int
-    ) -> tuple[list[Published[Payload]], Subscriber[Payload]]:
+    ) -> tuple[list[Published[PortfolioChange, Payload]], Subscriber[PortfolioChange, Payload]]:
         return self.hub.subscribe(filter_, from_sequence)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+Change = TypeVar("Change")
 Payload = TypeVar("Payload")
 
 
@@ -50,11 +51,26 @@ class SubscriptionFilter:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Published(Generic[Payload]):
-    sequence: int
-    topic: Topic
-    payload: Payload
+class Published(Generic[Change, Payload]):
+    """One update: the change, and its wire form, encoded on first use and then shared by every
+    subscriber (nothing is encoded while nobody listens)."""
+
+    __slots__ = ("_encode", "_payload", "change", "sequence", "topic")
+
+    def __init__(
+        self, sequence: int, topic: Topic, change: Change, encode: Callable[[Change], Payload]
+    ) -> None:
+        self.sequence = sequence
+        self.topic = topic
+        self.change = change
+        self._encode = encode
+        self._payload: Payload | None = None
+
+    @property
+    def payload(self) -> Payload:
+        if self._payload is None:
+            self._payload = self._encode(self.change)
+        return self._payload
 
 
 class SequenceOutOfRange(Exception):
@@ -79,16 +95,16 @@ class SubscriberOverflow(Exception):
         self.last_delivered = last_delivered
 
 
-class Subscriber(Generic[Payload]):
-    def __init__(self, hub: SubscriptionHub[Payload], filter_: SubscriptionFilter) -> None:
+class Subscriber(Generic[Change, Payload]):
+    def __init__(self, hub: SubscriptionHub[Change, Payload], filter_: SubscriptionFilter) -> None:
         self.filter = filter_
         self._hub = hub
-        self._items: deque[Published[Payload]] = deque()
+        self._items: deque[Published[Change, Payload]] = deque()
         self._wakeup = asyncio.Event()
         self.overflowed = False
         self.last_delivered = 0
 
-    def offer(self, item: Published[Payload], capacity: int) -> bool:
+    def offer(self, item: Published[Change, Payload], capacity: int) -> bool:
         """Queues an item; returns False (and marks the overflow) when the queue is full."""
         if len(self._items) >= capacity:
             self.overflowed = True
@@ -98,7 +114,7 @@ class Subscriber(Generic[Payload]):
         self._wakeup.set()
         return True
 
-    async def next_batch(self, timeout: float) -> list[Published[Payload]]:
+    async def next_batch(self, timeout: float) -> list[Published[Change, Payload]]:
         """Every queued item, waiting up to `timeout` seconds; [] when idle."""
         if not self._items and not self.overflowed:
             self._wakeup.clear()
@@ -116,25 +132,33 @@ class Subscriber(Generic[Payload]):
         self._hub.unsubscribe(self)
 
 
-class SubscriptionHub(Generic[Payload]):
-    def __init__(self, replay_capacity: int, queue_capacity: int, latest_sequence: int = 0) -> None:
+class SubscriptionHub(Generic[Change, Payload]):
+    def __init__(
+        self,
+        encode: Callable[[Change], Payload],
+        replay_capacity: int,
+        queue_capacity: int,
+        latest_sequence: int = 0,
+    ) -> None:
+        self.encode = encode
         self.replay_capacity = replay_capacity
         self.queue_capacity = queue_capacity
         self.latest_sequence = latest_sequence
         # The replay buffer is _replay[_head:], in sequence order.
-        self._replay: list[Published[Payload]] = []
+        self._replay: list[Published[Change, Payload]] = []
         self._head = 0
         # The oldest sequence whose updates are all still in the buffer.
         self._oldest_complete = latest_sequence + 1
-        self._subscribers: set[Subscriber[Payload]] = set()
+        self._subscribers: set[Subscriber[Change, Payload]] = set()
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, items: Sequence[Published[Payload]]) -> None:
-        """Publishes the updates of one or more events, in sequence order."""
-        for item in items:
+    def publish(self, changes: Sequence[tuple[int, Topic, Change]]) -> None:
+        """Publishes the (sequence, topic, change) updates of one or more events, in order."""
+        for sequence, topic, change in changes:
+            item = Published(sequence, topic, change, self.encode)
             self._replay.append(item)
             self.latest_sequence = max(self.latest_sequence, item.sequence)
             for subscriber in list(self._subscribers):
@@ -165,10 +189,10 @@ class SubscriptionHub(Generic[Payload]):
 
     def subscribe(
         self, filter_: SubscriptionFilter, from_sequence: int = 0
-    ) -> tuple[list[Published[Payload]], Subscriber[Payload]]:
+    ) -> tuple[list[Published[Change, Payload]], Subscriber[Change, Payload]]:
         """The replay of every matching update with sequence >= from_sequence (none for 0),
         and a subscriber that receives everything published after this call."""
-        replay: list[Published[Payload]] = []
+        replay: list[Published[Change, Payload]] = []
         if from_sequence:
             if not self._oldest_complete <= from_sequence <= self.latest_sequence + 1:
                 raise SequenceOutOfRange(from_sequence, self._oldest_complete, self.latest_sequence)
@@ -180,5 +204,5 @@ class SubscriptionHub(Generic[Payload]):
         self._subscribers.add(subscriber)
         return replay, subscriber
 
-    def unsubscribe(self, subscriber: Subscriber[Payload]) -> None:
+    def unsubscribe(self, subscriber: Subscriber[Change, Payload]) -> None:
         self._subscribers.discard(subscriber)

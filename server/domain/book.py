@@ -53,6 +53,26 @@ class PositionView:
         return self.realized_pnl + self.unrealized_pnl - self.fees
 
 
+def position_view(row: Position, market_price: Decimal, precision: Decimal) -> PositionView:
+    with localcontext(EXACT):
+        return PositionView(
+            key=row.key,
+            quantity=row.quantity,
+            avg_cost=row.avg_cost(precision),
+            cost_basis=row.cost_basis,
+            realized_pnl=row.realized_pnl,
+            unrealized_pnl=row.unrealized_pnl(market_price),
+            fees=row.fees,
+            market_price=market_price,
+            market_value=row.market_value(market_price),
+            multiplier=row.multiplier,
+            trade_count=row.trade_count,
+            opened_at_ns=row.opened_at_ns,
+            updated_at_ns=row.updated_at_ns,
+            last_sequence=row.last_sequence,
+        )
+
+
 class PositionBook:
     def __init__(self, instruments: InstrumentRegistry, precision: Decimal) -> None:
         self.instruments = instruments
@@ -64,8 +84,10 @@ class PositionBook:
         # Per (account, strategy) and per account: instrument_id -> Position.
         self._by_strategy: dict[tuple[str, str], SortedDict] = {}
         self._by_account: dict[str, SortedDict] = {}
-        # instrument_id -> PositionKey -> Position, for revaluation and instrument filters.
+        # instrument_id -> PositionKey -> Position, for instrument filters.
         self.by_instrument: dict[str, SortedDict] = {}
+        # instrument_id -> each row with the totals it counts in: what a new mark revalues.
+        self._valued_rows: dict[str, list[tuple[Position, Totals, Totals]]] = {}
         # strategy_id -> accounts it has rows in.
         self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
         self._account_strategies: dict[str, SortedSet] = {}
@@ -104,10 +126,11 @@ class PositionBook:
             return
         with localcontext(EXACT):
             change = price - previous
-            for row in self.by_instrument.get(instrument_id, {}).values():
+            for row, totals, overall in self._valued_rows.get(instrument_id, ()):
                 if row.quantity:
-                    for totals in self._scopes(row.key):
-                        totals.revalue(row, change)
+                    value = row.market_value(change)
+                    totals.revalue(value, row.quantity > 0)
+                    overall.revalue(value, row.quantity > 0)
 
     def _row(self, key: PositionKey) -> Position:
         row = self._rows.get(key)
@@ -130,8 +153,10 @@ class PositionBook:
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
             self._strategy_totals.setdefault((account_id, strategy_id), Totals())
             self._strategy_totals.setdefault((ALL, strategy_id), Totals())
-        for totals in self._scopes(key):  # an empty row contributes its count of one
+        scopes = self._scopes(key)
+        for totals in scopes:  # an empty row contributes its count of one
             totals.add(row, ZERO)
+        self._valued_rows.setdefault(instrument_id, []).append((row, *scopes))
         return row
 
     def _scopes(self, key: PositionKey) -> tuple[Totals, Totals]:
@@ -148,24 +173,7 @@ class PositionBook:
         return self._rows.get(key)
 
     def view(self, row: Position) -> PositionView:
-        market_price = self.mark(row.key.instrument_id)
-        with localcontext(EXACT):
-            return PositionView(
-                key=row.key,
-                quantity=row.quantity,
-                avg_cost=row.avg_cost(self.precision),
-                cost_basis=row.cost_basis,
-                realized_pnl=row.realized_pnl,
-                unrealized_pnl=row.unrealized_pnl(market_price),
-                fees=row.fees,
-                market_price=market_price,
-                market_value=row.market_value(market_price),
-                multiplier=row.multiplier,
-                trade_count=row.trade_count,
-                opened_at_ns=row.opened_at_ns,
-                updated_at_ns=row.updated_at_ns,
-                last_sequence=row.last_sequence,
-            )
+        return position_view(row, self.mark(row.key.instrument_id), self.precision)
 
     def mark(self, instrument_id: str) -> Decimal:
         return self._marks.get(instrument_id, ZERO)

@@ -37,7 +37,7 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class _Seen:
     sequence: int
-    fingerprint: bytes
+    fingerprint: int
 
 
 class Ledger:

@@ -83,6 +83,21 @@ class Position:
             return ChangeKind.OPENED
         return ChangeKind.CLOSED if not self.quantity else ChangeKind.MODIFIED
 
+    def copy(self) -> Position:
+        """A detached copy: the row as it is now, unaffected by later fills."""
+        return Position(
+            self.key,
+            self.multiplier,
+            self.quantity,
+            self.cost_basis,
+            self.realized_pnl,
+            self.fees,
+            self.trade_count,
+            self.opened_at_ns,
+            self.updated_at_ns,
+            self.last_sequence,
+        )
+
     def avg_cost(self, precision: Decimal) -> Decimal:
         if not self.quantity:
             return ZERO

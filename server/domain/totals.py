@@ -45,13 +45,12 @@ class Totals:
         if row.quantity:
             self.open_positions += sign
             self.unrealized_pnl -= sign * row.cost_basis * row.multiplier
-            self.revalue(row, sign * market_price)
+            self.revalue(sign * row.market_value(market_price), row.quantity > 0)
 
-    def revalue(self, row: Position, price_change: Decimal) -> None:
-        """Adds the mark-dependent part of a row's contribution for a change of its price."""
-        value = row.market_value(price_change)
-        self.unrealized_pnl += value
-        if row.quantity > 0:
-            self.long_exposure += value
+    def revalue(self, value_change: Decimal, is_long: bool) -> None:
+        """Adds a change in the market value of one open row (long or short)."""
+        self.unrealized_pnl += value_change
+        if is_long:
+            self.long_exposure += value_change
         else:
-            self.short_exposure -= value
+            self.short_exposure -= value_change

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from decimal import Decimal
+
 import grpc
 import pytest
 from google.protobuf import any_pb2
@@ -9,11 +12,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from client.errors import (
     STATUS_DETAILS_KEY,
+    IngestIncomplete,
     PortfolioError,
     ProtocolViolation,
     ResyncRequired,
     from_rpc_error,
 )
+from client.models import EventAck, EventResult, Fill, Side
 from client.retry import INGEST_RETRY_CODES, SUBSCRIBE_RESUME_CODES, Backoff
 
 
@@ -144,6 +149,20 @@ def test_out_of_range_on_a_subscription_means_resync() -> None:
     assert not isinstance(other, ResyncRequired)
 
 
+def test_a_write_that_failed_because_the_stream_ended_reads_as_unavailable() -> None:
+    # grpc.aio replaces the real status with this one when a write races the stream's end.
+    failed_send = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="Internal error from Core",
+        debug_error_string='Failed "execute_batch": (<SendMessageOperation>,)',
+    )
+    assert from_rpc_error(failed_send).code == grpc.StatusCode.UNAVAILABLE
+    service_error = aio_error(grpc.StatusCode.INTERNAL, "Internal error from Core")
+    assert from_rpc_error(service_error).code == grpc.StatusCode.INTERNAL
+
+
 def test_a_bare_rpc_error_maps_to_unknown() -> None:
     assert from_rpc_error(grpc.RpcError("odd")).code == grpc.StatusCode.UNKNOWN
 
@@ -151,6 +170,36 @@ def test_a_bare_rpc_error_maps_to_unknown() -> None:
 def test_protocol_violation_is_internal() -> None:
     assert ProtocolViolation("bad answer").code == grpc.StatusCode.INTERNAL
     assert grpc.StatusCode.INTERNAL.value[0] == code_pb2.INTERNAL
+
+
+def test_errors_survive_pickling() -> None:
+    fill = Fill(
+        fill_id="F1",
+        account_id="A1",
+        strategy_id="S1",
+        instrument_id="AAPL",
+        side=Side.BUY,
+        quantity=Decimal(1),
+        price=Decimal(1),
+    )
+    ack = EventAck(event_id="F0", sequence=1, result=EventResult.ACCEPTED)
+    errors: list[PortfolioError] = [
+        PortfolioError(grpc.StatusCode.INVALID_ARGUMENT, "bad", [("account_id", "empty")]),
+        ResyncRequired(grpc.StatusCode.OUT_OF_RANGE, "gone"),
+        ProtocolViolation("odd answer"),
+        IngestIncomplete(grpc.StatusCode.UNAVAILABLE, "down", acks=[ack], unacked=[fill]),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert (copy.code, copy.message, copy.field_violations) == (
+            error.code,
+            error.message,
+            error.field_violations,
+        )
+        assert str(copy) == str(error)
+    incomplete = pickle.loads(pickle.dumps(errors[-1]))
+    assert (incomplete.acks, incomplete.unacked) == ([ack], [fill])
 
 
 def test_retry_policies() -> None:
