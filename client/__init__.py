@@ -1,0 +1,87 @@
+"""Typed Python SDK of the portfolio manager.
+
+    from client import PortfolioClient, Fill, Side
+
+    with PortfolioClient("localhost:50051") as pm:
+        acks = pm.ingest(fills)
+        position = pm.get_position("A1", "AAPL", strategy_id="S1")
+        for update in pm.subscribe(account_id="A1", from_sequence=1):
+            ...
+
+Amounts are `decimal.Decimal` and timestamps timezone-aware `datetime`s, in and out. Failures
+raise `PortfolioError` (or a subclass) carrying the gRPC status code.
+"""
+
+from client.aio import AsyncPortfolioClient
+from client.errors import (
+    IngestIncomplete,
+    PortfolioError,
+    ProtocolViolation,
+    ResyncRequired,
+)
+from client.models import (
+    EventAck,
+    EventResult,
+    ExecutionEvent,
+    Fill,
+    OrderStatus,
+    OrderStatusUpdate,
+    PortfolioSummary,
+    PortfolioTotals,
+    PortfolioUpdate,
+    Position,
+    PositionLevel,
+    PositionPage,
+    Side,
+    StrategyPortfolio,
+    StrategyTotals,
+    TraceLeg,
+    TraceNet,
+    TracePosition,
+    UpdateKind,
+)
+from client.queries import (
+    PortfolioSummaryQuery,
+    PositionQuery,
+    PositionsQuery,
+    Query,
+    StrategyPortfolioQuery,
+    TracePositionQuery,
+)
+from client.retry import Backoff
+from client.sync import PortfolioClient
+
+__all__ = [
+    "AsyncPortfolioClient",
+    "Backoff",
+    "EventAck",
+    "EventResult",
+    "ExecutionEvent",
+    "Fill",
+    "IngestIncomplete",
+    "OrderStatus",
+    "OrderStatusUpdate",
+    "PortfolioClient",
+    "PortfolioError",
+    "PortfolioSummary",
+    "PortfolioSummaryQuery",
+    "PortfolioTotals",
+    "PortfolioUpdate",
+    "Position",
+    "PositionLevel",
+    "PositionPage",
+    "PositionQuery",
+    "PositionsQuery",
+    "ProtocolViolation",
+    "Query",
+    "ResyncRequired",
+    "Side",
+    "StrategyPortfolio",
+    "StrategyPortfolioQuery",
+    "StrategyTotals",
+    "TraceLeg",
+    "TraceNet",
+    "TracePosition",
+    "TracePositionQuery",
+    "UpdateKind",
+]

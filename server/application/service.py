@@ -129,17 +129,14 @@ class PortfolioService(Generic[Payload]):
             yield sequence, topic, OrderStatusChanged(sequence, event)
             return
         assert isinstance(event, Fill)
-        book = self.ledger.book
+        precision = self.ledger.book.precision
         for change in outcome.changes:
             key = change.position.key
             topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
-            row = change.position.copy()
-            mark = book.mark(key.instrument_id)
-            yield (
-                sequence,
-                topic,
-                PositionChanged(sequence, change.kind, event, row, mark, book.precision),
+            update = PositionChanged(
+                sequence, change.kind, event, change.position, change.market_price, precision
             )
+            yield sequence, topic, update
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -25,8 +25,11 @@ ALL = ""
 
 @dataclass(frozen=True, slots=True)
 class RowChange:
+    """A row as a fill left it: a detached copy, with the market price at that moment."""
+
     position: Position
     kind: ChangeKind
+    market_price: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ class PositionBook:
                 kind = row.apply_fill(fill, sequence, self.precision)
                 for totals in scopes:
                     totals.add(row, fill.price)
-                changes.append(RowChange(row, kind))
+                changes.append(RowChange(row.copy(), kind, fill.price))
         return changes
 
     def set_mark(self, instrument_id: str, price: Decimal) -> None:

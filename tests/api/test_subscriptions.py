@@ -73,6 +73,18 @@ def test_live_updates_carry_sequence_kind_and_position(stub, reader):
     assert updates[4].order_status.update_id == "u1"
 
 
+def test_each_update_shows_the_row_as_its_own_event_left_it(stub, reader):
+    live = reader(from_sequence=1, level=pb.POSITION_LEVEL_STRATEGY)
+    acks(stub, pb_fill("BUY", 100, 10), pb_fill("BUY", 50, 12), pb_fill("SELL", 150, 11))
+    updates = live.take(3)
+    assert [(u.position.quantity, u.position.last_sequence) for u in updates] == [
+        ("100", 1),
+        ("150", 2),
+        ("0", 3),
+    ]
+    assert [u.position.market_price for u in updates] == ["10", "12", "11"]
+
+
 def test_idle_subscribers_get_heartbeats_with_the_current_sequence(stub, reader):
     acks(stub, pb_fill("BUY", 1, 1), pb_fill("BUY", 1, 1))
     idle = reader(strategy_id="NOBODY")

@@ -1,0 +1,325 @@
+"""The asyncio client: the same calls as `PortfolioClient`, for event-loop services."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from client import wire
+from client.batching import IngestSession, ended_early
+from client.errors import PortfolioError, from_rpc_error
+from client.models import (
+    EventAck,
+    ExecutionEvent,
+    PortfolioSummary,
+    PortfolioUpdate,
+    Position,
+    PositionLevel,
+    PositionPage,
+    StrategyPortfolio,
+    TracePosition,
+)
+from client.queries import (
+    PortfolioSummaryQuery,
+    PositionQuery,
+    PositionsQuery,
+    Query,
+    R,
+    StrategyPortfolioQuery,
+    TracePositionQuery,
+)
+from client.resume import ResumeCursor
+from client.retry import DEFAULT_TIMEOUT, INGEST_RETRY_CODES, SUBSCRIBE_RESUME_CODES, Backoff
+from portfolio.v1 import portfolio_pb2, portfolio_pb2_grpc
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class AsyncPortfolioClient:
+    """A grpc.aio connection to the portfolio manager.
+
+    Use it as an async context manager (or await `close`): it owns its channel. Deadlines work
+    as in `PortfolioClient`: every unary call and every ingest attempt has one, subscriptions
+    have none.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self._backoff = backoff or Backoff()
+        self._channel = grpc.aio.insecure_channel(target, options=list(channel_options))
+        self._stub = portfolio_pb2_grpc.PortfolioManagerStub(self._channel)
+
+    async def close(self) -> None:
+        """Closes the channel; calls still running fail with CANCELLED."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -----------------------------------------------------------------------------------------
+    # Reads
+
+    async def get_position(
+        self,
+        account_id: str,
+        instrument_id: str,
+        strategy_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Position:
+        """One row: the strategy's, or the account-level book row when strategy_id is None.
+
+        A row that does not exist raises PortfolioError with NOT_FOUND.
+        """
+        query = PositionQuery(
+            account_id=account_id, instrument_id=instrument_id, strategy_id=strategy_id
+        )
+        response = await self._unary(self._stub.GetPosition, wire.position_request(query), timeout)
+        return wire.position_from_proto(response)
+
+    async def get_strategy_portfolio(
+        self,
+        strategy_id: str,
+        account_id: str = "",
+        include_flat: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> StrategyPortfolio:
+        """A strategy's positions and totals, across accounts unless account_id is given."""
+        query = StrategyPortfolioQuery(
+            strategy_id=strategy_id, account_id=account_id, include_flat=include_flat
+        )
+        request = wire.strategy_portfolio_request(query)
+        response = await self._unary(self._stub.GetStrategyPortfolio, request, timeout)
+        return wire.strategy_portfolio_from_proto(response)
+
+    async def get_portfolio_summary(
+        self, account_id: str = "", *, timeout: float | None = None
+    ) -> PortfolioSummary:
+        """The account-level totals and each strategy's share; every account if none given."""
+        request = wire.summary_request(PortfolioSummaryQuery(account_id=account_id))
+        response = await self._unary(self._stub.GetPortfolioSummary, request, timeout)
+        return wire.summary_from_proto(response)
+
+    async def list_positions(
+        self,
+        account_id: str = "",
+        strategy_id: str = "",
+        instrument_id: str = "",
+        level: PositionLevel = PositionLevel.STRATEGY,
+        include_flat: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> PositionPage:
+        """One page of rows in (account, strategy, instrument) order; see `iter_positions`."""
+        query = PositionsQuery(
+            account_id=account_id,
+            strategy_id=strategy_id,
+            instrument_id=instrument_id,
+            level=level,
+            include_flat=include_flat,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._list_page(query, timeout)
+
+    async def iter_positions(
+        self,
+        account_id: str = "",
+        strategy_id: str = "",
+        instrument_id: str = "",
+        level: PositionLevel = PositionLevel.STRATEGY,
+        include_flat: bool = False,
+        page_size: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Position]:
+        """Every matching row, fetching pages as needed; `timeout` applies to each page."""
+        query = PositionsQuery(
+            account_id=account_id,
+            strategy_id=strategy_id,
+            instrument_id=instrument_id,
+            level=level,
+            include_flat=include_flat,
+            page_size=page_size,
+        )
+        while True:
+            page = await self._list_page(query, timeout)
+            for position in page.positions:
+                yield position
+            if not page.next_page_token:
+                return
+            query = dataclasses.replace(query, page_token=page.next_page_token)
+
+    async def get_trace_position(
+        self, trace_id: str, *, timeout: float | None = None
+    ) -> TracePosition:
+        """The legs of a multi-step trade; NOT_FOUND once the trace has expired."""
+        request = wire.trace_request(TracePositionQuery(trace_id=trace_id))
+        response = await self._unary(self._stub.GetTracePosition, request, timeout)
+        return wire.trace_from_proto(response)
+
+    async def query(self, request: Query[R], *, timeout: float | None = None) -> R:
+        """Any read through the typed Query RPC; the answer's type follows the request's."""
+        response = await self._unary(self._stub.Query, wire.query_to_proto(request), timeout)
+        return wire.query_result(request, response)
+
+    # -----------------------------------------------------------------------------------------
+    # Ingest
+
+    async def ingest(
+        self,
+        events: Iterable[ExecutionEvent],
+        *,
+        batch_size: int = 100,
+        max_attempts: int = 3,
+        timeout: float | None = None,
+    ) -> list[EventAck]:
+        """Sends events and returns their acks, in the order of `events`.
+
+        Same semantics as `PortfolioClient.ingest`: batches are written while acks are read,
+        REJECTED is an answer rather than an exception, transient failures resend the unacked
+        events (up to `max_attempts` streams, then IngestIncomplete), and `timeout` is the
+        deadline of each attempt.
+        """
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        session = IngestSession(events, batch_size=batch_size)
+        while not session.done:
+            if session.attempts:
+                await asyncio.sleep(self._backoff.delay(session.attempts))
+            failure = await self._ingest_attempt(session, self._deadline(timeout))
+            if session.done:
+                break
+            if session.attempts >= max_attempts:
+                raise session.incomplete(failure.code, failure.message)
+        return session.acks()
+
+    async def _ingest_attempt(self, session: IngestSession, timeout: float) -> PortfolioError:
+        """One stream; returns why it ended short of all acks (retryable), else raises."""
+        requests = [batch.request for batch in session.start_attempt()]
+        call = self._stub.Ingest(timeout=timeout)
+        writer = asyncio.create_task(_send_all(call, requests))
+        try:
+            while True:
+                response = await call.read()
+                if not isinstance(response, portfolio_pb2.IngestResponse):
+                    break  # grpc.aio.EOF: the service closed the stream
+                session.record(response)
+        except grpc.RpcError as error:
+            failure = from_rpc_error(error)
+            if failure.code not in INGEST_RETRY_CODES:
+                raise failure from error
+            return failure
+        finally:
+            writer.cancel()
+            call.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        return ended_early()
+
+    # -----------------------------------------------------------------------------------------
+    # Live updates
+
+    async def subscribe(
+        self,
+        account_id: str = "",
+        strategy_id: str = "",
+        instrument_id: str = "",
+        level: PositionLevel = PositionLevel.UNSPECIFIED,
+        from_sequence: int = 0,
+        include_heartbeats: bool = False,
+        reconnect: bool = True,
+    ) -> AsyncGenerator[PortfolioUpdate, None]:
+        """Live updates; same semantics as `PortfolioClient.subscribe`.
+
+        To stop early and release the stream at once, iterate inside
+        `contextlib.aclosing(client.subscribe(...))`.
+        """
+        cursor = ResumeCursor(from_sequence)
+        failures = 0
+        while True:
+            request = wire.subscribe_request(
+                account_id=account_id,
+                strategy_id=strategy_id,
+                instrument_id=instrument_id,
+                level=level,
+                from_sequence=cursor.from_sequence,
+            )
+            cursor.new_stream()
+            call = self._stub.SubscribeUpdates(request)
+            try:
+                async for message in call:
+                    failures = 0
+                    update = wire.update_from_proto(message)
+                    if not cursor.admit(update.sequence, heartbeat=update.is_heartbeat):
+                        continue
+                    if include_heartbeats or not update.is_heartbeat:
+                        yield update
+            except grpc.RpcError as error:
+                failure = from_rpc_error(error, subscription=True)
+                if not (reconnect and failure.code in SUBSCRIBE_RESUME_CODES):
+                    raise failure from error
+            finally:
+                call.cancel()
+            if not reconnect:
+                return
+            failures += 1
+            await asyncio.sleep(self._backoff.delay(failures))
+
+    # -----------------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        timeout: float | None,
+    ) -> _Resp:
+        try:
+            return await method(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    async def _list_page(self, query: PositionsQuery, timeout: float | None) -> PositionPage:
+        request = wire.positions_request(query)
+        response = await self._unary(self._stub.ListPositions, request, timeout)
+        return wire.page_from_proto(response)
+
+
+async def _send_all(
+    call: grpc.aio.StreamStreamCall[portfolio_pb2.IngestRequest, portfolio_pb2.IngestResponse],
+    requests: list[portfolio_pb2.IngestRequest],
+) -> None:
+    """Writes every batch without waiting for acks, then half-closes the stream."""
+    try:
+        for request in requests:
+            await call.write(request)
+        await call.done_writing()
+    except (grpc.RpcError, asyncio.InvalidStateError):
+        # The call ended early; the reading side reports how.
+        return

@@ -1,0 +1,325 @@
+"""The SDK's own types: what callers build and get back instead of protobuf messages.
+
+Amounts are `Decimal` because positions and P&L must reconcile to the cent with the broker;
+a float would not. Timestamps are timezone-aware UTC `datetime`s; an unset timestamp on the wire
+is `None`. Every type is an immutable value, safe to share between threads and tasks.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+_ZERO = Decimal(0)
+
+
+class Side(enum.Enum):
+    """Buy or sell."""
+
+    UNSPECIFIED = 0
+    BUY = 1
+    SELL = 2
+
+
+class OrderStatus(enum.Enum):
+    """The broker's view of an order's life cycle."""
+
+    UNSPECIFIED = 0
+    PENDING_SUBMIT = 1
+    PRE_SUBMITTED = 2
+    SUBMITTED = 3
+    PARTIALLY_FILLED = 4
+    FILLED = 5
+    PENDING_CANCEL = 6
+    CANCELLED = 7
+    REJECTED = 8
+    INACTIVE = 9
+
+
+class EventResult(enum.Enum):
+    """What the service did with one ingested event."""
+
+    UNSPECIFIED = 0
+    #: Applied now, under a new sequence number.
+    ACCEPTED = 1
+    #: Already applied earlier: counted once; the ack carries the original sequence.
+    DUPLICATE = 2
+    #: Invalid, or an id reused with different content: nothing changed.
+    REJECTED = 3
+
+
+class PositionLevel(enum.Enum):
+    """Which book a position row belongs to."""
+
+    #: In a subscription: both levels. In a listing: strategy rows.
+    UNSPECIFIED = 0
+    #: A strategy's attributed row.
+    STRATEGY = 1
+    #: The account-level book, every fill of the account as the broker sees it.
+    ACCOUNT = 2
+
+
+class UpdateKind(enum.Enum):
+    """What a live update is about."""
+
+    UNSPECIFIED = 0
+    POSITION_OPENED = 1
+    POSITION_MODIFIED = 2
+    POSITION_CLOSED = 3
+    ORDER_STATUS = 4
+    #: Nothing happened; everything up to the update's sequence has been sent.
+    HEARTBEAT = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution events (what goes in)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fill:
+    """One execution. `fill_id` is the idempotency key: resending a fill is always safe."""
+
+    fill_id: str
+    account_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    #: Always positive; the side gives the direction.
+    quantity: Decimal
+    #: May be zero or negative (spreads and some futures trade below zero).
+    price: Decimal
+    #: When the venue executed it. The service may refuse a fill without one.
+    timestamp: datetime | None = None
+    #: The fill's total commission; negative for a rebate.
+    commission: Decimal = _ZERO
+    commission_currency: str = ""
+    #: IB's orderRef, which also names the strategy.
+    order_ref: str = ""
+    venue: str = ""
+    #: Groups the legs of a multi-step trade.
+    trace_id: str = ""
+    #: The broker's order id.
+    order_id: str = ""
+
+    @property
+    def event_id(self) -> str:
+        """The id the service acks this fill under."""
+        return self.fill_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderStatusUpdate:
+    """A change in an order's status. `update_id` is the idempotency key."""
+
+    update_id: str
+    account_id: str
+    instrument_id: str
+    status: OrderStatus
+    strategy_id: str = ""
+    #: At least one of order_ref and order_id is required by the service.
+    order_ref: str = ""
+    order_id: str = ""
+    filled_quantity: Decimal = _ZERO
+    remaining_quantity: Decimal = _ZERO
+    #: None until something has filled.
+    avg_fill_price: Decimal | None = None
+    timestamp: datetime | None = None
+    side: Side = Side.UNSPECIFIED
+    perm_id: str = ""
+
+    @property
+    def event_id(self) -> str:
+        """The id the service acks this update under."""
+        return self.update_id
+
+
+#: Anything `ingest` accepts.
+ExecutionEvent = Fill | OrderStatusUpdate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventAck:
+    """The service's answer to one ingested event."""
+
+    event_id: str
+    #: The global sequence the event was applied under (the original one for a duplicate);
+    #: 0 when rejected.
+    sequence: int
+    result: EventResult
+    #: Why it was rejected or treated as a duplicate; names the offending field if there is one.
+    reason: str = ""
+
+    @property
+    def applied(self) -> bool:
+        """True when the event is part of the book, whether now or earlier."""
+        return self.result in (EventResult.ACCEPTED, EventResult.DUPLICATE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions and totals (what comes out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    """One position row with average-cost accounting."""
+
+    account_id: str
+    #: Empty for the account-level row.
+    strategy_id: str
+    instrument_id: str
+    level: PositionLevel
+    #: Signed: positive long, negative short, zero flat.
+    quantity: Decimal
+    #: Cost basis / |quantity|, rounded to the service's precision; zero when flat.
+    avg_cost: Decimal
+    #: Gross: fees are not deducted.
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    fees: Decimal
+    #: realized_pnl + unrealized_pnl - fees.
+    net_pnl: Decimal
+    market_price: Decimal
+    market_value: Decimal
+    #: The exact total cost of the open quantity, signed like quantity.
+    cost_basis: Decimal
+    multiplier: Decimal
+    trade_count: int
+    #: When the current open leg was opened; None while flat.
+    opened_at: datetime | None
+    updated_at: datetime | None
+    #: The sequence of the last event that changed this row.
+    last_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioTotals:
+    """The aggregates a risk manager watches."""
+
+    realized_pnl: Decimal = _ZERO
+    unrealized_pnl: Decimal = _ZERO
+    fees: Decimal = _ZERO
+    net_pnl: Decimal = _ZERO
+    long_exposure: Decimal = _ZERO
+    #: Positive: the sum of |market value| of short rows.
+    short_exposure: Decimal = _ZERO
+    gross_exposure: Decimal = _ZERO
+    net_exposure: Decimal = _ZERO
+    #: Rows with a non-zero quantity.
+    open_positions: int = 0
+    #: All rows, flat ones included.
+    total_positions: int = 0
+    trade_count: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyPortfolio:
+    """A strategy's share of the book, across accounts (account_id empty) or within one."""
+
+    strategy_id: str
+    account_id: str
+    positions: tuple[Position, ...]
+    totals: PortfolioTotals
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyTotals:
+    """One strategy's attributed totals within a summary."""
+
+    strategy_id: str
+    totals: PortfolioTotals
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioSummary:
+    """The consolidated book's totals (what the broker shows) and each strategy's share."""
+
+    #: Empty when across accounts.
+    account_id: str
+    account_totals: PortfolioTotals
+    strategies: tuple[StrategyTotals, ...]
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionPage:
+    """One page of a position listing; pass next_page_token back for the next one."""
+
+    positions: tuple[Position, ...]
+    #: Empty on the last page.
+    next_page_token: str
+    as_of_sequence: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-step trades
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceLeg:
+    """One fill of a multi-step trade."""
+
+    step: int
+    sequence: int
+    fill_id: str
+    account_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    venue: str
+    timestamp: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceNet:
+    """One instrument's net across a multi-step trade."""
+
+    instrument_id: str
+    quantity: Decimal
+    #: Signed: sells add, buys subtract, times the multiplier.
+    cash_flow: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracePosition:
+    """The legs of a multi-step trade and their net effect, until the trace expires."""
+
+    trace_id: str
+    legs: tuple[TraceLeg, ...]
+    net: tuple[TraceNet, ...]
+    first_fill_at: datetime | None
+    last_fill_at: datetime | None
+    expires_at: datetime | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Live updates
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioUpdate:
+    """One change, after it happened.
+
+    An event that changes two rows (the strategy's and the account-level one) yields two updates
+    with the same sequence.
+    """
+
+    sequence: int
+    kind: UpdateKind
+    #: The fill_id or update_id that caused the change; empty for a heartbeat.
+    event_id: str = ""
+    #: The row after the change, for position kinds.
+    position: Position | None = None
+    #: The status event, for ORDER_STATUS.
+    order_status: OrderStatusUpdate | None = None
+    #: The fill that changed the row, for position kinds.
+    fill: Fill | None = None
+
+    @property
+    def is_heartbeat(self) -> bool:
+        """True for a keep-alive that only reports how far the stream has got."""
+        return self.kind is UpdateKind.HEARTBEAT

@@ -1,0 +1,76 @@
+"""Read requests as values, for the typed `query` call.
+
+Each request type names what it answers with (`Query[Position]` and so on), so
+`client.query(PositionQuery(...))` is typed as returning a `Position` without overloads. The
+`get_*` and `list_positions` methods build the same values, so both paths share one encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from client.models import (
+    PortfolioSummary,
+    Position,
+    PositionLevel,
+    PositionPage,
+    StrategyPortfolio,
+    TracePosition,
+)
+
+R = TypeVar("R", covariant=True)
+
+
+class Query(Generic[R]):
+    """A read request answering with an R."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionQuery(Query[Position]):
+    """One row: a strategy's, or the account-level book row when strategy_id is None or empty."""
+
+    account_id: str
+    instrument_id: str
+    strategy_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyPortfolioQuery(Query[StrategyPortfolio]):
+    """A strategy's positions and totals; across every account when account_id is empty."""
+
+    strategy_id: str
+    account_id: str = ""
+    #: Flat rows still carry realized P&L and fees.
+    include_flat: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortfolioSummaryQuery(Query[PortfolioSummary]):
+    """Totals for one account, or for all when account_id is empty."""
+
+    account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionsQuery(Query[PositionPage]):
+    """One page of rows matching the filters (empty means any)."""
+
+    account_id: str = ""
+    strategy_id: str = ""
+    instrument_id: str = ""
+    level: PositionLevel = PositionLevel.STRATEGY
+    include_flat: bool = False
+    #: 1 to 1,000; 0 lets the service choose (100).
+    page_size: int = 0
+    #: From the previous page, with the same filters.
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracePositionQuery(Query[TracePosition]):
+    """The legs of a multi-step trade."""
+
+    trace_id: str

@@ -1,0 +1,435 @@
+"""Conversions between the SDK's types and the protobuf messages of portfolio.v1.
+
+This is the only module that knows the wire format, so the exactness rules live here once:
+amounts travel as plain decimal strings (never a float, never exponent notation, never NaN),
+and timestamps must carry a time zone because the SDK never guesses one.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar, cast
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from client.errors import ProtocolViolation
+from client.models import (
+    EventAck,
+    EventResult,
+    ExecutionEvent,
+    Fill,
+    OrderStatus,
+    OrderStatusUpdate,
+    PortfolioSummary,
+    PortfolioTotals,
+    PortfolioUpdate,
+    Position,
+    PositionLevel,
+    PositionPage,
+    Side,
+    StrategyPortfolio,
+    StrategyTotals,
+    TraceLeg,
+    TraceNet,
+    TracePosition,
+    UpdateKind,
+)
+from client.queries import (
+    PortfolioSummaryQuery,
+    PositionQuery,
+    PositionsQuery,
+    Query,
+    StrategyPortfolioQuery,
+    TracePositionQuery,
+)
+from portfolio.v1 import portfolio_pb2 as pb
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = Decimal(0)
+
+E = TypeVar("E", bound=enum.Enum)
+R = TypeVar("R")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalars
+
+
+def format_decimal(value: Decimal) -> str:
+    """The contract's decimal string: plain notation, exact, finite.
+
+    Negative zero is sent as zero so that "-0" never reaches a parser that might refuse it.
+    """
+    if not isinstance(value, Decimal):
+        raise TypeError(f"expected a Decimal, got {type(value).__name__}: {value!r}")
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {value}")
+    if value.is_zero() and value.is_signed():
+        value = value.copy_abs()
+    return format(value, "f")
+
+
+def parse_decimal(text: str) -> Decimal:
+    """An amount from the wire; empty means zero, as the contract says for optional amounts."""
+    if text == "":
+        return _ZERO
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal string: {text!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {text!r}")
+    return value
+
+
+def parse_optional_decimal(text: str) -> Decimal | None:
+    """An amount where the contract gives the empty string the meaning "none yet"."""
+    return None if text == "" else parse_decimal(text)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    """An aware datetime as a Timestamp, exact to the microsecond."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: give it a time zone (UTC)")
+    delta = moment - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1_000)
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    """A Timestamp as an aware UTC datetime; nanoseconds below a microsecond are dropped."""
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1_000)
+
+
+def _optional_timestamp(moment: datetime | None) -> Timestamp | None:
+    return None if moment is None else to_timestamp(moment)
+
+
+def _maybe_time(is_set: bool, stamp: Timestamp) -> datetime | None:
+    """An optional Timestamp field: unset means "no time", not the epoch."""
+    return from_timestamp(stamp) if is_set else None
+
+
+def _enum(kind: type[E], number: int) -> E:
+    """A wire enum number as the SDK's enum; a value newer than this SDK reads as UNSPECIFIED."""
+    try:
+        return kind(number)
+    except ValueError:
+        return kind(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution events
+
+
+def fill_to_proto(fill: Fill) -> pb.Fill:
+    return pb.Fill(
+        fill_id=fill.fill_id,
+        account_id=fill.account_id,
+        strategy_id=fill.strategy_id,
+        instrument_id=fill.instrument_id,
+        side=pb.Side.ValueType(fill.side.value),
+        quantity=format_decimal(fill.quantity),
+        price=format_decimal(fill.price),
+        commission=format_decimal(fill.commission),
+        commission_currency=fill.commission_currency,
+        timestamp=_optional_timestamp(fill.timestamp),
+        order_ref=fill.order_ref,
+        venue=fill.venue,
+        trace_id=fill.trace_id,
+        order_id=fill.order_id,
+    )
+
+
+def fill_from_proto(message: pb.Fill) -> Fill:
+    return Fill(
+        fill_id=message.fill_id,
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        instrument_id=message.instrument_id,
+        side=_enum(Side, message.side),
+        quantity=parse_decimal(message.quantity),
+        price=parse_decimal(message.price),
+        commission=parse_decimal(message.commission),
+        commission_currency=message.commission_currency,
+        timestamp=_maybe_time(message.HasField("timestamp"), message.timestamp),
+        order_ref=message.order_ref,
+        venue=message.venue,
+        trace_id=message.trace_id,
+        order_id=message.order_id,
+    )
+
+
+def order_status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
+    avg = update.avg_fill_price
+    return pb.OrderStatusUpdate(
+        update_id=update.update_id,
+        account_id=update.account_id,
+        strategy_id=update.strategy_id,
+        order_ref=update.order_ref,
+        order_id=update.order_id,
+        instrument_id=update.instrument_id,
+        status=pb.OrderStatus.ValueType(update.status.value),
+        filled_quantity=format_decimal(update.filled_quantity),
+        remaining_quantity=format_decimal(update.remaining_quantity),
+        avg_fill_price="" if avg is None else format_decimal(avg),
+        timestamp=_optional_timestamp(update.timestamp),
+        side=pb.Side.ValueType(update.side.value),
+        perm_id=update.perm_id,
+    )
+
+
+def order_status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
+    return OrderStatusUpdate(
+        update_id=message.update_id,
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        order_ref=message.order_ref,
+        order_id=message.order_id,
+        instrument_id=message.instrument_id,
+        status=_enum(OrderStatus, message.status),
+        filled_quantity=parse_decimal(message.filled_quantity),
+        remaining_quantity=parse_decimal(message.remaining_quantity),
+        avg_fill_price=parse_optional_decimal(message.avg_fill_price),
+        timestamp=_maybe_time(message.HasField("timestamp"), message.timestamp),
+        side=_enum(Side, message.side),
+        perm_id=message.perm_id,
+    )
+
+
+def event_to_proto(event: ExecutionEvent) -> pb.ExecutionEvent:
+    if isinstance(event, Fill):
+        return pb.ExecutionEvent(fill=fill_to_proto(event))
+    if isinstance(event, OrderStatusUpdate):
+        return pb.ExecutionEvent(status=order_status_to_proto(event))
+    raise TypeError(f"not an execution event: {type(event).__name__}")
+
+
+def ack_from_proto(message: pb.EventAck) -> EventAck:
+    return EventAck(
+        event_id=message.event_id,
+        sequence=message.sequence,
+        result=_enum(EventResult, message.result),
+        reason=message.reason,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions and totals
+
+
+def position_from_proto(message: pb.Position) -> Position:
+    return Position(
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        instrument_id=message.instrument_id,
+        level=_enum(PositionLevel, message.level),
+        quantity=parse_decimal(message.quantity),
+        avg_cost=parse_decimal(message.avg_cost),
+        realized_pnl=parse_decimal(message.realized_pnl),
+        unrealized_pnl=parse_decimal(message.unrealized_pnl),
+        fees=parse_decimal(message.fees),
+        net_pnl=parse_decimal(message.net_pnl),
+        market_price=parse_decimal(message.market_price),
+        market_value=parse_decimal(message.market_value),
+        cost_basis=parse_decimal(message.cost_basis),
+        multiplier=parse_decimal(message.multiplier),
+        trade_count=message.trade_count,
+        opened_at=_maybe_time(message.HasField("opened_at"), message.opened_at),
+        updated_at=_maybe_time(message.HasField("updated_at"), message.updated_at),
+        last_sequence=message.last_sequence,
+    )
+
+
+def totals_from_proto(message: pb.PortfolioTotals) -> PortfolioTotals:
+    return PortfolioTotals(
+        realized_pnl=parse_decimal(message.realized_pnl),
+        unrealized_pnl=parse_decimal(message.unrealized_pnl),
+        fees=parse_decimal(message.fees),
+        net_pnl=parse_decimal(message.net_pnl),
+        long_exposure=parse_decimal(message.long_exposure),
+        short_exposure=parse_decimal(message.short_exposure),
+        gross_exposure=parse_decimal(message.gross_exposure),
+        net_exposure=parse_decimal(message.net_exposure),
+        open_positions=message.open_positions,
+        total_positions=message.total_positions,
+        trade_count=message.trade_count,
+    )
+
+
+def strategy_portfolio_from_proto(message: pb.StrategyPortfolio) -> StrategyPortfolio:
+    return StrategyPortfolio(
+        strategy_id=message.strategy_id,
+        account_id=message.account_id,
+        positions=tuple(position_from_proto(p) for p in message.positions),
+        totals=totals_from_proto(message.totals),
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def summary_from_proto(message: pb.PortfolioSummary) -> PortfolioSummary:
+    return PortfolioSummary(
+        account_id=message.account_id,
+        account_totals=totals_from_proto(message.account_totals),
+        strategies=tuple(
+            StrategyTotals(strategy_id=s.strategy_id, totals=totals_from_proto(s.totals))
+            for s in message.strategies
+        ),
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def page_from_proto(message: pb.ListPositionsResponse) -> PositionPage:
+    return PositionPage(
+        positions=tuple(position_from_proto(p) for p in message.positions),
+        next_page_token=message.next_page_token,
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def trace_from_proto(message: pb.TracePosition) -> TracePosition:
+    return TracePosition(
+        trace_id=message.trace_id,
+        legs=tuple(
+            TraceLeg(
+                step=leg.step,
+                sequence=leg.sequence,
+                fill_id=leg.fill_id,
+                account_id=leg.account_id,
+                strategy_id=leg.strategy_id,
+                instrument_id=leg.instrument_id,
+                side=_enum(Side, leg.side),
+                quantity=parse_decimal(leg.quantity),
+                price=parse_decimal(leg.price),
+                venue=leg.venue,
+                timestamp=_maybe_time(leg.HasField("timestamp"), leg.timestamp),
+            )
+            for leg in message.legs
+        ),
+        net=tuple(
+            TraceNet(
+                instrument_id=n.instrument_id,
+                quantity=parse_decimal(n.quantity),
+                cash_flow=parse_decimal(n.cash_flow),
+            )
+            for n in message.net
+        ),
+        first_fill_at=_maybe_time(message.HasField("first_fill_at"), message.first_fill_at),
+        last_fill_at=_maybe_time(message.HasField("last_fill_at"), message.last_fill_at),
+        expires_at=_maybe_time(message.HasField("expires_at"), message.expires_at),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Read requests
+
+
+def position_request(query: PositionQuery) -> pb.GetPositionRequest:
+    request = pb.GetPositionRequest(account_id=query.account_id, instrument_id=query.instrument_id)
+    if query.strategy_id is not None:
+        request.strategy_id = query.strategy_id
+    return request
+
+
+def strategy_portfolio_request(query: StrategyPortfolioQuery) -> pb.GetStrategyPortfolioRequest:
+    return pb.GetStrategyPortfolioRequest(
+        strategy_id=query.strategy_id,
+        account_id=query.account_id,
+        include_flat=query.include_flat,
+    )
+
+
+def summary_request(query: PortfolioSummaryQuery) -> pb.GetPortfolioSummaryRequest:
+    return pb.GetPortfolioSummaryRequest(account_id=query.account_id)
+
+
+def positions_request(query: PositionsQuery) -> pb.ListPositionsRequest:
+    return pb.ListPositionsRequest(
+        account_id=query.account_id,
+        strategy_id=query.strategy_id,
+        instrument_id=query.instrument_id,
+        level=pb.PositionLevel.ValueType(query.level.value),
+        include_flat=query.include_flat,
+        page_size=query.page_size,
+        page_token=query.page_token,
+    )
+
+
+def trace_request(query: TracePositionQuery) -> pb.GetTracePositionRequest:
+    return pb.GetTracePositionRequest(trace_id=query.trace_id)
+
+
+def query_to_proto(query: Query[object]) -> pb.PortfolioQuery:
+    """The Query RPC's request for any read request value."""
+    if isinstance(query, PositionQuery):
+        return pb.PortfolioQuery(get_position=position_request(query))
+    if isinstance(query, StrategyPortfolioQuery):
+        return pb.PortfolioQuery(get_strategy_portfolio=strategy_portfolio_request(query))
+    if isinstance(query, PortfolioSummaryQuery):
+        return pb.PortfolioQuery(get_portfolio_summary=summary_request(query))
+    if isinstance(query, PositionsQuery):
+        return pb.PortfolioQuery(list_positions=positions_request(query))
+    if isinstance(query, TracePositionQuery):
+        return pb.PortfolioQuery(get_trace_position=trace_request(query))
+    raise TypeError(f"not a portfolio query: {type(query).__name__}")
+
+
+def query_result(query: Query[R], response: pb.PortfolioResponse) -> R:
+    """The Query RPC's answer as the type the request names.
+
+    Raises ProtocolViolation when the service answered in a branch other than the one asked for.
+    """
+    branch = response.WhichOneof("response")
+    result: object
+    if isinstance(query, PositionQuery) and branch == "position":
+        result = position_from_proto(response.position)
+    elif isinstance(query, StrategyPortfolioQuery) and branch == "strategy_portfolio":
+        result = strategy_portfolio_from_proto(response.strategy_portfolio)
+    elif isinstance(query, PortfolioSummaryQuery) and branch == "portfolio_summary":
+        result = summary_from_proto(response.portfolio_summary)
+    elif isinstance(query, PositionsQuery) and branch == "list_positions":
+        result = page_from_proto(response.list_positions)
+    elif isinstance(query, TracePositionQuery) and branch == "trace_position":
+        result = trace_from_proto(response.trace_position)
+    else:
+        raise ProtocolViolation(f"{type(query).__name__} answered with {branch or 'nothing'}")
+    return cast(R, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Live updates
+
+
+def subscribe_request(
+    *,
+    account_id: str,
+    strategy_id: str,
+    instrument_id: str,
+    level: PositionLevel,
+    from_sequence: int,
+) -> pb.SubscribeUpdatesRequest:
+    if from_sequence < 0:
+        raise ValueError(f"from_sequence must be >= 0, got {from_sequence}")
+    return pb.SubscribeUpdatesRequest(
+        account_id=account_id,
+        strategy_id=strategy_id,
+        instrument_id=instrument_id,
+        level=pb.PositionLevel.ValueType(level.value),
+        from_sequence=from_sequence,
+    )
+
+
+def update_from_proto(message: pb.PortfolioUpdate) -> PortfolioUpdate:
+    return PortfolioUpdate(
+        sequence=message.sequence,
+        kind=_enum(UpdateKind, message.kind),
+        event_id=message.event_id,
+        position=position_from_proto(message.position) if message.HasField("position") else None,
+        order_status=(
+            order_status_from_proto(message.order_status)
+            if message.HasField("order_status")
+            else None
+        ),
+        fill=fill_from_proto(message.fill) if message.HasField("fill") else None,
+    )
