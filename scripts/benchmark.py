@@ -253,11 +253,13 @@ def main() -> int:
             ]
             for i in range(0, len(big), 1000):
                 list(svc.Ingest(iter([pb.IngestRequest(events=big[i : i + 1000])])))
-            size = svc.GetPortfolioSummary(pb.GetPortfolioSummaryRequest()).account_totals
-            total_rows = svc.ListPositions(pb.ListPositionsRequest(page_size=1)).as_of_sequence
+            summary = svc.GetPortfolioSummary(pb.GetPortfolioSummaryRequest())
+            rows = summary.account_totals.total_positions + sum(
+                s.totals.total_positions for s in summary.strategies
+            )
             print(
-                f"\nQueries, sequential unary calls, book of "
-                f"{size.total_positions + 10_000:,} rows ({total_rows:,} events):"
+                f"\nQueries, sequential unary calls, book of {rows:,} position rows "
+                f"({summary.as_of_sequence:,} events):"
             )
             get = pb.GetPositionRequest(account_id="BIG", strategy_id="S42", instrument_id="I42")
             baseline = latencies(lambda: base.GetPosition(get), args.samples)

@@ -333,7 +333,7 @@ class Fill(_message.Message):
     """Optional: the broker's order id."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When the execution happened, as the venue reports it."""
+        """Required: when the execution happened, as the venue reports it."""
 
     def __init__(
         self,
@@ -397,7 +397,9 @@ class OrderStatusUpdate(_message.Message):
     side: Global___Side.ValueType
     perm_id: _builtins.str
     @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Required: when the status changed."""
+
     def __init__(
         self,
         *,
