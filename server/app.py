@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import sys
 from dataclasses import dataclass
 
 import grpc
@@ -113,6 +111,4 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         log.error("%s", error)
         return 1
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
     return 0
