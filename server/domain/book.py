@@ -90,15 +90,16 @@ class PositionBook:
         # instrument_id -> PositionKey -> Position, for instrument filters.
         self.by_instrument: dict[str, SortedDict] = {}
         # instrument_id -> each row with the totals it counts in: what a new mark revalues.
-        self._valued_rows: dict[str, list[tuple[Position, Totals, Totals]]] = {}
+        self._valued_rows: dict[str, list[tuple[Position, Totals]]] = {}
         # strategy_id -> accounts it has rows in.
         self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
         self._account_strategies: dict[str, SortedSet] = {}
         self._marks: dict[str, Decimal] = {}
-        # (account_id or ALL) -> totals of account-level rows.
-        self._account_totals: dict[str, Totals] = {ALL: Totals()}
-        # (account_id or ALL, strategy_id) -> totals of that strategy's rows.
+        # Each row counts in one Totals: its account's (account-level rows) or its strategy's
+        # in its account. Figures across accounts add these up when asked: O(accounts).
+        self._account_totals: dict[str, Totals] = {}
         self._strategy_totals: dict[tuple[str, str], Totals] = {}
+        self._row_totals: dict[PositionKey, Totals] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -111,13 +112,12 @@ class PositionBook:
         changes = []
         with localcontext(EXACT):
             for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
-                row = self._row(PositionKey(fill.account_id, strategy_id, fill.instrument_id))
-                scopes = self._scopes(row.key)
-                for totals in scopes:
-                    totals.add(row, fill.price, -1)
+                key = PositionKey(fill.account_id, strategy_id, fill.instrument_id)
+                row = self._row(key)
+                totals = self._row_totals[key]
+                totals.add(row, fill.price, -1)
                 kind = row.apply_fill(fill, sequence, self.precision)
-                for totals in scopes:
-                    totals.add(row, fill.price)
+                totals.add(row, fill.price)
                 changes.append(RowChange(row.copy(), kind, fill.price))
         return changes
 
@@ -129,11 +129,9 @@ class PositionBook:
             return
         with localcontext(EXACT):
             change = price - previous
-            for row, totals, overall in self._valued_rows.get(instrument_id, ()):
+            for row, totals in self._valued_rows.get(instrument_id, ()):
                 if row.quantity:
-                    value = row.market_value(change)
-                    totals.revalue(value, row.quantity > 0)
-                    overall.revalue(value, row.quantity > 0)
+                    totals.revalue(row.market_value(change), row.quantity > 0)
 
     def _row(self, key: PositionKey) -> Position:
         row = self._rows.get(key)
@@ -146,7 +144,7 @@ class PositionBook:
         if key.is_account_level:
             self.account_rows[key] = row
             self._by_account.setdefault(account_id, SortedDict())[instrument_id] = row
-            self._account_totals.setdefault(account_id, Totals())
+            totals = self._account_totals.setdefault(account_id, Totals())
         else:
             self.strategy_rows[key] = row
             self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[instrument_id] = (
@@ -154,21 +152,11 @@ class PositionBook:
             )
             self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
-            self._strategy_totals.setdefault((account_id, strategy_id), Totals())
-            self._strategy_totals.setdefault((ALL, strategy_id), Totals())
-        scopes = self._scopes(key)
-        for totals in scopes:  # an empty row contributes its count of one
-            totals.add(row, ZERO)
-        self._valued_rows.setdefault(instrument_id, []).append((row, *scopes))
+            totals = self._strategy_totals.setdefault((account_id, strategy_id), Totals())
+        totals.add(row, ZERO)  # an empty row contributes its count of one
+        self._row_totals[key] = totals
+        self._valued_rows.setdefault(instrument_id, []).append((row, totals))
         return row
-
-    def _scopes(self, key: PositionKey) -> tuple[Totals, Totals]:
-        if key.is_account_level:
-            return self._account_totals[key.account_id], self._account_totals[ALL]
-        return (
-            self._strategy_totals[(key.account_id, key.strategy_id)],
-            self._strategy_totals[(ALL, key.strategy_id)],
-        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -191,16 +179,23 @@ class PositionBook:
         return rows
 
     def has_strategy(self, strategy_id: str, account_id: str = ALL) -> bool:
-        return (account_id or ALL, strategy_id) in self._strategy_totals
+        if account_id:
+            return (account_id, strategy_id) in self._strategy_totals
+        return strategy_id in self._strategy_accounts
 
     def has_account(self, account_id: str) -> bool:
         return account_id in self._account_totals
 
     def strategy_totals(self, strategy_id: str, account_id: str = ALL) -> Totals:
-        return self._strategy_totals.get((account_id, strategy_id)) or Totals()
+        if account_id:
+            return self._strategy_totals.get((account_id, strategy_id)) or Totals()
+        accounts = self._strategy_accounts.get(strategy_id, ())
+        return Totals.combined(self._strategy_totals[(a, strategy_id)] for a in accounts)
 
     def account_totals(self, account_id: str = ALL) -> Totals:
-        return self._account_totals.get(account_id) or Totals()
+        if account_id:
+            return self._account_totals.get(account_id) or Totals()
+        return Totals.combined(self._account_totals.values())
 
     def strategies(self, account_id: str = ALL) -> Iterable[str]:
         """Strategy ids in order, of one account or of all."""

@@ -46,11 +46,13 @@ class OrderStatus(enum.Enum):
 
 
 def require_id(field: str, value: str, *, required: bool = True) -> None:
-    if required and not value:
-        raise InvalidEvent(field, "is required")
+    if not value:
+        if required:
+            raise InvalidEvent(field, "is required")
+        return
     if len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(field, f"is longer than {MAX_ID_LENGTH} characters")
-    if value != value.strip() or not value.isprintable():
+    if not value.isprintable() or value[0].isspace() or value[-1].isspace():
         raise InvalidEvent(field, "must not have surrounding blanks or control characters")
 
 

@@ -6,10 +6,11 @@ is exact, so the running totals never drift from a full recount, and a query rea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
-from server.domain.decimals import ZERO
+from server.domain.decimals import EXACT, ZERO
 from server.domain.position import Position
 
 
@@ -35,6 +36,16 @@ class Totals:
     @property
     def net_exposure(self) -> Decimal:
         return self.long_exposure - self.short_exposure
+
+    @classmethod
+    def combined(cls, parts: Iterable[Totals]) -> Totals:
+        """The totals of several disjoint sets of rows."""
+        result = cls()
+        with localcontext(EXACT):
+            for part in parts:
+                for name in cls.__slots__:
+                    setattr(result, name, getattr(result, name) + getattr(part, name))
+        return result
 
     def add(self, row: Position, market_price: Decimal, sign: int = 1) -> None:
         """Adds (sign=1) or takes out (sign=-1) one row's contribution; inside `EXACT`."""
