@@ -1,10 +1,11 @@
-"""Wiring: the one place that builds the domain, the application and the gRPC adapter."""
+"""Wiring: the one place that builds the store, the domain, the application and the gRPC adapter."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -15,14 +16,19 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.servicer import PortfolioManagerServicer
 from server.api.wire import update_to_proto
+from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.config import ServiceConfig, parse_args
 from server.domain.ledger import Ledger
+from server.storage.arctic import ArcticEventStore
+from server.storage.lock import StoreLocked
 
 log = logging.getLogger("portfolio")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -30,27 +36,66 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     service: PortfolioService[pb.PortfolioUpdate]
+    store: ArcticEventStore
+    recovery: RecoveryReport
     health: health.aio.HealthServicer
+    _executor: ThreadPoolExecutor
     _housekeeping: asyncio.Task[None]
 
     async def stop(self, grace: float | None) -> None:
-        """Stops taking calls, lets running ones finish for `grace` seconds, then ends."""
+        """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
+        pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
         self._housekeeping.cancel()
         await self.server.stop(grace)
-
-
-def build_service(config: ServiceConfig) -> PortfolioService[pb.PortfolioUpdate]:
-    ledger = Ledger(precision=config.precision, trace_ttl_ns=int(config.trace_ttl_seconds * 1e9))
-    hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
-        update_to_proto, config.replay_capacity, config.subscriber_queue, ledger.sequence
-    )
-    return PortfolioService(ledger, hub)
+        await self.service.committer.stop()
+        self._executor.shutdown(wait=True)
+        self.store.close()
 
 
 async def start_server(config: ServiceConfig) -> RunningServer:
-    """Builds and starts the service; raises RuntimeError if the address cannot be bound."""
-    service = build_service(config)
+    """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
+    holds the store, RuntimeError when the address cannot be bound."""
+    store = ArcticEventStore(config.store)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-store")
+    try:
+        return await _start(config, store, executor)
+    except BaseException:
+        executor.shutdown(wait=True)
+        store.close()
+        raise
+
+
+async def _start(
+    config: ServiceConfig, store: ArcticEventStore, executor: ThreadPoolExecutor
+) -> RunningServer:
+    health_servicer = health.aio.HealthServicer()
+    loop = asyncio.get_running_loop()
+
+    health_updates: set[asyncio.Task[None]] = set()
+
+    def on_health(healthy: bool) -> None:
+        status = SERVING if healthy else NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            task = loop.create_task(health_servicer.set(name, status))
+            health_updates.add(task)
+            task.add_done_callback(health_updates.discard)
+
+    ledger = Ledger(precision=config.precision, trace_ttl_ns=int(config.trace_ttl_seconds * 1e9))
+    hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
+        update_to_proto, config.replay_capacity, config.subscriber_queue
+    )
+    service = PortfolioService(
+        ledger,
+        hub,
+        store,
+        executor,
+        checkpoint_every=config.checkpoint_every,
+        on_health=on_health,
+    )
+    report = await loop.run_in_executor(executor, recover, service, store)
+    service.committer.start()
+
     server = grpc.aio.server(
         options=[
             # A second server on the same port must fail, not silently share it.
@@ -65,7 +110,6 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         heartbeat_seconds=config.heartbeat_seconds,
     )
     pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -75,9 +119,11 @@ async def start_server(config: ServiceConfig) -> RunningServer:
         raise RuntimeError(f"cannot listen on {config.address}")
     await server.start()
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, SERVING)
     housekeeping = asyncio.create_task(_expire_traces(service, config.trace_ttl_seconds))
-    return RunningServer(server, port, service, health_servicer, housekeeping)
+    return RunningServer(
+        server, port, service, store, report, health_servicer, executor, housekeeping
+    )
 
 
 async def _expire_traces(service: PortfolioService[pb.PortfolioUpdate], ttl: float) -> None:
@@ -89,7 +135,12 @@ async def _expire_traces(service: PortfolioService[pb.PortfolioUpdate], ttl: flo
 async def serve(config: ServiceConfig) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     running = await start_server(config)
-    log.info("portfolio manager listening on %s:%d", config.host, running.port)
+    log.info(
+        "portfolio manager listening on %s:%d (store %s)",
+        config.host,
+        running.port,
+        running.store.uri,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -108,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(config))
-    except RuntimeError as error:
+    except (RuntimeError, StoreLocked) as error:
         log.error("%s", error)
         return 1
     return 0

@@ -10,6 +10,8 @@ from decimal import Decimal, InvalidOperation
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
+    # Where state lives: LMDB in a local folder by default; s3://..., mem:// (nothing kept).
+    store: str = "lmdb://data"
     host: str = "127.0.0.1"
     port: int = 50051
     # Cost-basis shares and displayed average costs are rounded to this quantum.
@@ -21,6 +23,8 @@ class ServiceConfig:
     max_batch_events: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
     grace_seconds: float = 5.0
+    # Events between checkpoints of the whole book (a restart replays 1 to 2 intervals).
+    checkpoint_every: int = 10_000
     log_level: str = "INFO"
 
     @property
@@ -51,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
             help=f"{help_} (env {env}, default %(default)s)",
         )
 
+    option("--store", str, defaults.store, "ArcticDB URI of the store")
     option("--host", str, defaults.host, "interface to listen on")
     option("--port", int, defaults.port, "port to listen on; 0 picks a free one")
     option("--precision", _precision, defaults.precision, "rounding quantum of cost shares")
@@ -61,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--max-batch-events", int, defaults.max_batch_events, "events per ingest batch")
     option("--max-message-bytes", int, defaults.max_message_bytes, "largest request accepted")
     option("--grace-seconds", float, defaults.grace_seconds, "time to finish calls on stop")
+    option("--checkpoint-every", int, defaults.checkpoint_every, "events between checkpoints")
     option("--log-level", str, defaults.log_level, "logging level")
     args = parser.parse_args(argv)
     return ServiceConfig(**vars(args))

@@ -15,7 +15,8 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.app import RunningServer, start_server
 from server.config import ServiceConfig
 
-TEST_CONFIG = ServiceConfig(port=0, heartbeat_seconds=0.2, grace_seconds=0.5)
+# A real ArcticDB, in memory: tests that need state to survive a restart use LMDB in tmp_path.
+TEST_CONFIG = ServiceConfig(store="mem://", port=0, heartbeat_seconds=0.2, grace_seconds=0.5)
 
 
 class ServerThread:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ from server.api.wire import (
     totals_to_proto,
     trace_to_proto,
 )
+from server.application.ports import StorageUnavailable
 from server.application.service import (
     NotFound,
     PortfolioService,
@@ -39,6 +41,7 @@ from server.domain.position import PositionKey
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
+MAX_BATCHES_IN_FLIGHT = 64  # per Ingest stream, admitted and waiting for their commit
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
@@ -81,18 +84,45 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         request_iterator: AsyncIterator[pb.IngestRequest],
         context: Context,
     ) -> AsyncIterator[pb.IngestResponse]:
-        async for request in request_iterator:
-            yield self.ingest_batch(request)
+        """Admits batches as they arrive and answers each once it is durable, in order: the
+        stream is pipelined, so one stream's batches share group commits too."""
+        answers: asyncio.Queue[tuple[pb.IngestResponse, int] | BaseException | None]
+        answers = asyncio.Queue(maxsize=MAX_BATCHES_IN_FLIGHT)
 
-    def ingest_batch(self, request: pb.IngestRequest) -> pb.IngestResponse:
-        """Answers one batch; a bad event is rejected alone, the rest go through."""
+        async def admit_all() -> None:
+            try:
+                async for request in request_iterator:
+                    await answers.put(self.admit_batch(request))
+                await answers.put(None)
+            except (StorageUnavailable, grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+                await answers.put(error)
+
+        reader = asyncio.create_task(admit_all())
+        try:
+            while (answer := await answers.get()) is not None:
+                if isinstance(answer, BaseException):
+                    if isinstance(answer, StorageUnavailable):
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(answer))
+                    return
+                response, wait_for = answer
+                try:
+                    await self.service.wait_durable(wait_for)
+                except StorageUnavailable as error:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+                yield response
+        finally:
+            reader.cancel()
+
+    def admit_batch(self, request: pb.IngestRequest) -> tuple[pb.IngestResponse, int]:
+        """Admits one batch; returns its answer and the sequence to wait for before sending it.
+        A bad event is rejected alone, the rest go through."""
         count = len(request.events)
         if not 1 <= count <= self.max_batch_events:
             return pb.IngestResponse(
                 batch_id=request.batch_id,
                 batch_rejected_reason=f"events: a batch holds 1 to {self.max_batch_events} "
                 f"events, got {count}; nothing in it was applied",
-            )
+            ), 0
         acks = [pb.EventAck() for _ in range(count)]
         valid: list[ExecutionEvent] = []
         valid_at: list[int] = []
@@ -106,14 +136,15 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     result=pb.EVENT_RESULT_REJECTED,
                     reason=str(violation.within(f"events[{index}]")),
                 )
-        for index, outcome in zip(valid_at, self.service.ingest(valid), strict=True):
+        outcomes, wait_for = self.service.admit(valid)
+        for index, outcome in zip(valid_at, outcomes, strict=True):
             acks[index] = pb.EventAck(
                 event_id=outcome.event_id,
                 sequence=outcome.sequence,
                 result=_RESULTS[outcome.result],
                 reason=outcome.reason,
             )
-        return pb.IngestResponse(batch_id=request.batch_id, acks=acks)
+        return pb.IngestResponse(batch_id=request.batch_id, acks=acks), wait_for
 
     # -- queries ---------------------------------------------------------------------------
 

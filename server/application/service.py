@@ -7,13 +7,17 @@ writer: validate -> dedup -> apply -> publish happens for a batch with nothing i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Generic
 
 from sortedcontainers import SortedDict
 
+from server.application.checkpoints import Checkpointer
+from server.application.committer import GroupCommitter
+from server.application.ports import EventStore, Sequenced, StorageUnavailable
 from server.application.subscriptions import (
     Payload,
     Published,
@@ -22,7 +26,7 @@ from server.application.subscriptions import (
     SubscriptionHub,
     Topic,
 )
-from server.domain.book import ALL, PositionView, position_view
+from server.domain.book import ALL, PositionView, RowChange, position_view
 from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
 from server.domain.ledger import Ledger, Outcome, Result
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
@@ -99,38 +103,75 @@ class PortfolioService(Generic[Payload]):
         self,
         ledger: Ledger,
         hub: SubscriptionHub[PortfolioChange, Payload],
+        store: EventStore,
+        executor: Executor,
+        *,
+        checkpoint_every: int = 10_000,
+        on_health: Callable[[bool], None] = lambda healthy: None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
+        self.committer = GroupCommitter(
+            store, executor, self._apply_durable, on_health, ledger.applied_sequence
+        )
+        self.checkpoints = Checkpointer(store, executor, checkpoint_every)
         self._clock_ns = clock_ns
 
     @property
     def sequence(self) -> int:
-        return self.ledger.sequence
+        """The last sequence applied: what queries and subscribers see, all of it durable."""
+        return self.ledger.applied_sequence
 
     # -- the write path --------------------------------------------------------------------
 
-    def ingest(self, events: Sequence[ExecutionEvent]) -> list[Outcome]:
-        outcomes = [self.ledger.record(event) for event in events]
-        published: list[tuple[int, Topic, PortfolioChange]] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome.result is Result.ACCEPTED:
-                published.extend(self._changes(event, outcome))
-        self.hub.publish(published)
+    def admit(self, events: Sequence[ExecutionEvent]) -> tuple[list[Outcome], int]:
+        """Dedups and sequences a batch, in arrival order, and hands what is new to the group
+        commit. Returns the outcomes and the sequence that must be durable before they are
+        acknowledged (a duplicate waits for its original)."""
+        if not self.committer.healthy:
+            raise StorageUnavailable(self.committer.fault)
+        outcomes = [self.ledger.admit(event) for event in events]
+        group = [
+            (outcome.sequence, event)
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.result is Result.ACCEPTED
+        ]
+        if group:
+            self.committer.submit(group)
+        wait_for = max((o.sequence for o in outcomes if o.result is not Result.REJECTED), default=0)
+        return outcomes, wait_for
+
+    async def wait_durable(self, sequence: int) -> None:
+        await self.committer.wait_durable(sequence)
+
+    async def ingest(self, events: Sequence[ExecutionEvent]) -> list[Outcome]:
+        outcomes, wait_for = self.admit(events)
+        await self.wait_durable(wait_for)
         return outcomes
 
+    def _apply_durable(self, group: list[Sequenced]) -> None:
+        self.replay(group)
+        self.checkpoints.after_apply(self.ledger)
+
+    def replay(self, events: Iterable[Sequenced]) -> None:
+        """Applies journaled events in sequence order and publishes their updates."""
+        published: list[tuple[int, Topic, PortfolioChange]] = []
+        for sequence, event in events:
+            changes = self.ledger.apply(event, sequence)
+            published.extend(self._changes(event, sequence, changes))
+        self.hub.publish(published)
+
     def _changes(
-        self, event: ExecutionEvent, outcome: Outcome
+        self, event: ExecutionEvent, sequence: int, changes: tuple[RowChange, ...]
     ) -> Iterator[tuple[int, Topic, PortfolioChange]]:
-        sequence = outcome.sequence
         if isinstance(event, OrderStatusUpdate):
             topic = Topic(event.account_id, event.strategy_id, event.instrument_id, False)
             yield sequence, topic, OrderStatusChanged(sequence, event)
             return
         assert isinstance(event, Fill)
         precision = self.ledger.book.precision
-        for change in outcome.changes:
+        for change in changes:
             key = change.position.key
             topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
             update = PositionChanged(

@@ -168,6 +168,13 @@ class SubscriptionHub(Generic[Change, Payload]):
                     self._subscribers.discard(subscriber)
         self._trim()
 
+    def reset(self, latest_sequence: int) -> None:
+        """Starts over after `latest_sequence` with an empty buffer (recovery)."""
+        self._replay.clear()
+        self._head = 0
+        self.latest_sequence = latest_sequence
+        self._oldest_complete = latest_sequence + 1
+
     def advance(self, sequence: int) -> None:
         """Records that a sequence was given to an event that published nothing."""
         self.latest_sequence = max(self.latest_sequence, sequence)

@@ -158,7 +158,28 @@ class PositionBook:
         self._valued_rows.setdefault(instrument_id, []).append((row, totals))
         return row
 
+    def restore(self, saved: Position, market_price: Decimal) -> None:
+        """Puts back a row saved in a checkpoint, with its instrument's mark (recovery)."""
+        with localcontext(EXACT):
+            self._marks[saved.key.instrument_id] = market_price
+            row = self._row(saved.key)
+            totals = self._row_totals[saved.key]
+            totals.add(row, market_price, -1)
+            row.multiplier = saved.multiplier
+            row.quantity = saved.quantity
+            row.cost_basis = saved.cost_basis
+            row.realized_pnl = saved.realized_pnl
+            row.fees = saved.fees
+            row.trade_count = saved.trade_count
+            row.opened_at_ns = saved.opened_at_ns
+            row.updated_at_ns = saved.updated_at_ns
+            row.last_sequence = saved.last_sequence
+            totals.add(row, market_price)
+
     # -- reads -----------------------------------------------------------------------------
+
+    def rows(self) -> Iterable[Position]:
+        return self._rows.values()
 
     def get(self, key: PositionKey) -> Position | None:
         return self._rows.get(key)

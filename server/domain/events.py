@@ -7,8 +7,10 @@ engine can apply. Violations raise `InvalidEvent` naming the field at fault.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ZERO, canonical
 
@@ -70,6 +72,13 @@ def require_amount(field: str, value: Decimal) -> None:
         raise InvalidEvent(field, f"has more than {MAX_FRACTION_DIGITS} decimal places")
 
 
+def _fingerprint(*parts: str) -> int:
+    """A stable digest of an event's content, the same in every process ("10" and "10.0"
+    alike): tells a replayed event from an id reused for a different one, across restarts."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Fill:
     """One execution: `quantity` units of an instrument bought or sold at `price`."""
@@ -109,9 +118,25 @@ class Fill:
     def signed_quantity(self) -> Decimal:
         return self.quantity if self.side is Side.BUY else -self.quantity
 
+    kind: ClassVar[str] = "fill"
+
     def fingerprint(self) -> int:
-        """Equal for equal content ("10" and "10.0" alike): tells a replay from a reuse."""
-        return hash(self)
+        return _fingerprint(
+            self.fill_id,
+            self.account_id,
+            self.strategy_id,
+            self.instrument_id,
+            self.side.name,
+            canonical(self.quantity),
+            canonical(self.price),
+            str(self.timestamp_ns),
+            canonical(self.commission),
+            self.commission_currency,
+            self.order_ref,
+            self.order_id,
+            self.venue,
+            self.trace_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +178,24 @@ class OrderStatusUpdate:
     def event_id(self) -> str:
         return self.update_id
 
+    kind: ClassVar[str] = "status"
+
     def fingerprint(self) -> int:
-        """Equal for equal content ("10" and "10.0" alike): tells a replay from a reuse."""
-        return hash(self)
+        return _fingerprint(
+            self.update_id,
+            self.account_id,
+            self.status.name,
+            str(self.timestamp_ns),
+            self.strategy_id,
+            self.order_ref,
+            self.order_id,
+            self.perm_id,
+            self.instrument_id,
+            self.side.name if self.side else "",
+            canonical(self.filled_quantity),
+            canonical(self.remaining_quantity),
+            canonical(self.avg_fill_price) if self.avg_fill_price is not None else "",
+        )
 
 
 ExecutionEvent = Fill | OrderStatusUpdate

@@ -41,6 +41,9 @@ class _Seen:
 
 
 class Ledger:
+    """Admission (dedup, sequence) and application are separate steps, so that an event can be
+    made durable between the two: `admit` when it arrives, `apply` once it is journaled."""
+
     def __init__(
         self,
         instruments: InstrumentRegistry | None = None,
@@ -50,11 +53,13 @@ class Ledger:
         self.instruments = instruments or InstrumentRegistry()
         self.book = PositionBook(self.instruments, precision)
         self.traces = TraceBook(trace_ttl_ns)
-        self.sequence = 0
-        self._seen: dict[tuple[type, str], _Seen] = {}
+        self.sequence = 0  # the last sequence given
+        self.applied_sequence = 0  # the last sequence applied to the book
+        self._seen: dict[tuple[str, str], _Seen] = {}
 
-    def record(self, event: ExecutionEvent) -> Outcome:
-        key = (type(event), event.event_id)
+    def admit(self, event: ExecutionEvent) -> Outcome:
+        """Dedups an event by id and gives it the next sequence; applies nothing."""
+        key = (event.kind, event.event_id)
         fingerprint = event.fingerprint()
         seen = self._seen.get(key)
         if seen is not None:
@@ -71,16 +76,40 @@ class Ledger:
                 reason=f"{_id_field(event)}: already used by a different event "
                 f"(sequence {seen.sequence})",
             )
-        sequence = self.sequence + 1
+        self.sequence += 1
+        self._seen[key] = _Seen(self.sequence, fingerprint)
+        return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
+
+    def remember(self, kind: str, event_id: str, sequence: int, fingerprint: int) -> bool:
+        """Marks an event of the journal as seen, without applying it (recovery). Returns False
+        for an id already known (a row journaled twice)."""
+        key = (kind, event_id)
+        if key in self._seen:
+            return False
+        self._seen[key] = _Seen(sequence, fingerprint)
+        self.sequence = max(self.sequence, sequence)
+        return True
+
+    def apply(self, event: ExecutionEvent, sequence: int) -> tuple[RowChange, ...]:
+        """Applies an admitted event; events must come in sequence order."""
+        if sequence <= self.applied_sequence:
+            raise ValueError(f"sequence {sequence} applied out of order")
         changes: tuple[RowChange, ...] = ()
         if isinstance(event, Fill):
             changes = tuple(self.book.apply_fill(event, sequence))
             if event.trace_id:
                 multiplier = self.instruments.multiplier(event.instrument_id)
                 self.traces.record(event, sequence, multiplier)
-        self.sequence = sequence
-        self._seen[key] = _Seen(sequence, fingerprint)
-        return Outcome(event.event_id, Result.ACCEPTED, sequence, changes=changes)
+        self.applied_sequence = sequence
+        return changes
+
+    def record(self, event: ExecutionEvent) -> Outcome:
+        """Admits and applies at once: for a ledger with nothing to make durable."""
+        outcome = self.admit(event)
+        if outcome.result is Result.ACCEPTED:
+            changes = self.apply(event, outcome.sequence)
+            return Outcome(event.event_id, Result.ACCEPTED, outcome.sequence, changes=changes)
+        return outcome
 
 
 def _id_field(event: ExecutionEvent) -> str:

@@ -45,6 +45,7 @@ def test_a_second_server_on_the_same_port_fails_loudly(server):
 
 
 def start_process(*args: str) -> tuple[subprocess.Popen, int]:
+    """`python -m server` on a free port; give it a --store in a temporary folder."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--port", "0", *args],
@@ -64,8 +65,8 @@ def start_process(*args: str) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_the_service_stops_gracefully_on_a_signal(signum):
-    process, port = start_process()
+def test_the_service_stops_gracefully_on_a_signal(signum, tmp_path):
+    process, port = start_process("--store", f"lmdb://{tmp_path}/store")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.PortfolioManagerStub(channel)
@@ -79,10 +80,18 @@ def test_the_service_stops_gracefully_on_a_signal(signum):
         process.kill()
 
 
-def test_a_taken_port_makes_the_process_exit_non_zero(server):
+def test_a_taken_port_makes_the_process_exit_non_zero(server, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
     result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", str(server.running.port)],
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            str(server.running.port),
+            "--store",
+            f"lmdb://{tmp_path}/store",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,3 +1,4 @@
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -68,7 +69,7 @@ def test_fill_and_status_ids_are_separate_namespaces():
 )
 def test_invalid_fills_name_the_field(kwargs, field):
     base = fill("BUY", 1, 1)
-    values = {name: getattr(base, name) for name in base.__dataclass_fields__}
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     values.update(kwargs)
     with pytest.raises(InvalidEvent) as raised:
         type(base)(**values)

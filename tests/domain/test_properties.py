@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from decimal import Decimal
 
@@ -110,7 +111,7 @@ def test_a_history_that_ends_flat_realizes_proceeds_minus_costs(fills, instrumen
     fills = [
         Fill(
             **{
-                **{n: getattr(f, n) for n in f.__dataclass_fields__},
+                **{n.name: getattr(f, n.name) for n in dataclasses.fields(f)},
                 "fill_id": f"f{i}",
                 "account_id": "A1",
                 "strategy_id": "S1",

@@ -1,0 +1,120 @@
+"""Group commit: every event admitted since the last commit goes to the store in one append.
+
+No timer: while one append is in flight, new events gather into the next group, so a group is
+as large as the load makes it and an idle service commits a lone event at once. An event is
+applied to the book, published and acknowledged only after the append holding it returned.
+When the store fails, waiting acks fail with StorageUnavailable (the relay resends: the
+events are already admitted, so the resend waits for them), and the group is retried with
+back-off until the store works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from server.application.ports import EventStore, Sequenced, StorageUnavailable
+
+log = logging.getLogger("portfolio.commit")
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        store: EventStore,
+        executor: Executor,
+        apply: Callable[[list[Sequenced]], None],
+        on_health: Callable[[bool], None] = lambda healthy: None,
+        durable_sequence: int = 0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.durable_sequence = durable_sequence
+        self.healthy = True
+        self.fault = ""
+        self._executor = executor
+        self._apply = apply
+        self._on_health = on_health
+        self._max_backoff = max_backoff
+        self._pending: list[Sequenced] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Commits what is pending (unless the store is down), then stops."""
+        if self.healthy:
+            await self.drained()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def submit(self, group: list[Sequenced]) -> None:
+        if not self.healthy:
+            raise StorageUnavailable(self.fault)
+        self._pending.extend(group)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def wait_durable(self, sequence: int) -> None:
+        if sequence <= self.durable_sequence:
+            return
+        if not self.healthy:
+            raise StorageUnavailable(self.fault)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (sequence, next(self._order), future))
+        await future
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group, self._pending = self._pending, []
+                await self._commit(group)
+            self._idle.set()
+
+    async def _commit(self, group: list[Sequenced]) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, self.store.append, group)
+                break
+            except StorageUnavailable as error:
+                if self.healthy:
+                    log.error("store failed, not acknowledging until it works: %s", error)
+                    self.healthy, self.fault = False, f"store unavailable: {error}"
+                    self._on_health(False)
+                    self._fail_waiters()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+        if not self.healthy:
+            log.info("store works again; acknowledging from sequence %d", group[0][0])
+            self.healthy, self.fault = True, ""
+            self._on_health(True)
+        self._apply(group)
+        self.durable_sequence = group[-1][0]
+        while self._waiters and self._waiters[0][0] <= self.durable_sequence:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    def _fail_waiters(self) -> None:
+        for _, _, future in self._waiters:
+            if not future.done():
+                future.set_exception(StorageUnavailable(self.fault))
+        self._waiters.clear()

@@ -1,0 +1,53 @@
+"""What the application needs from storage, so it never names ArcticDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from server.domain.events import ExecutionEvent
+from server.domain.position import Position
+
+Sequenced = tuple[int, ExecutionEvent]
+
+
+class StorageUnavailable(Exception):
+    """The store failed; nothing more is acknowledged until it works again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    kind: str
+    event_id: str
+    sequence: int
+    fingerprint: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The book exactly as it stood after `sequence`: every row, with its instrument's mark."""
+
+    sequence: int
+    rows: list[tuple[Position, Decimal]]
+
+
+class EventStore(Protocol):
+    def append(self, group: Sequence[Sequenced]) -> None:
+        """Makes a group of events durable in one atomic step; raises StorageUnavailable."""
+
+    def seen_events(self) -> Iterator[SeenEvent]:
+        """Every journaled event's id, sequence and fingerprint, in sequence order."""
+
+    def events_after(self, sequence: int) -> Iterator[Sequenced]:
+        """Journaled events with a greater sequence, in order."""
+
+    def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+        """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    def close(self) -> None: ...

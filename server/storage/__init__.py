@@ -1,0 +1,1 @@
+"""The storage adapter: the journal, checkpoints and analysts' views in ArcticDB."""

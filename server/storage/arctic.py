@@ -1,0 +1,160 @@
+"""The event store in ArcticDB.
+
+Libraries (analysts read the first four; see the README):
+- `journal`, symbol `events`: every accepted event, one row each, index = sequence. One append
+  per group commit, so a group is durable as a whole or not at all, and the sequence stays
+  gap-free. ArcticDB refuses an append whose RangeIndex does not continue the symbol's, which
+  guards the sequence a second time.
+- `checkpoints`, symbol `book`: the whole book at one sequence, replaced each time (the one
+  place that rewrites a symbol: a checkpoint is a whole-state snapshot by nature).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import arcticdb as adb
+import pandas as pd
+from arcticdb.exceptions import ArcticException
+
+from server.application.ports import Checkpoint, SeenEvent, Sequenced, StorageUnavailable
+from server.storage.frames import (
+    checkpoint_frame,
+    events_from_journal,
+    journal_frame,
+    rows_from_checkpoint,
+)
+from server.storage.lock import WriterLock
+
+log = logging.getLogger("portfolio.storage")
+
+JOURNAL, EVENTS = "journal", "events"
+CHECKPOINTS, BOOK = "checkpoints", "book"
+COMPACT_EVERY = 1000  # appends between compactions of the journal
+
+
+def resolve_uri(uri: str) -> str:
+    """An LMDB URI with an absolute folder, so the lock and the store name the same place."""
+    if not uri.startswith("lmdb://"):
+        return uri
+    parts = urlsplit(uri)
+    folder = Path(parts.netloc + parts.path).expanduser().resolve()
+    return f"lmdb://{folder}" + (f"?{parts.query}" if parts.query else "")
+
+
+def _lmdb_folder(uri: str) -> Path | None:
+    if not uri.startswith("lmdb://"):
+        return None
+    return Path(urlsplit(uri).path)
+
+
+class ArcticEventStore:
+    def __init__(self, uri: str) -> None:
+        self.uri = resolve_uri(uri)
+        folder = _lmdb_folder(self.uri)
+        self._lock = WriterLock(folder) if folder else None
+        try:
+            self.arctic = adb.Arctic(self.uri)
+            self.journal = self.arctic.get_library(JOURNAL, create_if_missing=True)
+            self.checkpoints = self.arctic.get_library(CHECKPOINTS, create_if_missing=True)
+        except Exception:
+            self.close()
+            raise
+        self._journal_exists = self.journal.has_symbol(EVENTS)
+        self._appends = 0
+
+    def close(self) -> None:
+        if self._lock:
+            self._lock.release()
+            self._lock = None
+
+    # -- the journal -----------------------------------------------------------------------
+
+    def append(self, group: Sequence[Sequenced]) -> None:
+        frame = journal_frame(group)
+        try:
+            if self._journal_exists:
+                self.journal.append(EVENTS, frame, prune_previous_versions=True)
+            else:
+                self.journal.write(EVENTS, frame, prune_previous_versions=True)
+                self._journal_exists = True
+        except Exception as error:  # ArcticDB, the OS and the network all raise their own
+            if self._landed(group[-1][0]):
+                log.warning("append reported %s but the group is stored", error)
+                return
+            raise StorageUnavailable(f"journal append failed: {error}") from error
+        self._appends += 1
+        if self._appends % COMPACT_EVERY == 0:
+            self._compact()
+
+    def _landed(self, sequence: int) -> bool:
+        """Whether the journal holds `sequence` (an error may come after the write landed)."""
+        try:
+            if not self.journal.has_symbol(EVENTS):
+                return False
+            self._journal_exists = True
+            tail = self.journal.tail(EVENTS, 1, columns=["sequence"]).data
+            return bool(len(tail)) and int(tail["sequence"].iloc[-1]) >= sequence
+        except Exception:
+            return False
+
+    def _compact(self) -> None:
+        try:
+            self.journal.compact_data(EVENTS, prune_previous_versions=True)
+        except ArcticException as error:  # compaction is an optimisation: log and go on
+            log.warning("journal compaction failed: %s", error)
+
+    def _read(self, **kwargs: object) -> pd.DataFrame:
+        if not self.journal.has_symbol(EVENTS):
+            return pd.DataFrame()
+        return self.journal.read(EVENTS, **kwargs).data
+
+    def seen_events(self) -> Iterator[SeenEvent]:
+        frame = self._read(columns=["kind", "event_id", "sequence", "digest"])
+        if frame.empty:
+            return
+        for kind, event_id, sequence, digest in zip(
+            frame["kind"], frame["event_id"], frame["sequence"], frame["digest"], strict=True
+        ):
+            yield SeenEvent(kind, event_id, int(sequence), int(digest))
+
+    def events_after(self, sequence: int) -> Iterator[Sequenced]:
+        query = adb.QueryBuilder()
+        query = query[query["sequence"] > sequence]
+        frame = self._read(query_builder=query)
+        if not frame.empty:
+            yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+
+    def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+        query = adb.QueryBuilder()
+        query = query[
+            (query["kind"] == "fill")
+            & (query["trace_id"] != "")
+            & (query["event_time"] >= pd.Timestamp(time_ns, unit="ns", tz="UTC"))
+            & (query["sequence"] <= up_to_sequence)
+        ]
+        frame = self._read(query_builder=query)
+        if not frame.empty:
+            yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        try:
+            self.checkpoints.write(
+                BOOK,
+                checkpoint_frame(checkpoint.rows),
+                metadata={"sequence": checkpoint.sequence, "format": 1},
+                prune_previous_versions=True,
+            )
+        except Exception as error:
+            raise StorageUnavailable(f"checkpoint write failed: {error}") from error
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        if not self.checkpoints.has_symbol(BOOK):
+            return None
+        item = self.checkpoints.read(BOOK)
+        return Checkpoint(int(item.metadata["sequence"]), list(rows_from_checkpoint(item.data)))
