@@ -39,7 +39,7 @@ class RunningServer:
     store: ArcticEventStore
     recovery: RecoveryReport
     health: health.aio.HealthServicer
-    _executor: ThreadPoolExecutor
+    _executors: tuple[ThreadPoolExecutor, ...]
     _housekeeping: asyncio.Task[None]
 
     async def stop(self, grace: float | None) -> None:
@@ -49,7 +49,9 @@ class RunningServer:
         self._housekeeping.cancel()
         await self.server.stop(grace)
         await self.service.committer.stop()
-        self._executor.shutdown(wait=True)
+        await self.service.projector.drained()
+        for executor in self._executors:
+            executor.shutdown(wait=True)
         self.store.close()
 
 
@@ -57,18 +59,27 @@ async def start_server(config: ServiceConfig) -> RunningServer:
     """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
     holds the store, RuntimeError when the address cannot be bound."""
     store = ArcticEventStore(config.store)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-store")
+    # One thread writes the journal and checkpoints, another the analysts' views: each
+    # symbol has one writer, and the views never delay an ack.
+    executors = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-journal"),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
+    )
     try:
-        return await _start(config, store, executor)
+        return await _start(config, store, executors)
     except BaseException:
-        executor.shutdown(wait=True)
+        for executor in executors:
+            executor.shutdown(wait=True)
         store.close()
         raise
 
 
 async def _start(
-    config: ServiceConfig, store: ArcticEventStore, executor: ThreadPoolExecutor
+    config: ServiceConfig,
+    store: ArcticEventStore,
+    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
 ) -> RunningServer:
+    executor, views_executor = executors
     health_servicer = health.aio.HealthServicer()
     loop = asyncio.get_running_loop()
 
@@ -90,11 +101,13 @@ async def _start(
         hub,
         store,
         executor,
+        views_executor,
         checkpoint_every=config.checkpoint_every,
         on_health=on_health,
     )
     report = await loop.run_in_executor(executor, recover, service, store)
     service.committer.start()
+    service.projector.submit(report.views_backlog, report.rows)
 
     server = grpc.aio.server(
         options=[
@@ -122,7 +135,7 @@ async def _start(
         await health_servicer.set(name, SERVING)
     housekeeping = asyncio.create_task(_expire_traces(service, config.trace_ttl_seconds))
     return RunningServer(
-        server, port, service, store, report, health_servicer, executor, housekeeping
+        server, port, service, store, report, health_servicer, executors, housekeeping
     )
 
 

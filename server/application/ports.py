@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from server.domain.book import PositionView
 from server.domain.events import ExecutionEvent
 from server.domain.position import Position
 
@@ -45,6 +46,12 @@ class EventStore(Protocol):
 
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
+
+    def record_views(self, events: Sequence[Sequenced], positions: Iterable[PositionView]) -> None:
+        """Brings the analysts' views up to date with committed events and changed rows."""
+
+    def views_recorded_through(self) -> int:
+        """The last sequence that every fills/orders view holds."""
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 

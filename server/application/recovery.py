@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from server.application.ports import EventStore, Sequenced
 from server.application.service import PortfolioService
 from server.domain.events import Fill
+from server.domain.position import Position
 
 log = logging.getLogger("portfolio.recovery")
 
@@ -25,6 +27,9 @@ class RecoveryReport:
     replayed: int
     sequence: int
     seconds: float
+    # What the analysts' views miss: journaled events, and every row (they are rewritten).
+    views_backlog: list[Sequenced] = field(default_factory=list)
+    rows: list[tuple[Position, Decimal]] = field(default_factory=list)
 
 
 def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport:
@@ -52,7 +57,12 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
     replayed = len(tail)
     service.committer.durable_sequence = ledger.applied_sequence
     service.checkpoints.start_after(ledger.applied_sequence)
-    report = RecoveryReport(start, replayed, ledger.applied_sequence, time.perf_counter() - began)
+    through = store.views_recorded_through()
+    backlog = list(store.events_after(through)) if through < ledger.applied_sequence else []
+    rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in ledger.book.rows()]
+    report = RecoveryReport(
+        start, replayed, ledger.applied_sequence, time.perf_counter() - began, backlog, rows
+    )
     log.info(
         "recovered to sequence %d: checkpoint at %d, %d events replayed, %.2fs",
         report.sequence,

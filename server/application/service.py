@@ -18,6 +18,7 @@ from sortedcontainers import SortedDict
 from server.application.checkpoints import Checkpointer
 from server.application.committer import GroupCommitter
 from server.application.ports import EventStore, Sequenced, StorageUnavailable
+from server.application.projector import ViewProjector
 from server.application.subscriptions import (
     Payload,
     Published,
@@ -105,6 +106,7 @@ class PortfolioService(Generic[Payload]):
         hub: SubscriptionHub[PortfolioChange, Payload],
         store: EventStore,
         executor: Executor,
+        views_executor: Executor,
         *,
         checkpoint_every: int = 10_000,
         on_health: Callable[[bool], None] = lambda healthy: None,
@@ -116,6 +118,7 @@ class PortfolioService(Generic[Payload]):
             store, executor, self._apply_durable, on_health, ledger.applied_sequence
         )
         self.checkpoints = Checkpointer(store, executor, checkpoint_every)
+        self.projector = ViewProjector(store, views_executor, ledger.book.precision)
         self._clock_ns = clock_ns
 
     @property
@@ -151,16 +154,21 @@ class PortfolioService(Generic[Payload]):
         return outcomes
 
     def _apply_durable(self, group: list[Sequenced]) -> None:
-        self.replay(group)
+        changed = self.replay(group)
+        self.projector.submit(group, changed)
         self.checkpoints.after_apply(self.ledger)
 
-    def replay(self, events: Iterable[Sequenced]) -> None:
-        """Applies journaled events in sequence order and publishes their updates."""
+    def replay(self, events: Iterable[Sequenced]) -> list[tuple[Position, Decimal]]:
+        """Applies journaled events in sequence order and publishes their updates; returns
+        copies of the rows they changed, each with its mark then."""
         published: list[tuple[int, Topic, PortfolioChange]] = []
+        changed: list[tuple[Position, Decimal]] = []
         for sequence, event in events:
             changes = self.ledger.apply(event, sequence)
+            changed.extend((change.position, change.market_price) for change in changes)
             published.extend(self._changes(event, sequence, changes))
         self.hub.publish(published)
+        return changed
 
     def _changes(
         self, event: ExecutionEvent, sequence: int, changes: tuple[RowChange, ...]

@@ -12,7 +12,7 @@ Libraries (analysts read the first four; see the README):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ import pandas as pd
 from arcticdb.exceptions import ArcticException
 
 from server.application.ports import Checkpoint, SeenEvent, Sequenced, StorageUnavailable
+from server.domain.book import PositionView
 from server.storage.frames import (
     checkpoint_frame,
     events_from_journal,
@@ -28,6 +29,7 @@ from server.storage.frames import (
     rows_from_checkpoint,
 )
 from server.storage.lock import WriterLock
+from server.storage.views import ArcticViews
 
 log = logging.getLogger("portfolio.storage")
 
@@ -63,10 +65,14 @@ class ArcticEventStore:
         except Exception:
             self.close()
             raise
+        self.views = ArcticViews(self.arctic)
         self._journal_exists = self.journal.has_symbol(EVENTS)
         self._appends = 0
 
     def close(self) -> None:
+        """Lets go of the store (LMDB allows one open instance per path and process)."""
+        for name in ("views", "checkpoints", "journal", "arctic"):
+            self.__dict__.pop(name, None)
         if self._lock:
             self._lock.release()
             self._lock = None
@@ -139,6 +145,23 @@ class ArcticEventStore:
         frame = self._read(query_builder=query)
         if not frame.empty:
             yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+
+    # -- the analysts' views ---------------------------------------------------------------
+
+    def record_views(self, events: Sequence[Sequenced], positions: Iterable[PositionView]) -> None:
+        try:
+            self.views.record_events(events)
+            self.views.record_positions(positions)
+        except Exception as error:
+            raise StorageUnavailable(f"views update failed: {error}") from error
+
+    def views_recorded_through(self) -> int:
+        # The journal names the symbols (listing a library's symbols can take a second).
+        frame = self._read(columns=["kind", "account_id"])
+        if frame.empty:
+            return 0
+        pairs = frame.drop_duplicates().itertuples(index=False)
+        return self.views.last_recorded((pair.kind, pair.account_id) for pair in pairs)
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import arcticdb as adb
 import grpc
+import pandas as pd
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
@@ -161,6 +162,16 @@ def test_sigkill_at_random_points_loses_no_acked_fill_and_counts_each_once(tmp_p
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
 
-    journal = adb.Arctic(store).get_library("journal").read("events").data
+    arctic = adb.Arctic(store)
+    journal = arctic.get_library("journal").read("events").data
     assert sorted(journal["event_id"]) == sorted(acked)
     assert list(journal["sequence"]) == list(range(1, FILLS + 1))
+    # The analysts' fills caught up after the kills: every acked fill, once, exactly.
+    fills_view = arctic.get_library("fills")
+    per_account = [fills_view.read(account).data for account in ("U1", "U2")]
+    assert all(rows.index.is_unique and rows.index.is_monotonic_increasing for rows in per_account)
+    rows = pd.concat(per_account)
+    assert sorted(rows["fill_id"]) == sorted(acked)
+    for row in rows.itertuples():
+        assert acked[row.fill_id] == row.sequence
+        assert Decimal(by_id[row.fill_id].fill.price) == Decimal(row.price)

@@ -1,0 +1,243 @@
+"""The analysts' views, kept in step with the journal after each commit, off the ack path.
+
+- `fills` / `orders`, symbol = account_id: one row per fill / status change. The index is the
+  event's UTC time, nudged forward by the fewest nanoseconds that keep it strictly increasing
+  (same-timestamp rows, late fills), since ArcticDB appends only in index order; the exact
+  event time is the `fill_time` / `status_time` column, and `sequence` orders rows globally.
+- `positions`, symbol = strategy_id, and `portfolio`, symbol = account_id (the account-level
+  rows next to each strategy's rows): the latest state of each row. Only the rows a commit
+  changed are written: update() of the changed rows' slots (resending every row of the span
+  it replaces), append() for new rows. ArcticDB refuses update() on a non-timestamp index, so
+  each row's slot number is stored as a timestamp (slot n = n ns after the epoch); the
+  `timestamp` column is the row's last change, `slot` its number.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import arcticdb as adb
+import pandas as pd
+
+from server.application.ports import Sequenced
+from server.domain.book import PositionView
+from server.domain.decimals import canonical
+from server.domain.events import Fill, OrderStatusUpdate
+
+log = logging.getLogger("portfolio.views")
+
+FILL_COLUMNS = [
+    "fill_id", "sequence", "fill_time", "strategy_id", "instrument_id", "side", "quantity",
+    "price", "commission", "commission_currency", "order_ref", "order_id", "venue", "trace_id",
+]  # fmt: skip
+ORDER_COLUMNS = [
+    "update_id", "sequence", "status_time", "strategy_id", "order_ref", "order_id", "perm_id",
+    "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
+    "avg_fill_price",
+]  # fmt: skip
+POSITION_COLUMNS = [
+    "slot", "timestamp", "account_id", "strategy_id", "instrument_id", "level", "quantity",
+    "avg_cost", "cost_basis", "realized_pnl", "unrealized_pnl", "fees", "net_pnl",
+    "market_price", "market_value", "multiplier", "trade_count", "last_sequence",
+]  # fmt: skip
+MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
+
+
+def _utc(ns: Sequence[int]) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(list(ns), unit="ns", utc=True), name="timestamp")
+
+
+@dataclass
+class _EventLog:
+    """An append-only symbol whose index must keep increasing."""
+
+    last_index_ns: int = -1
+    last_sequence: int = 0
+
+
+def _fill_row(sequence: int, fill: Fill) -> tuple[object, ...]:
+    return (
+        fill.fill_id, sequence, fill.timestamp_ns, fill.strategy_id, fill.instrument_id,
+        fill.side.name, canonical(fill.quantity), canonical(fill.price),
+        canonical(fill.commission), fill.commission_currency, fill.order_ref, fill.order_id,
+        fill.venue, fill.trace_id,
+    )  # fmt: skip
+
+
+def _order_row(sequence: int, update: OrderStatusUpdate) -> tuple[object, ...]:
+    return (
+        update.update_id, sequence, update.timestamp_ns, update.strategy_id, update.order_ref,
+        update.order_id, update.perm_id, update.instrument_id,
+        update.side.name if update.side else "", update.status.name,
+        canonical(update.filled_quantity), canonical(update.remaining_quantity),
+        canonical(update.avg_fill_price) if update.avg_fill_price is not None else "",
+    )  # fmt: skip
+
+
+def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
+    key = view.key
+    return (
+        slot, view.updated_at_ns, key.account_id, key.strategy_id, key.instrument_id,
+        "ACCOUNT" if key.is_account_level else "STRATEGY", canonical(view.quantity),
+        canonical(view.avg_cost), canonical(view.cost_basis), canonical(view.realized_pnl),
+        canonical(view.unrealized_pnl), canonical(view.fees), canonical(view.net_pnl),
+        canonical(view.market_price), canonical(view.market_value), canonical(view.multiplier),
+        view.trade_count, view.last_sequence,
+    )  # fmt: skip
+
+
+@dataclass
+class _RowTable:
+    """A symbol of position rows, one slot per row key."""
+
+    slots: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    rows: list[tuple[object, ...]] = field(default_factory=list)  # by slot, as written
+
+
+class ArcticViews:
+    def __init__(self, arctic: adb.Arctic) -> None:
+        self.fills = arctic.get_library("fills", create_if_missing=True)
+        self.orders = arctic.get_library("orders", create_if_missing=True)
+        self.positions = arctic.get_library("positions", create_if_missing=True)
+        self.portfolio = arctic.get_library("portfolio", create_if_missing=True)
+        self._logs: dict[tuple[str, str], _EventLog] = {}
+        self._tables: dict[tuple[str, str], _RowTable] = {}
+
+    # -- fills and orders ------------------------------------------------------------------
+
+    def _log(self, library: adb.library.Library, symbol: str) -> _EventLog:
+        key = (library.name, symbol)
+        state = self._logs.get(key)
+        if state is None:
+            state = _EventLog()
+            if library.has_symbol(symbol):
+                tail = library.tail(symbol, 1, columns=["sequence"]).data
+                state.last_index_ns = int(tail.index[-1].value)
+                state.last_sequence = int(tail["sequence"].iloc[-1])
+            self._logs[key] = state
+        return state
+
+    def record_events(self, events: Iterable[Sequenced]) -> None:
+        """Appends each account's new fills and status changes: one append per symbol."""
+        grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
+        for sequence, event in events:
+            library = "fills" if isinstance(event, Fill) else "orders"
+            grouped[(library, event.account_id)].append((sequence, event))
+        for (library_name, account_id), rows in grouped.items():
+            library = self.fills if library_name == "fills" else self.orders
+            state = self._log(library, account_id)
+            rows = [(s, e) for s, e in rows if s > state.last_sequence]
+            if rows:
+                self._append_events(library, account_id, state, rows)
+
+    def _append_events(
+        self, library: adb.library.Library, symbol: str, state: _EventLog, rows: list[Sequenced]
+    ) -> None:
+        index = []
+        last = state.last_index_ns
+        for _, event in rows:
+            last = max(event.timestamp_ns, last + 1)
+            index.append(last)
+        if library is self.fills:
+            frame = pd.DataFrame([_fill_row(s, e) for s, e in rows], columns=FILL_COLUMNS)  # type: ignore[arg-type]
+            time_column = "fill_time"
+        else:
+            frame = pd.DataFrame([_order_row(s, e) for s, e in rows], columns=ORDER_COLUMNS)  # type: ignore[arg-type]
+            time_column = "status_time"
+        frame["sequence"] = frame["sequence"].astype("int64")
+        frame[time_column] = pd.to_datetime(frame[time_column].astype("int64"), unit="ns", utc=True)
+        frame.index = _utc(index)
+        if library.has_symbol(symbol):
+            library.append(symbol, frame, prune_previous_versions=True)
+        else:
+            library.write(symbol, frame, prune_previous_versions=True)
+        state.last_index_ns, state.last_sequence = last, rows[-1][0]
+
+    def last_recorded(self, symbols: Iterable[tuple[str, str]]) -> int:
+        """The smallest last sequence recorded over (kind, account_id) symbols."""
+        lasts = [
+            self._log(self.fills if kind == "fill" else self.orders, account_id).last_sequence
+            for kind, account_id in symbols
+        ]
+        return min(lasts, default=0)
+
+    # -- positions and portfolio -----------------------------------------------------------
+
+    def _table(self, library: adb.library.Library, symbol: str) -> _RowTable:
+        key = (library.name, symbol)
+        table = self._tables.get(key)
+        if table is None:
+            table = _RowTable()
+            if library.has_symbol(symbol):
+                frame = library.read(symbol).data
+                frame["timestamp"] = frame["timestamp"].astype("int64")
+                for row in frame.itertuples(index=False):
+                    table.slots[(row.account_id, row.strategy_id, row.instrument_id)] = row.slot
+                    table.rows.append(tuple(row))
+            self._tables[key] = table
+        return table
+
+    def record_positions(self, views: Iterable[PositionView]) -> None:
+        """Writes the given rows' latest state into `positions` and `portfolio`."""
+        grouped: dict[tuple[str, str], dict[tuple[str, str, str], PositionView]] = defaultdict(dict)
+        for view in views:
+            key = view.key
+            grouped[("portfolio", key.account_id)][key] = view
+            if not key.is_account_level:
+                grouped[("positions", key.strategy_id)][key] = view
+        for (library_name, symbol), changed in grouped.items():
+            library = self.portfolio if library_name == "portfolio" else self.positions
+            self._upsert(library, symbol, list(changed.values()))
+
+    def _upsert(
+        self, library: adb.library.Library, symbol: str, changed: list[PositionView]
+    ) -> None:
+        table = self._table(library, symbol)
+        updated: list[int] = []
+        added: list[tuple[object, ...]] = []
+        for view in changed:
+            slot = table.slots.get(view.key)
+            if slot is None:
+                slot = len(table.rows) + len(added)
+                table.slots[view.key] = slot
+                added.append(_position_row(slot, view))
+            else:
+                table.rows[slot] = _position_row(slot, view)
+                updated.append(slot)
+        for first, last in _runs(sorted(updated)):
+            library.update(
+                symbol, self._frame(table.rows[first : last + 1]), prune_previous_versions=True
+            )
+        if added:
+            table.rows.extend(added)
+            if library.has_symbol(symbol):
+                library.append(symbol, self._frame(added), prune_previous_versions=True)
+            else:
+                library.write(symbol, self._frame(added), prune_previous_versions=True)
+
+    @staticmethod
+    def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=POSITION_COLUMNS)
+        for name in ("slot", "trade_count", "last_sequence"):
+            frame[name] = frame[name].astype("int64")
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), unit="ns", utc=True)
+        frame.index = pd.DatetimeIndex(
+            pd.to_datetime(frame["slot"], unit="ns", utc=True), name="slot_index"
+        )
+        return frame
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of slots; past MAX_RUNS, one span from the first to the last."""
+    runs: list[tuple[int, int]] = []
+    for slot in slots:
+        if runs and slot == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], slot)
+        else:
+            runs.append((slot, slot))
+    if len(runs) > MAX_RUNS:
+        return [(runs[0][0], runs[-1][1])]
+    return runs

@@ -1,0 +1,102 @@
+"""The analysts' views, read with nothing but arcticdb and pandas, as the README shows."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import arcticdb as adb
+import grpc
+import pandas as pd
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from tests.api.protocol import acks, pb_fill, pb_status
+from tests.conftest import start_test_server
+
+T = 1_767_300_000
+
+
+def run(store: str, *batches) -> None:
+    server = start_test_server(store=store)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            for batch in batches:
+                acks(stub, *batch)
+    finally:
+        server.stop()  # waits for the views to catch up
+
+
+def test_fills_and_orders_are_per_account_with_exact_values(tmp_path):
+    store = f"lmdb://{tmp_path}/store"
+    same = Timestamp(seconds=T)
+    run(
+        store,
+        [
+            pb_fill(
+                "BUY",
+                "0.000000001",
+                "64000.123456789",
+                timestamp=same,
+                commission="0.01",
+                order_ref="S1-7",
+                venue="SMART",
+                trace_id="t1",
+            ),
+            pb_fill("SELL", "5", "10", timestamp=same, account="A2"),
+        ],
+        [
+            pb_fill("BUY", "3", "9.5", timestamp=Timestamp(seconds=T - 60)),  # late
+            pb_status("u1", "FILLED", order_id="42", filled_quantity="3", avg_fill_price="9.5"),
+        ],
+    )
+    arctic = adb.Arctic(store)
+    fills = arctic.get_library("fills")
+    a1 = fills.read("A1").data
+    assert list(a1["fill_id"].str.startswith("api-fill-")) == [True, True]
+    assert list(a1["sequence"]) == [1, 3]
+    assert a1["quantity"].map(Decimal).tolist() == [Decimal("0.000000001"), Decimal("3")]
+    assert a1["price"].iloc[0] == "64000.123456789"
+    assert (a1["order_ref"].iloc[0], a1["venue"].iloc[0], a1["trace_id"].iloc[0]) == (
+        "S1-7",
+        "SMART",
+        "t1",
+    )
+    assert str(a1.index.tz) == "UTC"
+    assert a1.index.is_monotonic_increasing and a1.index.is_unique
+    # The late fill keeps its exact time in fill_time (UTC; ArcticDB keeps time zones on the
+    # index only); the index is nudged just past the last row.
+    assert a1["fill_time"].iloc[1] == pd.Timestamp(T - 60, unit="s")
+    assert a1.index[1] == a1.index[0] + pd.Timedelta(1, "ns")
+    assert fills.read("A2").data["side"].tolist() == ["SELL"]
+    orders = arctic.get_library("orders").read("A1").data
+    assert orders[["update_id", "status", "filled_quantity", "avg_fill_price"]].values.tolist() == [
+        ["u1", "FILLED", "3", "9.5"]
+    ]
+
+
+def test_positions_and_portfolio_hold_one_current_row_per_key(tmp_path):
+    store = f"lmdb://{tmp_path}/store"
+    run(
+        store,
+        [pb_fill("BUY", 100, 10, strategy="LONG"), pb_fill("SELL", 100, 11, strategy="SHORT")],
+        [pb_fill("BUY", 10, 300, strategy="LONG", instrument="MSFT")],
+        [pb_fill("SELL", 50, 12, strategy="LONG")],
+    )
+    arctic = adb.Arctic(store)
+    long_rows = arctic.get_library("positions").read("LONG").data
+    assert long_rows[["instrument_id", "quantity", "realized_pnl"]].values.tolist() == [
+        ["AAPL", "50", "100"],
+        ["MSFT", "10", "0"],
+    ]
+    book = (
+        arctic.get_library("portfolio").read("A1").data.set_index(["strategy_id", "instrument_id"])
+    )
+    assert book.loc[("", "AAPL"), "quantity"] == "-50"  # the account-level row
+    assert book.loc[("", "AAPL"), "level"] == "ACCOUNT"
+    assert book.loc[("SHORT", "AAPL"), "quantity"] == "-100"
+    assert book.loc[("LONG", "AAPL"), "market_price"] == "12"
+    assert len(book) == 5 and book.index.is_unique
+    # A restart with nothing new rewrites nothing into duplicates.
+    run(store)
+    assert len(arctic.get_library("portfolio").read("A1").data) == 5
