@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,10 +56,12 @@ class RunningServer:
         self.store.close()
 
 
-async def start_server(config: ServiceConfig) -> RunningServer:
+async def start_server(
+    config: ServiceConfig, open_store: Callable[[str], ArcticEventStore] = ArcticEventStore
+) -> RunningServer:
     """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
     holds the store, RuntimeError when the address cannot be bound."""
-    store = ArcticEventStore(config.store)
+    store = open_store(config.store)
     # One thread writes the journal and checkpoints, another the analysts' views: each
     # symbol has one writer, and the views never delay an ack.
     executors = (

@@ -22,11 +22,15 @@ TEST_CONFIG = ServiceConfig(store="mem://", port=0, heartbeat_seconds=0.2, grace
 class ServerThread:
     """A running service on 127.0.0.1:<free port>; stop() shuts it down and joins."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, **start_options: object) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.running: RunningServer = self.call(start_server(config))
+        try:
+            self.running: RunningServer = self.call(start_server(config, **start_options))
+        except BaseException:
+            self._close_loop()
+            raise
         self.address = f"127.0.0.1:{self.running.port}"
 
     def call(self, coroutine):
@@ -34,13 +38,17 @@ class ServerThread:
 
     def stop(self) -> None:
         self.call(self.running.stop(0.5))
+        self._close_loop()
+
+    def _close_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
 
 
-def start_test_server(**overrides: object) -> ServerThread:
-    return ServerThread(replace(TEST_CONFIG, **overrides))
+def start_test_server(open_store: object = None, **overrides: object) -> ServerThread:
+    options = {"open_store": open_store} if open_store else {}
+    return ServerThread(replace(TEST_CONFIG, **overrides), **options)
 
 
 @pytest.fixture
