@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
 import grpc
 import pytest
 
@@ -12,9 +21,54 @@ from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import ServerThread, start_test_server
 
 
-@pytest.fixture
-def store(tmp_path) -> str:
-    return f"lmdb://{tmp_path}/store"
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[int]:
+    """An S3-compatible emulator (moto) on 127.0.0.1, for the same suite on object storage."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    yield port
+    moto.terminate()
+    moto.wait(timeout=10)
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture(params=["lmdb", "s3"])
+def store(request, tmp_path) -> str:
+    if request.param == "lmdb":
+        return f"lmdb://{tmp_path}/store"
+    port = request.getfixturevalue("s3_endpoint")
+    bucket = f"portfolio-{next(_buckets)}"
+    boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    return f"s3://127.0.0.1:{bucket}?port={port}&access=test&secret=test"
 
 
 def open_stub(server: ServerThread):
@@ -96,7 +150,8 @@ def test_a_first_run_on_an_empty_store(store):
     assert server.running.recovery.sequence == 0
 
 
-def test_a_second_service_on_the_same_store_refuses_to_start(store):
+def test_a_second_service_on_the_same_store_refuses_to_start(tmp_path):
+    store = f"lmdb://{tmp_path}/store"
     server = start_test_server(store=store)
     try:
         with pytest.raises(StoreLocked, match="one writer per store"):
