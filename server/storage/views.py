@@ -44,6 +44,7 @@ POSITION_COLUMNS = [
     "market_price", "market_value", "multiplier", "trade_count", "last_sequence",
 ]  # fmt: skip
 MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
+COMPACT_EVERY = 500  # writes to one symbol between compactions of its segments
 
 
 def _utc(ns: Sequence[int]) -> pd.DatetimeIndex:
@@ -105,6 +106,18 @@ class ArcticViews:
         self.portfolio = arctic.get_library("portfolio", create_if_missing=True)
         self._logs: dict[tuple[str, str], _EventLog] = {}
         self._tables: dict[tuple[str, str], _RowTable] = {}
+        self._writes: dict[tuple[str, str], int] = defaultdict(int)
+
+    def _wrote(self, library: adb.library.Library, symbol: str) -> None:
+        """Small appends fragment a symbol; compacting now and then keeps reads and appends
+        flat over a long run."""
+        key = (library.name, symbol)
+        self._writes[key] += 1
+        if self._writes[key] % COMPACT_EVERY == 0:
+            try:
+                library.compact_data(symbol, prune_previous_versions=True)
+            except Exception as error:  # an optimisation: log and go on
+                log.warning("compaction of %s/%s failed: %s", library.name, symbol, error)
 
     # -- fills and orders ------------------------------------------------------------------
 
@@ -155,6 +168,7 @@ class ArcticViews:
         else:
             library.write(symbol, frame, prune_previous_versions=True)
         state.last_index_ns, state.last_sequence = last, rows[-1][0]
+        self._wrote(library, symbol)
 
     def last_recorded(self, symbols: Iterable[tuple[str, str]]) -> int:
         """The smallest last sequence recorded over (kind, account_id) symbols."""
@@ -217,6 +231,7 @@ class ArcticViews:
                 library.append(symbol, self._frame(added), prune_previous_versions=True)
             else:
                 library.write(symbol, self._frame(added), prune_previous_versions=True)
+        self._wrote(library, symbol)
 
     @staticmethod
     def _frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
