@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "protos")]
 
 from portfolio.v1 import portfolio_pb2 as pb  # noqa: E402
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc  # noqa: E402
-from server.application.subscriptions import SubscriptionFilter  # noqa: E402
 
 BATCH = 100
 
@@ -139,47 +139,46 @@ def row(name: str, service: list[float], baseline: list[float] | None, unit: str
 
 
 def hot_path_steps(count: int) -> list[str]:
-    from server.api.wire import event_from_proto
-    from server.app import build_service
-    from server.config import ServiceConfig
+    from server.api.wire import event_from_proto, update_to_proto
+    from server.application.service import PositionChanged
+    from server.domain.ledger import Ledger
 
     events = [
-        fill(
-            n,
-            "STEPS",
-            strategy=f"S{n % 7}",
-            instrument=f"I{n % 13}",
-            side=pb.SIDE_BUY if n % 3 else pb.SIDE_SELL,
-        )
+        fill(n, "STEPS", strategy=f"S{n % 7}", instrument=f"I{n % 13}",
+             side=pb.SIDE_BUY if n % 3 else pb.SIDE_SELL)
         for n in range(count)
-    ]
+    ]  # fmt: skip
     wire = [
         pb.IngestRequest(events=events[i : i + BATCH]).SerializeToString()
         for i in range(0, count, BATCH)
     ]
-    service = build_service(ServiceConfig(replay_capacity=4 * count))
+    ledger = Ledger()
+    clock = time.perf_counter_ns
+    began = clock()
+    parsed = [pb.IngestRequest.FromString(data) for data in wire]
+    t_parse, began = clock() - began, clock()
+    domain = [event_from_proto(e) for batch in parsed for e in batch.events]
+    t_convert, began = clock() - began, clock()
+    admitted = [(ledger.admit(event).sequence, event) for event in domain]
+    t_admit, began = clock() - began, clock()
+    applied = [(s, e, ledger.apply(e, s)) for s, e in admitted]
+    t_apply, began = clock() - began, clock()
+    for sequence, event, changes in applied:
+        for change in changes:
+            update_to_proto(
+                PositionChanged(sequence, change.kind, event, change.position,  # type: ignore[arg-type]
+                                change.market_price, ledger.book.precision)
+            )  # fmt: skip
+    t_encode = clock() - began
 
-    began = time.perf_counter_ns()
-    parsed_batches = [pb.IngestRequest.FromString(data) for data in wire]
-    t_parse = time.perf_counter_ns() - began
-    began = time.perf_counter_ns()
-    domain = [[event_from_proto(e) for e in batch.events] for batch in parsed_batches]
-    t_convert = time.perf_counter_ns() - began
-    began = time.perf_counter_ns()
-    for batch in domain:
-        service.ingest(batch)
-    t_apply = time.perf_counter_ns() - began
-    replay, _subscriber = service.subscribe(SubscriptionFilter(), 1)
-    began = time.perf_counter_ns()
-    for item in replay:
-        item.payload  # noqa: B018 (encodes, once, for every subscriber)
-    t_encode = time.perf_counter_ns() - began
-    per = lambda ns: f"{ns / count / 1000:7.2f} us/fill"  # noqa: E731
+    def per(ns: int) -> str:
+        return f"{ns / count / 1000:7.2f} us/fill"
+
     return [
         f"  protobuf parse (in batches of {BATCH})      {per(t_parse)}",
         f"  validate + convert to domain          {per(t_convert)}",
-        f"  dedup + sequence + apply + publish    {per(t_apply)}",
-        f"  total before the ack                  {per(t_parse + t_convert + t_apply)}",
+        f"  dedup + sequence (admit)              {per(t_admit)}",
+        f"  apply to 2 rows, totals, revaluation  {per(t_apply)}",
         f"  encode 2 updates, once, if subscribed {per(t_encode)}",
     ]
 
@@ -187,33 +186,20 @@ def hot_path_steps(count: int) -> list[str]:
 # -- main --------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--fills", type=int, default=100_000, help="fills per throughput run")
-    parser.add_argument("--samples", type=int, default=2000, help="calls per latency figure")
-    parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_noop:
-        asyncio.run(serve_noop())
-        return 0
-
-    service, service_address = start([sys.executable, "-m", "server", "--port", "0"])
+def service_figures(args: argparse.Namespace, store: str, label: str) -> None:
+    """Ingest throughput and fill-to-ack latency, next to the no-op server, for one store."""
+    service, service_address = start(
+        [sys.executable, "-m", "server", "--port", "0", "--store", store]
+    )
     noop, noop_address = start([sys.executable, __file__, "--serve-noop"])
     try:
         with (
             grpc.insecure_channel(service_address) as channel_s,
             grpc.insecure_channel(noop_address) as channel_n,
         ):
-            svc, base = (
-                pb_grpc.PortfolioManagerStub(channel_s),
-                pb_grpc.PortfolioManagerStub(channel_n),
-            )
-            print(
-                f"portfolio manager benchmark ({os.cpu_count()} cores, python "
-                f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
-            )
-
-            print(f"Ingest, bidi stream, {args.fills:,} fills in batches of {BATCH}:")
+            svc = pb_grpc.PortfolioManagerStub(channel_s)
+            base = pb_grpc.PortfolioManagerStub(channel_n)
+            print(f"{label}\n  Ingest, bidi stream, {args.fills:,} fills in batches of {BATCH}:")
             warm = list(batches(10_000, "WARM"))
             ingest_rate(svc, warm), ingest_rate(base, warm)
             runs_s, runs_n = [], []
@@ -223,29 +209,25 @@ def main() -> int:
                 runs_s.append(ingest_rate(svc, requests))
             best_s, best_n = max(runs_s), max(runs_n)
             print(
-                f"  service {best_s:>10,.0f} fills/s   no-op {best_n:>10,.0f} fills/s   "
-                f"ratio {best_s / best_n:.2f} (best of 3)\n"
+                f"    service {best_s:>10,.0f} fills/s   no-op {best_n:>10,.0f} fills/s   "
+                f"ratio {best_s / best_n:.2f} (best of 3)"
             )
-
-            print("Fill to updated state (one-fill batch, time to its ack):")
             counter = iter(range(10**9))
 
             def one_fill(stub: pb_grpc.PortfolioManagerStub) -> Callable[[], object]:
+                stream = _Stream(stub)
+
                 def send() -> object:
                     request = pb.IngestRequest(events=[fill(next(counter), "LAT")])
                     return next(stream.send(request))
 
-                stream = _Stream(stub)
                 return send
 
-            print(
-                row(
-                    "  ack",
-                    latencies(one_fill(svc), args.samples),
-                    latencies(one_fill(base), args.samples),
-                )
-            )
-
+            print("  Fill to acknowledged, updated state (one-fill batch, time to its ack):")
+            print(row("    ack", latencies(one_fill(svc), args.samples),
+                      latencies(one_fill(base), args.samples)))  # fmt: skip
+            if store != "mem://":
+                return
             # A book of 10,000+ rows: 100 strategies x 100 instruments (plus account rows).
             big = [
                 fill(n, "BIG", strategy=f"S{n // 100}", instrument=f"I{n % 100}")
@@ -258,31 +240,128 @@ def main() -> int:
                 s.totals.total_positions for s in summary.strategies
             )
             print(
-                f"\nQueries, sequential unary calls, book of {rows:,} position rows "
+                f"  Queries, sequential unary calls, book of {rows:,} position rows "
                 f"({summary.as_of_sequence:,} events):"
             )
             get = pb.GetPositionRequest(account_id="BIG", strategy_id="S42", instrument_id="I42")
             baseline = latencies(lambda: base.GetPosition(get), args.samples)
-            print(
-                row(
-                    "  GetPosition", latencies(lambda: svc.GetPosition(get), args.samples), baseline
-                )
-            )
-            summary = pb.GetPortfolioSummaryRequest(account_id="BIG")
-            print(
-                row(
-                    "  GetPortfolioSummary (100 strats)",
-                    latencies(lambda: svc.GetPortfolioSummary(summary), args.samples // 4),
-                    baseline,
-                )
-            )
-            print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
-            print("\n".join(hot_path_steps(10_000)))
+            print(row("    GetPosition", latencies(lambda: svc.GetPosition(get), args.samples),
+                      baseline))  # fmt: skip
+            request = pb.GetPortfolioSummaryRequest(account_id="BIG")
+            print(row("    GetPortfolioSummary (100 strats)",
+                      latencies(lambda: svc.GetPortfolioSummary(request), args.samples // 4),
+                      baseline))  # fmt: skip
     finally:
-        service.terminate()
-        noop.terminate()
-        service.wait(10)
-        noop.wait(10)
+        for process in (service, noop):
+            process.terminate()
+            process.wait(10)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def commit_figures(commits: int) -> None:
+    """Journal appends of one event each on LMDB: latency and disk use stay flat."""
+    from server.api.wire import fill_from_proto
+    from server.storage.arctic import ArcticEventStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ArcticEventStore(f"lmdb://{tmp}/store")
+        window = max(commits // 10, 1)
+        print(f"\nJournal appends on LMDB, one event per commit, {commits:,} commits "
+              f"(pruned, compacted every 1,000):")  # fmt: skip
+        samples: list[float] = []
+        for n in range(1, commits + 1):
+            event = fill_from_proto(fill(n, "COMMITS").fill)
+            began = time.perf_counter_ns()
+            store.append([(n, event)])
+            samples.append((time.perf_counter_ns() - began) / 1e6)
+            if n % window == 0:
+                mb = folder_size(Path(tmp)) / 2**20
+                print(row(f"    commits {n - window + 1:>7,}-{n:<7,}", samples, None)
+                      + f"   disk {mb:7.1f} MB")  # fmt: skip
+                samples = []
+        store.close()
+
+
+def startup_figures(fills_count: int, checkpoint_every: int) -> None:
+    """Time to start on a journal of N fills, with the checkpoint a running service leaves."""
+    from server.api.wire import fill_from_proto
+    from server.application.ports import Checkpoint
+    from server.domain.ledger import Ledger
+    from server.storage.arctic import ArcticEventStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"lmdb://{tmp}/store"
+        store = ArcticEventStore(uri)
+        ledger = Ledger()
+        began = time.perf_counter()
+        checkpoint_at = fills_count - checkpoint_every
+        group = []
+        for n in range(1, fills_count + 1):
+            event = fill_from_proto(
+                fill(
+                    n,
+                    f"U{n % 4}",
+                    strategy=f"S{n % 20}",
+                    instrument=f"I{n % 500}",
+                    side=pb.SIDE_BUY if n % 3 else pb.SIDE_SELL,
+                ).fill
+            )
+            ledger.apply(event, n)
+            group.append((n, event))
+            if len(group) == 10_000:
+                store.append(group)
+                store.record_views(group, [])  # as a running service keeps them
+                group = []
+            if n == checkpoint_at:
+                rows = [
+                    (r.copy(), ledger.book.mark(r.key.instrument_id)) for r in ledger.book.rows()
+                ]
+                store.save_checkpoint(Checkpoint(n, rows))
+        if group:
+            store.append(group)
+            store.record_views(group, [])
+        store.record_views([], [ledger.book.view(r) for r in ledger.book.rows()])
+        store.close()
+        print(f"\nStartup on a journal of {fills_count:,} fills ({len(ledger.book):,} rows, "
+              f"checkpoint {checkpoint_every:,} events behind; built in "
+              f"{time.perf_counter() - began:.0f} s):")  # fmt: skip
+        began = time.perf_counter()
+        process, _ = start([sys.executable, "-m", "server", "--port", "0", "--store", uri])
+        print(f"    process start to listening: {time.perf_counter() - began:.2f} s")
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fills", type=int, default=100_000, help="fills per throughput run")
+    parser.add_argument("--samples", type=int, default=2000, help="calls per latency figure")
+    parser.add_argument("--commits", type=int, default=20_000, help="journal appends to time")
+    parser.add_argument("--startup-fills", type=int, default=1_000_000, help="journal size")
+    parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_noop:
+        asyncio.run(serve_noop())
+        return 0
+    print(
+        f"portfolio manager benchmark ({os.cpu_count()} cores, python "
+        f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
+    )
+    service_figures(args, "mem://", "In memory (--store mem://, the foundation's figures):")
+    with tempfile.TemporaryDirectory() as tmp:
+        print()
+        service_figures(
+            args, f"lmdb://{tmp}/store", "Durable (LMDB; acks after the fsynced append):"
+        )
+    print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
+    print("\n".join(hot_path_steps(10_000)))
+    if args.commits:
+        commit_figures(args.commits)
+    if args.startup_fills:
+        startup_figures(args.startup_fills, 10_000)
     return 0
 
 

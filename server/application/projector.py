@@ -20,9 +20,17 @@ log = logging.getLogger("portfolio.views")
 
 class ViewProjector:
     def __init__(
-        self, store: EventStore, executor: Executor, precision: Decimal, retry_seconds: float = 1.0
+        self,
+        store: EventStore,
+        executor: Executor,
+        precision: Decimal,
+        retry_seconds: float = 1.0,
+        min_interval: float = 0.25,
     ) -> None:
         self._store = store
+        self._min_interval = min_interval
+        self._next_write = 0.0
+        self._scheduled = False
         self._executor = executor
         self._precision = precision
         self._retry_seconds = retry_seconds
@@ -36,16 +44,41 @@ class ViewProjector:
         self._events.extend(events)
         for row, mark in rows:
             self._rows[row.key] = (row, mark)
-        if self._running is None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Writes now, or once `min_interval` has passed since the last write began: a burst
+        of commits becomes one write per symbol, and the views thread stays out of the
+        journal's way."""
+        if self._running is not None or self._scheduled:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._next_write - loop.time()
+        if delay <= 0:
+            self._write()
+        else:
+            self._scheduled = True
+            loop.call_later(delay, self._scheduled_write)
+
+    def _scheduled_write(self) -> None:
+        self._scheduled = False
+        if self._running is None and (self._events or self._rows):
             self._write()
 
-    async def drained(self) -> None:
-        while self._running is not None:
-            await asyncio.shield(self._running)
+    async def drained(self, attempts: int = 3) -> None:
+        """Writes what is pending now and waits for it (on shutdown); what still fails is
+        caught up from the journal at the next start."""
+        for _ in range(attempts):
+            if self._running is None and (self._events or self._rows):
+                self._write()
+            if self._running is None:
+                return
+            await asyncio.gather(asyncio.shield(self._running), return_exceptions=True)
 
     def _write(self) -> None:
         events, rows = self._events, list(self._rows.values())
         self._events, self._rows = [], {}
+        self._next_write = asyncio.get_running_loop().time() + self._min_interval
         self._running = asyncio.get_running_loop().run_in_executor(
             self._executor, self._record, events, rows
         )
@@ -64,7 +97,7 @@ class ViewProjector:
         self._running = None
         if done.exception() is None:
             if self._events or self._rows:
-                self._write()
+                self._schedule()
             return
         self.failures += 1
         log.warning("views not updated, will retry: %s", done.exception())

@@ -72,10 +72,13 @@ def require_amount(field: str, value: Decimal) -> None:
         raise InvalidEvent(field, f"has more than {MAX_FRACTION_DIGITS} decimal places")
 
 
-def _fingerprint(*parts: str) -> int:
+FIELD_SEPARATOR = "\x1f"  # never in a field: ids are printable, amounts canonical
+
+
+def fingerprint_of(text: str) -> int:
     """A stable digest of an event's content, the same in every process ("10" and "10.0"
     alike): tells a replayed event from an id reused for a different one, across restarts."""
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -121,22 +124,40 @@ class Fill:
     kind: ClassVar[str] = "fill"
 
     def fingerprint(self) -> int:
-        return _fingerprint(
-            self.fill_id,
-            self.account_id,
-            self.strategy_id,
-            self.instrument_id,
-            self.side.name,
-            canonical(self.quantity),
-            canonical(self.price),
-            str(self.timestamp_ns),
-            canonical(self.commission),
-            self.commission_currency,
-            self.order_ref,
-            self.order_id,
-            self.venue,
-            self.trace_id,
+        return fingerprint_of(self.text())
+
+    def text(self) -> str:
+        """Every field in canonical text, in a fixed order: see `Fill.from_text`."""
+        return FIELD_SEPARATOR.join(
+            (
+                self.fill_id,
+                self.account_id,
+                self.strategy_id,
+                self.instrument_id,
+                self.side.name,
+                canonical(self.quantity),
+                canonical(self.price),
+                str(self.timestamp_ns),
+                canonical(self.commission),
+                self.commission_currency,
+                self.order_ref,
+                self.order_id,
+                self.venue,
+                self.trace_id,
+            )
         )
+
+    @classmethod
+    def from_text(cls, text: str) -> Fill:
+        (fill_id, account_id, strategy_id, instrument_id, side, quantity, price, timestamp_ns,
+         commission, commission_currency, order_ref, order_id, venue, trace_id) = text.split(
+            FIELD_SEPARATOR
+        )  # fmt: skip
+        return cls(
+            fill_id, account_id, strategy_id, instrument_id, Side[side], Decimal(quantity),
+            Decimal(price), int(timestamp_ns), Decimal(commission), commission_currency,
+            order_ref, order_id, venue, trace_id,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,21 +202,40 @@ class OrderStatusUpdate:
     kind: ClassVar[str] = "status"
 
     def fingerprint(self) -> int:
-        return _fingerprint(
-            self.update_id,
-            self.account_id,
-            self.status.name,
-            str(self.timestamp_ns),
-            self.strategy_id,
-            self.order_ref,
-            self.order_id,
-            self.perm_id,
-            self.instrument_id,
-            self.side.name if self.side else "",
-            canonical(self.filled_quantity),
-            canonical(self.remaining_quantity),
-            canonical(self.avg_fill_price) if self.avg_fill_price is not None else "",
+        return fingerprint_of(self.text())
+
+    def text(self) -> str:
+        """Every field in canonical text, in a fixed order: see `OrderStatusUpdate.from_text`."""
+        return FIELD_SEPARATOR.join(
+            (
+                self.update_id,
+                self.account_id,
+                self.status.name,
+                str(self.timestamp_ns),
+                self.strategy_id,
+                self.order_ref,
+                self.order_id,
+                self.perm_id,
+                self.instrument_id,
+                self.side.name if self.side else "",
+                canonical(self.filled_quantity),
+                canonical(self.remaining_quantity),
+                canonical(self.avg_fill_price) if self.avg_fill_price is not None else "",
+            )
         )
+
+    @classmethod
+    def from_text(cls, text: str) -> OrderStatusUpdate:
+        (update_id, account_id, status, timestamp_ns, strategy_id, order_ref, order_id, perm_id,
+         instrument_id, side, filled, remaining, avg_fill_price) = text.split(
+            FIELD_SEPARATOR
+        )  # fmt: skip
+        return cls(
+            update_id, account_id, OrderStatus[status], int(timestamp_ns), strategy_id,
+            order_ref, order_id, perm_id, instrument_id, Side[side] if side else None,
+            Decimal(filled), Decimal(remaining),
+            Decimal(avg_fill_price) if avg_fill_price else None,
+        )  # fmt: skip
 
 
 ExecutionEvent = Fill | OrderStatusUpdate

@@ -22,6 +22,7 @@ from arcticdb.exceptions import ArcticException
 
 from server.application.ports import Checkpoint, SeenEvent, Sequenced, StorageUnavailable
 from server.domain.book import PositionView
+from server.domain.events import Fill
 from server.storage.frames import (
     checkpoint_frame,
     events_from_journal,
@@ -36,6 +37,7 @@ log = logging.getLogger("portfolio.storage")
 JOURNAL, EVENTS = "journal", "events"
 CHECKPOINTS, BOOK = "checkpoints", "book"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
+PRUNE_EVERY = 50  # appends between prunings of the journal's previous versions
 
 
 def resolve_uri(uri: str) -> str:
@@ -83,7 +85,8 @@ class ArcticEventStore:
         frame = journal_frame(group)
         try:
             if self._journal_exists:
-                self.journal.append(EVENTS, frame, prune_previous_versions=True)
+                prune = self._appends % PRUNE_EVERY == PRUNE_EVERY - 1
+                self.journal.append(EVENTS, frame, prune_previous_versions=prune)
             else:
                 self.journal.write(EVENTS, frame, prune_previous_versions=True)
                 self._journal_exists = True
@@ -138,13 +141,14 @@ class ArcticEventStore:
         query = adb.QueryBuilder()
         query = query[
             (query["kind"] == "fill")
-            & (query["trace_id"] != "")
             & (query["event_time"] >= pd.Timestamp(time_ns, unit="ns", tz="UTC"))
             & (query["sequence"] <= up_to_sequence)
         ]
         frame = self._read(query_builder=query)
         if not frame.empty:
-            yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+            for sequence, event in events_from_journal(frame.sort_values("sequence")):
+                if isinstance(event, Fill) and event.trace_id:
+                    yield sequence, event
 
     # -- the analysts' views ---------------------------------------------------------------
 
