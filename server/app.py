@@ -136,16 +136,31 @@ async def _start(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, SERVING)
-    housekeeping = asyncio.create_task(_expire_traces(service, config.trace_ttl_seconds))
+    housekeeping = asyncio.create_task(
+        _housekeeping(service, store, executor, config.trace_ttl_seconds)
+    )
     return RunningServer(
         server, port, service, store, report, health_servicer, executors, housekeeping
     )
 
 
-async def _expire_traces(service: PortfolioService[pb.PortfolioUpdate], ttl: float) -> None:
+async def _housekeeping(
+    service: PortfolioService[pb.PortfolioUpdate],
+    store: ArcticEventStore,
+    executor: ThreadPoolExecutor,
+    trace_ttl: float,
+) -> None:
+    """Expires traces, and keeps an object store's writer lease alive."""
+    period = min(max(trace_ttl / 10, 0.1), 60.0, store.lease_seconds or 60.0)
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(min(max(ttl / 10, 0.1), 60.0))
+        await asyncio.sleep(period)
         service.expire_traces()
+        if store.lease_seconds:
+            try:
+                await loop.run_in_executor(executor, store.renew_lease)
+            except Exception as error:  # the journal's own failures drive health
+                log.warning("writer lease not renewed: %s", error)
 
 
 async def serve(config: ServiceConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -40,6 +41,8 @@ from server.domain.position import PositionKey
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+log = logging.getLogger("portfolio.api")
 
 MAX_BATCHES_IN_FLIGHT = 64  # per Ingest stream, admitted and waiting for their commit
 MAX_PAGE_SIZE = 1000
@@ -94,15 +97,20 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 async for request in request_iterator:
                     await answers.put(self.admit_batch(request))
                 await answers.put(None)
-            except (StorageUnavailable, grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the store is down, the client went away, or a bug
                 await answers.put(error)
 
         reader = asyncio.create_task(admit_all())
         try:
             while (answer := await answers.get()) is not None:
+                if isinstance(answer, StorageUnavailable):
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(answer))
                 if isinstance(answer, BaseException):
-                    if isinstance(answer, StorageUnavailable):
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(answer))
+                    if not isinstance(answer, grpc.aio.AioRpcError):
+                        log.exception("ingest failed", exc_info=answer)
+                        await context.abort(grpc.StatusCode.INTERNAL, "ingest failed; see logs")
                     return
                 response, wait_for = answer
                 try:

@@ -1,7 +1,8 @@
 """The portfolio service's use cases: ingest events, answer queries, feed subscribers.
 
-One asyncio loop owns all state, so `ingest` (synchronous, never awaiting) is the single
-writer: validate -> dedup -> apply -> publish happens for a batch with nothing in between.
+One asyncio loop owns all state. The single write path: `admit` (dedup, sequence) as a batch
+arrives, then the group commit makes it durable, then `replay` applies and publishes it, then
+the acks go out. Queries and subscribers only ever see durable events.
 """
 
 from __future__ import annotations

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import socket
+import time
+import uuid
 from pathlib import Path
 from typing import IO
+
+import arcticdb as adb
+import pandas as pd
+
+CACHE_SECONDS = 2.5  # a Library serves a symbol's latest version from a cache for about 2 s
 
 
 class StoreLocked(RuntimeError):
@@ -39,3 +48,51 @@ class WriterLock:
         if not self._file.closed:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
+
+
+class WriterLease:
+    """One writer per store where there is no file to lock (object storage): a lease record in
+    the store, renewed every `renew_seconds`; a service finding another's fresh lease refuses
+    to start. Taking the lease re-reads it after the store's read cache has expired, so two
+    services started together do not both win."""
+
+    SYMBOL = "writer"
+
+    def __init__(self, library: adb.library.Library, renew_seconds: float = 5.0) -> None:
+        self.library = library
+        self.renew_seconds = renew_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        holder = self._holder()
+        if holder is not None:
+            raise StoreLocked(holder)
+        self.renew()
+        time.sleep(CACHE_SECONDS)
+        holder = self._holder()
+        if holder is not None:
+            raise StoreLocked(holder)
+
+    def _holder(self) -> str | None:
+        """A description of another service's live lease, or None."""
+        if not self.library.has_symbol(self.SYMBOL):
+            return None
+        lease = self.library.read_metadata(self.SYMBOL).metadata or {}
+        age = time.time() - float(lease.get("renewed_at", 0))
+        if lease.get("owner") in (None, self.owner) or age > 3 * self.renew_seconds:
+            return None
+        return (
+            f"another portfolio manager ({lease['owner']}) is writing to this store (lease "
+            f"renewed {age:.1f}s ago); one writer per store: stop it first"
+        )
+
+    def renew(self) -> None:
+        lease = {"owner": self.owner, "renewed_at": time.time()}
+        if self.library.has_symbol(self.SYMBOL):
+            self.library.write_metadata(self.SYMBOL, lease, prune_previous_versions=True)
+        else:
+            self.library.write(self.SYMBOL, pd.DataFrame(), metadata=lease)
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):
+            self.library.write_metadata(
+                self.SYMBOL, {"owner": None, "renewed_at": 0}, prune_previous_versions=True
+            )

@@ -55,20 +55,25 @@ def s3_endpoint() -> Iterator[int]:
 _buckets = itertools.count()
 
 
-@pytest.fixture(params=["lmdb", "s3"])
-def store(request, tmp_path) -> str:
-    if request.param == "lmdb":
-        return f"lmdb://{tmp_path}/store"
-    port = request.getfixturevalue("s3_endpoint")
+@pytest.fixture
+def s3_store(s3_endpoint) -> str:
+    """A fresh bucket on the emulator, as an ArcticDB URI."""
     bucket = f"portfolio-{next(_buckets)}"
     boto3.client(
         "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
+        endpoint_url=f"http://127.0.0.1:{s3_endpoint}",
         aws_access_key_id="test",
         aws_secret_access_key="test",
         region_name="us-east-1",
     ).create_bucket(Bucket=bucket)
-    return f"s3://127.0.0.1:{bucket}?port={port}&access=test&secret=test"
+    return f"s3://127.0.0.1:{bucket}?port={s3_endpoint}&access=test&secret=test"
+
+
+@pytest.fixture(params=["lmdb", "s3"])
+def store(request, tmp_path) -> str:
+    if request.param == "lmdb":
+        return f"lmdb://{tmp_path}/store"
+    return request.getfixturevalue("s3_store")
 
 
 def open_stub(server: ServerThread):
@@ -150,8 +155,7 @@ def test_a_first_run_on_an_empty_store(store):
     assert server.running.recovery.sequence == 0
 
 
-def test_a_second_service_on_the_same_store_refuses_to_start(tmp_path):
-    store = f"lmdb://{tmp_path}/store"
+def test_a_second_service_on_the_same_store_refuses_to_start(store):
     server = start_test_server(store=store)
     try:
         with pytest.raises(StoreLocked, match="one writer per store"):
