@@ -350,7 +350,7 @@ def main() -> int:
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
         f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    service_figures(args, "mem://", "In memory (--store mem://, the foundation's figures):")
+    service_figures(args, "mem://", "ArcticDB in memory (--store mem://: the same code, no disk):")
     with tempfile.TemporaryDirectory() as tmp:
         print()
         service_figures(

@@ -1,11 +1,6 @@
 """The service as an operator runs it: health, reflection, one server per port, clean stops."""
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -18,6 +13,7 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.app import SERVICE_NAME
 from tests.api.protocol import acks, pb_fill
 from tests.conftest import start_test_server
+from tests.service_process import run_service, start_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,31 +40,11 @@ def test_a_second_server_on_the_same_port_fails_loudly(server):
         start_test_server(port=server.running.port)
 
 
-def start_process(*args: str) -> tuple[subprocess.Popen, int]:
-    """`python -m server` on a free port; give it a --store in a temporary folder."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", "0", *args],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if found:
-            return process, int(found.group(1))
-    process.kill()
-    raise AssertionError("the service did not start")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_service_stops_gracefully_on_a_signal(signum, tmp_path):
-    process, port = start_process("--store", f"lmdb://{tmp_path}/store")
+    process, address = start_service("--store", f"lmdb://{tmp_path}/store")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.PortfolioManagerStub(channel)
             assert acks(stub, pb_fill("BUY", 1, 1))[0].result == pb.EVENT_RESULT_ACCEPTED
         process.send_signal(signum)
@@ -81,22 +57,7 @@ def test_the_service_stops_gracefully_on_a_signal(signum, tmp_path):
 
 
 def test_a_taken_port_makes_the_process_exit_non_zero(server, tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--port",
-            str(server.running.port),
-            "--store",
-            f"lmdb://{tmp_path}/store",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    port = str(server.running.port)
+    result = run_service("--port", port, "--store", f"lmdb://{tmp_path}/store", timeout=30)
     assert result.returncode == 1
     assert "cannot listen" in result.stderr or "bind" in result.stderr.lower()

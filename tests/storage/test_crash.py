@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import arcticdb as adb
 import grpc
@@ -30,8 +27,8 @@ from server.api.wire import fill_from_proto
 from server.domain.ledger import Ledger
 from server.domain.position import PositionKey
 from tests.api.protocol import pb_fill
+from tests.service_process import start_service
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 5
 FILLS = 3000
 BATCH = 50
@@ -43,33 +40,11 @@ BROKEN = (
 )
 
 
-def start_service(store: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--port",
-            "0",
-            "--store",
-            store,
-            "--checkpoint-every",
-            "700",
-        ],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        found = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-        if found:
-            # Keep draining stderr so the service never blocks on a full pipe.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process, found.group(1)
-    raise AssertionError(f"service did not start (exit {process.wait()})")
+def start_crashable(store: str) -> tuple[subprocess.Popen[str], str]:
+    process, address = start_service("--store", store, "--checkpoint-every", "700")
+    # Keep draining stderr so the service never blocks on a full pipe.
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+    return process, address
 
 
 def stream(address: str, events: list[pb.ExecutionEvent], acked: dict[str, int]) -> None:
@@ -115,7 +90,7 @@ def test_sigkill_at_random_points_loses_no_acked_fill_and_counts_each_once(tmp_p
     acked: dict[str, int] = {}
 
     for _ in range(ROUNDS):
-        process, address = start_service(store)
+        process, address = start_crashable(store)
         unacked = [e for e in events if e.fill.fill_id not in acked]
         again = rng.sample(sorted(acked), min(len(acked), 200))
         to_send = [by_id[i] for i in again] + unacked
@@ -128,7 +103,7 @@ def test_sigkill_at_random_points_loses_no_acked_fill_and_counts_each_once(tmp_p
         sender.join(timeout=60)
         assert not sender.is_alive()
 
-    process, address = start_service(store)
+    process, address = start_crashable(store)
     try:
         resend = [e for e in events if e.fill.fill_id not in acked]
         resend += [by_id[i] for i in rng.sample(sorted(acked), min(len(acked), 300))]
