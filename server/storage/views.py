@@ -115,7 +115,9 @@ class ArcticViews:
         self._writes[key] += 1
         if self._writes[key] % COMPACT_EVERY == 0:
             try:
-                library.compact_data(symbol, prune_previous_versions=True)
+                library.compact_data(
+                    symbol, rows_per_segment=COMPACT_EVERY, prune_previous_versions=True
+                )
             except Exception as error:  # an optimisation: log and go on
                 log.warning("compaction of %s/%s failed: %s", library.name, symbol, error)
 
