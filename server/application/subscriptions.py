@@ -175,10 +175,6 @@ class SubscriptionHub(Generic[Change, Payload]):
         self.latest_sequence = latest_sequence
         self._oldest_complete = latest_sequence + 1
 
-    def advance(self, sequence: int) -> None:
-        """Records that a sequence was given to an event that published nothing."""
-        self.latest_sequence = max(self.latest_sequence, sequence)
-
     def _trim(self) -> None:
         excess = len(self._replay) - self._head - self.replay_capacity
         if excess <= 0:

@@ -84,9 +84,8 @@ class PositionBook:
         # Ordered views, for listing and pagination: PositionKey -> Position.
         self.strategy_rows: SortedDict = SortedDict()
         self.account_rows: SortedDict = SortedDict()
-        # Per (account, strategy) and per account: instrument_id -> Position.
+        # Per (account, strategy): instrument_id -> Position.
         self._by_strategy: dict[tuple[str, str], SortedDict] = {}
-        self._by_account: dict[str, SortedDict] = {}
         # instrument_id -> PositionKey -> Position, for instrument filters.
         self.by_instrument: dict[str, SortedDict] = {}
         # instrument_id -> each row with the totals it counts in: what a new mark revalues.
@@ -143,7 +142,6 @@ class PositionBook:
         self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
         if key.is_account_level:
             self.account_rows[key] = row
-            self._by_account.setdefault(account_id, SortedDict())[instrument_id] = row
             totals = self._account_totals.setdefault(account_id, Totals())
         else:
             self.strategy_rows[key] = row
@@ -194,10 +192,6 @@ class PositionBook:
         accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
         for account in accounts:
             yield from self._by_strategy.get((account, strategy_id), {}).values()
-
-    def account_positions(self, account_id: str) -> Iterable[Position]:
-        rows: Iterable[Position] = self._by_account.get(account_id, {}).values()
-        return rows
 
     def has_strategy(self, strategy_id: str, account_id: str = ALL) -> bool:
         if account_id:
