@@ -71,6 +71,7 @@ class ArcticEventStore:
         self.views = ArcticViews(self.arctic)
         self._journal_exists = self.journal.has_symbol(EVENTS)
         self._appends = 0
+        self._view_symbols: set[tuple[str, str]] | None = None
 
     def renew_lease(self) -> None:
         """Keeps an object store's writer lease alive (call every few seconds)."""
@@ -138,9 +139,11 @@ class ArcticEventStore:
         return self.journal.read(EVENTS, **kwargs).data
 
     def seen_events(self) -> Iterator[SeenEvent]:
-        frame = self._read(columns=["kind", "event_id", "sequence", "digest"])
+        frame = self._read(columns=["kind", "event_id", "sequence", "digest", "account_id"])
         if frame.empty:
             return
+        # Which fills/orders symbols exist, for the views' catch-up: no second journal read.
+        self._view_symbols = set(zip(frame["kind"], frame["account_id"], strict=True))
         for kind, event_id, sequence, digest in zip(
             frame["kind"], frame["event_id"], frame["sequence"], frame["digest"], strict=True
         ):
@@ -176,12 +179,10 @@ class ArcticEventStore:
             raise StorageUnavailable(f"views update failed: {error}") from error
 
     def views_recorded_through(self) -> int:
-        # The journal names the symbols (listing a library's symbols can take a second).
-        frame = self._read(columns=["kind", "account_id"])
-        if frame.empty:
-            return 0
-        pairs = frame.drop_duplicates().itertuples(index=False)
-        return self.views.last_recorded((pair.kind, pair.account_id) for pair in pairs)
+        if self._view_symbols is None:
+            frame = self._read(columns=["kind", "account_id"])
+            self._view_symbols = set(frame.itertuples(index=False, name=None))
+        return self.views.last_recorded(self._view_symbols)
 
     # -- checkpoints -----------------------------------------------------------------------
 
