@@ -71,6 +71,10 @@ class UpdateKind(enum.Enum):
     ORDER_STATUS = 4
     #: Nothing happened; everything up to the update's sequence has been sent.
     HEARTBEAT = 5
+    #: An instrument's market price moved (opt-in, coalesced, not replayed).
+    MARK = 6
+    #: A cash balance changed (opt-in).
+    BALANCE = 7
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,12 +16,14 @@ from grpc_reflection.v1alpha import reflection
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.servicer import PortfolioManagerServicer
-from server.api.wire import update_to_proto
+from server.api.updates import update_to_proto
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.config import ServiceConfig, parse_args
-from server.domain.ledger import Ledger
+from server.domain.instruments import InstrumentRegistry
+from server.domain.ledger import Ledger, Result
+from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.lock import StoreLocked
 
@@ -49,6 +51,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         self._housekeeping.cancel()
         await self.server.stop(grace)
+        self.service.save_marks_now()
         await self.service.committer.stop()
         await self.service.projector.drained()
         for executor in self._executors:
@@ -95,7 +98,15 @@ async def _start(
             health_updates.add(task)
             task.add_done_callback(health_updates.discard)
 
-    ledger = Ledger(precision=config.precision, trace_ttl_ns=int(config.trace_ttl_seconds * 1e9))
+    definitions = load_reference(config.reference_file) if config.reference_file else []
+    instruments = InstrumentRegistry(
+        default_currency=config.base_currency, strict=config.strict_instruments
+    )
+    ledger = Ledger(
+        instruments,
+        precision=config.precision,
+        trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
+    )
     hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
         update_to_proto, config.replay_capacity, config.subscriber_queue
     )
@@ -107,10 +118,24 @@ async def _start(
         views_executor,
         checkpoint_every=config.checkpoint_every,
         on_health=on_health,
+        reporting_currency=config.base_currency,
+        mark_publish_seconds=config.mark_publish_seconds,
     )
     report = await loop.run_in_executor(executor, recover, service, store)
     service.committer.start()
-    service.projector.submit(report.views_backlog, report.rows)
+    service.projector.submit(report.views_backlog, report.rows, service.judge(report.views_backlog))
+    if definitions:
+        outcomes = await service.ingest(definitions)
+        log.info(
+            "reference file %s: %d definitions, %d new",
+            config.reference_file,
+            len(outcomes),
+            sum(outcome.result is Result.ACCEPTED for outcome in outcomes),
+        )
+        for outcome in outcomes:
+            refusal = ledger.refusals.get(outcome.sequence)
+            if refusal is not None:
+                log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
 
     server = grpc.aio.server(
         options=[
@@ -190,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(config))
-    except (RuntimeError, StoreLocked) as error:
+    except (RuntimeError, StoreLocked, ReferenceFileError) as error:
         log.error("%s", error)
         return 1
     return 0

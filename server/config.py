@@ -26,6 +26,16 @@ class ServiceConfig:
     # Events between checkpoints of the whole book (a restart replays 1 to 2 intervals).
     checkpoint_every: int = 10_000
     log_level: str = "INFO"
+    # A JSON file of instruments and accounts, journaled at start (unchanged ones are
+    # duplicates); see the README. Empty: none.
+    reference_file: str = ""
+    # Refuse fills for instruments nobody defined (else: registered with defaults, flagged).
+    strict_instruments: bool = False
+    # The base currency of accounts nobody defined, of unknown instruments, and of totals
+    # across accounts.
+    base_currency: str = "USD"
+    # Mark updates reach subscribers at most this often per instrument (the latest one).
+    mark_publish_seconds: float = 0.1
 
     @property
     def address(self) -> str:
@@ -40,6 +50,16 @@ def _precision(text: str) -> Decimal:
     if not value.is_finite() or value <= 0 or value != Decimal(1).scaleb(value.adjusted()):
         raise argparse.ArgumentTypeError(f"{text!r} must be a power of ten such as 1e-9")
     return value
+
+
+def _flag(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def parse_args(argv: list[str] | None = None) -> ServiceConfig:
@@ -68,5 +88,11 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--grace-seconds", float, defaults.grace_seconds, "time to finish calls on stop")
     option("--checkpoint-every", int, defaults.checkpoint_every, "events between checkpoints")
     option("--log-level", str, defaults.log_level, "logging level")
+    option("--reference-file", str, defaults.reference_file, "instruments and accounts (JSON)")
+    option("--strict-instruments", _flag, defaults.strict_instruments,
+           "refuse fills of undefined instruments")  # fmt: skip
+    option("--base-currency", str, defaults.base_currency, "default base currency")
+    option("--mark-publish-seconds", float, defaults.mark_publish_seconds,
+           "mark updates' coalescing interval")  # fmt: skip
     args = parser.parse_args(argv)
     return ServiceConfig(**vars(args))

@@ -28,6 +28,12 @@ class ApiError(Exception):
     def invalid(cls, violation: FieldViolation) -> ApiError:
         return cls(grpc.StatusCode.INVALID_ARGUMENT, str(violation), [violation])
 
+    @classmethod
+    def precondition(cls, field: str, reason: str) -> ApiError:
+        """The state does not allow the request now; the field and figures say why."""
+        violation = FieldViolation(field, reason)
+        return cls(grpc.StatusCode.FAILED_PRECONDITION, str(violation), [violation])
+
     def to_status(self) -> grpc.Status:
         status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message)
         if self.violations:

@@ -24,6 +24,23 @@ from server.api.wire import (
     totals_to_proto,
     trace_to_proto,
 )
+from server.api.wire_reference import (
+    ACCOUNT_KIND_TO_PROTO,
+    account_from_proto,
+    account_to_proto,
+    balance_to_proto,
+    balances_to_proto,
+    consolidated_to_proto,
+    currency_totals_to_proto,
+    fx_rate_from_proto,
+    instrument_from_proto,
+    instrument_to_proto,
+    mark_from_proto,
+    order_to_proto,
+    release_from_proto,
+    reservation_from_proto,
+    reservation_to_proto,
+)
 from server.application.ports import StorageUnavailable
 from server.application.service import (
     NotFound,
@@ -35,15 +52,18 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import ExecutionEvent
+from server.domain.events import ExecutionEvent, InstrumentDefinition
 from server.domain.ledger import Result
+from server.domain.marks import FxRate, Mark
 from server.domain.position import PositionKey
+from server.domain.refusals import Refusal, RefusalKind
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 log = logging.getLogger("portfolio.api")
 
+MAX_MARKS_PER_BATCH = 10_000
 MAX_BATCHES_IN_FLIGHT = 64  # per Ingest stream, admitted and waiting for their commit
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -170,6 +190,224 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
         raise AssertionError("abort returned")  # pragma: no cover
 
+    async def _execute(self, event: ExecutionEvent, context: Context) -> int:
+        """Journals one event for a unary RPC; aborts with the refusal's status when the
+        domain refused it, or when the id was used for different content. Returns its
+        sequence."""
+        try:
+            outcome, refusal = await self.service.execute(event)
+        except StorageUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            raise
+        if outcome.result is Result.REJECTED:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, outcome.reason)
+        if refusal is not None:
+            await self._refuse(refusal, context)
+        return outcome.sequence
+
+    @staticmethod
+    async def _refuse(refusal: Refusal, context: Context) -> None:
+        if refusal.kind is RefusalKind.NOT_FOUND:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(refusal))
+        error = ApiError.precondition(refusal.field, refusal.reason)
+        await context.abort_with_status(error.to_status())
+
+    async def _invalid(self, violation: FieldViolation, context: Context) -> None:
+        await context.abort_with_status(ApiError.invalid(violation).to_status())
+
+    # -- orders ----------------------------------------------------------------------------
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
+        return await self._answer(self.get_order, request, context)
+
+    def get_order(self, request: pb.GetOrderRequest) -> pb.Order:
+        _require("account_id", request.account_id)
+        if not request.order_id and not request.order_ref:
+            raise ApiError.invalid(FieldViolation("order_id", "order_id or order_ref is required"))
+        order = self.service.order(request.account_id, request.order_id, request.order_ref)
+        return order_to_proto(order)
+
+    async def ListOpenOrders(
+        self, request: pb.ListOpenOrdersRequest, context: Context
+    ) -> pb.ListOpenOrdersResponse:
+        return await self._answer(self.list_open_orders, request, context)
+
+    def list_open_orders(self, request: pb.ListOpenOrdersRequest) -> pb.ListOpenOrdersResponse:
+        if request.strategy_id and not request.account_id:
+            raise ApiError.invalid(
+                FieldViolation("account_id", "is required with a strategy_id filter")
+            )
+        _check_page_size(request.page_size)
+        tag = f"orders|{request.account_id}|{request.strategy_id}"
+        after = _decode_token(request.page_token, tag) if request.page_token else None
+        page = self.service.open_orders(
+            request.account_id,
+            request.strategy_id,
+            (after[0], after[1], after[2]) if after else None,
+            request.page_size or DEFAULT_PAGE_SIZE,
+        )
+        return pb.ListOpenOrdersResponse(
+            orders=[order_to_proto(order) for order in page.orders],
+            next_page_token=_encode_token(list(page.last_key), tag) if page.last_key else "",
+            as_of_sequence=page.as_of_sequence,
+        )
+
+    # -- instruments and accounts ----------------------------------------------------------
+
+    async def DefineInstrument(
+        self, request: pb.DefineInstrumentRequest, context: Context
+    ) -> pb.Instrument:
+        try:
+            definition = instrument_from_proto(request.instrument)
+        except FieldViolation as violation:
+            await self._invalid(violation.within("instrument"), context)
+            raise
+        await self._execute(definition, context)
+        return self.get_instrument(pb.GetInstrumentRequest(instrument_id=definition.instrument_id))
+
+    async def GetInstrument(
+        self, request: pb.GetInstrumentRequest, context: Context
+    ) -> pb.Instrument:
+        return await self._answer(self.get_instrument, request, context)
+
+    def get_instrument(self, request: pb.GetInstrumentRequest) -> pb.Instrument:
+        _require("instrument_id", request.instrument_id)
+        instrument = self.service.ledger.instruments.get(request.instrument_id)
+        if instrument is None:
+            raise NotFound(f"no instrument {request.instrument_id!r}")
+        return instrument_to_proto(instrument)
+
+    async def ListInstruments(
+        self, request: pb.ListInstrumentsRequest, context: Context
+    ) -> pb.ListInstrumentsResponse:
+        return await self._answer(self.list_instruments, request, context)
+
+    def list_instruments(self, request: pb.ListInstrumentsRequest) -> pb.ListInstrumentsResponse:
+        _check_page_size(request.page_size)
+        after = _decode_token(request.page_token, "instruments") if request.page_token else None
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        page: list[InstrumentDefinition] = self.service.ledger.instruments.page(
+            after[0] if after else "", limit + 1
+        )
+        more = len(page) > limit
+        page = page[:limit]
+        return pb.ListInstrumentsResponse(
+            instruments=[instrument_to_proto(i) for i in page],
+            next_page_token=_encode_token([page[-1].instrument_id], "instruments") if more else "",
+        )
+
+    async def DefineAccount(self, request: pb.DefineAccountRequest, context: Context) -> pb.Account:
+        try:
+            definition = account_from_proto(request.account)
+        except FieldViolation as violation:
+            await self._invalid(violation.within("account"), context)
+            raise
+        await self._execute(definition, context)
+        return account_to_proto(self.service.ledger.accounts.get(definition.account_id))
+
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: Context
+    ) -> pb.ListAccountsResponse:
+        accounts = self.service.ledger.accounts
+        known = {a.account_id for a in accounts}
+        seen = sorted(set(self.service.ledger.balances.accounts()) | {
+            key.account_id for key in self.service.ledger.book.account_rows
+        } - known)  # fmt: skip
+        return pb.ListAccountsResponse(
+            accounts=[account_to_proto(a) for a in accounts]
+            + [account_to_proto(accounts.get(a), defined=False) for a in seen]
+        )
+
+    # -- marks -----------------------------------------------------------------------------
+
+    async def StreamMarks(
+        self, request_iterator: AsyncIterator[pb.MarkBatch], context: Context
+    ) -> AsyncIterator[pb.MarkAck]:
+        """Applies each batch whole or not at all, and answers it; a bad batch is refused
+        alone and the stream goes on."""
+        async for batch in request_iterator:
+            count = len(batch.marks) + len(batch.fx_rates)
+            if count > MAX_MARKS_PER_BATCH:
+                yield pb.MarkAck(
+                    batch_id=batch.batch_id,
+                    batch_rejected_reason=f"marks: a batch holds at most {MAX_MARKS_PER_BATCH} "
+                    f"marks and rates, got {count}; nothing in it was applied",
+                )
+                continue
+            marks: list[Mark] = []
+            rates: list[FxRate] = []
+            try:
+                for index, message in enumerate(batch.marks):
+                    try:
+                        marks.append(mark_from_proto(message))
+                    except FieldViolation as violation:
+                        raise violation.within(f"marks[{index}]") from None
+                for index, rate_message in enumerate(batch.fx_rates):
+                    try:
+                        rates.append(fx_rate_from_proto(rate_message))
+                    except FieldViolation as violation:
+                        raise violation.within(f"fx_rates[{index}]") from None
+            except FieldViolation as violation:
+                yield pb.MarkAck(
+                    batch_id=batch.batch_id,
+                    batch_rejected_reason=f"{violation}; nothing in the batch was applied",
+                )
+                continue
+            stale_marks, stale_rates = self.service.apply_marks(marks, rates)
+            yield pb.MarkAck(
+                batch_id=batch.batch_id,
+                marks_applied=len(marks) - stale_marks,
+                marks_stale=stale_marks,
+                fx_rates_applied=len(rates) - stale_rates,
+                fx_rates_stale=stale_rates,
+            )
+
+    # -- balances --------------------------------------------------------------------------
+
+    async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.Balances:
+        return await self._answer(self.get_balances, request, context)
+
+    def get_balances(self, request: pb.GetBalancesRequest) -> pb.Balances:
+        _require("account_id", request.account_id)
+        return balances_to_proto(self.service.balances(request.account_id))
+
+    async def ReserveCash(self, request: pb.ReserveCashRequest, context: Context) -> pb.Reservation:
+        try:
+            event = reservation_from_proto(request)
+        except FieldViolation as violation:
+            await self._invalid(violation, context)
+            raise
+        await self._execute(event, context)
+        reservation = self.service.reservation(event.account_id, event.reservation_id)
+        return reservation_to_proto(reservation)
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: Context
+    ) -> pb.Reservation:
+        try:
+            event = release_from_proto(request)
+        except FieldViolation as violation:
+            await self._invalid(violation, context)
+            raise
+        await self._execute(event, context)
+        reservation = self.service.reservation(event.account_id, event.reservation_id)
+        return reservation_to_proto(reservation)
+
+    # -- the consolidated book -------------------------------------------------------------
+
+    async def GetConsolidatedPosition(
+        self, request: pb.GetConsolidatedPositionRequest, context: Context
+    ) -> pb.ConsolidatedPosition:
+        return await self._answer(self.get_consolidated_position, request, context)
+
+    def get_consolidated_position(
+        self, request: pb.GetConsolidatedPositionRequest
+    ) -> pb.ConsolidatedPosition:
+        _require("account_id", request.account_id)
+        _require("instrument_id", request.instrument_id)
+        found = self.service.consolidated(request.account_id, request.instrument_id)
+        return consolidated_to_proto(found)
+
     async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
         return await self._answer(self.get_position, request, context)
 
@@ -214,6 +452,22 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             return pb.PortfolioResponse(
                 trace_position=self.get_trace_position(request.get_trace_position)
             )
+        if which == "get_order":
+            return pb.PortfolioResponse(order=self.get_order(request.get_order))
+        if which == "list_open_orders":
+            return pb.PortfolioResponse(
+                list_open_orders=self.list_open_orders(request.list_open_orders)
+            )
+        if which == "get_balances":
+            return pb.PortfolioResponse(balances=self.get_balances(request.get_balances))
+        if which == "get_consolidated_position":
+            return pb.PortfolioResponse(
+                consolidated_position=self.get_consolidated_position(
+                    request.get_consolidated_position
+                )
+            )
+        if which == "get_instrument":
+            return pb.PortfolioResponse(instrument=self.get_instrument(request.get_instrument))
         raise ApiError.invalid(FieldViolation("query", "must hold one of the query kinds"))
 
     def get_position(self, request: pb.GetPositionRequest) -> pb.Position:
@@ -241,15 +495,30 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
         summary = self.service.portfolio_summary(request.account_id)
-        return pb.PortfolioSummary(
+        message = pb.PortfolioSummary(
             account_id=summary.account_id,
             account_totals=totals_to_proto(summary.account_totals),
             strategies=[
-                pb.StrategyTotals(strategy_id=strategy_id, totals=totals_to_proto(totals))
-                for strategy_id, totals in summary.strategies
+                pb.StrategyTotals(
+                    strategy_id=strategy_id,
+                    totals=totals_to_proto(totals),
+                    base_totals=totals_to_proto(in_base.totals) if in_base.totals else None,
+                    by_currency=currency_totals_to_proto(in_base),
+                )
+                for strategy_id, totals, in_base in summary.strategies
             ],
             as_of_sequence=summary.as_of_sequence,
+            account_kind=(
+                ACCOUNT_KIND_TO_PROTO[summary.account.account_kind] if summary.account else 0  # type: ignore[arg-type]
+            ),
+            base_currency=summary.in_base.base_currency,
+            missing_fx_rates=summary.in_base.missing,
+            by_currency=currency_totals_to_proto(summary.in_base),
+            cash=[balance_to_proto(balance) for balance in summary.cash],
         )
+        if summary.in_base.totals is not None:
+            message.base_totals.CopyFrom(totals_to_proto(summary.in_base.totals))
+        return message
 
     def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:
         if request.level not in _LEVEL_FILTER:
@@ -259,10 +528,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             raise ApiError.invalid(
                 FieldViolation("strategy_id", "must be empty for POSITION_LEVEL_ACCOUNT rows")
             )
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise ApiError.invalid(
-                FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-            )
+        _check_page_size(request.page_size)
         query = PositionQuery(
             account_id=request.account_id,
             strategy_id=request.strategy_id,
@@ -295,6 +561,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             strategy_id=request.strategy_id,
             instrument_id=request.instrument_id,
             account_level=_LEVEL_FILTER[request.level],
+            include_balances=request.include_balances,
+            include_marks=request.include_marks,
         )
         try:
             replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
@@ -315,6 +583,34 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(overflow))
         finally:
             subscriber.close()
+
+
+def _check_page_size(page_size: int) -> None:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise ApiError.invalid(
+            FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        )
+
+
+def _encode_token(key: list[str], tag: str) -> str:
+    text = json.dumps([key, tag], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def _decode_token(token: str, tag: str) -> list[str]:
+    try:
+        key, token_tag = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
+            raise ValueError("not a key")
+    except (ValueError, TypeError) as error:
+        raise ApiError.invalid(
+            FieldViolation("page_token", "is not a token this service gave")
+        ) from error
+    if token_tag != tag:
+        raise ApiError.invalid(
+            FieldViolation("page_token", "was given for different filters; start over without it")
+        )
+    return key
 
 
 def _filters_tag(query: PositionQuery) -> str:

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from portfolio.v1 import portfolio_pb2 as pb
-from server.application.service import (
-    OrderStatusChanged,
-    PortfolioChange,
-    PositionChanged,
-)
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
-from server.domain.events import Fill, InvalidEvent, OrderStatus, OrderStatusUpdate, Side
-from server.domain.position import ChangeKind
-from server.domain.totals import Totals
+from server.domain.events import (
+    CashTransfer,
+    Fill,
+    InvalidEvent,
+    OrderStatus,
+    OrderStatusUpdate,
+    Side,
+)
+from server.domain.marks import MarkSource
+from server.domain.totals import Totals, convert
 from server.domain.traces import Trace
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -30,10 +33,10 @@ _MAX_TEXT = 64
 SIDE_FROM_PROTO = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
 SIDE_TO_PROTO = {side: number for number, side in SIDE_FROM_PROTO.items()}
 STATUS_FROM_PROTO = {number: OrderStatus(number) for number in range(1, len(OrderStatus) + 1)}
-UPDATE_KIND = {
-    ChangeKind.OPENED: pb.UPDATE_KIND_POSITION_OPENED,
-    ChangeKind.MODIFIED: pb.UPDATE_KIND_POSITION_MODIFIED,
-    ChangeKind.CLOSED: pb.UPDATE_KIND_POSITION_CLOSED,
+MARK_SOURCE = {
+    MarkSource.NONE: pb.MARK_SOURCE_UNSPECIFIED,
+    MarkSource.MARKET: pb.MARK_SOURCE_MARKET,
+    MarkSource.LAST_FILL: pb.MARK_SOURCE_LAST_FILL,
 }
 
 
@@ -63,13 +66,14 @@ def parse_decimal(field: str, text: str, *, default: Decimal | None = None) -> D
     return Decimal(text)
 
 
-def timestamp_ns(field: str, message: pb.Fill | pb.OrderStatusUpdate) -> int:
+def timestamp_ns(field: str, message: Any) -> int:
     if not message.HasField("timestamp"):
         raise FieldViolation(field, "is required")
     stamp = message.timestamp
     if not 0 <= stamp.nanos < 1_000_000_000:
         raise FieldViolation(field, f"nanos must be in [0, 1e9), got {stamp.nanos}")
-    return stamp.seconds * 1_000_000_000 + stamp.nanos
+    nanoseconds: int = stamp.seconds * 1_000_000_000 + stamp.nanos
+    return nanoseconds
 
 
 def to_timestamp(ns: int) -> Timestamp:
@@ -138,16 +142,33 @@ def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
         raise FieldViolation(invalid.field, invalid.reason) from None
 
 
-def event_from_proto(message: pb.ExecutionEvent) -> Fill | OrderStatusUpdate:
+def transfer_from_proto(message: pb.CashTransfer) -> CashTransfer:
+    try:
+        return CashTransfer(
+            transfer_id=message.transfer_id,
+            account_id=message.account_id,
+            currency=message.currency,
+            amount=parse_decimal("amount", message.amount),
+            timestamp_ns=timestamp_ns("timestamp", message),
+            chain_id=message.chain_id,
+            note=message.note,
+        )
+    except InvalidEvent as invalid:
+        raise FieldViolation(invalid.field, invalid.reason) from None
+
+
+def event_from_proto(message: pb.ExecutionEvent) -> Fill | OrderStatusUpdate | CashTransfer:
     which = message.WhichOneof("event")
     try:
         if which == "fill":
             return fill_from_proto(message.fill)
         if which == "status":
             return status_from_proto(message.status)
+        if which == "transfer":
+            return transfer_from_proto(message.transfer)
     except FieldViolation as violation:
         raise violation.within(str(which)) from None
-    raise FieldViolation("event", "must hold a fill or a status")
+    raise FieldViolation("event", "must hold a fill, a status or a transfer")
 
 
 def event_id_of(message: pb.ExecutionEvent) -> str:
@@ -157,6 +178,8 @@ def event_id_of(message: pb.ExecutionEvent) -> str:
         return message.fill.fill_id
     if which == "status":
         return message.status.update_id
+    if which == "transfer":
+        return message.transfer.transfer_id
     return ""
 
 
@@ -223,6 +246,18 @@ def position_to_proto(view: PositionView) -> pb.Position:
         message.opened_at.CopyFrom(to_timestamp(view.opened_at_ns))
     if view.updated_at_ns:
         message.updated_at.CopyFrom(to_timestamp(view.updated_at_ns))
+    message.currency = view.currency
+    message.mark_source = MARK_SOURCE[view.mark_source]
+    if view.marked_at_ns:
+        message.marked_at.CopyFrom(to_timestamp(view.marked_at_ns))
+    message.base_currency = view.base_currency
+    if view.fx_rate is not None:
+        rate, precision = view.fx_rate, view.precision
+        message.fx_rate = canonical(rate)
+        message.realized_pnl_base = canonical(convert(view.realized_pnl, rate, precision))
+        message.unrealized_pnl_base = canonical(convert(view.unrealized_pnl, rate, precision))
+        message.net_pnl_base = canonical(convert(view.net_pnl, rate, precision))
+        message.market_value_base = canonical(convert(view.market_value, rate, precision))
     return message
 
 
@@ -272,25 +307,6 @@ def trace_to_proto(trace: Trace) -> pb.TracePosition:
         first_fill_at=to_timestamp(trace.first_fill_ns),
         last_fill_at=to_timestamp(trace.last_fill_ns),
         expires_at=to_timestamp(trace.expires_at_ns),
-    )
-
-
-def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
-    """Encoded once per change; every subscriber shares the message."""
-    if isinstance(change, OrderStatusChanged):
-        return pb.PortfolioUpdate(
-            sequence=change.sequence,
-            kind=pb.UPDATE_KIND_ORDER_STATUS,
-            event_id=change.update.update_id,
-            order_status=status_to_proto(change.update),
-        )
-    assert isinstance(change, PositionChanged)
-    return pb.PortfolioUpdate(
-        sequence=change.sequence,
-        kind=UPDATE_KIND[change.kind],
-        event_id=change.fill.fill_id,
-        position=position_to_proto(change.position),
-        fill=fill_to_proto(change.fill),
     )
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 
 from server.application.ports import Checkpoint, EventStore
 from server.domain.ledger import Ledger
+from server.domain.state import capture, capture_rows
 
 log = logging.getLogger("portfolio.checkpoint")
 
@@ -35,11 +36,7 @@ class Checkpointer:
         """Called on the event loop after events were applied: the book is consistent here."""
         if ledger.applied_sequence < self._next_at:
             return
-        book = ledger.book
-        snapshot = Checkpoint(
-            ledger.applied_sequence,
-            [(row.copy(), book.mark(row.key.instrument_id)) for row in book.rows()],
-        )
+        snapshot = Checkpoint(ledger.applied_sequence, capture_rows(ledger), capture(ledger))
         held, self._held = self._held, snapshot
         self._next_at = ledger.applied_sequence + self.every
         if held is not None:

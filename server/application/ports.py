@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Protocol
 
-from server.domain.book import PositionView
+from server.domain.book import PositionView, Price
 from server.domain.events import ExecutionEvent
+from server.domain.marks import FxRate, Mark
+from server.domain.orders import Transition
 from server.domain.position import Position
+from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
 
@@ -28,10 +30,21 @@ class SeenEvent:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The book exactly as it stood after `sequence`: every row, with its instrument's mark."""
+    """The ledger exactly as it stood after `sequence`: every row, with its instrument's last
+    fill price, and everything else the ledger holds."""
 
     sequence: int
-    rows: list[tuple[Position, Decimal]]
+    rows: list[tuple[Position, Price]]
+    state: LedgerState
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTransition:
+    """A status change as the orders view records it: which order, and how it was judged."""
+
+    sequence: int
+    order_key: str
+    transition: Transition | None  # None: a later correction replaced it
 
 
 class EventStore(Protocol):
@@ -47,8 +60,19 @@ class EventStore(Protocol):
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
 
-    def record_views(self, events: Sequence[Sequenced], positions: Iterable[PositionView]) -> None:
+    def record_views(
+        self,
+        events: Sequence[Sequenced],
+        positions: Iterable[PositionView],
+        transitions: Sequence[OrderTransition],
+    ) -> None:
         """Brings the analysts' views up to date with committed events and changed rows."""
+
+    def record_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> None:
+        """Saves the latest market marks and FX rates (replacing the saved ones)."""
+
+    def latest_marks(self) -> tuple[list[Mark], list[FxRate]]:
+        """The marks and rates saved last."""
 
     def views_recorded_through(self) -> int:
         """The last sequence that every fills/orders view holds."""

@@ -11,8 +11,9 @@ import logging
 from concurrent.futures import Executor
 from decimal import Decimal
 
-from server.application.ports import EventStore, Sequenced
+from server.application.ports import EventStore, OrderTransition, Sequenced
 from server.domain.book import position_view
+from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
 
 log = logging.getLogger("portfolio.views")
@@ -35,16 +36,33 @@ class ViewProjector:
         self._precision = precision
         self._retry_seconds = retry_seconds
         self._events: list[Sequenced] = []
+        self._transitions: list[OrderTransition] = []
         self._rows: dict[PositionKey, tuple[Position, Decimal]] = {}
+        self._marks: tuple[list[Mark], list[FxRate]] | None = None
         self._running: asyncio.Future[None] | None = None
         self.failures = 0
 
-    def submit(self, events: list[Sequenced], rows: list[tuple[Position, Decimal]]) -> None:
-        """Committed events, and copies of the rows they changed with their marks then."""
+    def submit(
+        self,
+        events: list[Sequenced],
+        rows: list[tuple[Position, Decimal]],
+        transitions: list[OrderTransition] | None = None,
+    ) -> None:
+        """Committed events, copies of the rows they changed with their marks then, and how
+        their status changes were judged."""
         self._events.extend(events)
+        self._transitions.extend(transitions or ())
         for row, mark in rows:
             self._rows[row.key] = (row, mark)
         self._schedule()
+
+    def submit_marks(self, marks: list[Mark], rates: list[FxRate]) -> None:
+        """The latest marks and rates, all of them: replaces any not written yet."""
+        self._marks = (marks, rates)
+        self._schedule()
+
+    def _pending(self) -> bool:
+        return bool(self._events or self._rows or self._marks)
 
     def _schedule(self) -> None:
         """Writes now, or once `min_interval` has passed since the last write began: a burst
@@ -62,50 +80,67 @@ class ViewProjector:
 
     def _scheduled_write(self) -> None:
         self._scheduled = False
-        if self._running is None and (self._events or self._rows):
+        if self._running is None and self._pending():
             self._write()
 
     async def drained(self, attempts: int = 3) -> None:
         """Writes what is pending now and waits for it (on shutdown); what still fails is
         caught up from the journal at the next start."""
         for _ in range(attempts):
-            if self._running is None and (self._events or self._rows):
+            if self._running is None and self._pending():
                 self._write()
             if self._running is None:
                 return
             await asyncio.gather(asyncio.shield(self._running), return_exceptions=True)
 
     def _write(self) -> None:
-        events, rows = self._events, list(self._rows.values())
-        self._events, self._rows = [], {}
+        events, rows, transitions = self._events, list(self._rows.values()), self._transitions
+        marks = self._marks
+        self._events, self._rows, self._transitions, self._marks = [], {}, [], None
         self._next_write = asyncio.get_running_loop().time() + self._min_interval
         self._running = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._record, events, rows
+            self._executor, self._record, events, rows, transitions, marks
         )
-        self._running.add_done_callback(lambda done: self._written(done, events, rows))
+        self._running.add_done_callback(
+            lambda done: self._written(done, events, rows, transitions, marks)
+        )
 
-    def _record(self, events: list[Sequenced], rows: list[tuple[Position, Decimal]]) -> None:
-        views = [position_view(row, mark, self._precision) for row, mark in rows]
-        self._store.record_views(events, views)
+    def _record(
+        self,
+        events: list[Sequenced],
+        rows: list[tuple[Position, Decimal]],
+        transitions: list[OrderTransition],
+        marks: tuple[list[Mark], list[FxRate]] | None,
+    ) -> None:
+        if events or rows:
+            views = [position_view(row, mark, self._precision) for row, mark in rows]
+            self._store.record_views(events, views, transitions)
+        if marks is not None:
+            self._store.record_marks(*marks)
 
     def _written(
         self,
         done: asyncio.Future[None],
         events: list[Sequenced],
         rows: list[tuple[Position, Decimal]],
+        transitions: list[OrderTransition],
+        marks: tuple[list[Mark], list[FxRate]] | None,
     ) -> None:
         self._running = None
         if done.exception() is None:
-            if self._events or self._rows:
+            if self._pending():
                 self._schedule()
             return
         self.failures += 1
         log.warning("views not updated, will retry: %s", done.exception())
         self._events[:0] = events
+        self._transitions[:0] = transitions
+        if self._marks is None:
+            self._marks = marks
         for row, mark in rows:
             self._rows.setdefault(row.key, (row, mark))
         asyncio.get_running_loop().call_later(self._retry_seconds, self._retry)
 
     def _retry(self) -> None:
-        if self._running is None and (self._events or self._rows):
+        if self._running is None and self._pending():
             self._write()

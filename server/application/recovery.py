@@ -17,6 +17,7 @@ from server.application.ports import EventStore, Sequenced
 from server.application.service import PortfolioService
 from server.domain.events import Fill
 from server.domain.position import Position
+from server.domain.state import restore
 
 log = logging.getLogger("portfolio.recovery")
 
@@ -38,8 +39,7 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
     checkpoint = store.latest_checkpoint()
     start = 0
     if checkpoint is not None:
-        for row, mark in checkpoint.rows:
-            ledger.book.restore(row, mark)
+        restore(ledger, checkpoint.rows, checkpoint.state)
         start = ledger.applied_sequence = checkpoint.sequence
     for seen in store.seen_events():
         ledger.remember(seen.kind, seen.event_id, seen.sequence, seen.fingerprint)
@@ -55,6 +55,11 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
         tail.append((sequence, event))
     service.replay(tail)
     replayed = len(tail)
+    marks, rates = store.latest_marks()
+    for mark in marks:  # one older than the checkpoint's is ignored
+        ledger.book.set_mark(mark)
+    for rate in rates:
+        ledger.fx.set(rate)
     service.committer.durable_sequence = ledger.applied_sequence
     service.checkpoints.start_after(ledger.applied_sequence)
     through = store.views_recorded_through()

@@ -7,18 +7,19 @@ the acks go out. Queries and subscribers only ever see durable events.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from decimal import Decimal, localcontext
 from typing import Generic
 
 from sortedcontainers import SortedDict
 
 from server.application.checkpoints import Checkpointer
 from server.application.committer import GroupCommitter
-from server.application.ports import EventStore, Sequenced, StorageUnavailable
+from server.application.ports import EventStore, OrderTransition, Sequenced, StorageUnavailable
 from server.application.projector import ViewProjector
 from server.application.subscriptions import (
     Payload,
@@ -28,10 +29,15 @@ from server.application.subscriptions import (
     SubscriptionHub,
     Topic,
 )
-from server.domain.book import ALL, PositionView, RowChange, position_view
-from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
-from server.domain.ledger import Ledger, Outcome, Result
+from server.domain.balances import Balance, BalanceKey, Reservation, ReservationStatus
+from server.domain.book import ALL, PositionView, Price, position_view
+from server.domain.decimals import EXACT
+from server.domain.events import AccountDefinition, ExecutionEvent, Fill, OrderStatusUpdate
+from server.domain.ledger import Applied, Ledger, Outcome, Result
+from server.domain.marks import FxRate, Mark
+from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
+from server.domain.refusals import Refusal
 from server.domain.totals import Totals
 from server.domain.traces import Trace
 
@@ -50,21 +56,50 @@ class PositionChanged:
     kind: ChangeKind
     fill: Fill
     row: Position
-    market_price: Decimal
+    price: Price
     precision: Decimal
+    base_currency: str
+    fx_rate: Decimal | None
 
     @property
     def position(self) -> PositionView:
-        return position_view(self.row, self.market_price, self.precision)
+        view = position_view(self.row, self.price.price, self.precision, self.price)
+        return replace(view, base_currency=self.base_currency, fx_rate=self.fx_rate)
 
 
 @dataclass(frozen=True, slots=True)
 class OrderStatusChanged:
     sequence: int
     update: OrderStatusUpdate
+    order: Order
+    transition: Transition
 
 
-PortfolioChange = PositionChanged | OrderStatusChanged
+@dataclass(frozen=True, slots=True)
+class BalanceChanged:
+    sequence: int
+    balance: Balance
+
+
+@dataclass(frozen=True, slots=True)
+class MarkChanged:
+    """An instrument's price moved (coalesced: the latest of a burst)."""
+
+    sequence: int
+    mark: Mark
+
+
+PortfolioChange = PositionChanged | OrderStatusChanged | BalanceChanged | MarkChanged
+
+
+@dataclass(frozen=True, slots=True)
+class InBase:
+    """Totals converted into a base currency; `totals` is None when a rate is missing."""
+
+    base_currency: str
+    totals: Totals | None
+    missing: list[str]
+    by_currency: list[tuple[str, Totals, Decimal | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +115,35 @@ class StrategyPortfolio:
 class PortfolioSummary:
     account_id: str
     account_totals: Totals
-    strategies: list[tuple[str, Totals]]
+    strategies: list[tuple[str, Totals, InBase]]
+    as_of_sequence: int
+    account: AccountDefinition | None
+    in_base: InBase
+    cash: list[Balance]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalances:
+    account: AccountDefinition
+    balances: list[Balance]
+    reservations: list[Reservation]
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Consolidated:
+    account: AccountDefinition
+    instrument_id: str
+    account_position: PositionView
+    strategy_positions: list[PositionView]
+    attributed_quantity: Decimal
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[Order]
+    last_key: tuple[str, str, str] | None
     as_of_sequence: int
 
 
@@ -112,6 +175,9 @@ class PortfolioService(Generic[Payload]):
         checkpoint_every: int = 10_000,
         on_health: Callable[[bool], None] = lambda healthy: None,
         clock_ns: Callable[[], int] = time.time_ns,
+        reporting_currency: str = "USD",
+        mark_publish_seconds: float = 0.1,
+        marks_save_seconds: float = 1.0,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
@@ -121,6 +187,13 @@ class PortfolioService(Generic[Payload]):
         self.checkpoints = Checkpointer(store, executor, checkpoint_every)
         self.projector = ViewProjector(store, views_executor, ledger.book.precision)
         self._clock_ns = clock_ns
+        self.reporting_currency = reporting_currency
+        self.mark_publish_seconds = mark_publish_seconds
+        self.marks_save_seconds = marks_save_seconds
+        self._pending_marks: dict[str, Mark] = {}
+        self._marks_flush: asyncio.TimerHandle | None = None
+        self._marks_saved_at = 0.0
+        self._marks_unsaved = False
 
     @property
     def sequence(self) -> int:
@@ -154,39 +227,133 @@ class PortfolioService(Generic[Payload]):
         await self.wait_durable(wait_for)
         return outcomes
 
+    async def execute(self, event: ExecutionEvent) -> tuple[Outcome, Refusal | None]:
+        """One event through the write path, for the unary RPCs: its outcome once durable,
+        and the domain's refusal if applying it refused it (replays refuse it the same)."""
+        (outcome,), wait_for = self.admit([event])
+        await self.wait_durable(wait_for)
+        if outcome.result is Result.REJECTED:
+            return outcome, None
+        return outcome, self.ledger.refusals.get(outcome.sequence)
+
     def _apply_durable(self, group: list[Sequenced]) -> None:
-        changed = self.replay(group)
-        self.projector.submit(group, changed)
+        changed, transitions = self.replay(group)
+        self.projector.submit(group, changed, transitions)
         self.checkpoints.after_apply(self.ledger)
 
-    def replay(self, events: Iterable[Sequenced]) -> list[tuple[Position, Decimal]]:
+    def replay(
+        self, events: Iterable[Sequenced]
+    ) -> tuple[list[tuple[Position, Decimal]], list[OrderTransition]]:
         """Applies journaled events in sequence order and publishes their updates; returns
-        copies of the rows they changed, each with its mark then."""
+        copies of the rows they changed, each with its mark then, and the order transitions."""
         published: list[tuple[int, Topic, PortfolioChange]] = []
         changed: list[tuple[Position, Decimal]] = []
+        transitions: list[OrderTransition] = []
         for sequence, event in events:
-            changes = self.ledger.apply(event, sequence)
-            changed.extend((change.position, change.market_price) for change in changes)
-            published.extend(self._changes(event, sequence, changes))
+            applied = self.ledger.apply(event, sequence)
+            changed.extend((change.position, change.market_price) for change in applied.rows)
+            published.extend(self._changes(event, sequence, applied))
+            if applied.order is not None and applied.transition is not None:
+                transitions.append(
+                    OrderTransition(sequence, applied.order.order_key, applied.transition)
+                )
         self.hub.publish(published)
-        return changed
+        return changed, transitions
+
+    def judge(self, events: Iterable[Sequenced]) -> list[OrderTransition]:
+        """How status events applied earlier were judged, from their orders' histories (for
+        views catching up after a restart)."""
+        judged = []
+        for sequence, event in events:
+            if not isinstance(event, OrderStatusUpdate):
+                continue
+            order = self.ledger.orders.find(event.account_id, event.order_id, event.order_ref)
+            if order is None:
+                continue
+            found = next((t for t in order.history if t.sequence == sequence), None)
+            judged.append(OrderTransition(sequence, order.order_key, found))
+        return judged
 
     def _changes(
-        self, event: ExecutionEvent, sequence: int, changes: tuple[RowChange, ...]
+        self, event: ExecutionEvent, sequence: int, applied: Applied
     ) -> Iterator[tuple[int, Topic, PortfolioChange]]:
         if isinstance(event, OrderStatusUpdate):
-            topic = Topic(event.account_id, event.strategy_id, event.instrument_id, False)
-            yield sequence, topic, OrderStatusChanged(sequence, event)
-            return
-        assert isinstance(event, Fill)
-        precision = self.ledger.book.precision
-        for change in changes:
-            key = change.position.key
-            topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
-            update = PositionChanged(
-                sequence, change.kind, event, change.position, change.market_price, precision
+            assert applied.order is not None and applied.transition is not None
+            order = replace(applied.order, history=[applied.transition])
+            topic = Topic(event.account_id, order.strategy_id, order.instrument_id, False)
+            yield sequence, topic, OrderStatusChanged(sequence, event, order, applied.transition)
+        if isinstance(event, Fill):
+            precision = self.ledger.book.precision
+            base = self.ledger.accounts.get(event.account_id).base_currency
+            for change in applied.rows:
+                key = change.position.key
+                topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
+                price = self.ledger.book.price(key.instrument_id)
+                rate = self.ledger.fx.rate(change.position.currency, base)
+                yield (
+                    sequence,
+                    topic,
+                    PositionChanged(
+                        sequence, change.kind, event, change.position, price, precision, base, rate
+                    ),
+                )
+        for balance in applied.balances:
+            topic = Topic(balance.key.account_id, "", "", is_position=False, is_balance=True)
+            yield sequence, topic, BalanceChanged(sequence, balance)
+
+    # -- marks -----------------------------------------------------------------------------
+
+    def apply_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> tuple[int, int]:
+        """Values instruments at new marks and keeps new FX rates; returns how many of each
+        were older than what is held (ignored). Subscribers hear of it coalesced."""
+        stale_marks = stale_rates = 0
+        for mark in marks:
+            if self.ledger.book.set_mark(mark):
+                self._pending_marks[mark.instrument_id] = mark
+            else:
+                stale_marks += 1
+        for rate in rates:
+            if not self.ledger.fx.set(rate):
+                stale_rates += 1
+        if len(marks) + len(rates) > stale_marks + stale_rates:
+            self._marks_unsaved = True
+            if self._marks_flush is None:
+                self._marks_flush = asyncio.get_running_loop().call_later(
+                    self.mark_publish_seconds, self._flush_marks
+                )
+        return stale_marks, stale_rates
+
+    def _flush_marks(self) -> None:
+        """Publishes the latest mark of each instrument that moved since the last flush, and
+        hands marks to the store at most every `marks_save_seconds`."""
+        self._marks_flush = None
+        pending, self._pending_marks = self._pending_marks, {}
+        sequence = self.hub.latest_sequence
+        self.hub.publish_ephemeral(
+            [
+                (Topic("", "", instrument_id, is_position=False, is_market=True),
+                 MarkChanged(sequence, mark))
+                for instrument_id, mark in pending.items()
+            ]
+        )  # fmt: skip
+        now = asyncio.get_running_loop().time()
+        if self._marks_unsaved and now - self._marks_saved_at >= self.marks_save_seconds:
+            self._marks_unsaved = False
+            self._marks_saved_at = now
+            self.projector.submit_marks(self.ledger.book.market_marks(), self.ledger.fx.rates())
+        elif self._marks_unsaved:
+            self._marks_flush = asyncio.get_running_loop().call_later(
+                self.marks_save_seconds, self._flush_marks
             )
-            yield sequence, topic, update
+
+    def save_marks_now(self) -> None:
+        """On shutdown: the latest marks go to the store with the last views write."""
+        if self._marks_flush is not None:
+            self._marks_flush.cancel()
+            self._marks_flush = None
+        if self._marks_unsaved:
+            self._marks_unsaved = False
+            self.projector.submit_marks(self.ledger.book.market_marks(), self.ledger.fx.rates())
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -197,7 +364,13 @@ class PortfolioService(Generic[Payload]):
             raise NotFound(
                 f"no position in {instrument_id!r} for {level} of account {account_id!r}"
             )
-        return self.ledger.book.view(row)
+        return self.view(row)
+
+    def view(self, row: Position) -> PositionView:
+        """A row's view, with its account's base currency and the rate into it."""
+        base = self.ledger.accounts.get(row.key.account_id).base_currency
+        rate = self.ledger.fx.rate(row.currency, base)
+        return replace(self.ledger.book.view(row), base_currency=base, fx_rate=rate)
 
     def strategy_portfolio(
         self, strategy_id: str, account_id: str = ALL, include_flat: bool = False
@@ -210,21 +383,137 @@ class PortfolioService(Generic[Payload]):
         return StrategyPortfolio(
             strategy_id,
             account_id,
-            [book.view(row) for row in rows if include_flat or row.quantity],
+            [self.view(row) for row in rows if include_flat or row.quantity],
             book.strategy_totals(strategy_id, account_id),
             self.sequence,
         )
 
     def portfolio_summary(self, account_id: str = ALL) -> PortfolioSummary:
-        book = self.ledger.book
-        if account_id and not book.has_account(account_id):
-            raise NotFound(f"account {account_id!r} has no positions")
+        """O(strategies x currencies): every figure comes from running totals."""
+        book, accounts = self.ledger.book, self.ledger.accounts
+        known = book.has_account(account_id) or accounts.is_defined(account_id)
+        if account_id and not (known or self.ledger.balances.of_account(account_id)):
+            raise NotFound(f"account {account_id!r} has no positions, balances or definition")
+        account = accounts.get(account_id) if account_id else None
+        base = account.base_currency if account else self.reporting_currency
         strategies = [
-            (strategy_id, book.strategy_totals(strategy_id, account_id))
+            (
+                strategy_id,
+                book.strategy_totals(strategy_id, account_id),
+                self.in_base(book.strategy_currency_totals(strategy_id, account_id), base),
+            )
             for strategy_id in book.strategies(account_id)
         ]
+        cash = (
+            self.ledger.balances.of_account(account_id)
+            if account_id
+            else self._cash_across_accounts()
+        )
         return PortfolioSummary(
-            account_id, book.account_totals(account_id), strategies, self.sequence
+            account_id,
+            book.account_totals(account_id),
+            strategies,
+            self.sequence,
+            account,
+            self.in_base(book.account_currency_totals(account_id), base),
+            [balance.copy() for balance in cash],
+        )
+
+    def _cash_across_accounts(self) -> list[Balance]:
+        """Cash per currency and chain, summed over accounts (account_id "")."""
+        summed: dict[BalanceKey, Balance] = {}
+        for account_id in self.ledger.balances.accounts():
+            for balance in self.ledger.balances.of_account(account_id):
+                key = BalanceKey("", balance.key.currency, balance.key.chain_id)
+                total = summed.setdefault(key, Balance(key))
+                with localcontext(EXACT):
+                    total.cash += balance.cash
+                    total.reserved += balance.reserved
+                total.updated_at_ns = max(total.updated_at_ns, balance.updated_at_ns)
+                total.last_sequence = max(total.last_sequence, balance.last_sequence)
+        return [summed[key] for key in sorted(summed)]
+
+    def in_base(self, by_currency: dict[str, Totals], base: str) -> InBase:
+        """Totals per currency converted into `base`; a missing rate leaves the sum unset."""
+        precision = self.ledger.book.precision
+        converted: list[Totals] = []
+        missing: list[str] = []
+        rows: list[tuple[str, Totals, Decimal | None]] = []
+        for currency, totals in by_currency.items():
+            rate = self.ledger.fx.rate(currency, base)
+            rows.append((currency, totals, rate))
+            if rate is None:
+                missing.append(currency)
+            else:
+                converted.append(totals.converted(rate, precision))
+        total = None if missing else Totals.combined(converted)
+        return InBase(base, total, missing, rows)
+
+    # -- orders, balances, instruments, accounts -------------------------------------------
+
+    def order(self, account_id: str, order_id: str, order_ref: str) -> Order:
+        order = self.ledger.orders.find(account_id, order_id, order_ref)
+        if order is None:
+            which = f"order_id {order_id!r}" if order_id else f"order_ref {order_ref!r}"
+            raise NotFound(f"account {account_id!r} has no order with {which}")
+        return order.copy()
+
+    def open_orders(
+        self, account_id: str, strategy_id: str, after: tuple[str, str, str] | None, limit: int
+    ) -> OrderPage:
+        index = self.ledger.orders.open_orders
+        prefix = tuple(part for part in (account_id, strategy_id) if part)
+        lower = (*prefix, *[""] * (3 - len(prefix)))
+        upper = (*prefix, *[_HIGHEST] * (3 - len(prefix)))
+        orders: list[Order] = []
+        for key in index.irange(after or lower, upper, inclusive=(after is None, True)):
+            if len(orders) == limit:
+                return OrderPage(
+                    orders,
+                    (orders[-1].account_id, orders[-1].strategy_id, orders[-1].order_key),
+                    self.sequence,
+                )
+            orders.append(replace(index[key], history=[]))
+        return OrderPage(orders, None, self.sequence)
+
+    def balances(self, account_id: str) -> AccountBalances:
+        ledger = self.ledger
+        balances = ledger.balances.of_account(account_id)
+        if not balances and not ledger.accounts.is_defined(account_id):
+            raise NotFound(f"account {account_id!r} has no balances")
+        reservations = [
+            r.copy()
+            for (account, _), r in ledger.balances.reservations.items()
+            if account == account_id and r.status is ReservationStatus.ACTIVE
+        ]
+        return AccountBalances(
+            ledger.accounts.get(account_id),
+            [balance.copy() for balance in balances],
+            reservations,
+            self.sequence,
+        )
+
+    def reservation(self, account_id: str, reservation_id: str) -> Reservation:
+        found = self.ledger.balances.reservations.get((account_id, reservation_id))
+        if found is None:
+            raise NotFound(f"account {account_id!r} holds no reservation {reservation_id!r}")
+        return found.copy()
+
+    def consolidated(self, account_id: str, instrument_id: str) -> Consolidated:
+        rows = self.ledger.book.instrument_rows(account_id, instrument_id)
+        if not rows:
+            raise NotFound(f"account {account_id!r} has no position in {instrument_id!r}")
+        account_row = next(row for row in rows if row.key.is_account_level)
+        strategy_rows = [row for row in rows if not row.key.is_account_level]
+        with localcontext(EXACT):
+            attributed = sum((row.quantity for row in strategy_rows), Decimal(0))
+        return Consolidated(
+            self.ledger.accounts.get(account_id),
+            instrument_id,
+            self.view(account_row),
+            [self.view(row) for row in strategy_rows],
+            attributed,
+            self.sequence,
         )
 
     def list_positions(
@@ -252,7 +541,7 @@ class PortfolioService(Generic[Payload]):
                 continue
             if len(positions) == limit:
                 return PositionPage(positions, positions[-1].key, self.sequence)
-            positions.append(book.view(row))
+            positions.append(self.view(row))
         return PositionPage(positions, None, self.sequence)
 
     @staticmethod

@@ -21,13 +21,16 @@ Payload = TypeVar("Payload")
 @dataclass(frozen=True, slots=True)
 class Topic:
     """What an update is about, for filtering. `strategy_id` is "" for account-level rows;
-    `is_position` is false for order-status updates."""
+    `is_position` is false for order and balance updates; `is_market` marks an instrument's
+    price, which concerns every account (only an instrument filter applies)."""
 
     account_id: str
     strategy_id: str
     instrument_id: str
     is_position: bool = True
     is_account_level: bool = False
+    is_market: bool = False
+    is_balance: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +39,16 @@ class SubscriptionFilter:
     strategy_id: str = ""
     instrument_id: str = ""
     account_level: bool | None = None  # None: both levels
+    include_balances: bool = False
+    include_marks: bool = False
 
     def matches(self, topic: Topic) -> bool:
+        if topic.is_market:
+            return self.include_marks and (
+                not self.instrument_id or topic.instrument_id == self.instrument_id
+            )
+        if topic.is_balance and not self.include_balances:
+            return False
         if self.account_id and topic.account_id != self.account_id:
             return False
         if self.strategy_id and topic.strategy_id != self.strategy_id:
@@ -167,6 +178,17 @@ class SubscriptionHub(Generic[Change, Payload]):
                 ):
                     self._subscribers.discard(subscriber)
         self._trim()
+
+    def publish_ephemeral(self, changes: Sequence[tuple[Topic, Change]]) -> None:
+        """Publishes state that is not an event (market prices): to live subscribers only,
+        under the latest sequence, never into the replay buffer."""
+        for topic, change in changes:
+            item = Published(self.latest_sequence, topic, change, self.encode)
+            for subscriber in list(self._subscribers):
+                if subscriber.filter.matches(topic) and not subscriber.offer(
+                    item, self.queue_capacity
+                ):
+                    self._subscribers.discard(subscriber)
 
     def reset(self, latest_sequence: int) -> None:
         """Starts over after `latest_sequence` with an empty buffer (recovery)."""

@@ -2,7 +2,11 @@
 
 Each account has two kinds of rows per instrument: one per strategy (attribution) and one
 account-level row fed by every fill of the account, whatever its strategy (what the broker
-shows). Totals are kept per scope so that summaries are O(1) in the number of rows.
+shows). Totals are kept per scope and currency so that summaries are O(1) in the number of
+rows.
+
+An instrument's price is its latest market mark; without one, its last fill price (and the
+views say which).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sortedcontainers import SortedDict, SortedSet
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 from server.domain.instruments import InstrumentRegistry
+from server.domain.marks import Mark, MarkSource
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
 from server.domain.totals import Totals
 
@@ -30,6 +35,18 @@ class RowChange:
     position: Position
     kind: ChangeKind
     market_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What an instrument is valued at, where that price came from, and when it was set."""
+
+    price: Decimal
+    source: MarkSource
+    time_ns: int
+
+
+NO_PRICE = Price(ZERO, MarkSource.NONE, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +67,23 @@ class PositionView:
     opened_at_ns: int
     updated_at_ns: int
     last_sequence: int
+    currency: str = ""
+    mark_source: MarkSource = MarkSource.LAST_FILL
+    marked_at_ns: int = 0
+    # The account's base currency and the rate into it (None: missing), set by the service.
+    base_currency: str = ""
+    fx_rate: Decimal | None = None
+    precision: Decimal = Decimal("1e-9")  # what base-currency figures are rounded to
 
     @property
     def net_pnl(self) -> Decimal:
         return self.realized_pnl + self.unrealized_pnl - self.fees
 
 
-def position_view(row: Position, market_price: Decimal, precision: Decimal) -> PositionView:
+def position_view(
+    row: Position, market_price: Decimal, precision: Decimal, price: Price | None = None
+) -> PositionView:
+    """A row's view at `market_price`; `price` says where that price came from."""
     with localcontext(EXACT):
         return PositionView(
             key=row.key,
@@ -73,6 +100,10 @@ def position_view(row: Position, market_price: Decimal, precision: Decimal) -> P
             opened_at_ns=row.opened_at_ns,
             updated_at_ns=row.updated_at_ns,
             last_sequence=row.last_sequence,
+            currency=row.currency,
+            mark_source=price.source if price else MarkSource.LAST_FILL,
+            marked_at_ns=price.time_ns if price else row.updated_at_ns,
+            precision=precision,
         )
 
 
@@ -93,11 +124,15 @@ class PositionBook:
         # strategy_id -> accounts it has rows in.
         self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
         self._account_strategies: dict[str, SortedSet] = {}
-        self._marks: dict[str, Decimal] = {}
+        # instrument_id -> the price rows are valued at; the market mark and last fill price.
+        self._prices: dict[str, Price] = {}
+        self._market: dict[str, Mark] = {}
+        self._fill_prices: dict[str, Price] = {}
         # Each row counts in one Totals: its account's (account-level rows) or its strategy's
-        # in its account. Figures across accounts add these up when asked: O(accounts).
-        self._account_totals: dict[str, Totals] = {}
-        self._strategy_totals: dict[tuple[str, str], Totals] = {}
+        # in its account, in the row's currency. Figures across accounts or currencies add
+        # these up when asked: O(accounts x currencies).
+        self._account_totals: dict[str, dict[str, Totals]] = {}
+        self._strategy_totals: dict[tuple[str, str], dict[str, Totals]] = {}
         self._row_totals: dict[PositionKey, Totals] = {}
 
     def __len__(self) -> int:
@@ -107,27 +142,44 @@ class PositionBook:
 
     def apply_fill(self, fill: Fill, sequence: int) -> list[RowChange]:
         """Books a fill on its strategy row and its account row."""
-        self.set_mark(fill.instrument_id, fill.price)
+        fill_price = Price(fill.price, MarkSource.LAST_FILL, fill.timestamp_ns)
+        self._fill_prices[fill.instrument_id] = fill_price
+        if fill.instrument_id not in self._market:
+            self._reprice(fill.instrument_id, fill_price)
+        market_price = self._prices[fill.instrument_id].price
         changes = []
         with localcontext(EXACT):
             for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
                 key = PositionKey(fill.account_id, strategy_id, fill.instrument_id)
                 row = self._row(key)
                 totals = self._row_totals[key]
-                totals.add(row, fill.price, -1)
+                totals.add(row, market_price, -1)
                 kind = row.apply_fill(fill, sequence, self.precision)
-                totals.add(row, fill.price)
-                changes.append(RowChange(row.copy(), kind, fill.price))
+                totals.add(row, market_price)
+                changes.append(RowChange(row.copy(), kind, market_price))
         return changes
 
-    def set_mark(self, instrument_id: str, price: Decimal) -> None:
-        """Moves an instrument's market price and revalues its rows in every total."""
-        previous = self._marks.get(instrument_id)
-        self._marks[instrument_id] = price
-        if previous is None or previous == price:
+    def set_mark(self, mark: Mark) -> bool:
+        """Values an instrument at a market mark; a mark older than the one held is ignored
+        (returns False)."""
+        held = self._market.get(mark.instrument_id)
+        if held is not None and held.time_ns > mark.time_ns:
+            return False
+        self._market[mark.instrument_id] = mark
+        self._reprice(mark.instrument_id, Price(mark.price, MarkSource.MARKET, mark.time_ns))
+        return True
+
+    def market_marks(self) -> list[Mark]:
+        return list(self._market.values())
+
+    def _reprice(self, instrument_id: str, price: Price) -> None:
+        """Moves an instrument's price and revalues its rows in every total."""
+        previous = self._prices.get(instrument_id)
+        self._prices[instrument_id] = price
+        if previous is None or previous.price == price.price:
             return
         with localcontext(EXACT):
-            change = price - previous
+            change = price.price - previous.price
             for row, totals in self._valued_rows.get(instrument_id, ()):
                 if row.quantity:
                     totals.revalue(row.market_value(change), row.quantity > 0)
@@ -137,12 +189,13 @@ class PositionBook:
         if row is not None:
             return row
         account_id, strategy_id, instrument_id = key
-        row = Position(key, self.instruments.multiplier(instrument_id))
+        instrument = self.instruments.ensure(instrument_id)
+        row = Position(key, instrument.multiplier, currency=instrument.currency)
         self._rows[key] = row
         self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
         if key.is_account_level:
             self.account_rows[key] = row
-            totals = self._account_totals.setdefault(account_id, Totals())
+            scope = self._account_totals.setdefault(account_id, {})
         else:
             self.strategy_rows[key] = row
             self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[instrument_id] = (
@@ -150,20 +203,24 @@ class PositionBook:
             )
             self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
-            totals = self._strategy_totals.setdefault((account_id, strategy_id), Totals())
+            scope = self._strategy_totals.setdefault((account_id, strategy_id), {})
+        totals = scope.setdefault(row.currency, Totals())
         totals.add(row, ZERO)  # an empty row contributes its count of one
         self._row_totals[key] = totals
         self._valued_rows.setdefault(instrument_id, []).append((row, totals))
         return row
 
-    def restore(self, saved: Position, market_price: Decimal) -> None:
-        """Puts back a row saved in a checkpoint, with its instrument's mark (recovery)."""
+    def restore(self, saved: Position, fill_price: Price) -> None:
+        """Puts back a row saved in a checkpoint, with its instrument's last fill price
+        (recovery; market marks are restored after, with `set_mark`)."""
         with localcontext(EXACT):
-            self._marks[saved.key.instrument_id] = market_price
+            self._fill_prices[saved.key.instrument_id] = fill_price
+            self._prices[saved.key.instrument_id] = fill_price
             row = self._row(saved.key)
             totals = self._row_totals[saved.key]
-            totals.add(row, market_price, -1)
+            totals.add(row, fill_price.price, -1)
             row.multiplier = saved.multiplier
+            row.currency = saved.currency
             row.quantity = saved.quantity
             row.cost_basis = saved.cost_basis
             row.realized_pnl = saved.realized_pnl
@@ -172,7 +229,7 @@ class PositionBook:
             row.opened_at_ns = saved.opened_at_ns
             row.updated_at_ns = saved.updated_at_ns
             row.last_sequence = saved.last_sequence
-            totals.add(row, market_price)
+            totals.add(row, fill_price.price)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -183,10 +240,30 @@ class PositionBook:
         return self._rows.get(key)
 
     def view(self, row: Position) -> PositionView:
-        return position_view(row, self.mark(row.key.instrument_id), self.precision)
+        price = self.price(row.key.instrument_id)
+        return position_view(row, price.price, self.precision, price)
 
     def mark(self, instrument_id: str) -> Decimal:
-        return self._marks.get(instrument_id, ZERO)
+        return self.price(instrument_id).price
+
+    def price(self, instrument_id: str) -> Price:
+        return self._prices.get(instrument_id, NO_PRICE)
+
+    def fill_price(self, instrument_id: str) -> Price:
+        return self._fill_prices.get(instrument_id, NO_PRICE)
+
+    def has_instrument(self, instrument_id: str) -> bool:
+        return instrument_id in self.by_instrument
+
+    def instrument_rows(self, account_id: str, instrument_id: str) -> list[Position]:
+        """The account-level row and every strategy row of one instrument in one account."""
+        rows = self.by_instrument.get(instrument_id)
+        if not rows:
+            return []
+        keys = rows.irange(
+            PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
+        )
+        return [rows[key] for key in keys]
 
     def strategy_positions(self, strategy_id: str, account_id: str = ALL) -> Iterator[Position]:
         accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
@@ -202,15 +279,22 @@ class PositionBook:
         return account_id in self._account_totals
 
     def strategy_totals(self, strategy_id: str, account_id: str = ALL) -> Totals:
-        if account_id:
-            return self._strategy_totals.get((account_id, strategy_id)) or Totals()
-        accounts = self._strategy_accounts.get(strategy_id, ())
-        return Totals.combined(self._strategy_totals[(a, strategy_id)] for a in accounts)
+        return Totals.combined(self.strategy_currency_totals(strategy_id, account_id).values())
 
     def account_totals(self, account_id: str = ALL) -> Totals:
+        return Totals.combined(self.account_currency_totals(account_id).values())
+
+    def strategy_currency_totals(
+        self, strategy_id: str, account_id: str = ALL
+    ) -> dict[str, Totals]:
+        accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
+        return _by_currency(self._strategy_totals.get((a, strategy_id), {}) for a in accounts)
+
+    def account_currency_totals(self, account_id: str = ALL) -> dict[str, Totals]:
+        """Totals of the account-level rows, per currency."""
         if account_id:
-            return self._account_totals.get(account_id) or Totals()
-        return Totals.combined(self._account_totals.values())
+            return _by_currency([self._account_totals.get(account_id, {})])
+        return _by_currency(self._account_totals.values())
 
     def strategies(self, account_id: str = ALL) -> Iterable[str]:
         """Strategy ids in order, of one account or of all."""
@@ -220,3 +304,12 @@ class PositionBook:
             else self._strategy_accounts.keys()
         )
         return ids
+
+
+def _by_currency(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:
+    """Totals per currency across scopes, in currency order."""
+    parts: dict[str, list[Totals]] = {}
+    for scope in scopes:
+        for currency, totals in scope.items():
+            parts.setdefault(currency, []).append(totals)
+    return {currency: Totals.combined(parts[currency]) for currency in sorted(parts)}

@@ -1,18 +1,21 @@
-"""The events the service ingests, as domain values.
+"""The events the service journals, as domain values.
 
 Each event enforces its own invariants on construction, so a `Fill` that exists is one the
-engine can apply. Violations raise `InvalidEvent` naming the field at fault.
+engine can apply. Violations raise `InvalidEvent` naming the field at fault. Every event has a
+`kind` (the journal's column), an `event_id` (the idempotency key within its kind) and a
+canonical text (see `codec`).
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
+import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ZERO, canonical
+from server.domain.codec import TextCodec, fingerprint_of
+from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ONE, ZERO, canonical
 
 MAX_ID_LENGTH = 256
 
@@ -47,6 +50,25 @@ class OrderStatus(enum.Enum):
     INACTIVE = 9
 
 
+class AccountKind(enum.Enum):
+    PAPER = 1
+    LIVE = 2
+
+
+class AssetClass(enum.Enum):
+    UNSPECIFIED = 0
+    EQUITY = 1
+    FUTURE = 2
+    OPTION = 3
+    CRYPTO = 4
+    FX = 5
+
+
+class OptionRight(enum.Enum):
+    CALL = 1
+    PUT = 2
+
+
 def require_id(field: str, value: str, *, required: bool = True) -> None:
     if not value:
         if required:
@@ -72,18 +94,60 @@ def require_amount(field: str, value: Decimal) -> None:
         raise InvalidEvent(field, f"has more than {MAX_FRACTION_DIGITS} decimal places")
 
 
-FIELD_SEPARATOR = "\x1f"  # never in a field: ids are printable, amounts canonical
+_CURRENCY = re.compile(r"[A-Z0-9]{2,12}")
+_DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?")
 
 
-def fingerprint_of(text: str) -> int:
-    """A stable digest of an event's content, the same in every process ("10" and "10.0"
-    alike): tells a replayed event from an id reused for a different one, across restarts."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def require_currency(field: str, value: str, *, required: bool = True) -> None:
+    if not value and not required:
+        return
+    if not _CURRENCY.fullmatch(value):
+        raise InvalidEvent(
+            field, f"must be a currency code of 2 to 12 capitals or digits, got {value!r}"
+        )
+
+
+def require_date(field: str, value: str) -> None:
+    if value and not _DATE.fullmatch(value):
+        raise InvalidEvent(field, f"must be YYYY-MM-DD or YYYY-MM, got {value!r}")
+
+
+def require_time(timestamp_ns: int) -> None:
+    if timestamp_ns <= 0:
+        raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+
+
+class JournaledEvent:
+    """What every journaled event shares: its kind, its canonical text and digest."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+    _codec: ClassVar[TextCodec]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._codec = None  # type: ignore[assignment]  # built on first use (needs the fields)
+
+    @classmethod
+    def codec(cls) -> TextCodec:
+        if cls._codec is None:
+            cls._codec = TextCodec(cls)
+        return cls._codec
+
+    def text(self) -> str:
+        return self.codec().encode(self)
+
+    @classmethod
+    def from_text(cls, text: str) -> Self:
+        event: Self = cls.codec().decode(text)
+        return event
+
+    def fingerprint(self) -> int:
+        return fingerprint_of(self.text())
 
 
 @dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(JournaledEvent):
     """One execution: `quantity` units of an instrument bought or sold at `price`."""
 
     fill_id: str
@@ -104,14 +168,14 @@ class Fill:
     def __post_init__(self) -> None:
         for name in ("fill_id", "account_id", "strategy_id", "instrument_id"):
             require_id(name, getattr(self, name))
-        for name in ("order_ref", "order_id", "venue", "trace_id", "commission_currency"):
+        for name in ("order_ref", "order_id", "venue", "trace_id"):
             require_id(name, getattr(self, name), required=False)
+        require_currency("commission_currency", self.commission_currency, required=False)
         for name in ("quantity", "price", "commission"):
             require_amount(name, getattr(self, name))
         if not self.quantity > 0:
             raise InvalidEvent("quantity", f"must be > 0, got {canonical(self.quantity)}")
-        if self.timestamp_ns <= 0:
-            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+        require_time(self.timestamp_ns)
 
     @property
     def event_id(self) -> str:
@@ -123,45 +187,9 @@ class Fill:
 
     kind: ClassVar[str] = "fill"
 
-    def fingerprint(self) -> int:
-        return fingerprint_of(self.text())
-
-    def text(self) -> str:
-        """Every field in canonical text, in a fixed order: see `Fill.from_text`."""
-        return FIELD_SEPARATOR.join(
-            (
-                self.fill_id,
-                self.account_id,
-                self.strategy_id,
-                self.instrument_id,
-                self.side.name,
-                canonical(self.quantity),
-                canonical(self.price),
-                str(self.timestamp_ns),
-                canonical(self.commission),
-                self.commission_currency,
-                self.order_ref,
-                self.order_id,
-                self.venue,
-                self.trace_id,
-            )
-        )
-
-    @classmethod
-    def from_text(cls, text: str) -> Fill:
-        (fill_id, account_id, strategy_id, instrument_id, side, quantity, price, timestamp_ns,
-         commission, commission_currency, order_ref, order_id, venue, trace_id) = text.split(
-            FIELD_SEPARATOR
-        )  # fmt: skip
-        return cls(
-            fill_id, account_id, strategy_id, instrument_id, Side[side], Decimal(quantity),
-            Decimal(price), int(timestamp_ns), Decimal(commission), commission_currency,
-            order_ref, order_id, venue, trace_id,
-        )  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
-class OrderStatusUpdate:
+class OrderStatusUpdate(JournaledEvent):
     """A change in an order's status, as the broker reports it."""
 
     update_id: str
@@ -192,8 +220,7 @@ class OrderStatusUpdate:
             require_amount(name, value)
             if value < 0:
                 raise InvalidEvent(name, f"must be >= 0, got {canonical(value)}")
-        if self.timestamp_ns <= 0:
-            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+        require_time(self.timestamp_ns)
 
     @property
     def event_id(self) -> str:
@@ -201,41 +228,230 @@ class OrderStatusUpdate:
 
     kind: ClassVar[str] = "status"
 
-    def fingerprint(self) -> int:
-        return fingerprint_of(self.text())
 
-    def text(self) -> str:
-        """Every field in canonical text, in a fixed order: see `OrderStatusUpdate.from_text`."""
-        return FIELD_SEPARATOR.join(
-            (
-                self.update_id,
-                self.account_id,
-                self.status.name,
-                str(self.timestamp_ns),
-                self.strategy_id,
-                self.order_ref,
-                self.order_id,
-                self.perm_id,
-                self.instrument_id,
-                self.side.name if self.side else "",
-                canonical(self.filled_quantity),
-                canonical(self.remaining_quantity),
-                canonical(self.avg_fill_price) if self.avg_fill_price is not None else "",
+@dataclass(frozen=True, slots=True)
+class CashTransfer(JournaledEvent):
+    """A deposit (amount > 0) or a withdrawal (amount < 0) of cash."""
+
+    transfer_id: str
+    account_id: str
+    currency: str
+    amount: Decimal
+    timestamp_ns: int
+    chain_id: str = ""
+    note: str = ""
+
+    kind: ClassVar[str] = "transfer"
+
+    def __post_init__(self) -> None:
+        require_id("transfer_id", self.transfer_id)
+        require_id("account_id", self.account_id)
+        require_currency("currency", self.currency)
+        require_amount("amount", self.amount)
+        if not self.amount:
+            raise InvalidEvent("amount", "must not be zero (> 0 deposits, < 0 withdraws)")
+        require_id("chain_id", self.chain_id, required=False)
+        if len(self.note) > 1000 or "\x1f" in self.note:
+            raise InvalidEvent("note", "must be at most 1000 characters, without control codes")
+        require_time(self.timestamp_ns)
+
+    @property
+    def event_id(self) -> str:
+        return self.transfer_id
+
+
+@dataclass(frozen=True, slots=True)
+class CashReservation(JournaledEvent):
+    """Sets cash aside for a pending order; the order's fills consume it."""
+
+    reservation_id: str
+    account_id: str
+    currency: str
+    amount: Decimal
+    chain_id: str = ""
+    strategy_id: str = ""
+    order_ref: str = ""
+    order_id: str = ""
+
+    kind: ClassVar[str] = "reserve"
+
+    def __post_init__(self) -> None:
+        require_id("reservation_id", self.reservation_id)
+        require_id("account_id", self.account_id)
+        require_currency("currency", self.currency)
+        require_amount("amount", self.amount)
+        if not self.amount > 0:
+            raise InvalidEvent("amount", f"must be > 0, got {canonical(self.amount)}")
+        for name in ("chain_id", "strategy_id", "order_ref", "order_id"):
+            require_id(name, getattr(self, name), required=False)
+
+    @property
+    def event_id(self) -> str:
+        return self.reservation_id
+
+    @property
+    def timestamp_ns(self) -> int:
+        """Untimed: a request, not an observation, and a retry must be the same event."""
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRelease(JournaledEvent):
+    """Gives back part (`amount`) or all (None) of what a reservation still holds."""
+
+    release_id: str
+    account_id: str
+    reservation_id: str
+    amount: Decimal | None = None
+
+    kind: ClassVar[str] = "release"
+
+    def __post_init__(self) -> None:
+        require_id("release_id", self.release_id)
+        require_id("account_id", self.account_id)
+        require_id("reservation_id", self.reservation_id)
+        if self.amount is not None:
+            require_amount("amount", self.amount)
+            if not self.amount > 0:
+                raise InvalidEvent("amount", f"must be > 0, got {canonical(self.amount)}")
+
+    @property
+    def event_id(self) -> str:
+        return self.release_id
+
+    @property
+    def timestamp_ns(self) -> int:
+        """Untimed, like a reservation."""
+        return 0
+
+
+class _Definition(JournaledEvent):
+    """Reference data: identified by its content, so loading the same definition twice (each
+    start reads the same file) is a duplicate and a changed one is a new event."""
+
+    __slots__ = ()
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.defined_id}@{self.fingerprint() & 0xFFFFFFFFFFFFFFFF:016x}"
+
+    @property
+    def defined_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def timestamp_ns(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentDefinition(_Definition):
+    """What an instrument is; `multiplier` and `currency` are what P&L depends on."""
+
+    instrument_id: str
+    currency: str
+    asset_class: AssetClass = AssetClass.UNSPECIFIED
+    symbol: str = ""
+    multiplier: Decimal = ONE
+    tick_size: Decimal | None = None
+    underlying: str = ""
+    strike: Decimal | None = None
+    expiry: str = ""
+    right: OptionRight | None = None
+    settlement_date: str = ""
+    decimals: int | None = None
+    # Registered by the service for a fill naming an unknown instrument; never journaled.
+    provisional: bool = False
+
+    kind: ClassVar[str] = "instrument"
+
+    def __post_init__(self) -> None:
+        require_id("instrument_id", self.instrument_id)
+        require_currency("currency", self.currency)
+        require_id("symbol", self.symbol, required=False)
+        require_id("underlying", self.underlying, required=False)
+        require_amount("multiplier", self.multiplier)
+        if not self.multiplier > 0:
+            raise InvalidEvent("multiplier", f"must be > 0, got {canonical(self.multiplier)}")
+        if self.tick_size is not None:
+            require_amount("tick_size", self.tick_size)
+            if not self.tick_size > 0:
+                raise InvalidEvent("tick_size", f"must be > 0, got {canonical(self.tick_size)}")
+        require_date("expiry", self.expiry)
+        require_date("settlement_date", self.settlement_date)
+        if self.decimals is not None and not 0 <= self.decimals <= MAX_FRACTION_DIGITS:
+            raise InvalidEvent("decimals", f"must be between 0 and {MAX_FRACTION_DIGITS}")
+        if self.asset_class is AssetClass.OPTION:
+            for name in ("underlying", "expiry"):
+                if not getattr(self, name):
+                    raise InvalidEvent(name, "is required for an option")
+            if self.strike is None:
+                raise InvalidEvent("strike", "is required for an option")
+            if self.right is None:
+                raise InvalidEvent("right", "is required for an option")
+        else:
+            if self.strike is not None:
+                raise InvalidEvent("strike", "is only for options")
+            if self.right is not None:
+                raise InvalidEvent("right", "is only for options")
+        if self.strike is not None:
+            require_amount("strike", self.strike)
+        if self.asset_class is AssetClass.FUTURE and not self.expiry:
+            raise InvalidEvent("expiry", "is required for a future")
+
+    @property
+    def defined_id(self) -> str:
+        return self.instrument_id
+
+    @property
+    def account_id(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDefinition(_Definition):
+    """A trading account: paper (simulated, funded with `initial_cash` in its base currency
+    when first defined) or live (held at the broker and reconciled against it)."""
+
+    account_id: str
+    account_kind: AccountKind
+    base_currency: str
+    initial_cash: Decimal = ZERO
+
+    kind: ClassVar[str] = "account"
+
+    def __post_init__(self) -> None:
+        require_id("account_id", self.account_id)
+        require_currency("base_currency", self.base_currency)
+        require_amount("initial_cash", self.initial_cash)
+        if self.initial_cash < 0:
+            raise InvalidEvent("initial_cash", "must be >= 0")
+        if self.initial_cash and self.account_kind is AccountKind.LIVE:
+            raise InvalidEvent(
+                "initial_cash",
+                "is only for paper accounts (live cash comes from deposits and the broker)",
             )
-        )
 
-    @classmethod
-    def from_text(cls, text: str) -> OrderStatusUpdate:
-        (update_id, account_id, status, timestamp_ns, strategy_id, order_ref, order_id, perm_id,
-         instrument_id, side, filled, remaining, avg_fill_price) = text.split(
-            FIELD_SEPARATOR
-        )  # fmt: skip
-        return cls(
-            update_id, account_id, OrderStatus[status], int(timestamp_ns), strategy_id,
-            order_ref, order_id, perm_id, instrument_id, Side[side] if side else None,
-            Decimal(filled), Decimal(remaining),
-            Decimal(avg_fill_price) if avg_fill_price else None,
-        )  # fmt: skip
+    @property
+    def defined_id(self) -> str:
+        return self.account_id
 
 
-ExecutionEvent = Fill | OrderStatusUpdate
+ExecutionEvent = (
+    Fill
+    | OrderStatusUpdate
+    | CashTransfer
+    | CashReservation
+    | ReservationRelease
+    | InstrumentDefinition
+    | AccountDefinition
+)
+"""Every kind of event the journal holds."""
+
+EVENT_KINDS: dict[str, type[ExecutionEvent]] = {
+    cls.kind: cls
+    for cls in (
+        Fill, OrderStatusUpdate, CashTransfer, CashReservation, ReservationRelease,
+        InstrumentDefinition, AccountDefinition,
+    )
+}  # fmt: skip

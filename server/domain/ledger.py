@@ -3,17 +3,36 @@
 Every accepted event gets the next global sequence number, with no gaps. An event id seen
 before is a duplicate when its content is the same (counted once) and a conflict when it is
 not (rejected: an id is never reused for a different execution).
+
+Applying an event may still refuse it (a reservation larger than the cash available): the
+refusal is decided by the state at its sequence, so replaying the journal refuses it again.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
+from server.domain.accounts import AccountRegistry
+from server.domain.balances import Balance, BalanceBook, BalanceKey
 from server.domain.book import PositionBook, RowChange
-from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate
+from server.domain.decimals import EXACT, ZERO
+from server.domain.events import (
+    AccountDefinition,
+    CashReservation,
+    CashTransfer,
+    ExecutionEvent,
+    Fill,
+    InstrumentDefinition,
+    OrderStatusUpdate,
+    ReservationRelease,
+    Side,
+)
 from server.domain.instruments import InstrumentRegistry
+from server.domain.marks import FxTable
+from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
+from server.domain.refusals import Refusal
 from server.domain.traces import TraceBook
 
 
@@ -24,14 +43,32 @@ class Result(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one event changed: copies, safe to hand to other threads."""
+
+    rows: tuple[RowChange, ...] = ()
+    order: Order | None = None
+    transition: Transition | None = None
+    balances: tuple[Balance, ...] = ()
+    refusal: Refusal | None = None
+
+
+NOTHING = Applied()
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one event; `changes` holds the rows it moved, in the order moved."""
+    """What became of one event; `applied` is set when it was applied at once (`record`)."""
 
     event_id: str
     result: Result
     sequence: int = 0
     reason: str = ""
-    changes: tuple[RowChange, ...] = ()
+    applied: Applied = NOTHING
+
+    @property
+    def changes(self) -> tuple[RowChange, ...]:
+        return self.applied.rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +86,22 @@ class Ledger:
         instruments: InstrumentRegistry | None = None,
         precision: Decimal = Decimal("1e-9"),
         trace_ttl_ns: int = 300 * 10**9,
+        accounts: AccountRegistry | None = None,
     ) -> None:
         self.instruments = instruments or InstrumentRegistry()
+        self.accounts = accounts or AccountRegistry(self.instruments.default_currency)
         self.book = PositionBook(self.instruments, precision)
         self.traces = TraceBook(trace_ttl_ns)
+        self.orders = OrderBook()
+        self.balances = BalanceBook()
+        self.fx = FxTable()
+        self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
         self.sequence = 0  # the last sequence given
         self.applied_sequence = 0  # the last sequence applied to the book
         self._seen: dict[tuple[str, str], _Seen] = {}
+        # Instruments defined by admitted events not applied yet: a strict registry must
+        # accept a fill that follows its instrument's definition in the same batch.
+        self._admitted_instruments: set[str] = set()
 
     def admit(self, event: ExecutionEvent) -> Outcome:
         """Dedups an event by id and gives it the next sequence; applies nothing."""
@@ -76,9 +122,28 @@ class Ledger:
                 reason=f"{_id_field(event)}: already used by a different event "
                 f"(sequence {seen.sequence})",
             )
+        if (
+            isinstance(event, Fill)
+            and self.instruments.strict
+            and not self.knows(event.instrument_id)
+        ):
+            return Outcome(
+                event.event_id,
+                Result.REJECTED,
+                reason=f"instrument_id: {event.instrument_id!r} is not a defined instrument "
+                "(the registry is strict: define it first)",
+            )
+        if isinstance(event, InstrumentDefinition):
+            self._admitted_instruments.add(event.instrument_id)
         self.sequence += 1
         self._seen[key] = _Seen(self.sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
+
+    def knows(self, instrument_id: str) -> bool:
+        instrument = self.instruments.get(instrument_id)
+        return (
+            instrument is not None and not instrument.provisional
+        ) or instrument_id in self._admitted_instruments
 
     def remember(self, kind: str, event_id: str, sequence: int, fingerprint: int) -> bool:
         """Marks an event of the journal as seen, without applying it (recovery). Returns False
@@ -90,27 +155,118 @@ class Ledger:
         self.sequence = max(self.sequence, sequence)
         return True
 
-    def apply(self, event: ExecutionEvent, sequence: int) -> tuple[RowChange, ...]:
+    def apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         """Applies an admitted event; events must come in sequence order."""
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
-        changes: tuple[RowChange, ...] = ()
-        if isinstance(event, Fill):
-            changes = tuple(self.book.apply_fill(event, sequence))
-            if event.trace_id:
-                multiplier = self.instruments.multiplier(event.instrument_id)
-                self.traces.record(event, sequence, multiplier)
+        applied = self._apply(event, sequence)
+        if applied.refusal is not None:
+            self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
-        return changes
+        return applied
+
+    def _apply(self, event: ExecutionEvent, sequence: int) -> Applied:
+        if isinstance(event, Fill):
+            return self._apply_fill(event, sequence)
+        if isinstance(event, OrderStatusUpdate):
+            return self._apply_status(event, sequence)
+        if isinstance(event, CashTransfer):
+            key = BalanceKey(event.account_id, event.currency, event.chain_id)
+            balance = self.balances.move_cash(key, event.amount, event.timestamp_ns, sequence)
+            return Applied(balances=(balance.copy(),))
+        if isinstance(event, CashReservation):
+            order_key = (order_keys(event.order_id, event.order_ref) or [""])[0]
+            refusal, held = self.balances.reserve(event, order_key, sequence)
+            return Applied(balances=_copies(held), refusal=refusal)
+        if isinstance(event, ReservationRelease):
+            refusal, held = self.balances.release(event, sequence)
+            return Applied(balances=_copies(held), refusal=refusal)
+        if isinstance(event, InstrumentDefinition):
+            self._admitted_instruments.discard(event.instrument_id)
+            has_rows = self.book.has_instrument(event.instrument_id)
+            return Applied(refusal=self.instruments.define(event, has_rows))
+        if isinstance(event, AccountDefinition):
+            if self.accounts.define(event):
+                key = BalanceKey(event.account_id, event.base_currency)
+                balance = self.balances.move_cash(key, event.initial_cash, 0, sequence)
+                return Applied(balances=(balance.copy(),))
+            return NOTHING
+        raise TypeError(f"not an event: {event!r}")
+
+    def _apply_fill(self, fill: Fill, sequence: int) -> Applied:
+        rows = tuple(self.book.apply_fill(fill, sequence))
+        if fill.trace_id:
+            self.traces.record(fill, sequence, self.instruments.multiplier(fill.instrument_id))
+        order = self.orders.link_fill(fill, sequence)
+        instrument = self.instruments.ensure(fill.instrument_id)
+        changed: dict[BalanceKey, Balance] = {}
+        with localcontext(EXACT):
+            notional = fill.quantity * fill.price * instrument.multiplier
+            cash_key = BalanceKey(fill.account_id, instrument.currency)
+            cash = notional if fill.side is Side.SELL else -notional
+            if fill.commission and (fill.commission_currency or cash_key.currency) != (
+                cash_key.currency
+            ):
+                fee_key = BalanceKey(fill.account_id, fill.commission_currency)
+                changed[fee_key] = self.balances.move_cash(
+                    fee_key, -fill.commission, fill.timestamp_ns, sequence
+                )
+            else:
+                cash -= fill.commission
+            changed[cash_key] = self.balances.move_cash(cash_key, cash, fill.timestamp_ns, sequence)
+            if fill.side is Side.BUY:  # what a buy costs was reserved for it
+                cost = notional + max(fill.commission, ZERO)
+                for key in order_keys(fill.order_id, fill.order_ref):
+                    for balance in self.balances.consume(
+                        fill.account_id, key, cash_key.currency, cost, fill.timestamp_ns,
+                        sequence,
+                    ):  # fmt: skip
+                        changed[balance.key] = balance
+        return Applied(
+            rows=rows,
+            order=order.copy() if order else None,
+            balances=tuple(balance.copy() for balance in changed.values()),
+        )
+
+    def _apply_status(self, update: OrderStatusUpdate, sequence: int) -> Applied:
+        order, transition = self.orders.apply_status(update, sequence)
+        balances: list[Balance] = []
+        if order.status in TERMINAL:
+            for key in order_keys(order.order_id, order.order_ref):
+                balances.extend(
+                    self.balances.release_order(
+                        order.account_id, key, update.timestamp_ns, sequence
+                    )
+                )
+        return Applied(
+            order=order.copy(),
+            transition=transition,
+            balances=tuple(balance.copy() for balance in balances),
+        )
 
     def record(self, event: ExecutionEvent) -> Outcome:
         """Admits and applies at once: for a ledger with nothing to make durable."""
         outcome = self.admit(event)
         if outcome.result is Result.ACCEPTED:
-            changes = self.apply(event, outcome.sequence)
-            return Outcome(event.event_id, Result.ACCEPTED, outcome.sequence, changes=changes)
+            applied = self.apply(event, outcome.sequence)
+            return Outcome(event.event_id, Result.ACCEPTED, outcome.sequence, applied=applied)
         return outcome
 
 
+def _copies(balance: Balance | None) -> tuple[Balance, ...]:
+    return (balance.copy(),) if balance is not None else ()
+
+
+_ID_FIELDS = {
+    "fill": "fill_id",
+    "status": "update_id",
+    "transfer": "transfer_id",
+    "reserve": "reservation_id",
+    "release": "release_id",
+    "instrument": "instrument_id",
+    "account": "account_id",
+}
+
+
 def _id_field(event: ExecutionEvent) -> str:
-    return "update_id" if isinstance(event, OrderStatusUpdate) else "fill_id"
+    return _ID_FIELDS[event.kind]

@@ -48,6 +48,7 @@ class Position:
     opened_at_ns: int = 0
     updated_at_ns: int = 0
     last_sequence: int = 0
+    currency: str = ""  # the instrument's, when the row was opened: its P&L is in it
 
     def apply_fill(self, fill: Fill, sequence: int, precision: Decimal) -> ChangeKind:
         """Books one fill; call inside `localcontext(EXACT)`."""
@@ -96,6 +97,7 @@ class Position:
             self.opened_at_ns,
             self.updated_at_ns,
             self.last_sequence,
+            self.currency,
         )
 
     def avg_cost(self, precision: Decimal) -> Decimal:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from server.domain.decimals import EXACT, ZERO
+from server.domain.decimals import EXACT, ZERO, divide_half_even
 from server.domain.position import Position
 
 
@@ -65,3 +65,23 @@ class Totals:
             self.long_exposure += value_change
         else:
             self.short_exposure -= value_change
+
+    def converted(self, rate: Decimal, precision: Decimal) -> Totals:
+        """The same totals in another currency, each amount rounded half-even to `precision`."""
+        result = Totals(
+            open_positions=self.open_positions,
+            total_positions=self.total_positions,
+            trade_count=self.trade_count,
+        )
+        for name in ("realized_pnl", "unrealized_pnl", "fees", "long_exposure", "short_exposure"):
+            setattr(result, name, convert(getattr(self, name), rate, precision))
+        return result
+
+
+def convert(amount: Decimal, rate: Decimal, precision: Decimal) -> Decimal:
+    """An amount at an FX rate, rounded half-even to `precision` (exact when the rate is 1)."""
+    if rate == 1:
+        return amount
+    with localcontext(EXACT):
+        product = amount * rate
+    return divide_half_even(product, Decimal(1), precision)

@@ -5,8 +5,13 @@ Libraries (analysts read the first four; see the README):
   per group commit, so a group is durable as a whole or not at all, and the sequence stays
   gap-free. ArcticDB refuses an append whose RangeIndex does not continue the symbol's, which
   guards the sequence a second time.
-- `checkpoints`, symbol `book`: the whole book at one sequence, replaced each time (the one
-  place that rewrites a symbol: a checkpoint is a whole-state snapshot by nature).
+- `checkpoints`, symbols `book` (every position row) and `state` (orders, balances,
+  reservations, instruments, accounts, rates, marks) at one sequence, replaced each time: a
+  checkpoint is a whole-state snapshot by nature. `state` is written first; recovery uses the
+  pair only when both name the same sequence (a crash between the two writes costs a longer
+  replay, never a wrong state).
+- `marks`, symbol `latest`: the latest market marks and FX rates, replaced at most every
+  second or so while they move (marks are market data, not journaled).
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ import arcticdb as adb
 import pandas as pd
 from arcticdb.exceptions import ArcticException
 
-from server.application.ports import Checkpoint, SeenEvent, Sequenced, StorageUnavailable
+from server.application.ports import (
+    Checkpoint,
+    OrderTransition,
+    SeenEvent,
+    Sequenced,
+    StorageUnavailable,
+)
 from server.domain.book import PositionView
 from server.domain.events import Fill
+from server.domain.marks import FxRate, Mark
 from server.storage.frames import (
     checkpoint_frame,
     events_from_journal,
@@ -30,12 +42,14 @@ from server.storage.frames import (
     rows_from_checkpoint,
 )
 from server.storage.lock import WriterLease, WriterLock
+from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.views import ArcticViews
 
 log = logging.getLogger("portfolio.storage")
 
 JOURNAL, EVENTS = "journal", "events"
-CHECKPOINTS, BOOK = "checkpoints", "book"
+CHECKPOINTS, BOOK, STATE = "checkpoints", "book", "state"
+MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
 
 
@@ -63,6 +77,7 @@ class ArcticEventStore:
             self.arctic = adb.Arctic(self.uri)
             self.journal = self.arctic.get_library(JOURNAL, create_if_missing=True)
             self.checkpoints = self.arctic.get_library(CHECKPOINTS, create_if_missing=True)
+            self.marks = self.arctic.get_library(MARKS, create_if_missing=True)
             if not folder and not self.uri.startswith("mem://"):
                 self._lock = WriterLease(self.checkpoints)
         except Exception:
@@ -87,7 +102,7 @@ class ArcticEventStore:
         if self._lock:
             self._lock.release()
             self._lock = None
-        for name in ("views", "checkpoints", "journal", "arctic"):
+        for name in ("views", "marks", "checkpoints", "journal", "arctic"):
             self.__dict__.pop(name, None)
 
     # -- the journal -----------------------------------------------------------------------
@@ -171,12 +186,30 @@ class ArcticEventStore:
 
     # -- the analysts' views ---------------------------------------------------------------
 
-    def record_views(self, events: Sequence[Sequenced], positions: Iterable[PositionView]) -> None:
+    def record_views(
+        self,
+        events: Sequence[Sequenced],
+        positions: Iterable[PositionView],
+        transitions: Sequence[OrderTransition] = (),
+    ) -> None:
         try:
-            self.views.record_events(events)
+            self.views.record_events(events, transitions)
             self.views.record_positions(positions)
         except Exception as error:
             raise StorageUnavailable(f"views update failed: {error}") from error
+
+    def record_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> None:
+        try:
+            self.marks.write(LATEST, marks_frame(list(marks), list(rates)),
+                             prune_previous_versions=True)  # fmt: skip
+        except Exception as error:
+            raise StorageUnavailable(f"marks write failed: {error}") from error
+
+    def latest_marks(self) -> tuple[list[Mark], list[FxRate]]:
+        if not self.marks.has_symbol(LATEST):
+            return [], []
+        state = state_from_frame(self.marks.read(LATEST).data)
+        return state.marks, state.fx_rates
 
     def views_recorded_through(self) -> int:
         if self._view_symbols is None:
@@ -187,18 +220,28 @@ class ArcticEventStore:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        metadata = {"sequence": checkpoint.sequence, "format": 2}
         try:
             self.checkpoints.write(
-                BOOK,
-                checkpoint_frame(checkpoint.rows),
-                metadata={"sequence": checkpoint.sequence, "format": 1},
+                STATE, state_frame(checkpoint.state), metadata=metadata,
                 prune_previous_versions=True,
-            )
+            )  # fmt: skip
+            self.checkpoints.write(
+                BOOK, checkpoint_frame(checkpoint.rows), metadata=metadata,
+                prune_previous_versions=True,
+            )  # fmt: skip
         except Exception as error:
             raise StorageUnavailable(f"checkpoint write failed: {error}") from error
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        if not self.checkpoints.has_symbol(BOOK):
+        if not (self.checkpoints.has_symbol(BOOK) and self.checkpoints.has_symbol(STATE)):
             return None
-        item = self.checkpoints.read(BOOK)
-        return Checkpoint(int(item.metadata["sequence"]), list(rows_from_checkpoint(item.data)))
+        book = self.checkpoints.read(BOOK)
+        state = self.checkpoints.read(STATE)
+        sequence = int(book.metadata["sequence"])
+        if book.metadata.get("format") != 2 or int(state.metadata["sequence"]) != sequence:
+            log.warning("checkpoint halves disagree; replaying the whole journal instead")
+            return None
+        return Checkpoint(
+            sequence, list(rows_from_checkpoint(book.data)), state_from_frame(state.data)
+        )

@@ -12,8 +12,11 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
+from server.domain.book import Price
+from server.domain.codec import fingerprint_of
 from server.domain.decimals import canonical
-from server.domain.events import ExecutionEvent, Fill, OrderStatusUpdate, fingerprint_of
+from server.domain.events import EVENT_KINDS, ExecutionEvent
+from server.domain.marks import MarkSource
 from server.domain.position import Position, PositionKey
 
 Sequenced = tuple[int, ExecutionEvent]
@@ -47,9 +50,7 @@ def journal_frame(group: Sequence[Sequenced]) -> pd.DataFrame:
 
 def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
     for sequence, kind, text in zip(frame["sequence"], frame["kind"], frame["text"], strict=True):
-        event: ExecutionEvent = (
-            Fill.from_text(text) if kind == "fill" else (OrderStatusUpdate.from_text(text))
-        )
+        event: ExecutionEvent = EVENT_KINDS[kind].from_text(text)
         yield int(sequence), event
 
 
@@ -58,11 +59,11 @@ def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
 CHECKPOINT_COLUMNS = [
     "account_id", "strategy_id", "instrument_id", "multiplier", "quantity", "cost_basis",
     "realized_pnl", "fees", "trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
-    "market_price",
+    "currency", "fill_price", "fill_price_time_ns",
 ]  # fmt: skip
 
 
-def checkpoint_frame(rows: Sequence[tuple[Position, Decimal]]) -> pd.DataFrame:
+def checkpoint_frame(rows: Sequence[tuple[Position, Price]]) -> pd.DataFrame:
     frame = pd.DataFrame(
         [
             (
@@ -76,18 +77,21 @@ def checkpoint_frame(rows: Sequence[tuple[Position, Decimal]]) -> pd.DataFrame:
                 row.opened_at_ns,
                 row.updated_at_ns,
                 row.last_sequence,
-                canonical(mark),
+                row.currency,
+                canonical(price.price),
+                price.time_ns,
             )
-            for row, mark in rows
+            for row, price in rows
         ],
         columns=CHECKPOINT_COLUMNS,
     )
-    for name in ("trade_count", "opened_at_ns", "updated_at_ns", "last_sequence"):
+    for name in ("trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
+                 "fill_price_time_ns"):  # fmt: skip
         frame[name] = frame[name].astype("int64")
     return frame
 
 
-def rows_from_checkpoint(frame: pd.DataFrame) -> Iterator[tuple[Position, Decimal]]:
+def rows_from_checkpoint(frame: pd.DataFrame) -> Iterator[tuple[Position, Price]]:
     for row in frame.itertuples(index=False):
         yield (
             Position(
@@ -101,6 +105,7 @@ def rows_from_checkpoint(frame: pd.DataFrame) -> Iterator[tuple[Position, Decima
                 opened_at_ns=int(row.opened_at_ns),
                 updated_at_ns=int(row.updated_at_ns),
                 last_sequence=int(row.last_sequence),
+                currency=row.currency,
             ),
-            Decimal(row.market_price),
+            Price(Decimal(row.fill_price), MarkSource.LAST_FILL, int(row.fill_price_time_ns)),
         )

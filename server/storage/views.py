@@ -1,6 +1,9 @@
 """The analysts' views, kept in step with the journal after each commit, off the ack path.
 
-- `fills` / `orders`, symbol = account_id: one row per fill / status change. The index is the
+- `fills` / `orders`, symbol = account_id: one row per fill / status change (an order's
+  transition, with `flag` saying why it did not move the order, if it did not). A correction
+  (same order, same status time, new content) replaces its transition's row with update().
+  The index is the
   event's UTC time, nudged forward by the fewest nanoseconds that keep it strictly increasing
   (same-timestamp rows, late fills), since ArcticDB appends only in index order; the exact
   event time is the `fill_time` / `status_time` column, and `sequence` orders rows globally.
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 import arcticdb as adb
 import pandas as pd
 
-from server.application.ports import Sequenced
+from server.application.ports import OrderTransition, Sequenced
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
 from server.domain.events import Fill, OrderStatusUpdate
@@ -34,9 +37,9 @@ FILL_COLUMNS = [
     "price", "commission", "commission_currency", "order_ref", "order_id", "venue", "trace_id",
 ]  # fmt: skip
 ORDER_COLUMNS = [
-    "update_id", "sequence", "status_time", "strategy_id", "order_ref", "order_id", "perm_id",
-    "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
-    "avg_fill_price",
+    "update_id", "sequence", "status_time", "order_key", "strategy_id", "order_ref", "order_id",
+    "perm_id", "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
+    "avg_fill_price", "flag", "replaced", "corrects",
 ]  # fmt: skip
 POSITION_COLUMNS = [
     "slot", "timestamp", "account_id", "strategy_id", "instrument_id", "level", "quantity",
@@ -57,6 +60,8 @@ class _EventLog:
 
     last_index_ns: int = -1
     last_sequence: int = 0
+    # orders only: (order_key, status time ns) -> the row's index ns, for corrections.
+    transitions: dict[tuple[str, int], int] | None = None
 
 
 def _fill_row(sequence: int, fill: Fill) -> tuple[object, ...]:
@@ -68,13 +73,23 @@ def _fill_row(sequence: int, fill: Fill) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _order_row(sequence: int, update: OrderStatusUpdate) -> tuple[object, ...]:
+def _order_row(
+    sequence: int, update: OrderStatusUpdate, judged: OrderTransition | None
+) -> tuple[object, ...]:
+    transition = judged.transition if judged else None
+    if judged is None:
+        flag = ""
+    elif transition is None:
+        flag = "replaced by a later correction"
+    else:
+        flag = transition.flag
     return (
-        update.update_id, sequence, update.timestamp_ns, update.strategy_id, update.order_ref,
-        update.order_id, update.perm_id, update.instrument_id,
-        update.side.name if update.side else "", update.status.name,
+        update.update_id, sequence, update.timestamp_ns, judged.order_key if judged else "",
+        update.strategy_id, update.order_ref, update.order_id, update.perm_id,
+        update.instrument_id, update.side.name if update.side else "", update.status.name,
         canonical(update.filled_quantity), canonical(update.remaining_quantity),
         canonical(update.avg_fill_price) if update.avg_fill_price is not None else "",
+        flag, bool(transition and transition.replaced), transition.corrects if transition else "",
     )  # fmt: skip
 
 
@@ -135,41 +150,105 @@ class ArcticViews:
             self._logs[key] = state
         return state
 
-    def record_events(self, events: Iterable[Sequenced]) -> None:
-        """Appends each account's new fills and status changes: one append per symbol."""
+    def record_events(
+        self, events: Iterable[Sequenced], transitions: Iterable[OrderTransition] = ()
+    ) -> None:
+        """Appends each account's new fills and status changes: one append per symbol, and
+        an update() per corrected transition."""
+        judged = {item.sequence: item for item in transitions}
         grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
         for sequence, event in events:
-            library = "fills" if isinstance(event, Fill) else "orders"
-            grouped[(library, event.account_id)].append((sequence, event))
+            if isinstance(event, Fill):
+                grouped[("fills", event.account_id)].append((sequence, event))
+            elif isinstance(event, OrderStatusUpdate):
+                grouped[("orders", event.account_id)].append((sequence, event))
         for (library_name, account_id), rows in grouped.items():
             library = self.fills if library_name == "fills" else self.orders
             state = self._log(library, account_id)
             rows = [(s, e) for s, e in rows if s > state.last_sequence]
             if rows:
-                self._append_events(library, account_id, state, rows)
+                self._append_events(library, account_id, state, rows, judged)
 
     def _append_events(
-        self, library: adb.library.Library, symbol: str, state: _EventLog, rows: list[Sequenced]
+        self,
+        library: adb.library.Library,
+        symbol: str,
+        state: _EventLog,
+        rows: list[Sequenced],
+        judged: dict[int, OrderTransition],
     ) -> None:
-        index = []
-        last = state.last_index_ns
-        for _, event in rows:
-            last = max(event.timestamp_ns, last + 1)
-            index.append(last)
         if library is self.fills:
-            frame = pd.DataFrame([_fill_row(s, e) for s, e in rows], columns=FILL_COLUMNS)  # type: ignore[arg-type]
-            time_column = "fill_time"
-        else:
-            frame = pd.DataFrame([_order_row(s, e) for s, e in rows], columns=ORDER_COLUMNS)  # type: ignore[arg-type]
-            time_column = "status_time"
+            table = [_fill_row(s, e) for s, e in rows if isinstance(e, Fill)]
+            times = [e.timestamp_ns for _, e in rows]
+            self._append_rows(library, symbol, state, table, times, FILL_COLUMNS, "fill_time")
+            return
+        known = self._transitions(symbol, state)
+        appended: list[tuple[object, ...]] = []
+        times = []
+        for sequence, event in rows:
+            assert isinstance(event, OrderStatusUpdate)
+            item = judged.get(sequence)
+            row = _order_row(sequence, event, item)
+            at = known.get((item.order_key, event.timestamp_ns)) if item else None
+            if item and item.transition and item.transition.corrects and at is not None:
+                frame = self._frame_of([row], [at], ORDER_COLUMNS, "status_time")
+                library.update(symbol, frame, prune_previous_versions=True)
+                state.last_sequence = sequence
+                continue
+            appended.append(row)
+            times.append(event.timestamp_ns)
+        first_index = state.last_index_ns
+        self._append_rows(library, symbol, state, appended, times, ORDER_COLUMNS, "status_time")
+        last = first_index
+        for row, time_ns in zip(appended, times, strict=True):
+            last = max(time_ns, last + 1)
+            known[(str(row[3]), time_ns)] = last
+
+    def _transitions(self, symbol: str, state: _EventLog) -> dict[tuple[str, int], int]:
+        if state.transitions is None:
+            state.transitions = {}
+            if self.orders.has_symbol(symbol):
+                frame = self.orders.read(symbol, columns=["order_key", "status_time"]).data
+                times = frame["status_time"].astype("int64")
+                for key, time_ns, index in zip(
+                    frame["order_key"], times, frame.index.asi8, strict=True
+                ):
+                    state.transitions[(key, int(time_ns))] = int(index)
+        return state.transitions
+
+    @staticmethod
+    def _frame_of(
+        rows: list[tuple[object, ...]], index: list[int], columns: list[str], time_column: str
+    ) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=columns)
         frame["sequence"] = frame["sequence"].astype("int64")
         frame[time_column] = pd.to_datetime(frame[time_column].astype("int64"), unit="ns", utc=True)
         frame.index = _utc(index)
+        return frame
+
+    def _append_rows(
+        self,
+        library: adb.library.Library,
+        symbol: str,
+        state: _EventLog,
+        rows: list[tuple[object, ...]],
+        times: list[int],
+        columns: list[str],
+        time_column: str,
+    ) -> None:
+        if not rows:
+            return
+        index = []
+        last = state.last_index_ns
+        for time_ns in times:
+            last = max(time_ns, last + 1)
+            index.append(last)
+        frame = self._frame_of(rows, index, columns, time_column)
         if library.has_symbol(symbol):
             library.append(symbol, frame, prune_previous_versions=True)
         else:
             library.write(symbol, frame, prune_previous_versions=True)
-        state.last_index_ns, state.last_sequence = last, rows[-1][0]
+        state.last_index_ns, state.last_sequence = last, int(frame["sequence"].iloc[-1])
         self._wrote(library, symbol)
 
     def last_recorded(self, symbols: Iterable[tuple[str, str]]) -> int:
@@ -177,6 +256,7 @@ class ArcticViews:
         lasts = [
             self._log(self.fills if kind == "fill" else self.orders, account_id).last_sequence
             for kind, account_id in symbols
+            if kind in ("fill", "status")
         ]
         return min(lasts, default=0)
 

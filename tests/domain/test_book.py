@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from server.domain.marks import Mark
 from server.domain.book import ALL
 from server.domain.ledger import Ledger
 from server.domain.position import PositionKey
@@ -26,7 +27,7 @@ def test_totals_follow_fills_and_marks():
     ledger = Ledger()
     ledger.record(fill("BUY", 10, 100, strategy="S1", commission=1))
     ledger.record(fill("SELL", 4, 50, strategy="S2", instrument="MSFT", commission=1))
-    ledger.book.set_mark("AAPL", Decimal(110))
+    ledger.book.set_mark(Mark("AAPL", Decimal(110), 1))
     totals = ledger.book.account_totals("A1")
     assert totals.unrealized_pnl == 100
     assert totals.long_exposure == 1100

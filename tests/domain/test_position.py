@@ -93,9 +93,10 @@ def test_flat_row_stays_with_its_history():
 
 
 def test_multiplier_scales_realized_and_unrealized():
-    from server.domain.instruments import Instrument, InstrumentRegistry
+    from server.domain.events import InstrumentDefinition
+    from server.domain.instruments import InstrumentRegistry
 
-    ledger = Ledger(InstrumentRegistry([Instrument("ES", Decimal(50))]))
+    ledger = Ledger(InstrumentRegistry([InstrumentDefinition("ES", "USD", multiplier=Decimal(50))]))
     book_fills(
         fill("BUY", 2, "5000.25", instrument="ES"),
         fill("SELL", 1, "5010.25", instrument="ES"),

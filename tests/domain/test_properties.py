@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from server.domain.book import ALL
 from server.domain.events import Fill, Side
-from server.domain.instruments import Instrument, InstrumentRegistry
+from server.domain.events import InstrumentDefinition
+from server.domain.instruments import InstrumentRegistry
+from server.domain.marks import Mark
 from server.domain.ledger import Ledger
 from server.domain.position import PositionKey
 from server.domain.totals import Totals
@@ -51,17 +53,17 @@ def histories(draw: st.DrawFn) -> list[Fill | tuple[str, Decimal]]:
 
 
 def new_ledger() -> Ledger:
-    instruments = [Instrument(i, m) for i, m in MULTIPLIERS.items()]
+    instruments = [InstrumentDefinition(i, "USD", multiplier=m) for i, m in MULTIPLIERS.items()]
     return Ledger(InstrumentRegistry(instruments))
 
 
 def run(events: list[Fill | tuple[str, Decimal]]) -> Ledger:
     ledger = new_ledger()
-    for event in events:
+    for time_ns, event in enumerate(events, start=1):
         if isinstance(event, Fill):
             ledger.record(event)
         else:
-            ledger.book.set_mark(*event)
+            ledger.book.set_mark(Mark(*event, time_ns))
     return ledger
 
 

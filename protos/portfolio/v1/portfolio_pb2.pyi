@@ -132,6 +132,28 @@ sees it.
 """
 Global___PositionLevel: _TypeAlias = PositionLevel  # noqa: Y015
 
+class _MarkSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MarkSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarkSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MARK_SOURCE_UNSPECIFIED: _MarkSource.ValueType  # 0
+    MARK_SOURCE_MARKET: _MarkSource.ValueType  # 1
+    """A mark from StreamMarks."""
+    MARK_SOURCE_LAST_FILL: _MarkSource.ValueType  # 2
+    """No mark for the instrument yet: its last fill price."""
+
+class MarkSource(_MarkSource, metaclass=_MarkSourceEnumTypeWrapper):
+    """Where a position's market price comes from."""
+
+MARK_SOURCE_UNSPECIFIED: MarkSource.ValueType  # 0
+MARK_SOURCE_MARKET: MarkSource.ValueType  # 1
+"""A mark from StreamMarks."""
+MARK_SOURCE_LAST_FILL: MarkSource.ValueType  # 2
+"""No mark for the instrument yet: its last fill price."""
+Global___MarkSource: _TypeAlias = MarkSource  # noqa: Y015
+
 class _UpdateKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -147,6 +169,13 @@ class _UpdateKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateKind
     """Nothing happened; sequence is the latest the service has given. Every update with a lower
     or equal sequence that matches the filters was already sent.
     """
+    UPDATE_KIND_MARK: _UpdateKind.ValueType  # 6
+    """An instrument's market price moved (every row in it is revalued: re-read the rows you
+    need). Coalesced: at most one per instrument per publishing interval, the latest; not
+    kept for replay (sequence is the latest event's, as for a heartbeat).
+    """
+    UPDATE_KIND_BALANCE: _UpdateKind.ValueType  # 7
+    """A cash balance changed (a fill, a transfer, a reservation)."""
 
 class UpdateKind(_UpdateKind, metaclass=_UpdateKindEnumTypeWrapper):
     """What an update is about."""
@@ -160,7 +189,102 @@ UPDATE_KIND_HEARTBEAT: UpdateKind.ValueType  # 5
 """Nothing happened; sequence is the latest the service has given. Every update with a lower
 or equal sequence that matches the filters was already sent.
 """
+UPDATE_KIND_MARK: UpdateKind.ValueType  # 6
+"""An instrument's market price moved (every row in it is revalued: re-read the rows you
+need). Coalesced: at most one per instrument per publishing interval, the latest; not
+kept for replay (sequence is the latest event's, as for a heartbeat).
+"""
+UPDATE_KIND_BALANCE: UpdateKind.ValueType  # 7
+"""A cash balance changed (a fill, a transfer, a reservation)."""
 Global___UpdateKind: _TypeAlias = UpdateKind  # noqa: Y015
+
+class _AssetClass:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssetClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssetClass.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSET_CLASS_UNSPECIFIED: _AssetClass.ValueType  # 0
+    ASSET_CLASS_EQUITY: _AssetClass.ValueType  # 1
+    ASSET_CLASS_FUTURE: _AssetClass.ValueType  # 2
+    ASSET_CLASS_OPTION: _AssetClass.ValueType  # 3
+    ASSET_CLASS_CRYPTO: _AssetClass.ValueType  # 4
+    ASSET_CLASS_FX: _AssetClass.ValueType  # 5
+
+class AssetClass(_AssetClass, metaclass=_AssetClassEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------------
+    Instruments and accounts
+
+    The kind of an instrument.
+    """
+
+ASSET_CLASS_UNSPECIFIED: AssetClass.ValueType  # 0
+ASSET_CLASS_EQUITY: AssetClass.ValueType  # 1
+ASSET_CLASS_FUTURE: AssetClass.ValueType  # 2
+ASSET_CLASS_OPTION: AssetClass.ValueType  # 3
+ASSET_CLASS_CRYPTO: AssetClass.ValueType  # 4
+ASSET_CLASS_FX: AssetClass.ValueType  # 5
+Global___AssetClass: _TypeAlias = AssetClass  # noqa: Y015
+
+class _OptionRight:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OptionRightEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptionRight.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPTION_RIGHT_UNSPECIFIED: _OptionRight.ValueType  # 0
+    OPTION_RIGHT_CALL: _OptionRight.ValueType  # 1
+    OPTION_RIGHT_PUT: _OptionRight.ValueType  # 2
+
+class OptionRight(_OptionRight, metaclass=_OptionRightEnumTypeWrapper):
+    """An option's right."""
+
+OPTION_RIGHT_UNSPECIFIED: OptionRight.ValueType  # 0
+OPTION_RIGHT_CALL: OptionRight.ValueType  # 1
+OPTION_RIGHT_PUT: OptionRight.ValueType  # 2
+Global___OptionRight: _TypeAlias = OptionRight  # noqa: Y015
+
+class _AccountKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccountKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCOUNT_KIND_UNSPECIFIED: _AccountKind.ValueType  # 0
+    ACCOUNT_KIND_PAPER: _AccountKind.ValueType  # 1
+    """Simulated: starts with configured cash, needs no broker, never reconciled."""
+    ACCOUNT_KIND_LIVE: _AccountKind.ValueType  # 2
+    """Held at the broker and reconciled against it. An account nobody defined is live."""
+
+class AccountKind(_AccountKind, metaclass=_AccountKindEnumTypeWrapper):
+    """Paper or live."""
+
+ACCOUNT_KIND_UNSPECIFIED: AccountKind.ValueType  # 0
+ACCOUNT_KIND_PAPER: AccountKind.ValueType  # 1
+"""Simulated: starts with configured cash, needs no broker, never reconciled."""
+ACCOUNT_KIND_LIVE: AccountKind.ValueType  # 2
+"""Held at the broker and reconciled against it. An account nobody defined is live."""
+Global___AccountKind: _TypeAlias = AccountKind  # noqa: Y015
+
+class _ReservationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReservationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReservationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESERVATION_STATUS_UNSPECIFIED: _ReservationStatus.ValueType  # 0
+    RESERVATION_STATUS_ACTIVE: _ReservationStatus.ValueType  # 1
+    RESERVATION_STATUS_RELEASED: _ReservationStatus.ValueType  # 2
+    RESERVATION_STATUS_CONSUMED: _ReservationStatus.ValueType  # 3
+
+class ReservationStatus(_ReservationStatus, metaclass=_ReservationStatusEnumTypeWrapper):
+    """The state of a reservation."""
+
+RESERVATION_STATUS_UNSPECIFIED: ReservationStatus.ValueType  # 0
+RESERVATION_STATUS_ACTIVE: ReservationStatus.ValueType  # 1
+RESERVATION_STATUS_RELEASED: ReservationStatus.ValueType  # 2
+RESERVATION_STATUS_CONSUMED: ReservationStatus.ValueType  # 3
+Global___ReservationStatus: _TypeAlias = ReservationStatus  # noqa: Y015
 
 @_typing.final
 class IngestRequest(_message.Message):
@@ -202,25 +326,72 @@ class ExecutionEvent(_message.Message):
 
     FILL_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TRANSFER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def fill(self) -> Global___Fill: ...
     @_builtins.property
     def status(self) -> Global___OrderStatusUpdate: ...
+    @_builtins.property
+    def transfer(self) -> Global___CashTransfer: ...
     def __init__(
         self,
         *,
         fill: Global___Fill | None = ...,
         status: Global___OrderStatusUpdate | None = ...,
+        transfer: Global___CashTransfer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["fill", "status"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["fill", "status", "transfer"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ExecutionEvent: _TypeAlias = ExecutionEvent  # noqa: Y015
+
+@_typing.final
+class CashTransfer(_message.Message):
+    """A deposit or a withdrawal of cash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    """Unique per transfer; the idempotency key."""
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.str
+    """Decimal string, not zero: > 0 deposits, < 0 withdraws (cash may go below zero: margin)."""
+    chain_id: _builtins.str
+    """Optional: the chain of a crypto venue's balance."""
+    note: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        chain_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "chain_id", b"chain_id", "currency", b"currency", "note", b"note", "timestamp", b"timestamp", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashTransfer: _TypeAlias = CashTransfer  # noqa: Y015
 
 @_typing.final
 class IngestResponse(_message.Message):
@@ -267,7 +438,7 @@ class EventAck(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """The event's own id: fill_id for a fill, update_id for a status update."""
+    """The event's own id: fill_id, update_id or transfer_id."""
     sequence: _builtins.int
     """The global, gap-free sequence number of the accepted event. For a duplicate, the sequence
     the original was accepted with. 0 for a rejected event.
@@ -449,6 +620,15 @@ class Position(_message.Message):
     OPENED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    MARK_SOURCE_FIELD_NUMBER: _builtins.int
+    MARKED_AT_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_BASE_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_BASE_FIELD_NUMBER: _builtins.int
+    NET_PNL_BASE_FIELD_NUMBER: _builtins.int
+    MARKET_VALUE_BASE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     strategy_id: _builtins.str
     """Empty for the account-level row."""
@@ -466,7 +646,7 @@ class Position(_message.Message):
     net_pnl: _builtins.str
     """realized_pnl + unrealized_pnl - fees."""
     market_price: _builtins.str
-    """The price unrealized P&L is measured against (the instrument's last fill price for now)."""
+    """The price unrealized P&L is measured against: see mark_source."""
     market_value: _builtins.str
     """market_price * quantity * multiplier, signed."""
     cost_basis: _builtins.str
@@ -475,6 +655,20 @@ class Position(_message.Message):
     trade_count: _builtins.int
     last_sequence: _builtins.int
     """The sequence of the last event that changed this row."""
+    currency: _builtins.str
+    """The instrument's currency: every amount above is in it."""
+    mark_source: Global___MarkSource.ValueType
+    """Where market_price comes from: the mark stream, or (no mark yet) the last fill."""
+    base_currency: _builtins.str
+    """The account's base currency, and the figures converted into it at the latest FX rate
+    (rounded half-even to the service's precision). fx_rate and the *_base figures are empty
+    when no rate is known: missing, never zero.
+    """
+    fx_rate: _builtins.str
+    realized_pnl_base: _builtins.str
+    unrealized_pnl_base: _builtins.str
+    net_pnl_base: _builtins.str
+    market_value_base: _builtins.str
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the current open leg was opened (first fill from flat); unset while flat."""
@@ -482,6 +676,10 @@ class Position(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """The timestamp of the last fill applied."""
+
+    @_builtins.property
+    def marked_at(self) -> _timestamp_pb2.Timestamp:
+        """When market_price was set: how old the mark is."""
 
     def __init__(
         self,
@@ -504,10 +702,19 @@ class Position(_message.Message):
         opened_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         last_sequence: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        mark_source: Global___MarkSource.ValueType = ...,
+        marked_at: _timestamp_pb2.Timestamp | None = ...,
+        base_currency: _builtins.str = ...,
+        fx_rate: _builtins.str = ...,
+        realized_pnl_base: _builtins.str = ...,
+        unrealized_pnl_base: _builtins.str = ...,
+        net_pnl_base: _builtins.str = ...,
+        market_value_base: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["marked_at", b"marked_at", "opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "cost_basis", b"cost_basis", "fees", b"fees", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "market_price", b"market_price", "market_value", b"market_value", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "opened_at", b"opened_at", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "base_currency", b"base_currency", "cost_basis", b"cost_basis", "currency", b"currency", "fees", b"fees", "fx_rate", b"fx_rate", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "mark_source", b"mark_source", "marked_at", b"marked_at", "market_price", b"market_price", "market_value", b"market_value", "market_value_base", b"market_value_base", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "net_pnl_base", b"net_pnl_base", "opened_at", b"opened_at", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "realized_pnl_base", b"realized_pnl_base", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_base", b"unrealized_pnl_base", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -690,7 +897,7 @@ Global___GetPortfolioSummaryRequest: _TypeAlias = GetPortfolioSummaryRequest  # 
 
 @_typing.final
 class PortfolioSummary(_message.Message):
-    """The consolidated book's totals and each strategy's share."""
+    """The consolidated book's totals and each strategy's share, kept up to date incrementally."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -698,16 +905,45 @@ class PortfolioSummary(_message.Message):
     ACCOUNT_TOTALS_FIELD_NUMBER: _builtins.int
     STRATEGIES_FIELD_NUMBER: _builtins.int
     AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    BASE_TOTALS_FIELD_NUMBER: _builtins.int
+    MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Empty when across accounts."""
     as_of_sequence: _builtins.int
+    account_kind: Global___AccountKind.ValueType
+    """UNSPECIFIED when across accounts."""
+    base_currency: _builtins.str
+    """The account's base currency (across accounts: the service's reporting currency)."""
     @_builtins.property
     def account_totals(self) -> Global___PortfolioTotals:
-        """From the account-level book: what the broker shows."""
+        """From the account-level book: what the broker shows. Sums the figures of every currency
+        as they are: meaningful when the account trades in one currency (see by_currency and
+        base_totals otherwise).
+        """
 
     @_builtins.property
     def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyTotals]:
         """Each strategy's attributed totals."""
+
+    @_builtins.property
+    def base_totals(self) -> Global___PortfolioTotals:
+        """account_totals converted into base_currency; unset when a rate is missing (see below)."""
+
+    @_builtins.property
+    def missing_fx_rates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Currencies with positions but no FX rate into base_currency."""
+
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTotals]:
+        """The account-level totals per instrument currency."""
+
+    @_builtins.property
+    def cash(self) -> _containers.RepeatedCompositeFieldContainer[Global___Balance]:
+        """Cash per currency and chain."""
 
     def __init__(
         self,
@@ -716,10 +952,16 @@ class PortfolioSummary(_message.Message):
         account_totals: Global___PortfolioTotals | None = ...,
         strategies: _abc.Iterable[Global___StrategyTotals] | None = ...,
         as_of_sequence: _builtins.int = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
+        base_currency: _builtins.str = ...,
+        base_totals: Global___PortfolioTotals | None = ...,
+        missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
+        by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
+        cash: _abc.Iterable[Global___Balance] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_totals", b"account_totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_totals", b"account_totals", "base_totals", b"base_totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_totals", b"account_totals", "as_of_sequence", b"as_of_sequence", "strategies", b"strategies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_totals", b"account_totals", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_currency", b"by_currency", "cash", b"cash", "missing_fx_rates", b"missing_fx_rates", "strategies", b"strategies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -733,22 +975,61 @@ class StrategyTotals(_message.Message):
 
     STRATEGY_ID_FIELD_NUMBER: _builtins.int
     TOTALS_FIELD_NUMBER: _builtins.int
+    BASE_TOTALS_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     @_builtins.property
     def totals(self) -> Global___PortfolioTotals: ...
+    @_builtins.property
+    def base_totals(self) -> Global___PortfolioTotals:
+        """In the base currency; unset when a rate is missing."""
+
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTotals]: ...
     def __init__(
         self,
         *,
         strategy_id: _builtins.str = ...,
         totals: Global___PortfolioTotals | None = ...,
+        base_totals: Global___PortfolioTotals | None = ...,
+        by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base_totals", b"base_totals", "totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_totals", b"base_totals", "by_currency", b"by_currency", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StrategyTotals: _TypeAlias = StrategyTotals  # noqa: Y015
+
+@_typing.final
+class CurrencyTotals(_message.Message):
+    """Totals of the rows in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    fx_rate: _builtins.str
+    """Units of base currency per unit of this one; empty when missing."""
+    @_builtins.property
+    def totals(self) -> Global___PortfolioTotals: ...
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        totals: Global___PortfolioTotals | None = ...,
+        fx_rate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "fx_rate", b"fx_rate", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyTotals: _TypeAlias = CurrencyTotals  # noqa: Y015
 
 @_typing.final
 class ListPositionsRequest(_message.Message):
@@ -985,6 +1266,11 @@ class PortfolioQuery(_message.Message):
     GET_PORTFOLIO_SUMMARY_FIELD_NUMBER: _builtins.int
     LIST_POSITIONS_FIELD_NUMBER: _builtins.int
     GET_TRACE_POSITION_FIELD_NUMBER: _builtins.int
+    GET_ORDER_FIELD_NUMBER: _builtins.int
+    LIST_OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    GET_BALANCES_FIELD_NUMBER: _builtins.int
+    GET_CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
+    GET_INSTRUMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def get_position(self) -> Global___GetPositionRequest: ...
     @_builtins.property
@@ -995,6 +1281,16 @@ class PortfolioQuery(_message.Message):
     def list_positions(self) -> Global___ListPositionsRequest: ...
     @_builtins.property
     def get_trace_position(self) -> Global___GetTracePositionRequest: ...
+    @_builtins.property
+    def get_order(self) -> Global___GetOrderRequest: ...
+    @_builtins.property
+    def list_open_orders(self) -> Global___ListOpenOrdersRequest: ...
+    @_builtins.property
+    def get_balances(self) -> Global___GetBalancesRequest: ...
+    @_builtins.property
+    def get_consolidated_position(self) -> Global___GetConsolidatedPositionRequest: ...
+    @_builtins.property
+    def get_instrument(self) -> Global___GetInstrumentRequest: ...
     def __init__(
         self,
         *,
@@ -1003,12 +1299,17 @@ class PortfolioQuery(_message.Message):
         get_portfolio_summary: Global___GetPortfolioSummaryRequest | None = ...,
         list_positions: Global___ListPositionsRequest | None = ...,
         get_trace_position: Global___GetTracePositionRequest | None = ...,
+        get_order: Global___GetOrderRequest | None = ...,
+        list_open_orders: Global___ListOpenOrdersRequest | None = ...,
+        get_balances: Global___GetBalancesRequest | None = ...,
+        get_consolidated_position: Global___GetConsolidatedPositionRequest | None = ...,
+        get_instrument: Global___GetInstrumentRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -1027,6 +1328,11 @@ class PortfolioResponse(_message.Message):
     PORTFOLIO_SUMMARY_FIELD_NUMBER: _builtins.int
     LIST_POSITIONS_FIELD_NUMBER: _builtins.int
     TRACE_POSITION_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    LIST_OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def position(self) -> Global___Position: ...
     @_builtins.property
@@ -1037,6 +1343,16 @@ class PortfolioResponse(_message.Message):
     def list_positions(self) -> Global___ListPositionsResponse: ...
     @_builtins.property
     def trace_position(self) -> Global___TracePosition: ...
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    @_builtins.property
+    def list_open_orders(self) -> Global___ListOpenOrdersResponse: ...
+    @_builtins.property
+    def balances(self) -> Global___Balances: ...
+    @_builtins.property
+    def consolidated_position(self) -> Global___ConsolidatedPosition: ...
+    @_builtins.property
+    def instrument(self) -> Global___Instrument: ...
     def __init__(
         self,
         *,
@@ -1045,12 +1361,17 @@ class PortfolioResponse(_message.Message):
         portfolio_summary: Global___PortfolioSummary | None = ...,
         list_positions: Global___ListPositionsResponse | None = ...,
         trace_position: Global___TracePosition | None = ...,
+        order: Global___Order | None = ...,
+        list_open_orders: Global___ListOpenOrdersResponse | None = ...,
+        balances: Global___Balances | None = ...,
+        consolidated_position: Global___ConsolidatedPosition | None = ...,
+        instrument: Global___Instrument | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["list_positions", b"list_positions", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_positions", b"list_positions", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -1071,6 +1392,8 @@ class SubscribeUpdatesRequest(_message.Message):
     INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
     LEVEL_FIELD_NUMBER: _builtins.int
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    INCLUDE_BALANCES_FIELD_NUMBER: _builtins.int
+    INCLUDE_MARKS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Filters; empty means any. A strategy filter excludes account-level rows."""
     strategy_id: _builtins.str
@@ -1082,6 +1405,10 @@ class SubscribeUpdatesRequest(_message.Message):
     A sequence older than the replay buffer fails with OUT_OF_RANGE: re-read state, then
     subscribe again from the as_of_sequence of what was read, plus one.
     """
+    include_balances: _builtins.bool
+    """Also send UPDATE_KIND_BALANCE updates (cash moves) of the matching accounts."""
+    include_marks: _builtins.bool
+    """Also send UPDATE_KIND_MARK updates (coalesced) of the matching instruments."""
     def __init__(
         self,
         *,
@@ -1090,10 +1417,12 @@ class SubscribeUpdatesRequest(_message.Message):
         instrument_id: _builtins.str = ...,
         level: Global___PositionLevel.ValueType = ...,
         from_sequence: _builtins.int = ...,
+        include_balances: _builtins.bool = ...,
+        include_marks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_sequence", b"from_sequence", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_sequence", b"from_sequence", "include_balances", b"include_balances", "include_marks", b"include_marks", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1113,6 +1442,9 @@ class PortfolioUpdate(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     ORDER_STATUS_FIELD_NUMBER: _builtins.int
     FILL_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    MARK_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     kind: Global___UpdateKind.ValueType
     event_id: _builtins.str
@@ -1129,6 +1461,18 @@ class PortfolioUpdate(_message.Message):
     def fill(self) -> Global___Fill:
         """The fill, for position kinds."""
 
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """For ORDER_STATUS: the order after the change (its history holds just this transition)."""
+
+    @_builtins.property
+    def balance(self) -> Global___Balance:
+        """For BALANCE."""
+
+    @_builtins.property
+    def mark(self) -> Global___MarkPrice:
+        """For MARK."""
+
     def __init__(
         self,
         *,
@@ -1138,11 +1482,960 @@ class PortfolioUpdate(_message.Message):
         position: Global___Position | None = ...,
         order_status: Global___OrderStatusUpdate | None = ...,
         fill: Global___Fill | None = ...,
+        order: Global___Order | None = ...,
+        balance: Global___Balance | None = ...,
+        mark: Global___MarkPrice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fill", b"fill", "order_status", b"order_status", "position", b"position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "fill", b"fill", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fill", b"fill", "kind", b"kind", "order_status", b"order_status", "position", b"position", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PortfolioUpdate: _TypeAlias = PortfolioUpdate  # noqa: Y015
+
+@_typing.final
+class GetOrderRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Orders
+
+    Asks for one order: by the broker's order id, or by order_ref (the latest order with it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_REF_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    order_id: _builtins.str
+    order_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        order_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "order_id", b"order_id", "order_ref", b"order_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrderRequest: _TypeAlias = GetOrderRequest  # noqa: Y015
+
+@_typing.final
+class Order(_message.Message):
+    """One order: its state (the fold of its history) and every status change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_KEY_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_REF_FIELD_NUMBER: _builtins.int
+    PERM_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FILLED_QUANTITY_FIELD_NUMBER: _builtins.int
+    REMAINING_QUANTITY_FIELD_NUMBER: _builtins.int
+    AVG_FILL_PRICE_FIELD_NUMBER: _builtins.int
+    BOOKED_QUANTITY_FIELD_NUMBER: _builtins.int
+    QUANTITY_MISMATCH_FIELD_NUMBER: _builtins.int
+    BOOKED_FILLS_FIELD_NUMBER: _builtins.int
+    IS_OPEN_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    order_key: _builtins.str
+    """The id the service files the order under: "id:<order_id>" or "ref:<order_ref>"."""
+    order_id: _builtins.str
+    order_ref: _builtins.str
+    perm_id: _builtins.str
+    strategy_id: _builtins.str
+    instrument_id: _builtins.str
+    side: Global___Side.ValueType
+    status: Global___OrderStatus.ValueType
+    """UNSPECIFIED: known only from its fills so far."""
+    filled_quantity: _builtins.str
+    remaining_quantity: _builtins.str
+    avg_fill_price: _builtins.str
+    """Empty before any fill."""
+    booked_quantity: _builtins.str
+    """The quantity of the fills booked for the order."""
+    quantity_mismatch: _builtins.str
+    """filled_quantity - booked_quantity: "0" when the broker's figure and the fills agree.
+    Fills and statuses race, so a working order may differ for a moment.
+    """
+    booked_fills: _builtins.int
+    is_open: _builtins.bool
+    """Pending submit to pending cancel."""
+    last_sequence: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderTransition]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        order_key: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        order_ref: _builtins.str = ...,
+        perm_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        side: Global___Side.ValueType = ...,
+        status: Global___OrderStatus.ValueType = ...,
+        filled_quantity: _builtins.str = ...,
+        remaining_quantity: _builtins.str = ...,
+        avg_fill_price: _builtins.str = ...,
+        booked_quantity: _builtins.str = ...,
+        quantity_mismatch: _builtins.str = ...,
+        booked_fills: _builtins.int = ...,
+        is_open: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_sequence: _builtins.int = ...,
+        history: _abc.Iterable[Global___OrderTransition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_fill_price", b"avg_fill_price", "booked_fills", b"booked_fills", "booked_quantity", b"booked_quantity", "created_at", b"created_at", "filled_quantity", b"filled_quantity", "history", b"history", "instrument_id", b"instrument_id", "is_open", b"is_open", "last_sequence", b"last_sequence", "order_id", b"order_id", "order_key", b"order_key", "order_ref", b"order_ref", "perm_id", b"perm_id", "quantity_mismatch", b"quantity_mismatch", "remaining_quantity", b"remaining_quantity", "side", b"side", "status", b"status", "strategy_id", b"strategy_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class OrderTransition(_message.Message):
+    """One status change of an order, as judged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
+    CORRECTS_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    flag: _builtins.str
+    """Empty when the change moved the order; otherwise why it did not (an illegal transition,
+    or out of order). Kept in the history either way.
+    """
+    replaced: _builtins.bool
+    """The order's quantity changed while working (cancel/replace, or a modification)."""
+    corrects: _builtins.str
+    """Set on a correction: the update_id of the transition it replaced (same order, same
+    timestamp, new content).
+    """
+    @_builtins.property
+    def update(self) -> Global___OrderStatusUpdate: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        update: Global___OrderStatusUpdate | None = ...,
+        flag: _builtins.str = ...,
+        replaced: _builtins.bool = ...,
+        corrects: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrects", b"corrects", "flag", b"flag", "replaced", b"replaced", "sequence", b"sequence", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderTransition: _TypeAlias = OrderTransition  # noqa: Y015
+
+@_typing.final
+class ListOpenOrdersRequest(_message.Message):
+    """Asks for working orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Empty: every account."""
+    strategy_id: _builtins.str
+    """Empty: every strategy (needs account_id)."""
+    page_size: _builtins.int
+    """1 to 1,000; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenOrdersRequest: _TypeAlias = ListOpenOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListOpenOrdersResponse(_message.Message):
+    """A page of working orders, without their histories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    as_of_sequence: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]: ...
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___Order] | None = ...,
+        next_page_token: _builtins.str = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_sequence", b"as_of_sequence", "next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenOrdersResponse: _TypeAlias = ListOpenOrdersResponse  # noqa: Y015
+
+@_typing.final
+class Instrument(_message.Message):
+    """What an instrument is. P&L and exposure use its multiplier, in its currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    ASSET_CLASS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    MULTIPLIER_FIELD_NUMBER: _builtins.int
+    TICK_SIZE_FIELD_NUMBER: _builtins.int
+    UNDERLYING_FIELD_NUMBER: _builtins.int
+    STRIKE_FIELD_NUMBER: _builtins.int
+    EXPIRY_FIELD_NUMBER: _builtins.int
+    RIGHT_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_DATE_FIELD_NUMBER: _builtins.int
+    DECIMALS_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    symbol: _builtins.str
+    asset_class: Global___AssetClass.ValueType
+    currency: _builtins.str
+    """Required: "USD", "EUR", "USDT"..."""
+    multiplier: _builtins.str
+    """Decimal string, > 0; empty means "1". The contract size of a future, 100 for most
+    equity options.
+    """
+    tick_size: _builtins.str
+    """Decimal string, > 0; empty when not given."""
+    underlying: _builtins.str
+    """Options (required) and futures."""
+    strike: _builtins.str
+    """Options: decimal string, required."""
+    expiry: _builtins.str
+    """YYYY-MM-DD or YYYY-MM. Required for options and futures."""
+    right: Global___OptionRight.ValueType
+    """Options: required."""
+    settlement_date: _builtins.str
+    """YYYY-MM-DD or YYYY-MM."""
+    decimals: _builtins.int
+    """Crypto: the token's decimals, 0 to 18."""
+    provisional: _builtins.bool
+    """Output only: registered by the service for a fill that named an unknown instrument
+    (multiplier 1, the default currency). Define it to replace the defaults.
+    """
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        asset_class: Global___AssetClass.ValueType = ...,
+        currency: _builtins.str = ...,
+        multiplier: _builtins.str = ...,
+        tick_size: _builtins.str = ...,
+        underlying: _builtins.str = ...,
+        strike: _builtins.str = ...,
+        expiry: _builtins.str = ...,
+        right: Global___OptionRight.ValueType = ...,
+        settlement_date: _builtins.str = ...,
+        decimals: _builtins.int | None = ...,
+        provisional: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_decimals", b"_decimals", "decimals", b"decimals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_decimals", b"_decimals", "asset_class", b"asset_class", "currency", b"currency", "decimals", b"decimals", "expiry", b"expiry", "instrument_id", b"instrument_id", "multiplier", b"multiplier", "provisional", b"provisional", "right", b"right", "settlement_date", b"settlement_date", "strike", b"strike", "symbol", b"symbol", "tick_size", b"tick_size", "underlying", b"underlying"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__decimals: _TypeAlias = _typing.Literal["decimals"]  # noqa: Y015
+    _WhichOneofArgType__decimals: _TypeAlias = _typing.Literal["_decimals", b"_decimals"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__decimals) -> _WhichOneofReturnType__decimals | None: ...
+
+Global___Instrument: _TypeAlias = Instrument  # noqa: Y015
+
+@_typing.final
+class DefineInstrumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instrument(self) -> Global___Instrument: ...
+    def __init__(
+        self,
+        *,
+        instrument: Global___Instrument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instrument", b"instrument"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument", b"instrument"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DefineInstrumentRequest: _TypeAlias = DefineInstrumentRequest  # noqa: Y015
+
+@_typing.final
+class GetInstrumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstrumentRequest: _TypeAlias = GetInstrumentRequest  # noqa: Y015
+
+@_typing.final
+class ListInstrumentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 1,000; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInstrumentsRequest: _TypeAlias = ListInstrumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListInstrumentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def instruments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instrument]: ...
+    def __init__(
+        self,
+        *,
+        instruments: _abc.Iterable[Global___Instrument] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instruments", b"instruments", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInstrumentsResponse: _TypeAlias = ListInstrumentsResponse  # noqa: Y015
+
+@_typing.final
+class Account(_message.Message):
+    """A trading account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    INITIAL_CASH_FIELD_NUMBER: _builtins.int
+    DEFINED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    kind: Global___AccountKind.ValueType
+    base_currency: _builtins.str
+    """What P&L and exposure are also reported in."""
+    initial_cash: _builtins.str
+    """Paper accounts: decimal string, cash in base_currency paid in when first defined."""
+    defined: _builtins.bool
+    """Output only: false for an account known only from its events (live, default currency)."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        kind: Global___AccountKind.ValueType = ...,
+        base_currency: _builtins.str = ...,
+        initial_cash: _builtins.str = ...,
+        defined: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "base_currency", b"base_currency", "defined", b"defined", "initial_cash", b"initial_cash", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class DefineAccountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___Account: ...
+    def __init__(
+        self,
+        *,
+        account: Global___Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DefineAccountRequest: _TypeAlias = DefineAccountRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Account]: ...
+    def __init__(
+        self,
+        *,
+        accounts: _abc.Iterable[Global___Account] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
+
+@_typing.final
+class MarkBatch(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Marks and FX rates
+
+    A batch of market prices. Marks are market data: applied at once, not journaled (a burst of
+    ticks must never slow the fills' write path), saved now and then so a restart starts from
+    recent prices. A mark older than the one held for its instrument is ignored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    MARKS_FIELD_NUMBER: _builtins.int
+    FX_RATES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """Echoed in the answer."""
+    @_builtins.property
+    def marks(self) -> _containers.RepeatedCompositeFieldContainer[Global___MarkPrice]: ...
+    @_builtins.property
+    def fx_rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___FxRate]: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        marks: _abc.Iterable[Global___MarkPrice] | None = ...,
+        fx_rates: _abc.Iterable[Global___FxRate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "fx_rates", b"fx_rates", "marks", b"marks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkBatch: _TypeAlias = MarkBatch  # noqa: Y015
+
+@_typing.final
+class MarkPrice(_message.Message):
+    """An instrument's market price. The price used is `mark` if given, else the bid/ask mid,
+    else `last`. All decimal strings; empty means not given.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    MARK_FIELD_NUMBER: _builtins.int
+    BID_FIELD_NUMBER: _builtins.int
+    ASK_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    mark: _builtins.str
+    bid: _builtins.str
+    ask: _builtins.str
+    last: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Required: when the price was observed."""
+
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        mark: _builtins.str = ...,
+        bid: _builtins.str = ...,
+        ask: _builtins.str = ...,
+        last: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "bid", b"bid", "instrument_id", b"instrument_id", "last", b"last", "mark", b"mark", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkPrice: _TypeAlias = MarkPrice  # noqa: Y015
+
+@_typing.final
+class FxRate(_message.Message):
+    """One unit of base_currency is worth `rate` units of quote_currency (EUR/USD 1.08: base EUR,
+    quote USD). Either direction converts; an inverted rate is rounded half-even to 1e-18.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    QUOTE_CURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    base_currency: _builtins.str
+    quote_currency: _builtins.str
+    rate: _builtins.str
+    """Decimal string, > 0."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        base_currency: _builtins.str = ...,
+        quote_currency: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "quote_currency", b"quote_currency", "rate", b"rate", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FxRate: _TypeAlias = FxRate  # noqa: Y015
+
+@_typing.final
+class MarkAck(_message.Message):
+    """The answer to one MarkBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    MARKS_APPLIED_FIELD_NUMBER: _builtins.int
+    MARKS_STALE_FIELD_NUMBER: _builtins.int
+    FX_RATES_APPLIED_FIELD_NUMBER: _builtins.int
+    FX_RATES_STALE_FIELD_NUMBER: _builtins.int
+    BATCH_REJECTED_REASON_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    marks_applied: _builtins.int
+    marks_stale: _builtins.int
+    """Older than the mark already held: ignored."""
+    fx_rates_applied: _builtins.int
+    fx_rates_stale: _builtins.int
+    batch_rejected_reason: _builtins.str
+    """Set when the batch was refused as a whole (a bad mark): nothing in it was applied, and
+    the stream goes on.
+    """
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        marks_applied: _builtins.int = ...,
+        marks_stale: _builtins.int = ...,
+        fx_rates_applied: _builtins.int = ...,
+        fx_rates_stale: _builtins.int = ...,
+        batch_rejected_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "batch_rejected_reason", b"batch_rejected_reason", "fx_rates_applied", b"fx_rates_applied", "fx_rates_stale", b"fx_rates_stale", "marks_applied", b"marks_applied", "marks_stale", b"marks_stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkAck: _TypeAlias = MarkAck  # noqa: Y015
+
+@_typing.final
+class GetBalancesRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Balances
+
+    Asks for an account's balances.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalancesRequest: _TypeAlias = GetBalancesRequest  # noqa: Y015
+
+@_typing.final
+class Balance(_message.Message):
+    """One currency's (and chain's) cash in an account. Decimal strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    currency: _builtins.str
+    chain_id: _builtins.str
+    """Empty off-chain."""
+    cash: _builtins.str
+    """All the cash: fills, commissions, deposits and withdrawals."""
+    reserved: _builtins.str
+    """Held for pending orders."""
+    available: _builtins.str
+    """cash - reserved."""
+    last_sequence: _builtins.int
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        chain_id: _builtins.str = ...,
+        cash: _builtins.str = ...,
+        reserved: _builtins.str = ...,
+        available: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "cash", b"cash", "chain_id", b"chain_id", "currency", b"currency", "last_sequence", b"last_sequence", "reserved", b"reserved", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Balance: _TypeAlias = Balance  # noqa: Y015
+
+@_typing.final
+class Balances(_message.Message):
+    """An account's balances."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    account_kind: Global___AccountKind.ValueType
+    base_currency: _builtins.str
+    as_of_sequence: _builtins.int
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___Balance]: ...
+    @_builtins.property
+    def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reservation]:
+        """Reservations still holding cash."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
+        base_currency: _builtins.str = ...,
+        balances: _abc.Iterable[Global___Balance] | None = ...,
+        reservations: _abc.Iterable[Global___Reservation] | None = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "as_of_sequence", b"as_of_sequence", "balances", b"balances", "base_currency", b"base_currency", "reservations", b"reservations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Balances: _TypeAlias = Balances  # noqa: Y015
+
+@_typing.final
+class Reservation(_message.Message):
+    """Cash set aside for a pending order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    CONSUMED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ORDER_KEY_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    chain_id: _builtins.str
+    amount: _builtins.str
+    """Decimal strings: what was reserved, what it still holds, what fills used and what was
+    given back.
+    """
+    remaining: _builtins.str
+    consumed: _builtins.str
+    released: _builtins.str
+    status: Global___ReservationStatus.ValueType
+    order_key: _builtins.str
+    """The order whose fills consume it ("id:<order_id>" or "ref:<order_ref>"); empty if none."""
+    strategy_id: _builtins.str
+    sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        chain_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        remaining: _builtins.str = ...,
+        consumed: _builtins.str = ...,
+        released: _builtins.str = ...,
+        status: Global___ReservationStatus.ValueType = ...,
+        order_key: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "chain_id", b"chain_id", "consumed", b"consumed", "currency", b"currency", "order_key", b"order_key", "released", b"released", "remaining", b"remaining", "reservation_id", b"reservation_id", "sequence", b"sequence", "status", b"status", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reservation: _TypeAlias = Reservation  # noqa: Y015
+
+@_typing.final
+class ReserveCashRequest(_message.Message):
+    """Asks to set cash aside. A fill of the order consumes it (buys: notional plus commission);
+    the order ending (filled, cancelled, rejected) releases the rest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CHAIN_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_REF_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The idempotency key."""
+    account_id: _builtins.str
+    currency: _builtins.str
+    chain_id: _builtins.str
+    amount: _builtins.str
+    """Decimal string, > 0."""
+    strategy_id: _builtins.str
+    order_id: _builtins.str
+    order_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        chain_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        order_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "chain_id", b"chain_id", "currency", b"currency", "order_id", b"order_id", "order_ref", b"order_ref", "reservation_id", b"reservation_id", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveCashRequest: _TypeAlias = ReserveCashRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseReservationRequest(_message.Message):
+    """Asks to give reserved cash back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    """The idempotency key."""
+    account_id: _builtins.str
+    reservation_id: _builtins.str
+    amount: _builtins.str
+    """Decimal string, > 0; empty releases everything the reservation still holds."""
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "release_id", b"release_id", "reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReservationRequest: _TypeAlias = ReleaseReservationRequest  # noqa: Y015
+
+@_typing.final
+class GetConsolidatedPositionRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    The consolidated book
+
+    Asks for one instrument's rows in one account.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    instrument_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsolidatedPositionRequest: _TypeAlias = GetConsolidatedPositionRequest  # noqa: Y015
+
+@_typing.final
+class ConsolidatedPosition(_message.Message):
+    """The account-level row (what the broker shows) next to each strategy's attributed row,
+    flat ones and opposite sides included.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    ACCOUNT_POSITION_FIELD_NUMBER: _builtins.int
+    STRATEGY_POSITIONS_FIELD_NUMBER: _builtins.int
+    ATTRIBUTED_QUANTITY_FIELD_NUMBER: _builtins.int
+    UNATTRIBUTED_QUANTITY_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    instrument_id: _builtins.str
+    account_kind: Global___AccountKind.ValueType
+    attributed_quantity: _builtins.str
+    """The sum of the strategy rows' quantities."""
+    unattributed_quantity: _builtins.str
+    """account quantity - attributed quantity: "0" unless something booked outside strategies."""
+    as_of_sequence: _builtins.int
+    @_builtins.property
+    def account_position(self) -> Global___Position: ...
+    @_builtins.property
+    def strategy_positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
+        account_position: Global___Position | None = ...,
+        strategy_positions: _abc.Iterable[Global___Position] | None = ...,
+        attributed_quantity: _builtins.str = ...,
+        unattributed_quantity: _builtins.str = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_position", b"account_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_position", b"account_position", "as_of_sequence", b"as_of_sequence", "attributed_quantity", b"attributed_quantity", "instrument_id", b"instrument_id", "strategy_positions", b"strategy_positions", "unattributed_quantity", b"unattributed_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsolidatedPosition: _TypeAlias = ConsolidatedPosition  # noqa: Y015

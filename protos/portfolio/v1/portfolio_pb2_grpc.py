@@ -75,6 +75,66 @@ class PortfolioManagerStub(object):
                 request_serializer=portfolio_dot_v1_dot_portfolio__pb2.SubscribeUpdatesRequest.SerializeToString,
                 response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.PortfolioUpdate.FromString,
                 _registered_method=True)
+        self.GetOrder = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetOrder',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetOrderRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Order.FromString,
+                _registered_method=True)
+        self.ListOpenOrders = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ListOpenOrders',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersResponse.FromString,
+                _registered_method=True)
+        self.DefineInstrument = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/DefineInstrument',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.DefineInstrumentRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Instrument.FromString,
+                _registered_method=True)
+        self.GetInstrument = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetInstrument',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetInstrumentRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Instrument.FromString,
+                _registered_method=True)
+        self.ListInstruments = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ListInstruments',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsResponse.FromString,
+                _registered_method=True)
+        self.DefineAccount = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/DefineAccount',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.DefineAccountRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Account.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ListAccounts',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.StreamMarks = channel.stream_stream(
+                '/portfolio.v1.PortfolioManager/StreamMarks',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.MarkBatch.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.MarkAck.FromString,
+                _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetBalances',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Balances.FromString,
+                _registered_method=True)
+        self.ReserveCash = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ReserveCash',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ReserveCashRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Reservation.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ReleaseReservation',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Reservation.FromString,
+                _registered_method=True)
+        self.GetConsolidatedPosition = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetConsolidatedPosition',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.FromString,
+                _registered_method=True)
 
 
 class PortfolioManagerServicer(object):
@@ -138,6 +198,92 @@ class PortfolioManagerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrder(self, request, context):
+        """One order with its whole history of status changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOpenOrders(self, request, context):
+        """Working orders (pending submit to pending cancel), by account and strategy, paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DefineInstrument(self, request, context):
+        """Registers or redefines an instrument (journaled: it persists). Changing the multiplier
+        or currency of an instrument that has positions fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInstrument(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstruments(self, request, context):
+        """Every instrument, defined or provisional, in id order, paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DefineAccount(self, request, context):
+        """Registers or redefines an account: paper or live, its base currency, a paper account's
+        starting cash (paid in once, when first defined).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamMarks(self, request_iterator, context):
+        """Market prices in: marks per instrument and FX rates, answered per batch. Marks are market
+        data, not journaled events; see MarkBatch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBalances(self, request, context):
+        """Cash per currency (and chain) of an account, with what is reserved and available.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveCash(self, request, context):
+        """Sets cash aside for a pending order. More than is available fails with
+        FAILED_PRECONDITION naming both figures. Idempotent by reservation_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """Gives back part or all of what a reservation still holds. Idempotent by release_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsolidatedPosition(self, request, context):
+        """The account-level row of one instrument next to each strategy's attributed row.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +326,66 @@ def add_PortfolioManagerServicer_to_server(servicer, server):
                     servicer.SubscribeUpdates,
                     request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.SubscribeUpdatesRequest.FromString,
                     response_serializer=portfolio_dot_v1_dot_portfolio__pb2.PortfolioUpdate.SerializeToString,
+            ),
+            'GetOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrder,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetOrderRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Order.SerializeToString,
+            ),
+            'ListOpenOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenOrders,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersResponse.SerializeToString,
+            ),
+            'DefineInstrument': grpc.unary_unary_rpc_method_handler(
+                    servicer.DefineInstrument,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.DefineInstrumentRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Instrument.SerializeToString,
+            ),
+            'GetInstrument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstrument,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetInstrumentRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Instrument.SerializeToString,
+            ),
+            'ListInstruments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstruments,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsResponse.SerializeToString,
+            ),
+            'DefineAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DefineAccount,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.DefineAccountRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Account.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListAccountsRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'StreamMarks': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamMarks,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.MarkBatch.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.MarkAck.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetBalancesRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Balances.SerializeToString,
+            ),
+            'ReserveCash': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveCash,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ReserveCashRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Reservation.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Reservation.SerializeToString,
+            ),
+            'GetConsolidatedPosition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsolidatedPosition,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +605,330 @@ class PortfolioManager(object):
             '/portfolio.v1.PortfolioManager/SubscribeUpdates',
             portfolio_dot_v1_dot_portfolio__pb2.SubscribeUpdatesRequest.SerializeToString,
             portfolio_dot_v1_dot_portfolio__pb2.PortfolioUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetOrder',
+            portfolio_dot_v1_dot_portfolio__pb2.GetOrderRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ListOpenOrders',
+            portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.ListOpenOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DefineInstrument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/DefineInstrument',
+            portfolio_dot_v1_dot_portfolio__pb2.DefineInstrumentRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Instrument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstrument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetInstrument',
+            portfolio_dot_v1_dot_portfolio__pb2.GetInstrumentRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Instrument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstruments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ListInstruments',
+            portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.ListInstrumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DefineAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/DefineAccount',
+            portfolio_dot_v1_dot_portfolio__pb2.DefineAccountRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ListAccounts',
+            portfolio_dot_v1_dot_portfolio__pb2.ListAccountsRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamMarks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/portfolio.v1.PortfolioManager/StreamMarks',
+            portfolio_dot_v1_dot_portfolio__pb2.MarkBatch.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.MarkAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetBalances',
+            portfolio_dot_v1_dot_portfolio__pb2.GetBalancesRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Balances.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveCash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ReserveCash',
+            portfolio_dot_v1_dot_portfolio__pb2.ReserveCashRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ReleaseReservation',
+            portfolio_dot_v1_dot_portfolio__pb2.ReleaseReservationRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsolidatedPosition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetConsolidatedPosition',
+            portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,36 @@ class PortfolioManagerStub:
     """The typed query protocol: any of the queries above in one call."""
     SubscribeUpdates: _grpc.UnaryStreamMultiCallable[_portfolio_pb2.SubscribeUpdatesRequest, _portfolio_pb2.PortfolioUpdate]
     """Live updates, optionally resumed from a sequence number without gaps."""
+    GetOrder: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetOrderRequest, _portfolio_pb2.Order]
+    """One order with its whole history of status changes."""
+    ListOpenOrders: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ListOpenOrdersRequest, _portfolio_pb2.ListOpenOrdersResponse]
+    """Working orders (pending submit to pending cancel), by account and strategy, paginated."""
+    DefineInstrument: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.DefineInstrumentRequest, _portfolio_pb2.Instrument]
+    """Registers or redefines an instrument (journaled: it persists). Changing the multiplier
+    or currency of an instrument that has positions fails with FAILED_PRECONDITION.
+    """
+    GetInstrument: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetInstrumentRequest, _portfolio_pb2.Instrument]
+    ListInstruments: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ListInstrumentsRequest, _portfolio_pb2.ListInstrumentsResponse]
+    """Every instrument, defined or provisional, in id order, paginated."""
+    DefineAccount: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.DefineAccountRequest, _portfolio_pb2.Account]
+    """Registers or redefines an account: paper or live, its base currency, a paper account's
+    starting cash (paid in once, when first defined).
+    """
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ListAccountsRequest, _portfolio_pb2.ListAccountsResponse]
+    StreamMarks: _grpc.StreamStreamMultiCallable[_portfolio_pb2.MarkBatch, _portfolio_pb2.MarkAck]
+    """Market prices in: marks per instrument and FX rates, answered per batch. Marks are market
+    data, not journaled events; see MarkBatch.
+    """
+    GetBalances: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetBalancesRequest, _portfolio_pb2.Balances]
+    """Cash per currency (and chain) of an account, with what is reserved and available."""
+    ReserveCash: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ReserveCashRequest, _portfolio_pb2.Reservation]
+    """Sets cash aside for a pending order. More than is available fails with
+    FAILED_PRECONDITION naming both figures. Idempotent by reservation_id.
+    """
+    ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ReleaseReservationRequest, _portfolio_pb2.Reservation]
+    """Gives back part or all of what a reservation still holds. Idempotent by release_id."""
+    GetConsolidatedPosition: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetConsolidatedPositionRequest, _portfolio_pb2.ConsolidatedPosition]
+    """The account-level row of one instrument next to each strategy's attributed row."""
 
 @_typing.type_check_only
 class PortfolioManagerAsyncStub(PortfolioManagerStub):
@@ -81,6 +111,36 @@ class PortfolioManagerAsyncStub(PortfolioManagerStub):
     """The typed query protocol: any of the queries above in one call."""
     SubscribeUpdates: _aio.UnaryStreamMultiCallable[_portfolio_pb2.SubscribeUpdatesRequest, _portfolio_pb2.PortfolioUpdate]  # type: ignore[assignment]
     """Live updates, optionally resumed from a sequence number without gaps."""
+    GetOrder: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetOrderRequest, _portfolio_pb2.Order]  # type: ignore[assignment]
+    """One order with its whole history of status changes."""
+    ListOpenOrders: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ListOpenOrdersRequest, _portfolio_pb2.ListOpenOrdersResponse]  # type: ignore[assignment]
+    """Working orders (pending submit to pending cancel), by account and strategy, paginated."""
+    DefineInstrument: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.DefineInstrumentRequest, _portfolio_pb2.Instrument]  # type: ignore[assignment]
+    """Registers or redefines an instrument (journaled: it persists). Changing the multiplier
+    or currency of an instrument that has positions fails with FAILED_PRECONDITION.
+    """
+    GetInstrument: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetInstrumentRequest, _portfolio_pb2.Instrument]  # type: ignore[assignment]
+    ListInstruments: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ListInstrumentsRequest, _portfolio_pb2.ListInstrumentsResponse]  # type: ignore[assignment]
+    """Every instrument, defined or provisional, in id order, paginated."""
+    DefineAccount: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.DefineAccountRequest, _portfolio_pb2.Account]  # type: ignore[assignment]
+    """Registers or redefines an account: paper or live, its base currency, a paper account's
+    starting cash (paid in once, when first defined).
+    """
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ListAccountsRequest, _portfolio_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    StreamMarks: _aio.StreamStreamMultiCallable[_portfolio_pb2.MarkBatch, _portfolio_pb2.MarkAck]  # type: ignore[assignment]
+    """Market prices in: marks per instrument and FX rates, answered per batch. Marks are market
+    data, not journaled events; see MarkBatch.
+    """
+    GetBalances: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetBalancesRequest, _portfolio_pb2.Balances]  # type: ignore[assignment]
+    """Cash per currency (and chain) of an account, with what is reserved and available."""
+    ReserveCash: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ReserveCashRequest, _portfolio_pb2.Reservation]  # type: ignore[assignment]
+    """Sets cash aside for a pending order. More than is available fails with
+    FAILED_PRECONDITION naming both figures. Idempotent by reservation_id.
+    """
+    ReleaseReservation: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ReleaseReservationRequest, _portfolio_pb2.Reservation]  # type: ignore[assignment]
+    """Gives back part or all of what a reservation still holds. Idempotent by release_id."""
+    GetConsolidatedPosition: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetConsolidatedPositionRequest, _portfolio_pb2.ConsolidatedPosition]  # type: ignore[assignment]
+    """The account-level row of one instrument next to each strategy's attributed row."""
 
 class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
     """The service. Ingest is the single write path; everything else reads from memory."""
@@ -150,5 +210,107 @@ class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_portfolio_pb2.PortfolioUpdate], _abc.AsyncIterator[_portfolio_pb2.PortfolioUpdate]]:
         """Live updates, optionally resumed from a sequence number without gaps."""
+
+    @_abc_1.abstractmethod
+    def GetOrder(
+        self,
+        request: _portfolio_pb2.GetOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Order, _abc.Awaitable[_portfolio_pb2.Order]]:
+        """One order with its whole history of status changes."""
+
+    @_abc_1.abstractmethod
+    def ListOpenOrders(
+        self,
+        request: _portfolio_pb2.ListOpenOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.ListOpenOrdersResponse, _abc.Awaitable[_portfolio_pb2.ListOpenOrdersResponse]]:
+        """Working orders (pending submit to pending cancel), by account and strategy, paginated."""
+
+    @_abc_1.abstractmethod
+    def DefineInstrument(
+        self,
+        request: _portfolio_pb2.DefineInstrumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Instrument, _abc.Awaitable[_portfolio_pb2.Instrument]]:
+        """Registers or redefines an instrument (journaled: it persists). Changing the multiplier
+        or currency of an instrument that has positions fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInstrument(
+        self,
+        request: _portfolio_pb2.GetInstrumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Instrument, _abc.Awaitable[_portfolio_pb2.Instrument]]: ...
+
+    @_abc_1.abstractmethod
+    def ListInstruments(
+        self,
+        request: _portfolio_pb2.ListInstrumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.ListInstrumentsResponse, _abc.Awaitable[_portfolio_pb2.ListInstrumentsResponse]]:
+        """Every instrument, defined or provisional, in id order, paginated."""
+
+    @_abc_1.abstractmethod
+    def DefineAccount(
+        self,
+        request: _portfolio_pb2.DefineAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Account, _abc.Awaitable[_portfolio_pb2.Account]]:
+        """Registers or redefines an account: paper or live, its base currency, a paper account's
+        starting cash (paid in once, when first defined).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _portfolio_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.ListAccountsResponse, _abc.Awaitable[_portfolio_pb2.ListAccountsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StreamMarks(
+        self,
+        request_iterator: _MaybeAsyncIterator[_portfolio_pb2.MarkBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_portfolio_pb2.MarkAck], _abc.AsyncIterator[_portfolio_pb2.MarkAck]]:
+        """Market prices in: marks per instrument and FX rates, answered per batch. Marks are market
+        data, not journaled events; see MarkBatch.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBalances(
+        self,
+        request: _portfolio_pb2.GetBalancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Balances, _abc.Awaitable[_portfolio_pb2.Balances]]:
+        """Cash per currency (and chain) of an account, with what is reserved and available."""
+
+    @_abc_1.abstractmethod
+    def ReserveCash(
+        self,
+        request: _portfolio_pb2.ReserveCashRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Reservation, _abc.Awaitable[_portfolio_pb2.Reservation]]:
+        """Sets cash aside for a pending order. More than is available fails with
+        FAILED_PRECONDITION naming both figures. Idempotent by reservation_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseReservation(
+        self,
+        request: _portfolio_pb2.ReleaseReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Reservation, _abc.Awaitable[_portfolio_pb2.Reservation]]:
+        """Gives back part or all of what a reservation still holds. Idempotent by release_id."""
+
+    @_abc_1.abstractmethod
+    def GetConsolidatedPosition(
+        self,
+        request: _portfolio_pb2.GetConsolidatedPositionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.ConsolidatedPosition, _abc.Awaitable[_portfolio_pb2.ConsolidatedPosition]]:
+        """The account-level row of one instrument next to each strategy's attributed row."""
 
 def add_PortfolioManagerServicer_to_server(servicer: PortfolioManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,246 @@
+"""Order history: every status change of every order, and the state it leads to.
+
+An order's state is the fold of its history. A transition that is illegal (a cancelled order
+filling), out of order (timestamped before the last one, or filled quantity going back) is
+kept in the history, flagged, and does not move the order. A transition with the same
+timestamp as an earlier one of the same order but new content is a correction: it replaces
+that transition and the state is folded again.
+
+Fills link to their order by order_id, else by order_ref (the latest order with that ref);
+the quantity the broker says is filled and the fills booked for the order are compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, localcontext
+
+from sortedcontainers import SortedDict
+
+from server.domain.decimals import EXACT, ZERO, canonical
+from server.domain.events import Fill, OrderStatus, OrderStatusUpdate, Side
+
+S = OrderStatus
+WORKING = frozenset({S.PENDING_SUBMIT, S.PRE_SUBMITTED, S.SUBMITTED, S.PARTIALLY_FILLED,
+                     S.PENDING_CANCEL})  # fmt: skip
+TERMINAL = frozenset({S.FILLED, S.CANCELLED, S.REJECTED})
+_AFTER_WORKING = {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.CANCELLED, S.INACTIVE}
+LEGAL: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PENDING_SUBMIT: frozenset({S.PENDING_SUBMIT, S.PRE_SUBMITTED, S.SUBMITTED, S.REJECTED,
+                                 *_AFTER_WORKING}),
+    S.PRE_SUBMITTED: frozenset({S.PRE_SUBMITTED, S.SUBMITTED, S.REJECTED, *_AFTER_WORKING}),
+    S.SUBMITTED: frozenset({S.SUBMITTED, S.REJECTED, *_AFTER_WORKING}),
+    # IB reports a partly filled working order as Submitted with a filled quantity.
+    S.PARTIALLY_FILLED: frozenset({S.SUBMITTED, *_AFTER_WORKING}),
+    # A cancel can lose the race to a fill, or be refused (back to Submitted).
+    S.PENDING_CANCEL: frozenset({S.SUBMITTED, *_AFTER_WORKING}),
+    S.INACTIVE: frozenset({S.INACTIVE, S.PRE_SUBMITTED, S.SUBMITTED, S.CANCELLED, S.REJECTED}),
+    S.FILLED: frozenset({S.FILLED}),
+    S.CANCELLED: frozenset({S.CANCELLED}),
+    S.REJECTED: frozenset({S.REJECTED}),
+}  # fmt: skip
+
+
+def order_keys(order_id: str, order_ref: str) -> list[str]:
+    """The keys an order is known by: its broker id, then its ref."""
+    keys = []
+    if order_id:
+        keys.append("id:" + order_id)
+    if order_ref:
+        keys.append("ref:" + order_ref)
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    sequence: int
+    update: OrderStatusUpdate
+    # Why this transition did not move the order ("" when it did).
+    flag: str = ""
+    # A working order whose quantity changed (cancel/replace, or a modification).
+    replaced: bool = False
+    # The update_id of the transition this one corrected.
+    corrects: str = ""
+
+
+@dataclass(slots=True)
+class Order:
+    account_id: str
+    order_key: str
+    order_id: str = ""
+    order_ref: str = ""
+    perm_id: str = ""
+    strategy_id: str = ""
+    instrument_id: str = ""
+    side: Side | None = None
+    status: OrderStatus | None = None  # None: known only from its fills so far
+    filled_quantity: Decimal = ZERO
+    remaining_quantity: Decimal = ZERO
+    avg_fill_price: Decimal | None = None
+    booked_quantity: Decimal = ZERO  # the sum of fills booked for the order
+    booked_fills: int = 0
+    created_at_ns: int = 0
+    updated_at_ns: int = 0
+    last_sequence: int = 0
+    history: list[Transition] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in WORKING
+
+    @property
+    def quantity_mismatch(self) -> Decimal:
+        """Broker-reported filled quantity minus the fills booked (0 when they agree). Fills
+        and statuses race, so a working order may differ for a moment; an ended one should not."""
+        with localcontext(EXACT):
+            return self.filled_quantity - self.booked_quantity
+
+    def copy(self) -> Order:
+        """A detached copy, history shared (transitions are immutable; the list is replaced,
+        never changed in place, by `OrderBook`)."""
+        return replace(self)
+
+
+class OrderBook:
+    def __init__(self) -> None:
+        self._orders: dict[tuple[str, str], Order] = {}  # (account_id, order_key) -> Order
+        self._aliases: dict[tuple[str, str], Order] = {}  # (account_id, "id:.."/"ref:..")
+        # (account_id, strategy_id, order_key) -> Order, for working orders only.
+        self.open_orders: SortedDict = SortedDict()
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def find(self, account_id: str, order_id: str = "", order_ref: str = "") -> Order | None:
+        if order_id:
+            order = self._aliases.get((account_id, "id:" + order_id))
+            if order is not None:
+                return order
+        if order_ref:
+            order = self._aliases.get((account_id, "ref:" + order_ref))
+            if order is not None and not (order_id and order.order_id):
+                return order
+        return None
+
+    def orders(self) -> list[Order]:
+        return list(self._orders.values())
+
+    def apply_status(self, update: OrderStatusUpdate, sequence: int) -> tuple[Order, Transition]:
+        order = self.find(update.account_id, update.order_id, update.order_ref)
+        if order is None:
+            order = self._new(update.account_id, update.order_id, update.order_ref)
+        self._unindex(order)
+        history = list(order.history)
+        corrected = next(
+            (i for i, t in enumerate(history) if t.update.timestamp_ns == update.timestamp_ns),
+            None,
+        )
+        if corrected is None:
+            history.append(Transition(sequence, update))
+        else:
+            history[corrected] = Transition(
+                sequence, update, corrects=history[corrected].update.update_id
+            )
+        history.sort(key=lambda t: (t.update.timestamp_ns, t.sequence))
+        self._fold(order, history)
+        order.last_sequence = sequence
+        self._alias(order, update.order_id, update.order_ref)
+        self._index(order)
+        transition = next(t for t in order.history if t.sequence == sequence)
+        return order, transition
+
+    def link_fill(self, fill: Fill, sequence: int) -> Order | None:
+        """Books a fill against its order (created, status unknown, if no status came yet)."""
+        if not fill.order_id and not fill.order_ref:
+            return None
+        order = self.find(fill.account_id, fill.order_id, fill.order_ref)
+        if order is None:
+            order = self._new(fill.account_id, fill.order_id, fill.order_ref)
+            order.strategy_id, order.instrument_id = fill.strategy_id, fill.instrument_id
+            order.side, order.created_at_ns = fill.side, fill.timestamp_ns
+            self._alias(order, fill.order_id, fill.order_ref)
+        with localcontext(EXACT):
+            order.booked_quantity += fill.quantity
+        order.booked_fills += 1
+        order.last_sequence = sequence
+        return order
+
+    def _new(self, account_id: str, order_id: str, order_ref: str) -> Order:
+        order = Order(account_id, order_keys(order_id, order_ref)[0])
+        self._orders[(account_id, order.order_key)] = order
+        return order
+
+    def _alias(self, order: Order, order_id: str, order_ref: str) -> None:
+        for key in order_keys(order_id, order_ref):
+            self._aliases[(order.account_id, key)] = order
+        if order_id and not order.order_id:
+            order.order_id = order_id
+        if order_ref and not order.order_ref:
+            order.order_ref = order_ref
+
+    def _index(self, order: Order) -> None:
+        if order.is_open:
+            self.open_orders[(order.account_id, order.strategy_id, order.order_key)] = order
+
+    def _unindex(self, order: Order) -> None:
+        self.open_orders.pop((order.account_id, order.strategy_id, order.order_key), None)
+
+    @staticmethod
+    def _fold(order: Order, history: list[Transition]) -> None:
+        """Rebuilds the order's state from its history, flagging what cannot apply."""
+        order.status = None
+        order.filled_quantity = order.remaining_quantity = ZERO
+        order.avg_fill_price = None
+        order.updated_at_ns = 0
+        folded = []
+        for transition in history:
+            update = transition.update
+            flag = _flag(order, update)
+            replaced = False
+            if not flag:
+                if order.status in WORKING and update.status in WORKING:
+                    with localcontext(EXACT):
+                        before = order.filled_quantity + order.remaining_quantity
+                        after = update.filled_quantity + update.remaining_quantity
+                    replaced = before != after
+                order.status = update.status
+                order.filled_quantity = update.filled_quantity
+                order.remaining_quantity = update.remaining_quantity
+                if update.avg_fill_price is not None:
+                    order.avg_fill_price = update.avg_fill_price
+                order.updated_at_ns = update.timestamp_ns
+                for name in ("perm_id", "strategy_id", "instrument_id"):
+                    if getattr(update, name):
+                        setattr(order, name, getattr(update, name))
+                if update.side is not None:
+                    order.side = update.side
+            if not order.created_at_ns or update.timestamp_ns < order.created_at_ns:
+                order.created_at_ns = update.timestamp_ns
+            folded.append(replace(transition, flag=flag, replaced=replaced))
+        order.history = folded
+
+    def aliases(self) -> list[tuple[str, str, str]]:
+        return [(account, alias, o.order_key) for (account, alias), o in self._aliases.items()]
+
+    def restore(self, order: Order) -> None:
+        self._orders[(order.account_id, order.order_key)] = order
+        self._index(order)
+
+    def restore_aliases(self, aliases: list[tuple[str, str, str]]) -> None:
+        for account_id, alias, order_key in aliases:
+            self._aliases[(account_id, alias)] = self._orders[(account_id, order_key)]
+
+
+def _flag(order: Order, update: OrderStatusUpdate) -> str:
+    if order.status is None:
+        return ""
+    if update.timestamp_ns < order.updated_at_ns:
+        return "out of order: timestamped before the order's last transition"
+    if update.filled_quantity < order.filled_quantity:
+        return (
+            f"out of order: filled quantity goes back from {canonical(order.filled_quantity)} "
+            f"to {canonical(update.filled_quantity)}"
+        )
+    if update.status not in LEGAL[order.status]:
+        return f"illegal transition {order.status.name} -> {update.status.name}"
+    return ""

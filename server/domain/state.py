@@ -1,0 +1,71 @@
+"""Everything the ledger holds besides position rows, as plain values: what a checkpoint
+saves and recovery puts back. Capture on the event loop (the ledger is consistent there);
+the copies are then safe to write from another thread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from server.domain.balances import Balance, Reservation
+from server.domain.book import Price
+from server.domain.events import AccountDefinition, InstrumentDefinition
+from server.domain.ledger import Ledger
+from server.domain.marks import FxRate, Mark
+from server.domain.orders import Order
+from server.domain.position import Position
+from server.domain.refusals import Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    instruments: list[InstrumentDefinition] = field(default_factory=list)
+    accounts: list[AccountDefinition] = field(default_factory=list)
+    funded_accounts: list[str] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    # (account_id, alias, order_key): which order an id or ref names now.
+    order_aliases: list[tuple[str, str, str]] = field(default_factory=list)
+    balances: list[Balance] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    refusals: list[tuple[int, Refusal]] = field(default_factory=list)
+    fx_rates: list[FxRate] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+
+
+def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
+    """Every position row, with its instrument's last fill price."""
+    book = ledger.book
+    return [(row.copy(), book.fill_price(row.key.instrument_id)) for row in book.rows()]
+
+
+def capture(ledger: Ledger) -> LedgerState:
+    return LedgerState(
+        instruments=list(ledger.instruments),
+        accounts=list(ledger.accounts),
+        funded_accounts=sorted(ledger.accounts.funded()),
+        orders=[order.copy() for order in ledger.orders.orders()],
+        order_aliases=ledger.orders.aliases(),
+        balances=[balance.copy() for balance in ledger.balances.all()],
+        reservations=[r.copy() for r in ledger.balances.reservations.values()],
+        refusals=sorted(ledger.refusals.items(), key=lambda item: item[0]),
+        fx_rates=ledger.fx.rates(),
+        marks=ledger.book.market_marks(),
+    )
+
+
+def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerState) -> None:
+    """Puts a checkpoint back into an empty ledger: instruments before rows (rows name them),
+    market marks after (they revalue the rows)."""
+    for instrument in state.instruments:
+        ledger.instruments.define(instrument, has_positions=False)
+    for row, fill_price in rows:
+        ledger.book.restore(row, fill_price)
+    ledger.accounts.restore(state.accounts, set(state.funded_accounts))
+    for order in state.orders:
+        ledger.orders.restore(replace(order, history=list(order.history)))
+    ledger.orders.restore_aliases(state.order_aliases)
+    ledger.balances.restore(state.balances, [r.copy() for r in state.reservations])
+    ledger.refusals.update(state.refusals)
+    for rate in state.fx_rates:
+        ledger.fx.set(rate)
+    for mark in state.marks:
+        ledger.book.set_mark(mark)

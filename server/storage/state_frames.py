@@ -1,0 +1,180 @@
+"""The ledger's state besides position rows (`LedgerState`) as a frame and back, exactly.
+
+One row per record: `section` says what it is, `record` holds it as JSON with amounts as
+canonical decimal strings and events as their canonical journal text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from server.domain.balances import Balance, BalanceKey, Reservation, ReservationStatus
+from server.domain.decimals import canonical
+from server.domain.events import AccountDefinition, InstrumentDefinition, OrderStatusUpdate, Side
+from server.domain.marks import FxRate, Mark
+from server.domain.orders import Order, Transition
+from server.domain.refusals import Refusal, RefusalKind
+from server.domain.state import LedgerState
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else canonical(value)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _order(order: Order) -> dict[str, Any]:
+    return {
+        "account_id": order.account_id, "order_key": order.order_key,
+        "order_id": order.order_id, "order_ref": order.order_ref, "perm_id": order.perm_id,
+        "strategy_id": order.strategy_id, "instrument_id": order.instrument_id,
+        "side": order.side.name if order.side else None,
+        "status": order.status.name if order.status else None,
+        "filled_quantity": canonical(order.filled_quantity),
+        "remaining_quantity": canonical(order.remaining_quantity),
+        "avg_fill_price": _amount(order.avg_fill_price),
+        "booked_quantity": canonical(order.booked_quantity), "booked_fills": order.booked_fills,
+        "created_at_ns": order.created_at_ns, "updated_at_ns": order.updated_at_ns,
+        "last_sequence": order.last_sequence,
+        "history": [
+            [t.sequence, t.update.text(), t.flag, t.replaced, t.corrects] for t in order.history
+        ],
+    }  # fmt: skip
+
+
+def _order_from(record: dict[str, Any]) -> Order:
+    from server.domain.events import OrderStatus
+
+    return Order(
+        record["account_id"], record["order_key"], record["order_id"], record["order_ref"],
+        record["perm_id"], record["strategy_id"], record["instrument_id"],
+        Side[record["side"]] if record["side"] else None,
+        OrderStatus[record["status"]] if record["status"] else None,
+        Decimal(record["filled_quantity"]), Decimal(record["remaining_quantity"]),
+        _decimal(record["avg_fill_price"]), Decimal(record["booked_quantity"]),
+        record["booked_fills"], record["created_at_ns"], record["updated_at_ns"],
+        record["last_sequence"],
+        [
+            Transition(sequence, OrderStatusUpdate.from_text(text), flag, replaced, corrects)
+            for sequence, text, flag, replaced, corrects in record["history"]
+        ],
+    )  # fmt: skip
+
+
+def _balance(balance: Balance) -> dict[str, Any]:
+    return {
+        "key": list(balance.key), "cash": canonical(balance.cash),
+        "reserved": canonical(balance.reserved), "updated_at_ns": balance.updated_at_ns,
+        "last_sequence": balance.last_sequence,
+    }  # fmt: skip
+
+
+def _balance_from(record: dict[str, Any]) -> Balance:
+    return Balance(
+        BalanceKey(*record["key"]), Decimal(record["cash"]), Decimal(record["reserved"]),
+        record["updated_at_ns"], record["last_sequence"],
+    )  # fmt: skip
+
+
+def _reservation(r: Reservation) -> dict[str, Any]:
+    return {
+        "reservation_id": r.reservation_id, "key": list(r.key), "amount": canonical(r.amount),
+        "order_key": r.order_key, "strategy_id": r.strategy_id, "status": r.status.name,
+        "remaining": canonical(r.remaining), "consumed": canonical(r.consumed),
+        "released": canonical(r.released), "updated_at_ns": r.updated_at_ns,
+        "sequence": r.sequence,
+    }  # fmt: skip
+
+
+def _reservation_from(record: dict[str, Any]) -> Reservation:
+    return Reservation(
+        record["reservation_id"], BalanceKey(*record["key"]), Decimal(record["amount"]),
+        record["order_key"], record["strategy_id"], ReservationStatus[record["status"]],
+        Decimal(record["remaining"]), Decimal(record["consumed"]), Decimal(record["released"]),
+        record["updated_at_ns"], record["sequence"],
+    )  # fmt: skip
+
+
+def _mark(mark: Mark) -> dict[str, Any]:
+    return {
+        "instrument_id": mark.instrument_id, "price": canonical(mark.price),
+        "time_ns": mark.time_ns, "bid": _amount(mark.bid), "ask": _amount(mark.ask),
+        "last": _amount(mark.last),
+    }  # fmt: skip
+
+
+def _mark_from(record: dict[str, Any]) -> Mark:
+    return Mark(
+        record["instrument_id"], Decimal(record["price"]), record["time_ns"],
+        _decimal(record["bid"]), _decimal(record["ask"]), _decimal(record["last"]),
+    )  # fmt: skip
+
+
+def _fx(rate: FxRate) -> dict[str, Any]:
+    return {"base": rate.base, "quote": rate.quote, "rate": canonical(rate.rate),
+            "time_ns": rate.time_ns}  # fmt: skip
+
+
+def _fx_from(record: dict[str, Any]) -> FxRate:
+    return FxRate(record["base"], record["quote"], Decimal(record["rate"]), record["time_ns"])
+
+
+def _instrument(value: InstrumentDefinition) -> dict[str, Any]:
+    return {"text": value.text()}
+
+
+def _account(value: AccountDefinition) -> dict[str, Any]:
+    return {"text": value.text()}
+
+
+def _refusal(item: tuple[int, Refusal]) -> dict[str, Any]:
+    sequence, refusal = item
+    return {"sequence": sequence, "kind": refusal.kind.name, "field": refusal.field,
+            "reason": refusal.reason}  # fmt: skip
+
+
+def _refusal_from(record: dict[str, Any]) -> tuple[int, Refusal]:
+    refusal = Refusal(RefusalKind[record["kind"]], record["field"], record["reason"])
+    return record["sequence"], refusal
+
+
+_SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
+    "instruments": (_instrument, lambda r: InstrumentDefinition.from_text(r["text"])),
+    "accounts": (_account, lambda r: AccountDefinition.from_text(r["text"])),
+    "funded_accounts": (lambda a: {"account_id": a}, lambda r: r["account_id"]),
+    "orders": (_order, _order_from),
+    "order_aliases": (lambda a: {"alias": list(a)}, lambda r: tuple(r["alias"])),
+    "balances": (_balance, _balance_from),
+    "reservations": (_reservation, _reservation_from),
+    "refusals": (_refusal, _refusal_from),
+    "fx_rates": (_fx, _fx_from),
+    "marks": (_mark, _mark_from),
+}
+
+
+def state_frame(state: LedgerState) -> pd.DataFrame:
+    rows = [
+        (section, json.dumps(encode(item), separators=(",", ":")))
+        for section, (encode, _) in _SECTIONS.items()
+        for item in getattr(state, section)
+    ]
+    return pd.DataFrame(rows, columns=["section", "record"])
+
+
+def state_from_frame(frame: pd.DataFrame) -> LedgerState:
+    parts: dict[str, list[Any]] = {section: [] for section in _SECTIONS}
+    for section, record in zip(frame["section"], frame["record"], strict=True):
+        parts[section].append(_SECTIONS[section][1](json.loads(record)))
+    return LedgerState(**parts)
+
+
+def marks_frame(marks: list[Mark], rates: list[FxRate]) -> pd.DataFrame:
+    """The latest market marks and FX rates, for a restart between checkpoints."""
+    return state_frame(LedgerState(marks=marks, fx_rates=rates))
