@@ -88,8 +88,10 @@ class Ledger:
         trace_ttl_ns: int = 300 * 10**9,
         accounts: AccountRegistry | None = None,
     ) -> None:
-        self.instruments = instruments or InstrumentRegistry()
-        self.accounts = accounts or AccountRegistry(self.instruments.default_currency)
+        self.instruments = instruments if instruments is not None else InstrumentRegistry()
+        self.accounts = (
+            accounts if accounts is not None else AccountRegistry(self.instruments.default_currency)
+        )
         self.book = PositionBook(self.instruments, precision)
         self.traces = TraceBook(trace_ttl_ns)
         self.orders = OrderBook()
