@@ -100,3 +100,26 @@ def test_positions_and_portfolio_hold_one_current_row_per_key(tmp_path):
     # A restart with nothing new rewrites nothing into duplicates.
     run(store)
     assert len(arctic.get_library("portfolio").read("A1").data) == 5
+
+
+def test_orders_hold_one_row_per_transition_and_corrections_update_it(tmp_path):
+    from tests.api.test_reference_and_cash import status
+
+    store = f"lmdb://{tmp_path}/store"
+    run(
+        store,
+        [
+            status("o1", "SUBMITTED", 1, order_id="7", remaining_quantity="10"),
+            status("o2", "FILLED", 2, order_id="7", filled_quantity="10"),
+        ],
+        [status("o3", "CANCELLED", 3, order_id="7", filled_quantity="10")],  # illegal
+    )
+    # A restart, then a correction of o1 (same order, same time, new content).
+    run(store, [status("o4", "SUBMITTED", 1, order_id="7", remaining_quantity="12")])
+    orders = adb.Arctic(store).get_library("orders").read("A1").data
+    assert list(orders["update_id"]) == ["o4", "o2", "o3"]
+    assert list(orders["remaining_quantity"]) == ["12", "0", "0"]
+    assert list(orders["corrects"]) == ["o1", "", ""]
+    assert orders["flag"].iloc[2] == "illegal transition FILLED -> CANCELLED"
+    assert set(orders["order_key"]) == {"id:7"}
+    assert orders.index.is_monotonic_increasing
