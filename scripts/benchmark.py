@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -164,11 +165,12 @@ def hot_path_steps(count: int) -> list[str]:
     t_admit, began = clock() - began, clock()
     applied = [(s, e, ledger.apply(e, s)) for s, e in admitted]
     t_apply, began = clock() - began, clock()
-    for sequence, event, changes in applied:
-        for change in changes:
+    for sequence, event, done in applied:
+        for change in done.rows:
             update_to_proto(
                 PositionChanged(sequence, change.kind, event, change.position,  # type: ignore[arg-type]
-                                change.market_price, ledger.book.precision)
+                                ledger.book.price(change.position.key.instrument_id),
+                                ledger.book.precision, "USD", Decimal(1))
             )  # fmt: skip
     t_encode = clock() - began
 
@@ -291,6 +293,7 @@ def startup_figures(fills_count: int, checkpoint_every: int) -> None:
     from server.api.wire import fill_from_proto
     from server.application.ports import Checkpoint
     from server.domain.ledger import Ledger
+    from server.domain.state import capture, capture_rows
     from server.storage.arctic import ArcticEventStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,10 +320,7 @@ def startup_figures(fills_count: int, checkpoint_every: int) -> None:
                 store.record_views(group, [])  # as a running service keeps them
                 group = []
             if n == checkpoint_at:
-                rows = [
-                    (r.copy(), ledger.book.mark(r.key.instrument_id)) for r in ledger.book.rows()
-                ]
-                store.save_checkpoint(Checkpoint(n, rows))
+                store.save_checkpoint(Checkpoint(n, capture_rows(ledger), capture(ledger)))
         if group:
             store.append(group)
             store.record_views(group, [])
