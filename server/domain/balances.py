@@ -94,6 +94,7 @@ class BalanceBook:
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
     # (account_id, order_key) -> active reservations, oldest first
     _by_order: dict[tuple[str, str], list[Reservation]] = field(default_factory=dict)
+    consumed_last: Decimal = ZERO  # what the last `consume` used
 
     def balance(self, key: BalanceKey) -> Balance:
         balance = self._balances.get(key)
@@ -185,8 +186,10 @@ class BalanceBook:
         self, account_id: str, order_key: str, currency: str, amount: Decimal, time_ns: int,
         sequence: int,
     ) -> list[Balance]:  # fmt: skip
-        """A fill of the order uses up to `amount` of its reservations in that currency."""
+        """A fill of the order uses up to `amount` of its reservations in that currency;
+        `consumed_last` says how much it used."""
         changed = []
+        wanted = amount
         for reservation in list(self._by_order.get((account_id, order_key), ())):
             if amount <= 0:
                 break
@@ -206,6 +209,8 @@ class BalanceBook:
                 reservation.status = ReservationStatus.CONSUMED
                 self._forget(reservation)
             changed.append(balance)
+        with localcontext(EXACT):
+            self.consumed_last = wanted - amount
         return changed
 
     def release_order(

@@ -217,13 +217,20 @@ class Ledger:
                 cash -= fill.commission
             changed[cash_key] = self.balances.move_cash(cash_key, cash, fill.timestamp_ns, sequence)
             if fill.side is Side.BUY:  # what a buy costs was reserved for it
-                cost = notional + max(fill.commission, ZERO)
-                for key in order_keys(fill.order_id, fill.order_ref):
+                fee_here = fill.commission_currency in ("", cash_key.currency)
+                cost = notional + (max(fill.commission, ZERO) if fee_here else ZERO)
+                keys = order_keys(fill.order_id, fill.order_ref)
+                if order is not None:  # the order may have been reserved under its other id
+                    keys += order_keys(order.order_id, order.order_ref)
+                for key in dict.fromkeys(keys):
+                    if cost <= 0:
+                        break
                     for balance in self.balances.consume(
                         fill.account_id, key, cash_key.currency, cost, fill.timestamp_ns,
                         sequence,
                     ):  # fmt: skip
                         changed[balance.key] = balance
+                    cost -= self.balances.consumed_last
         return Applied(
             rows=rows,
             order=order.copy() if order else None,

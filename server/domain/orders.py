@@ -1,10 +1,10 @@
 """Order history: every status change of every order, and the state it leads to.
 
-An order's state is the fold of its history. A transition that is illegal (a cancelled order
-filling), out of order (timestamped before the last one, or filled quantity going back) is
-kept in the history, flagged, and does not move the order. A transition with the same
-timestamp as an earlier one of the same order but new content is a correction: it replaces
-that transition and the state is folded again.
+An order's state is the fold of its history, in arrival order. A transition that is illegal
+(a cancelled order filling) or out of order (timestamped before the last one, or filled
+quantity going back) is kept in the history, flagged, and does not move the order. A
+transition with the same timestamp as an earlier one of the same order but new content is a
+correction: it replaces that transition in place and the state is folded again.
 
 Fills link to their order by order_id, else by order_ref (the latest order with that ref);
 the quantity the broker says is filled and the fills booked for the order are compared.
@@ -141,7 +141,6 @@ class OrderBook:
             history[corrected] = Transition(
                 sequence, update, corrects=history[corrected].update.update_id
             )
-        history.sort(key=lambda t: (t.update.timestamp_ns, t.sequence))
         self._fold(order, history)
         order.last_sequence = sequence
         self._alias(order, update.order_id, update.order_ref)

@@ -79,11 +79,11 @@ def test_an_order_keeps_its_history_and_flags_what_cannot_apply(stub):
     assert order.status == pb.ORDER_STATUS_CANCELLED
     assert order.filled_quantity == "4" and not order.is_open
     history = [(t.update.update_id, t.flag, t.corrects) for t in order.history]
-    assert [h[0] for h in history] == ["o3", "o2", "o6", "o4", "o5"]
+    assert [h[0] for h in history] == ["o3", "o2", "o4", "o5", "o6"]
     assert history[0][2] == "o1" and history[0][1] == ""
     assert order.perm_id == "p"
-    assert "out of order" in history[2][1]
-    assert history[4][1] == "illegal transition CANCELLED -> FILLED"
+    assert history[3][1] == "illegal transition CANCELLED -> FILLED"
+    assert history[4][1].startswith("out of order: timestamped before")
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetOrder(pb.GetOrderRequest(account_id="A1", order_id="8"), timeout=5)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

@@ -121,9 +121,7 @@ def test_a_sequence_older_than_the_replay_buffer_is_out_of_range():
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.PortfolioManagerStub(channel)
-            acks(
-                stub, *[pb_fill("BUY", 1, 1) for _ in range(5)]
-            )  # 15 updates, 6 kept
+            acks(stub, *[pb_fill("BUY", 1, 1) for _ in range(5)])  # 15 updates, 6 kept
             with pytest.raises(grpc.RpcError) as raised:
                 next(iter(stub.SubscribeUpdates(pb.SubscribeUpdatesRequest(from_sequence=2))))
             assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE

@@ -117,7 +117,9 @@ def reservation(
     )
 
 
-def release(reservation_id: str, amount: object = None, *, account: str = "A1") -> ReservationRelease:
+def release(
+    reservation_id: str, amount: object = None, *, account: str = "A1"
+) -> ReservationRelease:
     return ReservationRelease(
         release_id=f"rel-{next(_ids)}",
         account_id=account,

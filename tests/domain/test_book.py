@@ -1,8 +1,8 @@
 from decimal import Decimal
 
-from server.domain.marks import Mark
 from server.domain.book import ALL
 from server.domain.ledger import Ledger
+from server.domain.marks import Mark
 from server.domain.position import PositionKey
 from tests.domain.builders import fill
 

@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain.book import ALL
-from server.domain.events import Fill, Side
-from server.domain.events import InstrumentDefinition
+from server.domain.events import Fill, InstrumentDefinition, Side
 from server.domain.instruments import InstrumentRegistry
-from server.domain.marks import Mark
 from server.domain.ledger import Ledger
+from server.domain.marks import Mark
 from server.domain.position import PositionKey
 from server.domain.totals import Totals
 
