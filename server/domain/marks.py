@@ -53,11 +53,11 @@ class Mark:
         for name, value in (("mark", mark), ("bid", bid), ("ask", ask), ("last", last)):
             if value is not None:
                 require_amount(name, value)
+        if bid is not None and ask is not None and bid > ask:
+            raise InvalidEvent("bid", f"is above the ask ({bid} > {ask})")
         if mark is not None:
             price = mark
         elif bid is not None and ask is not None:
-            if bid > ask:
-                raise InvalidEvent("bid", f"is above the ask ({bid} > {ask})")
             with localcontext(EXACT):
                 price = (bid + ask) / 2  # exact: halving a decimal adds one digit at most
         elif last is not None:
