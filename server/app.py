@@ -98,7 +98,9 @@ async def _start(
             health_updates.add(task)
             task.add_done_callback(health_updates.discard)
 
-    definitions = load_reference(config.reference_file) if config.reference_file else []
+    definitions = (
+        load_reference(config.reference_file, config.base_currency) if config.reference_file else []
+    )
     instruments = InstrumentRegistry(
         default_currency=config.base_currency, strict=config.strict_instruments
     )

@@ -12,6 +12,7 @@ file read again at the next start adds nothing, and a changed entry redefines.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -44,22 +45,29 @@ def _instrument(entry: dict[str, Any]) -> InstrumentDefinition:
     return InstrumentDefinition(**fields)
 
 
-def _account(entry: dict[str, Any]) -> AccountDefinition:
+def _account(entry: dict[str, Any], base_currency: str) -> AccountDefinition:
     return AccountDefinition(
         account_id=entry["account_id"],
         account_kind=AccountKind[entry.get("kind", "LIVE")],
-        base_currency=entry.get("base_currency", "USD"),
+        base_currency=entry.get("base_currency", base_currency),
         initial_cash=Decimal(str(entry.get("initial_cash", "0"))),
     )
 
 
-def load_reference(path: str) -> list[InstrumentDefinition | AccountDefinition]:
+def load_reference(
+    path: str, base_currency: str = "USD"
+) -> list[InstrumentDefinition | AccountDefinition]:
+    """The file's definitions; accounts without a base currency get `base_currency`."""
     try:
         document = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ReferenceFileError(f"reference file {path}: {error}") from error
     definitions: list[InstrumentDefinition | AccountDefinition] = []
-    for section, build in (("instruments", _instrument), ("accounts", _account)):
+    builders: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+        ("instruments", _instrument),
+        ("accounts", lambda entry: _account(entry, base_currency)),
+    )
+    for section, build in builders:
         for index, entry in enumerate(document.get(section, [])):
             try:
                 definitions.append(build(entry))

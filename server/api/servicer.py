@@ -310,9 +310,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     ) -> pb.ListAccountsResponse:
         accounts = self.service.ledger.accounts
         known = {a.account_id for a in accounts}
-        seen = sorted(set(self.service.ledger.balances.accounts()) | {
+        active = set(self.service.ledger.balances.accounts()) | {
             key.account_id for key in self.service.ledger.book.account_rows
-        } - known)  # fmt: skip
+        }
+        seen = sorted(active - known)
         return pb.ListAccountsResponse(
             accounts=[account_to_proto(a) for a in accounts]
             + [account_to_proto(accounts.get(a), defined=False) for a in seen]

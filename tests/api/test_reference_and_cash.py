@@ -401,3 +401,14 @@ def test_balance_updates_are_streamed_on_request(stub):
             break
     updates.cancel()
     assert pb.UPDATE_KIND_POSITION_OPENED in kinds
+
+
+def test_accounts_are_listed_once_each_with_their_kind(stub):
+    stub.DefineAccount(pb.DefineAccountRequest(account=pb.Account(
+        account_id="P1", kind=pb.ACCOUNT_KIND_PAPER, base_currency="USD",
+        initial_cash="5")))  # fmt: skip
+    acks(stub, pb_fill("BUY", 1, 1, account="U9"))
+    accounts = stub.ListAccounts(pb.ListAccountsRequest()).accounts
+    assert [(a.account_id, a.kind, a.defined) for a in accounts] == [
+        ("P1", pb.ACCOUNT_KIND_PAPER, True), ("U9", pb.ACCOUNT_KIND_LIVE, False),
+    ]  # fmt: skip
