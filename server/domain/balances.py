@@ -8,6 +8,7 @@ consumes its order's reservation; an order that ends releases what its reservati
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
@@ -94,7 +95,6 @@ class BalanceBook:
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
     # (account_id, order_key) -> active reservations, oldest first
     _by_order: dict[tuple[str, str], list[Reservation]] = field(default_factory=dict)
-    consumed_last: Decimal = ZERO  # what the last `consume` used
 
     def balance(self, key: BalanceKey) -> Balance:
         balance = self._balances.get(key)
@@ -183,14 +183,18 @@ class BalanceBook:
         return None, balance
 
     def consume(
-        self, account_id: str, order_key: str, currency: str, amount: Decimal, time_ns: int,
-        sequence: int,
+        self, account_id: str, order_keys: Sequence[str], currency: str, amount: Decimal,
+        time_ns: int, sequence: int,
     ) -> list[Balance]:  # fmt: skip
-        """A fill of the order uses up to `amount` of its reservations in that currency;
-        `consumed_last` says how much it used."""
+        """A fill of the order uses up to `amount` of its reservations in that currency, under
+        any of the keys the order is known by (it may have been reserved under either)."""
         changed = []
-        wanted = amount
-        for reservation in list(self._by_order.get((account_id, order_key), ())):
+        reservations = [
+            reservation
+            for key in dict.fromkeys(order_keys)
+            for reservation in self._by_order.get((account_id, key), ())
+        ]
+        for reservation in reservations:
             if amount <= 0:
                 break
             if reservation.key.currency != currency:
@@ -209,8 +213,6 @@ class BalanceBook:
                 reservation.status = ReservationStatus.CONSUMED
                 self._forget(reservation)
             changed.append(balance)
-        with localcontext(EXACT):
-            self.consumed_last = wanted - amount
         return changed
 
     def release_order(

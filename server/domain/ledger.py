@@ -222,15 +222,10 @@ class Ledger:
                 keys = order_keys(fill.order_id, fill.order_ref)
                 if order is not None:  # the order may have been reserved under its other id
                     keys += order_keys(order.order_id, order.order_ref)
-                for key in dict.fromkeys(keys):
-                    if cost <= 0:
-                        break
-                    for balance in self.balances.consume(
-                        fill.account_id, key, cash_key.currency, cost, fill.timestamp_ns,
-                        sequence,
-                    ):  # fmt: skip
-                        changed[balance.key] = balance
-                    cost -= self.balances.consumed_last
+                for balance in self.balances.consume(
+                    fill.account_id, keys, cash_key.currency, cost, fill.timestamp_ns, sequence
+                ):
+                    changed[balance.key] = balance
         return Applied(
             rows=rows,
             order=order.copy() if order else None,

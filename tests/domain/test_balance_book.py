@@ -146,7 +146,7 @@ def test_releasing_a_refused_reservation_is_not_found():
 def test_releasing_a_used_up_reservation_is_refused():
     book = funded(1000)
     book.reserve(reservation("r1", 10), "id:7", 2)
-    book.consume("A1", "id:7", "USD", Decimal(10), 5, 3)
+    book.consume("A1", ["id:7"], "USD", Decimal(10), 5, 3)
     refusal, balance = book.release(release("r1"), 4)
     assert balance is None
     assert refusal.kind is RefusalKind.PRECONDITION
@@ -159,7 +159,7 @@ def test_consume_uses_the_orders_reservations_oldest_first():
     book.reserve(reservation("r1", 100), "id:7", 2)
     book.reserve(reservation("r2", 100), "id:7", 3)
     book.reserve(reservation("r3", 100), "id:8", 4)
-    changed = book.consume("A1", "id:7", "USD", Decimal(150), 99, 5)
+    changed = book.consume("A1", ["id:7"], "USD", Decimal(150), 99, 5)
     assert [b.key for b in changed] == [USD, USD]
     first, second, other = (book.reservations[("A1", r)] for r in ("r1", "r2", "r3"))
     assert (first.status, first.consumed, first.remaining) == (ReservationStatus.CONSUMED, 100, 0)
@@ -178,20 +178,20 @@ def test_consume_takes_no_more_than_is_held_and_skips_other_currencies():
     book.move_cash(BalanceKey("A1", "EUR"), Decimal(1000), 1, 2)
     book.reserve(reservation("eur", 100, currency="EUR"), "id:7", 3)
     book.reserve(reservation("usd", 100), "id:7", 4)
-    book.consume("A1", "id:7", "USD", Decimal(500), 5, 5)
+    book.consume("A1", ["id:7"], "USD", Decimal(500), 5, 5)
     assert book.reservations[("A1", "usd")].consumed == 100
     assert book.reservations[("A1", "eur")].remaining == 100
     assert book.get(USD).reserved == 0
     assert book.get(BalanceKey("A1", "EUR")).reserved == 100
     # Nothing left for USD: another fill changes nothing.
-    assert book.consume("A1", "id:7", "USD", Decimal(1), 6, 6) == []
+    assert book.consume("A1", ["id:7"], "USD", Decimal(1), 6, 6) == []
 
 
 def test_consume_of_an_order_without_reservations_changes_nothing():
     book = funded(1000)
     book.reserve(reservation("r1", 100), "id:7", 2)
-    assert book.consume("A1", "id:8", "USD", Decimal(10), 3, 3) == []
-    assert book.consume("A2", "id:7", "USD", Decimal(10), 3, 3) == []
+    assert book.consume("A1", ["id:8"], "USD", Decimal(10), 3, 3) == []
+    assert book.consume("A2", ["id:7"], "USD", Decimal(10), 3, 3) == []
     assert book.get(USD).reserved == 100
 
 
@@ -200,7 +200,7 @@ def test_release_order_gives_back_what_its_reservations_still_hold():
     book.reserve(reservation("r1", 100), "id:7", 2)
     book.reserve(reservation("r2", 50), "id:7", 3)
     book.reserve(reservation("keep", 10), "id:8", 4)
-    book.consume("A1", "id:7", "USD", Decimal(120), 5, 5)
+    book.consume("A1", ["id:7"], "USD", Decimal(120), 5, 5)
     changed = book.release_order("A1", "id:7", 6, 6)
     assert [b.key for b in changed] == [USD]  # only r2 was still held
     r1, r2 = book.reservations[("A1", "r1")], book.reservations[("A1", "r2")]
@@ -217,7 +217,7 @@ def test_copies_are_detached():
     book.reserve(reservation("r1", 100), "id:7", 2)
     balance = book.get(USD).copy()
     held = book.reservations[("A1", "r1")].copy()
-    book.consume("A1", "id:7", "USD", Decimal(100), 3, 3)
+    book.consume("A1", ["id:7"], "USD", Decimal(100), 3, 3)
     assert balance.reserved == 100
     assert held.remaining == 100
     assert held.status is ReservationStatus.ACTIVE
@@ -228,13 +228,13 @@ def test_restore_rebuilds_balances_and_the_active_reservations_of_each_order():
     book.reserve(reservation("r1", 100), "id:7", 2)
     book.reserve(reservation("r2", 5000), "id:7", 3)  # refused
     book.reserve(reservation("r3", 40), "id:7", 4)
-    book.consume("A1", "id:7", "USD", Decimal(100), 5, 5)  # uses up r1
+    book.consume("A1", ["id:7"], "USD", Decimal(100), 5, 5)  # uses up r1
     restored = BalanceBook()
     restored.restore([b.copy() for b in book.all()], [r.copy() for r in book.reservations.values()])
     assert restored.all() == book.all()
     assert restored.reservations == book.reservations
     # Only r3 is still held for the order: a fill consumes it, not the refused or used-up ones.
-    restored.consume("A1", "id:7", "USD", Decimal(30), 6, 6)
+    restored.consume("A1", ["id:7"], "USD", Decimal(30), 6, 6)
     assert restored.reservations[("A1", "r3")].remaining == 10
     assert restored.reservations[("A1", "r2")].consumed == 0
     assert restored.get(USD).reserved == 10
