@@ -284,7 +284,7 @@ class PortfolioService(Generic[Payload]):
             yield sequence, topic, OrderStatusChanged(sequence, event, order, applied.transition)
         if isinstance(event, Fill):
             precision = self.ledger.book.precision
-            base = self.ledger.accounts.get(event.account_id).base_currency
+            base = self.ledger.accounts.base_currency(event.account_id)
             for change in applied.rows:
                 key = change.position.key
                 topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
@@ -368,7 +368,7 @@ class PortfolioService(Generic[Payload]):
 
     def view(self, row: Position) -> PositionView:
         """A row's view, with its account's base currency and the rate into it."""
-        base = self.ledger.accounts.get(row.key.account_id).base_currency
+        base = self.ledger.accounts.base_currency(row.key.account_id)
         rate = self.ledger.fx.rate(row.currency, base)
         return replace(self.ledger.book.view(row), base_currency=base, fx_rate=rate)
 

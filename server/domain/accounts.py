@@ -26,6 +26,11 @@ class AccountRegistry:
             return AccountDefinition(account_id, AccountKind.LIVE, self.default_base_currency)
         return account
 
+    def base_currency(self, account_id: str) -> str:
+        """Cheap enough for every fill: builds no definition for an undefined account."""
+        account: AccountDefinition | None = self._by_id.get(account_id)
+        return account.base_currency if account else self.default_base_currency
+
     def is_defined(self, account_id: str) -> bool:
         return account_id in self._by_id
 
