@@ -7,6 +7,8 @@ Incoming text is parsed strictly (plain decimal notation only) and every problem
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +54,17 @@ class FieldViolation(ValueError):
         return FieldViolation(f"{prefix}.{self.field}", self.description)
 
 
+@contextmanager
+def field_errors(renames: Mapping[str, str] | None = None) -> Iterator[None]:
+    """The domain's own rules (`InvalidEvent`) reported as field violations, under the wire's
+    field names where they differ."""
+    try:
+        yield
+    except InvalidEvent as invalid:
+        field = (renames or {}).get(invalid.field, invalid.field)
+        raise FieldViolation(field, invalid.reason) from None
+
+
 def parse_decimal(field: str, text: str, *, default: Decimal | None = None) -> Decimal:
     """A decimal string as the protocol defines it; empty gives `default`, if there is one."""
     if not text and default is not None:
@@ -85,7 +98,7 @@ def fill_from_proto(message: pb.Fill) -> Fill:
     side = SIDE_FROM_PROTO.get(message.side)
     if side is None:
         raise FieldViolation("side", "must be SIDE_BUY or SIDE_SELL")
-    try:
+    with field_errors():
         return Fill(
             fill_id=message.fill_id,
             account_id=message.account_id,
@@ -102,8 +115,6 @@ def fill_from_proto(message: pb.Fill) -> Fill:
             venue=message.venue,
             trace_id=message.trace_id,
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
@@ -116,7 +127,7 @@ def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
         if side is None:
             raise FieldViolation("side", "must be SIDE_BUY, SIDE_SELL or unset")
     zero = Decimal(0)
-    try:
+    with field_errors():
         return OrderStatusUpdate(
             update_id=message.update_id,
             account_id=message.account_id,
@@ -138,12 +149,10 @@ def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
                 else None
             ),
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def transfer_from_proto(message: pb.CashTransfer) -> CashTransfer:
-    try:
+    with field_errors():
         return CashTransfer(
             transfer_id=message.transfer_id,
             account_id=message.account_id,
@@ -153,8 +162,6 @@ def transfer_from_proto(message: pb.CashTransfer) -> CashTransfer:
             chain_id=message.chain_id,
             note=message.note,
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def event_from_proto(message: pb.ExecutionEvent) -> Fill | OrderStatusUpdate | CashTransfer:

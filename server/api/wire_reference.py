@@ -9,6 +9,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import (
     SIDE_TO_PROTO,
     FieldViolation,
+    field_errors,
     parse_decimal,
     position_to_proto,
     status_to_proto,
@@ -25,7 +26,6 @@ from server.domain.events import (
     AssetClass,
     CashReservation,
     InstrumentDefinition,
-    InvalidEvent,
     OptionRight,
     ReservationRelease,
 )
@@ -141,7 +141,7 @@ def balances_to_proto(found: AccountBalances) -> pb.Balances:
 
 
 def reservation_from_proto(message: pb.ReserveCashRequest) -> CashReservation:
-    try:
+    with field_errors():
         return CashReservation(
             reservation_id=message.reservation_id,
             account_id=message.account_id,
@@ -152,20 +152,16 @@ def reservation_from_proto(message: pb.ReserveCashRequest) -> CashReservation:
             order_ref=message.order_ref,
             order_id=message.order_id,
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def release_from_proto(message: pb.ReleaseReservationRequest) -> ReservationRelease:
-    try:
+    with field_errors():
         return ReservationRelease(
             release_id=message.release_id,
             account_id=message.account_id,
             reservation_id=message.reservation_id,
             amount=_optional("amount", message.amount),
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 # -- instruments and accounts -----------------------------------------------------------------
@@ -178,7 +174,7 @@ def instrument_from_proto(message: pb.Instrument) -> InstrumentDefinition:
         raise FieldViolation("asset_class", "must be a known ASSET_CLASS_* value")
     if message.right not in (0, 1, 2):
         raise FieldViolation("right", "must be OPTION_RIGHT_CALL, OPTION_RIGHT_PUT or unset")
-    try:
+    with field_errors():
         return InstrumentDefinition(
             instrument_id=message.instrument_id,
             currency=message.currency,
@@ -193,8 +189,6 @@ def instrument_from_proto(message: pb.Instrument) -> InstrumentDefinition:
             settlement_date=message.settlement_date,
             decimals=message.decimals if message.HasField("decimals") else None,
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def instrument_to_proto(instrument: InstrumentDefinition) -> pb.Instrument:
@@ -221,15 +215,13 @@ def account_from_proto(message: pb.Account) -> AccountDefinition:
     kind = ACCOUNT_KIND_FROM_PROTO.get(message.kind)
     if kind is None:
         raise FieldViolation("kind", "must be ACCOUNT_KIND_PAPER or ACCOUNT_KIND_LIVE")
-    try:
+    with field_errors():
         return AccountDefinition(
             account_id=message.account_id,
             account_kind=kind,
             base_currency=message.base_currency,
             initial_cash=parse_decimal("initial_cash", message.initial_cash, default=Decimal(0)),
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def account_to_proto(account: AccountDefinition, defined: bool = True) -> pb.Account:
@@ -246,7 +238,7 @@ def account_to_proto(account: AccountDefinition, defined: bool = True) -> pb.Acc
 
 
 def mark_from_proto(message: pb.MarkPrice) -> Mark:
-    try:
+    with field_errors():
         return Mark.from_quote(
             message.instrument_id,
             timestamp_ns("timestamp", message),
@@ -255,21 +247,16 @@ def mark_from_proto(message: pb.MarkPrice) -> Mark:
             ask=_optional("ask", message.ask),
             last=_optional("last", message.last),
         )
-    except InvalidEvent as invalid:
-        raise FieldViolation(invalid.field, invalid.reason) from None
 
 
 def fx_rate_from_proto(message: pb.FxRate) -> FxRate:
-    try:
+    with field_errors({"base": "base_currency", "quote": "quote_currency"}):
         return FxRate(
             message.base_currency,
             message.quote_currency,
             parse_decimal("rate", message.rate),
             timestamp_ns("timestamp", message),
         )
-    except InvalidEvent as invalid:
-        field = {"base": "base_currency", "quote": "quote_currency"}.get(invalid.field)
-        raise FieldViolation(field or invalid.field, invalid.reason) from None
 
 
 def mark_to_proto(mark: Mark) -> pb.MarkPrice:
