@@ -627,22 +627,11 @@ def _filters_tag(query: PositionQuery) -> str:
 
 
 def _encode_page_token(last_key: PositionKey, query: PositionQuery) -> str:
-    text = json.dumps([list(last_key), _filters_tag(query)], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode()
+    return _encode_token(list(last_key), _filters_tag(query))
 
 
 def _decode_page_token(token: str, query: PositionQuery) -> PositionKey:
-    try:
-        key, tag = json.loads(base64.urlsafe_b64decode(token.encode()))
-        after = PositionKey(*key)
-        if not all(isinstance(part, str) for part in after):
-            raise ValueError("not a position key")
-    except (ValueError, TypeError) as error:
-        raise ApiError.invalid(
-            FieldViolation("page_token", "is not a token this service gave")
-        ) from error
-    if tag != _filters_tag(query):
-        raise ApiError.invalid(
-            FieldViolation("page_token", "was given for different filters; start over without it")
-        )
-    return after
+    key = _decode_token(token, _filters_tag(query))
+    if len(key) != len(PositionKey._fields):
+        raise ApiError.invalid(FieldViolation("page_token", "is not a token this service gave"))
+    return PositionKey(*key)
