@@ -52,7 +52,7 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import ExecutionEvent, InstrumentDefinition
+from server.domain.events import ExecutionEvent
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
 from server.domain.position import PositionKey
@@ -272,10 +272,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def get_instrument(self, request: pb.GetInstrumentRequest) -> pb.Instrument:
         _require("instrument_id", request.instrument_id)
-        instrument = self.service.ledger.instruments.get(request.instrument_id)
-        if instrument is None:
-            raise NotFound(f"no instrument {request.instrument_id!r}")
-        return instrument_to_proto(instrument)
+        return instrument_to_proto(self.service.instrument(request.instrument_id))
 
     async def ListInstruments(
         self, request: pb.ListInstrumentsRequest, context: Context
@@ -286,9 +283,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _check_page_size(request.page_size)
         after = _decode_token(request.page_token, "instruments") if request.page_token else None
         limit = request.page_size or DEFAULT_PAGE_SIZE
-        page: list[InstrumentDefinition] = self.service.ledger.instruments.page(
-            after[0] if after else "", limit + 1
-        )
+        page = self.service.instruments(after[0] if after else "", limit + 1)
         more = len(page) > limit
         page = page[:limit]
         return pb.ListInstrumentsResponse(
@@ -303,20 +298,13 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             await self._invalid(violation.within("account"), context)
             raise
         await self._execute(definition, context)
-        return account_to_proto(self.service.ledger.accounts.get(definition.account_id))
+        return account_to_proto(self.service.account(definition.account_id))
 
     async def ListAccounts(
         self, request: pb.ListAccountsRequest, context: Context
     ) -> pb.ListAccountsResponse:
-        accounts = self.service.ledger.accounts
-        known = {a.account_id for a in accounts}
-        active = set(self.service.ledger.balances.accounts()) | {
-            key.account_id for key in self.service.ledger.book.account_rows
-        }
-        seen = sorted(active - known)
         return pb.ListAccountsResponse(
-            accounts=[account_to_proto(a) for a in accounts]
-            + [account_to_proto(accounts.get(a), defined=False) for a in seen]
+            accounts=[account_to_proto(a, defined) for a, defined in self.service.accounts()]
         )
 
     # -- marks -----------------------------------------------------------------------------

@@ -32,7 +32,13 @@ from server.application.subscriptions import (
 from server.domain.balances import Balance, BalanceKey, Reservation, ReservationStatus
 from server.domain.book import ALL, PositionView, Price, position_view
 from server.domain.decimals import EXACT
-from server.domain.events import AccountDefinition, ExecutionEvent, Fill, OrderStatusUpdate
+from server.domain.events import (
+    AccountDefinition,
+    ExecutionEvent,
+    Fill,
+    InstrumentDefinition,
+    OrderStatusUpdate,
+)
 from server.domain.ledger import Applied, Ledger, Outcome, Result
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
@@ -492,6 +498,29 @@ class PortfolioService(Generic[Payload]):
             reservations,
             self.sequence,
         )
+
+    def instrument(self, instrument_id: str) -> InstrumentDefinition:
+        instrument = self.ledger.instruments.get(instrument_id)
+        if instrument is None:
+            raise NotFound(f"no instrument {instrument_id!r}")
+        return instrument
+
+    def instruments(self, after: str, limit: int) -> list[InstrumentDefinition]:
+        """Up to `limit` instruments in id order, from just after `after`."""
+        return self.ledger.instruments.page(after, limit)
+
+    def account(self, account_id: str) -> AccountDefinition:
+        """The account as defined, or as an undefined one is treated."""
+        return self.ledger.accounts.get(account_id)
+
+    def accounts(self) -> list[tuple[AccountDefinition, bool]]:
+        """Defined accounts, then those known only from their events; True when defined."""
+        ledger = self.ledger
+        defined = list(ledger.accounts)
+        known = {account.account_id for account in defined}
+        active = set(ledger.balances.accounts()) | set(ledger.book.accounts())
+        undefined = [ledger.accounts.get(a) for a in sorted(active - known)]
+        return [(a, True) for a in defined] + [(a, False) for a in undefined]
 
     def reservation(self, account_id: str, reservation_id: str) -> Reservation:
         found = self.ledger.balances.reservations.get((account_id, reservation_id))

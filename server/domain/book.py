@@ -275,6 +275,10 @@ class PositionBook:
             return (account_id, strategy_id) in self._strategy_totals
         return strategy_id in self._strategy_accounts
 
+    def accounts(self) -> Iterable[str]:
+        """Accounts with rows, each once."""
+        return self._account_totals.keys()
+
     def has_account(self, account_id: str) -> bool:
         return account_id in self._account_totals
 
