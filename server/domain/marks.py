@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from server.domain.decimals import EXACT, MAX_FRACTION_DIGITS, ONE, divide_half_even
-from server.domain.events import InvalidEvent, require_amount, require_currency, require_id
+from server.domain.events import (
+    InvalidEvent,
+    require_amount,
+    require_currency,
+    require_id,
+    require_time,
+)
 
 INVERSE_RATE_QUANTUM = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
 """An inverted FX rate (USD->EUR from a EUR/USD quote) is rounded half-even to this."""
@@ -48,8 +54,7 @@ class Mark:
         last: Decimal | None = None,
     ) -> Mark:
         require_id("instrument_id", instrument_id)
-        if time_ns <= 0:
-            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+        require_time(time_ns)
         for name, value in (("mark", mark), ("bid", bid), ("ask", ask), ("last", last)):
             if value is not None:
                 require_amount(name, value)
@@ -84,8 +89,7 @@ class FxRate:
         require_amount("rate", self.rate)
         if not self.rate > 0:
             raise InvalidEvent("rate", f"must be > 0, got {self.rate}")
-        if self.time_ns <= 0:
-            raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+        require_time(self.time_ns)
 
 
 class FxTable:
