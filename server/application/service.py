@@ -29,7 +29,7 @@ from server.application.subscriptions import (
     SubscriptionHub,
     Topic,
 )
-from server.domain.balances import Balance, BalanceKey, Reservation, ReservationStatus
+from server.domain.balances import Balance, BalanceKey, Reservation
 from server.domain.book import ALL, PositionView, Price, position_view
 from server.domain.decimals import EXACT
 from server.domain.events import (
@@ -487,11 +487,7 @@ class PortfolioService(Generic[Payload]):
         balances = ledger.balances.of_account(account_id)
         if not balances and not ledger.accounts.is_defined(account_id):
             raise NotFound(f"account {account_id!r} has no balances")
-        reservations = [
-            r.copy()
-            for (account, _), r in ledger.balances.reservations.items()
-            if account == account_id and r.status is ReservationStatus.ACTIVE
-        ]
+        reservations = [r.copy() for r in ledger.balances.active(account_id)]
         return AccountBalances(
             ledger.accounts.get(account_id),
             [balance.copy() for balance in balances],

@@ -95,6 +95,8 @@ class BalanceBook:
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
     # (account_id, order_key) -> active reservations, oldest first
     _by_order: dict[tuple[str, str], list[Reservation]] = field(default_factory=dict)
+    # account_id -> reservation_id -> Reservation, the active ones only: what queries show
+    _active: dict[str, dict[str, Reservation]] = field(default_factory=dict)
 
     def balance(self, key: BalanceKey) -> Balance:
         balance = self._balances.get(key)
@@ -150,8 +152,7 @@ class BalanceBook:
             balance.reserved += event.amount
         balance.updated_at_ns = max(balance.updated_at_ns, event.timestamp_ns)
         balance.last_sequence = sequence
-        if order_key:
-            self._by_order.setdefault((event.account_id, order_key), []).append(reservation)
+        self._hold(reservation)
         return None, balance
 
     def release(
@@ -240,7 +241,19 @@ class BalanceBook:
             self._forget(reservation)
         return balance
 
+    def active(self, account_id: str) -> list[Reservation]:
+        """The reservations still holding cash in an account."""
+        return list(self._active.get(account_id, {}).values())
+
+    def _hold(self, reservation: Reservation) -> None:
+        """Indexes an active reservation: by account, and by order for its fills."""
+        account_id = reservation.key.account_id
+        self._active.setdefault(account_id, {})[reservation.reservation_id] = reservation
+        if reservation.order_key:
+            self._by_order.setdefault((account_id, reservation.order_key), []).append(reservation)
+
     def _forget(self, reservation: Reservation) -> None:
+        self._active.get(reservation.key.account_id, {}).pop(reservation.reservation_id, None)
         key = (reservation.key.account_id, reservation.order_key)
         active = self._by_order.get(key)
         if active and reservation in active:
@@ -257,7 +270,5 @@ class BalanceBook:
             self.reservations[(reservation.key.account_id, reservation.reservation_id)] = (
                 reservation
             )
-            if reservation.status is ReservationStatus.ACTIVE and reservation.order_key:
-                self._by_order.setdefault(
-                    (reservation.key.account_id, reservation.order_key), []
-                ).append(reservation)
+            if reservation.status is ReservationStatus.ACTIVE:
+                self._hold(reservation)
