@@ -182,27 +182,36 @@ class ArcticViews:
             times = [e.timestamp_ns for _, e in rows]
             self._append_rows(library, symbol, state, table, times, FILL_COLUMNS, "fill_time")
             return
-        known = self._transitions(symbol, state)
         appended: list[tuple[object, ...]] = []
         times = []
+        pending: dict[tuple[str, int], int] = {}  # (order_key, time) -> index in appended
         for sequence, event in rows:
             assert isinstance(event, OrderStatusUpdate)
             item = judged.get(sequence)
             row = _order_row(sequence, event, item)
-            at = known.get((item.order_key, event.timestamp_ns)) if item else None
-            if item and item.transition and item.transition.corrects and at is not None:
-                frame = self._frame_of([row], [at], ORDER_COLUMNS, "status_time")
-                library.update(symbol, frame, prune_previous_versions=True)
-                state.last_sequence = sequence
-                continue
+            key = (item.order_key, event.timestamp_ns) if item else None
+            if key and item and item.transition and item.transition.corrects:
+                if key in pending:  # its original is in this very write
+                    appended[pending[key]] = row
+                    continue
+                # Read only when a correction needs it: where the original row is stored.
+                at = self._transitions(symbol, state).get(key)
+                if at is not None:
+                    frame = self._frame_of([row], [at], ORDER_COLUMNS, "status_time")
+                    library.update(symbol, frame, prune_previous_versions=True)
+                    continue
+            if key:
+                pending[key] = len(appended)
             appended.append(row)
             times.append(event.timestamp_ns)
         first_index = state.last_index_ns
         self._append_rows(library, symbol, state, appended, times, ORDER_COLUMNS, "status_time")
-        last = first_index
-        for row, time_ns in zip(appended, times, strict=True):
-            last = max(time_ns, last + 1)
-            known[(str(row[3]), time_ns)] = last
+        state.last_sequence = rows[-1][0]
+        if state.transitions is not None:
+            last = first_index
+            for row, time_ns in zip(appended, times, strict=True):
+                last = max(time_ns, last + 1)
+                state.transitions[(str(row[3]), time_ns)] = last
 
     def _transitions(self, symbol: str, state: _EventLog) -> dict[tuple[str, int], int]:
         if state.transitions is None:

@@ -123,3 +123,19 @@ def test_orders_hold_one_row_per_transition_and_corrections_update_it(tmp_path):
     assert orders["flag"].iloc[2] == "illegal transition FILLED -> CANCELLED"
     assert set(orders["order_key"]) == {"id:7"}
     assert orders.index.is_monotonic_increasing
+
+
+def test_a_correction_written_with_its_original_leaves_one_row(tmp_path):
+    from tests.api.test_reference_and_cash import status
+
+    store = f"lmdb://{tmp_path}/store"
+    run(
+        store,
+        [
+            status("a1", "SUBMITTED", 1, order_id="8", remaining_quantity="5"),
+            status("a2", "SUBMITTED", 1, order_id="8", remaining_quantity="6"),
+        ],
+    )
+    orders = adb.Arctic(store).get_library("orders").read("A1").data
+    assert list(orders["update_id"]) == ["a2"]
+    assert list(orders["corrects"]) == ["a1"]
