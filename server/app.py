@@ -17,12 +17,15 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import update_to_proto
+from server.application.ports import Broker
+from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
 from server.domain.ledger import Ledger, Result
+from server.domain.reconciliation import ReconcilePolicy
 from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.lock import StoreLocked
@@ -30,6 +33,8 @@ from server.storage.lock import StoreLocked
 log = logging.getLogger("portfolio")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name
+BROKER_HEALTH = "broker"  # SERVING while the broker connection is up
+RECONCILIATION_HEALTH = "reconciliation"  # SERVING while no live account has a discrepancy
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -42,6 +47,7 @@ class RunningServer:
     store: ArcticEventStore
     recovery: RecoveryReport
     health: health.aio.HealthServicer
+    reconciler: Reconciler
     _executors: tuple[ThreadPoolExecutor, ...]
     _housekeeping: asyncio.Task[None]
 
@@ -50,6 +56,10 @@ class RunningServer:
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
         self._housekeeping.cancel()
+        await asyncio.gather(self._housekeeping, return_exceptions=True)
+        await self.reconciler.stop()
+        if self.reconciler.broker is not None:
+            await self.reconciler.broker.stop()
         await self.server.stop(grace)
         self.service.save_marks_now()
         await self.service.committer.stop()
@@ -60,10 +70,13 @@ class RunningServer:
 
 
 async def start_server(
-    config: ServiceConfig, open_store: Callable[[str], ArcticEventStore] = ArcticEventStore
+    config: ServiceConfig,
+    open_store: Callable[[str], ArcticEventStore] = ArcticEventStore,
+    broker: Broker | None = None,
 ) -> RunningServer:
     """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
-    holds the store, RuntimeError when the address cannot be bound."""
+    holds the store, RuntimeError when the address cannot be bound. `broker` overrides the
+    one `config.broker` names."""
     store = open_store(config.store)
     # One thread writes the journal and checkpoints, another the analysts' views: each
     # symbol has one writer, and the views never delay an ack.
@@ -72,7 +85,7 @@ async def start_server(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
     )
     try:
-        return await _start(config, store, executors)
+        return await _start(config, store, executors, broker or _broker(config))
     except BaseException:
         for executor in executors:
             executor.shutdown(wait=True)
@@ -84,6 +97,7 @@ async def _start(
     config: ServiceConfig,
     store: ArcticEventStore,
     executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    broker: Broker | None,
 ) -> RunningServer:
     executor, views_executor = executors
     health_servicer = health.aio.HealthServicer()
@@ -108,6 +122,8 @@ async def _start(
         instruments,
         precision=config.precision,
         trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
+        correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
+        reconcile_policy=ReconcilePolicy(config.cost_tolerance, config.precision),
     )
     hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
         update_to_proto, config.replay_capacity, config.subscriber_queue
@@ -125,7 +141,12 @@ async def _start(
     )
     report = await loop.run_in_executor(executor, recover, service, store)
     service.committer.start()
-    service.projector.submit(report.views_backlog, report.rows, service.judge(report.views_backlog))
+    service.projector.submit(
+        report.views_backlog,
+        report.rows,
+        service.judge(report.views_backlog),
+        service.reports_for(report.views_backlog),
+    )
     if definitions:
         outcomes = await service.ingest(definitions)
         log.info(
@@ -147,10 +168,24 @@ async def _start(
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
     )
+
+    def set_health(name: str, healthy: bool) -> None:
+        task = loop.create_task(health_servicer.set(name, SERVING if healthy else NOT_SERVING))
+        health_updates.add(task)
+        task.add_done_callback(health_updates.discard)
+
+    reconciler = Reconciler(
+        service,
+        broker,
+        interval=config.reconcile_seconds,
+        accounts=[a.strip() for a in config.reconcile_accounts.split(",") if a.strip()],
+        on_status=lambda clean: set_health(RECONCILIATION_HEALTH, clean),
+    )
     servicer = PortfolioManagerServicer(
         service,
         max_batch_events=config.max_batch_events,
         heartbeat_seconds=config.heartbeat_seconds,
+        reconciler=reconciler,
     )
     pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -163,12 +198,36 @@ async def _start(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, SERVING)
+    await health_servicer.set(RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING)
+    if broker is not None:
+        await health_servicer.set(BROKER_HEALTH, NOT_SERVING)
+        await broker.start()
+        reconciler.start()
     housekeeping = asyncio.create_task(
-        _housekeeping(service, store, executor, config.trace_ttl_seconds)
+        _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health)
     )
     return RunningServer(
-        server, port, service, store, report, health_servicer, executors, housekeeping
+        server, port, service, store, report, health_servicer, reconciler, executors, housekeeping
     )
+
+
+def _broker(config: ServiceConfig) -> Broker | None:
+    """The broker `config.broker` names, not connected yet."""
+    if config.broker != "ib":
+        return None
+    from server.broker.connection import IbConnection
+    from server.broker.contracts import ContractMap
+    from server.broker.ib import IbBroker
+
+    connection = IbConnection(
+        config.ib_host,
+        config.ib_port,
+        config.ib_client_id,
+        readonly=True,
+        connect_timeout=config.ib_connect_timeout,
+    )
+    contracts = ContractMap.load(config.contract_map) if config.contract_map else None
+    return IbBroker(connection, contracts)
 
 
 async def _housekeeping(
@@ -176,12 +235,23 @@ async def _housekeeping(
     store: ArcticEventStore,
     executor: ThreadPoolExecutor,
     trace_ttl: float,
+    broker: Broker | None,
+    set_health: Callable[[str, bool], None],
 ) -> None:
-    """Expires traces, and keeps an object store's writer lease alive."""
+    """Expires traces, keeps an object store's writer lease alive, and reports the broker
+    connection on health (checked every half second; the adapter logs the transitions)."""
     period = min(max(trace_ttl / 10, 0.1), 60.0, store.lease_seconds or 60.0)
     loop = asyncio.get_running_loop()
+    next_expiry = loop.time() + period
+    broker_up: bool | None = None
     while True:
-        await asyncio.sleep(period)
+        await asyncio.sleep(min(period, 0.5) if broker is not None else period)
+        if broker is not None and broker.connected != broker_up:
+            broker_up = broker.connected
+            set_health(BROKER_HEALTH, broker_up)
+        if loop.time() < next_expiry:
+            continue
+        next_expiry = loop.time() + period
         service.expire_traces()
         if store.lease_seconds:
             try:

@@ -36,6 +36,22 @@ class ServiceConfig:
     base_currency: str = "USD"
     # Mark updates reach subscribers at most this often per instrument (the latest one).
     mark_publish_seconds: float = 0.1
+    # The broker live accounts are reconciled against: "" (none) or "ib" (TWS / IB Gateway).
+    broker: str = ""
+    ib_host: str = "127.0.0.1"
+    ib_port: int = 4002  # IB Gateway paper; 4001 live, TWS 7497 paper / 7496 live
+    ib_client_id: int = 90
+    ib_connect_timeout: float = 10.0
+    # JSON {conId: instrument_id}; conIds not in it map to str(conId). Share it with the relay.
+    contract_map: str = ""
+    # Seconds between reconciliation runs of every live account; 0: on demand only.
+    reconcile_seconds: float = 60.0
+    # Comma-separated accounts to reconcile; empty: every live account the service knows.
+    reconcile_accounts: str = ""
+    # Average costs match when they differ by at most this fraction of the service's.
+    cost_tolerance: Decimal = Decimal("0.005")
+    # A broker correction may replace a fill up to this many days before the latest fill.
+    correction_window_days: float = 3.0
 
     @property
     def address(self) -> str:
@@ -50,6 +66,22 @@ def _precision(text: str) -> Decimal:
     if not value.is_finite() or value <= 0 or value != Decimal(1).scaleb(value.adjusted()):
         raise argparse.ArgumentTypeError(f"{text!r} must be a power of ten such as 1e-9")
     return value
+
+
+def _fraction(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a decimal >= 0 such as 0.005")
+    return value
+
+
+def _broker(text: str) -> str:
+    if text not in ("", "ib"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a broker: use 'ib', or '' for none")
+    return text
 
 
 def _flag(text: str | bool) -> bool:
@@ -94,5 +126,19 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--base-currency", str, defaults.base_currency, "default base currency")
     option("--mark-publish-seconds", float, defaults.mark_publish_seconds,
            "mark updates' coalescing interval")  # fmt: skip
+    option("--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib")
+    option("--ib-host", str, defaults.ib_host, "TWS / IB Gateway host")
+    option("--ib-port", int, defaults.ib_port, "TWS / IB Gateway API port")
+    option("--ib-client-id", int, defaults.ib_client_id, "API client id of the reconciler")
+    option("--ib-connect-timeout", float, defaults.ib_connect_timeout, "connect time-out")
+    option("--contract-map", str, defaults.contract_map, "conId -> instrument_id (JSON)")
+    option("--reconcile-seconds", float, defaults.reconcile_seconds,
+           "seconds between reconciliations; 0: on demand only")  # fmt: skip
+    option("--reconcile-accounts", str, defaults.reconcile_accounts,
+           "accounts to reconcile (comma-separated); empty: every live one")  # fmt: skip
+    option("--cost-tolerance", _fraction, defaults.cost_tolerance,
+           "relative tolerance of average costs")  # fmt: skip
+    option("--correction-window-days", float, defaults.correction_window_days,
+           "how far back a broker correction may reach")  # fmt: skip
     args = parser.parse_args(argv)
     return ServiceConfig(**vars(args))

@@ -24,6 +24,7 @@ from server.api.wire import (
     totals_to_proto,
     trace_to_proto,
 )
+from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import (
     ACCOUNT_KIND_TO_PROTO,
     account_from_proto,
@@ -41,8 +42,10 @@ from server.api.wire_reference import (
     reservation_from_proto,
     reservation_to_proto,
 )
-from server.application.ports import StorageUnavailable
+from server.application.ports import BrokerUnavailable, StorageUnavailable
+from server.application.reconciler import NoBroker, Reconciler
 from server.application.service import (
+    NotAllowed,
     NotFound,
     PortfolioService,
     PositionQuery,
@@ -67,6 +70,7 @@ MAX_MARKS_PER_BATCH = 10_000
 MAX_BATCHES_IN_FLIGHT = 64  # per Ingest stream, admitted and waiting for their commit
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+MAX_RECONCILIATIONS_PAGE = 100
 
 _RESULTS = {
     Result.ACCEPTED: pb.EVENT_RESULT_ACCEPTED,
@@ -95,8 +99,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         *,
         max_batch_events: int,
         heartbeat_seconds: float,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.service = service
+        self.reconciler = reconciler
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
 
@@ -457,6 +463,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             )
         if which == "get_instrument":
             return pb.PortfolioResponse(instrument=self.get_instrument(request.get_instrument))
+        if which == "get_reconciliation":
+            return pb.PortfolioResponse(
+                reconciliation=self.get_reconciliation(request.get_reconciliation)
+            )
         raise ApiError.invalid(FieldViolation("query", "must hold one of the query kinds"))
 
     def get_position(self, request: pb.GetPositionRequest) -> pb.Position:
@@ -537,6 +547,64 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("trace_id", request.trace_id)
         return trace_to_proto(self.service.trace(request.trace_id))
 
+    # -- reconciliation --------------------------------------------------------------------
+
+    async def Reconcile(self, request: pb.ReconcileRequest, context: Context) -> pb.Reconciliation:
+        if not request.account_id:
+            await self._invalid(FieldViolation("account_id", "is required"), context)
+        if self.reconciler is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "reconciliation is not configured")
+            raise AssertionError("abort returned")  # pragma: no cover
+        try:
+            run = await self.reconciler.reconcile(request.account_id)
+        except (NoBroker, BrokerUnavailable, StorageUnavailable) as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            raise
+        except NotAllowed as refused:
+            await self._refuse(refused.refusal, context)
+            raise
+        return reconciliation_to_proto(run, self.service.residual_view)
+
+    async def GetReconciliation(
+        self, request: pb.GetReconciliationRequest, context: Context
+    ) -> pb.Reconciliation:
+        return await self._answer(self.get_reconciliation, request, context)
+
+    def get_reconciliation(self, request: pb.GetReconciliationRequest) -> pb.Reconciliation:
+        _require("account_id", request.account_id)
+        run = self.service.reconciliation(request.account_id)
+        return reconciliation_to_proto(run, self.service.residual_view)
+
+    async def ListReconciliations(
+        self, request: pb.ListReconciliationsRequest, context: Context
+    ) -> pb.ListReconciliationsResponse:
+        return await self._answer(self.list_reconciliations, request, context)
+
+    def list_reconciliations(
+        self, request: pb.ListReconciliationsRequest
+    ) -> pb.ListReconciliationsResponse:
+        _require("account_id", request.account_id)
+        if not 0 <= request.page_size <= MAX_RECONCILIATIONS_PAGE:
+            raise ApiError.invalid(
+                FieldViolation("page_size", f"must be between 0 and {MAX_RECONCILIATIONS_PAGE}")
+            )
+        tag = f"reconciliations|{request.account_id}"
+        before = _decode_token(request.page_token, tag) if request.page_token else None
+        if before is not None and not (len(before) == 1 and before[0].isdigit()):
+            raise ApiError.invalid(FieldViolation("page_token", "is not a token this service gave"))
+        limit = request.page_size or MAX_RECONCILIATIONS_PAGE
+        runs = self.service.reconciliations(
+            request.account_id, int(before[0]) if before else 0, limit
+        )
+        page = runs[:limit]
+        more = len(runs) > limit
+        return pb.ListReconciliationsResponse(
+            reconciliations=[
+                reconciliation_to_proto(run, self.service.residual_view) for run in page
+            ],
+            next_page_token=_encode_token([str(page[-1].sequence)], tag) if more else "",
+        )
+
     # -- subscriptions ---------------------------------------------------------------------
 
     async def SubscribeUpdates(
@@ -552,6 +620,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             account_level=_LEVEL_FILTER[request.level],
             include_balances=request.include_balances,
             include_marks=request.include_marks,
+            include_reconciliations=request.include_reconciliations,
         )
         try:
             replay, subscriber = self.service.subscribe(filter_, request.from_sequence)

@@ -20,6 +20,7 @@ from server.domain.decimals import canonical
 from server.domain.events import (
     CashTransfer,
     Fill,
+    FillCorrection,
     InvalidEvent,
     OrderStatus,
     OrderStatusUpdate,
@@ -94,10 +95,31 @@ def to_timestamp(ns: int) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
 
 
-def fill_from_proto(message: pb.Fill) -> Fill:
+def fill_from_proto(message: pb.Fill) -> Fill | FillCorrection:
+    """A fill, or with `corrects` set, a correction of an earlier one."""
     side = SIDE_FROM_PROTO.get(message.side)
     if side is None:
         raise FieldViolation("side", "must be SIDE_BUY or SIDE_SELL")
+    if message.corrects:
+        if message.trace_id:
+            raise FieldViolation("trace_id", "a correction cannot start or join a trace")
+        with field_errors({"correction_id": "fill_id"}):
+            return FillCorrection(
+                correction_id=message.fill_id,
+                corrects=message.corrects,
+                account_id=message.account_id,
+                strategy_id=message.strategy_id,
+                instrument_id=message.instrument_id,
+                side=side,
+                quantity=parse_decimal("quantity", message.quantity),
+                price=parse_decimal("price", message.price),
+                commission=parse_decimal("commission", message.commission, default=Decimal(0)),
+                commission_currency=message.commission_currency,
+                timestamp_ns=timestamp_ns("timestamp", message),
+                order_ref=message.order_ref,
+                order_id=message.order_id,
+                venue=message.venue,
+            )
     with field_errors():
         return Fill(
             fill_id=message.fill_id,
@@ -164,7 +186,9 @@ def transfer_from_proto(message: pb.CashTransfer) -> CashTransfer:
         )
 
 
-def event_from_proto(message: pb.ExecutionEvent) -> Fill | OrderStatusUpdate | CashTransfer:
+def event_from_proto(
+    message: pb.ExecutionEvent,
+) -> Fill | FillCorrection | OrderStatusUpdate | CashTransfer:
     which = message.WhichOneof("event")
     try:
         if which == "fill":
@@ -190,8 +214,9 @@ def event_id_of(message: pb.ExecutionEvent) -> str:
     return ""
 
 
-def fill_to_proto(fill: Fill) -> pb.Fill:
+def fill_to_proto(fill: Fill, corrects: str = "") -> pb.Fill:
     return pb.Fill(
+        corrects=corrects,
         fill_id=fill.fill_id,
         account_id=fill.account_id,
         strategy_id=fill.strategy_id,
@@ -235,7 +260,13 @@ def position_to_proto(view: PositionView) -> pb.Position:
         account_id=key.account_id,
         strategy_id=key.strategy_id,
         instrument_id=key.instrument_id,
-        level=pb.POSITION_LEVEL_ACCOUNT if key.is_account_level else pb.POSITION_LEVEL_STRATEGY,
+        level=(
+            pb.POSITION_LEVEL_RESIDUAL
+            if view.residual
+            else pb.POSITION_LEVEL_ACCOUNT
+            if key.is_account_level
+            else pb.POSITION_LEVEL_STRATEGY
+        ),
         quantity=canonical(view.quantity),
         avg_cost=canonical(view.avg_cost),
         realized_pnl=canonical(view.realized_pnl),

@@ -17,6 +17,7 @@ from server.api.wire import (
     to_timestamp,
     totals_to_proto,
 )
+from server.api.wire_reconciliation import STATUS_TO_PROTO
 from server.application.service import AccountBalances, Consolidated, InBase
 from server.domain.balances import Balance, Reservation, ReservationStatus
 from server.domain.decimals import canonical
@@ -281,7 +282,7 @@ def currency_totals_to_proto(in_base: InBase) -> list[pb.CurrencyTotals]:
 
 
 def consolidated_to_proto(found: Consolidated) -> pb.ConsolidatedPosition:
-    return pb.ConsolidatedPosition(
+    message = pb.ConsolidatedPosition(
         account_id=found.account.account_id,
         instrument_id=found.instrument_id,
         account_kind=ACCOUNT_KIND_TO_PROTO[found.account.account_kind],
@@ -293,3 +294,10 @@ def consolidated_to_proto(found: Consolidated) -> pb.ConsolidatedPosition:
         ),
         as_of_sequence=found.as_of_sequence,
     )
+    if found.reconciled is not None:
+        message.broker_quantity = canonical(found.reconciled.broker_quantity)
+        message.reconciliation_status = STATUS_TO_PROTO[found.reconciled.status]
+        message.reconciled_at.CopyFrom(to_timestamp(found.reconciled_at_ns))
+    if found.residual is not None:
+        message.residual_position.CopyFrom(position_to_proto(found.residual))
+    return message

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from server.domain.book import PositionView, Price
-from server.domain.events import ExecutionEvent
+from server.domain.events import BrokerPosition, ExecutionEvent
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Transition
 from server.domain.position import Position
+from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
@@ -47,6 +48,15 @@ class OrderTransition:
     transition: Transition | None  # None: a later correction replaced it
 
 
+@dataclass(frozen=True, slots=True)
+class ReconciliationRun:
+    """A reconciliation run as the views record it: the report, and its residual rows
+    (valued when the run was made; a residual the run dropped is there flat)."""
+
+    reconciliation: Reconciliation
+    residuals: Sequence[PositionView]
+
+
 class EventStore(Protocol):
     def append(self, group: Sequence[Sequenced]) -> None:
         """Makes a group of events durable in one atomic step; raises StorageUnavailable."""
@@ -60,13 +70,19 @@ class EventStore(Protocol):
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
 
+    def correctable_fills(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+        """Journaled fills filled at or after `time_ns`, and every correction, up to a
+        sequence, in sequence order."""
+
     def record_views(
         self,
         events: Sequence[Sequenced],
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition],
+        runs: Sequence[ReconciliationRun] = (),
     ) -> None:
-        """Brings the analysts' views up to date with committed events and changed rows."""
+        """Brings the analysts' views up to date with committed events, changed rows and
+        reconciliation runs."""
 
     def record_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> None:
         """Saves the latest market marks and FX rates (replacing the saved ones)."""
@@ -82,3 +98,28 @@ class EventStore(Protocol):
     def latest_checkpoint(self) -> Checkpoint | None: ...
 
     def close(self) -> None: ...
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot answer now (not connected, timed out); the message says why."""
+
+
+class Broker(Protocol):
+    """A broker connection as reconciliation needs it. Implementations keep themselves
+    connected (time-outs, reconnects with back-off) and report it through `connected`."""
+
+    @property
+    def name(self) -> str:
+        """What the logs and health call it: `ib 127.0.0.1:4002 client 17`, `paper`."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Begins connecting (and reconnecting whenever the connection drops); returns at once."""
+
+    async def stop(self) -> None: ...
+
+    async def positions(self, account_id: str) -> list[BrokerPosition]:
+        """Every position the broker holds in the account now, flat ones included if it
+        reports them; raises BrokerUnavailable."""

@@ -11,7 +11,7 @@ import logging
 from concurrent.futures import Executor
 from decimal import Decimal
 
-from server.application.ports import EventStore, OrderTransition, Sequenced
+from server.application.ports import EventStore, OrderTransition, ReconciliationRun, Sequenced
 from server.domain.book import position_view
 from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
@@ -37,6 +37,7 @@ class ViewProjector:
         self._retry_seconds = retry_seconds
         self._events: list[Sequenced] = []
         self._transitions: list[OrderTransition] = []
+        self._runs: list[ReconciliationRun] = []
         self._rows: dict[PositionKey, tuple[Position, Decimal]] = {}
         self._marks: tuple[list[Mark], list[FxRate]] | None = None
         self._running: asyncio.Future[None] | None = None
@@ -47,11 +48,13 @@ class ViewProjector:
         events: list[Sequenced],
         rows: list[tuple[Position, Decimal]],
         transitions: list[OrderTransition] | None = None,
+        runs: list[ReconciliationRun] | None = None,
     ) -> None:
-        """Committed events, copies of the rows they changed with their marks then, and how
-        their status changes were judged."""
+        """Committed events, copies of the rows they changed with their marks then, how
+        their status changes were judged, and the reconciliation runs they made."""
         self._events.extend(events)
         self._transitions.extend(transitions or ())
+        self._runs.extend(runs or ())
         for row, mark in rows:
             self._rows[row.key] = (row, mark)
         self._schedule()
@@ -95,14 +98,15 @@ class ViewProjector:
 
     def _write(self) -> None:
         events, rows, transitions = self._events, list(self._rows.values()), self._transitions
-        marks = self._marks
+        marks, runs = self._marks, self._runs
         self._events, self._rows, self._transitions, self._marks = [], {}, [], None
+        self._runs = []
         self._next_write = asyncio.get_running_loop().time() + self._min_interval
         self._running = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._record, events, rows, transitions, marks
+            self._executor, self._record, events, rows, transitions, marks, runs
         )
         self._running.add_done_callback(
-            lambda done: self._written(done, events, rows, transitions, marks)
+            lambda done: self._written(done, events, rows, transitions, marks, runs)
         )
 
     def _record(
@@ -111,10 +115,11 @@ class ViewProjector:
         rows: list[tuple[Position, Decimal]],
         transitions: list[OrderTransition],
         marks: tuple[list[Mark], list[FxRate]] | None,
+        runs: list[ReconciliationRun],
     ) -> None:
         if events or rows:
             views = [position_view(row, mark, self._precision) for row, mark in rows]
-            self._store.record_views(events, views, transitions)
+            self._store.record_views(events, views, transitions, runs)
         if marks is not None:
             self._store.record_marks(*marks)
 
@@ -125,6 +130,7 @@ class ViewProjector:
         rows: list[tuple[Position, Decimal]],
         transitions: list[OrderTransition],
         marks: tuple[list[Mark], list[FxRate]] | None,
+        runs: list[ReconciliationRun],
     ) -> None:
         self._running = None
         if done.exception() is None:
@@ -135,6 +141,7 @@ class ViewProjector:
         log.warning("views not updated, will retry: %s", done.exception())
         self._events[:0] = events
         self._transitions[:0] = transitions
+        self._runs[:0] = runs
         if self._marks is None:
             self._marks = marks
         for row, mark in rows:

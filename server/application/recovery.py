@@ -15,7 +15,7 @@ from typing import Any
 
 from server.application.ports import EventStore, Sequenced
 from server.application.service import PortfolioService
-from server.domain.events import Fill
+from server.domain.events import Fill, FillCorrection
 from server.domain.position import Position
 from server.domain.state import restore
 
@@ -47,6 +47,15 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
     for sequence, fill in store.traced_fills_since(horizon, start):
         if isinstance(fill, Fill):
             ledger.traces.record(fill, sequence, ledger.instruments.multiplier(fill.instrument_id))
+    if checkpoint is not None and checkpoint.state.corrections_latest_ns:
+        (latest,) = checkpoint.state.corrections_latest_ns
+        ledger.reload_correctable(
+            (sequence, event)
+            for sequence, event in store.correctable_fills(
+                latest - ledger.corrections.window_ns, start
+            )
+            if isinstance(event, Fill | FillCorrection)
+        )
     service.hub.reset(start)
     tail: list[Sequenced] = []
     for sequence, event in store.events_after(start):

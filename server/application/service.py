@@ -8,6 +8,7 @@ the acks go out. Queries and subscribers only ever see durable events.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -19,7 +20,13 @@ from sortedcontainers import SortedDict
 
 from server.application.checkpoints import Checkpointer
 from server.application.committer import GroupCommitter
-from server.application.ports import EventStore, OrderTransition, Sequenced, StorageUnavailable
+from server.application.ports import (
+    EventStore,
+    OrderTransition,
+    ReconciliationRun,
+    Sequenced,
+    StorageUnavailable,
+)
 from server.application.projector import ViewProjector
 from server.application.subscriptions import (
     Payload,
@@ -34,8 +41,12 @@ from server.domain.book import ALL, PositionView, Price, position_view
 from server.domain.decimals import EXACT
 from server.domain.events import (
     AccountDefinition,
+    AccountKind,
+    BrokerPosition,
+    BrokerPositions,
     ExecutionEvent,
     Fill,
+    FillCorrection,
     InstrumentDefinition,
     OrderStatusUpdate,
 )
@@ -43,7 +54,8 @@ from server.domain.ledger import Applied, Ledger, Outcome, Result
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
-from server.domain.refusals import Refusal
+from server.domain.reconciliation import Reconciliation, ReconciliationLine, ResidualRow
+from server.domain.refusals import Refusal, RefusalKind
 from server.domain.totals import Totals
 from server.domain.traces import Trace
 
@@ -52,6 +64,14 @@ _HIGHEST = "\U0010ffff"  # sorts after any id
 
 class NotFound(LookupError):
     """The thing asked for does not exist; the message says what."""
+
+
+class NotAllowed(Exception):
+    """The request is valid but the state does not allow it; `refusal` says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,7 @@ class PositionChanged:
     precision: Decimal
     base_currency: str
     fx_rate: Decimal | None
+    corrects: str = ""  # set when the fill is a broker correction of that fill
 
     @property
     def position(self) -> PositionView:
@@ -95,7 +116,17 @@ class MarkChanged:
     mark: Mark
 
 
-PortfolioChange = PositionChanged | OrderStatusChanged | BalanceChanged | MarkChanged
+@dataclass(frozen=True, slots=True)
+class ReconciliationChanged:
+    """A reconciliation run finished."""
+
+    sequence: int
+    run: ReconciliationRun
+
+
+PortfolioChange = (
+    PositionChanged | OrderStatusChanged | BalanceChanged | MarkChanged | ReconciliationChanged
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +175,9 @@ class Consolidated:
     strategy_positions: list[PositionView]
     attributed_quantity: Decimal
     as_of_sequence: int
+    reconciled: ReconciliationLine | None = None
+    reconciled_at_ns: int = 0
+    residual: PositionView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,19 +277,26 @@ class PortfolioService(Generic[Payload]):
         return outcome, self.ledger.refusals.get(outcome.sequence)
 
     def _apply_durable(self, group: list[Sequenced]) -> None:
-        changed, transitions = self.replay(group)
-        self.projector.submit(group, changed, transitions)
+        changed, transitions, runs = self.replay(group)
+        self.projector.submit(group, changed, transitions, [change.run for change in runs])
         self.checkpoints.after_apply(self.ledger)
 
     def replay(
         self, events: Iterable[Sequenced]
-    ) -> tuple[list[tuple[Position, Decimal]], list[OrderTransition]]:
+    ) -> tuple[list[tuple[Position, Decimal]], list[OrderTransition], list[ReconciliationChanged]]:
         """Applies journaled events in sequence order and publishes their updates; returns
-        copies of the rows they changed, each with its mark then, and the order transitions."""
+        copies of the rows they changed, each with its mark then, the order transitions and
+        the reconciliation runs."""
         published: list[tuple[int, Topic, PortfolioChange]] = []
         changed: list[tuple[Position, Decimal]] = []
         transitions: list[OrderTransition] = []
+        runs: list[ReconciliationChanged] = []
         for sequence, event in events:
+            previous = (
+                self.ledger.reconciliations.latest(event.account_id)
+                if isinstance(event, BrokerPositions)
+                else None
+            )
             applied = self.ledger.apply(event, sequence)
             changed.extend((change.position, change.market_price) for change in applied.rows)
             published.extend(self._changes(event, sequence, applied))
@@ -263,8 +304,28 @@ class PortfolioService(Generic[Payload]):
                 transitions.append(
                     OrderTransition(sequence, applied.order.order_key, applied.transition)
                 )
+            if applied.reconciliation is not None:
+                run = self.reconciliation_changed(applied.reconciliation, previous)
+                runs.append(run)
+                topic = Topic(event.account_id, "", "", is_position=False, is_reconciliation=True)
+                published.append((sequence, topic, run))
         self.hub.publish(published)
-        return changed, transitions
+        return changed, transitions, runs
+
+    def reconciliation_changed(
+        self, run: Reconciliation, previous: Reconciliation | None
+    ) -> ReconciliationChanged:
+        """A run with its residual rows valued now; a residual of the previous run that this
+        one no longer has is included flat, so the stored snapshot drops it."""
+        residuals = {row.instrument_id: self.residual_view(row) for row in run.residuals}
+        for gone in previous.residuals if previous else ():
+            if gone.instrument_id not in residuals:
+                flat = replace(
+                    gone, quantity=Decimal(0), cost_basis=Decimal(0), avg_cost=Decimal(0),
+                    sequence=run.sequence, timestamp_ns=run.timestamp_ns,
+                )  # fmt: skip
+                residuals[gone.instrument_id] = self.residual_view(flat)
+        return ReconciliationChanged(run.sequence, ReconciliationRun(run, list(residuals.values())))
 
     def judge(self, events: Iterable[Sequenced]) -> list[OrderTransition]:
         """How status events applied earlier were judged, from their orders' histories (for
@@ -283,29 +344,119 @@ class PortfolioService(Generic[Payload]):
     def _changes(
         self, event: ExecutionEvent, sequence: int, applied: Applied
     ) -> Iterator[tuple[int, Topic, PortfolioChange]]:
+        if isinstance(event, FillCorrection):
+            # The bust and the replacement: each row once, as the correction left it.
+            last = {change.position.key: change for change in applied.rows}
+            corrected = replace(applied, rows=tuple(last.values()))
+            yield from self._position_changes(
+                event.replacement(), sequence, corrected, event.corrects
+            )
         if isinstance(event, OrderStatusUpdate):
             assert applied.order is not None and applied.transition is not None
             order = replace(applied.order, history=[applied.transition])
             topic = Topic(event.account_id, order.strategy_id, order.instrument_id, False)
             yield sequence, topic, OrderStatusChanged(sequence, event, order, applied.transition)
         if isinstance(event, Fill):
-            precision = self.ledger.book.precision
-            base = self.ledger.accounts.base_currency(event.account_id)
-            for change in applied.rows:
-                key = change.position.key
-                topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
-                price = self.ledger.book.price(key.instrument_id)
-                rate = self.ledger.fx.rate(change.position.currency, base)
-                yield (
-                    sequence,
-                    topic,
-                    PositionChanged(
-                        sequence, change.kind, event, change.position, price, precision, base, rate
-                    ),
-                )
+            yield from self._position_changes(event, sequence, applied)
         for balance in applied.balances:
             topic = Topic(balance.key.account_id, "", "", is_position=False, is_balance=True)
             yield sequence, topic, BalanceChanged(sequence, balance)
+
+    def _position_changes(
+        self, fill: Fill, sequence: int, applied: Applied, corrects: str = ""
+    ) -> Iterator[tuple[int, Topic, PortfolioChange]]:
+        precision = self.ledger.book.precision
+        base = self.ledger.accounts.base_currency(fill.account_id)
+        for change in applied.rows:
+            key = change.position.key
+            topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
+            price = self.ledger.book.price(key.instrument_id)
+            rate = self.ledger.fx.rate(change.position.currency, base)
+            yield (
+                sequence,
+                topic,
+                PositionChanged(
+                    sequence, change.kind, fill, change.position, price, precision, base, rate,
+                    corrects,
+                ),
+            )  # fmt: skip
+
+    # -- reconciliation --------------------------------------------------------------------
+
+    async def reconcile(
+        self, account_id: str, positions: Sequence[BrokerPosition], time_ns: int
+    ) -> Reconciliation:
+        """Journals what the broker holds and returns the run it made. Raises NotAllowed for
+        a paper account."""
+        self.require_reconcilable(account_id)
+        snapshot = BrokerPositions(
+            f"reconcile:{account_id}:{time_ns}", account_id, time_ns, tuple(positions)
+        )
+        outcome, refusal = await self.execute(snapshot)
+        if refusal is not None:
+            raise NotAllowed(refusal)
+        if outcome.result is Result.REJECTED:
+            raise NotAllowed(Refusal(RefusalKind.CONFLICT, "account_id", outcome.reason))
+        run = self.ledger.reconciliations.latest(account_id)
+        assert run is not None and run.sequence == outcome.sequence
+        return run
+
+    def require_reconcilable(self, account_id: str) -> None:
+        """Raises NotAllowed unless the account is live: paper accounts are never
+        reconciled (the service is their book)."""
+        if self.ledger.accounts.get(account_id).account_kind is AccountKind.PAPER:
+            raise NotAllowed(
+                Refusal(
+                    RefusalKind.PRECONDITION,
+                    "account_id",
+                    f"{account_id!r} is a paper account: paper accounts are never reconciled",
+                )
+            )
+
+    def live_accounts(self) -> list[str]:
+        """Accounts reconciliation covers: every account known that is not paper."""
+        return [
+            account.account_id
+            for account, _ in self.accounts()
+            if account.account_kind is AccountKind.LIVE
+        ]
+
+    def reconciliation(self, account_id: str) -> Reconciliation:
+        run = self.ledger.reconciliations.latest(account_id)
+        if run is None:
+            raise NotFound(f"account {account_id!r} has not been reconciled yet")
+        return run
+
+    def reconciliations(
+        self, account_id: str, before_sequence: int, limit: int
+    ) -> list[Reconciliation]:
+        """Runs newest first, older than `before_sequence` (0: from the latest); one more
+        than `limit` says more follow."""
+        runs = self.ledger.reconciliations.runs(account_id)
+        if before_sequence:
+            runs = itertools.dropwhile(lambda run: run.sequence >= before_sequence, runs)
+        return list(itertools.islice(runs, limit + 1))
+
+    def residual_view(self, row: ResidualRow) -> PositionView:
+        """A residual row as queries show it, valued at its instrument's price."""
+        key = PositionKey(row.account_id, row.owner, row.instrument_id)
+        position = Position(
+            key, row.multiplier, row.quantity, row.cost_basis, currency=row.currency,
+            updated_at_ns=row.timestamp_ns, last_sequence=row.sequence,
+        )  # fmt: skip
+        return replace(self.view(position), residual=True)
+
+    def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
+        """The runs of broker snapshots applied earlier, still kept (for views catching up
+        after a restart)."""
+        found = []
+        for sequence, event in events:
+            if not isinstance(event, BrokerPositions):
+                continue
+            for run in self.ledger.reconciliations.runs(event.account_id):
+                if run.sequence == sequence:
+                    found.append(self.reconciliation_changed(run, None).run)
+        return found
 
     # -- marks -----------------------------------------------------------------------------
 
@@ -532,6 +683,8 @@ class PortfolioService(Generic[Payload]):
         strategy_rows = [row for row in rows if not row.key.is_account_level]
         with localcontext(EXACT):
             attributed = sum((row.quantity for row in strategy_rows), Decimal(0))
+        line = self.ledger.reconciliations.line(account_id, instrument_id)
+        latest = self.ledger.reconciliations.latest(account_id)
         return Consolidated(
             self.ledger.accounts.get(account_id),
             instrument_id,
@@ -539,6 +692,9 @@ class PortfolioService(Generic[Payload]):
             [self.view(row) for row in strategy_rows],
             attributed,
             self.sequence,
+            reconciled=line,
+            reconciled_at_ns=latest.timestamp_ns if line and latest else 0,
+            residual=self.residual_view(line.residual) if line and line.residual else None,
         )
 
     def list_positions(

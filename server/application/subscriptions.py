@@ -31,6 +31,7 @@ class Topic:
     is_account_level: bool = False
     is_market: bool = False
     is_balance: bool = False
+    is_reconciliation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class SubscriptionFilter:
     account_level: bool | None = None  # None: both levels
     include_balances: bool = False
     include_marks: bool = False
+    include_reconciliations: bool = False
 
     def matches(self, topic: Topic) -> bool:
         if topic.is_market:
@@ -48,6 +50,8 @@ class SubscriptionFilter:
                 not self.instrument_id or topic.instrument_id == self.instrument_id
             )
         if topic.is_balance and not self.include_balances:
+            return False
+        if topic.is_reconciliation and not self.include_reconciliations:
             return False
         if self.account_id and topic.account_id != self.account_id:
             return False

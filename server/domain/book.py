@@ -74,6 +74,7 @@ class PositionView:
     base_currency: str = ""
     fx_rate: Decimal | None = None
     precision: Decimal = Decimal("1e-9")  # what base-currency figures are rounded to
+    residual: bool = False  # a row reconciliation added (its strategy_id names its owner)
 
     @property
     def net_pnl(self) -> Decimal:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -48,6 +49,13 @@ def _codec_for(hint: Any) -> tuple[_Encoder, _Decoder]:
         return str, int
     if hint is Decimal:
         return canonical, Decimal
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        # A tuple of records: JSON of each record's field texts (JSON escapes the separator).
+        item = TextCodec(args[0])
+        return (
+            lambda value: json.dumps([item.fields(v) for v in value], separators=(",", ":")),
+            lambda text: tuple(item.from_fields(parts) for parts in json.loads(text)),
+        )
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         enum_type = hint
         return (lambda value: value.name), (lambda text: enum_type[text])
@@ -65,14 +73,19 @@ class TextCodec:
         self._decoders = [decode for _, decode in codecs]
         self._cls = cls
 
-    def encode(self, value: object) -> str:
-        return FIELD_SEPARATOR.join(
+    def fields(self, value: object) -> list[str]:
+        return [
             encode(getattr(value, name))
             for name, encode in zip(self.names, self._encoders, strict=True)
-        )
+        ]
+
+    def encode(self, value: object) -> str:
+        return FIELD_SEPARATOR.join(self.fields(value))
 
     def decode(self, text: str) -> Any:
-        parts = text.split(FIELD_SEPARATOR)
+        return self.from_fields(text.split(FIELD_SEPARATOR))
+
+    def from_fields(self, parts: list[str]) -> Any:
         if len(parts) != len(self.names):
             raise ValueError(
                 f"{self._cls.__name__}: {len(parts)} fields, expected {len(self.names)}"

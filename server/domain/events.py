@@ -437,6 +437,101 @@ class AccountDefinition(_Definition):
         return self.account_id
 
 
+@dataclass(frozen=True, slots=True)
+class FillCorrection(JournaledEvent):
+    """The broker corrected an execution: this one replaces the fill `corrects` names (the
+    original's id, or an earlier correction's). Booked as a bust of what it replaces and the
+    replacement, so the position never counts both."""
+
+    correction_id: str
+    corrects: str
+    account_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    timestamp_ns: int
+    commission: Decimal = ZERO
+    commission_currency: str = ""
+    order_ref: str = ""
+    order_id: str = ""
+    venue: str = ""
+
+    kind: ClassVar[str] = "correction"
+
+    def __post_init__(self) -> None:
+        require_id("correction_id", self.correction_id)
+        require_id("corrects", self.corrects)
+        if self.corrects == self.correction_id:
+            raise InvalidEvent("corrects", "must name another fill than the correction itself")
+        self.replacement()  # the replacement must be a valid fill, named by its field
+
+    @property
+    def event_id(self) -> str:
+        return self.correction_id
+
+    def replacement(self) -> Fill:
+        """The execution as corrected, as a fill under the correction's id."""
+        return Fill(
+            self.correction_id, self.account_id, self.strategy_id, self.instrument_id,
+            self.side, self.quantity, self.price, self.timestamp_ns, self.commission,
+            self.commission_currency, self.order_ref, self.order_id, self.venue,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    """One position as the broker reports it. `avg_cost` is the broker's own figure (IB's
+    includes commissions and, for derivatives, is per contract: price x `multiplier`)."""
+
+    instrument_id: str
+    quantity: Decimal
+    avg_cost: Decimal
+    multiplier: Decimal = ONE
+    market_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        require_id("instrument_id", self.instrument_id)
+        for name in ("quantity", "avg_cost"):
+            require_amount(name, getattr(self, name))
+        require_amount("multiplier", self.multiplier)
+        if not self.multiplier > 0:
+            raise InvalidEvent("multiplier", f"must be > 0, got {canonical(self.multiplier)}")
+        if self.market_price is not None:
+            require_amount("market_price", self.market_price)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPositions(JournaledEvent):
+    """Every position the broker holds in a live account at one moment: a reconciliation's
+    input. Journaled, so that a restart rebuilds the same reports."""
+
+    snapshot_id: str
+    account_id: str
+    timestamp_ns: int
+    positions: tuple[BrokerPosition, ...] = ()
+
+    kind: ClassVar[str] = "broker_positions"
+
+    def __post_init__(self) -> None:
+        require_id("snapshot_id", self.snapshot_id)
+        require_id("account_id", self.account_id)
+        require_time(self.timestamp_ns)
+        seen: set[str] = set()
+        for index, position in enumerate(self.positions):
+            if position.instrument_id in seen:
+                raise InvalidEvent(
+                    f"positions[{index}].instrument_id",
+                    f"{position.instrument_id!r} is listed twice",
+                )
+            seen.add(position.instrument_id)
+
+    @property
+    def event_id(self) -> str:
+        return self.snapshot_id
+
+
 ExecutionEvent = (
     Fill
     | OrderStatusUpdate
@@ -445,6 +540,8 @@ ExecutionEvent = (
     | ReservationRelease
     | InstrumentDefinition
     | AccountDefinition
+    | FillCorrection
+    | BrokerPositions
 )
 """Every kind of event the journal holds."""
 
@@ -452,6 +549,6 @@ EVENT_KINDS: dict[str, type[ExecutionEvent]] = {
     cls.kind: cls
     for cls in (
         Fill, OrderStatusUpdate, CashTransfer, CashReservation, ReservationRelease,
-        InstrumentDefinition, AccountDefinition,
+        InstrumentDefinition, AccountDefinition, FillCorrection, BrokerPositions,
     )
 }  # fmt: skip

@@ -11,19 +11,24 @@ refusal is decided by the state at its sequence, so replaying the journal refuse
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from server.domain.accounts import AccountRegistry
 from server.domain.balances import Balance, BalanceBook, BalanceKey
 from server.domain.book import PositionBook, RowChange
+from server.domain.corrections import DEFAULT_WINDOW_NS, CorrectableFills
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import (
     AccountDefinition,
+    AccountKind,
+    BrokerPositions,
     CashReservation,
     CashTransfer,
     ExecutionEvent,
     Fill,
+    FillCorrection,
     InstrumentDefinition,
     OrderStatusUpdate,
     ReservationRelease,
@@ -32,7 +37,14 @@ from server.domain.events import (
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import FxTable
 from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
-from server.domain.refusals import Refusal
+from server.domain.position import ACCOUNT_LEVEL, Position, PositionKey
+from server.domain.reconciliation import (
+    ReconcilePolicy,
+    Reconciliation,
+    ReconciliationBook,
+    reconcile,
+)
+from server.domain.refusals import Refusal, RefusalKind
 from server.domain.traces import TraceBook
 
 
@@ -51,6 +63,7 @@ class Applied:
     transition: Transition | None = None
     balances: tuple[Balance, ...] = ()
     refusal: Refusal | None = None
+    reconciliation: Reconciliation | None = None
 
 
 NOTHING = Applied()
@@ -87,6 +100,8 @@ class Ledger:
         precision: Decimal = Decimal("1e-9"),
         trace_ttl_ns: int = 300 * 10**9,
         accounts: AccountRegistry | None = None,
+        correction_window_ns: int = DEFAULT_WINDOW_NS,
+        reconcile_policy: ReconcilePolicy | None = None,
     ) -> None:
         self.instruments = instruments if instruments is not None else InstrumentRegistry()
         self.accounts = (
@@ -97,6 +112,9 @@ class Ledger:
         self.orders = OrderBook()
         self.balances = BalanceBook()
         self.fx = FxTable()
+        self.corrections = CorrectableFills(correction_window_ns)
+        self.reconciliations = ReconciliationBook()
+        self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
         self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
         self.sequence = 0  # the last sequence given
         self.applied_sequence = 0  # the last sequence applied to the book
@@ -169,7 +187,13 @@ class Ledger:
 
     def _apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         if isinstance(event, Fill):
-            return self._apply_fill(event, sequence)
+            applied = self._apply_fill(event, sequence)
+            self.corrections.add(event)
+            return applied
+        if isinstance(event, FillCorrection):
+            return self._apply_correction(event, sequence)
+        if isinstance(event, BrokerPositions):
+            return self._apply_broker_positions(event, sequence)
         if isinstance(event, OrderStatusUpdate):
             return self._apply_status(event, sequence)
         if isinstance(event, CashTransfer):
@@ -195,11 +219,94 @@ class Ledger:
             return NOTHING
         raise TypeError(f"not an event: {event!r}")
 
-    def _apply_fill(self, fill: Fill, sequence: int) -> Applied:
+    def _apply_correction(self, correction: FillCorrection, sequence: int) -> Applied:
+        """Busts what is booked for the corrected execution (reversed at its own price, its
+        commission given back) and books the replacement: quantities and cash end as if only
+        the replacement had been booked, and so does total P&L (realized + unrealized)."""
+        found = self.corrections.find(correction.account_id, correction.corrects)
+        if found is None:
+            days = self.corrections.window_ns / (86_400 * 10**9)
+            return Applied(
+                refusal=Refusal(
+                    RefusalKind.NOT_FOUND,
+                    "corrects",
+                    f"no fill {correction.corrects!r} in account {correction.account_id!r} "
+                    f"within the correction window ({days:g} days before the latest fill)",
+                )
+            )
+        original, booked = found
+        replacement = correction.replacement()
+        old = booked.fill
+        bust = Fill(
+            f"{booked.event_id}~{correction.correction_id}", old.account_id, old.strategy_id,
+            old.instrument_id, Side.SELL if old.side is Side.BUY else Side.BUY, old.quantity,
+            old.price, correction.timestamp_ns, -old.commission, old.commission_currency,
+            old.order_ref, old.order_id, old.venue,
+        )  # fmt: skip
+        busted = self._apply_fill(bust, sequence, bust=True)
+        rebooked = self._apply_fill(replacement, sequence)
+        self.corrections.replace(correction.account_id, original, replacement)
+        balances = {balance.key: balance for balance in busted.balances + rebooked.balances}
+        return Applied(
+            rows=busted.rows + rebooked.rows,
+            order=rebooked.order or busted.order,
+            balances=tuple(balances.values()),
+        )
+
+    def _apply_broker_positions(self, snapshot: BrokerPositions, sequence: int) -> Applied:
+        if self.accounts.get(snapshot.account_id).account_kind is AccountKind.PAPER:
+            return Applied(
+                refusal=Refusal(
+                    RefusalKind.PRECONDITION,
+                    "account_id",
+                    f"{snapshot.account_id!r} is a paper account: the service is its book, "
+                    "there is no broker to reconcile with",
+                )
+            )
+        run = reconcile(
+            snapshot,
+            sequence,
+            self.account_instrument_rows(snapshot.account_id),
+            lambda instrument_id: self.instruments.ensure(instrument_id).currency,
+            self.reconcile_policy,
+        )
+        self.reconciliations.record(run)
+        return Applied(reconciliation=run)
+
+    def reload_correctable(self, bookings: Iterable[tuple[int, Fill | FillCorrection]]) -> None:
+        """Recovery: refills the correctable fills from the journal's fills inside the window
+        and every correction, in sequence order (refused ones are skipped, as they were)."""
+        for sequence, event in bookings:
+            if sequence in self.refusals:
+                continue
+            if isinstance(event, Fill):
+                self.corrections.add(event)
+                continue
+            found = self.corrections.find(event.account_id, event.corrects)
+            original = found[0] if found else event.corrects
+            self.corrections.replace(event.account_id, original, event.replacement())
+        self.corrections.evict()
+
+    def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
+        """Per instrument of the account: its account-level row and every strategy row."""
+        book = self.book
+        low = PositionKey(account_id, ACCOUNT_LEVEL, "")
+        high = PositionKey(account_id, ACCOUNT_LEVEL, "\U0010ffff")
+        return {
+            key.instrument_id: book.instrument_rows(account_id, key.instrument_id)
+            for key in book.account_rows.irange(low, high)
+        }
+
+    def _apply_fill(self, fill: Fill, sequence: int, *, bust: bool = False) -> Applied:
+        """Books a fill; a bust (a correction taking a fill back) touches neither traces nor
+        reservations, and takes the fill back from its order."""
         rows = tuple(self.book.apply_fill(fill, sequence))
-        if fill.trace_id:
+        if fill.trace_id and not bust:
             self.traces.record(fill, sequence, self.instruments.multiplier(fill.instrument_id))
-        order = self.orders.link_fill(fill, sequence)
+        if bust:
+            order = self.orders.unlink_fill(fill, sequence)
+        else:
+            order = self.orders.link_fill(fill, sequence)
         instrument = self.instruments.ensure(fill.instrument_id)
         changed: dict[BalanceKey, Balance] = {}
         with localcontext(EXACT):
@@ -216,7 +323,7 @@ class Ledger:
             else:
                 cash -= fill.commission
             changed[cash_key] = self.balances.move_cash(cash_key, cash, fill.timestamp_ns, sequence)
-            if fill.side is Side.BUY:  # what a buy costs was reserved for it
+            if fill.side is Side.BUY and not bust:  # what a buy costs was reserved for it
                 fee_here = fill.commission_currency in ("", cash_key.currency)
                 cost = notional + (max(fill.commission, ZERO) if fee_here else ZERO)
                 keys = order_keys(fill.order_id, fill.order_ref)
@@ -269,6 +376,8 @@ _ID_FIELDS = {
     "release": "release_id",
     "instrument": "instrument_id",
     "account": "account_id",
+    "correction": "correction_id",
+    "broker_positions": "snapshot_id",
 }
 
 

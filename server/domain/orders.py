@@ -164,6 +164,17 @@ class OrderBook:
         order.last_sequence = sequence
         return order
 
+    def unlink_fill(self, fill: Fill, sequence: int) -> Order | None:
+        """Takes back a fill booked against its order (a broker correction replaced it)."""
+        order = self.find(fill.account_id, fill.order_id, fill.order_ref)
+        if order is None:
+            return None
+        with localcontext(EXACT):
+            order.booked_quantity -= fill.quantity
+        order.booked_fills -= 1
+        order.last_sequence = sequence
+        return order
+
     def _new(self, account_id: str, order_id: str, order_ref: str) -> Order:
         order = Order(account_id, order_keys(order_id, order_ref)[0])
         self._orders[(account_id, order.order_key)] = order

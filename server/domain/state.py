@@ -13,6 +13,7 @@ from server.domain.ledger import Ledger
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
 from server.domain.position import Position
+from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal
 
 
@@ -29,6 +30,11 @@ class LedgerState:
     refusals: list[tuple[int, Refusal]] = field(default_factory=list)
     fx_rates: list[FxRate] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
+    # Every reconciliation run kept (oldest first per account).
+    reconciliations: list[Reconciliation] = field(default_factory=list)
+    # The latest fill time the correctable fills had seen (one value; none before any fill):
+    # recovery reloads the fills inside the window that ends there.
+    corrections_latest_ns: list[int] = field(default_factory=list)
 
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
@@ -49,6 +55,8 @@ def capture(ledger: Ledger) -> LedgerState:
         refusals=sorted(ledger.refusals.items(), key=lambda item: item[0]),
         fx_rates=ledger.fx.rates(),
         marks=ledger.book.market_marks(),
+        reconciliations=ledger.reconciliations.all_runs(),
+        corrections_latest_ns=[latest] if (latest := ledger.corrections.latest_ns) else [],
     )
 
 
@@ -69,3 +77,4 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
         ledger.fx.set(rate)
     for mark in state.marks:
         ledger.book.set_mark(mark)
+    ledger.reconciliations.restore(state.reconciliations)

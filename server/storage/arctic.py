@@ -28,6 +28,7 @@ from arcticdb.exceptions import ArcticException
 from server.application.ports import (
     Checkpoint,
     OrderTransition,
+    ReconciliationRun,
     SeenEvent,
     Sequenced,
     StorageUnavailable,
@@ -184,6 +185,22 @@ class ArcticEventStore:
                 if isinstance(event, Fill) and event.trace_id:
                     yield sequence, event
 
+    def correctable_fills(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+        query = adb.QueryBuilder()
+        query = query[
+            (
+                (
+                    (query["kind"] == "fill")
+                    & (query["event_time"] >= pd.Timestamp(time_ns, unit="ns", tz="UTC"))
+                )
+                | (query["kind"] == "correction")
+            )
+            & (query["sequence"] <= up_to_sequence)
+        ]
+        frame = self._read(query_builder=query)
+        if not frame.empty:
+            yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+
     # -- the analysts' views ---------------------------------------------------------------
 
     def record_views(
@@ -191,10 +208,13 @@ class ArcticEventStore:
         events: Sequence[Sequenced],
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition] = (),
+        runs: Sequence[ReconciliationRun] = (),
     ) -> None:
         try:
-            self.views.record_events(events, transitions)
-            self.views.record_positions(positions)
+            self.views.record_events(events, transitions, runs)
+            self.views.record_positions(
+                [*positions, *(row for run in runs for row in run.residuals)]
+            )
         except Exception as error:
             raise StorageUnavailable(f"views update failed: {error}") from error
 

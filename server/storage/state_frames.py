@@ -18,6 +18,12 @@ from server.domain.decimals import canonical
 from server.domain.events import AccountDefinition, InstrumentDefinition, OrderStatusUpdate, Side
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
+from server.domain.reconciliation import (
+    LineStatus,
+    Reconciliation,
+    ReconciliationLine,
+    ResidualRow,
+)
 from server.domain.refusals import Refusal, RefusalKind
 from server.domain.state import LedgerState
 
@@ -145,6 +151,70 @@ def _refusal_from(record: dict[str, Any]) -> tuple[int, Refusal]:
     return record["sequence"], refusal
 
 
+def _residual(row: ResidualRow | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "account_id": row.account_id, "instrument_id": row.instrument_id, "owner": row.owner,
+        "quantity": canonical(row.quantity), "cost_basis": canonical(row.cost_basis),
+        "avg_cost": canonical(row.avg_cost), "multiplier": canonical(row.multiplier),
+        "currency": row.currency, "sequence": row.sequence, "timestamp_ns": row.timestamp_ns,
+    }  # fmt: skip
+
+
+def _residual_from(record: dict[str, Any] | None) -> ResidualRow | None:
+    if record is None:
+        return None
+    return ResidualRow(
+        record["account_id"], record["instrument_id"], record["owner"],
+        Decimal(record["quantity"]), Decimal(record["cost_basis"]), Decimal(record["avg_cost"]),
+        Decimal(record["multiplier"]), record["currency"], record["sequence"],
+        record["timestamp_ns"],
+    )  # fmt: skip
+
+
+_LINE_AMOUNTS = (
+    "broker_quantity", "broker_avg_cost", "broker_unit_cost", "account_quantity",
+    "attributed_quantity", "residual_quantity", "service_avg_cost",
+)  # fmt: skip
+
+
+def _line(line: ReconciliationLine) -> dict[str, Any]:
+    record: dict[str, Any] = {name: canonical(getattr(line, name)) for name in _LINE_AMOUNTS}
+    record.update(
+        instrument_id=line.instrument_id, status=line.status.name, note=line.note,
+        strategies=[[strategy, canonical(quantity)] for strategy, quantity in line.strategies],
+        residual=_residual(line.residual),
+    )  # fmt: skip
+    return record
+
+
+def _line_from(record: dict[str, Any]) -> ReconciliationLine:
+    return ReconciliationLine(
+        instrument_id=record["instrument_id"], status=LineStatus[record["status"]],
+        **{name: Decimal(record[name]) for name in _LINE_AMOUNTS},
+        strategies=tuple((strategy, Decimal(q)) for strategy, q in record["strategies"]),
+        residual=_residual_from(record["residual"]), note=record["note"],
+    )  # fmt: skip
+
+
+def _reconciliation(run: Reconciliation) -> dict[str, Any]:
+    return {
+        "account_id": run.account_id, "snapshot_id": run.snapshot_id, "sequence": run.sequence,
+        "timestamp_ns": run.timestamp_ns, "broker_positions": run.broker_positions,
+        "matched": run.matched, "discrepancies": run.discrepancies,
+        "lines": [_line(line) for line in run.lines],
+    }  # fmt: skip
+
+
+def _reconciliation_from(record: dict[str, Any]) -> Reconciliation:
+    return Reconciliation(
+        record["account_id"], record["snapshot_id"], record["sequence"], record["timestamp_ns"],
+        record["broker_positions"], tuple(_line_from(line) for line in record["lines"]),
+        matched=record["matched"], discrepancies=record["discrepancies"],
+    )  # fmt: skip
+
+
 _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
     "instruments": (_instrument, lambda r: InstrumentDefinition.from_text(r["text"])),
     "accounts": (_account, lambda r: AccountDefinition.from_text(r["text"])),
@@ -156,6 +226,8 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "refusals": (_refusal, _refusal_from),
     "fx_rates": (_fx, _fx_from),
     "marks": (_mark, _mark_from),
+    "reconciliations": (_reconciliation, _reconciliation_from),
+    "corrections_latest_ns": (lambda t: {"time_ns": t}, lambda r: r["time_ns"]),
 }
 
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 import arcticdb as adb
 import pandas as pd
 
-from server.application.ports import OrderTransition, Sequenced
+from server.application.ports import OrderTransition, ReconciliationRun, Sequenced
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
-from server.domain.events import Fill, OrderStatusUpdate
+from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
+from server.domain.reconciliation import Reconciliation
 
 log = logging.getLogger("portfolio.views")
 
@@ -40,6 +42,17 @@ ORDER_COLUMNS = [
     "update_id", "sequence", "status_time", "order_key", "strategy_id", "order_ref", "order_id",
     "perm_id", "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
     "avg_fill_price", "flag", "replaced", "corrects",
+]  # fmt: skip
+CORRECTION_COLUMNS = [
+    "correction_id", "corrects", "sequence", "fill_time", "strategy_id", "instrument_id",
+    "side", "quantity", "price", "commission", "commission_currency", "order_ref", "order_id",
+    "venue",
+]  # fmt: skip
+RECONCILIATION_COLUMNS = [
+    "snapshot_id", "sequence", "reconciled_at", "instrument_id", "status", "discrepancy",
+    "broker_quantity", "broker_avg_cost", "broker_unit_cost", "account_quantity",
+    "service_avg_cost", "attributed_quantity", "residual_quantity", "residual_owner",
+    "residual_avg_cost", "strategies", "note", "broker_positions", "matched", "discrepancies",
 ]  # fmt: skip
 POSITION_COLUMNS = [
     "slot", "timestamp", "account_id", "strategy_id", "instrument_id", "level", "quantity",
@@ -73,6 +86,40 @@ def _fill_row(sequence: int, fill: Fill) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+def _correction_row(sequence: int, correction: FillCorrection) -> tuple[object, ...]:
+    return (
+        correction.correction_id, correction.corrects, sequence, correction.timestamp_ns,
+        correction.strategy_id, correction.instrument_id, correction.side.name,
+        canonical(correction.quantity), canonical(correction.price),
+        canonical(correction.commission), correction.commission_currency,
+        correction.order_ref, correction.order_id, correction.venue,
+    )  # fmt: skip
+
+
+def _reconciliation_rows(run: Reconciliation) -> list[tuple[object, ...]]:
+    """One row per line; a run with no line still leaves one row (status NONE) saying it ran."""
+    counts = (run.broker_positions, run.matched, run.discrepancies)
+    if not run.lines:
+        return [
+            (run.snapshot_id, run.sequence, run.timestamp_ns, "", "NONE", False,
+             *[""] * 9, "", "[]", "nothing held on either side", *counts)
+        ]  # fmt: skip
+    return [
+        (
+            run.snapshot_id, run.sequence, run.timestamp_ns, line.instrument_id,
+            line.status.name, line.status.is_discrepancy, canonical(line.broker_quantity),
+            canonical(line.broker_avg_cost), canonical(line.broker_unit_cost),
+            canonical(line.account_quantity), canonical(line.service_avg_cost),
+            canonical(line.attributed_quantity), canonical(line.residual_quantity),
+            line.residual.owner if line.residual else "",
+            canonical(line.residual.avg_cost) if line.residual else "",
+            json.dumps([[strategy, canonical(q)] for strategy, q in line.strategies]),
+            line.note, *counts,
+        )
+        for line in run.lines
+    ]  # fmt: skip
+
+
 def _order_row(
     sequence: int, update: OrderStatusUpdate, judged: OrderTransition | None
 ) -> tuple[object, ...]:
@@ -97,7 +144,8 @@ def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
     key = view.key
     return (
         slot, view.updated_at_ns, key.account_id, key.strategy_id, key.instrument_id,
-        "ACCOUNT" if key.is_account_level else "STRATEGY", canonical(view.quantity),
+        "RESIDUAL" if view.residual else "ACCOUNT" if key.is_account_level else "STRATEGY",
+        canonical(view.quantity),
         canonical(view.avg_cost), canonical(view.cost_basis), canonical(view.realized_pnl),
         canonical(view.unrealized_pnl), canonical(view.fees), canonical(view.net_pnl),
         canonical(view.market_price), canonical(view.market_value), canonical(view.multiplier),
@@ -119,6 +167,13 @@ class ArcticViews:
         self.orders = arctic.get_library("orders", create_if_missing=True)
         self.positions = arctic.get_library("positions", create_if_missing=True)
         self.portfolio = arctic.get_library("portfolio", create_if_missing=True)
+        self.corrections = arctic.get_library("corrections", create_if_missing=True)
+        self.reconciliations = arctic.get_library("reconciliations", create_if_missing=True)
+        # The event log of each kind of journaled event that has one.
+        self._library_of_kind = {
+            "fill": self.fills, "status": self.orders, "correction": self.corrections,
+            "broker_positions": self.reconciliations,
+        }  # fmt: skip
         self._logs: dict[tuple[str, str], _EventLog] = {}
         self._tables: dict[tuple[str, str], _RowTable] = {}
         self._writes: dict[tuple[str, str], int] = defaultdict(int)
@@ -151,23 +206,48 @@ class ArcticViews:
         return state
 
     def record_events(
-        self, events: Iterable[Sequenced], transitions: Iterable[OrderTransition] = ()
+        self,
+        events: Iterable[Sequenced],
+        transitions: Iterable[OrderTransition] = (),
+        runs: Iterable[ReconciliationRun] = (),
     ) -> None:
-        """Appends each account's new fills and status changes: one append per symbol, and
-        an update() per corrected transition."""
+        """Appends each account's new fills, corrections, status changes and reconciliation
+        reports: one append per symbol, and an update() per corrected transition."""
         judged = {item.sequence: item for item in transitions}
         grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
         for sequence, event in events:
-            if isinstance(event, Fill):
-                grouped[("fills", event.account_id)].append((sequence, event))
-            elif isinstance(event, OrderStatusUpdate):
-                grouped[("orders", event.account_id)].append((sequence, event))
-        for (library_name, account_id), rows in grouped.items():
-            library = self.fills if library_name == "fills" else self.orders
+            if isinstance(event, Fill | OrderStatusUpdate | FillCorrection):
+                grouped[(event.kind, event.account_id)].append((sequence, event))
+        for (kind, account_id), rows in grouped.items():
+            library = self._library_of_kind[kind]
             state = self._log(library, account_id)
             rows = [(s, e) for s, e in rows if s > state.last_sequence]
-            if rows:
+            if not rows:
+                continue
+            if kind == "correction":
+                table = [_correction_row(s, e) for s, e in rows if isinstance(e, FillCorrection)]
+                times = [e.timestamp_ns for _, e in rows]
+                self._append_rows(
+                    library, account_id, state, table, times, CORRECTION_COLUMNS, "fill_time"
+                )
+            else:
                 self._append_events(library, account_id, state, rows, judged)
+        by_account: dict[str, list[Reconciliation]] = defaultdict(list)
+        for run in runs:
+            by_account[run.reconciliation.account_id].append(run.reconciliation)
+        for account_id, reports in by_account.items():
+            state = self._log(self.reconciliations, account_id)
+            table = [
+                row
+                for report in sorted(reports, key=lambda r: r.sequence)
+                if report.sequence > state.last_sequence
+                for row in _reconciliation_rows(report)
+            ]
+            times = [int(row[2]) for row in table]  # type: ignore[call-overload]
+            self._append_rows(
+                self.reconciliations, account_id, state, table, times,
+                RECONCILIATION_COLUMNS, "reconciled_at",
+            )  # fmt: skip
 
     def _append_events(
         self,
@@ -263,9 +343,9 @@ class ArcticViews:
     def last_recorded(self, symbols: Iterable[tuple[str, str]]) -> int:
         """The smallest last sequence recorded over (kind, account_id) symbols."""
         lasts = [
-            self._log(self.fills if kind == "fill" else self.orders, account_id).last_sequence
+            self._log(self._library_of_kind[kind], account_id).last_sequence
             for kind, account_id in symbols
-            if kind in ("fill", "status")
+            if kind in self._library_of_kind
         ]
         return min(lasts, default=0)
 
@@ -291,7 +371,7 @@ class ArcticViews:
         for view in views:
             key = view.key
             grouped[("portfolio", key.account_id)][key] = view
-            if not key.is_account_level:
+            if not key.is_account_level and not view.residual:
                 grouped[("positions", key.strategy_id)][key] = view
         for (library_name, symbol), changed in grouped.items():
             library = self.portfolio if library_name == "portfolio" else self.positions

@@ -12,16 +12,19 @@ from decimal import Decimal
 from server.domain.events import (
     AccountDefinition,
     AccountKind,
+    BrokerPosition,
+    BrokerPositions,
     CashReservation,
     CashTransfer,
     Fill,
+    FillCorrection,
     InstrumentDefinition,
     OrderStatus,
     OrderStatusUpdate,
     ReservationRelease,
     Side,
 )
-from tests.domain.builders import fill
+from tests.domain.builders import BASE_NS, fill
 
 _ids = itertools.count(1)
 
@@ -143,3 +146,42 @@ def paper_account(account_id: str, base_currency: str = "USD", initial_cash: obj
         base_currency=base_currency,
         initial_cash=dec(initial_cash),
     )
+
+
+def correction(
+    corrects: str,
+    side: str,
+    quantity: object,
+    price: object,
+    *,
+    correction_id: str | None = None,
+    **kwargs: object,
+) -> FillCorrection:
+    """A broker correction of fill `corrects` (see `builders.fill` for the other fields)."""
+    replacement = fill(side, quantity, price, **kwargs)  # type: ignore[arg-type]
+    return FillCorrection(
+        correction_id=correction_id or f"{corrects}.corr-{replacement.fill_id}",
+        corrects=corrects,
+        account_id=replacement.account_id,
+        strategy_id=replacement.strategy_id,
+        instrument_id=replacement.instrument_id,
+        side=replacement.side,
+        quantity=replacement.quantity,
+        price=replacement.price,
+        timestamp_ns=replacement.timestamp_ns,
+        commission=replacement.commission,
+    )
+
+
+def broker_positions(
+    *positions: tuple[str, object, object] | tuple[str, object, object, object],
+    account: str = "A1",
+    snapshot_id: str | None = None,
+    at_ns: int = BASE_NS + 10**12,
+) -> BrokerPositions:
+    """What the broker holds: (instrument, quantity, avg_cost[, multiplier]) each."""
+    held = tuple(
+        BrokerPosition(item[0], dec(item[1]), dec(item[2]), dec(item[3] if len(item) > 3 else 1))
+        for item in positions
+    )
+    return BrokerPositions(snapshot_id or f"snap-{account}-{at_ns}", account, at_ns, held)

@@ -16,6 +16,8 @@ from server.domain.refusals import RefusalKind
 from server.domain.state import LedgerState, capture, capture_rows, restore
 from tests.domain.builders import fill
 from tests.domain.event_builders import (
+    broker_positions,
+    correction,
     deposit,
     instrument,
     order_fill,
@@ -68,6 +70,9 @@ def history() -> list[ExecutionEvent]:
         fill("BUY", 5, 200, instrument="SAP", commission=2),
         order_fill("SELL", 1, 210, instrument="SAP", commission=1, commission_currency="USD"),
         fill("SELL", 3, 105, strategy="S2"),
+        fill("BUY", 7, 99, strategy="S3", fill_id="ex-1.01"),
+        correction("ex-1.01", "BUY", 7, "99.5", strategy="S3", correction_id="ex-1.02"),
+        broker_positions(("AAPL", 3, "100.1"), ("MSFT", 10, 300)),  # residual, unattributed
         fill("BUY", 1, 50, instrument="NEW", account="P1"),  # provisional
         instrument("ES", multiplier=5),  # refused: ES has positions
     ]
@@ -107,6 +112,7 @@ def snapshot(ledger: Ledger) -> dict[str, object]:
         "accounts": list(ledger.accounts),
         "funded": ledger.accounts.funded(),
         "marks": sorted(book.market_marks(), key=lambda m: m.instrument_id),
+        "reconciliations": ledger.reconciliations.all_runs(),
         "fx_rates": sorted(ledger.fx.rates(), key=lambda r: (r.base, r.quote)),
         "fx": {(a, b): ledger.fx.rate(a, b) for a in CURRENCIES for b in CURRENCIES},
         "views": {row.key: book.view(row) for row in book.rows()},

@@ -115,6 +115,10 @@ class _PositionLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Positio
     """The account-level book: every fill of the account regardless of strategy, as the broker
     sees it.
     """
+    POSITION_LEVEL_RESIDUAL: _PositionLevel.ValueType  # 3
+    """A row reconciliation added beside the strategies' rows: strategy_id is UNATTRIBUTED (a
+    broker position no fill accounts for) or RESIDUAL (broker quantity - strategies' sum).
+    """
 
 class PositionLevel(_PositionLevel, metaclass=_PositionLevelEnumTypeWrapper):
     """---------------------------------------------------------------------------------------------
@@ -129,6 +133,10 @@ POSITION_LEVEL_STRATEGY: PositionLevel.ValueType  # 1
 POSITION_LEVEL_ACCOUNT: PositionLevel.ValueType  # 2
 """The account-level book: every fill of the account regardless of strategy, as the broker
 sees it.
+"""
+POSITION_LEVEL_RESIDUAL: PositionLevel.ValueType  # 3
+"""A row reconciliation added beside the strategies' rows: strategy_id is UNATTRIBUTED (a
+broker position no fill accounts for) or RESIDUAL (broker quantity - strategies' sum).
 """
 Global___PositionLevel: _TypeAlias = PositionLevel  # noqa: Y015
 
@@ -176,6 +184,8 @@ class _UpdateKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateKind
     """
     UPDATE_KIND_BALANCE: _UpdateKind.ValueType  # 7
     """A cash balance changed (a fill, a transfer, a reservation)."""
+    UPDATE_KIND_RECONCILIATION: _UpdateKind.ValueType  # 8
+    """A reconciliation run finished (opt-in): its report, differences and residual rows."""
 
 class UpdateKind(_UpdateKind, metaclass=_UpdateKindEnumTypeWrapper):
     """What an update is about."""
@@ -196,6 +206,8 @@ kept for replay (sequence is the latest event's, as for a heartbeat).
 """
 UPDATE_KIND_BALANCE: UpdateKind.ValueType  # 7
 """A cash balance changed (a fill, a transfer, a reservation)."""
+UPDATE_KIND_RECONCILIATION: UpdateKind.ValueType  # 8
+"""A reconciliation run finished (opt-in): its report, differences and residual rows."""
 Global___UpdateKind: _TypeAlias = UpdateKind  # noqa: Y015
 
 class _AssetClass:
@@ -285,6 +297,44 @@ RESERVATION_STATUS_ACTIVE: ReservationStatus.ValueType  # 1
 RESERVATION_STATUS_RELEASED: ReservationStatus.ValueType  # 2
 RESERVATION_STATUS_CONSUMED: ReservationStatus.ValueType  # 3
 Global___ReservationStatus: _TypeAlias = ReservationStatus  # noqa: Y015
+
+class _ReconciliationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReconciliationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReconciliationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECONCILIATION_STATUS_UNSPECIFIED: _ReconciliationStatus.ValueType  # 0
+    RECONCILIATION_STATUS_MATCHED: _ReconciliationStatus.ValueType  # 1
+    """Quantities agree exactly; average costs within the tolerance."""
+    RECONCILIATION_STATUS_FLAT_ATTRIBUTED: _ReconciliationStatus.ValueType  # 2
+    """Flat at the broker; the strategies' rows net to zero (one long, one short) and are kept."""
+    RECONCILIATION_STATUS_UNATTRIBUTED: _ReconciliationStatus.ValueType  # 3
+    """The broker holds a position the service has no strategy rows for: an UNATTRIBUTED row."""
+    RECONCILIATION_STATUS_RESIDUAL: _ReconciliationStatus.ValueType  # 4
+    """The broker's quantity differs from the strategies' sum: a RESIDUAL row carries the
+    difference.
+    """
+    RECONCILIATION_STATUS_COST_MISMATCH: _ReconciliationStatus.ValueType  # 5
+    """Quantities agree; the average costs differ beyond the tolerance."""
+
+class ReconciliationStatus(_ReconciliationStatus, metaclass=_ReconciliationStatusEnumTypeWrapper):
+    """How one instrument compared."""
+
+RECONCILIATION_STATUS_UNSPECIFIED: ReconciliationStatus.ValueType  # 0
+RECONCILIATION_STATUS_MATCHED: ReconciliationStatus.ValueType  # 1
+"""Quantities agree exactly; average costs within the tolerance."""
+RECONCILIATION_STATUS_FLAT_ATTRIBUTED: ReconciliationStatus.ValueType  # 2
+"""Flat at the broker; the strategies' rows net to zero (one long, one short) and are kept."""
+RECONCILIATION_STATUS_UNATTRIBUTED: ReconciliationStatus.ValueType  # 3
+"""The broker holds a position the service has no strategy rows for: an UNATTRIBUTED row."""
+RECONCILIATION_STATUS_RESIDUAL: ReconciliationStatus.ValueType  # 4
+"""The broker's quantity differs from the strategies' sum: a RESIDUAL row carries the
+difference.
+"""
+RECONCILIATION_STATUS_COST_MISMATCH: ReconciliationStatus.ValueType  # 5
+"""Quantities agree; the average costs differ beyond the tolerance."""
+Global___ReconciliationStatus: _TypeAlias = ReconciliationStatus  # noqa: Y015
 
 @_typing.final
 class IngestRequest(_message.Message):
@@ -482,6 +532,7 @@ class Fill(_message.Message):
     VENUE_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    CORRECTS_FIELD_NUMBER: _builtins.int
     fill_id: _builtins.str
     """Unique per execution; the idempotency key."""
     account_id: _builtins.str
@@ -502,6 +553,11 @@ class Fill(_message.Message):
     """Optional: groups the legs of a multi-step trade."""
     order_id: _builtins.str
     """Optional: the broker's order id."""
+    corrects: _builtins.str
+    """Optional: the fill_id of the execution this one corrects (IB: the same execId stem with
+    a new suffix; name the original). The service takes back what it booked for that
+    execution and books this one in its place; fill_id stays the idempotency key.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """Required: when the execution happened, as the venue reports it."""
@@ -523,10 +579,11 @@ class Fill(_message.Message):
         venue: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
+        corrects: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "commission", b"commission", "commission_currency", b"commission_currency", "fill_id", b"fill_id", "instrument_id", b"instrument_id", "order_id", b"order_id", "order_ref", b"order_ref", "price", b"price", "quantity", b"quantity", "side", b"side", "strategy_id", b"strategy_id", "timestamp", b"timestamp", "trace_id", b"trace_id", "venue", b"venue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "commission", b"commission", "commission_currency", b"commission_currency", "corrects", b"corrects", "fill_id", b"fill_id", "instrument_id", b"instrument_id", "order_id", b"order_id", "order_ref", b"order_ref", "price", b"price", "quantity", b"quantity", "side", b"side", "strategy_id", b"strategy_id", "timestamp", b"timestamp", "trace_id", b"trace_id", "venue", b"venue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1271,6 +1328,7 @@ class PortfolioQuery(_message.Message):
     GET_BALANCES_FIELD_NUMBER: _builtins.int
     GET_CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
     GET_INSTRUMENT_FIELD_NUMBER: _builtins.int
+    GET_RECONCILIATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def get_position(self) -> Global___GetPositionRequest: ...
     @_builtins.property
@@ -1291,6 +1349,8 @@ class PortfolioQuery(_message.Message):
     def get_consolidated_position(self) -> Global___GetConsolidatedPositionRequest: ...
     @_builtins.property
     def get_instrument(self) -> Global___GetInstrumentRequest: ...
+    @_builtins.property
+    def get_reconciliation(self) -> Global___GetReconciliationRequest: ...
     def __init__(
         self,
         *,
@@ -1304,12 +1364,13 @@ class PortfolioQuery(_message.Message):
         get_balances: Global___GetBalancesRequest | None = ...,
         get_consolidated_position: Global___GetConsolidatedPositionRequest | None = ...,
         get_instrument: Global___GetInstrumentRequest | None = ...,
+        get_reconciliation: Global___GetReconciliationRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument", "get_reconciliation"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -1333,6 +1394,7 @@ class PortfolioResponse(_message.Message):
     BALANCES_FIELD_NUMBER: _builtins.int
     CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
     INSTRUMENT_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def position(self) -> Global___Position: ...
     @_builtins.property
@@ -1353,6 +1415,8 @@ class PortfolioResponse(_message.Message):
     def consolidated_position(self) -> Global___ConsolidatedPosition: ...
     @_builtins.property
     def instrument(self) -> Global___Instrument: ...
+    @_builtins.property
+    def reconciliation(self) -> Global___Reconciliation: ...
     def __init__(
         self,
         *,
@@ -1366,12 +1430,13 @@ class PortfolioResponse(_message.Message):
         balances: Global___Balances | None = ...,
         consolidated_position: Global___ConsolidatedPosition | None = ...,
         instrument: Global___Instrument | None = ...,
+        reconciliation: Global___Reconciliation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument", "reconciliation"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -1394,6 +1459,7 @@ class SubscribeUpdatesRequest(_message.Message):
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
     INCLUDE_BALANCES_FIELD_NUMBER: _builtins.int
     INCLUDE_MARKS_FIELD_NUMBER: _builtins.int
+    INCLUDE_RECONCILIATIONS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Filters; empty means any. A strategy filter excludes account-level rows."""
     strategy_id: _builtins.str
@@ -1409,6 +1475,10 @@ class SubscribeUpdatesRequest(_message.Message):
     """Also send UPDATE_KIND_BALANCE updates (cash moves) of the matching accounts."""
     include_marks: _builtins.bool
     """Also send UPDATE_KIND_MARK updates (coalesced) of the matching instruments."""
+    include_reconciliations: _builtins.bool
+    """Also send UPDATE_KIND_RECONCILIATION updates (a reconciliation run's report) of the
+    matching accounts.
+    """
     def __init__(
         self,
         *,
@@ -1419,10 +1489,11 @@ class SubscribeUpdatesRequest(_message.Message):
         from_sequence: _builtins.int = ...,
         include_balances: _builtins.bool = ...,
         include_marks: _builtins.bool = ...,
+        include_reconciliations: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_sequence", b"from_sequence", "include_balances", b"include_balances", "include_marks", b"include_marks", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_sequence", b"from_sequence", "include_balances", b"include_balances", "include_marks", b"include_marks", "include_reconciliations", b"include_reconciliations", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1445,6 +1516,7 @@ class PortfolioUpdate(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
     MARK_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     kind: Global___UpdateKind.ValueType
     event_id: _builtins.str
@@ -1473,6 +1545,10 @@ class PortfolioUpdate(_message.Message):
     def mark(self) -> Global___MarkPrice:
         """For MARK."""
 
+    @_builtins.property
+    def reconciliation(self) -> Global___Reconciliation:
+        """For RECONCILIATION."""
+
     def __init__(
         self,
         *,
@@ -1485,10 +1561,11 @@ class PortfolioUpdate(_message.Message):
         order: Global___Order | None = ...,
         balance: Global___Balance | None = ...,
         mark: Global___MarkPrice | None = ...,
+        reconciliation: Global___Reconciliation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "fill", b"fill", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "fill", b"fill", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2408,6 +2485,10 @@ class ConsolidatedPosition(_message.Message):
     ATTRIBUTED_QUANTITY_FIELD_NUMBER: _builtins.int
     UNATTRIBUTED_QUANTITY_FIELD_NUMBER: _builtins.int
     AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    BROKER_QUANTITY_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_STATUS_FIELD_NUMBER: _builtins.int
+    RESIDUAL_POSITION_FIELD_NUMBER: _builtins.int
+    RECONCILED_AT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     instrument_id: _builtins.str
     account_kind: Global___AccountKind.ValueType
@@ -2416,10 +2497,19 @@ class ConsolidatedPosition(_message.Message):
     unattributed_quantity: _builtins.str
     """account quantity - attributed quantity: "0" unless something booked outside strategies."""
     as_of_sequence: _builtins.int
+    broker_quantity: _builtins.str
+    """From the account's latest reconciliation (unset before one covered the instrument):
+    what the broker held, how it compared, and the residual row it added, if any.
+    """
+    reconciliation_status: Global___ReconciliationStatus.ValueType
     @_builtins.property
     def account_position(self) -> Global___Position: ...
     @_builtins.property
     def strategy_positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
+    @_builtins.property
+    def residual_position(self) -> Global___Position: ...
+    @_builtins.property
+    def reconciled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -2431,11 +2521,248 @@ class ConsolidatedPosition(_message.Message):
         attributed_quantity: _builtins.str = ...,
         unattributed_quantity: _builtins.str = ...,
         as_of_sequence: _builtins.int = ...,
+        broker_quantity: _builtins.str = ...,
+        reconciliation_status: Global___ReconciliationStatus.ValueType = ...,
+        residual_position: Global___Position | None = ...,
+        reconciled_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_position", b"account_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_position", b"account_position", "reconciled_at", b"reconciled_at", "residual_position", b"residual_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_position", b"account_position", "as_of_sequence", b"as_of_sequence", "attributed_quantity", b"attributed_quantity", "instrument_id", b"instrument_id", "strategy_positions", b"strategy_positions", "unattributed_quantity", b"unattributed_quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_position", b"account_position", "as_of_sequence", b"as_of_sequence", "attributed_quantity", b"attributed_quantity", "broker_quantity", b"broker_quantity", "instrument_id", b"instrument_id", "reconciled_at", b"reconciled_at", "reconciliation_status", b"reconciliation_status", "residual_position", b"residual_position", "strategy_positions", b"strategy_positions", "unattributed_quantity", b"unattributed_quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConsolidatedPosition: _TypeAlias = ConsolidatedPosition  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Reconciliation against the broker
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class GetReconciliationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    page_size: _builtins.int
+    """At most 100 (the default); page_token from the previous page."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsRequest: _TypeAlias = ListReconciliationsRequest  # noqa: Y015
+
+@_typing.final
+class ListReconciliationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def reconciliations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reconciliation]: ...
+    def __init__(
+        self,
+        *,
+        reconciliations: _abc.Iterable[Global___Reconciliation] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "reconciliations", b"reconciliations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReconciliationsResponse: _TypeAlias = ListReconciliationsResponse  # noqa: Y015
+
+@_typing.final
+class StrategyQuantity(_message.Message):
+    """A strategy's quantity in an instrument, as reconciliation saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    quantity: _builtins.str
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+        quantity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrategyQuantity: _TypeAlias = StrategyQuantity  # noqa: Y015
+
+@_typing.final
+class ReconciliationLine(_message.Message):
+    """One instrument of a reconciliation run. Amounts are decimal strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_FIELD_NUMBER: _builtins.int
+    BROKER_QUANTITY_FIELD_NUMBER: _builtins.int
+    BROKER_AVG_COST_FIELD_NUMBER: _builtins.int
+    BROKER_UNIT_COST_FIELD_NUMBER: _builtins.int
+    ACCOUNT_QUANTITY_FIELD_NUMBER: _builtins.int
+    SERVICE_AVG_COST_FIELD_NUMBER: _builtins.int
+    ATTRIBUTED_QUANTITY_FIELD_NUMBER: _builtins.int
+    STRATEGIES_FIELD_NUMBER: _builtins.int
+    RESIDUAL_QUANTITY_FIELD_NUMBER: _builtins.int
+    RESIDUAL_POSITION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    status: Global___ReconciliationStatus.ValueType
+    discrepancy: _builtins.bool
+    """True for UNATTRIBUTED, RESIDUAL and COST_MISMATCH."""
+    broker_quantity: _builtins.str
+    broker_avg_cost: _builtins.str
+    """As the broker reports it (IB: commissions included, per contract for derivatives)."""
+    broker_unit_cost: _builtins.str
+    """broker_avg_cost / the broker's contract multiplier: comparable with service_avg_cost."""
+    account_quantity: _builtins.str
+    """The service's account-level row."""
+    service_avg_cost: _builtins.str
+    attributed_quantity: _builtins.str
+    """The sum of the strategy rows, and each of them (flat ones included)."""
+    residual_quantity: _builtins.str
+    """broker_quantity - attributed_quantity."""
+    note: _builtins.str
+    @_builtins.property
+    def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyQuantity]: ...
+    @_builtins.property
+    def residual_position(self) -> Global___Position:
+        """The row added for the difference (level RESIDUAL), valued at the latest price."""
+
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        status: Global___ReconciliationStatus.ValueType = ...,
+        discrepancy: _builtins.bool = ...,
+        broker_quantity: _builtins.str = ...,
+        broker_avg_cost: _builtins.str = ...,
+        broker_unit_cost: _builtins.str = ...,
+        account_quantity: _builtins.str = ...,
+        service_avg_cost: _builtins.str = ...,
+        attributed_quantity: _builtins.str = ...,
+        strategies: _abc.Iterable[Global___StrategyQuantity] | None = ...,
+        residual_quantity: _builtins.str = ...,
+        residual_position: Global___Position | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["residual_position", b"residual_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_quantity", b"account_quantity", "attributed_quantity", b"attributed_quantity", "broker_avg_cost", b"broker_avg_cost", "broker_quantity", b"broker_quantity", "broker_unit_cost", b"broker_unit_cost", "discrepancy", b"discrepancy", "instrument_id", b"instrument_id", "note", b"note", "residual_position", b"residual_position", "residual_quantity", b"residual_quantity", "service_avg_cost", b"service_avg_cost", "status", b"status", "strategies", b"strategies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationLine: _TypeAlias = ReconciliationLine  # noqa: Y015
+
+@_typing.final
+class Reconciliation(_message.Message):
+    """One reconciliation run of one account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    RECONCILED_AT_FIELD_NUMBER: _builtins.int
+    BROKER_POSITIONS_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    CLEAN_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    snapshot_id: _builtins.str
+    sequence: _builtins.int
+    """The sequence of the broker snapshot's event: the report compares the book as of it."""
+    broker_positions: _builtins.int
+    matched: _builtins.int
+    discrepancies: _builtins.int
+    clean: _builtins.bool
+    @_builtins.property
+    def reconciled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationLine]:
+        """Every instrument of the run (a run kept in history keeps only its differences)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        snapshot_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        reconciled_at: _timestamp_pb2.Timestamp | None = ...,
+        broker_positions: _builtins.int = ...,
+        matched: _builtins.int = ...,
+        discrepancies: _builtins.int = ...,
+        clean: _builtins.bool = ...,
+        lines: _abc.Iterable[Global___ReconciliationLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciled_at", b"reconciled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_positions", b"broker_positions", "clean", b"clean", "discrepancies", b"discrepancies", "lines", b"lines", "matched", b"matched", "reconciled_at", b"reconciled_at", "sequence", b"sequence", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015

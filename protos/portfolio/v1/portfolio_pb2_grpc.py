@@ -135,6 +135,21 @@ class PortfolioManagerStub(object):
                 request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.SerializeToString,
                 response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.FromString,
                 _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/Reconcile',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.FromString,
+                _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetReconciliation',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.FromString,
+                _registered_method=True)
+        self.ListReconciliations = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/ListReconciliations',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.FromString,
+                _registered_method=True)
 
 
 class PortfolioManagerServicer(object):
@@ -284,6 +299,31 @@ class PortfolioManagerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """Reconciles a live account against its broker now: fetches the broker's positions,
+        compares them with the account's rows, and returns the report (also kept, persisted and
+        published). UNAVAILABLE when no broker is configured or it is not connected;
+        FAILED_PRECONDITION for a paper account (never reconciled).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReconciliation(self, request, context):
+        """The latest reconciliation report of an account; NOT_FOUND before the first run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReconciliations(self, request, context):
+        """Earlier reports, newest first (the latest in full; older ones keep only their
+        differences), paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -386,6 +426,21 @@ def add_PortfolioManagerServicer_to_server(servicer, server):
                     servicer.GetConsolidatedPosition,
                     request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.FromString,
                     response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ReconcileRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.SerializeToString,
+            ),
+            'ListReconciliations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReconciliations,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -929,6 +984,87 @@ class PortfolioManager(object):
             '/portfolio.v1.PortfolioManager/GetConsolidatedPosition',
             portfolio_dot_v1_dot_portfolio__pb2.GetConsolidatedPositionRequest.SerializeToString,
             portfolio_dot_v1_dot_portfolio__pb2.ConsolidatedPosition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/Reconcile',
+            portfolio_dot_v1_dot_portfolio__pb2.ReconcileRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetReconciliation',
+            portfolio_dot_v1_dot_portfolio__pb2.GetReconciliationRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Reconciliation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReconciliations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/ListReconciliations',
+            portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,18 @@ class PortfolioManagerStub:
     """Gives back part or all of what a reservation still holds. Idempotent by release_id."""
     GetConsolidatedPosition: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetConsolidatedPositionRequest, _portfolio_pb2.ConsolidatedPosition]
     """The account-level row of one instrument next to each strategy's attributed row."""
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ReconcileRequest, _portfolio_pb2.Reconciliation]
+    """Reconciles a live account against its broker now: fetches the broker's positions,
+    compares them with the account's rows, and returns the report (also kept, persisted and
+    published). UNAVAILABLE when no broker is configured or it is not connected;
+    FAILED_PRECONDITION for a paper account (never reconciled).
+    """
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetReconciliationRequest, _portfolio_pb2.Reconciliation]
+    """The latest reconciliation report of an account; NOT_FOUND before the first run."""
+    ListReconciliations: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.ListReconciliationsRequest, _portfolio_pb2.ListReconciliationsResponse]
+    """Earlier reports, newest first (the latest in full; older ones keep only their
+    differences), paginated.
+    """
 
 @_typing.type_check_only
 class PortfolioManagerAsyncStub(PortfolioManagerStub):
@@ -141,6 +153,18 @@ class PortfolioManagerAsyncStub(PortfolioManagerStub):
     """Gives back part or all of what a reservation still holds. Idempotent by release_id."""
     GetConsolidatedPosition: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetConsolidatedPositionRequest, _portfolio_pb2.ConsolidatedPosition]  # type: ignore[assignment]
     """The account-level row of one instrument next to each strategy's attributed row."""
+    Reconcile: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ReconcileRequest, _portfolio_pb2.Reconciliation]  # type: ignore[assignment]
+    """Reconciles a live account against its broker now: fetches the broker's positions,
+    compares them with the account's rows, and returns the report (also kept, persisted and
+    published). UNAVAILABLE when no broker is configured or it is not connected;
+    FAILED_PRECONDITION for a paper account (never reconciled).
+    """
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetReconciliationRequest, _portfolio_pb2.Reconciliation]  # type: ignore[assignment]
+    """The latest reconciliation report of an account; NOT_FOUND before the first run."""
+    ListReconciliations: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ListReconciliationsRequest, _portfolio_pb2.ListReconciliationsResponse]  # type: ignore[assignment]
+    """Earlier reports, newest first (the latest in full; older ones keep only their
+    differences), paginated.
+    """
 
 class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
     """The service. Ingest is the single write path; everything else reads from memory."""
@@ -312,5 +336,35 @@ class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_portfolio_pb2.ConsolidatedPosition, _abc.Awaitable[_portfolio_pb2.ConsolidatedPosition]]:
         """The account-level row of one instrument next to each strategy's attributed row."""
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _portfolio_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Reconciliation, _abc.Awaitable[_portfolio_pb2.Reconciliation]]:
+        """Reconciles a live account against its broker now: fetches the broker's positions,
+        compares them with the account's rows, and returns the report (also kept, persisted and
+        published). UNAVAILABLE when no broker is configured or it is not connected;
+        FAILED_PRECONDITION for a paper account (never reconciled).
+        """
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _portfolio_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Reconciliation, _abc.Awaitable[_portfolio_pb2.Reconciliation]]:
+        """The latest reconciliation report of an account; NOT_FOUND before the first run."""
+
+    @_abc_1.abstractmethod
+    def ListReconciliations(
+        self,
+        request: _portfolio_pb2.ListReconciliationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.ListReconciliationsResponse, _abc.Awaitable[_portfolio_pb2.ListReconciliationsResponse]]:
+        """Earlier reports, newest first (the latest in full; older ones keep only their
+        differences), paginated.
+        """
 
 def add_PortfolioManagerServicer_to_server(servicer: PortfolioManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,112 @@
+"""Reconciles live accounts against the broker: every `interval` seconds, and on demand.
+
+Each run asks the broker for an account's positions and journals them (`BrokerPositions`);
+the ledger compares them with the book at that sequence. A failing broker skips the run and
+says so; it never stops the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from server.application.ports import Broker, BrokerUnavailable
+from server.application.service import NotAllowed, PortfolioService
+from server.domain.reconciliation import Reconciliation
+
+log = logging.getLogger("portfolio.reconciliation")
+
+
+class NoBroker(Exception):
+    """Reconciliation was asked for, but no broker is configured."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        service: PortfolioService[Any],
+        broker: Broker | None,
+        *,
+        interval: float = 60.0,
+        accounts: Sequence[str] = (),
+        on_status: Callable[[bool], None] = lambda clean: None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.service = service
+        self.broker = broker
+        self.interval = interval
+        self.accounts = list(accounts)  # empty: every live account the service knows
+        self._on_status = on_status
+        self._clock_ns = clock_ns
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one run at a time: runs of one account stay ordered
+        self.runs = 0
+        self.failures = 0
+
+    @property
+    def clean(self) -> bool:
+        """No live account's latest run has a discrepancy."""
+        book = self.service.ledger.reconciliations
+        return all(
+            run.clean for run in (book.latest(account) for account in book.accounts()) if run
+        )
+
+    def start(self) -> None:
+        if self.broker is not None and self.interval > 0:
+            self._task = asyncio.create_task(self._periodically(), name="reconciliation")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def reconcile(self, account_id: str) -> Reconciliation:
+        """One run for one account. Raises NoBroker, BrokerUnavailable, or the service's
+        NotAllowed (a paper account)."""
+        if self.broker is None:
+            raise NoBroker("no broker is configured (see --broker)")
+        async with self._lock:
+            self.service.require_reconcilable(account_id)
+            positions = await self.broker.positions(account_id)
+            run = await self.service.reconcile(account_id, positions, self._clock_ns())
+        self.runs += 1
+        level = logging.WARNING if run.discrepancies else logging.INFO
+        log.log(
+            level,
+            "reconciled %s against %s: %d broker positions, %d matched, %d discrepancies%s",
+            account_id,
+            self.broker.name,
+            run.broker_positions,
+            run.matched,
+            run.discrepancies,
+            "".join(
+                f"; {line.instrument_id} {line.status.name}: {line.note}"
+                for line in run.lines
+                if line.status.is_discrepancy
+            ),
+        )
+        self._on_status(self.clean)
+        return run
+
+    async def reconcile_all(self) -> list[Reconciliation]:
+        """A run for every live account (or the configured ones); a failed one is logged."""
+        runs = []
+        for account_id in self.accounts or self.service.live_accounts():
+            try:
+                runs.append(await self.reconcile(account_id))
+            except (BrokerUnavailable, NotAllowed) as error:
+                self.failures += 1
+                log.warning("reconciliation of %s skipped: %s", account_id, error)
+            except Exception:
+                self.failures += 1
+                log.exception("reconciliation of %s failed", account_id)
+        return runs
+
+    async def _periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.reconcile_all()

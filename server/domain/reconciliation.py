@@ -1,0 +1,312 @@
+"""Reconciliation of a live account against what its broker holds (the legacy algorithm,
+adapted): the broker's positions carry no strategy, the service's rows do.
+
+For each instrument the broker quantity is compared exactly with the sum of the strategy rows:
+- broker position, no rows in the service: the whole position becomes a row of the
+  `UNATTRIBUTED` owner;
+- quantities differ: a `RESIDUAL` row carries broker - attributed, at the weighted average cost
+  that makes the strategy rows plus the residual cost what the broker says the position cost;
+- the broker is flat and the strategies net to zero (one long, one short): kept, attribution
+  and all;
+- quantities agree: the average costs are compared with a tolerance, since the broker's
+  (IB's `avgCost`) includes commissions and is per contract for derivatives.
+
+Nothing here rewrites a strategy's row: a run only produces a report and residual rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, localcontext
+
+from server.domain.decimals import EXACT, ZERO, divide_half_even
+from server.domain.events import BrokerPosition, BrokerPositions
+from server.domain.position import Position
+
+UNATTRIBUTED = "UNATTRIBUTED"
+"""The owner of a broker position the service has no rows for."""
+
+RESIDUAL = "RESIDUAL"
+"""The owner of the difference between the broker's quantity and the strategies' sum."""
+
+
+class LineStatus(enum.Enum):
+    MATCHED = 1  # quantities agree, average cost within tolerance
+    FLAT_ATTRIBUTED = 2  # the broker is flat; strategies hold rows that net to zero
+    UNATTRIBUTED = 3  # the broker holds it; the service has no rows
+    RESIDUAL = 4  # the broker's quantity differs from the strategies' sum
+    COST_MISMATCH = 5  # quantities agree, average costs differ beyond the tolerance
+
+    @property
+    def is_discrepancy(self) -> bool:
+        return self in (LineStatus.UNATTRIBUTED, LineStatus.RESIDUAL, LineStatus.COST_MISMATCH)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidualRow:
+    """A row reconciliation adds beside the strategies' rows, owned by no strategy."""
+
+    account_id: str
+    instrument_id: str
+    owner: str  # UNATTRIBUTED or RESIDUAL
+    quantity: Decimal
+    cost_basis: Decimal  # signed like the quantity, in price units
+    avg_cost: Decimal
+    multiplier: Decimal
+    currency: str
+    sequence: int
+    timestamp_ns: int
+
+    def unrealized_pnl(self, market_price: Decimal) -> Decimal:
+        with localcontext(EXACT):
+            return (market_price * self.quantity - self.cost_basis) * self.multiplier
+
+    def market_value(self, market_price: Decimal) -> Decimal:
+        with localcontext(EXACT):
+            return market_price * self.quantity * self.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationLine:
+    """One instrument of a run: both sides' figures and how they compare."""
+
+    instrument_id: str
+    status: LineStatus
+    broker_quantity: Decimal
+    broker_avg_cost: Decimal  # as the broker reports it
+    broker_unit_cost: Decimal  # per unit of price: avg_cost / the broker's multiplier
+    account_quantity: Decimal  # the service's account-level row
+    attributed_quantity: Decimal  # the sum of the strategy rows
+    residual_quantity: Decimal  # broker - attributed
+    service_avg_cost: Decimal  # the account-level row's
+    # Each strategy's quantity in the instrument, flat rows included: the attribution kept.
+    strategies: tuple[tuple[str, Decimal], ...] = ()
+    residual: ResidualRow | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """One run's report."""
+
+    account_id: str
+    snapshot_id: str
+    sequence: int
+    timestamp_ns: int
+    broker_positions: int
+    lines: tuple[ReconciliationLine, ...]
+    # Lines of a run kept in history lose their matched lines; the counts stay.
+    matched: int = 0
+    discrepancies: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return self.discrepancies == 0
+
+    @property
+    def residuals(self) -> list[ResidualRow]:
+        return [line.residual for line in self.lines if line.residual is not None]
+
+    def without_matched(self) -> Reconciliation:
+        kept = tuple(line for line in self.lines if line.status is not LineStatus.MATCHED)
+        return replace(self, lines=kept)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    # |broker unit cost - service avg cost| <= tolerance x |service avg cost| is a match.
+    cost_tolerance: Decimal = Decimal("0.005")
+    precision: Decimal = Decimal("1e-9")
+
+
+def reconcile(
+    snapshot: BrokerPositions,
+    sequence: int,
+    rows_by_instrument: dict[str, list[Position]],
+    currency_of: Callable[[str], str],
+    policy: ReconcilePolicy,
+) -> Reconciliation:
+    """Compares a broker snapshot with the account's rows (per instrument: its account-level
+    row and its strategy rows)."""
+    broker = {position.instrument_id: position for position in snapshot.positions}
+    lines = []
+    for instrument_id in sorted(broker.keys() | rows_by_instrument.keys()):
+        line = _line(
+            snapshot,
+            sequence,
+            instrument_id,
+            broker.get(instrument_id),
+            rows_by_instrument.get(instrument_id, []),
+            currency_of(instrument_id),
+            policy,
+        )
+        if line is not None:
+            lines.append(line)
+    discrepancies = sum(line.status.is_discrepancy for line in lines)
+    return Reconciliation(
+        snapshot.account_id,
+        snapshot.snapshot_id,
+        sequence,
+        snapshot.timestamp_ns,
+        len(snapshot.positions),
+        tuple(lines),
+        matched=sum(line.status is LineStatus.MATCHED for line in lines),
+        discrepancies=discrepancies,
+    )
+
+
+def _line(
+    snapshot: BrokerPositions,
+    sequence: int,
+    instrument_id: str,
+    held: BrokerPosition | None,
+    rows: list[Position],
+    currency: str,
+    policy: ReconcilePolicy,
+) -> ReconciliationLine | None:
+    account_row = next((row for row in rows if row.key.is_account_level), None)
+    strategy_rows = [row for row in rows if not row.key.is_account_level]
+    with localcontext(EXACT):
+        attributed = sum((row.quantity for row in strategy_rows), ZERO)
+        attributed_basis = sum((row.cost_basis for row in strategy_rows), ZERO)
+        broker_quantity = held.quantity if held else ZERO
+        residual = broker_quantity - attributed
+    if held is None and not any(row.quantity for row in rows):
+        return None  # flat on both sides: nothing to say
+    multiplier = held.multiplier if held else ZERO
+    unit_cost = divide_half_even(held.avg_cost, multiplier, policy.precision) if held else ZERO
+    service_avg = account_row.avg_cost(policy.precision) if account_row else ZERO
+    line = ReconciliationLine(
+        instrument_id,
+        LineStatus.MATCHED,
+        broker_quantity,
+        held.avg_cost if held else ZERO,
+        unit_cost,
+        account_row.quantity if account_row else ZERO,
+        attributed,
+        residual,
+        service_avg,
+        tuple((row.key.strategy_id, row.quantity) for row in strategy_rows),
+    )
+    row_multiplier = rows[0].multiplier if rows else multiplier
+
+    def residual_row(owner: str, basis: Decimal) -> ResidualRow:
+        return ResidualRow(
+            snapshot.account_id,
+            instrument_id,
+            owner,
+            residual,
+            basis,
+            divide_half_even(abs(basis), abs(residual), policy.precision),
+            row_multiplier,
+            currency,
+            sequence,
+            snapshot.timestamp_ns,
+        )
+
+    if not any(row.quantity for row in strategy_rows):
+        if not broker_quantity:
+            return replace(line, note="flat at the broker; the service's rows are flat")
+        with localcontext(EXACT):
+            basis = broker_quantity * unit_cost
+        return replace(
+            line,
+            status=LineStatus.UNATTRIBUTED,
+            residual=residual_row(UNATTRIBUTED, basis),
+            note="the broker holds a position no strategy's fills account for",
+        )
+    if residual:
+        # The residual's cost: what the broker says the whole position cost, less what the
+        # strategies' rows cost. Opposite signs mean it cannot be priced that way: the
+        # broker's unit cost is used.
+        with localcontext(EXACT):
+            basis = broker_quantity * unit_cost - attributed_basis
+            if (basis and (basis > 0) != (residual > 0)) or not basis:
+                basis = residual * (unit_cost if held else service_avg)
+        return replace(
+            line,
+            status=LineStatus.RESIDUAL,
+            residual=residual_row(RESIDUAL, basis),
+            note=f"broker {broker_quantity} vs strategies {attributed}",
+        )
+    if not broker_quantity:
+        return replace(
+            line,
+            status=LineStatus.FLAT_ATTRIBUTED,
+            note="flat at the broker; the strategies' rows net to zero and are kept",
+        )
+    if not _within(unit_cost, service_avg, policy.cost_tolerance):
+        return replace(
+            line,
+            status=LineStatus.COST_MISMATCH,
+            note=f"average cost: broker {unit_cost} per unit vs service {service_avg}",
+        )
+    return line
+
+
+def _within(broker: Decimal, service: Decimal, tolerance: Decimal) -> bool:
+    with localcontext(EXACT):
+        return abs(broker - service) <= tolerance * abs(service)
+
+
+@dataclass(slots=True)
+class _AccountRuns:
+    latest: Reconciliation
+    history: deque[Reconciliation] = field(default_factory=deque)
+    # The latest run's lines by instrument, for the consolidated view.
+    lines: dict[str, ReconciliationLine] = field(default_factory=dict)
+
+    @classmethod
+    def starting(cls, run: Reconciliation) -> _AccountRuns:
+        return cls(run, lines={line.instrument_id: line for line in run.lines})
+
+
+class ReconciliationBook:
+    """The latest run of each account in full, and a bounded history of earlier runs
+    (newest first, without their matched lines)."""
+
+    def __init__(self, history: int = 100) -> None:
+        self.history = history
+        self._accounts: dict[str, _AccountRuns] = {}
+
+    def record(self, run: Reconciliation) -> None:
+        runs = self._accounts.get(run.account_id)
+        if runs is None:
+            self._accounts[run.account_id] = _AccountRuns.starting(run)
+            return
+        runs.history.appendleft(runs.latest.without_matched())
+        while len(runs.history) > self.history - 1:
+            runs.history.pop()
+        runs.latest = run
+        runs.lines = {line.instrument_id: line for line in run.lines}
+
+    def latest(self, account_id: str) -> Reconciliation | None:
+        runs = self._accounts.get(account_id)
+        return runs.latest if runs else None
+
+    def runs(self, account_id: str) -> Iterator[Reconciliation]:
+        """Newest first: the latest in full, then the history."""
+        runs = self._accounts.get(account_id)
+        if runs is None:
+            return
+        yield runs.latest
+        yield from runs.history
+
+    def accounts(self) -> Iterable[str]:
+        return self._accounts.keys()
+
+    def all_runs(self) -> list[Reconciliation]:
+        """Every run kept, oldest first per account: what a checkpoint saves."""
+        return [run for account in self._accounts for run in reversed(list(self.runs(account)))]
+
+    def restore(self, runs: Iterable[Reconciliation]) -> None:
+        for run in runs:
+            self.record(run)
+
+    def line(self, account_id: str, instrument_id: str) -> ReconciliationLine | None:
+        """The instrument's line in the account's latest run."""
+        runs = self._accounts.get(account_id)
+        return runs.lines.get(instrument_id) if runs else None
