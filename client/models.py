@@ -59,6 +59,8 @@ class PositionLevel(enum.Enum):
     STRATEGY = 1
     #: The account-level book, every fill of the account as the broker sees it.
     ACCOUNT = 2
+    #: A row reconciliation added (strategy_id UNATTRIBUTED or RESIDUAL).
+    RESIDUAL = 3
 
 
 class UpdateKind(enum.Enum):
@@ -75,6 +77,9 @@ class UpdateKind(enum.Enum):
     MARK = 6
     #: A cash balance changed (opt-in).
     BALANCE = 7
+    #: A reconciliation run against the broker finished (opt-in, not decoded by this SDK:
+    #: read it with `GetReconciliation`).
+    RECONCILIATION = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +111,10 @@ class Fill:
     trace_id: str = ""
     #: The broker's order id.
     order_id: str = ""
+    #: A broker correction: the fill_id of the execution this one replaces (IB: the same
+    #: execId stem with a new suffix; name the original). The service takes back what it
+    #: booked for that execution and books this one instead.
+    corrects: str = ""
 
     @property
     def event_id(self) -> str:

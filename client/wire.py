@@ -139,6 +139,7 @@ def fill_to_proto(fill: Fill) -> pb.Fill:
         venue=fill.venue,
         trace_id=fill.trace_id,
         order_id=fill.order_id,
+        corrects=fill.corrects,
     )
 
 
@@ -158,6 +159,7 @@ def fill_from_proto(message: pb.Fill) -> Fill:
         venue=message.venue,
         trace_id=message.trace_id,
         order_id=message.order_id,
+        corrects=message.corrects,
     )
 
 
