@@ -19,6 +19,9 @@ from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ONE,
 
 MAX_ID_LENGTH = 256
 
+RESERVED_OWNERS = ("UNATTRIBUTED", "RESIDUAL")
+"""Owners of the rows reconciliation adds: no strategy may be named so."""
+
 
 class InvalidEvent(ValueError):
     """An event that breaks a domain rule; `field` is the offending field's name."""
@@ -168,6 +171,10 @@ class Fill(JournaledEvent):
     def __post_init__(self) -> None:
         for name in ("fill_id", "account_id", "strategy_id", "instrument_id"):
             require_id(name, getattr(self, name))
+        if self.strategy_id in RESERVED_OWNERS:
+            raise InvalidEvent(
+                "strategy_id", f"{self.strategy_id!r} is reserved for reconciliation's rows"
+            )
         for name in ("order_ref", "order_id", "venue", "trace_id"):
             require_id(name, getattr(self, name), required=False)
         require_currency("commission_currency", self.commission_currency, required=False)

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 from server.domain.decimals import EXACT, ZERO, divide_half_even
-from server.domain.events import BrokerPosition, BrokerPositions
+from server.domain.events import RESERVED_OWNERS, BrokerPosition, BrokerPositions
 from server.domain.position import Position
 
-UNATTRIBUTED = "UNATTRIBUTED"
-"""The owner of a broker position the service has no rows for."""
-
-RESIDUAL = "RESIDUAL"
-"""The owner of the difference between the broker's quantity and the strategies' sum."""
+UNATTRIBUTED, RESIDUAL = RESERVED_OWNERS
+"""The owners of a broker position the service has no rows for, and of the difference
+between the broker's quantity and the strategies' sum."""
 
 
 class LineStatus(enum.Enum):

@@ -155,6 +155,7 @@ def correction(
     price: object,
     *,
     correction_id: str | None = None,
+    order_id: str = "",
     **kwargs: object,
 ) -> FillCorrection:
     """A broker correction of fill `corrects` (see `builders.fill` for the other fields)."""
@@ -170,6 +171,7 @@ def correction(
         price=replacement.price,
         timestamp_ns=replacement.timestamp_ns,
         commission=replacement.commission,
+        order_id=order_id,
     )
 
 
@@ -184,4 +186,4 @@ def broker_positions(
         BrokerPosition(item[0], dec(item[1]), dec(item[2]), dec(item[3] if len(item) > 3 else 1))
         for item in positions
     )
-    return BrokerPositions(snapshot_id or f"snap-{account}-{at_ns}", account, at_ns, held)
+    return BrokerPositions(snapshot_id or f"snap-{next(_ids)}", account, at_ns, held)

@@ -1,0 +1,186 @@
+"""Broker corrections of executions: the corrected execution counts once, never twice."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.domain.corrections import CorrectableFills
+from server.domain.ledger import Ledger, Result
+from server.domain.position import PositionKey
+from server.domain.refusals import RefusalKind
+from tests.domain.builders import BASE_NS, fill
+from tests.domain.event_builders import correction, order_fill, status
+
+D = Decimal
+DAY = 86_400 * 10**9
+
+
+def row(ledger: Ledger, strategy: str = "S1", instrument: str = "AAPL"):
+    found = ledger.book.get(PositionKey("A1", strategy, instrument))
+    assert found is not None
+    return found
+
+
+def record(ledger: Ledger, *events) -> None:
+    for event in events:
+        outcome = ledger.record(event)
+        assert outcome.result is Result.ACCEPTED, outcome.reason
+        assert outcome.applied.refusal is None, outcome.applied.refusal
+
+
+def test_a_correction_replaces_its_fill_instead_of_adding_to_it():
+    ledger = Ledger()
+    record(
+        ledger,
+        fill("BUY", 100, 10, fill_id="x.01", commission=1),
+        correction("x.01", "BUY", 100, "10.5", correction_id="x.02", commission=2),
+    )
+    position = row(ledger)
+    assert (position.quantity, position.cost_basis, position.realized_pnl) == (100, 1050, 0)
+    assert position.fees == 2
+    account = ledger.book.get(PositionKey("A1", "", "AAPL"))
+    assert account is not None and account.quantity == 100 and account.cost_basis == 1050
+    cash = ledger.balances.of_account("A1")
+    assert [b.cash for b in cash] == [-1052]
+
+
+def test_a_correction_may_move_the_fill_to_another_quantity_and_strategy():
+    ledger = Ledger()
+    record(
+        ledger,
+        fill("BUY", 100, 10, fill_id="x.01", strategy="S1"),
+        correction("x.01", "BUY", 60, 10, strategy="S2", correction_id="x.02"),
+    )
+    assert row(ledger, "S1").quantity == 0
+    assert row(ledger, "S2").quantity == 60
+    assert ledger.book.get(PositionKey("A1", "", "AAPL")).quantity == 60
+
+
+def test_corrections_chain_whichever_id_they_name():
+    ledger = Ledger()
+    record(
+        ledger,
+        fill("SELL", 10, 20, fill_id="x.01"),
+        correction("x.01", "SELL", 10, 21, correction_id="x.02"),
+        correction("x.01", "SELL", 12, 21, correction_id="x.03"),
+        correction("x.03", "SELL", 11, 21, correction_id="x.04"),
+    )
+    assert row(ledger).quantity == -11
+    assert row(ledger).cost_basis == -231
+
+
+def test_total_pnl_is_as_if_only_the_replacement_had_been_booked():
+    """With fills in between, realized and unrealized split differently, but their sum (and
+    the quantity, and the cash) is that of a history with the replacement in its place."""
+    corrected, direct = Ledger(), Ledger()
+    record(
+        corrected,
+        fill("BUY", 100, 10, fill_id="a.01"),
+        fill("BUY", 100, 12, fill_id="b.01"),
+        fill("SELL", 50, 13, fill_id="c.01"),
+        correction("a.01", "BUY", 100, "10.5", correction_id="a.02"),
+    )
+    record(
+        direct,
+        fill("BUY", 100, "10.5", fill_id="a.02"),
+        fill("BUY", 100, 12, fill_id="b.01"),
+        fill("SELL", 50, 13, fill_id="c.01"),
+    )
+    mark = D("12.5")
+    ours, theirs = row(corrected), row(direct)
+    assert ours.quantity == theirs.quantity == 150
+    assert ours.realized_pnl + ours.unrealized_pnl(mark) == (
+        theirs.realized_pnl + theirs.unrealized_pnl(mark)
+    )
+    assert [b.cash for b in corrected.balances.of_account("A1")] == [
+        b.cash for b in direct.balances.of_account("A1")
+    ]
+
+
+def test_a_correction_of_an_unknown_fill_is_refused_and_changes_nothing():
+    ledger = Ledger()
+    record(ledger, fill("BUY", 1, 10, fill_id="y.01"))
+    before = row(ledger).copy()
+    outcome = ledger.record(correction("nope.01", "BUY", 5, 10, correction_id="nope.02"))
+    assert outcome.result is Result.ACCEPTED
+    refusal = outcome.applied.refusal
+    assert refusal is not None and refusal.kind is RefusalKind.NOT_FOUND
+    assert refusal.field == "corrects" and "nope.01" in refusal.reason
+    assert row(ledger) == before
+
+
+def test_a_correction_names_a_fill_of_its_own_account():
+    ledger = Ledger()
+    record(ledger, fill("BUY", 1, 10, fill_id="z.01", account="A2"))
+    outcome = ledger.record(correction("z.01", "BUY", 2, 10, correction_id="z.02"))
+    assert outcome.applied.refusal is not None
+
+
+def test_a_fill_older_than_the_window_can_no_longer_be_corrected():
+    ledger = Ledger(correction_window_ns=DAY)
+    record(
+        ledger,
+        fill("BUY", 1, 10, fill_id="old.01", at_ns=BASE_NS),
+        fill("BUY", 1, 10, fill_id="new.01", at_ns=BASE_NS + 2 * DAY),
+    )
+    late = correction("old.01", "BUY", 2, 10, correction_id="old.02", at_ns=BASE_NS + 2 * DAY)
+    assert ledger.record(late).applied.refusal is not None
+    fresh = correction("new.01", "BUY", 3, 10, correction_id="new.02", at_ns=BASE_NS + 2 * DAY)
+    assert ledger.record(fresh).applied.refusal is None
+    assert row(ledger).quantity == 4
+
+
+def test_the_order_counts_the_corrected_execution_once():
+    ledger = Ledger()
+    record(
+        ledger,
+        status("SUBMITTED", 1, order_id="7", strategy="S1", instrument="AAPL", remaining=5),
+        order_fill("BUY", 5, 10, order_id="7", fill_id="o.01"),
+        correction("o.01", "BUY", 5, 11, correction_id="o.02", order_id="7"),
+    )
+    order = ledger.orders.find("A1", "7", "")
+    assert order is not None and order.booked_quantity == 5 and order.booked_fills == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["BUY", "SELL"]), st.integers(1, 50), st.integers(1, 30)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.data(),
+)
+def test_recovery_reloads_the_window_and_corrects_the_same_way(trades, data):
+    """A ledger rebuilt from a checkpoint plus the journal's fills in the window (as recovery
+    does) holds the same correctable fills as the one that ran: a later correction applies
+    the same way in both."""
+    window = 5 * 10**9
+    events = [
+        fill(side, quantity, price, fill_id=f"e{i}.01", at_ns=BASE_NS + i * 10**9)
+        for i, (side, quantity, price) in enumerate(trades)
+    ]
+    index = data.draw(st.integers(0, len(events) - 1))
+    live = Ledger(correction_window_ns=window)
+    record(live, *events)
+    reloaded = CorrectableFills(window)
+    horizon = live.corrections.latest_ns - window
+    rebuilt = Ledger(correction_window_ns=window)
+    rebuilt.corrections = reloaded
+    rebuilt.reload_correctable(
+        (sequence, event)
+        for sequence, event in enumerate(events, 1)
+        if event.timestamp_ns >= horizon
+    )
+    target = events[index]
+    late = correction(target.fill_id, "BUY", 1, 1, correction_id="late", at_ns=BASE_NS)
+    assert (live.corrections.find("A1", target.fill_id) is None) == (
+        rebuilt.corrections.find("A1", target.fill_id) is None
+    )
+    assert len(live.corrections) == len(rebuilt.corrections)
+    assert (live.record(late).applied.refusal is None) == (
+        late.corrects in {e.fill_id for e in events if e.timestamp_ns >= horizon}
+    )
