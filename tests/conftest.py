@@ -46,8 +46,12 @@ class ServerThread:
         self.loop.close()
 
 
-def start_test_server(open_store: object = None, **overrides: object) -> ServerThread:
+def start_test_server(
+    open_store: object = None, broker: object = None, **overrides: object
+) -> ServerThread:
     options = {"open_store": open_store} if open_store else {}
+    if broker is not None:
+        options["broker"] = broker
     return ServerThread(replace(TEST_CONFIG, **overrides), **options)
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import arcticdb as adb
 import boto3
 import grpc
 import pytest
@@ -224,3 +225,39 @@ def test_same_timestamp_and_out_of_order_fills_are_all_kept(store):
             assert position.realized_pnl == str(6 * 13 - (10 + 22 + 36))
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize("checkpoint_every", [3, 10_000])
+def test_a_correction_after_a_restart_finds_the_fill_it_corrects(tmp_path, checkpoint_every):
+    """The correctable fills come back from the checkpoint's window and the journal, so a
+    correction sent after a restart replaces its fill instead of being refused."""
+    store = f"lmdb://{tmp_path}/store"
+    first_correction = pb_fill("BUY", 100, 11, fill_id="x.02", corrects="x.01")
+    first = start_test_server(store=store, checkpoint_every=checkpoint_every)
+    channel, stub = open_stub(first)
+    with channel:
+        ingest(stub, [pb_fill("BUY", 100, 10, fill_id="x.01")])
+        ingest(stub, [pb_fill("BUY", 1, 10, instrument=f"F{i}") for i in range(8)])
+        # One correction before the restart, which recovery must replay the same way.
+        ingest(stub, [first_correction])
+        ingest(stub, [pb_fill("BUY", 1, 10, instrument=f"G{i}") for i in range(8)])
+    first.stop()
+    second = start_test_server(store=store, checkpoint_every=checkpoint_every)
+    try:
+        channel, stub = open_stub(second)
+        with channel:
+            (ack,) = acks(stub, pb_fill("BUY", 100, 12, fill_id="x.03", corrects="x.01"))
+            assert ack.result == pb.EVENT_RESULT_ACCEPTED
+            row = stub.GetPosition(
+                pb.GetPositionRequest(account_id="A1", instrument_id="AAPL", strategy_id="S1")
+            )
+            assert (row.quantity, row.avg_cost) == ("100", "12")
+            (again,) = acks(stub, first_correction)
+            assert again.result == pb.EVENT_RESULT_DUPLICATE
+    finally:
+        second.stop()
+    corrections = adb.Arctic(store).get_library("corrections").read("A1").data
+    assert list(corrections.correction_id) == ["x.02", "x.03"]
+    assert set(corrections.corrects) == {"x.01"}
+    fills = adb.Arctic(store).get_library("fills").read("A1").data
+    assert "x.02" not in set(fills.fill_id)
