@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -60,6 +61,8 @@ from server.domain.totals import Totals
 from server.domain.traces import Trace
 
 _HIGHEST = "\U0010ffff"  # sorts after any id
+
+log = logging.getLogger("portfolio.service")
 
 
 class NotFound(LookupError):
@@ -298,6 +301,8 @@ class PortfolioService(Generic[Payload]):
                 else None
             )
             applied = self.ledger.apply(event, sequence)
+            if applied.refusal is not None and isinstance(event, FillCorrection):
+                log.warning("correction %s refused: %s", event.correction_id, applied.refusal)
             changed.extend((change.position, change.market_price) for change in applied.rows)
             published.extend(self._changes(event, sequence, applied))
             if applied.order is not None and applied.transition is not None:

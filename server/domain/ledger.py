@@ -122,6 +122,8 @@ class Ledger:
         # Instruments defined by admitted events not applied yet: a strict registry must
         # accept a fill that follows its instrument's definition in the same batch.
         self._admitted_instruments: set[str] = set()
+        # Likewise fills and corrections, (account_id, id): a correction may follow its fill.
+        self._admitted_fills: set[tuple[str, str]] = set()
 
     def admit(self, event: ExecutionEvent) -> Outcome:
         """Dedups an event by id and gives it the next sequence; applies nothing."""
@@ -153,11 +155,28 @@ class Ledger:
                 reason=f"instrument_id: {event.instrument_id!r} is not a defined instrument "
                 "(the registry is strict: define it first)",
             )
+        if isinstance(event, FillCorrection) and not self._correctable(event):
+            return Outcome(event.event_id, Result.REJECTED, reason=str(self._uncorrectable(event)))
         if isinstance(event, InstrumentDefinition):
             self._admitted_instruments.add(event.instrument_id)
+        if isinstance(event, Fill | FillCorrection):
+            self._admitted_fills.add((event.account_id, event.event_id))
         self.sequence += 1
         self._seen[key] = _Seen(self.sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
+
+    def _correctable(self, correction: FillCorrection) -> bool:
+        key = (correction.account_id, correction.corrects)
+        return key in self._admitted_fills or self.corrections.find(*key) is not None
+
+    def _uncorrectable(self, correction: FillCorrection) -> Refusal:
+        days = self.corrections.window_ns / (86_400 * 10**9)
+        return Refusal(
+            RefusalKind.NOT_FOUND,
+            "corrects",
+            f"no fill {correction.corrects!r} in account {correction.account_id!r} within the "
+            f"correction window ({days:g} days before the latest fill)",
+        )
 
     def knows(self, instrument_id: str) -> bool:
         instrument = self.instruments.get(instrument_id)
@@ -180,6 +199,8 @@ class Ledger:
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
         applied = self._apply(event, sequence)
+        if isinstance(event, Fill | FillCorrection):
+            self._admitted_fills.discard((event.account_id, event.event_id))
         if applied.refusal is not None:
             self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
@@ -224,16 +245,8 @@ class Ledger:
         commission given back) and books the replacement: quantities and cash end as if only
         the replacement had been booked, and so does total P&L (realized + unrealized)."""
         found = self.corrections.find(correction.account_id, correction.corrects)
-        if found is None:
-            days = self.corrections.window_ns / (86_400 * 10**9)
-            return Applied(
-                refusal=Refusal(
-                    RefusalKind.NOT_FOUND,
-                    "corrects",
-                    f"no fill {correction.corrects!r} in account {correction.account_id!r} "
-                    f"within the correction window ({days:g} days before the latest fill)",
-                )
-            )
+        if found is None:  # admitted while its fill was there; the window moved on since
+            return Applied(refusal=self._uncorrectable(correction))
         original, booked = found
         replacement = correction.replacement()
         old = booked.fill

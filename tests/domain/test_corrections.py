@@ -100,23 +100,50 @@ def test_total_pnl_is_as_if_only_the_replacement_had_been_booked():
     ]
 
 
-def test_a_correction_of_an_unknown_fill_is_refused_and_changes_nothing():
+def test_a_correction_of_an_unknown_fill_is_rejected_and_changes_nothing():
     ledger = Ledger()
     record(ledger, fill("BUY", 1, 10, fill_id="y.01"))
-    before = row(ledger).copy()
+    before, sequence = row(ledger).copy(), ledger.sequence
     outcome = ledger.record(correction("nope.01", "BUY", 5, 10, correction_id="nope.02"))
-    assert outcome.result is Result.ACCEPTED
-    refusal = outcome.applied.refusal
-    assert refusal is not None and refusal.kind is RefusalKind.NOT_FOUND
-    assert refusal.field == "corrects" and "nope.01" in refusal.reason
-    assert row(ledger) == before
+    assert outcome.result is Result.REJECTED
+    assert outcome.reason.startswith("corrects: no fill 'nope.01'")
+    assert row(ledger) == before and ledger.sequence == sequence
 
 
 def test_a_correction_names_a_fill_of_its_own_account():
     ledger = Ledger()
     record(ledger, fill("BUY", 1, 10, fill_id="z.01", account="A2"))
     outcome = ledger.record(correction("z.01", "BUY", 2, 10, correction_id="z.02"))
-    assert outcome.applied.refusal is not None
+    assert outcome.result is Result.REJECTED
+
+
+def test_a_correction_may_follow_its_fill_before_either_is_applied():
+    ledger = Ledger()
+    events = [
+        fill("BUY", 3, 10, fill_id="w.01"),
+        correction("w.01", "BUY", 4, 10, correction_id="w.02"),
+    ]
+    outcomes = [ledger.admit(event) for event in events]
+    assert [o.result for o in outcomes] == [Result.ACCEPTED, Result.ACCEPTED]
+    for event, outcome in zip(events, outcomes, strict=True):
+        assert ledger.apply(event, outcome.sequence).refusal is None
+    assert row(ledger).quantity == 4
+
+
+def test_a_correction_whose_fill_left_the_window_before_it_applied_is_refused():
+    """Admitted while its fill was correctable, applied after a later fill moved the window
+    on: refused when applied (a replay refuses it the same way), changing nothing."""
+    ledger = Ledger(correction_window_ns=DAY)
+    record(ledger, fill("BUY", 1, 10, fill_id="v.01", at_ns=BASE_NS))
+    later = fill("BUY", 1, 10, fill_id="far.01", at_ns=BASE_NS + 2 * DAY)
+    fix = correction("v.01", "BUY", 5, 10, correction_id="v.02", at_ns=BASE_NS + 2 * DAY)
+    admitted = [(event, ledger.admit(event).sequence) for event in (later, fix)]
+    assert all(sequence for _, sequence in admitted)
+    applied = [ledger.apply(event, sequence) for event, sequence in admitted]
+    refusal = applied[1].refusal
+    assert refusal is not None and refusal.kind is RefusalKind.NOT_FOUND
+    assert refusal.field == "corrects" and applied[1].rows == ()
+    assert row(ledger).quantity == 2
 
 
 def test_a_fill_older_than_the_window_can_no_longer_be_corrected():
@@ -127,9 +154,9 @@ def test_a_fill_older_than_the_window_can_no_longer_be_corrected():
         fill("BUY", 1, 10, fill_id="new.01", at_ns=BASE_NS + 2 * DAY),
     )
     late = correction("old.01", "BUY", 2, 10, correction_id="old.02", at_ns=BASE_NS + 2 * DAY)
-    assert ledger.record(late).applied.refusal is not None
+    assert ledger.record(late).result is Result.REJECTED
     fresh = correction("new.01", "BUY", 3, 10, correction_id="new.02", at_ns=BASE_NS + 2 * DAY)
-    assert ledger.record(fresh).applied.refusal is None
+    assert ledger.record(fresh).result is Result.ACCEPTED
     assert row(ledger).quantity == 4
 
 
@@ -181,6 +208,6 @@ def test_recovery_reloads_the_window_and_corrects_the_same_way(trades, data):
         rebuilt.corrections.find("A1", target.fill_id) is None
     )
     assert len(live.corrections) == len(rebuilt.corrections)
-    assert (live.record(late).applied.refusal is None) == (
+    assert (live.record(late).result is Result.ACCEPTED) == (
         late.corrects in {e.fill_id for e in events if e.timestamp_ns >= horizon}
     )
