@@ -186,6 +186,44 @@ def hot_path_steps(count: int) -> list[str]:
     ]
 
 
+# -- reconciliation, in process -----------------------------------------------------------------
+
+
+def reconciliation_figures(positions: int, samples: int) -> list[str]:
+    """One run over an account of `positions` instruments (2 strategies each), against a
+    broker snapshot of the same size with 1% residuals, next to a bare walk of the account's
+    rows (what any comparison must read) measured in the same run."""
+    from server.domain.events import BrokerPosition, BrokerPositions, Fill, Side
+    from server.domain.ledger import Ledger
+
+    ledger = Ledger()
+    sequence = 0
+    for n in range(positions):
+        for strategy, side, quantity in (("S1", Side.BUY, 100), ("S2", Side.SELL, 40)):
+            sequence += 1
+            trade = Fill(f"f{sequence}", "BENCH", strategy, f"I{n}", side, Decimal(quantity),
+                         Decimal("100.25"), 1_767_225_600 * 10**9 + sequence)  # fmt: skip
+            ledger.apply(trade, sequence)
+    held = tuple(
+        BrokerPosition(f"I{n}", Decimal(60 if n % 100 else 61), Decimal("100.25"))
+        for n in range(positions)
+    )
+
+    def run() -> None:
+        nonlocal sequence
+        sequence += 1
+        ledger.apply(BrokerPositions(f"s{sequence}", "BENCH", 1, held), sequence)
+
+    def walk() -> None:
+        for rows in ledger.account_instrument_rows("BENCH").values():
+            for row in rows:
+                _ = row.quantity
+
+    runs = latencies(run, samples)
+    baseline = latencies(walk, samples)
+    return [row(f"  reconcile {positions:,} positions", runs, baseline)]
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -342,6 +380,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2000, help="calls per latency figure")
     parser.add_argument("--commits", type=int, default=20_000, help="journal appends to time")
     parser.add_argument("--startup-fills", type=int, default=1_000_000, help="journal size")
+    parser.add_argument(
+        "--only", choices=["service", "hot-path", "reconcile", "commits", "startup"],
+        action="append", help="run only these sections (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_noop:
@@ -351,17 +393,25 @@ def main() -> int:
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
         f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    service_figures(args, "mem://", "ArcticDB in memory (--store mem://: the same code, no disk):")
-    with tempfile.TemporaryDirectory() as tmp:
-        print()
+    sections = set(args.only or ["service", "hot-path", "reconcile", "commits", "startup"])
+    if "service" in sections:
         service_figures(
-            args, f"lmdb://{tmp}/store", "Durable (LMDB; acks after the fsynced append):"
+            args, "mem://", "ArcticDB in memory (--store mem://: the same code, no disk):"
         )
-    print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
-    print("\n".join(hot_path_steps(10_000)))
-    if args.commits:
+        with tempfile.TemporaryDirectory() as tmp:
+            print()
+            service_figures(
+                args, f"lmdb://{tmp}/store", "Durable (LMDB; acks after the fsynced append):"
+            )
+    if "hot-path" in sections:
+        print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
+        print("\n".join(hot_path_steps(10_000)))
+    if "reconcile" in sections:
+        print("\nReconciliation in process, one account (2 strategies per instrument):")
+        print("\n".join(reconciliation_figures(10_000, 50)))
+    if args.commits and "commits" in sections:
         commit_figures(args.commits)
-    if args.startup_fills:
+    if args.startup_fills and "startup" in sections:
         startup_figures(args.startup_fills, 10_000)
     return 0
 

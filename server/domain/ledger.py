@@ -37,7 +37,7 @@ from server.domain.events import (
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import FxTable
 from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
-from server.domain.position import ACCOUNT_LEVEL, Position, PositionKey
+from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import (
     ReconcilePolicy,
     Reconciliation,
@@ -301,14 +301,16 @@ class Ledger:
         self.corrections.evict()
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
-        """Per instrument of the account: its account-level row and every strategy row."""
+        """Per instrument of the account: its account-level row, then every strategy row."""
         book = self.book
-        low = PositionKey(account_id, ACCOUNT_LEVEL, "")
-        high = PositionKey(account_id, ACCOUNT_LEVEL, "\U0010ffff")
-        return {
-            key.instrument_id: book.instrument_rows(account_id, key.instrument_id)
+        low, high = PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
+        grouped: dict[str, list[Position]] = {
+            key.instrument_id: [book.account_rows[key]]
             for key in book.account_rows.irange(low, high)
         }
+        for key in book.strategy_rows.irange(low, high):
+            grouped[key.instrument_id].append(book.strategy_rows[key])
+        return grouped
 
     def _apply_fill(self, fill: Fill, sequence: int, *, bust: bool = False) -> Applied:
         """Books a fill; a bust (a correction taking a fill back) touches neither traces nor

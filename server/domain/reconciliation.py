@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
-from server.domain.decimals import EXACT, ZERO, divide_half_even
+from server.domain.decimals import EXACT, ONE, ZERO, divide_half_even
 from server.domain.events import RESERVED_OWNERS, BrokerPosition, BrokerPositions
 from server.domain.position import Position
 
@@ -131,19 +131,19 @@ def reconcile(
     row and its strategy rows)."""
     broker = {position.instrument_id: position for position in snapshot.positions}
     lines = []
-    for instrument_id in sorted(broker.keys() | rows_by_instrument.keys()):
-        line = _line(
-            snapshot,
-            sequence,
-            instrument_id,
-            broker.get(instrument_id),
-            rows_by_instrument.get(instrument_id, []),
-            currency_of(instrument_id),
-            policy,
-        )
-        if line is not None:
-            lines.append(line)
-    discrepancies = sum(line.status.is_discrepancy for line in lines)
+    with localcontext(EXACT):
+        for instrument_id in sorted(broker.keys() | rows_by_instrument.keys()):
+            line = _line(
+                snapshot,
+                sequence,
+                instrument_id,
+                broker.get(instrument_id),
+                rows_by_instrument.get(instrument_id, []),
+                currency_of,
+                policy,
+            )
+            if line is not None:
+                lines.append(line)
     return Reconciliation(
         snapshot.account_id,
         snapshot.snapshot_id,
@@ -152,7 +152,7 @@ def reconcile(
         len(snapshot.positions),
         tuple(lines),
         matched=sum(line.status is LineStatus.MATCHED for line in lines),
-        discrepancies=discrepancies,
+        discrepancies=sum(line.status.is_discrepancy for line in lines),
     )
 
 
@@ -162,24 +162,68 @@ def _line(
     instrument_id: str,
     held: BrokerPosition | None,
     rows: list[Position],
-    currency: str,
+    currency_of: Callable[[str], str],
     policy: ReconcilePolicy,
 ) -> ReconciliationLine | None:
-    account_row = next((row for row in rows if row.key.is_account_level), None)
-    strategy_rows = [row for row in rows if not row.key.is_account_level]
-    with localcontext(EXACT):
-        attributed = sum((row.quantity for row in strategy_rows), ZERO)
-        attributed_basis = sum((row.cost_basis for row in strategy_rows), ZERO)
-        broker_quantity = held.quantity if held else ZERO
-        residual = broker_quantity - attributed
-    if held is None and not any(row.quantity for row in rows):
+    """One instrument's comparison; call inside `localcontext(EXACT)`."""
+    account_row = None
+    strategy_rows = []
+    attributed = attributed_basis = ZERO
+    for row in rows:
+        if row.key.is_account_level:
+            account_row = row
+        else:
+            strategy_rows.append(row)
+            attributed += row.quantity
+            attributed_basis += row.cost_basis
+    strategies_hold = any(row.quantity for row in strategy_rows)
+    if held is None and not strategies_hold and not (account_row and account_row.quantity):
         return None  # flat on both sides: nothing to say
-    multiplier = held.multiplier if held else ZERO
-    unit_cost = divide_half_even(held.avg_cost, multiplier, policy.precision) if held else ZERO
+    broker_quantity = held.quantity if held else ZERO
+    residual = broker_quantity - attributed
+    unit_cost = divide_half_even(held.avg_cost, held.multiplier, policy.precision) if held else ZERO
     service_avg = account_row.avg_cost(policy.precision) if account_row else ZERO
-    line = ReconciliationLine(
+
+    status, owner, basis, note = LineStatus.MATCHED, "", ZERO, ""
+    if not strategies_hold:
+        if broker_quantity:
+            status, owner, basis = LineStatus.UNATTRIBUTED, UNATTRIBUTED, residual * unit_cost
+            note = "the broker holds a position no strategy's fills account for"
+        else:
+            note = "flat at the broker; the service's rows are flat"
+    elif residual:
+        # The residual's cost: what the broker says the whole position cost, less what the
+        # strategies' rows cost. A sign at odds with the quantity means it cannot be priced
+        # that way: the broker's unit cost (or, flat there, the service's) is used.
+        status, owner = LineStatus.RESIDUAL, RESIDUAL
+        basis = broker_quantity * unit_cost - attributed_basis
+        if not basis or (basis > 0) != (residual > 0):
+            basis = residual * (unit_cost if held else service_avg)
+        note = f"broker {broker_quantity} vs strategies {attributed}"
+    elif not broker_quantity:
+        status = LineStatus.FLAT_ATTRIBUTED
+        note = "flat at the broker; the strategies' rows net to zero and are kept"
+    elif abs(unit_cost - service_avg) > policy.cost_tolerance * abs(service_avg):
+        status = LineStatus.COST_MISMATCH
+        note = f"average cost: broker {unit_cost} per unit vs service {service_avg}"
+
+    residual_row = None
+    if owner:
+        residual_row = ResidualRow(
+            snapshot.account_id,
+            instrument_id,
+            owner,
+            residual,
+            basis,
+            divide_half_even(abs(basis), abs(residual), policy.precision),
+            rows[0].multiplier if rows else held.multiplier if held else ONE,
+            currency_of(instrument_id),
+            sequence,
+            snapshot.timestamp_ns,
+        )
+    return ReconciliationLine(
         instrument_id,
-        LineStatus.MATCHED,
+        status,
         broker_quantity,
         held.avg_cost if held else ZERO,
         unit_cost,
@@ -188,66 +232,9 @@ def _line(
         residual,
         service_avg,
         tuple((row.key.strategy_id, row.quantity) for row in strategy_rows),
+        residual_row,
+        note,
     )
-    row_multiplier = rows[0].multiplier if rows else multiplier
-
-    def residual_row(owner: str, basis: Decimal) -> ResidualRow:
-        return ResidualRow(
-            snapshot.account_id,
-            instrument_id,
-            owner,
-            residual,
-            basis,
-            divide_half_even(abs(basis), abs(residual), policy.precision),
-            row_multiplier,
-            currency,
-            sequence,
-            snapshot.timestamp_ns,
-        )
-
-    if not any(row.quantity for row in strategy_rows):
-        if not broker_quantity:
-            return replace(line, note="flat at the broker; the service's rows are flat")
-        with localcontext(EXACT):
-            basis = broker_quantity * unit_cost
-        return replace(
-            line,
-            status=LineStatus.UNATTRIBUTED,
-            residual=residual_row(UNATTRIBUTED, basis),
-            note="the broker holds a position no strategy's fills account for",
-        )
-    if residual:
-        # The residual's cost: what the broker says the whole position cost, less what the
-        # strategies' rows cost. Opposite signs mean it cannot be priced that way: the
-        # broker's unit cost is used.
-        with localcontext(EXACT):
-            basis = broker_quantity * unit_cost - attributed_basis
-            if (basis and (basis > 0) != (residual > 0)) or not basis:
-                basis = residual * (unit_cost if held else service_avg)
-        return replace(
-            line,
-            status=LineStatus.RESIDUAL,
-            residual=residual_row(RESIDUAL, basis),
-            note=f"broker {broker_quantity} vs strategies {attributed}",
-        )
-    if not broker_quantity:
-        return replace(
-            line,
-            status=LineStatus.FLAT_ATTRIBUTED,
-            note="flat at the broker; the strategies' rows net to zero and are kept",
-        )
-    if not _within(unit_cost, service_avg, policy.cost_tolerance):
-        return replace(
-            line,
-            status=LineStatus.COST_MISMATCH,
-            note=f"average cost: broker {unit_cost} per unit vs service {service_avg}",
-        )
-    return line
-
-
-def _within(broker: Decimal, service: Decimal, tolerance: Decimal) -> bool:
-    with localcontext(EXACT):
-        return abs(broker - service) <= tolerance * abs(service)
 
 
 @dataclass(slots=True)
