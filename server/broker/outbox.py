@@ -1,0 +1,137 @@
+"""Events on their way to the portfolio service: kept, in order, until the service acked them.
+
+One sender task sends the oldest events in batches. While the service is unreachable it retries
+with back-off and keeps everything in memory (the queue depth is logged): nothing is dropped,
+and since the service is idempotent by event id, resending a batch whose acks were lost costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from client import AsyncPortfolioClient, EventAck, ExecutionEvent, Fill, PortfolioError
+from client.wire import event_to_proto
+from server.broker.connection import ReconnectPolicy
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger("portfolio.broker.outbox")
+
+OnAck = Callable[[ExecutionEvent, EventAck], None]
+
+
+class Outbox:
+    """A FIFO of events drained by one sender task into `client.ingest`."""
+
+    def __init__(
+        self,
+        client: AsyncPortfolioClient,
+        *,
+        batch_size: int = 500,
+        events_per_call: int = 5_000,
+        attempt_timeout: float = 10.0,
+        retry: ReconnectPolicy | None = None,
+        on_ack: OnAck | None = None,
+    ) -> None:
+        self._client = client
+        self._batch_size = batch_size
+        self._events_per_call = max(events_per_call, batch_size)
+        self._attempt_timeout = attempt_timeout
+        self._retry = retry or ReconnectPolicy(initial=0.5, factor=2.0, maximum=10.0)
+        self._on_ack = on_ack
+        self._queue: deque[ExecutionEvent] = deque()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        """Events not acked yet (queued or in flight)."""
+        return len(self._queue)
+
+    def put(self, event: ExecutionEvent) -> bool:
+        """Queues an event; False (and logged) for one that could never be encoded."""
+        try:
+            event_to_proto(event)
+        except (TypeError, ValueError) as error:
+            log.error("dropping %s %s: it cannot be sent: %s", _kind(event), event.event_id, error)
+            return False
+        self._queue.append(event)
+        self._notify()
+        return True
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._send_forever(), name="relay outbox sender")
+
+    async def drained(self, timeout: float | None = None) -> None:
+        """Until every event put so far is acked (raises TimeoutError after `timeout`)."""
+        async with asyncio.timeout(timeout):
+            while self._queue:
+                await self._changed.wait()
+
+    async def stop(self, flush_timeout: float = 5.0) -> int:
+        """Sends what it can within `flush_timeout`, then stops; returns the events left."""
+        if self._task is None:
+            return len(self._queue)
+        with contextlib.suppress(TimeoutError):
+            await self.drained(flush_timeout)
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self._queue:
+            log.warning("stopped with %d events unsent", len(self._queue))
+        return len(self._queue)
+
+    # -----------------------------------------------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        failures = 0
+        while True:
+            while not self._queue:
+                await self._changed.wait()
+            chunk = list(itertools.islice(self._queue, self._events_per_call))
+            try:
+                acks = await self._client.ingest(
+                    chunk,
+                    batch_size=self._batch_size,
+                    max_attempts=2,
+                    timeout=self._attempt_timeout,
+                )
+            except Exception as error:  # PortfolioError (IngestIncomplete too), or a bug
+                failures += 1
+                delay = self._retry.delay(failures)
+                level = logging.WARNING if isinstance(error, PortfolioError) else logging.ERROR
+                log.log(
+                    level,
+                    "portfolio service did not take the events (%s); %d waiting, "
+                    "retrying in %.1f s",
+                    error,
+                    len(self._queue),
+                    delay,
+                    exc_info=not isinstance(error, PortfolioError),
+                )
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                log.info("portfolio service takes events again; %d waiting", len(self._queue))
+                failures = 0
+            for _ in chunk:
+                self._queue.popleft()
+            if self._on_ack is not None:
+                for event, ack in zip(chunk, acks, strict=True):
+                    self._on_ack(event, ack)
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+def _kind(event: ExecutionEvent) -> str:
+    return "fill" if isinstance(event, Fill) else "status update"
