@@ -21,6 +21,7 @@ from server.application.ports import Broker
 from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
+from server.broker.paper import PaperBroker
 from server.application.subscriptions import SubscriptionHub
 from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
@@ -174,6 +175,8 @@ async def _start(
         health_updates.add(task)
         task.add_done_callback(health_updates.discard)
 
+    if broker is None and config.broker == "paper":
+        broker = PaperBroker(service.book_positions)
     reconciler = Reconciler(
         service,
         broker,
@@ -200,8 +203,8 @@ async def _start(
         await health_servicer.set(name, SERVING)
     await health_servicer.set(RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING)
     if broker is not None:
-        await health_servicer.set(BROKER_HEALTH, NOT_SERVING)
         await broker.start()
+        await health_servicer.set(BROKER_HEALTH, SERVING if broker.connected else NOT_SERVING)
         reconciler.start()
     housekeeping = asyncio.create_task(
         _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health)
@@ -214,7 +217,7 @@ async def _start(
 def _broker(config: ServiceConfig) -> Broker | None:
     """The broker `config.broker` names, not connected yet."""
     if config.broker != "ib":
-        return None
+        return None  # "paper" needs the service: built with it
     from server.broker.connection import IbConnection
     from server.broker.contracts import ContractMap
     from server.broker.ib import IbBroker

@@ -36,7 +36,9 @@ class ServiceConfig:
     base_currency: str = "USD"
     # Mark updates reach subscribers at most this often per instrument (the latest one).
     mark_publish_seconds: float = 0.1
-    # The broker live accounts are reconciled against: "" (none) or "ib" (TWS / IB Gateway).
+    # The broker live accounts are reconciled against: "" (none), "ib" (TWS / IB Gateway), or
+    # "paper" (the service's own account-level book: a setup with no broker, where every run
+    # matches; for staging and drills).
     broker: str = ""
     ib_host: str = "127.0.0.1"
     ib_port: int = 4002  # IB Gateway paper; 4001 live, TWS 7497 paper / 7496 live
@@ -79,8 +81,8 @@ def _fraction(text: str) -> Decimal:
 
 
 def _broker(text: str) -> str:
-    if text not in ("", "ib"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a broker: use 'ib', or '' for none")
+    if text not in ("", "ib", "paper"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a broker: use ib, paper or ''")
     return text
 
 
@@ -126,7 +128,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--base-currency", str, defaults.base_currency, "default base currency")
     option("--mark-publish-seconds", float, defaults.mark_publish_seconds,
            "mark updates' coalescing interval")  # fmt: skip
-    option("--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib")
+    option(
+        "--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib, paper"
+    )
     option("--ib-host", str, defaults.ib_host, "TWS / IB Gateway host")
     option("--ib-port", int, defaults.ib_port, "TWS / IB Gateway API port")
     option("--ib-client-id", int, defaults.ib_client_id, "API client id of the reconciler")

@@ -406,6 +406,15 @@ class PortfolioService(Generic[Payload]):
         assert run is not None and run.sequence == outcome.sequence
         return run
 
+    def book_positions(self, account_id: str) -> list[BrokerPosition]:
+        """The account-level book as a broker would report it (the paper broker's view)."""
+        precision = self.ledger.book.precision
+        return [
+            BrokerPosition(row.key.instrument_id, row.quantity, row.avg_cost(precision))
+            for rows in self.ledger.account_instrument_rows(account_id).values()
+            for row in rows[:1]
+        ]
+
     def require_reconcilable(self, account_id: str) -> None:
         """Raises NotAllowed unless the account is live: paper accounts are never
         reconciled (the service is their book)."""

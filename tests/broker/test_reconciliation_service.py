@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from server.broker.connection import IbConnection, ReconnectPolicy
 from server.broker.contracts import ContractMap
 from server.broker.ib import IbBroker
 from tests.broker.fake_tws import FakeContract, FakeTws
-from tests.conftest import ServerThread, start_test_server
+from tests.conftest import TEST_CONFIG, ServerThread, start_test_server
 
 AAPL = FakeContract(265598, "AAPL")
 MSFT = FakeContract(272093, "MSFT")
@@ -335,3 +335,20 @@ async def test_reports_and_residual_rows_survive_a_restart_and_reach_the_store(
     report = arctic.get_library("reconciliations").read("U123").data
     assert set(report.status) == {"RESIDUAL", "UNATTRIBUTED"}
     assert Decimal(report.set_index("instrument_id").loc["MSFT", "residual_avg_cost"]) == 306
+
+
+async def test_the_paper_broker_reports_the_book_itself():
+    """`--broker paper`: no broker, the service's own book stands in for it: runs match."""
+    server = ServerThread(replace(TEST_CONFIG, broker="paper"))
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            running = Rig(FakeTws(), server, channel)
+            await running.fills(
+                ("S1", "AAPL", "BUY", "3", "10.5"), ("S2", "AAPL", "SELL", "1", "11")
+            )
+            report = await running.reconcile()
+            assert statuses(report) == {"AAPL": "MATCHED"} and report.clean
+            assert line_of(report, "AAPL").broker_quantity == "2"
+            assert await running.health("broker") == SERVING
+    finally:
+        await asyncio.to_thread(server.stop)
