@@ -21,8 +21,8 @@ from server.application.ports import Broker
 from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
-from server.broker.paper import PaperBroker
 from server.application.subscriptions import SubscriptionHub
+from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
 from server.domain.ledger import Ledger, Result
