@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -96,12 +97,14 @@ def _flag(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
-def parse_args(argv: list[str] | None = None) -> ServiceConfig:
-    defaults = ServiceConfig()
-    parser = argparse.ArgumentParser(prog="python -m server", description="The portfolio manager.")
+def env_options(
+    parser: argparse.ArgumentParser, prefix: str
+) -> Callable[[str, type | object, object, str], None]:
+    """Adds flags that each default to an environment variable: `--ib-port` reads
+    PREFIX_IB_PORT."""
 
     def option(flag: str, kind: type | object, default: object, help_: str) -> None:
-        env = "PORTFOLIO_" + flag.removeprefix("--").replace("-", "_").upper()
+        env = prefix + flag.removeprefix("--").replace("-", "_").upper()
         parser.add_argument(
             flag,
             type=kind,  # type: ignore[arg-type]
@@ -109,6 +112,14 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
             help=f"{help_} (env {env}, default %(default)s)",
         )
 
+    return option
+
+
+def parse_args(argv: list[str] | None = None) -> ServiceConfig:
+    defaults = ServiceConfig()
+    parser = argparse.ArgumentParser(prog="python -m server", description="The portfolio manager.")
+
+    option = env_options(parser, "PORTFOLIO_")
     option("--store", str, defaults.store, "ArcticDB URI of the store")
     option("--host", str, defaults.host, "interface to listen on")
     option("--port", int, defaults.port, "port to listen on; 0 picks a free one")

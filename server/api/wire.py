@@ -100,28 +100,10 @@ def fill_from_proto(message: pb.Fill) -> Fill | FillCorrection:
     side = SIDE_FROM_PROTO.get(message.side)
     if side is None:
         raise FieldViolation("side", "must be SIDE_BUY or SIDE_SELL")
-    if message.corrects:
-        if message.trace_id:
-            raise FieldViolation("trace_id", "a correction cannot start or join a trace")
-        with field_errors({"correction_id": "fill_id"}):
-            return FillCorrection(
-                correction_id=message.fill_id,
-                corrects=message.corrects,
-                account_id=message.account_id,
-                strategy_id=message.strategy_id,
-                instrument_id=message.instrument_id,
-                side=side,
-                quantity=parse_decimal("quantity", message.quantity),
-                price=parse_decimal("price", message.price),
-                commission=parse_decimal("commission", message.commission, default=Decimal(0)),
-                commission_currency=message.commission_currency,
-                timestamp_ns=timestamp_ns("timestamp", message),
-                order_ref=message.order_ref,
-                order_id=message.order_id,
-                venue=message.venue,
-            )
+    if message.corrects and message.trace_id:
+        raise FieldViolation("trace_id", "a correction cannot start or join a trace")
     with field_errors():
-        return Fill(
+        fill = Fill(
             fill_id=message.fill_id,
             account_id=message.account_id,
             strategy_id=message.strategy_id,
@@ -137,6 +119,10 @@ def fill_from_proto(message: pb.Fill) -> Fill | FillCorrection:
             venue=message.venue,
             trace_id=message.trace_id,
         )
+    if not message.corrects:
+        return fill
+    with field_errors({"correction_id": "fill_id"}):
+        return FillCorrection.replacing(message.corrects, fill)
 
 
 def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 from server.broker.executions import DEFAULT_STRATEGY
+from server.config import env_options
 
 __all__ = ["RelayConfig", "parse_args"]
 
@@ -54,15 +54,7 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
         description="Streams IB executions and order statuses into the portfolio manager.",
     )
 
-    def option(flag: str, kind: object, default: object, help_: str) -> None:
-        env = "RELAY_" + flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(
-            flag,
-            type=kind,  # type: ignore[arg-type]
-            default=os.environ.get(env, default),
-            help=f"{help_} (env {env}, default %(default)s)",
-        )
-
+    option = env_options(parser, "RELAY_")
     option("--tws-host", str, defaults.tws_host, "TWS / IB Gateway host")
     option("--tws-port", int, defaults.tws_port,
            "TWS / IB Gateway API port (4002 gateway paper, 4001 gateway live, 7497 TWS paper, "

@@ -474,6 +474,16 @@ class FillCorrection(JournaledEvent):
             raise InvalidEvent("corrects", "must name another fill than the correction itself")
         self.replacement()  # the replacement must be a valid fill, named by its field
 
+    @classmethod
+    def replacing(cls, corrects: str, fill: Fill) -> FillCorrection:
+        """The correction that books `fill` (its id is the correction's) in place of
+        `corrects`."""
+        return cls(
+            fill.fill_id, corrects, fill.account_id, fill.strategy_id, fill.instrument_id,
+            fill.side, fill.quantity, fill.price, fill.timestamp_ns, fill.commission,
+            fill.commission_currency, fill.order_ref, fill.order_id, fill.venue,
+        )  # fmt: skip
+
     @property
     def event_id(self) -> str:
         return self.correction_id

@@ -160,18 +160,13 @@ def correction(
 ) -> FillCorrection:
     """A broker correction of fill `corrects` (see `builders.fill` for the other fields)."""
     replacement = fill(side, quantity, price, **kwargs)  # type: ignore[arg-type]
-    return FillCorrection(
-        correction_id=correction_id or f"{corrects}.corr-{replacement.fill_id}",
-        corrects=corrects,
-        account_id=replacement.account_id,
-        strategy_id=replacement.strategy_id,
-        instrument_id=replacement.instrument_id,
-        side=replacement.side,
-        quantity=replacement.quantity,
-        price=replacement.price,
-        timestamp_ns=replacement.timestamp_ns,
-        commission=replacement.commission,
-        order_id=order_id,
+    return FillCorrection.replacing(
+        corrects,
+        dataclasses.replace(
+            replacement,
+            fill_id=correction_id or f"{corrects}.corr-{replacement.fill_id}",
+            order_id=order_id,
+        ),
     )
 
 
