@@ -83,6 +83,11 @@ _LEVEL_FILTER = {
     pb.POSITION_LEVEL_ACCOUNT: True,
 }
 
+_LEVEL_CHOICES = (
+    "must be POSITION_LEVEL_STRATEGY, POSITION_LEVEL_ACCOUNT or unset (residual rows come with "
+    "reconciliation reports: GetReconciliation)"
+)
+
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
 
@@ -521,7 +526,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:
         if request.level not in _LEVEL_FILTER:
-            raise ApiError.invalid(FieldViolation("level", "must be a known POSITION_LEVEL_*"))
+            raise ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
         account_level = request.level == pb.POSITION_LEVEL_ACCOUNT
         if account_level and request.strategy_id:
             raise ApiError.invalid(
@@ -611,7 +616,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self, request: pb.SubscribeUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.PortfolioUpdate]:
         if request.level not in _LEVEL_FILTER:
-            error = ApiError.invalid(FieldViolation("level", "must be a known POSITION_LEVEL_*"))
+            error = ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
             await context.abort_with_status(error.to_status())
         filter_ = SubscriptionFilter(
             account_id=request.account_id,
