@@ -52,7 +52,7 @@ from server.domain.events import (
     OrderStatusUpdate,
 )
 from server.domain.ledger import Applied, Ledger, Outcome, Result
-from server.domain.marks import FxRate, Mark
+from server.domain.marks import FxRate, Mark, MarkSource
 from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
 from server.domain.reconciliation import Reconciliation, ReconciliationLine, ResidualRow
@@ -458,7 +458,15 @@ class PortfolioService(Generic[Payload]):
             key, row.multiplier, row.quantity, row.cost_basis, currency=row.currency,
             updated_at_ns=row.timestamp_ns, last_sequence=row.sequence,
         )  # fmt: skip
-        return replace(self.view(position), residual=True)
+        price = self.ledger.book.price(row.instrument_id)
+        if price.source is MarkSource.NONE:  # never traded nor marked here: the broker's price
+            known = row.broker_price if row.broker_price is not None else row.avg_cost
+            price = Price(known, MarkSource.NONE, row.timestamp_ns)
+        base = self.ledger.accounts.base_currency(row.account_id)
+        view = position_view(position, price.price, self.ledger.book.precision, price)
+        return replace(
+            view, base_currency=base, fx_rate=self.ledger.fx.rate(row.currency, base), residual=True
+        )
 
     def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
         """The runs of broker snapshots applied earlier, still kept (for views catching up

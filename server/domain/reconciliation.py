@@ -57,6 +57,9 @@ class ResidualRow:
     currency: str
     sequence: int
     timestamp_ns: int
+    # The broker's market price of the instrument at the run, if it gave one: what the row is
+    # valued at while the service has no price of its own for the instrument.
+    broker_price: Decimal | None = None
 
     def unrealized_pnl(self, market_price: Decimal) -> Decimal:
         with localcontext(EXACT):
@@ -220,6 +223,7 @@ def _line(
             currency_of(instrument_id),
             sequence,
             snapshot.timestamp_ns,
+            held.market_price if held else None,
         )
     return ReconciliationLine(
         instrument_id,

@@ -159,6 +159,7 @@ def _residual(row: ResidualRow | None) -> dict[str, Any] | None:
         "quantity": canonical(row.quantity), "cost_basis": canonical(row.cost_basis),
         "avg_cost": canonical(row.avg_cost), "multiplier": canonical(row.multiplier),
         "currency": row.currency, "sequence": row.sequence, "timestamp_ns": row.timestamp_ns,
+        "broker_price": _amount(row.broker_price),
     }  # fmt: skip
 
 
@@ -169,7 +170,7 @@ def _residual_from(record: dict[str, Any] | None) -> ResidualRow | None:
         record["account_id"], record["instrument_id"], record["owner"],
         Decimal(record["quantity"]), Decimal(record["cost_basis"]), Decimal(record["avg_cost"]),
         Decimal(record["multiplier"]), record["currency"], record["sequence"],
-        record["timestamp_ns"],
+        record["timestamp_ns"], _decimal(record.get("broker_price")),
     )  # fmt: skip
 
 
