@@ -176,7 +176,7 @@ async def _start(
         task.add_done_callback(health_updates.discard)
 
     if broker is None and config.broker == "paper":
-        broker = PaperBroker(service.book_positions)
+        broker = PaperBroker(service.book_positions, service.live_accounts)
     reconciler = Reconciler(
         service,
         broker,

@@ -120,6 +120,10 @@ class Broker(Protocol):
 
     async def stop(self) -> None: ...
 
+    def accounts(self) -> list[str]:
+        """The accounts this broker connection holds (IB: the managed accounts); empty while
+        not connected."""
+
     async def positions(self, account_id: str) -> list[BrokerPosition]:
         """Every position the broker holds in the account now, flat ones included if it
         reports them; raises BrokerUnavailable."""

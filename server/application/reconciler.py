@@ -16,6 +16,7 @@ from typing import Any
 from server.application.ports import Broker, BrokerUnavailable
 from server.application.service import NotAllowed, PortfolioService
 from server.domain.reconciliation import Reconciliation
+from server.domain.refusals import Refusal, RefusalKind
 
 log = logging.getLogger("portfolio.reconciliation")
 
@@ -38,7 +39,7 @@ class Reconciler:
         self.service = service
         self.broker = broker
         self.interval = interval
-        self.accounts = list(accounts)  # empty: every live account the service knows
+        self.accounts = list(accounts)  # empty: every account the broker holds, but paper ones
         self._on_status = on_status
         self._clock_ns = clock_ns
         self._task: asyncio.Task[None] | None = None
@@ -71,6 +72,16 @@ class Reconciler:
             raise NoBroker("no broker is configured (see --broker)")
         async with self._lock:
             self.service.require_reconcilable(account_id)
+            held = self.broker.accounts()
+            if held and account_id not in held:
+                raise NotAllowed(
+                    Refusal(
+                        RefusalKind.PRECONDITION,
+                        "account_id",
+                        f"{account_id!r} is not an account of {self.broker.name} "
+                        f"(it holds {', '.join(held)})",
+                    )
+                )
             positions = await self.broker.positions(account_id)
             run = await self.service.reconcile(account_id, positions, self._clock_ns())
         self.runs += 1
@@ -93,9 +104,15 @@ class Reconciler:
         return run
 
     async def reconcile_all(self) -> list[Reconciliation]:
-        """A run for every live account (or the configured ones); a failed one is logged."""
+        """A run for every account the broker holds that is not paper (or the configured
+        ones); a failed one is logged."""
         runs = []
-        for account_id in self.accounts or self.service.live_accounts():
+        accounts = self.accounts or [
+            account
+            for account in (self.broker.accounts() if self.broker else [])
+            if not self.service.is_paper(account)
+        ]
+        for account_id in accounts:
             try:
                 runs.append(await self.reconcile(account_id))
             except (BrokerUnavailable, NotAllowed) as error:

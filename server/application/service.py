@@ -415,10 +415,13 @@ class PortfolioService(Generic[Payload]):
             for row in rows[:1]
         ]
 
+    def is_paper(self, account_id: str) -> bool:
+        return self.ledger.accounts.get(account_id).account_kind is AccountKind.PAPER
+
     def require_reconcilable(self, account_id: str) -> None:
         """Raises NotAllowed unless the account is live: paper accounts are never
         reconciled (the service is their book)."""
-        if self.ledger.accounts.get(account_id).account_kind is AccountKind.PAPER:
+        if self.is_paper(account_id):
             raise NotAllowed(
                 Refusal(
                     RefusalKind.PRECONDITION,

@@ -79,6 +79,12 @@ class IbBroker:
     async def stop(self) -> None:
         await self._connection.stop()
 
+    def accounts(self) -> list[str]:
+        """The login's managed accounts (known once connected)."""
+        if not self._connection.connected:
+            return []
+        return list(self._connection.ib.managedAccounts())
+
     async def positions(self, account_id: str) -> list[BrokerPosition]:
         """Every position TWS reports for the account now, flat rows included."""
         self._require_connected()

@@ -18,8 +18,13 @@ class PaperBroker:
 
     name = "paper"
 
-    def __init__(self, positions_of: Callable[[str], list[BrokerPosition]]) -> None:
+    def __init__(
+        self,
+        positions_of: Callable[[str], list[BrokerPosition]],
+        accounts_of: Callable[[], list[str]] = list,
+    ) -> None:
         self._positions_of = positions_of
+        self._accounts_of = accounts_of
 
     @property
     def connected(self) -> bool:
@@ -30,6 +35,9 @@ class PaperBroker:
 
     async def stop(self) -> None:
         """Nothing to disconnect."""
+
+    def accounts(self) -> list[str]:
+        return list(self._accounts_of())
 
     async def positions(self, account_id: str) -> list[BrokerPosition]:
         return list(self._positions_of(account_id))

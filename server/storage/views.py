@@ -102,7 +102,7 @@ def _reconciliation_rows(run: Reconciliation) -> list[tuple[object, ...]]:
     if not run.lines:
         return [
             (run.snapshot_id, run.sequence, run.timestamp_ns, "", "NONE", False,
-             *[""] * 9, "", "[]", "nothing held on either side", *counts)
+             *[""] * 9, "[]", "nothing held on either side", *counts)
         ]  # fmt: skip
     return [
         (

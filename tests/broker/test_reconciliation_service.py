@@ -308,9 +308,9 @@ async def test_runs_periodically_and_are_published(contract_map: Path):
         await running.wait_connected()
         await running.fills(("S1", "AAPL", "BUY", "5", "10"))
         running.tws.set_position("U123", AAPL, "7", "10")
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10):  # runs before the fill report nothing
             async for update in updates:
-                if update.kind == pb.UPDATE_KIND_RECONCILIATION:
+                if update.kind == pb.UPDATE_KIND_RECONCILIATION and update.reconciliation.lines:
                     break
         assert update.reconciliation.account_id == "U123"
         assert statuses(update.reconciliation) == {"AAPL": "RESIDUAL"}
@@ -359,3 +359,35 @@ async def test_the_paper_broker_reports_the_book_itself():
             assert await running.health("broker") == SERVING
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_only_the_brokers_accounts_are_reconciled(contract_map: Path):
+    async with rig(contract_map, reconcile_seconds=0.1) as running:
+        await running.wait_connected()
+        # An account of another broker (live, undefined here), with a position of its own.
+        (response,) = [
+            response
+            async for response in running.pm.Ingest(
+                iter([pb.IngestRequest(batch_id="x", events=[pb.ExecutionEvent(fill=pb.Fill(
+                    fill_id="elsewhere-1", account_id="ELSEWHERE", strategy_id="S1",
+                    instrument_id="AAPL", side=pb.SIDE_BUY, quantity="5", price="10",
+                    timestamp=Timestamp(seconds=T0)))])])
+            )
+        ]  # fmt: skip
+        assert response.acks[0].result == pb.EVENT_RESULT_ACCEPTED
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await running.reconcile("ELSEWHERE")
+        assert foreign.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "U123" in (foreign.value.details() or "")
+        async with asyncio.timeout(5):  # the periodic runs cover U123, the broker's account
+            while True:
+                try:
+                    await running.pm.GetReconciliation(
+                        pb.GetReconciliationRequest(account_id="U123")
+                    )
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+        with pytest.raises(grpc.aio.AioRpcError) as never:
+            await running.pm.GetReconciliation(pb.GetReconciliationRequest(account_id="ELSEWHERE"))
+        assert never.value.code() == grpc.StatusCode.NOT_FOUND

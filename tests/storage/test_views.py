@@ -139,3 +139,32 @@ def test_a_correction_written_with_its_original_leaves_one_row(tmp_path):
     orders = adb.Arctic(store).get_library("orders").read("A1").data
     assert list(orders["update_id"]) == ["a2"]
     assert list(orders["corrects"]) == ["a1"]
+
+
+def test_reconciliation_runs_are_recorded_one_row_per_line(tmp_path):
+    """An empty run leaves one NONE row; a run's lines keep their figures exactly; a run
+    recorded again (views catching up after a restart) is not written twice."""
+    from server.application.ports import ReconciliationRun
+    from server.domain.ledger import Ledger
+    from server.storage.views import RECONCILIATION_COLUMNS, ArcticViews
+    from tests.domain.builders import fill
+    from tests.domain.event_builders import broker_positions
+
+    ledger = Ledger()
+    runs = []
+    for positions, at_ns in ([(), 10**18], [(("AAPL", 150, "10.7"), ("ES", -1, 5)), 2 * 10**18]):
+        outcome = ledger.record(broker_positions(*positions, account="U1", at_ns=at_ns))
+        runs.append(ReconciliationRun(outcome.applied.reconciliation, []))
+        ledger.record(fill("BUY", 100, "10.5", account="U1"))
+    views = ArcticViews(adb.Arctic(f"lmdb://{tmp_path}/store"))
+    views.record_events([], [], runs[:1])
+    views.record_events([], [], runs)  # the first again, and the second
+    frame = views.reconciliations.read("U1").data
+    assert list(frame.columns) == RECONCILIATION_COLUMNS
+    assert list(frame.status) == ["NONE", "RESIDUAL", "UNATTRIBUTED"]
+    rows = frame.set_index("instrument_id")
+    assert rows.loc["AAPL", "residual_quantity"] == "50"
+    assert Decimal(rows.loc["AAPL", "residual_avg_cost"]) == Decimal("11.1")
+    assert rows.loc["AAPL", "strategies"] == '[["S1", "100"]]'
+    assert rows.loc["ES", "residual_owner"] == "UNATTRIBUTED"
+    assert list(frame.sequence) == sorted(frame.sequence)
