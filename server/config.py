@@ -49,7 +49,7 @@ class ServiceConfig:
     contract_map: str = ""
     # Seconds between reconciliation runs of every live account; 0: on demand only.
     reconcile_seconds: float = 60.0
-    # Comma-separated accounts to reconcile; empty: every live account the service knows.
+    # Comma-separated accounts to reconcile; empty: every account the broker holds (not paper).
     reconcile_accounts: str = ""
     # Average costs match when they differ by at most this fraction of the service's.
     cost_tolerance: Decimal = Decimal("0.005")
@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--reconcile-seconds", float, defaults.reconcile_seconds,
            "seconds between reconciliations; 0: on demand only")  # fmt: skip
     option("--reconcile-accounts", str, defaults.reconcile_accounts,
-           "accounts to reconcile (comma-separated); empty: every live one")  # fmt: skip
+           "accounts to reconcile (comma-separated); empty: the broker's")  # fmt: skip
     option("--cost-tolerance", _fraction, defaults.cost_tolerance,
            "relative tolerance of average costs")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
