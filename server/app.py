@@ -106,12 +106,14 @@ async def _start(
 
     health_updates: set[asyncio.Task[None]] = set()
 
+    def set_health(name: str, healthy: bool) -> None:
+        task = loop.create_task(health_servicer.set(name, SERVING if healthy else NOT_SERVING))
+        health_updates.add(task)
+        task.add_done_callback(health_updates.discard)
+
     def on_health(healthy: bool) -> None:
-        status = SERVING if healthy else NOT_SERVING
         for name in ("", SERVICE_NAME):
-            task = loop.create_task(health_servicer.set(name, status))
-            health_updates.add(task)
-            task.add_done_callback(health_updates.discard)
+            set_health(name, healthy)
 
     definitions = (
         load_reference(config.reference_file, config.base_currency) if config.reference_file else []
@@ -169,11 +171,6 @@ async def _start(
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
     )
-
-    def set_health(name: str, healthy: bool) -> None:
-        task = loop.create_task(health_servicer.set(name, SERVING if healthy else NOT_SERVING))
-        health_updates.add(task)
-        task.add_done_callback(health_updates.discard)
 
     if broker is None and config.broker == "paper":
         broker = PaperBroker(service.book_positions, service.live_accounts)
