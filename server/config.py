@@ -54,7 +54,8 @@ class ServiceConfig:
     # Average costs match when they differ by at most this fraction of the service's.
     cost_tolerance: Decimal = Decimal("0.005")
     # A broker correction may replace a fill up to this many days before the latest fill.
-    correction_window_days: float = 3.0
+    # IB reports corrections the same day (reqExecutions lists the current day's executions).
+    correction_window_days: float = 1.0
 
     @property
     def address(self) -> str:

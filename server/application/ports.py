@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from server.domain.book import PositionView, Price
-from server.domain.events import BrokerPosition, ExecutionEvent
+from server.domain.corrections import JournaledFill
+from server.domain.events import BrokerPosition, ExecutionEvent, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Transition
 from server.domain.position import Position
@@ -70,9 +71,11 @@ class EventStore(Protocol):
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
 
-    def correctable_fills(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
-        """Journaled fills filled at or after `time_ns`, and every correction, up to a
-        sequence, in sequence order."""
+    def correctable_fills(
+        self, time_ns: int, up_to_sequence: int
+    ) -> Iterator[tuple[int, JournaledFill | FillCorrection]]:
+        """Journaled fills filled at or after `time_ns` (not decoded), and every correction,
+        up to a sequence, in sequence order."""
 
     def record_views(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 
 from server.application.ports import EventStore, Sequenced
 from server.application.service import PortfolioService
-from server.domain.events import Fill, FillCorrection
+from server.domain.events import Fill
 from server.domain.position import Position
 from server.domain.state import restore
 
@@ -49,13 +49,8 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
             ledger.traces.record(fill, sequence, ledger.instruments.multiplier(fill.instrument_id))
     if checkpoint is not None and checkpoint.state.corrections_latest_ns:
         (latest,) = checkpoint.state.corrections_latest_ns
-        ledger.reload_correctable(
-            (sequence, event)
-            for sequence, event in store.correctable_fills(
-                latest - ledger.corrections.window_ns, start
-            )
-            if isinstance(event, Fill | FillCorrection)
-        )
+        horizon = latest - ledger.corrections.window_ns
+        ledger.reload_correctable(store.correctable_fills(horizon, start))
     service.hub.reset(start)
     tail: list[Sequenced] = []
     for sequence, event in store.events_after(start):

@@ -15,15 +15,38 @@ from sortedcontainers import SortedList
 
 from server.domain.events import Fill
 
-DEFAULT_WINDOW_NS = 7 * 24 * 3600 * 10**9
+DEFAULT_WINDOW_NS = 24 * 3600 * 10**9
 
 
 @dataclass(frozen=True, slots=True)
-class Booked:
-    """What was booked for one execution, and under which event id."""
+class JournaledFill:
+    """A fill as the journal holds it, not decoded: what recovery reloads."""
 
-    event_id: str
-    fill: Fill
+    account_id: str
+    fill_id: str
+    timestamp_ns: int
+    text: str
+
+
+class Booked:
+    """What was booked for one execution, and under which event id. A fill reloaded from the
+    journal keeps its canonical text until a correction needs it: a restart reloads every
+    fill of the window, and few are ever corrected."""
+
+    __slots__ = ("_fill", "_text", "event_id", "timestamp_ns")
+
+    def __init__(self, event_id: str, fill: Fill | None, timestamp_ns: int, text: str = "") -> None:
+        self.event_id = event_id
+        self.timestamp_ns = timestamp_ns
+        self._fill = fill
+        self._text = text
+
+    @property
+    def fill(self) -> Fill:
+        if self._fill is None:
+            self._fill = Fill.from_text(self._text)
+            self._text = ""
+        return self._fill
 
 
 class CorrectableFills:
@@ -43,7 +66,21 @@ class CorrectableFills:
 
     def add(self, fill: Fill) -> None:
         """Remembers a booked fill (not a correction)."""
-        self._put(fill.account_id, fill.fill_id, Booked(fill.fill_id, fill))
+        self._put(fill.account_id, fill.fill_id, Booked(fill.fill_id, fill, fill.timestamp_ns))
+
+    def add_journaled(self, fills: list[JournaledFill]) -> None:
+        """Remembers booked fills by their journal text, at once (recovery: a sort, not an
+        insertion each)."""
+        times = []
+        for fill in fills:
+            key = (fill.account_id, fill.fill_id)
+            if key in self._booked:  # not reached from a journal: ids are unique
+                raise ValueError(f"fill {fill.fill_id!r} reloaded twice")
+            self._booked[key] = Booked(fill.fill_id, None, fill.timestamp_ns, fill.text)
+            times.append((fill.timestamp_ns, *key))
+            self.latest_ns = max(self.latest_ns, fill.timestamp_ns)
+        self._by_time.update(times)
+        self.evict()
 
     def find(self, account_id: str, fill_id: str) -> tuple[str, Booked] | None:
         """The original id and what is booked for it now, for a fill or correction id."""
@@ -62,16 +99,18 @@ class CorrectableFills:
         """Books a correction (`correction.fill_id` is the correction's id) in place of what
         was booked for `original`."""
         self._originals[(account_id, correction.fill_id)] = original
-        self._put(account_id, original, Booked(correction.fill_id, correction))
+        self._put(
+            account_id, original, Booked(correction.fill_id, correction, correction.timestamp_ns)
+        )
 
     def _put(self, account_id: str, original: str, booked: Booked) -> None:
         key = (account_id, original)
         held = self._booked.get(key)
         if held is not None:
-            self._by_time.discard((held.fill.timestamp_ns, account_id, original))
+            self._by_time.discard((held.timestamp_ns, account_id, original))
         self._booked[key] = booked
-        self._by_time.add((booked.fill.timestamp_ns, account_id, original))
-        self.latest_ns = max(self.latest_ns, booked.fill.timestamp_ns)
+        self._by_time.add((booked.timestamp_ns, account_id, original))
+        self.latest_ns = max(self.latest_ns, booked.timestamp_ns)
         self.evict()
 
     def evict(self) -> None:

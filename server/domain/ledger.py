@@ -18,7 +18,7 @@ from decimal import Decimal, localcontext
 from server.domain.accounts import AccountRegistry
 from server.domain.balances import Balance, BalanceBook, BalanceKey
 from server.domain.book import PositionBook, RowChange
-from server.domain.corrections import DEFAULT_WINDOW_NS, CorrectableFills
+from server.domain.corrections import DEFAULT_WINDOW_NS, CorrectableFills, JournaledFill
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import (
     AccountDefinition,
@@ -175,7 +175,7 @@ class Ledger:
             RefusalKind.NOT_FOUND,
             "corrects",
             f"no fill {correction.corrects!r} in account {correction.account_id!r} within the "
-            f"correction window ({days:g} days before the latest fill)",
+            f"correction window ({days:g} day{'' if days == 1 else 's'} before the latest fill)",
         )
 
     def knows(self, instrument_id: str) -> bool:
@@ -286,19 +286,24 @@ class Ledger:
         self.reconciliations.record(run)
         return Applied(reconciliation=run)
 
-    def reload_correctable(self, bookings: Iterable[tuple[int, Fill | FillCorrection]]) -> None:
+    def reload_correctable(
+        self, bookings: Iterable[tuple[int, JournaledFill | FillCorrection]]
+    ) -> None:
         """Recovery: refills the correctable fills from the journal's fills inside the window
         and every correction, in sequence order (refused ones are skipped, as they were)."""
+        fills: list[JournaledFill] = []
         for sequence, event in bookings:
             if sequence in self.refusals:
                 continue
-            if isinstance(event, Fill):
-                self.corrections.add(event)
+            if isinstance(event, JournaledFill):
+                fills.append(event)
                 continue
+            self.corrections.add_journaled(fills)  # in order: a correction follows its fill
+            fills = []
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
             self.corrections.replace(event.account_id, original, event.replacement())
-        self.corrections.evict()
+        self.corrections.add_journaled(fills)
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
         """Per instrument of the account: its account-level row, then every strategy row."""

@@ -34,7 +34,8 @@ from server.application.ports import (
     StorageUnavailable,
 )
 from server.domain.book import PositionView
-from server.domain.events import Fill
+from server.domain.corrections import JournaledFill
+from server.domain.events import Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.storage.frames import (
     checkpoint_frame,
@@ -185,7 +186,9 @@ class ArcticEventStore:
                 if isinstance(event, Fill) and event.trace_id:
                     yield sequence, event
 
-    def correctable_fills(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+    def correctable_fills(
+        self, time_ns: int, up_to_sequence: int
+    ) -> Iterator[tuple[int, JournaledFill | FillCorrection]]:
         query = adb.QueryBuilder()
         query = query[
             (
@@ -197,9 +200,20 @@ class ArcticEventStore:
             )
             & (query["sequence"] <= up_to_sequence)
         ]
-        frame = self._read(query_builder=query)
-        if not frame.empty:
-            yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+        columns = ["sequence", "kind", "event_id", "account_id", "event_time", "text"]
+        frame = self._read(query_builder=query, columns=columns)
+        if frame.empty:
+            return
+        frame = frame.sort_values("sequence", kind="stable")
+        times = frame["event_time"].astype("int64")
+        for sequence, kind, event_id, account_id, time_ns, text in zip(
+            frame["sequence"], frame["kind"], frame["event_id"], frame["account_id"], times,
+            frame["text"], strict=True,
+        ):  # fmt: skip
+            if kind == "fill":
+                yield int(sequence), JournaledFill(account_id, event_id, int(time_ns), text)
+            else:
+                yield int(sequence), FillCorrection.from_text(text)
 
     # -- the analysts' views ---------------------------------------------------------------
 
