@@ -336,3 +336,70 @@ class PortfolioUpdate:
     def is_heartbeat(self) -> bool:
         """True for a keep-alive that only reports how far the stream has got."""
         return self.kind is UpdateKind.HEARTBEAT
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation against the broker
+
+
+class ReconciliationStatus(enum.Enum):
+    """How one instrument compared with the broker."""
+
+    UNSPECIFIED = 0
+    #: Quantities agree exactly; average costs within the service's tolerance.
+    MATCHED = 1
+    #: Flat at the broker; the strategies' rows net to zero and are kept.
+    FLAT_ATTRIBUTED = 2
+    #: The broker holds a position no strategy holds.
+    UNATTRIBUTED = 3
+    #: The broker's quantity differs from the strategies' sum.
+    RESIDUAL = 4
+    #: Quantities agree; average costs differ beyond the tolerance.
+    COST_MISMATCH = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciliationLine:
+    """One instrument of a run: both sides' figures, the attribution, the residual row."""
+
+    instrument_id: str
+    status: ReconciliationStatus
+    discrepancy: bool
+    broker_quantity: Decimal
+    #: As the broker reports it (IB: commissions included, per contract for derivatives).
+    broker_avg_cost: Decimal
+    #: broker_avg_cost / the contract's multiplier: comparable with service_avg_cost.
+    broker_unit_cost: Decimal
+    account_quantity: Decimal
+    service_avg_cost: Decimal
+    attributed_quantity: Decimal
+    #: Each strategy's quantity, flat rows included.
+    strategies: tuple[tuple[str, Decimal], ...]
+    residual_quantity: Decimal
+    #: The row reconciliation added for the difference (level RESIDUAL), if any.
+    residual_position: Position | None
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconciliation:
+    """One reconciliation run of one account."""
+
+    account_id: str
+    snapshot_id: str
+    sequence: int
+    reconciled_at: datetime | None
+    broker_positions: int
+    matched: int
+    discrepancies: int
+    clean: bool
+    #: Every instrument of the run (a run from the history keeps only its differences).
+    lines: tuple[ReconciliationLine, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciliationPage:
+    """Runs newest first; pass next_page_token back for older ones (empty: the last page)."""
+
+    reconciliations: tuple[Reconciliation, ...]
+    next_page_token: str

@@ -21,6 +21,8 @@ from client.models import (
     Position,
     PositionLevel,
     PositionPage,
+    Reconciliation,
+    ReconciliationPage,
     StrategyPortfolio,
     TracePosition,
 )
@@ -122,6 +124,33 @@ class PortfolioClient:
         request = wire.summary_request(PortfolioSummaryQuery(account_id=account_id))
         response = self._unary(self._stub.GetPortfolioSummary, request, timeout)
         return wire.summary_from_proto(response)
+
+    def reconcile(self, account_id: str, *, timeout: float | None = None) -> Reconciliation:
+        """Reconciles a live account against the broker now (UNAVAILABLE without one)."""
+        request = wire.reconcile_request(account_id)
+        response = self._unary(self._stub.Reconcile, request, timeout)
+        return wire.reconciliation_from_proto(response)
+
+    def get_reconciliation(
+        self, account_id: str, *, timeout: float | None = None
+    ) -> Reconciliation:
+        """The account's latest reconciliation report."""
+        request = wire.reconciliation_request(account_id)
+        response = self._unary(self._stub.GetReconciliation, request, timeout)
+        return wire.reconciliation_from_proto(response)
+
+    def list_reconciliations(
+        self,
+        account_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> ReconciliationPage:
+        """Earlier reports, newest first, one page."""
+        request = wire.reconciliations_request(account_id, page_size, page_token)
+        response = self._unary(self._stub.ListReconciliations, request, timeout)
+        return wire.reconciliation_page_from_proto(response)
 
     def list_positions(
         self,

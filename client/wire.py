@@ -28,6 +28,10 @@ from client.models import (
     Position,
     PositionLevel,
     PositionPage,
+    Reconciliation,
+    ReconciliationLine,
+    ReconciliationPage,
+    ReconciliationStatus,
     Side,
     StrategyPortfolio,
     StrategyTotals,
@@ -434,4 +438,68 @@ def update_from_proto(message: pb.PortfolioUpdate) -> PortfolioUpdate:
             else None
         ),
         fill=fill_from_proto(message.fill) if message.HasField("fill") else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation
+
+
+def reconcile_request(account_id: str) -> pb.ReconcileRequest:
+    return pb.ReconcileRequest(account_id=account_id)
+
+
+def reconciliation_request(account_id: str) -> pb.GetReconciliationRequest:
+    return pb.GetReconciliationRequest(account_id=account_id)
+
+
+def reconciliations_request(
+    account_id: str, page_size: int, page_token: str
+) -> pb.ListReconciliationsRequest:
+    return pb.ListReconciliationsRequest(
+        account_id=account_id, page_size=page_size, page_token=page_token
+    )
+
+
+def reconciliation_from_proto(message: pb.Reconciliation) -> Reconciliation:
+    return Reconciliation(
+        account_id=message.account_id,
+        snapshot_id=message.snapshot_id,
+        sequence=message.sequence,
+        reconciled_at=_maybe_time(message.HasField("reconciled_at"), message.reconciled_at),
+        broker_positions=message.broker_positions,
+        matched=message.matched,
+        discrepancies=message.discrepancies,
+        clean=message.clean,
+        lines=tuple(_line_from_proto(line) for line in message.lines),
+    )
+
+
+def reconciliation_page_from_proto(message: pb.ListReconciliationsResponse) -> ReconciliationPage:
+    return ReconciliationPage(
+        reconciliations=tuple(reconciliation_from_proto(r) for r in message.reconciliations),
+        next_page_token=message.next_page_token,
+    )
+
+
+def _line_from_proto(message: pb.ReconciliationLine) -> ReconciliationLine:
+    residual = message.residual_position
+    return ReconciliationLine(
+        instrument_id=message.instrument_id,
+        status=_enum(ReconciliationStatus, message.status),
+        discrepancy=message.discrepancy,
+        broker_quantity=parse_decimal(message.broker_quantity),
+        broker_avg_cost=parse_decimal(message.broker_avg_cost),
+        broker_unit_cost=parse_decimal(message.broker_unit_cost),
+        account_quantity=parse_decimal(message.account_quantity),
+        service_avg_cost=parse_decimal(message.service_avg_cost),
+        attributed_quantity=parse_decimal(message.attributed_quantity),
+        strategies=tuple(
+            (item.strategy_id, parse_decimal(item.quantity)) for item in message.strategies
+        ),
+        residual_quantity=parse_decimal(message.residual_quantity),
+        residual_position=(
+            position_from_proto(residual) if message.HasField("residual_position") else None
+        ),
+        note=message.note,
     )
