@@ -179,6 +179,7 @@ async def _start(
         broker,
         interval=config.reconcile_seconds,
         accounts=[a.strip() for a in config.reconcile_accounts.split(",") if a.strip()],
+        confirm_runs=config.reconcile_confirm_runs,
         on_status=lambda clean: set_health(RECONCILIATION_HEALTH, clean),
     )
     servicer = PortfolioManagerServicer(

@@ -51,6 +51,9 @@ class ServiceConfig:
     reconcile_seconds: float = 60.0
     # Comma-separated accounts to reconcile; empty: every account the broker holds (not paper).
     reconcile_accounts: str = ""
+    # A discrepancy turns health NOT_SERVING (and is logged as a warning) once this many runs
+    # in a row show it for the same instrument.
+    reconcile_confirm_runs: int = 2
     # Average costs match when they differ by at most this fraction of the service's.
     cost_tolerance: Decimal = Decimal("0.005")
     # A broker correction may replace a fill up to this many days before the latest fill.
@@ -152,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "seconds between reconciliations; 0: on demand only")  # fmt: skip
     option("--reconcile-accounts", str, defaults.reconcile_accounts,
            "accounts to reconcile (comma-separated); empty: the broker's")  # fmt: skip
+    option("--reconcile-confirm-runs", int, defaults.reconcile_confirm_runs,
+           "runs in a row a discrepancy must show before it counts")  # fmt: skip
     option("--cost-tolerance", _fraction, defaults.cost_tolerance,
            "relative tolerance of average costs")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,

@@ -8,6 +8,7 @@ says so; it never stops the service.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ class Reconciler:
         *,
         interval: float = 60.0,
         accounts: Sequence[str] = (),
+        confirm_runs: int = 2,
         on_status: Callable[[bool], None] = lambda clean: None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -40,6 +42,9 @@ class Reconciler:
         self.broker = broker
         self.interval = interval
         self.accounts = list(accounts)  # empty: every account the broker holds, but paper ones
+        # A discrepancy counts (health, warnings) once this many runs in a row show it: a run
+        # taken while a fill is on its way from the relay shows a passing residual.
+        self.confirm_runs = max(confirm_runs, 1)
         self._on_status = on_status
         self._clock_ns = clock_ns
         self._task: asyncio.Task[None] | None = None
@@ -49,11 +54,21 @@ class Reconciler:
 
     @property
     def clean(self) -> bool:
-        """No live account's latest run has a discrepancy."""
+        """No account has a confirmed discrepancy."""
         book = self.service.ledger.reconciliations
-        return all(
-            run.clean for run in (book.latest(account) for account in book.accounts()) if run
-        )
+        return not any(self.confirmed(account) for account in book.accounts())
+
+    def confirmed(self, account_id: str) -> list[str]:
+        """Instruments discrepant in each of the account's last `confirm_runs` runs."""
+        runs = list(itertools.islice(self.service.ledger.reconciliations.runs(account_id),
+                                     self.confirm_runs))  # fmt: skip
+        if len(runs) < self.confirm_runs:
+            return []
+        common: set[str] | None = None
+        for run in runs:
+            discrepant = {line.instrument_id for line in run.lines if line.status.is_discrepancy}
+            common = discrepant if common is None else common & discrepant
+        return sorted(common or ())
 
     def start(self) -> None:
         if self.broker is not None and self.interval > 0:
@@ -85,9 +100,9 @@ class Reconciler:
             positions = await self.broker.positions(account_id)
             run = await self.service.reconcile(account_id, positions, self._clock_ns())
         self.runs += 1
-        level = logging.WARNING if run.discrepancies else logging.INFO
+        confirmed = set(self.confirmed(account_id))
         log.log(
-            level,
+            logging.WARNING if confirmed else logging.INFO,
             "reconciled %s against %s: %d broker positions, %d matched, %d discrepancies%s",
             account_id,
             self.broker.name,
@@ -95,7 +110,8 @@ class Reconciler:
             run.matched,
             run.discrepancies,
             "".join(
-                f"; {line.instrument_id} {line.status.name}: {line.note}"
+                f"; {line.instrument_id} {line.status.name}"
+                f"{' (again)' if line.instrument_id in confirmed else ''}: {line.note}"
                 for line in run.lines
                 if line.status.is_discrepancy
             ),
