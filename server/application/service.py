@@ -478,9 +478,11 @@ class PortfolioService(Generic[Payload]):
         for sequence, event in events:
             if not isinstance(event, BrokerPositions):
                 continue
-            for run in self.ledger.reconciliations.runs(event.account_id):
+            runs = list(self.ledger.reconciliations.runs(event.account_id))  # newest first
+            for index, run in enumerate(runs):
                 if run.sequence == sequence:
-                    found.append(self.reconciliation_changed(run, None).run)
+                    previous = runs[index + 1] if index + 1 < len(runs) else None
+                    found.append(self.reconciliation_changed(run, previous).run)
         return found
 
     # -- marks -----------------------------------------------------------------------------
