@@ -250,8 +250,8 @@ class Ledger:
         original, booked = found
         replacement = correction.replacement()
         old = booked.fill
-        bust = Fill(
-            f"{booked.event_id}~{correction.correction_id}", old.account_id, old.strategy_id,
+        bust = Fill(  # under the correction's id: never journaled, never shown on its own
+            correction.correction_id, old.account_id, old.strategy_id,
             old.instrument_id, Side.SELL if old.side is Side.BUY else Side.BUY, old.quantity,
             old.price, correction.timestamp_ns, -old.commission, old.commission_currency,
             old.order_ref, old.order_id, old.venue,
@@ -280,7 +280,7 @@ class Ledger:
             snapshot,
             sequence,
             self.account_instrument_rows(snapshot.account_id),
-            lambda instrument_id: self.instruments.ensure(instrument_id).currency,
+            self.instruments.currency,  # an unknown instrument is not registered by this
             self.reconcile_policy,
         )
         self.reconciliations.record(run)

@@ -214,3 +214,14 @@ def test_recovery_reloads_the_window_and_corrects_the_same_way(trades, data):
     assert (live.record(late).result is Result.ACCEPTED) == (
         late.corrects in {e.fill_id for e in events if e.timestamp_ns >= horizon}
     )
+
+
+def test_ids_of_the_longest_allowed_length_still_correct():
+    ledger = Ledger()
+    original, fixed = "o" * 256, "c" * 256
+    record(
+        ledger,
+        fill("BUY", 2, 10, fill_id=original),
+        correction(original, "BUY", 3, 10, correction_id=fixed),
+    )
+    assert row(ledger).quantity == 3
