@@ -163,6 +163,7 @@ class IbBroker:
                 avg_cost=avg_cost,
                 multiplier=contract_multiplier(row.contract),
                 market_price=market_price,
+                currency=row.contract.currency,
             )
         except ValueError as error:  # MissingAmount, InvalidEvent, a contract without conId
             raise BrokerUnavailable(

@@ -507,9 +507,11 @@ class BrokerPosition:
     avg_cost: Decimal
     multiplier: Decimal = ONE
     market_price: Decimal | None = None
+    currency: str = ""  # the contract's, as the broker reports it
 
     def __post_init__(self) -> None:
         require_id("instrument_id", self.instrument_id)
+        require_currency("currency", self.currency, required=False)
         for name in ("quantity", "avg_cost"):
             require_amount(name, getattr(self, name))
         require_amount("multiplier", self.multiplier)

@@ -280,7 +280,7 @@ class Ledger:
             snapshot,
             sequence,
             self.account_instrument_rows(snapshot.account_id),
-            self.instruments.currency,  # an unknown instrument is not registered by this
+            self.instruments,
             self.reconcile_policy,
         )
         self.reconciliations.record(run)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 from server.domain.decimals import EXACT, ONE, ZERO, divide_half_even
 from server.domain.events import RESERVED_OWNERS, BrokerPosition, BrokerPositions
+from server.domain.instruments import InstrumentRegistry
 from server.domain.position import Position
 
 UNATTRIBUTED, RESIDUAL = RESERVED_OWNERS
@@ -127,7 +128,7 @@ def reconcile(
     snapshot: BrokerPositions,
     sequence: int,
     rows_by_instrument: dict[str, list[Position]],
-    currency_of: Callable[[str], str],
+    instruments: InstrumentRegistry,
     policy: ReconcilePolicy,
 ) -> Reconciliation:
     """Compares a broker snapshot with the account's rows (per instrument: its account-level
@@ -142,7 +143,7 @@ def reconcile(
                 instrument_id,
                 broker.get(instrument_id),
                 rows_by_instrument.get(instrument_id, []),
-                currency_of,
+                instruments,
                 policy,
             )
             if line is not None:
@@ -165,7 +166,7 @@ def _line(
     instrument_id: str,
     held: BrokerPosition | None,
     rows: list[Position],
-    currency_of: Callable[[str], str],
+    instruments: InstrumentRegistry,
     policy: ReconcilePolicy,
 ) -> ReconciliationLine | None:
     """One instrument's comparison; call inside `localcontext(EXACT)`."""
@@ -220,7 +221,7 @@ def _line(
             basis,
             divide_half_even(abs(basis), abs(residual), policy.precision),
             rows[0].multiplier if rows else held.multiplier if held else ONE,
-            currency_of(instrument_id),
+            _currency(instrument_id, held, rows, instruments),
             sequence,
             snapshot.timestamp_ns,
             held.market_price if held else None,
@@ -239,6 +240,22 @@ def _line(
         residual_row,
         note,
     )
+
+
+def _currency(
+    instrument_id: str,
+    held: BrokerPosition | None,
+    rows: list[Position],
+    instruments: InstrumentRegistry,
+) -> str:
+    """A residual's currency: its rows', else the instrument's as defined, else the
+    broker's, else the default (an instrument known only from the broker is not registered)."""
+    if rows:
+        return rows[0].currency
+    defined = instruments.get(instrument_id)
+    if defined is not None and not defined.provisional:
+        return defined.currency
+    return (held.currency if held else "") or instruments.currency(instrument_id)
 
 
 @dataclass(slots=True)

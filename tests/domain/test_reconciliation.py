@@ -189,3 +189,19 @@ def test_history_is_bounded():
         book.record(run(ledger, ("AAPL", 1, 1)))
     assert len(list(book.runs("A1"))) == 3
     assert [r.account_id for r in book.all_runs()] == ["A1"] * 3
+
+
+def test_a_residual_is_in_its_rows_or_its_instruments_currency_else_the_brokers():
+    from server.domain.events import BrokerPosition, BrokerPositions
+
+    ledger = booked(fill("BUY", 1, 10))
+    ledger.record(instrument("SAP", "EUR"))
+    held = (
+        BrokerPosition("AAPL", D(2), D(10), currency="USD"),
+        BrokerPosition("SAP", D(3), D(120), currency="CHF"),  # the definition wins
+        BrokerPosition("NESN", D(4), D(90), currency="CHF"),  # known only from the broker
+    )
+    result = ledger.record(BrokerPositions("s-ccy", "A1", 1, held)).applied.reconciliation
+    currencies = {row.instrument_id: row.currency for row in result.residuals}
+    assert currencies == {"AAPL": "USD", "SAP": "EUR", "NESN": "CHF"}
+    assert ledger.instruments.get("NESN") is None  # seen at the broker, not registered
