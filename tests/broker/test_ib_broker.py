@@ -91,12 +91,16 @@ async def test_positions_are_the_brokers_figures_exactly(tws: FakeTws) -> None:
 
     assert by_instrument(positions) == {
         "265598": BrokerPosition(
-            "265598", Decimal("100"), Decimal("150.1"), market_price=Decimal("151.37")
+            "265598",
+            Decimal("100"),
+            Decimal("150.1"),
+            market_price=Decimal("151.37"),
+            currency="USD",
         ),
         "495512563": BrokerPosition(
-            "495512563", Decimal("-2"), Decimal("250012.5"), multiplier=Decimal("50")
+            "495512563", Decimal("-2"), Decimal("250012.5"), Decimal("50"), currency="USD"
         ),
-        "76792991": BrokerPosition("76792991", Decimal("0"), Decimal("0")),
+        "76792991": BrokerPosition("76792991", Decimal("0"), Decimal("0"), currency="USD"),
     }
     # The decimal text TWS sent, not a binary float's expansion.
     assert str(by_instrument(positions)["265598"].avg_cost) == "150.1"
