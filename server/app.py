@@ -22,6 +22,9 @@ from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
+from server.broker.connection import IbConnection
+from server.broker.contracts import ContractMap, ContractMapError
+from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
@@ -216,10 +219,6 @@ def _broker(config: ServiceConfig) -> Broker | None:
     """The broker `config.broker` names, not connected yet."""
     if config.broker != "ib":
         return None  # "paper" needs the service: built with it
-    from server.broker.connection import IbConnection
-    from server.broker.contracts import ContractMap
-    from server.broker.ib import IbBroker
-
     connection = IbConnection(
         config.ib_host,
         config.ib_port,
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(config))
-    except (RuntimeError, StoreLocked, ReferenceFileError) as error:
+    except (RuntimeError, StoreLocked, ReferenceFileError, ContractMapError) as error:
         log.error("%s", error)
         return 1
     return 0
