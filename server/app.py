@@ -22,7 +22,7 @@ from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
-from server.broker.connection import IbConnection
+from server.broker.connection import IbConnection, quiet_ib_async
 from server.broker.contracts import ContractMap, ContractMapError
 from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     try:
         asyncio.run(serve(config))
     except (RuntimeError, StoreLocked, ReferenceFileError, ContractMapError) as error:

@@ -43,6 +43,12 @@ class ReconnectPolicy:
         return float(min(self.maximum, self.initial * self.factor**exponent))
 
 
+def quiet_ib_async(level: int) -> None:
+    """ib_async logs every message it receives at INFO: keep that for DEBUG runs."""
+    if level > logging.DEBUG:
+        logging.getLogger("ib_async").setLevel(logging.WARNING)
+
+
 class IbConnection:
     """Owns one `IB`; `start()` returns at once and a background task keeps it connected."""
 

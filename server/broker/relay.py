@@ -44,7 +44,7 @@ from client import (
     Fill,
     OrderStatusUpdate,
 )
-from server.broker.connection import IbConnection, ReconnectPolicy
+from server.broker.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from server.broker.contracts import ContractMap, ContractMapError
 from server.broker.executions import (
     DEFAULT_STRATEGY,
@@ -441,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     level = logging.getLevelName(config.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != logging.DEBUG:  # ib_async logs every message at INFO
-        logging.getLogger("ib_async").setLevel(logging.WARNING)
+    quiet_ib_async(level)
     try:
         asyncio.run(run(config))
     except ContractMapError as error:
