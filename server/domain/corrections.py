@@ -88,13 +88,6 @@ class CorrectableFills:
         booked = self._booked.get((account_id, original))
         return (original, booked) if booked is not None else None
 
-    def corrected_by(self, account_id: str, fill_id: str) -> str:
-        """The correction that replaced this fill, or ""."""
-        booked = self._booked.get((account_id, fill_id))
-        if booked is None or booked.event_id == fill_id:
-            return ""
-        return booked.event_id
-
     def replace(self, account_id: str, original: str, correction: Fill) -> None:
         """Books a correction (`correction.fill_id` is the correction's id) in place of what
         was booked for `original`."""
