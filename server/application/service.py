@@ -419,16 +419,11 @@ class PortfolioService(Generic[Payload]):
         return self.ledger.accounts.get(account_id).account_kind is AccountKind.PAPER
 
     def require_reconcilable(self, account_id: str) -> None:
-        """Raises NotAllowed unless the account is live: paper accounts are never
-        reconciled (the service is their book)."""
-        if self.is_paper(account_id):
-            raise NotAllowed(
-                Refusal(
-                    RefusalKind.PRECONDITION,
-                    "account_id",
-                    f"{account_id!r} is a paper account: paper accounts are never reconciled",
-                )
-            )
+        """Raises NotAllowed for a paper account before anything is journaled (the ledger
+        refuses it the same way if it is)."""
+        refusal = self.ledger.unreconcilable(account_id)
+        if refusal is not None:
+            raise NotAllowed(refusal)
 
     def live_accounts(self) -> list[str]:
         """Accounts reconciliation covers: every account known that is not paper."""

@@ -266,16 +266,20 @@ class Ledger:
             balances=tuple(balances.values()),
         )
 
-    def _apply_broker_positions(self, snapshot: BrokerPositions, sequence: int) -> Applied:
-        if self.accounts.get(snapshot.account_id).account_kind is AccountKind.PAPER:
-            return Applied(
-                refusal=Refusal(
-                    RefusalKind.PRECONDITION,
-                    "account_id",
-                    f"{snapshot.account_id!r} is a paper account: the service is its book, "
-                    "there is no broker to reconcile with",
-                )
+    def unreconcilable(self, account_id: str) -> Refusal | None:
+        """Why the account cannot be reconciled: a paper account's book is the service's."""
+        if self.accounts.get(account_id).account_kind is AccountKind.PAPER:
+            return Refusal(
+                RefusalKind.PRECONDITION,
+                "account_id",
+                f"{account_id!r} is a paper account: paper accounts are never reconciled",
             )
+        return None
+
+    def _apply_broker_positions(self, snapshot: BrokerPositions, sequence: int) -> Applied:
+        refusal = self.unreconcilable(snapshot.account_id)
+        if refusal is not None:
+            return Applied(refusal=refusal)
         run = reconcile(
             snapshot,
             sequence,
