@@ -24,8 +24,11 @@ class ServiceConfig:
     max_batch_events: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
     grace_seconds: float = 5.0
-    # Events between checkpoints of the whole book (a restart replays 1 to 2 intervals).
+    # Events between checkpoints of the whole book, counted from the stored one; also one every
+    # checkpoint_seconds while events arrive, and one on a graceful stop. A restart replays at
+    # most about 2 intervals after a crash, less than 1 after a graceful stop.
     checkpoint_every: int = 10_000
+    checkpoint_seconds: float = 60.0
     log_level: str = "INFO"
     # A JSON file of instruments and accounts, journaled at start (unchanged ones are
     # duplicates); see the README. Empty: none.
@@ -59,6 +62,11 @@ class ServiceConfig:
     # A broker correction may replace a fill up to this many days before the latest fill.
     # IB reports corrections the same day (reqExecutions lists the current day's executions).
     correction_window_days: float = 1.0
+    # New fills, status changes, transfers, marks and FX rates stamped further ahead of the
+    # service's clock than this are refused (clock skew allowed; year 3000 is a bug upstream).
+    max_clock_ahead_seconds: float = 300.0
+    # ...and those older than this many days; 0: any age (back-fills of old history).
+    max_event_age_days: float = 0.0
 
     @property
     def address(self) -> str:
@@ -136,6 +144,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--max-message-bytes", int, defaults.max_message_bytes, "largest request accepted")
     option("--grace-seconds", float, defaults.grace_seconds, "time to finish calls on stop")
     option("--checkpoint-every", int, defaults.checkpoint_every, "events between checkpoints")
+    option("--checkpoint-seconds", float, defaults.checkpoint_seconds,
+           "seconds between checkpoints while events arrive; 0: by count only")  # fmt: skip
     option("--log-level", str, defaults.log_level, "logging level")
     option("--reference-file", str, defaults.reference_file, "instruments and accounts (JSON)")
     option("--strict-instruments", _flag, defaults.strict_instruments,
@@ -161,5 +171,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "relative tolerance of average costs")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
            "how far back a broker correction may reach")  # fmt: skip
+    option("--max-clock-ahead-seconds", float, defaults.max_clock_ahead_seconds,
+           "how far ahead of the clock a new event or mark may be stamped")  # fmt: skip
+    option("--max-event-age-days", float, defaults.max_event_age_days,
+           "how old a new event may be; 0: any age")  # fmt: skip
     args = parser.parse_args(argv)
     return ServiceConfig(**vars(args))

@@ -15,10 +15,12 @@ from google.protobuf.message import Message
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.errors import ApiError
+from server.api.malformed import MalformedRequest
 from server.api.wire import (
     FieldViolation,
     event_from_proto,
     event_id_of,
+    field_errors,
     heartbeat,
     position_to_proto,
     totals_to_proto,
@@ -138,6 +140,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             while (answer := await answers.get()) is not None:
                 if isinstance(answer, StorageUnavailable):
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(answer))
+                if isinstance(answer, MalformedRequest):
+                    raise answer  # the client's fault: the guard answers and logs it
                 if isinstance(answer, BaseException):
                     if not isinstance(answer, grpc.aio.AioRpcError):
                         log.exception("ingest failed", exc_info=answer)
@@ -167,7 +171,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         valid_at: list[int] = []
         for index, message in enumerate(request.events):
             try:
-                valid.append(event_from_proto(message))
+                event = event_from_proto(message)
+                with field_errors({"timestamp": f"{message.WhichOneof('event')}.timestamp"}):
+                    self.service.check_time("timestamp", event.timestamp_ns)
+                valid.append(event)
                 valid_at.append(index)
             except FieldViolation as violation:
                 acks[index] = pb.EventAck(
@@ -339,12 +346,18 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             try:
                 for index, message in enumerate(batch.marks):
                     try:
-                        marks.append(mark_from_proto(message))
+                        mark = mark_from_proto(message)
+                        with field_errors():
+                            self.service.check_time("timestamp", mark.time_ns)
+                        marks.append(mark)
                     except FieldViolation as violation:
                         raise violation.within(f"marks[{index}]") from None
                 for index, rate_message in enumerate(batch.fx_rates):
                     try:
-                        rates.append(fx_rate_from_proto(rate_message))
+                        rate = fx_rate_from_proto(rate_message)
+                        with field_errors():
+                            self.service.check_time("timestamp", rate.time_ns)
+                        rates.append(rate)
                     except FieldViolation as violation:
                         raise violation.within(f"fx_rates[{index}]") from None
             except FieldViolation as violation:

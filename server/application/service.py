@@ -57,6 +57,7 @@ from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
 from server.domain.reconciliation import Reconciliation, ReconciliationLine, ResidualRow
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.time_window import TimeWindow
 from server.domain.totals import Totals
 from server.domain.traces import Trace
 
@@ -216,20 +217,23 @@ class PortfolioService(Generic[Payload]):
         views_executor: Executor,
         *,
         checkpoint_every: int = 10_000,
+        checkpoint_seconds: float = 60.0,
         on_health: Callable[[bool], None] = lambda healthy: None,
         clock_ns: Callable[[], int] = time.time_ns,
         reporting_currency: str = "USD",
         mark_publish_seconds: float = 0.1,
         marks_save_seconds: float = 1.0,
+        time_window: TimeWindow = TimeWindow(),
     ) -> None:
         self.ledger = ledger
         self.hub = hub
         self.committer = GroupCommitter(
             store, executor, self._apply_durable, on_health, ledger.applied_sequence
         )
-        self.checkpoints = Checkpointer(store, executor, checkpoint_every)
+        self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
         self.projector = ViewProjector(store, views_executor, ledger.book.precision)
         self._clock_ns = clock_ns
+        self.time_window = time_window
         self.reporting_currency = reporting_currency
         self.mark_publish_seconds = mark_publish_seconds
         self.marks_save_seconds = marks_save_seconds
@@ -244,6 +248,11 @@ class PortfolioService(Generic[Payload]):
         return self.ledger.applied_sequence
 
     # -- the write path --------------------------------------------------------------------
+
+    def check_time(self, field: str, time_ns: int) -> None:
+        """Refuses (InvalidEvent naming `field`) a new event's or mark's time that the
+        service's clock says cannot be right: see TimeWindow."""
+        self.time_window.check(field, time_ns, self._clock_ns())
 
     def admit(self, events: Sequence[ExecutionEvent]) -> tuple[list[Outcome], int]:
         """Dedups and sequences a batch, in arrival order, and hands what is new to the group

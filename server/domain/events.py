@@ -10,14 +10,42 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import ClassVar, Self
 
 from server.domain.codec import TextCodec, fingerprint_of
 from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ONE, ZERO, canonical
 
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = 128
+"""Ids become ArcticDB symbol names (account and strategy ids) and columns: a symbol holds at
+most 254 bytes of printable ASCII without `*`, `<` or `>` (measured). 128 leaves room."""
+
+ID_CHARACTERS = "printable ASCII (space to '~') without '*', '<' or '>'"
+_ID_FORBIDDEN = re.compile(r"[^\x20-\x7e]|[*<>]")
+
+LATEST_TIME_NS = 7_258_118_400 * 10**9
+"""2200-01-01T00:00:00Z. Stores index times as signed 64-bit nanoseconds (up to 2262-04-11);
+a bound far inside that leaves room for the views' nanosecond offsets."""
+
+_LEGACY_LIMITS: ContextVar[bool] = ContextVar("legacy_limits", default=False)
+_LEGACY_MAX_ID_LENGTH = 256
+
+
+@contextmanager
+def journaled_limits() -> Iterator[None]:
+    """Events decoded from the journal were accepted under the rules of their day: ids of up
+    to 256 printable characters, times up to 2262. They are read as they were written (their
+    text and digest must not change); only new events meet today's door."""
+    token = _LEGACY_LIMITS.set(True)
+    try:
+        yield
+    finally:
+        _LEGACY_LIMITS.reset(token)
 
 RESERVED_OWNERS = ("UNATTRIBUTED", "RESIDUAL")
 """Owners of the rows reconciliation adds: no strategy may be named so."""
@@ -77,10 +105,20 @@ def require_id(field: str, value: str, *, required: bool = True) -> None:
         if required:
             raise InvalidEvent(field, "is required")
         return
+    if _LEGACY_LIMITS.get():
+        if len(value) > _LEGACY_MAX_ID_LENGTH or not value.isprintable():
+            raise InvalidEvent(field, "is not an id a journal ever held")
+        return
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidEvent(field, f"is longer than {MAX_ID_LENGTH} characters")
-    if not value.isprintable() or value[0].isspace() or value[-1].isspace():
-        raise InvalidEvent(field, "must not have surrounding blanks or control characters")
+        raise InvalidEvent(field, f"is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+    bad = _ID_FORBIDDEN.search(value)
+    if bad is not None:
+        raise InvalidEvent(
+            field,
+            f"has {bad.group()!r} at position {bad.start()}: an id is {ID_CHARACTERS}",
+        )
+    if value[0] == " " or value[-1] == " ":
+        raise InvalidEvent(field, "must not start or end with a blank")
 
 
 def require_amount(field: str, value: Decimal) -> None:
@@ -115,9 +153,24 @@ def require_date(field: str, value: str) -> None:
         raise InvalidEvent(field, f"must be YYYY-MM-DD or YYYY-MM, got {value!r}")
 
 
-def require_time(timestamp_ns: int) -> None:
-    if timestamp_ns <= 0:
-        raise InvalidEvent("timestamp", "must be after 1970-01-01T00:00:00Z")
+def require_time(timestamp_ns: int, field: str = "timestamp") -> None:
+    latest = (1 << 63) - 1 if _LEGACY_LIMITS.get() else LATEST_TIME_NS
+    if not 0 < timestamp_ns < latest:
+        raise InvalidEvent(
+            field,
+            f"must be after 1970-01-01T00:00:00Z and before 2200-01-01T00:00:00Z, "
+            f"got {describe_time(timestamp_ns)}",
+        )
+
+
+def describe_time(timestamp_ns: int) -> str:
+    """A time for an error message: ISO 8601 where a calendar can show it, else the number."""
+    seconds, nanos = divmod(timestamp_ns, 10**9)
+    try:
+        moment = datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{timestamp_ns} ns since 1970"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}" if nanos else "") + "Z"
 
 
 class JournaledEvent:
@@ -142,7 +195,8 @@ class JournaledEvent:
 
     @classmethod
     def from_text(cls, text: str) -> Self:
-        event: Self = cls.codec().decode(text)
+        with journaled_limits():
+            event: Self = cls.codec().decode(text)
         return event
 
     def fingerprint(self) -> int:

@@ -15,7 +15,13 @@ import pandas as pd
 
 from server.domain.balances import Balance, BalanceKey, Reservation, ReservationStatus
 from server.domain.decimals import canonical
-from server.domain.events import AccountDefinition, InstrumentDefinition, OrderStatusUpdate, Side
+from server.domain.events import (
+    AccountDefinition,
+    InstrumentDefinition,
+    OrderStatusUpdate,
+    Side,
+    journaled_limits,
+)
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
 from server.domain.reconciliation import (
@@ -243,8 +249,9 @@ def state_frame(state: LedgerState) -> pd.DataFrame:
 
 def state_from_frame(frame: pd.DataFrame) -> LedgerState:
     parts: dict[str, list[Any]] = {section: [] for section in _SECTIONS}
-    for section, record in zip(frame["section"], frame["record"], strict=True):
-        parts[section].append(_SECTIONS[section][1](json.loads(record)))
+    with journaled_limits():  # saved under the rules of their day, like the journal
+        for section, record in zip(frame["section"], frame["record"], strict=True):
+            parts[section].append(_SECTIONS[section][1](json.loads(record)))
     return LedgerState(**parts)
 
 

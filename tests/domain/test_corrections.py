@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain.corrections import CorrectableFills, JournaledFill
+from server.domain.events import MAX_ID_LENGTH
 from server.domain.ledger import Ledger, Result
 from server.domain.position import PositionKey
 from server.domain.refusals import RefusalKind
@@ -218,7 +219,7 @@ def test_recovery_reloads_the_window_and_corrects_the_same_way(trades, data):
 
 def test_ids_of_the_longest_allowed_length_still_correct():
     ledger = Ledger()
-    original, fixed = "o" * 256, "c" * 256
+    original, fixed = "o" * MAX_ID_LENGTH, "c" * MAX_ID_LENGTH
     record(
         ledger,
         fill("BUY", 2, 10, fill_id=original),
