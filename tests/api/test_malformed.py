@@ -1,0 +1,179 @@
+"""Bytes that are not the request a method expects: every RPC answers INVALID_ARGUMENT saying
+what was wrong, the service goes on serving, and a flood of them from one client costs the log
+a line or two, not one traceback each."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from grpc_health.v1 import health_pb2
+
+from portfolio.v1 import portfolio_pb2 as pb
+from server.api.malformed import describe_malformed
+from tests.api.protocol import acks, field_violations, pb_fill
+
+SERVICE = pb.DESCRIPTOR.services_by_name["PortfolioManager"]
+GARBAGE = b"GET / HTTP/1.1\r\nHost: portfolio\r\n\r\n"
+
+
+def _key(tag: int) -> bytes:
+    """A varint; every tag and length used here is below 2^14."""
+    return bytes([tag | 0x80, tag >> 7]) if tag >= 0x80 else bytes([tag])
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _key(number << 3 | 2) + _key(len(payload)) + payload
+
+
+def _string_path(message: Descriptor, seen: tuple[str, ...] = ()) -> list[FieldDescriptor]:
+    """The first string field of a request, reached through message fields if need be."""
+    for field in message.fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            return [field]
+        if field.type == FieldDescriptor.TYPE_MESSAGE and message.full_name not in seen:
+            inner = _string_path(field.message_type, (*seen, message.full_name))
+            if inner:
+                return [field, *inner]
+    return []
+
+
+def _with_string(path: list[FieldDescriptor], value: bytes) -> bytes:
+    """A request whose string field at `path` holds `value` as raw bytes on the wire."""
+    payload = value
+    for field in reversed(path):
+        payload = _length_delimited(field.number, payload)
+    return payload
+
+
+def _cases() -> Iterator[object]:
+    for method in SERVICE.methods:
+        path = _string_path(method.input_type)
+        if path:
+            whole = _with_string(path, b"A1-account-and-more")
+            truncated = whole[:-6]
+            yield pytest.param(
+                method,
+                "invalid UTF-8",
+                _with_string(path, b"A1\xc3\x28"),
+                "UTF-8",
+                id=f"{method.name}-utf8",
+            )
+        else:
+            truncated = _length_delimited(1, b"twenty bytes of data")[:-6]
+        yield pytest.param(method, "garbage", GARBAGE, "wire type", id=f"{method.name}-garbage")
+        yield pytest.param(method, "truncated", truncated, "end", id=f"{method.name}-truncated")
+
+
+def _call_raw(channel: grpc.Channel, method: MethodDescriptor, payload: bytes) -> None:
+    """Sends `payload` as the request bytes of `method` (identity serializers), reads the whole
+    answer."""
+    name = f"/{method.containing_service.full_name}/{method.name}"
+    if method.client_streaming and method.server_streaming:
+        list(channel.stream_stream(name)(iter([payload]), timeout=10))
+    elif method.client_streaming:
+        channel.stream_unary(name)(iter([payload]), timeout=10)
+    elif method.server_streaming:
+        list(channel.unary_stream(name)(payload, timeout=10))
+    else:
+        channel.unary_unary(name)(payload, timeout=10)
+
+
+def test_every_rpc_has_malformed_cases():
+    names = {case.values[0].name for case in _cases()}  # type: ignore[attr-defined]
+    assert names == {method.name for method in SERVICE.methods}
+
+
+@pytest.mark.parametrize(("method", "kind", "payload", "says"), list(_cases()))
+def test_a_malformed_request_is_invalid_argument_and_says_what_was_wrong(
+    server_address, stub, method, kind, payload, says
+):
+    with grpc.insecure_channel(server_address) as channel, pytest.raises(grpc.RpcError) as raised:
+        _call_raw(channel, method, payload)
+    error = raised.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (kind, error.details())
+    details = error.details()
+    assert f"not a valid {method.input_type.full_name}" in details
+    assert says in details
+    if kind == "invalid UTF-8":
+        assert _string_path(method.input_type)[-1].name in details
+        assert field_violations(error)  # a google.rpc.BadRequest names the field
+    # the service goes on serving
+    assert acks(stub, pb_fill("BUY", 1, 10))[0].result == pb.EVENT_RESULT_ACCEPTED
+
+
+def test_a_malformed_message_ends_an_ingest_stream_after_the_acks_before_it(server_address, stub):
+    good = pb.IngestRequest(batch_id="good", events=[pb_fill("BUY", 5, 10)])
+    bad = pb.IngestRequest(batch_id="bad", events=[pb_fill("BUY", 7, 10)]).SerializeToString()
+    with grpc.insecure_channel(server_address) as channel:
+        call = channel.stream_stream("/portfolio.v1.PortfolioManager/Ingest")(
+            iter([good.SerializeToString(), bad[:-3], good.SerializeToString()]), timeout=10
+        )
+        answers = []
+        with pytest.raises(grpc.RpcError) as raised:
+            answers.extend(pb.IngestResponse.FromString(raw) for raw in call)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message 2 of the stream" in raised.value.details()
+    assert [(a.batch_id, a.acks[0].result) for a in answers] == [("good", pb.EVENT_RESULT_ACCEPTED)]
+    position = stub.GetPosition(pb.GetPositionRequest(account_id="A1", instrument_id="AAPL"))
+    assert (
+        position.quantity == "5"
+    )  # the acked fill stands, the one after the bad message never came
+
+
+def test_other_services_are_guarded_too(server_address):
+    with grpc.insecure_channel(server_address) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        with pytest.raises(grpc.RpcError) as raised:
+            check(GARBAGE, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "grpc.health.v1.HealthCheckRequest" in raised.value.details()
+        answer = health_pb2.HealthCheckResponse.FromString(
+            check(health_pb2.HealthCheckRequest().SerializeToString(), timeout=5)
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_flood_of_malformed_requests_from_one_client_logs_a_line_not_a_flood(
+    server_address, stub, caplog
+):
+    caplog.set_level(logging.INFO)
+    by_name = {method.name: method for method in SERVICE.methods}
+    with grpc.insecure_channel(server_address) as channel:
+        for number in range(1000):
+            method = by_name["Ingest" if number % 10 == 0 else "GetPosition"]
+            with pytest.raises(grpc.RpcError) as raised:
+                _call_raw(channel, method, GARBAGE)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert acks(stub, pb_fill("BUY", 1, 10))[0].result == pb.EVENT_RESULT_ACCEPTED
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(noisy) <= 3, [r.getMessage() for r in noisy]
+    assert not any(r.exc_info for r in caplog.records)
+    first = noisy[0].getMessage()
+    assert "127.0.0.1" in first
+    assert "malformed" in first
+
+
+@pytest.mark.parametrize(
+    ("message", "raw", "says"),
+    [
+        (pb.IngestRequest, b"\x0a\x05ab", "batch_id (field 1): 5 bytes announced, 2 left"),
+        (pb.IngestRequest, b"\x0a\x02\xff\xfe", "batch_id (field 1): invalid UTF-8"),
+        (pb.IngestRequest, b"\x00", "field number 0"),
+        (pb.IngestRequest, b"\x0f", "wire type 7"),
+        (pb.IngestRequest, b"\x10\xff\xff", "ends inside a varint"),
+        (
+            pb.IngestRequest,
+            _length_delimited(2, b"")
+            + _length_delimited(2, _length_delimited(1, _length_delimited(1, b"\xc3"))),
+            "events[1].fill.fill_id (field 1): invalid UTF-8",
+        ),
+    ],
+)
+def test_the_reason_names_the_field_and_what_is_wrong_with_it(message, raw, says):
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the parser refuses it
+        message.FromString(raw)
+    assert says in describe_malformed(message.DESCRIPTOR, raw)
