@@ -31,8 +31,10 @@ from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
 from server.domain.ledger import Ledger, Result
 from server.domain.reconciliation import ReconcilePolicy
+from server.domain.time_window import TimeWindow
 from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
+from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
 
 log = logging.getLogger("portfolio")
@@ -68,6 +70,7 @@ class RunningServer:
         await self.server.stop(grace)
         self.service.save_marks_now()
         await self.service.committer.stop()
+        await self.service.checkpoints.stop()  # the next start replays less than an interval
         await self.service.projector.drained()
         for executor in self._executors:
             executor.shutdown(wait=True)
@@ -131,6 +134,7 @@ async def _start(
         trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
         correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
         reconcile_policy=ReconcilePolicy(config.cost_tolerance, config.precision),
+        journal=store.event_at,  # ids seen and correctable fills kept compact, read back
     )
     hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
         update_to_proto, config.replay_capacity, config.subscriber_queue
@@ -142,9 +146,14 @@ async def _start(
         executor,
         views_executor,
         checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_seconds,
         on_health=on_health,
         reporting_currency=config.base_currency,
         mark_publish_seconds=config.mark_publish_seconds,
+        time_window=TimeWindow(
+            max_ahead_ns=int(config.max_clock_ahead_seconds * 1e9),
+            max_behind_ns=int(config.max_event_age_days * 86_400e9),
+        ),
     )
     report = await loop.run_in_executor(executor, recover, service, store)
     service.committer.start()
@@ -291,7 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     try:
         asyncio.run(serve(config))
-    except (RuntimeError, StoreLocked, ReferenceFileError, ContractMapError) as error:
+    except (
+        RuntimeError,
+        StoreLocked,
+        StoreUnusable,
+        ReferenceFileError,
+        ContractMapError,
+    ) as error:
         log.error("%s", error)
         return 1
     return 0

@@ -20,6 +20,7 @@ from server.api.wire import (
     FieldViolation,
     event_from_proto,
     event_id_of,
+    field_errors,
     heartbeat,
     position_to_proto,
     totals_to_proto,
@@ -170,7 +171,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         valid_at: list[int] = []
         for index, message in enumerate(request.events):
             try:
-                valid.append(event_from_proto(message))
+                event = event_from_proto(message)
+                with field_errors({"timestamp": f"{message.WhichOneof('event')}.timestamp"}):
+                    self.service.check_time("timestamp", event.timestamp_ns)
+                valid.append(event)
                 valid_at.append(index)
             except FieldViolation as violation:
                 acks[index] = pb.EventAck(
@@ -342,12 +346,18 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             try:
                 for index, message in enumerate(batch.marks):
                     try:
-                        marks.append(mark_from_proto(message))
+                        mark = mark_from_proto(message)
+                        with field_errors():
+                            self.service.check_time("timestamp", mark.time_ns)
+                        marks.append(mark)
                     except FieldViolation as violation:
                         raise violation.within(f"marks[{index}]") from None
                 for index, rate_message in enumerate(batch.fx_rates):
                     try:
-                        rates.append(fx_rate_from_proto(rate_message))
+                        rate = fx_rate_from_proto(rate_message)
+                        with field_errors():
+                            self.service.check_time("timestamp", rate.time_ns)
+                        rates.append(rate)
                     except FieldViolation as violation:
                         raise violation.within(f"fx_rates[{index}]") from None
             except FieldViolation as violation:
