@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
+from server.application.supervision import Supervision
 from server.broker.connection import IbConnection, quiet_ib_async
 from server.broker.contracts import ContractMap, ContractMapError
 from server.broker.ib import IbBroker
@@ -55,6 +57,7 @@ class RunningServer:
     recovery: RecoveryReport
     health: health.aio.HealthServicer
     reconciler: Reconciler
+    supervision: Supervision
     _executors: tuple[ThreadPoolExecutor, ...]
     _housekeeping: asyncio.Task[None]
 
@@ -70,10 +73,13 @@ class RunningServer:
         await self.server.stop(grace)
         self.service.save_marks_now()
         await self.service.committer.stop()
-        await self.service.checkpoints.stop()  # the next start replays less than an interval
+        if self.service.committer.healthy and not self.supervision.failed.is_set():
+            # Never a snapshot of a state a failed task may have left half-done.
+            await self.service.checkpoints.stop()  # the next start replays less than an interval
         await self.service.projector.drained()
         for executor in self._executors:
-            executor.shutdown(wait=True)
+            # In a thread: one stuck in a store call must not freeze the loop past the grace.
+            await asyncio.to_thread(executor.shutdown, wait=True)
         self.store.close()
 
 
@@ -156,7 +162,8 @@ async def _start(
         ),
     )
     report = await loop.run_in_executor(executor, recover, service, store)
-    service.committer.start()
+    supervision = Supervision(on_failure=lambda cause: on_health(False))
+    supervision.watch(service.committer.start())
     service.projector.submit(
         report.views_backlog,
         report.rows,
@@ -184,7 +191,7 @@ async def _start(
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
-        ]
+        ],
     )
 
     if broker is None and config.broker == "paper":
@@ -218,13 +225,18 @@ async def _start(
     if broker is not None:
         await broker.start()
         await health_servicer.set(BROKER_HEALTH, SERVING if broker.connected else NOT_SERVING)
-        reconciler.start()
+        periodic = reconciler.start()
+        if periodic is not None:
+            supervision.watch(periodic)
     housekeeping = asyncio.create_task(
-        _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health)
+        _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health),
+        name="housekeeping",
     )
+    supervision.watch(housekeeping)
     return RunningServer(
-        server, port, service, store, report, health_servicer, reconciler, executors, housekeeping
-    )
+        server, port, service, store, report, health_servicer, reconciler, supervision,
+        executors, housekeeping,
+    )  # fmt: skip
 
 
 def _broker(config: ServiceConfig) -> Broker | None:
@@ -272,8 +284,13 @@ async def _housekeeping(
                 log.warning("writer lease not renewed: %s", error)
 
 
-async def serve(config: ServiceConfig) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+STOP_MARGIN_SECONDS = 5.0  # beyond the grace: committing what is pending, the last views
+
+
+async def serve(config: ServiceConfig) -> int:
+    """Runs until SIGTERM or SIGINT (exit code 0), or until a background task fails (1); then
+    shuts down gracefully, within the grace period plus a margin. Past that, or at a second
+    signal, the process exits at once: the journal holds everything acknowledged."""
     running = await start_server(config)
     log.info(
         "portfolio manager listening on %s:%d (store %s)",
@@ -283,12 +300,38 @@ async def serve(config: ServiceConfig) -> None:
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            _exit_now("second signal while stopping", 1)
+        stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+        loop.add_signal_handler(signum, on_signal)
+    signalled = asyncio.create_task(stopping.wait())
+    failed = asyncio.create_task(running.supervision.failed.wait())
+    await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    failed.cancel()
+    code = 1 if running.supervision.failed.is_set() else 0
+    stopping.set()
     log.info("shutting down (grace %.1fs)", config.grace_seconds)
-    await running.stop(config.grace_seconds)
+    limit = config.grace_seconds + STOP_MARGIN_SECONDS
+    try:
+        await asyncio.wait_for(running.stop(config.grace_seconds), limit)
+    except TimeoutError:
+        _exit_now(f"shutdown did not finish within {limit:.1f}s", code or 1)
     log.info("stopped at sequence %d", running.service.sequence)
+    if code:
+        log.critical("exiting non-zero: %s", running.supervision.cause)
+    return code
+
+
+def _exit_now(why: str, code: int) -> None:
+    """Leaves without waiting for threads that may be stuck in a store call."""
+    log.critical("%s: exiting now (exit code %d)", why, code)
+    logging.shutdown()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config))
     except (
         RuntimeError,
         StoreLocked,
@@ -309,4 +352,3 @@ def main(argv: list[str] | None = None) -> int:
     ) as error:
         log.error("%s", error)
         return 1
-    return 0

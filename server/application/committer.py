@@ -6,6 +6,12 @@ applied to the book, published and acknowledged only after the append holding it
 When the store fails, waiting acks fail with StorageUnavailable (the relay resends: the
 events are already admitted, so the resend waits for them), and the group is retried with
 back-off until the store works again.
+
+Any other failure (a bug: an event that cannot be encoded, an apply that raises) cannot be
+retried into success. It is fatal, never silent: the waiting acks fail, new events are refused
+with the cause, and the task ends with the error so the service's supervision stops the process
+(non-zero exit) for a supervisor to restart from the journal. The door's checks are what keep
+such an event from being admitted at all.
 """
 
 from __future__ import annotations
@@ -48,12 +54,14 @@ class GroupCommitter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Starts the commit task and returns it, for supervision."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        return self._task
 
     async def stop(self) -> None:
-        """Commits what is pending (unless the store is down), then stops."""
-        if self.healthy:
+        """Commits what is pending (unless the store is down or the task died), then stops."""
+        if self.healthy and self._task is not None and not self._task.done():
             await self.drained()
         if self._task:
             self._task.cancel()
@@ -79,13 +87,22 @@ class GroupCommitter:
         await self._idle.wait()
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                group, self._pending = self._pending, []
-                await self._commit(group)
-            self._idle.set()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    group, self._pending = self._pending, []
+                    await self._commit(group)
+                self._idle.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # logged by whoever supervises the task
+            self.healthy, self.fault = False, f"commit failed: {error!r}; the service must restart"
+            self._pending.clear()
+            self._fail_waiters()
+            self._on_health(False)
+            raise
 
     async def _commit(self, group: list[Sequenced]) -> None:
         loop = asyncio.get_running_loop()

@@ -70,9 +70,11 @@ class Reconciler:
             common = discrepant if common is None else common & discrepant
         return sorted(common or ())
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None] | None:
+        """Starts periodic runs, if any; returns their task, for supervision."""
         if self.broker is not None and self.interval > 0:
             self._task = asyncio.create_task(self._periodically(), name="reconciliation")
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -181,18 +181,14 @@ def test_unary_rpcs_refuse_such_ids_with_invalid_argument(stub, bad):
     calls = {
         "account.account_id": lambda: stub.DefineAccount(
             pb.DefineAccountRequest(
-                account=pb.Account(
-                    account_id=bad, kind=pb.ACCOUNT_KIND_PAPER, base_currency="USD"
-                )
+                account=pb.Account(account_id=bad, kind=pb.ACCOUNT_KIND_PAPER, base_currency="USD")
             )
         ),
         "instrument.instrument_id": lambda: stub.DefineInstrument(
             pb.DefineInstrumentRequest(instrument=pb.Instrument(instrument_id=bad, currency="USD"))
         ),
         "reservation_id": lambda: stub.ReserveCash(
-            pb.ReserveCashRequest(
-                reservation_id=bad, account_id="A1", currency="USD", amount="1"
-            )
+            pb.ReserveCashRequest(reservation_id=bad, account_id="A1", currency="USD", amount="1")
         ),
     }
     for field, call in calls.items():
