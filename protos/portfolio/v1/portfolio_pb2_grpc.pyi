@@ -7,6 +7,16 @@ P&L and live updates out.
 Every quantity, price and money amount is a decimal string ("100", "-30", "10.25"): exact in
 every language. Strings are plain decimal notation: an optional leading '-', digits, and an
 optional '.' followed by digits (no exponent, no grouping, no NaN or Infinity).
+
+Ids (every *_id, order_ref, venue, trace_id, corrects, chain_id, symbol, underlying) are 1 to
+128 characters of printable ASCII (space to '~') except '*', '<' and '>', without a leading
+or trailing blank: account and strategy ids become store symbol names, which hold no more.
+Anything else is refused with INVALID_ARGUMENT (an ingested event: acked REJECTED) naming
+the field.
+
+Timestamps of fills, status changes, transfers, marks and FX rates lie after 1970-01-01 and
+before 2200-01-01 UTC, and at most --max-clock-ahead-seconds (default 300) ahead of the
+service's clock (and, when --max-event-age-days is set, no older than that).
 """
 
 from collections import abc as _abc
