@@ -57,7 +57,7 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import ExecutionEvent
+from server.domain.events import ExecutionEvent, require_id
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
 from server.domain.position import PositionKey
@@ -568,8 +568,11 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     # -- reconciliation --------------------------------------------------------------------
 
     async def Reconcile(self, request: pb.ReconcileRequest, context: Context) -> pb.Reconciliation:
-        if not request.account_id:
-            await self._invalid(FieldViolation("account_id", "is required"), context)
+        try:
+            with field_errors():
+                require_id("account_id", request.account_id)  # it names a journaled event
+        except FieldViolation as violation:
+            await self._invalid(violation, context)
         if self.reconciler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "reconciliation is not configured")
             raise AssertionError("abort returned")  # pragma: no cover

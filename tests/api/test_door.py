@@ -237,3 +237,10 @@ async def test_the_relay_resending_a_far_future_fill_after_a_restart_stops_nothi
         ("F-3000", "REJECTED"), ("F1", "ACCEPTED"), ("F2-0", "ACCEPTED"),
         ("F-3000", "REJECTED"), ("F1", "DUPLICATE"), ("F2-1", "ACCEPTED"),
     ]  # fmt: skip
+
+
+def test_reconcile_refuses_an_account_id_the_store_cannot_hold(stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Reconcile(pb.ReconcileRequest(account_id="a*b"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["account_id"]
