@@ -495,13 +495,14 @@ class PortfolioService(Generic[Payload]):
         """Values instruments at new marks and keeps new FX rates; returns how many of each
         were older than what is held (ignored). Subscribers hear of it coalesced."""
         stale_marks = stale_rates = 0
+        plausible = self._clock_ns() + self.time_window.max_ahead_ns
         for mark in marks:
-            if self.ledger.book.set_mark(mark):
+            if self.ledger.book.set_mark(mark, plausible):
                 self._pending_marks[mark.instrument_id] = mark
             else:
                 stale_marks += 1
         for rate in rates:
-            if not self.ledger.fx.set(rate):
+            if not self.ledger.fx.set(rate, plausible):
                 stale_rates += 1
         if len(marks) + len(rates) > stale_marks + stale_rates:
             self._marks_unsaved = True

@@ -160,11 +160,17 @@ class PositionBook:
                 changes.append(RowChange(row.copy(), kind, market_price))
         return changes
 
-    def set_mark(self, mark: Mark) -> bool:
+    def set_mark(self, mark: Mark, latest_plausible_ns: int | None = None) -> bool:
         """Values an instrument at a market mark; a mark older than the one held is ignored
-        (returns False)."""
+        (returns False), unless the held one is stamped after `latest_plausible_ns`: a mark
+        from the future (kept before the door refused such times) must not freeze the
+        instrument's price for good."""
         held = self._market.get(mark.instrument_id)
-        if held is not None and held.time_ns > mark.time_ns:
+        if (
+            held is not None
+            and held.time_ns > mark.time_ns
+            and (latest_plausible_ns is None or held.time_ns <= latest_plausible_ns)
+        ):
             return False
         self._market[mark.instrument_id] = mark
         self._reprice(mark.instrument_id, Price(mark.price, MarkSource.MARKET, mark.time_ns))

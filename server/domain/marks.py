@@ -98,11 +98,16 @@ class FxTable:
     def __init__(self) -> None:
         self._rates: dict[tuple[str, str], FxRate] = {}
 
-    def set(self, rate: FxRate) -> bool:
-        """Keeps a rate unless an newer one of the same pair is held; True if kept."""
+    def set(self, rate: FxRate, latest_plausible_ns: int | None = None) -> bool:
+        """Keeps a rate unless a newer one of the same pair is held; True if kept. A held
+        rate stamped after `latest_plausible_ns` does not count as newer (see set_mark)."""
         key = (rate.base, rate.quote)
         held = self._rates.get(key) or self._rates.get((rate.quote, rate.base))
-        if held is not None and held.time_ns > rate.time_ns:
+        if (
+            held is not None
+            and held.time_ns > rate.time_ns
+            and (latest_plausible_ns is None or held.time_ns <= latest_plausible_ns)
+        ):
             return False
         self._rates.pop((rate.quote, rate.base), None)
         self._rates[key] = rate

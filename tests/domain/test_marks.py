@@ -179,6 +179,26 @@ def test_a_stale_mark_is_ignored():
     assert book.set_mark(Mark("AAPL", D(120), 20))  # the same time is not stale
 
 
+def test_a_mark_from_the_future_held_from_before_does_not_freeze_the_price():
+    """A mark stamped 2200, kept before the door refused such times, must give way to real
+    marks, not make every one of them look stale."""
+    ledger = Ledger()
+    ledger.record(fill("BUY", 10, 100))
+    book = ledger.book
+    book.set_mark(Mark("AAPL", D(999), 7_258_118_400 * 10**9))
+    assert not book.set_mark(Mark("AAPL", D(110), 20))  # no clock given: it still wins
+    assert book.set_mark(Mark("AAPL", D(110), 20), latest_plausible_ns=100)
+    assert book.mark("AAPL") == 110
+    assert not book.set_mark(Mark("AAPL", D(105), 19), latest_plausible_ns=100)  # truly stale
+
+
+def test_a_rate_from_the_future_gives_way_to_real_ones():
+    table = FxTable()
+    table.set(FxRate("EUR", "USD", D("9"), 7_258_118_400 * 10**9 - 1))
+    assert table.set(FxRate("USD", "EUR", D("0.9"), 20), latest_plausible_ns=100)
+    assert table.rate("USD", "EUR") == D("0.9")
+
+
 def test_totals_are_revalued_by_every_mark():
     ledger = Ledger()
     ledger.record(fill("BUY", 10, 100, strategy="S1"))
