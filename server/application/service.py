@@ -223,7 +223,7 @@ class PortfolioService(Generic[Payload]):
         reporting_currency: str = "USD",
         mark_publish_seconds: float = 0.1,
         marks_save_seconds: float = 1.0,
-        time_window: TimeWindow = TimeWindow(),
+        time_window: TimeWindow | None = None,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
@@ -233,7 +233,7 @@ class PortfolioService(Generic[Payload]):
         self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
         self.projector = ViewProjector(store, views_executor, ledger.book.precision)
         self._clock_ns = clock_ns
-        self.time_window = time_window
+        self.time_window = time_window or TimeWindow()
         self.reporting_currency = reporting_currency
         self.mark_publish_seconds = mark_publish_seconds
         self.marks_save_seconds = marks_save_seconds
