@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import ClassVar, Self
 
@@ -46,6 +46,7 @@ def journaled_limits() -> Iterator[None]:
         yield
     finally:
         _LEGACY_LIMITS.reset(token)
+
 
 RESERVED_OWNERS = ("UNATTRIBUTED", "RESIDUAL")
 """Owners of the rows reconciliation adds: no strategy may be named so."""
@@ -167,7 +168,7 @@ def describe_time(timestamp_ns: int) -> str:
     """A time for an error message: ISO 8601 where a calendar can show it, else the number."""
     seconds, nanos = divmod(timestamp_ns, 10**9)
     try:
-        moment = datetime.fromtimestamp(seconds, timezone.utc)
+        moment = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return f"{timestamp_ns} ns since 1970"
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}" if nanos else "") + "Z"
