@@ -51,7 +51,7 @@ class LogLimiter:
         whether it did. The line after held-back ones says how many there were."""
         now = self._clock()
         if now >= self._next_sweep:
-            self._sweep(now)
+            self._sweep(now, key)
         if key not in self._windows and len(self._windows) >= self.max_keys:
             key = self.overflow_key
         window = self._windows.get(key)
@@ -66,9 +66,14 @@ class LogLimiter:
         self.logger.log(level, message, *args)
         return True
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, keep: str) -> None:
+        """Forgets closed windows but `keep`'s, whose count goes out with its line now."""
         self._next_sweep = now + self.interval
-        closed = [key for key, w in self._windows.items() if now - w.opened >= self.interval]
+        closed = [
+            key
+            for key, window in self._windows.items()
+            if now - window.opened >= self.interval and key != keep
+        ]
         for key in closed:
             window = self._windows.pop(key)
             if window.held:

@@ -68,6 +68,10 @@ class EventStore(Protocol):
     def events_after(self, sequence: int) -> Iterator[Sequenced]:
         """Journaled events with a greater sequence, in order."""
 
+    def event_at(self, sequence: int) -> ExecutionEvent | None:
+        """The journaled event at one sequence (None if the journal has none); raises
+        StorageUnavailable. Called on the event loop, rarely: the ledger's `journal`."""
+
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
 

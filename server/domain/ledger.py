@@ -45,6 +45,7 @@ from server.domain.reconciliation import (
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.seen import EventAt, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
 
 
@@ -84,15 +85,13 @@ class Outcome:
         return self.applied.rows
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    sequence: int
-    fingerprint: int
-
-
 class Ledger:
     """Admission (dedup, sequence) and application are separate steps, so that an event can be
-    made durable between the two: `admit` when it arrives, `apply` once it is journaled."""
+    made durable between the two: `admit` when it arrives, `apply` once it is journaled.
+
+    `journal` reads back a journaled event by sequence: with it, the ids seen and the
+    correctable fills are kept compactly and the rare case that needs more reads the journal
+    (see SeenIds, CorrectableFills); without it (no store behind), they are kept whole."""
 
     def __init__(
         self,
@@ -102,6 +101,7 @@ class Ledger:
         accounts: AccountRegistry | None = None,
         correction_window_ns: int = DEFAULT_WINDOW_NS,
         reconcile_policy: ReconcilePolicy | None = None,
+        journal: EventAt | None = None,
     ) -> None:
         self.instruments = instruments if instruments is not None else InstrumentRegistry()
         self.accounts = (
@@ -112,13 +112,13 @@ class Ledger:
         self.orders = OrderBook()
         self.balances = BalanceBook()
         self.fx = FxTable()
-        self.corrections = CorrectableFills(correction_window_ns)
+        self.corrections = CorrectableFills(correction_window_ns, journal)
         self.reconciliations = ReconciliationBook()
         self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
         self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
         self.sequence = 0  # the last sequence given
         self.applied_sequence = 0  # the last sequence applied to the book
-        self._seen: dict[tuple[str, str], _Seen] = {}
+        self.seen = SeenIds(journal)
         # Instruments defined by admitted events not applied yet: a strict registry must
         # accept a fill that follows its instrument's definition in the same batch.
         self._admitted_instruments: set[str] = set()
@@ -127,22 +127,30 @@ class Ledger:
 
     def admit(self, event: ExecutionEvent) -> Outcome:
         """Dedups an event by id and gives it the next sequence; applies nothing."""
-        key = (event.kind, event.event_id)
         fingerprint = event.fingerprint()
-        seen = self._seen.get(key)
+        try:
+            seen = self.seen.find(event.kind, event.event_id, fingerprint)
+        except JournalUnreadable as error:  # an id reused, or a hash collision: retry later
+            return Outcome(
+                event.event_id,
+                Result.REJECTED,
+                reason=f"{_id_field(event)}: could not be told from an earlier event ({error}); "
+                "retry",
+            )
         if seen is not None:
-            if seen.fingerprint == fingerprint:
+            sequence, seen_fingerprint = seen
+            if seen_fingerprint == fingerprint:
                 return Outcome(
                     event.event_id,
                     Result.DUPLICATE,
-                    seen.sequence,
-                    f"already accepted as sequence {seen.sequence}",
+                    sequence,
+                    f"already accepted as sequence {sequence}",
                 )
             return Outcome(
                 event.event_id,
                 Result.REJECTED,
                 reason=f"{_id_field(event)}: already used by a different event "
-                f"(sequence {seen.sequence})",
+                f"(sequence {sequence})",
             )
         if (
             isinstance(event, Fill)
@@ -155,19 +163,33 @@ class Ledger:
                 reason=f"instrument_id: {event.instrument_id!r} is not a defined instrument "
                 "(the registry is strict: define it first)",
             )
-        if isinstance(event, FillCorrection) and not self._correctable(event):
-            return Outcome(event.event_id, Result.REJECTED, reason=str(self._uncorrectable(event)))
+        if isinstance(event, FillCorrection):
+            try:
+                if not self._correctable(event):
+                    reason = str(self._uncorrectable(event))
+                    return Outcome(event.event_id, Result.REJECTED, reason=reason)
+            except JournalUnreadable as error:
+                reason = f"corrects: the corrected fill could not be read ({error}); retry"
+                return Outcome(event.event_id, Result.REJECTED, reason=reason)
         if isinstance(event, InstrumentDefinition):
             self._admitted_instruments.add(event.instrument_id)
         if isinstance(event, Fill | FillCorrection):
             self._admitted_fills.add((event.account_id, event.event_id))
         self.sequence += 1
-        self._seen[key] = _Seen(self.sequence, fingerprint)
+        self.seen.add(event.kind, event.event_id, self.sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
 
     def _correctable(self, correction: FillCorrection) -> bool:
+        """Whether the corrected fill is there; one kept as a journal sequence is read now, so
+        that applying the correction (after its commit) need not read the journal."""
         key = (correction.account_id, correction.corrects)
-        return key in self._admitted_fills or self.corrections.find(*key) is not None
+        if key in self._admitted_fills:
+            return True
+        found = self.corrections.find(*key)
+        if found is None:
+            return False
+        found[1].fill  # noqa: B018 (read and kept until the correction replaces it)
+        return True
 
     def _uncorrectable(self, correction: FillCorrection) -> Refusal:
         days = self.corrections.window_ns / (86_400 * 10**9)
@@ -184,20 +206,17 @@ class Ledger:
             instrument is not None and not instrument.provisional
         ) or instrument_id in self._admitted_instruments
 
-    def remember(self, kind: str, event_id: str, sequence: int, fingerprint: int) -> bool:
-        """Marks an event of the journal as seen, without applying it (recovery). Returns False
-        for an id already known (a row journaled twice)."""
-        key = (kind, event_id)
-        if key in self._seen:
-            return False
-        self._seen[key] = _Seen(sequence, fingerprint)
+    def remember(self, kind: str, event_id: str, sequence: int, fingerprint: int) -> None:
+        """Marks an event of the journal as seen, without applying it (recovery); a row
+        journaled twice is remembered once."""
+        self.seen.remember(kind, event_id, sequence, fingerprint)
         self.sequence = max(self.sequence, sequence)
-        return True
 
     def apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         """Applies an admitted event; events must come in sequence order."""
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
+        self.seen.journaled(sequence)
         applied = self._apply(event, sequence)
         if isinstance(event, Fill | FillCorrection):
             self._admitted_fills.discard((event.account_id, event.event_id))
@@ -209,7 +228,7 @@ class Ledger:
     def _apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         if isinstance(event, Fill):
             applied = self._apply_fill(event, sequence)
-            self.corrections.add(event)
+            self.corrections.add(event, sequence)
             return applied
         if isinstance(event, FillCorrection):
             return self._apply_correction(event, sequence)
@@ -258,7 +277,7 @@ class Ledger:
         )  # fmt: skip
         busted = self._apply_fill(bust, sequence, bust=True)
         rebooked = self._apply_fill(replacement, sequence)
-        self.corrections.replace(correction.account_id, original, replacement)
+        self.corrections.replace(correction.account_id, original, replacement, sequence)
         balances = {balance.key: balance for balance in busted.balances + rebooked.balances}
         return Applied(
             rows=busted.rows + rebooked.rows,
@@ -295,18 +314,18 @@ class Ledger:
     ) -> None:
         """Recovery: refills the correctable fills from the journal's fills inside the window
         and every correction, in sequence order (refused ones are skipped, as they were)."""
-        fills: list[JournaledFill] = []
+        fills: list[tuple[int, JournaledFill]] = []
         for sequence, event in bookings:
             if sequence in self.refusals:
                 continue
             if isinstance(event, JournaledFill):
-                fills.append(event)
+                fills.append((sequence, event))
                 continue
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
             fills = []
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
-            self.corrections.replace(event.account_id, original, event.replacement())
+            self.corrections.replace(event.account_id, original, event.replacement(), sequence)
         self.corrections.add_journaled(fills)
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:

@@ -35,7 +35,7 @@ from server.application.ports import (
 )
 from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
-from server.domain.events import Fill, FillCorrection
+from server.domain.events import ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.storage.frames import (
     checkpoint_frame,
@@ -53,6 +53,7 @@ JOURNAL, EVENTS = "journal", "events"
 CHECKPOINTS, BOOK, STATE = "checkpoints", "book", "state"
 MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
+EVENT_AT_ROWS = 64  # rows read around a sequence's expected position to find its event
 
 
 def resolve_uri(uri: str) -> str:
@@ -172,6 +173,32 @@ class ArcticEventStore:
         frame = self._read(query_builder=query)
         if not frame.empty:
             yield from events_from_journal(frame.sort_values("sequence", kind="stable"))
+
+    def event_at(self, sequence: int) -> ExecutionEvent | None:
+        # Rows hold sequences 1, 2, ... in order; a row journaled twice only moves the later
+        # ones further, so the row is at position sequence - 1 or a little after: a read of
+        # a few rows there (about 3 ms), a scan of the sequence column only if not found.
+        columns = ["sequence", "kind", "text"]
+        for attempt in range(3):  # a read racing the append's pruning of the old version
+            try:
+                if not self.journal.has_symbol(EVENTS):
+                    return None
+                start = max(sequence - 1, 0)
+                frame = self.journal.read(
+                    EVENTS, row_range=(start, start + EVENT_AT_ROWS), columns=columns
+                ).data
+                frame = frame[frame["sequence"] == sequence]
+                if frame.empty:
+                    query = adb.QueryBuilder()
+                    query = query[query["sequence"] == sequence]
+                    frame = self.journal.read(EVENTS, query_builder=query, columns=columns).data
+                break
+            except Exception as error:
+                if attempt == 2:
+                    raise StorageUnavailable(f"journal read failed: {error}") from error
+        for _, event in events_from_journal(frame.head(1)):
+            return event
+        return None
 
     def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
         query = adb.QueryBuilder()

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 
 from portfolio.v1 import portfolio_pb2 as pb
 from server.api.malformed import describe_malformed
+from server.log_limit import LogLimiter
 from tests.api.protocol import acks, field_violations, pb_fill
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PortfolioManager"]
@@ -157,6 +158,16 @@ def test_a_flood_of_malformed_requests_from_one_client_logs_a_line_not_a_flood(
     assert "malformed" in first
 
 
+def test_a_fault_deep_in_a_large_batch_is_found_and_named():
+    events = [pb_fill("BUY", 1, 10, account="A1") for _ in range(1000)]
+    events[700].fill.account_id = "ZZBADZZ"
+    raw = pb.IngestRequest(batch_id="big", events=events).SerializeToString()
+    raw = raw.replace(b"ZZBADZZ", b"ZZ\xc3ZZZZ")
+    assert describe_malformed(pb.IngestRequest.DESCRIPTOR, raw).startswith(
+        "events[700].fill.account_id (field 2): invalid UTF-8 (0xc3 at byte 2 of the string)"
+    )
+
+
 @pytest.mark.parametrize(
     ("message", "raw", "says"),
     [
@@ -177,3 +188,55 @@ def test_the_reason_names_the_field_and_what_is_wrong_with_it(message, raw, says
     with pytest.raises(Exception):  # noqa: B017, PT011 - the parser refuses it
         message.FromString(raw)
     assert says in describe_malformed(message.DESCRIPTOR, raw)
+
+
+# -- the limiter behind those lines ------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _limiter(caplog, **options) -> tuple[LogLimiter, _Clock]:
+    caplog.set_level(logging.INFO, logger="test.limited")
+    clock = _Clock()
+    return LogLimiter(logging.getLogger("test.limited"), 10.0, clock=clock, **options), clock
+
+
+def test_one_line_per_key_per_interval_and_the_next_says_how_many_were_held(caplog):
+    limiter, clock = _limiter(caplog)
+    assert limiter.log(logging.WARNING, "a", "bad %d", 1)
+    assert not any(limiter.log(logging.WARNING, "a", "bad %d", n) for n in range(2, 40))
+    assert limiter.log(logging.WARNING, "b", "bad from b")  # another key has its own window
+    clock.now += 10
+    assert limiter.log(logging.WARNING, "a", "bad %d", 40)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad 1",
+        "bad from b",
+        "bad 40 (38 more from a not logged since the last line)",
+    ]
+
+
+def test_lines_held_back_are_reported_when_their_window_is_swept(caplog):
+    limiter, clock = _limiter(caplog)
+    for n in range(5):
+        limiter.log(logging.WARNING, "a", "bad %d", n)
+    clock.now += 11
+    limiter.log(logging.WARNING, "b", "bad from b")  # any line sweeps closed windows
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert messages == [
+        (logging.WARNING, "bad 0"),
+        (logging.WARNING, "bad 4 (the last of 4 from a not logged since the line before)"),
+        (logging.WARNING, "bad from b"),
+    ]
+
+
+def test_many_keys_at_once_share_one_window_past_the_limit(caplog):
+    limiter, _ = _limiter(caplog, max_keys=3)
+    logged = [limiter.log(logging.WARNING, f"client-{n}", "bad from %d", n) for n in range(100)]
+    assert logged.count(True) == 4  # three clients and "other sources"
+    assert len(limiter._windows) == 4
