@@ -22,6 +22,11 @@ class StorageUnavailable(Exception):
     """The store failed; nothing more is acknowledged until it works again."""
 
 
+class WriterFenced(StorageUnavailable):
+    """Another service took over the store's writer lease, or ours lapsed: this process must
+    never write to the store again (it can only exit; a restart may take the lease anew)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SeenEvent:
     kind: str

@@ -37,13 +37,14 @@ from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
 from server.domain.events import ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
+from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
     checkpoint_frame,
     events_from_journal,
     journal_frame,
     rows_from_checkpoint,
 )
-from server.storage.lock import WriterLease, WriterLock
+from server.storage.lock import WriterLease, WriterLock, lease_seconds
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.views import ArcticViews
 
@@ -73,16 +74,31 @@ def _lmdb_folder(uri: str) -> Path | None:
 
 class ArcticEventStore:
     def __init__(self, uri: str) -> None:
+        """Raises StoreLocked when another service writes to the store, StoreUnusable when it
+        cannot be written (full, read-only, not permitted, unreachable)."""
         self.uri = resolve_uri(uri)
         folder = _lmdb_folder(self.uri)
-        self._lock: WriterLock | WriterLease | None = WriterLock(folder) if folder else None
+        where = str(folder) if folder else self.uri.split("?")[0]  # no credentials in logs
+        # LMDB must never see a failed commit (see server/storage/disk.py): check first.
+        self._disk = DiskGuard(folder) if folder else None
+        problem = self._disk.problem() if self._disk else None
+        if problem:
+            raise StoreUnusable(f"cannot open store {where}: {problem}")
+        self._lock: WriterLock | WriterLease | None = None
         try:
+            self._lock = WriterLock(folder) if folder else None
             self.arctic = adb.Arctic(self.uri)
+            if self._disk:
+                self._disk.guard_arctic(self.arctic)
             self.journal = self.arctic.get_library(JOURNAL, create_if_missing=True)
             self.checkpoints = self.arctic.get_library(CHECKPOINTS, create_if_missing=True)
             self.marks = self.arctic.get_library(MARKS, create_if_missing=True)
             if not folder and not self.uri.startswith("mem://"):
-                self._lock = WriterLease(self.checkpoints)
+                self._lock = WriterLease(self.checkpoints, lease_seconds())
+        except (OSError, ArcticException) as error:
+            self.close()
+            cause = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise StoreUnusable(f"cannot open store {where}: {cause}") from error
         except Exception:
             self.close()
             raise
@@ -112,6 +128,10 @@ class ArcticEventStore:
 
     def append(self, group: Sequence[Sequenced]) -> None:
         frame = journal_frame(group)
+        if self._disk:  # refused before ArcticDB is called: retrying stays safe (disk.py)
+            self._disk.check()
+        if isinstance(self._lock, WriterLease):  # a writer that lost its lease never appends
+            self._lock.check()
         try:
             if self._journal_exists:
                 # Pruning every time keeps disk use growing with the data only (measured:

@@ -1,0 +1,128 @@
+"""Room to write on a local (LMDB) store: ArcticDB must never see a failed LMDB commit.
+
+Measured with arcticdb 6.28.2 on tmpfs and ext4 (see tests/storage/test_disk_full.py): once an
+LMDB commit has failed ("No space left on device", "Input/output error"), the process's heap is
+corrupted. Retrying the append crashes it (SIGSEGV), before or after space is freed; so do a
+read followed by garbage collection, reopening the library (SIGABRT "double free"), and even a
+normal interpreter exit. Nothing in the process can touch ArcticDB again, so:
+
+- every write to an LMDB library first checks that its filesystem is writable and keeps a
+  reserve free (one `statvfs`, microseconds), and refuses with StorageUnavailable without
+  calling ArcticDB; the committer's retries then only repeat that check, and the service
+  resumes by itself once space comes back;
+- a commit that fails anyway (the disk filled between the check and the commit, an I/O error)
+  ends the process at once with one line and exit code 74, before anything touches the
+  corrupted heap; nothing acknowledged is lost (the group did not land; the relay resends it),
+  and a supervisor restarts the service, which refuses to start until the store is usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from server.application.ports import StorageUnavailable
+
+log = logging.getLogger("portfolio.storage")
+
+MAX_RESERVE_BYTES = 64 * 1024 * 1024  # kept free for one write (a checkpoint, a compaction)
+RESERVE_FRACTION = 0.05  # ... or this share of a small filesystem, whichever is less
+EXIT_STORE_BROKEN = 74  # EX_IOERR
+# Library methods that may commit an LMDB write transaction.
+WRITES = (
+    "append", "append_batch", "compact_data", "compact_data_batch", "compact_symbol_list",
+    "defragment_symbol_data", "delete", "delete_batch", "delete_data_in_range",
+    "delete_snapshot", "delete_staged_data", "finalize_staged_data", "list_symbols",
+    "merge_experimental", "prune_previous_versions", "snapshot",
+    "sort_and_finalize_staged_data", "stage", "update", "update_batch", "write", "write_batch",
+    "write_metadata", "write_metadata_batch", "write_pickle", "write_pickle_batch",
+)  # fmt: skip
+
+
+class StoreUnusable(StorageUnavailable):
+    """The store cannot be opened for writing (full, read-only, not permitted); the message
+    names the path and the cause."""
+
+
+class DiskGuard:
+    """Checks a local store's filesystem before each write; see the module's docstring."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def problem(self) -> str | None:
+        """Why a write must not be tried now, or None."""
+        probe = self.folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent  # a store not created yet: its parent's filesystem
+        try:
+            stats = os.statvfs(probe)
+        except OSError as error:
+            return f"cannot inspect {probe}: {error.strerror}"
+        if stats.f_flag & os.ST_RDONLY:
+            return f"read-only filesystem at {self.folder}"
+        if probe == self.folder and not os.access(probe, os.W_OK):
+            return f"no permission to write to {self.folder}"
+        free = stats.f_bavail * stats.f_frsize
+        reserve = min(MAX_RESERVE_BYTES, int(stats.f_blocks * stats.f_frsize * RESERVE_FRACTION))
+        if free <= reserve:
+            return f"disk full: {free} bytes free at {self.folder} (keeps {reserve} free)"
+        return None
+
+    def check(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise StorageUnavailable(problem)
+
+    def guard_arctic(self, arctic: Any) -> None:
+        """Guards every library `arctic.get_library` returns from now on."""
+        get_library = arctic.get_library
+
+        @functools.wraps(get_library)
+        def guarded_library(*args: Any, **kwargs: Any) -> Any:
+            library = get_library(*args, **kwargs)
+            self.guard(library)
+            return library
+
+        arctic.get_library = guarded_library
+
+    def guard(self, library: Any) -> None:
+        """Makes every write method of an ArcticDB `library` check first, and stop the
+        process if its commit fails."""
+        for name in WRITES:
+            method = getattr(library, name, None)
+            if method is not None and name not in vars(library):
+                setattr(library, name, self._guarded(method))
+
+    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def write(*args: Any, **kwargs: Any) -> Any:
+            self.check()
+            try:
+                return method(*args, **kwargs)
+            except Exception as error:
+                if "lmdb::" in str(error):
+                    stop_process(self.folder, error)
+                raise
+
+        return write
+
+
+def stop_process(folder: Path, error: BaseException) -> None:
+    """Ends the process now: after a failed LMDB commit, running on (or exiting normally)
+    crashes it."""
+    message = (
+        f"store {folder} failed a write ({error}); ArcticDB cannot be used again in this "
+        f"process: exiting with code {EXIT_STORE_BROKEN} (acknowledged events are kept; "
+        "restart once the store is writable)"
+    )
+    log.critical("%s", message)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STORE_BROKEN)

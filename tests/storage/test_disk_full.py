@@ -1,0 +1,209 @@
+"""A full disk or a read-only store fails closed without crashing the service.
+
+The store is the real ArcticDB on LMDB, on a small tmpfs the test mounts (root only: skipped
+elsewhere with the reason) and fills with a file. Measured (server/storage/disk.py): once an
+LMDB commit has failed, any later use of ArcticDB in the process crashes it (SIGSEGV/SIGABRT),
+so the service runs as a subprocess here: a crash shows as death by a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.storage.disk import EXIT_STORE_BROKEN, RESERVE_FRACTION
+from tests.api.protocol import pb_fill
+from tests.service_process import run_service, start_service
+
+SIZE = "32m"  # the store keeps min(64 MiB, 5%) free: 1.6 MiB here
+
+
+def _mount(folder: Path, *options: str) -> None:
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join((f"size={SIZE}", *options)), "tmpfs", folder],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB filesystem of its own, unmounted afterwards."""
+    folder = tmp_path / "fs"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    try:
+        _mount(folder)
+    except (OSError, subprocess.CalledProcessError) as error:
+        reason = getattr(error, "stderr", "") or error
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {reason}")
+    yield folder
+    subprocess.run(["umount", "-l", folder], check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Takes every free byte of `folder`'s filesystem; returns the file to delete."""
+    filler = folder / "filler"
+    with open(filler, "ab") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    assert os.statvfs(folder).f_bavail < 16
+    return filler
+
+
+class Service:
+    """The service as a subprocess, its stderr collected in the background."""
+
+    def __init__(self, store: str, *args: str) -> None:
+        self.process, self.address = start_service("--store", store, *args)
+        self.lines: list[str] = []
+        stderr = self.process.stderr
+        assert stderr is not None
+        self._reader = threading.Thread(target=lambda: self.lines.extend(stderr), daemon=True)
+        self._reader.start()
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.PortfolioManagerStub(self.channel)
+
+    def ingest(self, *events: pb.ExecutionEvent) -> list[pb.EventAck]:
+        request = pb.IngestRequest(batch_id="b", events=events)
+        (response,) = self.stub.Ingest(iter([request]), timeout=30)
+        return list(response.acks)
+
+    def health(self) -> int:
+        request = health_pb2.HealthCheckRequest(service="")
+        return health_pb2_grpc.HealthStub(self.channel).Check(request, timeout=5).status
+
+    def wait_health(self, status: int, seconds: float = 15.0) -> None:
+        deadline = time.monotonic() + seconds
+        while self.health() != status:
+            assert self.process.poll() is None, f"the service died: {self.stderr()}"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+    def stderr(self) -> str:
+        self._reader.join(timeout=5)
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def refused(service: Service, *events: pb.ExecutionEvent) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        service.ingest(*events)
+    return raised.value
+
+
+def test_a_full_disk_stops_acks_without_crashing_and_the_service_resumes_by_itself(small_fs):
+    service = Service(f"lmdb://{small_fs}/store", "--grace-seconds", "1")
+    try:
+        assert service.ingest(pb_fill("BUY", 10, 5, fill_id="kept"))[0].sequence == 1
+        filler = fill_disk(small_fs)
+
+        in_flight, later = pb_fill("BUY", 1, 5), pb_fill("BUY", 1, 5)
+        error = refused(service, in_flight)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        service.wait_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        time.sleep(2)  # the group is retried with back-off meanwhile (0.05 s, 0.1 s, ...)
+        assert service.process.poll() is None, f"the service died: {service.stderr()}"
+        error = refused(service, later)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "disk full" in error.details(), error.details()
+        position = service.stub.GetPosition(
+            pb.GetPositionRequest(account_id="A1", instrument_id="AAPL")
+        )
+        assert position.quantity == "10"
+
+        filler.unlink()
+        service.wait_health(health_pb2.HealthCheckResponse.SERVING)
+        acks = service.ingest(in_flight, later)
+        assert [(a.result, a.sequence) for a in acks] == [
+            (pb.EVENT_RESULT_DUPLICATE, 2),
+            (pb.EVENT_RESULT_ACCEPTED, 3),
+        ]
+    finally:
+        code = service.stop()
+    log = service.stderr()
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert "disk full" in log
+
+
+def test_a_write_that_fails_anyway_ends_the_process_with_one_line_not_a_crash(small_fs):
+    """The check passes, the commit does not (one group larger than the reserve): the process
+    must not touch ArcticDB again, so it exits at once; the unacked group is not lost, the
+    relay resends it."""
+    store = f"lmdb://{small_fs}/store"
+    service = Service(store, "--max-batch-events", "20000")
+    kept = pb_fill("BUY", 10, 5, fill_id="kept")
+    try:
+        assert service.ingest(kept)[0].sequence == 1
+        filler = fill_disk(small_fs)
+        stats = os.statvfs(small_fs)
+        reserve = int(stats.f_blocks * stats.f_frsize * RESERVE_FRACTION)
+        os.truncate(filler, os.path.getsize(filler) - reserve - 256 * 1024)
+        big = [  # about 3 MB in the journal: more than is free
+            pb_fill("BUY", 1, 5, fill_id=uuid.uuid4().hex, strategy=uuid.uuid4().hex * 4)
+            for _ in range(20_000)
+        ]
+        with pytest.raises(grpc.RpcError):
+            service.ingest(*big)
+        code = service.process.wait(timeout=30)
+    finally:
+        service.stop()
+    log = service.stderr()
+    assert code == EXIT_STORE_BROKEN, log  # not -SIGSEGV / -SIGABRT
+    assert "Fatal Python error" not in log
+    assert "exiting with code 74" in log
+
+    filler.unlink()
+    again = Service(store)  # a restart finds every acknowledged fill, and only those
+    try:
+        acks = again.ingest(kept, big[0])
+        assert [(a.result, a.sequence) for a in acks] == [
+            (pb.EVENT_RESULT_DUPLICATE, 1),
+            (pb.EVENT_RESULT_ACCEPTED, 2),
+        ]
+    finally:
+        assert again.stop() == 0
+
+
+def test_starting_on_a_full_disk_ends_with_one_clear_line(small_fs):
+    fill_disk(small_fs)
+    result = run_service("--store", f"lmdb://{small_fs}/store", "--port", "0", timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot open store {small_fs}/store: disk full" in lines[0]
+
+
+def test_starting_on_a_read_only_store_ends_with_one_clear_line(small_fs):
+    store = f"lmdb://{small_fs}/store"
+    service = Service(store)  # a store with its libraries, as a previous run left it
+    assert service.health() == health_pb2.HealthCheckResponse.SERVING  # SIGTERM handled now
+    assert service.stop() == 0
+    subprocess.run(["mount", "-o", "remount,ro", small_fs], check=True)
+    result = run_service("--store", store, "--port", "0", timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot open store {small_fs}/store: read-only filesystem" in lines[0]
