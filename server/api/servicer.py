@@ -628,9 +628,11 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    async def SubscribeUpdates(
+    async def SubscribeUpdates(  # type: ignore[override]  # writes with context.write
         self, request: pb.SubscribeUpdatesRequest, context: Context
-    ) -> AsyncIterator[pb.PortfolioUpdate]:
+    ) -> None:
+        """Writes through the subscriber rather than yielding, so that a cut-off can end the
+        stream while a write waits on a client that stopped reading."""
         if request.level not in _LEVEL_FILTER:
             error = ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
             await context.abort_with_status(error.to_status())
@@ -648,18 +650,23 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         except SequenceOutOfRange as out_of_range:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(out_of_range))
         try:
+            # Headers go out now, on their own: a write the cut-off abandons never carries them.
+            await context.send_initial_metadata(())
             for item in replay:
-                yield item.payload
-                subscriber.last_delivered = item.sequence
+                await subscriber.send(context.write, item.payload)
+                subscriber.resume_from = item.sequence
             while True:
                 batch = await subscriber.next_batch(self.heartbeat_seconds)
                 if not batch:
-                    yield heartbeat(self.service.hub.latest_sequence)
+                    idle = heartbeat(self.service.hub.latest_sequence)
+                    await subscriber.send(context.write, idle)
                 for item in batch:
-                    yield item.payload
-                    subscriber.last_delivered = item.sequence
+                    await subscriber.send(context.write, item.payload)
+                    subscriber.resume_from = item.sequence
         except SubscriberOverflow as overflow:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(overflow))
+            # The status follows what the client has not read yet; this handler ends now.
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(str(overflow))
         finally:
             subscriber.close()
 

@@ -1,7 +1,8 @@
 """Live updates: a bounded replay buffer and one bounded queue per subscriber.
 
 Publishing never waits: a subscriber whose queue is full is cut off (it resumes from its last
-sequence), so a slow reader can never slow ingestion. Subscribing copies the replay slice and
+sequence), so a slow reader can never slow ingestion; a cut-off also ends a stream whose write
+is blocked because its reader stopped reading. Subscribing copies the replay slice and
 registers the live queue in one step on the event loop, so nothing falls between the two.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -102,49 +103,105 @@ class SequenceOutOfRange(Exception):
 class SubscriberOverflow(Exception):
     """A subscriber's queue filled up; its stream ends and it should resume."""
 
-    def __init__(self, capacity: int, last_delivered: int) -> None:
+    def __init__(self, capacity: int, resume_from: int) -> None:
         super().__init__(
-            f"subscriber fell behind: its queue of {capacity} updates overflowed; "
-            f"resubscribe with from_sequence {last_delivered + 1}"
+            f"subscriber fell behind: more than {capacity} updates were waiting for it; "
+            f"resubscribe with from_sequence {resume_from} (updates of that sequence already "
+            "received come again)"
         )
-        self.last_delivered = last_delivered
+        self.resume_from = resume_from
+
+
+Sent = TypeVar("Sent")
 
 
 class Subscriber(Generic[Change, Payload]):
-    def __init__(self, hub: SubscriptionHub[Change, Payload], filter_: SubscriptionFilter) -> None:
+    """One stream's queue. Its handler drains it in batches (one wakeup per publish, however
+    many updates) and writes through `send`, so that a cut-off ends the stream even while a
+    write waits on a reader that stopped reading (HTTP/2 flow control holds it forever)."""
+
+    def __init__(
+        self, hub: SubscriptionHub[Change, Payload], filter_: SubscriptionFilter, resume_from: int
+    ) -> None:
         self.filter = filter_
         self._hub = hub
         self._items: deque[Published[Change, Payload]] = deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[object] | None = None
         self.overflowed = False
-        self.last_delivered = 0
+        # Where to resume: the sequence of the last update sent (an event's updates can be
+        # split by a cut-off), or where the subscription started when nothing was sent yet.
+        self.resume_from = resume_from
 
-    def offer(self, item: Published[Change, Payload], capacity: int) -> bool:
-        """Queues an item; returns False (and marks the overflow) when the queue is full."""
-        if len(self._items) >= capacity:
-            self.overflowed = True
-            self._wakeup.set()
-            return False
-        self._items.append(item)
-        self._wakeup.set()
+    def accept(self, items: Sequence[Published[Change, Payload]], capacity: int) -> bool:
+        """Queues the matching items of one publish and wakes the handler once; returns False
+        (and cuts the subscriber off) when its queue would hold more than `capacity`."""
+        queued, matches = self._items, self.filter.matches
+        for item in items:
+            if matches(item.topic):
+                if len(queued) >= capacity:
+                    self.cut_off()
+                    return False
+                queued.append(item)
+        if queued:
+            self._wake()
         return True
+
+    def cut_off(self) -> None:
+        """Ends the stream: the handler raises SubscriberOverflow at its next step, or now if
+        it is blocked in a write."""
+        self.overflowed = True
+        self._items.clear()
+        self._wake()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next_batch(self, timeout: float) -> list[Published[Change, Payload]]:
         """Every queued item, waiting up to `timeout` seconds; [] when idle."""
         if not self._items and not self.overflowed:
-            self._wakeup.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _release, waiter)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                return []
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         if self.overflowed:
-            raise SubscriberOverflow(self._hub.queue_capacity, self.last_delivered)
+            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
         batch = list(self._items)
         self._items.clear()
         return batch
 
+    async def send(self, write: Callable[[Sent], Awaitable[object]], message: Sent) -> None:
+        """Awaits one write; a cut-off meanwhile abandons it and raises SubscriberOverflow.
+
+        The cut-off cancels the handler's task while it waits here, and only here, so no
+        other await of the handler is ever interrupted."""
+        task = asyncio.current_task()
+        self._writer = task
+        try:
+            await write(message)
+        except asyncio.CancelledError:
+            if not self.overflowed or task is None:
+                raise
+            task.uncancel()
+        finally:
+            self._writer = None
+        if self.overflowed:
+            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
+
     def close(self) -> None:
         self._hub.unsubscribe(self)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class SubscriptionHub(Generic[Change, Payload]):
@@ -165,34 +222,46 @@ class SubscriptionHub(Generic[Change, Payload]):
         # The oldest sequence whose updates are all still in the buffer.
         self._oldest_complete = latest_sequence + 1
         self._subscribers: set[Subscriber[Change, Payload]] = set()
+        self._open: set[Subscriber[Change, Payload]] = set()
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def open_streams(self) -> int:
+        """Subscriptions whose handler has not ended yet, cut-off ones included."""
+        return len(self._open)
+
     def publish(self, changes: Sequence[tuple[int, Topic, Change]]) -> None:
-        """Publishes the (sequence, topic, change) updates of one or more events, in order."""
-        for sequence, topic, change in changes:
-            item = Published(sequence, topic, change, self.encode)
-            self._replay.append(item)
-            self.latest_sequence = max(self.latest_sequence, item.sequence)
-            for subscriber in list(self._subscribers):
-                if subscriber.filter.matches(item.topic) and not subscriber.offer(
-                    item, self.queue_capacity
-                ):
-                    self._subscribers.discard(subscriber)
+        """Publishes the (sequence, topic, change) updates of one or more events, in order.
+
+        Runs on the admission path: it only queues (one wakeup per subscriber per call);
+        encoding and writing happen in each subscriber's handler."""
+        items = [
+            Published(sequence, topic, change, self.encode) for sequence, topic, change in changes
+        ]
+        if not items:
+            return
+        self._replay.extend(items)
+        self.latest_sequence = max(self.latest_sequence, max(item.sequence for item in items))
+        self._fan_out(items)
         self._trim()
 
     def publish_ephemeral(self, changes: Sequence[tuple[Topic, Change]]) -> None:
         """Publishes state that is not an event (market prices): to live subscribers only,
         under the latest sequence, never into the replay buffer."""
-        for topic, change in changes:
-            item = Published(self.latest_sequence, topic, change, self.encode)
-            for subscriber in list(self._subscribers):
-                if subscriber.filter.matches(topic) and not subscriber.offer(
-                    item, self.queue_capacity
-                ):
-                    self._subscribers.discard(subscriber)
+        self._fan_out(
+            [
+                Published(self.latest_sequence, topic, change, self.encode)
+                for topic, change in changes
+            ]
+        )
+
+    def _fan_out(self, items: list[Published[Change, Payload]]) -> None:
+        capacity = self.queue_capacity
+        dropped = [s for s in self._subscribers if not s.accept(items, capacity)]
+        self._subscribers.difference_update(dropped)
 
     def reset(self, latest_sequence: int) -> None:
         """Starts over after `latest_sequence` with an empty buffer (recovery)."""
@@ -229,9 +298,11 @@ class SubscriptionHub(Generic[Change, Payload]):
                 self._replay, from_sequence, lo=self._head, key=lambda item: item.sequence
             )
             replay = [item for item in self._replay[start:] if filter_.matches(item.topic)]
-        subscriber = Subscriber(self, filter_)
+        subscriber = Subscriber(self, filter_, from_sequence or self.latest_sequence + 1)
         self._subscribers.add(subscriber)
+        self._open.add(subscriber)
         return replay, subscriber
 
     def unsubscribe(self, subscriber: Subscriber[Change, Payload]) -> None:
         self._subscribers.discard(subscriber)
+        self._open.discard(subscriber)
