@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from grpc_health.v1 import health_pb2
 
 from portfolio.v1 import portfolio_pb2 as pb
-from server.api.malformed import describe_malformed
+from server.api.malformed import MalformedRequestGuard, describe_malformed
 from server.log_limit import LogLimiter
 from tests.api.protocol import acks, field_violations, pb_fill
 
@@ -240,3 +240,61 @@ def test_many_keys_at_once_share_one_window_past_the_limit(caplog):
     logged = [limiter.log(logging.WARNING, f"client-{n}", "bad from %d", n) for n in range(100)]
     assert logged.count(True) == 4  # three clients and "other sources"
     assert len(limiter._windows) == 4
+
+
+# -- the guard on shapes of method the service does not use (yet) ----------------------------
+
+
+async def _count_batches(requests, context):
+    """Client-streaming: answers once, after the whole stream."""
+    count = 0
+    async for _ in requests:
+        count += 1
+    return pb.IngestResponse(batch_id=str(count))
+
+
+async def _swallowing_echo(requests, context):
+    """Bidi, and careless: it ends quietly on any error from its request stream."""
+    try:
+        async for request in requests:
+            yield pb.IngestResponse(batch_id=request.batch_id)
+    except Exception:  # what the guard must survive
+        pass
+
+
+async def _collect(call, into: list) -> None:
+    async for answer in call:
+        into.append(answer)
+
+
+async def test_client_streaming_and_a_handler_that_swallows_the_error_are_answered_too():
+    parse, serialize = pb.IngestRequest.FromString, pb.IngestResponse.SerializeToString
+    handlers = {
+        "Count": grpc.stream_unary_rpc_method_handler(_count_batches, parse, serialize),
+        "Echo": grpc.stream_stream_rpc_method_handler(_swallowing_echo, parse, serialize),
+    }
+    server = grpc.aio.server(interceptors=[MalformedRequestGuard()])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Shapes", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    good = pb.IngestRequest(batch_id="one").SerializeToString()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            count = channel.stream_unary("/test.Shapes/Count")
+            assert (
+                await count(iter([good, good]), timeout=5)
+                == pb.IngestResponse(batch_id="2").SerializeToString()
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await count(iter([good, GARBAGE]), timeout=5)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "message 2 of the stream" in raised.value.details()
+
+            echo = channel.stream_stream("/test.Shapes/Echo")(iter([good, GARBAGE]), timeout=5)
+            answers = []
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await _collect(echo, answers)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert len(answers) == 1
+    finally:
+        await server.stop(None)
