@@ -143,7 +143,10 @@ async def _start(
         journal=store.event_at,  # ids seen and correctable fills kept compact, read back
     )
     hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
-        update_to_proto, config.replay_capacity, config.subscriber_queue
+        update_to_proto,
+        config.replay_capacity,
+        config.subscriber_queue,
+        writes_per_second=config.fanout_writes_per_second,
     )
     service = PortfolioService(
         ledger,
@@ -164,79 +167,85 @@ async def _start(
     report = await loop.run_in_executor(executor, recover, service, store)
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     supervision.watch(service.committer.start())
-    service.projector.submit(
-        report.views_backlog,
-        report.rows,
-        service.judge(report.views_backlog),
-        service.reports_for(report.views_backlog),
-    )
-    if definitions:
-        outcomes = await service.ingest(definitions)
-        log.info(
-            "reference file %s: %d definitions, %d new",
-            config.reference_file,
-            len(outcomes),
-            sum(outcome.result is Result.ACCEPTED for outcome in outcomes),
+    try:
+        service.projector.submit(
+            report.views_backlog,
+            report.rows,
+            service.judge(report.views_backlog),
+            service.reports_for(report.views_backlog),
         )
-        for outcome in outcomes:
-            refusal = ledger.refusals.get(outcome.sequence)
-            if refusal is not None:
-                log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
+        if definitions:
+            outcomes = await service.ingest(definitions)
+            log.info(
+                "reference file %s: %d definitions, %d new",
+                config.reference_file,
+                len(outcomes),
+                sum(outcome.result is Result.ACCEPTED for outcome in outcomes),
+            )
+            for outcome in outcomes:
+                refusal = ledger.refusals.get(outcome.sequence)
+                if refusal is not None:
+                    log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
 
-    server = grpc.aio.server(
-        # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
-        interceptors=[MalformedRequestGuard()],
-        options=[
-            # A second server on the same port must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-        ],
-    )
+        server = grpc.aio.server(
+            # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
+            interceptors=[MalformedRequestGuard()],
+            options=[
+                # A second server on the same port must fail, not silently share it.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+            ],
+        )
 
-    if broker is None and config.broker == "paper":
-        broker = PaperBroker(service.book_positions, service.live_accounts)
-    reconciler = Reconciler(
-        service,
-        broker,
-        interval=config.reconcile_seconds,
-        accounts=[a.strip() for a in config.reconcile_accounts.split(",") if a.strip()],
-        confirm_runs=config.reconcile_confirm_runs,
-        on_status=lambda clean: set_health(RECONCILIATION_HEALTH, clean),
-    )
-    servicer = PortfolioManagerServicer(
-        service,
-        max_batch_events=config.max_batch_events,
-        heartbeat_seconds=config.heartbeat_seconds,
-        reconciler=reconciler,
-    )
-    pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    port = server.add_insecure_port(config.address)
-    if not port:
-        raise RuntimeError(f"cannot listen on {config.address}")
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, SERVING)
-    await health_servicer.set(RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING)
-    if broker is not None:
-        await broker.start()
-        await health_servicer.set(BROKER_HEALTH, SERVING if broker.connected else NOT_SERVING)
-        periodic = reconciler.start()
-        if periodic is not None:
-            supervision.watch(periodic)
-    housekeeping = asyncio.create_task(
-        _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health),
-        name="housekeeping",
-    )
-    supervision.watch(housekeeping)
-    return RunningServer(
-        server, port, service, store, report, health_servicer, reconciler, supervision,
-        executors, housekeeping,
-    )  # fmt: skip
+        if broker is None and config.broker == "paper":
+            broker = PaperBroker(service.book_positions, service.live_accounts)
+        reconciler = Reconciler(
+            service,
+            broker,
+            interval=config.reconcile_seconds,
+            accounts=[a.strip() for a in config.reconcile_accounts.split(",") if a.strip()],
+            confirm_runs=config.reconcile_confirm_runs,
+            on_status=lambda clean: set_health(RECONCILIATION_HEALTH, clean),
+        )
+        servicer = PortfolioManagerServicer(
+            service,
+            max_batch_events=config.max_batch_events,
+            heartbeat_seconds=config.heartbeat_seconds,
+            reconciler=reconciler,
+        )
+        pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        port = server.add_insecure_port(config.address)
+        if not port:
+            raise RuntimeError(f"cannot listen on {config.address}")
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, SERVING)
+        await health_servicer.set(
+            RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING
+        )
+        if broker is not None:
+            await broker.start()
+            await health_servicer.set(BROKER_HEALTH, SERVING if broker.connected else NOT_SERVING)
+            periodic = reconciler.start()
+            if periodic is not None:
+                supervision.watch(periodic)
+        housekeeping = asyncio.create_task(
+            _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health),
+            name="housekeeping",
+        )
+        supervision.watch(housekeeping)
+        return RunningServer(
+            server, port, service, store, report, health_servicer, reconciler, supervision,
+            executors, housekeeping,
+        )  # fmt: skip
+    except BaseException:
+        await service.committer.stop()  # no commit task outlives a start that failed
+        raise
 
 
 def _broker(config: ServiceConfig) -> Broker | None:
