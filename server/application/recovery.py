@@ -3,6 +3,8 @@
 The latest checkpoint gives the book at sequence S; every journaled id is remembered (so a fill
 replayed by the relay is a duplicate); the journal after S is applied again and published,
 which refills the subscribers' replay buffer; traces still alive are rebuilt from the journal.
+A replay longer than one checkpoint interval is checkpointed at once, so starts that follow
+one another quickly (a crash loop) never replay more and more.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
     for rate in rates:
         ledger.fx.set(rate)
     service.committer.durable_sequence = ledger.applied_sequence
-    service.checkpoints.start_after(ledger.applied_sequence)
+    service.checkpoints.resume(ledger, start)
+    if replayed >= service.checkpoints.every:
+        service.checkpoints.save_recovered()  # the next start replays only what comes now
     through = store.views_recorded_through()
     backlog = list(store.events_after(through)) if through < ledger.applied_sequence else []
     rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in ledger.book.rows()]

@@ -170,7 +170,8 @@ def test_subscribers_resume_across_a_restart(store):
     first = start_test_server(store=store, checkpoint_every=5)
     channel, stub = open_stub(first)
     with channel:
-        acks(stub, *[pb_fill("BUY", 1, 10 + i) for i in range(12)])
+        for i in range(12):  # separate commits: checkpoints are taken at 5 and 10
+            acks(stub, pb_fill("BUY", 1, 10 + i))
         seen = stub.SubscribeUpdates(pb.SubscribeUpdatesRequest(from_sequence=1), timeout=10)
         last = [next(seen).sequence for _ in range(24)][-1]
         seen.cancel()
@@ -188,7 +189,8 @@ def test_subscribers_resume_across_a_restart(store):
             update = next(resumed)
             assert (update.sequence, update.position.quantity) == (13, "0")
             resumed.cancel()
-            # Updates replayed from the journal carry the rows as they were then.
+            # Updates replayed from the journal carry the rows as they were then. The stop
+            # saved the snapshot taken at 10, so the replayed tail covers 11 and 12.
             again = stub.SubscribeUpdates(
                 pb.SubscribeUpdatesRequest(from_sequence=11, level=pb.POSITION_LEVEL_STRATEGY),
                 timeout=10,
