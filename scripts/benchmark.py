@@ -380,8 +380,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2000, help="calls per latency figure")
     parser.add_argument("--commits", type=int, default=20_000, help="journal appends to time")
     parser.add_argument("--startup-fills", type=int, default=1_000_000, help="journal size")
+    parser.add_argument("--memory-fills", type=int, default=1_000_000, help="fills per memory run")
     parser.add_argument(
-        "--only", choices=["service", "hot-path", "reconcile", "commits", "startup"],
+        "--only", choices=["service", "hot-path", "reconcile", "commits", "startup", "memory"],
         action="append", help="run only these sections (repeatable)",
     )  # fmt: skip
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
@@ -393,7 +394,9 @@ def main() -> int:
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
         f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    sections = set(args.only or ["service", "hot-path", "reconcile", "commits", "startup"])
+    sections = set(
+        args.only or ["service", "hot-path", "reconcile", "commits", "startup", "memory"]
+    )
     if "service" in sections:
         service_figures(
             args, "mem://", "ArcticDB in memory (--store mem://: the same code, no disk):"
@@ -413,6 +416,12 @@ def main() -> int:
         commit_figures(args.commits)
     if args.startup_fills and "startup" in sections:
         startup_figures(args.startup_fills, 10_000)
+    if args.memory_fills and "memory" in sections:
+        from bench_memory import memory_figures  # scripts/: a fresh process per run
+
+        print(f"\nMemory per fill in process ({args.memory_fills:,} fills, all in the correction "
+              "window; before: everything kept whole, as main did; after: compact):")  # fmt: skip
+        print("\n".join(memory_figures(args.memory_fills)))
     return 0
 
 

@@ -1,0 +1,206 @@
+"""Memory per fill, in process: the section `memory` of scripts/benchmark.py.
+
+    .venv/bin/python scripts/bench_memory.py [FILLS]      # or: scripts/bench --only memory
+
+A ledger admits and applies FILLS fills (all inside the one-day correction window, the worst
+case), once keeping everything whole (no journal to read back from: as main did) and once
+with the journal behind it (what the service runs); each run is a fresh process, so the
+growth of its resident memory is the ledger's. Then, under tracemalloc, the two structures
+that grew with every fill: the exactly-once ids (a dict, against the compact set, through
+admission and through recovery's `remember`) and the correction window.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from array import array
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from server.domain.events import Fill, Side  # noqa: E402
+
+BASE_NS = 1_767_225_600 * 10**9
+
+
+def bench_fill(number: int) -> Fill:
+    """The benchmark's fills: 7 strategies x 13 instruments, one order per strategy."""
+    return Fill(
+        f"BENCH-{number}", "BENCH", f"S{number % 7}", f"I{number % 13}",
+        Side.BUY if number % 3 else Side.SELL, Decimal(100), Decimal(f"{100 + number % 50}.25"),
+        BASE_NS + number * 1000, Decimal("0.35"), "USD", f"S{number % 7}-ord", "", "SMART",
+    )  # fmt: skip
+
+
+def journal_of_bench(sequence: int) -> Fill:
+    """The journal of a run: the fill at `sequence` is the benchmark's fill number - 1."""
+    return bench_fill(sequence - 1)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def ledger_run(mode: str, count: int) -> dict[str, float]:
+    from server.domain.ledger import Ledger
+
+    ledger = Ledger(journal=journal_of_bench if mode == "compact" else None)
+    warm = min(10_000, count // 10)
+    for number in range(warm):
+        event = bench_fill(number)
+        ledger.apply(event, ledger.admit(event).sequence)
+    samples = array("q", bytes(8 * count))  # allocated before the measure
+    gc.collect()
+    before = rss()
+    clock = time.perf_counter_ns
+    for number in range(warm, count):
+        event = bench_fill(number)
+        began = clock()
+        outcome = ledger.admit(event)
+        samples[number] = clock() - began
+        ledger.apply(event, outcome.sequence)
+    gc.collect()
+    grown = rss() - before
+    admits = sorted(samples[warm:])
+    assert len(ledger.corrections) == count, "every fill is inside the window"
+    return {
+        "bytes_per_fill": grown / (count - warm),
+        "admit_median_us": admits[len(admits) // 2] / 1000,
+        "admit_p99_us": admits[len(admits) * 99 // 100] / 1000,
+    }
+
+
+class _Seen:  # what main kept per id: (kind, event_id) -> _Seen(sequence, fingerprint)
+    __slots__ = ("fingerprint", "sequence")
+
+    def __init__(self, sequence: int, fingerprint: int) -> None:
+        self.sequence, self.fingerprint = sequence, fingerprint
+
+
+def _fingerprint(number: int) -> int:
+    return (number * 0x9E3779B97F4A7C15) % 2**64 - 2**63
+
+
+def traced(build: Callable[[], object]) -> tuple[float, float, float]:
+    """Bytes held after `build` (and its peak), and its seconds; what it built is dropped."""
+    gc.collect()
+    tracemalloc.start()
+    began = time.perf_counter()
+    built = build()
+    seconds = time.perf_counter() - began
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del built
+    return held, peak, seconds
+
+
+def parts_run(count: int) -> dict[str, float]:
+    from server.domain.corrections import CorrectableFills
+    from server.domain.seen import SeenIds
+
+    def ids_dict() -> object:
+        seen = {}
+        for number in range(count):
+            seen[("fill", f"BENCH-{number}")] = _Seen(number + 1, _fingerprint(number))
+        return seen
+
+    def ids_admitted() -> object:
+        seen = SeenIds(journal_of_bench)
+        for number in range(count):
+            seen.add("fill", f"BENCH-{number}", number + 1, _fingerprint(number))
+            seen.journaled(number - 99)  # the group commit about 100 events behind
+        return seen
+
+    def ids_remembered() -> object:
+        seen = SeenIds(journal_of_bench)
+        for number in range(count):
+            seen.remember("fill", f"BENCH-{number}", number + 1, _fingerprint(number))
+        len(seen)  # sorts them in
+        return seen
+
+    def window(journal: Callable[[int], Fill] | None) -> Callable[[], object]:
+        def build() -> object:
+            fills = CorrectableFills(journal=journal)
+            for number in range(count):
+                fills.add(bench_fill(number), number + 1)
+            return fills
+
+        return build
+
+    figures: dict[str, float] = {}
+    for name, build in [
+        ("ids_dict", ids_dict),
+        ("ids_admitted", ids_admitted),
+        ("ids_remembered", ids_remembered),
+        ("window_whole", window(None)),
+        ("window_compact", window(journal_of_bench)),
+    ]:
+        held, peak, seconds = traced(build)
+        figures[name] = held / count
+        figures[name + "_peak"] = peak / count
+        figures[name + "_us"] = seconds / count * 1e6
+    return figures
+
+
+def child(kind: str, count: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", kind, str(count)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return figures
+
+
+def memory_figures(count: int) -> list[str]:
+    whole, compact = child("whole", count), child("compact", count)
+    parts = child("parts", count)
+
+    def line(name: str, before: float, after: float, unit: str = "B/fill") -> str:
+        return f"  {name:<38} {before:9.0f} {unit}  {after:9.0f} {unit}   x{after / before:.2f}"
+
+    return [
+        f"  {'':<38} {'before':>16}  {'after':>16}   ratio",
+        line(
+            "ledger admit + apply, RSS growth", whole["bytes_per_fill"], compact["bytes_per_fill"]
+        ),
+        f"  {'  admit median / p99 (us)':<38} "
+        f"{whole['admit_median_us']:7.1f} / {whole['admit_p99_us']:<6.1f}  "
+        f"{compact['admit_median_us']:7.1f} / {compact['admit_p99_us']:<6.1f}",
+        line("exactly-once ids, admitted", parts["ids_dict"], parts["ids_admitted"], "B/id  "),
+        line(
+            "exactly-once ids, remembered (recovery)",
+            parts["ids_dict"],
+            parts["ids_remembered"],
+            "B/id  ",
+        ),
+        f"  {'  remember: us per id, peak B/id':<38} "
+        f"{parts['ids_dict_us']:9.2f} {parts['ids_dict_peak']:6.0f}  "
+        f"{parts['ids_remembered_us']:9.2f} {parts['ids_remembered_peak']:6.0f}",
+        line(
+            "correction window (1 day: every fill)", parts["window_whole"], parts["window_compact"]
+        ),
+    ]
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        kind, count = sys.argv[2], int(sys.argv[3])
+        figures = parts_run(count) if kind == "parts" else ledger_run(kind, count)
+        print(json.dumps(figures))
+        return 0
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    print(f"Memory per fill in process ({count:,} fills, all inside the correction window):")
+    print("\n".join(memory_figures(count)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
