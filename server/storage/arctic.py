@@ -32,6 +32,7 @@ from server.application.ports import (
     SeenEvent,
     Sequenced,
     StorageUnavailable,
+    ViewsIncomplete,
 )
 from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
@@ -44,6 +45,7 @@ from server.storage.frames import (
     journal_frame,
     rows_from_checkpoint,
 )
+from server.storage.gate import gate_writes
 from server.storage.lock import WriterLease, WriterLock, lease_seconds
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.views import ArcticViews
@@ -89,12 +91,19 @@ class ArcticEventStore:
             self._lock = WriterLock(folder) if folder else None
             self.arctic = adb.Arctic(self.uri)
             if self._disk:
-                self._disk.guard_arctic(self.arctic)
+                gate_writes(self.arctic, self._disk.check, self._disk.failed)
             self.journal = self.arctic.get_library(JOURNAL, create_if_missing=True)
             self.checkpoints = self.arctic.get_library(CHECKPOINTS, create_if_missing=True)
             self.marks = self.arctic.get_library(MARKS, create_if_missing=True)
             if not folder and not self.uri.startswith("mem://"):
-                self._lock = WriterLease(self.checkpoints, lease_seconds())
+                # Its own handle: the lease renews itself from another thread.
+                lease_library = adb.Arctic(self.uri).get_library(CHECKPOINTS)
+                self._lock = WriterLease(lease_library, lease_seconds())
+                # A writer that lost its lease writes nothing more: no view, mark, checkpoint.
+                gate_writes(self.arctic, self._lock.check_held)
+                self.journal = self.arctic.get_library(JOURNAL)
+                self.checkpoints = self.arctic.get_library(CHECKPOINTS)
+                self.marks = self.arctic.get_library(MARKS)
         except (OSError, ArcticException) as error:
             self.close()
             cause = error.strerror if isinstance(error, OSError) and error.strerror else error
@@ -108,9 +117,8 @@ class ArcticEventStore:
         self._view_symbols: set[tuple[str, str]] | None = None
 
     def renew_lease(self) -> None:
-        """Keeps an object store's writer lease alive (call every few seconds)."""
-        if isinstance(self._lock, WriterLease):
-            self._lock.renew()
+        """Nothing left to do: an object store's writer lease renews itself from a thread of
+        its own (a lost lease is logged once there and refuses every append)."""
 
     @property
     def lease_seconds(self) -> float | None:
@@ -272,10 +280,9 @@ class ArcticEventStore:
         runs: Sequence[ReconciliationRun] = (),
     ) -> None:
         try:
-            self.views.record_events(events, transitions, runs)
-            self.views.record_positions(
-                [*positions, *(row for run in runs for row in run.residuals)]
-            )
+            self.views.record(events, positions, transitions, runs)
+        except ViewsIncomplete:
+            raise  # each symbol on its own: the others were written
         except Exception as error:
             raise StorageUnavailable(f"views update failed: {error}") from error
 
@@ -293,6 +300,10 @@ class ArcticEventStore:
         return state.marks, state.fx_rates
 
     def views_recorded_through(self) -> int:
+        saved = self.views.saved_through()
+        if saved is not None:
+            return saved
+        # A store from before the watermark: the least any fills/orders view holds.
         if self._view_symbols is None:
             frame = self._read(columns=["kind", "account_id"])
             self._view_symbols = set(frame.itertuples(index=False, name=None))

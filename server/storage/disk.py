@@ -18,13 +18,10 @@ normal interpreter exit. Nothing in the process can touch ArcticDB again, so:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from server.application.ports import StorageUnavailable
 
@@ -33,15 +30,6 @@ log = logging.getLogger("portfolio.storage")
 MAX_RESERVE_BYTES = 64 * 1024 * 1024  # kept free for one write (a checkpoint, a compaction)
 RESERVE_FRACTION = 0.05  # ... or this share of a small filesystem, whichever is less
 EXIT_STORE_BROKEN = 74  # EX_IOERR
-# Library methods that may commit an LMDB write transaction.
-WRITES = (
-    "append", "append_batch", "compact_data", "compact_data_batch", "compact_symbol_list",
-    "defragment_symbol_data", "delete", "delete_batch", "delete_data_in_range",
-    "delete_snapshot", "delete_staged_data", "finalize_staged_data", "list_symbols",
-    "merge_experimental", "prune_previous_versions", "snapshot",
-    "sort_and_finalize_staged_data", "stage", "update", "update_batch", "write", "write_batch",
-    "write_metadata", "write_metadata_batch", "write_pickle", "write_pickle_batch",
-)  # fmt: skip
 
 
 class StoreUnusable(StorageUnavailable):
@@ -79,38 +67,10 @@ class DiskGuard:
         if problem:
             raise StorageUnavailable(problem)
 
-    def guard_arctic(self, arctic: Any) -> None:
-        """Guards every library `arctic.get_library` returns from now on."""
-        get_library = arctic.get_library
-
-        @functools.wraps(get_library)
-        def guarded_library(*args: Any, **kwargs: Any) -> Any:
-            library = get_library(*args, **kwargs)
-            self.guard(library)
-            return library
-
-        arctic.get_library = guarded_library
-
-    def guard(self, library: Any) -> None:
-        """Makes every write method of an ArcticDB `library` check first, and stop the
-        process if its commit fails."""
-        for name in WRITES:
-            method = getattr(library, name, None)
-            if method is not None and name not in vars(library):
-                setattr(library, name, self._guarded(method))
-
-    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def write(*args: Any, **kwargs: Any) -> Any:
-            self.check()
-            try:
-                return method(*args, **kwargs)
-            except Exception as error:
-                if "lmdb::" in str(error):
-                    stop_process(self.folder, error)
-                raise
-
-        return write
+    def failed(self, error: Exception) -> None:
+        """After a write's error: a failed LMDB commit ends the process (see above)."""
+        if "lmdb::" in str(error):
+            stop_process(self.folder, error)
 
 
 def stop_process(folder: Path, error: BaseException) -> None:

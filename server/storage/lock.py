@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +17,8 @@ import arcticdb as adb
 import pandas as pd
 
 from server.application.ports import StorageUnavailable, WriterFenced
+
+log = logging.getLogger("portfolio.storage")
 
 CACHE_SECONDS = 2.5  # a Library serves a symbol's latest version from a cache for about 2 s
 
@@ -62,7 +66,8 @@ class WriterLease:
     """One writer per store where there is no file to lock (object storage): a lease record in
     the store, renewed every `renew_seconds`; a service finding another's fresh lease refuses
     to start. Taking the lease re-reads it after the store's read cache has expired, so two
-    services started together do not both win.
+    services started together do not both win. A thread of its own renews it (from taking it
+    on), so neither a long recovery at start nor a busy journal thread lets it lapse.
 
     Fencing: each holder's record carries an epoch one above the last, and `check` runs
     before every journal append. A writer that was paused (not dead) past its lease finds
@@ -95,6 +100,26 @@ class WriterLease:
             raise StoreLocked(holder)
         if lease.get("owner") != self.owner:
             raise StoreLocked("another portfolio manager took this store's lease at the same time")
+        self._write()
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._keep, name="writer-lease", daemon=True)
+        self._renewer.start()
+
+    def _keep(self) -> None:
+        failing = False
+        while not self._stop.wait(self.renew_seconds):
+            try:
+                self.renew()
+                if failing:
+                    log.info("writer lease renewed again")
+                failing = False
+            except WriterFenced as error:
+                log.critical("%s", error)
+                return
+            except Exception as error:  # the next period tries again; logged once a streak
+                if not failing:
+                    log.warning("writer lease not renewed: %s", error)
+                failing = True
 
     def _read(self) -> dict[str, Any]:
         if not self.library.has_symbol(self.SYMBOL):
@@ -126,9 +151,7 @@ class WriterLease:
     def check(self) -> None:
         """Raises WriterFenced once this service may no longer write (for good), and
         StorageUnavailable when the lease cannot be read now."""
-        if self._fenced:
-            raise WriterFenced(self._fenced)
-        age = time.monotonic() - self._renewed
+        self.check_held()
         try:
             lease = self._read()
         except Exception as error:  # ArcticDB and the network raise their own
@@ -138,6 +161,13 @@ class WriterLease:
                 f"writer lease lost: {lease.get('owner')} holds it now (epoch "
                 f"{lease.get('epoch')}, ours was {self.epoch})"
             )
+
+    def check_held(self) -> None:
+        """`check` without reading the record (for writes other than the journal's): raises
+        WriterFenced once fenced, or once the lease lapsed by this process's own clock."""
+        if self._fenced:
+            raise WriterFenced(self._fenced)
+        age = time.monotonic() - self._renewed
         if age > self.STOP_PERIODS * self.renew_seconds:
             self._fence(f"writer lease lapsed: not renewed for {age:.1f}s")
 
@@ -150,6 +180,8 @@ class WriterLease:
         self._write()
 
     def release(self) -> None:
+        self._stop.set()
+        self._renewer.join(timeout=10)  # a renewal in flight must not outlive the release
         if self._fenced:
             return  # the record is another's now
         with contextlib.suppress(Exception):

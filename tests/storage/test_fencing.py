@@ -1,0 +1,62 @@
+"""One writer stays one writer on object storage: a service paused (not dead) past its writer
+lease never appends after another took over.
+
+Two services run as subprocesses on the S3 emulator (moto) with a 0.5 s lease (it lapses after
+1.5 s without renewal); the first is paused with SIGSTOP, the second takes over, the first is
+resumed with SIGCONT and sent more events."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import arcticdb as adb
+import grpc
+import pytest
+
+from server.storage.lock import WriterLease
+from tests import service_process
+from tests.api.protocol import pb_fill
+from tests.storage.test_disk_full import Service
+from tests.storage.test_restart import s3_endpoint, s3_store  # noqa: F401 (fixtures)
+
+LEASE = 0.5
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(service_process.ENV, "PORTFOLIO_LEASE_SECONDS", str(LEASE))
+
+
+def test_a_paused_writer_never_appends_after_another_took_over(s3_store, short_lease):  # noqa: F811
+    first = Service(s3_store)
+    second = None
+    try:
+        assert [a.sequence for a in first.ingest(pb_fill("BUY", 10, 5, fill_id="f1"))] == [1]
+        first.process.send_signal(signal.SIGSTOP)
+        time.sleep(WriterLease.LAPSE_PERIODS * LEASE + 0.5)  # its lease lapses
+
+        second = Service(s3_store)  # takes the lease over (and waits out the read cache)
+        assert [a.sequence for a in second.ingest(pb_fill("BUY", 1, 5, fill_id="f2"))] == [2]
+
+        first.process.send_signal(signal.SIGCONT)
+        # Its clients are refused, with the reason; it never appends again.
+        for fill_id in ("late-1", "late-2"):
+            with pytest.raises(grpc.RpcError) as raised:
+                first.ingest(pb_fill("BUY", 1, 5, fill_id=fill_id))
+            if first.process.poll() is None:  # refused (or, once made fatal: it exited)
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "writer lease" in raised.value.details(), raised.value.details()
+        # The new writer goes on, before and after the old one stops.
+        assert [a.sequence for a in second.ingest(pb_fill("BUY", 1, 5, fill_id="f3"))] == [3]
+        first.stop()
+        assert [a.sequence for a in second.ingest(pb_fill("BUY", 1, 5, fill_id="f4"))] == [4]
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0, second.stderr()
+    assert "writer lease lost" in first.stderr() or "writer lease lapsed" in first.stderr()
+
+    journal = adb.Arctic(s3_store).get_library("journal").read("events").data
+    assert list(journal["sequence"]) == [1, 2, 3, 4]  # gap-free, none doubled
+    assert list(journal["event_id"]) == ["f1", "f2", "f3", "f4"]
