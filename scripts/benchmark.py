@@ -32,6 +32,7 @@ from portfolio.v1 import portfolio_pb2 as pb  # noqa: E402
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc  # noqa: E402
 
 BATCH = 100
+QUEUE = 2000  # --subscriber-queue in the fan-out section
 
 
 # -- the no-op baseline ------------------------------------------------------------------------
@@ -374,6 +375,152 @@ def startup_figures(fills_count: int, checkpoint_every: int) -> None:
         process.wait(30)
 
 
+# -- fan-out: ingest while subscribers listen ---------------------------------------------------
+
+
+async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
+    """Holds `readers` subscriptions that read everything (bytes, not parsed) and `stuck` ones
+    that never read, each on its own connection; prints what each reader got when stdin
+    closes."""
+    method = "/portfolio.v1.PortfolioManager/SubscribeUpdates"
+    request = pb.SubscribeUpdatesRequest()
+    received = [0] * readers
+    endings: dict[str, int] = {}
+
+    def channel() -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0)]
+        )
+
+    async def read(index: int) -> None:
+        """Reads and resumes after a cut-off, as the client library does."""
+        last = 0
+        async with channel() as ch:
+            subscribe = ch.unary_stream(
+                method,
+                request_serializer=pb.SubscribeUpdatesRequest.SerializeToString,
+                response_deserializer=pb.PortfolioUpdate.FromString,
+            )
+            while True:
+                call = subscribe(pb.SubscribeUpdatesRequest(from_sequence=last + 1 if last else 0))
+                try:
+                    async for update in call:
+                        received[index] += 1
+                        last = max(last, update.sequence)
+                    ending = "ended"
+                except grpc.aio.AioRpcError as error:
+                    ending = error.code().name
+                endings[ending] = endings.get(ending, 0) + 1
+                if ending != "RESOURCE_EXHAUSTED":
+                    return
+
+    stuck_channels = [channel() for _ in range(stuck)]
+    stuck_calls = [
+        ch.unary_stream(method, request_serializer=pb.SubscribeUpdatesRequest.SerializeToString)(
+            request
+        )
+        for ch in stuck_channels
+    ]
+    tasks = [asyncio.create_task(read(i)) for i in range(readers)]
+    print("subscribed", file=sys.stderr, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    print(f"{sum(received)} {min(received, default=0)} {endings}", flush=True)
+    for task in tasks:
+        task.cancel()
+    for call in stuck_calls:
+        call.cancel()
+
+
+def paced_acks(
+    stub: pb_grpc.PortfolioManagerStub, rate: int, seconds: float, tag: str
+) -> tuple[float, list[float]]:
+    """One-fill batches sent at `rate` per second on one stream, without waiting for acks:
+    the achieved ack rate and each fill's time to its ack (ms)."""
+    import queue
+    import threading
+
+    count = int(rate * seconds)
+    sent: dict[str, float] = {}
+    requests: queue.Queue[pb.IngestRequest | None] = queue.Queue()
+
+    def pace() -> None:
+        began = time.perf_counter()
+        for n in range(count):
+            delay = began + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            batch_id = f"{tag}-{n}"
+            sent[batch_id] = time.perf_counter()
+            requests.put(pb.IngestRequest(batch_id=batch_id, events=[fill(n, tag)]))
+        requests.put(None)
+
+    sender = threading.Thread(target=pace, daemon=True)
+    began = time.perf_counter()
+    sender.start()
+    samples = [
+        (time.perf_counter() - sent[answer.batch_id]) * 1000
+        for answer in stub.Ingest(iter(requests.get, None))
+    ]
+    elapsed = time.perf_counter() - began
+    sender.join()
+    return len(samples) / elapsed, samples
+
+
+def fanout_figures(args: argparse.Namespace) -> None:
+    """Ingest with no subscriber, then with 100 unfiltered ones (10 never read), in one run."""
+    readers, stuck, rate = 90, 10, args.fanout_rate
+    # A queue of 2,000 updates: the stuck subscribers are cut off within seconds.
+    with tempfile.TemporaryDirectory() as tmp:
+        service, address = start(
+            [sys.executable, "-m", "server", "--port", "0", "--store", f"lmdb://{tmp}/store",
+             "--subscriber-queue", str(QUEUE), *args.fanout_service_args]
+        )  # fmt: skip
+        listeners: subprocess.Popen[str] | None = None
+        try:
+            with grpc.insecure_channel(address) as channel:
+                stub = pb_grpc.PortfolioManagerStub(channel)
+                ingest_rate(stub, list(batches(10_000, "WARM")))
+                figures = {}
+                for label in ("none", "100"):
+                    if label == "100":
+                        listeners = subprocess.Popen(
+                            [sys.executable, __file__, "--serve-subscribers", address,
+                             str(readers), str(stuck)],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                        )  # fmt: skip
+                        assert listeners.stderr is not None
+                        listeners.stderr.readline()
+                        time.sleep(2)  # every subscription registered
+                    # Paced first: a burst leaves readers a backlog that would skew it.
+                    achieved, samples = paced_acks(stub, rate, args.fanout_seconds, f"P{label}")
+                    burst = ingest_rate(stub, list(batches(args.fanout_fills, f"B{label}")))
+                    figures[label] = (burst, achieved, samples)
+                assert listeners is not None
+                delivered, _ = listeners.communicate("", timeout=60)
+        finally:
+            if listeners is not None and listeners.poll() is None:
+                listeners.kill()
+            service.terminate()
+            service.wait(10)
+    print(f"\nFan-out (LMDB; subscribers in another process, {readers} reading + {stuck} stuck, "
+          f"unfiltered, --subscriber-queue {QUEUE}):")  # fmt: skip
+    base_burst, _, base_samples = figures["none"]
+    burst, achieved, samples = figures["100"]
+    print(f"  Ingest, batches of {BATCH}, {args.fanout_fills:,} fills: no subscriber "
+          f"{base_burst:,.0f} fills/s, 100 subscribers {burst:,.0f} fills/s, "
+          f"ratio {burst / base_burst:.2f}")  # fmt: skip
+    print(f"  One-fill batches at {rate}/s for {args.fanout_seconds:.0f} s: acked "
+          f"{figures['none'][1]:,.0f}/s without, {achieved:,.0f}/s with subscribers")  # fmt: skip
+    print(row("    ack, 100 subscribers", samples, None))
+    print(row("    ack, no subscriber", base_samples, None))
+    print(f"    ratio p50 {statistics.median(samples) / statistics.median(base_samples):.2f}x  "
+          f"p99 {pct(samples, 99) / pct(base_samples, 99):.2f}x")  # fmt: skip
+    total, least, endings = delivered.split(" ", 2)
+    print(f"  Readers got {int(total):,} updates (the least: {int(least):,}); "
+          f"streams ended: {endings.strip()}")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fills", type=int, default=100_000, help="fills per throughput run")
@@ -382,20 +529,33 @@ def main() -> int:
     parser.add_argument("--startup-fills", type=int, default=1_000_000, help="journal size")
     parser.add_argument("--memory-fills", type=int, default=1_000_000, help="fills per memory run")
     parser.add_argument(
-        "--only", choices=["service", "hot-path", "reconcile", "commits", "startup", "memory"],
+        "--only",
+        choices=["service", "hot-path", "reconcile", "commits", "startup", "fanout", "memory"],
         action="append", help="run only these sections (repeatable)",
     )  # fmt: skip
+    parser.add_argument("--fanout-rate", type=int, default=300, help="paced one-fill batches/s")
+    parser.add_argument("--fanout-seconds", type=float, default=10, help="paced ingest length")
+    parser.add_argument("--fanout-fills", type=int, default=20_000, help="fills per burst run")
+    parser.add_argument(
+        "--fanout-service-args", nargs="*", default=[],
+        help="extra service options for the fan-out section (e.g. --fanout-writes-per-second=0)",
+    )  # fmt: skip
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-subscribers", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_noop:
         asyncio.run(serve_noop())
+        return 0
+    if args.serve_subscribers:
+        address, readers, stuck = args.serve_subscribers
+        asyncio.run(serve_subscribers(address, int(readers), int(stuck)))
         return 0
     print(
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
         f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
     sections = set(
-        args.only or ["service", "hot-path", "reconcile", "commits", "startup", "memory"]
+        args.only or ["service", "hot-path", "reconcile", "commits", "startup", "fanout", "memory"]
     )
     if "service" in sections:
         service_figures(
@@ -416,6 +576,8 @@ def main() -> int:
         commit_figures(args.commits)
     if args.startup_fills and "startup" in sections:
         startup_figures(args.startup_fills, 10_000)
+    if "fanout" in sections:
+        fanout_figures(args)
     if args.memory_fills and "memory" in sections:
         from bench_memory import memory_figures  # scripts/: a fresh process per run
 

@@ -781,5 +781,5 @@ class PortfolioService(Generic[Payload]):
 
     def subscribe(
         self, filter_: SubscriptionFilter, from_sequence: int
-    ) -> tuple[list[Published[PortfolioChange, Payload]], Subscriber[PortfolioChange, Payload]]:
+    ) -> tuple[Iterator[Published[PortfolioChange, Payload]], Subscriber[PortfolioChange, Payload]]:
         return self.hub.subscribe(filter_, from_sequence)
