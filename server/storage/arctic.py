@@ -129,6 +129,8 @@ class ArcticEventStore:
         if self._lock:
             self._lock.release()
             self._lock = None
+        if self._disk:
+            self._disk.close()
         for name in ("views", "marks", "checkpoints", "journal", "arctic"):
             self.__dict__.pop(name, None)
 

@@ -7,9 +7,9 @@ read followed by garbage collection, reopening the library (SIGABRT "double free
 normal interpreter exit. Nothing in the process can touch ArcticDB again, so:
 
 - every write to an LMDB library first checks that its filesystem is writable and keeps a
-  reserve free (one `statvfs`, microseconds), and refuses with StorageUnavailable without
-  calling ArcticDB; the committer's retries then only repeat that check, and the service
-  resumes by itself once space comes back;
+  reserve free (one `statvfs` and one empty write, microseconds), and refuses with
+  StorageUnavailable without calling ArcticDB; the committer's retries then only repeat that
+  check, and the service resumes by itself once space comes back;
 - a commit that fails anyway (the disk filled between the check and the commit, an I/O error)
   ends the process at once with one line and exit code 74, before anything touches the
   corrupted heap; nothing acknowledged is lost (the group did not land; the relay resends it),
@@ -30,6 +30,7 @@ log = logging.getLogger("portfolio.storage")
 MAX_RESERVE_BYTES = 64 * 1024 * 1024  # kept free for one write (a checkpoint, a compaction)
 RESERVE_FRACTION = 0.05  # ... or this share of a small filesystem, whichever is less
 EXIT_STORE_BROKEN = 74  # EX_IOERR
+PROBE = "portfolio-writer.lock"  # the writer lock's file (lock.py): there while we write
 
 
 class StoreUnusable(StorageUnavailable):
@@ -42,6 +43,7 @@ class DiskGuard:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._probe: int | None = None  # a file of the store's, for an empty write
 
     def problem(self) -> str | None:
         """Why a write must not be tried now, or None."""
@@ -54,13 +56,33 @@ class DiskGuard:
             return f"cannot inspect {probe}: {error.strerror}"
         if stats.f_flag & os.ST_RDONLY:
             return f"read-only filesystem at {self.folder}"
-        if probe == self.folder and not os.access(probe, os.W_OK):
-            return f"no permission to write to {self.folder}"
+        if probe == self.folder:
+            refused = self._write_refused()
+            if refused:
+                return refused
         free = stats.f_bavail * stats.f_frsize
         reserve = min(MAX_RESERVE_BYTES, int(stats.f_blocks * stats.f_frsize * RESERVE_FRACTION))
         if free <= reserve:
             return f"disk full: {free} bytes free at {self.folder} (keeps {reserve} free)"
         return None
+
+    def _write_refused(self) -> str | None:
+        """An empty write to a file of the store's: refused on a filesystem that errors
+        turned read-only (ext4 `errors=remount-ro` shows as "emergency_ro", which statvfs
+        does not report), or on a folder this user may not write to."""
+        try:
+            if self._probe is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                self._probe = os.open(self.folder / PROBE, flags, 0o644)
+            os.pwrite(self._probe, b"", 0)
+        except OSError as error:
+            return f"cannot write to {self.folder}: {error.strerror}"
+        return None
+
+    def close(self) -> None:
+        if self._probe is not None:
+            os.close(self._probe)
+            self._probe = None
 
     def check(self) -> None:
         problem = self.problem()

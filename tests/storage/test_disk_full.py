@@ -207,3 +207,62 @@ def test_starting_on_a_read_only_store_ends_with_one_clear_line(small_fs):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"cannot open store {small_fs}/store: read-only filesystem" in lines[0]
+
+
+@pytest.fixture
+def ext4_remount_ro(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A 64 MiB ext4 image mounted with errors=remount-ro, and the file that reports an error
+    to it (the filesystem then refuses writes, as after a failing disk)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a filesystem image needs root (CI runs as root)")
+    image, folder = tmp_path / "ext4.img", tmp_path / "fs"
+    folder.mkdir()
+    try:
+        with open(image, "wb") as out:
+            out.truncate(64 * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", image], check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", image, folder],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"this machine does not allow a loop-mounted ext4: {error}")
+    device = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", folder], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+    try:
+        if not trigger.exists():
+            pytest.skip(f"this kernel has no {trigger} to turn ext4 read-only on cue")
+        yield folder, trigger
+    finally:
+        subprocess.run(["umount", "-l", folder], check=False)
+
+
+def test_a_store_turned_read_only_while_running_fails_closed_without_crashing(ext4_remount_ro):
+    folder, trigger = ext4_remount_ro
+    store = f"lmdb://{folder}/store"
+    service = Service(store, "--grace-seconds", "1")
+    try:
+        assert service.ingest(pb_fill("BUY", 10, 5, fill_id="kept"))[0].sequence == 1
+        trigger.write_text("1")  # ext4 now refuses every write: "emergency_ro"
+
+        error = refused(service, pb_fill("BUY", 1, 5))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        service.wait_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        time.sleep(2)  # retried with back-off meanwhile
+        assert service.process.poll() is None, f"the service died: {service.stderr()}"
+        error = refused(service, pb_fill("BUY", 1, 5))
+        assert "Read-only file system" in error.details(), error.details()
+    finally:
+        code = service.stop()
+    log = service.stderr()
+    assert code == 0, log
+    assert "Traceback" not in log
+
+    result = run_service("--store", store, "--port", "0", timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot open store {folder}/store: cannot write to" in lines[0]
+    assert "Read-only file system" in lines[0]
