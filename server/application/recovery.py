@@ -45,6 +45,7 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
         start = ledger.applied_sequence = checkpoint.sequence
     for seen in store.seen_events():
         ledger.remember(seen.kind, seen.event_id, seen.sequence, seen.fingerprint)
+    ledger.seen.settle()  # sorted here, off the event loop
     horizon = time.time_ns() - ledger.traces.ttl_ns
     for sequence, fill in store.traced_fills_since(horizon, start):
         if isinstance(fill, Fill):
