@@ -11,7 +11,7 @@ from server.domain.corrections import JournaledFill
 from server.domain.events import BrokerPosition, ExecutionEvent, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Transition
-from server.domain.position import Position
+from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
 
@@ -61,6 +61,30 @@ class ReconciliationRun:
 
     reconciliation: Reconciliation
     residuals: Sequence[PositionView]
+
+
+class ViewsIncomplete(StorageUnavailable):
+    """Some analysts' views could not be written; every other one was. One symbol the store
+    refuses never holds back the others: `events`, `keys` (rows) and `runs` are what to hand
+    over again, not before `retry_in` seconds (each failing symbol backs off on its own).
+    `failing` names every symbol failing now, with its cause; `skipped` those the store can
+    never hold (their rows are dropped for good: the journal keeps the events)."""
+
+    def __init__(
+        self,
+        *,
+        failing: dict[str, str],
+        skipped: dict[str, str],
+        events: list[Sequenced],
+        keys: set[PositionKey],
+        runs: list[ReconciliationRun],
+        retry_in: float | None,
+    ) -> None:
+        super().__init__(
+            f"views of {len(failing)} symbol(s) failing, {len(skipped)} skipped for good"
+        )
+        self.failing, self.skipped = failing, skipped
+        self.events, self.keys, self.runs, self.retry_in = events, keys, runs, retry_in
 
 
 class EventStore(Protocol):

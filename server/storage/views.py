@@ -13,23 +13,38 @@
   it replaces), append() for new rows. ArcticDB refuses update() on a non-timestamp index, so
   each row's slot number is stored as a timestamp (slot n = n ns after the epoch); the
   `timestamp` column is the row's last change, `slot` its number.
+
+Each symbol is written on its own: one the store refuses (a transient fault, or a name it can
+never hold: ids written before the door refused them) never holds back the others. A failing
+symbol backs off on its own (1 s doubling to 60 s); a name the store can never hold is skipped
+for good. The watermark `checkpoints/views_through` says through which sequence every event's
+rows are written (or skipped): a restart catches the views up from there, not from the
+journal's start.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import arcticdb as adb
 import pandas as pd
 
-from server.application.ports import OrderTransition, ReconciliationRun, Sequenced
+from server.application.ports import (
+    OrderTransition,
+    ReconciliationRun,
+    Sequenced,
+    ViewsIncomplete,
+)
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
 from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
+from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
 
 log = logging.getLogger("portfolio.views")
@@ -61,6 +76,43 @@ POSITION_COLUMNS = [
 ]  # fmt: skip
 MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
 COMPACT_EVERY = 500  # writes to one symbol between compactions of its segments
+FIRST_RETRY, LAST_RETRY = 1.0, 60.0  # a failing symbol's back-off, seconds
+WATERMARK = ("checkpoints", "views_through")  # library, symbol
+MAX_SYMBOL_CHARACTERS = 254  # measured on arcticdb 6.28: 255 fails
+
+
+def unholdable(symbol: str) -> str:
+    """Why ArcticDB can never hold `symbol` as a name ("" when it can): measured on 6.28,
+    symbols must be 1 to 254 printable ASCII characters, none of `*`, `<`, `>`."""
+    if not symbol:
+        return "an empty name"
+    if len(symbol) > MAX_SYMBOL_CHARACTERS:
+        return f"{len(symbol)} characters (at most {MAX_SYMBOL_CHARACTERS})"
+    for character in symbol:
+        if not " " <= character <= "~" or character in "*<>":
+            return f"the character {character!r} (printable ASCII only, and not * < >)"
+    return ""
+
+
+def label(library: str, symbol: str) -> str:
+    """A symbol as logs and health name it (a long one cut short)."""
+    return f"{library}/{symbol if len(symbol) <= 64 else symbol[:61] + '...'}"
+
+
+def _cause(error: Exception) -> str:
+    """An error in one line (ArcticDB's messages can run to pages)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+@dataclass
+class _Failing:
+    """A symbol whose last write failed: why, and when to try again."""
+
+    cause: str
+    attempts: int
+    retry_at: float  # time.monotonic()
+    first_unwritten: int  # the lowest sequence it holds back (0: rows, which are rewritten)
 
 
 def _utc(ns: Sequence[int]) -> pd.DatetimeIndex:
@@ -177,6 +229,12 @@ class ArcticViews:
         self._logs: dict[tuple[str, str], _EventLog] = {}
         self._tables: dict[tuple[str, str], _RowTable] = {}
         self._writes: dict[tuple[str, str], int] = defaultdict(int)
+        self._watermark = arctic.get_library(WATERMARK[0], create_if_missing=True)
+        self._failing: dict[tuple[str, str], _Failing] = {}
+        self._skipped: dict[tuple[str, str], str] = {}
+        self._handed_through = 0  # the highest sequence handed over
+        self._saved_through = 0
+        self.clock = time.monotonic
 
     def _wrote(self, library: adb.library.Library, symbol: str) -> None:
         """Small appends fragment a symbol; compacting now and then keeps reads and appends
@@ -205,49 +263,170 @@ class ArcticViews:
             self._logs[key] = state
         return state
 
-    def record_events(
+    def record(
         self,
-        events: Iterable[Sequenced],
+        events: Sequence[Sequenced],
+        positions: Iterable[PositionView],
         transitions: Iterable[OrderTransition] = (),
-        runs: Iterable[ReconciliationRun] = (),
+        runs: Sequence[ReconciliationRun] = (),
     ) -> None:
-        """Appends each account's new fills, corrections, status changes and reconciliation
-        reports: one append per symbol, and an update() per corrected transition."""
+        """Writes each symbol's new rows on its own; raises ViewsIncomplete naming what was
+        not written (and what to hand over again) when a symbol failed or was skipped."""
+        skipped_before = len(self._skipped)
+        events_left = self._record_events(events, transitions)
+        runs_left = self._record_runs(runs)
+        residuals = [row for run in runs for row in run.residuals]
+        keys_left = self._record_positions([*positions, *residuals])
+        runs_left += [
+            run
+            for run in runs
+            if run not in runs_left and any(row.key in keys_left for row in run.residuals)
+        ]
+        self._handed_through = max(
+            self._handed_through,
+            events[-1][0] if events else 0,
+            max((run.reconciliation.sequence for run in runs), default=0),
+        )
+        self._save_watermark()
+        if (
+            events_left
+            or keys_left
+            or runs_left
+            or self._failing
+            or (len(self._skipped) > skipped_before)
+        ):
+            now = self.clock()
+            raise ViewsIncomplete(
+                failing={label(*key): f.cause for key, f in self._failing.items()},
+                skipped={label(*key): reason for key, reason in self._skipped.items()},
+                events=sorted(events_left, key=lambda item: item[0]),
+                keys=keys_left,
+                runs=runs_left,
+                retry_in=min(
+                    (max(f.retry_at - now, 0.0) for f in self._failing.values()), default=None
+                ),
+            )
+
+    def _attempt(self, library: str, symbol: str, first: int, write: Callable[[], None]) -> bool:
+        """Runs one symbol's write unless it is backing off; True when its rows are done with
+        (written, or dropped for good because the store can never hold the symbol)."""
+        key = (library, symbol)
+        reason = unholdable(symbol)
+        if reason:
+            self._skipped.setdefault(key, f"the store cannot hold a symbol with {reason}")
+            return True
+        failing = self._failing.get(key)
+        now = self.clock()
+        if failing is not None and now < failing.retry_at:
+            return False
+        try:
+            write()
+        except Exception as error:  # ArcticDB, the OS and the network all raise their own
+            # What is cached about the symbol may be wrong now: read it again next time.
+            self._logs.pop(key, None)
+            self._tables.pop(key, None)
+            attempts = failing.attempts + 1 if failing else 1
+            held_back = failing.first_unwritten if failing else 0
+            self._failing[key] = _Failing(
+                _cause(error),
+                attempts,
+                now + min(FIRST_RETRY * 2 ** (attempts - 1), LAST_RETRY),
+                min(first, held_back) if held_back else first,
+            )
+            return False
+        self._failing.pop(key, None)
+        return True
+
+    @property
+    def recorded_through(self) -> int:
+        """Every event up to this sequence has its rows written, or skipped for good."""
+        held_back = [f.first_unwritten for f in self._failing.values() if f.first_unwritten]
+        return min([self._handed_through, *(first - 1 for first in held_back)])
+
+    def _save_watermark(self) -> None:
+        through = self.recorded_through
+        if through > self._saved_through and self._attempt(
+            *WATERMARK, 0, functools.partial(self._write_watermark, through)
+        ):
+            self._saved_through = through
+
+    def _write_watermark(self, through: int) -> None:
+        frame = pd.DataFrame({"sequence": [through]}, dtype="int64")
+        self._watermark.write(
+            WATERMARK[1], frame, metadata={"sequence": through}, prune_previous_versions=True
+        )
+
+    def saved_through(self) -> int | None:
+        """The watermark stored last (None: never stored, e.g. by an earlier version)."""
+        if not self._watermark.has_symbol(WATERMARK[1]):
+            return None
+        metadata = self._watermark.read_metadata(WATERMARK[1]).metadata
+        self._saved_through = int(metadata["sequence"])
+        return self._saved_through
+
+    def _record_events(
+        self, events: Iterable[Sequenced], transitions: Iterable[OrderTransition]
+    ) -> list[Sequenced]:
+        """Appends each account's new fills, corrections and status changes (one append per
+        symbol, an update() per corrected transition); returns those not written."""
         judged = {item.sequence: item for item in transitions}
         grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
         for sequence, event in events:
             if isinstance(event, Fill | OrderStatusUpdate | FillCorrection):
                 grouped[(event.kind, event.account_id)].append((sequence, event))
+        left: list[Sequenced] = []
         for (kind, account_id), rows in grouped.items():
             library = self._library_of_kind[kind]
-            state = self._log(library, account_id)
-            rows = [(s, e) for s, e in rows if s > state.last_sequence]
-            if not rows:
-                continue
-            if kind == "correction":
-                table = [_correction_row(s, e) for s, e in rows if isinstance(e, FillCorrection)]
-                times = [e.timestamp_ns for _, e in rows]
-                self._append_rows(
-                    library, account_id, state, table, times, CORRECTION_COLUMNS, "fill_time"
-                )
-            else:
-                self._append_events(library, account_id, state, rows, judged)
-        by_account: dict[str, list[Reconciliation]] = defaultdict(list)
+            write = functools.partial(self._write_log, library, account_id, kind, rows, judged)
+            if not self._attempt(library.name, account_id, rows[0][0], write):
+                left.extend(rows)
+        return left
+
+    def _write_log(
+        self,
+        library: adb.library.Library,
+        symbol: str,
+        kind: str,
+        rows: list[Sequenced],
+        judged: dict[int, OrderTransition],
+    ) -> None:
+        state = self._log(library, symbol)
+        rows = [(s, e) for s, e in rows if s > state.last_sequence]
+        if not rows:
+            return
+        if kind == "correction":
+            table = [_correction_row(s, e) for s, e in rows if isinstance(e, FillCorrection)]
+            times = [e.timestamp_ns for _, e in rows]
+            self._append_rows(library, symbol, state, table, times, CORRECTION_COLUMNS, "fill_time")
+        else:
+            self._append_events(library, symbol, state, rows, judged)
+
+    def _record_runs(self, runs: Iterable[ReconciliationRun]) -> list[ReconciliationRun]:
+        """Appends each account's reconciliation reports; returns the runs not written."""
+        by_account: dict[str, list[ReconciliationRun]] = defaultdict(list)
         for run in runs:
-            by_account[run.reconciliation.account_id].append(run.reconciliation)
-        for account_id, reports in by_account.items():
-            state = self._log(self.reconciliations, account_id)
-            table = [
-                row
-                for report in sorted(reports, key=lambda r: r.sequence)
-                if report.sequence > state.last_sequence
-                for row in _reconciliation_rows(report)
-            ]
-            times = [int(row[2]) for row in table]  # type: ignore[call-overload]
-            self._append_rows(
-                self.reconciliations, account_id, state, table, times,
-                RECONCILIATION_COLUMNS, "reconciled_at",
-            )  # fmt: skip
+            by_account[run.reconciliation.account_id].append(run)
+        left: list[ReconciliationRun] = []
+        for account_id, account_runs in by_account.items():
+            reports = sorted((run.reconciliation for run in account_runs), key=lambda r: r.sequence)
+            write = functools.partial(self._write_reports, account_id, reports)
+            if not self._attempt(self.reconciliations.name, account_id, reports[0].sequence, write):
+                left.extend(account_runs)
+        return left
+
+    def _write_reports(self, account_id: str, reports: list[Reconciliation]) -> None:
+        state = self._log(self.reconciliations, account_id)
+        table = [
+            row
+            for report in reports
+            if report.sequence > state.last_sequence
+            for row in _reconciliation_rows(report)
+        ]
+        times = [int(row[2]) for row in table]  # type: ignore[call-overload]
+        self._append_rows(
+            self.reconciliations, account_id, state, table, times,
+            RECONCILIATION_COLUMNS, "reconciled_at",
+        )  # fmt: skip
 
     def _append_events(
         self,
@@ -345,7 +524,7 @@ class ArcticViews:
         lasts = [
             self._log(self._library_of_kind[kind], account_id).last_sequence
             for kind, account_id in symbols
-            if kind in self._library_of_kind
+            if kind in self._library_of_kind and not unholdable(account_id)
         ]
         return min(lasts, default=0)
 
@@ -365,17 +544,22 @@ class ArcticViews:
             self._tables[key] = table
         return table
 
-    def record_positions(self, views: Iterable[PositionView]) -> None:
-        """Writes the given rows' latest state into `positions` and `portfolio`."""
-        grouped: dict[tuple[str, str], dict[tuple[str, str, str], PositionView]] = defaultdict(dict)
+    def _record_positions(self, views: Iterable[PositionView]) -> set[PositionKey]:
+        """Writes the given rows' latest state into `positions` and `portfolio`, one symbol at
+        a time; returns the keys of the rows not written."""
+        grouped: dict[tuple[str, str], dict[PositionKey, PositionView]] = defaultdict(dict)
         for view in views:
             key = view.key
             grouped[("portfolio", key.account_id)][key] = view
             if not key.is_account_level and not view.residual:
                 grouped[("positions", key.strategy_id)][key] = view
+        left: set[PositionKey] = set()
         for (library_name, symbol), changed in grouped.items():
             library = self.portfolio if library_name == "portfolio" else self.positions
-            self._upsert(library, symbol, list(changed.values()))
+            write = functools.partial(self._upsert, library, symbol, list(changed.values()))
+            if not self._attempt(library_name, symbol, 0, write):
+                left.update(changed)
+        return left
 
     def _upsert(
         self, library: adb.library.Library, symbol: str, changed: list[PositionView]

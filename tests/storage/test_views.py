@@ -157,8 +157,8 @@ def test_reconciliation_runs_are_recorded_one_row_per_line(tmp_path):
         runs.append(ReconciliationRun(outcome.applied.reconciliation, []))
         ledger.record(fill("BUY", 100, "10.5", account="U1"))
     views = ArcticViews(adb.Arctic(f"lmdb://{tmp_path}/store"))
-    views.record_events([], [], runs[:1])
-    views.record_events([], [], runs)  # the first again, and the second
+    views.record([], [], [], runs[:1])
+    views.record([], [], [], runs)  # the first again, and the second
     frame = views.reconciliations.read("U1").data
     assert list(frame.columns) == RECONCILIATION_COLUMNS
     assert list(frame.status) == ["NONE", "RESIDUAL", "UNATTRIBUTED"]
