@@ -44,6 +44,7 @@ IdHash = Callable[[str, str], int]
 PARTITION_BITS = 8  # 256 partitions: small ones merge cheaply; few, so few dicts half-full
 MERGE_AT_LEAST = 64  # ids a partition's dict gathers before a merge is worth its calls
 MERGE_RATIO = 32  # ... or this fraction of the partition: a merge copies ~32 entries per id
+CONFIRMED = 1024  # reused ids whose journal read is kept
 
 Hashes = npt.NDArray[np.uint64]
 Ints = npt.NDArray[np.int64]
@@ -91,6 +92,9 @@ class SeenIds:
         # needed (a sort of all, not a merge each).
         self._loaded: tuple[array[int], array[int], array[int]] | None = None
         self._count = 0
+        # Ids the journal confirmed reused, the latest few: a client resending one again
+        # costs no second read.
+        self._confirmed: dict[tuple[str, str], tuple[int, int]] = {}
 
     def __len__(self) -> int:
         self._settle()
@@ -120,8 +124,13 @@ class SeenIds:
                 return seen
             others.append(seen)
             index += 1
+        if others and key in self._confirmed:
+            return self._confirmed[key]
         for seen in others:
             if self._journaled_as(seen[0]) == key:
+                self._confirmed[key] = seen
+                if len(self._confirmed) > CONFIRMED:
+                    del self._confirmed[next(iter(self._confirmed))]
                 return seen
         return None
 

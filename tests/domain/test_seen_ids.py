@@ -124,6 +124,8 @@ def test_a_hash_collision_is_settled_by_the_journal():
     assert journal.reads == []  # a duplicate needs no read
     assert seen.find("fill", "a", version("a", 1).fingerprint()) == (1, first.fingerprint())
     assert journal.reads == [1]
+    assert seen.find("fill", "a", version("a", 2).fingerprint()) == (1, first.fingerprint())
+    assert journal.reads == [1]  # a reused id resent: its read is kept
 
 
 def test_an_id_not_journaled_yet_is_never_read_back():
