@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from decimal import Decimal
@@ -245,21 +246,35 @@ class ViewProjector:
         self.fault = cause
 
     def _symbols_now(self, failing: dict[str, str], skipped: dict[str, str]) -> None:
-        """Logs each symbol once when it starts failing (with its cause), once when it is
-        written again, and once when it is skipped for good."""
+        """Logs symbols once when they start failing (one line per cause: a full disk fails
+        every symbol at once), once when they are written again, and once when skipped."""
+        started: dict[str, list[str]] = defaultdict(list)
         for symbol, cause in failing.items():
             if symbol not in self.failing_symbols:
-                log.warning(
-                    "view %s not written, retrying with back-off (the other views go on): %s",
-                    symbol,
-                    cause,
-                )
-        for symbol in self.failing_symbols.keys() - failing.keys():
-            log.info("view %s written again", symbol)
-        for symbol, reason in skipped.items():
-            if symbol not in self.skipped_symbols:
-                log.warning(
-                    "view %s skipped for good: %s (the journal keeps its events)", symbol, reason
-                )
+                started[cause].append(symbol)
+        for cause, names in started.items():
+            log.warning(
+                "view %s not written, retrying with back-off (the other views go on): %s",
+                _names(names),
+                cause,
+            )
+        ended = sorted(self.failing_symbols.keys() - failing.keys())
+        if ended:
+            log.info("view %s written again", _names(ended))
+        new = {
+            symbol: reason
+            for symbol, reason in skipped.items()
+            if symbol not in self.skipped_symbols
+        }
+        for symbol, reason in new.items():
+            log.warning(
+                "view %s skipped for good: %s (the journal keeps its events)", symbol, reason
+            )
         self.failing_symbols = dict(failing)
-        self.skipped_symbols.update(skipped)
+        self.skipped_symbols.update(new)
+
+
+def _names(symbols: list[str], shown: int = 5) -> str:
+    """Some symbols by name, and how many more."""
+    more = len(symbols) - shown
+    return ", ".join(symbols[:shown]) + (f" and {more} more" if more > 0 else "")

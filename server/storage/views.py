@@ -277,14 +277,15 @@ class ArcticViews:
         runs_left = self._record_runs(runs)
         residuals = [row for run in runs for row in run.residuals]
         keys_left = self._record_positions([*positions, *residuals])
+        kept = {id(run) for run in runs_left}
         runs_left += [
             run
             for run in runs
-            if run not in runs_left and any(row.key in keys_left for row in run.residuals)
+            if id(run) not in kept and any(row.key in keys_left for row in run.residuals)
         ]
         self._handed_through = max(
             self._handed_through,
-            events[-1][0] if events else 0,
+            max((sequence for sequence, _ in events), default=0),
             max((run.reconciliation.sequence for run in runs), default=0),
         )
         self._save_watermark()

@@ -89,8 +89,9 @@ def test_ids_the_store_cannot_hold_stop_no_other_view(tmp_path):
 
 def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
     store = f"lmdb://{tmp_path}/store"
-    prepared = ArcticEventStore(store)  # A3's fills symbol holds a frame the view cannot extend
-    prepared.views.fills.write("A3", pd.DataFrame({"other": [1]}))
+    prepared = ArcticEventStore(store)  # A3's and A4's fills symbols hold frames the view
+    for account in ("A3", "A4"):  # cannot extend
+        prepared.views.fills.write(account, pd.DataFrame({"other": [1]}))
     prepared.close()
     del prepared
     gc.collect()  # LMDB: one open instance per path and process
@@ -102,20 +103,30 @@ def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
         projector.on_health = health.append
         fills = server.running.store.views.fills
         with caplog.at_level(logging.INFO, logger="portfolio.views"):
-            ingest(server, pb_fill("BUY", 1, 10, account="A3"), pb_fill("BUY", 2, 10))
+            ingest(
+                server,
+                pb_fill("BUY", 1, 10, account="A3"),
+                pb_fill("BUY", 2, 10),
+                pb_fill("BUY", 1, 10, account="A4"),
+            )
             wait_until(lambda: fills.has_symbol("A1") and "fills/A3" in projector.failing_symbols)
             assert not projector.healthy and health == [False]
             ingest(server, pb_fill("BUY", 3, 10, account="A3"), pb_fill("BUY", 4, 10))
             wait_until(lambda: len(fills.read("A1").data) == 2)  # A1 goes on
             time.sleep(2.5)  # A3 is tried again, backing off, while it keeps failing
             assert "fills/A3" in projector.failing_symbols
-            fills.delete("A3")  # the operator repairs the symbol
+            fills.delete("A3")  # the operator repairs the symbols
+            fills.delete("A4")
             wait_until(lambda: projector.healthy, timeout=30)
-            assert list(fills.read("A3").data["sequence"]) == [1, 3]
+            assert list(fills.read("A3").data["sequence"]) == [1, 4]
+            assert list(fills.read("A4").data["sequence"]) == [3]
             assert health == [False, True]
-        warnings = [r for r in caplog.records if "fills/A3" in r.getMessage()]
-        assert [r.levelname for r in warnings] == ["WARNING", "INFO"]  # once failing, once fixed
-        assert "Error" in warnings[0].getMessage()  # with its cause
+        # One line when they start failing (the same cause: one line for both), one when fixed.
+        for account in ("A3", "A4"):
+            lines = [r for r in caplog.records if f"fills/{account}" in r.getMessage()]
+            assert [r.levelname for r in lines] == ["WARNING", "INFO"]
+        failing = next(r.getMessage() for r in lines if r.levelname == "WARNING")
+        assert "fills/A3, fills/A4" in failing and "Error" in failing  # with its cause
     finally:
         server.stop()
 
