@@ -93,9 +93,12 @@ class Checkpointer:
             self._held = snapshot(ledger)
             self._taken = ledger.applied_sequence
         if held is not None and held.sequence > self.saved_sequence:
-            future = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._store.save_checkpoint, held
-            )
+            try:
+                future = asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._store.save_checkpoint, held
+                )
+            except RuntimeError:  # the service is stopping: its executor takes no more work
+                return
             future.add_done_callback(functools.partial(self._saved, held))
 
     def _saved(self, checkpoint: Checkpoint, done: asyncio.Future[None]) -> None:

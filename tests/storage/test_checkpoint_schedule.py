@@ -121,3 +121,20 @@ def test_killed_lives_replay_only_since_the_timed_checkpoint(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert replayed == [0] * len(replayed), replayed
+
+
+def test_a_crash_loop_of_short_lives_replays_no_more_and_more(tmp_path):
+    """Killed before any checkpoint could be written: a start whose replay was longer than an
+    interval checkpoints what it recovered, so the next start replays only what came since."""
+    store = f"lmdb://{tmp_path}/store"
+    flags = ("--checkpoint-every", "20", "--checkpoint-seconds", "3600")
+    replayed = []
+    for _ in range(6):
+        process, address, recovered = start_crashable(store, *flags)
+        try:
+            replayed.append(replayed_in(recovered))
+            ingest_some(address, FILLS)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+    assert max(replayed) < 20 + FILLS, replayed
