@@ -20,9 +20,10 @@ class ServiceConfig:
     trace_ttl_seconds: float = 300.0
     replay_capacity: int = 100_000
     subscriber_queue: int = 10_000
-    # Writes per second to all subscribers together (0: no limit). A write costs the event
-    # loop about 40 us on 2 cores: 2,500 a second keeps fan-out near 10% of what ingest has.
-    fanout_writes_per_second: float = 2500.0
+    # Update writes per second to all subscribers together (0: no limit). A write costs the
+    # event loop about 40-50 us on 2 cores whatever its size; 1,000 a second kept 100
+    # subscribers within ~10% of ingest's latency in scripts/benchmark.py --only fanout.
+    fanout_writes_per_second: float = 1000.0
     heartbeat_seconds: float = 5.0
     max_batch_events: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
