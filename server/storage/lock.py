@@ -59,7 +59,14 @@ class WriterLock:
 def lease_seconds() -> float:
     """The writer lease's renewal period on object storage: PORTFOLIO_LEASE_SECONDS, default
     5 s (a lease lapses after three periods without renewal; tests shorten it)."""
-    return float(os.environ.get("PORTFOLIO_LEASE_SECONDS", "5"))
+    text = os.environ.get("PORTFOLIO_LEASE_SECONDS", "5")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 3600:
+        raise RuntimeError(f"PORTFOLIO_LEASE_SECONDS={text!r}: give seconds, such as 5")
+    return seconds
 
 
 class WriterLease:
