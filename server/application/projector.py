@@ -54,7 +54,7 @@ class ViewProjector:
         self._runs: list[ReconciliationRun] = []
         self._rows: dict[PositionKey, tuple[Position, Decimal]] = {}
         self._marks: tuple[list[Mark], list[FxRate]] | None = None
-        self._running: asyncio.Future[None] | None = None
+        self._running: asyncio.Future[bool] | None = None
         self._fresh = False  # work submitted since the last write began
         self._retry: asyncio.TimerHandle | None = None
         self._delay = retry_seconds  # back-off of a write that failed as a whole
@@ -150,7 +150,8 @@ class ViewProjector:
         transitions: list[OrderTransition],
         marks: tuple[list[Mark], list[FxRate]] | None,
         runs: list[ReconciliationRun],
-    ) -> None:
+    ) -> bool:
+        """Writes a batch; True when it went to the views (not only marks)."""
         incomplete: ViewsIncomplete | None = None
         if events or rows or runs:
             views = [position_view(row, mark, self._precision) for row, mark in rows]
@@ -162,10 +163,11 @@ class ViewProjector:
             self._store.record_marks(*marks)
         if incomplete is not None:
             raise incomplete
+        return bool(events or rows or runs)
 
     def _written(
         self,
-        done: asyncio.Future[None],
+        done: asyncio.Future[bool],
         events: list[Sequenced],
         rows: list[tuple[Position, Decimal]],
         transitions: list[OrderTransition],
@@ -177,7 +179,8 @@ class ViewProjector:
         error = done.exception()
         retry_in: float | None = None
         if error is None:
-            self._symbols_now({}, {})
+            if done.result():  # every symbol written: none failing now
+                self._symbols_now({}, {})
             self._whole_write(None)
         elif isinstance(error, ViewsIncomplete):
             self._whole_write(None)
