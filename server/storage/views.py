@@ -77,6 +77,9 @@ POSITION_COLUMNS = [
 MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
 COMPACT_EVERY = 500  # writes to one symbol between compactions of its segments
 FIRST_RETRY, LAST_RETRY = 1.0, 60.0  # a failing symbol's back-off, seconds
+# Events one failing symbol may hold back in memory; beyond, it waits for the next start,
+# which catches it up from the journal (its rows cannot be written later out of order).
+HOLD_LIMIT = 100_000
 WATERMARK = ("checkpoints", "views_through")  # library, symbol
 MAX_SYMBOL_CHARACTERS = 254  # measured on arcticdb 6.28: 255 fails
 
@@ -113,6 +116,7 @@ class _Failing:
     attempts: int
     retry_at: float  # time.monotonic()
     first_unwritten: int  # the lowest sequence it holds back (0: rows, which are rewritten)
+    suspended: bool = False  # too much held back: left to the next start's catch-up
 
 
 def _utc(ns: Sequence[int]) -> pd.DatetimeIndex:
@@ -235,6 +239,7 @@ class ArcticViews:
         self._handed_through = 0  # the highest sequence handed over
         self._saved_through = 0
         self.clock = time.monotonic
+        self.hold_limit = HOLD_LIMIT
 
     def _wrote(self, library: adb.library.Library, symbol: str) -> None:
         """Small appends fragment a symbol; compacting now and then keeps reads and appends
@@ -304,19 +309,31 @@ class ArcticViews:
                 keys=keys_left,
                 runs=runs_left,
                 retry_in=min(
-                    (max(f.retry_at - now, 0.0) for f in self._failing.values()), default=None
+                    (max(f.retry_at - now, 0.0) for f in self._failing.values() if not f.suspended),
+                    default=None,
                 ),
             )
 
-    def _attempt(self, library: str, symbol: str, first: int, write: Callable[[], None]) -> bool:
+    def _attempt(
+        self, library: str, symbol: str, first: int, write: Callable[[], None], held: int = 0
+    ) -> bool:
         """Runs one symbol's write unless it is backing off; True when its rows are done with
-        (written, or dropped for good because the store can never hold the symbol)."""
+        (written; dropped for good because the store can never hold the symbol; or, for a
+        symbol suspended after holding `hold_limit` events back, left to the next start)."""
         key = (library, symbol)
         reason = unholdable(symbol)
         if reason:
             self._skipped.setdefault(key, f"the store cannot hold a symbol with {reason}")
             return True
         failing = self._failing.get(key)
+        if failing is not None and (failing.suspended or held > self.hold_limit):
+            if not failing.suspended:
+                failing.suspended = True
+                failing.cause += (
+                    f" (suspended after holding back {held:,} events: the next start catches"
+                    " it up from the journal)"
+                )
+            return True
         now = self.clock()
         if failing is not None and now < failing.retry_at:
             return False
@@ -379,7 +396,7 @@ class ArcticViews:
         for (kind, account_id), rows in grouped.items():
             library = self._library_of_kind[kind]
             write = functools.partial(self._write_log, library, account_id, kind, rows, judged)
-            if not self._attempt(library.name, account_id, rows[0][0], write):
+            if not self._attempt(library.name, account_id, rows[0][0], write, len(rows)):
                 left.extend(rows)
         return left
 

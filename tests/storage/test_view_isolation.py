@@ -151,3 +151,40 @@ def test_a_restart_does_not_reread_the_journal_into_the_views(tmp_path):
             server.stop()
     arctic = adb.Arctic(store)
     assert list(arctic.get_library("fills").read("BUSY").data["sequence"]) == list(range(2, 34))
+
+
+def test_a_symbol_that_holds_back_too_much_is_left_to_the_next_start(tmp_path):
+    """Memory stays bounded while a symbol fails for long: past `hold_limit` events held back,
+    it waits for the next start, whose catch-up from the journal writes it in order."""
+    store = f"lmdb://{tmp_path}/store"
+    prepared = ArcticEventStore(store)
+    prepared.views.fills.write("A3", pd.DataFrame({"other": [1]}))
+    prepared.close()
+    del prepared
+    gc.collect()
+
+    server = start_test_server(store=store)
+    try:
+        server.running.store.views.hold_limit = 3
+        projector = server.running.service.projector
+        fills = server.running.store.views.fills
+        ingest(server, *[pb_fill("BUY", 1, 10, account="A3") for _ in range(5)])
+        wait_until(lambda: "fills/A3" in projector.failing_symbols)
+        ingest(server, pb_fill("BUY", 1, 10))
+        wait_until(lambda: "suspended" in projector.failing_symbols["fills/A3"])
+        assert not projector._events  # nothing held for it in memory any more
+        fills.delete("A3")  # repaired, but its rows could only be written out of order now
+        ingest(server, pb_fill("BUY", 1, 10, account="A3"), pb_fill("BUY", 1, 10))
+        wait_until(lambda: len(fills.read("A1").data) == 2)
+        assert not fills.has_symbol("A3") and not projector.healthy
+    finally:
+        server.stop()
+
+    again = start_test_server(store=store)
+    try:
+        fills = again.running.store.views.fills
+        wait_until(lambda: fills.has_symbol("A3") and len(fills.read("A3").data) == 6)
+        assert list(fills.read("A3").data["sequence"]) == [1, 2, 3, 4, 5, 7]
+        assert again.running.service.projector.healthy
+    finally:
+        again.stop()
