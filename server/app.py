@@ -235,7 +235,7 @@ async def _start(
             if periodic is not None:
                 supervision.watch(periodic)
         housekeeping = asyncio.create_task(
-            _housekeeping(service, store, executor, config.trace_ttl_seconds, broker, set_health),
+            _housekeeping(service, config.trace_ttl_seconds, broker, set_health),
             name="housekeeping",
         )
         supervision.watch(housekeeping)
@@ -265,15 +265,14 @@ def _broker(config: ServiceConfig) -> Broker | None:
 
 async def _housekeeping(
     service: PortfolioService[pb.PortfolioUpdate],
-    store: ArcticEventStore,
-    executor: ThreadPoolExecutor,
     trace_ttl: float,
     broker: Broker | None,
     set_health: Callable[[str, bool], None],
 ) -> None:
-    """Expires traces, keeps an object store's writer lease alive, and reports the broker
-    connection on health (checked every half second; the adapter logs the transitions)."""
-    period = min(max(trace_ttl / 10, 0.1), 60.0, store.lease_seconds or 60.0)
+    """Expires traces and reports the broker connection on health (checked every half
+    second; the adapter logs the transitions). An object store's writer lease renews itself
+    from a thread of its own."""
+    period = min(max(trace_ttl / 10, 0.1), 60.0)
     loop = asyncio.get_running_loop()
     next_expiry = loop.time() + period
     broker_up: bool | None = None
@@ -286,11 +285,6 @@ async def _housekeeping(
             continue
         next_expiry = loop.time() + period
         service.expire_traces()
-        if store.lease_seconds:
-            try:
-                await loop.run_in_executor(executor, store.renew_lease)
-            except Exception as error:  # the journal's own failures drive health
-                log.warning("writer lease not renewed: %s", error)
 
 
 STOP_MARGIN_SECONDS = 5.0  # beyond the grace: committing what is pending, the last views

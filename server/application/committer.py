@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from server.application.ports import EventStore, Sequenced, StorageUnavailable
+from server.application.ports import EventStore, Sequenced, StorageUnavailable, WriterFenced
 
 log = logging.getLogger("portfolio.commit")
 
@@ -111,6 +111,8 @@ class GroupCommitter:
             try:
                 await loop.run_in_executor(self._executor, self.store.append, group)
                 break
+            except WriterFenced:
+                raise  # another service writes the store now: this one can only stop
             except StorageUnavailable as error:
                 if self.healthy:
                     log.error("store failed, not acknowledging until it works: %s", error)

@@ -116,14 +116,6 @@ class ArcticEventStore:
         self._appends = 0
         self._view_symbols: set[tuple[str, str]] | None = None
 
-    def renew_lease(self) -> None:
-        """Nothing left to do: an object store's writer lease renews itself from a thread of
-        its own (a lost lease is logged once there and refuses every append)."""
-
-    @property
-    def lease_seconds(self) -> float | None:
-        return self._lock.renew_seconds if isinstance(self._lock, WriterLease) else None
-
     def close(self) -> None:
         """Lets go of the store (LMDB allows one open instance per path and process)."""
         if self._lock:
