@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import grpc
 import pytest
 
+from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks, pb_fill
 from tests.conftest import start_test_server
@@ -53,8 +56,6 @@ def test_graceful_restarts_replay_less_than_an_interval(tmp_path, checkpoint_eve
 
 def test_a_subscriber_up_to_date_resumes_after_a_graceful_stop(tmp_path):
     """The stop's checkpoint may be at the last sequence: resuming from it + 1 still works."""
-    from portfolio.v1 import portfolio_pb2 as pb
-
     store = f"lmdb://{tmp_path}/store"
     first = start_test_server(store=store, checkpoint_seconds=3600.0)
     try:
@@ -76,9 +77,6 @@ def test_a_subscriber_up_to_date_resumes_after_a_graceful_stop(tmp_path):
 
 def start_crashable(store: str, *flags: str):
     """The service in a subprocess; returns it, its address and its recovery log line."""
-    import subprocess
-    import sys
-
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--port", "0", "--store", store, *flags],
         cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
