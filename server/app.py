@@ -44,6 +44,7 @@ log = logging.getLogger("portfolio")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name
 BROKER_HEALTH = "broker"  # SERVING while the broker connection is up
 RECONCILIATION_HEALTH = "reconciliation"  # SERVING while no live account has a discrepancy
+VIEWS_HEALTH = "views"  # SERVING while every analysts' view symbol is written
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -166,6 +167,7 @@ async def _start(
     )
     report = await loop.run_in_executor(executor, recover, service, store)
     supervision = Supervision(on_failure=lambda cause: on_health(False))
+    service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
     supervision.watch(service.committer.start())
     try:
         service.projector.submit(
@@ -225,6 +227,9 @@ async def _start(
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, SERVING)
+        await health_servicer.set(
+            VIEWS_HEALTH, SERVING if service.projector.healthy else NOT_SERVING
+        )
         await health_servicer.set(
             RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import arcticdb as adb
 import grpc
 import pandas as pd
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.domain.events import journaled_limits
@@ -87,6 +88,18 @@ def test_ids_the_store_cannot_hold_stop_no_other_view(tmp_path):
         again.stop()
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def views_health(server) -> int:
+    """The `views` service's status on the gRPC health service."""
+    with grpc.insecure_channel(server.address) as channel:
+        request = health_pb2.HealthCheckRequest(service="views")
+        status: int = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+        return status
+
+
 def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
     store = f"lmdb://{tmp_path}/store"
     prepared = ArcticEventStore(store)  # A3's and A4's fills symbols hold frames the view
@@ -97,10 +110,8 @@ def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
     gc.collect()  # LMDB: one open instance per path and process
 
     server = start_test_server(store=store)
-    health: list[bool] = []
     try:
         projector = server.running.service.projector
-        projector.on_health = health.append
         fills = server.running.store.views.fills
         with caplog.at_level(logging.INFO, logger="portfolio.views"):
             ingest(
@@ -110,7 +121,8 @@ def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
                 pb_fill("BUY", 1, 10, account="A4"),
             )
             wait_until(lambda: fills.has_symbol("A1") and "fills/A3" in projector.failing_symbols)
-            assert not projector.healthy and health == [False]
+            assert not projector.healthy
+            wait_until(lambda: views_health(server) == NOT_SERVING)
             ingest(server, pb_fill("BUY", 3, 10, account="A3"), pb_fill("BUY", 4, 10))
             wait_until(lambda: len(fills.read("A1").data) == 2)  # A1 goes on
             time.sleep(2.5)  # A3 is tried again, backing off, while it keeps failing
@@ -120,7 +132,7 @@ def test_a_failing_symbol_is_retried_alone_and_logged_once(tmp_path, caplog):
             wait_until(lambda: projector.healthy, timeout=30)
             assert list(fills.read("A3").data["sequence"]) == [1, 4]
             assert list(fills.read("A4").data["sequence"]) == [3]
-            assert health == [False, True]
+            wait_until(lambda: views_health(server) == SERVING)
         # One line when they start failing (the same cause: one line for both), one when fixed.
         for account in ("A3", "A4"):
             lines = [r for r in caplog.records if f"fills/{account}" in r.getMessage()]
