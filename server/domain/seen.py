@@ -5,8 +5,9 @@ outgrow everything else. Here an id lives in a small exact dict only until its e
 journaled (applied), then moves into sorted numpy arrays of (64-bit hash of kind and id,
 sequence, 64-bit content fingerprint). The arrays are split by the hash's top bits into
 partitions that merge their recent ids on their own, each once its dict holds a thirty-second
-of its arrays: a merge copies one partition, never the whole set, so the cost per id stays
-constant however many ids there are, and so does the pause a merge makes.
+of its arrays (and at least MERGE_AT_LEAST): a merge copies one partition, never the whole
+set, so the cost per id stays constant however many ids there are (about 32 entries copied
+per id); the pause of one merge grows with a partition (about 0.2 ms at a million ids).
 
 Answers, for an id and the fingerprint of the event now carrying it:
 - an exact hit in a dict: the id's own entry;
@@ -41,8 +42,11 @@ store cannot be read."""
 
 IdHash = Callable[[str, str], int]
 
-PARTITION_BITS = 8  # 256 partitions: small ones merge cheaply; few, so few dicts half-full
-MERGE_AT_LEAST = 64  # ids a partition's dict gathers before a merge is worth its calls
+# 128 partitions, merged at 256 ids or more: measured over a million admissions, p99 12 us and
+# p99.9 0.7 ms (a merge), against p99 120 us with 256 partitions merged at 64 (a merge in every
+# 64 admissions); the dicts hold at most 128 x 256 ids (about 10 MB) however many there are.
+PARTITION_BITS = 7
+MERGE_AT_LEAST = 256  # ids a partition's dict gathers before a merge is worth its calls
 MERGE_RATIO = 32  # ... or this fraction of the partition: a merge copies ~32 entries per id
 CONFIRMED = 1024  # reused ids whose journal read is kept
 
