@@ -32,7 +32,6 @@ from portfolio.v1 import portfolio_pb2 as pb  # noqa: E402
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc  # noqa: E402
 
 BATCH = 100
-QUEUE = 2000  # --subscriber-queue in the fan-out section
 
 
 # -- the no-op baseline ------------------------------------------------------------------------
@@ -379,9 +378,9 @@ def startup_figures(fills_count: int, checkpoint_every: int) -> None:
 
 
 async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
-    """Holds `readers` subscriptions that read everything (bytes, not parsed) and `stuck` ones
-    that never read, each on its own connection; prints what each reader got when stdin
-    closes."""
+    """Holds `readers` subscriptions that read everything (resuming after a cut-off) and
+    `stuck` ones that never read, each on its own connection; prints what the readers got
+    when stdin closes."""
     method = "/portfolio.v1.PortfolioManager/SubscribeUpdates"
     request = pb.SubscribeUpdatesRequest()
     received = [0] * readers
@@ -393,7 +392,7 @@ async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
         )
 
     async def read(index: int) -> None:
-        """Reads and resumes after a cut-off, as the client library does."""
+        """Reads, and resumes after a cut-off as the client library does."""
         last = 0
         async with channel() as ch:
             subscribe = ch.unary_stream(
@@ -413,9 +412,10 @@ async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
                 endings[ending] = endings.get(ending, 0) + 1
                 if ending != "RESOURCE_EXHAUSTED":
                     return
+                await asyncio.sleep(0.1)  # the client library's first back-off
 
     stuck_channels = [channel() for _ in range(stuck)]
-    stuck_calls = [
+    stuck_calls: list[grpc.aio.Call] = [
         ch.unary_stream(method, request_serializer=pb.SubscribeUpdatesRequest.SerializeToString)(
             request
         )
@@ -429,6 +429,12 @@ async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
         task.cancel()
     for call in stuck_calls:
         call.cancel()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def paced_acks(
@@ -469,11 +475,12 @@ def paced_acks(
 def fanout_figures(args: argparse.Namespace) -> None:
     """Ingest with no subscriber, then with 100 unfiltered ones (10 never read), in one run."""
     readers, stuck, rate = 90, 10, args.fanout_rate
-    # A queue of 2,000 updates: the stuck subscribers are cut off within seconds.
+    # With the service's default queue of 10,000 updates, at 300 fills/s (600 updates) the
+    # stuck subscribers are cut off about 17 s into the paced run.
     with tempfile.TemporaryDirectory() as tmp:
         service, address = start(
             [sys.executable, "-m", "server", "--port", "0", "--store", f"lmdb://{tmp}/store",
-             "--subscriber-queue", str(QUEUE), *args.fanout_service_args]
+             *args.fanout_service_args]
         )  # fmt: skip
         listeners: subprocess.Popen[str] | None = None
         try:
@@ -493,9 +500,11 @@ def fanout_figures(args: argparse.Namespace) -> None:
                         listeners.stderr.readline()
                         time.sleep(2)  # every subscription registered
                     # Paced first: a burst leaves readers a backlog that would skew it.
+                    began = cpu_seconds(service.pid)
                     achieved, samples = paced_acks(stub, rate, args.fanout_seconds, f"P{label}")
+                    paced_cpu = cpu_seconds(service.pid) - began
                     burst = ingest_rate(stub, list(batches(args.fanout_fills, f"B{label}")))
-                    figures[label] = (burst, achieved, samples)
+                    figures[label] = (burst, achieved, samples, paced_cpu / len(samples) * 1e6)
                 assert listeners is not None
                 delivered, _ = listeners.communicate("", timeout=60)
         finally:
@@ -504,14 +513,16 @@ def fanout_figures(args: argparse.Namespace) -> None:
             service.terminate()
             service.wait(10)
     print(f"\nFan-out (LMDB; subscribers in another process, {readers} reading + {stuck} stuck, "
-          f"unfiltered, --subscriber-queue {QUEUE}):")  # fmt: skip
-    base_burst, _, base_samples = figures["none"]
-    burst, achieved, samples = figures["100"]
+          f"unfiltered, {' '.join(args.fanout_service_args) or 'default options'}):")  # fmt: skip
+    base_burst, _, base_samples, base_cpu = figures["none"]
+    burst, achieved, samples, cpu = figures["100"]
     print(f"  Ingest, batches of {BATCH}, {args.fanout_fills:,} fills: no subscriber "
           f"{base_burst:,.0f} fills/s, 100 subscribers {burst:,.0f} fills/s, "
           f"ratio {burst / base_burst:.2f}")  # fmt: skip
     print(f"  One-fill batches at {rate}/s for {args.fanout_seconds:.0f} s: acked "
           f"{figures['none'][1]:,.0f}/s without, {achieved:,.0f}/s with subscribers")  # fmt: skip
+    print(f"    service CPU per fill: {base_cpu:,.0f} us without, {cpu:,.0f} us with subscribers, "
+          f"ratio {cpu / base_cpu:.2f} (all its threads)")  # fmt: skip
     print(row("    ack, 100 subscribers", samples, None))
     print(row("    ack, no subscriber", base_samples, None))
     print(f"    ratio p50 {statistics.median(samples) / statistics.median(base_samples):.2f}x  "
@@ -534,7 +545,7 @@ def main() -> int:
         action="append", help="run only these sections (repeatable)",
     )  # fmt: skip
     parser.add_argument("--fanout-rate", type=int, default=300, help="paced one-fill batches/s")
-    parser.add_argument("--fanout-seconds", type=float, default=10, help="paced ingest length")
+    parser.add_argument("--fanout-seconds", type=float, default=30, help="paced ingest length")
     parser.add_argument("--fanout-fills", type=int, default=20_000, help="fills per burst run")
     parser.add_argument(
         "--fanout-service-args", nargs="*", default=[],
