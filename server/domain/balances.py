@@ -3,6 +3,11 @@
 `cash` moves with fills (price x quantity x multiplier, and commissions), deposits and
 withdrawals; `reserved` is set aside for pending orders; `available` is what is left. A fill
 consumes its order's reservation; an order that ends releases what its reservation still holds.
+
+A reservation that holds nothing any more (consumed, released, refused) leaves memory once the
+ledger's event clock is a retention past its end (see Retention). A release naming it then
+finds none (NOT_FOUND); a retried reservation is a duplicate of its journaled event, which is
+what answers for it (`Ledger.reservation`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sortedcontainers import SortedDict
 from server.domain.decimals import EXACT, ZERO, canonical
 from server.domain.events import CashReservation, ReservationRelease
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.retention import Retention
 
 
 class BalanceKey(tuple[str, str, str]):
@@ -97,6 +103,8 @@ class BalanceBook:
     _by_order: dict[tuple[str, str], list[Reservation]] = field(default_factory=dict)
     # account_id -> reservation_id -> Reservation, the active ones only: what queries show
     _active: dict[str, dict[str, Reservation]] = field(default_factory=dict)
+    # (account_id, reservation_id) of those that ended, forgotten after the retention.
+    retention: Retention[tuple[str, str]] = field(default_factory=Retention)
 
     def balance(self, key: BalanceKey) -> Balance:
         balance = self._balances.get(key)
@@ -139,6 +147,7 @@ class BalanceBook:
         available = balance.available
         if event.amount > available:
             reservation.status = ReservationStatus.REFUSED
+            self.retention.ended((event.account_id, event.reservation_id))
             where = f" on chain {key.chain_id}" if key.chain_id else ""
             return Refusal(
                 RefusalKind.PRECONDITION,
@@ -160,10 +169,16 @@ class BalanceBook:
     ) -> tuple[Refusal | None, Balance | None]:
         reservation = self.reservations.get((event.account_id, event.reservation_id))
         if reservation is None or reservation.status is ReservationStatus.REFUSED:
+            retention = self.retention.retention_ns
+            kept = (
+                f" (an ended one is kept for {retention / 86_400e9:g} day(s) of event time)"
+                if retention is not None and reservation is None
+                else ""
+            )
             return Refusal(
                 RefusalKind.NOT_FOUND,
                 "reservation_id",
-                f"account {event.account_id!r} holds no reservation {event.reservation_id!r}",
+                f"account {event.account_id!r} holds no reservation {event.reservation_id!r}{kept}",
             ), None
         if reservation.status is not ReservationStatus.ACTIVE:
             return Refusal(
@@ -252,7 +267,17 @@ class BalanceBook:
         if reservation.order_key:
             self._by_order.setdefault((account_id, reservation.order_key), []).append(reservation)
 
+    def evict(self) -> int:
+        """Forgets the ended reservations whose retention is over; returns how many."""
+        evicted = 0
+        for key in self.retention.due():
+            if self.reservations.pop(key, None) is not None:
+                evicted += 1
+        return evicted
+
     def _forget(self, reservation: Reservation) -> None:
+        """It holds nothing any more."""
+        self.retention.ended((reservation.key.account_id, reservation.reservation_id))
         self._active.get(reservation.key.account_id, {}).pop(reservation.reservation_id, None)
         key = (reservation.key.account_id, reservation.order_key)
         active = self._by_order.get(key)
@@ -272,3 +297,12 @@ class BalanceBook:
             )
             if reservation.status is ReservationStatus.ACTIVE:
                 self._hold(reservation)
+
+    def restore_retention(self, ended: list[tuple[int, tuple[str, str]]], now_ns: int) -> None:
+        """Puts back when each kept reservation ended; one the checkpoint gives no end for
+        (written before retention existed) ends now."""
+        self.retention.now_ns = now_ns
+        self.retention.restore(ended)
+        for key, reservation in self.reservations.items():
+            if reservation.status is not ReservationStatus.ACTIVE:
+                self.retention.ended(key)

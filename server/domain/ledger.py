@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from server.domain.accounts import AccountRegistry
-from server.domain.balances import Balance, BalanceBook, BalanceKey
+from server.domain.balances import (
+    Balance,
+    BalanceBook,
+    BalanceKey,
+    Reservation,
+    ReservationStatus,
+)
 from server.domain.book import PositionBook, RowChange
 from server.domain.corrections import DEFAULT_WINDOW_NS, CorrectableFills, JournaledFill
 from server.domain.decimals import EXACT, ZERO
@@ -45,6 +51,7 @@ from server.domain.reconciliation import (
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.retention import Retention
 from server.domain.seen import EventAt, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
 
@@ -102,6 +109,7 @@ class Ledger:
         correction_window_ns: int = DEFAULT_WINDOW_NS,
         reconcile_policy: ReconcilePolicy | None = None,
         journal: EventAt | None = None,
+        retention_ns: int | None = None,
     ) -> None:
         self.instruments = instruments if instruments is not None else InstrumentRegistry()
         self.accounts = (
@@ -109,8 +117,12 @@ class Ledger:
         )
         self.book = PositionBook(self.instruments, precision)
         self.traces = TraceBook(trace_ttl_ns)
-        self.orders = OrderBook()
-        self.balances = BalanceBook()
+        # Ended orders and reservations are forgotten `retention_ns` of event time after
+        # they ended (None: kept for good); `clock_ns` is that event time.
+        self.orders = OrderBook(retention_ns)
+        self.balances = BalanceBook(retention=Retention(retention_ns))
+        self.clock_ns = 0
+        self.journal = journal
         self.fx = FxTable()
         self.corrections = CorrectableFills(correction_window_ns, journal)
         self.reconciliations = ReconciliationBook()
@@ -217,6 +229,7 @@ class Ledger:
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
         self.seen.journaled(sequence)
+        self._advance_clock(event.timestamp_ns)
         applied = self._apply(event, sequence)
         if isinstance(event, Fill | FillCorrection):
             self._admitted_fills.discard((event.account_id, event.event_id))
@@ -224,6 +237,46 @@ class Ledger:
             self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
         return applied
+
+    def _advance_clock(self, time_ns: int) -> None:
+        """Moves the event clock to the latest event time applied and forgets the orders and
+        reservations whose retention is over, before the event applies: what an event finds
+        depends only on the events before it, so a replay finds the same."""
+        if time_ns <= self.clock_ns:
+            return
+        self.clock_ns = self.orders.retention.now_ns = self.balances.retention.now_ns = time_ns
+        self.orders.evict()
+        self.balances.evict()
+
+    def reservation(self, account_id: str, reservation_id: str, sequence: int) -> Reservation:
+        """A reservation in memory, or, one forgotten after its retention, rebuilt from its
+        journaled event at `sequence` (a retry's DUPLICATE names it): what it was made for, as
+        ended, holding nothing; how much of it fills used (consumed) and how much went back
+        (released) is no longer known and shows as 0. Raises LookupError if there is none,
+        JournalUnreadable if the journal cannot tell."""
+        found = self.balances.reservations.get((account_id, reservation_id))
+        if found is not None:
+            return found
+        event = None
+        if self.journal is not None and sequence > 0:
+            try:
+                event = self.journal(sequence)
+            except Exception as error:  # whatever the store raises
+                raise JournalUnreadable(f"the journal could not be read: {error}") from error
+        if not (
+            isinstance(event, CashReservation)
+            and (event.account_id, event.reservation_id) == (account_id, reservation_id)
+        ):
+            raise LookupError(
+                f"account {account_id!r} holds no reservation {reservation_id!r}"
+                + (" (it may have ended and been forgotten)" if self.journal else "")
+            )
+        order_key = (order_keys(event.order_id, event.order_ref) or [""])[0]
+        return Reservation(
+            reservation_id, BalanceKey(account_id, event.currency, event.chain_id),
+            event.amount, order_key, event.strategy_id, ReservationStatus.RELEASED,
+            sequence=sequence,
+        )  # fmt: skip
 
     def _apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         if isinstance(event, Fill):

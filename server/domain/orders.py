@@ -8,6 +8,13 @@ correction: it replaces that transition in place and the state is folded again.
 
 Fills link to their order by order_id, else by order_ref (the latest order with that ref);
 the quantity the broker says is filled and the fills booked for the order are compared.
+
+An order that ended (TERMINAL) leaves memory once the ledger's event clock is a retention past
+its end (see Retention); the store's orders view still answers for it. INACTIVE is not an end:
+IB reports a held or not-yet-working order as Inactive and may submit it later (LEGAL allows
+INACTIVE -> SUBMITTED). A status or fill arriving for a forgotten order finds no order, as for
+one never seen: it starts a new order from what it says (fills book positions and cash all the
+same), which a terminal status ends and forgets again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from sortedcontainers import SortedDict
 
 from server.domain.decimals import EXACT, ZERO, canonical
 from server.domain.events import Fill, OrderStatus, OrderStatusUpdate, Side
+from server.domain.retention import Retention
 
 S = OrderStatus
 WORKING = frozenset({S.PENDING_SUBMIT, S.PRE_SUBMITTED, S.SUBMITTED, S.PARTIALLY_FILLED,
@@ -102,7 +110,9 @@ class Order:
 
 
 class OrderBook:
-    def __init__(self) -> None:
+    def __init__(self, retention_ns: int | None = None) -> None:
+        # (account_id, order_key) of the orders that ended, forgotten after the retention.
+        self.retention: Retention[tuple[str, str]] = Retention(retention_ns)
         self._orders: dict[tuple[str, str], Order] = {}  # (account_id, order_key) -> Order
         self._aliases: dict[tuple[str, str], Order] = {}  # (account_id, "id:.."/"ref:..")
         # (account_id, strategy_id, order_key) -> Order, for working orders only.
@@ -145,6 +155,10 @@ class OrderBook:
         order.last_sequence = sequence
         self._alias(order, update.order_id, update.order_ref)
         self._index(order)
+        if order.status in TERMINAL:
+            self.retention.ended((order.account_id, order.order_key))
+        else:  # a correction may take back a terminal status
+            self.retention.revived((order.account_id, order.order_key))
         transition = next(t for t in order.history if t.sequence == sequence)
         return order, transition
 
@@ -174,6 +188,23 @@ class OrderBook:
         order.booked_fills -= 1
         order.last_sequence = sequence
         return order
+
+    def evict(self) -> int:
+        """Forgets the orders whose retention is over; returns how many."""
+        evicted = 0
+        for key in self.retention.due():
+            order = self._orders.get(key)
+            if order is None:
+                continue
+            del self._orders[key]
+            ids = {(order.order_id, order.order_ref)}
+            ids.update((t.update.order_id, t.update.order_ref) for t in order.history)
+            for order_id, order_ref in ids:
+                for alias in order_keys(order_id, order_ref):
+                    if self._aliases.get((order.account_id, alias)) is order:
+                        del self._aliases[(order.account_id, alias)]
+            evicted += 1
+        return evicted
 
     def _new(self, account_id: str, order_id: str, order_ref: str) -> Order:
         order = Order(account_id, order_keys(order_id, order_ref)[0])
@@ -235,6 +266,15 @@ class OrderBook:
     def restore(self, order: Order) -> None:
         self._orders[(order.account_id, order.order_key)] = order
         self._index(order)
+
+    def restore_retention(self, ended: list[tuple[int, tuple[str, str]]], now_ns: int) -> None:
+        """Puts back when each kept order ended; a terminal order the checkpoint gives no end
+        for (one written before retention existed) ends now."""
+        self.retention.now_ns = now_ns
+        self.retention.restore(ended)
+        for key, order in self._orders.items():
+            if order.status in TERMINAL:
+                self.retention.ended(key)
 
     def restore_aliases(self, aliases: list[tuple[str, str, str]]) -> None:
         for account_id, alias, order_key in aliases:

@@ -35,6 +35,11 @@ class LedgerState:
     # The latest fill time the correctable fills had seen (one value; none before any fill):
     # recovery reloads the fills inside the window that ends there.
     corrections_latest_ns: list[int] = field(default_factory=list)
+    # The ledger's event clock (one value; none before any timed event), and when each kept
+    # ended order / reservation ended, oldest first: they are forgotten a retention later.
+    event_clock_ns: list[int] = field(default_factory=list)
+    ended_orders: list[tuple[int, tuple[str, str]]] = field(default_factory=list)
+    ended_reservations: list[tuple[int, tuple[str, str]]] = field(default_factory=list)
 
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
@@ -57,6 +62,9 @@ def capture(ledger: Ledger) -> LedgerState:
         marks=ledger.book.market_marks(),
         reconciliations=ledger.reconciliations.all_runs(),
         corrections_latest_ns=[latest] if (latest := ledger.corrections.latest_ns) else [],
+        event_clock_ns=[ledger.clock_ns] if ledger.clock_ns else [],
+        ended_orders=ledger.orders.retention.entries(),
+        ended_reservations=ledger.balances.retention.entries(),
     )
 
 
@@ -78,3 +86,6 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     for mark in state.marks:
         ledger.book.set_mark(mark)
     ledger.reconciliations.restore(state.reconciliations)
+    ledger.clock_ns = max(state.event_clock_ns, default=0)
+    ledger.orders.restore_retention(state.ended_orders, ledger.clock_ns)
+    ledger.balances.restore_retention(state.ended_reservations, ledger.clock_ns)

@@ -222,6 +222,15 @@ def _reconciliation_from(record: dict[str, Any]) -> Reconciliation:
     )  # fmt: skip
 
 
+def _ended(entry: tuple[int, tuple[str, str]]) -> dict[str, Any]:
+    at_ns, (account_id, key) = entry
+    return {"at_ns": at_ns, "account_id": account_id, "key": key}
+
+
+def _ended_from(record: dict[str, Any]) -> tuple[int, tuple[str, str]]:
+    return record["at_ns"], (record["account_id"], record["key"])
+
+
 _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
     "instruments": (_instrument, lambda r: InstrumentDefinition.from_text(r["text"])),
     "accounts": (_account, lambda r: AccountDefinition.from_text(r["text"])),
@@ -235,6 +244,9 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "marks": (_mark, _mark_from),
     "reconciliations": (_reconciliation, _reconciliation_from),
     "corrections_latest_ns": (lambda t: {"time_ns": t}, lambda r: r["time_ns"]),
+    "event_clock_ns": (lambda t: {"time_ns": t}, lambda r: r["time_ns"]),
+    "ended_orders": (_ended, _ended_from),
+    "ended_reservations": (_ended, _ended_from),
 }
 
 

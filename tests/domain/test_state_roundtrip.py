@@ -29,6 +29,7 @@ from tests.domain.event_builders import (
 
 D = Decimal
 CURRENCIES = ("EUR", "JPY", "USD")
+RETENTION_NS = 4 * 10**18  # ended orders and reservations queued to leave; none leaves here
 
 
 def history() -> list[ExecutionEvent]:
@@ -79,7 +80,7 @@ def history() -> list[ExecutionEvent]:
 
 
 def build() -> Ledger:
-    ledger = Ledger()
+    ledger = Ledger(retention_ns=RETENTION_NS)
     for event in history():
         assert ledger.record(event).result is Result.ACCEPTED
     ledger.book.set_mark(Mark("AAPL", D(110), 100))
@@ -91,7 +92,7 @@ def build() -> Ledger:
 
 
 def roundtrip(ledger: Ledger) -> Ledger:
-    restored = Ledger()
+    restored = Ledger(retention_ns=RETENTION_NS)
     restore(restored, capture_rows(ledger), capture(ledger))
     return restored
 
