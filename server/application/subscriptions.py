@@ -126,7 +126,7 @@ class WriteBudget:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self._burst = max(1.0, rate / 50)  # 20 ms worth
+        self._burst = max(1.0, rate / 500)  # 2 ms worth: the loop holds the GIL in short turns
         self._tokens = self._burst
         self._stamp = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -199,8 +199,7 @@ class Subscriber(Generic[Change, Payload]):
     def cut_off(self) -> None:
         """Ends the stream: the handler raises SubscriberOverflow at its next step, or now if
         it is blocked in a write."""
-        self.overflowed = True
-        self._items.clear()
+        self.overflowed = True  # its queue is freed with it, by its handler, not here in publish
         self._wake()
         if self._writer is not None:
             self._writer.cancel()
