@@ -142,6 +142,11 @@ async def _start(
         correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
         reconcile_policy=ReconcilePolicy(config.cost_tolerance, config.precision),
         journal=store.event_at,  # ids seen and correctable fills kept compact, read back
+        retention_ns=(
+            int(config.order_retention_days * 86_400 * 10**9)
+            if config.order_retention_days
+            else None
+        ),
     )
     hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
         update_to_proto,

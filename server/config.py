@@ -66,6 +66,9 @@ class ServiceConfig:
     # A broker correction may replace a fill up to this many days before the latest fill.
     # IB reports corrections the same day (reqExecutions lists the current day's executions).
     correction_window_days: float = 1.0
+    # Ended orders (filled, cancelled, rejected) and spent reservations leave memory this many
+    # days of event time after they ended (the store still answers GetOrder); 0: never.
+    order_retention_days: float = 1.0
     # New fills, status changes, transfers, marks and FX rates stamped further ahead of the
     # service's clock than this are refused (clock skew allowed; year 3000 is a bug upstream).
     max_clock_ahead_seconds: float = 300.0
@@ -94,6 +97,17 @@ def _fraction(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r} is not a decimal") from None
     if not value.is_finite() or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a decimal >= 0 such as 0.005")
+    return value
+
+
+def _retention_days(text: str) -> float:
+    """At least 0 and finite; at most 100 years (its nanoseconds must fit 64 bits)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 0 <= value <= 36_500:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 36500 days")
     return value
 
 
@@ -177,6 +191,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "relative tolerance of average costs")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
            "how far back a broker correction may reach")  # fmt: skip
+    option("--order-retention-days", _retention_days, defaults.order_retention_days,
+           "days of event time ended orders/reservations stay in memory; 0: forever")  # fmt: skip
     option("--max-clock-ahead-seconds", float, defaults.max_clock_ahead_seconds,
            "how far ahead of the clock a new event or mark may be stamped")  # fmt: skip
     option("--max-event-age-days", float, defaults.max_event_age_days,

@@ -236,7 +236,21 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     # -- orders ----------------------------------------------------------------------------
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
-        return await self._answer(self.get_order, request, context)
+        try:
+            return self.get_order(request)
+        except ApiError as error:
+            await context.abort_with_status(error.to_status())
+        except NotFound:  # not in memory: it may have ended and left; the store may have it
+            try:
+                stored = await self.service.order_anywhere(
+                    request.account_id, request.order_id, request.order_ref
+                )
+                return order_to_proto(stored)
+            except NotFound as missing:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
+            except StorageUnavailable as error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        raise AssertionError("abort returned")  # pragma: no cover
 
     def get_order(self, request: pb.GetOrderRequest) -> pb.Order:
         _require("account_id", request.account_id)
@@ -390,9 +404,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         except FieldViolation as violation:
             await self._invalid(violation, context)
             raise
-        await self._execute(event, context)
-        reservation = self.service.reservation(event.account_id, event.reservation_id)
-        return reservation_to_proto(reservation)
+        sequence = await self._execute(event, context)
+        return await self._reservation(event.account_id, event.reservation_id, sequence, context)
 
     async def ReleaseReservation(
         self, request: pb.ReleaseReservationRequest, context: Context
@@ -402,9 +415,23 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         except FieldViolation as violation:
             await self._invalid(violation, context)
             raise
-        await self._execute(event, context)
-        reservation = self.service.reservation(event.account_id, event.reservation_id)
-        return reservation_to_proto(reservation)
+        sequence = await self._execute(event, context)
+        return await self._reservation(event.account_id, event.reservation_id, sequence, context)
+
+    async def _reservation(
+        self, account_id: str, reservation_id: str, sequence: int, context: Context
+    ) -> pb.Reservation:
+        """The reservation after its event; one forgotten since (a retry long after) is
+        answered from the journal, or NOT_FOUND saying so (see PortfolioService)."""
+        try:
+            return reservation_to_proto(
+                self.service.reservation(account_id, reservation_id, sequence)
+            )
+        except NotFound as missing:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
+        except StorageUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        raise AssertionError("abort returned")  # pragma: no cover
 
     # -- the consolidated book -------------------------------------------------------------
 
@@ -445,6 +472,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return await self._answer(self.get_trace_position, request, context)
 
     async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
+        if request.WhichOneof("query") == "get_order":  # may read the store: see GetOrder
+            return pb.PortfolioResponse(order=await self.GetOrder(request.get_order, context))
         return await self._answer(self.query, request, context)
 
     def query(self, request: pb.PortfolioQuery) -> pb.PortfolioResponse:

@@ -10,7 +10,7 @@ from server.domain.book import PositionView, Price
 from server.domain.corrections import JournaledFill
 from server.domain.events import BrokerPosition, ExecutionEvent, FillCorrection
 from server.domain.marks import FxRate, Mark
-from server.domain.orders import Transition
+from server.domain.orders import Order, Transition
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
@@ -119,6 +119,11 @@ class EventStore(Protocol):
     ) -> None:
         """Brings the analysts' views up to date with committed events, changed rows and
         reconciliation runs."""
+
+    def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
+        """An order as the analysts' views hold it, history and all (None if they hold none):
+        for one no longer in memory. Scans the account's rows: call it off the event loop.
+        Raises StorageUnavailable."""
 
     def record_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> None:
         """Saves the latest market marks and FX rates (replacing the saved ones)."""

@@ -57,6 +57,7 @@ from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
 from server.domain.reconciliation import Reconciliation, ReconciliationLine, ResidualRow
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.seen import JournalUnreadable
 from server.domain.time_window import TimeWindow
 from server.domain.totals import Totals
 from server.domain.traces import Trace
@@ -232,6 +233,7 @@ class PortfolioService(Generic[Payload]):
         )
         self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
         self.projector = ViewProjector(store, views_executor, ledger.book.precision)
+        self._store, self._views_executor = store, views_executor  # forgotten orders
         self._clock_ns = clock_ns
         self.time_window = time_window or TimeWindow()
         self.reporting_currency = reporting_currency
@@ -647,6 +649,21 @@ class PortfolioService(Generic[Payload]):
             raise NotFound(f"account {account_id!r} has no order with {which}")
         return order.copy()
 
+    async def order_anywhere(self, account_id: str, order_id: str, order_ref: str) -> Order:
+        """The order in memory, else (it ended more than the retention ago and left memory)
+        as the store's orders view holds it, read on the views' thread: an order in memory
+        costs no more than `order`. Raises NotFound, StorageUnavailable."""
+        try:
+            return self.order(account_id, order_id, order_ref)
+        except NotFound:
+            stored = await asyncio.get_running_loop().run_in_executor(
+                self._views_executor, self._store.order_from_views, account_id, order_id,
+                order_ref,
+            )  # fmt: skip
+            if stored is None:
+                raise
+            return stored
+
     def open_orders(
         self, account_id: str, strategy_id: str, after: tuple[str, str, str] | None, limit: int
     ) -> OrderPage:
@@ -701,11 +718,15 @@ class PortfolioService(Generic[Payload]):
         undefined = [ledger.accounts.get(a) for a in sorted(active - known)]
         return [(a, True) for a in defined] + [(a, False) for a in undefined]
 
-    def reservation(self, account_id: str, reservation_id: str) -> Reservation:
-        found = self.ledger.balances.reservations.get((account_id, reservation_id))
-        if found is None:
-            raise NotFound(f"account {account_id!r} holds no reservation {reservation_id!r}")
-        return found.copy()
+    def reservation(self, account_id: str, reservation_id: str, sequence: int = 0) -> Reservation:
+        """The reservation; one that ended and left memory is rebuilt from its journaled
+        event at `sequence` (see Ledger.reservation). Raises NotFound, StorageUnavailable."""
+        try:
+            return self.ledger.reservation(account_id, reservation_id, sequence).copy()
+        except JournalUnreadable as error:
+            raise StorageUnavailable(str(error)) from error
+        except LookupError as missing:
+            raise NotFound(str(missing)) from None
 
     def consolidated(self, account_id: str, instrument_id: str) -> Consolidated:
         rows = self.ledger.book.instrument_rows(account_id, instrument_id)

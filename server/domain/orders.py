@@ -151,7 +151,7 @@ class OrderBook:
             history[corrected] = Transition(
                 sequence, update, corrects=history[corrected].update.update_id
             )
-        self._fold(order, history)
+        self.fold(order, history)
         order.last_sequence = sequence
         self._alias(order, update.order_id, update.order_ref)
         self._index(order)
@@ -227,7 +227,7 @@ class OrderBook:
         self.open_orders.pop((order.account_id, order.strategy_id, order.order_key), None)
 
     @staticmethod
-    def _fold(order: Order, history: list[Transition]) -> None:
+    def fold(order: Order, history: list[Transition]) -> None:
         """Rebuilds the order's state from its history, flagging what cannot apply."""
         order.status = None
         order.filled_quantity = order.remaining_quantity = ZERO

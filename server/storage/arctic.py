@@ -38,6 +38,7 @@ from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
 from server.domain.events import ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
+from server.domain.orders import Order
 from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
     checkpoint_frame,
@@ -48,6 +49,7 @@ from server.storage.frames import (
 from server.storage.gate import gate_writes
 from server.storage.lock import WriterLease, WriterLock, lease_seconds
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
+from server.storage.stored_orders import stored_order
 from server.storage.views import ArcticViews
 
 log = logging.getLogger("portfolio.storage")
@@ -279,6 +281,12 @@ class ArcticEventStore:
             raise  # each symbol on its own: the others were written
         except Exception as error:
             raise StorageUnavailable(f"views update failed: {error}") from error
+
+    def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
+        try:
+            return stored_order(self.views, account_id, order_id, order_ref)
+        except Exception as error:
+            raise StorageUnavailable(f"orders view read failed: {error}") from error
 
     def record_marks(self, marks: Sequence[Mark], rates: Sequence[FxRate]) -> None:
         try:
