@@ -27,7 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from server.domain.events import Fill, Side  # noqa: E402
+from server.domain.events import (  # noqa: E402
+    CashReservation,
+    CashTransfer,
+    ExecutionEvent,
+    Fill,
+    OrderStatus,
+    OrderStatusUpdate,
+    Side,
+)
 
 BASE_NS = 1_767_225_600 * 10**9
 
@@ -152,6 +160,88 @@ def parts_run(count: int) -> dict[str, float]:
     return figures
 
 
+ORDER_GAP_NS = 10 * 10**9  # an order every 10 s of event time: 100,000 span 11.6 days
+DAY_NS = 86_400 * 10**9
+
+
+def order_event(sequence: int) -> ExecutionEvent:
+    """The journal of an orders run: a deposit, then per order a reservation, its submission,
+    one fill and its FILLED status (every one ends: retention applies to all)."""
+    if sequence == 1:
+        return CashTransfer(
+            transfer_id="D", account_id="BENCH", currency="USD", amount=Decimal(10**12),
+            timestamp_ns=BASE_NS - 1,
+        )  # fmt: skip
+    number, step = divmod(sequence - 2, 4)
+    at, order_id, strategy = BASE_NS + number * ORDER_GAP_NS, str(number), f"S{number % 7}"
+    if step == 0:
+        return CashReservation(f"R{number}", "BENCH", "USD", Decimal(1010), order_id=order_id)
+    if step == 2:
+        return Fill(
+            f"F{number}", "BENCH", strategy, f"I{number % 13}", Side.BUY, Decimal(10),
+            Decimal("100.25"), at + 10**6, Decimal("0.35"), "USD", "", order_id, "SMART",
+        )  # fmt: skip
+    submitted = step == 1
+    return OrderStatusUpdate(
+        f"U{number}{'s' if submitted else 'f'}", "BENCH",
+        OrderStatus.SUBMITTED if submitted else OrderStatus.FILLED,
+        at if submitted else at + 2 * 10**6, strategy_id=strategy, order_id=order_id,
+        instrument_id=f"I{number % 13}", side=Side.BUY,
+        filled_quantity=Decimal(0 if submitted else 10),
+        remaining_quantity=Decimal(10 if submitted else 0),
+        avg_fill_price=None if submitted else Decimal("100.25"),
+    )  # fmt: skip
+
+
+def orders_run(mode: str, count: int) -> dict[str, float]:
+    """`count` orders through a ledger with its journal behind it (as the service runs),
+    ended orders and reservations kept for good ("keep") or for one day of event time."""
+    from server.domain.ledger import Ledger
+
+    retention = None if mode == "keep" else DAY_NS
+    ledger = Ledger(journal=order_event, retention_ns=retention)
+    events = 1 + 4 * count
+    warm = 1 + 4 * min(10_000, count // 10)
+    for sequence in range(1, warm + 1):
+        event = order_event(sequence)
+        ledger.apply(event, ledger.admit(event).sequence)
+    gc.collect()
+    before = rss()
+    began = time.perf_counter()
+    for sequence in range(warm + 1, events + 1):
+        event = order_event(sequence)
+        ledger.apply(event, ledger.admit(event).sequence)
+    seconds = time.perf_counter() - began
+    gc.collect()
+    orders = (events - warm) / 4
+    return {
+        "bytes_per_order": (rss() - before) / orders,
+        "us_per_order": seconds / orders * 1e6,
+        "orders_kept": len(ledger.orders),
+        "reservations_kept": len(ledger.balances.reservations),
+    }
+
+
+def order_figures(count: int) -> list[str]:
+    """Bytes per ended order, ended orders and reservations kept for good against kept one
+    day of event time (`--order-retention-days 1`)."""
+    keep, retain = child("orders-keep", count), child("orders-retain", count)
+    days = count * ORDER_GAP_NS / DAY_NS
+    ratio = retain["bytes_per_order"] / keep["bytes_per_order"]
+    return [
+        f"  {count:,} orders over {days:.1f} days of event time, each reserved, submitted, "
+        "filled once, FILLED; RSS growth per order (fills, ids, rows included):",
+        f"  {'':<38} {'kept for good':>16}  {'1 day retention':>16}   ratio",
+        f"  {'bytes per order':<38} {keep['bytes_per_order']:13.0f} B  "
+        f"{retain['bytes_per_order']:13.0f} B   x{ratio:.2f}",
+        f"  {'us per order (4 events)':<38} {keep['us_per_order']:13.1f}    "
+        f"{retain['us_per_order']:13.1f}     x{retain['us_per_order'] / keep['us_per_order']:.2f}",
+        f"  {'orders / reservations in memory at end':<38} "
+        f"{keep['orders_kept']:>7.0f} / {keep['reservations_kept']:<7.0f} "
+        f"{retain['orders_kept']:>7.0f} / {retain['reservations_kept']:<7.0f}",
+    ]
+
+
 def child(kind: str, count: int) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", kind, str(count)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -193,12 +283,18 @@ def memory_figures(count: int) -> list[str]:
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         kind, count = sys.argv[2], int(sys.argv[3])
-        figures = parts_run(count) if kind == "parts" else ledger_run(kind, count)
+        if kind.startswith("orders-"):
+            figures = orders_run(kind.removeprefix("orders-"), count)
+        else:
+            figures = parts_run(count) if kind == "parts" else ledger_run(kind, count)
         print(json.dumps(figures))
         return 0
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     print(f"Memory per fill in process ({count:,} fills, all inside the correction window):")
     print("\n".join(memory_figures(count)))
+    orders = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    print(f"\nMemory per ended order ({orders:,} orders):")
+    print("\n".join(order_figures(orders)))
     return 0
 
 

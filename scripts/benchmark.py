@@ -556,6 +556,7 @@ def main() -> int:
     parser.add_argument("--commits", type=int, default=20_000, help="journal appends to time")
     parser.add_argument("--startup-fills", type=int, default=1_000_000, help="journal size")
     parser.add_argument("--memory-fills", type=int, default=1_000_000, help="fills per memory run")
+    parser.add_argument("--memory-orders", type=int, default=100_000, help="ended orders to run")
     parser.add_argument(
         "--only",
         choices=["service", "hot-path", "reconcile", "commits", "startup", "fanout", "memory"],
@@ -612,6 +613,12 @@ def main() -> int:
         print(f"\nMemory per fill in process ({args.memory_fills:,} fills, all in the correction "
               "window; before: everything kept whole, as main did; after: compact):")  # fmt: skip
         print("\n".join(memory_figures(args.memory_fills)))
+    if args.memory_orders and "memory" in sections:
+        from bench_memory import order_figures
+
+        print("\nMemory per ended order in process (before: kept for good; after: "
+              "--order-retention-days 1):")  # fmt: skip
+        print("\n".join(order_figures(args.memory_orders)))
     return 0
 
 
