@@ -86,6 +86,10 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     for mark in state.marks:
         ledger.book.set_mark(mark)
     ledger.reconciliations.restore(state.reconciliations)
-    ledger.clock_ns = max(state.event_clock_ns, default=0)
+    # A checkpoint from before the event clock: the latest order or fill time stands for it.
+    ledger.clock_ns = max(state.event_clock_ns, default=0) or max(
+        [*state.corrections_latest_ns, *(order.updated_at_ns for order in state.orders)],
+        default=0,
+    )
     ledger.orders.restore_retention(state.ended_orders, ledger.clock_ns)
     ledger.balances.restore_retention(state.ended_reservations, ledger.clock_ns)

@@ -241,3 +241,20 @@ def test_what_is_kept_stays_bounded_over_a_long_run():
         most = max(most, len(book.orders), len(book.balances.reservations))
     assert most <= 102
     assert len(book.orders.retention) <= 102
+
+
+def test_a_checkpoint_from_before_retention_queues_its_ended_orders_from_its_latest_time():
+    """An older checkpoint has no event clock and no ends: its ended orders and reservations
+    end at the latest order time it holds, and leave a retention later."""
+    original = ledger(None)
+    record(original, deposit(10**9, at_ns=T0), *long_day(5, DAY // 10))
+    old = dataclasses.replace(capture(original), event_clock_ns=[], ended_orders=[],
+                              ended_reservations=[])  # fmt: skip
+    restored = ledger()
+    restore(restored, capture_rows(original), old)
+    latest = max(order.updated_at_ns for order in old.orders)
+    assert restored.clock_ns == latest and len(restored.orders) == 5
+    record(restored, tick(latest + DAY))
+    assert len(restored.orders) == len(restored.balances.reservations) == 5
+    record(restored, tick(latest + DAY + 1))
+    assert len(restored.orders) == len(restored.balances.reservations) == 0
