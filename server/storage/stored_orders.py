@@ -34,11 +34,12 @@ def stored_order(
     if unholdable(account_id) or not views.orders.has_symbol(account_id):
         return None
     found = pd.DataFrame()
+    keys = ["order_key"]  # which order: only its key is read
     if order_id:
-        found = _rows(views.orders, account_id, _equals("order_id", order_id))
+        found = _rows(views.orders, account_id, _equals("order_id", order_id), keys)
     if found.empty and order_ref:
-        found = _rows(views.orders, account_id, _equals("order_ref", order_ref))
-    found = found[found["order_key"] != ""]
+        found = _rows(views.orders, account_id, _equals("order_ref", order_ref), keys)
+    found = found[found["order_key"] != ""] if not found.empty else found
     if found.empty:
         return None
     order_key = str(found["order_key"].iloc[-1])
@@ -66,10 +67,15 @@ def _equals(column: str, value: str) -> adb.QueryBuilder:
     return query[query[column] == value]
 
 
-def _rows(library: adb.library.Library, symbol: str, query: adb.QueryBuilder) -> pd.DataFrame:
+def _rows(
+    library: adb.library.Library,
+    symbol: str,
+    query: adb.QueryBuilder,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
     if not library.has_symbol(symbol):
         return pd.DataFrame()
-    frame: pd.DataFrame = library.read(symbol, query_builder=query).data
+    frame: pd.DataFrame = library.read(symbol, query_builder=query, columns=columns).data
     return frame
 
 
@@ -89,6 +95,10 @@ def _transition(account_id: str, row: dict[str, Any]) -> Transition:
         avg_fill_price=Decimal(get("avg_fill_price")) if get("avg_fill_price") else None,
     )  # fmt: skip
     return Transition(int(get("sequence")), update, corrects=str(get("corrects")))
+
+
+_FILL_COLUMNS = ["fill_id", "sequence", "quantity", "order_id", "order_ref"]
+_CORRECTION_COLUMNS = ["correction_id", "corrects", "sequence", "quantity", "order_id", "order_ref"]
 
 
 def _linked(ids: set[str], refs: set[str]) -> adb.QueryBuilder:
@@ -111,13 +121,13 @@ def _book_fills(
     booked: dict[str, Decimal] = {}  # original fill id -> what is booked for it now
     originals: dict[str, str] = {}  # correction id -> the original fill id
     events: list[tuple[int, str, str, Decimal]] = []  # sequence, id, corrects, quantity
-    fills = _rows(views.fills, account_id, _linked(ids, refs))
+    fills = _rows(views.fills, account_id, _linked(ids, refs), _FILL_COLUMNS)
     for fill_id, sequence, quantity in zip(
         fills.get("fill_id", []), fills.get("sequence", []), fills.get("quantity", []),
         strict=True,
     ):  # fmt: skip
         events.append((int(sequence), str(fill_id), "", Decimal(quantity)))
-    corrections = _rows(views.corrections, account_id, _linked(ids, refs))
+    corrections = _rows(views.corrections, account_id, _linked(ids, refs), _CORRECTION_COLUMNS)
     for correction_id, corrects, sequence, quantity in zip(
         corrections.get("correction_id", []), corrections.get("corrects", []),
         corrections.get("sequence", []), corrections.get("quantity", []), strict=True,
