@@ -303,11 +303,11 @@ class AsyncPortfolioClient:
             try:
                 async for message in call:
                     failures = 0
-                    update = wire.update_from_proto(message)
-                    if not cursor.admit(update.sequence, heartbeat=update.is_heartbeat):
-                        continue
-                    if include_heartbeats or not update.is_heartbeat:
-                        yield update
+                    for update in wire.updates_from_proto(message):
+                        if not cursor.admit(update.sequence, heartbeat=update.is_heartbeat):
+                            continue
+                        if include_heartbeats or not update.is_heartbeat:
+                            yield update
             except grpc.RpcError as error:
                 failure = from_rpc_error(error, subscription=True)
                 if not (reconnect and failure.code in SUBSCRIBE_RESUME_CODES):

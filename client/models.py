@@ -80,6 +80,8 @@ class UpdateKind(enum.Enum):
     #: A reconciliation run against the broker finished (opt-in, not decoded by this SDK:
     #: read it with `GetReconciliation`).
     RECONCILIATION = 8
+    #: Several updates in one message; never yielded: `subscribe` yields them one by one.
+    BATCH = 9
 
 
 # ---------------------------------------------------------------------------------------------

@@ -290,7 +290,9 @@ class PortfolioClient:
         sequence the service no longer holds raises ResyncRequired: re-read state, then
         subscribe from its as_of_sequence + 1. The service's heartbeats move the resume point
         whether or not `include_heartbeats` yields them. To stop, call `close()` on the
-        generator (or drop every reference to it): that cancels the stream.
+        generator (or drop every reference to it): that cancels the stream. The stream asks the
+        service for batches (several updates per message, far cheaper for it to send); they are
+        yielded one update at a time, in order, as ever.
         """
         cursor = ResumeCursor(from_sequence)
         failures = 0
@@ -307,11 +309,11 @@ class PortfolioClient:
             try:
                 for message in call:
                     failures = 0
-                    update = wire.update_from_proto(message)
-                    if not cursor.admit(update.sequence, heartbeat=update.is_heartbeat):
-                        continue
-                    if include_heartbeats or not update.is_heartbeat:
-                        yield update
+                    for update in wire.updates_from_proto(message):
+                        if not cursor.admit(update.sequence, heartbeat=update.is_heartbeat):
+                            continue
+                        if include_heartbeats or not update.is_heartbeat:
+                            yield update
             except grpc.RpcError as error:
                 failure = from_rpc_error(error, subscription=True)
                 if not (reconnect and failure.code in SUBSCRIBE_RESUME_CODES):

@@ -414,7 +414,10 @@ def subscribe_request(
     instrument_id: str,
     level: PositionLevel,
     from_sequence: int,
+    batch: bool = True,
 ) -> pb.SubscribeUpdatesRequest:
+    """Asks for batches by default: one message per update costs the service far more than
+    one per burst (a service that predates batches ignores the flag and sends them one by one)."""
     if from_sequence < 0:
         raise ValueError(f"from_sequence must be >= 0, got {from_sequence}")
     return pb.SubscribeUpdatesRequest(
@@ -423,7 +426,15 @@ def subscribe_request(
         instrument_id=instrument_id,
         level=pb.PositionLevel.ValueType(level.value),
         from_sequence=from_sequence,
+        batch=batch,
     )
+
+
+def updates_from_proto(message: pb.PortfolioUpdate) -> list[PortfolioUpdate]:
+    """The updates one message carries, in order: a batch's, or the message itself."""
+    if message.kind == pb.UPDATE_KIND_BATCH:
+        return [update_from_proto(update) for update in message.batch]
+    return [update_from_proto(message)]
 
 
 def update_from_proto(message: pb.PortfolioUpdate) -> PortfolioUpdate:

@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.malformed import MalformedRequestGuard
+from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
-from server.api.updates import update_to_proto
+from server.api.updates import BATCH_MAX_BYTES, encode_update
 from server.application.ports import Broker
 from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
@@ -53,7 +54,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    service: PortfolioService[pb.PortfolioUpdate]
+    service: PortfolioService[bytes]
     store: ArcticEventStore
     recovery: RecoveryReport
     health: health.aio.HealthServicer
@@ -148,8 +149,8 @@ async def _start(
             else None
         ),
     )
-    hub: SubscriptionHub[PortfolioChange, pb.PortfolioUpdate] = SubscriptionHub(
-        update_to_proto,
+    hub: SubscriptionHub[PortfolioChange, bytes] = SubscriptionHub(
+        encode_update,
         config.replay_capacity,
         config.subscriber_queue,
         writes_per_second=config.fanout_writes_per_second,
@@ -196,7 +197,8 @@ async def _start(
 
         server = grpc.aio.server(
             # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
-            interceptors=[MalformedRequestGuard()],
+            # Updates are written as their encoded bytes (once per update, not per stream).
+            interceptors=[MalformedRequestGuard(), PreEncodedResponses()],
             options=[
                 # A second server on the same port must fail, not silently share it.
                 ("grpc.so_reuseport", 0),
@@ -220,6 +222,7 @@ async def _start(
             max_batch_events=config.max_batch_events,
             heartbeat_seconds=config.heartbeat_seconds,
             reconciler=reconciler,
+            batch_max_bytes=min(BATCH_MAX_BYTES, config.max_message_bytes // 2),
         )
         pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -274,7 +277,7 @@ def _broker(config: ServiceConfig) -> Broker | None:
 
 
 async def _housekeeping(
-    service: PortfolioService[pb.PortfolioUpdate],
+    service: PortfolioService[bytes],
     trace_ttl: float,
     broker: Broker | None,
     set_health: Callable[[str, bool], None],

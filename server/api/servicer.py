@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
@@ -16,6 +16,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.errors import ApiError
 from server.api.malformed import MalformedRequest
+from server.api.updates import BATCH_MAX_BYTES, batch_messages
 from server.api.wire import (
     FieldViolation,
     event_from_proto,
@@ -49,10 +50,12 @@ from server.application.reconciler import NoBroker, Reconciler
 from server.application.service import (
     NotAllowed,
     NotFound,
+    PortfolioChange,
     PortfolioService,
     PositionQuery,
 )
 from server.application.subscriptions import (
+    Published,
     SequenceOutOfRange,
     SubscriberOverflow,
     SubscriptionFilter,
@@ -102,14 +105,16 @@ def _require(field: str, value: str) -> None:
 class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     def __init__(
         self,
-        service: PortfolioService[pb.PortfolioUpdate],
+        service: PortfolioService[bytes],
         *,
         max_batch_events: int,
         heartbeat_seconds: float,
         reconciler: Reconciler | None = None,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         self.service = service
         self.reconciler = reconciler
+        self.batch_max_bytes = batch_max_bytes
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
 
@@ -661,7 +666,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self, request: pb.SubscribeUpdatesRequest, context: Context
     ) -> None:
         """Writes through the subscriber rather than yielding, so that a cut-off can end the
-        stream while a write waits on a client that stopped reading."""
+        stream while a write waits on a client that stopped reading. A subscriber that asked for
+        batches gets everything waiting for it in as few messages as the caps allow."""
         if request.level not in _LEVEL_FILTER:
             error = ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
             await context.abort_with_status(error.to_status())
@@ -681,23 +687,35 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         try:
             # Headers go out now, on their own: a write the cut-off abandons never carries them.
             await context.send_initial_metadata(())
-            for item in replay:
-                await subscriber.send(context.write, item.payload)
-                subscriber.resume_from = item.sequence
+            messages = self._batched if request.batch else _one_by_one
+            for sequence, message in messages(replay):
+                await subscriber.send(context.write, message)
+                subscriber.resume_from = sequence
             while True:
                 batch = await subscriber.next_batch(self.heartbeat_seconds)
                 if not batch:
                     idle = heartbeat(self.service.hub.latest_sequence)
                     await subscriber.send(context.write, idle)
-                for item in batch:
-                    await subscriber.send(context.write, item.payload)
-                    subscriber.resume_from = item.sequence
+                for sequence, message in messages(batch):
+                    await subscriber.send(context.write, message)
+                    subscriber.resume_from = sequence
         except SubscriberOverflow as overflow:
             # The status follows what the client has not read yet; this handler ends now.
             context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
             context.set_details(str(overflow))
         finally:
             subscriber.close()
+
+    def _batched(
+        self, items: Iterable[Published[PortfolioChange, bytes]]
+    ) -> Iterator[tuple[int, bytes]]:
+        return batch_messages(
+            ((item.sequence, item.payload) for item in items), max_bytes=self.batch_max_bytes
+        )
+
+
+def _one_by_one(items: Iterable[Published[PortfolioChange, bytes]]) -> Iterator[tuple[int, bytes]]:
+    return ((item.sequence, item.payload) for item in items)
 
 
 def _check_page_size(page_size: int) -> None:

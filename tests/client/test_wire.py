@@ -512,8 +512,9 @@ def test_subscribe_request() -> None:
         level=PositionLevel.UNSPECIFIED,
         from_sequence=17,
     )
+    # Batches are asked for by default (a service that predates them ignores the flag).
     assert request == pb.SubscribeUpdatesRequest(
-        account_id="A1", instrument_id="AAPL", from_sequence=17
+        account_id="A1", instrument_id="AAPL", from_sequence=17, batch=True
     )
     with pytest.raises(ValueError, match="from_sequence"):
         wire.subscribe_request(
@@ -549,3 +550,22 @@ def test_heartbeat_conversion() -> None:
     assert update.is_heartbeat
     assert update.sequence == 12
     assert (update.position, update.fill, update.order_status) == (None, None, None)
+
+
+def test_a_batch_reads_as_its_updates_in_order() -> None:
+    carried = [
+        pb.PortfolioUpdate(
+            sequence=sequence,
+            kind=pb.UPDATE_KIND_POSITION_MODIFIED,
+            event_id=f"F{sequence}",
+            position=proto_position(),
+        )
+        for sequence in (4, 4, 5)
+    ]
+    message = pb.PortfolioUpdate(sequence=5, kind=pb.UPDATE_KIND_BATCH, batch=carried)
+    updates = wire.updates_from_proto(message)
+    assert [(u.sequence, u.event_id) for u in updates] == [(4, "F4"), (4, "F4"), (5, "F5")]
+    assert all(u.kind is UpdateKind.POSITION_MODIFIED for u in updates)
+    # Anything else is one update, as before.
+    (alone,) = wire.updates_from_proto(carried[2])
+    assert alone == wire.update_from_proto(carried[2])

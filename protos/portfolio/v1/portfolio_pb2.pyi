@@ -196,6 +196,10 @@ class _UpdateKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateKind
     """A cash balance changed (a fill, a transfer, a reservation)."""
     UPDATE_KIND_RECONCILIATION: _UpdateKind.ValueType  # 8
     """A reconciliation run finished (opt-in): its report, differences and residual rows."""
+    UPDATE_KIND_BATCH: _UpdateKind.ValueType  # 9
+    """Only to subscribers that asked for batches: several updates, in order, in `batch`;
+    sequence is the last one's. Read it as if its updates had come one by one.
+    """
 
 class UpdateKind(_UpdateKind, metaclass=_UpdateKindEnumTypeWrapper):
     """What an update is about."""
@@ -218,6 +222,10 @@ UPDATE_KIND_BALANCE: UpdateKind.ValueType  # 7
 """A cash balance changed (a fill, a transfer, a reservation)."""
 UPDATE_KIND_RECONCILIATION: UpdateKind.ValueType  # 8
 """A reconciliation run finished (opt-in): its report, differences and residual rows."""
+UPDATE_KIND_BATCH: UpdateKind.ValueType  # 9
+"""Only to subscribers that asked for batches: several updates, in order, in `batch`;
+sequence is the last one's. Read it as if its updates had come one by one.
+"""
 Global___UpdateKind: _TypeAlias = UpdateKind  # noqa: Y015
 
 class _AssetClass:
@@ -1470,6 +1478,7 @@ class SubscribeUpdatesRequest(_message.Message):
     INCLUDE_BALANCES_FIELD_NUMBER: _builtins.int
     INCLUDE_MARKS_FIELD_NUMBER: _builtins.int
     INCLUDE_RECONCILIATIONS_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Filters; empty means any. A strategy filter excludes account-level rows."""
     strategy_id: _builtins.str
@@ -1489,6 +1498,11 @@ class SubscribeUpdatesRequest(_message.Message):
     """Also send UPDATE_KIND_RECONCILIATION updates (a reconciliation run's report) of the
     matching accounts.
     """
+    batch: _builtins.bool
+    """Opt-in: the service may carry several updates, in order, in one message
+    (UPDATE_KIND_BATCH, the updates in `batch`); any message can still come on its own.
+    Fewer, larger messages cost the service far less to send than one per update.
+    """
     def __init__(
         self,
         *,
@@ -1500,10 +1514,11 @@ class SubscribeUpdatesRequest(_message.Message):
         include_balances: _builtins.bool = ...,
         include_marks: _builtins.bool = ...,
         include_reconciliations: _builtins.bool = ...,
+        batch: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_sequence", b"from_sequence", "include_balances", b"include_balances", "include_marks", b"include_marks", "include_reconciliations", b"include_reconciliations", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "batch", b"batch", "from_sequence", b"from_sequence", "include_balances", b"include_balances", "include_marks", b"include_marks", "include_reconciliations", b"include_reconciliations", "instrument_id", b"instrument_id", "level", b"level", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1527,6 +1542,7 @@ class PortfolioUpdate(_message.Message):
     BALANCE_FIELD_NUMBER: _builtins.int
     MARK_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     kind: Global___UpdateKind.ValueType
     event_id: _builtins.str
@@ -1559,6 +1575,10 @@ class PortfolioUpdate(_message.Message):
     def reconciliation(self) -> Global___Reconciliation:
         """For RECONCILIATION."""
 
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortfolioUpdate]:
+        """For BATCH: the updates it carries, in order (never a BATCH or a HEARTBEAT themselves)."""
+
     def __init__(
         self,
         *,
@@ -1572,10 +1592,11 @@ class PortfolioUpdate(_message.Message):
         balance: Global___Balance | None = ...,
         mark: Global___MarkPrice | None = ...,
         reconciliation: Global___Reconciliation | None = ...,
+        batch: _abc.Iterable[Global___PortfolioUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "fill", b"fill", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "batch", b"batch", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
