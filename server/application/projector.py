@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from server.application.ports import (
@@ -29,6 +30,38 @@ from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
 
 log = logging.getLogger("portfolio.views")
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What the views still need: committed events, the latest copy of each row they changed
+    (with its mark then), how their status changes were judged, the reconciliation runs they
+    made, and the latest marks and rates."""
+
+    events: list[Sequenced] = field(default_factory=list)
+    rows: dict[PositionKey, tuple[Position, Decimal]] = field(default_factory=dict)
+    transitions: list[OrderTransition] = field(default_factory=list)
+    runs: list[ReconciliationRun] = field(default_factory=list)
+    marks: tuple[list[Mark], list[FxRate]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.rows or self.marks or self.runs)
+
+    @property
+    def has_views(self) -> bool:
+        """Anything for the views themselves (not only marks)."""
+        return bool(self.events or self.rows or self.runs)
+
+    def put_back(self, earlier: _Batch) -> None:
+        """Takes back what a write could not write, ahead of what came since: each symbol's
+        rows stay in sequence order, and a row changed since keeps its newer copy."""
+        self.events[:0] = earlier.events
+        self.transitions[:0] = earlier.transitions
+        self.runs[:0] = earlier.runs
+        if self.marks is None:
+            self.marks = earlier.marks
+        for key, row in earlier.rows.items():
+            self.rows.setdefault(key, row)
 
 
 class ViewProjector:
@@ -49,11 +82,7 @@ class ViewProjector:
         self._precision = precision
         self._retry_seconds = retry_seconds
         self._max_retry_seconds = max_retry_seconds
-        self._events: list[Sequenced] = []
-        self._transitions: list[OrderTransition] = []
-        self._runs: list[ReconciliationRun] = []
-        self._rows: dict[PositionKey, tuple[Position, Decimal]] = {}
-        self._marks: tuple[list[Mark], list[FxRate]] | None = None
+        self._batch = _Batch()
         self._running: asyncio.Future[bool] | None = None
         self._fresh = False  # work submitted since the last write began
         self._retry: asyncio.TimerHandle | None = None
@@ -80,22 +109,23 @@ class ViewProjector:
     ) -> None:
         """Committed events, copies of the rows they changed with their marks then, how
         their status changes were judged, and the reconciliation runs they made."""
-        self._events.extend(events)
-        self._transitions.extend(transitions or ())
-        self._runs.extend(runs or ())
+        batch = self._batch
+        batch.events.extend(events)
+        batch.transitions.extend(transitions or ())
+        batch.runs.extend(runs or ())
         for row, mark in rows:
-            self._rows[row.key] = (row, mark)
+            batch.rows[row.key] = (row, mark)
         self._fresh = True
         self._schedule()
 
     def submit_marks(self, marks: list[Mark], rates: list[FxRate]) -> None:
         """The latest marks and rates, all of them: replaces any not written yet."""
-        self._marks = (marks, rates)
+        self._batch.marks = (marks, rates)
         self._fresh = True
         self._schedule()
 
     def _pending(self) -> bool:
-        return bool(self._events or self._rows or self._marks or self._runs)
+        return bool(self._batch)
 
     def _schedule(self) -> None:
         """Writes now, or once `min_interval` has passed since the last write began: a burst
@@ -130,50 +160,30 @@ class ViewProjector:
             self._retry = None
 
     def _write(self) -> None:
-        events, rows, transitions = self._events, list(self._rows.values()), self._transitions
-        marks, runs = self._marks, self._runs
-        self._events, self._rows, self._transitions, self._marks = [], {}, [], None
-        self._runs = []
+        batch, self._batch = self._batch, _Batch()
         self._fresh = False
         self._next_write = asyncio.get_running_loop().time() + self._min_interval
         self._running = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._record, events, rows, transitions, marks, runs
+            self._executor, self._record, batch
         )
-        self._running.add_done_callback(
-            lambda done: self._written(done, events, rows, transitions, marks, runs)
-        )
+        self._running.add_done_callback(lambda done: self._written(done, batch))
 
-    def _record(
-        self,
-        events: list[Sequenced],
-        rows: list[tuple[Position, Decimal]],
-        transitions: list[OrderTransition],
-        marks: tuple[list[Mark], list[FxRate]] | None,
-        runs: list[ReconciliationRun],
-    ) -> bool:
+    def _record(self, batch: _Batch) -> bool:
         """Writes a batch; True when it went to the views (not only marks)."""
         incomplete: ViewsIncomplete | None = None
-        if events or rows or runs:
-            views = [position_view(row, mark, self._precision) for row, mark in rows]
+        if batch.has_views:
+            views = [position_view(row, mark, self._precision) for row, mark in batch.rows.values()]
             try:
-                self._store.record_views(events, views, transitions, runs)
+                self._store.record_views(batch.events, views, batch.transitions, batch.runs)
             except ViewsIncomplete as error:  # the marks do not wait for a failing symbol
                 incomplete = error
-        if marks is not None:
-            self._store.record_marks(*marks)
+        if batch.marks is not None:
+            self._store.record_marks(*batch.marks)
         if incomplete is not None:
             raise incomplete
-        return bool(events or rows or runs)
+        return batch.has_views
 
-    def _written(
-        self,
-        done: asyncio.Future[bool],
-        events: list[Sequenced],
-        rows: list[tuple[Position, Decimal]],
-        transitions: list[OrderTransition],
-        marks: tuple[list[Mark], list[FxRate]] | None,
-        runs: list[ReconciliationRun],
-    ) -> None:
+    def _written(self, done: asyncio.Future[bool], batch: _Batch) -> None:
         self._running = None
         was_healthy = self.healthy
         error = done.exception()
@@ -186,18 +196,19 @@ class ViewProjector:
             self._whole_write(None)
             self._symbols_now(error.failing, error.skipped)
             left = {sequence for sequence, _ in error.events}
-            self._requeue(
-                error.events,
-                [(row, mark) for row, mark in rows if row.key in error.keys],
-                [item for item in transitions if item.sequence in left],
-                None,
-                error.runs,
+            self._batch.put_back(
+                _Batch(
+                    events=error.events,
+                    rows={key: row for key, row in batch.rows.items() if key in error.keys},
+                    transitions=[item for item in batch.transitions if item.sequence in left],
+                    runs=error.runs,
+                )
             )
             retry_in = error.retry_in
         else:
             self.failures += 1
             self._whole_write(error)
-            self._requeue(events, rows, transitions, marks, runs)
+            self._batch.put_back(batch)
             retry_in = self._delay
             self._delay = min(self._delay * 2, self._max_retry_seconds)
         if self.healthy != was_healthy:
@@ -206,24 +217,6 @@ class ViewProjector:
             self._retry_after(retry_in)
         if self._fresh:
             self._schedule()
-
-    def _requeue(
-        self,
-        events: list[Sequenced],
-        rows: list[tuple[Position, Decimal]],
-        transitions: list[OrderTransition],
-        marks: tuple[list[Mark], list[FxRate]] | None,
-        runs: list[ReconciliationRun],
-    ) -> None:
-        """Puts back what was not written, ahead of what came since (each symbol's rows stay
-        in sequence order)."""
-        self._events[:0] = events
-        self._transitions[:0] = transitions
-        self._runs[:0] = runs
-        if self._marks is None:
-            self._marks = marks
-        for row, mark in rows:
-            self._rows.setdefault(row.key, (row, mark))
 
     def _retry_after(self, seconds: float) -> None:
         if self._retry is not None:

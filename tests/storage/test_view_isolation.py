@@ -184,7 +184,7 @@ def test_a_symbol_that_holds_back_too_much_is_left_to_the_next_start(tmp_path):
         wait_until(lambda: "fills/A3" in projector.failing_symbols)
         ingest(server, pb_fill("BUY", 1, 10))
         wait_until(lambda: "suspended" in projector.failing_symbols["fills/A3"])
-        assert not projector._events  # nothing held for it in memory any more
+        assert not projector._batch.events  # nothing held for it in memory any more
         fills.delete("A3")  # repaired, but its rows could only be written out of order now
         ingest(server, pb_fill("BUY", 1, 10, account="A3"), pb_fill("BUY", 1, 10))
         wait_until(lambda: len(fills.read("A1").data) == 2)
