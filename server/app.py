@@ -19,7 +19,7 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.malformed import MalformedRequestGuard
 from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
-from server.api.updates import BATCH_MAX_BYTES, encode_update
+from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
 from server.application.ports import Broker
 from server.application.reconciler import Reconciler
 from server.application.recovery import RecoveryReport, recover
@@ -54,7 +54,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    service: PortfolioService[bytes]
+    service: PortfolioService[EncodedUpdate]
     store: ArcticEventStore
     recovery: RecoveryReport
     health: health.aio.HealthServicer
@@ -149,7 +149,7 @@ async def _start(
             else None
         ),
     )
-    hub: SubscriptionHub[PortfolioChange, bytes] = SubscriptionHub(
+    hub: SubscriptionHub[PortfolioChange, EncodedUpdate] = SubscriptionHub(
         encode_update,
         config.replay_capacity,
         config.subscriber_queue,
@@ -277,7 +277,7 @@ def _broker(config: ServiceConfig) -> Broker | None:
 
 
 async def _housekeeping(
-    service: PortfolioService[bytes],
+    service: PortfolioService[EncodedUpdate],
     trace_ttl: float,
     broker: Broker | None,
     set_health: Callable[[str, bool], None],

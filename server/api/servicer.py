@@ -16,7 +16,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.errors import ApiError
 from server.api.malformed import MalformedRequest
-from server.api.updates import BATCH_MAX_BYTES, batch_messages
+from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, batch_messages
 from server.api.wire import (
     FieldViolation,
     event_from_proto,
@@ -93,6 +93,7 @@ _LEVEL_CHOICES = (
     "reconciliation reports: GetReconciliation)"
 )
 
+Update: TypeAlias = Published[PortfolioChange, EncodedUpdate]
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
 
@@ -105,7 +106,7 @@ def _require(field: str, value: str) -> None:
 class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     def __init__(
         self,
-        service: PortfolioService[bytes],
+        service: PortfolioService[EncodedUpdate],
         *,
         max_batch_events: int,
         heartbeat_seconds: float,
@@ -706,16 +707,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         finally:
             subscriber.close()
 
-    def _batched(
-        self, items: Iterable[Published[PortfolioChange, bytes]]
-    ) -> Iterator[tuple[int, bytes]]:
-        return batch_messages(
-            ((item.sequence, item.payload) for item in items), max_bytes=self.batch_max_bytes
-        )
+    def _batched(self, items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
+        return batch_messages(items, max_bytes=self.batch_max_bytes)
 
 
-def _one_by_one(items: Iterable[Published[PortfolioChange, bytes]]) -> Iterator[tuple[int, bytes]]:
-    return ((item.sequence, item.payload) for item in items)
+def _one_by_one(items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
+    return ((item.sequence, item.payload.message) for item in items)
 
 
 def _check_page_size(page_size: int) -> None:

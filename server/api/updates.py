@@ -23,6 +23,7 @@ from server.application.service import (
     PositionChanged,
     ReconciliationChanged,
 )
+from server.application.subscriptions import Published
 from server.domain.position import ChangeKind
 
 UPDATE_KIND = {
@@ -41,9 +42,25 @@ _SEQUENCE_TAG = bytes([1 << 3])  # PortfolioUpdate.sequence (1), varint
 _KIND_BATCH = bytes([2 << 3, pb.UPDATE_KIND_BATCH])  # PortfolioUpdate.kind (2) = BATCH
 
 
-def encode_update(change: PortfolioChange) -> bytes:
-    """The update's wire form, encoded once per update and written as is to every stream."""
-    return update_to_proto(change).SerializeToString()
+class EncodedUpdate:
+    """An update's wire form, made once and shared by every stream: kept framed as an element
+    of a batch (tag, length, the update's bytes), so that a batch is one join of elements;
+    `message` is the update on its own."""
+
+    __slots__ = ("element", "start")
+
+    def __init__(self, message: bytes) -> None:
+        head = _BATCH_ELEMENT_TAG + _varint(len(message))
+        self.element = head + message
+        self.start = len(head)
+
+    @property
+    def message(self) -> bytes:
+        return self.element[self.start :]
+
+
+def encode_update(change: PortfolioChange) -> EncodedUpdate:
+    return EncodedUpdate(update_to_proto(change).SerializeToString())
 
 
 def _varint(value: int) -> bytes:
@@ -56,36 +73,38 @@ def _varint(value: int) -> bytes:
 
 
 def batch_messages(
-    updates: Iterable[tuple[int, bytes]],
+    updates: Iterable[Published[PortfolioChange, EncodedUpdate]],
     max_updates: int = BATCH_MAX_UPDATES,
     max_bytes: int = BATCH_MAX_BYTES,
 ) -> Iterator[tuple[int, bytes]]:
-    """(sequence, encoded update) pairs, in order, framed as messages of at most `max_updates`
-    updates and about `max_bytes`: (the last carried update's sequence, the message). A message
-    of one update is that update as is, so it reads the same batched or not.
+    """Updates, in order, framed as messages of at most `max_updates` updates and about
+    `max_bytes`: (the last carried update's sequence, the message). A message of one update is
+    that update as is, so it reads the same batched or not.
 
     Lazy: it reads `updates` only as far as the message it is building, so a replay read
     from the buffer as it is consumed stays so."""
-    group: list[tuple[int, bytes]] = []
-    size = 0
-    for sequence, encoded in updates:
-        if group and (len(group) >= max_updates or size + len(encoded) > max_bytes):
-            yield _frame(group)
-            group, size = [], 0
-        group.append((sequence, encoded))
-        size += len(encoded) + 6
-    if group:
-        yield _frame(group)
+    elements: list[bytes] = []
+    first: EncodedUpdate | None = None
+    size = last = 0
+    for item in updates:
+        encoded = item.payload
+        element = encoded.element
+        if elements and (len(elements) >= max_updates or size + len(element) > max_bytes):
+            yield last, _frame(elements, first, last)
+            elements, size = [], 0
+        if not elements:
+            first = encoded
+        elements.append(element)
+        size += len(element)
+        last = item.sequence
+    if elements:
+        yield last, _frame(elements, first, last)
 
 
-def _frame(group: list[tuple[int, bytes]]) -> tuple[int, bytes]:
-    last = group[-1][0]
-    if len(group) == 1:
-        return last, group[0][1]
-    parts = [_SEQUENCE_TAG, _varint(last), _KIND_BATCH]
-    for _, encoded in group:
-        parts += (_BATCH_ELEMENT_TAG, _varint(len(encoded)), encoded)
-    return last, b"".join(parts)
+def _frame(elements: list[bytes], first: EncodedUpdate | None, last: int) -> bytes:
+    if len(elements) == 1 and first is not None:
+        return first.message
+    return b"".join((_SEQUENCE_TAG, _varint(last), _KIND_BATCH, *elements))
 
 
 def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
