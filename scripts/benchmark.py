@@ -377,12 +377,12 @@ def startup_figures(fills_count: int, checkpoint_every: int) -> None:
 # -- fan-out: ingest while subscribers listen ---------------------------------------------------
 
 
-async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
+async def serve_subscribers(address: str, readers: int, stuck: int, batch: bool = False) -> None:
     """Holds `readers` subscriptions that read everything (resuming after a cut-off) and
-    `stuck` ones that never read, each on its own connection; prints what the readers got
-    when stdin closes."""
+    `stuck` ones that never read, each on its own connection, all asking for batches if
+    `batch`; prints what the readers got (updates, not messages) when stdin closes."""
     method = "/portfolio.v1.PortfolioManager/SubscribeUpdates"
-    request = pb.SubscribeUpdatesRequest()
+    request = pb.SubscribeUpdatesRequest(batch=batch)
     received = [0] * readers
     endings: dict[str, int] = {}
 
@@ -401,10 +401,13 @@ async def serve_subscribers(address: str, readers: int, stuck: int) -> None:
                 response_deserializer=pb.PortfolioUpdate.FromString,
             )
             while True:
-                call = subscribe(pb.SubscribeUpdatesRequest(from_sequence=last + 1 if last else 0))
+                call = subscribe(
+                    pb.SubscribeUpdatesRequest(from_sequence=last + 1 if last else 0, batch=batch)
+                )
                 try:
                     async for update in call:
-                        received[index] += 1
+                        batched = update.kind == pb.UPDATE_KIND_BATCH
+                        received[index] += len(update.batch) if batched else 1
                         last = max(last, update.sequence)
                     ending = "ended"
                 except grpc.aio.AioRpcError as error:
@@ -473,9 +476,10 @@ def paced_acks(
 
 
 def fanout_figures(args: argparse.Namespace) -> None:
-    """Ingest with no subscriber, with 100 unfiltered ones (10 never read), and with none
-    again, in one run: the baseline is both runs without, so drift in the run (a growing
-    store, other load on the machine) does not count as the subscribers' cost."""
+    """Ingest with no subscriber, with 100 unfiltered ones (10 never read), with none, with 100
+    asking for batches, and with none again, in one run: the baseline is the runs without, so
+    drift in the run (a growing store, other load on the machine) does not count as the
+    subscribers' cost."""
     readers, stuck, rate = 90, 10, args.fanout_rate
     # With the service's default queue of 10,000 updates, at 300 fills/s (600 updates) the
     # stuck subscribers are cut off about 17 s into the paced run.
@@ -490,11 +494,12 @@ def fanout_figures(args: argparse.Namespace) -> None:
                 stub = pb_grpc.PortfolioManagerStub(channel)
                 ingest_rate(stub, list(batches(10_000, "WARM")))
                 runs: dict[str, list[tuple[float, float, list[float], float]]] = {}
-                for phase, label in enumerate(("none", "100", "none")):
-                    if label == "100":
+                delivered: dict[str, tuple[str, float]] = {}
+                for phase, label in enumerate(("none", "100", "none", "100 batched", "none")):
+                    if label != "none":
                         listeners = subprocess.Popen(
                             [sys.executable, __file__, "--serve-subscribers", address,
-                             str(readers), str(stuck)],
+                             str(readers), str(stuck), str(int(label == "100 batched"))],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                         )  # fmt: skip
@@ -503,7 +508,9 @@ def fanout_figures(args: argparse.Namespace) -> None:
                         time.sleep(2)  # every subscription registered
                     elif listeners is not None:
                         listeners_cpu = cpu_seconds(listeners.pid)
-                        delivered, _ = listeners.communicate("", timeout=60)
+                        got, _ = listeners.communicate("", timeout=60)
+                        delivered[("100", "100 batched")[phase // 2 - 1]] = (got, listeners_cpu)
+                        listeners = None
                         time.sleep(2)  # every subscription gone
                     # Paced first: a burst leaves readers a backlog that would skew it.
                     began = cpu_seconds(service.pid)
@@ -529,24 +536,28 @@ def fanout_figures(args: argparse.Namespace) -> None:
     }
     print(f"\nFan-out (LMDB; subscribers in another process, {readers} reading + {stuck} stuck, "
           f"unfiltered, {' '.join(args.fanout_service_args) or 'default options'}):")  # fmt: skip
-    base_burst, _, base_samples, base_cpu = figures["none"]
-    burst, achieved, samples, cpu = figures["100"]
-    print("  (no subscriber: the mean of a run before and a run after the one with them)")
-    print(f"  Ingest, batches of {BATCH}, {args.fanout_fills:,} fills: no subscriber "
-          f"{base_burst:,.0f} fills/s, 100 subscribers {burst:,.0f} fills/s, "
-          f"ratio {burst / base_burst:.2f}")  # fmt: skip
-    print(f"  One-fill batches at {rate}/s for {args.fanout_seconds:.0f} s: acked "
-          f"{figures['none'][1]:,.0f}/s without, {achieved:,.0f}/s with subscribers")  # fmt: skip
-    print(f"    service CPU per fill: {base_cpu:,.0f} us without, {cpu:,.0f} us with subscribers, "
-          f"ratio {cpu / base_cpu:.2f} (all its threads)")  # fmt: skip
-    print(row("    ack, 100 subscribers", samples, None))
+    base_burst, base_achieved, base_samples, base_cpu = figures["none"]
+    print("  (no subscriber: the mean of the runs before, between and after those with them)")
+    print(f"  No subscriber: ingest, batches of {BATCH}, {args.fanout_fills:,} fills: "
+          f"{base_burst:,.0f} fills/s; one-fill batches at {rate}/s for "
+          f"{args.fanout_seconds:.0f} s: acked {base_achieved:,.0f}/s, service CPU per fill "
+          f"{base_cpu:,.0f} us (all its threads)")  # fmt: skip
     print(row("    ack, no subscriber", base_samples, None))
-    print(f"    ratio p50 {statistics.median(samples) / statistics.median(base_samples):.2f}x  "
-          f"p99 {pct(samples, 99) / pct(base_samples, 99):.2f}x")  # fmt: skip
-    total, least, endings = delivered.split(" ", 2)
-    print(f"  Readers got {int(total):,} updates (the least: {int(least):,}); "
-          f"streams ended: {endings.strip()}; their process used {listeners_cpu:.1f} s of CPU "
-          f"on the same machine")  # fmt: skip
+    for label, title in (("100", "one update per message"), ("100 batched", "batches")):
+        burst, achieved, samples, cpu = figures[label]
+        got, listeners_cpu = delivered[label]
+        print(f"  {readers + stuck} subscribers, {title}:")
+        print(f"    ingest {burst:,.0f} fills/s (ratio {burst / base_burst:.2f}); paced: acked "
+              f"{achieved:,.0f}/s (ratio {achieved / base_achieved:.2f}), service CPU per fill "
+              f"{cpu:,.0f} us (ratio {cpu / base_cpu:.2f})")  # fmt: skip
+        print(row("    ack", samples, None))
+        print(f"    ratio to no subscriber: p50 "
+              f"{statistics.median(samples) / statistics.median(base_samples):.2f}x  "
+              f"p99 {pct(samples, 99) / pct(base_samples, 99):.2f}x")  # fmt: skip
+        total, least, endings = got.split(" ", 2)
+        print(f"    readers got {int(total):,} updates (the least: {int(least):,}); streams "
+              f"ended: {endings.strip()}; their process used {listeners_cpu:.1f} s of CPU on "
+              f"the same machine")  # fmt: skip
 
 
 def main() -> int:
@@ -570,14 +581,14 @@ def main() -> int:
         help="extra service options for the fan-out section (e.g. --fanout-writes-per-second=0)",
     )  # fmt: skip
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-subscribers", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-subscribers", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_noop:
         asyncio.run(serve_noop())
         return 0
     if args.serve_subscribers:
-        address, readers, stuck = args.serve_subscribers
-        asyncio.run(serve_subscribers(address, int(readers), int(stuck)))
+        address, readers, stuck, batch = args.serve_subscribers
+        asyncio.run(serve_subscribers(address, int(readers), int(stuck), batch == "1"))
         return 0
     print(
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
