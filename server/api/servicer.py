@@ -16,7 +16,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.errors import ApiError
 from server.api.malformed import MalformedRequest
-from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, batch_messages
+from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, batch_messages, write_cost
 from server.api.wire import (
     FieldViolation,
     event_from_proto,
@@ -690,7 +690,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             await context.send_initial_metadata(())
             messages = self._batched if request.batch else _one_by_one
             for sequence, message in messages(replay):
-                await subscriber.send(context.write, message)
+                await subscriber.send(context.write, message, write_cost(message))
                 subscriber.resume_from = sequence
             while True:
                 batch = await subscriber.next_batch(self.heartbeat_seconds)
@@ -698,7 +698,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     idle = heartbeat(self.service.hub.latest_sequence)
                     await subscriber.send(context.write, idle)
                 for sequence, message in messages(batch):
-                    await subscriber.send(context.write, message)
+                    await subscriber.send(context.write, message, write_cost(message))
                     subscriber.resume_from = sequence
         except SubscriberOverflow as overflow:
             # The status follows what the client has not read yet; this handler ends now.

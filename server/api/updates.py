@@ -1,8 +1,9 @@
 """The update stream's messages: one per change, encoded once and shared by subscribers; for a
 subscriber that asked for batches, several of those encodings framed into one message.
 
-A write to a stream costs the service about 40-50 us of CPU whatever its size, so at hundreds
-of updates a second per subscriber the count of writes, not their bytes, is the cost of fan-out.
+A write to a stream costs the service about 40-50 us of CPU for a small message, so at hundreds
+of updates a second per subscriber the count of writes is most of the cost of fan-out; a batch
+of hundreds of updates also costs by its bytes, and takes its share of the write budget so.
 A batch is built from the bytes each update already has (a repeated field is its elements'
 encodings, each behind its tag and length), so batching encodes nothing again.
 """
@@ -57,6 +58,16 @@ class EncodedUpdate:
     @property
     def message(self) -> bytes:
         return self.element[self.start :]
+
+
+# A write's fixed cost buys about as much of the service's CPU as moving this many bytes of
+# a message (scripts/benchmark.py --only fanout: batched fan-out's cost follows its bytes).
+BYTES_PER_WRITE = 32 * 1024
+
+
+def write_cost(message: bytes) -> float:
+    """A message's share of the fan-out write budget, in writes' worth of CPU."""
+    return 1 + len(message) / BYTES_PER_WRITE
 
 
 def encode_update(change: PortfolioChange) -> EncodedUpdate:

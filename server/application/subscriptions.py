@@ -122,6 +122,10 @@ class WriteBudget:
     loop is the one that admits and acknowledges fills: the budget keeps fan-out to a share of
     it. Waiting writers are served in arrival order, so streams share the budget fairly; a
     subscriber that cannot keep up within it falls behind and is cut off, as any slow reader.
+
+    A large write (a batch of updates) costs more than one token: its `cost` in writes' worth
+    of CPU. The writer at the head goes as soon as one token is there and leaves the rest as a
+    debt the next writers wait out, so no cost is too large to be paid and the rate holds.
     """
 
     def __init__(self, rate: float) -> None:
@@ -129,20 +133,20 @@ class WriteBudget:
         self._burst = max(1.0, rate / 500)  # 2 ms worth: the loop holds the GIL in short turns
         self._tokens = self._burst
         self._stamp = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    async def take(self) -> None:
+    async def take(self, cost: float = 1.0) -> None:
         if self.rate <= 0:
             return
         loop = asyncio.get_running_loop()
         if not self._waiters:
             self._refill(loop.time())
             if self._tokens >= 1:
-                self._tokens -= 1
+                self._tokens -= cost
                 return
         waiter = loop.create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((waiter, cost))
         if self._timer is None:
             self._schedule(loop)
         await waiter
@@ -159,10 +163,10 @@ class WriteBudget:
         self._refill(loop.time())
         waiters = self._waiters
         while waiters and self._tokens >= 1:
-            waiter = waiters.popleft()
+            waiter, cost = waiters.popleft()
             if not waiter.done():  # a cancelled one (cut off, or the client left) costs nothing
                 waiter.set_result(None)
-                self._tokens -= 1
+                self._tokens -= cost
         if waiters:
             self._schedule(loop)
 
@@ -225,8 +229,11 @@ class Subscriber(Generic[Change, Payload]):
         self._items.clear()
         return batch
 
-    async def send(self, write: Callable[[Sent], Awaitable[object]], message: Sent) -> None:
-        """Awaits one write; a cut-off meanwhile abandons it and raises SubscriberOverflow.
+    async def send(
+        self, write: Callable[[Sent], Awaitable[object]], message: Sent, cost: float = 1.0
+    ) -> None:
+        """Awaits one write (`cost` writes' worth of the budget); a cut-off meanwhile abandons
+        it and raises SubscriberOverflow.
 
         The cut-off cancels the handler's task while it waits here (for the write budget or
         the write), and only here, so no other await of the handler is ever interrupted."""
@@ -235,7 +242,7 @@ class Subscriber(Generic[Change, Payload]):
         task = asyncio.current_task()
         self._writer = task
         try:
-            await self._hub.budget.take()
+            await self._hub.budget.take(cost)
             await write(message)
         except asyncio.CancelledError:
             if not self.overflowed or task is None:

@@ -4,6 +4,7 @@ the client library unpacks batches so that its users see one update at a time.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,7 @@ from client import AsyncPortfolioClient, PortfolioClient, PortfolioUpdate
 from client import wire as client_wire
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.application.subscriptions import WriteBudget
 from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import start_test_server
 
@@ -216,3 +218,14 @@ async def test_the_async_client_library_yields_a_batched_stream_one_update_at_a_
         assert len(got) == 5 * (2 * 39 + 1) + 1
     finally:
         server.stop()
+
+
+async def test_a_large_write_takes_its_cost_from_the_write_budget():
+    """A batch worth five writes leaves a debt: the next write waits for it to be paid."""
+    budget = WriteBudget(100)  # a burst of one token, one every 10 ms
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await budget.take(5.0)  # a token is there: it goes at once, without waiting
+    assert loop.time() - began < 0.005
+    await budget.take()  # waits out the debt of 4 tokens, then one more
+    assert loop.time() - began >= 0.045
