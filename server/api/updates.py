@@ -94,6 +94,21 @@ def batch_messages(
 
     Lazy: it reads `updates` only as far as the message it is building, so a replay read
     from the buffer as it is consumed stays so."""
+    if isinstance(updates, list):  # what was queued: whole slices, few steps per update
+        for start in range(0, len(updates), max_updates):
+            chunk = updates[start : start + max_updates]
+            elements = [item.payload.element for item in chunk]
+            if sum(map(len, elements)) <= max_bytes:
+                yield chunk[-1].sequence, _frame(elements, chunk[0].payload, chunk[-1].sequence)
+            else:
+                yield from _by_size(chunk, max_updates, max_bytes)
+        return
+    yield from _by_size(updates, max_updates, max_bytes)
+
+
+def _by_size(
+    updates: Iterable[Published[PortfolioChange, EncodedUpdate]], max_updates: int, max_bytes: int
+) -> Iterator[tuple[int, bytes]]:
     elements: list[bytes] = []
     first: EncodedUpdate | None = None
     size = last = 0
