@@ -493,7 +493,7 @@ def fanout_figures(args: argparse.Namespace) -> None:
             with grpc.insecure_channel(address) as channel:
                 stub = pb_grpc.PortfolioManagerStub(channel)
                 ingest_rate(stub, list(batches(10_000, "WARM")))
-                runs: dict[str, list[tuple[float, float, list[float], float]]] = {}
+                runs: dict[str, list[tuple[float, float, list[float], float, float]]] = {}
                 delivered: dict[str, tuple[str, float]] = {}
                 for phase, label in enumerate(("none", "100", "none", "100 batched", "none")):
                     if label != "none":
@@ -516,9 +516,12 @@ def fanout_figures(args: argparse.Namespace) -> None:
                     began = cpu_seconds(service.pid)
                     achieved, samples = paced_acks(stub, rate, args.fanout_seconds, f"P{phase}")
                     paced_cpu = cpu_seconds(service.pid) - began
-                    burst = ingest_rate(stub, list(batches(args.fanout_fills, f"B{phase}")))
+                    requests = list(batches(args.fanout_fills, f"B{phase}"))
+                    began = cpu_seconds(service.pid)
+                    burst = ingest_rate(stub, requests)
+                    burst_cpu = (cpu_seconds(service.pid) - began) / args.fanout_fills * 1e6
                     runs.setdefault(label, []).append(
-                        (burst, achieved, samples, paced_cpu / len(samples) * 1e6)
+                        (burst, achieved, samples, paced_cpu / len(samples) * 1e6, burst_cpu)
                     )
         finally:
             if listeners is not None and listeners.poll() is None:
@@ -531,23 +534,26 @@ def fanout_figures(args: argparse.Namespace) -> None:
             statistics.mean(run[1] for run in phase_runs),
             [sample for run in phase_runs for sample in run[2]],
             statistics.mean(run[3] for run in phase_runs),
+            statistics.mean(run[4] for run in phase_runs),
         )
         for label, phase_runs in runs.items()
     }
     print(f"\nFan-out (LMDB; subscribers in another process, {readers} reading + {stuck} stuck, "
           f"unfiltered, {' '.join(args.fanout_service_args) or 'default options'}):")  # fmt: skip
-    base_burst, base_achieved, base_samples, base_cpu = figures["none"]
+    base_burst, base_achieved, base_samples, base_cpu, base_burst_cpu = figures["none"]
     print("  (no subscriber: the mean of the runs before, between and after those with them)")
     print(f"  No subscriber: ingest, batches of {BATCH}, {args.fanout_fills:,} fills: "
-          f"{base_burst:,.0f} fills/s; one-fill batches at {rate}/s for "
+          f"{base_burst:,.0f} fills/s ({base_burst_cpu:,.0f} us CPU per fill); one-fill "
+          f"batches at {rate}/s for "
           f"{args.fanout_seconds:.0f} s: acked {base_achieved:,.0f}/s, service CPU per fill "
           f"{base_cpu:,.0f} us (all its threads)")  # fmt: skip
     print(row("    ack, no subscriber", base_samples, None))
     for label, title in (("100", "one update per message"), ("100 batched", "batches")):
-        burst, achieved, samples, cpu = figures[label]
+        burst, achieved, samples, cpu, burst_cpu = figures[label]
         got, listeners_cpu = delivered[label]
         print(f"  {readers + stuck} subscribers, {title}:")
-        print(f"    ingest {burst:,.0f} fills/s (ratio {burst / base_burst:.2f}); paced: acked "
+        print(f"    ingest {burst:,.0f} fills/s (ratio {burst / base_burst:.2f}), {burst_cpu:,.0f} "
+              f"us CPU per fill (ratio {burst_cpu / base_burst_cpu:.2f}); paced: acked "
               f"{achieved:,.0f}/s (ratio {achieved / base_achieved:.2f}), service CPU per fill "
               f"{cpu:,.0f} us (ratio {cpu / base_cpu:.2f})")  # fmt: skip
         print(row("    ack", samples, None))
