@@ -134,6 +134,13 @@ def _frame(elements: list[bytes], first: EncodedUpdate | None, last: int) -> byt
 
 
 def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
+    if isinstance(change, PositionChanged):  # most updates: two per fill
+        update = pb.PortfolioUpdate(
+            sequence=change.sequence, kind=UPDATE_KIND[change.kind], event_id=change.fill.fill_id
+        )
+        position_to_proto(change.position, into=update.position)
+        fill_to_proto(change.fill, change.corrects, into=update.fill)
+        return update
     if isinstance(change, OrderStatusChanged):
         return pb.PortfolioUpdate(
             sequence=change.sequence,
@@ -163,11 +170,4 @@ def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
                 change.run.reconciliation, lambda row: residuals[row.instrument_id]
             ),
         )
-    assert isinstance(change, PositionChanged)
-    return pb.PortfolioUpdate(
-        sequence=change.sequence,
-        kind=UPDATE_KIND[change.kind],
-        event_id=change.fill.fill_id,
-        position=position_to_proto(change.position),
-        fill=fill_to_proto(change.fill, change.corrects),
-    )
+    raise TypeError(f"no update for {type(change).__name__}")

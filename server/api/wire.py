@@ -95,6 +95,12 @@ def to_timestamp(ns: int) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
 
 
+def set_timestamp(field: Timestamp, ns: int) -> None:
+    """Sets a message's timestamp field in place (no Timestamp built and copied: this runs
+    for every update sent)."""
+    field.seconds, field.nanos = divmod(ns, 1_000_000_000)
+
+
 def fill_from_proto(message: pb.Fill) -> Fill | FillCorrection:
     """A fill, or with `corrects` set, a correction of an earlier one."""
     side = SIDE_FROM_PROTO.get(message.side)
@@ -200,24 +206,25 @@ def event_id_of(message: pb.ExecutionEvent) -> str:
     return ""
 
 
-def fill_to_proto(fill: Fill, corrects: str = "") -> pb.Fill:
-    return pb.Fill(
-        corrects=corrects,
-        fill_id=fill.fill_id,
-        account_id=fill.account_id,
-        strategy_id=fill.strategy_id,
-        instrument_id=fill.instrument_id,
-        side=SIDE_TO_PROTO[fill.side],
-        quantity=canonical(fill.quantity),
-        price=canonical(fill.price),
-        commission=canonical(fill.commission),
-        commission_currency=fill.commission_currency,
-        timestamp=to_timestamp(fill.timestamp_ns),
-        order_ref=fill.order_ref,
-        order_id=fill.order_id,
-        venue=fill.venue,
-        trace_id=fill.trace_id,
-    )
+def fill_to_proto(fill: Fill, corrects: str = "", into: pb.Fill | None = None) -> pb.Fill:
+    """The fill's message; `into` fills a field of an enclosing message in place (no copy)."""
+    message = pb.Fill() if into is None else into
+    message.corrects = corrects
+    message.fill_id = fill.fill_id
+    message.account_id = fill.account_id
+    message.strategy_id = fill.strategy_id
+    message.instrument_id = fill.instrument_id
+    message.side = SIDE_TO_PROTO[fill.side]
+    message.quantity = canonical(fill.quantity)
+    message.price = canonical(fill.price)
+    message.commission = canonical(fill.commission)
+    message.commission_currency = fill.commission_currency
+    set_timestamp(message.timestamp, fill.timestamp_ns)
+    message.order_ref = fill.order_ref
+    message.order_id = fill.order_id
+    message.venue = fill.venue
+    message.trace_id = fill.trace_id
+    return message
 
 
 def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
@@ -240,40 +247,40 @@ def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
     )
 
 
-def position_to_proto(view: PositionView) -> pb.Position:
+def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb.Position:
+    """The row's message; `into` fills a field of an enclosing message in place (no copy)."""
     key = view.key
-    message = pb.Position(
-        account_id=key.account_id,
-        strategy_id=key.strategy_id,
-        instrument_id=key.instrument_id,
-        level=(
-            pb.POSITION_LEVEL_RESIDUAL
-            if view.residual
-            else pb.POSITION_LEVEL_ACCOUNT
-            if key.is_account_level
-            else pb.POSITION_LEVEL_STRATEGY
-        ),
-        quantity=canonical(view.quantity),
-        avg_cost=canonical(view.avg_cost),
-        realized_pnl=canonical(view.realized_pnl),
-        unrealized_pnl=canonical(view.unrealized_pnl),
-        fees=canonical(view.fees),
-        net_pnl=canonical(view.net_pnl),
-        market_price=canonical(view.market_price),
-        market_value=canonical(view.market_value),
-        cost_basis=canonical(view.cost_basis),
-        multiplier=canonical(view.multiplier),
-        trade_count=view.trade_count,
-        last_sequence=view.last_sequence,
+    message = pb.Position() if into is None else into
+    message.account_id = key.account_id
+    message.strategy_id = key.strategy_id
+    message.instrument_id = key.instrument_id
+    message.level = (
+        pb.POSITION_LEVEL_RESIDUAL
+        if view.residual
+        else pb.POSITION_LEVEL_ACCOUNT
+        if key.is_account_level
+        else pb.POSITION_LEVEL_STRATEGY
     )
+    message.quantity = canonical(view.quantity)
+    message.avg_cost = canonical(view.avg_cost)
+    message.realized_pnl = canonical(view.realized_pnl)
+    message.unrealized_pnl = canonical(view.unrealized_pnl)
+    message.fees = canonical(view.fees)
+    message.net_pnl = canonical(view.net_pnl)
+    message.market_price = canonical(view.market_price)
+    message.market_value = canonical(view.market_value)
+    message.cost_basis = canonical(view.cost_basis)
+    message.multiplier = canonical(view.multiplier)
+    message.trade_count = view.trade_count
+    message.last_sequence = view.last_sequence
     if view.opened_at_ns:
-        message.opened_at.CopyFrom(to_timestamp(view.opened_at_ns))
+        set_timestamp(message.opened_at, view.opened_at_ns)
     if view.updated_at_ns:
-        message.updated_at.CopyFrom(to_timestamp(view.updated_at_ns))
+        set_timestamp(message.updated_at, view.updated_at_ns)
     message.currency = view.currency
     message.mark_source = MARK_SOURCE[view.mark_source]
     if view.marked_at_ns:
-        message.marked_at.CopyFrom(to_timestamp(view.marked_at_ns))
+        set_timestamp(message.marked_at, view.marked_at_ns)
     message.base_currency = view.base_currency
     if view.fx_rate is not None:
         rate, precision = view.fx_rate, view.precision

@@ -95,8 +95,10 @@ class PositionChanged:
 
     @property
     def position(self) -> PositionView:
-        view = position_view(self.row, self.price.price, self.precision, self.price)
-        return replace(view, base_currency=self.base_currency, fx_rate=self.fx_rate)
+        return position_view(
+            self.row, self.price.price, self.precision, self.price,
+            base_currency=self.base_currency, fx_rate=self.fx_rate,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,7 +563,7 @@ class PortfolioService(Generic[Payload]):
         """A row's view, with its account's base currency and the rate into it."""
         base = self.ledger.accounts.base_currency(row.key.account_id)
         rate = self.ledger.fx.rate(row.currency, base)
-        return replace(self.ledger.book.view(row), base_currency=base, fx_rate=rate)
+        return self.ledger.book.view(row, base, rate)
 
     def strategy_portfolio(
         self, strategy_id: str, account_id: str = ALL, include_flat: bool = False

@@ -82,9 +82,16 @@ class PositionView:
 
 
 def position_view(
-    row: Position, market_price: Decimal, precision: Decimal, price: Price | None = None
+    row: Position,
+    market_price: Decimal,
+    precision: Decimal,
+    price: Price | None = None,
+    *,
+    base_currency: str = "",
+    fx_rate: Decimal | None = None,
 ) -> PositionView:
-    """A row's view at `market_price`; `price` says where that price came from."""
+    """A row's view at `market_price`; `price` says where that price came from. Built whole
+    in one go (no copy with the base currency added after): it is made for every update sent."""
     with localcontext(EXACT):
         return PositionView(
             key=row.key,
@@ -104,6 +111,8 @@ def position_view(
             currency=row.currency,
             mark_source=price.source if price else MarkSource.LAST_FILL,
             marked_at_ns=price.time_ns if price else row.updated_at_ns,
+            base_currency=base_currency,
+            fx_rate=fx_rate,
             precision=precision,
         )
 
@@ -246,9 +255,13 @@ class PositionBook:
     def get(self, key: PositionKey) -> Position | None:
         return self._rows.get(key)
 
-    def view(self, row: Position) -> PositionView:
+    def view(
+        self, row: Position, base_currency: str = "", fx_rate: Decimal | None = None
+    ) -> PositionView:
         price = self.price(row.key.instrument_id)
-        return position_view(row, price.price, self.precision, price)
+        return position_view(
+            row, price.price, self.precision, price, base_currency=base_currency, fx_rate=fx_rate
+        )
 
     def mark(self, instrument_id: str) -> Decimal:
         return self.price(instrument_id).price
