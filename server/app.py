@@ -317,9 +317,15 @@ async def serve(config: ServiceConfig) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    first_signal: list[float] = []
+
     def on_signal() -> None:
-        if stopping.is_set():
+        # A signal sent to the process group and to the process arrives twice at once: only a
+        # second one a moment later is someone insisting.
+        if first_signal and loop.time() - first_signal[0] > 1.0:
             _exit_now("second signal while stopping", 1)
+        if not first_signal:
+            first_signal.append(loop.time())
         stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
