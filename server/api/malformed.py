@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
@@ -28,12 +28,14 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from server.api.errors import ApiError
+from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
 from server.api.wire import FieldViolation
 from server.log_limit import LogLimiter
 
 if TYPE_CHECKING:
+    from server.api.handlers import Handler
+
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 
 log = logging.getLogger("portfolio.api")
 
@@ -68,35 +70,18 @@ class MalformedRequest(ApiError):
         return MalformedRequest(self.type_name, self.fault, self.violation, position)
 
 
-class MalformedRequestGuard(grpc.aio.ServerInterceptor):
+class MalformedRequestGuard(HandlerRewrite):
     """Installed once on the server, it guards every method of every service on it."""
 
     def __init__(self, log_interval: float = LOG_INTERVAL_SECONDS) -> None:
+        super().__init__()
         self.limiter = LogLimiter(log, log_interval)
-        self._guarded: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        known = self._guarded.get(method)
-        if known is None or known[0] is not handler:
-            known = (handler, self._guard(method, handler))
-            self._guarded[method] = known
-        return known[1]
-
-    def _guard(self, method: str, handler: Handler) -> Handler:
+    def rewrite(self, method: str, handler: Handler) -> Handler:
         """`handler` with a deserializer that does not raise and a behaviour that answers its
         `MalformedRequest`; unchanged if it has no deserializer or runs synchronously."""
         parse = handler.request_deserializer
-        behaviour: Callable[..., Any] | None = (
-            handler.unary_unary or handler.unary_stream or handler.stream_unary
-        ) or handler.stream_stream
+        behaviour = behaviour_of(handler)
         if parse is None or behaviour is None:
             return handler
         guard = self._guard_stream if handler.request_streaming else self._guard_unary
@@ -104,15 +89,7 @@ class MalformedRequestGuard(grpc.aio.ServerInterceptor):
         if wrapped is None:
             return handler
         tolerant = _tolerant(parse, _input_type(parse, method))
-        serialize = handler.response_serializer
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[handler.request_streaming, handler.response_streaming]
-        guarded: Handler = make(wrapped, tolerant, serialize)
-        return guarded
+        return rebuilt(handler, wrapped, tolerant, handler.response_serializer)
 
     def _guard_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any] | None:
         """Answers a malformed request before `behaviour` sees it."""

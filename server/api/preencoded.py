@@ -8,36 +8,22 @@ gives every method a serializer that lets `bytes` through and serializes anythin
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import grpc
+from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
 
 if TYPE_CHECKING:
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    from server.api.handlers import Handler
 
 
-class PreEncodedResponses(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        # Per method: the handler grpc gave, and its copy with the tolerant serializer (made
-        # once, so that the interceptors before this one see the same handler every call).
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.response_serializer is None:
+class PreEncodedResponses(HandlerRewrite):
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        behaviour = behaviour_of(handler)
+        if handler.response_serializer is None or behaviour is None:
             return handler
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            serialize = _passing_bytes(handler.response_serializer)
-            known = (handler, _with_serializer(handler, serialize))
-            self._wrapped[method] = known
-        return known[1]
+        serialize = _passing_bytes(handler.response_serializer)
+        return rebuilt(handler, behaviour, handler.request_deserializer, serialize)
 
 
 def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
@@ -45,17 +31,3 @@ def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
         return message if type(message) is bytes else serialize(message)
 
     return serialize_or_pass
-
-
-def _with_serializer(handler: Handler, serialize: Callable[[Any], bytes]) -> Handler:
-    behaviour: Any = (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary
-    ) or handler.stream_stream
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[handler.request_streaming, handler.response_streaming]
-    wrapped: Handler = make(behaviour, handler.request_deserializer, serialize)
-    return wrapped
