@@ -43,10 +43,20 @@ BASE_NS = 1_767_225_600 * 10**9
 def bench_fill(number: int) -> Fill:
     """The benchmark's fills: 7 strategies x 13 instruments, one order per strategy."""
     return Fill(
-        f"BENCH-{number}", "BENCH", f"S{number % 7}", f"I{number % 13}",
-        Side.BUY if number % 3 else Side.SELL, Decimal(100), Decimal(f"{100 + number % 50}.25"),
-        BASE_NS + number * 1000, Decimal("0.35"), "USD", f"S{number % 7}-ord", "", "SMART",
-    )  # fmt: skip
+        fill_id=f"BENCH-{number}",
+        account_id="BENCH",
+        strategy_id=f"S{number % 7}",
+        instrument_id=f"I{number % 13}",
+        side=Side.BUY if number % 3 else Side.SELL,
+        quantity=Decimal(100),
+        price=Decimal(f"{100 + number % 50}.25"),
+        timestamp_ns=BASE_NS + number * 1000,
+        commission=Decimal("0.35"),
+        commission_currency="USD",
+        order_ref=f"S{number % 7}-ord",
+        order_id="",
+        venue="SMART",
+    )
 
 
 def journal_of_bench(sequence: int) -> Fill:
@@ -175,17 +185,34 @@ def order_event(sequence: int) -> ExecutionEvent:
     number, step = divmod(sequence - 2, 4)
     at, order_id, strategy = BASE_NS + number * ORDER_GAP_NS, str(number), f"S{number % 7}"
     if step == 0:
-        return CashReservation(f"R{number}", "BENCH", "USD", Decimal(1010), order_id=order_id)
+        return CashReservation(
+            reservation_id=f"R{number}",
+            account_id="BENCH",
+            currency="USD",
+            amount=Decimal(1010),
+            order_id=order_id,
+        )
     if step == 2:
         return Fill(
-            f"F{number}", "BENCH", strategy, f"I{number % 13}", Side.BUY, Decimal(10),
-            Decimal("100.25"), at + 10**6, Decimal("0.35"), "USD", "", order_id, "SMART",
-        )  # fmt: skip
+            fill_id=f"F{number}",
+            account_id="BENCH",
+            strategy_id=strategy,
+            instrument_id=f"I{number % 13}",
+            side=Side.BUY,
+            quantity=Decimal(10),
+            price=Decimal("100.25"),
+            timestamp_ns=at + 10**6,
+            commission=Decimal("0.35"),
+            commission_currency="USD",
+            order_ref="",
+            order_id=order_id,
+            venue="SMART",
+        )
     submitted = step == 1
     return OrderStatusUpdate(
-        f"U{number}{'s' if submitted else 'f'}", "BENCH",
-        OrderStatus.SUBMITTED if submitted else OrderStatus.FILLED,
-        at if submitted else at + 2 * 10**6, strategy_id=strategy, order_id=order_id,
+        update_id=f"U{number}{'s' if submitted else 'f'}", account_id="BENCH",
+        status=OrderStatus.SUBMITTED if submitted else OrderStatus.FILLED,
+        timestamp_ns=at if submitted else at + 2 * 10**6, strategy_id=strategy, order_id=order_id,
         instrument_id=f"I{number % 13}", side=Side.BUY,
         filled_quantity=Decimal(0 if submitted else 10),
         remaining_quantity=Decimal(10 if submitted else 0),

@@ -201,18 +201,35 @@ def reconciliation_figures(positions: int, samples: int) -> list[str]:
     for n in range(positions):
         for strategy, side, quantity in (("S1", Side.BUY, 100), ("S2", Side.SELL, 40)):
             sequence += 1
-            trade = Fill(f"f{sequence}", "BENCH", strategy, f"I{n}", side, Decimal(quantity),
-                         Decimal("100.25"), 1_767_225_600 * 10**9 + sequence)  # fmt: skip
+            trade = Fill(
+                fill_id=f"f{sequence}",
+                account_id="BENCH",
+                strategy_id=strategy,
+                instrument_id=f"I{n}",
+                side=side,
+                quantity=Decimal(quantity),
+                price=Decimal("100.25"),
+                timestamp_ns=1_767_225_600 * 10**9 + sequence,
+            )
             ledger.apply(trade, sequence)
     held = tuple(
-        BrokerPosition(f"I{n}", Decimal(60 if n % 100 else 61), Decimal("100.25"))
+        BrokerPosition(
+            instrument_id=f"I{n}",
+            quantity=Decimal(60 if n % 100 else 61),
+            avg_cost=Decimal("100.25"),
+        )
         for n in range(positions)
     )
 
     def run() -> None:
         nonlocal sequence
         sequence += 1
-        ledger.apply(BrokerPositions(f"s{sequence}", "BENCH", 1, held), sequence)
+        ledger.apply(
+            BrokerPositions(
+                snapshot_id=f"s{sequence}", account_id="BENCH", timestamp_ns=1, positions=held
+            ),
+            sequence,
+        )
 
     def walk() -> None:
         for rows in ledger.account_instrument_rows("BENCH").values():

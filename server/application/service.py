@@ -408,7 +408,10 @@ class PortfolioService(Generic[Payload]):
         a paper account."""
         self.require_reconcilable(account_id)
         snapshot = BrokerPositions(
-            f"reconcile:{account_id}:{time_ns}", account_id, time_ns, tuple(positions)
+            snapshot_id=f"reconcile:{account_id}:{time_ns}",
+            account_id=account_id,
+            timestamp_ns=time_ns,
+            positions=tuple(positions),
         )
         outcome, refusal = await self.execute(snapshot)
         if refusal is not None:
@@ -423,7 +426,11 @@ class PortfolioService(Generic[Payload]):
         """The account-level book as a broker would report it (the paper broker's view)."""
         precision = self.ledger.book.precision
         return [
-            BrokerPosition(row.key.instrument_id, row.quantity, row.avg_cost(precision))
+            BrokerPosition(
+                instrument_id=row.key.instrument_id,
+                quantity=row.quantity,
+                avg_cost=row.avg_cost(precision),
+            )
             for rows in self.ledger.account_instrument_rows(account_id).values()
             for row in rows[:1]
         ]

@@ -23,7 +23,11 @@ class AccountRegistry:
     def get(self, account_id: str) -> AccountDefinition:
         account: AccountDefinition | None = self._by_id.get(account_id)
         if account is None:
-            return AccountDefinition(account_id, AccountKind.LIVE, self.default_base_currency)
+            return AccountDefinition(
+                account_id=account_id,
+                account_kind=AccountKind.LIVE,
+                base_currency=self.default_base_currency,
+            )
         return account
 
     def base_currency(self, account_id: str) -> str:

@@ -91,5 +91,8 @@ class TextCodec:
                 f"{self._cls.__name__}: {len(parts)} fields, expected {len(self.names)}"
             )
         return self._cls(
-            *(decode(part) for decode, part in zip(self._decoders, parts, strict=True))
+            **{
+                name: decode(part)
+                for name, decode, part in zip(self.names, self._decoders, parts, strict=True)
+            }
         )

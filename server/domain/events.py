@@ -204,7 +204,7 @@ class JournaledEvent:
         return fingerprint_of(self.text())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Fill(JournaledEvent):
     """One execution: `quantity` units of an instrument bought or sold at `price`."""
 
@@ -250,7 +250,7 @@ class Fill(JournaledEvent):
     kind: ClassVar[str] = "fill"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OrderStatusUpdate(JournaledEvent):
     """A change in an order's status, as the broker reports it."""
 
@@ -291,7 +291,7 @@ class OrderStatusUpdate(JournaledEvent):
     kind: ClassVar[str] = "status"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CashTransfer(JournaledEvent):
     """A deposit (amount > 0) or a withdrawal (amount < 0) of cash."""
 
@@ -322,7 +322,7 @@ class CashTransfer(JournaledEvent):
         return self.transfer_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CashReservation(JournaledEvent):
     """Sets cash aside for a pending order; the order's fills consume it."""
 
@@ -357,7 +357,7 @@ class CashReservation(JournaledEvent):
         return 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReservationRelease(JournaledEvent):
     """Gives back part (`amount`) or all (None) of what a reservation still holds."""
 
@@ -406,7 +406,7 @@ class _Definition(JournaledEvent):
         return 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstrumentDefinition(_Definition):
     """What an instrument is; `multiplier` and `currency` are what P&L depends on."""
 
@@ -470,7 +470,7 @@ class InstrumentDefinition(_Definition):
         return ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountDefinition(_Definition):
     """A trading account: paper (simulated, funded with `initial_cash` in its base currency
     when first defined) or live (held at the broker and reconciled against it)."""
@@ -499,7 +499,7 @@ class AccountDefinition(_Definition):
         return self.account_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FillCorrection(JournaledEvent):
     """The broker corrected an execution: this one replaces the fill `corrects` names (the
     original's id, or an earlier correction's). Booked as a bust of what it replaces and the
@@ -534,9 +534,11 @@ class FillCorrection(JournaledEvent):
         """The correction that books `fill` (its id is the correction's) in place of
         `corrects`."""
         return cls(
-            fill.fill_id, corrects, fill.account_id, fill.strategy_id, fill.instrument_id,
-            fill.side, fill.quantity, fill.price, fill.timestamp_ns, fill.commission,
-            fill.commission_currency, fill.order_ref, fill.order_id, fill.venue,
+            correction_id=fill.fill_id, corrects=corrects, account_id=fill.account_id,
+            strategy_id=fill.strategy_id, instrument_id=fill.instrument_id, side=fill.side,
+            quantity=fill.quantity, price=fill.price, timestamp_ns=fill.timestamp_ns,
+            commission=fill.commission, commission_currency=fill.commission_currency,
+            order_ref=fill.order_ref, order_id=fill.order_id, venue=fill.venue,
         )  # fmt: skip
 
     @property
@@ -546,13 +548,15 @@ class FillCorrection(JournaledEvent):
     def replacement(self) -> Fill:
         """The execution as corrected, as a fill under the correction's id."""
         return Fill(
-            self.correction_id, self.account_id, self.strategy_id, self.instrument_id,
-            self.side, self.quantity, self.price, self.timestamp_ns, self.commission,
-            self.commission_currency, self.order_ref, self.order_id, self.venue,
+            fill_id=self.correction_id, account_id=self.account_id,
+            strategy_id=self.strategy_id, instrument_id=self.instrument_id, side=self.side,
+            quantity=self.quantity, price=self.price, timestamp_ns=self.timestamp_ns,
+            commission=self.commission, commission_currency=self.commission_currency,
+            order_ref=self.order_ref, order_id=self.order_id, venue=self.venue,
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPosition:
     """One position as the broker reports it. `avg_cost` is the broker's own figure (IB's
     includes commissions and, for derivatives, is per contract: price x `multiplier`)."""
@@ -576,7 +580,7 @@ class BrokerPosition:
             require_amount("market_price", self.market_price)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPositions(JournaledEvent):
     """Every position the broker holds in a live account at one moment: a reconciliation's
     input. Journaled, so that a restart rebuilds the same reports."""

@@ -63,7 +63,7 @@ class InstrumentRegistry:
         instrument = self.get(instrument_id)
         if instrument is None:
             instrument = InstrumentDefinition(
-                instrument_id, self.default_currency, provisional=True
+                instrument_id=instrument_id, currency=self.default_currency, provisional=True
             )
             self._by_id[instrument_id] = instrument
         return instrument

@@ -323,10 +323,12 @@ class Ledger:
         replacement = correction.replacement()
         old = booked.fill
         bust = Fill(  # under the correction's id: never journaled, never shown on its own
-            correction.correction_id, old.account_id, old.strategy_id,
-            old.instrument_id, Side.SELL if old.side is Side.BUY else Side.BUY, old.quantity,
-            old.price, correction.timestamp_ns, -old.commission, old.commission_currency,
-            old.order_ref, old.order_id, old.venue,
+            fill_id=correction.correction_id, account_id=old.account_id,
+            strategy_id=old.strategy_id, instrument_id=old.instrument_id,
+            side=Side.SELL if old.side is Side.BUY else Side.BUY, quantity=old.quantity,
+            price=old.price, timestamp_ns=correction.timestamp_ns, commission=-old.commission,
+            commission_currency=old.commission_currency, order_ref=old.order_ref,
+            order_id=old.order_id, venue=old.venue,
         )  # fmt: skip
         busted = self._apply_fill(bust, sequence, bust=True)
         rebooked = self._apply_fill(replacement, sequence)

@@ -91,16 +91,22 @@ async def test_positions_are_the_brokers_figures_exactly(tws: FakeTws) -> None:
 
     assert by_instrument(positions) == {
         "265598": BrokerPosition(
-            "265598",
-            Decimal("100"),
-            Decimal("150.1"),
+            instrument_id="265598",
+            quantity=Decimal("100"),
+            avg_cost=Decimal("150.1"),
             market_price=Decimal("151.37"),
             currency="USD",
         ),
         "495512563": BrokerPosition(
-            "495512563", Decimal("-2"), Decimal("250012.5"), Decimal("50"), currency="USD"
+            instrument_id="495512563",
+            quantity=Decimal("-2"),
+            avg_cost=Decimal("250012.5"),
+            multiplier=Decimal("50"),
+            currency="USD",
         ),
-        "76792991": BrokerPosition("76792991", Decimal("0"), Decimal("0"), currency="USD"),
+        "76792991": BrokerPosition(
+            instrument_id="76792991", quantity=Decimal("0"), avg_cost=Decimal("0"), currency="USD"
+        ),
     }
     # The decimal text TWS sent, not a binary float's expansion.
     assert str(by_instrument(positions)["265598"].avg_cost) == "150.1"
@@ -191,7 +197,11 @@ async def test_unavailable_when_tws_does_not_answer(
 
 
 async def test_paper_broker_reports_the_book() -> None:
-    book = {"PAPER-1": [BrokerPosition("AAPL", Decimal(5), Decimal("10.5"))]}
+    book = {
+        "PAPER-1": [
+            BrokerPosition(instrument_id="AAPL", quantity=Decimal(5), avg_cost=Decimal("10.5"))
+        ]
+    }
     paper = PaperBroker(lambda account: book.get(account, []))
     await paper.start()
     assert (paper.name, paper.connected) == ("paper", True)

@@ -178,7 +178,17 @@ def broker_positions(
 ) -> BrokerPositions:
     """What the broker holds: (instrument, quantity, avg_cost[, multiplier]) each."""
     held = tuple(
-        BrokerPosition(item[0], dec(item[1]), dec(item[2]), dec(item[3] if len(item) > 3 else 1))
+        BrokerPosition(
+            instrument_id=item[0],
+            quantity=dec(item[1]),
+            avg_cost=dec(item[2]),
+            multiplier=dec(item[3] if len(item) > 3 else 1),
+        )
         for item in positions
     )
-    return BrokerPositions(snapshot_id or f"snap-{next(_ids)}", account, at_ns, held)
+    return BrokerPositions(
+        snapshot_id=snapshot_id or f"snap-{next(_ids)}",
+        account_id=account,
+        timestamp_ns=at_ns,
+        positions=held,
+    )

@@ -11,7 +11,13 @@ from tests.domain.builders import fill
 
 def test_sequences_are_gap_free_across_event_kinds():
     ledger = Ledger()
-    status = OrderStatusUpdate("u1", "A1", OrderStatus.SUBMITTED, 1, order_ref="o1")
+    status = OrderStatusUpdate(
+        update_id="u1",
+        account_id="A1",
+        status=OrderStatus.SUBMITTED,
+        timestamp_ns=1,
+        order_ref="o1",
+    )
     outcomes = [ledger.record(e) for e in (fill("BUY", 1, 1), status, fill("SELL", 1, 2))]
     assert [o.sequence for o in outcomes] == [1, 2, 3]
     assert ledger.sequence == 3
@@ -48,7 +54,9 @@ def test_same_amount_written_differently_is_still_a_duplicate():
 def test_fill_and_status_ids_are_separate_namespaces():
     ledger = Ledger()
     ledger.record(fill("BUY", 1, 1, fill_id="same"))
-    status = OrderStatusUpdate("same", "A1", OrderStatus.FILLED, 1, order_id="9")
+    status = OrderStatusUpdate(
+        update_id="same", account_id="A1", status=OrderStatus.FILLED, timestamp_ns=1, order_id="9"
+    )
     assert ledger.record(status).result is Result.ACCEPTED
 
 
@@ -78,5 +86,7 @@ def test_invalid_fills_name_the_field(kwargs, field):
 
 def test_status_needs_an_order_reference():
     with pytest.raises(InvalidEvent) as raised:
-        OrderStatusUpdate("u", "A1", OrderStatus.SUBMITTED, 1)
+        OrderStatusUpdate(
+            update_id="u", account_id="A1", status=OrderStatus.SUBMITTED, timestamp_ns=1
+        )
     assert raised.value.field == "order_id"

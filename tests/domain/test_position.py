@@ -96,7 +96,11 @@ def test_multiplier_scales_realized_and_unrealized():
     from server.domain.events import InstrumentDefinition
     from server.domain.instruments import InstrumentRegistry
 
-    ledger = Ledger(InstrumentRegistry([InstrumentDefinition("ES", "USD", multiplier=Decimal(50))]))
+    ledger = Ledger(
+        InstrumentRegistry(
+            [InstrumentDefinition(instrument_id="ES", currency="USD", multiplier=Decimal(50))]
+        )
+    )
     book_fills(
         fill("BUY", 2, "5000.25", instrument="ES"),
         fill("SELL", 1, "5010.25", instrument="ES"),

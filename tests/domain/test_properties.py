@@ -52,7 +52,10 @@ def histories(draw: st.DrawFn) -> list[Fill | tuple[str, Decimal]]:
 
 
 def new_ledger() -> Ledger:
-    instruments = [InstrumentDefinition(i, "USD", multiplier=m) for i, m in MULTIPLIERS.items()]
+    instruments = [
+        InstrumentDefinition(instrument_id=i, currency="USD", multiplier=m)
+        for i, m in MULTIPLIERS.items()
+    ]
     return Ledger(InstrumentRegistry(instruments))
 
 
@@ -125,7 +128,16 @@ def test_a_history_that_ends_flat_realizes_proceeds_minus_costs(fills, instrumen
     closing_side = Side.SELL if net > 0 else Side.BUY
     if net:
         fills.append(
-            Fill("close", "A1", "S1", instrument, closing_side, abs(net), Decimal("7.25"), 1)
+            Fill(
+                fill_id="close",
+                account_id="A1",
+                strategy_id="S1",
+                instrument_id=instrument,
+                side=closing_side,
+                quantity=abs(net),
+                price=Decimal("7.25"),
+                timestamp_ns=1,
+            )
         )
     for f in fills:
         ledger.record(f)

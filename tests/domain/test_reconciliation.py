@@ -197,11 +197,17 @@ def test_a_residual_is_in_its_rows_or_its_instruments_currency_else_the_brokers(
     ledger = booked(fill("BUY", 1, 10))
     ledger.record(instrument("SAP", "EUR"))
     held = (
-        BrokerPosition("AAPL", D(2), D(10), currency="USD"),
-        BrokerPosition("SAP", D(3), D(120), currency="CHF"),  # the definition wins
-        BrokerPosition("NESN", D(4), D(90), currency="CHF"),  # known only from the broker
+        BrokerPosition(instrument_id="AAPL", quantity=D(2), avg_cost=D(10), currency="USD"),
+        BrokerPosition(
+            instrument_id="SAP", quantity=D(3), avg_cost=D(120), currency="CHF"
+        ),  # the definition wins
+        BrokerPosition(
+            instrument_id="NESN", quantity=D(4), avg_cost=D(90), currency="CHF"
+        ),  # known only from the broker
     )
-    result = ledger.record(BrokerPositions("s-ccy", "A1", 1, held)).applied.reconciliation
+    result = ledger.record(
+        BrokerPositions(snapshot_id="s-ccy", account_id="A1", timestamp_ns=1, positions=held)
+    ).applied.reconciliation
     currencies = {row.instrument_id: row.currency for row in result.residuals}
     assert currencies == {"AAPL": "USD", "SAP": "EUR", "NESN": "CHF"}
     assert ledger.instruments.get("NESN") is None  # seen at the broker, not registered
