@@ -473,8 +473,9 @@ class PortfolioService(Generic[Payload]):
         """A residual row as queries show it, valued at its instrument's price."""
         key = PositionKey(row.account_id, row.owner, row.instrument_id)
         position = Position(
-            key, row.multiplier, row.quantity, row.cost_basis, currency=row.currency,
-            updated_at_ns=row.timestamp_ns, last_sequence=row.sequence,
+            key=key, multiplier=row.multiplier, quantity=row.quantity,
+            cost_basis=row.cost_basis, currency=row.currency, updated_at_ns=row.timestamp_ns,
+            last_sequence=row.sequence,
         )  # fmt: skip
         price = self.ledger.book.price(row.instrument_id)
         if price.source is MarkSource.NONE:  # never traded nor marked here: the broker's price

@@ -49,7 +49,7 @@ class Price:
 NO_PRICE = Price(ZERO, MarkSource.NONE, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PositionView:
     """A row as queries and updates show it: frozen, with its mark-dependent figures."""
 
@@ -206,7 +206,7 @@ class PositionBook:
             return row
         account_id, strategy_id, instrument_id = key
         instrument = self.instruments.ensure(instrument_id)
-        row = Position(key, instrument.multiplier, currency=instrument.currency)
+        row = Position(key=key, multiplier=instrument.multiplier, currency=instrument.currency)
         self._rows[key] = row
         self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
         if key.is_account_level:

@@ -36,7 +36,7 @@ class ChangeKind(enum.Enum):
     CLOSED = 3
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Position:
     key: PositionKey
     multiplier: Decimal
@@ -87,17 +87,17 @@ class Position:
     def copy(self) -> Position:
         """A detached copy: the row as it is now, unaffected by later fills."""
         return Position(
-            self.key,
-            self.multiplier,
-            self.quantity,
-            self.cost_basis,
-            self.realized_pnl,
-            self.fees,
-            self.trade_count,
-            self.opened_at_ns,
-            self.updated_at_ns,
-            self.last_sequence,
-            self.currency,
+            key=self.key,
+            multiplier=self.multiplier,
+            quantity=self.quantity,
+            cost_basis=self.cost_basis,
+            realized_pnl=self.realized_pnl,
+            fees=self.fees,
+            trade_count=self.trade_count,
+            opened_at_ns=self.opened_at_ns,
+            updated_at_ns=self.updated_at_ns,
+            last_sequence=self.last_sequence,
+            currency=self.currency,
         )
 
     def avg_cost(self, precision: Decimal) -> Decimal:
