@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 import pytest
@@ -19,17 +19,9 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.application.subscriptions import WriteBudget
 from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import start_test_server
+from tests.polling import wait_for
 
 Stub = pb_grpc.PortfolioManagerStub
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def unpacked(messages: Iterable[pb.PortfolioUpdate]) -> Iterator[pb.PortfolioUpdate]:

@@ -1,8 +1,6 @@
 """A subscriber that stops reading: its stream ends when the service cuts it off, although the
 service's write to it waits on HTTP/2 flow control, and the status says where to resume."""
 
-import time
-
 import grpc
 import pytest
 
@@ -10,15 +8,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks, pb_fill
 from tests.conftest import start_test_server
-
-
-def wait_for(condition, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+from tests.polling import wait_for
 
 
 def test_a_stuck_subscribers_stream_ends_and_says_where_to_resume():
