@@ -75,6 +75,9 @@ class PositionView:
     fx_rate: Decimal | None = None
     precision: Decimal = Decimal("1e-9")  # what base-currency figures are rounded to
     residual: bool = False  # a row reconciliation added (its strategy_id names its owner)
+    # Fees charged in other currencies than the row's, (currency, amount) by currency: they
+    # are not in `fees` nor in `net_pnl` (nothing adds two currencies).
+    other_fees: tuple[tuple[str, Decimal], ...] = ()
 
     @property
     def net_pnl(self) -> Decimal:
