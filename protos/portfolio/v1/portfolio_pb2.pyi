@@ -36,6 +36,44 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BookingPlacement:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BookingPlacementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BookingPlacement.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOOKING_PLACEMENT_UNSPECIFIED: _BookingPlacement.ValueType  # 0
+    BOOKING_PLACEMENT_IN_ORDER: _BookingPlacement.ValueType  # 1
+    """Booked after every fill already in its rows: nothing booked before changed."""
+    BOOKING_PLACEMENT_RESTATED: _BookingPlacement.ValueType  # 2
+    """Older than fills already booked in a row: the row was recomputed in execution-time order
+    from the fill's place on, so its realized P&L and average cost may have changed after the
+    fact (quantities never do).
+    """
+    BOOKING_PLACEMENT_OUTSIDE_WINDOW: _BookingPlacement.ValueType  # 3
+    """Older than the restatement window (the rows keep only the window's fills): booked at the
+    window's start instead of its exact place, never refused or lost; counted and logged.
+    """
+
+class BookingPlacement(_BookingPlacement, metaclass=_BookingPlacementEnumTypeWrapper):
+    """Where a fill was booked in its rows, which follow execution time (Fill.timestamp, ties by
+    fill_id), whatever order fills arrive in.
+    """
+
+BOOKING_PLACEMENT_UNSPECIFIED: BookingPlacement.ValueType  # 0
+BOOKING_PLACEMENT_IN_ORDER: BookingPlacement.ValueType  # 1
+"""Booked after every fill already in its rows: nothing booked before changed."""
+BOOKING_PLACEMENT_RESTATED: BookingPlacement.ValueType  # 2
+"""Older than fills already booked in a row: the row was recomputed in execution-time order
+from the fill's place on, so its realized P&L and average cost may have changed after the
+fact (quantities never do).
+"""
+BOOKING_PLACEMENT_OUTSIDE_WINDOW: BookingPlacement.ValueType  # 3
+"""Older than the restatement window (the rows keep only the window's fills): booked at the
+window's start instead of its exact place, never refused or lost; counted and logged.
+"""
+Global___BookingPlacement: _TypeAlias = BookingPlacement  # noqa: Y015
+
 class _EventResult:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -505,6 +543,7 @@ class EventAck(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's own id: fill_id, update_id or transfer_id."""
     sequence: _builtins.int
@@ -514,6 +553,10 @@ class EventAck(_message.Message):
     result: Global___EventResult.ValueType
     reason: _builtins.str
     """Why an event was rejected or treated as a duplicate, naming the field where one is at fault."""
+    placement: Global___BookingPlacement.ValueType
+    """For an accepted fill or correction: where it was booked in its rows' execution-time
+    history. UNSPECIFIED for any other event and for duplicates and rejections.
+    """
     def __init__(
         self,
         *,
@@ -521,10 +564,11 @@ class EventAck(_message.Message):
         sequence: _builtins.int = ...,
         result: Global___EventResult.ValueType = ...,
         reason: _builtins.str = ...,
+        placement: Global___BookingPlacement.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "reason", b"reason", "result", b"result", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "placement", b"placement", "reason", b"reason", "result", b"result", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1543,10 +1587,16 @@ class PortfolioUpdate(_message.Message):
     MARK_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     kind: Global___UpdateKind.ValueType
     event_id: _builtins.str
     """The event that caused the change (fill_id or update_id)."""
+    placement: Global___BookingPlacement.ValueType
+    """For position kinds: where the fill was booked in the row's execution-time history.
+    RESTATED or OUTSIDE_WINDOW: the row's realized P&L and average cost changed after the
+    fact; `position` is the row as recomputed.
+    """
     @_builtins.property
     def position(self) -> Global___Position:
         """The row after the change, for position kinds."""
@@ -1593,10 +1643,11 @@ class PortfolioUpdate(_message.Message):
         mark: Global___MarkPrice | None = ...,
         reconciliation: Global___Reconciliation | None = ...,
         batch: _abc.Iterable[Global___PortfolioUpdate] | None = ...,
+        placement: Global___BookingPlacement.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "fill", b"fill", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "batch", b"batch", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "position", b"position", "reconciliation", b"reconciliation", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "batch", b"batch", "event_id", b"event_id", "fill", b"fill", "kind", b"kind", "mark", b"mark", "order", b"order", "order_status", b"order_status", "placement", b"placement", "position", b"position", "reconciliation", b"reconciliation", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
