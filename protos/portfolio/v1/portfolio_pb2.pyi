@@ -1784,6 +1784,7 @@ class OrderTransition(_message.Message):
     FLAG_FIELD_NUMBER: _builtins.int
     REPLACED_FIELD_NUMBER: _builtins.int
     CORRECTS_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     flag: _builtins.str
     """Empty when the change moved the order; otherwise why it did not (an illegal transition,
@@ -1795,6 +1796,11 @@ class OrderTransition(_message.Message):
     """Set on a correction: the update_id of the transition it replaced (same order, same
     timestamp, new content).
     """
+    late: _builtins.bool
+    """The status arrived after one timestamped later than it: it takes its place in the history
+    by time and does not move the order's current status (not an error; flag stays empty
+    unless it is also illegal at its place).
+    """
     @_builtins.property
     def update(self) -> Global___OrderStatusUpdate: ...
     def __init__(
@@ -1805,10 +1811,11 @@ class OrderTransition(_message.Message):
         flag: _builtins.str = ...,
         replaced: _builtins.bool = ...,
         corrects: _builtins.str = ...,
+        late: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrects", b"corrects", "flag", b"flag", "replaced", b"replaced", "sequence", b"sequence", "update", b"update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrects", b"corrects", "flag", b"flag", "late", b"late", "replaced", b"replaced", "sequence", b"sequence", "update", b"update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
