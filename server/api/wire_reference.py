@@ -65,6 +65,7 @@ def transition_to_proto(transition: Transition) -> pb.OrderTransition:
         replaced=transition.replaced,
         corrects=transition.corrects,
     )
+        late=transition.late,
 
 
 def order_to_proto(order: Order) -> pb.Order:

@@ -1,10 +1,23 @@
 """Order history: every status change of every order, and the state it leads to.
 
-An order's state is the fold of its history, in arrival order. A transition that is illegal
-(a cancelled order filling) or out of order (timestamped before the last one, or filled
-quantity going back) is kept in the history, flagged, and does not move the order. A
-transition with the same timestamp as an earlier one of the same order but new content is a
-correction: it replaces that transition in place and the state is folded again.
+An order's history is in the order of the statuses' own times (ties by sequence): a status
+that arrives after one timestamped later than it (a late status: a report lost and recovered,
+a relay catching up) takes its place in time and is marked `late`, which is not an error.
+
+The order's state is the fold of its on-time statuses in time order; a late status never moves
+the current status, so a late PARTIALLY_FILLED after FILLED leaves the order FILLED. What a late
+status can change is the filled quantity, and only upwards: fills are never undone by a report,
+so a trader's exposure is at least the most any report says was filled (a late report of 5
+filled on an order cancelled with 3 leaves it CANCELLED with 5 filled; the fills booked show the
+difference in `quantity_mismatch`). The fold depends only on the transitions (times, sequences,
+contents), so replaying the journal in sequence order, refolding a checkpoint and the store's
+orders view all give the same order.
+
+A transition that is illegal at its place (a cancelled order filling) or whose filled quantity
+goes back is kept in the history, flagged, and does not move the order. A transition with the
+same timestamp as an earlier one of the same order but new content is a correction: it replaces
+that transition in place (a correction is the broker's word for that time, so it is not late)
+and the state is folded again.
 
 Fills link to their order by order_id, else by order_ref (the latest order with that ref);
 the quantity the broker says is filled and the fills booked for the order are compared.
@@ -19,6 +32,7 @@ same), which a terminal status ends and forgets again.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
@@ -69,6 +83,14 @@ class Transition:
     replaced: bool = False
     # The update_id of the transition this one corrected.
     corrects: str = ""
+    # Arrived after a status of the order timestamped later than it: placed by time, it does
+    # not move the current status (set by the fold, from the history alone).
+    late: bool = False
+
+    @property
+    def place(self) -> tuple[int, int]:
+        """Where the transition sits in its order's history: its time, then its sequence."""
+        return self.update.timestamp_ns, self.sequence
 
 
 @dataclass(slots=True)
@@ -146,7 +168,7 @@ class OrderBook:
             None,
         )
         if corrected is None:
-            history.append(Transition(sequence, update))
+            bisect.insort(history, Transition(sequence, update), key=lambda t: t.place)
         else:
             history[corrected] = Transition(
                 sequence, update, corrects=history[corrected].update.update_id
@@ -228,17 +250,33 @@ class OrderBook:
 
     @staticmethod
     def fold(order: Order, history: list[Transition]) -> None:
-        """Rebuilds the order's state from its history, flagging what cannot apply."""
+        """Rebuilds the order's state from its history (any order: it is put in time order),
+        marking late statuses and flagging what cannot apply."""
+        history = sorted(history, key=lambda t: t.place)
+        # A status is late when one timestamped after it arrived before it (a smaller
+        # sequence); scanning from the latest time keeps the smallest sequence seen after.
+        late = [False] * len(history)
+        earliest_after: int | None = None
+        for i in range(len(history) - 1, -1, -1):
+            transition = history[i]
+            if earliest_after is not None and not transition.corrects:
+                late[i] = earliest_after < transition.sequence
+            if earliest_after is None or transition.sequence < earliest_after:
+                earliest_after = transition.sequence
         order.status = None
         order.filled_quantity = order.remaining_quantity = ZERO
         order.avg_fill_price = None
         order.updated_at_ns = 0
         folded = []
-        for transition in history:
+        raises: list[OrderStatusUpdate] = []  # late statuses that may raise the filled quantity
+        for transition, is_late in zip(history, late, strict=True):
             update = transition.update
             flag = _flag(order, update)
             replaced = False
-            if not flag:
+            if is_late:
+                if not flag:
+                    raises.append(update)
+            elif not flag:
                 if order.status in WORKING and update.status in WORKING:
                     with localcontext(EXACT):
                         before = order.filled_quantity + order.remaining_quantity
@@ -250,14 +288,13 @@ class OrderBook:
                 if update.avg_fill_price is not None:
                     order.avg_fill_price = update.avg_fill_price
                 order.updated_at_ns = update.timestamp_ns
-                for name in ("perm_id", "strategy_id", "instrument_id"):
-                    if getattr(update, name):
-                        setattr(order, name, getattr(update, name))
-                if update.side is not None:
-                    order.side = update.side
+                _learn(order, update, overwrite=True)
             if not order.created_at_ns or update.timestamp_ns < order.created_at_ns:
                 order.created_at_ns = update.timestamp_ns
-            folded.append(replace(transition, flag=flag, replaced=replaced))
+            folded.append(replace(transition, flag=flag, replaced=replaced, late=is_late))
+        for update in raises:
+            _raise_filled(order, update)
+            _learn(order, update, overwrite=False)
         order.history = folded
 
     def aliases(self) -> list[tuple[str, str, str]]:
@@ -281,11 +318,34 @@ class OrderBook:
             self._aliases[(account_id, alias)] = self._orders[(account_id, order_key)]
 
 
+def _learn(order: Order, update: OrderStatusUpdate, *, overwrite: bool) -> None:
+    """Takes the order's details from a status: an on-time one overwrites them, a late one
+    only fills in what is not known yet."""
+    for name in ("perm_id", "strategy_id", "instrument_id"):
+        if getattr(update, name) and (overwrite or not getattr(order, name)):
+            setattr(order, name, getattr(update, name))
+    if update.side is not None and (overwrite or order.side is None):
+        order.side = update.side
+
+
+def _raise_filled(order: Order, late: OrderStatusUpdate) -> None:
+    """A late status saying more was filled than the current status does (a report lost and
+    recovered): fills are never undone, so the filled quantity (and its average price) rise
+    to it; the status stays, and a working order's remaining quantity shrinks by as much."""
+    if late.filled_quantity <= order.filled_quantity:
+        return
+    with localcontext(EXACT):
+        more = late.filled_quantity - order.filled_quantity
+        if order.status in WORKING:
+            order.remaining_quantity = max(order.remaining_quantity - more, ZERO)
+    order.filled_quantity = late.filled_quantity
+    if late.avg_fill_price is not None:
+        order.avg_fill_price = late.avg_fill_price
+
+
 def _flag(order: Order, update: OrderStatusUpdate) -> str:
     if order.status is None:
         return ""
-    if update.timestamp_ns < order.updated_at_ns:
-        return "out of order: timestamped before the order's last transition"
     if update.filled_quantity < order.filled_quantity:
         return (
             f"out of order: filled quantity goes back from {canonical(order.filled_quantity)} "

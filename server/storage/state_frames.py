@@ -23,7 +23,7 @@ from server.domain.events import (
     journaled_limits,
 )
 from server.domain.marks import FxRate, Mark
-from server.domain.orders import Order, Transition
+from server.domain.orders import Order, OrderBook, Transition
 from server.domain.reconciliation import (
     LineStatus,
     Reconciliation,
@@ -62,9 +62,12 @@ def _order(order: Order) -> dict[str, Any]:
 
 
 def _order_from(record: dict[str, Any]) -> Order:
+    """An order as checkpointed, its history folded again: a checkpoint written before
+    histories were kept in time order (late statuses placed by time) reads back as the
+    journal would replay it now; for a newer one the fold changes nothing."""
     from server.domain.events import OrderStatus
 
-    return Order(
+    order = Order(
         record["account_id"], record["order_key"], record["order_id"], record["order_ref"],
         record["perm_id"], record["strategy_id"], record["instrument_id"],
         Side[record["side"]] if record["side"] else None,
@@ -75,9 +78,11 @@ def _order_from(record: dict[str, Any]) -> Order:
         record["last_sequence"],
         [
             Transition(sequence, OrderStatusUpdate.from_text(text), flag, replaced, corrects)
-            for sequence, text, flag, replaced, corrects in record["history"]
+            for sequence, text, flag, replaced, corrects, *_ in record["history"]
         ],
     )  # fmt: skip
+    OrderBook.fold(order, order.history)
+    return order
 
 
 def _balance(balance: Balance) -> dict[str, Any]:
