@@ -20,6 +20,9 @@ from client.errors import (
     ResyncRequired,
 )
 from client.models import (
+    AccountKind,
+    BookingPlacement,
+    CurrencyTotals,
     EventAck,
     EventResult,
     ExecutionEvent,
@@ -56,8 +59,11 @@ from client.retry import Backoff
 from client.sync import PortfolioClient
 
 __all__ = [
+    "AccountKind",
     "AsyncPortfolioClient",
     "Backoff",
+    "BookingPlacement",
+    "CurrencyTotals",
     "EventAck",
     "EventResult",
     "ExecutionEvent",

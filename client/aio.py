@@ -14,6 +14,7 @@ from client import wire
 from client.batching import IngestSession, ended_early
 from client.errors import PortfolioError, from_rpc_error
 from client.models import (
+    AccountKind,
     EventAck,
     ExecutionEvent,
     PortfolioSummary,
@@ -117,10 +118,17 @@ class AsyncPortfolioClient:
         return wire.strategy_portfolio_from_proto(response)
 
     async def get_portfolio_summary(
-        self, account_id: str = "", *, timeout: float | None = None
+        self,
+        account_id: str = "",
+        *,
+        account_kind: AccountKind = AccountKind.UNSPECIFIED,
+        timeout: float | None = None,
     ) -> PortfolioSummary:
-        """The account-level totals and each strategy's share; every account if none given."""
-        request = wire.summary_request(PortfolioSummaryQuery(account_id=account_id))
+        """The account-level totals and each strategy's share; every account if none given:
+        then of `account_kind` only, or (UNSPECIFIED) paper and live side by side in
+        `by_account_kind`, never added together."""
+        query = PortfolioSummaryQuery(account_id=account_id, account_kind=account_kind)
+        request = wire.summary_request(query)
         response = await self._unary(self._stub.GetPortfolioSummary, request, timeout)
         return wire.summary_from_proto(response)
 

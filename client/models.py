@@ -63,6 +63,32 @@ class PositionLevel(enum.Enum):
     RESIDUAL = 3
 
 
+class AccountKind(enum.Enum):
+    """Paper or live. Paper figures are never added to live ones."""
+
+    #: In a summary query: across accounts of both kinds, side by side.
+    UNSPECIFIED = 0
+    #: Simulated: needs no broker, never reconciled.
+    PAPER = 1
+    #: Held at the broker (an account nobody defined is live).
+    LIVE = 2
+
+
+class BookingPlacement(enum.Enum):
+    """Where a fill was booked in its rows, which follow execution time whatever the order
+    fills arrive in."""
+
+    #: Not a fill (or not accepted now), or a service that predates placements.
+    UNSPECIFIED = 0
+    #: After every fill already in its rows: nothing booked before changed.
+    IN_ORDER = 1
+    #: Older than fills already booked: the row was recomputed in execution-time order, so its
+    #: realized P&L and average cost may have changed after the fact.
+    RESTATED = 2
+    #: Older than the restatement window: booked at the window's start, not its exact place.
+    OUTSIDE_WINDOW = 3
+
+
 class UpdateKind(enum.Enum):
     """What a live update is about."""
 
@@ -165,6 +191,8 @@ class EventAck:
     result: EventResult
     #: Why it was rejected or treated as a duplicate; names the offending field if there is one.
     reason: str = ""
+    #: For an accepted fill or correction: where it was booked in its rows.
+    placement: BookingPlacement = BookingPlacement.UNSPECIFIED
 
     @property
     def applied(self) -> bool:
@@ -178,7 +206,11 @@ class EventAck:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Position:
-    """One position row with average-cost accounting."""
+    """One position row with average-cost accounting.
+
+    Every amount is in `currency` (the instrument's), except `other_fees` (each in its own)
+    and the `*_base` figures (in `base_currency`, at `fx_rate`; None when a rate is missing,
+    never zero)."""
 
     account_id: str
     #: Empty for the account-level row.
@@ -192,8 +224,9 @@ class Position:
     #: Gross: fees are not deducted.
     realized_pnl: Decimal
     unrealized_pnl: Decimal
+    #: Commissions charged in the row's currency (see other_fees for the rest).
     fees: Decimal
-    #: realized_pnl + unrealized_pnl - fees.
+    #: realized_pnl + unrealized_pnl - fees, in the row's currency (other_fees not in it).
     net_pnl: Decimal
     market_price: Decimal
     market_value: Decimal
@@ -206,6 +239,20 @@ class Position:
     updated_at: datetime | None
     #: The sequence of the last event that changed this row.
     last_sequence: int
+    #: The instrument's currency.
+    currency: str = ""
+    #: Commissions charged in other currencies, (currency, amount) by currency.
+    other_fees: tuple[tuple[str, Decimal], ...] = ()
+    #: The account's base currency and units of it per unit of `currency` (None: no rate).
+    base_currency: str = ""
+    fx_rate: Decimal | None = None
+    realized_pnl_base: Decimal | None = None
+    unrealized_pnl_base: Decimal | None = None
+    #: fees and other_fees in base currency, each at its own rate; None if any rate is missing.
+    fees_base: Decimal | None = None
+    #: Counts every fee, other_fees included; None if any rate is missing.
+    net_pnl_base: Decimal | None = None
+    market_value_base: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,33 +276,67 @@ class PortfolioTotals:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CurrencyTotals:
+    """Totals of the rows (and fees) in one currency."""
+
+    currency: str
+    totals: PortfolioTotals
+    #: Units of the base currency per unit of this one; None when no rate is known.
+    fx_rate: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StrategyPortfolio:
-    """A strategy's share of the book, across accounts (account_id empty) or within one."""
+    """A strategy's share of the book, across accounts (account_id empty) or within one.
+
+    Nothing adds different currencies: `totals` is None when more than one is involved
+    (fee currencies count); read `by_currency` and `base_totals`."""
 
     strategy_id: str
     account_id: str
     positions: tuple[Position, ...]
-    totals: PortfolioTotals
+    totals: PortfolioTotals | None
     as_of_sequence: int
+    base_currency: str = ""
+    #: by_currency converted into base_currency; None when a rate is missing.
+    base_totals: PortfolioTotals | None = None
+    missing_fx_rates: tuple[str, ...] = ()
+    by_currency: tuple[CurrencyTotals, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StrategyTotals:
-    """One strategy's attributed totals within a summary."""
+    """One strategy's attributed totals within a summary (totals: None when more than one
+    currency is involved)."""
 
     strategy_id: str
-    totals: PortfolioTotals
+    totals: PortfolioTotals | None
+    base_totals: PortfolioTotals | None = None
+    by_currency: tuple[CurrencyTotals, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortfolioSummary:
-    """The consolidated book's totals (what the broker shows) and each strategy's share."""
+    """The consolidated book's totals (what the broker shows) and each strategy's share.
+
+    Nothing adds different currencies (`account_totals` is None when more than one is
+    involved) nor paper to live: across accounts of both kinds the figures here are None or
+    empty and `by_account_kind` holds one summary per kind."""
 
     #: Empty when across accounts.
     account_id: str
-    account_totals: PortfolioTotals
+    account_totals: PortfolioTotals | None
     strategies: tuple[StrategyTotals, ...]
     as_of_sequence: int
+    #: The account's kind; across accounts, the kind summed (UNSPECIFIED: both, side by side).
+    account_kind: AccountKind = AccountKind.UNSPECIFIED
+    #: The account's base currency (across accounts: the service's reporting currency).
+    base_currency: str = ""
+    #: by_currency converted into base_currency; None when a rate is missing.
+    base_totals: PortfolioTotals | None = None
+    missing_fx_rates: tuple[str, ...] = ()
+    by_currency: tuple[CurrencyTotals, ...] = ()
+    by_account_kind: tuple[PortfolioSummary, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,6 +414,9 @@ class PortfolioUpdate:
     order_status: OrderStatusUpdate | None = None
     #: The fill that changed the row, for position kinds.
     fill: Fill | None = None
+    #: For position kinds: where the fill was booked (RESTATED: the row's realized P&L and
+    #: average cost changed after the fact).
+    placement: BookingPlacement = BookingPlacement.UNSPECIFIED
 
     @property
     def is_heartbeat(self) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from client.models import (
+    AccountKind,
     PortfolioSummary,
     Position,
     PositionLevel,
@@ -49,9 +50,11 @@ class StrategyPortfolioQuery(Query[StrategyPortfolio]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortfolioSummaryQuery(Query[PortfolioSummary]):
-    """Totals for one account, or for all when account_id is empty."""
+    """Totals for one account, or for all when account_id is empty: then of the accounts of
+    `account_kind` only, or (UNSPECIFIED) paper and live side by side in by_account_kind."""
 
     account_id: str = ""
+    account_kind: AccountKind = AccountKind.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ and timestamps must carry a time zone because the SDK never guesses one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar, cast
@@ -16,6 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from client.errors import ProtocolViolation
 from client.models import (
+    AccountKind,
+    BookingPlacement,
+    CurrencyTotals,
     EventAck,
     EventResult,
     ExecutionEvent,
@@ -218,6 +222,7 @@ def ack_from_proto(message: pb.EventAck) -> EventAck:
         sequence=message.sequence,
         result=_enum(EventResult, message.result),
         reason=message.reason,
+        placement=_enum(BookingPlacement, message.placement),
     )
 
 
@@ -245,6 +250,15 @@ def position_from_proto(message: pb.Position) -> Position:
         opened_at=_maybe_time(message.HasField("opened_at"), message.opened_at),
         updated_at=_maybe_time(message.HasField("updated_at"), message.updated_at),
         last_sequence=message.last_sequence,
+        currency=message.currency,
+        other_fees=tuple((fee.currency, parse_decimal(fee.amount)) for fee in message.other_fees),
+        base_currency=message.base_currency,
+        fx_rate=parse_optional_decimal(message.fx_rate),
+        realized_pnl_base=parse_optional_decimal(message.realized_pnl_base),
+        unrealized_pnl_base=parse_optional_decimal(message.unrealized_pnl_base),
+        fees_base=parse_optional_decimal(message.fees_base),
+        net_pnl_base=parse_optional_decimal(message.net_pnl_base),
+        market_value_base=parse_optional_decimal(message.market_value_base),
     )
 
 
@@ -264,25 +278,56 @@ def totals_from_proto(message: pb.PortfolioTotals) -> PortfolioTotals:
     )
 
 
+def _optional_totals(is_set: bool, message: pb.PortfolioTotals) -> PortfolioTotals | None:
+    """A totals field the service leaves unset where no single-currency total exists."""
+    return totals_from_proto(message) if is_set else None
+
+
+def _by_currency(messages: Iterable[pb.CurrencyTotals]) -> tuple[CurrencyTotals, ...]:
+    return tuple(
+        CurrencyTotals(
+            currency=m.currency,
+            totals=totals_from_proto(m.totals),
+            fx_rate=parse_optional_decimal(m.fx_rate),
+        )
+        for m in messages
+    )
+
+
 def strategy_portfolio_from_proto(message: pb.StrategyPortfolio) -> StrategyPortfolio:
     return StrategyPortfolio(
         strategy_id=message.strategy_id,
         account_id=message.account_id,
         positions=tuple(position_from_proto(p) for p in message.positions),
-        totals=totals_from_proto(message.totals),
+        totals=_optional_totals(message.HasField("totals"), message.totals),
         as_of_sequence=message.as_of_sequence,
+        base_currency=message.base_currency,
+        base_totals=_optional_totals(message.HasField("base_totals"), message.base_totals),
+        missing_fx_rates=tuple(message.missing_fx_rates),
+        by_currency=_by_currency(message.by_currency),
     )
 
 
 def summary_from_proto(message: pb.PortfolioSummary) -> PortfolioSummary:
     return PortfolioSummary(
         account_id=message.account_id,
-        account_totals=totals_from_proto(message.account_totals),
+        account_totals=_optional_totals(message.HasField("account_totals"), message.account_totals),
         strategies=tuple(
-            StrategyTotals(strategy_id=s.strategy_id, totals=totals_from_proto(s.totals))
+            StrategyTotals(
+                strategy_id=s.strategy_id,
+                totals=_optional_totals(s.HasField("totals"), s.totals),
+                base_totals=_optional_totals(s.HasField("base_totals"), s.base_totals),
+                by_currency=_by_currency(s.by_currency),
+            )
             for s in message.strategies
         ),
         as_of_sequence=message.as_of_sequence,
+        account_kind=_enum(AccountKind, message.account_kind),
+        base_currency=message.base_currency,
+        base_totals=_optional_totals(message.HasField("base_totals"), message.base_totals),
+        missing_fx_rates=tuple(message.missing_fx_rates),
+        by_currency=_by_currency(message.by_currency),
+        by_account_kind=tuple(summary_from_proto(part) for part in message.by_account_kind),
     )
 
 
@@ -347,7 +392,10 @@ def strategy_portfolio_request(query: StrategyPortfolioQuery) -> pb.GetStrategyP
 
 
 def summary_request(query: PortfolioSummaryQuery) -> pb.GetPortfolioSummaryRequest:
-    return pb.GetPortfolioSummaryRequest(account_id=query.account_id)
+    return pb.GetPortfolioSummaryRequest(
+        account_id=query.account_id,
+        account_kind=pb.AccountKind.ValueType(query.account_kind.value),
+    )
 
 
 def positions_request(query: PositionsQuery) -> pb.ListPositionsRequest:
@@ -449,6 +497,7 @@ def update_from_proto(message: pb.PortfolioUpdate) -> PortfolioUpdate:
             else None
         ),
         fill=fill_from_proto(message.fill) if message.HasField("fill") else None,
+        placement=_enum(BookingPlacement, message.placement),
     )
 
 

@@ -24,18 +24,15 @@ from server.api.wire import (
     field_errors,
     heartbeat,
     position_to_proto,
-    totals_to_proto,
     trace_to_proto,
 )
 from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import (
-    ACCOUNT_KIND_TO_PROTO,
+    ACCOUNT_KIND_FROM_PROTO,
     account_from_proto,
     account_to_proto,
-    balance_to_proto,
     balances_to_proto,
     consolidated_to_proto,
-    currency_totals_to_proto,
     fx_rate_from_proto,
     instrument_from_proto,
     instrument_to_proto,
@@ -45,6 +42,7 @@ from server.api.wire_reference import (
     reservation_from_proto,
     reservation_to_proto,
 )
+from server.api.wire_summary import strategy_portfolio_to_proto, summary_to_proto
 from server.application.ports import BrokerUnavailable, StorageUnavailable
 from server.application.reconciler import NoBroker, Reconciler
 from server.application.service import (
@@ -452,7 +450,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("account_id", request.account_id)
         _require("instrument_id", request.instrument_id)
         found = self.service.consolidated(request.account_id, request.instrument_id)
-        return consolidated_to_proto(found)
+        return consolidated_to_proto(found, fx=self.service.fx_rate)
 
     async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
         return await self._answer(self.get_position, request, context)
@@ -528,7 +526,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         view = self.service.get_position(
             request.account_id, request.instrument_id, request.strategy_id
         )
-        return position_to_proto(view)
+        return position_to_proto(view, fx=self.service.fx_rate)
 
     def get_strategy_portfolio(
         self, request: pb.GetStrategyPortfolioRequest
@@ -537,40 +535,26 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         portfolio = self.service.strategy_portfolio(
             request.strategy_id, request.account_id, request.include_flat
         )
-        return pb.StrategyPortfolio(
-            strategy_id=portfolio.strategy_id,
-            account_id=portfolio.account_id,
-            positions=[position_to_proto(view) for view in portfolio.positions],
-            totals=totals_to_proto(portfolio.totals),
-            as_of_sequence=portfolio.as_of_sequence,
-        )
+        return strategy_portfolio_to_proto(portfolio, fx=self.service.fx_rate)
 
     def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
-        summary = self.service.portfolio_summary(request.account_id)
-        message = pb.PortfolioSummary(
-            account_id=summary.account_id,
-            account_totals=totals_to_proto(summary.account_totals),
-            strategies=[
-                pb.StrategyTotals(
-                    strategy_id=strategy_id,
-                    totals=totals_to_proto(totals),
-                    base_totals=totals_to_proto(in_base.totals) if in_base.totals else None,
-                    by_currency=currency_totals_to_proto(in_base),
+        kind = None
+        if request.account_kind != pb.ACCOUNT_KIND_UNSPECIFIED:
+            kind = ACCOUNT_KIND_FROM_PROTO.get(request.account_kind)
+            if kind is None:
+                raise ApiError.invalid(
+                    FieldViolation("account_kind", "must be PAPER, LIVE or UNSPECIFIED")
                 )
-                for strategy_id, totals, in_base in summary.strategies
-            ],
-            as_of_sequence=summary.as_of_sequence,
-            account_kind=(
-                ACCOUNT_KIND_TO_PROTO[summary.account.account_kind] if summary.account else 0  # type: ignore[arg-type]
-            ),
-            base_currency=summary.in_base.base_currency,
-            missing_fx_rates=summary.in_base.missing,
-            by_currency=currency_totals_to_proto(summary.in_base),
-            cash=[balance_to_proto(balance) for balance in summary.cash],
-        )
-        if summary.in_base.totals is not None:
-            message.base_totals.CopyFrom(totals_to_proto(summary.in_base.totals))
-        return message
+        summary = self.service.portfolio_summary(request.account_id, kind)
+        if kind is not None and summary.account_kind is not kind:
+            found = summary.account_kind.name if summary.account_kind else "unknown"
+            raise ApiError.invalid(
+                FieldViolation(
+                    "account_kind",
+                    f"account {request.account_id!r} is {found}, not {kind.name}",
+                )
+            )
+        return summary_to_proto(summary)
 
     def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:
         if request.level not in _LEVEL_FILTER:
@@ -591,7 +575,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         after = _decode_page_token(request.page_token, query) if request.page_token else None
         page = self.service.list_positions(query, after, request.page_size or DEFAULT_PAGE_SIZE)
         return pb.ListPositionsResponse(
-            positions=[position_to_proto(view) for view in page.positions],
+            positions=[position_to_proto(view, fx=self.service.fx_rate) for view in page.positions],
             next_page_token=_encode_page_token(page.last_key, query) if page.last_key else "",
             as_of_sequence=page.as_of_sequence,
         )

@@ -9,6 +9,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import (
     SIDE_TO_PROTO,
     FieldViolation,
+    FxLookup,
     field_errors,
     parse_decimal,
     position_to_proto,
@@ -64,8 +65,8 @@ def transition_to_proto(transition: Transition) -> pb.OrderTransition:
         flag=transition.flag,
         replaced=transition.replaced,
         corrects=transition.corrects,
-    )
         late=transition.late,
+    )
 
 
 def order_to_proto(order: Order) -> pb.Order:
@@ -282,13 +283,15 @@ def currency_totals_to_proto(in_base: InBase) -> list[pb.CurrencyTotals]:
     ]
 
 
-def consolidated_to_proto(found: Consolidated) -> pb.ConsolidatedPosition:
+def consolidated_to_proto(
+    found: Consolidated, fx: FxLookup | None = None
+) -> pb.ConsolidatedPosition:
     message = pb.ConsolidatedPosition(
         account_id=found.account.account_id,
         instrument_id=found.instrument_id,
         account_kind=ACCOUNT_KIND_TO_PROTO[found.account.account_kind],
-        account_position=position_to_proto(found.account_position),
-        strategy_positions=[position_to_proto(view) for view in found.strategy_positions],
+        account_position=position_to_proto(found.account_position, fx=fx),
+        strategy_positions=[position_to_proto(v, fx=fx) for v in found.strategy_positions],
         attributed_quantity=canonical(found.attributed_quantity),
         unattributed_quantity=canonical(
             found.account_position.quantity - found.attributed_quantity

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 from typing import Generic
 
@@ -148,22 +148,50 @@ class InBase:
 
 @dataclass(frozen=True, slots=True)
 class StrategyPortfolio:
+    """A strategy's rows and totals. `totals` is None when more than one currency is
+    involved: nothing adds two currencies (see `in_base`)."""
+
     strategy_id: str
     account_id: str
     positions: list[PositionView]
-    totals: Totals
+    totals: Totals | None
     as_of_sequence: int
+    in_base: InBase
 
 
 @dataclass(frozen=True, slots=True)
 class PortfolioSummary:
+    """Totals of one account, or across the accounts of one kind. Across accounts of both
+    kinds, the figures are None or empty and `by_account_kind` holds each kind's summary:
+    paper is never added to live. `account_totals` (and each strategy's) is None when more
+    than one currency is involved."""
+
     account_id: str
-    account_totals: Totals
-    strategies: list[tuple[str, Totals, InBase]]
+    account_totals: Totals | None
+    strategies: list[tuple[str, Totals | None, InBase]]
     as_of_sequence: int
     account: AccountDefinition | None
     in_base: InBase
     cash: list[Balance]
+    account_kind: AccountKind | None = None  # the account's, or the kind summed across
+    by_account_kind: list[PortfolioSummary] = field(default_factory=list)
+
+
+def one_currency(by_currency: dict[str, Totals]) -> Totals | None:
+    """The totals when at most one currency is involved (fee currencies count); None rather
+    than a sum of different currencies."""
+    if len(by_currency) > 1:
+        return None
+    return next(iter(by_currency.values()), Totals())
+
+
+def merged(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:
+    """Per-currency totals of disjoint scopes added per currency, in currency order."""
+    parts: dict[str, list[Totals]] = {}
+    for scope in scopes:
+        for currency, totals in scope.items():
+            parts.setdefault(currency, []).append(totals)
+    return {currency: Totals.combined(parts[currency]) for currency in sorted(parts)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,50 +608,110 @@ class PortfolioService(Generic[Payload]):
         if not book.has_strategy(strategy_id, account_id):
             where = f" in account {account_id!r}" if account_id else ""
             raise NotFound(f"strategy {strategy_id!r} has no positions{where}")
-        rows = book.strategy_positions(strategy_id, account_id)
+        rows = list(book.strategy_positions(strategy_id, account_id))
+        by_currency = book.strategy_currency_totals(strategy_id, account_id)
+        base = self._common_base({row.key.account_id for row in rows})
         return StrategyPortfolio(
             strategy_id,
             account_id,
             [self.view(row) for row in rows if include_flat or row.quantity],
-            book.strategy_totals(strategy_id, account_id),
+            one_currency(by_currency),
             self.sequence,
+            self.in_base(by_currency, base),
         )
 
-    def portfolio_summary(self, account_id: str = ALL) -> PortfolioSummary:
-        """O(strategies x currencies): every figure comes from running totals."""
+    def _common_base(self, account_ids: Iterable[str]) -> str:
+        """The accounts' base currency if they share one, else the reporting currency."""
+        bases = {self.ledger.accounts.base_currency(account_id) for account_id in account_ids}
+        return bases.pop() if len(bases) == 1 else self.reporting_currency
+
+    def portfolio_summary(
+        self, account_id: str = ALL, kind: AccountKind | None = None
+    ) -> PortfolioSummary:
+        """One account's summary, or across accounts: of `kind` only, or (None) one summary
+        per kind present side by side, never paper added to live. O(accounts x strategies x
+        currencies): every figure comes from running totals."""
+        if account_id:
+            return self._account_summary(account_id)
+        by_kind = self._accounts_by_kind()
+        if kind is not None:
+            return self._kind_summary(kind, by_kind.get(kind, []))
+        parts = [self._kind_summary(k, by_kind[k]) for k in sorted(by_kind, key=lambda k: k.value)]
+        if len(parts) == 1:
+            return replace(parts[0], by_account_kind=parts)
+        return PortfolioSummary(
+            ALL, None, [], self.sequence, None,
+            InBase(self.reporting_currency, None, [], []), [], by_account_kind=parts,
+        )  # fmt: skip
+
+    def _account_summary(self, account_id: str) -> PortfolioSummary:
         book, accounts = self.ledger.book, self.ledger.accounts
         known = book.has_account(account_id) or accounts.is_defined(account_id)
-        if account_id and not (known or self.ledger.balances.of_account(account_id)):
+        if not (known or self.ledger.balances.of_account(account_id)):
             raise NotFound(f"account {account_id!r} has no positions, balances or definition")
-        account = accounts.get(account_id) if account_id else None
-        base = account.base_currency if account else self.reporting_currency
-        strategies = [
-            (
-                strategy_id,
-                book.strategy_totals(strategy_id, account_id),
-                self.in_base(book.strategy_currency_totals(strategy_id, account_id), base),
+        account = accounts.get(account_id)
+        base = account.base_currency
+        strategies = []
+        for strategy_id in book.strategies(account_id):
+            by_currency = book.strategy_currency_totals(strategy_id, account_id)
+            strategies.append(
+                (strategy_id, one_currency(by_currency), self.in_base(by_currency, base))
             )
-            for strategy_id in book.strategies(account_id)
-        ]
-        cash = (
-            self.ledger.balances.of_account(account_id)
-            if account_id
-            else self._cash_across_accounts()
-        )
+        by_currency = book.account_currency_totals(account_id)
         return PortfolioSummary(
             account_id,
-            book.account_totals(account_id),
+            one_currency(by_currency),
             strategies,
             self.sequence,
             account,
-            self.in_base(book.account_currency_totals(account_id), base),
-            [balance.copy() for balance in cash],
+            self.in_base(by_currency, base),
+            [balance.copy() for balance in self.ledger.balances.of_account(account_id)],
+            account_kind=account.account_kind,
         )
 
-    def _cash_across_accounts(self) -> list[Balance]:
-        """Cash per currency and chain, summed over accounts (account_id "")."""
+    def _accounts_by_kind(self) -> dict[AccountKind, list[str]]:
+        """Every account known (rows, cash or a definition) by kind, in id order. An account
+        nobody defined is whatever the registry says (live)."""
+        ledger = self.ledger
+        known = set(ledger.book.accounts()) | set(ledger.balances.accounts())
+        known.update(account.account_id for account in ledger.accounts)
+        by_kind: dict[AccountKind, list[str]] = {}
+        for account_id in sorted(known):
+            kind = ledger.accounts.get(account_id).account_kind
+            by_kind.setdefault(kind, []).append(account_id)
+        return by_kind
+
+    def _kind_summary(self, kind: AccountKind, account_ids: list[str]) -> PortfolioSummary:
+        """The summary across `account_ids` (all of `kind`), in the reporting currency."""
+        book, base = self.ledger.book, self.reporting_currency
+        per_strategy: dict[str, list[dict[str, Totals]]] = {}
+        for account_id in account_ids:
+            for strategy_id in book.strategies(account_id):
+                per_strategy.setdefault(strategy_id, []).append(
+                    book.strategy_currency_totals(strategy_id, account_id)
+                )
+        strategies = []
+        for strategy_id in sorted(per_strategy):
+            by_currency = merged(per_strategy[strategy_id])
+            strategies.append(
+                (strategy_id, one_currency(by_currency), self.in_base(by_currency, base))
+            )
+        by_currency = merged(book.account_currency_totals(a) for a in account_ids)
+        return PortfolioSummary(
+            ALL,
+            one_currency(by_currency),
+            strategies,
+            self.sequence,
+            None,
+            self.in_base(by_currency, base),
+            self._cash_across_accounts(account_ids),
+            account_kind=kind,
+        )
+
+    def _cash_across_accounts(self, account_ids: Iterable[str]) -> list[Balance]:
+        """Cash per currency and chain, summed over the accounts (account_id "")."""
         summed: dict[BalanceKey, Balance] = {}
-        for account_id in self.ledger.balances.accounts():
+        for account_id in account_ids:
             for balance in self.ledger.balances.of_account(account_id):
                 key = BalanceKey("", balance.key.currency, balance.key.chain_id)
                 total = summed.setdefault(key, Balance(key))
@@ -633,6 +721,11 @@ class PortfolioService(Generic[Payload]):
                 total.updated_at_ns = max(total.updated_at_ns, balance.updated_at_ns)
                 total.last_sequence = max(total.last_sequence, balance.last_sequence)
         return [summed[key] for key in sorted(summed)]
+
+    def fx_rate(self, from_currency: str, to_currency: str) -> Decimal | None:
+        """The latest rate between two currencies (None: no quote), for figures that convert
+        each part at its own rate (a row's fees in other currencies)."""
+        return self.ledger.fx.rate(from_currency, to_currency)
 
     def in_base(self, by_currency: dict[str, Totals], base: str) -> InBase:
         """Totals per currency converted into `base`; a missing rate leaves the sum unset."""

@@ -394,10 +394,13 @@ def test_strategy_portfolio_and_summary_conversion() -> None:
     assert summary.strategies[0].totals.trade_count == 5
 
 
-def test_missing_totals_read_as_zeros() -> None:
+def test_unset_totals_read_as_none_not_zeros() -> None:
+    # The service leaves totals unset where more than one currency is involved (issue 11).
     portfolio = wire.strategy_portfolio_from_proto(pb.StrategyPortfolio(strategy_id="S1"))
-    assert portfolio.totals.net_pnl == Decimal(0)
-    assert portfolio.totals.total_positions == 0
+    assert portfolio.totals is None
+    assert portfolio.base_totals is None
+    summary = wire.summary_from_proto(pb.PortfolioSummary(account_id="A1"))
+    assert summary.account_totals is None
 
 
 def test_trace_conversion() -> None:

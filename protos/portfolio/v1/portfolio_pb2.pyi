@@ -748,6 +748,8 @@ class Position(_message.Message):
     UNREALIZED_PNL_BASE_FIELD_NUMBER: _builtins.int
     NET_PNL_BASE_FIELD_NUMBER: _builtins.int
     MARKET_VALUE_BASE_FIELD_NUMBER: _builtins.int
+    FEES_BASE_FIELD_NUMBER: _builtins.int
+    OTHER_FEES_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     strategy_id: _builtins.str
     """Empty for the account-level row."""
@@ -761,9 +763,13 @@ class Position(_message.Message):
     """Gross realized P&L, fees not deducted."""
     unrealized_pnl: _builtins.str
     fees: _builtins.str
-    """Accumulated commissions."""
+    """Accumulated commissions charged in the row's currency (commissions in other currencies
+    are in other_fees, never added here).
+    """
     net_pnl: _builtins.str
-    """realized_pnl + unrealized_pnl - fees."""
+    """realized_pnl + unrealized_pnl - fees: in the row's currency, so other_fees are not in it
+    (net_pnl_base counts them).
+    """
     market_price: _builtins.str
     """The price unrealized P&L is measured against: see mark_source."""
     market_value: _builtins.str
@@ -775,19 +781,26 @@ class Position(_message.Message):
     last_sequence: _builtins.int
     """The sequence of the last event that changed this row."""
     currency: _builtins.str
-    """The instrument's currency: every amount above is in it."""
+    """The instrument's currency: every amount above is in it (other_fees carry their own)."""
     mark_source: Global___MarkSource.ValueType
     """Where market_price comes from: the mark stream, or (no mark yet) the last fill."""
     base_currency: _builtins.str
     """The account's base currency, and the figures converted into it at the latest FX rate
-    (rounded half-even to the service's precision). fx_rate and the *_base figures are empty
-    when no rate is known: missing, never zero.
+    (rounded half-even to the service's precision). fx_rate (units of base_currency per unit
+    of currency) and the *_base figures are empty when no rate is known: missing, never zero.
     """
     fx_rate: _builtins.str
     realized_pnl_base: _builtins.str
     unrealized_pnl_base: _builtins.str
     net_pnl_base: _builtins.str
+    """net_pnl at fx_rate less each of other_fees at its own currency's rate into base_currency:
+    every fee counts here. Empty when any of those rates is missing.
+    """
     market_value_base: _builtins.str
+    fees_base: _builtins.str
+    """fees and other_fees in base currency, each converted at its own rate; empty when any
+    rate is missing.
+    """
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the current open leg was opened (first fill from flat); unset while flat."""
@@ -799,6 +812,10 @@ class Position(_message.Message):
     @_builtins.property
     def marked_at(self) -> _timestamp_pb2.Timestamp:
         """When market_price was set: how old the mark is."""
+
+    @_builtins.property
+    def other_fees(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyAmount]:
+        """Commissions charged in currencies other than the row's, one per currency, by currency."""
 
     def __init__(
         self,
@@ -830,14 +847,41 @@ class Position(_message.Message):
         unrealized_pnl_base: _builtins.str = ...,
         net_pnl_base: _builtins.str = ...,
         market_value_base: _builtins.str = ...,
+        fees_base: _builtins.str = ...,
+        other_fees: _abc.Iterable[Global___CurrencyAmount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["marked_at", b"marked_at", "opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "base_currency", b"base_currency", "cost_basis", b"cost_basis", "currency", b"currency", "fees", b"fees", "fx_rate", b"fx_rate", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "mark_source", b"mark_source", "marked_at", b"marked_at", "market_price", b"market_price", "market_value", b"market_value", "market_value_base", b"market_value_base", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "net_pnl_base", b"net_pnl_base", "opened_at", b"opened_at", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "realized_pnl_base", b"realized_pnl_base", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_base", b"unrealized_pnl_base", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "base_currency", b"base_currency", "cost_basis", b"cost_basis", "currency", b"currency", "fees", b"fees", "fees_base", b"fees_base", "fx_rate", b"fx_rate", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "mark_source", b"mark_source", "marked_at", b"marked_at", "market_price", b"market_price", "market_value", b"market_value", "market_value_base", b"market_value_base", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "net_pnl_base", b"net_pnl_base", "opened_at", b"opened_at", "other_fees", b"other_fees", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "realized_pnl_base", b"realized_pnl_base", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_base", b"unrealized_pnl_base", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Position: _TypeAlias = Position  # noqa: Y015
+
+@_typing.final
+class CurrencyAmount(_message.Message):
+    """An amount in a named currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    amount: _builtins.str
+    """Decimal string."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyAmount: _TypeAlias = CurrencyAmount  # noqa: Y015
 
 @_typing.final
 class GetPositionRequest(_message.Message):
@@ -900,7 +944,7 @@ Global___GetStrategyPortfolioRequest: _TypeAlias = GetStrategyPortfolioRequest  
 
 @_typing.final
 class StrategyPortfolio(_message.Message):
-    """A strategy's share of the book."""
+    """A strategy's share of the book. Nothing here adds amounts of different currencies."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -909,14 +953,41 @@ class StrategyPortfolio(_message.Message):
     POSITIONS_FIELD_NUMBER: _builtins.int
     TOTALS_FIELD_NUMBER: _builtins.int
     AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    BASE_TOTALS_FIELD_NUMBER: _builtins.int
+    MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     account_id: _builtins.str
     """Empty when across accounts."""
     as_of_sequence: _builtins.int
+    base_currency: _builtins.str
+    """The account's base currency; across accounts, the accounts' base currency when they
+    share one, else the service's reporting currency.
+    """
     @_builtins.property
     def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
     @_builtins.property
-    def totals(self) -> Global___PortfolioTotals: ...
+    def totals(self) -> Global___PortfolioTotals:
+        """Set only when one currency is involved (the rows' currencies and the currencies fees were
+        charged in): then it equals by_currency's single entry. Unset otherwise (it used to sum
+        every currency as it was): read by_currency and base_totals.
+        """
+
+    @_builtins.property
+    def base_totals(self) -> Global___PortfolioTotals:
+        """The per-currency totals converted into base_currency (each currency at its own rate);
+        unset when a rate is missing (see missing_fx_rates).
+        """
+
+    @_builtins.property
+    def missing_fx_rates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Currencies in by_currency with no FX rate into base_currency."""
+
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTotals]:
+        """The strategy's totals per currency (a fee-only currency has total_positions 0)."""
+
     def __init__(
         self,
         *,
@@ -925,10 +996,14 @@ class StrategyPortfolio(_message.Message):
         positions: _abc.Iterable[Global___Position] | None = ...,
         totals: Global___PortfolioTotals | None = ...,
         as_of_sequence: _builtins.int = ...,
+        base_currency: _builtins.str = ...,
+        base_totals: Global___PortfolioTotals | None = ...,
+        missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
+        by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base_totals", b"base_totals", "totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "positions", b"positions", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_currency", b"by_currency", "missing_fx_rates", b"missing_fx_rates", "positions", b"positions", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -999,16 +1074,24 @@ class GetPortfolioSummaryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Empty: every account."""
+    account_kind: Global___AccountKind.ValueType
+    """Across accounts (account_id empty): PAPER or LIVE limits every figure (totals, strategies,
+    cash) to accounts of that kind (an account nobody defined is LIVE). UNSPECIFIED: paper and
+    live are never added together: the answer's by_account_kind holds one summary per kind
+    present. With account_id: UNSPECIFIED or that account's kind (else INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1016,7 +1099,9 @@ Global___GetPortfolioSummaryRequest: _TypeAlias = GetPortfolioSummaryRequest  # 
 
 @_typing.final
 class PortfolioSummary(_message.Message):
-    """The consolidated book's totals and each strategy's share, kept up to date incrementally."""
+    """The consolidated book's totals and each strategy's share, kept up to date incrementally.
+    Nothing here adds amounts of different currencies, nor paper accounts' figures to live ones.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1030,18 +1115,22 @@ class PortfolioSummary(_message.Message):
     MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
     BY_CURRENCY_FIELD_NUMBER: _builtins.int
     CASH_FIELD_NUMBER: _builtins.int
+    BY_ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Empty when across accounts."""
     as_of_sequence: _builtins.int
     account_kind: Global___AccountKind.ValueType
-    """UNSPECIFIED when across accounts."""
+    """The account's kind; across accounts, the kind asked for (or of each by_account_kind
+    entry); UNSPECIFIED across accounts of both kinds.
+    """
     base_currency: _builtins.str
     """The account's base currency (across accounts: the service's reporting currency)."""
     @_builtins.property
     def account_totals(self) -> Global___PortfolioTotals:
-        """From the account-level book: what the broker shows. Sums the figures of every currency
-        as they are: meaningful when the account trades in one currency (see by_currency and
-        base_totals otherwise).
+        """From the account-level book: what the broker shows. Set only when one currency is
+        involved (the rows' currencies and the currencies fees were charged in): then it equals
+        by_currency's single entry. Unset otherwise (it used to sum every currency as it was):
+        read by_currency and base_totals.
         """
 
     @_builtins.property
@@ -1064,6 +1153,15 @@ class PortfolioSummary(_message.Message):
     def cash(self) -> _containers.RepeatedCompositeFieldContainer[Global___Balance]:
         """Cash per currency and chain."""
 
+    @_builtins.property
+    def by_account_kind(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortfolioSummary]:
+        """Across accounts with account_kind UNSPECIFIED: one summary per account kind present
+        (PAPER, then LIVE), each as if that kind had been asked for. When both kinds are present
+        the figures above (account_totals, strategies, base_totals, missing_fx_rates,
+        by_currency, cash) are left unset: they would add paper to live. With one kind present
+        they are that kind's figures.
+        """
+
     def __init__(
         self,
         *,
@@ -1077,10 +1175,11 @@ class PortfolioSummary(_message.Message):
         missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
         by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
         cash: _abc.Iterable[Global___Balance] | None = ...,
+        by_account_kind: _abc.Iterable[Global___PortfolioSummary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account_totals", b"account_totals", "base_totals", b"base_totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_totals", b"account_totals", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_currency", b"by_currency", "cash", b"cash", "missing_fx_rates", b"missing_fx_rates", "strategies", b"strategies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "account_totals", b"account_totals", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_account_kind", b"by_account_kind", "by_currency", b"by_currency", "cash", b"cash", "missing_fx_rates", b"missing_fx_rates", "strategies", b"strategies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1098,7 +1197,9 @@ class StrategyTotals(_message.Message):
     BY_CURRENCY_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     @_builtins.property
-    def totals(self) -> Global___PortfolioTotals: ...
+    def totals(self) -> Global___PortfolioTotals:
+        """Set only when one currency is involved (see PortfolioSummary.account_totals)."""
+
     @_builtins.property
     def base_totals(self) -> Global___PortfolioTotals:
         """In the base currency; unset when a rate is missing."""
