@@ -28,7 +28,9 @@ log = logging.getLogger("portfolio.checkpoint")
 
 def snapshot(ledger: Ledger) -> Checkpoint:
     """The book as it stands; only where it is consistent (between commits, or at start)."""
-    return Checkpoint(ledger.applied_sequence, capture_rows(ledger), capture(ledger))
+    return Checkpoint(
+        ledger.applied_sequence, capture_rows(ledger), capture(ledger), ledger.book.anchors()
+    )
 
 
 class Checkpointer:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from server.domain.book import PositionView, Price
@@ -16,6 +17,9 @@ from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
+FeeRates = Mapping[PositionKey, Mapping[str, Decimal | None]]
+"""Per row with fees in other currencies: each such currency's rate into the row's base
+currency when the row changed (None: no quote)."""
 
 
 class StorageUnavailable(Exception):
@@ -43,6 +47,8 @@ class Checkpoint:
     sequence: int
     rows: list[tuple[Position, Price]]
     state: LedgerState
+    # Each row with a restatement window: its figures before the window.
+    anchors: list[Position] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +122,10 @@ class EventStore(Protocol):
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition],
         runs: Sequence[ReconciliationRun] = (),
+        fee_rates: FeeRates | None = None,
     ) -> None:
         """Brings the analysts' views up to date with committed events, changed rows and
-        reconciliation runs."""
+        reconciliation runs; `fee_rates` convert the rows' other fees into base currency."""
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         """An order as the analysts' views hold it, history and all (None if they hold none):

@@ -52,8 +52,17 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
             ledger.traces.record(fill, sequence, ledger.instruments.multiplier(fill.instrument_id))
     if checkpoint is not None and checkpoint.state.corrections_latest_ns:
         (latest,) = checkpoint.state.corrections_latest_ns
-        horizon = latest - ledger.corrections.window_ns
-        ledger.reload_correctable(store.correctable_fills(horizon, start))
+        horizon = latest - max(ledger.corrections.window_ns, ledger.book.window_ns)
+        differ = ledger.reload_correctable(
+            store.correctable_fills(horizon, start), checkpoint.anchors
+        )
+        if differ:
+            log.error(
+                "%d rows rebuilt from their restatement windows differ from the checkpoint "
+                "(kept as the journal gives them), first %s",
+                len(differ),
+                differ[0],
+            )
     service.hub.reset(start)
     tail: list[Sequenced] = []
     for sequence, event in store.events_after(start):

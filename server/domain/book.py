@@ -11,7 +11,8 @@ views say which).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import heapq
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
@@ -21,7 +22,18 @@ from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import Mark, MarkSource
-from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
+from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey, change_kind
+from server.domain.restatement import (
+    Booking,
+    BookingKey,
+    Placement,
+    book,
+    book_outside_window,
+    evict,
+    find,
+    rebuild,
+    replace,
+)
 from server.domain.totals import Totals
 
 ALL = ""
@@ -30,11 +42,13 @@ ALL = ""
 
 @dataclass(frozen=True, slots=True)
 class RowChange:
-    """A row as a fill left it: a detached copy, with the market price at that moment."""
+    """A row as a fill left it: a detached copy, with the market price at that moment, and
+    whether the fill landed after every fill of the row or restated it."""
 
     position: Position
     kind: ChangeKind
     market_price: Decimal
+    placement: Placement = Placement.IN_ORDER
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,7 @@ class Price:
     price: Decimal
     source: MarkSource
     time_ns: int
+    fill_id: str = ""  # a last fill price's fill: the latest by (time_ns, fill_id) wins
 
 
 NO_PRICE = Price(ZERO, MarkSource.NONE, 0)
@@ -117,13 +132,26 @@ def position_view(
             base_currency=base_currency,
             fx_rate=fx_rate,
             precision=precision,
+            other_fees=row.other_fee_items(),
         )
 
 
 class PositionBook:
-    def __init__(self, instruments: InstrumentRegistry, precision: Decimal) -> None:
+    """Rows follow execution time (see restatement.py): `window_ns` is the restatement
+    window's length, ending at the latest fill time seen (`latest_ns`)."""
+
+    def __init__(
+        self, instruments: InstrumentRegistry, precision: Decimal, window_ns: int = 0
+    ) -> None:
         self.instruments = instruments
         self.precision = precision
+        self.window_ns = window_ns
+        self.latest_ns = 0
+        # (booking time, strategy row key) per booking kept in a window: what leaves first.
+        self._expiry: list[tuple[int, PositionKey]] = []
+        # Fills booked OUTSIDE_WINDOW since start, and the latest one's sequence.
+        self.misplaced = 0
+        self.last_misplaced_sequence = 0
         self._rows: dict[PositionKey, Position] = {}
         # Ordered views, for listing and pagination: PositionKey -> Position.
         self.strategy_rows: SortedDict = SortedDict()
@@ -153,24 +181,161 @@ class PositionBook:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def apply_fill(self, fill: Fill, sequence: int) -> list[RowChange]:
-        """Books a fill on its strategy row and its account row."""
-        fill_price = Price(fill.price, MarkSource.LAST_FILL, fill.timestamp_ns)
-        self._fill_prices[fill.instrument_id] = fill_price
-        if fill.instrument_id not in self._market:
-            self._reprice(fill.instrument_id, fill_price)
+    def horizon_ns(self) -> int:
+        """The restatement window's start: fills executed before it are folded."""
+        return self.latest_ns - self.window_ns
+
+    def apply_fill(
+        self, fill: Fill, sequence: int, *, outside_window: bool = False
+    ) -> list[RowChange]:
+        """Books a fill on its strategy row and its account row, each at its place in
+        execution time; `outside_window` books it at the windows' start instead (a correction
+        whose fill left the window: its bust and replacement)."""
+        self._note_fill_price(fill.instrument_id, fill.price, fill.timestamp_ns, fill.fill_id)
         market_price = self._prices[fill.instrument_id].price
+        if fill.timestamp_ns > self.latest_ns:
+            self.latest_ns = fill.timestamp_ns
+        horizon = self.horizon_ns()
+        precision = self.precision
         changes = []
         with localcontext(EXACT):
             for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
                 key = PositionKey(fill.account_id, strategy_id, fill.instrument_id)
-                row = self._row(key)
-                totals = self._row_totals[key]
-                totals.add(row, market_price, -1)
-                kind = row.apply_fill(fill, sequence, self.precision)
-                totals.add(row, market_price)
-                changes.append(RowChange(row.copy(), kind, market_price))
+                booking = Booking.of(fill)
+                if outside_window:
+                    booking.booked_id = ""  # never found by a later correction
+
+                    def action(row: Position, booking: Booking = booking) -> Placement:
+                        return book_outside_window(row, booking, precision)
+
+                else:
+
+                    def action(row: Position, booking: Booking = booking) -> Placement:
+                        return book(row, booking, horizon, precision)
+
+                changes.append(self._change(key, sequence, market_price, action))
+            if fill.timestamp_ns >= horizon and not outside_window:
+                heapq.heappush(self._expiry, (fill.timestamp_ns, changes[0].position.key))
+            self._evict()
         return changes
+
+    def correct(self, booked: Fill, replacement: Fill, sequence: int) -> list[RowChange] | None:
+        """Books a broker correction in the place in time of what it corrects (`booked`, as
+        booked now): the rows become those of a history with the replacement there. None when
+        what it corrects is not in its rows' windows (the caller busts and rebooks)."""
+        old_keys = _keys(booked)
+        new_keys = _keys(replacement)
+        old_rows = [self._rows.get(key) for key in old_keys]
+        places = [find(row, booked.fill_id) if row is not None else None for row in old_rows]
+        if None in places:
+            return None
+        strategy_row = old_rows[0]
+        assert strategy_row is not None and strategy_row.window is not None
+        place = strategy_row.window.bookings[places[0] or 0].key
+        held = self._fill_prices.get(booked.instrument_id)
+        if held is not None and (held.time_ns, held.fill_id) == place:  # it set the price
+            self._fill_prices.pop(booked.instrument_id)
+            self._note_fill_price(replacement.instrument_id, replacement.price, *place)
+        elif replacement.instrument_id != booked.instrument_id:
+            self._note_fill_price(replacement.instrument_id, replacement.price, *place)
+        horizon = self.horizon_ns()
+        precision = self.precision
+        changes = []
+        with localcontext(EXACT):
+            for old_key, new_key, index in zip(old_keys, new_keys, places, strict=True):
+                assert index is not None
+                if old_key == new_key:
+                    substitute = Booking.of(replacement, place)
+
+                    def swap(row: Position, i: int = index, b: Booking = substitute) -> Placement:
+                        return _replaced(replace(row, i, b, precision))
+
+                    changes.append(
+                        self._change(old_key, sequence, self.mark(old_key.instrument_id), swap)
+                    )
+                    continue
+
+                def take_out(row: Position, i: int = index) -> Placement:
+                    return _replaced(replace(row, i, None, precision))
+
+                moved = Booking.of(replacement, place)
+
+                def put_in(row: Position, b: Booking = moved) -> Placement:
+                    return book(row, b, horizon, precision)
+
+                changes.append(
+                    self._change(old_key, sequence, self.mark(old_key.instrument_id), take_out)
+                )
+                changes.append(
+                    self._change(new_key, sequence, self.mark(new_key.instrument_id), put_in)
+                )
+            if new_keys[0] != old_keys[0] and place[0] >= horizon:
+                heapq.heappush(self._expiry, (place[0], new_keys[0]))
+            if replacement.timestamp_ns > self.latest_ns:
+                self.latest_ns = replacement.timestamp_ns
+            self._evict()
+        return changes
+
+    def _change(
+        self,
+        key: PositionKey,
+        sequence: int,
+        market_price: Decimal,
+        action: Callable[[Position], Placement],
+    ) -> RowChange:
+        """Books (`action`) on one row, keeping its totals by difference; inside `EXACT`."""
+        row = self._row(key)
+        totals = self._row_totals[key]
+        totals.add(row, market_price, -1)
+        self._add_other_fees(row, -1)
+        was_flat = not row.quantity
+        placement = action(row)
+        totals.add(row, market_price)
+        self._add_other_fees(row, 1)
+        row.last_sequence = sequence
+        if placement is Placement.OUTSIDE_WINDOW and key.is_account_level:
+            self.misplaced += 1
+            self.last_misplaced_sequence = sequence
+        return RowChange(row.copy(), change_kind(was_flat, row.quantity), market_price, placement)
+
+    def _add_other_fees(self, row: Position, sign: int) -> None:
+        """Fees in other currencies count in the totals of their own currency."""
+        if not row.other_fees:
+            return
+        key = row.key
+        scope = (
+            self._account_totals[key.account_id]
+            if key.is_account_level
+            else self._strategy_totals[(key.account_id, key.strategy_id)]
+        )
+        for currency, amount in row.other_fees.items():
+            totals = scope.get(currency)
+            if totals is None:
+                totals = scope[currency] = Totals()
+            totals.fees += sign * amount
+
+    def _evict(self) -> None:
+        """Folds what left the window, row by row (each booking is folded once)."""
+        horizon = self.horizon_ns()
+        expiry = self._expiry
+        while expiry and expiry[0][0] < horizon:
+            _, key = heapq.heappop(expiry)
+            for row_key in (key, PositionKey(key.account_id, ACCOUNT_LEVEL, key.instrument_id)):
+                row = self._rows.get(row_key)
+                if row is not None and row.window is not None:
+                    evict(row, horizon, self.precision)
+
+    def _note_fill_price(
+        self, instrument_id: str, price: Decimal, time_ns: int, fill_id: str
+    ) -> None:
+        """The last fill price is the latest executed fill's, whatever the arrival order."""
+        held = self._fill_prices.get(instrument_id)
+        if held is not None and (held.time_ns, held.fill_id) > (time_ns, fill_id):
+            return
+        fill_price = Price(price, MarkSource.LAST_FILL, time_ns, fill_id)
+        self._fill_prices[instrument_id] = fill_price
+        if instrument_id not in self._market:
+            self._reprice(instrument_id, fill_price)
 
     def set_mark(self, mark: Mark, latest_plausible_ns: int | None = None) -> bool:
         """Values an instrument at a market mark; a mark older than the one held is ignored
@@ -231,24 +396,77 @@ class PositionBook:
 
     def restore(self, saved: Position, fill_price: Price) -> None:
         """Puts back a row saved in a checkpoint, with its instrument's last fill price
-        (recovery; market marks are restored after, with `set_mark`)."""
+        (recovery; market marks are restored after, with `set_mark`). Its window, if it had
+        one, is rebuilt after, with `reload_windows`."""
         with localcontext(EXACT):
             self._fill_prices[saved.key.instrument_id] = fill_price
             self._prices[saved.key.instrument_id] = fill_price
             row = self._row(saved.key)
             totals = self._row_totals[saved.key]
             totals.add(row, fill_price.price, -1)
+            self._add_other_fees(row, -1)
             row.multiplier = saved.multiplier
             row.currency = saved.currency
-            row.quantity = saved.quantity
-            row.cost_basis = saved.cost_basis
-            row.realized_pnl = saved.realized_pnl
-            row.fees = saved.fees
-            row.trade_count = saved.trade_count
-            row.opened_at_ns = saved.opened_at_ns
-            row.updated_at_ns = saved.updated_at_ns
+            row.take_figures(saved)
             row.last_sequence = saved.last_sequence
+            row.booked_through = saved.booked_through
             totals.add(row, fill_price.price)
+            self._add_other_fees(row, 1)
+
+    def reload_windows(
+        self, anchors: dict[PositionKey, Position], bookings: Iterable[tuple[Fill, str]]
+    ) -> list[PositionKey]:
+        """Recovery: gives each row with a window its anchor (from the checkpoint) and the
+        journal's fills inside the window, (fill, corrects) in sequence order (`corrects` is
+        the id a correction replaces, "" for a fill), and recomputes it. Returns the rows
+        whose figures came out other than the checkpoint's (kept as the journal gives them)."""
+        kept: dict[PositionKey, list[Booking]] = {key: [] for key in anchors}
+        # (account, original fill id) -> the rows it is booked on, its place, its booked id.
+        entries: dict[tuple[str, str], tuple[tuple[PositionKey, ...], BookingKey, str]] = {}
+        origin: dict[tuple[str, str], str] = {}  # (account, correction id) -> original id
+        for fill, corrects in bookings:
+            account = fill.account_id
+            if corrects:
+                original = origin.get((account, corrects), corrects)
+                entry = entries.pop((account, original), None)
+                if entry is None:  # what it corrects is before the window: in the anchor
+                    continue
+                booked_on, place, booked_id = entry
+                for key in booked_on:
+                    kept[key] = [b for b in kept[key] if b.booked_id != booked_id]
+                origin[(account, fill.fill_id)] = original
+            else:
+                original, place = fill.fill_id, (fill.timestamp_ns, fill.fill_id)
+            keys = tuple(k for k in _keys(fill) if k in kept)
+            for key in keys:
+                kept[key].append(Booking.of(fill, place))
+            entries[(account, original)] = (keys, place, fill.fill_id)
+        differ = []
+        with localcontext(EXACT):
+            for key, anchor in anchors.items():
+                row = self._rows[key]
+                saved = row.copy()
+                totals = self._row_totals[key]
+                price = self.mark(key.instrument_id)
+                totals.add(row, price, -1)
+                self._add_other_fees(row, -1)
+                if kept[key]:
+                    rebuild(row, anchor, kept[key], self.precision)
+                    for booking in kept[key]:
+                        if key.is_account_level:
+                            continue
+                        heapq.heappush(self._expiry, (booking.time_ns, key))
+                else:
+                    row.take_figures(anchor)
+                totals.add(row, price)
+                self._add_other_fees(row, 1)
+                if _figures(row) != _figures(saved):
+                    differ.append(key)
+        return differ
+
+    def anchors(self) -> list[Position]:
+        """Each windowed row's figures before its window (what a checkpoint keeps)."""
+        return [row.window.anchor.copy() for row in self._rows.values() if row.window]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -331,6 +549,25 @@ class PositionBook:
             else self._strategy_accounts.keys()
         )
         return ids
+
+
+def _replaced(later: bool) -> Placement:
+    return Placement.RESTATED if later else Placement.IN_ORDER
+
+
+def _keys(fill: Fill) -> tuple[PositionKey, PositionKey]:
+    """The strategy row and the account-level row a fill books on."""
+    return (
+        PositionKey(fill.account_id, fill.strategy_id, fill.instrument_id),
+        PositionKey(fill.account_id, ACCOUNT_LEVEL, fill.instrument_id),
+    )
+
+
+def _figures(row: Position) -> tuple[object, ...]:
+    return (
+        row.quantity, row.cost_basis, row.realized_pnl, row.fees, row.other_fee_items(),
+        row.trade_count, row.opened_at_ns, row.updated_at_ns,
+    )  # fmt: skip
 
 
 def _by_currency(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:

@@ -196,25 +196,31 @@ class CorrectableFills:
     def replace(self, account_id: str, original: str, correction: Fill, sequence: int) -> None:
         """Books a correction (`correction.fill_id` is the correction's id, journaled at
         `sequence`) in place of what was booked for `original`, found by `find` just before
-        (or not there at all)."""
+        (or not there at all). It keeps the corrected fill's execution time: a correction
+        takes its fill's place in time, and leaves the window when that fill would have."""
         key = (account_id, original)
         hashed = self._hash(*key)
+        place_ns = None  # the corrected fill's execution time: the correction takes its place
         exact = self._exact.pop(key, None)
         if exact is not None:
             self._unindex(key, hashed)
             self._forget(exact.sequence, exact.timestamp_ns << _HASH_BITS | hashed)
+            place_ns = exact.timestamp_ns
         else:
             packed = self._plain.get(hashed)
             if packed is not None and self._plain_is(packed, key):
                 del self._plain[hashed]
-                time_ns = packed >> _SEQUENCE_BITS
-                self._forget(packed & _SEQUENCE_MASK, time_ns << _HASH_BITS | hashed)
+                place_ns = packed >> _SEQUENCE_BITS
+                self._forget(packed & _SEQUENCE_MASK, place_ns << _HASH_BITS | hashed)
+        self.latest_ns = max(self.latest_ns, correction.timestamp_ns)
+        if place_ns is None:  # what it corrects left the window (recovery): nothing to keep
+            self.evict()
+            return
         if self._kept is not None:
             self._kept[sequence] = correction
         self._originals[(account_id, correction.fill_id)] = original
-        self._put_exact(key, _Exact(correction.fill_id, sequence, correction.timestamp_ns, hashed))
-        self._by_time.add(correction.timestamp_ns << _HASH_BITS | hashed)
-        self.latest_ns = max(self.latest_ns, correction.timestamp_ns)
+        self._put_exact(key, _Exact(correction.fill_id, sequence, place_ns, hashed))
+        self._by_time.add(place_ns << _HASH_BITS | hashed)
         self.evict()
 
     def _plain_is(self, packed: int, key: tuple[str, str]) -> bool:

@@ -51,6 +51,7 @@ from server.domain.reconciliation import (
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.restatement import Placement
 from server.domain.retention import Retention
 from server.domain.seen import EventAt, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
@@ -73,8 +74,31 @@ class Applied:
     refusal: Refusal | None = None
     reconciliation: Reconciliation | None = None
 
+    @property
+    def placement(self) -> Placement:
+        """Where a fill landed: its rows' worst placement."""
+        return max((change.placement for change in self.rows), default=Placement.IN_ORDER)
+
 
 NOTHING = Applied()
+
+
+class RecentPlacements:
+    """The placements of the latest fills that did not land in order, by sequence: acks go
+    out right after their events apply, so a bounded memory is enough."""
+
+    LIMIT = 65_536
+
+    def __init__(self) -> None:
+        self._by_sequence: dict[int, Placement] = {}
+
+    def note(self, sequence: int, placement: Placement) -> None:
+        self._by_sequence[sequence] = placement
+        if len(self._by_sequence) > self.LIMIT:
+            del self._by_sequence[next(iter(self._by_sequence))]
+
+    def get(self, sequence: int) -> Placement:
+        return self._by_sequence.get(sequence, Placement.IN_ORDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +134,18 @@ class Ledger:
         reconcile_policy: ReconcilePolicy | None = None,
         journal: EventAt | None = None,
         retention_ns: int | None = None,
+        restatement_window_ns: int | None = None,
     ) -> None:
         self.instruments = instruments if instruments is not None else InstrumentRegistry()
         self.accounts = (
             accounts if accounts is not None else AccountRegistry(self.instruments.default_currency)
         )
-        self.book = PositionBook(self.instruments, precision)
+        # Rows keep the fills of this window, by execution time, to restate (restatement.py).
+        self.book = PositionBook(
+            self.instruments,
+            precision,
+            correction_window_ns if restatement_window_ns is None else restatement_window_ns,
+        )
         self.traces = TraceBook(trace_ttl_ns)
         # Ended orders and reservations are forgotten `retention_ns` of event time after
         # they ended (None: kept for good); `clock_ns` is that event time.
@@ -128,6 +158,8 @@ class Ledger:
         self.reconciliations = ReconciliationBook()
         self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
         self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
+        # sequence -> where a recent fill that did not land in order landed (for its ack).
+        self.placements = RecentPlacements()
         self.sequence = 0  # the last sequence given
         self.applied_sequence = 0  # the last sequence applied to the book
         self.seen = SeenIds(journal)
@@ -233,6 +265,9 @@ class Ledger:
         applied = self._apply(event, sequence)
         if isinstance(event, Fill | FillCorrection):
             self._admitted_fills.discard((event.account_id, event.event_id))
+            placement = applied.placement
+            if placement is not Placement.IN_ORDER:
+                self.placements.note(sequence, placement)
         if applied.refusal is not None:
             self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
@@ -330,12 +365,16 @@ class Ledger:
             commission_currency=old.commission_currency, order_ref=old.order_ref,
             order_id=old.order_id, venue=old.venue,
         )  # fmt: skip
-        busted = self._apply_fill(bust, sequence, bust=True)
-        rebooked = self._apply_fill(replacement, sequence)
+        rows = self.book.correct(old, replacement, sequence)
+        outside = rows is None  # not in its rows' windows: busted and rebooked at their start
+        busted = self._apply_fill(bust, sequence, bust=True, book=outside, outside_window=True)
+        rebooked = self._apply_fill(replacement, sequence, book=outside, outside_window=True)
+        if rows is None:
+            rows = list(busted.rows + rebooked.rows)
         self.corrections.replace(correction.account_id, original, replacement, sequence)
         balances = {balance.key: balance for balance in busted.balances + rebooked.balances}
         return Applied(
-            rows=busted.rows + rebooked.rows,
+            rows=tuple(rows),
             order=rebooked.order or busted.order,
             balances=tuple(balances.values()),
         )
@@ -365,23 +404,35 @@ class Ledger:
         return Applied(reconciliation=run)
 
     def reload_correctable(
-        self, bookings: Iterable[tuple[int, JournaledFill | FillCorrection]]
-    ) -> None:
+        self,
+        bookings: Iterable[tuple[int, JournaledFill | FillCorrection]],
+        anchors: Iterable[Position] = (),
+    ) -> list[PositionKey]:
         """Recovery: refills the correctable fills from the journal's fills inside the window
-        and every correction, in sequence order (refused ones are skipped, as they were)."""
+        and every correction, in sequence order (refused ones are skipped, as they were), and
+        rebuilds the rows' restatement windows from them and the checkpoint's `anchors`.
+        Returns the rows that came out other than checkpointed (none, unless a bug)."""
+        anchored = {anchor.key: anchor for anchor in anchors}
+        horizon = self.book.horizon_ns()
+        windowed: list[tuple[Fill, str]] = []
         fills: list[tuple[int, JournaledFill]] = []
         for sequence, event in bookings:
             if sequence in self.refusals:
                 continue
             if isinstance(event, JournaledFill):
                 fills.append((sequence, event))
+                if anchored and event.timestamp_ns >= horizon:
+                    windowed.append((Fill.from_text(event.text), ""))
                 continue
+            if anchored:
+                windowed.append((event.replacement(), event.corrects))
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
             fills = []
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
             self.corrections.replace(event.account_id, original, event.replacement(), sequence)
         self.corrections.add_journaled(fills)
+        return self.book.reload_windows(anchored, windowed) if anchored else []
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
         """Per instrument of the account: its account-level row, then every strategy row."""
@@ -395,10 +446,21 @@ class Ledger:
             grouped[key.instrument_id].append(book.strategy_rows[key])
         return grouped
 
-    def _apply_fill(self, fill: Fill, sequence: int, *, bust: bool = False) -> Applied:
-        """Books a fill; a bust (a correction taking a fill back) touches neither traces nor
+    def _apply_fill(
+        self,
+        fill: Fill,
+        sequence: int,
+        *,
+        bust: bool = False,
+        book: bool = True,
+        outside_window: bool = False,
+    ) -> Applied:
+        """Books a fill (on its rows too, unless `book` is False: a correction books its rows
+        itself); a bust (a correction taking a fill back) touches neither traces nor
         reservations, and takes the fill back from its order."""
-        rows = tuple(self.book.apply_fill(fill, sequence))
+        rows: tuple[RowChange, ...] = ()
+        if book:
+            rows = tuple(self.book.apply_fill(fill, sequence, outside_window=outside_window))
         if fill.trace_id and not bust:
             self.traces.record(fill, sequence, self.instruments.multiplier(fill.instrument_id))
         if bust:

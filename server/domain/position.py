@@ -9,12 +9,15 @@ it. So every closed round trip realizes exactly its proceeds minus its cost.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from server.domain.decimals import ZERO, divide_half_even
 from server.domain.events import Fill
+
+if TYPE_CHECKING:
+    from server.domain.restatement import RowWindow
 
 ACCOUNT_LEVEL = ""
 """The strategy id of an account-level book row."""
@@ -36,6 +39,12 @@ class ChangeKind(enum.Enum):
     CLOSED = 3
 
 
+def change_kind(was_flat: bool, quantity: Decimal) -> ChangeKind:
+    if was_flat:
+        return ChangeKind.OPENED if quantity else ChangeKind.MODIFIED
+    return ChangeKind.CLOSED if not quantity else ChangeKind.MODIFIED
+
+
 @dataclass(slots=True, kw_only=True)
 class Position:
     key: PositionKey
@@ -43,18 +52,44 @@ class Position:
     quantity: Decimal = ZERO
     cost_basis: Decimal = ZERO
     realized_pnl: Decimal = ZERO
-    fees: Decimal = ZERO
+    fees: Decimal = ZERO  # in the row's currency only
+    # Fees charged in other currencies (None while there are none: most rows have none).
+    other_fees: dict[str, Decimal] | None = None
     trade_count: int = 0
     opened_at_ns: int = 0
     updated_at_ns: int = 0
     last_sequence: int = 0
     currency: str = ""  # the instrument's, when the row was opened: its P&L is in it
+    # The execution-time key (timestamp_ns, fill_id) of the latest fill folded out of the
+    # restatement window, and the window itself (see restatement.py).
+    booked_through: tuple[int, str] = (0, "")
+    window: RowWindow | None = field(default=None, compare=False, repr=False)
 
     def apply_fill(self, fill: Fill, sequence: int, precision: Decimal) -> ChangeKind:
-        """Books one fill; call inside `localcontext(EXACT)`."""
+        """Books one fill after every fill already booked (no restatement); inside
+        `localcontext(EXACT)`."""
         was_flat = not self.quantity
-        delta = fill.signed_quantity
-        price = fill.price
+        self.book(
+            time_ns=fill.timestamp_ns, quantity=fill.signed_quantity, price=fill.price,
+            commission=fill.commission, fee_currency=fill.commission_currency,
+            precision=precision,
+        )  # fmt: skip
+        self.last_sequence = sequence
+        return change_kind(was_flat, self.quantity)
+
+    def book(
+        self,
+        *,
+        time_ns: int,
+        quantity: Decimal,
+        price: Decimal,
+        commission: Decimal,
+        fee_currency: str,
+        precision: Decimal,
+    ) -> None:
+        """Applies one execution (`quantity` signed) to the figures; inside `EXACT`."""
+        was_flat = not self.quantity
+        delta = quantity
         if was_flat or (self.quantity > 0) == (delta > 0):
             self.cost_basis += delta * price
             self.quantity += delta
@@ -71,21 +106,24 @@ class Position:
             self.quantity += delta
             if closed < abs(delta):  # a flip: the remainder opens a new leg at the fill price
                 self.cost_basis = self.quantity * price
-                self.opened_at_ns = fill.timestamp_ns
+                self.opened_at_ns = time_ns
         if was_flat:
-            self.opened_at_ns = fill.timestamp_ns
+            self.opened_at_ns = time_ns
         elif not self.quantity:
             self.opened_at_ns = 0
-        self.fees += fill.commission
+        if not fee_currency or fee_currency == self.currency:
+            self.fees += commission
+        elif commission:
+            other = self.other_fees if self.other_fees is not None else {}
+            other[fee_currency] = other.get(fee_currency, ZERO) + commission
+            self.other_fees = other
         self.trade_count += 1
-        self.updated_at_ns = max(self.updated_at_ns, fill.timestamp_ns)
-        self.last_sequence = sequence
-        if was_flat:
-            return ChangeKind.OPENED
-        return ChangeKind.CLOSED if not self.quantity else ChangeKind.MODIFIED
+        if time_ns > self.updated_at_ns:
+            self.updated_at_ns = time_ns
 
     def copy(self) -> Position:
-        """A detached copy: the row as it is now, unaffected by later fills."""
+        """A detached copy of the figures: the row as it is now, unaffected by later fills
+        (without its restatement window)."""
         return Position(
             key=self.key,
             multiplier=self.multiplier,
@@ -93,12 +131,31 @@ class Position:
             cost_basis=self.cost_basis,
             realized_pnl=self.realized_pnl,
             fees=self.fees,
+            other_fees=dict(self.other_fees) if self.other_fees else None,
             trade_count=self.trade_count,
             opened_at_ns=self.opened_at_ns,
             updated_at_ns=self.updated_at_ns,
             last_sequence=self.last_sequence,
             currency=self.currency,
+            booked_through=self.booked_through,
         )
+
+    def take_figures(self, source: Position) -> None:
+        """Sets the figures (not the identity, sequence or window) to those of `source`."""
+        self.quantity = source.quantity
+        self.cost_basis = source.cost_basis
+        self.realized_pnl = source.realized_pnl
+        self.fees = source.fees
+        self.other_fees = dict(source.other_fees) if source.other_fees else None
+        self.trade_count = source.trade_count
+        self.opened_at_ns = source.opened_at_ns
+        self.updated_at_ns = source.updated_at_ns
+
+    def other_fee_items(self) -> tuple[tuple[str, Decimal], ...]:
+        """Fees in other currencies, by currency, leaving out those that came to zero."""
+        if not self.other_fees:
+            return ()
+        return tuple((c, a) for c, a in sorted(self.other_fees.items()) if a)
 
     def avg_cost(self, precision: Decimal) -> Decimal:
         if not self.quantity:

@@ -91,5 +91,7 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
         [*state.corrections_latest_ns, *(order.updated_at_ns for order in state.orders)],
         default=0,
     )
+    # The book's window ends where the correction window does: at the latest fill time.
+    ledger.book.latest_ns = max(state.corrections_latest_ns, default=0)
     ledger.orders.restore_retention(state.ended_orders, ledger.clock_ns)
     ledger.balances.restore_retention(state.ended_reservations, ledger.clock_ns)

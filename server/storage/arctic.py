@@ -27,6 +27,7 @@ from arcticdb.exceptions import ArcticException
 
 from server.application.ports import (
     Checkpoint,
+    FeeRates,
     OrderTransition,
     ReconciliationRun,
     SeenEvent,
@@ -274,9 +275,10 @@ class ArcticEventStore:
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
+        fee_rates: FeeRates | None = None,
     ) -> None:
         try:
-            self.views.record(events, positions, transitions, runs)
+            self.views.record(events, positions, transitions, runs, fee_rates)
         except ViewsIncomplete:
             raise  # each symbol on its own: the others were written
         except Exception as error:
@@ -321,7 +323,7 @@ class ArcticEventStore:
                 prune_previous_versions=True,
             )  # fmt: skip
             self.checkpoints.write(
-                BOOK, checkpoint_frame(checkpoint.rows), metadata=metadata,
+                BOOK, checkpoint_frame(checkpoint.rows, checkpoint.anchors), metadata=metadata,
                 prune_previous_versions=True,
             )  # fmt: skip
         except Exception as error:
@@ -336,6 +338,5 @@ class ArcticEventStore:
         if book.metadata.get("format") != 2 or int(state.metadata["sequence"]) != sequence:
             log.warning("checkpoint halves disagree; replaying the whole journal instead")
             return None
-        return Checkpoint(
-            sequence, list(rows_from_checkpoint(book.data)), state_from_frame(state.data)
-        )
+        rows, anchors = rows_from_checkpoint(book.data)
+        return Checkpoint(sequence, rows, state_from_frame(state.data), anchors)

@@ -7,13 +7,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain.corrections import CorrectableFills, JournaledFill
-from server.domain.events import ExecutionEvent, Fill, FillCorrection
+from server.domain.corrections import CorrectableFills
+from server.domain.events import ExecutionEvent
 from server.domain.ledger import Ledger, Result
 from server.domain.seen import SeenIds
-from server.domain.state import capture, capture_rows, restore
 from tests.domain.builders import BASE_NS, fill
 from tests.domain.event_builders import correction
+from tests.domain.restart import restore_checkpoint
 
 SECOND = 10**9
 WINDOW = 10 * SECOND
@@ -55,19 +55,9 @@ def restarted(live: Ledger, journal: Journal) -> Ledger:
     """What recovery does: the checkpoint, every id, the window's fills and every correction
     reloaded from the journal."""
     ledger = compact_ledger(journal)
-    restore(ledger, capture_rows(live), capture(live))
-    ledger.applied_sequence = live.applied_sequence
-    ledger.corrections.latest_ns = live.corrections.latest_ns
-    horizon = live.corrections.latest_ns - WINDOW
     for sequence, event in sorted(journal.events.items()):
         ledger.remember(event.kind, event.event_id, sequence, event.fingerprint())
-    ledger.reload_correctable(
-        (sequence, JournaledFill(e.account_id, e.fill_id, e.timestamp_ns, e.text()))
-        if isinstance(e, Fill)
-        else (sequence, e)
-        for sequence, e in sorted(journal.events.items())
-        if isinstance(e, FillCorrection) or (isinstance(e, Fill) and e.timestamp_ns >= horizon)
-    )
+    restore_checkpoint(ledger, live, journal.events.items())
     return ledger
 
 

@@ -23,6 +23,7 @@ from tests.domain.event_builders import (
     reservation,
     status,
 )
+from tests.domain.restart import restore_checkpoint
 from tests.domain.test_state_roundtrip import assert_same
 
 D = Decimal
@@ -34,9 +35,13 @@ def ledger(retention_ns: int | None = DAY) -> Ledger:
     return Ledger(retention_ns=retention_ns)
 
 
-def record(target: Ledger, *events: ExecutionEvent) -> None:
+def record(target: Ledger, *events: ExecutionEvent) -> list[tuple[int, ExecutionEvent]]:
+    journaled = []
     for event in events:
-        assert target.record(event).result is Result.ACCEPTED, event
+        outcome = target.record(event)
+        assert outcome.result is Result.ACCEPTED, event
+        journaled.append((outcome.sequence, event))
+    return journaled
 
 
 def filled_order(order_id: str, at_ns: int, quantity: int = 5) -> list[ExecutionEvent]:
@@ -194,11 +199,11 @@ def long_day(orders: int, step_ns: int, start: int = 0) -> list[ExecutionEvent]:
 
 def test_a_replay_from_a_checkpoint_before_the_eviction_point_ends_the_same():
     original = ledger()
-    record(original, deposit(10**9, at_ns=T0))
+    journal = record(original, deposit(10**9, at_ns=T0))
     first, then = long_day(40, DAY // 10), long_day(40, DAY // 10, start=40)
-    record(original, *first)
+    journal += record(original, *first)
     restored = ledger()
-    restore(restored, capture_rows(original), capture(original))
+    restore_checkpoint(restored, original, journal)
     assert state(restored) == state(original)
     assert restored.orders.find("A1", "39") is not None  # ended, leaves after the checkpoint
     for event in then:  # the orders of `first` leave along the way, in both

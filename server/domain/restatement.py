@@ -1,0 +1,246 @@
+"""Rows that follow execution time, not arrival.
+
+A row's figures are those of its fills applied in execution-time order: by `timestamp_ns`, ties
+by `fill_id` (the booking key). Fills mostly arrive in that order and are simply applied. One
+that arrives after a later-executed fill (a relay catching up after a reconnect, a fill of an
+order the relay did not know) **restates** the row: it is inserted at its place and the fills
+after it are applied again. Average cost and realized P&L then depend only on what happened.
+
+So that this stays cheap and bounded, a row keeps only the fills of its restatement window
+(those executed no earlier than the window's length before the latest fill the book has seen)
+and its figures before them, the anchor. Every `SNAPSHOT_EVERY`-th booking also keeps the row's
+figures after it, so a fill a few places late re-applies a few fills, whatever the row's
+history; an in-order fill only appends. Fills leaving the window are folded into the anchor.
+
+A fill older than the window still books, never refused: one executed after every fill
+already folded out (`booked_through`) lands in its exact place at the window's start; one
+executed before some of them cannot, and is booked at the window's start, flagged
+OUTSIDE_WINDOW. The window depends only on the events, so a replay of the journal, or a
+checkpoint holding each anchor plus the journal's fills inside the window, rebuilds the same.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from decimal import Decimal
+
+from server.domain.events import Fill
+from server.domain.position import Position
+
+SNAPSHOT_EVERY = 16
+
+
+class Placement(enum.IntEnum):
+    """Where a fill landed in its rows; ordered, so that a fill's placement is its rows'
+    worst."""
+
+    IN_ORDER = 1  # after every fill its rows had booked
+    RESTATED = 2  # before some: the rows were recomputed from its place on
+    OUTSIDE_WINDOW = 3  # before a fill folded out of the window: booked at the window's start
+
+
+BookingKey = tuple[int, str]
+
+
+class Booking:
+    """One fill as a row books it: where it sits in time and what it changes. `booked_id` is
+    the id booked now (the fill's, or the latest correction's, which keeps the fill's place);
+    `after` is the row's figures after it, kept on every SNAPSHOT_EVERY-th booking."""
+
+    __slots__ = (
+        "after",
+        "booked_id",
+        "commission",
+        "fee_currency",
+        "fill_id",
+        "price",
+        "quantity",
+        "time_ns",
+    )
+
+    def __init__(
+        self,
+        *,
+        time_ns: int,
+        fill_id: str,
+        quantity: Decimal,
+        price: Decimal,
+        commission: Decimal,
+        fee_currency: str,
+        booked_id: str,
+    ) -> None:
+        self.time_ns = time_ns
+        self.fill_id = fill_id
+        self.quantity = quantity
+        self.price = price
+        self.commission = commission
+        self.fee_currency = fee_currency
+        self.booked_id = booked_id
+        self.after: Position | None = None
+
+    @classmethod
+    def of(cls, fill: Fill, place: BookingKey | None = None) -> Booking:
+        """The booking of `fill`, at its own place in time or at `place` (a correction takes
+        the place of the fill it corrects)."""
+        time_ns, fill_id = place if place is not None else (fill.timestamp_ns, fill.fill_id)
+        return cls(
+            time_ns=time_ns, fill_id=fill_id, quantity=fill.signed_quantity, price=fill.price,
+            commission=fill.commission, fee_currency=fill.commission_currency,
+            booked_id=fill.fill_id,
+        )  # fmt: skip
+
+    @property
+    def key(self) -> BookingKey:
+        return (self.time_ns, self.fill_id)
+
+    def apply_to(self, row: Position, precision: Decimal) -> None:
+        row.book(
+            time_ns=self.time_ns, quantity=self.quantity, price=self.price,
+            commission=self.commission, fee_currency=self.fee_currency, precision=precision,
+        )  # fmt: skip
+
+
+def _key(booking: Booking) -> BookingKey:
+    return (booking.time_ns, booking.fill_id)
+
+
+class RowWindow:
+    """A row's bookings inside the window, in execution-time order (never empty), and the
+    row's figures before the first of them."""
+
+    __slots__ = ("anchor", "bookings")
+
+    def __init__(self, anchor: Position, bookings: list[Booking]) -> None:
+        self.anchor = anchor
+        self.bookings = bookings
+
+
+def book(row: Position, booking: Booking, horizon_ns: int, precision: Decimal) -> Placement:
+    """Books a fill on a row at its place in execution time; inside `EXACT`. `horizon_ns` is
+    the window's start: fills before it are folded at once."""
+    key = booking.key
+    window = row.window
+    if key < row.booked_through:
+        _book_at_anchor(row, booking, precision)
+        return Placement.OUTSIDE_WINDOW
+    if booking.time_ns < horizon_ns:  # its exact place: after the folded, before the window
+        _book_at_anchor(row, booking, precision)
+        row.booked_through = key
+        return Placement.RESTATED if window is not None else Placement.IN_ORDER
+    if window is None:
+        row.window = RowWindow(row.copy(), [booking])
+        booking.apply_to(row, precision)
+        return Placement.IN_ORDER
+    bookings = window.bookings
+    if key > bookings[-1].key:
+        booking.apply_to(row, precision)
+        bookings.append(booking)
+        if len(bookings) % SNAPSHOT_EVERY == 0:
+            booking.after = row.copy()
+        return Placement.IN_ORDER
+    index = bisect_right(bookings, key, key=_key)
+    bookings.insert(index, booking)
+    _replay(row, window, index, precision)
+    return Placement.RESTATED
+
+
+def book_outside_window(row: Position, booking: Booking, precision: Decimal) -> Placement:
+    """Books a fill at the window's start, whatever its time (a correction's bust and
+    replacement when what it corrects is no longer in the window)."""
+    _book_at_anchor(row, booking, precision)
+    return Placement.OUTSIDE_WINDOW
+
+
+def find(row: Position, booked_id: str) -> int | None:
+    """The index in the row's window of what is booked under `booked_id` (latest first: a
+    correction usually follows its fill closely)."""
+    window = row.window
+    if window is None:
+        return None
+    bookings = window.bookings
+    for index in range(len(bookings) - 1, -1, -1):
+        if bookings[index].booked_id == booked_id:
+            return index
+    return None
+
+
+def replace(row: Position, index: int, replacement: Booking | None, precision: Decimal) -> bool:
+    """Puts `replacement` in the place of the booking at `index` (or takes it out, for None)
+    and recomputes the row from there; returns whether fills after it were applied again."""
+    window = row.window
+    assert window is not None
+    bookings = window.bookings
+    if replacement is None:
+        del bookings[index]
+    else:
+        bookings[index] = replacement
+    if not bookings:
+        row.take_figures(window.anchor)
+        row.window = None
+        return False
+    later = index < len(bookings) - (0 if replacement is None else 1)
+    _replay(row, window, index, precision)
+    return later
+
+
+def evict(row: Position, horizon_ns: int, precision: Decimal) -> None:
+    """Folds the bookings executed before `horizon_ns` into the anchor."""
+    window = row.window
+    if window is None:
+        return
+    bookings = window.bookings
+    count = 0
+    while count < len(bookings) and bookings[count].time_ns < horizon_ns:
+        count += 1
+    if not count:
+        return
+    row.booked_through = bookings[count - 1].key
+    if count == len(bookings):  # the row's figures are the anchor now
+        row.window = None
+        return
+    start, anchor = 0, window.anchor
+    for index in range(count - 1, -1, -1):
+        snapshot = bookings[index].after
+        if snapshot is not None:  # its booking goes: the snapshot becomes the anchor
+            start, anchor = index + 1, snapshot
+            break
+    for booking in bookings[start:count]:
+        booking.apply_to(anchor, precision)
+    window.anchor = anchor
+    del bookings[:count]
+
+
+def rebuild(row: Position, anchor: Position, bookings: list[Booking], precision: Decimal) -> None:
+    """Recovery: gives a row its anchor and the bookings of its window (any order) and
+    recomputes its figures from them."""
+    bookings.sort(key=_key)
+    row.window = RowWindow(anchor, bookings)
+    _replay(row, row.window, 0, precision)
+
+
+def _book_at_anchor(row: Position, booking: Booking, precision: Decimal) -> None:
+    """Applies a fill at the window's start: to the anchor, then the window again."""
+    window = row.window
+    if window is None:
+        booking.apply_to(row, precision)
+        return
+    booking.apply_to(window.anchor, precision)
+    _replay(row, window, 0, precision)
+
+
+def _replay(row: Position, window: RowWindow, start: int, precision: Decimal) -> None:
+    """Recomputes the row from the booking at `start` on, from the nearest snapshot before."""
+    bookings = window.bookings
+    base = window.anchor
+    first = 0
+    for index in range(start - 1, -1, -1):
+        snapshot = bookings[index].after
+        if snapshot is not None:
+            base, first = snapshot, index + 1
+            break
+    row.take_figures(base)
+    for index in range(first, len(bookings)):
+        booking = bookings[index]
+        booking.apply_to(row, precision)
+        booking.after = row.copy() if (index + 1) % SNAPSHOT_EVERY == 0 else None

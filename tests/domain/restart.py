@@ -1,0 +1,32 @@
+"""What recovery does to a ledger, without a store: a checkpoint of a live ledger put back into
+an empty one, then the journal's fills inside the windows reloaded (the correctable fills and
+the rows' restatement windows)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from server.domain.corrections import JournaledFill
+from server.domain.events import ExecutionEvent, Fill, FillCorrection
+from server.domain.ledger import Ledger
+from server.domain.state import capture, capture_rows, restore
+
+
+def restore_checkpoint(
+    target: Ledger, live: Ledger, journal: Iterable[tuple[int, ExecutionEvent]]
+) -> None:
+    """Puts `live`'s checkpoint into `target`; `journal` is every event journaled so far."""
+    restore(target, capture_rows(live), capture(live))
+    target.applied_sequence = live.applied_sequence
+    horizon = live.corrections.latest_ns - max(live.corrections.window_ns, live.book.window_ns)
+    differ = target.reload_correctable(
+        (
+            (sequence, JournaledFill(e.account_id, e.fill_id, e.timestamp_ns, e.text()))
+            if isinstance(e, Fill)
+            else (sequence, e)
+            for sequence, e in sorted(journal, key=lambda item: item[0])
+            if isinstance(e, FillCorrection) or (isinstance(e, Fill) and e.timestamp_ns >= horizon)
+        ),
+        live.book.anchors(),
+    )
+    assert differ == [], f"rows rebuilt from their windows differ: {differ}"
