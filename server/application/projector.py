@@ -6,6 +6,11 @@ and handed over again when that symbol's back-off ends, while every other symbol
 views only ever move forward, and a row written twice is written once). A failure is logged
 once when it starts, with its cause, and once when it ends; `failing_symbols` and `healthy`
 say what is wrong now, and `on_health` hears when that changes.
+
+Each changed row is handed over with its account's base currency and the rate into it (and
+the rates of the currencies of its fees in other currencies), taken on the event loop when
+the row is submitted, like its mark: the views thread reads nothing the loop changes, and a
+row's base figures are those of the rates in force when it changed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from server.application.ports import (
     EventStore,
@@ -31,15 +37,33 @@ from server.domain.position import Position, PositionKey
 
 log = logging.getLogger("portfolio.views")
 
+BaseOf = Callable[[str, str], tuple[str, Decimal | None]]
+"""(account_id, currency) -> the account's base currency and the rate into it (None: none)."""
+
+
+def _no_base(account_id: str, currency: str) -> tuple[str, Decimal | None]:
+    return "", None
+
+
+class _Row(NamedTuple):
+    """A copy of a changed row with what its view needs, all taken on the event loop."""
+
+    position: Position
+    mark: Decimal
+    base_currency: str
+    fx_rate: Decimal | None
+    # The rate into base currency of each currency the row has fees in besides its own.
+    fee_rates: dict[str, Decimal | None] | None
+
 
 @dataclass(slots=True)
 class _Batch:
     """What the views still need: committed events, the latest copy of each row they changed
-    (with its mark then), how their status changes were judged, the reconciliation runs they
-    made, and the latest marks and rates."""
+    (with its mark, base currency and rate then), how their status changes were judged, the
+    reconciliation runs they made, and the latest marks and rates."""
 
     events: list[Sequenced] = field(default_factory=list)
-    rows: dict[PositionKey, tuple[Position, Decimal]] = field(default_factory=dict)
+    rows: dict[PositionKey, _Row] = field(default_factory=dict)
     transitions: list[OrderTransition] = field(default_factory=list)
     runs: list[ReconciliationRun] = field(default_factory=list)
     marks: tuple[list[Mark], list[FxRate]] | None = None
@@ -73,8 +97,10 @@ class ViewProjector:
         retry_seconds: float = 1.0,
         min_interval: float = 0.25,
         max_retry_seconds: float = 60.0,
+        base_of: BaseOf = _no_base,
     ) -> None:
         self._store = store
+        self._base_of = base_of
         self._min_interval = min_interval
         self._next_write = 0.0
         self._scheduled = False
@@ -108,13 +134,22 @@ class ViewProjector:
         runs: list[ReconciliationRun] | None = None,
     ) -> None:
         """Committed events, copies of the rows they changed with their marks then, how
-        their status changes were judged, and the reconciliation runs they made."""
+        their status changes were judged, and the reconciliation runs they made. Called on
+        the event loop: each row's base currency and rate are taken here, not on the thread."""
         batch = self._batch
         batch.events.extend(events)
         batch.transitions.extend(transitions or ())
         batch.runs.extend(runs or ())
+        base_of = self._base_of
         for row, mark in rows:
-            batch.rows[row.key] = (row, mark)
+            account_id = row.key.account_id
+            base, rate = base_of(account_id, row.currency)
+            fee_rates = (
+                {currency: base_of(account_id, currency)[1] for currency in row.other_fees}
+                if row.other_fees
+                else None
+            )
+            batch.rows[row.key] = _Row(row, mark, base, rate, fee_rates)
         self._fresh = True
         self._schedule()
 
@@ -172,9 +207,23 @@ class ViewProjector:
         """Writes a batch; True when it went to the views (not only marks)."""
         incomplete: ViewsIncomplete | None = None
         if batch.has_views:
-            views = [position_view(row, mark, self._precision) for row, mark in batch.rows.values()]
+            views = [
+                position_view(
+                    row.position,
+                    row.mark,
+                    self._precision,
+                    base_currency=row.base_currency,
+                    fx_rate=row.fx_rate,
+                )
+                for row in batch.rows.values()
+            ]
+            fee_rates = {
+                key: row.fee_rates for key, row in batch.rows.items() if row.fee_rates is not None
+            }
             try:
-                self._store.record_views(batch.events, views, batch.transitions, batch.runs)
+                self._store.record_views(
+                    batch.events, views, batch.transitions, batch.runs, fee_rates
+                )
             except ViewsIncomplete as error:  # the marks do not wait for a failing symbol
                 incomplete = error
         if batch.marks is not None:

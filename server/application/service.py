@@ -262,7 +262,9 @@ class PortfolioService(Generic[Payload]):
             store, executor, self._apply_durable, on_health, ledger.applied_sequence
         )
         self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
-        self.projector = ViewProjector(store, views_executor, ledger.book.precision)
+        self.projector = ViewProjector(
+            store, views_executor, ledger.book.precision, base_of=self.base_of
+        )
         self._store, self._views_executor = store, views_executor  # forgotten orders
         self._clock_ns = clock_ns
         self.time_window = time_window or TimeWindow()
@@ -597,9 +599,13 @@ class PortfolioService(Generic[Payload]):
 
     def view(self, row: Position) -> PositionView:
         """A row's view, with its account's base currency and the rate into it."""
-        base = self.ledger.accounts.base_currency(row.key.account_id)
-        rate = self.ledger.fx.rate(row.currency, base)
-        return self.ledger.book.view(row, base, rate)
+        return self.ledger.book.view(row, *self.base_of(row.key.account_id, row.currency))
+
+    def base_of(self, account_id: str, currency: str) -> tuple[str, Decimal | None]:
+        """The account's base currency and the latest rate from `currency` into it (None:
+        no quote): one home for queries, updates and the analysts' views."""
+        base = self.ledger.accounts.base_currency(account_id)
+        return base, self.ledger.fx.rate(currency, base)
 
     def strategy_portfolio(
         self, strategy_id: str, account_id: str = ALL, include_flat: bool = False

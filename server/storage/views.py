@@ -12,7 +12,14 @@
   changed are written: update() of the changed rows' slots (resending every row of the span
   it replaces), append() for new rows. ArcticDB refuses update() on a non-timestamp index, so
   each row's slot number is stored as a timestamp (slot n = n ns after the epoch); the
-  `timestamp` column is the row's last change, `slot` its number.
+  `timestamp` column is the row's last change, `slot` its number. Each row carries its
+  `currency`, its account's `base_currency`, the `fx_rate` into it when the row last changed
+  (empty: no quote) and its figures in base currency as the API gives them (`in_base`; empty
+  when a rate they need is missing); `other_fees` lists the fees charged in other currencies
+  than the row's as `USD=5;GBP=1.2` (by currency; empty when none).
+  A symbol written by an earlier version (without those columns) is rewritten once with them,
+  empty, when it is first written to: the libraries have a static schema, and append() or
+  update() with new columns would be refused.
 
 Each symbol is written on its own: one the store refuses (a transient fault, or a name it can
 never hold: ids written before the door refused them) never holds back the others. A failing
@@ -29,23 +36,26 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
 
 import arcticdb as adb
 import pandas as pd
 
 from server.application.ports import (
+    FeeRates,
     OrderTransition,
     ReconciliationRun,
     Sequenced,
     ViewsIncomplete,
 )
 from server.domain.book import PositionView
-from server.domain.decimals import canonical
+from server.domain.decimals import EXACT, ZERO, canonical
 from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
 from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
+from server.domain.totals import convert
 
 log = logging.getLogger("portfolio.views")
 
@@ -73,7 +83,11 @@ POSITION_COLUMNS = [
     "slot", "timestamp", "account_id", "strategy_id", "instrument_id", "level", "quantity",
     "avg_cost", "cost_basis", "realized_pnl", "unrealized_pnl", "fees", "net_pnl",
     "market_price", "market_value", "multiplier", "trade_count", "last_sequence",
+    # Added by issue 11 (a symbol written without them is rewritten once with them empty):
+    "currency", "base_currency", "fx_rate", "realized_pnl_base", "unrealized_pnl_base",
+    "fees_base", "net_pnl_base", "market_value_base", "other_fees",
 ]  # fmt: skip
+POSITION_COLUMNS_BEFORE_CURRENCY = POSITION_COLUMNS[: POSITION_COLUMNS.index("currency")]
 MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
 COMPACT_EVERY = 500  # writes to one symbol between compactions of its segments
 FIRST_RETRY, LAST_RETRY = 1.0, 60.0  # a failing symbol's back-off, seconds
@@ -196,7 +210,52 @@ def _order_row(
     )  # fmt: skip
 
 
-def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
+NO_RATES: Mapping[str, Decimal | None] = {}
+
+
+def in_base(view: PositionView, fee_rates: Mapping[str, Decimal | None]) -> list[str]:
+    """Realized, unrealized, fees, net and market value in the account's base currency, as
+    the API's `*_base` fields (server/api/wire.py `position_to_proto`) give them: each figure x
+    the row's rate, rounded half-even to the view's precision; fees and net also count the
+    fees in other currencies, each converted at its own rate. Empty: a rate is missing."""
+    rate, precision = view.fx_rate, view.precision
+    if rate is None:
+        return [""] * 5
+    realized = canonical(convert(view.realized_pnl, rate, precision))
+    unrealized = canonical(convert(view.unrealized_pnl, rate, precision))
+    market_value = canonical(convert(view.market_value, rate, precision))
+    fees = net = ""
+    other = _other_fees_in_base(view, fee_rates)
+    if other is not None:
+        with localcontext(EXACT):
+            fees = canonical(convert(view.fees, rate, precision) + other)
+            net = canonical(convert(view.net_pnl, rate, precision) - other)
+    return [realized, unrealized, fees, net, market_value]
+
+
+def _other_fees_in_base(
+    view: PositionView, fee_rates: Mapping[str, Decimal | None]
+) -> Decimal | None:
+    """The row's fees in other currencies, in base currency, each at its own rate; None when
+    one of those rates is missing."""
+    total = ZERO
+    for currency, amount in view.other_fees:
+        rate = fee_rates.get(currency)
+        if rate is None:
+            return None
+        with localcontext(EXACT):
+            total += convert(amount, rate, view.precision)
+    return total
+
+
+def other_fees_text(fees: Iterable[tuple[str, Decimal]]) -> str:
+    """`USD=5;GBP=1.2`: fees in other currencies than the row's, one text column."""
+    return ";".join(f"{currency}={canonical(amount)}" for currency, amount in fees)
+
+
+def _position_row(
+    slot: int, view: PositionView, fee_rates: Mapping[str, Decimal | None] = NO_RATES
+) -> tuple[object, ...]:
     key = view.key
     return (
         slot, view.updated_at_ns, key.account_id, key.strategy_id, key.instrument_id,
@@ -206,6 +265,10 @@ def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
         canonical(view.unrealized_pnl), canonical(view.fees), canonical(view.net_pnl),
         canonical(view.market_price), canonical(view.market_value), canonical(view.multiplier),
         view.trade_count, view.last_sequence,
+        view.currency, view.base_currency,
+        canonical(view.fx_rate) if view.fx_rate is not None else "",
+        *in_base(view, fee_rates),
+        other_fees_text(view.other_fees),
     )  # fmt: skip
 
 
@@ -274,14 +337,16 @@ class ArcticViews:
         positions: Iterable[PositionView],
         transitions: Iterable[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
+        fee_rates: FeeRates | None = None,
     ) -> None:
         """Writes each symbol's new rows on its own; raises ViewsIncomplete naming what was
-        not written (and what to hand over again) when a symbol failed or was skipped."""
+        not written (and what to hand over again) when a symbol failed or was skipped.
+        `fee_rates`: the rates of the rows' fees in other currencies (see `in_base`)."""
         skipped_before = len(self._skipped)
         events_left = self._record_events(events, transitions)
         runs_left = self._record_runs(runs)
         residuals = [row for run in runs for row in run.residuals]
-        keys_left = self._record_positions([*positions, *residuals])
+        keys_left = self._record_positions([*positions, *residuals], fee_rates or {})
         kept = {id(run) for run in runs_left}
         runs_left += [
             run
@@ -556,13 +621,20 @@ class ArcticViews:
             if library.has_symbol(symbol):
                 frame = library.read(symbol).data
                 frame["timestamp"] = frame["timestamp"].astype("int64")
+                stored = list(frame.columns)
+                if stored != POSITION_COLUMNS:
+                    frame = _with_currency_columns(frame, stored, f"{library.name}/{symbol}")
                 for row in frame.itertuples(index=False):
                     table.slots[(row.account_id, row.strategy_id, row.instrument_id)] = row.slot
                     table.rows.append(tuple(row))
+                if stored != POSITION_COLUMNS:
+                    library.write(symbol, self._frame(table.rows), prune_previous_versions=True)
             self._tables[key] = table
         return table
 
-    def _record_positions(self, views: Iterable[PositionView]) -> set[PositionKey]:
+    def _record_positions(
+        self, views: Iterable[PositionView], fee_rates: FeeRates
+    ) -> set[PositionKey]:
         """Writes the given rows' latest state into `positions` and `portfolio`, one symbol at
         a time; returns the keys of the rows not written."""
         grouped: dict[tuple[str, str], dict[PositionKey, PositionView]] = defaultdict(dict)
@@ -574,13 +646,19 @@ class ArcticViews:
         left: set[PositionKey] = set()
         for (library_name, symbol), changed in grouped.items():
             library = self.portfolio if library_name == "portfolio" else self.positions
-            write = functools.partial(self._upsert, library, symbol, list(changed.values()))
+            write = functools.partial(
+                self._upsert, library, symbol, list(changed.values()), fee_rates
+            )
             if not self._attempt(library_name, symbol, 0, write):
                 left.update(changed)
         return left
 
     def _upsert(
-        self, library: adb.library.Library, symbol: str, changed: list[PositionView]
+        self,
+        library: adb.library.Library,
+        symbol: str,
+        changed: list[PositionView],
+        fee_rates: FeeRates,
     ) -> None:
         table = self._table(library, symbol)
         updated: list[int] = []
@@ -590,9 +668,9 @@ class ArcticViews:
             if slot is None:
                 slot = len(table.rows) + len(added)
                 table.slots[view.key] = slot
-                added.append(_position_row(slot, view))
+                added.append(_position_row(slot, view, fee_rates.get(view.key, NO_RATES)))
             else:
-                table.rows[slot] = _position_row(slot, view)
+                table.rows[slot] = _position_row(slot, view, fee_rates.get(view.key, NO_RATES))
                 updated.append(slot)
         for first, last in _runs(sorted(updated)):
             library.update(
@@ -616,6 +694,15 @@ class ArcticViews:
             pd.to_datetime(frame["slot"], unit="ns", utc=True), name="slot_index"
         )
         return frame
+
+
+def _with_currency_columns(frame: pd.DataFrame, stored: list[str], name: str) -> pd.DataFrame:
+    """Rows written before issue 11, with its columns added empty (the row's currency and base
+    figures were not recorded; the row's next change fills them). Columns this version does
+    not know (a newer version's) are refused rather than dropped."""
+    if stored != POSITION_COLUMNS_BEFORE_CURRENCY:
+        raise ValueError(f"{name} has columns this version does not know how to extend: {stored}")
+    return frame.reindex(columns=POSITION_COLUMNS, fill_value="")
 
 
 def _runs(slots: list[int]) -> list[tuple[int, int]]:
