@@ -313,6 +313,8 @@ class PositionBook:
             if totals is None:
                 totals = scope[currency] = Totals()
             totals.fees += sign * amount
+            if not totals.total_positions and totals == _NO_TOTALS:  # fees only, gone
+                del scope[currency]
 
     def _evict(self) -> None:
         """Folds what left the window, row by row (each booking is folded once)."""
@@ -549,6 +551,9 @@ class PositionBook:
             else self._strategy_accounts.keys()
         )
         return ids
+
+
+_NO_TOTALS = Totals()
 
 
 def _replaced(later: bool) -> Placement:
