@@ -511,11 +511,12 @@ class PortfolioService(Generic[Payload]):
         if price.source is MarkSource.NONE:  # never traded nor marked here: the broker's price
             known = row.broker_price if row.broker_price is not None else row.avg_cost
             price = Price(known, MarkSource.NONE, row.timestamp_ns)
-        base = self.ledger.accounts.base_currency(row.account_id)
-        view = position_view(position, price.price, self.ledger.book.precision, price)
-        return replace(
-            view, base_currency=base, fx_rate=self.ledger.fx.rate(row.currency, base), residual=True
-        )
+        base, rate = self.base_of(row.account_id, row.currency)
+        view = position_view(
+            position, price.price, self.ledger.book.precision, price,
+            base_currency=base, fx_rate=rate,
+        )  # fmt: skip
+        return replace(view, residual=True)
 
     def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
         """The runs of broker snapshots applied earlier, still kept (for views catching up
