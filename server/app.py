@@ -46,6 +46,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name
 BROKER_HEALTH = "broker"  # SERVING while the broker connection is up
 RECONCILIATION_HEALTH = "reconciliation"  # SERVING while no live account has a discrepancy
 VIEWS_HEALTH = "views"  # SERVING while every analysts' view symbol is written
+BOOKS_HEALTH = "books"  # NOT_SERVING for a while after a fill was booked outside its place
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -141,6 +142,11 @@ async def _start(
         precision=config.precision,
         trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
         correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
+        restatement_window_ns=(
+            int(config.restatement_window_days * 86_400 * 10**9)
+            if config.restatement_window_days
+            else None
+        ),
         reconcile_policy=ReconcilePolicy(config.cost_tolerance, config.precision),
         journal=store.event_at,  # ids seen and correctable fills kept compact, read back
         retention_ns=(
@@ -166,6 +172,7 @@ async def _start(
         on_health=on_health,
         reporting_currency=config.base_currency,
         mark_publish_seconds=config.mark_publish_seconds,
+        on_books=lambda exact: set_health(BOOKS_HEALTH, exact),
         time_window=TimeWindow(
             max_ahead_ns=int(config.max_clock_ahead_seconds * 1e9),
             max_behind_ns=int(config.max_event_age_days * 86_400e9),
@@ -235,6 +242,7 @@ async def _start(
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, SERVING)
+        await health_servicer.set(BOOKS_HEALTH, SERVING if service.books_exact() else NOT_SERVING)
         await health_servicer.set(
             VIEWS_HEALTH, SERVING if service.projector.healthy else NOT_SERVING
         )
@@ -294,6 +302,9 @@ async def _housekeeping(
         if broker is not None and broker.connected != broker_up:
             broker_up = broker.connected
             set_health(BROKER_HEALTH, broker_up)
+        if service.misplaced_at is not None and service.books_exact():
+            service.misplaced_at = None  # the alert has run its time
+            set_health(BOOKS_HEALTH, True)
         if loop.time() < next_expiry:
             continue
         next_expiry = loop.time() + period

@@ -66,6 +66,10 @@ class ServiceConfig:
     # A broker correction may replace a fill up to this many days before the latest fill.
     # IB reports corrections the same day (reqExecutions lists the current day's executions).
     correction_window_days: float = 1.0
+    # Rows keep the fills of this many days (by execution time, before the latest fill) to
+    # book a late fill in its place; 0: the correction window. Never less than it (a
+    # correction takes its fill's place). Memory grows with the fills inside it.
+    restatement_window_days: float = 0.0
     # Ended orders (filled, cancelled, rejected) and spent reservations leave memory this many
     # days of event time after they ended (the store still answers GetOrder); 0: never.
     order_retention_days: float = 1.0
@@ -191,6 +195,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "relative tolerance of average costs")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
            "how far back a broker correction may reach")  # fmt: skip
+    option("--restatement-window-days", float, defaults.restatement_window_days,
+           "days of fills rows keep to book a late fill in its place; 0: the correction "
+           "window")  # fmt: skip
     option("--order-retention-days", _retention_days, defaults.order_retention_days,
            "days of event time ended orders/reservations stay in memory; 0: forever")  # fmt: skip
     option("--max-clock-ahead-seconds", float, defaults.max_clock_ahead_seconds,
@@ -198,4 +205,11 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--max-event-age-days", float, defaults.max_event_age_days,
            "how old a new event may be; 0: any age")  # fmt: skip
     args = parser.parse_args(argv)
+    if 0 < args.restatement_window_days < args.correction_window_days or (
+        args.restatement_window_days < 0
+    ):
+        parser.error(
+            "--restatement-window-days: must be 0 (the correction window) or at least "
+            f"--correction-window-days ({args.correction_window_days:g})"
+        )
     return ServiceConfig(**vars(args))

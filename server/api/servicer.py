@@ -16,7 +16,13 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.errors import ApiError
 from server.api.malformed import MalformedRequest
-from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, batch_messages, write_cost
+from server.api.updates import (
+    BATCH_MAX_BYTES,
+    PLACEMENTS,
+    EncodedUpdate,
+    batch_messages,
+    write_cost,
+)
 from server.api.wire import (
     FieldViolation,
     event_from_proto,
@@ -58,7 +64,7 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import ExecutionEvent, require_id
+from server.domain.events import ExecutionEvent, Fill, FillCorrection, require_id
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
 from server.domain.position import PositionKey
@@ -156,6 +162,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     await self.service.wait_durable(wait_for)
                 except StorageUnavailable as error:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+                self.place_fills(response)
                 yield response
         finally:
             reader.cancel()
@@ -187,14 +194,23 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     reason=str(violation.within(f"events[{index}]")),
                 )
         outcomes, wait_for = self.service.admit(valid)
-        for index, outcome in zip(valid_at, outcomes, strict=True):
+        for index, admitted, outcome in zip(valid_at, valid, outcomes, strict=True):
             acks[index] = pb.EventAck(
                 event_id=outcome.event_id,
                 sequence=outcome.sequence,
                 result=_RESULTS[outcome.result],
                 reason=outcome.reason,
             )
+            if outcome.result is Result.ACCEPTED and isinstance(admitted, Fill | FillCorrection):
+                acks[index].placement = pb.BOOKING_PLACEMENT_IN_ORDER  # set once applied
         return pb.IngestResponse(batch_id=request.batch_id, acks=acks), wait_for
+
+    def place_fills(self, response: pb.IngestResponse) -> None:
+        """Once a batch is applied: where each accepted fill landed in its rows' history."""
+        placements = self.service.ledger.placements
+        for ack in response.acks:
+            if ack.placement:
+                ack.placement = PLACEMENTS[placements.get(ack.sequence)]
 
     # -- queries ---------------------------------------------------------------------------
 

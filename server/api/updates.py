@@ -26,6 +26,7 @@ from server.application.service import (
 )
 from server.application.subscriptions import Published
 from server.domain.position import ChangeKind
+from server.domain.restatement import Placement
 
 UPDATE_KIND = {
     ChangeKind.OPENED: pb.UPDATE_KIND_POSITION_OPENED,
@@ -133,6 +134,13 @@ def _frame(elements: list[bytes], first: EncodedUpdate | None, last: int) -> byt
     return b"".join((_SEQUENCE_TAG, _varint(last), _KIND_BATCH, *elements))
 
 
+PLACEMENTS = {
+    Placement.IN_ORDER: pb.BOOKING_PLACEMENT_IN_ORDER,
+    Placement.RESTATED: pb.BOOKING_PLACEMENT_RESTATED,
+    Placement.OUTSIDE_WINDOW: pb.BOOKING_PLACEMENT_OUTSIDE_WINDOW,
+}
+
+
 def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
     if isinstance(change, PositionChanged):  # most updates: two per fill
         update = pb.PortfolioUpdate(
@@ -140,6 +148,7 @@ def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
         )
         position_to_proto(change.position, into=update.position)
         fill_to_proto(change.fill, change.corrects, into=update.fill)
+        update.placement = PLACEMENTS[change.placement]
         return update
     if isinstance(change, OrderStatusChanged):
         return pb.PortfolioUpdate(

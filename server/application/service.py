@@ -57,14 +57,20 @@ from server.domain.orders import Order, Transition
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey
 from server.domain.reconciliation import Reconciliation, ReconciliationLine, ResidualRow
 from server.domain.refusals import Refusal, RefusalKind
+from server.domain.restatement import Placement
 from server.domain.seen import JournalUnreadable
 from server.domain.time_window import TimeWindow
 from server.domain.totals import Totals
 from server.domain.traces import Trace
+from server.log_limit import LogLimiter
 
 _HIGHEST = "\U0010ffff"  # sorts after any id
 
 log = logging.getLogger("portfolio.service")
+_misplaced_log = LogLimiter(log, 10.0)  # at most one line per 10 s; the rest are counted
+
+MISPLACED_ALERT_SECONDS = 900.0
+"""How long health `books` stays NOT_SERVING after a fill was booked outside its place."""
 
 
 class NotFound(LookupError):
@@ -92,6 +98,7 @@ class PositionChanged:
     base_currency: str
     fx_rate: Decimal | None
     corrects: str = ""  # set when the fill is a broker correction of that fill
+    placement: Placement = Placement.IN_ORDER  # whether the fill restated the row
 
     @property
     def position(self) -> PositionView:
@@ -255,6 +262,7 @@ class PortfolioService(Generic[Payload]):
         mark_publish_seconds: float = 0.1,
         marks_save_seconds: float = 1.0,
         time_window: TimeWindow | None = None,
+        on_books: Callable[[bool], None] = lambda exact: None,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
@@ -275,6 +283,10 @@ class PortfolioService(Generic[Payload]):
         self._marks_flush: asyncio.TimerHandle | None = None
         self._marks_saved_at = 0.0
         self._marks_unsaved = False
+        # A fill booked OUTSIDE_WINDOW turns `on_books(False)`; it stays so for
+        # MISPLACED_ALERT_SECONDS after the latest one (see books_exact).
+        self.on_books = on_books
+        self.misplaced_at: float | None = None
 
     @property
     def sequence(self) -> int:
@@ -324,8 +336,38 @@ class PortfolioService(Generic[Payload]):
 
     def _apply_durable(self, group: list[Sequenced]) -> None:
         changed, transitions, runs = self.replay(group)
+        self._alert_misplaced(group)
+        self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
         self.projector.submit(group, changed, transitions, [change.run for change in runs])
         self.checkpoints.after_apply(self.ledger)
+
+    def _alert_misplaced(self, group: list[Sequenced]) -> None:
+        """Says so when a fill could not be booked in its place (older than the restatement
+        window): logged, counted (`book.misplaced`) and on health."""
+        placements = self.ledger.placements
+        for sequence, event in group:
+            if placements.get(sequence) is Placement.OUTSIDE_WINDOW:
+                _misplaced_log.log(
+                    logging.WARNING,
+                    "misplaced",
+                    "%s %s (sequence %d) is older than fills already folded out of the "
+                    "restatement window: booked at the window's start, not in its place "
+                    "(%d such fills since start)",
+                    event.kind,
+                    event.event_id,
+                    sequence,
+                    self.ledger.book.misplaced,
+                )
+                self.misplaced_at = time.monotonic()
+                self.on_books(False)
+
+    def books_exact(self, now: float | None = None) -> bool:
+        """False for MISPLACED_ALERT_SECONDS after a fill was booked outside its place."""
+        if self.misplaced_at is None:
+            return True
+        return (time.monotonic() if now is None else now) - self.misplaced_at > (
+            MISPLACED_ALERT_SECONDS
+        )
 
     def replay(
         self, events: Iterable[Sequenced]
@@ -425,7 +467,7 @@ class PortfolioService(Generic[Payload]):
                 topic,
                 PositionChanged(
                     sequence, change.kind, fill, change.position, price, precision, base, rate,
-                    corrects,
+                    corrects, change.placement,
                 ),
             )  # fmt: skip
 
@@ -641,9 +683,11 @@ class PortfolioService(Generic[Payload]):
         if account_id:
             return self._account_summary(account_id)
         by_kind = self._accounts_by_kind()
+        every = len(by_kind) <= 1  # one kind holds every account: the book's own totals do
         if kind is not None:
-            return self._kind_summary(kind, by_kind.get(kind, []))
-        parts = [self._kind_summary(k, by_kind[k]) for k in sorted(by_kind, key=lambda k: k.value)]
+            return self._kind_summary(kind, by_kind.get(kind, []), every and kind in by_kind)
+        kinds = sorted(by_kind, key=lambda k: k.value)  # PAPER, then LIVE
+        parts = [self._kind_summary(k, by_kind[k], every) for k in kinds]
         if len(parts) == 1:
             return replace(parts[0], by_account_kind=parts)
         return PortfolioSummary(
@@ -680,30 +724,41 @@ class PortfolioService(Generic[Payload]):
         """Every account known (rows, cash or a definition) by kind, in id order. An account
         nobody defined is whatever the registry says (live)."""
         ledger = self.ledger
-        known = set(ledger.book.accounts()) | set(ledger.balances.accounts())
-        known.update(account.account_id for account in ledger.accounts)
+        defined = {account.account_id: account.account_kind for account in ledger.accounts}
+        undefined_kind: AccountKind | None = None
         by_kind: dict[AccountKind, list[str]] = {}
-        for account_id in sorted(known):
-            kind = ledger.accounts.get(account_id).account_kind
+        for account_id in sorted({*defined, *ledger.book.accounts(), *ledger.balances.accounts()}):
+            kind = defined.get(account_id)
+            if kind is None:  # the same for every undefined account: asked once
+                undefined_kind = undefined_kind or ledger.accounts.get(account_id).account_kind
+                kind = undefined_kind
             by_kind.setdefault(kind, []).append(account_id)
         return by_kind
 
-    def _kind_summary(self, kind: AccountKind, account_ids: list[str]) -> PortfolioSummary:
-        """The summary across `account_ids` (all of `kind`), in the reporting currency."""
+    def _kind_summary(
+        self, kind: AccountKind, account_ids: list[str], every: bool = False
+    ) -> PortfolioSummary:
+        """The summary across `account_ids` (all of `kind`), in the reporting currency;
+        `every`: they are every account of the book, whose totals across accounts are these."""
         book, base = self.ledger.book, self.reporting_currency
-        per_strategy: dict[str, list[dict[str, Totals]]] = {}
-        for account_id in account_ids:
-            for strategy_id in book.strategies(account_id):
-                per_strategy.setdefault(strategy_id, []).append(
-                    book.strategy_currency_totals(strategy_id, account_id)
-                )
+        per_strategy: dict[str, dict[str, Totals]] = {}
+        if every:
+            for strategy_id in book.strategies(ALL):
+                per_strategy[strategy_id] = book.strategy_currency_totals(strategy_id, ALL)
+            by_currency = book.account_currency_totals(ALL)
+        else:
+            parts: dict[str, list[dict[str, Totals]]] = {}
+            for account_id in account_ids:
+                for strategy_id in book.strategies(account_id):
+                    parts.setdefault(strategy_id, []).append(
+                        book.strategy_currency_totals(strategy_id, account_id)
+                    )
+            per_strategy = {strategy_id: merged(parts[strategy_id]) for strategy_id in parts}
+            by_currency = merged(book.account_currency_totals(a) for a in account_ids)
         strategies = []
         for strategy_id in sorted(per_strategy):
-            by_currency = merged(per_strategy[strategy_id])
-            strategies.append(
-                (strategy_id, one_currency(by_currency), self.in_base(by_currency, base))
-            )
-        by_currency = merged(book.account_currency_totals(a) for a in account_ids)
+            totals = per_strategy[strategy_id]
+            strategies.append((strategy_id, one_currency(totals), self.in_base(totals, base)))
         return PortfolioSummary(
             ALL,
             one_currency(by_currency),
@@ -906,6 +961,8 @@ class PortfolioService(Generic[Payload]):
         return trace
 
     def expire_traces(self) -> int:
+        """Drops the traces whose latest leg was received a TTL ago or more (by this
+        service's clock: the fills' own times do not count)."""
         return self.ledger.traces.expire(self._clock_ns())
 
     # -- subscriptions ---------------------------------------------------------------------
