@@ -583,6 +583,10 @@ def fanout_figures(args: argparse.Namespace) -> None:
               f"the same machine")  # fmt: skip
 
 
+SECTIONS = ["service", "hot-path", "restatement", "reconcile", "commits", "startup", "fanout",
+            "memory"]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fills", type=int, default=100_000, help="fills per throughput run")
@@ -593,7 +597,7 @@ def main() -> int:
     parser.add_argument("--memory-orders", type=int, default=100_000, help="ended orders to run")
     parser.add_argument(
         "--only",
-        choices=["service", "hot-path", "reconcile", "commits", "startup", "fanout", "memory"],
+        choices=SECTIONS,
         action="append", help="run only these sections (repeatable)",
     )  # fmt: skip
     parser.add_argument("--fanout-rate", type=int, default=300, help="paced one-fill batches/s")
@@ -617,9 +621,7 @@ def main() -> int:
         f"portfolio manager benchmark ({os.cpu_count()} cores, python "
         f"{sys.version.split()[0]}, grpcio {grpc.__version__})\n"
     )
-    sections = set(
-        args.only or ["service", "hot-path", "reconcile", "commits", "startup", "fanout", "memory"]
-    )
+    sections = set(args.only or SECTIONS)
     if "service" in sections:
         service_figures(
             args, "mem://", "ArcticDB in memory (--store mem://: the same code, no disk):"
@@ -632,6 +634,12 @@ def main() -> int:
     if "hot-path" in sections:
         print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
         print("\n".join(hot_path_steps(10_000)))
+    if "restatement" in sections:
+        from bench_restatement import restatement_figures  # scripts/
+
+        print("\nBooking in execution-time order, in process, per fill (one account, one "
+              "instrument; ratios: in-order to the arithmetic, late to in-order):")  # fmt: skip
+        print("\n".join(restatement_figures(5000)))
     if "reconcile" in sections:
         print("\nReconciliation in process, one account (2 strategies per instrument):")
         print("\n".join(reconciliation_figures(10_000, 50)))
