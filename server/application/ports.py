@@ -9,7 +9,7 @@ from typing import Protocol
 
 from server.domain.book import PositionView, Price
 from server.domain.corrections import JournaledFill
-from server.domain.events import BrokerPosition, ExecutionEvent, FillCorrection
+from server.domain.events import BrokerPosition, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
 from server.domain.position import Position, PositionKey
@@ -107,8 +107,15 @@ class EventStore(Protocol):
         """The journaled event at one sequence (None if the journal has none); raises
         StorageUnavailable. Called on the event loop, rarely: the ledger's `journal`."""
 
-    def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
-        """Journaled fills with a trace id, filled at or after `time_ns`, up to a sequence."""
+    def traced_fills_received_since(
+        self, time_ns: int, up_to_sequence: int
+    ) -> Iterator[tuple[int, Fill, int]]:
+        """Journaled fills with a trace id, up to a sequence, that may have been received at
+        or after `time_ns`, each with its sequence and a time by which it had surely been
+        received (never earlier than the truth)."""
+
+    def received_by(self, sequence: int) -> int:
+        """A time by which the journaled event at `sequence` had surely been received."""
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int

@@ -17,7 +17,6 @@ from typing import Any
 
 from server.application.ports import EventStore, Sequenced
 from server.application.service import PortfolioService
-from server.domain.events import Fill
 from server.domain.position import Position
 from server.domain.state import restore
 
@@ -46,10 +45,10 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
     for seen in store.seen_events():
         ledger.remember(seen.kind, seen.event_id, seen.sequence, seen.fingerprint)
     ledger.seen.settle()  # sorted here, off the event loop
-    horizon = time.time_ns() - ledger.traces.ttl_ns
-    for sequence, fill in store.traced_fills_since(horizon, start):
-        if isinstance(fill, Fill):
-            ledger.traces.record(fill, sequence, ledger.instruments.multiplier(fill.instrument_id))
+    horizon = time.time_ns() - ledger.traces.ttl_ns  # traces live a TTL from their receipt
+    for sequence, fill, received_ns in store.traced_fills_received_since(horizon, start):
+        multiplier = ledger.instruments.multiplier(fill.instrument_id)
+        ledger.traces.record(fill, sequence, multiplier, received_ns)
     if checkpoint is not None and checkpoint.state.corrections_latest_ns:
         (latest,) = checkpoint.state.corrections_latest_ns
         horizon = latest - max(ledger.corrections.window_ns, ledger.book.window_ns)
@@ -70,6 +69,7 @@ def recover(service: PortfolioService[Any], store: EventStore) -> RecoveryReport
             continue  # a row journaled twice (an append retried after it had landed)
         tail.append((sequence, event))
     service.replay(tail)
+    ledger.traces.received(store.received_by(ledger.applied_sequence))  # the tail's legs
     replayed = len(tail)
     marks, rates = store.latest_marks()
     for mark in marks:  # one older than the checkpoint's is ignored

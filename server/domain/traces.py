@@ -1,7 +1,12 @@
 """Temporary positions: the legs of a multi-step trade, grouped by trace id until they expire.
 
-A trace lives `ttl_ns` past its latest leg's fill time, so expiry depends only on the fills and
-the clock passed in, and replaying the same fills rebuilds the same traces.
+A trace lives `ttl_ns` past the moment the service received its latest leg, not past the leg's
+fill time: legs back-filled hours later (a relay catching up after a reconnect) must not expire
+on arrival. The domain reads no clock: receipt times are passed in. A leg recorded without one
+(the ledger books fills without knowing the time) waits, unable to expire, for `received`, which
+the service calls with its clock after each commit; `get` and `expire` stamp such legs with the
+time they are given first, so nothing waits past the next look. Recovery passes each journaled
+leg a time by which it had surely been received, so a restart never shortens a trace's life.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Trace:
     net: dict[str, TraceNet] = field(default_factory=dict)
     first_fill_ns: int = 0
     last_fill_ns: int = 0
+    received_at_ns: int = 0  # when the service received its latest leg (0: not stamped yet)
     expires_at_ns: int = 0
 
 
@@ -43,19 +49,21 @@ class TraceBook:
     def __init__(self, ttl_ns: int) -> None:
         self.ttl_ns = ttl_ns
         self._traces: SortedDict = SortedDict()  # trace_id -> Trace
-        self._expiry: SortedList = SortedList()  # (expires_at_ns, trace_id)
+        self._expiry: SortedList = SortedList()  # (expires_at_ns, trace_id), stamped ones
+        self._unstamped: dict[str, Trace] = {}  # traces with a leg awaiting its receipt time
 
     def __len__(self) -> int:
         return len(self._traces)
 
-    def record(self, fill: Fill, sequence: int, multiplier: Decimal) -> None:
-        """Adds a leg to its trace, opening the trace on its first leg."""
+    def record(
+        self, fill: Fill, sequence: int, multiplier: Decimal, received_ns: int | None = None
+    ) -> None:
+        """Adds a leg to its trace, opening the trace on its first leg; `received_ns` is when
+        the service received it (None: stamped by the next `received`)."""
         trace: Trace | None = self._traces.get(fill.trace_id)
         if trace is None:
             trace = Trace(fill.trace_id, first_fill_ns=fill.timestamp_ns)
             self._traces[fill.trace_id] = trace
-        else:
-            self._expiry.discard((trace.expires_at_ns, trace.trace_id))
         trace.legs.append(TraceLeg(len(trace.legs) + 1, sequence, fill))
         net = trace.net.setdefault(fill.instrument_id, TraceNet(fill.instrument_id))
         with localcontext(EXACT):
@@ -63,10 +71,27 @@ class TraceBook:
             net.cash_flow -= fill.signed_quantity * fill.price * multiplier
         trace.first_fill_ns = min(trace.first_fill_ns, fill.timestamp_ns)
         trace.last_fill_ns = max(trace.last_fill_ns, fill.timestamp_ns)
-        trace.expires_at_ns = trace.last_fill_ns + self.ttl_ns
-        self._expiry.add((trace.expires_at_ns, trace.trace_id))
+        if received_ns is None:
+            self._expiry.discard((trace.expires_at_ns, trace.trace_id))  # cannot expire now
+            self._unstamped[trace.trace_id] = trace
+        else:
+            self._stamp(trace, received_ns)
+
+    def received(self, now_ns: int) -> None:
+        """The legs recorded since the last call were received by `now_ns`."""
+        waiting, self._unstamped = self._unstamped, {}
+        for trace in waiting.values():
+            self._stamp(trace, now_ns)
+
+    def _stamp(self, trace: Trace, received_ns: int) -> None:
+        self._expiry.discard((trace.expires_at_ns, trace.trace_id))
+        trace.received_at_ns = max(trace.received_at_ns, received_ns)
+        trace.expires_at_ns = trace.received_at_ns + self.ttl_ns
+        if trace.trace_id not in self._unstamped:
+            self._expiry.add((trace.expires_at_ns, trace.trace_id))
 
     def get(self, trace_id: str, now_ns: int) -> Trace | None:
+        self.received(now_ns)
         trace: Trace | None = self._traces.get(trace_id)
         if trace is None or trace.expires_at_ns <= now_ns:
             return None
@@ -74,6 +99,7 @@ class TraceBook:
 
     def expire(self, now_ns: int) -> int:
         """Drops every trace whose time is up; returns how many."""
+        self.received(now_ns)
         cut = self._expiry.bisect_left((now_ns + 1, ""))
         expired = list(self._expiry.islice(0, cut))
         del self._expiry[:cut]

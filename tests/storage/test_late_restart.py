@@ -5,6 +5,9 @@ in time order."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
 
 import arcticdb as adb
 import grpc
@@ -13,8 +16,11 @@ import pytest
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks
+from tests.api.test_backfilled_trace import backfilled_legs
 from tests.api.test_late_status import history, late_partial_after_filled
 from tests.conftest import ServerThread, start_test_server
+from tests.polling import wait_for
+from tests.service_process import start_service
 
 
 def get_order(server: ServerThread) -> pb.Order:
@@ -80,3 +86,91 @@ def test_a_checkpoint_from_before_time_ordered_histories_reads_as_a_replay_would
         assert get_order(second) == expected
     finally:
         second.stop()
+
+
+# -- traces: a back-filled trace lives a TTL from its receipt, across a restart --------------
+
+
+def get_trace(server: ServerThread, trace_id: str = "arb-1") -> pb.TracePosition | None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.PortfolioManagerStub(channel)
+        try:
+            return stub.GetTracePosition(pb.GetTracePositionRequest(trace_id=trace_id))
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
+
+def ingest_backfilled_trace(server: ServerThread, trace_id: str = "arb-1") -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        acks(pb_grpc.PortfolioManagerStub(channel), *backfilled_legs(trace_id))
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 10_000])  # legs in a checkpoint; in the tail
+def test_a_back_filled_trace_is_alive_after_a_restart_until_a_ttl_after_its_receipt(
+    tmp_path, checkpoint_every
+):
+    store = f"lmdb://{tmp_path}/store"
+    first = start_test_server(store=store, checkpoint_every=checkpoint_every)
+    try:
+        received = time.time_ns()
+        ingest_backfilled_trace(first)
+        before = get_trace(first)
+    finally:
+        first.stop()
+    stopped = time.time_ns()
+    assert before is not None
+    second = start_test_server(store=store, checkpoint_every=checkpoint_every)
+    try:
+        after = get_trace(second)
+    finally:
+        second.stop()
+    assert after is not None
+    assert after.legs == before.legs
+    assert after.net == before.net
+    # Received between `received` and the stop: the restart never shortens its life.
+    ttl = 300 * 10**9
+    assert received + ttl <= after.expires_at.ToNanoseconds() <= stopped + ttl
+
+
+def test_a_trace_that_expired_stays_expired_after_a_restart(tmp_path):
+    store = f"lmdb://{tmp_path}/store"
+    first = start_test_server(store=store, checkpoint_every=1, trace_ttl_seconds=0.5)
+    try:
+        ingest_backfilled_trace(first, "old")
+        assert get_trace(first, "old") is not None
+        assert wait_for(lambda: get_trace(first, "old") is None, seconds=10)
+    finally:
+        first.stop()
+    second = start_test_server(store=store, checkpoint_every=1, trace_ttl_seconds=0.5)
+    try:
+        assert get_trace(second, "old") is None  # its receipt is known: not revived
+    finally:
+        second.stop()
+
+
+def test_a_back_filled_trace_is_alive_after_a_crash(tmp_path):
+    """Killed before any checkpoint: the legs are replayed from the journal, received by the
+    journal's last write at the latest."""
+    store = f"lmdb://{tmp_path}/store"
+    process, address = start_service("--store", store, "--trace-ttl-seconds", "300")
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+    try:
+        received = time.time_ns()
+        with grpc.insecure_channel(address) as channel:
+            acks(pb_grpc.PortfolioManagerStub(channel), *backfilled_legs())
+        killed = time.time_ns()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    second = start_test_server(store=store)
+    try:
+        after = get_trace(second)
+        assert second.running.recovery.checkpoint_sequence == 0  # replayed from the journal
+    finally:
+        second.stop()
+    assert after is not None
+    assert [leg.instrument_id for leg in after.legs] == ["BTC-USD", "BTC-EUR"]
+    ttl = 300 * 10**9
+    assert received + ttl <= after.expires_at.ToNanoseconds() <= killed + ttl
