@@ -73,17 +73,18 @@ def test_an_order_keeps_its_history_and_flags_what_cannot_apply(stub):
         status("o4", "CANCELLED", 3, order_id="7", filled_quantity="4"),
         status("o5", "FILLED", 4, order_id="7", filled_quantity="10"),  # after a cancel
         status("o6", "PARTIALLY_FILLED", 2.5, order_id="7", filled_quantity="2",
-               remaining_quantity="8"),  # late: filled goes back
+               remaining_quantity="8"),  # late, and filled goes back at its place
     )  # fmt: skip
     order = stub.GetOrder(pb.GetOrderRequest(account_id="A1", order_id="7"), timeout=5)
     assert order.status == pb.ORDER_STATUS_CANCELLED
     assert order.filled_quantity == "4" and not order.is_open
     history = [(t.update.update_id, t.flag, t.corrects) for t in order.history]
-    assert [h[0] for h in history] == ["o3", "o2", "o4", "o5", "o6"]
+    assert [h[0] for h in history] == ["o3", "o2", "o6", "o4", "o5"]  # by the statuses' times
     assert history[0][2] == "o1" and history[0][1] == ""
     assert order.perm_id == "p"
-    assert history[3][1] == "illegal transition CANCELLED -> FILLED"
-    assert history[4][1].startswith("out of order: timestamped before")
+    assert history[2][1] == "out of order: filled quantity goes back from 4 to 2"
+    assert [t.late for t in order.history] == [False, False, True, False, False]
+    assert history[4][1] == "illegal transition CANCELLED -> FILLED"
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetOrder(pb.GetOrderRequest(account_id="A1", order_id="8"), timeout=5)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
