@@ -17,6 +17,7 @@ Libraries (analysts read the first four; see the README):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -62,6 +63,7 @@ CHECKPOINTS, BOOK, STATE = "checkpoints", "book", "state"
 MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
 EVENT_AT_ROWS = 64  # rows read around a sequence's expected position to find its event
+TRACE_IDS_PER_QUERY = 100  # trace ids per regex when a restart looks for a trace's older legs
 
 
 def resolve_uri(uri: str) -> str:
@@ -242,12 +244,41 @@ class ArcticEventStore:
             since = pd.Timestamp(time_ns, unit="ns", tz="UTC")
             wanted = (query["sequence"] > receipts.floor) | (query["event_time"] >= since)
         query = query[(query["kind"] == "fill") & wanted & (query["sequence"] <= up_to_sequence)]
+        legs = list(self._traced_fills(query))
+        if legs and after:  # a live trace's legs received earlier belong to it all the same
+            legs[:0] = self._earlier_legs({fill.trace_id for _, fill, _ in legs}, after)
+        yield from legs
+
+    def _traced_fills(
+        self, query: adb.QueryBuilder, trace_ids: set[str] | None = None
+    ) -> Iterator[tuple[int, Fill, int]]:
         frame = self._read(query_builder=query)
         if frame.empty:
             return
         for sequence, event in events_from_journal(frame.sort_values("sequence")):
-            if isinstance(event, Fill) and event.trace_id:
+            if not isinstance(event, Fill) or not event.trace_id:
+                continue
+            if trace_ids is None or event.trace_id in trace_ids:
                 yield sequence, event, self.received_by(sequence)
+
+    def _earlier_legs(
+        self, trace_ids: set[str], up_to_sequence: int
+    ) -> list[tuple[int, Fill, int]]:
+        """The legs of these traces up to a sequence: the journal's text holds each fill's
+        fields separated by US (0x1f), so a regex finds the candidates, checked exactly."""
+        ordered = sorted(trace_ids)
+        legs: list[tuple[int, Fill, int]] = []
+        for start in range(0, len(ordered), TRACE_IDS_PER_QUERY):
+            chunk = ordered[start : start + TRACE_IDS_PER_QUERY]
+            pattern = "\x1f(" + "|".join(re.escape(trace_id) for trace_id in chunk) + ")(\x1f|$)"
+            query = adb.QueryBuilder()
+            query = query[
+                (query["kind"] == "fill")
+                & (query["sequence"] <= up_to_sequence)
+                & query["text"].regex_match(pattern)
+            ]
+            legs.extend(self._traced_fills(query, trace_ids))
+        return sorted(legs, key=lambda leg: leg[0])
 
     def received_by(self, sequence: int) -> int:
         bound = self._known_receipts().received_by(sequence)

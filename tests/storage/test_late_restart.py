@@ -174,3 +174,32 @@ def test_a_back_filled_trace_is_alive_after_a_crash(tmp_path):
     assert [leg.instrument_id for leg in after.legs] == ["BTC-USD", "BTC-EUR"]
     ttl = 300 * 10**9
     assert received + ttl <= after.expires_at.ToNanoseconds() <= killed + ttl
+
+
+def test_a_live_traces_legs_received_more_than_a_ttl_ago_come_back_with_it(tmp_path):
+    """Leg A received at 0, leg B at 3 s, TTL 5 s, restart at about 5.5 s: A alone would be
+    expired, but its trace lives on through B, so the restart rebuilds both legs."""
+    store = f"lmdb://{tmp_path}/store"
+    options = {"store": store, "checkpoint_every": 1, "trace_ttl_seconds": 5.0}
+    first = start_test_server(**options)
+    try:
+        legs = backfilled_legs("long")
+        received = time.monotonic()
+        with grpc.insecure_channel(first.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            acks(stub, legs[0])
+            time.sleep(3)
+            acks(stub, legs[1])
+        before = get_trace(first, "long")
+    finally:
+        first.stop()
+    time.sleep(max(0.0, received + 5.5 - time.monotonic()))
+    second = start_test_server(**options)
+    try:
+        after = get_trace(second, "long")
+    finally:
+        second.stop()
+    assert before is not None and len(before.legs) == 2
+    assert after is not None
+    assert after.legs == before.legs
+    assert after.net == before.net
