@@ -466,7 +466,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("account_id", request.account_id)
         _require("instrument_id", request.instrument_id)
         found = self.service.consolidated(request.account_id, request.instrument_id)
-        return consolidated_to_proto(found, fx=self.service.fx_rate)
+        return consolidated_to_proto(found)
 
     async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
         return await self._answer(self.get_position, request, context)
@@ -542,7 +542,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         view = self.service.get_position(
             request.account_id, request.instrument_id, request.strategy_id
         )
-        return position_to_proto(view, fx=self.service.fx_rate)
+        return position_to_proto(view)
 
     def get_strategy_portfolio(
         self, request: pb.GetStrategyPortfolioRequest
@@ -551,7 +551,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         portfolio = self.service.strategy_portfolio(
             request.strategy_id, request.account_id, request.include_flat
         )
-        return strategy_portfolio_to_proto(portfolio, fx=self.service.fx_rate)
+        return strategy_portfolio_to_proto(portfolio)
 
     def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
         kind = None
@@ -591,7 +591,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         after = _decode_page_token(request.page_token, query) if request.page_token else None
         page = self.service.list_positions(query, after, request.page_size or DEFAULT_PAGE_SIZE)
         return pb.ListPositionsResponse(
-            positions=[position_to_proto(view, fx=self.service.fx_rate) for view in page.positions],
+            positions=[position_to_proto(view) for view in page.positions],
             next_page_token=_encode_page_token(page.last_key, query) if page.last_key else "",
             as_of_sequence=page.as_of_sequence,
         )

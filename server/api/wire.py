@@ -7,16 +7,16 @@ Incoming text is parsed strictly (plain decimal notation only) and every problem
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from portfolio.v1 import portfolio_pb2 as pb
 from server.domain.book import PositionView
-from server.domain.decimals import EXACT, canonical
+from server.domain.decimals import canonical
 from server.domain.events import (
     CashTransfer,
     Fill,
@@ -27,13 +27,12 @@ from server.domain.events import (
     Side,
 )
 from server.domain.marks import MarkSource
-from server.domain.totals import Totals, convert
+from server.domain.totals import Totals
 from server.domain.traces import Trace
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _MAX_TEXT = 64
 
-FxLookup = Callable[[str, str], Decimal | None]
 """How many units of the second currency one unit of the first is worth; None when unknown."""
 
 SIDE_FROM_PROTO = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
@@ -250,14 +249,10 @@ def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
     )
 
 
-def position_to_proto(
-    view: PositionView, into: pb.Position | None = None, fx: FxLookup | None = None
-) -> pb.Position:
+def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb.Position:
     """The row's message; `into` fills a field of an enclosing message in place (no copy).
-
-    `fx` converts the fees charged in other currencies into base currency, each at its own
-    rate; without it (or without one of those rates) the figures that need them are left
-    empty: missing, never a sum of two currencies."""
+    Base-currency figures the view cannot give (a missing rate) are left empty: missing,
+    never a sum of two currencies."""
     key = view.key
     message = pb.Position() if into is None else into
     message.account_id = key.account_id
@@ -293,37 +288,17 @@ def position_to_proto(
     message.base_currency = view.base_currency
     for currency, amount in view.other_fees:
         message.other_fees.add(currency=currency, amount=canonical(amount))
-    if view.fx_rate is not None:
-        rate, precision = view.fx_rate, view.precision
-        message.fx_rate = canonical(rate)
-        message.realized_pnl_base = canonical(convert(view.realized_pnl, rate, precision))
-        message.unrealized_pnl_base = canonical(convert(view.unrealized_pnl, rate, precision))
-        message.market_value_base = canonical(convert(view.market_value, rate, precision))
-        other_fees = _other_fees_in_base(view, fx)
-        if other_fees is not None:
-            fees = convert(view.fees, rate, precision)
-            net = convert(view.net_pnl, rate, precision)
-            with localcontext(EXACT):
-                message.fees_base = canonical(fees + other_fees)
-                message.net_pnl_base = canonical(net - other_fees)
+    in_base = view.in_base()
+    if in_base is not None:
+        assert view.fx_rate is not None
+        message.fx_rate = canonical(view.fx_rate)
+        message.realized_pnl_base = canonical(in_base.realized_pnl)
+        message.unrealized_pnl_base = canonical(in_base.unrealized_pnl)
+        message.market_value_base = canonical(in_base.market_value)
+        if in_base.fees is not None and in_base.net_pnl is not None:
+            message.fees_base = canonical(in_base.fees)
+            message.net_pnl_base = canonical(in_base.net_pnl)
     return message
-
-
-def _other_fees_in_base(view: PositionView, fx: FxLookup | None) -> Decimal | None:
-    """The row's fees in other currencies, in its base currency, each at its own rate; None
-    when a rate is missing."""
-    if not view.other_fees:
-        return Decimal(0)
-    if fx is None:
-        return None
-    total = Decimal(0)
-    for currency, amount in view.other_fees:
-        rate = fx(currency, view.base_currency)
-        if rate is None:
-            return None
-        with localcontext(EXACT):
-            total += convert(amount, rate, view.precision)
-    return total
 
 
 def totals_to_proto(totals: Totals) -> pb.PortfolioTotals:

@@ -9,7 +9,6 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import (
     SIDE_TO_PROTO,
     FieldViolation,
-    FxLookup,
     field_errors,
     parse_decimal,
     position_to_proto,
@@ -284,14 +283,14 @@ def currency_totals_to_proto(in_base: InBase) -> list[pb.CurrencyTotals]:
 
 
 def consolidated_to_proto(
-    found: Consolidated, fx: FxLookup | None = None
+    found: Consolidated,
 ) -> pb.ConsolidatedPosition:
     message = pb.ConsolidatedPosition(
         account_id=found.account.account_id,
         instrument_id=found.instrument_id,
         account_kind=ACCOUNT_KIND_TO_PROTO[found.account.account_kind],
-        account_position=position_to_proto(found.account_position, fx=fx),
-        strategy_positions=[position_to_proto(v, fx=fx) for v in found.strategy_positions],
+        account_position=position_to_proto(found.account_position),
+        strategy_positions=[position_to_proto(v) for v in found.strategy_positions],
         attributed_quantity=canonical(found.attributed_quantity),
         unattributed_quantity=canonical(
             found.account_position.quantity - found.attributed_quantity

@@ -8,7 +8,7 @@ totals and their base-currency sum say the rest.
 from __future__ import annotations
 
 from portfolio.v1 import portfolio_pb2 as pb
-from server.api.wire import FxLookup, position_to_proto, totals_to_proto
+from server.api.wire import position_to_proto, totals_to_proto
 from server.api.wire_reference import (
     ACCOUNT_KIND_TO_PROTO,
     balance_to_proto,
@@ -19,12 +19,12 @@ from server.domain.totals import Totals
 
 
 def strategy_portfolio_to_proto(
-    portfolio: StrategyPortfolio, fx: FxLookup | None = None
+    portfolio: StrategyPortfolio,
 ) -> pb.StrategyPortfolio:
     message = pb.StrategyPortfolio(
         strategy_id=portfolio.strategy_id,
         account_id=portfolio.account_id,
-        positions=[position_to_proto(view, fx=fx) for view in portfolio.positions],
+        positions=[position_to_proto(view) for view in portfolio.positions],
         as_of_sequence=portfolio.as_of_sequence,
     )
     _set_totals(message.totals, portfolio.totals)

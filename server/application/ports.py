@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Protocol
 
 from server.domain.book import PositionView, Price
@@ -17,7 +16,6 @@ from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
-FeeRates = Mapping[PositionKey, Mapping[str, Decimal | None]]
 """Per row with fees in other currencies: each such currency's rate into the row's base
 currency when the row changed (None: no quote)."""
 
@@ -129,10 +127,9 @@ class EventStore(Protocol):
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition],
         runs: Sequence[ReconciliationRun] = (),
-        fee_rates: FeeRates | None = None,
     ) -> None:
         """Brings the analysts' views up to date with committed events, changed rows and
-        reconciliation runs; `fee_rates` convert the rows' other fees into base currency."""
+        reconciliation runs."""
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         """An order as the analysts' views hold it, history and all (None if they hold none):

@@ -16,6 +16,7 @@ row's base figures are those of the rates in force when it changed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from server.application.ports import (
     Sequenced,
     ViewsIncomplete,
 )
-from server.domain.book import position_view
+from server.domain.book import fee_rates, position_view
 from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
 
@@ -53,7 +54,11 @@ class _Row(NamedTuple):
     base_currency: str
     fx_rate: Decimal | None
     # The rate into base currency of each currency the row has fees in besides its own.
-    fee_rates: dict[str, Decimal | None] | None
+    fee_rates: tuple[Decimal | None, ...]
+
+
+def _rate_into_base(base_of: BaseOf, account_id: str, currency: str) -> Decimal | None:
+    return base_of(account_id, currency)[1]
 
 
 @dataclass(slots=True)
@@ -144,12 +149,8 @@ class ViewProjector:
         for row, mark in rows:
             account_id = row.key.account_id
             base, rate = base_of(account_id, row.currency)
-            fee_rates = (
-                {currency: base_of(account_id, currency)[1] for currency in row.other_fees}
-                if row.other_fees
-                else None
-            )
-            batch.rows[row.key] = _Row(row, mark, base, rate, fee_rates)
+            rates = fee_rates(row, functools.partial(_rate_into_base, base_of, account_id))
+            batch.rows[row.key] = _Row(row, mark, base, rate, rates)
         self._fresh = True
         self._schedule()
 
@@ -214,16 +215,12 @@ class ViewProjector:
                     self._precision,
                     base_currency=row.base_currency,
                     fx_rate=row.fx_rate,
+                    fee_rates=row.fee_rates,
                 )
                 for row in batch.rows.values()
             ]
-            fee_rates = {
-                key: row.fee_rates for key, row in batch.rows.items() if row.fee_rates is not None
-            }
             try:
-                self._store.record_views(
-                    batch.events, views, batch.transitions, batch.runs, fee_rates
-                )
+                self._store.record_views(batch.events, views, batch.transitions, batch.runs)
             except ViewsIncomplete as error:  # the marks do not wait for a failing symbol
                 incomplete = error
         if batch.marks is not None:

@@ -38,7 +38,7 @@ from server.application.subscriptions import (
     Topic,
 )
 from server.domain.balances import Balance, BalanceKey, Reservation
-from server.domain.book import ALL, PositionView, Price, position_view
+from server.domain.book import ALL, PositionView, Price, fee_rates, position_view
 from server.domain.decimals import EXACT
 from server.domain.events import (
     AccountDefinition,
@@ -99,12 +99,13 @@ class PositionChanged:
     fx_rate: Decimal | None
     corrects: str = ""  # set when the fill is a broker correction of that fill
     placement: Placement = Placement.IN_ORDER  # whether the fill restated the row
+    fee_rates: tuple[Decimal | None, ...] = ()  # of the row's fees in other currencies
 
     @property
     def position(self) -> PositionView:
         return position_view(
             self.row, self.price.price, self.precision, self.price,
-            base_currency=self.base_currency, fx_rate=self.fx_rate,
+            base_currency=self.base_currency, fx_rate=self.fx_rate, fee_rates=self.fee_rates,
         )  # fmt: skip
 
 
@@ -462,12 +463,13 @@ class PortfolioService(Generic[Payload]):
             topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
             price = self.ledger.book.price(key.instrument_id)
             rate = self.ledger.fx.rate(change.position.currency, base)
+            rates = fee_rates(change.position, lambda currency: self.ledger.fx.rate(currency, base))
             yield (
                 sequence,
                 topic,
                 PositionChanged(
                     sequence, change.kind, fill, change.position, price, precision, base, rate,
-                    corrects, change.placement,
+                    corrects, change.placement, rates,
                 ),
             )  # fmt: skip
 
@@ -555,9 +557,13 @@ class PortfolioService(Generic[Payload]):
             price = Price(known, MarkSource.NONE, row.timestamp_ns)
         base, rate = self.base_of(row.account_id, row.currency)
         view = position_view(
-            position, price.price, self.ledger.book.precision, price,
-            base_currency=base, fx_rate=rate,
-        )  # fmt: skip
+            position,
+            price.price,
+            self.ledger.book.precision,
+            price,
+            base_currency=base,
+            fx_rate=rate,
+        )  # fmt: skip  (a residual row has no fees)
         return replace(view, residual=True)
 
     def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
@@ -642,7 +648,10 @@ class PortfolioService(Generic[Payload]):
 
     def view(self, row: Position) -> PositionView:
         """A row's view, with its account's base currency and the rate into it."""
-        return self.ledger.book.view(row, *self.base_of(row.key.account_id, row.currency))
+        account_id = row.key.account_id
+        base, rate = self.base_of(account_id, row.currency)
+        rates = fee_rates(row, lambda currency: self.base_of(account_id, currency)[1])
+        return self.ledger.book.view(row, base, rate, rates)
 
     def base_of(self, account_id: str, currency: str) -> tuple[str, Decimal | None]:
         """The account's base currency and the latest rate from `currency` into it (None:

@@ -34,7 +34,7 @@ from server.domain.restatement import (
     rebuild,
     replace,
 )
-from server.domain.totals import Totals
+from server.domain.totals import Totals, convert
 
 ALL = ""
 """The account id of totals across every account."""
@@ -91,12 +91,59 @@ class PositionView:
     precision: Decimal = Decimal("1e-9")  # what base-currency figures are rounded to
     residual: bool = False  # a row reconciliation added (its strategy_id names its owner)
     # Fees charged in other currencies than the row's, (currency, amount) by currency: they
-    # are not in `fees` nor in `net_pnl` (nothing adds two currencies).
+    # are not in `fees` nor in `net_pnl` (nothing adds two currencies); and the rate of each
+    # into the base currency (None: missing), in the same order.
     other_fees: tuple[tuple[str, Decimal], ...] = ()
+    fee_rates: tuple[Decimal | None, ...] = ()
 
     @property
     def net_pnl(self) -> Decimal:
         return self.realized_pnl + self.unrealized_pnl - self.fees
+
+    def in_base(self) -> BaseFigures | None:
+        """The figures in the base currency, for every reader (API, views): None without a
+        rate. Each is converted at the row's rate and rounded half-even to `precision`; fees
+        and net also count the fees in other currencies, each at its own rate."""
+        rate, precision = self.fx_rate, self.precision
+        if rate is None:
+            return None
+        fees: Decimal | None = convert(self.fees, rate, precision)
+        net: Decimal | None = convert(self.net_pnl, rate, precision)
+        with localcontext(EXACT):
+            for (_, amount), fee_rate in zip(self.other_fees, self.fee_rates, strict=True):
+                if fee_rate is None or fees is None or net is None:
+                    fees = net = None
+                    break
+                other = convert(amount, fee_rate, precision)
+                fees, net = fees + other, net - other
+        return BaseFigures(
+            realized_pnl=convert(self.realized_pnl, rate, precision),
+            unrealized_pnl=convert(self.unrealized_pnl, rate, precision),
+            market_value=convert(self.market_value, rate, precision),
+            fees=fees,
+            net_pnl=net,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaseFigures:
+    """A row's figures in its account's base currency; fees and net are None when the rate of
+    a fee currency is missing (missing, never a sum of two currencies)."""
+
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    market_value: Decimal
+    fees: Decimal | None
+    net_pnl: Decimal | None
+
+
+def fee_rates(
+    row: Position, rate_into_base: Callable[[str], Decimal | None]
+) -> tuple[Decimal | None, ...]:
+    """The rates into base of the row's fees in other currencies (usually none: no call)."""
+    if not row.other_fees:
+        return ()
+    return tuple(rate_into_base(currency) for currency, _ in row.other_fee_items())
 
 
 def position_view(
@@ -107,6 +154,7 @@ def position_view(
     *,
     base_currency: str = "",
     fx_rate: Decimal | None = None,
+    fee_rates: tuple[Decimal | None, ...] = (),
 ) -> PositionView:
     """A row's view at `market_price`; `price` says where that price came from. Built whole
     in one go (no copy with the base currency added after): it is made for every update sent."""
@@ -133,6 +181,7 @@ def position_view(
             fx_rate=fx_rate,
             precision=precision,
             other_fees=row.other_fee_items(),
+            fee_rates=fee_rates,
         )
 
 
@@ -479,12 +528,17 @@ class PositionBook:
         return self._rows.get(key)
 
     def view(
-        self, row: Position, base_currency: str = "", fx_rate: Decimal | None = None
+        self,
+        row: Position,
+        base_currency: str = "",
+        fx_rate: Decimal | None = None,
+        fee_rates: tuple[Decimal | None, ...] = (),
     ) -> PositionView:
         price = self.price(row.key.instrument_id)
         return position_view(
-            row, price.price, self.precision, price, base_currency=base_currency, fx_rate=fx_rate
-        )
+            row, price.price, self.precision, price, base_currency=base_currency,
+            fx_rate=fx_rate, fee_rates=fee_rates,
+        )  # fmt: skip
 
     def mark(self, instrument_id: str) -> Decimal:
         return self.price(instrument_id).price

@@ -29,7 +29,6 @@ from arcticdb.exceptions import ArcticException
 
 from server.application.ports import (
     Checkpoint,
-    FeeRates,
     OrderTransition,
     ReconciliationRun,
     SeenEvent,
@@ -340,10 +339,9 @@ class ArcticEventStore:
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
-        fee_rates: FeeRates | None = None,
     ) -> None:
         try:
-            self.views.record(events, positions, transitions, runs, fee_rates)
+            self.views.record(events, positions, transitions, runs)
         except ViewsIncomplete:
             raise  # each symbol on its own: the others were written
         except Exception as error:

@@ -36,26 +36,24 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 import arcticdb as adb
 import pandas as pd
 
 from server.application.ports import (
-    FeeRates,
     OrderTransition,
     ReconciliationRun,
     Sequenced,
     ViewsIncomplete,
 )
 from server.domain.book import PositionView
-from server.domain.decimals import EXACT, ZERO, canonical
+from server.domain.decimals import canonical
 from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
 from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
-from server.domain.totals import convert
 
 log = logging.getLogger("portfolio.views")
 
@@ -210,42 +208,19 @@ def _order_row(
     )  # fmt: skip
 
 
-NO_RATES: Mapping[str, Decimal | None] = {}
-
-
-def in_base(view: PositionView, fee_rates: Mapping[str, Decimal | None]) -> list[str]:
+def in_base(view: PositionView) -> list[str]:
     """Realized, unrealized, fees, net and market value in the account's base currency, as
-    the API's `*_base` fields (server/api/wire.py `position_to_proto`) give them: each figure x
-    the row's rate, rounded half-even to the view's precision; fees and net also count the
-    fees in other currencies, each converted at its own rate. Empty: a rate is missing."""
-    rate, precision = view.fx_rate, view.precision
-    if rate is None:
+    the API's `*_base` fields give them (`PositionView.in_base`). Empty: a rate is missing."""
+    figures = view.in_base()
+    if figures is None:
         return [""] * 5
-    realized = canonical(convert(view.realized_pnl, rate, precision))
-    unrealized = canonical(convert(view.unrealized_pnl, rate, precision))
-    market_value = canonical(convert(view.market_value, rate, precision))
-    fees = net = ""
-    other = _other_fees_in_base(view, fee_rates)
-    if other is not None:
-        with localcontext(EXACT):
-            fees = canonical(convert(view.fees, rate, precision) + other)
-            net = canonical(convert(view.net_pnl, rate, precision) - other)
-    return [realized, unrealized, fees, net, market_value]
-
-
-def _other_fees_in_base(
-    view: PositionView, fee_rates: Mapping[str, Decimal | None]
-) -> Decimal | None:
-    """The row's fees in other currencies, in base currency, each at its own rate; None when
-    one of those rates is missing."""
-    total = ZERO
-    for currency, amount in view.other_fees:
-        rate = fee_rates.get(currency)
-        if rate is None:
-            return None
-        with localcontext(EXACT):
-            total += convert(amount, rate, view.precision)
-    return total
+    return [
+        canonical(figures.realized_pnl),
+        canonical(figures.unrealized_pnl),
+        "" if figures.fees is None else canonical(figures.fees),
+        "" if figures.net_pnl is None else canonical(figures.net_pnl),
+        canonical(figures.market_value),
+    ]
 
 
 def other_fees_text(fees: Iterable[tuple[str, Decimal]]) -> str:
@@ -253,9 +228,7 @@ def other_fees_text(fees: Iterable[tuple[str, Decimal]]) -> str:
     return ";".join(f"{currency}={canonical(amount)}" for currency, amount in fees)
 
 
-def _position_row(
-    slot: int, view: PositionView, fee_rates: Mapping[str, Decimal | None] = NO_RATES
-) -> tuple[object, ...]:
+def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
     key = view.key
     return (
         slot, view.updated_at_ns, key.account_id, key.strategy_id, key.instrument_id,
@@ -267,7 +240,7 @@ def _position_row(
         view.trade_count, view.last_sequence,
         view.currency, view.base_currency,
         canonical(view.fx_rate) if view.fx_rate is not None else "",
-        *in_base(view, fee_rates),
+        *in_base(view),
         other_fees_text(view.other_fees),
     )  # fmt: skip
 
@@ -337,16 +310,14 @@ class ArcticViews:
         positions: Iterable[PositionView],
         transitions: Iterable[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
-        fee_rates: FeeRates | None = None,
     ) -> None:
         """Writes each symbol's new rows on its own; raises ViewsIncomplete naming what was
-        not written (and what to hand over again) when a symbol failed or was skipped.
-        `fee_rates`: the rates of the rows' fees in other currencies (see `in_base`)."""
+        not written (and what to hand over again) when a symbol failed or was skipped."""
         skipped_before = len(self._skipped)
         events_left = self._record_events(events, transitions)
         runs_left = self._record_runs(runs)
         residuals = [row for run in runs for row in run.residuals]
-        keys_left = self._record_positions([*positions, *residuals], fee_rates or {})
+        keys_left = self._record_positions([*positions, *residuals])
         kept = {id(run) for run in runs_left}
         runs_left += [
             run
@@ -632,9 +603,7 @@ class ArcticViews:
             self._tables[key] = table
         return table
 
-    def _record_positions(
-        self, views: Iterable[PositionView], fee_rates: FeeRates
-    ) -> set[PositionKey]:
+    def _record_positions(self, views: Iterable[PositionView]) -> set[PositionKey]:
         """Writes the given rows' latest state into `positions` and `portfolio`, one symbol at
         a time; returns the keys of the rows not written."""
         grouped: dict[tuple[str, str], dict[PositionKey, PositionView]] = defaultdict(dict)
@@ -646,9 +615,7 @@ class ArcticViews:
         left: set[PositionKey] = set()
         for (library_name, symbol), changed in grouped.items():
             library = self.portfolio if library_name == "portfolio" else self.positions
-            write = functools.partial(
-                self._upsert, library, symbol, list(changed.values()), fee_rates
-            )
+            write = functools.partial(self._upsert, library, symbol, list(changed.values()))
             if not self._attempt(library_name, symbol, 0, write):
                 left.update(changed)
         return left
@@ -658,7 +625,6 @@ class ArcticViews:
         library: adb.library.Library,
         symbol: str,
         changed: list[PositionView],
-        fee_rates: FeeRates,
     ) -> None:
         table = self._table(library, symbol)
         updated: list[int] = []
@@ -668,9 +634,9 @@ class ArcticViews:
             if slot is None:
                 slot = len(table.rows) + len(added)
                 table.slots[view.key] = slot
-                added.append(_position_row(slot, view, fee_rates.get(view.key, NO_RATES)))
+                added.append(_position_row(slot, view))
             else:
-                table.rows[slot] = _position_row(slot, view, fee_rates.get(view.key, NO_RATES))
+                table.rows[slot] = _position_row(slot, view)
                 updated.append(slot)
         for first, last in _runs(sorted(updated)):
             library.update(

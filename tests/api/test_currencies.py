@@ -337,3 +337,23 @@ def test_the_sdk_position_carries_fees_in_other_currencies_fee(stub, client):
     assert row.fees == Decimal(0)
     assert row.other_fees == (("USD", Decimal(5)),)
     assert row.fees_base is None  # no EUR rate yet
+
+
+def test_updates_carry_the_base_fees_queries_give(stub):
+    """One home for base figures: a subscriber's row equals GetPosition's, fees in other
+    currencies included (each at its own rate)."""
+    from tests.api.test_subscriptions import Reader
+
+    define(stub, "SAP", currency="EUR")
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
+    reader = Reader(stub, account_id="A1", strategy_id="S1")
+    try:
+        reader.take(1, heartbeats=True)
+        acks(stub, pb_fill("BUY", 10, 100, instrument="SAP", commission="5",
+                           commission_currency="USD"))  # fmt: skip
+        (update,) = [u for u in reader.take(1) if u.position.instrument_id == "SAP"]
+    finally:
+        reader.close()
+    row = position(stub, "A1", "SAP")
+    assert (update.position.fees_base, update.position.net_pnl_base) == ("5", "-5")
+    assert update.position == row
