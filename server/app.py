@@ -75,6 +75,7 @@ class RunningServer:
             await self.reconciler.broker.stop()
         await self.server.stop(grace)
         self.service.save_marks_now()
+        self.service.journal_fx_now()  # before the committer's last commit
         await self.service.committer.stop()
         if self.service.committer.healthy and not self.supervision.failed.is_set():
             # Never a snapshot of a state a failed task may have left half-done.
@@ -172,6 +173,7 @@ async def _start(
         on_health=on_health,
         reporting_currency=config.base_currency,
         mark_publish_seconds=config.mark_publish_seconds,
+        fx_journal_seconds=config.fx_journal_seconds,
         on_books=lambda exact: set_health(BOOKS_HEALTH, exact),
         time_window=TimeWindow(
             max_ahead_ns=int(config.max_clock_ahead_seconds * 1e9),

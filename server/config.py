@@ -44,6 +44,9 @@ class ServiceConfig:
     base_currency: str = "USD"
     # Mark updates reach subscribers at most this often per instrument (the latest one).
     mark_publish_seconds: float = 0.1
+    # FX rates of the mark stream are journaled (the rate in force when P&L was realized) at
+    # most this often, the latest per pair; 0: every rate.
+    fx_journal_seconds: float = 1.0
     # The broker live accounts are reconciled against: "" (none), "ib" (TWS / IB Gateway), or
     # "paper" (the service's own account-level book: a setup with no broker, where every run
     # matches; for staging and drills).
@@ -115,6 +118,16 @@ def _retention_days(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400 seconds")
+    return value
+
+
 def _broker(text: str) -> str:
     if text not in ("", "ib", "paper"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a broker: use ib, paper or ''")
@@ -177,6 +190,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--base-currency", str, defaults.base_currency, "default base currency")
     option("--mark-publish-seconds", float, defaults.mark_publish_seconds,
            "mark updates' coalescing interval")  # fmt: skip
+    option("--fx-journal-seconds", _seconds, defaults.fx_journal_seconds,
+           "seconds between journal writes of FX rates (the latest per pair); 0: every "
+           "rate")  # fmt: skip
     option(
         "--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib, paper"
     )

@@ -51,6 +51,7 @@ from server.domain.events import (
     InstrumentDefinition,
     OrderStatusUpdate,
 )
+from server.domain.fx_history import fx_fixing
 from server.domain.ledger import Applied, Ledger, Outcome, Result
 from server.domain.marks import FxRate, Mark, MarkSource
 from server.domain.orders import Order, Transition
@@ -68,6 +69,11 @@ _HIGHEST = "\U0010ffff"  # sorts after any id
 
 log = logging.getLogger("portfolio.service")
 _misplaced_log = LogLimiter(log, 10.0)  # at most one line per 10 s; the rest are counted
+_fx_conflict_log = LogLimiter(log, 60.0)
+
+FX_RETRY_SECONDS = 1.0
+"""While the store is down, pending FX rates are offered to the journal again this often (at
+least)."""
 
 MISPLACED_ALERT_SECONDS = 900.0
 """How long health `books` stays NOT_SERVING after a fill was booked outside its place."""
@@ -262,6 +268,7 @@ class PortfolioService(Generic[Payload]):
         reporting_currency: str = "USD",
         mark_publish_seconds: float = 0.1,
         marks_save_seconds: float = 1.0,
+        fx_journal_seconds: float = 1.0,
         time_window: TimeWindow | None = None,
         on_books: Callable[[bool], None] = lambda exact: None,
     ) -> None:
@@ -284,6 +291,14 @@ class PortfolioService(Generic[Payload]):
         self._marks_flush: asyncio.TimerHandle | None = None
         self._marks_saved_at = 0.0
         self._marks_unsaved = False
+        # FX rates the valuation table took, waiting for the journal: the latest per pair
+        # (key: the pair sorted, time 0), or every one (key with its time) when
+        # fx_journal_seconds is 0. Journaled at most every fx_journal_seconds.
+        self.fx_journal_seconds = fx_journal_seconds
+        self._fx_pending: dict[tuple[str, str, int], FxRate] = {}
+        self._fx_flush: asyncio.TimerHandle | None = None
+        self._fx_journaled_at = float("-inf")
+        self._fx_outage = False  # the store refused the last flush: logged once, retried
         # A fill booked OUTSIDE_WINDOW turns `on_books(False)`; it stays so for
         # MISPLACED_ALERT_SECONDS after the latest one (see books_exact).
         self.on_books = on_books
@@ -593,7 +608,9 @@ class PortfolioService(Generic[Payload]):
             else:
                 stale_marks += 1
         for rate in rates:
-            if not self.ledger.fx.set(rate, plausible):
+            if self.ledger.fx.set(rate, plausible):
+                self._queue_fx(rate)
+            else:
                 stale_rates += 1
         if len(marks) + len(rates) > stale_marks + stale_rates:
             self._marks_unsaved = True
@@ -634,6 +651,75 @@ class PortfolioService(Generic[Payload]):
         if self._marks_unsaved:
             self._marks_unsaved = False
             self.projector.submit_marks(self.ledger.book.market_marks(), self.ledger.fx.rates())
+
+    # -- FX rates of record -----------------------------------------------------------------
+
+    def _queue_fx(self, rate: FxRate) -> None:
+        """Queues a rate the valuation table took for the journal (see FxHistory): coalesced
+        per pair, the latest wins, unless every rate is journaled (fx_journal_seconds 0 and
+        the store working)."""
+        self._fx_pending[self._fx_key(rate)] = rate
+        if self._fx_flush is None:
+            loop = asyncio.get_running_loop()
+            wait = self._fx_journaled_at + self.fx_journal_seconds - loop.time()
+            self._fx_flush = loop.call_later(max(wait, 0.0), self._journal_fx)
+
+    def _fx_key(self, rate: FxRate) -> tuple[str, str, int]:
+        low, high = sorted((rate.base, rate.quote))
+        every = self.fx_journal_seconds <= 0 and not self._fx_outage
+        return low, high, rate.time_ns if every else 0
+
+    def _journal_fx(self) -> None:
+        """Admits the pending rates to the journal, in time order; their durability is not
+        awaited (the mark stream's acks never wait for the store). A store that refuses them
+        keeps them pending (the latest per pair) for the next flush; logged once per outage."""
+        self._fx_flush = None
+        if not self._fx_pending:
+            return
+        rates = sorted(self._fx_pending.values(), key=lambda r: (r.time_ns, r.base, r.quote))
+        loop = asyncio.get_running_loop()
+        self._fx_journaled_at = loop.time()
+        try:
+            outcomes, _ = self.admit([fx_fixing(rate) for rate in rates])
+        except StorageUnavailable as error:
+            if not self._fx_outage:
+                self._fx_outage = True
+                log.error(
+                    "FX rates not journaled, the store is unavailable (%s): the latest rate of "
+                    "each pair is kept and journaled once it works",
+                    error,
+                )
+            self._fx_pending = {self._fx_key(rate): rate for rate in rates}  # latest wins
+            self._fx_flush = loop.call_later(
+                max(self.fx_journal_seconds, FX_RETRY_SECONDS), self._journal_fx
+            )
+            return
+        self._fx_pending = {}
+        if self._fx_outage:
+            self._fx_outage = False
+            log.info("FX rates journaled again (%d held while the store was down)", len(rates))
+        for rate, outcome in zip(rates, outcomes, strict=True):
+            if outcome.result is Result.REJECTED:  # another rate of the same pair and time
+                _fx_conflict_log.log(
+                    logging.WARNING,
+                    "fx",
+                    "FX rate %s/%s %s not journaled: %s",
+                    rate.base,
+                    rate.quote,
+                    rate.rate,
+                    outcome.reason,
+                )
+
+    def journal_fx_now(self) -> None:
+        """On shutdown, before the last commit: the pending FX rates go to the journal."""
+        if self._fx_flush is not None:
+            self._fx_flush.cancel()
+            self._fx_flush = None
+        self._journal_fx()
+        if self._fx_flush is not None:  # the store is down: nothing more can be done
+            self._fx_flush.cancel()
+            self._fx_flush = None
+            log.error("%d FX rates not journaled at stop: store down", len(self._fx_pending))
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -149,6 +149,18 @@ def require_currency(field: str, value: str, *, required: bool = True) -> None:
         )
 
 
+def require_fx_rate(base: str, quote: str, rate: Decimal, time_ns: int) -> None:
+    """What makes an FX rate: one home for the rates of the mark stream and of the journal."""
+    require_currency("base", base)
+    require_currency("quote", quote)
+    if base == quote:
+        raise InvalidEvent("quote", "must differ from base")
+    require_amount("rate", rate)
+    if not rate > 0:
+        raise InvalidEvent("rate", f"must be > 0, got {rate}")
+    require_time(time_ns)
+
+
 def require_date(field: str, value: str) -> None:
     if value and not _DATE.fullmatch(value):
         raise InvalidEvent(field, f"must be YYYY-MM-DD or YYYY-MM, got {value!r}")
@@ -610,6 +622,32 @@ class BrokerPositions(JournaledEvent):
         return self.snapshot_id
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FxFixing(JournaledEvent):
+    """An FX rate of record: 1 `base` was worth `rate` `quote` at `timestamp_ns`. The mark
+    stream's rates are journaled (coalesced), so that a replay knows which rate was in force
+    when a fill realized P&L; the id is the pair (as quoted) and the time, so the same pair and
+    time with another rate is a conflict, the same one again a duplicate."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    timestamp_ns: int
+
+    kind: ClassVar[str] = "fx"
+
+    def __post_init__(self) -> None:
+        require_fx_rate(self.base, self.quote, self.rate, self.timestamp_ns)
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.base}/{self.quote}@{self.timestamp_ns}"
+
+    @property
+    def account_id(self) -> str:
+        return ""
+
+
 ExecutionEvent = (
     Fill
     | OrderStatusUpdate
@@ -620,6 +658,7 @@ ExecutionEvent = (
     | AccountDefinition
     | FillCorrection
     | BrokerPositions
+    | FxFixing
 )
 """Every kind of event the journal holds."""
 
@@ -627,6 +666,6 @@ EVENT_KINDS: dict[str, type[ExecutionEvent]] = {
     cls.kind: cls
     for cls in (
         Fill, OrderStatusUpdate, CashTransfer, CashReservation, ReservationRelease,
-        InstrumentDefinition, AccountDefinition, FillCorrection, BrokerPositions,
+        InstrumentDefinition, AccountDefinition, FillCorrection, BrokerPositions, FxFixing,
     )
 }  # fmt: skip

@@ -35,11 +35,13 @@ from server.domain.events import (
     ExecutionEvent,
     Fill,
     FillCorrection,
+    FxFixing,
     InstrumentDefinition,
     OrderStatusUpdate,
     ReservationRelease,
     Side,
 )
+from server.domain.fx_history import FX_HORIZON_MARGIN_NS, FxHistory, fixed_rate
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import FxTable
 from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
@@ -154,6 +156,8 @@ class Ledger:
         self.clock_ns = 0
         self.journal = journal
         self.fx = FxTable()
+        # The journaled FX rates by their own time, for the rate in force when P&L was realized.
+        self.fx_history = FxHistory()
         self.corrections = CorrectableFills(correction_window_ns, journal)
         self.reconciliations = ReconciliationBook()
         self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
@@ -261,8 +265,11 @@ class Ledger:
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
         self.seen.journaled(sequence)
-        self._advance_clock(event.timestamp_ns)
+        if not isinstance(event, FxFixing):  # market data: the clock follows trading events
+            self._advance_clock(event.timestamp_ns)
         applied = self._apply(event, sequence)
+        if isinstance(event, Fill | FillCorrection | FxFixing):
+            self.fx_history.evict(self.book.horizon_ns() - FX_HORIZON_MARGIN_NS)
         if isinstance(event, Fill | FillCorrection):
             self._admitted_fills.discard((event.account_id, event.event_id))
             placement = applied.placement
@@ -344,6 +351,11 @@ class Ledger:
                 key = BalanceKey(event.account_id, event.base_currency)
                 balance = self.balances.move_cash(key, event.initial_cash, 0, sequence)
                 return Applied(balances=(balance.copy(),))
+            return NOTHING
+        if isinstance(event, FxFixing):
+            rate = fixed_rate(event)
+            self.fx_history.record(rate, sequence)
+            self.fx.set(rate)  # the valuation table: kept unless it holds a newer rate
             return NOTHING
         raise TypeError(f"not an event: {event!r}")
 
@@ -538,6 +550,7 @@ _ID_FIELDS = {
     "account": "account_id",
     "correction": "correction_id",
     "broker_positions": "snapshot_id",
+    "fx": "timestamp_ns",
 }
 
 

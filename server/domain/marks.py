@@ -15,7 +15,7 @@ from server.domain.decimals import EXACT, MAX_FRACTION_DIGITS, ONE, divide_half_
 from server.domain.events import (
     InvalidEvent,
     require_amount,
-    require_currency,
+    require_fx_rate,
     require_id,
     require_time,
 )
@@ -82,14 +82,12 @@ class FxRate:
     time_ns: int
 
     def __post_init__(self) -> None:
-        require_currency("base", self.base)
-        require_currency("quote", self.quote)
-        if self.base == self.quote:
-            raise InvalidEvent("quote", "must differ from base")
-        require_amount("rate", self.rate)
-        if not self.rate > 0:
-            raise InvalidEvent("rate", f"must be > 0, got {self.rate}")
-        require_time(self.time_ns)
+        require_fx_rate(self.base, self.quote, self.rate, self.time_ns)
+
+
+def inverse_rate(rate: Decimal) -> Decimal:
+    """What 1 `quote` is worth in `base`, rounded as every inverted rate is."""
+    return divide_half_even(ONE, rate, INVERSE_RATE_QUANTUM)
 
 
 class FxTable:
@@ -125,5 +123,5 @@ class FxTable:
             return direct.rate
         inverse = self._rates.get((to_currency, from_currency))
         if inverse is not None:
-            return divide_half_even(ONE, inverse.rate, INVERSE_RATE_QUANTUM)
+            return inverse_rate(inverse.rate)
         return None

@@ -29,6 +29,8 @@ class LedgerState:
     reservations: list[Reservation] = field(default_factory=list)
     refusals: list[tuple[int, Refusal]] = field(default_factory=list)
     fx_rates: list[FxRate] = field(default_factory=list)
+    # The journaled FX rates the history keeps (sequence, rate): what realized P&L converts at.
+    fx_history: list[tuple[int, FxRate]] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     # Every reconciliation run kept (oldest first per account).
     reconciliations: list[Reconciliation] = field(default_factory=list)
@@ -59,6 +61,7 @@ def capture(ledger: Ledger) -> LedgerState:
         reservations=[r.copy() for r in ledger.balances.reservations.values()],
         refusals=sorted(ledger.refusals.items(), key=lambda item: item[0]),
         fx_rates=ledger.fx.rates(),
+        fx_history=ledger.fx_history.rates(),
         marks=ledger.book.market_marks(),
         reconciliations=ledger.reconciliations.all_runs(),
         corrections_latest_ns=[latest] if (latest := ledger.corrections.latest_ns) else [],
@@ -83,6 +86,7 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     ledger.refusals.update(state.refusals)
     for rate in state.fx_rates:
         ledger.fx.set(rate)
+    ledger.fx_history.restore(state.fx_history)
     for mark in state.marks:
         ledger.book.set_mark(mark)
     ledger.reconciliations.restore(state.reconciliations)

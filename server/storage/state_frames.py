@@ -143,6 +143,15 @@ def _fx_from(record: dict[str, Any]) -> FxRate:
     return FxRate(record["base"], record["quote"], Decimal(record["rate"]), record["time_ns"])
 
 
+def _fx_history(entry: tuple[int, FxRate]) -> dict[str, Any]:
+    sequence, rate = entry
+    return {"sequence": sequence, **_fx(rate)}
+
+
+def _fx_history_from(record: dict[str, Any]) -> tuple[int, FxRate]:
+    return record["sequence"], _fx_from(record)
+
+
 def _instrument(value: InstrumentDefinition) -> dict[str, Any]:
     return {"text": value.text()}
 
@@ -246,6 +255,7 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "reservations": (_reservation, _reservation_from),
     "refusals": (_refusal, _refusal_from),
     "fx_rates": (_fx, _fx_from),
+    "fx_history": (_fx_history, _fx_history_from),  # none in a checkpoint from before it
     "marks": (_mark, _mark_from),
     "reconciliations": (_reconciliation, _reconciliation_from),
     "corrections_latest_ns": (lambda t: {"time_ns": t}, lambda r: r["time_ns"]),

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from server.domain.balances import ReservationStatus
-from server.domain.events import ExecutionEvent, OrderStatus
+from server.domain.events import ExecutionEvent, FxFixing, OrderStatus
 from server.domain.ledger import Ledger, Result
 from server.domain.marks import FxRate, Mark
 from server.domain.refusals import RefusalKind
@@ -76,6 +76,9 @@ def history() -> list[ExecutionEvent]:
         broker_positions(("AAPL", 3, "100.1"), ("MSFT", 10, 300)),  # residual, unattributed
         fill("BUY", 1, 50, instrument="NEW", account="P1"),  # provisional
         instrument("ES", multiplier=5),  # refused: ES has positions
+        FxFixing(base="EUR", quote="USD", rate=D("1.07"), timestamp_ns=50),  # FX of record
+        FxFixing(base="USD", quote="JPY", rate=D("150"), timestamp_ns=60),
+        FxFixing(base="EUR", quote="USD", rate=D("1.06"), timestamp_ns=40),  # a late one
     ]
 
 
@@ -116,6 +119,7 @@ def snapshot(ledger: Ledger) -> dict[str, object]:
         "reconciliations": ledger.reconciliations.all_runs(),
         "fx_rates": sorted(ledger.fx.rates(), key=lambda r: (r.base, r.quote)),
         "fx": {(a, b): ledger.fx.rate(a, b) for a in CURRENCIES for b in CURRENCIES},
+        "fx_history": ledger.fx_history.rates(),
         "views": {row.key: book.view(row) for row in book.rows()},
         "prices": {i: (book.price(i), book.fill_price(i)) for i in book.by_instrument},
         "account_totals": {a: book.account_currency_totals(a) for a in ["", *accounts]},
