@@ -290,7 +290,9 @@ class StrategyPortfolio:
     """A strategy's share of the book, across accounts (account_id empty) or within one.
 
     Nothing adds different currencies: `totals` is None when more than one is involved
-    (fee currencies count); read `by_currency` and `base_totals`."""
+    (fee currencies count); read `by_currency` and `base_totals`. Nor paper to live: across
+    accounts of both kinds `positions` lists every row but the figures are None or empty and
+    `by_account_kind` holds one portfolio per kind."""
 
     strategy_id: str
     account_id: str
@@ -302,6 +304,9 @@ class StrategyPortfolio:
     base_totals: PortfolioTotals | None = None
     missing_fx_rates: tuple[str, ...] = ()
     by_currency: tuple[CurrencyTotals, ...] = ()
+    #: The account's kind; across accounts, the kind summed (UNSPECIFIED: both, side by side).
+    account_kind: AccountKind = AccountKind.UNSPECIFIED
+    by_account_kind: tuple[StrategyPortfolio, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,12 +40,15 @@ class PositionQuery(Query[Position]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StrategyPortfolioQuery(Query[StrategyPortfolio]):
-    """A strategy's positions and totals; across every account when account_id is empty."""
+    """A strategy's positions and totals; across every account when account_id is empty:
+    then of the accounts of `account_kind` only, or (UNSPECIFIED) paper and live side by side
+    in by_account_kind. With account_id, a kind other than the account's is refused."""
 
     strategy_id: str
     account_id: str = ""
     #: Flat rows still carry realized P&L and fees.
     include_flat: bool = False
+    account_kind: AccountKind = AccountKind.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

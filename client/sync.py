@@ -108,11 +108,17 @@ class PortfolioClient:
         account_id: str = "",
         include_flat: bool = False,
         *,
+        account_kind: AccountKind = AccountKind.UNSPECIFIED,
         timeout: float | None = None,
     ) -> StrategyPortfolio:
-        """A strategy's positions and totals, across accounts unless account_id is given."""
+        """A strategy's positions and totals, across accounts unless account_id is given:
+        then of `account_kind` only, or (UNSPECIFIED) paper and live side by side in
+        `by_account_kind`, never added together."""
         query = StrategyPortfolioQuery(
-            strategy_id=strategy_id, account_id=account_id, include_flat=include_flat
+            strategy_id=strategy_id,
+            account_id=account_id,
+            include_flat=include_flat,
+            account_kind=account_kind,
         )
         request = wire.strategy_portfolio_request(query)
         response = self._unary(self._stub.GetStrategyPortfolio, request, timeout)

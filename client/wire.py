@@ -305,6 +305,8 @@ def strategy_portfolio_from_proto(message: pb.StrategyPortfolio) -> StrategyPort
         base_totals=_optional_totals(message.HasField("base_totals"), message.base_totals),
         missing_fx_rates=tuple(message.missing_fx_rates),
         by_currency=_by_currency(message.by_currency),
+        account_kind=_enum(AccountKind, message.account_kind),
+        by_account_kind=tuple(strategy_portfolio_from_proto(p) for p in message.by_account_kind),
     )
 
 
@@ -388,6 +390,7 @@ def strategy_portfolio_request(query: StrategyPortfolioQuery) -> pb.GetStrategyP
         strategy_id=query.strategy_id,
         account_id=query.account_id,
         include_flat=query.include_flat,
+        account_kind=pb.AccountKind.ValueType(query.account_kind.value),
     )
 
 

@@ -64,7 +64,7 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import ExecutionEvent, Fill, FillCorrection, require_id
+from server.domain.events import AccountKind, ExecutionEvent, Fill, FillCorrection, require_id
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
 from server.domain.position import PositionKey
@@ -105,6 +105,25 @@ Response = TypeVar("Response", bound=Message)
 def _require(field: str, value: str) -> None:
     if not value:
         raise ApiError.invalid(FieldViolation(field, "is required"))
+
+
+def _kind_asked(value: pb.AccountKind.ValueType) -> AccountKind | None:
+    """A request's `account_kind`: None for UNSPECIFIED (both, side by side)."""
+    if value == pb.ACCOUNT_KIND_UNSPECIFIED:
+        return None
+    kind = ACCOUNT_KIND_FROM_PROTO.get(value)
+    if kind is None:
+        raise ApiError.invalid(FieldViolation("account_kind", "must be PAPER, LIVE or UNSPECIFIED"))
+    return kind
+
+
+def _check_kind(account_id: str, asked: AccountKind | None, found: AccountKind | None) -> None:
+    """One account asked for with a kind other than its own is refused, not answered."""
+    if asked is not None and found is not asked:
+        name = found.name if found else "unknown"
+        raise ApiError.invalid(
+            FieldViolation("account_kind", f"account {account_id!r} is {name}, not {asked.name}")
+        )
 
 
 class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
@@ -548,28 +567,17 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self, request: pb.GetStrategyPortfolioRequest
     ) -> pb.StrategyPortfolio:
         _require("strategy_id", request.strategy_id)
+        kind = _kind_asked(request.account_kind)
         portfolio = self.service.strategy_portfolio(
-            request.strategy_id, request.account_id, request.include_flat
+            request.strategy_id, request.account_id, request.include_flat, kind
         )
+        _check_kind(request.account_id, kind, portfolio.account_kind)
         return strategy_portfolio_to_proto(portfolio)
 
     def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
-        kind = None
-        if request.account_kind != pb.ACCOUNT_KIND_UNSPECIFIED:
-            kind = ACCOUNT_KIND_FROM_PROTO.get(request.account_kind)
-            if kind is None:
-                raise ApiError.invalid(
-                    FieldViolation("account_kind", "must be PAPER, LIVE or UNSPECIFIED")
-                )
+        kind = _kind_asked(request.account_kind)
         summary = self.service.portfolio_summary(request.account_id, kind)
-        if kind is not None and summary.account_kind is not kind:
-            found = summary.account_kind.name if summary.account_kind else "unknown"
-            raise ApiError.invalid(
-                FieldViolation(
-                    "account_kind",
-                    f"account {request.account_id!r} is {found}, not {kind.name}",
-                )
-            )
+        _check_kind(request.account_id, kind, summary.account_kind)
         return summary_to_proto(summary)
 
     def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:

@@ -26,7 +26,10 @@ def strategy_portfolio_to_proto(
         account_id=portfolio.account_id,
         positions=[position_to_proto(view) for view in portfolio.positions],
         as_of_sequence=portfolio.as_of_sequence,
+        by_account_kind=[strategy_portfolio_to_proto(part) for part in portfolio.by_account_kind],
     )
+    if portfolio.account_kind is not None:
+        message.account_kind = ACCOUNT_KIND_TO_PROTO[portfolio.account_kind]
     _set_totals(message.totals, portfolio.totals)
     _set_in_base(message, portfolio.in_base)
     return message

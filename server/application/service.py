@@ -162,8 +162,11 @@ class InBase:
 
 @dataclass(frozen=True, slots=True)
 class StrategyPortfolio:
-    """A strategy's rows and totals. `totals` is None when more than one currency is
-    involved: nothing adds two currencies (see `in_base`)."""
+    """A strategy's rows and totals in one account, or across its accounts of one kind.
+    `totals` is None when more than one currency is involved: nothing adds two currencies
+    (see `in_base`). Across accounts of both kinds, `positions` lists every row (rows are
+    not sums) but the figures are None or empty and `by_account_kind` holds each kind's
+    portfolio: paper is never added to live."""
 
     strategy_id: str
     account_id: str
@@ -171,6 +174,8 @@ class StrategyPortfolio:
     totals: Totals | None
     as_of_sequence: int
     in_base: InBase
+    account_kind: AccountKind | None = None  # the account's, or the kind summed across
+    by_account_kind: list[StrategyPortfolio] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,15 +751,66 @@ class PortfolioService(Generic[Payload]):
         return base, self.ledger.fx.rate(currency, base)
 
     def strategy_portfolio(
-        self, strategy_id: str, account_id: str = ALL, include_flat: bool = False
+        self,
+        strategy_id: str,
+        account_id: str = ALL,
+        include_flat: bool = False,
+        kind: AccountKind | None = None,
     ) -> StrategyPortfolio:
+        """The strategy in one account, or across its accounts: of `kind` only, or (None)
+        one portfolio per kind it trades in side by side, never paper added to live (as
+        `portfolio_summary`). O(rows of the strategy + its accounts x currencies)."""
         book = self.ledger.book
         if not book.has_strategy(strategy_id, account_id):
             where = f" in account {account_id!r}" if account_id else ""
             raise NotFound(f"strategy {strategy_id!r} has no positions{where}")
         rows = list(book.strategy_positions(strategy_id, account_id))
-        by_currency = book.strategy_currency_totals(strategy_id, account_id)
-        base = self._common_base({row.key.account_id for row in rows})
+        if account_id:
+            account_kind = self.ledger.accounts.get(account_id).account_kind
+            return self._strategy_share(strategy_id, account_id, rows, include_flat, account_kind)
+        by_kind = self._accounts_by_kind({row.key.account_id for row in rows})
+        if kind is not None:
+            if kind not in by_kind:
+                raise NotFound(f"strategy {strategy_id!r} has no positions in {kind.name} accounts")
+            return self._kind_share(strategy_id, rows, by_kind[kind], include_flat, kind)
+        kinds = sorted(by_kind, key=lambda k: k.value)  # PAPER, then LIVE
+        parts = [self._kind_share(strategy_id, rows, by_kind[k], include_flat, k) for k in kinds]
+        if len(parts) == 1:
+            return replace(parts[0], by_account_kind=parts)
+        return StrategyPortfolio(
+            strategy_id, ALL, [view for part in parts for view in part.positions],
+            None, self.sequence, InBase(self.reporting_currency, None, [], []),
+            by_account_kind=parts,
+        )  # fmt: skip
+
+    def _kind_share(
+        self,
+        strategy_id: str,
+        rows: list[Position],
+        account_ids: list[str],
+        include_flat: bool,
+        kind: AccountKind,
+    ) -> StrategyPortfolio:
+        """The strategy across `account_ids` (all of `kind`): their rows of `rows`."""
+        held = set(account_ids)
+        mine = [row for row in rows if row.key.account_id in held]
+        return self._strategy_share(strategy_id, ALL, mine, include_flat, kind, account_ids)
+
+    def _strategy_share(
+        self,
+        strategy_id: str,
+        account_id: str,
+        rows: list[Position],
+        include_flat: bool,
+        kind: AccountKind,
+        account_ids: Iterable[str] = (),
+    ) -> StrategyPortfolio:
+        """The strategy's `rows` and totals in `account_id`, or (ALL) across `account_ids`,
+        in the accounts' common base currency (else the reporting one)."""
+        book = self.ledger.book
+        scopes = list(account_ids) or [account_id]
+        by_currency = merged(book.strategy_currency_totals(strategy_id, a) for a in scopes)
+        base = self._common_base(scopes)
         return StrategyPortfolio(
             strategy_id,
             account_id,
@@ -762,6 +818,7 @@ class PortfolioService(Generic[Payload]):
             one_currency(by_currency),
             self.sequence,
             self.in_base(by_currency, base),
+            account_kind=kind,
         )
 
     def _common_base(self, account_ids: Iterable[str]) -> str:
@@ -815,19 +872,19 @@ class PortfolioService(Generic[Payload]):
             account_kind=account.account_kind,
         )
 
-    def _accounts_by_kind(self) -> dict[AccountKind, list[str]]:
-        """Every account known (rows, cash or a definition) by kind, in id order. An account
-        nobody defined is whatever the registry says (live)."""
-        ledger = self.ledger
-        defined = {account.account_id: account.account_kind for account in ledger.accounts}
-        undefined_kind: AccountKind | None = None
+    def _accounts_by_kind(self, among: Iterable[str] | None = None) -> dict[AccountKind, list[str]]:
+        """Every account known (rows, cash or a definition), or only those `among`, by kind,
+        in id order. An account nobody defined is whatever the registry says (live)."""
+        ledger, accounts = self.ledger, self.ledger.accounts
+        if among is None:
+            among = {
+                *(account.account_id for account in accounts),
+                *ledger.book.accounts(),
+                *ledger.balances.accounts(),
+            }
         by_kind: dict[AccountKind, list[str]] = {}
-        for account_id in sorted({*defined, *ledger.book.accounts(), *ledger.balances.accounts()}):
-            kind = defined.get(account_id)
-            if kind is None:  # the same for every undefined account: asked once
-                undefined_kind = undefined_kind or ledger.accounts.get(account_id).account_kind
-                kind = undefined_kind
-            by_kind.setdefault(kind, []).append(account_id)
+        for account_id in sorted(among):
+            by_kind.setdefault(accounts.get(account_id).account_kind, []).append(account_id)
         return by_kind
 
     def _kind_summary(

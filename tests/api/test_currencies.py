@@ -12,7 +12,13 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from client import AccountKind, PortfolioClient
+from client import (
+    AccountKind,
+    AsyncPortfolioClient,
+    PortfolioClient,
+    PortfolioError,
+    StrategyPortfolioQuery,
+)
 from portfolio.v1 import portfolio_pb2 as pb
 from tests.api.protocol import acks, field_violations, pb_fill
 from tests.api.test_reference_and_cash import define, fx, mark, stream_marks, transfer
@@ -357,3 +363,128 @@ def test_updates_carry_the_base_fees_queries_give(stub):
     row = position(stub, "A1", "SAP")
     assert (update.position.fees_base, update.position.net_pnl_base) == ("5", "-5")
     assert update.position == row
+
+
+# -- a strategy across paper and live accounts ------------------------------------------------
+
+
+def strategy(
+    stub,
+    strategy_id: str = "S1",
+    account_id: str = "",
+    kind: str = "UNSPECIFIED",
+    *,
+    through_query: bool = False,
+) -> pb.StrategyPortfolio:
+    """GetStrategyPortfolio, or the same request through the Query RPC's branch."""
+    request = pb.GetStrategyPortfolioRequest(
+        strategy_id=strategy_id, account_id=account_id, include_flat=True,
+        account_kind=pb.AccountKind.Value(f"ACCOUNT_KIND_{kind}"),
+    )  # fmt: skip
+    if not through_query:
+        return stub.GetStrategyPortfolio(request, timeout=10)
+    response = stub.Query(pb.PortfolioQuery(get_strategy_portfolio=request), timeout=10)
+    assert response.WhichOneof("response") == "strategy_portfolio"
+    return response.strategy_portfolio
+
+
+def refused(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+@pytest.mark.parametrize("through_query", [False, True])
+def test_a_strategy_in_paper_and_live_accounts_comes_side_by_side(stub, through_query):
+    paper_and_live(stub)  # S1: 5 x 100 in paper P1, 10 x 100 in live A1 (it summed 1500)
+    found = strategy(stub, through_query=through_query)
+    assert (found.account_id, found.account_kind) == ("", pb.ACCOUNT_KIND_UNSPECIFIED)
+    assert not found.HasField("totals") and not found.HasField("base_totals")
+    assert (list(found.by_currency), list(found.missing_fx_rates)) == ([], [])
+    assert found.base_currency == "USD"  # the reporting currency
+    assert [p.account_id for p in found.positions] == ["P1", "A1"]  # rows, never summed
+    paper, live = found.by_account_kind
+    assert (paper.account_kind, live.account_kind) == (pb.ACCOUNT_KIND_PAPER, pb.ACCOUNT_KIND_LIVE)
+    assert (paper.totals.long_exposure, live.totals.long_exposure) == ("500", "1000")
+    assert [p.account_id for p in paper.positions] == ["P1"]
+    assert [p.account_id for p in live.positions] == ["A1"]
+    assert paper.base_totals == paper.totals and [c.currency for c in paper.by_currency] == ["USD"]
+    assert (paper.strategy_id, paper.account_id, list(paper.by_account_kind)) == ("S1", "", [])
+
+
+@pytest.mark.parametrize("through_query", [False, True])
+def test_asking_a_strategy_for_one_kind_covers_only_its_accounts(stub, through_query):
+    paper_and_live(stub)
+    define_account(stub, "L3", kind="LIVE")
+    acks(stub, pb_fill("SELL", 2, 100, account="L3"))  # S1 short 2 in a second live account
+    paper = strategy(stub, kind="PAPER", through_query=through_query)
+    assert paper.account_kind == pb.ACCOUNT_KIND_PAPER
+    assert (paper.totals.long_exposure, paper.totals.total_positions) == ("500", 1)
+    assert list(paper.by_account_kind) == []
+    live = strategy(stub, kind="LIVE", through_query=through_query)
+    assert [p.account_id for p in live.positions] == ["A1", "L3"]
+    totals = live.totals
+    assert (totals.long_exposure, totals.short_exposure, totals.total_positions) == (
+        "1000", "200", 2,
+    )  # fmt: skip
+    assert strategy(stub, through_query=through_query).by_account_kind[1] == live
+    error = refused(lambda: strategy(stub, "S2", kind="PAPER", through_query=through_query))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "PAPER" in error.details()
+
+
+def test_a_strategy_in_one_kind_keeps_its_figures_at_the_top(stub):
+    paper_and_live(stub)  # S2 trades in live L2 only
+    found = strategy(stub, "S2")
+    assert (found.account_kind, found.totals.long_exposure) == (pb.ACCOUNT_KIND_LIVE, "100")
+    (live,) = found.by_account_kind
+    assert live.totals == found.totals and list(live.positions) == list(found.positions)
+
+
+@pytest.mark.parametrize("through_query", [False, True])
+def test_one_accounts_strategy_checks_the_kind_asked(stub, through_query):
+    paper_and_live(stub)
+    in_p1 = strategy(stub, account_id="P1", through_query=through_query)
+    assert (in_p1.account_kind, in_p1.totals.long_exposure) == (pb.ACCOUNT_KIND_PAPER, "500")
+    assert list(in_p1.by_account_kind) == []
+    assert strategy(stub, account_id="P1", kind="PAPER", through_query=through_query) == in_p1
+    assert strategy(stub, account_id="A1", kind="LIVE").account_kind == pb.ACCOUNT_KIND_LIVE
+    error = refused(
+        lambda: strategy(stub, account_id="P1", kind="LIVE", through_query=through_query)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error) == ["account_kind"] and "PAPER" in error.details()
+    request = pb.GetStrategyPortfolioRequest(strategy_id="S1", account_kind=7)
+    error = refused(lambda: stub.GetStrategyPortfolio(request, timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error) == ["account_kind"]
+
+
+def test_the_sdk_asks_a_strategy_for_one_kind_or_gets_both_side_by_side(stub, client):
+    paper_and_live(stub)
+    both = client.get_strategy_portfolio("S1")
+    assert both.totals is None and both.account_kind is AccountKind.UNSPECIFIED
+    assert [p.account_id for p in both.positions] == ["P1", "A1"]
+    assert [part.account_kind for part in both.by_account_kind] == [
+        AccountKind.PAPER,
+        AccountKind.LIVE,
+    ]
+    paper = client.get_strategy_portfolio("S1", account_kind=AccountKind.PAPER)
+    assert paper.totals is not None and paper.totals.long_exposure == Decimal(500)
+    assert paper == both.by_account_kind[0]
+    query = StrategyPortfolioQuery(strategy_id="S1", account_kind=AccountKind.LIVE)
+    assert client.query(query) == both.by_account_kind[1]
+    with pytest.raises(PortfolioError) as raised:
+        client.get_strategy_portfolio("S1", "P1", account_kind=AccountKind.LIVE)
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in raised.value.field_violations] == ["account_kind"]
+
+
+async def test_the_asyncio_sdk_asks_a_strategy_for_one_kind_or_both(stub, server_address):
+    paper_and_live(stub)
+    async with AsyncPortfolioClient(server_address) as client:
+        both = await client.get_strategy_portfolio("S1")
+        live = await client.get_strategy_portfolio("S1", account_kind=AccountKind.LIVE)
+        query = StrategyPortfolioQuery(strategy_id="S1", account_kind=AccountKind.PAPER)
+        paper = await client.query(query)
+    assert both.totals is None and both.by_account_kind == (paper, live)
+    assert live.totals is not None and live.totals.long_exposure == Decimal(1000)

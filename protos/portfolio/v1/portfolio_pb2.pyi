@@ -922,21 +922,30 @@ class GetStrategyPortfolioRequest(_message.Message):
     STRATEGY_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_FLAT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     account_id: _builtins.str
     """Empty: across every account the strategy trades in."""
     include_flat: _builtins.bool
     """Include flat rows (their realized P&L and fees are kept)."""
+    account_kind: Global___AccountKind.ValueType
+    """Across accounts (account_id empty): PAPER or LIVE limits the rows and every figure to
+    the strategy's accounts of that kind (an account nobody defined is LIVE; NOT_FOUND when
+    the strategy has no rows in one). UNSPECIFIED: paper and live are never added together:
+    the answer's by_account_kind holds one portfolio per kind the strategy trades in. With
+    account_id: UNSPECIFIED or that account's kind (else INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
         strategy_id: _builtins.str = ...,
         account_id: _builtins.str = ...,
         include_flat: _builtins.bool = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "include_flat", b"include_flat", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "include_flat", b"include_flat", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,6 +966,8 @@ class StrategyPortfolio(_message.Message):
     BASE_TOTALS_FIELD_NUMBER: _builtins.int
     MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
     BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    BY_ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     account_id: _builtins.str
     """Empty when across accounts."""
@@ -964,6 +975,10 @@ class StrategyPortfolio(_message.Message):
     base_currency: _builtins.str
     """The account's base currency; across accounts, the accounts' base currency when they
     share one, else the service's reporting currency.
+    """
+    account_kind: Global___AccountKind.ValueType
+    """The account's kind; across accounts, the kind asked for (or of each by_account_kind
+    entry); UNSPECIFIED across accounts of both kinds.
     """
     @_builtins.property
     def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
@@ -988,6 +1003,17 @@ class StrategyPortfolio(_message.Message):
     def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTotals]:
         """The strategy's totals per currency (a fee-only currency has total_positions 0)."""
 
+    @_builtins.property
+    def by_account_kind(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyPortfolio]:
+        """Across accounts with account_kind UNSPECIFIED: one portfolio per account kind the
+        strategy trades in (PAPER, then LIVE), each as if that kind had been asked for. When both
+        kinds are present the figures above (totals, base_totals, missing_fx_rates, by_currency)
+        are left unset, as they would add paper to live, and base_currency is the service's
+        reporting currency; positions still lists every row (rows are not sums: each carries its
+        account_id), so a caller unaware of this field never mistakes the strategy for flat.
+        With one kind present the figures above are that kind's.
+        """
+
     def __init__(
         self,
         *,
@@ -1000,10 +1026,12 @@ class StrategyPortfolio(_message.Message):
         base_totals: Global___PortfolioTotals | None = ...,
         missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
         by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
+        by_account_kind: _abc.Iterable[Global___StrategyPortfolio] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base_totals", b"base_totals", "totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_currency", b"by_currency", "missing_fx_rates", b"missing_fx_rates", "positions", b"positions", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_account_kind", b"by_account_kind", "by_currency", b"by_currency", "missing_fx_rates", b"missing_fx_rates", "positions", b"positions", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
