@@ -59,13 +59,13 @@ def test_a_late_rate_takes_its_place_in_time():
     assert [rate.time_ns for _, rate in held.rates()] == [5, 10, 20, 30]
 
 
-def test_a_rate_of_a_time_held_replaces_it_either_way_round():
-    held = history(("EUR", "USD", "1.10", 10))
-    held.record(FxRate("EUR", "USD", D("1.11"), 10), 2)
-    assert held.rate_at("EUR", "USD", 10) == D("1.11")
-    held.record(FxRate("USD", "EUR", D("0.5"), 10), 3)
+def test_a_rate_of_a_time_held_answers_from_then_on_and_the_first_before_it():
+    held = history(("EUR", "USD", "1.10", 10))  # sequence 1
+    held.record(FxRate("USD", "EUR", D("0.5"), 10), 3)  # the same time, the other way round
     assert held.rate_at("EUR", "USD", 10) == D(2)
-    assert len(held) == 1
+    assert held.rate_at("EUR", "USD", 10, sequence=4) == D(2)
+    assert held.rate_at("EUR", "USD", 10, sequence=2) == D("1.10")  # booked between the two
+    assert held.rate_at("EUR", "USD", 9) is None
 
 
 def test_a_booking_sees_only_the_rates_journaled_before_it():
