@@ -286,18 +286,20 @@ def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb
     if view.marked_at_ns:
         set_timestamp(message.marked_at, view.marked_at_ns)
     message.base_currency = view.base_currency
-    for currency, amount in view.other_fees:
-        message.other_fees.add(currency=currency, amount=canonical(amount))
-    in_base = view.in_base()
-    if in_base is not None:
-        assert view.fx_rate is not None
+    for currency, fee in view.other_fees:
+        message.other_fees.add(currency=currency, amount=canonical(fee))
+    if view.fx_rate is not None:
         message.fx_rate = canonical(view.fx_rate)
-        message.realized_pnl_base = canonical(in_base.realized_pnl)
-        message.unrealized_pnl_base = canonical(in_base.unrealized_pnl)
-        message.market_value_base = canonical(in_base.market_value)
-        if in_base.fees is not None and in_base.net_pnl is not None:
-            message.fees_base = canonical(in_base.fees)
-            message.net_pnl_base = canonical(in_base.net_pnl)
+    in_base = view.in_base()
+    for name, amount in (
+        ("realized_pnl_base", in_base.realized_pnl),
+        ("unrealized_pnl_base", in_base.unrealized_pnl),
+        ("market_value_base", in_base.market_value),
+        ("fees_base", in_base.fees),
+        ("net_pnl_base", in_base.net_pnl),
+    ):
+        if amount is not None:
+            setattr(message, name, canonical(amount))
     return message
 
 

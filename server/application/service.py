@@ -810,21 +810,24 @@ class PortfolioService(Generic[Payload]):
         book = self.ledger.book
         scopes = list(account_ids) or [account_id]
         by_currency = merged(book.strategy_currency_totals(strategy_id, a) for a in scopes)
-        base = self._common_base(scopes)
+        base, shared = self._common_base(scopes)
         return StrategyPortfolio(
             strategy_id,
             account_id,
             [self.view(row) for row in rows if include_flat or row.quantity],
             one_currency(by_currency),
             self.sequence,
-            self.in_base(by_currency, base),
+            self.in_base(by_currency, base, historic=shared),
             account_kind=kind,
         )
 
-    def _common_base(self, account_ids: Iterable[str]) -> str:
-        """The accounts' base currency if they share one, else the reporting currency."""
+    def _common_base(self, account_ids: Iterable[str]) -> tuple[str, bool]:
+        """The accounts' base currency if they share one (True), else the reporting currency
+        (and whether every account has it as its base)."""
         bases = {self.ledger.accounts.base_currency(account_id) for account_id in account_ids}
-        return bases.pop() if len(bases) == 1 else self.reporting_currency
+        if len(bases) == 1:
+            return bases.pop(), True
+        return self.reporting_currency, not bases
 
     def portfolio_summary(
         self, account_id: str = ALL, kind: AccountKind | None = None
@@ -858,7 +861,11 @@ class PortfolioService(Generic[Payload]):
         for strategy_id in book.strategies(account_id):
             by_currency = book.strategy_currency_totals(strategy_id, account_id)
             strategies.append(
-                (strategy_id, one_currency(by_currency), self.in_base(by_currency, base))
+                (
+                    strategy_id,
+                    one_currency(by_currency),
+                    self.in_base(by_currency, base, historic=True),
+                )
             )
         by_currency = book.account_currency_totals(account_id)
         return PortfolioSummary(
@@ -867,7 +874,7 @@ class PortfolioService(Generic[Payload]):
             strategies,
             self.sequence,
             account,
-            self.in_base(by_currency, base),
+            self.in_base(by_currency, base, historic=True),
             [balance.copy() for balance in self.ledger.balances.of_account(account_id)],
             account_kind=account.account_kind,
         )
@@ -893,6 +900,8 @@ class PortfolioService(Generic[Payload]):
         """The summary across `account_ids` (all of `kind`), in the reporting currency;
         `every`: they are every account of the book, whose totals across accounts are these."""
         book, base = self.ledger.book, self.reporting_currency
+        accounts = self.ledger.accounts
+        historic = all(accounts.base_currency(a) == base for a in account_ids)
         per_strategy: dict[str, dict[str, Totals]] = {}
         if every:
             for strategy_id in book.strategies(ALL):
@@ -910,14 +919,16 @@ class PortfolioService(Generic[Payload]):
         strategies = []
         for strategy_id in sorted(per_strategy):
             totals = per_strategy[strategy_id]
-            strategies.append((strategy_id, one_currency(totals), self.in_base(totals, base)))
+            strategies.append(
+                (strategy_id, one_currency(totals), self.in_base(totals, base, historic))
+            )
         return PortfolioSummary(
             ALL,
             one_currency(by_currency),
             strategies,
             self.sequence,
             None,
-            self.in_base(by_currency, base),
+            self.in_base(by_currency, base, historic),
             self._cash_across_accounts(account_ids),
             account_kind=kind,
         )
@@ -941,8 +952,11 @@ class PortfolioService(Generic[Payload]):
         each part at its own rate (a row's fees in other currencies)."""
         return self.ledger.fx.rate(from_currency, to_currency)
 
-    def in_base(self, by_currency: dict[str, Totals], base: str) -> InBase:
-        """Totals per currency converted into `base`; a missing rate leaves the sum unset."""
+    def in_base(self, by_currency: dict[str, Totals], base: str, historic: bool) -> InBase:
+        """Totals per currency converted into `base` at the latest rates, realized P&L at the
+        rates in force when realized when `historic` (every row's account has `base` as its
+        base currency; across accounts of other bases, at the latest rate). A currency with
+        a rate missing (now, or when P&L was realized) leaves the sum unset."""
         precision = self.ledger.book.precision
         converted: list[Totals] = []
         missing: list[str] = []
@@ -950,10 +964,11 @@ class PortfolioService(Generic[Payload]):
         for currency, totals in by_currency.items():
             rate = self.ledger.fx.rate(currency, base)
             rows.append((currency, totals, rate))
-            if rate is None:
+            in_base = None if rate is None else totals.converted(rate, precision, historic=historic)
+            if in_base is None:
                 missing.append(currency)
             else:
-                converted.append(totals.converted(rate, precision))
+                converted.append(in_base)
         total = None if missing else Totals.combined(converted)
         return InBase(base, total, missing, rows)
 

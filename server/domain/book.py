@@ -24,9 +24,11 @@ from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import Mark, MarkSource
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey, change_kind
 from server.domain.restatement import (
+    Booker,
     Booking,
     BookingKey,
     Placement,
+    RateAt,
     book,
     book_outside_window,
     evict,
@@ -95,30 +97,44 @@ class PositionView:
     # into the base currency (None: missing), in the same order.
     other_fees: tuple[tuple[str, Decimal], ...] = ()
     fee_rates: tuple[Decimal | None, ...] = ()
+    # Realized P&L in base_currency at the rates in force when realized (None: one was
+    # missing then), when the row keeps it in that currency (`historic_base`).
+    realized_pnl_base: Decimal | None = None
+    historic_base: bool = False
 
     @property
     def net_pnl(self) -> Decimal:
         return self.realized_pnl + self.unrealized_pnl - self.fees
 
-    def in_base(self) -> BaseFigures | None:
-        """The figures in the base currency, for every reader (API, views): None without a
-        rate. Each is converted at the row's rate and rounded half-even to `precision`; fees
-        and net also count the fees in other currencies, each at its own rate."""
+    def in_base(self) -> BaseFigures:
+        """The figures in the base currency, for every reader (API, views): each converted at
+        the row's latest rate and rounded half-even to `precision`, except realized P&L, at
+        the rates in force when it was realized (`realized_pnl_base`); fees and net also
+        count the fees in other currencies, each at its own rate. A figure whose rate is
+        missing is None (missing, never a sum of two currencies)."""
         rate, precision = self.fx_rate, self.precision
+        realized: Decimal | None
+        if self.historic_base:
+            realized = self.realized_pnl_base
+        else:  # no history in this base currency (a residual row): at the latest rate
+            realized = None if rate is None else convert(self.realized_pnl, rate, precision)
         if rate is None:
-            return None
+            return BaseFigures(
+                realized_pnl=realized, unrealized_pnl=None, market_value=None, fees=None,
+                net_pnl=None,
+            )  # fmt: skip
+        unrealized = convert(self.unrealized_pnl, rate, precision)
         fees: Decimal | None = convert(self.fees, rate, precision)
-        net: Decimal | None = convert(self.net_pnl, rate, precision)
         with localcontext(EXACT):
             for (_, amount), fee_rate in zip(self.other_fees, self.fee_rates, strict=True):
-                if fee_rate is None or fees is None or net is None:
-                    fees = net = None
+                if fee_rate is None or fees is None:
+                    fees = None
                     break
-                other = convert(amount, fee_rate, precision)
-                fees, net = fees + other, net - other
+                fees += convert(amount, fee_rate, precision)
+            net = None if realized is None or fees is None else realized + unrealized - fees
         return BaseFigures(
-            realized_pnl=convert(self.realized_pnl, rate, precision),
-            unrealized_pnl=convert(self.unrealized_pnl, rate, precision),
+            realized_pnl=realized,
+            unrealized_pnl=unrealized,
             market_value=convert(self.market_value, rate, precision),
             fees=fees,
             net_pnl=net,
@@ -127,12 +143,11 @@ class PositionView:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BaseFigures:
-    """A row's figures in its account's base currency; fees and net are None when the rate of
-    a fee currency is missing (missing, never a sum of two currencies)."""
+    """A row's figures in its account's base currency; None where a rate is missing."""
 
-    realized_pnl: Decimal
-    unrealized_pnl: Decimal
-    market_value: Decimal
+    realized_pnl: Decimal | None
+    unrealized_pnl: Decimal | None
+    market_value: Decimal | None
     fees: Decimal | None
     net_pnl: Decimal | None
 
@@ -182,6 +197,8 @@ def position_view(
             precision=precision,
             other_fees=row.other_fee_items(),
             fee_rates=fee_rates,
+            realized_pnl_base=row.realized_pnl_base,
+            historic_base=bool(base_currency) and row.base_currency == base_currency,
         )
 
 
@@ -190,10 +207,19 @@ class PositionBook:
     window's length, ending at the latest fill time seen (`latest_ns`)."""
 
     def __init__(
-        self, instruments: InstrumentRegistry, precision: Decimal, window_ns: int = 0
+        self,
+        instruments: InstrumentRegistry,
+        precision: Decimal,
+        window_ns: int = 0,
+        *,
+        rate_at: RateAt | None = None,
+        base_currency: Callable[[str], str] | None = None,
     ) -> None:
         self.instruments = instruments
         self.precision = precision
+        self.booker = Booker(precision, rate_at) if rate_at else Booker(precision)
+        # An account's base currency: realized P&L in base is kept in it, from the row's start.
+        self._base_currency = base_currency or (lambda account_id: "")
         self.window_ns = window_ns
         self.latest_ns = 0
         # (booking time, strategy row key) per booking kept in a window: what leaves first.
@@ -245,22 +271,22 @@ class PositionBook:
         if fill.timestamp_ns > self.latest_ns:
             self.latest_ns = fill.timestamp_ns
         horizon = self.horizon_ns()
-        precision = self.precision
+        booker = self.booker
         changes = []
         with localcontext(EXACT):
             for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
                 key = PositionKey(fill.account_id, strategy_id, fill.instrument_id)
-                booking = Booking.of(fill)
+                booking = Booking.of(fill, sequence)
                 if outside_window:
                     booking.booked_id = ""  # never found by a later correction
 
                     def action(row: Position, booking: Booking = booking) -> Placement:
-                        return book_outside_window(row, booking, precision)
+                        return book_outside_window(row, booking, booker)
 
                 else:
 
                     def action(row: Position, booking: Booking = booking) -> Placement:
-                        return book(row, booking, horizon, precision)
+                        return book(row, booking, horizon, booker)
 
                 changes.append(self._change(key, sequence, market_price, action))
             if fill.timestamp_ns >= horizon and not outside_window:
@@ -288,16 +314,16 @@ class PositionBook:
         elif replacement.instrument_id != booked.instrument_id:
             self._note_fill_price(replacement.instrument_id, replacement.price, *place)
         horizon = self.horizon_ns()
-        precision = self.precision
+        booker = self.booker
         changes = []
         with localcontext(EXACT):
             for old_key, new_key, index in zip(old_keys, new_keys, places, strict=True):
                 assert index is not None
                 if old_key == new_key:
-                    substitute = Booking.of(replacement, place)
+                    substitute = Booking.of(replacement, sequence, place)
 
                     def swap(row: Position, i: int = index, b: Booking = substitute) -> Placement:
-                        return _replaced(replace(row, i, b, precision))
+                        return _replaced(replace(row, i, b, booker))
 
                     changes.append(
                         self._change(old_key, sequence, self.mark(old_key.instrument_id), swap)
@@ -305,12 +331,12 @@ class PositionBook:
                     continue
 
                 def take_out(row: Position, i: int = index) -> Placement:
-                    return _replaced(replace(row, i, None, precision))
+                    return _replaced(replace(row, i, None, booker))
 
-                moved = Booking.of(replacement, place)
+                moved = Booking.of(replacement, sequence, place)
 
                 def put_in(row: Position, b: Booking = moved) -> Placement:
-                    return book(row, b, horizon, precision)
+                    return book(row, b, horizon, booker)
 
                 changes.append(
                     self._change(old_key, sequence, self.mark(old_key.instrument_id), take_out)
@@ -374,7 +400,7 @@ class PositionBook:
             for row_key in (key, PositionKey(key.account_id, ACCOUNT_LEVEL, key.instrument_id)):
                 row = self._rows.get(row_key)
                 if row is not None and row.window is not None:
-                    evict(row, horizon, self.precision)
+                    evict(row, horizon, self.booker)
 
     def _note_fill_price(
         self, instrument_id: str, price: Decimal, time_ns: int, fill_id: str
@@ -425,7 +451,12 @@ class PositionBook:
             return row
         account_id, strategy_id, instrument_id = key
         instrument = self.instruments.ensure(instrument_id)
-        row = Position(key=key, multiplier=instrument.multiplier, currency=instrument.currency)
+        row = Position(
+            key=key,
+            multiplier=instrument.multiplier,
+            currency=instrument.currency,
+            base_currency=self._base_currency(account_id),
+        )
         self._rows[key] = row
         self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
         if key.is_account_level:
@@ -459,13 +490,21 @@ class PositionBook:
             row.multiplier = saved.multiplier
             row.currency = saved.currency
             row.take_figures(saved)
+            if saved.base_currency:
+                row.base_currency = saved.base_currency
+            elif row.foreign and row.realized_pnl:  # a checkpoint from before: not known
+                row.realized_pnl_base = None
+            else:
+                row.realized_pnl_base = row.realized_pnl
             row.last_sequence = saved.last_sequence
             row.booked_through = saved.booked_through
             totals.add(row, fill_price.price)
             self._add_other_fees(row, 1)
 
     def reload_windows(
-        self, anchors: dict[PositionKey, Position], bookings: Iterable[tuple[Fill, str]]
+        self,
+        anchors: dict[PositionKey, Position],
+        bookings: Iterable[tuple[int, Fill, str]],
     ) -> list[PositionKey]:
         """Recovery: gives each row with a window its anchor (from the checkpoint) and the
         journal's fills inside the window, (fill, corrects) in sequence order (`corrects` is
@@ -475,7 +514,7 @@ class PositionBook:
         # (account, original fill id) -> the rows it is booked on, its place, its booked id.
         entries: dict[tuple[str, str], tuple[tuple[PositionKey, ...], BookingKey, str]] = {}
         origin: dict[tuple[str, str], str] = {}  # (account, correction id) -> original id
-        for fill, corrects in bookings:
+        for sequence, fill, corrects in bookings:
             account = fill.account_id
             if corrects:
                 original = origin.get((account, corrects), corrects)
@@ -490,7 +529,7 @@ class PositionBook:
                 original, place = fill.fill_id, (fill.timestamp_ns, fill.fill_id)
             keys = tuple(k for k in _keys(fill) if k in kept)
             for key in keys:
-                kept[key].append(Booking.of(fill, place))
+                kept[key].append(Booking.of(fill, sequence, place))
             entries[(account, original)] = (keys, place, fill.fill_id)
         differ = []
         with localcontext(EXACT):
@@ -502,7 +541,7 @@ class PositionBook:
                 totals.add(row, price, -1)
                 self._add_other_fees(row, -1)
                 if kept[key]:
-                    rebuild(row, anchor, kept[key], self.precision)
+                    rebuild(row, anchor, kept[key], self.booker)
                     for booking in kept[key]:
                         if key.is_account_level:
                             continue

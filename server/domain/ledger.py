@@ -147,6 +147,8 @@ class Ledger:
             self.instruments,
             precision,
             correction_window_ns if restatement_window_ns is None else restatement_window_ns,
+            rate_at=self._rate_at,
+            base_currency=self.accounts.base_currency,
         )
         self.traces = TraceBook(trace_ttl_ns)
         # Ended orders and reservations are forgotten `retention_ns` of event time after
@@ -172,6 +174,13 @@ class Ledger:
         self._admitted_instruments: set[str] = set()
         # Likewise fills and corrections, (account_id, id): a correction may follow its fill.
         self._admitted_fills: set[tuple[str, str]] = set()
+
+    def _rate_at(
+        self, from_currency: str, to_currency: str, time_ns: int, sequence: int
+    ) -> Decimal | None:
+        """The rate realized P&L converts at: the journaled FX history's, in force at the
+        realizing fill's execution time, among the rates journaled before it."""
+        return self.fx_history.rate_at(from_currency, to_currency, time_ns, sequence)
 
     def admit(self, event: ExecutionEvent) -> Outcome:
         """Dedups an event by id and gives it the next sequence; applies nothing."""
@@ -347,6 +356,16 @@ class Ledger:
             has_rows = self.book.has_instrument(event.instrument_id)
             return Applied(refusal=self.instruments.define(event, has_rows))
         if isinstance(event, AccountDefinition):
+            base = self.accounts.base_currency(event.account_id)
+            if base != event.base_currency and self.book.has_account(event.account_id):
+                return Applied(
+                    refusal=Refusal(
+                        RefusalKind.PRECONDITION,
+                        "base_currency",
+                        f"account {event.account_id!r} has positions with realized P&L kept in "
+                        f"{base}: its base currency cannot become {event.base_currency}",
+                    )
+                )
             if self.accounts.define(event):
                 key = BalanceKey(event.account_id, event.base_currency)
                 balance = self.balances.move_cash(key, event.initial_cash, 0, sequence)
@@ -426,7 +445,7 @@ class Ledger:
         Returns the rows that came out other than checkpointed (none, unless a bug)."""
         anchored = {anchor.key: anchor for anchor in anchors}
         horizon = self.book.horizon_ns()
-        windowed: list[tuple[Fill, str]] = []
+        windowed: list[tuple[int, Fill, str]] = []
         fills: list[tuple[int, JournaledFill]] = []
         for sequence, event in bookings:
             if sequence in self.refusals:
@@ -434,10 +453,10 @@ class Ledger:
             if isinstance(event, JournaledFill):
                 fills.append((sequence, event))
                 if anchored and event.timestamp_ns >= horizon:
-                    windowed.append((Fill.from_text(event.text), ""))
+                    windowed.append((sequence, Fill.from_text(event.text), ""))
                 continue
             if anchored:
-                windowed.append((event.replacement(), event.corrects))
+                windowed.append((sequence, event.replacement(), event.corrects))
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
             fills = []
             found = self.corrections.find(event.account_id, event.corrects)

@@ -52,6 +52,10 @@ class Position:
     quantity: Decimal = ZERO
     cost_basis: Decimal = ZERO
     realized_pnl: Decimal = ZERO
+    # Realized P&L in the account's base currency, each realization converted at the rate in
+    # force when it happened; None when a rate was missing then (see restatement.Booker).
+    realized_pnl_base: Decimal | None = ZERO
+    base_currency: str = ""  # the account's (it cannot change once the account has rows)
     fees: Decimal = ZERO  # in the row's currency only
     # Fees charged in other currencies (None while there are none: most rows have none).
     other_fees: dict[str, Decimal] | None = None
@@ -69,11 +73,13 @@ class Position:
         """Books one fill after every fill already booked (no restatement); inside
         `localcontext(EXACT)`."""
         was_flat = not self.quantity
-        self.book(
+        realized = self.book(
             time_ns=fill.timestamp_ns, quantity=fill.signed_quantity, price=fill.price,
             commission=fill.commission, fee_currency=fill.commission_currency,
             precision=precision,
         )  # fmt: skip
+        if realized and self.realized_pnl_base is not None:  # no rate here: missing if foreign
+            self.realized_pnl_base = None if self.foreign else self.realized_pnl_base + realized
         self.last_sequence = sequence
         return change_kind(was_flat, self.quantity)
 
@@ -86,9 +92,11 @@ class Position:
         commission: Decimal,
         fee_currency: str,
         precision: Decimal,
-    ) -> None:
-        """Applies one execution (`quantity` signed) to the figures; inside `EXACT`."""
+    ) -> Decimal:
+        """Applies one execution (`quantity` signed) to the figures, except realized P&L in
+        base (the caller converts); returns the P&L it realized. Inside `EXACT`."""
         was_flat = not self.quantity
+        realized = ZERO
         delta = quantity
         if was_flat or (self.quantity > 0) == (delta > 0):
             self.cost_basis += delta * price
@@ -101,7 +109,8 @@ class Position:
             else:
                 released = divide_half_even(self.cost_basis * closed, held, precision)
             direction = 1 if self.quantity > 0 else -1
-            self.realized_pnl += (direction * closed * price - released) * self.multiplier
+            realized = (direction * closed * price - released) * self.multiplier
+            self.realized_pnl += realized
             self.cost_basis -= released
             self.quantity += delta
             if closed < abs(delta):  # a flip: the remainder opens a new leg at the fill price
@@ -120,6 +129,12 @@ class Position:
         self.trade_count += 1
         if time_ns > self.updated_at_ns:
             self.updated_at_ns = time_ns
+        return realized
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the row's currency is not its account's base (realized P&L converts)."""
+        return bool(self.base_currency) and self.currency != self.base_currency
 
     def copy(self) -> Position:
         """A detached copy of the figures: the row as it is now, unaffected by later fills
@@ -130,6 +145,8 @@ class Position:
             quantity=self.quantity,
             cost_basis=self.cost_basis,
             realized_pnl=self.realized_pnl,
+            realized_pnl_base=self.realized_pnl_base,
+            base_currency=self.base_currency,
             fees=self.fees,
             other_fees=dict(self.other_fees) if self.other_fees else None,
             trade_count=self.trade_count,
@@ -145,6 +162,7 @@ class Position:
         self.quantity = source.quantity
         self.cost_basis = source.cost_basis
         self.realized_pnl = source.realized_pnl
+        self.realized_pnl_base = source.realized_pnl_base
         self.fees = source.fees
         self.other_fees = dict(source.other_fees) if source.other_fees else None
         self.trade_count = source.trade_count

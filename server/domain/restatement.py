@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
+from collections.abc import Callable
 from decimal import Decimal
 
 from server.domain.events import Fill
 from server.domain.position import Position
+from server.domain.totals import convert
 
 SNAPSHOT_EVERY = 16
 
@@ -56,6 +58,7 @@ class Booking:
         "fill_id",
         "price",
         "quantity",
+        "sequence",
         "time_ns",
     )
 
@@ -69,6 +72,7 @@ class Booking:
         commission: Decimal,
         fee_currency: str,
         booked_id: str,
+        sequence: int,
     ) -> None:
         self.time_ns = time_ns
         self.fill_id = fill_id
@@ -77,28 +81,60 @@ class Booking:
         self.commission = commission
         self.fee_currency = fee_currency
         self.booked_id = booked_id
+        self.sequence = sequence  # of the event that booked it: what it may know of FX
         self.after: Position | None = None
 
     @classmethod
-    def of(cls, fill: Fill, place: BookingKey | None = None) -> Booking:
+    def of(cls, fill: Fill, sequence: int, place: BookingKey | None = None) -> Booking:
         """The booking of `fill`, at its own place in time or at `place` (a correction takes
         the place of the fill it corrects)."""
         time_ns, fill_id = place if place is not None else (fill.timestamp_ns, fill.fill_id)
         return cls(
             time_ns=time_ns, fill_id=fill_id, quantity=fill.signed_quantity, price=fill.price,
             commission=fill.commission, fee_currency=fill.commission_currency,
-            booked_id=fill.fill_id,
+            booked_id=fill.fill_id, sequence=sequence,
         )  # fmt: skip
 
     @property
     def key(self) -> BookingKey:
         return (self.time_ns, self.fill_id)
 
-    def apply_to(self, row: Position, precision: Decimal) -> None:
-        row.book(
+    def apply_to(self, row: Position, booker: Booker) -> None:
+        realized = row.book(
             time_ns=self.time_ns, quantity=self.quantity, price=self.price,
-            commission=self.commission, fee_currency=self.fee_currency, precision=precision,
+            commission=self.commission, fee_currency=self.fee_currency,
+            precision=booker.precision,
         )  # fmt: skip
+        if not realized or row.realized_pnl_base is None:
+            return
+        if not row.foreign:
+            row.realized_pnl_base += realized
+            return
+        rate = booker.rate_at(row.currency, row.base_currency, self.time_ns, self.sequence)
+        if rate is None:
+            row.realized_pnl_base = None
+        else:
+            row.realized_pnl_base += convert(realized, rate, booker.precision)
+
+
+RateAt = Callable[[str, str, int, int], Decimal | None]
+"""(from, to, time_ns, sequence): the latest rate stamped at or before `time_ns` among those
+journaled before `sequence`; None when there is none."""
+
+
+def _no_rates(from_currency: str, to_currency: str, time_ns: int, sequence: int) -> None:
+    return None
+
+
+class Booker:
+    """What booking needs besides the row: the precision of divisions and conversions, and
+    the FX history (realized P&L in base converts at the rate in force when realized)."""
+
+    __slots__ = ("precision", "rate_at")
+
+    def __init__(self, precision: Decimal, rate_at: RateAt = _no_rates) -> None:
+        self.precision = precision
+        self.rate_at = rate_at
 
 
 def _key(booking: Booking) -> BookingKey:
@@ -116,39 +152,39 @@ class RowWindow:
         self.bookings = bookings
 
 
-def book(row: Position, booking: Booking, horizon_ns: int, precision: Decimal) -> Placement:
+def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Placement:
     """Books a fill on a row at its place in execution time; inside `EXACT`. `horizon_ns` is
     the window's start: fills before it are folded at once."""
     key = booking.key
     window = row.window
     if key < row.booked_through:
-        _book_at_anchor(row, booking, precision)
+        _book_at_anchor(row, booking, booker)
         return Placement.OUTSIDE_WINDOW
     if booking.time_ns < horizon_ns:  # its exact place: after the folded, before the window
-        _book_at_anchor(row, booking, precision)
+        _book_at_anchor(row, booking, booker)
         row.booked_through = key
         return Placement.RESTATED if window is not None else Placement.IN_ORDER
     if window is None:
         row.window = RowWindow(row.copy(), [booking])
-        booking.apply_to(row, precision)
+        booking.apply_to(row, booker)
         return Placement.IN_ORDER
     bookings = window.bookings
     if key > bookings[-1].key:
-        booking.apply_to(row, precision)
+        booking.apply_to(row, booker)
         bookings.append(booking)
         if len(bookings) % SNAPSHOT_EVERY == 0:
             booking.after = row.copy()
         return Placement.IN_ORDER
     index = bisect_right(bookings, key, key=_key)
     bookings.insert(index, booking)
-    _replay(row, window, index, precision)
+    _replay(row, window, index, booker)
     return Placement.RESTATED
 
 
-def book_outside_window(row: Position, booking: Booking, precision: Decimal) -> Placement:
+def book_outside_window(row: Position, booking: Booking, booker: Booker) -> Placement:
     """Books a fill at the window's start, whatever its time (a correction's bust and
     replacement when what it corrects is no longer in the window)."""
-    _book_at_anchor(row, booking, precision)
+    _book_at_anchor(row, booking, booker)
     return Placement.OUTSIDE_WINDOW
 
 
@@ -165,7 +201,7 @@ def find(row: Position, booked_id: str) -> int | None:
     return None
 
 
-def replace(row: Position, index: int, replacement: Booking | None, precision: Decimal) -> bool:
+def replace(row: Position, index: int, replacement: Booking | None, booker: Booker) -> bool:
     """Puts `replacement` in the place of the booking at `index` (or takes it out, for None)
     and recomputes the row from there; returns whether fills after it were applied again."""
     window = row.window
@@ -180,11 +216,11 @@ def replace(row: Position, index: int, replacement: Booking | None, precision: D
         row.window = None
         return False
     later = index < len(bookings) - (0 if replacement is None else 1)
-    _replay(row, window, index, precision)
+    _replay(row, window, index, booker)
     return later
 
 
-def evict(row: Position, horizon_ns: int, precision: Decimal) -> None:
+def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
     """Folds the bookings executed before `horizon_ns` into the anchor."""
     window = row.window
     if window is None:
@@ -206,30 +242,30 @@ def evict(row: Position, horizon_ns: int, precision: Decimal) -> None:
             start, anchor = index + 1, snapshot
             break
     for booking in bookings[start:count]:
-        booking.apply_to(anchor, precision)
+        booking.apply_to(anchor, booker)
     window.anchor = anchor
     del bookings[:count]
 
 
-def rebuild(row: Position, anchor: Position, bookings: list[Booking], precision: Decimal) -> None:
+def rebuild(row: Position, anchor: Position, bookings: list[Booking], booker: Booker) -> None:
     """Recovery: gives a row its anchor and the bookings of its window (any order) and
     recomputes its figures from them."""
     bookings.sort(key=_key)
     row.window = RowWindow(anchor, bookings)
-    _replay(row, row.window, 0, precision)
+    _replay(row, row.window, 0, booker)
 
 
-def _book_at_anchor(row: Position, booking: Booking, precision: Decimal) -> None:
+def _book_at_anchor(row: Position, booking: Booking, booker: Booker) -> None:
     """Applies a fill at the window's start: to the anchor, then the window again."""
     window = row.window
     if window is None:
-        booking.apply_to(row, precision)
+        booking.apply_to(row, booker)
         return
-    booking.apply_to(window.anchor, precision)
-    _replay(row, window, 0, precision)
+    booking.apply_to(window.anchor, booker)
+    _replay(row, window, 0, booker)
 
 
-def _replay(row: Position, window: RowWindow, start: int, precision: Decimal) -> None:
+def _replay(row: Position, window: RowWindow, start: int, booker: Booker) -> None:
     """Recomputes the row from the booking at `start` on, from the nearest snapshot before."""
     bookings = window.bookings
     base = window.anchor
@@ -242,5 +278,5 @@ def _replay(row: Position, window: RowWindow, start: int, precision: Decimal) ->
     row.take_figures(base)
     for index in range(first, len(bookings)):
         booking = bookings[index]
-        booking.apply_to(row, precision)
+        booking.apply_to(row, booker)
         booking.after = row.copy() if (index + 1) % SNAPSHOT_EVERY == 0 else None

@@ -72,13 +72,13 @@ def capture(ledger: Ledger) -> LedgerState:
 
 
 def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerState) -> None:
-    """Puts a checkpoint back into an empty ledger: instruments before rows (rows name them),
-    market marks after (they revalue the rows)."""
+    """Puts a checkpoint back into an empty ledger: instruments and accounts before rows (rows
+    name them), market marks after (they revalue the rows)."""
     for instrument in state.instruments:
         ledger.instruments.define(instrument, has_positions=False)
+    ledger.accounts.restore(state.accounts, set(state.funded_accounts))  # rows take their base
     for row, fill_price in rows:
         ledger.book.restore(row, fill_price)
-    ledger.accounts.restore(state.accounts, set(state.funded_accounts))
     for order in state.orders:
         ledger.orders.restore(replace(order, history=list(order.history)))
     ledger.orders.restore_aliases(state.order_aliases)

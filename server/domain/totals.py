@@ -17,6 +17,10 @@ from server.domain.position import Position
 @dataclass(slots=True)
 class Totals:
     realized_pnl: Decimal = ZERO
+    # In the accounts' base currency, each realization at the rate then (see Position), and
+    # how many rows miss it (a rate was missing when they realized).
+    realized_pnl_base: Decimal = ZERO
+    realized_base_missing: int = 0
     unrealized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
     long_exposure: Decimal = ZERO
@@ -50,6 +54,10 @@ class Totals:
     def add(self, row: Position, market_price: Decimal, sign: int = 1) -> None:
         """Adds (sign=1) or takes out (sign=-1) one row's contribution; inside `EXACT`."""
         self.realized_pnl += sign * row.realized_pnl
+        if row.realized_pnl_base is None:
+            self.realized_base_missing += sign
+        else:
+            self.realized_pnl_base += sign * row.realized_pnl_base
         self.fees += sign * row.fees
         self.trade_count += sign * row.trade_count
         self.total_positions += sign
@@ -66,15 +74,24 @@ class Totals:
         else:
             self.short_exposure -= value_change
 
-    def converted(self, rate: Decimal, precision: Decimal) -> Totals:
-        """The same totals in another currency, each amount rounded half-even to `precision`."""
+    def converted(self, rate: Decimal, precision: Decimal, *, historic: bool) -> Totals | None:
+        """The same totals in the base currency, each amount at `rate` rounded half-even to
+        `precision`, except realized P&L: with `historic` (the rows' accounts keep their
+        realized P&L in that currency) each realization at the rate in force then, None when
+        one of those rates was missing; else at `rate` too."""
+        if historic and self.realized_base_missing:
+            return None
         result = Totals(
             open_positions=self.open_positions,
             total_positions=self.total_positions,
             trade_count=self.trade_count,
         )
-        for name in ("realized_pnl", "unrealized_pnl", "fees", "long_exposure", "short_exposure"):
+        for name in ("unrealized_pnl", "fees", "long_exposure", "short_exposure"):
             setattr(result, name, convert(getattr(self, name), rate, precision))
+        realized = (
+            self.realized_pnl_base if historic else convert(self.realized_pnl, rate, precision)
+        )
+        result.realized_pnl = result.realized_pnl_base = realized
         return result
 
 

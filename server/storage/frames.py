@@ -63,7 +63,7 @@ CHECKPOINT_COLUMNS = [
     "account_id", "strategy_id", "instrument_id", "multiplier", "quantity", "cost_basis",
     "realized_pnl", "fees", "trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
     "currency", "fill_price", "fill_price_time_ns", "fill_price_fill_id", "other_fees",
-    "booked_through_ns", "booked_through_id", "anchor",
+    "booked_through_ns", "booked_through_id", "anchor", "base_currency", "realized_pnl_base",
 ]  # fmt: skip
 
 _UNKNOWN_PLACE = "\U0010ffff"  # sorts after every fill id
@@ -104,6 +104,8 @@ def _checkpoint_row(row: Position, price: Price | None, *, anchor: bool) -> tupl
         row.booked_through[0],
         row.booked_through[1],
         anchor,
+        row.base_currency,
+        "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base),
     )
 
 
@@ -118,12 +120,16 @@ def rows_from_checkpoint(
     legacy = "anchor" not in frame.columns
     for row in frame.itertuples(index=False):
         other_fees = getattr(row, "other_fees", "")
+        realized_base = getattr(row, "realized_pnl_base", "")
         position = Position(
             key=PositionKey(row.account_id, row.strategy_id, row.instrument_id),
             multiplier=Decimal(row.multiplier),
             quantity=Decimal(row.quantity),
             cost_basis=Decimal(row.cost_basis),
             realized_pnl=Decimal(row.realized_pnl),
+            # Before the column (base_currency ""): the book decides (see its restore).
+            realized_pnl_base=Decimal(realized_base) if realized_base else None,
+            base_currency=getattr(row, "base_currency", ""),
             fees=Decimal(row.fees),
             other_fees={
                 currency: Decimal(amount)

@@ -212,14 +212,15 @@ def in_base(view: PositionView) -> list[str]:
     """Realized, unrealized, fees, net and market value in the account's base currency, as
     the API's `*_base` fields give them (`PositionView.in_base`). Empty: a rate is missing."""
     figures = view.in_base()
-    if figures is None:
-        return [""] * 5
     return [
-        canonical(figures.realized_pnl),
-        canonical(figures.unrealized_pnl),
-        "" if figures.fees is None else canonical(figures.fees),
-        "" if figures.net_pnl is None else canonical(figures.net_pnl),
-        canonical(figures.market_value),
+        "" if amount is None else canonical(amount)
+        for amount in (
+            figures.realized_pnl,
+            figures.unrealized_pnl,
+            figures.fees,
+            figures.net_pnl,
+            figures.market_value,
+        )
     ]
 
 

@@ -83,8 +83,9 @@ def test_a_usd_fee_on_an_eur_row_is_kept_apart_from_its_eur_figures(stub):
     assert row.fees == "0"
     assert [(f.currency, f.amount) for f in row.other_fees] == [("USD", "5")]
     assert row.net_pnl == "0"  # EUR: the USD commission is not in it
-    # No EUR rate: every base figure is missing, never zero.
-    assert (row.fx_rate, row.fees_base, row.net_pnl_base, row.realized_pnl_base) == ("",) * 4
+    # No EUR rate: every base figure is missing, never zero; nothing was realized: 0.
+    assert (row.fx_rate, row.fees_base, row.net_pnl_base) == ("",) * 3
+    assert row.realized_pnl_base == "0"
 
     stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]),
                  pb.MarkBatch(marks=[mark("SAP", 99, mark="110")]))  # fmt: skip
@@ -140,15 +141,33 @@ def test_a_summary_of_eur_and_usd_rows_has_no_mixed_totals(stub):
     assert not found.HasField("base_totals")
     assert [(c.currency, c.fx_rate) for c in found.by_currency] == [("EUR", ""), ("USD", "1")]
 
+    # A rate now does not say what EUR was worth when the 100 EUR were realized: still missing.
     stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
+    found = summary(stub, "A1")
+    assert list(found.missing_fx_rates) == ["EUR"]
+    assert not found.HasField("base_totals")
+    assert [(c.currency, c.fx_rate) for c in found.by_currency] == [("EUR", "1.1"), ("USD", "1")]
+    assert found.strategies[0].base_totals == found.base_totals
+
+
+def test_realized_pnl_in_base_stays_at_the_rate_in_force_when_realized(stub):
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
+    eur_round_trip_with_usd_fees(stub)
     found = summary(stub, "A1")
     assert list(found.missing_fx_rates) == []
     assert found.base_totals.realized_pnl == "110"  # EUR 100 x 1.1
     assert list(found.strategies[0].by_currency) == list(found.by_currency)
     assert found.strategies[0].base_totals == found.base_totals
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.3", seconds=5)]))
+    found = summary(stub, "A1")
+    assert [(c.currency, c.fx_rate) for c in found.by_currency] == [("EUR", "1.3"), ("USD", "1")]
+    assert found.base_totals.realized_pnl == "110"  # not 130: realized when EUR was 1.1
+    row = position(stub, "A1", "SAP")
+    assert (row.realized_pnl, row.realized_pnl_base, row.fx_rate) == ("100", "110", "1.3")
 
 
 def test_the_eur_row_and_usd_fees_convert_each_at_their_own_rate_fee(stub):
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
     eur_round_trip_with_usd_fees(stub)
     assert by_currency(summary(stub, "A1")) == {
         "EUR": ("100", "0", "100", 1),
@@ -183,8 +202,8 @@ def test_a_strategy_portfolio_carries_per_currency_and_base_totals(stub):
     }
     stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
     portfolio = stub.GetStrategyPortfolio(request, timeout=10)
-    assert portfolio.base_totals.realized_pnl == "110"
-    assert list(portfolio.missing_fx_rates) == []
+    assert not portfolio.HasField("base_totals")  # realized with no EUR rate: for good
+    assert list(portfolio.missing_fx_rates) == ["EUR"]
 
     acks(stub, pb_fill("BUY", 2, 10, strategy="S2"))
     single = stub.GetStrategyPortfolio(pb.GetStrategyPortfolioRequest(strategy_id="S2"))
@@ -315,7 +334,8 @@ def test_the_sdk_models_carry_the_currency_and_base_figures(stub, client):
     assert found.account_kind is AccountKind.LIVE
     assert [c.currency for c in found.by_currency] == ["EUR", "USD"]
     assert found.by_currency[0].fx_rate == Decimal("1.1")
-    assert found.base_totals is not None and found.missing_fx_rates == ()
+    # 100 EUR realized before any EUR rate: realized P&L in base stays missing.
+    assert found.base_totals is None and found.missing_fx_rates == ("EUR",)
     portfolio = client.get_strategy_portfolio("S1")
     assert portfolio.totals is None and portfolio.base_currency == "USD"
     assert portfolio.base_totals == found.strategies[0].base_totals

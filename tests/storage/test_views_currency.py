@@ -55,7 +55,8 @@ def account_row(store: str, account_id: str, instrument_id: str = "SAP") -> pd.S
 
 def test_an_eur_row_of_a_usd_account_carries_the_rate_used_and_its_base_figures(tmp_path):
     """Without a rate: currency and base currency, the rate and base figures empty (missing,
-    never zero). With EUR/USD 1.1: the rate and each figure x 1.1, exactly as the API's."""
+    never zero) but realized P&L in base, 0 while nothing was realized. With EUR/USD 1.1
+    (before the fills): the rate and each figure x 1.1, exactly as the API's."""
     store = f"lmdb://{tmp_path}/store"
     server = start_test_server(store=store)
     try:
@@ -75,7 +76,8 @@ def test_an_eur_row_of_a_usd_account_carries_the_rate_used_and_its_base_figures(
 
     missing = account_row(store, "NORATE")
     assert (missing.currency, missing.base_currency) == ("EUR", "USD")
-    assert missing[["fx_rate", *CURRENCY_COLUMNS[3:]]].tolist() == [""] * 7
+    assert missing.realized_pnl_base == "0"
+    assert missing[["fx_rate", *CURRENCY_COLUMNS[4:]]].tolist() == [""] * 6
 
     row = account_row(store, "RATED")
     assert (row.currency, row.base_currency, row.fx_rate) == ("EUR", "USD", "1.1")
