@@ -222,7 +222,7 @@ class PositionBook:
         self._base_currency = base_currency or (lambda account_id: "")
         self.window_ns = window_ns
         self.latest_ns = 0
-        # (booking time, strategy row key) per booking kept in a window: what leaves first.
+        # (first booking time, row key) per windowed row: which row's fills leave first.
         self._expiry: list[tuple[int, PositionKey]] = []
         # Fills booked OUTSIDE_WINDOW since start, and the latest one's sequence.
         self.misplaced = 0
@@ -271,26 +271,19 @@ class PositionBook:
         if fill.timestamp_ns > self.latest_ns:
             self.latest_ns = fill.timestamp_ns
         horizon = self.horizon_ns()
-        booker = self.booker
-        changes = []
+        booking = Booking.of(fill, sequence)  # one for both rows
+        if outside_window:
+            booking.booked_id = ""  # never found by a later correction
+        account, instrument = fill.account_id, fill.instrument_id
         with localcontext(EXACT):
+            changes = []
             for strategy_id in (fill.strategy_id, ACCOUNT_LEVEL):
-                key = PositionKey(fill.account_id, strategy_id, fill.instrument_id)
-                booking = Booking.of(fill, sequence)
-                if outside_window:
-                    booking.booked_id = ""  # never found by a later correction
-
-                    def action(row: Position, booking: Booking = booking) -> Placement:
-                        return book_outside_window(row, booking, booker)
-
-                else:
-
-                    def action(row: Position, booking: Booking = booking) -> Placement:
-                        return book(row, booking, horizon, booker)
-
-                changes.append(self._change(key, sequence, market_price, action))
-            if fill.timestamp_ns >= horizon and not outside_window:
-                heapq.heappush(self._expiry, (fill.timestamp_ns, changes[0].position.key))
+                key = PositionKey(account, strategy_id, instrument)
+                changes.append(
+                    self._change(
+                        key, sequence, market_price, booking, horizon, outside=outside_window
+                    )
+                )
             self._evict()
         return changes
 
@@ -314,38 +307,19 @@ class PositionBook:
         elif replacement.instrument_id != booked.instrument_id:
             self._note_fill_price(replacement.instrument_id, replacement.price, *place)
         horizon = self.horizon_ns()
-        booker = self.booker
+        booking = Booking.of(replacement, sequence, place)  # one for both rows
         changes = []
         with localcontext(EXACT):
             for old_key, new_key, index in zip(old_keys, new_keys, places, strict=True):
-                assert index is not None
-                if old_key == new_key:
-                    substitute = Booking.of(replacement, sequence, place)
-
-                    def swap(row: Position, i: int = index, b: Booking = substitute) -> Placement:
-                        return _replaced(replace(row, i, b, booker))
-
+                old_price = self.mark(old_key.instrument_id)
+                if old_key == new_key:  # in place
                     changes.append(
-                        self._change(old_key, sequence, self.mark(old_key.instrument_id), swap)
+                        self._change(old_key, sequence, old_price, booking, horizon, index)
                     )
                     continue
-
-                def take_out(row: Position, i: int = index) -> Placement:
-                    return _replaced(replace(row, i, None, booker))
-
-                moved = Booking.of(replacement, sequence, place)
-
-                def put_in(row: Position, b: Booking = moved) -> Placement:
-                    return book(row, b, horizon, booker)
-
-                changes.append(
-                    self._change(old_key, sequence, self.mark(old_key.instrument_id), take_out)
-                )
-                changes.append(
-                    self._change(new_key, sequence, self.mark(new_key.instrument_id), put_in)
-                )
-            if new_keys[0] != old_keys[0] and place[0] >= horizon:
-                heapq.heappush(self._expiry, (place[0], new_keys[0]))
+                changes.append(self._change(old_key, sequence, old_price, None, horizon, index))
+                new_price = self.mark(new_key.instrument_id)
+                changes.append(self._change(new_key, sequence, new_price, booking, horizon))
             if replacement.timestamp_ns > self.latest_ns:
                 self.latest_ns = replacement.timestamp_ns
             self._evict()
@@ -356,22 +330,48 @@ class PositionBook:
         key: PositionKey,
         sequence: int,
         market_price: Decimal,
-        action: Callable[[Position], Placement],
+        booking: Booking | None,
+        horizon: int,
+        replacing: int | None = None,
+        *,
+        outside: bool = False,
     ) -> RowChange:
-        """Books (`action`) on one row, keeping its totals by difference; inside `EXACT`."""
+        """Books `booking` on one row at its place (or, `outside`, at the window's start; or
+        at index `replacing`, in place of what is there, None taking it out), keeping its
+        totals by difference; inside `EXACT`."""
         row = self._row(key)
         totals = self._row_totals[key]
         totals.add(row, market_price, -1)
         self._add_other_fees(row, -1)
         was_flat = not row.quantity
-        placement = action(row)
+        if replacing is not None:
+            placement = _replaced(replace(row, replacing, booking, self.booker))
+        else:
+            assert booking is not None
+            if outside:
+                placement = book_outside_window(row, booking, self.booker)
+            else:
+                placement = book(row, booking, horizon, self.booker)
         totals.add(row, market_price)
         self._add_other_fees(row, 1)
         row.last_sequence = sequence
         if placement is Placement.OUTSIDE_WINDOW and key.is_account_level:
             self.misplaced += 1
             self.last_misplaced_sequence = sequence
+        self._queue(row)
         return RowChange(row.copy(), change_kind(was_flat, row.quantity), market_price, placement)
+
+    def _queue(self, row: Position) -> None:
+        """Puts a windowed row in the eviction queue at its first booking's time, unless it is
+        there at that time or earlier already (one entry per row, and one more per fill that
+        lands before a row's first)."""
+        window = row.window
+        if window is None:
+            return
+        first = window.bookings[0].time_ns
+        if window.queued_ns is None or first < window.queued_ns:
+            heapq.heappush(self._expiry, (first, row.key))
+            window.queued_ns = first
 
     def _add_other_fees(self, row: Position, sign: int) -> None:
         """Fees in other currencies count in the totals of their own currency."""
@@ -397,10 +397,14 @@ class PositionBook:
         expiry = self._expiry
         while expiry and expiry[0][0] < horizon:
             _, key = heapq.heappop(expiry)
-            for row_key in (key, PositionKey(key.account_id, ACCOUNT_LEVEL, key.instrument_id)):
-                row = self._rows.get(row_key)
-                if row is not None and row.window is not None:
-                    evict(row, horizon, self.booker)
+            row = self._rows.get(key)
+            if row is None or row.window is None:
+                continue
+            evict(row, horizon, self.booker)
+            window = row.window
+            if window is not None and (window.queued_ns is None or window.queued_ns < horizon):
+                window.queued_ns = None  # its entry is gone (or going, with nothing to do)
+                self._queue(row)
 
     def _note_fill_price(
         self, instrument_id: str, price: Decimal, time_ns: int, fill_id: str
@@ -528,8 +532,9 @@ class PositionBook:
             else:
                 original, place = fill.fill_id, (fill.timestamp_ns, fill.fill_id)
             keys = tuple(k for k in _keys(fill) if k in kept)
+            booking = Booking.of(fill, sequence, place)  # one for both rows
             for key in keys:
-                kept[key].append(Booking.of(fill, sequence, place))
+                kept[key].append(booking)
             entries[(account, original)] = (keys, place, fill.fill_id)
         differ = []
         with localcontext(EXACT):
@@ -542,10 +547,7 @@ class PositionBook:
                 self._add_other_fees(row, -1)
                 if kept[key]:
                     rebuild(row, anchor, kept[key], self.booker)
-                    for booking in kept[key]:
-                        if key.is_account_level:
-                            continue
-                        heapq.heappush(self._expiry, (booking.time_ns, key))
+                    self._queue(row)
                 else:
                     row.take_figures(anchor)
                 totals.add(row, price)

@@ -22,6 +22,7 @@ checkpoint holding each anchor plus the journal's fills inside the window, rebui
 from __future__ import annotations
 
 import enum
+import sys
 from bisect import bisect_right
 from collections.abc import Callable
 from decimal import Decimal
@@ -46,12 +47,11 @@ BookingKey = tuple[int, str]
 
 
 class Booking:
-    """One fill as a row books it: where it sits in time and what it changes. `booked_id` is
-    the id booked now (the fill's, or the latest correction's, which keeps the fill's place);
-    `after` is the row's figures after it, kept on every SNAPSHOT_EVERY-th booking."""
+    """One fill as its rows book it (the strategy row and the account-level row share it):
+    where it sits in time and what it changes. `booked_id` is the id booked now (the fill's,
+    or the latest correction's, which keeps the fill's place)."""
 
     __slots__ = (
-        "after",
         "booked_id",
         "commission",
         "fee_currency",
@@ -82,7 +82,6 @@ class Booking:
         self.fee_currency = fee_currency
         self.booked_id = booked_id
         self.sequence = sequence  # of the event that booked it: what it may know of FX
-        self.after: Position | None = None
 
     @classmethod
     def of(cls, fill: Fill, sequence: int, place: BookingKey | None = None) -> Booking:
@@ -91,7 +90,7 @@ class Booking:
         time_ns, fill_id = place if place is not None else (fill.timestamp_ns, fill.fill_id)
         return cls(
             time_ns=time_ns, fill_id=fill_id, quantity=fill.signed_quantity, price=fill.price,
-            commission=fill.commission, fee_currency=fill.commission_currency,
+            commission=fill.commission, fee_currency=sys.intern(fill.commission_currency),
             booked_id=fill.fill_id, sequence=sequence,
         )  # fmt: skip
 
@@ -142,40 +141,44 @@ def _key(booking: Booking) -> BookingKey:
 
 
 class RowWindow:
-    """A row's bookings inside the window, in execution-time order (never empty), and the
-    row's figures before the first of them."""
+    """A row's bookings inside the window, in execution-time order (never empty), the row's
+    figures before the first of them, and after every SNAPSHOT_EVERY-th (`snapshots`, by
+    booking). `queued_ns`: the earliest booking time the book's eviction queue holds for it."""
 
-    __slots__ = ("anchor", "bookings")
+    __slots__ = ("anchor", "bookings", "queued_ns", "snapshots")
 
     def __init__(self, anchor: Position, bookings: list[Booking]) -> None:
         self.anchor = anchor
         self.bookings = bookings
+        self.snapshots: dict[Booking, Position] = {}
+        self.queued_ns: int | None = None
 
 
 def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Placement:
     """Books a fill on a row at its place in execution time; inside `EXACT`. `horizon_ns` is
     the window's start: fills before it are folded at once."""
-    key = booking.key
-    window = row.window
-    if key < row.booked_through:
+    time_ns, window = booking.time_ns, row.window
+    through_ns, through_id = row.booked_through
+    if time_ns < through_ns or (time_ns == through_ns and booking.fill_id < through_id):
         _book_at_anchor(row, booking, booker)
         return Placement.OUTSIDE_WINDOW
-    if booking.time_ns < horizon_ns:  # its exact place: after the folded, before the window
+    if time_ns < horizon_ns:  # its exact place: after the folded, before the window
         _book_at_anchor(row, booking, booker)
-        row.booked_through = key
+        row.booked_through = booking.key
         return Placement.RESTATED if window is not None else Placement.IN_ORDER
     if window is None:
         row.window = RowWindow(row.copy(), [booking])
         booking.apply_to(row, booker)
         return Placement.IN_ORDER
     bookings = window.bookings
-    if key > bookings[-1].key:
+    last = bookings[-1]
+    if time_ns > last.time_ns or (time_ns == last.time_ns and booking.fill_id > last.fill_id):
         booking.apply_to(row, booker)
         bookings.append(booking)
         if len(bookings) % SNAPSHOT_EVERY == 0:
-            booking.after = row.copy()
+            window.snapshots[booking] = row.copy()
         return Placement.IN_ORDER
-    index = bisect_right(bookings, key, key=_key)
+    index = bisect_right(bookings, booking.key, key=_key)
     bookings.insert(index, booking)
     _replay(row, window, index, booker)
     return Placement.RESTATED
@@ -207,6 +210,7 @@ def replace(row: Position, index: int, replacement: Booking | None, booker: Book
     window = row.window
     assert window is not None
     bookings = window.bookings
+    window.snapshots.pop(bookings[index], None)
     if replacement is None:
         del bookings[index]
     else:
@@ -235,14 +239,18 @@ def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
     if count == len(bookings):  # the row's figures are the anchor now
         row.window = None
         return
+    snapshots = window.snapshots
     start, anchor = 0, window.anchor
     for index in range(count - 1, -1, -1):
-        snapshot = bookings[index].after
+        snapshot = snapshots.get(bookings[index])
         if snapshot is not None:  # its booking goes: the snapshot becomes the anchor
             start, anchor = index + 1, snapshot
             break
     for booking in bookings[start:count]:
         booking.apply_to(anchor, booker)
+    if snapshots:
+        for booking in bookings[:count]:
+            snapshots.pop(booking, None)
     window.anchor = anchor
     del bookings[:count]
 
@@ -267,11 +275,11 @@ def _book_at_anchor(row: Position, booking: Booking, booker: Booker) -> None:
 
 def _replay(row: Position, window: RowWindow, start: int, booker: Booker) -> None:
     """Recomputes the row from the booking at `start` on, from the nearest snapshot before."""
-    bookings = window.bookings
+    bookings, snapshots = window.bookings, window.snapshots
     base = window.anchor
     first = 0
     for index in range(start - 1, -1, -1):
-        snapshot = bookings[index].after
+        snapshot = snapshots.get(bookings[index])
         if snapshot is not None:
             base, first = snapshot, index + 1
             break
@@ -279,4 +287,7 @@ def _replay(row: Position, window: RowWindow, start: int, booker: Booker) -> Non
     for index in range(first, len(bookings)):
         booking = bookings[index]
         booking.apply_to(row, booker)
-        booking.after = row.copy() if (index + 1) % SNAPSHOT_EVERY == 0 else None
+        if (index + 1) % SNAPSHOT_EVERY == 0:
+            snapshots[booking] = row.copy()
+        elif snapshots:
+            snapshots.pop(booking, None)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from server.domain.book import ALL
 from server.domain.events import ExecutionEvent, Fill, FillCorrection, Side
 from server.domain.ledger import Ledger, Result
-from server.domain.position import Position
+from server.domain.position import Position, PositionKey
 from server.domain.restatement import Placement
 from tests.domain.builders import BASE_NS
 from tests.domain.event_builders import instrument
@@ -215,3 +215,25 @@ def test_a_commission_in_another_currency_stays_in_it():
     totals = ledger.book.strategy_currency_totals("S1", "A1")
     assert (totals["EUR"].fees, totals["EUR"].net_pnl) == (1, 99)
     assert (totals["USD"].fees, totals["USD"].net_pnl, totals["USD"].total_positions) == (5, -5, 0)
+
+
+def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
+    """Memory stays bounded by the window: a row that gets no more fills is folded as the
+    window moves on (through the book's queue, not when it is next touched)."""
+    window = 60 * SECOND
+    ledger = Ledger(correction_window_ns=window)
+    quiet = [dataclasses.replace(make_fill(n, SPEC), strategy_id="QUIET") for n in range(20)]
+    record_all(ledger, quiet)
+    busy = {**SPEC, "instrument": "SAP"}
+    record_all(ledger, [
+        dataclasses.replace(make_fill(100 + n, busy), timestamp_ns=BASE_NS + n * 10 * SECOND)
+        for n in range(1, 30)
+    ])  # fmt: skip
+    for strategy in ("QUIET", ""):
+        row = ledger.book.get(PositionKey("A1", strategy, "AAPL"))
+        assert row is not None and row.window is None, strategy
+        assert (row.quantity, row.trade_count) == (20, 20)
+    busy_row = ledger.book.get(PositionKey("A1", "S1", "SAP"))
+    assert busy_row is not None and busy_row.window is not None
+    assert len(busy_row.window.bookings) <= 7  # 60 s of fills 10 s apart
+    assert len(ledger.book._expiry) <= 4  # one entry per windowed row, not per fill
