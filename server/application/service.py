@@ -964,7 +964,9 @@ class PortfolioService(Generic[Payload]):
         for currency, totals in by_currency.items():
             rate = self.ledger.fx.rate(currency, base)
             rows.append((currency, totals, rate))
-            in_base = None if rate is None else totals.converted(rate, precision, historic=historic)
+            in_base = (
+                None if rate is None else totals.converted(base, rate, precision, historic=historic)
+            )
             if in_base is None:
                 missing.append(currency)
             else:

@@ -386,9 +386,9 @@ class PositionBook:
         for currency, amount in row.other_fees.items():
             totals = scope.get(currency)
             if totals is None:
-                totals = scope[currency] = Totals()
+                totals = scope[currency] = Totals(currency=currency)
             totals.fees += sign * amount
-            if not totals.total_positions and totals == _NO_TOTALS:  # fees only, gone
+            if not totals.total_positions and totals == Totals(currency=currency):  # fees: gone
                 del scope[currency]
 
     def _evict(self) -> None:
@@ -474,7 +474,9 @@ class PositionBook:
             self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
             scope = self._strategy_totals.setdefault((account_id, strategy_id), {})
-        totals = scope.setdefault(row.currency, Totals())
+        totals = scope.get(row.currency)
+        if totals is None:
+            totals = scope[row.currency] = Totals(currency=row.currency)
         totals.add(row, ZERO)  # an empty row contributes its count of one
         self._row_totals[key] = totals
         self._valued_rows.setdefault(instrument_id, []).append((row, totals))
@@ -621,9 +623,13 @@ class PositionBook:
         return account_id in self._account_totals
 
     def strategy_totals(self, strategy_id: str, account_id: str = ALL) -> Totals:
+        """A strategy's totals when it trades in one currency; raises CurrencyMismatch
+        otherwise (see strategy_currency_totals)."""
         return Totals.combined(self.strategy_currency_totals(strategy_id, account_id).values())
 
     def account_totals(self, account_id: str = ALL) -> Totals:
+        """The account-level totals when one currency is involved; raises CurrencyMismatch
+        otherwise (see account_currency_totals)."""
         return Totals.combined(self.account_currency_totals(account_id).values())
 
     def strategy_currency_totals(
@@ -646,9 +652,6 @@ class PositionBook:
             else self._strategy_accounts.keys()
         )
         return ids
-
-
-_NO_TOTALS = Totals()
 
 
 def _replaced(later: bool) -> Placement:

@@ -14,8 +14,15 @@ from server.domain.decimals import EXACT, ZERO, divide_half_even
 from server.domain.position import Position
 
 
+class CurrencyMismatch(ValueError):
+    """Amounts of different currencies were about to be added."""
+
+
 @dataclass(slots=True)
 class Totals:
+    """Aggregates of rows of one currency (`currency`; "" for totals of no rows yet)."""
+
+    currency: str = ""
     realized_pnl: Decimal = ZERO
     # In the accounts' base currency, each realization at the rate then (see Position), and
     # how many rows miss it (a rate was missing when they realized).
@@ -43,11 +50,18 @@ class Totals:
 
     @classmethod
     def combined(cls, parts: Iterable[Totals]) -> Totals:
-        """The totals of several disjoint sets of rows."""
+        """The totals of several disjoint sets of rows of one currency; raises
+        CurrencyMismatch rather than add two currencies."""
         result = cls()
         with localcontext(EXACT):
             for part in parts:
-                for name in cls.__slots__:
+                if part.currency != result.currency:
+                    if result.currency:
+                        raise CurrencyMismatch(
+                            f"cannot add {part.currency} totals to {result.currency} totals"
+                        )
+                    result.currency = part.currency
+                for name in _SUMMED:
                     setattr(result, name, getattr(result, name) + getattr(part, name))
         return result
 
@@ -74,14 +88,17 @@ class Totals:
         else:
             self.short_exposure -= value_change
 
-    def converted(self, rate: Decimal, precision: Decimal, *, historic: bool) -> Totals | None:
-        """The same totals in the base currency, each amount at `rate` rounded half-even to
-        `precision`, except realized P&L: with `historic` (the rows' accounts keep their
-        realized P&L in that currency) each realization at the rate in force then, None when
-        one of those rates was missing; else at `rate` too."""
+    def converted(
+        self, currency: str, rate: Decimal, precision: Decimal, *, historic: bool
+    ) -> Totals | None:
+        """The same totals in `currency` (a base currency), each amount at `rate` rounded
+        half-even to `precision`, except realized P&L: with `historic` (the rows' accounts
+        keep their realized P&L in that currency) each realization at the rate in force then,
+        None when one of those rates was missing; else at `rate` too."""
         if historic and self.realized_base_missing:
             return None
         result = Totals(
+            currency=currency,
             open_positions=self.open_positions,
             total_positions=self.total_positions,
             trade_count=self.trade_count,
@@ -93,6 +110,9 @@ class Totals:
         )
         result.realized_pnl = result.realized_pnl_base = realized
         return result
+
+
+_SUMMED = [name for name in Totals.__slots__ if name != "currency"]
 
 
 def convert(amount: Decimal, rate: Decimal, precision: Decimal) -> Decimal:

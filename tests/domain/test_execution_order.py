@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from server.domain.events import ExecutionEvent, Fill, FillCorrection, Side
 from server.domain.ledger import Ledger, Result
 from server.domain.position import Position, PositionKey
 from server.domain.restatement import Placement
+from server.domain.totals import CurrencyMismatch, Totals
 from tests.domain.builders import BASE_NS
 from tests.domain.event_builders import instrument
 from tests.domain.restart import restore_checkpoint
@@ -237,3 +239,17 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
     assert busy_row is not None and busy_row.window is not None
     assert len(busy_row.window.bookings) <= 7  # 60 s of fills 10 s apart
     assert len(ledger.book._expiry) <= 4  # one entry per windowed row, not per fill
+
+
+def test_adding_totals_of_two_currencies_raises():
+    ledger = new_ledger()
+    record_all(ledger, [make_fill(1, SPEC), make_fill(2, {**SPEC, "instrument": "SAP"})])
+    by_currency = ledger.book.account_currency_totals("A1")
+    assert {c: t.currency for c, t in by_currency.items()} == {"EUR": "EUR", "USD": "USD"}
+    with pytest.raises(CurrencyMismatch, match="cannot add USD totals to EUR totals"):
+        Totals.combined(by_currency.values())
+    with pytest.raises(CurrencyMismatch):
+        ledger.book.account_totals("A1")
+    one = Ledger()
+    record_all(one, [make_fill(1, SPEC)])
+    assert one.book.account_totals("A1").currency == "USD"

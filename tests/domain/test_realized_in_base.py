@@ -59,7 +59,7 @@ def test_realized_converts_at_the_rate_then_and_stays_when_the_rate_moves():
     assert figures.realized_pnl == Decimal("120.00")  # not 130 at today's rate
     totals = ledger.book.account_currency_totals("A1")["EUR"]
     assert (totals.realized_pnl, totals.realized_pnl_base) == (100, Decimal("120.00"))
-    converted = totals.converted(Decimal("1.30"), Decimal("1e-9"), historic=True)
+    converted = totals.converted("USD", Decimal("1.30"), Decimal("1e-9"), historic=True)
     assert converted is not None and converted.realized_pnl == Decimal("120.00")
 
 
@@ -69,8 +69,8 @@ def test_a_rate_missing_when_realized_leaves_realized_in_base_missing():
     record(ledger, eur_usd("1.10", 3))
     assert view(ledger).in_base().realized_pnl is None  # missing, not guessed at 1.10
     totals = ledger.book.strategy_currency_totals("S1", "A1")["EUR"]
-    assert totals.converted(Decimal("1.1"), Decimal("1e-9"), historic=True) is None
-    assert totals.converted(Decimal("1.1"), Decimal("1e-9"), historic=False) is not None
+    assert totals.converted("USD", Decimal("1.1"), Decimal("1e-9"), historic=True) is None
+    assert totals.converted("USD", Decimal("1.1"), Decimal("1e-9"), historic=False) is not None
 
 
 def test_a_late_fill_restates_realized_in_base_at_each_fills_own_rate():
