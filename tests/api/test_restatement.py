@@ -122,3 +122,56 @@ def test_late_fills_after_a_restart_land_as_without_one(tmp_path, checkpoint_eve
     assert restarted == in_one_go
     # 10 @100, 10 @80, 10 @110 (avg 96.67, basis 2900); sell 5 @90; sell 15 @120.
     assert restarted[0][0] == "10"
+
+
+def book_through_the_api(stub: pb_grpc.PortfolioManagerStub) -> dict[str, object]:
+    """Every row (both levels) and every summary, without the arrival-dependent sequences."""
+    rows = []
+    for level in (pb.POSITION_LEVEL_STRATEGY, pb.POSITION_LEVEL_ACCOUNT):
+        page = stub.ListPositions(pb.ListPositionsRequest(level=level, include_flat=True))
+        for row in page.positions:
+            row.ClearField("last_sequence")
+            rows.append(row.SerializeToString(deterministic=True))
+    summaries = {}
+    for account in ("", "A1", "A2"):
+        found = stub.GetPortfolioSummary(pb.GetPortfolioSummaryRequest(account_id=account))
+        for part in [found, *found.by_account_kind]:
+            part.ClearField("as_of_sequence")
+            for balance in part.cash:
+                balance.ClearField("last_sequence")
+        summaries[account] = str(found)
+    return {"rows": sorted(rows), "summaries": summaries}
+
+
+def test_any_arrival_order_gives_the_same_rows_and_summaries_through_the_api():
+    fills = []
+    for n, (account, strategy, instrument, side, quantity, price) in enumerate(
+        [
+            ("A1", "S1", "AAPL", "BUY", 10, 100), ("A1", "S2", "SAP", "BUY", 5, 50),
+            ("A2", "S1", "AAPL", "SELL", 3, 101), ("A1", "S1", "AAPL", "SELL", 4, 103),
+            ("A1", "S2", "SAP", "SELL", 2, 55), ("A2", "S1", "AAPL", "BUY", 7, 99),
+            ("A1", "S1", "AAPL", "BUY", 6, 98), ("A1", "S2", "SAP", "SELL", 6, 52),
+        ]
+    ):  # fmt: skip
+        fill = at(10 + n, pb_fill(side, quantity, price, account=account, strategy=strategy,
+                                  instrument=instrument, fill_id=f"x{n}", commission="1",
+                                  commission_currency="USD"))  # fmt: skip
+        fills.append(fill)
+    orders = [fills, fills[::-1], [fills[i] for i in (3, 0, 6, 1, 7, 2, 5, 4)]]
+    books = []
+    for arrival in orders:
+        server = start_test_server()
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                stub = pb_grpc.PortfolioManagerStub(channel)
+                define = pb.DefineInstrumentRequest(
+                    instrument=pb.Instrument(instrument_id="SAP", currency="EUR")
+                )
+                stub.DefineInstrument(define)
+                for fill in arrival:  # one by one: each is late or not as it comes
+                    (ack,) = acks(stub, fill)
+                    assert ack.result == pb.EVENT_RESULT_ACCEPTED
+                books.append(book_through_the_api(stub))
+        finally:
+            server.stop()
+    assert books[0] == books[1] == books[2]

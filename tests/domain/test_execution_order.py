@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain.book import ALL
-from server.domain.events import ExecutionEvent, Fill, FillCorrection, Side
+from server.domain.events import ExecutionEvent, Fill, FillCorrection, FxFixing, Side
 from server.domain.ledger import Ledger, Result
 from server.domain.position import Position, PositionKey
 from server.domain.restatement import Placement
@@ -24,16 +24,20 @@ from tests.domain.restart import restore_checkpoint
 
 SECOND = 10**9
 INSTRUMENTS = {"AAPL": "USD", "SAP": "EUR", "ES": "USD"}
-DEFINITIONS = [instrument("AAPL"), instrument("SAP", "EUR"), instrument("ES", multiplier=50)]
+DEFINITIONS: list[ExecutionEvent] = [
+    instrument("AAPL"),
+    instrument("SAP", "EUR"),
+    instrument("ES", multiplier=50),
+]
 
 
 def figures(row: Position) -> tuple[object, ...]:
     """Every figure of a row but the sequence of the last event that touched it (the late
     fill's, by design)."""
     return (
-        row.key, row.multiplier, row.quantity, row.cost_basis, row.realized_pnl, row.fees,
-        row.other_fee_items(), row.trade_count, row.opened_at_ns, row.updated_at_ns,
-        row.currency,
+        row.key, row.multiplier, row.quantity, row.cost_basis, row.realized_pnl,
+        row.realized_pnl_base, row.fees, row.other_fee_items(), row.trade_count,
+        row.opened_at_ns, row.updated_at_ns, row.currency, row.base_currency,
     )  # fmt: skip
 
 
@@ -57,6 +61,15 @@ def new_ledger() -> Ledger:
     for definition in DEFINITIONS:
         ledger.record(definition)
     return ledger
+
+
+# EUR/USD fixings journaled before every fill, stamped across the fills' times: realized P&L
+# in base converts at each realizing fill's own time, whatever the arrival order of fills.
+FIXINGS = [
+    FxFixing(base="EUR", quote="USD", rate=Decimal(rate), timestamp_ns=BASE_NS + at_ms * 10**6)
+    for rate, at_ms in (("1.1", 0), ("1.25", 400), ("1.05", 900))
+]
+DEFINITIONS += FIXINGS
 
 
 FILL = st.fixed_dictionaries(
@@ -150,14 +163,19 @@ def test_the_same_after_a_restart_from_a_checkpoint_in_the_middle(history, data)
     record_all(reference, list(in_order))
     cut = data.draw(st.integers(0, len(arrival)))
     before = new_ledger()
-    journal = [(n + 1, d) for n, d in enumerate(DEFINITIONS)]
+    journal: list[tuple[int, ExecutionEvent]] = [(n + 1, d) for n, d in enumerate(DEFINITIONS)]
     journal += record_all(before, arrival[:cut])
     after = Ledger()  # empty, as a process that starts
     restore_checkpoint(after, before, journal)
     for sequence, event in journal:
         after.remember(event.kind, event.event_id, sequence, event.fingerprint())
-    record_all(after, arrival[cut:])
+    journal += record_all(after, arrival[cut:])
     assert book_state(after) == book_state(reference)
+    replayed = Ledger()  # a start with no checkpoint: the whole journal again
+    for sequence, event in journal:
+        assert replayed.admit(event).sequence == sequence
+        replayed.apply(event, sequence)
+    assert book_state(replayed) == book_state(reference)
 
 
 SPEC = {"account": "A1", "strategy": "S1", "instrument": "AAPL", "side": "BUY", "quantity": 1,
