@@ -168,9 +168,11 @@ def hot_path_steps(count: int) -> list[str]:
     for sequence, event, done in applied:
         for change in done.rows:
             update_to_proto(
-                PositionChanged(sequence, change.kind, event, change.position,  # type: ignore[arg-type]
-                                ledger.book.price(change.position.key.instrument_id),
-                                ledger.book.precision, "USD", Decimal(1))
+                PositionChanged(
+                    sequence=sequence, kind=change.kind, fill=event,  # type: ignore[arg-type]
+                    row=change.position, price=ledger.book.price(change.position.key.instrument_id),
+                    precision=ledger.book.precision, base_currency="USD", fx_rate=Decimal(1),
+                )
             )  # fmt: skip
     t_encode = clock() - began
 

@@ -91,7 +91,7 @@ class NotAllowed(Exception):
         self.refusal = refusal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PositionChanged:
     """A row moved by a fill: a copy of the row as it was then, viewed only when needed."""
 
@@ -488,8 +488,9 @@ class PortfolioService(Generic[Payload]):
                 sequence,
                 topic,
                 PositionChanged(
-                    sequence, change.kind, fill, change.position, price, precision, base, rate,
-                    corrects, change.placement, rates,
+                    sequence=sequence, kind=change.kind, fill=fill, row=change.position,
+                    price=price, precision=precision, base_currency=base, fx_rate=rate,
+                    corrects=corrects, placement=change.placement, fee_rates=rates,
                 ),
             )  # fmt: skip
 

@@ -18,7 +18,7 @@ class CurrencyMismatch(ValueError):
     """Amounts of different currencies were about to be added."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Totals:
     """Aggregates of rows of one currency (`currency`; "" for totals of no rows yet)."""
 
