@@ -61,7 +61,7 @@ from server.domain.refusals import Refusal, RefusalKind
 from server.domain.restatement import Placement
 from server.domain.seen import JournalUnreadable
 from server.domain.time_window import TimeWindow
-from server.domain.totals import Totals
+from server.domain.totals import Totals, merged
 from server.domain.traces import Trace
 from server.log_limit import LogLimiter
 
@@ -202,15 +202,6 @@ def one_currency(by_currency: dict[str, Totals]) -> Totals | None:
     if len(by_currency) > 1:
         return None
     return next(iter(by_currency.values()), Totals())
-
-
-def merged(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:
-    """Per-currency totals of disjoint scopes added per currency, in currency order."""
-    parts: dict[str, list[Totals]] = {}
-    for scope in scopes:
-        for currency, totals in scope.items():
-            parts.setdefault(currency, []).append(totals)
-    return {currency: Totals.combined(parts[currency]) for currency in sorted(parts)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from server.domain.restatement import (
     rebuild,
     replace,
 )
-from server.domain.totals import Totals, convert
+from server.domain.totals import Totals, convert, merged
 
 ALL = ""
 """The account id of totals across every account."""
@@ -636,13 +636,13 @@ class PositionBook:
         self, strategy_id: str, account_id: str = ALL
     ) -> dict[str, Totals]:
         accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
-        return _by_currency(self._strategy_totals.get((a, strategy_id), {}) for a in accounts)
+        return merged(self._strategy_totals.get((a, strategy_id), {}) for a in accounts)
 
     def account_currency_totals(self, account_id: str = ALL) -> dict[str, Totals]:
         """Totals of the account-level rows, per currency."""
         if account_id:
-            return _by_currency([self._account_totals.get(account_id, {})])
-        return _by_currency(self._account_totals.values())
+            return merged([self._account_totals.get(account_id, {})])
+        return merged(self._account_totals.values())
 
     def strategies(self, account_id: str = ALL) -> Iterable[str]:
         """Strategy ids in order, of one account or of all."""
@@ -671,12 +671,3 @@ def _figures(row: Position) -> tuple[object, ...]:
         row.quantity, row.cost_basis, row.realized_pnl, row.fees, row.other_fee_items(),
         row.trade_count, row.opened_at_ns, row.updated_at_ns,
     )  # fmt: skip
-
-
-def _by_currency(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:
-    """Totals per currency across scopes, in currency order."""
-    parts: dict[str, list[Totals]] = {}
-    for scope in scopes:
-        for currency, totals in scope.items():
-            parts.setdefault(currency, []).append(totals)
-    return {currency: Totals.combined(parts[currency]) for currency in sorted(parts)}

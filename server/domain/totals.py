@@ -115,6 +115,15 @@ class Totals:
 _SUMMED = [name for name in Totals.__slots__ if name != "currency"]
 
 
+def merged(scopes: Iterable[dict[str, Totals]]) -> dict[str, Totals]:
+    """Per-currency totals of disjoint scopes added per currency, in currency order."""
+    parts: dict[str, list[Totals]] = {}
+    for scope in scopes:
+        for currency, totals in scope.items():
+            parts.setdefault(currency, []).append(totals)
+    return {currency: Totals.combined(parts[currency]) for currency in sorted(parts)}
+
+
 def convert(amount: Decimal, rate: Decimal, precision: Decimal) -> Decimal:
     """An amount at an FX rate, rounded half-even to `precision` (exact when the rate is 1)."""
     if rate == 1:

@@ -1,6 +1,7 @@
-"""What recovery does to a ledger, without a store: a checkpoint of a live ledger put back into
-an empty one, then the journal's fills inside the windows reloaded (the correctable fills and
-the rows' restatement windows)."""
+"""A ledger's journal and what recovery does with it, without a store: events recorded with
+their sequences, and a checkpoint of a live ledger put back into an empty one, then the
+journal's fills inside the windows reloaded (the correctable fills and the rows' restatement
+windows)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,18 @@ from collections.abc import Iterable
 
 from server.domain.corrections import JournaledFill
 from server.domain.events import ExecutionEvent, Fill, FillCorrection
-from server.domain.ledger import Ledger
+from server.domain.ledger import Ledger, Result
 from server.domain.state import capture, capture_rows, restore
+
+
+def record(ledger: Ledger, *events: ExecutionEvent) -> list[tuple[int, ExecutionEvent]]:
+    """Records events that must be accepted; returns them as the journal holds them."""
+    journaled = []
+    for event in events:
+        outcome = ledger.record(event)
+        assert outcome.result is Result.ACCEPTED, (event, outcome.reason)
+        journaled.append((outcome.sequence, event))
+    return journaled
 
 
 def restore_checkpoint(

@@ -20,7 +20,7 @@ from server.domain.restatement import Placement
 from server.domain.totals import CurrencyMismatch, Totals
 from tests.domain.builders import BASE_NS
 from tests.domain.event_builders import instrument
-from tests.domain.restart import restore_checkpoint
+from tests.domain.restart import record, restore_checkpoint
 
 SECOND = 10**9
 INSTRUMENTS = {"AAPL": "USD", "SAP": "EUR", "ES": "USD"}
@@ -135,23 +135,14 @@ def histories(draw: st.DrawFn) -> tuple[list[Fill], list[ExecutionEvent], list[F
     return fills, arrival, in_order
 
 
-def record_all(ledger: Ledger, events: list[ExecutionEvent]) -> list[tuple[int, ExecutionEvent]]:
-    journaled = []
-    for event in events:
-        outcome = ledger.record(event)
-        assert outcome.result is Result.ACCEPTED, outcome.reason
-        journaled.append((outcome.sequence, event))
-    return journaled
-
-
 @settings(max_examples=300, deadline=None)
 @given(histories())
 def test_any_arrival_order_gives_the_book_of_execution_order(history):
     _, arrival, in_order = history
     reference = new_ledger()
-    record_all(reference, list(in_order))
+    record(reference, *list(in_order))
     ledger = new_ledger()
-    record_all(ledger, arrival)
+    record(ledger, *arrival)
     assert book_state(ledger) == book_state(reference)
 
 
@@ -160,16 +151,16 @@ def test_any_arrival_order_gives_the_book_of_execution_order(history):
 def test_the_same_after_a_restart_from_a_checkpoint_in_the_middle(history, data):
     _, arrival, in_order = history
     reference = new_ledger()
-    record_all(reference, list(in_order))
+    record(reference, *list(in_order))
     cut = data.draw(st.integers(0, len(arrival)))
     before = new_ledger()
     journal: list[tuple[int, ExecutionEvent]] = [(n + 1, d) for n, d in enumerate(DEFINITIONS)]
-    journal += record_all(before, arrival[:cut])
+    journal += record(before, *arrival[:cut])
     after = Ledger()  # empty, as a process that starts
     restore_checkpoint(after, before, journal)
     for sequence, event in journal:
         after.remember(event.kind, event.event_id, sequence, event.fingerprint())
-    journal += record_all(after, arrival[cut:])
+    journal += record(after, *arrival[cut:])
     assert book_state(after) == book_state(reference)
     replayed = Ledger()  # a start with no checkpoint: the whole journal again
     for sequence, event in journal:
@@ -189,7 +180,7 @@ def test_a_late_fill_restates_only_its_rows_and_says_so():
     late = make_fill(2, {**spec, "price": 80})
     sell = make_fill(3, {**spec, "side": "SELL", "quantity": 10, "price": 95})
     other = make_fill(4, {**spec, "strategy": "S2", "instrument": "SAP"})
-    record_all(ledger, [first, sell, other])
+    record(ledger, *[first, sell, other])
     outcome = ledger.record(late)
     assert outcome.applied.placement is Placement.RESTATED
     assert ledger.placements.get(outcome.sequence) is Placement.RESTATED
@@ -206,13 +197,13 @@ def test_a_fill_older_than_the_window_is_booked_flagged_and_counted():
     ledger = Ledger(correction_window_ns=window)
     spec = SPEC
     old = make_fill(1, spec)
-    record_all(ledger, [make_fill(2, spec)])
+    record(ledger, *[make_fill(2, spec)])
     # an hour of fills: the first ones leave the window
     later = [
         dataclasses.replace(make_fill(3 + n, spec), timestamp_ns=BASE_NS + n * 30 * SECOND)
         for n in range(1, 120)
     ]
-    record_all(ledger, later)
+    record(ledger, *later)
     row = ledger.book.get(ledger.book.strategy_rows.keys()[0])
     assert row is not None and row.window is not None
     assert len(row.window.bookings) <= 3  # only the window's fills are kept
@@ -227,7 +218,7 @@ def test_a_commission_in_another_currency_stays_in_it():
     ledger = new_ledger()
     spec = {**SPEC, "instrument": "SAP", "commission": "5", "fee_currency": "USD"}
     sell = {**spec, "side": "SELL", "price": 200, "commission": "1", "fee_currency": ""}
-    record_all(ledger, [make_fill(1, spec), make_fill(2, sell)])
+    record(ledger, *[make_fill(1, spec), make_fill(2, sell)])
     row = ledger.book.get(ledger.book.strategy_rows.keys()[0])
     assert row is not None
     assert (row.currency, row.realized_pnl, row.fees) == ("EUR", 100, 1)
@@ -243,9 +234,9 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
     window = 60 * SECOND
     ledger = Ledger(correction_window_ns=window)
     quiet = [dataclasses.replace(make_fill(n, SPEC), strategy_id="QUIET") for n in range(20)]
-    record_all(ledger, quiet)
+    record(ledger, *quiet)
     busy = {**SPEC, "instrument": "SAP"}
-    record_all(ledger, [
+    record(ledger, *[
         dataclasses.replace(make_fill(100 + n, busy), timestamp_ns=BASE_NS + n * 10 * SECOND)
         for n in range(1, 30)
     ])  # fmt: skip
@@ -261,7 +252,7 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
 
 def test_adding_totals_of_two_currencies_raises():
     ledger = new_ledger()
-    record_all(ledger, [make_fill(1, SPEC), make_fill(2, {**SPEC, "instrument": "SAP"})])
+    record(ledger, *[make_fill(1, SPEC), make_fill(2, {**SPEC, "instrument": "SAP"})])
     by_currency = ledger.book.account_currency_totals("A1")
     assert {c: t.currency for c, t in by_currency.items()} == {"EUR": "EUR", "USD": "USD"}
     with pytest.raises(CurrencyMismatch, match="cannot add USD totals to EUR totals"):
@@ -269,5 +260,5 @@ def test_adding_totals_of_two_currencies_raises():
     with pytest.raises(CurrencyMismatch):
         ledger.book.account_totals("A1")
     one = Ledger()
-    record_all(one, [make_fill(1, SPEC)])
+    record(one, *[make_fill(1, SPEC)])
     assert one.book.account_totals("A1").currency == "USD"

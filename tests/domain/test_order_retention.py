@@ -23,7 +23,7 @@ from tests.domain.event_builders import (
     reservation,
     status,
 )
-from tests.domain.restart import restore_checkpoint
+from tests.domain.restart import record, restore_checkpoint
 from tests.domain.test_state_roundtrip import assert_same
 
 D = Decimal
@@ -33,15 +33,6 @@ T0 = BASE_NS
 
 def ledger(retention_ns: int | None = DAY) -> Ledger:
     return Ledger(retention_ns=retention_ns)
-
-
-def record(target: Ledger, *events: ExecutionEvent) -> list[tuple[int, ExecutionEvent]]:
-    journaled = []
-    for event in events:
-        outcome = target.record(event)
-        assert outcome.result is Result.ACCEPTED, event
-        journaled.append((outcome.sequence, event))
-    return journaled
 
 
 def filled_order(order_id: str, at_ns: int, quantity: int = 5) -> list[ExecutionEvent]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from server.domain.events import AccountDefinition, AccountKind, ExecutionEvent, FxFixing
+from server.domain.events import AccountDefinition, AccountKind, FxFixing
 from server.domain.ledger import Ledger, Result
 from server.domain.position import PositionKey
 from server.domain.refusals import RefusalKind
 from tests.domain.builders import BASE_NS, fill
 from tests.domain.event_builders import instrument
-from tests.domain.restart import restore_checkpoint
+from tests.domain.restart import record, restore_checkpoint
 
 SECOND = 10**9
 ROW = PositionKey("A1", "S1", "SAP")
@@ -26,15 +26,6 @@ def eur_usd(rate: str, at_s: int) -> FxFixing:
 
 def sap(side: str, quantity: int, price: int, at_s: int, **fields: object):
     return fill(side, quantity, price, instrument="SAP", at_ns=BASE_NS + at_s * SECOND, **fields)
-
-
-def record(ledger: Ledger, *events: ExecutionEvent) -> list[tuple[int, ExecutionEvent]]:
-    journaled = []
-    for event in events:
-        outcome = ledger.record(event)
-        assert outcome.result is Result.ACCEPTED, outcome.reason
-        journaled.append((outcome.sequence, event))
-    return journaled
 
 
 def new_ledger() -> Ledger:
