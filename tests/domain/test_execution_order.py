@@ -180,7 +180,7 @@ def test_a_late_fill_restates_only_its_rows_and_says_so():
     late = make_fill(2, {**spec, "price": 80})
     sell = make_fill(3, {**spec, "side": "SELL", "quantity": 10, "price": 95})
     other = make_fill(4, {**spec, "strategy": "S2", "instrument": "SAP"})
-    record(ledger, *[first, sell, other])
+    record(ledger, first, sell, other)
     outcome = ledger.record(late)
     assert outcome.applied.placement is Placement.RESTATED
     assert ledger.placements.get(outcome.sequence) is Placement.RESTATED
@@ -197,7 +197,7 @@ def test_a_fill_older_than_the_window_is_booked_flagged_and_counted():
     ledger = Ledger(correction_window_ns=window)
     spec = SPEC
     old = make_fill(1, spec)
-    record(ledger, *[make_fill(2, spec)])
+    record(ledger, make_fill(2, spec))
     # an hour of fills: the first ones leave the window
     later = [
         dataclasses.replace(make_fill(3 + n, spec), timestamp_ns=BASE_NS + n * 30 * SECOND)
@@ -218,7 +218,7 @@ def test_a_commission_in_another_currency_stays_in_it():
     ledger = new_ledger()
     spec = {**SPEC, "instrument": "SAP", "commission": "5", "fee_currency": "USD"}
     sell = {**spec, "side": "SELL", "price": 200, "commission": "1", "fee_currency": ""}
-    record(ledger, *[make_fill(1, spec), make_fill(2, sell)])
+    record(ledger, make_fill(1, spec), make_fill(2, sell))
     row = ledger.book.get(ledger.book.strategy_rows.keys()[0])
     assert row is not None
     assert (row.currency, row.realized_pnl, row.fees) == ("EUR", 100, 1)
@@ -236,10 +236,11 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
     quiet = [dataclasses.replace(make_fill(n, SPEC), strategy_id="QUIET") for n in range(20)]
     record(ledger, *quiet)
     busy = {**SPEC, "instrument": "SAP"}
-    record(ledger, *[
+    busy_fills = [
         dataclasses.replace(make_fill(100 + n, busy), timestamp_ns=BASE_NS + n * 10 * SECOND)
         for n in range(1, 30)
-    ])  # fmt: skip
+    ]
+    record(ledger, *busy_fills)
     for strategy in ("QUIET", ""):
         row = ledger.book.get(PositionKey("A1", strategy, "AAPL"))
         assert row is not None and row.window is None, strategy
@@ -252,7 +253,7 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
 
 def test_adding_totals_of_two_currencies_raises():
     ledger = new_ledger()
-    record(ledger, *[make_fill(1, SPEC), make_fill(2, {**SPEC, "instrument": "SAP"})])
+    record(ledger, make_fill(1, SPEC), make_fill(2, {**SPEC, "instrument": "SAP"}))
     by_currency = ledger.book.account_currency_totals("A1")
     assert {c: t.currency for c, t in by_currency.items()} == {"EUR": "EUR", "USD": "USD"}
     with pytest.raises(CurrencyMismatch, match="cannot add USD totals to EUR totals"):
@@ -260,5 +261,5 @@ def test_adding_totals_of_two_currencies_raises():
     with pytest.raises(CurrencyMismatch):
         ledger.book.account_totals("A1")
     one = Ledger()
-    record(one, *[make_fill(1, SPEC)])
+    record(one, make_fill(1, SPEC))
     assert one.book.account_totals("A1").currency == "USD"
