@@ -263,3 +263,26 @@ def test_adding_totals_of_two_currencies_raises():
     one = Ledger()
     record(one, make_fill(1, SPEC))
     assert one.book.account_totals("A1").currency == "USD"
+
+
+def test_a_correction_of_a_fill_that_was_itself_late_lands_in_that_fills_place():
+    """Fills at t1 and t3 arrive, then the t2 fill (late), then a correction of it: the book
+    is that of t1, the corrected t2, t3 in that order."""
+    spec = {**SPEC, "quantity": 10}
+    first = make_fill(1, spec)
+    late = make_fill(2, {**spec, "price": 80})
+    sell = make_fill(3, {**spec, "side": "SELL", "price": 95})
+    fixed = dataclasses.replace(
+        late, fill_id="c2", price=Decimal(90), timestamp_ns=sell.timestamp_ns
+    )
+    ledger = new_ledger()
+    record(ledger, first, sell, late)
+    outcome = ledger.record(FillCorrection.replacing(late.fill_id, fixed))
+    assert outcome.applied.placement is Placement.RESTATED  # the sell after it is re-applied
+    reference = new_ledger()
+    record(reference, first, dataclasses.replace(fixed, fill_id=late.fill_id,
+                                                 timestamp_ns=late.timestamp_ns), sell)  # fmt: skip
+    assert book_state(ledger) == book_state(reference)
+    row = ledger.book.get(PositionKey("A1", "S1", "AAPL"))
+    assert row is not None  # 10 @100 and 10 @90 (avg 95), sold 10 @95: realized 0
+    assert (row.quantity, row.realized_pnl, row.cost_basis, row.trade_count) == (10, 0, 950, 3)
