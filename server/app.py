@@ -26,8 +26,6 @@ from server.application.recovery import RecoveryReport, recover
 from server.application.service import PortfolioChange, PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.application.supervision import Supervision
-from server.broker.connection import IbConnection, quiet_ib_async
-from server.broker.contracts import ContractMap, ContractMapError
 from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
@@ -39,6 +37,8 @@ from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
+from tws.connection import IbConnection, quiet_ib_async
+from tws.contracts import ContractMap, ContractMapError
 
 log = logging.getLogger("portfolio")
 

@@ -15,10 +15,10 @@ from ib_async import Contract
 from ib_async import Position as IbPosition
 
 from server.application.ports import BrokerUnavailable
-from server.broker.amounts import MissingAmount, amount, amount_from_text, optional_amount
-from server.broker.connection import IbConnection
-from server.broker.contracts import ContractMap
 from server.domain.events import BrokerPosition, InvalidEvent
+from tws.amounts import MissingAmount, amount, amount_from_text, optional_amount
+from tws.connection import IbConnection
+from tws.contracts import ContractMap
 
 __all__ = ["AccountFigure", "IbBroker", "PortfolioRow", "contract_multiplier"]
 

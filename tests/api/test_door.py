@@ -15,7 +15,7 @@ import pytest
 from client import AsyncPortfolioClient, Fill, Side
 from client.wire import event_to_proto
 from portfolio.v1 import portfolio_pb2 as pb
-from server.broker.outbox import Outbox
+from relay.outbox import Outbox
 from server.domain.events import MAX_ID_LENGTH
 from tests.api.protocol import acks, field_violations, pb_fill, pb_status
 from tests.conftest import start_test_server

@@ -11,12 +11,12 @@ import pytest
 from client import AsyncPortfolioClient
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.broker.connection import IbConnection, ReconnectPolicy
-from server.broker.contracts import ContractMap
+from relay.relay import ExecutionRelay
 from server.broker.ib import IbBroker
-from server.broker.relay import ExecutionRelay
 from tests.broker.fake_tws import FakeContract, FakeTws
 from tests.conftest import start_test_server
+from tws.connection import IbConnection, ReconnectPolicy
+from tws.contracts import ContractMap
 
 pytestmark = pytest.mark.timeout(60)
 

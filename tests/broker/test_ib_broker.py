@@ -12,12 +12,12 @@ from decimal import Decimal
 import pytest
 
 from server.application.ports import BrokerUnavailable
-from server.broker.connection import IbConnection, ReconnectPolicy
-from server.broker.contracts import ContractMap, ContractMapError
 from server.broker.ib import AccountFigure, IbBroker, PortfolioRow
 from server.broker.paper import PaperBroker
 from server.domain.events import BrokerPosition
 from tests.broker.fake_tws import FakeContract, FakeTws
+from tws.connection import IbConnection, ReconnectPolicy
+from tws.contracts import ContractMap, ContractMapError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -333,13 +333,17 @@ async def test_a_connect_attempt_times_out() -> None:
         await server.wait_closed()
 
 
+# Where the reconciler's tasks run from: its adapter, the shared TWS link, and ib_async.
+OUR_CODE = ("server/broker/", "/tws/", "ib_async")
+
+
 def _our_tasks() -> list[asyncio.Task[object]]:
     current = asyncio.current_task()
     found = []
     for task in asyncio.all_tasks():
         code = getattr(task.get_coro(), "cr_code", None)
         filename = code.co_filename if code is not None else ""
-        if task is not current and ("server/broker" in filename or "ib_async" in filename):
+        if task is not current and any(part in filename for part in OUR_CODE):
             found.append(task)
     return found
 

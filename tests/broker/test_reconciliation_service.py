@@ -19,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.broker.connection import IbConnection, ReconnectPolicy
-from server.broker.contracts import ContractMap
 from server.broker.ib import IbBroker
 from tests.broker.fake_tws import FakeContract, FakeTws
 from tests.conftest import TEST_CONFIG, ServerThread, start_test_server
+from tws.connection import IbConnection, ReconnectPolicy
+from tws.contracts import ContractMap
 
 AAPL = FakeContract(265598, "AAPL")
 MSFT = FakeContract(272093, "MSFT")

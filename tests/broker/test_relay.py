@@ -29,10 +29,7 @@ from client import AsyncPortfolioClient, Fill, OrderStatusUpdate, PortfolioError
 from client import OrderStatus as Status
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.broker.amounts import MissingAmount, amount, amount_from_text, optional_amount
-from server.broker.connection import IbConnection, ReconnectPolicy
-from server.broker.contracts import ContractMap
-from server.broker.executions import (
+from relay.executions import (
     Attribution,
     UnmappableEvent,
     corrected_exec_id,
@@ -40,11 +37,14 @@ from server.broker.executions import (
     order_status,
     status_update,
 )
-from server.broker.pending import CommissionWait
-from server.broker.relay import PORTFOLIO_CHANNEL_OPTIONS, ExecutionRelay
-from server.broker.relay_config import RelayConfig, parse_args
+from relay.pending import CommissionWait
+from relay.relay import PORTFOLIO_CHANNEL_OPTIONS, ExecutionRelay
+from relay.relay_config import RelayConfig, parse_args
 from tests.broker.fake_tws import FakeContract, FakeTws
 from tests.conftest import ServerThread, start_test_server
+from tws.amounts import MissingAmount, amount, amount_from_text, optional_amount
+from tws.connection import IbConnection, ReconnectPolicy
+from tws.contracts import ContractMap
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -543,7 +543,10 @@ async def test_stop_flushes_and_leaves_no_tasks(
         t
         for t in asyncio.all_tasks()
         if t is not current
-        and "server/broker" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")
+        and any(
+            part in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")
+            for part in ("/relay/", "/tws/")  # the relay's code and the TWS link it runs on
+        )
     ]
     assert leftovers == []
 
@@ -556,7 +559,7 @@ async def test_the_relay_process_relays_and_stops_on_sigterm(
     log_path = tmp_path / "relay.log"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.broker.relay", "--tws-port", str(tws.port),
+            sys.executable, "-m", "relay", "--tws-port", str(tws.port),
             "--service", service.address, "--contract-map", str(contracts),
             "--default-strategy", "house",
             stderr=log_file, cwd=Path(__file__).parents[2],

@@ -17,8 +17,8 @@ from ib_async import Fill as IbFill
 from ib_async import Trade
 
 from client.models import Fill, OrderStatus, OrderStatusUpdate, Side
-from server.broker.amounts import amount, optional_amount
-from server.broker.contracts import ContractMap
+from tws.amounts import amount, optional_amount
+from tws.contracts import ContractMap
 
 __all__ = [
     "DEFAULT_STRATEGY",

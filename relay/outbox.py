@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from client import AsyncPortfolioClient, EventAck, ExecutionEvent, Fill, PortfolioError
 from client.wire import event_to_proto
-from server.broker.connection import ReconnectPolicy
+from tws.connection import ReconnectPolicy
 
 __all__ = ["Outbox"]
 

@@ -1,6 +1,6 @@
 """The execution relay: streams IB executions and order statuses into the portfolio service.
 
-Run it as its own process (`scripts/relay`, `python -m server.broker.relay --help`) next to TWS
+Run it as its own process (`scripts/relay`, `python -m relay --help`) next to TWS
 or IB Gateway. It connects with its own API client id, not read-only: ib_async asks for open
 orders only on a read-write connection, and without them it knows no `Trade` for an order, so
 its live fill, commission and status events do not fire. TWS reports the orders of *other*
@@ -21,12 +21,10 @@ has no Trade for).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,9 +42,7 @@ from client import (
     Fill,
     OrderStatusUpdate,
 )
-from server.broker.connection import IbConnection, ReconnectPolicy, quiet_ib_async
-from server.broker.contracts import ContractMap, ContractMapError
-from server.broker.executions import (
+from relay.executions import (
     DEFAULT_STRATEGY,
     Attribution,
     UnmappableEvent,
@@ -54,9 +50,11 @@ from server.broker.executions import (
     fill_event,
     status_update,
 )
-from server.broker.outbox import Outbox
-from server.broker.pending import CommissionWait
-from server.broker.relay_config import RelayConfig, parse_args
+from relay.outbox import Outbox
+from relay.pending import CommissionWait
+from relay.relay_config import RelayConfig, parse_args
+from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
+from tws.contracts import ContractMap, ContractMapError
 
 __all__ = ["PORTFOLIO_CHANNEL_OPTIONS", "ExecutionRelay", "RelayStats", "main", "run"]
 
@@ -448,8 +446,3 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ib_async import Fill as IbFill
 
-from server.broker.executions import commission_reported
+from relay.executions import commission_reported
 
 __all__ = ["CommissionWait", "Released"]
 
