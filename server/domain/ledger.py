@@ -11,9 +11,10 @@ refusal is decided by the state at its sequence, so replaying the journal refuse
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from typing import Any, Generic, TypeVar
 
 from server.domain.accounts import AccountRegistry
 from server.domain.balances import (
@@ -37,6 +38,7 @@ from server.domain.events import (
     FillCorrection,
     FxFixing,
     InstrumentDefinition,
+    JournaledEvent,
     OrderStatusUpdate,
     ReservationRelease,
     Side,
@@ -209,32 +211,38 @@ class Ledger:
                 reason=f"{_id_field(event)}: already used by a different event "
                 f"(sequence {sequence})",
             )
-        if (
-            isinstance(event, Fill)
-            and self.instruments.strict
-            and not self.knows(event.instrument_id)
-        ):
-            return Outcome(
-                event.event_id,
-                Result.REJECTED,
-                reason=f"instrument_id: {event.instrument_id!r} is not a defined instrument "
-                "(the registry is strict: define it first)",
-            )
-        if isinstance(event, FillCorrection):
-            try:
-                if not self._correctable(event):
-                    reason = str(self._uncorrectable(event))
-                    return Outcome(event.event_id, Result.REJECTED, reason=reason)
-            except JournalUnreadable as error:
-                reason = f"corrects: the corrected fill could not be read ({error}); retry"
+        rules = KINDS[type(event)]
+        if rules.refuses is not None:
+            reason = rules.refuses(self, event)
+            if reason:
                 return Outcome(event.event_id, Result.REJECTED, reason=reason)
-        if isinstance(event, InstrumentDefinition):
-            self._admitted_instruments.add(event.instrument_id)
-        if isinstance(event, Fill | FillCorrection):
-            self._admitted_fills.add((event.account_id, event.event_id))
+        if rules.admitted is not None:
+            rules.admitted(self, event)
         self.sequence += 1
         self.seen.add(event.kind, event.event_id, self.sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
+
+    def _refuses_fill(self, fill: Fill) -> str:
+        if self.instruments.strict and not self.knows(fill.instrument_id):
+            return (
+                f"instrument_id: {fill.instrument_id!r} is not a defined instrument "
+                "(the registry is strict: define it first)"
+            )
+        return ""
+
+    def _refuses_correction(self, correction: FillCorrection) -> str:
+        try:
+            if not self._correctable(correction):
+                return str(self._uncorrectable(correction))
+        except JournalUnreadable as error:
+            return f"corrects: the corrected fill could not be read ({error}); retry"
+        return ""
+
+    def _admitted_fill(self, fill: Fill | FillCorrection) -> None:
+        self._admitted_fills.add((fill.account_id, fill.event_id))
+
+    def _admitted_instrument(self, definition: InstrumentDefinition) -> None:
+        self._admitted_instruments.add(definition.instrument_id)
 
     def _correctable(self, correction: FillCorrection) -> bool:
         """Whether the corrected fill is there; one kept as a journal sequence is read now, so
@@ -274,16 +282,10 @@ class Ledger:
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
         self.seen.journaled(sequence)
-        if not isinstance(event, FxFixing):  # market data: the clock follows trading events
+        rules = KINDS[type(event)]
+        if rules.moves_clock:
             self._advance_clock(event.timestamp_ns)
-        applied = self._apply(event, sequence)
-        if isinstance(event, Fill | FillCorrection | FxFixing):
-            self.fx_history.evict(self.book.horizon_ns() - FX_HORIZON_MARGIN_NS)
-        if isinstance(event, Fill | FillCorrection):
-            self._admitted_fills.discard((event.account_id, event.event_id))
-            placement = applied.placement
-            if placement is not Placement.IN_ORDER:
-                self.placements.note(sequence, placement)
+        applied = rules.apply(self, event, sequence)
         if applied.refusal is not None:
             self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
@@ -329,54 +331,63 @@ class Ledger:
             sequence=sequence,
         )  # fmt: skip
 
-    def _apply(self, event: ExecutionEvent, sequence: int) -> Applied:
-        if isinstance(event, Fill):
-            applied = self._apply_fill(event, sequence)
-            self.corrections.add(event, sequence)
-            return applied
-        if isinstance(event, FillCorrection):
-            return self._apply_correction(event, sequence)
-        if isinstance(event, BrokerPositions):
-            return self._apply_broker_positions(event, sequence)
-        if isinstance(event, OrderStatusUpdate):
-            return self._apply_status(event, sequence)
-        if isinstance(event, CashTransfer):
-            key = BalanceKey(event.account_id, event.currency, event.chain_id)
-            balance = self.balances.move_cash(key, event.amount, event.timestamp_ns, sequence)
-            return Applied(balances=(balance.copy(),))
-        if isinstance(event, CashReservation):
-            order_key = (order_keys(event.order_id, event.order_ref) or [""])[0]
-            refusal, held = self.balances.reserve(event, order_key, sequence)
-            return Applied(balances=_copies(held), refusal=refusal)
-        if isinstance(event, ReservationRelease):
-            refusal, held = self.balances.release(event, sequence)
-            return Applied(balances=_copies(held), refusal=refusal)
-        if isinstance(event, InstrumentDefinition):
-            self._admitted_instruments.discard(event.instrument_id)
-            has_rows = self.book.has_instrument(event.instrument_id)
-            return Applied(refusal=self.instruments.define(event, has_rows))
-        if isinstance(event, AccountDefinition):
-            base = self.accounts.base_currency(event.account_id)
-            if base != event.base_currency and self.book.has_account(event.account_id):
-                return Applied(
-                    refusal=Refusal(
-                        RefusalKind.PRECONDITION,
-                        "base_currency",
-                        f"account {event.account_id!r} has positions with realized P&L kept in "
-                        f"{base}: its base currency cannot become {event.base_currency}",
-                    )
+    def _apply_new_fill(self, fill: Fill, sequence: int) -> Applied:
+        applied = self._apply_fill(fill, sequence)
+        self.corrections.add(fill, sequence)
+        self._booked(fill, sequence, applied)
+        return applied
+
+    def _booked(self, fill: Fill | FillCorrection, sequence: int, applied: Applied) -> None:
+        """After a fill or a correction: no longer only admitted, its placement noted for its
+        ack, and the FX history kept to the window."""
+        self._admitted_fills.discard((fill.account_id, fill.event_id))
+        placement = applied.placement
+        if placement is not Placement.IN_ORDER:
+            self.placements.note(sequence, placement)
+        self.fx_history.evict(self.book.horizon_ns() - FX_HORIZON_MARGIN_NS)
+
+    def _apply_transfer(self, transfer: CashTransfer, sequence: int) -> Applied:
+        key = BalanceKey(transfer.account_id, transfer.currency, transfer.chain_id)
+        balance = self.balances.move_cash(key, transfer.amount, transfer.timestamp_ns, sequence)
+        return Applied(balances=(balance.copy(),))
+
+    def _apply_reservation(self, reservation: CashReservation, sequence: int) -> Applied:
+        order_key = (order_keys(reservation.order_id, reservation.order_ref) or [""])[0]
+        refusal, held = self.balances.reserve(reservation, order_key, sequence)
+        return Applied(balances=_copies(held), refusal=refusal)
+
+    def _apply_release(self, release: ReservationRelease, sequence: int) -> Applied:
+        refusal, held = self.balances.release(release, sequence)
+        return Applied(balances=_copies(held), refusal=refusal)
+
+    def _apply_instrument(self, definition: InstrumentDefinition, sequence: int) -> Applied:
+        self._admitted_instruments.discard(definition.instrument_id)
+        has_rows = self.book.has_instrument(definition.instrument_id)
+        return Applied(refusal=self.instruments.define(definition, has_rows))
+
+    def _apply_account(self, definition: AccountDefinition, sequence: int) -> Applied:
+        base = self.accounts.base_currency(definition.account_id)
+        if base != definition.base_currency and self.book.has_account(definition.account_id):
+            return Applied(
+                refusal=Refusal(
+                    RefusalKind.PRECONDITION,
+                    "base_currency",
+                    f"account {definition.account_id!r} has positions with realized P&L kept "
+                    f"in {base}: its base currency cannot become {definition.base_currency}",
                 )
-            if self.accounts.define(event):
-                key = BalanceKey(event.account_id, event.base_currency)
-                balance = self.balances.move_cash(key, event.initial_cash, 0, sequence)
-                return Applied(balances=(balance.copy(),))
-            return NOTHING
-        if isinstance(event, FxFixing):
-            rate = fixed_rate(event)
-            self.fx_history.record(rate, sequence)
-            self.fx.set(rate)  # the valuation table: kept unless it holds a newer rate
-            return NOTHING
-        raise TypeError(f"not an event: {event!r}")
+            )
+        if self.accounts.define(definition):
+            key = BalanceKey(definition.account_id, definition.base_currency)
+            balance = self.balances.move_cash(key, definition.initial_cash, 0, sequence)
+            return Applied(balances=(balance.copy(),))
+        return NOTHING
+
+    def _apply_fx(self, fixing: FxFixing, sequence: int) -> Applied:
+        rate = fixed_rate(fixing)
+        self.fx_history.record(rate, sequence)
+        self.fx.set(rate)  # the valuation table: kept unless it holds a newer rate
+        self.fx_history.evict(self.book.horizon_ns() - FX_HORIZON_MARGIN_NS)
+        return NOTHING
 
     def _apply_correction(self, correction: FillCorrection, sequence: int) -> Applied:
         """Busts what is booked for the corrected execution (reversed at its own price, its
@@ -384,7 +395,9 @@ class Ledger:
         the replacement had been booked, and so does total P&L (realized + unrealized)."""
         found = self.corrections.find(correction.account_id, correction.corrects)
         if found is None:  # admitted while its fill was there; the window moved on since
-            return Applied(refusal=self._uncorrectable(correction))
+            applied = Applied(refusal=self._uncorrectable(correction))
+            self._booked(correction, sequence, applied)
+            return applied
         original, booked = found
         replacement = correction.replacement()
         old = booked.fill
@@ -404,11 +417,13 @@ class Ledger:
             rows = list(busted.rows + rebooked.rows)
         self.corrections.replace(correction.account_id, original, replacement, sequence)
         balances = {balance.key: balance for balance in busted.balances + rebooked.balances}
-        return Applied(
+        applied = Applied(
             rows=tuple(rows),
             order=rebooked.order or busted.order,
             balances=tuple(balances.values()),
         )
+        self._booked(correction, sequence, applied)
+        return applied
 
     def unreconcilable(self, account_id: str) -> Refusal | None:
         """Why the account cannot be reconciled: a paper account's book is the service's."""
@@ -559,19 +574,58 @@ def _copies(balance: Balance | None) -> tuple[Balance, ...]:
     return (balance.copy(),) if balance is not None else ()
 
 
-_ID_FIELDS = {
-    "fill": "fill_id",
-    "status": "update_id",
-    "transfer": "transfer_id",
-    "reserve": "reservation_id",
-    "release": "release_id",
-    "instrument": "instrument_id",
-    "account": "account_id",
-    "correction": "correction_id",
-    "broker_positions": "snapshot_id",
-    "fx": "timestamp_ns",
-}
+E = TypeVar("E", bound=JournaledEvent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KindRules(Generic[E]):
+    """How the ledger takes one kind of event, in one place: the field its id comes from,
+    what refuses it at admission (a reason naming the field, or ""), what admitting it notes
+    before it applies (a later event of the same batch may need it), how it applies, and
+    whether its time moves the event clock (market data does not)."""
+
+    id_field: str
+    apply: Callable[[Ledger, E, int], Applied]
+    refuses: Callable[[Ledger, E], str] | None = None
+    admitted: Callable[[Ledger, E], None] | None = None
+    moves_clock: bool = True
+
+
+KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
+    Fill: KindRules(
+        id_field="fill_id", apply=Ledger._apply_new_fill, refuses=Ledger._refuses_fill,
+        admitted=Ledger._admitted_fill,
+    ),
+    FillCorrection: KindRules(
+        id_field="correction_id", apply=Ledger._apply_correction,
+        refuses=Ledger._refuses_correction, admitted=Ledger._admitted_fill,
+    ),
+    OrderStatusUpdate: KindRules(
+        id_field="update_id", apply=Ledger._apply_status
+    ),
+    CashTransfer: KindRules(id_field="transfer_id", apply=Ledger._apply_transfer),
+    CashReservation: KindRules(
+        id_field="reservation_id", apply=Ledger._apply_reservation
+    ),
+    ReservationRelease: KindRules(
+        id_field="release_id", apply=Ledger._apply_release
+    ),
+    InstrumentDefinition: KindRules(
+        id_field="instrument_id", apply=Ledger._apply_instrument,
+        admitted=Ledger._admitted_instrument,
+    ),
+    AccountDefinition: KindRules(
+        id_field="account_id", apply=Ledger._apply_account
+    ),
+    BrokerPositions: KindRules(
+        id_field="snapshot_id", apply=Ledger._apply_broker_positions
+    ),
+    FxFixing: KindRules(
+        id_field="timestamp_ns", apply=Ledger._apply_fx, moves_clock=False
+    ),
+}  # fmt: skip
+"""Every kind the journal holds: a new kind adds its entry here (and its event class)."""
 
 
 def _id_field(event: ExecutionEvent) -> str:
-    return _ID_FIELDS[event.kind]
+    return KINDS[type(event)].id_field

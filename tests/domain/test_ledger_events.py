@@ -402,3 +402,12 @@ def test_the_multiplier_may_change_before_any_position():
     assert outcome.applied.refusal is None
     ledger.record(fill("BUY", 1, 100, instrument="ES"))
     assert cash(ledger) == -500
+
+
+def test_every_journaled_kind_has_its_ledger_rules_in_one_table():
+    from server.domain.events import EVENT_KINDS
+    from server.domain.ledger import KINDS
+
+    assert set(KINDS) == set(EVENT_KINDS.values())
+    for cls, rules in KINDS.items():
+        assert rules.id_field in cls.__dataclass_fields__ or rules.id_field == "timestamp_ns"
