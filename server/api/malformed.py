@@ -48,6 +48,8 @@ class MalformedRequest(ApiError):
     """A request (or one message of a request stream) that is not the message its method
     takes. Returned, not raised, by a guarded deserializer; raised into a stream's reader."""
 
+    answered_by_guard = True  # the servicer lets it through, to be logged (limited) here
+
     def __init__(
         self,
         type_name: str,

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.api.errors import ApiError
-from server.api.malformed import MalformedRequest
+from server.api import pages
+from server.api.errors import (
+    ApiError,
+    answers_errors,
+    answers_stream_errors,
+    end_with,
+    refusal_status,
+    status_of,
+)
 from server.api.updates import (
     BATCH_MAX_BYTES,
     PLACEMENTS,
@@ -49,10 +54,8 @@ from server.api.wire_reference import (
     reservation_to_proto,
 )
 from server.api.wire_summary import strategy_portfolio_to_proto, summary_to_proto
-from server.application.ports import BrokerUnavailable, StorageUnavailable
-from server.application.reconciler import NoBroker, Reconciler
+from server.application.reconciler import Reconciler
 from server.application.service import (
-    NotAllowed,
     NotFound,
     PortfolioChange,
     PortfolioService,
@@ -60,15 +63,12 @@ from server.application.service import (
 )
 from server.application.subscriptions import (
     Published,
-    SequenceOutOfRange,
     SubscriberOverflow,
     SubscriptionFilter,
 )
 from server.domain.events import AccountKind, ExecutionEvent, Fill, FillCorrection, require_id
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
-from server.domain.position import PositionKey
-from server.domain.refusals import Refusal, RefusalKind
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -98,8 +98,6 @@ _LEVEL_CHOICES = (
 )
 
 Update: TypeAlias = Published[PortfolioChange, EncodedUpdate]
-Request = TypeVar("Request", bound=Message)
-Response = TypeVar("Response", bound=Message)
 
 
 def _require(field: str, value: str) -> None:
@@ -144,11 +142,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     # -- ingest ----------------------------------------------------------------------------
 
+    @answers_stream_errors
     async def Ingest(
         self,
         request_iterator: AsyncIterator[pb.IngestRequest],
         context: Context,
-    ) -> AsyncIterator[pb.IngestResponse]:
+    ) -> AsyncGenerator[pb.IngestResponse, None]:
         """Admits batches as they arrive and answers each once it is durable, in order: the
         stream is pipelined, so one stream's batches share group commits too."""
         answers: asyncio.Queue[tuple[pb.IngestResponse, int] | BaseException | None]
@@ -167,20 +166,15 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         reader = asyncio.create_task(admit_all())
         try:
             while (answer := await answers.get()) is not None:
-                if isinstance(answer, StorageUnavailable):
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(answer))
-                if isinstance(answer, MalformedRequest):
-                    raise answer  # the client's fault: the guard answers and logs it
-                if isinstance(answer, BaseException):
-                    if not isinstance(answer, grpc.aio.AioRpcError):
-                        log.exception("ingest failed", exc_info=answer)
-                        await context.abort(grpc.StatusCode.INTERNAL, "ingest failed; see logs")
+                if isinstance(answer, grpc.aio.AioRpcError):
                     return
+                if isinstance(answer, BaseException):
+                    if status_of(answer) is None:
+                        log.exception("ingest failed", exc_info=answer)
+                        raise ApiError.internal("ingest failed; see logs")
+                    raise answer  # the store is down, or a malformed request (the guard's)
                 response, wait_for = answer
-                try:
-                    await self.service.wait_durable(wait_for)
-                except StorageUnavailable as error:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+                await self.service.wait_durable(wait_for)
                 self.place_fills(response)
                 yield response
         finally:
@@ -231,65 +225,30 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             if ack.placement:
                 ack.placement = PLACEMENTS[placements.get(ack.sequence)]
 
-    # -- queries ---------------------------------------------------------------------------
+    # -- writes ----------------------------------------------------------------------------
 
-    async def _answer(
-        self,
-        handler: Callable[[Request], Response],
-        request: Request,
-        context: Context,
-    ) -> Response:
-        try:
-            return handler(request)
-        except ApiError as error:
-            await context.abort_with_status(error.to_status())
-        except NotFound as missing:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
-        raise AssertionError("abort returned")  # pragma: no cover
-
-    async def _execute(self, event: ExecutionEvent, context: Context) -> int:
-        """Journals one event for a unary RPC; aborts with the refusal's status when the
-        domain refused it, or when the id was used for different content. Returns its
-        sequence."""
-        try:
-            outcome, refusal = await self.service.execute(event)
-        except StorageUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-            raise
+    async def _execute(self, event: ExecutionEvent) -> int:
+        """Journals one event for a unary RPC and returns its sequence; raises the refusal's
+        status when the domain refused it, or ALREADY_EXISTS when the id was used for different
+        content."""
+        outcome, refusal = await self.service.execute(event)
         if outcome.result is Result.REJECTED:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, outcome.reason)
+            raise ApiError.already_exists(outcome.reason)
         if refusal is not None:
-            await self._refuse(refusal, context)
+            raise refusal_status(refusal)
         return outcome.sequence
-
-    @staticmethod
-    async def _refuse(refusal: Refusal, context: Context) -> None:
-        if refusal.kind is RefusalKind.NOT_FOUND:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(refusal))
-        error = ApiError.precondition(refusal.field, refusal.reason)
-        await context.abort_with_status(error.to_status())
-
-    async def _invalid(self, violation: FieldViolation, context: Context) -> None:
-        await context.abort_with_status(ApiError.invalid(violation).to_status())
 
     # -- orders ----------------------------------------------------------------------------
 
+    @answers_errors
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
         try:
             return self.get_order(request)
-        except ApiError as error:
-            await context.abort_with_status(error.to_status())
         except NotFound:  # not in memory: it may have ended and left; the store may have it
-            try:
-                stored = await self.service.order_anywhere(
-                    request.account_id, request.order_id, request.order_ref
-                )
-                return order_to_proto(stored)
-            except NotFound as missing:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
-            except StorageUnavailable as error:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        raise AssertionError("abort returned")  # pragma: no cover
+            stored = await self.service.order_anywhere(
+                request.account_id, request.order_id, request.order_ref
+            )
+            return order_to_proto(stored)
 
     def get_order(self, request: pb.GetOrderRequest) -> pb.Order:
         _require("account_id", request.account_id)
@@ -298,79 +257,76 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         order = self.service.order(request.account_id, request.order_id, request.order_ref)
         return order_to_proto(order)
 
+    @answers_errors
     async def ListOpenOrders(
         self, request: pb.ListOpenOrdersRequest, context: Context
     ) -> pb.ListOpenOrdersResponse:
-        return await self._answer(self.list_open_orders, request, context)
+        return self.list_open_orders(request)
 
     def list_open_orders(self, request: pb.ListOpenOrdersRequest) -> pb.ListOpenOrdersResponse:
         if request.strategy_id and not request.account_id:
             raise ApiError.invalid(
                 FieldViolation("account_id", "is required with a strategy_id filter")
             )
-        _check_page_size(request.page_size)
-        tag = f"orders|{request.account_id}|{request.strategy_id}"
-        after = _decode_token(request.page_token, tag) if request.page_token else None
-        page = self.service.open_orders(
-            request.account_id,
-            request.strategy_id,
-            (after[0], after[1], after[2]) if after else None,
-            request.page_size or DEFAULT_PAGE_SIZE,
-        )
+        limit = pages.page_size(request.page_size, maximum=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
+        filters = (request.account_id, request.strategy_id)
+        after = pages.OPEN_ORDERS.decode(request.page_token, filters)
+        page = self.service.open_orders(request.account_id, request.strategy_id, after, limit)
         return pb.ListOpenOrdersResponse(
             orders=[order_to_proto(order) for order in page.orders],
-            next_page_token=_encode_token(list(page.last_key), tag) if page.last_key else "",
+            next_page_token=pages.OPEN_ORDERS.encode(page.last_key, filters)
+            if page.last_key
+            else "",
             as_of_sequence=page.as_of_sequence,
         )
 
     # -- instruments and accounts ----------------------------------------------------------
 
+    @answers_errors
     async def DefineInstrument(
         self, request: pb.DefineInstrumentRequest, context: Context
     ) -> pb.Instrument:
         try:
             definition = instrument_from_proto(request.instrument)
         except FieldViolation as violation:
-            await self._invalid(violation.within("instrument"), context)
-            raise
-        await self._execute(definition, context)
+            raise violation.within("instrument") from None
+        await self._execute(definition)
         return self.get_instrument(pb.GetInstrumentRequest(instrument_id=definition.instrument_id))
 
+    @answers_errors
     async def GetInstrument(
         self, request: pb.GetInstrumentRequest, context: Context
     ) -> pb.Instrument:
-        return await self._answer(self.get_instrument, request, context)
+        return self.get_instrument(request)
 
     def get_instrument(self, request: pb.GetInstrumentRequest) -> pb.Instrument:
         _require("instrument_id", request.instrument_id)
         return instrument_to_proto(self.service.instrument(request.instrument_id))
 
+    @answers_errors
     async def ListInstruments(
         self, request: pb.ListInstrumentsRequest, context: Context
     ) -> pb.ListInstrumentsResponse:
-        return await self._answer(self.list_instruments, request, context)
-
-    def list_instruments(self, request: pb.ListInstrumentsRequest) -> pb.ListInstrumentsResponse:
-        _check_page_size(request.page_size)
-        after = _decode_token(request.page_token, "instruments") if request.page_token else None
-        limit = request.page_size or DEFAULT_PAGE_SIZE
-        page = self.service.instruments(after[0] if after else "", limit + 1)
+        limit = pages.page_size(request.page_size, maximum=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
+        after = pages.INSTRUMENTS.decode(request.page_token)
+        page = self.service.instruments(after or "", limit + 1)
         more = len(page) > limit
         page = page[:limit]
         return pb.ListInstrumentsResponse(
             instruments=[instrument_to_proto(i) for i in page],
-            next_page_token=_encode_token([page[-1].instrument_id], "instruments") if more else "",
+            next_page_token=pages.INSTRUMENTS.encode(page[-1].instrument_id) if more else "",
         )
 
+    @answers_errors
     async def DefineAccount(self, request: pb.DefineAccountRequest, context: Context) -> pb.Account:
         try:
             definition = account_from_proto(request.account)
         except FieldViolation as violation:
-            await self._invalid(violation.within("account"), context)
-            raise
-        await self._execute(definition, context)
+            raise violation.within("account") from None
+        await self._execute(definition)
         return account_to_proto(self.service.account(definition.account_id))
 
+    @answers_errors
     async def ListAccounts(
         self, request: pb.ListAccountsRequest, context: Context
     ) -> pb.ListAccountsResponse:
@@ -380,9 +336,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     # -- marks -----------------------------------------------------------------------------
 
+    @answers_stream_errors
     async def StreamMarks(
         self, request_iterator: AsyncIterator[pb.MarkBatch], context: Context
-    ) -> AsyncIterator[pb.MarkAck]:
+    ) -> AsyncGenerator[pb.MarkAck, None]:
         """Applies each batch whole or not at all, and answers it; a bad batch is refused
         alone and the stream goes on."""
         async for batch in request_iterator:
@@ -430,54 +387,40 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     # -- balances --------------------------------------------------------------------------
 
+    @answers_errors
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.Balances:
-        return await self._answer(self.get_balances, request, context)
+        return self.get_balances(request)
 
     def get_balances(self, request: pb.GetBalancesRequest) -> pb.Balances:
         _require("account_id", request.account_id)
         return balances_to_proto(self.service.balances(request.account_id))
 
+    @answers_errors
     async def ReserveCash(self, request: pb.ReserveCashRequest, context: Context) -> pb.Reservation:
-        try:
-            event = reservation_from_proto(request)
-        except FieldViolation as violation:
-            await self._invalid(violation, context)
-            raise
-        sequence = await self._execute(event, context)
-        return await self._reservation(event.account_id, event.reservation_id, sequence, context)
+        event = reservation_from_proto(request)
+        sequence = await self._execute(event)
+        return self._reservation(event.account_id, event.reservation_id, sequence)
 
+    @answers_errors
     async def ReleaseReservation(
         self, request: pb.ReleaseReservationRequest, context: Context
     ) -> pb.Reservation:
-        try:
-            event = release_from_proto(request)
-        except FieldViolation as violation:
-            await self._invalid(violation, context)
-            raise
-        sequence = await self._execute(event, context)
-        return await self._reservation(event.account_id, event.reservation_id, sequence, context)
+        event = release_from_proto(request)
+        sequence = await self._execute(event)
+        return self._reservation(event.account_id, event.reservation_id, sequence)
 
-    async def _reservation(
-        self, account_id: str, reservation_id: str, sequence: int, context: Context
-    ) -> pb.Reservation:
+    def _reservation(self, account_id: str, reservation_id: str, sequence: int) -> pb.Reservation:
         """The reservation after its event; one forgotten since (a retry long after) is
         answered from the journal, or NOT_FOUND saying so (see PortfolioService)."""
-        try:
-            return reservation_to_proto(
-                self.service.reservation(account_id, reservation_id, sequence)
-            )
-        except NotFound as missing:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
-        except StorageUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        raise AssertionError("abort returned")  # pragma: no cover
+        return reservation_to_proto(self.service.reservation(account_id, reservation_id, sequence))
 
     # -- the consolidated book -------------------------------------------------------------
 
+    @answers_errors
     async def GetConsolidatedPosition(
         self, request: pb.GetConsolidatedPositionRequest, context: Context
     ) -> pb.ConsolidatedPosition:
-        return await self._answer(self.get_consolidated_position, request, context)
+        return self.get_consolidated_position(request)
 
     def get_consolidated_position(
         self, request: pb.GetConsolidatedPositionRequest
@@ -487,73 +430,45 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         found = self.service.consolidated(request.account_id, request.instrument_id)
         return consolidated_to_proto(found)
 
+    @answers_errors
     async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
-        return await self._answer(self.get_position, request, context)
+        return self.get_position(request)
 
+    @answers_errors
     async def GetStrategyPortfolio(
         self, request: pb.GetStrategyPortfolioRequest, context: Context
     ) -> pb.StrategyPortfolio:
-        return await self._answer(self.get_strategy_portfolio, request, context)
+        return self.get_strategy_portfolio(request)
 
+    @answers_errors
     async def GetPortfolioSummary(
         self, request: pb.GetPortfolioSummaryRequest, context: Context
     ) -> pb.PortfolioSummary:
-        return await self._answer(self.get_portfolio_summary, request, context)
+        return self.get_portfolio_summary(request)
 
+    @answers_errors
     async def ListPositions(
         self, request: pb.ListPositionsRequest, context: Context
     ) -> pb.ListPositionsResponse:
-        return await self._answer(self.list_positions, request, context)
+        return self.list_positions(request)
 
+    @answers_errors
     async def GetTracePosition(
         self, request: pb.GetTracePositionRequest, context: Context
     ) -> pb.TracePosition:
-        return await self._answer(self.get_trace_position, request, context)
+        return self.get_trace_position(request)
 
+    @answers_errors
     async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
-        if request.WhichOneof("query") == "get_order":  # may read the store: see GetOrder
-            return pb.PortfolioResponse(order=await self.GetOrder(request.get_order, context))
-        return await self._answer(self.query, request, context)
-
-    def query(self, request: pb.PortfolioQuery) -> pb.PortfolioResponse:
+        """Answered by the RPC of the query's kind (see QUERIES), in its answer's branch."""
         which = request.WhichOneof("query")
-        if which == "get_position":
-            return pb.PortfolioResponse(position=self.get_position(request.get_position))
-        if which == "get_strategy_portfolio":
-            return pb.PortfolioResponse(
-                strategy_portfolio=self.get_strategy_portfolio(request.get_strategy_portfolio)
-            )
-        if which == "get_portfolio_summary":
-            return pb.PortfolioResponse(
-                portfolio_summary=self.get_portfolio_summary(request.get_portfolio_summary)
-            )
-        if which == "list_positions":
-            return pb.PortfolioResponse(list_positions=self.list_positions(request.list_positions))
-        if which == "get_trace_position":
-            return pb.PortfolioResponse(
-                trace_position=self.get_trace_position(request.get_trace_position)
-            )
-        if which == "get_order":
-            return pb.PortfolioResponse(order=self.get_order(request.get_order))
-        if which == "list_open_orders":
-            return pb.PortfolioResponse(
-                list_open_orders=self.list_open_orders(request.list_open_orders)
-            )
-        if which == "get_balances":
-            return pb.PortfolioResponse(balances=self.get_balances(request.get_balances))
-        if which == "get_consolidated_position":
-            return pb.PortfolioResponse(
-                consolidated_position=self.get_consolidated_position(
-                    request.get_consolidated_position
-                )
-            )
-        if which == "get_instrument":
-            return pb.PortfolioResponse(instrument=self.get_instrument(request.get_instrument))
-        if which == "get_reconciliation":
-            return pb.PortfolioResponse(
-                reconciliation=self.get_reconciliation(request.get_reconciliation)
-            )
-        raise ApiError.invalid(FieldViolation("query", "must hold one of the query kinds"))
+        if which is None:
+            raise FieldViolation("query", "must hold one of the query kinds")
+        answer_field, method = QUERIES[which]
+        answer = await method(self, getattr(request, which), context)
+        response = pb.PortfolioResponse()
+        getattr(response, answer_field).CopyFrom(answer)
+        return response
 
     def get_position(self, request: pb.GetPositionRequest) -> pb.Position:
         _require("account_id", request.account_id)
@@ -588,7 +503,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             raise ApiError.invalid(
                 FieldViolation("strategy_id", "must be empty for POSITION_LEVEL_ACCOUNT rows")
             )
-        _check_page_size(request.page_size)
+        limit = pages.page_size(request.page_size, maximum=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         query = PositionQuery(
             account_id=request.account_id,
             strategy_id=request.strategy_id,
@@ -596,11 +511,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             account_level=account_level,
             include_flat=request.include_flat,
         )
-        after = _decode_page_token(request.page_token, query) if request.page_token else None
-        page = self.service.list_positions(query, after, request.page_size or DEFAULT_PAGE_SIZE)
+        filters = pages.position_filters(query)
+        after = pages.POSITIONS.decode(request.page_token, filters)
+        page = self.service.list_positions(query, after, limit)
         return pb.ListPositionsResponse(
             positions=[position_to_proto(view) for view in page.positions],
-            next_page_token=_encode_page_token(page.last_key, query) if page.last_key else "",
+            next_page_token=pages.POSITIONS.encode(page.last_key, filters) if page.last_key else "",
             as_of_sequence=page.as_of_sequence,
         )
 
@@ -610,67 +526,51 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     # -- reconciliation --------------------------------------------------------------------
 
+    @answers_errors
     async def Reconcile(self, request: pb.ReconcileRequest, context: Context) -> pb.Reconciliation:
-        try:
-            with field_errors():
-                require_id("account_id", request.account_id)  # it names a journaled event
-        except FieldViolation as violation:
-            await self._invalid(violation, context)
+        with field_errors():
+            require_id("account_id", request.account_id)  # it names a journaled event
         if self.reconciler is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "reconciliation is not configured")
-            raise AssertionError("abort returned")  # pragma: no cover
-        try:
-            run = await self.reconciler.reconcile(request.account_id)
-        except (NoBroker, BrokerUnavailable, StorageUnavailable) as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-            raise
-        except NotAllowed as refused:
-            await self._refuse(refused.refusal, context)
-            raise
+            raise ApiError.unavailable("reconciliation is not configured")
+        run = await self.reconciler.reconcile(request.account_id)
         return reconciliation_to_proto(run, self.service.residual_view)
 
+    @answers_errors
     async def GetReconciliation(
         self, request: pb.GetReconciliationRequest, context: Context
     ) -> pb.Reconciliation:
-        return await self._answer(self.get_reconciliation, request, context)
+        return self.get_reconciliation(request)
 
     def get_reconciliation(self, request: pb.GetReconciliationRequest) -> pb.Reconciliation:
         _require("account_id", request.account_id)
         run = self.service.reconciliation(request.account_id)
         return reconciliation_to_proto(run, self.service.residual_view)
 
+    @answers_errors
     async def ListReconciliations(
         self, request: pb.ListReconciliationsRequest, context: Context
     ) -> pb.ListReconciliationsResponse:
-        return await self._answer(self.list_reconciliations, request, context)
-
-    def list_reconciliations(
-        self, request: pb.ListReconciliationsRequest
-    ) -> pb.ListReconciliationsResponse:
         _require("account_id", request.account_id)
-        if not 0 <= request.page_size <= MAX_RECONCILIATIONS_PAGE:
-            raise ApiError.invalid(
-                FieldViolation("page_size", f"must be between 0 and {MAX_RECONCILIATIONS_PAGE}")
-            )
-        tag = f"reconciliations|{request.account_id}"
-        before = _decode_token(request.page_token, tag) if request.page_token else None
-        if before is not None and not (len(before) == 1 and before[0].isdigit()):
-            raise ApiError.invalid(FieldViolation("page_token", "is not a token this service gave"))
-        limit = request.page_size or MAX_RECONCILIATIONS_PAGE
-        runs = self.service.reconciliations(
-            request.account_id, int(before[0]) if before else 0, limit
+        limit = pages.page_size(
+            request.page_size, maximum=MAX_RECONCILIATIONS_PAGE, default=MAX_RECONCILIATIONS_PAGE
         )
+        filters = (request.account_id,)
+        before = pages.RECONCILIATIONS.decode(request.page_token, filters)
+        runs = self.service.reconciliations(request.account_id, before or 0, limit)
         page = runs[:limit]
         more = len(runs) > limit
         return pb.ListReconciliationsResponse(
             reconciliations=[
                 reconciliation_to_proto(run, self.service.residual_view) for run in page
             ],
-            next_page_token=_encode_token([str(page[-1].sequence)], tag) if more else "",
+            next_page_token=pages.RECONCILIATIONS.encode(page[-1].sequence, filters)
+            if more
+            else "",
         )
 
     # -- subscriptions ---------------------------------------------------------------------
 
+    @answers_errors
     async def SubscribeUpdates(  # type: ignore[override]  # writes with context.write
         self, request: pb.SubscribeUpdatesRequest, context: Context
     ) -> None:
@@ -678,8 +578,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         stream while a write waits on a client that stopped reading. A subscriber that asked for
         batches gets everything waiting for it in as few messages as the caps allow."""
         if request.level not in _LEVEL_FILTER:
-            error = ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
-            await context.abort_with_status(error.to_status())
+            raise FieldViolation("level", _LEVEL_CHOICES)
         filter_ = SubscriptionFilter(
             account_id=request.account_id,
             strategy_id=request.strategy_id,
@@ -689,10 +588,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             include_marks=request.include_marks,
             include_reconciliations=request.include_reconciliations,
         )
-        try:
-            replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
-        except SequenceOutOfRange as out_of_range:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(out_of_range))
+        replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
         try:
             # Headers go out now, on their own: a write the cut-off abandons never carries them.
             await context.send_initial_metadata(())
@@ -710,8 +606,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     subscriber.resume_from = sequence
         except SubscriberOverflow as overflow:
             # The status follows what the client has not read yet; this handler ends now.
-            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            context.set_details(str(overflow))
+            end_with(context, overflow)
         finally:
             subscriber.close()
 
@@ -723,52 +618,24 @@ def _one_by_one(items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
     return ((item.sequence, item.payload.message) for item in items)
 
 
-def _check_page_size(page_size: int) -> None:
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise ApiError.invalid(
-            FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-        )
-
-
-def _encode_token(key: list[str], tag: str) -> str:
-    text = json.dumps([key, tag], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode()
-
-
-def _decode_token(token: str, tag: str) -> list[str]:
-    try:
-        key, token_tag = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
-            raise ValueError("not a key")
-    except (ValueError, TypeError) as error:
-        raise ApiError.invalid(
-            FieldViolation("page_token", "is not a token this service gave")
-        ) from error
-    if token_tag != tag:
-        raise ApiError.invalid(
-            FieldViolation("page_token", "was given for different filters; start over without it")
-        )
-    return key
-
-
-def _filters_tag(query: PositionQuery) -> str:
-    return "|".join(
-        (
-            query.account_id,
-            query.strategy_id,
-            query.instrument_id,
-            str(int(query.account_level)),
-            str(int(query.include_flat)),
-        )
-    )
-
-
-def _encode_page_token(last_key: PositionKey, query: PositionQuery) -> str:
-    return _encode_token(list(last_key), _filters_tag(query))
-
-
-def _decode_page_token(token: str, query: PositionQuery) -> PositionKey:
-    key = _decode_token(token, _filters_tag(query))
-    if len(key) != len(PositionKey._fields):
-        raise ApiError.invalid(FieldViolation("page_token", "is not a token this service gave"))
-    return PositionKey(*key)
+# The PortfolioQuery oneof, one entry per kind: the answer's branch in PortfolioResponse and the
+# RPC that answers it (with its own checks and errors).
+QUERIES: dict[
+    str,
+    tuple[str, Callable[[PortfolioManagerServicer, Any, Context], Awaitable[Message]]],
+] = {
+    "get_position": ("position", PortfolioManagerServicer.GetPosition),
+    "get_strategy_portfolio": ("strategy_portfolio", PortfolioManagerServicer.GetStrategyPortfolio),
+    "get_portfolio_summary": ("portfolio_summary", PortfolioManagerServicer.GetPortfolioSummary),
+    "list_positions": ("list_positions", PortfolioManagerServicer.ListPositions),
+    "get_trace_position": ("trace_position", PortfolioManagerServicer.GetTracePosition),
+    "get_order": ("order", PortfolioManagerServicer.GetOrder),
+    "list_open_orders": ("list_open_orders", PortfolioManagerServicer.ListOpenOrders),
+    "get_balances": ("balances", PortfolioManagerServicer.GetBalances),
+    "get_consolidated_position": (
+        "consolidated_position",
+        PortfolioManagerServicer.GetConsolidatedPosition,
+    ),
+    "get_instrument": ("instrument", PortfolioManagerServicer.GetInstrument),
+    "get_reconciliation": ("reconciliation", PortfolioManagerServicer.GetReconciliation),
+}
