@@ -7,6 +7,7 @@ place, from the nearest snapshot. Baseline, in the same run: the position arithm
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from decimal import Decimal
@@ -83,5 +84,24 @@ def restatement_figures(samples: int = 5000) -> list[str]:
     return lines
 
 
+def book_size_figures(samples: int = 3000) -> list[str]:
+    """A fill's cost with 10 and with 10,000 rows in its instrument (no market mark: each fill
+    moves the instrument's price, which every row is valued at): it must not grow."""
+    lines = []
+    baseline: list[float] | None = None
+    for rows in (10, 10_000):
+        book = PositionBook(InstrumentRegistry(), PRECISION, DAY_NS)
+        for number in range(rows):  # one open row per strategy
+            fill = _fill(number, BASE_NS + number, Side.BUY)
+            book.apply_fill(dataclasses.replace(fill, strategy_id=f"S{number}"), number + 1)
+        timed = [
+            _timed(book, _fill(rows + n, BASE_NS + rows + n), rows + n + 1) for n in range(samples)
+        ]
+        lines.append(_summary(f"fill, {rows:,} rows in its instrument", timed, baseline))
+        baseline = baseline or timed
+    return lines
+
+
 if __name__ == "__main__":
     print("\n".join(restatement_figures()))
+    print("\n".join(book_size_figures()))

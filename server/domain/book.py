@@ -41,6 +41,11 @@ from server.domain.totals import Totals, convert, merged
 ALL = ""
 """The account id of totals across every account."""
 
+PRICE_LOG_LIMIT = 1 << 16
+"""Price moves remembered for lazy revaluation; a scope read less often revalues every row."""
+VALUE_WHOLE_SCOPE_AFTER = 4096
+"""Past this many price moves since a scope's last read, revaluing its rows is cheaper."""
+
 
 @dataclass(frozen=True, slots=True)
 class RowChange:
@@ -235,8 +240,13 @@ class PositionBook:
         self._by_strategy: dict[tuple[str, str], SortedDict] = {}
         # instrument_id -> PositionKey -> Position, for instrument filters.
         self.by_instrument: dict[str, SortedDict] = {}
-        # instrument_id -> each row with the totals it counts in: what a new mark revalues.
-        self._valued_rows: dict[str, list[tuple[Position, Totals]]] = {}
+        # Revaluation is lazy, so a price move costs the same whatever the book holds: the
+        # instruments whose price moved, in order (version = _log_base + index + 1), and per
+        # scope, (account, strategy or "" for the account level), the version its totals are
+        # valued to. A read brings a scope's rows that moved since up to date (see _valued).
+        self._price_log: list[str] = []
+        self._log_base = 0
+        self._scope_version: dict[tuple[str, str], int] = {}
         # strategy_id -> accounts it has rows in.
         self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
         self._account_strategies: dict[str, SortedSet] = {}
@@ -341,6 +351,7 @@ class PositionBook:
         totals by difference; inside `EXACT`."""
         row = self._row(key)
         totals = self._row_totals[key]
+        self._revalue(row)  # its share of the totals at market_price, the current price
         totals.add(row, market_price, -1)
         self._add_other_fees(row, -1)
         was_flat = not row.quantity
@@ -438,16 +449,55 @@ class PositionBook:
         return list(self._market.values())
 
     def _reprice(self, instrument_id: str, price: Price) -> None:
-        """Moves an instrument's price and revalues its rows in every total."""
+        """Moves an instrument's price; its rows' totals follow when next read or touched
+        (O(1) here, whatever the number of rows)."""
         previous = self._prices.get(instrument_id)
         self._prices[instrument_id] = price
         if previous is None or previous.price == price.price:
             return
+        log = self._price_log
+        log.append(instrument_id)
+        if len(log) > PRICE_LOG_LIMIT:  # scopes older than what is left revalue every row
+            drop = len(log) // 2
+            del log[:drop]
+            self._log_base += drop
+
+    def _revalue(self, row: Position) -> None:
+        """Brings one row's share of its totals to its instrument's price; inside EXACT."""
+        price = self._prices.get(row.key.instrument_id, NO_PRICE).price
+        held = row.valued_at
+        if held != price:
+            if row.quantity:
+                self._row_totals[row.key].revalue(row.market_value(price - held), row.quantity > 0)
+            row.valued_at = price
+
+    def _valued(self, account_id: str, strategy_id: str) -> None:
+        """Brings a scope's totals to the current prices: only the rows whose instrument moved
+        since its last read, each once (every row, when more moved than it holds)."""
+        version = self._log_base + len(self._price_log)
+        scope = (account_id, strategy_id)
+        seen = self._scope_version.get(scope, 0)
+        if seen == version:
+            return
+        self._scope_version[scope] = version
+        start = seen - self._log_base
         with localcontext(EXACT):
-            change = price.price - previous.price
-            for row, totals in self._valued_rows.get(instrument_id, ()):
-                if row.quantity:
-                    totals.revalue(row.market_value(change), row.quantity > 0)
+            if start < 0 or version - seen > VALUE_WHOLE_SCOPE_AFTER:
+                for row in self._scope_rows(account_id, strategy_id):
+                    self._revalue(row)
+                return
+            for instrument_id in set(self._price_log[start:]):
+                moved = self._rows.get(PositionKey(account_id, strategy_id, instrument_id))
+                if moved is not None:
+                    self._revalue(moved)
+
+    def _scope_rows(self, account_id: str, strategy_id: str) -> list[Position]:
+        if strategy_id:
+            return list(self._by_strategy.get((account_id, strategy_id), {}).values())
+        keys = self.account_rows.irange(
+            PositionKey(account_id, "", ""), PositionKey(account_id, "", "\U0010ffff")
+        )
+        return [self.account_rows[key] for key in keys]
 
     def _row(self, key: PositionKey) -> Position:
         row = self._rows.get(key)
@@ -479,7 +529,9 @@ class PositionBook:
             totals = scope[row.currency] = Totals(currency=row.currency)
         totals.add(row, ZERO)  # an empty row contributes its count of one
         self._row_totals[key] = totals
-        self._valued_rows.setdefault(instrument_id, []).append((row, totals))
+        self._scope_version.setdefault(
+            (account_id, strategy_id), self._log_base + len(self._price_log)
+        )
         return row
 
     def restore(self, saved: Position, fill_price: Price) -> None:
@@ -491,6 +543,7 @@ class PositionBook:
             self._prices[saved.key.instrument_id] = fill_price
             row = self._row(saved.key)
             totals = self._row_totals[saved.key]
+            self._revalue(row)
             totals.add(row, fill_price.price, -1)
             self._add_other_fees(row, -1)
             row.multiplier = saved.multiplier
@@ -545,6 +598,7 @@ class PositionBook:
                 saved = row.copy()
                 totals = self._row_totals[key]
                 price = self.mark(key.instrument_id)
+                self._revalue(row)
                 totals.add(row, price, -1)
                 self._add_other_fees(row, -1)
                 if kept[key]:
@@ -636,12 +690,17 @@ class PositionBook:
         self, strategy_id: str, account_id: str = ALL
     ) -> dict[str, Totals]:
         accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
+        for account in accounts:
+            self._valued(account, strategy_id)
         return merged(self._strategy_totals.get((a, strategy_id), {}) for a in accounts)
 
     def account_currency_totals(self, account_id: str = ALL) -> dict[str, Totals]:
         """Totals of the account-level rows, per currency."""
         if account_id:
+            self._valued(account_id, ACCOUNT_LEVEL)
             return merged([self._account_totals.get(account_id, {})])
+        for account in self._account_totals:
+            self._valued(account, ACCOUNT_LEVEL)
         return merged(self._account_totals.values())
 
     def strategies(self, account_id: str = ALL) -> Iterable[str]:

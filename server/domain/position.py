@@ -68,6 +68,8 @@ class Position:
     # restatement window, and the window itself (see restatement.py).
     booked_through: tuple[int, str] = (0, "")
     window: RowWindow | None = field(default=None, compare=False, repr=False)
+    # The price the book's totals hold this row at (see PositionBook: revalued when read).
+    valued_at: Decimal = field(default=ZERO, compare=False, repr=False)
 
     def apply_fill(self, fill: Fill, sequence: int, precision: Decimal) -> ChangeKind:
         """Books one fill after every fill already booked (no restatement); inside

@@ -261,3 +261,25 @@ def test_per_currency_totals_across_accounts():
     totals = ledger.book.account_currency_totals()
     assert {c: t.long_exposure for c, t in totals.items()} == {"EUR": 300, "USD": 30}
     assert list(ledger.book.account_currency_totals("A1")) == ["EUR"]
+
+
+def test_a_price_move_touches_no_other_row_until_totals_are_read():
+    """What a fill costs must not grow with the book: moving an instrument's price revalues
+    nothing at once; reading a scope's totals brings only its moved rows up to date."""
+    from decimal import Decimal
+
+    from server.domain.ledger import Ledger
+    from server.domain.position import PositionKey
+    from tests.domain.builders import fill
+
+    ledger = Ledger()
+    for number in range(50):
+        ledger.record(fill("BUY", 1, 100, strategy=f"S{number}"))
+    quiet = ledger.book.get(PositionKey("A1", "S7", "AAPL"))
+    assert quiet is not None and quiet.valued_at == 100
+    ledger.record(fill("BUY", 1, 110, strategy="S0"))  # moves AAPL's price to 110
+    assert quiet.valued_at == 100  # not revalued by the fill
+    totals = ledger.book.strategy_currency_totals("S7", "A1")["USD"]
+    assert quiet.valued_at == 110
+    assert (totals.unrealized_pnl, totals.long_exposure) == (Decimal(10), Decimal(110))
+    assert ledger.book.account_currency_totals("A1")["USD"].unrealized_pnl == 50 * 10
