@@ -56,7 +56,6 @@ from server.api.wire_reference import (
 from server.api.wire_summary import strategy_portfolio_to_proto, summary_to_proto
 from server.application.reconciler import Reconciler
 from server.application.service import (
-    NotFound,
     PortfolioChange,
     PortfolioService,
     PositionQuery,
@@ -102,7 +101,7 @@ Update: TypeAlias = Published[PortfolioChange, EncodedUpdate]
 
 def _require(field: str, value: str) -> None:
     if not value:
-        raise ApiError.invalid(FieldViolation(field, "is required"))
+        raise FieldViolation(field, "is required")
 
 
 def _kind_asked(value: pb.AccountKind.ValueType) -> AccountKind | None:
@@ -111,7 +110,7 @@ def _kind_asked(value: pb.AccountKind.ValueType) -> AccountKind | None:
         return None
     kind = ACCOUNT_KIND_FROM_PROTO.get(value)
     if kind is None:
-        raise ApiError.invalid(FieldViolation("account_kind", "must be PAPER, LIVE or UNSPECIFIED"))
+        raise FieldViolation("account_kind", "must be PAPER, LIVE or UNSPECIFIED")
     return kind
 
 
@@ -119,9 +118,7 @@ def _check_kind(account_id: str, asked: AccountKind | None, found: AccountKind |
     """One account asked for with a kind other than its own is refused, not answered."""
     if asked is not None and found is not asked:
         name = found.name if found else "unknown"
-        raise ApiError.invalid(
-            FieldViolation("account_kind", f"account {account_id!r} is {name}, not {asked.name}")
-        )
+        raise FieldViolation("account_kind", f"account {account_id!r} is {name}, not {asked.name}")
 
 
 class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
@@ -242,32 +239,21 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     @answers_errors
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
-        try:
-            return self.get_order(request)
-        except NotFound:  # not in memory: it may have ended and left; the store may have it
-            stored = await self.service.order_anywhere(
-                request.account_id, request.order_id, request.order_ref
-            )
-            return order_to_proto(stored)
-
-    def get_order(self, request: pb.GetOrderRequest) -> pb.Order:
+        """An order that ended and left memory is read from the store."""
         _require("account_id", request.account_id)
         if not request.order_id and not request.order_ref:
-            raise ApiError.invalid(FieldViolation("order_id", "order_id or order_ref is required"))
-        order = self.service.order(request.account_id, request.order_id, request.order_ref)
+            raise FieldViolation("order_id", "order_id or order_ref is required")
+        order = await self.service.order_anywhere(
+            request.account_id, request.order_id, request.order_ref
+        )
         return order_to_proto(order)
 
     @answers_errors
     async def ListOpenOrders(
         self, request: pb.ListOpenOrdersRequest, context: Context
     ) -> pb.ListOpenOrdersResponse:
-        return self.list_open_orders(request)
-
-    def list_open_orders(self, request: pb.ListOpenOrdersRequest) -> pb.ListOpenOrdersResponse:
         if request.strategy_id and not request.account_id:
-            raise ApiError.invalid(
-                FieldViolation("account_id", "is required with a strategy_id filter")
-            )
+            raise FieldViolation("account_id", "is required with a strategy_id filter")
         limit = pages.page_size(request.page_size, maximum=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         filters = (request.account_id, request.strategy_id)
         after = pages.OPEN_ORDERS.decode(request.page_token, filters)
@@ -291,15 +277,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         except FieldViolation as violation:
             raise violation.within("instrument") from None
         await self._execute(definition)
-        return self.get_instrument(pb.GetInstrumentRequest(instrument_id=definition.instrument_id))
+        return instrument_to_proto(self.service.instrument(definition.instrument_id))
 
     @answers_errors
     async def GetInstrument(
         self, request: pb.GetInstrumentRequest, context: Context
     ) -> pb.Instrument:
-        return self.get_instrument(request)
-
-    def get_instrument(self, request: pb.GetInstrumentRequest) -> pb.Instrument:
         _require("instrument_id", request.instrument_id)
         return instrument_to_proto(self.service.instrument(request.instrument_id))
 
@@ -389,9 +372,6 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     @answers_errors
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Context) -> pb.Balances:
-        return self.get_balances(request)
-
-    def get_balances(self, request: pb.GetBalancesRequest) -> pb.Balances:
         _require("account_id", request.account_id)
         return balances_to_proto(self.service.balances(request.account_id))
 
@@ -420,11 +400,6 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     async def GetConsolidatedPosition(
         self, request: pb.GetConsolidatedPositionRequest, context: Context
     ) -> pb.ConsolidatedPosition:
-        return self.get_consolidated_position(request)
-
-    def get_consolidated_position(
-        self, request: pb.GetConsolidatedPositionRequest
-    ) -> pb.ConsolidatedPosition:
         _require("account_id", request.account_id)
         _require("instrument_id", request.instrument_id)
         found = self.service.consolidated(request.account_id, request.instrument_id)
@@ -432,45 +407,6 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     @answers_errors
     async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
-        return self.get_position(request)
-
-    @answers_errors
-    async def GetStrategyPortfolio(
-        self, request: pb.GetStrategyPortfolioRequest, context: Context
-    ) -> pb.StrategyPortfolio:
-        return self.get_strategy_portfolio(request)
-
-    @answers_errors
-    async def GetPortfolioSummary(
-        self, request: pb.GetPortfolioSummaryRequest, context: Context
-    ) -> pb.PortfolioSummary:
-        return self.get_portfolio_summary(request)
-
-    @answers_errors
-    async def ListPositions(
-        self, request: pb.ListPositionsRequest, context: Context
-    ) -> pb.ListPositionsResponse:
-        return self.list_positions(request)
-
-    @answers_errors
-    async def GetTracePosition(
-        self, request: pb.GetTracePositionRequest, context: Context
-    ) -> pb.TracePosition:
-        return self.get_trace_position(request)
-
-    @answers_errors
-    async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
-        """Answered by the RPC of the query's kind (see QUERIES), in its answer's branch."""
-        which = request.WhichOneof("query")
-        if which is None:
-            raise FieldViolation("query", "must hold one of the query kinds")
-        answer_field, method = QUERIES[which]
-        answer = await method(self, getattr(request, which), context)
-        response = pb.PortfolioResponse()
-        getattr(response, answer_field).CopyFrom(answer)
-        return response
-
-    def get_position(self, request: pb.GetPositionRequest) -> pb.Position:
         _require("account_id", request.account_id)
         _require("instrument_id", request.instrument_id)
         view = self.service.get_position(
@@ -478,8 +414,9 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         )
         return position_to_proto(view)
 
-    def get_strategy_portfolio(
-        self, request: pb.GetStrategyPortfolioRequest
+    @answers_errors
+    async def GetStrategyPortfolio(
+        self, request: pb.GetStrategyPortfolioRequest, context: Context
     ) -> pb.StrategyPortfolio:
         _require("strategy_id", request.strategy_id)
         kind = _kind_asked(request.account_kind)
@@ -489,20 +426,24 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _check_kind(request.account_id, kind, portfolio.account_kind)
         return strategy_portfolio_to_proto(portfolio)
 
-    def get_portfolio_summary(self, request: pb.GetPortfolioSummaryRequest) -> pb.PortfolioSummary:
+    @answers_errors
+    async def GetPortfolioSummary(
+        self, request: pb.GetPortfolioSummaryRequest, context: Context
+    ) -> pb.PortfolioSummary:
         kind = _kind_asked(request.account_kind)
         summary = self.service.portfolio_summary(request.account_id, kind)
         _check_kind(request.account_id, kind, summary.account_kind)
         return summary_to_proto(summary)
 
-    def list_positions(self, request: pb.ListPositionsRequest) -> pb.ListPositionsResponse:
+    @answers_errors
+    async def ListPositions(
+        self, request: pb.ListPositionsRequest, context: Context
+    ) -> pb.ListPositionsResponse:
         if request.level not in _LEVEL_FILTER:
-            raise ApiError.invalid(FieldViolation("level", _LEVEL_CHOICES))
+            raise FieldViolation("level", _LEVEL_CHOICES)
         account_level = request.level == pb.POSITION_LEVEL_ACCOUNT
         if account_level and request.strategy_id:
-            raise ApiError.invalid(
-                FieldViolation("strategy_id", "must be empty for POSITION_LEVEL_ACCOUNT rows")
-            )
+            raise FieldViolation("strategy_id", "must be empty for POSITION_LEVEL_ACCOUNT rows")
         limit = pages.page_size(request.page_size, maximum=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         query = PositionQuery(
             account_id=request.account_id,
@@ -520,9 +461,24 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             as_of_sequence=page.as_of_sequence,
         )
 
-    def get_trace_position(self, request: pb.GetTracePositionRequest) -> pb.TracePosition:
+    @answers_errors
+    async def GetTracePosition(
+        self, request: pb.GetTracePositionRequest, context: Context
+    ) -> pb.TracePosition:
         _require("trace_id", request.trace_id)
         return trace_to_proto(self.service.trace(request.trace_id))
+
+    @answers_errors
+    async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
+        """Answered by the RPC of the query's kind (see QUERIES), in its answer's branch."""
+        which = request.WhichOneof("query")
+        if which is None:
+            raise FieldViolation("query", "must hold one of the query kinds")
+        answer_field, method = QUERIES[which]
+        answer = await method(self, getattr(request, which), context)
+        response = pb.PortfolioResponse()
+        getattr(response, answer_field).CopyFrom(answer)
+        return response
 
     # -- reconciliation --------------------------------------------------------------------
 
@@ -539,9 +495,6 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     async def GetReconciliation(
         self, request: pb.GetReconciliationRequest, context: Context
     ) -> pb.Reconciliation:
-        return self.get_reconciliation(request)
-
-    def get_reconciliation(self, request: pb.GetReconciliationRequest) -> pb.Reconciliation:
         _require("account_id", request.account_id)
         run = self.service.reconciliation(request.account_id)
         return reconciliation_to_proto(run, self.service.residual_view)

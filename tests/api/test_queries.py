@@ -3,6 +3,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from portfolio.v1 import portfolio_pb2 as pb
+from server.api.servicer import QUERIES
 from tests.api.protocol import acks, field_violations, pb_fill
 
 
@@ -206,6 +207,60 @@ def test_query_carries_every_kind(book):
             )
         )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_every_query_kind_is_answered_by_the_rpc_of_its_request_and_answer():
+    kinds = pb.PortfolioQuery.DESCRIPTOR.oneofs_by_name["query"].fields
+    answers = pb.PortfolioResponse.DESCRIPTOR.oneofs_by_name["response"].fields
+    rpcs = pb.DESCRIPTOR.services_by_name["PortfolioManager"].methods_by_name
+    assert set(QUERIES) == {kind.name for kind in kinds}
+    for kind in kinds:
+        answer, method = QUERIES[kind.name]
+        rpc = rpcs[method.__name__]
+        assert rpc.input_type is kind.message_type
+        (field,) = [field for field in answers if field.name == answer]
+        assert field.message_type is rpc.output_type
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_"),
+    [
+        ("get_position", pb.GetPositionRequest(account_id="A1", instrument_id="MSFT")),
+        ("get_strategy_portfolio", pb.GetStrategyPortfolioRequest(strategy_id="LONG")),
+        ("get_portfolio_summary", pb.GetPortfolioSummaryRequest(account_id="A1")),
+        ("list_positions", pb.ListPositionsRequest(page_size=1)),
+        ("list_positions", pb.ListPositionsRequest(page_token="garbage")),
+        ("get_trace_position", pb.GetTracePositionRequest(trace_id="never-seen")),
+        ("get_order", pb.GetOrderRequest(account_id="A1", order_id="never-seen")),
+        ("get_order", pb.GetOrderRequest(account_id="A1")),
+        ("list_open_orders", pb.ListOpenOrdersRequest(account_id="A1")),
+        ("get_balances", pb.GetBalancesRequest(account_id="A1")),
+        (
+            "get_consolidated_position",
+            pb.GetConsolidatedPositionRequest(account_id="A1", instrument_id="AAPL"),
+        ),
+        ("get_instrument", pb.GetInstrumentRequest(instrument_id="AAPL")),
+        ("get_instrument", pb.GetInstrumentRequest(instrument_id="NOPE")),
+        ("get_reconciliation", pb.GetReconciliationRequest(account_id="A1")),
+    ],
+)
+def test_a_query_answers_as_its_rpc_does(book, kind, request_):
+    """The same answer, or the same status, code, message and field."""
+
+    def outcome(call, message):
+        try:
+            return call(message)
+        except grpc.RpcError as error:
+            return error.code(), error.details(), field_violations(error)
+
+    answer_field, method = QUERIES[kind]
+    direct = outcome(getattr(book, method.__name__), request_)
+    via_query = outcome(book.Query, pb.PortfolioQuery(**{kind: request_}))
+    if isinstance(direct, tuple):
+        assert via_query == direct
+    else:
+        assert via_query.WhichOneof("response") == answer_field
+        assert getattr(via_query, answer_field) == direct
 
 
 def test_trace_positions_group_the_legs_of_a_multi_step_trade(stub):
