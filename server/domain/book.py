@@ -12,6 +12,7 @@ views say which).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
@@ -232,7 +233,6 @@ class PositionBook:
         # Fills booked OUTSIDE_WINDOW since start, and the latest one's sequence.
         self.misplaced = 0
         self.last_misplaced_sequence = 0
-        self._rows: dict[PositionKey, Position] = {}
         # Ordered views, for listing and pagination: PositionKey -> Position.
         self.strategy_rows: SortedDict = SortedDict()
         self.account_rows: SortedDict = SortedDict()
@@ -259,10 +259,9 @@ class PositionBook:
         # these up when asked: O(accounts x currencies).
         self._account_totals: dict[str, dict[str, Totals]] = {}
         self._strategy_totals: dict[tuple[str, str], dict[str, Totals]] = {}
-        self._row_totals: dict[PositionKey, Totals] = {}
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.strategy_rows) + len(self.account_rows)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -303,7 +302,7 @@ class PositionBook:
         what it corrects is not in its rows' windows (the caller busts and rebooks)."""
         old_keys = _keys(booked)
         new_keys = _keys(replacement)
-        old_rows = [self._rows.get(key) for key in old_keys]
+        old_rows = [self.get(key) for key in old_keys]
         places = [find(row, booked.fill_id) if row is not None else None for row in old_rows]
         if None in places:
             return None
@@ -350,7 +349,7 @@ class PositionBook:
         at index `replacing`, in place of what is there, None taking it out), keeping its
         totals by difference; inside `EXACT`."""
         row = self._row(key)
-        totals = self._row_totals[key]
+        totals = self._totals_of(key)
         self._revalue(row)  # its share of the totals at market_price, the current price
         totals.add(row, market_price, -1)
         self._add_other_fees(row, -1)
@@ -384,6 +383,13 @@ class PositionBook:
             heapq.heappush(self._expiry, (first, row.key))
             window.queued_ns = first
 
+    def _totals_of(self, key: PositionKey) -> Totals:
+        """The totals a row counts in: its scope's, in the row's currency."""
+        row = self.row_at(key)
+        if key.is_account_level:
+            return self._account_totals[key.account_id][row.currency]
+        return self._strategy_totals[(key.account_id, key.strategy_id)][row.currency]
+
     def _add_other_fees(self, row: Position, sign: int) -> None:
         """Fees in other currencies count in the totals of their own currency."""
         if not row.other_fees:
@@ -408,7 +414,7 @@ class PositionBook:
         expiry = self._expiry
         while expiry and expiry[0][0] < horizon:
             _, key = heapq.heappop(expiry)
-            row = self._rows.get(key)
+            row = self.get(key)
             if row is None or row.window is None:
                 continue
             evict(row, horizon, self.booker)
@@ -468,7 +474,7 @@ class PositionBook:
         held = row.valued_at
         if held != price:
             if row.quantity:
-                self._row_totals[row.key].revalue(row.market_value(price - held), row.quantity > 0)
+                self._totals_of(row.key).revalue(row.market_value(price - held), row.quantity > 0)
             row.valued_at = price
 
     def _valued(self, account_id: str, strategy_id: str) -> None:
@@ -487,7 +493,7 @@ class PositionBook:
                     self._revalue(row)
                 return
             for instrument_id in set(self._price_log[start:]):
-                moved = self._rows.get(PositionKey(account_id, strategy_id, instrument_id))
+                moved = self.get(PositionKey(account_id, strategy_id, instrument_id))
                 if moved is not None:
                     self._revalue(moved)
 
@@ -500,7 +506,7 @@ class PositionBook:
         return [self.account_rows[key] for key in keys]
 
     def _row(self, key: PositionKey) -> Position:
-        row = self._rows.get(key)
+        row = self.get(key)
         if row is not None:
             return row
         account_id, strategy_id, instrument_id = key
@@ -511,7 +517,6 @@ class PositionBook:
             currency=instrument.currency,
             base_currency=self._base_currency(account_id),
         )
-        self._rows[key] = row
         self.by_instrument.setdefault(instrument_id, SortedDict())[key] = row
         if key.is_account_level:
             self.account_rows[key] = row
@@ -528,7 +533,6 @@ class PositionBook:
         if totals is None:
             totals = scope[row.currency] = Totals(currency=row.currency)
         totals.add(row, ZERO)  # an empty row contributes its count of one
-        self._row_totals[key] = totals
         self._scope_version.setdefault(
             (account_id, strategy_id), self._log_base + len(self._price_log)
         )
@@ -542,7 +546,7 @@ class PositionBook:
             self._fill_prices[saved.key.instrument_id] = fill_price
             self._prices[saved.key.instrument_id] = fill_price
             row = self._row(saved.key)
-            totals = self._row_totals[saved.key]
+            totals = self._totals_of(saved.key)
             self._revalue(row)
             totals.add(row, fill_price.price, -1)
             self._add_other_fees(row, -1)
@@ -594,9 +598,9 @@ class PositionBook:
         differ = []
         with localcontext(EXACT):
             for key, anchor in anchors.items():
-                row = self._rows[key]
+                row = self.row_at(key)
                 saved = row.copy()
-                totals = self._row_totals[key]
+                totals = self._totals_of(key)
                 price = self.mark(key.instrument_id)
                 self._revalue(row)
                 totals.add(row, price, -1)
@@ -614,15 +618,24 @@ class PositionBook:
 
     def anchors(self) -> list[Position]:
         """Each windowed row's figures before its window (what a checkpoint keeps)."""
-        return [row.window.anchor.copy() for row in self._rows.values() if row.window]
+        return [row.window.anchor.copy() for row in self.rows() if row.window]
 
     # -- reads -----------------------------------------------------------------------------
 
     def rows(self) -> Iterable[Position]:
-        return self._rows.values()
+        return itertools.chain(self.strategy_rows.values(), self.account_rows.values())
 
     def get(self, key: PositionKey) -> Position | None:
-        return self._rows.get(key)
+        row: Position | None = (
+            self.account_rows if key.is_account_level else self.strategy_rows
+        ).get(key)
+        return row
+
+    def row_at(self, key: PositionKey) -> Position:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
 
     def view(
         self,

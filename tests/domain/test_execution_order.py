@@ -185,8 +185,8 @@ def test_a_late_fill_restates_only_its_rows_and_says_so():
     assert outcome.applied.placement is Placement.RESTATED
     assert ledger.placements.get(outcome.sequence) is Placement.RESTATED
     assert {change.position.key.instrument_id for change in outcome.applied.rows} == {"AAPL"}
-    row = ledger.book.get(first_key := (first.account_id, "S1", "AAPL"))  # type: ignore[arg-type]
-    assert row is not None, first_key
+    row = ledger.book.get(PositionKey(first.account_id, "S1", "AAPL"))
+    assert row is not None
     # bought 10 @100 and 10 @80, then sold 10 @95: avg 90, realized 50, 10 left at basis 900
     assert (row.quantity, row.realized_pnl, row.cost_basis) == (10, 50, 900)
     assert row.last_sequence == outcome.sequence
