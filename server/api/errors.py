@@ -1,7 +1,8 @@
 """How every failure leaves the service: the one table from a kind of error to its gRPC status
 (canonical codes, `google.rpc` details as AIP-193 has them).
 
-Handlers raise; they never pick a status code themselves. The RPC methods are wrapped by
+Handlers raise; they never pick a status code themselves (where the servicer itself decides a
+failure, it raises one of ApiError's named constructors). The RPC methods are wrapped by
 `answers_errors` (or `answers_stream_errors`), which look the error up here and end the call
 with its status, so a new kind of error is mapped by one entry in `_STATUS`. An error with no
 entry is a bug: it is left to grpc (or the method) to report.
@@ -56,12 +57,6 @@ class ApiError(Exception):
         return cls(grpc.StatusCode.INVALID_ARGUMENT, str(violation), [violation])
 
     @classmethod
-    def precondition(cls, field: str, reason: str) -> ApiError:
-        """The state does not allow the request now; the field and figures say why."""
-        violation = FieldViolation(field, reason)
-        return cls(grpc.StatusCode.FAILED_PRECONDITION, str(violation), [violation])
-
-    @classmethod
     def unavailable(cls, message: str) -> ApiError:
         """Nothing is wrong with the request: the same call may succeed later."""
         return cls(grpc.StatusCode.UNAVAILABLE, message)
@@ -106,7 +101,8 @@ _REFUSALS: dict[RefusalKind, grpc.StatusCode] = {
 }
 
 
-def _refused(refusal: Refusal) -> ApiError:
+def refusal_status(refusal: Refusal) -> ApiError:
+    """The status of the domain refusing an event."""
     code = _REFUSALS[refusal.kind]
     if code is grpc.StatusCode.NOT_FOUND:
         return ApiError(code, str(refusal))
@@ -120,7 +116,7 @@ def _said(code: grpc.StatusCode) -> Callable[[Exception], ApiError]:
 
 
 def _not_allowed(error: NotAllowed) -> ApiError:
-    return _refused(error.refusal)
+    return refusal_status(error.refusal)
 
 
 # Looked up along the error's class hierarchy, nearest class first (so WriterFenced is a
@@ -145,11 +141,6 @@ def status_of(error: BaseException) -> ApiError | None:
         if make is not None:
             return make(error)
     return None
-
-
-def refusal_status(refusal: Refusal) -> ApiError:
-    """The status of the domain refusing an event."""
-    return _refused(refusal)
 
 
 # -- ending calls with it ----------------------------------------------------------------------
