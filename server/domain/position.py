@@ -122,9 +122,11 @@ class Position:
             self.opened_at_ns = time_ns
         elif not self.quantity:
             self.opened_at_ns = 0
-        if not fee_currency or fee_currency == self.currency:
+        if not commission:
+            pass  # most fills: no new Decimal for a row's fees
+        elif not fee_currency or fee_currency == self.currency:
             self.fees += commission
-        elif commission:
+        else:
             other = self.other_fees if self.other_fees is not None else {}
             other[fee_currency] = other.get(fee_currency, ZERO) + commission
             self.other_fees = other
