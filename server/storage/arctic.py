@@ -53,6 +53,7 @@ from server.storage.lock import WriterLease, WriterLock, lease_seconds
 from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
+from server.storage.upcasters import check_checkpoint, checkpoint_versions
 from server.storage.views import ArcticViews
 
 log = logging.getLogger("portfolio.storage")
@@ -380,6 +381,7 @@ class ArcticEventStore:
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         metadata: dict[str, object] = {"sequence": checkpoint.sequence, "format": 2}
+        metadata["versions"] = checkpoint_versions()  # what each half is written in
         metadata["receipts"] = self._known_receipts().encoded()
         try:
             self.checkpoints.write(
@@ -399,8 +401,11 @@ class ArcticEventStore:
         book = self.checkpoints.read(BOOK)
         state = self.checkpoints.read(STATE)
         sequence = int(book.metadata["sequence"])
-        if book.metadata.get("format") != 2 or int(state.metadata["sequence"]) != sequence:
+        # A later release's checkpoint is refused (NewerFormat); an earlier one is upcast.
+        usable = check_checkpoint(f"{CHECKPOINTS}/{BOOK}", book.metadata)
+        usable = check_checkpoint(f"{CHECKPOINTS}/{STATE}", state.metadata) and usable
+        if not usable or int(state.metadata["sequence"]) != sequence:
             log.warning("checkpoint halves disagree; replaying the whole journal instead")
             return None
-        rows, anchors = rows_from_checkpoint(book.data)
-        return Checkpoint(sequence, rows, state_from_frame(state.data), anchors)
+        rows, anchors = rows_from_checkpoint(book.data, book.metadata)
+        return Checkpoint(sequence, rows, state_from_frame(state.data, state.metadata), anchors)

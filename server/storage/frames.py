@@ -6,18 +6,25 @@ came in), times as UTC datetime64[ns] and as integer nanoseconds where the engin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 
 from server.domain.book import Price
-from server.domain.codec import fingerprint_of
+from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent
 from server.domain.marks import MarkSource
 from server.domain.position import Position, PositionKey
+from server.storage.disk import StoreUnusable
+from server.storage.upcasters import (
+    BOOK_COLUMNS,
+    BOOK_VERSION,
+    NewerFormat,
+    current_book_frame,
+)
 
 Sequenced = tuple[int, ExecutionEvent]
 
@@ -49,24 +56,30 @@ def journal_frame(group: Sequence[Sequenced]) -> pd.DataFrame:
 
 
 def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
+    """Each row's event; a text of an older version is read as the current one (the codec's
+    upcasters), one of a later release's version or kind is refused (NewerFormat)."""
     for sequence, kind, text in zip(frame["sequence"], frame["kind"], frame["text"], strict=True):
-        event: ExecutionEvent = EVENT_KINDS[kind].from_text(text)
+        try:
+            event: ExecutionEvent = EVENT_KINDS[kind].from_text(text)
+        except NewerTextVersion as error:
+            where = f"journal/events sequence {sequence}"
+            raise NewerFormat(where, f"{kind} event text", error.version, error.known) from error
+        except KeyError as error:
+            if kind in EVENT_KINDS:
+                raise
+            raise StoreUnusable(
+                f"journal/events sequence {sequence}: event kind {kind!r} is not one this "
+                "release knows (written by a later release); start that release or a later one"
+            ) from error
         yield int(sequence), event
 
 
 # -- checkpoints: every position row, exactly -------------------------------------------------
 # A row with a restatement window also has an anchor row (`anchor` True): its figures before
-# the window; the window's fills are read back from the journal. Checkpoints written before
-# these columns existed read with no anchors (see rows_from_checkpoint).
+# the window; the window's fills are read back from the journal. Checkpoints written by earlier
+# releases are read through their upcasters (upcasters.current_book_frame).
 
-CHECKPOINT_COLUMNS = [
-    "account_id", "strategy_id", "instrument_id", "multiplier", "quantity", "cost_basis",
-    "realized_pnl", "fees", "trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
-    "currency", "fill_price", "fill_price_time_ns", "fill_price_fill_id", "other_fees",
-    "booked_through_ns", "booked_through_id", "anchor", "base_currency", "realized_pnl_base",
-]  # fmt: skip
-
-_UNKNOWN_PLACE = "\U0010ffff"  # sorts after every fill id
+CHECKPOINT_COLUMNS = BOOK_COLUMNS[BOOK_VERSION]
 
 
 def checkpoint_frame(
@@ -110,17 +123,16 @@ def _checkpoint_row(row: Position, price: Price | None, *, anchor: bool) -> tupl
 
 
 def rows_from_checkpoint(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame, metadata: Mapping[str, object] | None = None
 ) -> tuple[list[tuple[Position, Price]], list[Position]]:
-    """The rows with their last fill prices, and the anchors. A checkpoint from before
-    restatement windows has no anchors: its rows are taken as booked through their latest
-    fill (a fill executed before it is booked OUTSIDE_WINDOW)."""
+    """The rows with their last fill prices, and the anchors. A book of an earlier release is
+    raised to the current layout first (`metadata`: the checkpoint's, which names its
+    version; without one its columns tell)."""
+    frame = current_book_frame(frame, metadata or {})
     rows: list[tuple[Position, Price]] = []
     anchors: list[Position] = []
-    legacy = "anchor" not in frame.columns
     for row in frame.itertuples(index=False):
-        other_fees = getattr(row, "other_fees", "")
-        realized_base = getattr(row, "realized_pnl_base", "")
+        other_fees = (part.partition("=") for part in row.other_fees.split(";"))
         position = Position(
             key=PositionKey(row.account_id, row.strategy_id, row.instrument_id),
             multiplier=Decimal(row.multiplier),
@@ -128,32 +140,27 @@ def rows_from_checkpoint(
             cost_basis=Decimal(row.cost_basis),
             realized_pnl=Decimal(row.realized_pnl),
             # Before the column (base_currency ""): the book decides (see its restore).
-            realized_pnl_base=Decimal(realized_base) if realized_base else None,
-            base_currency=getattr(row, "base_currency", ""),
+            realized_pnl_base=Decimal(row.realized_pnl_base) if row.realized_pnl_base else None,
+            base_currency=row.base_currency,
             fees=Decimal(row.fees),
-            other_fees={
-                currency: Decimal(amount)
-                for currency, _, amount in (part.partition("=") for part in other_fees.split(";"))
-            }
-            if other_fees
+            other_fees={currency: Decimal(amount) for currency, _, amount in other_fees}
+            if row.other_fees
             else None,
             trade_count=int(row.trade_count),
             opened_at_ns=int(row.opened_at_ns),
             updated_at_ns=int(row.updated_at_ns),
             last_sequence=int(row.last_sequence),
             currency=row.currency,
-            booked_through=(int(row.updated_at_ns), _UNKNOWN_PLACE)
-            if legacy
-            else (int(row.booked_through_ns), row.booked_through_id),
+            booked_through=(int(row.booked_through_ns), row.booked_through_id),
         )
-        if not legacy and row.anchor:
+        if row.anchor:
             anchors.append(position)
             continue
         price = Price(
             Decimal(row.fill_price),
             MarkSource.LAST_FILL,
             int(row.fill_price_time_ns),
-            getattr(row, "fill_price_fill_id", ""),
+            row.fill_price_fill_id,
         )
         rows.append((position, price))
     return rows, anchors

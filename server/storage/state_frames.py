@@ -7,7 +7,7 @@ canonical decimal strings and events as their canonical journal text.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,8 @@ from server.domain.reconciliation import (
 )
 from server.domain.refusals import Refusal, RefusalKind
 from server.domain.state import LedgerState
+from server.storage.disk import StoreUnusable
+from server.storage.upcasters import current_state_frame
 
 
 def _amount(value: Decimal | None) -> str | None:
@@ -274,10 +276,21 @@ def state_frame(state: LedgerState) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["section", "record"])
 
 
-def state_from_frame(frame: pd.DataFrame) -> LedgerState:
+def state_from_frame(
+    frame: pd.DataFrame, metadata: Mapping[str, object] | None = None
+) -> LedgerState:
+    """The state a frame holds; one of an earlier release is raised to the current version
+    first (`metadata`: the checkpoint's). Within version 1, a section added since reads as
+    empty and a record's field added since as its default (see the readers above)."""
+    frame = current_state_frame(frame, metadata or {})
     parts: dict[str, list[Any]] = {section: [] for section in _SECTIONS}
     with journaled_limits():  # saved under the rules of their day, like the journal
         for section, record in zip(frame["section"], frame["record"], strict=True):
+            if section not in _SECTIONS:
+                raise StoreUnusable(
+                    f"checkpoint state: section {section!r} is not one this release knows "
+                    "(written by a later release)"
+                )
             parts[section].append(_SECTIONS[section][1](json.loads(record)))
     return LedgerState(**parts)
 

@@ -1,0 +1,161 @@
+"""The versions of what the store persists, and how an older one is read as the current one.
+
+So that a store written by an earlier release opens as it is (no `delete_library` by hand),
+and one written by a later release is refused at start, naming the symbol and the version,
+instead of being misread:
+
+- the journal's events (`journal/events`, column `text`): each record type's text carries its
+  own version (see `server.domain.codec`: TEXT_VERSIONS, TEXT_UPCASTERS); a text of a newer
+  version than this release knows is refused when decoded (NewerFormat names the sequence);
+- the checkpoint's book (`checkpoints/book`) and state (`checkpoints/state`): the version of
+  each is in the metadata both halves carry (`versions`), with the text versions of the
+  writer; a checkpoint written before versions existed has none, and its book's columns tell
+  its version (each release before added columns, see BOOK_COLUMNS).
+
+Why upcasters rather than a rewrite of the store: the journal is append-only and ArcticDB's
+schema is static, so an old journal cannot take rows of another layout; reading old rows as
+new ones costs nothing on the write path. Checkpoints are rewritten whole, so the next one is
+written at the current version. Bumping a version: add its columns or change here, the
+upcaster from the version before, and a test writing the old layout
+(tests/storage/test_upgrade.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+
+from server.domain.codec import TEXT_VERSIONS
+from server.storage.disk import StoreUnusable
+
+CHECKPOINT_FORMAT = 2
+"""The metadata's `format` before versions: a checkpoint with a book and a state half (1: a
+book only, from before orders; such a checkpoint is not used and the journal is replayed)."""
+
+_BOOK_V2 = [
+    "account_id", "strategy_id", "instrument_id", "multiplier", "quantity", "cost_basis",
+    "realized_pnl", "fees", "trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
+    "currency", "fill_price", "fill_price_time_ns",
+]  # fmt: skip
+_BOOK_V3 = [
+    *_BOOK_V2,
+    "fill_price_fill_id", "other_fees", "booked_through_ns", "booked_through_id", "anchor",
+]  # fmt: skip
+_BOOK_V4 = [*_BOOK_V3, "base_currency", "realized_pnl_base"]
+
+BOOK_COLUMNS: dict[int, list[str]] = {
+    2: _BOOK_V2,  # orders, instruments, accounts (the first book with a state half)
+    3: _BOOK_V3,  # restatement windows: each row's place and its anchor
+    4: _BOOK_V4,  # realized P&L in base currency at the rate of its day
+}
+BOOK_VERSION = max(BOOK_COLUMNS)
+
+UNKNOWN_PLACE = "\U0010ffff"  # sorts after every fill id
+
+
+def _book_v2_to_v3(frame: pd.DataFrame) -> pd.DataFrame:
+    """No restatement windows: each row is booked through its latest fill (a fill executed
+    before it is booked OUTSIDE_WINDOW) and has no anchor."""
+    return frame.assign(
+        fill_price_fill_id="",
+        other_fees="",
+        booked_through_ns=frame["updated_at_ns"].astype("int64"),
+        booked_through_id=UNKNOWN_PLACE,
+        anchor=False,
+    )
+
+
+def _book_v3_to_v4(frame: pd.DataFrame) -> pd.DataFrame:
+    """No base currency kept: the book decides on restore (see its restore)."""
+    return frame.assign(base_currency="", realized_pnl_base="")
+
+
+BOOK_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    2: _book_v2_to_v3,
+    3: _book_v3_to_v4,
+}
+
+STATE_VERSION = 1
+"""Every state half written so far (sections added since read as empty when absent)."""
+STATE_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {}
+
+
+class NewerFormat(StoreUnusable):
+    """Something in the store was written by a later release than this one."""
+
+    def __init__(self, where: str, what: str, version: int, known: int) -> None:
+        super().__init__(
+            f"{where}: {what} version {version} was written by a later release (this one "
+            f"reads up to {known}); start that release or a later one on this store"
+        )
+        self.where = where
+        self.version = version
+
+
+def checkpoint_versions() -> dict[str, object]:
+    """What a checkpoint's metadata says about the layouts it was written in."""
+    return {"book": BOOK_VERSION, "state": STATE_VERSION, "texts": dict(TEXT_VERSIONS)}
+
+
+def check_checkpoint(where: str, metadata: Mapping[str, object]) -> bool:
+    """Whether the checkpoint half at `where` can be used (False: an old layout without a
+    state half, replayed instead); raises NewerFormat for a later release's."""
+    checkpoint_format = metadata.get("format")
+    if not isinstance(checkpoint_format, int) or checkpoint_format < CHECKPOINT_FORMAT:
+        return False
+    if checkpoint_format > CHECKPOINT_FORMAT:
+        raise NewerFormat(where, "checkpoint format", checkpoint_format, CHECKPOINT_FORMAT)
+    versions = metadata.get("versions")
+    if not isinstance(versions, Mapping):
+        return True  # written before versions: the layouts tell (see current_book_frame)
+    for what, version, known in (
+        ("book", versions.get("book", BOOK_VERSION), BOOK_VERSION),
+        ("state", versions.get("state", STATE_VERSION), STATE_VERSION),
+    ):
+        if int(version) > known:
+            raise NewerFormat(where, f"{what} frame", int(version), known)
+    texts = versions.get("texts", {})
+    if isinstance(texts, Mapping):
+        for name, version in texts.items():
+            known = TEXT_VERSIONS.get(str(name), 1)
+            if int(version) > known:
+                raise NewerFormat(where, f"{name} text", int(version), known)
+    return True
+
+
+def _stored_version(metadata: Mapping[str, object], part: str) -> int | None:
+    versions = metadata.get("versions")
+    if isinstance(versions, Mapping) and part in versions:
+        return int(versions[part])
+    return None
+
+
+def current_book_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> pd.DataFrame:
+    """A checkpoint's book frame in the current layout (BOOK_COLUMNS[BOOK_VERSION])."""
+    where = "checkpoints/book"
+    columns = list(frame.columns)
+    version = _stored_version(metadata, "book")
+    if version is None:  # written before versions: its columns are its version
+        version = next((v for v, known in BOOK_COLUMNS.items() if known == columns), None)
+        if version is None:
+            raise StoreUnusable(f"{where}: columns of no known version: {columns}")
+    if version > BOOK_VERSION:
+        raise NewerFormat(where, "book frame", version, BOOK_VERSION)
+    if columns != BOOK_COLUMNS.get(version):
+        raise StoreUnusable(f"{where}: version {version} but columns {columns}")
+    while version < BOOK_VERSION:
+        frame = BOOK_UPCASTERS[version](frame)
+        version += 1
+    return frame
+
+
+def current_state_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> pd.DataFrame:
+    """A checkpoint's state frame in the current layout."""
+    version = _stored_version(metadata, "state") or 1
+    if version > STATE_VERSION:
+        raise NewerFormat("checkpoints/state", "state frame", version, STATE_VERSION)
+    while version < STATE_VERSION:
+        frame = STATE_UPCASTERS[version](frame)
+        version += 1
+    return frame
