@@ -142,7 +142,7 @@ def row(name: str, service: list[float], baseline: list[float] | None, unit: str
 def hot_path_steps(count: int) -> list[str]:
     from server.api.updates import update_to_proto
     from server.api.wire import event_from_proto
-    from server.application.service import PositionChanged
+    from server.application.publishing import PositionChanged
     from server.domain.ledger import Ledger
 
     events = [

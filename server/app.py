@@ -21,11 +21,12 @@ from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
 from server.application.ports import Broker
+from server.application.publishing import PortfolioChange
 from server.application.reconciler import Reconciler
-from server.application.recovery import RecoveryReport, recover
-from server.application.service import PortfolioChange, PortfolioService
+from server.application.service import PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.application.supervision import Supervision
+from server.application.writes import RecoveryReport
 from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
@@ -180,7 +181,7 @@ async def _start(
             max_behind_ns=int(config.max_event_age_days * 86_400e9),
         ),
     )
-    report = await loop.run_in_executor(executor, recover, service, store)
+    report = await loop.run_in_executor(executor, service.recover)
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
     supervision.watch(service.committer.start())
@@ -219,7 +220,7 @@ async def _start(
         if broker is None and config.broker == "paper":
             broker = PaperBroker(service.book_positions, service.live_accounts)
         reconciler = Reconciler(
-            service,
+            service.reconciling,
             broker,
             interval=config.reconcile_seconds,
             accounts=[a.strip() for a in config.reconcile_accounts.split(",") if a.strip()],
@@ -304,8 +305,7 @@ async def _housekeeping(
         if broker is not None and broker.connected != broker_up:
             broker_up = broker.connected
             set_health(BROKER_HEALTH, broker_up)
-        if service.misplaced_at is not None and service.books_exact():
-            service.misplaced_at = None  # the alert has run its time
+        if service.end_books_alert():  # the alert has run its time
             set_health(BOOKS_HEALTH, True)
         if loop.time() < next_expiry:
             continue

@@ -16,7 +16,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import fill_to_proto, position_to_proto, status_to_proto
 from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import balance_to_proto, mark_to_proto, order_to_proto
-from server.application.service import (
+from server.application.publishing import (
     BalanceChanged,
     MarkChanged,
     OrderStatusChanged,

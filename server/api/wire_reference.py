@@ -18,7 +18,7 @@ from server.api.wire import (
     totals_to_proto,
 )
 from server.api.wire_reconciliation import STATUS_TO_PROTO
-from server.application.service import AccountBalances, Consolidated, InBase
+from server.application.reads import AccountBalances, Consolidated, InBase
 from server.domain.balances import Balance, Reservation, ReservationStatus
 from server.domain.decimals import canonical
 from server.domain.events import (

@@ -14,7 +14,7 @@ from server.api.wire_reference import (
     balance_to_proto,
     currency_totals_to_proto,
 )
-from server.application.service import InBase, PortfolioSummary, StrategyPortfolio
+from server.application.reads import InBase, PortfolioSummary, StrategyPortfolio
 from server.domain.totals import Totals
 
 

@@ -1,8 +1,9 @@
-"""Reconciles live accounts against the broker: every `interval` seconds, and on demand.
+"""Reconciliation's use cases: live accounts against the broker, every `interval` seconds
+and on demand, and the runs kept.
 
-Each run asks the broker for an account's positions and journals them (`BrokerPositions`);
-the ledger compares them with the book at that sequence. A failing broker skips the run and
-says so; it never stops the service.
+Each run asks the broker for an account's positions and journals them (`BrokerPositions`)
+through the write path; the ledger compares them with the book at that sequence. A failing
+broker skips the run and says so; it never stops the service.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.application.ports import Broker, BrokerUnavailable
-from server.application.service import NotAllowed, PortfolioService
+from server.application.reads import NotFound, ReadModel
+from server.application.writes import WritePath
+from server.domain.events import AccountKind, BrokerPosition, BrokerPositions
+from server.domain.ledger import Result
 from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal, RefusalKind
 
@@ -26,10 +30,94 @@ class NoBroker(Exception):
     """Reconciliation was asked for, but no broker is configured."""
 
 
+class NotAllowed(Exception):
+    """The request is valid but the state does not allow it; `refusal` says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+class Reconciliations:
+    """Runs journaled and read back: what a broker holds against the book."""
+
+    def __init__(self, writes: WritePath[Any], reads: ReadModel) -> None:
+        self.ledger = writes.ledger
+        self._writes, self._reads = writes, reads
+
+    async def reconcile(
+        self, account_id: str, positions: Sequence[BrokerPosition], time_ns: int
+    ) -> Reconciliation:
+        """Journals what the broker holds and returns the run it made. Raises NotAllowed for
+        a paper account."""
+        self.require_reconcilable(account_id)
+        snapshot = BrokerPositions(
+            snapshot_id=f"reconcile:{account_id}:{time_ns}",
+            account_id=account_id,
+            timestamp_ns=time_ns,
+            positions=tuple(positions),
+        )
+        outcome, refusal = await self._writes.execute(snapshot)
+        if refusal is not None:
+            raise NotAllowed(refusal)
+        if outcome.result is Result.REJECTED:
+            raise NotAllowed(Refusal(RefusalKind.CONFLICT, "account_id", outcome.reason))
+        run = self.ledger.reconciliations.latest(account_id)
+        assert run is not None and run.sequence == outcome.sequence
+        return run
+
+    def book_positions(self, account_id: str) -> list[BrokerPosition]:
+        """The account-level book as a broker would report it (the paper broker's view)."""
+        precision = self.ledger.book.precision
+        return [
+            BrokerPosition(
+                instrument_id=row.key.instrument_id,
+                quantity=row.quantity,
+                avg_cost=row.avg_cost(precision),
+            )
+            for rows in self.ledger.account_instrument_rows(account_id).values()
+            for row in rows[:1]
+        ]
+
+    def is_paper(self, account_id: str) -> bool:
+        return self.ledger.accounts.get(account_id).account_kind is AccountKind.PAPER
+
+    def require_reconcilable(self, account_id: str) -> None:
+        """Raises NotAllowed for a paper account before anything is journaled (the ledger
+        refuses it the same way if it is)."""
+        refusal = self.ledger.unreconcilable(account_id)
+        if refusal is not None:
+            raise NotAllowed(refusal)
+
+    def live_accounts(self) -> list[str]:
+        """Accounts reconciliation covers: every account known that is not paper."""
+        return [
+            account.account_id
+            for account, _ in self._reads.accounts()
+            if account.account_kind is AccountKind.LIVE
+        ]
+
+    def reconciliation(self, account_id: str) -> Reconciliation:
+        run = self.ledger.reconciliations.latest(account_id)
+        if run is None:
+            raise NotFound(f"account {account_id!r} has not been reconciled yet")
+        return run
+
+    def reconciliations(
+        self, account_id: str, before_sequence: int, limit: int
+    ) -> list[Reconciliation]:
+        """Runs newest first, older than `before_sequence` (0: from the latest); one more
+        than `limit` says more follow."""
+        runs = self.ledger.reconciliations.runs(account_id)
+        if before_sequence:
+            runs = itertools.dropwhile(lambda run: run.sequence >= before_sequence, runs)
+        return list(itertools.islice(runs, limit + 1))
+
+
 class Reconciler:
     def __init__(
         self,
-        service: PortfolioService[Any],
+        cases: Reconciliations,
         broker: Broker | None,
         *,
         interval: float = 60.0,
@@ -38,7 +126,7 @@ class Reconciler:
         on_status: Callable[[bool], None] = lambda clean: None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.service = service
+        self.cases = cases
         self.broker = broker
         self.interval = interval
         self.accounts = list(accounts)  # empty: every account the broker holds, but paper ones
@@ -55,12 +143,12 @@ class Reconciler:
     @property
     def clean(self) -> bool:
         """No account has a confirmed discrepancy."""
-        book = self.service.ledger.reconciliations
+        book = self.cases.ledger.reconciliations
         return not any(self.confirmed(account) for account in book.accounts())
 
     def confirmed(self, account_id: str) -> list[str]:
         """Instruments discrepant in each of the account's last `confirm_runs` runs."""
-        runs = list(itertools.islice(self.service.ledger.reconciliations.runs(account_id),
+        runs = list(itertools.islice(self.cases.ledger.reconciliations.runs(account_id),
                                      self.confirm_runs))  # fmt: skip
         if len(runs) < self.confirm_runs:
             return []
@@ -83,12 +171,12 @@ class Reconciler:
             self._task = None
 
     async def reconcile(self, account_id: str) -> Reconciliation:
-        """One run for one account. Raises NoBroker, BrokerUnavailable, or the service's
+        """One run for one account. Raises NoBroker, BrokerUnavailable, or
         NotAllowed (a paper account)."""
         if self.broker is None:
             raise NoBroker("no broker is configured (see --broker)")
         async with self._lock:
-            self.service.require_reconcilable(account_id)
+            self.cases.require_reconcilable(account_id)
             held = self.broker.accounts()
             if held and account_id not in held:
                 raise NotAllowed(
@@ -100,7 +188,7 @@ class Reconciler:
                     )
                 )
             positions = await self.broker.positions(account_id)
-            run = await self.service.reconcile(account_id, positions, self._clock_ns())
+            run = await self.cases.reconcile(account_id, positions, self._clock_ns())
         self.runs += 1
         confirmed = set(self.confirmed(account_id))
         log.log(
@@ -128,7 +216,7 @@ class Reconciler:
         accounts = self.accounts or [
             account
             for account in (self.broker.accounts() if self.broker else [])
-            if not self.service.is_paper(account)
+            if not self.cases.is_paper(account)
         ]
         for account_id in accounts:
             try:

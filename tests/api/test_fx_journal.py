@@ -17,7 +17,7 @@ import pytest
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.application import service as service_module
+from server.application import marks as marks_module
 from server.application.ports import Sequenced, StorageUnavailable
 from server.domain.events import FxFixing
 from server.domain.ledger import Ledger, Result
@@ -182,7 +182,7 @@ class FailingDisk(ArcticEventStore):
 
 @pytest.fixture
 def failing_server(store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
-    monkeypatch.setattr(service_module, "FX_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(marks_module, "FX_RETRY_SECONDS", 0.05)
     FailingDisk.broken.clear()
     server = start_test_server(open_store=FailingDisk, store=store, fx_journal_seconds=0.05)
     yield server

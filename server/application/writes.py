@@ -1,0 +1,309 @@
+"""The write path: one asyncio loop owns all state, and every event takes the same way.
+
+`admit` (dedup, sequence) as a batch arrives, then the group commit makes it durable, then
+`replay` applies and publishes it (each kind as `PUBLISHES` says), then the acks go out.
+Queries and subscribers only ever see durable events.
+
+Recovery (`recover`): the state after a restart equals the state before, field for field. The
+latest checkpoint gives the book at sequence S; every journaled id is remembered (so a fill
+replayed by the relay is a duplicate); the journal after S is applied again and published,
+which refills the subscribers' replay buffer; traces still alive are rebuilt from the journal.
+A replay longer than one checkpoint interval is checkpointed at once, so starts that follow
+one another quickly (a crash loop) never replay more and more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Generic
+
+from server.application.checkpoints import Checkpointer
+from server.application.committer import GroupCommitter
+from server.application.ports import (
+    EventStore,
+    OrderTransition,
+    ReconciliationRun,
+    Sequenced,
+    StorageUnavailable,
+)
+from server.application.projector import ViewProjector
+from server.application.publishing import (
+    PUBLISHES,
+    PortfolioChange,
+    ReconciliationChanged,
+    Update,
+    reconciliation_changed,
+)
+from server.application.reads import ReadModel
+from server.application.subscriptions import Payload, SubscriptionHub
+from server.domain.events import BrokerPositions, ExecutionEvent, OrderStatusUpdate
+from server.domain.ledger import Ledger, Outcome, Result
+from server.domain.position import Position
+from server.domain.refusals import Refusal
+from server.domain.restatement import Placement
+from server.domain.state import restore
+from server.domain.time_window import TimeWindow
+from server.log_limit import LogLimiter
+
+log = logging.getLogger("portfolio.service")
+_misplaced_log = LogLimiter(log, 10.0)  # at most one line per 10 s; the rest are counted
+_recovery_log = logging.getLogger("portfolio.recovery")
+
+MISPLACED_ALERT_SECONDS = 900.0
+"""How long health `books` stays NOT_SERVING after a fill was booked outside its place."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    checkpoint_sequence: int
+    replayed: int
+    sequence: int
+    seconds: float
+    # What the analysts' views miss: journaled events, and every row (they are rewritten).
+    views_backlog: list[Sequenced] = field(default_factory=list)
+    rows: list[tuple[Position, Decimal]] = field(default_factory=list)
+
+
+class WritePath(Generic[Payload]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        hub: SubscriptionHub[PortfolioChange, Payload],
+        store: EventStore,
+        executor: Executor,
+        views_executor: Executor,
+        reads: ReadModel,
+        *,
+        checkpoint_every: int = 10_000,
+        checkpoint_seconds: float = 60.0,
+        on_health: Callable[[bool], None] = lambda healthy: None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        time_window: TimeWindow | None = None,
+        on_books: Callable[[bool], None] = lambda exact: None,
+    ) -> None:
+        self.ledger = ledger
+        self.hub = hub
+        self.reads = reads
+        self._store = store
+        self.committer = GroupCommitter(
+            store, executor, self._apply_durable, on_health, ledger.applied_sequence
+        )
+        self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
+        self.projector = ViewProjector(
+            store, views_executor, ledger.book.precision, base_of=reads.base_of
+        )
+        self._clock_ns = clock_ns
+        self.time_window = time_window or TimeWindow()
+        # A fill booked OUTSIDE_WINDOW turns `on_books(False)`; it stays so for
+        # MISPLACED_ALERT_SECONDS after the latest one (see books_exact).
+        self.on_books = on_books
+        self.misplaced_at: float | None = None
+
+    @property
+    def sequence(self) -> int:
+        """The last sequence applied: what queries and subscribers see, all of it durable."""
+        return self.ledger.applied_sequence
+
+    def check_time(self, field: str, time_ns: int) -> None:
+        """Refuses (InvalidEvent naming `field`) a new event's or mark's time that the
+        service's clock says cannot be right: see TimeWindow."""
+        self.time_window.check(field, time_ns, self._clock_ns())
+
+    def admit(self, events: Sequence[ExecutionEvent]) -> tuple[list[Outcome], int]:
+        """Dedups and sequences a batch, in arrival order, and hands what is new to the group
+        commit. Returns the outcomes and the sequence that must be durable before they are
+        acknowledged (a duplicate waits for its original)."""
+        if not self.committer.healthy:
+            raise StorageUnavailable(self.committer.fault)
+        outcomes = [self.ledger.admit(event) for event in events]
+        group = [
+            (outcome.sequence, event)
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.result is Result.ACCEPTED
+        ]
+        if group:
+            self.committer.submit(group)
+        wait_for = max((o.sequence for o in outcomes if o.result is not Result.REJECTED), default=0)
+        return outcomes, wait_for
+
+    async def wait_durable(self, sequence: int) -> None:
+        await self.committer.wait_durable(sequence)
+
+    async def ingest(self, events: Sequence[ExecutionEvent]) -> list[Outcome]:
+        outcomes, wait_for = self.admit(events)
+        await self.wait_durable(wait_for)
+        return outcomes
+
+    async def execute(self, event: ExecutionEvent) -> tuple[Outcome, Refusal | None]:
+        """One event through the write path, for the unary RPCs: its outcome once durable,
+        and the domain's refusal if applying it refused it (replays refuse it the same)."""
+        (outcome,), wait_for = self.admit([event])
+        await self.wait_durable(wait_for)
+        if outcome.result is Result.REJECTED:
+            return outcome, None
+        return outcome, self.ledger.refusals.get(outcome.sequence)
+
+    def _apply_durable(self, group: list[Sequenced]) -> None:
+        changed, transitions, runs = self.replay(group)
+        self._alert_misplaced(group)
+        self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
+        self.projector.submit(group, changed, transitions, [change.run for change in runs])
+        self.checkpoints.after_apply(self.ledger)
+
+    def _alert_misplaced(self, group: list[Sequenced]) -> None:
+        """Says so when a fill could not be booked in its place (older than the restatement
+        window): logged, counted (`book.misplaced`) and on health."""
+        placements = self.ledger.placements
+        for sequence, event in group:
+            if placements.get(sequence) is Placement.OUTSIDE_WINDOW:
+                _misplaced_log.log(
+                    logging.WARNING,
+                    "misplaced",
+                    "%s %s (sequence %d) is older than fills already folded out of the "
+                    "restatement window: booked at the window's start, not in its place "
+                    "(%d such fills since start)",
+                    event.kind,
+                    event.event_id,
+                    sequence,
+                    self.ledger.book.misplaced,
+                )
+                self.misplaced_at = time.monotonic()
+                self.on_books(False)
+
+    def books_exact(self, now: float | None = None) -> bool:
+        """False for MISPLACED_ALERT_SECONDS after a fill was booked outside its place."""
+        if self.misplaced_at is None:
+            return True
+        return (time.monotonic() if now is None else now) - self.misplaced_at > (
+            MISPLACED_ALERT_SECONDS
+        )
+
+    def end_books_alert(self, now: float | None = None) -> bool:
+        """True once, when the alert of a misplaced fill has run its time (health `books`
+        may turn SERVING again)."""
+        if self.misplaced_at is None or not self.books_exact(now):
+            return False
+        self.misplaced_at = None
+        return True
+
+    def replay(
+        self, events: Iterable[Sequenced]
+    ) -> tuple[list[tuple[Position, Decimal]], list[OrderTransition], list[ReconciliationChanged]]:
+        """Applies journaled events in sequence order and publishes their updates; returns
+        copies of the rows they changed, each with its mark then, the order transitions and
+        the reconciliation runs."""
+        published: list[Update] = []
+        changed: list[tuple[Position, Decimal]] = []
+        transitions: list[OrderTransition] = []
+        runs: list[ReconciliationChanged] = []
+        for sequence, event in events:
+            publishing = PUBLISHES[type(event)]
+            previous = publishing.before(self.ledger, event)
+            applied = self.ledger.apply(event, sequence)
+            changed.extend((change.position, change.market_price) for change in applied.rows)
+            updates, run = publishing.publish(self.reads, event, sequence, applied, previous)
+            published.extend(updates)
+            if applied.order is not None and applied.transition is not None:
+                transitions.append(
+                    OrderTransition(sequence, applied.order.order_key, applied.transition)
+                )
+            if run is not None:
+                runs.append(run)
+        self.hub.publish(published)
+        return changed, transitions, runs
+
+    def judge(self, events: Iterable[Sequenced]) -> list[OrderTransition]:
+        """How status events applied earlier were judged, from their orders' histories (for
+        views catching up after a restart)."""
+        judged = []
+        for sequence, event in events:
+            if not isinstance(event, OrderStatusUpdate):
+                continue
+            order = self.ledger.orders.find(event.account_id, event.order_id, event.order_ref)
+            if order is None:
+                continue
+            found = next((t for t in order.history if t.sequence == sequence), None)
+            judged.append(OrderTransition(sequence, order.order_key, found))
+        return judged
+
+    def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
+        """The runs of broker snapshots applied earlier, still kept (for views catching up
+        after a restart)."""
+        found = []
+        for sequence, event in events:
+            if not isinstance(event, BrokerPositions):
+                continue
+            runs = list(self.ledger.reconciliations.runs(event.account_id))  # newest first
+            for index, run in enumerate(runs):
+                if run.sequence == sequence:
+                    previous = runs[index + 1] if index + 1 < len(runs) else None
+                    found.append(reconciliation_changed(self.reads, run, previous).run)
+        return found
+
+    def recover(self) -> RecoveryReport:
+        """Rebuilds the state the journal and the latest checkpoint hold (see the module's
+        docstring), off the event loop, before the committer starts."""
+        began = time.perf_counter()
+        ledger, store = self.ledger, self._store
+        checkpoint = store.latest_checkpoint()
+        start = 0
+        if checkpoint is not None:
+            restore(ledger, checkpoint.rows, checkpoint.state)
+            start = ledger.applied_sequence = checkpoint.sequence
+        for seen in store.seen_events():
+            ledger.remember(seen.kind, seen.event_id, seen.sequence, seen.fingerprint)
+        ledger.seen.settle()  # sorted here, off the event loop
+        horizon = time.time_ns() - ledger.traces.ttl_ns  # traces live a TTL from their receipt
+        for sequence, fill, received_ns in store.traced_fills_received_since(horizon, start):
+            multiplier = ledger.instruments.multiplier(fill.instrument_id)
+            ledger.traces.record(fill, sequence, multiplier, received_ns)
+        if checkpoint is not None and checkpoint.state.corrections_latest_ns:
+            (latest,) = checkpoint.state.corrections_latest_ns
+            horizon = latest - max(ledger.corrections.window_ns, ledger.book.window_ns)
+            differ = ledger.reload_correctable(
+                store.correctable_fills(horizon, start), checkpoint.anchors
+            )
+            if differ:
+                _recovery_log.error(
+                    "%d rows rebuilt from their restatement windows differ from the checkpoint "
+                    "(kept as the journal gives them), first %s",
+                    len(differ),
+                    differ[0],
+                )
+        self.hub.reset(start)
+        tail: list[Sequenced] = []
+        for sequence, event in store.events_after(start):
+            if sequence <= ledger.applied_sequence or (tail and sequence == tail[-1][0]):
+                continue  # a row journaled twice (an append retried after it had landed)
+            tail.append((sequence, event))
+        self.replay(tail)
+        ledger.traces.received(store.received_by(ledger.applied_sequence))  # the tail's legs
+        replayed = len(tail)
+        marks, rates = store.latest_marks()
+        for mark in marks:  # one older than the checkpoint's is ignored
+            ledger.book.set_mark(mark)
+        for rate in rates:
+            ledger.fx.set(rate)
+        self.committer.durable_sequence = ledger.applied_sequence
+        self.checkpoints.resume(ledger, start)
+        if replayed >= self.checkpoints.every:
+            self.checkpoints.save_recovered()  # the next start replays only what comes now
+        through = store.views_recorded_through()
+        backlog = list(store.events_after(through)) if through < ledger.applied_sequence else []
+        rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in ledger.book.rows()]
+        report = RecoveryReport(
+            start, replayed, ledger.applied_sequence, time.perf_counter() - began, backlog, rows
+        )
+        _recovery_log.info(
+            "recovered to sequence %d: checkpoint at %d, %d events replayed, %.2fs",
+            report.sequence,
+            report.checkpoint_sequence,
+            report.replayed,
+            report.seconds,
+        )
+        return report
