@@ -7,6 +7,9 @@ instead of being misread:
 - the journal's events (`journal/events`, column `text`): each record type's text carries its
   own version (see `server.domain.codec`: TEXT_VERSIONS, TEXT_UPCASTERS); a text of a newer
   version than this release knows is refused when decoded (NewerFormat names the sequence);
+- the analysts' `orders` view (symbol = account): a symbol of a release before orders had
+  keys lacks four columns; it is rewritten once with them when it is first written to (the
+  `positions`/`portfolio` symbols before currencies likewise, in views.py);
 - the checkpoint's book (`checkpoints/book`) and state (`checkpoints/state`): the version of
   each is in the metadata both halves carry (`versions`), with the text versions of the
   writer; a checkpoint written before versions existed has none, and its book's columns tell
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import arcticdb as adb
 import pandas as pd
 
 from server.domain.codec import TEXT_VERSIONS
@@ -159,3 +163,46 @@ def current_state_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> 
         frame = STATE_UPCASTERS[version](frame)
         version += 1
     return frame
+
+
+# -- the analysts' views: a symbol of an earlier layout is rewritten once -------------------
+# (views are derived data with a static schema: an append of the current columns to an old
+# symbol is refused, so the symbol is brought to the current columns before its first write).
+
+ORDERS_VIEW_BEFORE_KEYS = [
+    "update_id", "sequence", "status_time", "strategy_id", "order_ref", "order_id", "perm_id",
+    "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
+    "avg_fill_price",
+]  # fmt: skip
+"""The `orders` view before orders had keys, flags and corrections (needed `delete_library`)."""
+
+
+def _orders_with_keys(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Rows of before order keys: no key, flag or correction recorded (a later correction of
+    such a transition is appended, not put in its place; stored_orders skips keyless rows)."""
+    frame = frame.reindex(columns=columns, fill_value="")
+    frame["replaced"] = False
+    return frame
+
+
+VIEW_UPCASTERS: dict[
+    tuple[str, tuple[str, ...]], Callable[[pd.DataFrame, list[str]], pd.DataFrame]
+] = {
+    ("orders", tuple(ORDERS_VIEW_BEFORE_KEYS)): _orders_with_keys,
+}
+
+
+def current_view(library: adb.library.Library, symbol: str, columns: list[str]) -> None:
+    """Brings a view symbol to the current `columns`, once, if an earlier release wrote it;
+    columns of no known layout (a later release's) are refused rather than dropped."""
+    stored = [column.name for column in library.get_description(symbol).columns]
+    if stored == columns:
+        return
+    upcaster = VIEW_UPCASTERS.get((library.name, tuple(stored)))
+    if upcaster is None:
+        raise ValueError(
+            f"{library.name}/{symbol} has columns this version does not know how to extend: "
+            f"{stored}"
+        )
+    frame = upcaster(library.read(symbol).data, columns)
+    library.write(symbol, frame, prune_previous_versions=True)

@@ -54,6 +54,7 @@ from server.domain.decimals import canonical
 from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
 from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
+from server.storage.upcasters import current_view
 
 log = logging.getLogger("portfolio.views")
 
@@ -299,6 +300,8 @@ class ArcticViews:
         if state is None:
             state = _EventLog()
             if library.has_symbol(symbol):
+                if library is self.orders:  # an earlier release's layout: rewritten once
+                    current_view(library, symbol, ORDER_COLUMNS)
                 tail = library.tail(symbol, 1, columns=["sequence"]).data
                 state.last_index_ns = int(tail.index[-1].value)
                 state.last_sequence = int(tail["sequence"].iloc[-1])

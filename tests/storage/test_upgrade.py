@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from portfolio.v1 import portfolio_pb2 as pb
+from server.application.ports import ViewsIncomplete
 from server.domain import codec
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK, NewerTextVersion, TextCodec
 from server.domain.events import (
@@ -25,12 +26,20 @@ from server.domain.events import (
     BrokerPositions,
     Fill,
     FxFixing,
+    OrderStatus,
+    OrderStatusUpdate,
     Side,
 )
 from server.storage.arctic import BOOK, CHECKPOINTS, EVENTS, JOURNAL, STATE, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.frames import journal_frame
-from server.storage.upcasters import BOOK_COLUMNS, BOOK_VERSION, NewerFormat
+from server.storage.upcasters import (
+    BOOK_COLUMNS,
+    BOOK_VERSION,
+    ORDERS_VIEW_BEFORE_KEYS,
+    NewerFormat,
+)
+from server.storage.views import ORDER_COLUMNS, ArcticViews
 from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import start_test_server
 from tests.storage.test_restart import everything, mixed_history, open_stub
@@ -352,3 +361,63 @@ def test_a_journal_frame_is_unchanged():
         "sequence", "kind", "event_id", "account_id", "event_time", "digest", "text",
     ]  # fmt: skip
     assert frame["event_time"].dtype == pd.DatetimeTZDtype("ns", "UTC")
+
+
+# -- the analysts' views -------------------------------------------------------------------
+
+
+def _old_orders_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    """An `orders` symbol as the release before order keys wrote it (its columns, its index)."""
+    return ArcticViews._frame_of(
+        rows, [int(row[2]) for row in rows], ORDERS_VIEW_BEFORE_KEYS, "status_time"
+    )  # type: ignore[arg-type]
+
+
+def test_an_orders_symbol_of_the_release_before_order_keys_takes_new_rows(tmp_path):
+    """That release's symbols needed `delete_library("orders")` by hand: the first write now
+    rewrites the symbol once with the new columns (empty in its rows), then appends go on."""
+    uri = f"lmdb://{tmp_path}/store"
+    arctic = adb.Arctic(uri)
+    views = ArcticViews(arctic)
+    old_row = ("u1", 1, T0, "S1", "ord-1", "1", "", "AAPL", "BUY", "SUBMITTED", "0", "10", "")
+    old = _old_orders_frame([old_row])
+    views.orders.write("A1", old)
+    with pytest.raises(Exception, match=r"(?i)descriptor|schema|column"):
+        views.orders.append("A1", old.assign(order_key="k"))  # why the symbol is rewritten
+
+    update = OrderStatusUpdate(
+        update_id="u2", account_id="A1", status=OrderStatus.FILLED, timestamp_ns=T0 + 5,
+        order_ref="ord-1", order_id="1", filled_quantity=Decimal(10),
+    )  # fmt: skip
+    views.record([(2, update)], [])
+    frame = views.orders.read("A1").data
+    assert list(frame.columns) == ORDER_COLUMNS
+    assert list(frame["update_id"]) == ["u1", "u2"]
+    assert frame.iloc[0][["status", "order_key", "flag", "replaced", "corrects"]].tolist() == [
+        "SUBMITTED", "", "", False, "",
+    ]  # fmt: skip
+    assert frame.iloc[1][["status", "filled_quantity"]].tolist() == ["FILLED", "10"]
+
+    # A later start reads the rewritten symbol as it is and goes on appending.
+    again = ArcticViews(arctic)
+    later = OrderStatusUpdate(
+        update_id="u3", account_id="A1", status=OrderStatus.FILLED, timestamp_ns=T0 + 9,
+        order_ref="ord-2", order_id="2",
+    )  # fmt: skip
+    again.record([(3, later)], [])
+    assert list(again.orders.read("A1").data["update_id"]) == ["u1", "u2", "u3"]
+
+
+def test_an_orders_symbol_of_unknown_columns_is_refused_not_dropped(tmp_path):
+    views = ArcticViews(adb.Arctic(f"lmdb://{tmp_path}/store"))
+    row = ("u1", 1, T0, "S1", "ord-1", "1", "", "AAPL", "BUY", "SUBMITTED", "0", "10", "")
+    newer = _old_orders_frame([row]).assign(from_a_later_release="x")
+    views.orders.write("A1", newer)
+    update = OrderStatusUpdate(
+        update_id="u2", account_id="A1", status=OrderStatus.FILLED, timestamp_ns=T0 + 5,
+        order_id="1",
+    )  # fmt: skip
+    with pytest.raises(ViewsIncomplete) as raised:
+        views.record([(2, update)], [])
+    assert "does not know" in raised.value.failing["orders/A1"]
+    assert list(views.orders.read("A1").data.columns) == list(newer.columns)
