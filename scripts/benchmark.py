@@ -637,11 +637,13 @@ def main() -> int:
         print("\nHot path in process, per fill (10,000 fills, 7 strategies x 13 instruments):")
         print("\n".join(hot_path_steps(10_000)))
     if "restatement" in sections:
-        from bench_restatement import restatement_figures  # scripts/
+        from bench_restatement import book_size_figures, restatement_figures  # scripts/
 
         print("\nBooking in execution-time order, in process, per fill (one account, one "
               "instrument; ratios: in-order to the arithmetic, late to in-order):")  # fmt: skip
         print("\n".join(restatement_figures(5000)))
+        print("A fill's cost against the size of its instrument's book (ratio: to 10 rows):")
+        print("\n".join(book_size_figures()))
     if "reconcile" in sections:
         print("\nReconciliation in process, one account (2 strategies per instrument):")
         print("\n".join(reconciliation_figures(10_000, 50)))
