@@ -288,8 +288,8 @@ def state_from_frame(
         for section, record in zip(frame["section"], frame["record"], strict=True):
             if section not in _SECTIONS:
                 raise StoreUnusable(
-                    f"checkpoint state: section {section!r} is not one this release knows "
-                    "(written by a later release)"
+                    f"a state frame (checkpoints/state or marks/latest) holds section "
+                    f"{section!r}, which this release does not know (written by a later one)"
                 )
             parts[section].append(_SECTIONS[section][1](json.loads(record)))
     return LedgerState(**parts)
