@@ -39,7 +39,12 @@ from server.storage.upcasters import (
     ORDERS_VIEW_BEFORE_KEYS,
     NewerFormat,
 )
-from server.storage.views import ORDER_COLUMNS, ArcticViews
+from server.storage.views import (
+    ORDER_COLUMNS,
+    POSITION_COLUMNS,
+    POSITION_COLUMNS_BEFORE_CURRENCY,
+    ArcticViews,
+)
 from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import start_test_server
 from tests.storage.test_restart import everything, mixed_history, open_stub
@@ -421,3 +426,61 @@ def test_an_orders_symbol_of_unknown_columns_is_refused_not_dropped(tmp_path):
         views.record([(2, update)], [])
     assert "does not know" in raised.value.failing["orders/A1"]
     assert list(views.orders.read("A1").data.columns) == list(newer.columns)
+
+
+def _as_release_before_orders(uri: str, sequence: int) -> None:
+    """The whole store as the release before orders left it: a book-only checkpoint (format
+    1), no views watermark, `orders` symbols without keys, rows without currencies."""
+    _rewrite(
+        uri,
+        BOOK,
+        lambda frame, _: (
+            frame[~frame["anchor"]][BOOK_COLUMNS[2][:12]].reset_index(drop=True),
+            {"sequence": sequence, "format": 1},
+        ),
+    )
+
+    def rewrite() -> None:
+        arctic = adb.Arctic(uri)
+        checkpoints = arctic.get_library(CHECKPOINTS)
+        for symbol in (STATE, "views_through"):
+            checkpoints.delete(symbol)
+        for name, columns in (
+            ("orders", ORDERS_VIEW_BEFORE_KEYS),
+            ("positions", POSITION_COLUMNS_BEFORE_CURRENCY),
+            ("portfolio", POSITION_COLUMNS_BEFORE_CURRENCY),
+        ):
+            library = arctic.get_library(name)
+            for symbol in library.list_symbols():
+                frame = library.read(symbol).data[columns]
+                library.write(symbol, frame, prune_previous_versions=True)
+
+    rewrite()
+    gc.collect()
+
+
+def test_a_store_of_the_release_before_orders_opens_and_goes_on(tmp_path):
+    """End to end: no `delete_library`, the same state, and new statuses and fills are written
+    to the views it left (each old symbol rewritten once in the current columns)."""
+    uri = f"lmdb://{tmp_path}/store"
+    before, sequence = _history_with_a_checkpoint(uri)
+    _as_release_before_orders(uri, sequence)
+
+    server = start_test_server(store=uri)
+    try:
+        assert server.running.recovery.checkpoint_sequence == 0  # a book only: replayed
+        channel, stub = open_stub(server)
+        with channel:
+            assert everything(stub) == before
+            new = acks(stub, pb_status("after", "FILLED", order_id="15"), pb_fill("BUY", 1, 1))
+            assert [a.result for a in new] == [pb.EVENT_RESULT_ACCEPTED] * 2
+    finally:
+        server.stop()  # waits for the views
+    gc.collect()
+
+    arctic = adb.Arctic(uri)
+    orders = arctic.get_library("orders").read("A1").data
+    assert list(orders.columns) == ORDER_COLUMNS
+    assert orders["update_id"].iloc[-1] == "after"
+    portfolio = arctic.get_library("portfolio").read("A1").data
+    assert list(portfolio.columns) == POSITION_COLUMNS
