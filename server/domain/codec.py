@@ -39,7 +39,10 @@ Upcaster = Callable[[list[str]], list[str]]
 # -- the registry: a record type's current text version, and how each older one becomes the
 # next. Keyed by the record's class name (an event kind's class, or a record inside one).
 # Bumping a version: add the upcaster from the old version here and a test that decodes a
-# text of the old version (tests/storage/test_upgrade.py).
+# text of the old version (tests/storage/test_upgrade.py). A bump changes the text, so the
+# digest, of an event resent after it: the exactly-once check compares digests, so the first
+# bump of a journaled kind must also give the journal's older rows of that kind the digest of
+# their upcast text (seen_events), or a resend of one is refused as a different event.
 
 TEXT_VERSIONS: dict[str, int] = {}
 """Current version per record type; a type not listed is at version 1."""
