@@ -9,8 +9,9 @@ before versions existed is one, so their texts, digests and definition ids stay 
 a later version starts with a mark field, VERSION_MARK and the number (no text of version 1
 can start so: its first field is an id or a currency code, printable). A text of an older
 version is raised to the current one on decode, one step at a time, by TEXT_UPCASTERS; one of
-a newer version than this release knows is refused (NewerTextVersion), never misread.
-Encoding costs nothing more at version 1 and one constant field after.
+a newer version than this release knows is refused (NewerTextVersion), never misread. A
+layout that changed before versions existed is version 0, told by its number of fields
+(UNMARKED_LAYOUTS). Encoding costs nothing more at version 1 and one constant field after.
 """
 
 from __future__ import annotations
