@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from server.application.ports import ReconciliationRun
+from server.application.ports import OrderTransition, ReconciliationRun
 from server.application.reads import ReadModel
 from server.application.subscriptions import Topic
 from server.domain.balances import Balance
@@ -120,6 +120,10 @@ class Publishes(Generic[E]):
     updates: Callable[[ReadModel, E, int, Applied], Iterator[Update]] = _nothing
     replaces: Callable[[Ledger, E], Reconciliation | None] | None = None
     refused: Callable[[E, Refusal], None] | None = None
+    # For the analysts' views catching up after a restart, from what the ledger kept: how an
+    # event applied earlier was judged (an order's transition) and the run it made.
+    judged: Callable[[Ledger, E, int], OrderTransition | None] | None = None
+    reported: Callable[[ReadModel, E, int], ReconciliationRun | None] | None = None
 
     def before(self, ledger: Ledger, event: E) -> Reconciliation | None:
         """What must be noted before `event` applies: the run it replaces, if any."""
@@ -170,21 +174,19 @@ def reconciliation_changed(
 def _fill_updates(
     reads: ReadModel, fill: Fill, sequence: int, applied: Applied, corrects: str = ""
 ) -> Iterator[Update]:
-    ledger = reads.ledger
-    precision = ledger.book.precision
-    base = ledger.accounts.base_currency(fill.account_id)
+    book, account_id = reads.ledger.book, fill.account_id
     for change in applied.rows:
         key = change.position.key
         topic = Topic(*key, is_position=True, is_account_level=key.is_account_level)
-        price = ledger.book.price(key.instrument_id)
-        rate = ledger.fx.rate(change.position.currency, base)
-        rates = fee_rates(change.position, lambda currency: ledger.fx.rate(currency, base))
+        price = book.price(key.instrument_id)
+        base, rate = reads.base_of(account_id, change.position.currency)
+        rates = fee_rates(change.position, lambda currency: reads.base_of(account_id, currency)[1])
         yield (
             sequence,
             topic,
             PositionChanged(
                 sequence=sequence, kind=change.kind, fill=fill, row=change.position,
-                price=price, precision=precision, base_currency=base, fx_rate=rate,
+                price=price, precision=book.precision, base_currency=base, fx_rate=rate,
                 corrects=corrects, placement=change.placement, fee_rates=rates,
             ),
         )  # fmt: skip
@@ -208,6 +210,30 @@ def _status_updates(
     yield sequence, topic, OrderStatusChanged(sequence, update, order, applied.transition)
 
 
+def _status_judged(
+    ledger: Ledger, update: OrderStatusUpdate, sequence: int
+) -> OrderTransition | None:
+    """The transition the update made, from its order's history (None: it made none); None
+    when the order left memory."""
+    order = ledger.orders.find(update.account_id, update.order_id, update.order_ref)
+    if order is None:
+        return None
+    found = next((t for t in order.history if t.sequence == sequence), None)
+    return OrderTransition(sequence, order.order_key, found)
+
+
+def _snapshot_reported(
+    reads: ReadModel, snapshot: BrokerPositions, sequence: int
+) -> ReconciliationRun | None:
+    """The run the snapshot made, if still kept, against the run before it."""
+    runs = list(reads.ledger.reconciliations.runs(snapshot.account_id))  # newest first
+    for index, run in enumerate(runs):
+        if run.sequence == sequence:
+            previous = runs[index + 1] if index + 1 < len(runs) else None
+            return reconciliation_changed(reads, run, previous).run
+    return None
+
+
 def _correction_refused(correction: FillCorrection, refusal: Refusal) -> None:
     log.warning("correction %s refused: %s", correction.correction_id, refusal)
 
@@ -219,13 +245,13 @@ def _run_replaced(ledger: Ledger, snapshot: BrokerPositions) -> Reconciliation |
 PUBLISHES: dict[type[JournaledEvent], Publishes[Any]] = {
     Fill: Publishes(updates=_fill_updates),
     FillCorrection: Publishes(updates=_correction_updates, refused=_correction_refused),
-    OrderStatusUpdate: Publishes(updates=_status_updates),
+    OrderStatusUpdate: Publishes(updates=_status_updates, judged=_status_judged),
     CashTransfer: Publishes(),
     CashReservation: Publishes(),
     ReservationRelease: Publishes(),
     InstrumentDefinition: Publishes(),
     AccountDefinition: Publishes(),
-    BrokerPositions: Publishes(replaces=_run_replaced),
+    BrokerPositions: Publishes(replaces=_run_replaced, reported=_snapshot_reported),
     FxFixing: Publishes(),
 }
 """Every kind the journal holds, as the ledger's KINDS lists them."""

@@ -37,11 +37,10 @@ from server.application.publishing import (
     PortfolioChange,
     ReconciliationChanged,
     Update,
-    reconciliation_changed,
 )
 from server.application.reads import ReadModel
 from server.application.subscriptions import Payload, SubscriptionHub
-from server.domain.events import BrokerPositions, ExecutionEvent, OrderStatusUpdate
+from server.domain.events import ExecutionEvent
 from server.domain.ledger import Ledger, Outcome, Result
 from server.domain.position import Position
 from server.domain.refusals import Refusal
@@ -222,13 +221,10 @@ class WritePath(Generic[Payload]):
         views catching up after a restart)."""
         judged = []
         for sequence, event in events:
-            if not isinstance(event, OrderStatusUpdate):
-                continue
-            order = self.ledger.orders.find(event.account_id, event.order_id, event.order_ref)
-            if order is None:
-                continue
-            found = next((t for t in order.history if t.sequence == sequence), None)
-            judged.append(OrderTransition(sequence, order.order_key, found))
+            judge = PUBLISHES[type(event)].judged
+            transition = None if judge is None else judge(self.ledger, event, sequence)
+            if transition is not None:
+                judged.append(transition)
         return judged
 
     def reports_for(self, events: Iterable[Sequenced]) -> list[ReconciliationRun]:
@@ -236,13 +232,10 @@ class WritePath(Generic[Payload]):
         after a restart)."""
         found = []
         for sequence, event in events:
-            if not isinstance(event, BrokerPositions):
-                continue
-            runs = list(self.ledger.reconciliations.runs(event.account_id))  # newest first
-            for index, run in enumerate(runs):
-                if run.sequence == sequence:
-                    previous = runs[index + 1] if index + 1 < len(runs) else None
-                    found.append(reconciliation_changed(self.reads, run, previous).run)
+            report = PUBLISHES[type(event)].reported
+            run = None if report is None else report(self.reads, event, sequence)
+            if run is not None:
+                found.append(run)
         return found
 
     def recover(self) -> RecoveryReport:
