@@ -599,6 +599,10 @@ class PositionBook:
         with localcontext(EXACT):
             for key, anchor in anchors.items():
                 row = self.row_at(key)
+                if not anchor.base_currency:  # a checkpoint from before: as restore() does
+                    anchor.base_currency = row.base_currency
+                    unknown = anchor.foreign and anchor.realized_pnl
+                    anchor.realized_pnl_base = None if unknown else anchor.realized_pnl
                 saved = row.copy()
                 totals = self._totals_of(key)
                 price = self.mark(key.instrument_id)

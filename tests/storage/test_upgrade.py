@@ -243,14 +243,9 @@ def _rewrite_as_release(uri: str, book_version: int) -> None:
 # as restore() does for rows, so a windowed row's realized_pnl_base/net_pnl_base come out
 # missing even in the account's own currency. The same on the release before this change (the
 # frame reads the same); left to the book's owner.
-_ANCHORS_WITHOUT_BASE = pytest.mark.xfail(
-    strict=True, reason="book.reload_windows: an anchor without base currency stays unknown"
-)
-
-
 @pytest.mark.parametrize(
     "book_version",
-    [pytest.param(v, marks=_ANCHORS_WITHOUT_BASE) if v == 3 else v for v in sorted(BOOK_COLUMNS)],
+    sorted(BOOK_COLUMNS),
 )
 def test_a_checkpoint_of_an_earlier_release_is_used_and_gives_the_same_state(
     tmp_path, book_version
