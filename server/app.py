@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -86,6 +87,7 @@ class RunningServer:
             # In a thread: one stuck in a store call must not freeze the loop past the grace.
             await asyncio.to_thread(executor.shutdown, wait=True)
         self.store.close()
+        gc.unfreeze()  # a process that starts another server (tests) collects this one's
 
 
 async def start_server(
@@ -182,6 +184,7 @@ async def _start(
         ),
     )
     report = await loop.run_in_executor(executor, service.recover)
+    settle_garbage_collector()
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
     supervision.watch(service.committer.start())
@@ -311,6 +314,21 @@ async def _housekeeping(
             continue
         next_expiry = loop.time() + period
         service.expire_traces()
+
+
+GC_THRESHOLDS = (10_000, 10, 10)
+"""Young collections every 10,000 allocations, not 700: a fill allocates hundreds of small
+objects, and the book's own are not garbage (measured: 245 -> 16 collections and 1.2 -> 0.7 us of
+collector time per fill over 40,000 fills)."""
+
+
+def settle_garbage_collector() -> None:
+    """After recovery: the recovered book (millions of objects on a long day) moves out of the
+    collector's sight (`gc.freeze`), so a full collection no longer walks it (a pause that
+    grows with the book), and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 STOP_MARGIN_SECONDS = 5.0  # beyond the grace: committing what is pending, the last views
