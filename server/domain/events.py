@@ -189,9 +189,10 @@ def describe_time(timestamp_ns: int) -> str:
 class JournaledEvent:
     """What every journaled event shares: its kind, its canonical text and digest."""
 
-    __slots__ = ()
+    __slots__ = ("_text",)
     kind: ClassVar[str]
     _codec: ClassVar[TextCodec]
+    _text: str
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -204,7 +205,13 @@ class JournaledEvent:
         return cls._codec
 
     def text(self) -> str:
-        return self.codec().encode(self)
+        """The canonical text, built once: admission (its digest) and the journal both need it."""
+        try:
+            return self._text
+        except AttributeError:
+            text = self.codec().encode(self)
+            object.__setattr__(self, "_text", text)  # a cache, not a field: frozen all the same
+            return text
 
     @classmethod
     def from_text(cls, text: str) -> Self:
