@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api import pages
+from server.api.answers import AnswerCache
 from server.api.errors import (
     ApiError,
     answers_errors,
@@ -136,6 +137,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.batch_max_bytes = batch_max_bytes
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
+        self.answers = AnswerCache()  # summaries kept encoded until the state moves
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -415,25 +417,35 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return position_to_proto(view)
 
     @answers_errors
-    async def GetStrategyPortfolio(
+    async def GetStrategyPortfolio(  # type: ignore[override]  # kept encoded: api/answers.py
         self, request: pb.GetStrategyPortfolioRequest, context: Context
-    ) -> pb.StrategyPortfolio:
+    ) -> pb.StrategyPortfolio | bytes:
         _require("strategy_id", request.strategy_id)
         kind = _kind_asked(request.account_kind)
-        portfolio = self.service.strategy_portfolio(
-            request.strategy_id, request.account_id, request.include_flat, kind
-        )
-        _check_kind(request.account_id, kind, portfolio.account_kind)
-        return strategy_portfolio_to_proto(portfolio)
+
+        def build() -> pb.StrategyPortfolio:
+            portfolio = self.service.strategy_portfolio(
+                request.strategy_id, request.account_id, request.include_flat, kind
+            )
+            _check_kind(request.account_id, kind, portfolio.account_kind)
+            return strategy_portfolio_to_proto(portfolio)
+
+        key = ("strategy", request.SerializeToString(deterministic=True))
+        return self.answers.answer(key, self.service.version, build)
 
     @answers_errors
-    async def GetPortfolioSummary(
+    async def GetPortfolioSummary(  # type: ignore[override]  # kept encoded: api/answers.py
         self, request: pb.GetPortfolioSummaryRequest, context: Context
-    ) -> pb.PortfolioSummary:
+    ) -> pb.PortfolioSummary | bytes:
         kind = _kind_asked(request.account_kind)
-        summary = self.service.portfolio_summary(request.account_id, kind)
-        _check_kind(request.account_id, kind, summary.account_kind)
-        return summary_to_proto(summary)
+
+        def build() -> pb.PortfolioSummary:
+            summary = self.service.portfolio_summary(request.account_id, kind)
+            _check_kind(request.account_id, kind, summary.account_kind)
+            return summary_to_proto(summary)
+
+        key = ("summary", request.SerializeToString(deterministic=True))
+        return self.answers.answer(key, self.service.version, build)
 
     @answers_errors
     async def ListPositions(
@@ -477,7 +489,11 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         answer_field, method = QUERIES[which]
         answer = await method(self, getattr(request, which), context)
         response = pb.PortfolioResponse()
-        getattr(response, answer_field).CopyFrom(answer)
+        branch = getattr(response, answer_field)
+        if type(answer) is bytes:  # an answer kept encoded (see api/answers.py)
+            branch.ParseFromString(answer)
+        else:
+            branch.CopyFrom(answer)
         return response
 
     # -- reconciliation --------------------------------------------------------------------
@@ -575,7 +591,7 @@ def _one_by_one(items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
 # RPC that answers it (with its own checks and errors).
 QUERIES: dict[
     str,
-    tuple[str, Callable[[PortfolioManagerServicer, Any, Context], Awaitable[Message]]],
+    tuple[str, Callable[[PortfolioManagerServicer, Any, Context], Awaitable[Message | bytes]]],
 ] = {
     "get_position": ("position", PortfolioManagerServicer.GetPosition),
     "get_strategy_portfolio": ("strategy_portfolio", PortfolioManagerServicer.GetStrategyPortfolio),

@@ -157,6 +157,13 @@ class ReadModel:
         """The last sequence applied: what queries see, all of it durable."""
         return self.ledger.applied_sequence
 
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """What every answer depends on: the events applied, the prices and the FX rates. An
+        answer read at one version is the answer at that version (see api/answers.py)."""
+        ledger = self.ledger
+        return ledger.applied_sequence, ledger.book.price_version, ledger.fx.version
+
     # -- queries ---------------------------------------------------------------------------
 
     def get_position(self, account_id: str, instrument_id: str, strategy_id: str) -> PositionView:

@@ -105,6 +105,10 @@ class PortfolioService(Generic[Payload]):
         """The last sequence applied: what queries and subscribers see, all of it durable."""
         return self.ledger.applied_sequence
 
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return self.reads.version
+
     def subscribe(
         self, filter_: SubscriptionFilter, from_sequence: int
     ) -> tuple[Iterator[Published[PortfolioChange, Payload]], Subscriber[PortfolioChange, Payload]]:

@@ -246,6 +246,7 @@ class PositionBook:
         # valued to. A read brings a scope's rows that moved since up to date (see _valued).
         self._price_log: list[str] = []
         self._log_base = 0
+        self._prices_set = 0
         self._scope_version: dict[tuple[str, str], int] = {}
         # strategy_id -> accounts it has rows in.
         self._strategy_accounts: SortedDict = SortedDict()  # str -> SortedSet
@@ -264,6 +265,13 @@ class PositionBook:
         return len(self.strategy_rows) + len(self.account_rows)
 
     # -- writes ----------------------------------------------------------------------------
+
+    @property
+    def price_version(self) -> int:
+        """Counts the prices set (marks and last fill prices, moved or not: a view shows when
+        and where from): what a valuation read from the book depends on besides the events
+        applied."""
+        return self._prices_set
 
     def horizon_ns(self) -> int:
         """The restatement window's start: fills executed before it are folded."""
@@ -459,6 +467,7 @@ class PositionBook:
         (O(1) here, whatever the number of rows)."""
         previous = self._prices.get(instrument_id)
         self._prices[instrument_id] = price
+        self._prices_set += 1
         if previous is None or previous.price == price.price:
             return
         log = self._price_log

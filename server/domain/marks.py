@@ -95,6 +95,7 @@ class FxTable:
 
     def __init__(self) -> None:
         self._rates: dict[tuple[str, str], FxRate] = {}
+        self.version = 0  # counts the rates kept: what read from the table may have changed
 
     def set(self, rate: FxRate, latest_plausible_ns: int | None = None) -> bool:
         """Keeps a rate unless a newer one of the same pair is held; True if kept. A held
@@ -109,6 +110,7 @@ class FxTable:
             return False
         self._rates.pop((rate.quote, rate.base), None)
         self._rates[key] = rate
+        self.version += 1
         return True
 
     def rates(self) -> list[FxRate]:

@@ -1,0 +1,54 @@
+"""Summaries are kept encoded until what they were read from changes: a repeated read is not
+recomputed, and no change (a fill, a mark even at the same price, an FX rate, a definition)
+leaves a stale answer."""
+
+from __future__ import annotations
+
+from portfolio.v1 import portfolio_pb2 as pb
+from tests.api.protocol import acks, pb_fill
+from tests.api.test_reference_and_cash import define, fx, mark, stream_marks
+
+
+def summary(stub) -> pb.PortfolioSummary:
+    return stub.GetPortfolioSummary(pb.GetPortfolioSummaryRequest(account_id="A1"), timeout=10)
+
+
+def portfolio(stub) -> pb.StrategyPortfolio:
+    request = pb.GetStrategyPortfolioRequest(strategy_id="S1", account_id="A1")
+    return stub.GetStrategyPortfolio(request, timeout=10)
+
+
+def test_a_repeated_summary_is_not_recomputed(stub, server):
+    acks(stub, pb_fill("BUY", 10, 100))
+    service = server.running.service
+    calls = []
+    computed = service.portfolio_summary
+
+    def counted(*args):
+        calls.append(args)
+        return computed(*args)
+
+    service.portfolio_summary = counted
+    first, second = summary(stub), summary(stub)
+    assert first == second and len(calls) == 1
+    query = stub.Query(pb.PortfolioQuery(get_portfolio_summary=pb.GetPortfolioSummaryRequest(
+        account_id="A1")), timeout=10)  # fmt: skip
+    assert query.portfolio_summary == first and len(calls) == 1
+    acks(stub, pb_fill("BUY", 1, 100))
+    assert summary(stub).account_totals.open_positions == 1 and len(calls) == 2
+
+
+def test_no_change_leaves_a_stale_answer(stub):
+    define(stub, "SAP", currency="EUR")
+    acks(stub, pb_fill("BUY", 10, 100), pb_fill("BUY", 10, 50, instrument="SAP"))
+    before = portfolio(stub), summary(stub)
+    stream_marks(stub, pb.MarkBatch(marks=[mark("AAPL", 10, mark="100")]))  # the same price
+    row = {p.instrument_id: p for p in portfolio(stub).positions}["AAPL"]
+    assert row.mark_source == pb.MARK_SOURCE_MARKET  # was the last fill's: a new answer
+    stream_marks(stub, pb.MarkBatch(marks=[mark("AAPL", 11, mark="110")]))
+    assert summary(stub).by_currency[1].totals.unrealized_pnl == "100"
+    assert not before[1].HasField("base_totals")  # no EUR rate yet
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))
+    assert summary(stub).HasField("base_totals")
+    acks(stub, pb_fill("SELL", 10, 110))
+    assert summary(stub).by_currency[1].totals.realized_pnl == "100"
