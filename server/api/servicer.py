@@ -219,10 +219,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def place_fills(self, response: pb.IngestResponse) -> None:
         """Once a batch is applied: where each accepted fill landed in its rows' history."""
-        placements = self.service.ledger.placements
+        placement = self.service.placement
         for ack in response.acks:
             if ack.placement:
-                ack.placement = PLACEMENTS[placements.get(ack.sequence)]
+                ack.placement = PLACEMENTS[placement(ack.sequence)]
 
     # -- writes ----------------------------------------------------------------------------
 

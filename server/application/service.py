@@ -78,6 +78,7 @@ class PortfolioService(Generic[Payload]):
         self.admit, self.wait_durable = writes.admit, writes.wait_durable
         self.ingest, self.execute = writes.ingest, writes.execute
         self.books_exact, self.end_books_alert = writes.books_exact, writes.end_books_alert
+        self.placement = writes.placement
         self.judge, self.reports_for = writes.judge, writes.reports_for
         # The mark feed (marks.py).
         self.apply_marks, self.save_marks_now = marks.apply_marks, marks.save_marks_now

@@ -174,6 +174,11 @@ class WritePath(Generic[Payload]):
                 self.misplaced_at = time.monotonic()
                 self.on_books(False)
 
+    def placement(self, sequence: int) -> Placement:
+        """Where the fill or correction applied at `sequence` landed in its rows (for its ack,
+        sent right after it applied)."""
+        return self.ledger.placements.get(sequence)
+
     def books_exact(self, now: float | None = None) -> bool:
         """False for MISPLACED_ALERT_SECONDS after a fill was booked outside its place."""
         if self.misplaced_at is None:
