@@ -15,6 +15,9 @@ from google.protobuf.message import Message
 
 CAPACITY = 256
 """Answers kept (the least recently asked go first): one per (query, arguments) in use."""
+LARGEST = 1 << 20
+"""Larger answers (a strategy with thousands of rows) are not kept: memory stays bounded
+(256 MiB at the very most) and such answers are rare."""
 
 
 class AnswerCache:
@@ -29,6 +32,9 @@ class AnswerCache:
             self._answers.move_to_end(key)
             return held[1]
         encoded = build().SerializeToString()
+        if len(encoded) > LARGEST:
+            self._answers.pop(key, None)
+            return encoded
         self._answers[key] = (version, encoded)
         self._answers.move_to_end(key)
         if len(self._answers) > self.capacity:

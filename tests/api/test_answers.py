@@ -52,3 +52,28 @@ def test_no_change_leaves_a_stale_answer(stub):
     assert summary(stub).HasField("base_totals")
     acks(stub, pb_fill("SELL", 10, 110))
     assert summary(stub).by_currency[1].totals.realized_pnl == "100"
+
+
+def test_the_cache_keeps_the_latest_version_bounded_in_number_and_size():
+    from server.api.answers import LARGEST, AnswerCache
+
+    cache = AnswerCache(capacity=2)
+    built = []
+
+    def build(size: int):
+        def make() -> pb.Position:
+            built.append(size)
+            return pb.Position(account_id="A" * size)
+
+        return make
+
+    assert cache.answer("a", 1, build(1)) == cache.answer("a", 1, build(1))
+    assert built == [1]
+    cache.answer("a", 2, build(1))  # a new version: built again
+    cache.answer("b", 2, build(2))
+    cache.answer("c", 2, build(3))  # over capacity: "a" (least recently asked) goes
+    cache.answer("a", 2, build(1))
+    assert built == [1, 1, 2, 3, 1]
+    cache.answer("big", 1, build(LARGEST + 1))
+    cache.answer("big", 1, build(LARGEST + 1))  # too large to keep: built each time
+    assert built[-2:] == [LARGEST + 1, LARGEST + 1]
