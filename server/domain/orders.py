@@ -127,8 +127,18 @@ class Order:
 
     def copy(self) -> Order:
         """A detached copy, history shared (transitions are immutable; the list is replaced,
-        never changed in place, by `OrderBook`)."""
-        return replace(self)
+        never changed in place, by `OrderBook`). Made per fill: written out, not
+        `dataclasses.replace` (3 us -> about 1.5 us)."""
+        return Order(
+            account_id=self.account_id, order_key=self.order_key, order_id=self.order_id,
+            order_ref=self.order_ref, perm_id=self.perm_id, strategy_id=self.strategy_id,
+            instrument_id=self.instrument_id, side=self.side, status=self.status,
+            filled_quantity=self.filled_quantity, remaining_quantity=self.remaining_quantity,
+            avg_fill_price=self.avg_fill_price, booked_quantity=self.booked_quantity,
+            booked_fills=self.booked_fills, created_at_ns=self.created_at_ns,
+            updated_at_ns=self.updated_at_ns, last_sequence=self.last_sequence,
+            history=self.history,
+        )  # fmt: skip
 
 
 class OrderBook:

@@ -482,3 +482,21 @@ def test_an_order_copy_is_detached_from_later_changes():
     assert snapshot.booked_quantity == 0
     assert len(snapshot.history) == 1
     assert len(order.history) == 2
+
+
+def test_an_orders_copy_carries_every_field():
+    """Order.copy is written out field by field (it is made per fill): a field added later
+    must not be lost."""
+    import dataclasses
+
+    from server.domain.orders import Order
+
+    values = {
+        f.name: (f"v-{f.name}" if f.type == "str" else getattr(Order("A", "k"), f.name))
+        for f in dataclasses.fields(Order)
+    }
+    values.update(filled_quantity=Decimal(3), booked_fills=2, last_sequence=9, history=[])
+    order = Order(**values)
+    copied = order.copy()
+    assert copied == order and copied is not order
+    assert {f.name for f in dataclasses.fields(Order)} <= set(Order.copy.__code__.co_names)
