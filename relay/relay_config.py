@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from cli import env_options
 from relay.executions import DEFAULT_STRATEGY
 
 __all__ = ["RelayConfig", "parse_args"]
@@ -48,26 +47,6 @@ def _strategy(text: str) -> str:
     return text.strip()
 
 
-def _env_options(
-    parser: argparse.ArgumentParser, prefix: str
-) -> Callable[[str, type | object, object, str], None]:
-    """Adds flags that each default to an environment variable: `--tws-port` reads
-    RELAY_TWS_PORT. The service's flags follow the same rule (`server.config.env_options`); the
-    relay keeps its own copy of these few lines because it is a client of the service and
-    imports nothing from `server`."""
-
-    def option(flag: str, kind: type | object, default: object, help_: str) -> None:
-        env = prefix + flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(
-            flag,
-            type=kind,  # type: ignore[arg-type]
-            default=os.environ.get(env, default),
-            help=f"{help_} (env {env}, default %(default)s)",
-        )
-
-    return option
-
-
 def parse_args(argv: list[str] | None = None) -> RelayConfig:
     defaults = RelayConfig()
     parser = argparse.ArgumentParser(
@@ -75,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
         description="Streams IB executions and order statuses into the portfolio manager.",
     )
 
-    option = _env_options(parser, "RELAY_")
+    option = env_options(parser, "RELAY_")
     option("--tws-host", str, defaults.tws_host, "TWS / IB Gateway host")
     option("--tws-port", int, defaults.tws_port,
            "TWS / IB Gateway API port (4002 gateway paper, 4001 gateway live, 7497 TWS paper, "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+
+from cli import env_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,24 +142,6 @@ def _flag(text: str | bool) -> bool:
     if text.lower() in ("0", "false", "no", "off", ""):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-
-
-def env_options(
-    parser: argparse.ArgumentParser, prefix: str
-) -> Callable[[str, type | object, object, str], None]:
-    """Adds flags that each default to an environment variable: `--ib-port` reads
-    PREFIX_IB_PORT."""
-
-    def option(flag: str, kind: type | object, default: object, help_: str) -> None:
-        env = prefix + flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(
-            flag,
-            type=kind,  # type: ignore[arg-type]
-            default=os.environ.get(env, default),
-            help=f"{help_} (env {env}, default %(default)s)",
-        )
-
-    return option
 
 
 def parse_args(argv: list[str] | None = None) -> ServiceConfig:

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "server": {"client", "relay"},
     "relay": {"server"},
     "tws": {"server", "client", "relay"},
+    "cli": {"server", "client", "relay", "tws"},
 }
 
 
