@@ -505,15 +505,14 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         if self.reconciler is None:
             raise ApiError.unavailable("reconciliation is not configured")
         run = await self.reconciler.reconcile(request.account_id)
-        return reconciliation_to_proto(run, self.service.residual_view)
+        return reconciliation_to_proto(self.service.valued_run(run))
 
     @answers_errors
     async def GetReconciliation(
         self, request: pb.GetReconciliationRequest, context: Context
     ) -> pb.Reconciliation:
         _require("account_id", request.account_id)
-        run = self.service.reconciliation(request.account_id)
-        return reconciliation_to_proto(run, self.service.residual_view)
+        return reconciliation_to_proto(self.service.reconciliation(request.account_id))
 
     @answers_errors
     async def ListReconciliations(
@@ -529,10 +528,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         page = runs[:limit]
         more = len(runs) > limit
         return pb.ListReconciliationsResponse(
-            reconciliations=[
-                reconciliation_to_proto(run, self.service.residual_view) for run in page
-            ],
-            next_page_token=pages.RECONCILIATIONS.encode(page[-1].sequence, filters)
+            reconciliations=[reconciliation_to_proto(run) for run in page],
+            next_page_token=pages.RECONCILIATIONS.encode(page[-1].reconciliation.sequence, filters)
             if more
             else "",
         )

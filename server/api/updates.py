@@ -170,13 +170,10 @@ def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:
         )
     if isinstance(change, ReconciliationChanged):
         # Residual rows as the run valued them, by instrument.
-        residuals = {view.key.instrument_id: view for view in change.run.residuals}
         return pb.PortfolioUpdate(
             sequence=change.sequence,
             kind=pb.UPDATE_KIND_RECONCILIATION,
             event_id=change.run.reconciliation.snapshot_id,
-            reconciliation=reconciliation_to_proto(
-                change.run.reconciliation, lambda row: residuals[row.instrument_id]
-            ),
+            reconciliation=reconciliation_to_proto(change.run),
         )
     raise TypeError(f"no update for {type(change).__name__}")

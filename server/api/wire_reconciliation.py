@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import position_to_proto, to_timestamp
+from server.application.ports import ReconciliationRun
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
-from server.domain.reconciliation import (
-    LineStatus,
-    Reconciliation,
-    ReconciliationLine,
-    ResidualRow,
-)
+from server.domain.reconciliation import LineStatus, ReconciliationLine
 
 STATUS_TO_PROTO = {
     LineStatus.MATCHED: pb.RECONCILIATION_STATUS_MATCHED,
@@ -23,11 +17,8 @@ STATUS_TO_PROTO = {
     LineStatus.COST_MISMATCH: pb.RECONCILIATION_STATUS_COST_MISMATCH,
 }
 
-ResidualViews = Callable[[ResidualRow], PositionView]
-"""How a residual row is valued for display: now (queries) or as of its run (updates)."""
 
-
-def line_to_proto(line: ReconciliationLine, residual_view: ResidualViews) -> pb.ReconciliationLine:
+def line_to_proto(line: ReconciliationLine, residual: PositionView | None) -> pb.ReconciliationLine:
     message = pb.ReconciliationLine(
         instrument_id=line.instrument_id,
         status=STATUS_TO_PROTO[line.status],
@@ -45,12 +36,15 @@ def line_to_proto(line: ReconciliationLine, residual_view: ResidualViews) -> pb.
         residual_quantity=canonical(line.residual_quantity),
         note=line.note,
     )
-    if line.residual is not None:
-        message.residual_position.CopyFrom(position_to_proto(residual_view(line.residual)))
+    if residual is not None:
+        position_to_proto(residual, into=message.residual_position)
     return message
 
 
-def reconciliation_to_proto(run: Reconciliation, residual_view: ResidualViews) -> pb.Reconciliation:
+def reconciliation_to_proto(valued: ReconciliationRun) -> pb.Reconciliation:
+    """A run with its residual rows valued (now, for queries; as of the run, for updates)."""
+    run = valued.reconciliation
+    residuals = {view.key.instrument_id: view for view in valued.residuals}
     return pb.Reconciliation(
         account_id=run.account_id,
         snapshot_id=run.snapshot_id,
@@ -60,5 +54,8 @@ def reconciliation_to_proto(run: Reconciliation, residual_view: ResidualViews) -
         matched=run.matched,
         discrepancies=run.discrepancies,
         clean=run.clean,
-        lines=[line_to_proto(line, residual_view) for line in run.lines],
+        lines=[
+            line_to_proto(line, residuals[line.instrument_id] if line.residual else None)
+            for line in run.lines
+        ],
     )

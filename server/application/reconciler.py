@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.application.ports import Broker, BrokerUnavailable
+from server.application.ports import Broker, BrokerUnavailable, ReconciliationRun
 from server.application.reads import NotFound, ReadModel
 from server.application.writes import WritePath
 from server.domain.events import AccountKind, BrokerPosition, BrokerPositions
@@ -97,21 +97,25 @@ class Reconciliations:
             if account.account_kind is AccountKind.LIVE
         ]
 
-    def reconciliation(self, account_id: str) -> Reconciliation:
+    def reconciliation(self, account_id: str) -> ReconciliationRun:
         run = self.ledger.reconciliations.latest(account_id)
         if run is None:
             raise NotFound(f"account {account_id!r} has not been reconciled yet")
-        return run
+        return self.valued(run)
 
     def reconciliations(
         self, account_id: str, before_sequence: int, limit: int
-    ) -> list[Reconciliation]:
+    ) -> list[ReconciliationRun]:
         """Runs newest first, older than `before_sequence` (0: from the latest); one more
         than `limit` says more follow."""
         runs = self.ledger.reconciliations.runs(account_id)
         if before_sequence:
             runs = itertools.dropwhile(lambda run: run.sequence >= before_sequence, runs)
-        return list(itertools.islice(runs, limit + 1))
+        return [self.valued(run) for run in itertools.islice(runs, limit + 1)]
+
+    def valued(self, run: Reconciliation) -> ReconciliationRun:
+        """A run as queries show it, complete: its residual rows valued now."""
+        return ReconciliationRun(run, [self._reads.residual_view(row) for row in run.residuals])
 
 
 class Reconciler:

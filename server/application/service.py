@@ -88,11 +88,12 @@ class PortfolioService(Generic[Payload]):
         self.is_paper, self.live_accounts = cases.is_paper, cases.live_accounts
         self.require_reconcilable = cases.require_reconcilable
         self.reconciliation, self.reconciliations = cases.reconciliation, cases.reconciliations
+        self.valued_run = cases.valued
         # The read model (reads.py).
         self.get_position, self.view, self.base_of = reads.get_position, reads.view, reads.base_of
         self.strategy_portfolio = reads.strategy_portfolio
         self.portfolio_summary, self.in_base = reads.portfolio_summary, reads.in_base
-        self.fx_rate, self.residual_view = reads.fx_rate, reads.residual_view
+        self.fx_rate = reads.fx_rate
         self.order, self.order_anywhere = reads.order, reads.order_anywhere
         self.open_orders, self.balances = reads.open_orders, reads.balances
         self.instrument, self.instruments = reads.instrument, reads.instruments
