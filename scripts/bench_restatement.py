@@ -84,19 +84,22 @@ def restatement_figures(samples: int = 5000) -> list[str]:
     return lines
 
 
+def book_size_samples(rows: int, samples: int = 3000) -> list[float]:
+    """Microseconds per fill with `rows` open rows in its instrument (one per strategy)."""
+    book = PositionBook(InstrumentRegistry(), PRECISION, DAY_NS)
+    for number in range(rows):  # one open row per strategy
+        fill = _fill(number, BASE_NS + number, Side.BUY)
+        book.apply_fill(dataclasses.replace(fill, strategy_id=f"S{number}"), number + 1)
+    return [_timed(book, _fill(rows + n, BASE_NS + rows + n), rows + n + 1) for n in range(samples)]
+
+
 def book_size_figures(samples: int = 3000) -> list[str]:
     """A fill's cost with 10 and with 10,000 rows in its instrument (no market mark: each fill
     moves the instrument's price, which every row is valued at): it must not grow."""
     lines = []
     baseline: list[float] | None = None
     for rows in (10, 10_000):
-        book = PositionBook(InstrumentRegistry(), PRECISION, DAY_NS)
-        for number in range(rows):  # one open row per strategy
-            fill = _fill(number, BASE_NS + number, Side.BUY)
-            book.apply_fill(dataclasses.replace(fill, strategy_id=f"S{number}"), number + 1)
-        timed = [
-            _timed(book, _fill(rows + n, BASE_NS + rows + n), rows + n + 1) for n in range(samples)
-        ]
+        timed = book_size_samples(rows, samples)
         lines.append(_summary(f"fill, {rows:,} rows in its instrument", timed, baseline))
         baseline = baseline or timed
     return lines

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -30,6 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "protos")]
 
 from portfolio.v1 import portfolio_pb2 as pb  # noqa: E402
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc  # noqa: E402
+
+if TYPE_CHECKING:
+    from server.domain.events import Fill
 
 BATCH = 100
 
@@ -345,52 +349,68 @@ def commit_figures(commits: int) -> None:
         store.close()
 
 
-def startup_figures(fills_count: int, checkpoint_every: int) -> None:
-    """Time to start on a journal of N fills, with the checkpoint a running service leaves."""
+def startup_fill(n: int) -> Fill:
+    """The startup journal's fills: 4 accounts x 20 strategies x 500 instruments."""
     from server.api.wire import fill_from_proto
+
+    side = pb.SIDE_BUY if n % 3 else pb.SIDE_SELL
+    return fill_from_proto(
+        fill(n, f"U{n % 4}", strategy=f"S{n % 20}", instrument=f"I{n % 500}", side=side).fill
+    )
+
+
+def build_startup_store(
+    uri: str, fills_count: int, checkpoint_every: int, make: Callable[[int], Fill] = startup_fill
+) -> int:
+    """Journals fills 1..N straight through the store, with the views and the checkpoint
+    `checkpoint_every` events behind that a running service leaves; returns the book's rows."""
     from server.application.ports import Checkpoint
     from server.domain.ledger import Ledger
     from server.domain.state import capture, capture_rows
     from server.storage.arctic import ArcticEventStore
 
+    store = ArcticEventStore(uri)
+    ledger = Ledger(journal=make)  # compact, as the service runs: fill n is sequence n
+    checkpoint_at = fills_count - checkpoint_every
+    group = []
+    for n in range(1, fills_count + 1):
+        event = make(n)
+        ledger.apply(event, n)
+        group.append((n, event))
+        if len(group) == 10_000:
+            store.append(group)
+            store.record_views(group, [])  # as a running service keeps them
+            group = []
+        if n == checkpoint_at:
+            store.save_checkpoint(Checkpoint(n, capture_rows(ledger), capture(ledger)))
+    if group:
+        store.append(group)
+        store.record_views(group, [])
+    store.record_views([], [ledger.book.view(r) for r in ledger.book.rows()])
+    store.close()
+    return len(ledger.book)
+
+
+def listening_seconds(uri: str) -> float:
+    """From starting the service's process on the store to its listening."""
+    began = time.perf_counter()
+    process, _ = start([sys.executable, "-m", "server", "--port", "0", "--store", uri])
+    seconds = time.perf_counter() - began
+    process.terminate()
+    process.wait(30)
+    return seconds
+
+
+def startup_figures(fills_count: int, checkpoint_every: int) -> None:
+    """Time to start on a journal of N fills, with the checkpoint a running service leaves."""
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"lmdb://{tmp}/store"
-        store = ArcticEventStore(uri)
-        ledger = Ledger()
         began = time.perf_counter()
-        checkpoint_at = fills_count - checkpoint_every
-        group = []
-        for n in range(1, fills_count + 1):
-            event = fill_from_proto(
-                fill(
-                    n,
-                    f"U{n % 4}",
-                    strategy=f"S{n % 20}",
-                    instrument=f"I{n % 500}",
-                    side=pb.SIDE_BUY if n % 3 else pb.SIDE_SELL,
-                ).fill
-            )
-            ledger.apply(event, n)
-            group.append((n, event))
-            if len(group) == 10_000:
-                store.append(group)
-                store.record_views(group, [])  # as a running service keeps them
-                group = []
-            if n == checkpoint_at:
-                store.save_checkpoint(Checkpoint(n, capture_rows(ledger), capture(ledger)))
-        if group:
-            store.append(group)
-            store.record_views(group, [])
-        store.record_views([], [ledger.book.view(r) for r in ledger.book.rows()])
-        store.close()
-        print(f"\nStartup on a journal of {fills_count:,} fills ({len(ledger.book):,} rows, "
+        rows = build_startup_store(uri, fills_count, checkpoint_every)
+        print(f"\nStartup on a journal of {fills_count:,} fills ({rows:,} rows, "
               f"checkpoint {checkpoint_every:,} events behind; built in "
               f"{time.perf_counter() - began:.0f} s):")  # fmt: skip
-        began = time.perf_counter()
-        process, _ = start([sys.executable, "-m", "server", "--port", "0", "--store", uri])
-        print(f"    process start to listening: {time.perf_counter() - began:.2f} s")
-        process.terminate()
-        process.wait(30)
+        print(f"    process start to listening: {listening_seconds(uri):.2f} s")
 
 
 # -- fan-out: ingest while subscribers listen ---------------------------------------------------
@@ -460,10 +480,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def paced_acks(
-    stub: pb_grpc.PortfolioManagerStub, rate: int, seconds: float, tag: str
+    stub: pb_grpc.PortfolioManagerStub,
+    rate: int,
+    seconds: float,
+    tag: str,
+    acked: dict[str, float] | None = None,
 ) -> tuple[float, list[float]]:
     """One-fill batches sent at `rate` per second on one stream, without waiting for acks:
-    the achieved ack rate and each fill's time to its ack (ms)."""
+    the achieved ack rate and each fill's time to its ack (ms); `acked` gets each fill's ack
+    time (perf_counter) by fill id."""
     import queue
     import threading
 
@@ -485,10 +510,12 @@ def paced_acks(
     sender = threading.Thread(target=pace, daemon=True)
     began = time.perf_counter()
     sender.start()
-    samples = [
-        (time.perf_counter() - sent[answer.batch_id]) * 1000
-        for answer in stub.Ingest(iter(requests.get, None))
-    ]
+    samples = []
+    for answer in stub.Ingest(iter(requests.get, None)):
+        now = time.perf_counter()
+        samples.append((now - sent[answer.batch_id]) * 1000)
+        if acked is not None:
+            acked.update((ack.event_id, now) for ack in answer.acks)
     elapsed = time.perf_counter() - began
     sender.join()
     return len(samples) / elapsed, samples
@@ -586,7 +613,7 @@ def fanout_figures(args: argparse.Namespace) -> None:
 
 
 SECTIONS = ["service", "hot-path", "restatement", "reconcile", "commits", "startup", "fanout",
-            "memory"]  # fmt: skip
+            "memory", "targets"]  # fmt: skip
 
 
 def main() -> int:
@@ -609,6 +636,13 @@ def main() -> int:
         "--fanout-service-args", nargs="*", default=[],
         help="extra service options for the fan-out section (e.g. --fanout-writes-per-second=0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--targets-quick", action="store_true", help="targets: every size scaled down (~3 min)"
+    )
+    parser.add_argument("--targets-rows", type=int, help="targets: rows in all (1,000,000)")
+    parser.add_argument(
+        "--targets-restart-fills", type=int, help="targets: journal to restart on (5,000,000)"
+    )
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-subscribers", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -665,6 +699,11 @@ def main() -> int:
         print("\nMemory per ended order in process (before: kept for good; after: "
               "--order-retention-days 1):")  # fmt: skip
         print("\n".join(order_figures(args.memory_orders)))
+    if "targets" in sections:
+        from bench_targets import sizes_for, targets_figures  # scripts/
+
+        sizes = sizes_for(args.targets_quick, args.targets_rows, args.targets_restart_fills)
+        print("\n".join(targets_figures(sizes)))
     return 0
 
 
