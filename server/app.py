@@ -49,6 +49,7 @@ BROKER_HEALTH = "broker"  # SERVING while the broker connection is up
 RECONCILIATION_HEALTH = "reconciliation"  # SERVING while no live account has a discrepancy
 VIEWS_HEALTH = "views"  # SERVING while every analysts' view symbol is written
 BOOKS_HEALTH = "books"  # NOT_SERVING for a while after a fill was booked outside its place
+JOURNAL_HEALTH = "journal"  # SERVING while the journal takes what the write-ahead log holds
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -187,6 +188,11 @@ async def _start(
     settle_garbage_collector()
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
+
+    def on_journal(healthy: bool) -> None:  # called on the copier's thread
+        loop.call_soon_threadsafe(set_health, JOURNAL_HEALTH, healthy)
+
+    store.watch_journal(on_journal)
     supervision.watch(service.committer.start())
     try:
         service.projector.submit(
@@ -252,6 +258,7 @@ async def _start(
         await health_servicer.set(
             VIEWS_HEALTH, SERVING if service.projector.healthy else NOT_SERVING
         )
+        await health_servicer.set(JOURNAL_HEALTH, SERVING if store.journal_current else NOT_SERVING)
         await health_servicer.set(
             RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING
         )

@@ -16,10 +16,11 @@ Libraries (analysts read the first four; see the README):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,12 +50,14 @@ from server.storage.frames import (
     rows_from_checkpoint,
 )
 from server.storage.gate import gate_writes
+from server.storage.journal_copier import JournalCopier
 from server.storage.lock import WriterLease, WriterLock, lease_seconds
 from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
 from server.storage.upcasters import check_checkpoint, checkpoint_versions
 from server.storage.views import ArcticViews
+from server.storage.wal import WriteAheadLog
 
 log = logging.getLogger("portfolio.storage")
 
@@ -62,6 +65,9 @@ JOURNAL, EVENTS = "journal", "events"
 CHECKPOINTS, BOOK, STATE = "checkpoints", "book", "state"
 MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
+WAL_FOLDER = "portfolio-wal"  # in the store's folder, beside ArcticDB's libraries
+CATCH_UP_ROWS = 50_000  # events per journal append when a start copies the log's tail
+CLOSE_COPY_SECONDS = 10.0  # how long closing waits for the journal to take the log's tail
 EVENT_AT_ROWS = 64  # rows read around a sequence's expected position to find its event
 TRACE_IDS_PER_QUERY = 100  # trace ids per regex when a restart looks for a trace's older legs
 
@@ -84,6 +90,10 @@ def _lmdb_folder(uri: str) -> Path | None:
 class ArcticEventStore:
     # When journaled events had been received (for the traces' TTL), loaded on first use.
     _receipts: Receipts | None = None
+    # A local store acknowledges after its write-ahead log (wal.py); None elsewhere.
+    _wal: WriteAheadLog | None = None
+    _copier: JournalCopier | None = None
+    _log_receipts: tuple[tuple[int, int], ...] = ()  # what the log's files say, at open
 
     def __init__(self, uri: str) -> None:
         """Raises StoreLocked when another service writes to the store, StoreUnusable when it
@@ -125,9 +135,26 @@ class ArcticEventStore:
         self._journal_exists = self.journal.has_symbol(EVENTS)
         self._appends = 0
         self._view_symbols: set[tuple[str, str]] | None = None
+        if folder:
+            try:
+                self._open_log(folder)
+            except Exception:
+                self.close()
+                raise
 
     def close(self) -> None:
-        """Lets go of the store (LMDB allows one open instance per path and process)."""
+        """Lets go of the store (LMDB allows one open instance per path and process), once
+        the journal holds what the log does (if it cannot, the log keeps it for the next
+        start)."""
+        if self._copier is not None:
+            if not self._copier.stop(CLOSE_COPY_SECONDS):
+                behind = self._copier.backlog
+                log.warning("closing with %d events in the write-ahead log only (the next "
+                            "start copies them into the journal)", behind)  # fmt: skip
+            self._copier = None
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
         if self._lock:
             self._lock.release()
             self._lock = None
@@ -139,6 +166,23 @@ class ArcticEventStore:
     # -- the journal -----------------------------------------------------------------------
 
     def append(self, group: Sequence[Sequenced]) -> None:
+        """Makes a group durable: on a local store in the write-ahead log (the journal
+        follows on the copier's thread), elsewhere straight in the journal."""
+        if self._wal is None or self._copier is None:
+            self._append_journal(group)
+            self._known_receipts().note(group[-1][0], time.time_ns())
+            return
+        if self._disk:  # the log takes from the same room the store keeps free
+            self._disk.check()
+        self._copier.check_room()
+        try:
+            self._wal.write([(sequence, event.kind, event.text()) for sequence, event in group])
+        except OSError as error:
+            raise StorageUnavailable(f"write-ahead log write failed: {error}") from error
+        self._known_receipts().note(group[-1][0], time.time_ns())
+        self._copier.put(group)
+
+    def _append_journal(self, group: Sequence[Sequenced]) -> None:
         frame = journal_frame(group)
         if self._disk:  # refused before ArcticDB is called: retrying stays safe (disk.py)
             self._disk.check()
@@ -158,9 +202,53 @@ class ArcticEventStore:
                 return
             raise StorageUnavailable(f"journal append failed: {error}") from error
         self._appends += 1
-        self._known_receipts().note(group[-1][0], time.time_ns())
         if self._appends % COMPACT_EVERY == 0:
             self._compact()
+
+    def _open_log(self, folder: Path) -> None:
+        """Opens the write-ahead log and copies into the journal what it holds beyond it
+        (acknowledged before a stop the journal did not follow), before anything reads."""
+        self._wal = WriteAheadLog(folder / WAL_FOLDER)
+        records = self._wal.open()
+        self._log_receipts = tuple(self._wal.written_by())
+        last = self._journal_last()
+        behind = [record for record in records if record.sequence > last]
+        if behind and behind[0].sequence != last + 1:
+            raise StoreUnusable(
+                f"write-ahead log {self._wal.folder} continues at sequence "
+                f"{behind[0].sequence} but the journal ends at {last}: events are missing"
+            )
+        for start in range(0, len(behind), CATCH_UP_ROWS):
+            chunk = pd.DataFrame(
+                [(r.sequence, r.kind, r.text) for r in behind[start : start + CATCH_UP_ROWS]],
+                columns=["sequence", "kind", "text"],
+            )
+            self._append_journal(list(events_from_journal(chunk)))
+        if behind:
+            log.info("copied %d events from the write-ahead log into the journal", len(behind))
+        self._wal.release_through(max(last, behind[-1].sequence if behind else 0))
+        self._copier = JournalCopier(self._append_journal, self._wal.release_through)
+
+    @property
+    def journal_current(self) -> bool:
+        """Whether the journal's appends work (the log holds what they have not taken)."""
+        return self._copier is None or not self._copier.fault
+
+    def watch_journal(self, on_health: Callable[[bool], None]) -> None:
+        """`on_health` hears, from the copier's thread, when journal appends start failing
+        and when they work again."""
+        if self._copier is not None:
+            self._copier.on_health = on_health
+
+    def _journal_last(self) -> int:
+        if not self.journal.has_symbol(EVENTS):
+            return 0
+        tail = self.journal.tail(EVENTS, 1, columns=["sequence"]).data
+        return int(tail["sequence"].iloc[-1]) if len(tail) else 0
+
+    def _current_journal(self) -> contextlib.AbstractContextManager[None]:
+        """Holds the journal complete (nothing acknowledged missing) while it is read."""
+        return self._copier.quiet() if self._copier else contextlib.nullcontext()
 
     def _landed(self, sequence: int) -> bool:
         """Whether the journal holds `sequence` (an error may come after the write landed)."""
@@ -185,9 +273,10 @@ class ArcticEventStore:
             log.warning("journal compaction failed: %s", error)
 
     def _read(self, **kwargs: object) -> pd.DataFrame:
-        if not self.journal.has_symbol(EVENTS):
-            return pd.DataFrame()
-        return self.journal.read(EVENTS, **kwargs).data
+        with self._current_journal():
+            if not self.journal.has_symbol(EVENTS):
+                return pd.DataFrame()
+            return self.journal.read(EVENTS, **kwargs).data
 
     def seen_events(self) -> Iterator[SeenEvent]:
         frame = self._read(columns=["kind", "event_id", "sequence", "digest", "account_id"])
@@ -212,26 +301,34 @@ class ArcticEventStore:
         # ones further, so the row is at position sequence - 1 or a little after: a read of
         # a few rows there (about 3 ms), a scan of the sequence column only if not found.
         columns = ["sequence", "kind", "text"]
+        frame = pd.DataFrame(columns=columns)
         for attempt in range(3):  # a read racing the append's pruning of the old version
             try:
-                if not self.journal.has_symbol(EVENTS):
-                    return None
-                start = max(sequence - 1, 0)
-                frame = self.journal.read(
-                    EVENTS, row_range=(start, start + EVENT_AT_ROWS), columns=columns
-                ).data
-                frame = frame[frame["sequence"] == sequence]
-                if frame.empty:
-                    query = adb.QueryBuilder()
-                    query = query[query["sequence"] == sequence]
-                    frame = self.journal.read(EVENTS, query_builder=query, columns=columns).data
+                with self._current_journal():
+                    frame = self._rows_at(sequence, columns)
                 break
+            except StorageUnavailable:
+                raise
             except Exception as error:
                 if attempt == 2:
                     raise StorageUnavailable(f"journal read failed: {error}") from error
         for _, event in events_from_journal(frame.head(1)):
             return event
         return None
+
+    def _rows_at(self, sequence: int, columns: list[str]) -> pd.DataFrame:
+        if not self.journal.has_symbol(EVENTS):
+            return pd.DataFrame(columns=columns)
+        start = max(sequence - 1, 0)
+        frame = self.journal.read(
+            EVENTS, row_range=(start, start + EVENT_AT_ROWS), columns=columns
+        ).data
+        frame = frame[frame["sequence"] == sequence]
+        if frame.empty:
+            query = adb.QueryBuilder()
+            query = query[query["sequence"] == sequence]
+            frame = self.journal.read(EVENTS, query_builder=query, columns=columns).data
+        return frame
 
     def traced_fills_received_since(
         self, time_ns: int, up_to_sequence: int
@@ -289,17 +386,18 @@ class ArcticEventStore:
         journal's last write (the time a version was written bounds what it holds)."""
         if self._receipts is not None:
             return self._receipts
-        known: list[tuple[int, int]] = []
+        known: list[tuple[int, int]] = list(self._log_receipts)
         saved: object = None
         if self.checkpoints.has_symbol(STATE):
             state = self.checkpoints.read_metadata(STATE)
             known.append((int(state.metadata["sequence"]), int(state.timestamp)))
             saved = state.metadata.get("receipts", {})  # {}: written before receipts
-        if self.journal.has_symbol(EVENTS):
-            tail = self.journal.tail(EVENTS, 1, columns=["sequence"]).data
-            if len(tail):
-                written = int(self.journal.read_metadata(EVENTS).timestamp)
-                known.append((int(tail["sequence"].iloc[-1]), written))
+        with self._current_journal():
+            if self.journal.has_symbol(EVENTS):
+                tail = self.journal.tail(EVENTS, 1, columns=["sequence"]).data
+                if len(tail):
+                    written = int(self.journal.read_metadata(EVENTS).timestamp)
+                    known.append((int(tail["sequence"].iloc[-1]), written))
         self._receipts = Receipts.decoded(saved, known)
         return self._receipts
 

@@ -1,0 +1,123 @@
+"""Copies what the write-ahead log made durable into the ArcticDB journal, on its own thread.
+
+Acks wait for the log only (storage/wal.py); the journal follows a few milliseconds behind, in
+groups as large as the backlog (one ArcticDB append has a fixed cost of 3-5 ms whatever its
+size). A failing append is logged once with its cause, shows on health `journal`, and is
+retried with back-off; nothing is lost meanwhile (the log holds it, and a restart copies it).
+The backlog is bounded: past `max_backlog` events the store refuses new groups (the committer
+then stops acknowledging, as for any store failure) rather than grow without limit.
+
+Readers of the journal (`quiet`) wait until it holds everything written so far and keep the
+copier out while they read, so a read never misses an acknowledged event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from server.application.ports import Sequenced, StorageUnavailable
+
+log = logging.getLogger("portfolio.storage")
+
+MAX_BACKLOG = 200_000  # events not yet in the journal before new groups are refused
+READ_WAIT_SECONDS = 30.0  # how long a reader waits for the journal to catch up
+
+
+class JournalCopier:
+    def __init__(
+        self,
+        append: Callable[[list[Sequenced]], None],
+        copied: Callable[[int], None],
+        *,
+        max_backlog: int = MAX_BACKLOG,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._append = append
+        self._copied = copied  # told the last sequence the journal holds after each append
+        self._max_backlog = max_backlog
+        self._max_backoff = max_backoff
+        self._pending: list[Sequenced] = []
+        self._copying = 0  # events taken by the append in flight
+        self._condition = threading.Condition()
+        self._stopping = False
+        self.fault = ""  # why the last append failed ("" while the journal keeps up)
+        self.on_health: Callable[[bool], None] = lambda healthy: None
+        self._thread = threading.Thread(target=self._run, name="journal-copy", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending) + self._copying
+
+    def check_room(self) -> None:
+        """Refuses (StorageUnavailable) while the backlog is full: called before the log is
+        written, so a refused group is in neither."""
+        if self.backlog >= self._max_backlog:
+            raise StorageUnavailable(
+                f"the journal is {self.backlog:,} events behind the write-ahead log "
+                f"({self.fault or 'appends too slow'}); not acknowledging until it catches up"
+            )
+
+    def put(self, group: Sequence[Sequenced]) -> None:
+        with self._condition:
+            self._pending.extend(group)
+            self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def quiet(self, timeout: float = READ_WAIT_SECONDS) -> Iterator[None]:
+        """Holds the copier still, with the journal holding everything put so far."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: not self.backlog, timeout):
+                raise StorageUnavailable(
+                    f"the journal is {self.backlog:,} events behind the write-ahead log "
+                    f"after {timeout:.0f} s ({self.fault or 'appends too slow'})"
+                )
+            yield
+
+    def stop(self, timeout: float) -> bool:
+        """Copies what is pending (for up to `timeout` seconds), then stops the thread.
+        Returns whether the journal holds everything (if not, the log still does)."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self.backlog or bool(self.fault), timeout)
+            self._stopping = True
+            self._condition.notify_all()
+        self._thread.join(timeout)
+        return not self.backlog
+
+    def _run(self) -> None:
+        delay = 0.05
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: bool(self._pending) or self._stopping)
+                if self._stopping:
+                    return
+                group, self._pending = self._pending, []
+                self._copying = len(group)
+            try:
+                self._append(group)
+            except Exception as error:  # ArcticDB, the OS and the network all raise their own
+                with self._condition:
+                    self._pending[:0] = group
+                    self._copying = 0
+                    if not self.fault:
+                        log.error("journal append failed, retrying (the write-ahead log holds "
+                                  "every event): %s", error)  # fmt: skip
+                        self.on_health(False)
+                    self.fault = f"journal append failed: {error}"
+                    self._condition.notify_all()
+                time.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            delay = 0.05
+            self._copied(group[-1][0])
+            with self._condition:
+                self._copying = 0
+                if self.fault:
+                    log.info("journal appends work again; %d events behind", len(self._pending))
+                    self.fault = ""
+                    self.on_health(True)
+                self._condition.notify_all()
