@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
@@ -236,8 +237,6 @@ class PositionBook:
         # Ordered views, for listing and pagination: PositionKey -> Position.
         self.strategy_rows: SortedDict = SortedDict()
         self.account_rows: SortedDict = SortedDict()
-        # Per (account, strategy): instrument_id -> Position.
-        self._by_strategy: dict[tuple[str, str], SortedDict] = {}
         # instrument_id -> PositionKey -> Position, for instrument filters.
         self.by_instrument: dict[str, SortedDict] = {}
         # Revaluation is lazy, so a price move costs the same whatever the book holds: the
@@ -507,18 +506,21 @@ class PositionBook:
                     self._revalue(moved)
 
     def _scope_rows(self, account_id: str, strategy_id: str) -> list[Position]:
-        if strategy_id:
-            return list(self._by_strategy.get((account_id, strategy_id), {}).values())
-        keys = self.account_rows.irange(
-            PositionKey(account_id, "", ""), PositionKey(account_id, "", "\U0010ffff")
+        index = self.strategy_rows if strategy_id else self.account_rows
+        keys = index.irange(
+            PositionKey(account_id, strategy_id, ""),
+            PositionKey(account_id, strategy_id, "\U0010ffff"),
         )
-        return [self.account_rows[key] for key in keys]
+        return [index[key] for key in keys]
 
     def _row(self, key: PositionKey) -> Position:
         row = self.get(key)
         if row is not None:
             return row
-        account_id, strategy_id, instrument_id = key
+        # One string per id for every row, index and totals scope (ids repeat across rows;
+        # a row's own would keep its first fill's strings alive: about 100 bytes a row).
+        account_id, strategy_id, instrument_id = (sys.intern(part) for part in key)
+        key = PositionKey(account_id, strategy_id, instrument_id)
         instrument = self.instruments.ensure(instrument_id)
         row = Position(
             key=key,
@@ -532,9 +534,6 @@ class PositionBook:
             scope = self._account_totals.setdefault(account_id, {})
         else:
             self.strategy_rows[key] = row
-            self._by_strategy.setdefault((account_id, strategy_id), SortedDict())[instrument_id] = (
-                row
-            )
             self._strategy_accounts.setdefault(strategy_id, SortedSet()).add(account_id)
             self._account_strategies.setdefault(account_id, SortedSet()).add(strategy_id)
             scope = self._strategy_totals.setdefault((account_id, strategy_id), {})
@@ -688,7 +687,7 @@ class PositionBook:
     def strategy_positions(self, strategy_id: str, account_id: str = ALL) -> Iterator[Position]:
         accounts = [account_id] if account_id else self._strategy_accounts.get(strategy_id, ())
         for account in accounts:
-            yield from self._by_strategy.get((account, strategy_id), {}).values()
+            yield from self._scope_rows(account, strategy_id)
 
     def has_strategy(self, strategy_id: str, account_id: str = ALL) -> bool:
         if account_id:

@@ -65,11 +65,21 @@ class Position:
     last_sequence: int = 0
     currency: str = ""  # the instrument's, when the row was opened: its P&L is in it
     # The execution-time key (timestamp_ns, fill_id) of the latest fill folded out of the
-    # restatement window, and the window itself (see restatement.py).
-    booked_through: tuple[int, str] = (0, "")
+    # restatement window (two fields, not a tuple: 56 bytes a row), and the window itself
+    # (see restatement.py).
+    booked_through_ns: int = 0
+    booked_through_id: str = ""
     window: RowWindow | None = field(default=None, compare=False, repr=False)
     # The price the book's totals hold this row at (see PositionBook: revalued when read).
     valued_at: Decimal = field(default=ZERO, compare=False, repr=False)
+
+    @property
+    def booked_through(self) -> tuple[int, str]:
+        return (self.booked_through_ns, self.booked_through_id)
+
+    @booked_through.setter
+    def booked_through(self, key: tuple[int, str]) -> None:
+        self.booked_through_ns, self.booked_through_id = key
 
     def apply_fill(self, fill: Fill, sequence: int, precision: Decimal) -> ChangeKind:
         """Books one fill after every fill already booked (no restatement); inside
@@ -100,7 +110,10 @@ class Position:
         was_flat = not self.quantity
         realized = ZERO
         delta = quantity
-        if was_flat or (self.quantity > 0) == (delta > 0):
+        if self.quantity is ZERO:  # a new row: share the fill's Decimal (104 bytes a row)
+            self.cost_basis += delta * price
+            self.quantity = delta
+        elif was_flat or (self.quantity > 0) == (delta > 0):
             self.cost_basis += delta * price
             self.quantity += delta
         else:
@@ -125,7 +138,7 @@ class Position:
         if not commission:
             pass  # most fills: no new Decimal for a row's fees
         elif not fee_currency or fee_currency == self.currency:
-            self.fees += commission
+            self.fees = commission if self.fees is ZERO else self.fees + commission
         else:
             other = self.other_fees if self.other_fees is not None else {}
             other[fee_currency] = other.get(fee_currency, ZERO) + commission
@@ -158,7 +171,8 @@ class Position:
             updated_at_ns=self.updated_at_ns,
             last_sequence=self.last_sequence,
             currency=self.currency,
-            booked_through=self.booked_through,
+            booked_through_ns=self.booked_through_ns,
+            booked_through_id=self.booked_through_id,
         )
 
     def take_figures(self, source: Position) -> None:

@@ -114,8 +114,8 @@ def _checkpoint_row(row: Position, price: Price | None, *, anchor: bool) -> tupl
         price.time_ns if price else 0,
         price.fill_id if price else "",
         ";".join(f"{currency}={canonical(amount)}" for currency, amount in row.other_fee_items()),
-        row.booked_through[0],
-        row.booked_through[1],
+        row.booked_through_ns,
+        row.booked_through_id,
         anchor,
         row.base_currency,
         "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base),
@@ -151,7 +151,8 @@ def rows_from_checkpoint(
             updated_at_ns=int(row.updated_at_ns),
             last_sequence=int(row.last_sequence),
             currency=row.currency,
-            booked_through=(int(row.booked_through_ns), row.booked_through_id),
+            booked_through_ns=int(row.booked_through_ns),
+            booked_through_id=row.booked_through_id,
         )
         if row.anchor:
             anchors.append(position)
