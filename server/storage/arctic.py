@@ -1,10 +1,11 @@
 """The event store in ArcticDB.
 
 Libraries (analysts read the first four; see the README):
-- `journal`, symbol `events`: every accepted event, one row each, index = sequence. One append
-  per group commit, so a group is durable as a whole or not at all, and the sequence stays
-  gap-free. ArcticDB refuses an append whose RangeIndex does not continue the symbol's, which
-  guards the sequence a second time.
+- `journal`, symbol `events`: every accepted event, one row each, index = sequence. On a local
+  store a group is durable once in the write-ahead log (wal.py) and the journal follows on the
+  copier's thread (journal_copier.py); elsewhere one append per group commit. Either way a
+  group is durable as a whole or not at all, and the sequence stays gap-free: ArcticDB refuses
+  an append whose RangeIndex does not continue the symbol's, which guards it a second time.
 - `checkpoints`, symbols `book` (every position row) and `state` (orders, balances,
   reservations, instruments, accounts, rates, marks) at one sequence, replaced each time: a
   checkpoint is a whole-state snapshot by nature. `state` is written first; recovery uses the
