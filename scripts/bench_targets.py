@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "protos"), str(Path(__file__).resolve().parent)]
 
 import benchmark as bench  # noqa: E402  (scripts/)
-from benchmark import BATCH, pb, pb_grpc  # noqa: E402
+from benchmark import BATCH  # noqa: E402
 
+from portfolio.v1 import portfolio_pb2 as pb  # noqa: E402
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc  # noqa: E402
 from server.domain.events import Fill, Side  # noqa: E402
 
 BASE_NS = 1_767_225_600 * 10**9
@@ -112,7 +114,7 @@ def p50(samples: list[float]) -> float:
 
 
 def p99(samples: list[float]) -> float:
-    return bench.pct(samples, 99)
+    return statistics.quantiles(samples, n=100, method="inclusive")[98]
 
 
 # -- baselines -----------------------------------------------------------------------------------
@@ -138,10 +140,10 @@ async def serve_noop_same_bytes(answer_file: str) -> None:
     once and sent as the bytes they are (no serialization per call)."""
     answer = Path(answer_file).read_bytes()
 
-    async def summary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def summary(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return answer
 
-    async def position(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def position(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return b""  # an empty Position, as the no-op server answers
 
     handler = grpc.method_handlers_generic_handler(
@@ -344,12 +346,19 @@ def ack_lines(run: Run) -> list[Line]:
     return lines + later
 
 
+def summary_bytes(channel: grpc.Channel, request: pb.GetPortfolioSummaryRequest) -> bytes:
+    """The answer as it came on the wire."""
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(SUMMARY)
+    answer: bytes = call(request.SerializeToString())
+    return answer
+
+
 def query_lines(run: Run) -> list[Line]:
     """7, 8: a book of `query_rows` rows, 100 strategies, queried one call at a time against a
     no-op server answering GetPortfolioSummary with the service's own answer, as bytes."""
     query_book(run.svc, run.sizes.query_rows)
     request = pb.GetPortfolioSummaryRequest(account_id="BIG")
-    answer = run.channel.unary_unary(SUMMARY)(request.SerializeToString())
+    answer = summary_bytes(run.channel, request)
     summary = pb.PortfolioSummary.FromString(answer)
     rows = sum(s.totals.total_positions for s in summary.strategies)
     (run.folder / "summary.bin").write_bytes(answer)
@@ -361,7 +370,7 @@ def query_lines(run: Run) -> list[Line]:
     get = pb.GetPositionRequest(account_id="BIG", strategy_id="S42", instrument_id="I42")
     with grpc.insecure_channel(same_address) as same_channel:
         noop = pb_grpc.PortfolioManagerStub(same_channel)
-        assert same_channel.unary_unary(SUMMARY)(request.SerializeToString()) == answer
+        assert summary_bytes(same_channel, request) == answer
         service_summary = bench.latencies(lambda: svc.GetPortfolioSummary(request), samples)
         noop_summary = bench.latencies(lambda: noop.GetPortfolioSummary(request), samples)
         service_get = bench.latencies(lambda: svc.GetPosition(get), samples)

@@ -352,11 +352,14 @@ def commit_figures(commits: int) -> None:
 def startup_fill(n: int) -> Fill:
     """The startup journal's fills: 4 accounts x 20 strategies x 500 instruments."""
     from server.api.wire import fill_from_proto
+    from server.domain.events import Fill
 
     side = pb.SIDE_BUY if n % 3 else pb.SIDE_SELL
-    return fill_from_proto(
+    event = fill_from_proto(
         fill(n, f"U{n % 4}", strategy=f"S{n % 20}", instrument=f"I{n % 500}", side=side).fill
     )
+    assert isinstance(event, Fill)
+    return event
 
 
 def build_startup_store(
