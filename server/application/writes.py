@@ -253,8 +253,8 @@ class WritePath(Generic[Payload]):
         if checkpoint is not None:
             restore(ledger, checkpoint.rows, checkpoint.state)
             start = ledger.applied_sequence = checkpoint.sequence
-        for seen in store.seen_events():
-            ledger.remember(seen.kind, seen.event_id, seen.sequence, seen.fingerprint)
+        seen = store.seen_events()
+        ledger.remember_all(seen.kinds, seen.event_ids, seen.sequences, seen.fingerprints)
         ledger.seen.settle()  # sorted here, off the event loop
         horizon = time.time_ns() - ledger.traces.ttl_ns  # traces live a TTL from their receipt
         for sequence, fill, received_ns in store.traced_fills_received_since(horizon, start):

@@ -18,6 +18,7 @@ kept here instead, for as long as they are in the window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sortedcontainers import SortedList
 
@@ -32,9 +33,9 @@ _HASH_MASK = (1 << _HASH_BITS) - 1
 READ_AHEAD = 64  # events read back and kept: a correction read at admission is not read again
 
 
-@dataclass(frozen=True, slots=True)
-class JournaledFill:
-    """A fill as the journal holds it, not decoded: what recovery reloads."""
+class JournaledFill(NamedTuple):
+    """A fill as the journal holds it, not decoded: what recovery reloads (a tuple: a
+    million are made at a restart late in the day)."""
 
     account_id: str
     fill_id: str

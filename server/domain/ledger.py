@@ -277,6 +277,14 @@ class Ledger:
         self.seen.remember(kind, event_id, sequence, fingerprint)
         self.sequence = max(self.sequence, sequence)
 
+    def remember_all(
+        self, kinds: list[str], event_ids: list[str], sequences: list[int], fingerprints: list[int]
+    ) -> None:
+        """`remember` for the whole journal at once (columns, in sequence order)."""
+        self.seen.remember_all(kinds, event_ids, sequences, fingerprints)
+        if sequences:
+            self.sequence = max(self.sequence, sequences[-1])
+
     def apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         """Applies an admitted event; events must come in sequence order."""
         if sequence <= self.applied_sequence:

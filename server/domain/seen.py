@@ -26,7 +26,6 @@ answer alone, as before.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
@@ -58,10 +57,17 @@ class JournalUnreadable(Exception):
     """The journal could not settle whether an id was seen; nothing was decided."""
 
 
+_UNSIGNED_64 = (1 << 64) - 1
+
+
 def id_hash(kind: str, event_id: str) -> int:
-    """A stable unsigned 64-bit hash of an event's kind and id."""
-    data = f"{kind}\x1f{event_id}".encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    """An unsigned 64-bit hash of an event's kind and id, good for this process only (Python's
+    keyed SipHash: never stored, every start rebuilds the arrays from the journal's ids). 0.1 us
+    where a blake2b digest took 0.8, once per event admitted and per id at every restart."""
+    return hash((kind, event_id)) & _UNSIGNED_64
+
+
+_SIPHASH = id_hash  # what `remember_all` inlines (a test may put another id_hash in place)
 
 
 class SeenIds:
@@ -187,6 +193,26 @@ class SeenIds:
         hashes.append(self._hash(kind, event_id))
         sequences.append(sequence)
         fingerprints.append(fingerprint)
+
+    def remember_all(
+        self, kinds: list[str], event_ids: list[str], sequences: list[int], fingerprints: list[int]
+    ) -> None:
+        """`remember` for columns of ids in sequence order (a restart: about 0.3 us an id)."""
+        if self.event_at is None or not sequences:
+            for row in zip(kinds, event_ids, sequences, fingerprints, strict=True):
+                self.remember(*row)
+            return
+        self._journaled = max(self._journaled, sequences[-1])
+        if self._loaded is None:
+            self._loaded = (array("Q"), array("q"), array("q"))
+        hashes, kept_sequences, kept_fingerprints = self._loaded
+        if self._hash is _SIPHASH:  # id_hash inlined: a call less per id
+            keys = zip(kinds, event_ids, strict=True)
+            hashes.extend([hash(key) & _UNSIGNED_64 for key in keys])
+        else:
+            hashes.extend(map(self._hash, kinds, event_ids))
+        kept_sequences.extend(sequences)
+        kept_fingerprints.extend(fingerprints)
 
     def nbytes(self) -> int:
         """What the arrays hold (the dicts are not counted): for the benchmark."""

@@ -209,3 +209,31 @@ def test_a_journal_error_is_not_a_new_id():
     journal.broken = True
     with pytest.raises(JournalUnreadable):
         seen.find("fill", "c", 7)
+
+
+@pytest.mark.parametrize("hash_id", [None, tiny_hash], ids=["siphash", "colliding"])
+def test_remembering_the_journal_at_once_answers_as_one_id_at_a_time(hash_id) -> None:
+    """A restart remembers the journal's ids as columns (remember_all): the answers, for ids
+    seen, ids reused and new ids, are those of remembering them one by one; a row journaled
+    twice counts once."""
+    journal = Journal()
+    rows = []
+    for sequence in range(1, 41):
+        event = version(f"f{sequence % 30}", sequence)  # ids 0-9 come back with new content
+        journal.events[sequence] = event
+        rows.append(("fill", event.event_id, sequence, digest(event.text())))
+    rows.append(rows[-1])  # an append retried after it landed
+    one_by_one = SeenIds(journal.event_at, hash_id=hash_id)
+    for row in rows:
+        one_by_one.remember(*row)
+    at_once = SeenIds(journal.event_at, hash_id=hash_id)
+    kinds, event_ids, sequences, fingerprints = (list(column) for column in zip(*rows, strict=True))
+    at_once.remember_all(kinds, event_ids, sequences, fingerprints)
+
+    assert len(at_once) == len(one_by_one) == 40
+    for sequence in range(1, 60):
+        event = version(f"f{sequence % 35}", sequence)
+        fingerprint = digest(event.text())
+        assert at_once.find("fill", event.event_id, fingerprint) == one_by_one.find(
+            "fill", event.event_id, fingerprint
+        )
