@@ -54,7 +54,7 @@ class Checkpointer:
         self._taken = self.saved_sequence = stored
 
     def save_recovered(self) -> None:
-        """At start, when the replay was longer than an interval: saves the recovered book
+        """At start, when the replay was longer than two intervals: saves the recovered book
         (synchronously, before the service takes events), so a crash loop of short lives
         cannot make every start replay more."""
         if self._ledger is None or self._ledger.applied_sequence <= self.saved_sequence:

@@ -77,8 +77,7 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     for instrument in state.instruments:
         ledger.instruments.define(instrument, has_positions=False)
     ledger.accounts.restore(state.accounts, set(state.funded_accounts))  # rows take their base
-    for row, fill_price in rows:
-        ledger.book.restore(row, fill_price)
+    ledger.book.restore_all(rows)
     for order in state.orders:
         ledger.orders.restore(replace(order, history=list(order.history)))
     ledger.orders.restore_aliases(state.order_aliases)

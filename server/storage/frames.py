@@ -80,6 +80,7 @@ def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
 # releases are read through their upcasters (upcasters.current_book_frame).
 
 CHECKPOINT_COLUMNS = BOOK_COLUMNS[BOOK_VERSION]
+SHARED_AMOUNTS = 4096  # distinct amount texts given one Decimal each when a checkpoint is read
 
 
 def checkpoint_frame(
@@ -131,37 +132,64 @@ def rows_from_checkpoint(
     frame = current_book_frame(frame, metadata or {})
     rows: list[tuple[Position, Price]] = []
     anchors: list[Position] = []
-    for row in frame.itertuples(index=False):
-        other_fees = (part.partition("=") for part in row.other_fees.split(";"))
+    # Column by column (lists: no numpy scalar per value), and one Decimal per distinct text
+    # of the columns that repeat ("0", multipliers): a million rows and their anchors hold
+    # millions of zeros, each 104 bytes as its own Decimal.
+    column = {name: frame[name].tolist() for name in frame.columns}
+    shared: dict[str, Decimal] = {}
+
+    def amounts(name: str) -> list[Decimal]:
+        found = []
+        for text in column[name]:
+            value = shared.get(text)
+            if value is None:
+                value = Decimal(text)
+                if len(shared) < SHARED_AMOUNTS:
+                    shared[text] = value
+            found.append(value)
+        return found
+
+    multipliers, quantities, costs = (
+        amounts("multiplier"),
+        amounts("quantity"),
+        amounts("cost_basis"),
+    )
+    realized, fees = amounts("realized_pnl"), amounts("fees")
+    realized_base = [Decimal(text) if text else None for text in column["realized_pnl_base"]]
+    for i, (account_id, strategy_id, instrument_id) in enumerate(
+        zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True)
+    ):
+        other = column["other_fees"][i]
+        parts = (part.partition("=") for part in other.split(";"))
         position = Position(
-            key=PositionKey(row.account_id, row.strategy_id, row.instrument_id),
-            multiplier=Decimal(row.multiplier),
-            quantity=Decimal(row.quantity),
-            cost_basis=Decimal(row.cost_basis),
-            realized_pnl=Decimal(row.realized_pnl),
+            key=PositionKey(account_id, strategy_id, instrument_id),
+            multiplier=multipliers[i],
+            quantity=quantities[i],
+            cost_basis=costs[i],
+            realized_pnl=realized[i],
             # Before the column (base_currency ""): the book decides (see its restore).
-            realized_pnl_base=Decimal(row.realized_pnl_base) if row.realized_pnl_base else None,
-            base_currency=row.base_currency,
-            fees=Decimal(row.fees),
-            other_fees={currency: Decimal(amount) for currency, _, amount in other_fees}
-            if row.other_fees
+            realized_pnl_base=realized_base[i],
+            base_currency=column["base_currency"][i],
+            fees=fees[i],
+            other_fees={currency: Decimal(amount) for currency, _, amount in parts}
+            if other
             else None,
-            trade_count=int(row.trade_count),
-            opened_at_ns=int(row.opened_at_ns),
-            updated_at_ns=int(row.updated_at_ns),
-            last_sequence=int(row.last_sequence),
-            currency=row.currency,
-            booked_through_ns=int(row.booked_through_ns),
-            booked_through_id=row.booked_through_id,
+            trade_count=column["trade_count"][i],
+            opened_at_ns=column["opened_at_ns"][i],
+            updated_at_ns=column["updated_at_ns"][i],
+            last_sequence=column["last_sequence"][i],
+            currency=column["currency"][i],
+            booked_through_ns=column["booked_through_ns"][i],
+            booked_through_id=column["booked_through_id"][i],
         )
-        if row.anchor:
+        if column["anchor"][i]:
             anchors.append(position)
             continue
         price = Price(
-            Decimal(row.fill_price),
+            Decimal(column["fill_price"][i]),
             MarkSource.LAST_FILL,
-            int(row.fill_price_time_ns),
-            row.fill_price_fill_id,
+            column["fill_price_time_ns"][i],
+            column["fill_price_fill_id"][i],
         )
         rows.append((position, price))
     return rows, anchors
