@@ -24,6 +24,7 @@ from server.application.ports import Sequenced, StorageUnavailable
 log = logging.getLogger("portfolio.storage")
 
 MAX_BACKLOG = 200_000  # events not yet in the journal before new groups are refused
+MIN_INTERVAL = 0.1  # seconds from one append's start to the next's, unless a reader waits
 READ_WAIT_SECONDS = 30.0  # how long a reader waits for the journal to catch up
 
 
@@ -35,11 +36,14 @@ class JournalCopier:
         *,
         max_backlog: int = MAX_BACKLOG,
         max_backoff: float = 5.0,
+        min_interval: float = MIN_INTERVAL,
     ) -> None:
         self._append = append
         self._copied = copied  # told the last sequence the journal holds after each append
         self._max_backlog = max_backlog
         self._max_backoff = max_backoff
+        self._min_interval = min_interval
+        self._readers = 0  # waiting in `quiet`: the next append does not wait its interval
         self._pending: list[Sequenced] = []
         self._copying = 0  # events taken by the append in flight
         self._condition = threading.Condition()
@@ -71,7 +75,13 @@ class JournalCopier:
     def quiet(self, timeout: float = READ_WAIT_SECONDS) -> Iterator[None]:
         """Holds the copier still, with the journal holding everything put so far."""
         with self._condition:
-            if not self._condition.wait_for(lambda: not self.backlog, timeout):
+            self._readers += 1
+            self._condition.notify_all()
+            try:
+                caught_up = self._condition.wait_for(lambda: not self.backlog, timeout)
+            finally:
+                self._readers -= 1
+            if not caught_up:
                 raise StorageUnavailable(
                     f"the journal is {self.backlog:,} events behind the write-ahead log "
                     f"after {timeout:.0f} s ({self.fault or 'appends too slow'})"
@@ -97,6 +107,7 @@ class JournalCopier:
                     return
                 group, self._pending = self._pending, []
                 self._copying = len(group)
+            began = time.monotonic()
             try:
                 self._append(group)
             except Exception as error:  # ArcticDB, the OS and the network all raise their own
@@ -121,3 +132,9 @@ class JournalCopier:
                     self.fault = ""
                     self.on_health(True)
                 self._condition.notify_all()
+                # An ArcticDB append holds the GIL for milliseconds: few large ones leave the
+                # event loop (acks, queries) free; a reader that waits is not kept waiting.
+                self._condition.wait_for(
+                    lambda: self._stopping or self._readers > 0,
+                    max(0.0, began + self._min_interval - time.monotonic()),
+                )
