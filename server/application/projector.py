@@ -100,7 +100,7 @@ class ViewProjector:
         executor: Executor,
         precision: Decimal,
         retry_seconds: float = 1.0,
-        min_interval: float = 0.25,
+        min_interval: float = 1.0,
         max_retry_seconds: float = 60.0,
         base_of: BaseOf = _no_base,
     ) -> None:
@@ -164,9 +164,10 @@ class ViewProjector:
         return bool(self._batch)
 
     def _schedule(self) -> None:
-        """Writes now, or once `min_interval` has passed since the last write began: a burst
-        of commits becomes one write per symbol, and the views thread stays out of the
-        journal's way."""
+        """Writes now, or once `min_interval` (1 s) has passed since the last write began: a
+        burst of commits becomes one write per symbol, and the views thread, which holds the
+        GIL for milliseconds per write, stays out of the acks' way (at 1,000 one-fill batches
+        a second: ack p50 6.8 ms with a write every 0.25 s, 2.3 ms once a second)."""
         if self._running is not None or self._scheduled:
             return
         loop = asyncio.get_running_loop()
