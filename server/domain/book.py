@@ -536,11 +536,17 @@ class PositionBook:
             currency=instrument.currency,
             base_currency=self._base_currency(account_id),
         )
-        # get-then-create, not setdefault: a SortedDict or SortedSet built for nothing costs
-        # microseconds (a third of restoring a million rows).
         if indexed:
             self._index(row)
-        if key.is_account_level:
+        self._enter_scope(row).add(row, ZERO)  # an empty row contributes its count of one
+        return row
+
+    def _enter_scope(self, row: Position) -> Totals:
+        """Registers a new row's scope (its account's strategies, its strategy's accounts,
+        its totals in its currency) and returns those totals. get-then-create, not
+        setdefault: a SortedSet built for nothing costs microseconds."""
+        account_id, strategy_id, _ = row.key
+        if row.key.is_account_level:
             scope = self._account_totals.setdefault(account_id, {})
         else:
             accounts = self._strategy_accounts.get(strategy_id)
@@ -555,11 +561,10 @@ class PositionBook:
         totals = scope.get(row.currency)
         if totals is None:
             totals = scope[row.currency] = Totals(currency=row.currency)
-        totals.add(row, ZERO)  # an empty row contributes its count of one
         self._scope_version.setdefault(
             (account_id, strategy_id), self._log_base + len(self._price_log)
         )
-        return row
+        return totals
 
     def _index(self, row: Position) -> None:
         key = row.key
@@ -604,26 +609,8 @@ class PositionBook:
                 row.realized_pnl_base = None  # not known
             else:
                 row.realized_pnl_base = row.realized_pnl
-        if row.key.is_account_level:
-            scope = self._account_totals.setdefault(account_id, {})
-        else:
-            accounts = self._strategy_accounts.get(strategy_id)
-            if accounts is None:
-                accounts = self._strategy_accounts[strategy_id] = SortedSet()
-            accounts.add(account_id)
-            strategies = self._account_strategies.get(account_id)
-            if strategies is None:
-                strategies = self._account_strategies[account_id] = SortedSet()
-            strategies.add(strategy_id)
-            scope = self._strategy_totals.setdefault((account_id, strategy_id), {})
-        totals = scope.get(row.currency)
-        if totals is None:
-            totals = scope[row.currency] = Totals(currency=row.currency)
-        self._scope_version.setdefault(
-            (account_id, strategy_id), self._log_base + len(self._price_log)
-        )
         row.valued_at = fill_price.price
-        totals.add(row, fill_price.price)
+        self._enter_scope(row).add(row, fill_price.price)
         self._add_other_fees(row, 1)
         return row
 
