@@ -108,10 +108,11 @@ class Service:
 
 
 def settle() -> None:
-    """The ack came after the write-ahead log; the journal and the views follow within
-    milliseconds. An LMDB commit that fails ends the process (disk.py), so the tests of the
-    acknowledging path let those background writes land before the disk fills."""
-    time.sleep(1.0)
+    """The ack came after the write-ahead log; the journal follows within 100 ms and the views
+    within a second (they are written at most once a second). An LMDB commit that fails ends
+    the process (disk.py), so the tests of the acknowledging path let those background writes
+    land before the disk fills."""
+    time.sleep(2.5)
 
 
 def refused(service: Service, *events: pb.ExecutionEvent) -> grpc.RpcError:
