@@ -58,7 +58,7 @@ from server.storage.state_frames import marks_frame, state_frame, state_from_fra
 from server.storage.stored_orders import stored_order
 from server.storage.upcasters import check_checkpoint, checkpoint_versions
 from server.storage.views import ArcticViews
-from server.storage.wal import WriteAheadLog
+from server.storage.wal import WriteAheadLog, written_by
 
 log = logging.getLogger("portfolio.storage")
 
@@ -215,7 +215,7 @@ class ArcticEventStore:
         (acknowledged before a stop the journal did not follow), before anything reads."""
         self._wal = WriteAheadLog(folder / WAL_FOLDER)
         records = self._wal.open()
-        self._log_receipts = tuple(self._wal.written_by())
+        self._log_receipts = tuple(written_by(records))
         last = self._journal_last()
         behind = [record for record in records if record.sequence > last]
         if behind and behind[0].sequence != last + 1:

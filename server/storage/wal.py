@@ -11,7 +11,10 @@ copied into the journal before anything reads it, so the journal analysts read i
 of an acknowledged event for longer than the copy takes.
 
 A record: a 16-byte header (payload length, sequence, CRC-32 of sequence and payload) and the
-payload (the event's kind, NUL, its canonical text, UTF-8). A crash can leave only the last
+payload (the time its group was written, in ns, the event's kind and its canonical text,
+NUL-separated, UTF-8). The time bounds when the event had been received, for a restart after a
+crash the journal did not follow (storage/receipts.py); a file's own modification time cannot,
+as it comes from a coarse clock and may read earlier than the write. A crash can leave only the last
 record torn (a write that never completed was never acknowledged): it is cut off at open. A bad
 record followed by good ones is not a torn tail but damage, and the store refuses to open
 rather than drop acknowledged events silently.
@@ -23,6 +26,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ log = logging.getLogger("portfolio.storage")
 HEADER = struct.Struct("<IQI")  # payload length, sequence, crc32(sequence bytes + payload)
 SEGMENT_BYTES = 16 * 1024 * 1024  # a new segment once the current one holds this much
 SUFFIX = ".wal"
+RECEIPT_ANCHORS = 4096  # receipt bounds a start takes from the log, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,7 @@ class Record:
     sequence: int
     kind: str
     text: str
+    written_ns: int  # when its group was written: it had been received by then
 
 
 @dataclass(slots=True)
@@ -51,11 +57,12 @@ class _Segment:
     last: int  # the last sequence it holds (0 while empty)
 
 
-def encode(records: Sequence[tuple[int, str, str]]) -> bytes:
-    """(sequence, kind, text) records as one write."""
+def encode(records: Sequence[tuple[int, str, str]], written_ns: int) -> bytes:
+    """(sequence, kind, text) records as one write, at `written_ns`."""
     parts = []
+    stamp = str(written_ns).encode() + b"\x00"
     for sequence, kind, text in records:
-        payload = kind.encode() + b"\x00" + text.encode()
+        payload = stamp + kind.encode() + b"\x00" + text.encode()
         parts.append(HEADER.pack(len(payload), sequence, _crc(sequence, payload)))
         parts.append(payload)
     return b"".join(parts)
@@ -75,8 +82,9 @@ def _decode(data: bytes, where: Path) -> tuple[list[Record], int]:
         payload = data[offset + HEADER.size : end]
         if end > len(data) or _crc(sequence, payload) != crc:
             break
-        kind, _, text = payload.partition(b"\x00")
-        records.append(Record(sequence, kind.decode(), text.decode()))
+        stamp, _, rest = payload.partition(b"\x00")
+        kind, _, text = rest.partition(b"\x00")
+        records.append(Record(sequence, kind.decode(), text.decode(), int(stamp)))
         offset = end
     if offset < len(data) and _good_record_after(data, offset + 1):
         raise StoreUnusable(
@@ -97,6 +105,18 @@ def _good_record_after(data: bytes, start: int) -> bool:
             if _crc(sequence, payload) == crc:
                 return True
     return False
+
+
+def written_by(records: Sequence[Record]) -> list[tuple[int, int]]:
+    """(sequence, time): every event up to the sequence had been received by the time, one
+    per write (at most RECEIPT_ANCHORS, the last kept: a bound dropped only gets later)."""
+    anchors = [
+        (record.sequence, record.written_ns)
+        for record, after in zip(records, [*records[1:], None][: len(records)], strict=True)
+        if after is None or after.written_ns != record.written_ns
+    ]
+    step = -(-len(anchors) // RECEIPT_ANCHORS)  # ceiling
+    return anchors[::-1][::step][::-1] if step > 1 else anchors
 
 
 class WriteAheadLog:
@@ -144,22 +164,12 @@ class WriteAheadLog:
             self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
         return records
 
-    def written_by(self) -> list[tuple[int, int]]:
-        """(last sequence, time of the last write) of each segment holding records: every
-        event up to that sequence had been received by then (the receipts of a restart after
-        a crash the journal did not follow)."""
-        return [
-            (segment.last, segment.path.stat().st_mtime_ns)
-            for segment in self._segments
-            if segment.last
-        ]
-
     def write(self, records: Sequence[tuple[int, str, str]]) -> None:
         """Appends the records and returns once they are on disk. On an error nothing of
         them stays (the file is cut back), so the same records can be written again."""
         if not records:
             return
-        data = encode(records)
+        data = encode(records, time.time_ns())
         with self._lock:
             self._write(data, records[0][0], records[-1][0])
 

@@ -22,7 +22,7 @@ from server.domain.events import Fill, Side
 from server.storage.arctic import WAL_FOLDER, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.journal_copier import JournalCopier
-from server.storage.wal import Record, WriteAheadLog
+from server.storage.wal import Record, WriteAheadLog, written_by
 
 BASE_NS = 1_767_225_600 * 10**9
 
@@ -47,10 +47,31 @@ def test_the_log_gives_back_what_was_written_across_segments(tmp_path: Path) -> 
     assert len(list(tmp_path.glob("*.wal"))) > 2  # rotated
 
     again = WriteAheadLog(tmp_path, segment_bytes=1000)
-    assert again.open() == [Record(s, kind, text) for s, kind, text in records(1, 60)]
+    back = [(r.sequence, r.kind, r.text) for r in again.open()]
+    assert back == records(1, 60)
     again.write(records(61, 61))
     again.close()
     assert [r.sequence for r in WriteAheadLog(tmp_path).open()] == list(range(1, 62))
+
+
+def test_each_write_bounds_when_its_events_had_been_received(tmp_path: Path) -> None:
+    """A restart after a crash the journal did not follow takes the receipt bounds from the
+    log: one per write, never earlier than the write, the last always kept."""
+    log = WriteAheadLog(tmp_path)
+    log.open()
+    before = time.time_ns()
+    log.write(records(1, 3))
+    between = time.time_ns()
+    log.write(records(4, 4))
+    after = time.time_ns()
+    log.close()
+    (first, first_ns), (second, second_ns) = written_by(WriteAheadLog(tmp_path).open())
+    assert (first, second) == (3, 4)
+    assert before <= first_ns <= between <= second_ns <= after
+    many = [Record(n, "fill", "", n) for n in range(1, 10_001)]  # one write each
+    kept = written_by(many)
+    assert len(kept) <= 4096 and kept[-1] == (10_000, 10_000)
+    assert all(time_ns >= sequence for sequence, time_ns in kept)  # never early
 
 
 def test_a_torn_last_write_is_cut_off_and_writing_goes_on(tmp_path: Path, caplog) -> None:
