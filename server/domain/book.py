@@ -31,6 +31,7 @@ from server.domain.restatement import (
     BookingKey,
     Placement,
     RateAt,
+    anchor_of,
     book,
     book_outside_window,
     evict,
@@ -700,7 +701,7 @@ class PositionBook:
 
     def anchors(self) -> list[Position]:
         """Each windowed row's figures before its window (what a checkpoint keeps)."""
-        return [row.window.anchor.copy() for row in self.rows() if row.window]
+        return [anchor_of(row, row.window).copy() for row in self.rows() if row.window]
 
     # -- reads -----------------------------------------------------------------------------
 
