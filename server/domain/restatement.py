@@ -140,6 +140,11 @@ def _key(booking: Booking) -> BookingKey:
     return (booking.time_ns, booking.fill_id)
 
 
+_NO_SNAPSHOTS: dict[Booking, Position] = {}
+"""Shared by the windows with no snapshot (most: fewer than SNAPSHOT_EVERY bookings), never
+written to: a window gets a dict of its own with its first snapshot (64 bytes a row saved)."""
+
+
 class RowWindow:
     """A row's bookings inside the window, in execution-time order (never empty), the row's
     figures before the first of them (`anchor`; None while they are a new row's: nothing, as
@@ -152,7 +157,7 @@ class RowWindow:
     def __init__(self, anchor: Position | None, bookings: list[Booking]) -> None:
         self.anchor = anchor
         self.bookings = bookings
-        self.snapshots: dict[Booking, Position] = {}
+        self.snapshots: dict[Booking, Position] = _NO_SNAPSHOTS  # its own once it has one
         self.queued_ns: int | None = None
 
 
@@ -201,6 +206,8 @@ def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Pl
         booking.apply_to(row, booker)
         bookings.append(booking)
         if len(bookings) % SNAPSHOT_EVERY == 0:
+            if window.snapshots is _NO_SNAPSHOTS:
+                window.snapshots = {}
             window.snapshots[booking] = row.copy()
         return Placement.IN_ORDER
     index = bisect_right(bookings, booking.key, key=_key)
@@ -314,6 +321,8 @@ def _replay(row: Position, window: RowWindow, start: int, booker: Booker) -> Non
         booking = bookings[index]
         booking.apply_to(row, booker)
         if (index + 1) % SNAPSHOT_EVERY == 0:
+            if snapshots is _NO_SNAPSHOTS:
+                snapshots = window.snapshots = {}
             snapshots[booking] = row.copy()
         elif snapshots:
             snapshots.pop(booking, None)

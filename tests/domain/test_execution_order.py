@@ -286,3 +286,20 @@ def test_a_correction_of_a_fill_that_was_itself_late_lands_in_that_fills_place()
     row = ledger.book.get(PositionKey("A1", "S1", "AAPL"))
     assert row is not None  # 10 @100 and 10 @90 (avg 95), sold 10 @95: realized 0
     assert (row.quantity, row.realized_pnl, row.cost_basis, row.trade_count) == (10, 0, 950, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=histories())
+def test_windows_share_no_figures_they_should_own(history):
+    """Windows without a snapshot share one empty mapping and new rows keep no anchor copy
+    (memory): whatever the arrival order, the shared mapping stays empty and the book is
+    still that of execution order."""
+    from server.domain import restatement
+
+    _, arrival, in_order = history
+    reference = new_ledger()
+    record(reference, *list(in_order))
+    ledger = new_ledger()
+    record(ledger, *arrival)
+    assert restatement._NO_SNAPSHOTS == {}
+    assert book_state(ledger) == book_state(reference)
