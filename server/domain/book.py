@@ -393,10 +393,7 @@ class PositionBook:
 
     def _totals_of(self, key: PositionKey) -> Totals:
         """The totals a row counts in: its scope's, in the row's currency."""
-        return self._totals_for(self.row_at(key))
-
-    def _totals_for(self, row: Position) -> Totals:
-        key = row.key
+        row = self.row_at(key)
         if key.is_account_level:
             return self._account_totals[key.account_id][row.currency]
         return self._strategy_totals[(key.account_id, key.strategy_id)][row.currency]
@@ -521,11 +518,6 @@ class PositionBook:
         row = self.get(key)
         if row is not None:
             return row
-        return self._new_row(key, indexed=True)
-
-    def _new_row(self, key: PositionKey, *, indexed: bool) -> Position:
-        """A new empty row in its scope's totals; in the sorted indexes too if `indexed` (a
-        restore puts a whole checkpoint's rows in at once instead)."""
         # One string per id for every row, index and totals scope (ids repeat across rows;
         # a row's own would keep its first fill's strings alive: about 100 bytes a row).
         account_id, strategy_id, instrument_id = (sys.intern(part) for part in key)
@@ -537,8 +529,11 @@ class PositionBook:
             currency=instrument.currency,
             base_currency=self._base_currency(account_id),
         )
-        if indexed:
-            self._index(row)
+        rows = self.by_instrument.get(instrument_id)
+        if rows is None:
+            rows = self.by_instrument[instrument_id] = SortedDict()
+        rows[key] = row
+        (self.account_rows if key.is_account_level else self.strategy_rows)[key] = row
         self._enter_scope(row).add(row, ZERO)  # an empty row contributes its count of one
         return row
 
@@ -567,22 +562,13 @@ class PositionBook:
         )
         return totals
 
-    def _index(self, row: Position) -> None:
-        key = row.key
-        rows = self.by_instrument.get(key.instrument_id)
-        if rows is None:
-            rows = self.by_instrument[key.instrument_id] = SortedDict()
-        rows[key] = row
-        (self.account_rows if key.is_account_level else self.strategy_rows)[key] = row
-
     def restore_all(self, saved_rows: Iterable[tuple[Position, Price]]) -> None:
-        """`restore` for a whole checkpoint into an empty book: the rows go into the sorted
-        indexes at once, a sort rather than an insertion each (measured: the insertions were
-        most of restoring a million rows)."""
+        """Puts a checkpoint's rows, each with its instrument's last fill price, into an empty
+        book (recovery; market marks are restored after, with `set_mark`, windows with
+        `reload_windows`). The rows go into the sorted indexes at once, a sort rather than an
+        insertion each (measured: the insertions were most of restoring a million rows)."""
         if self.strategy_rows or self.account_rows:
-            for saved, fill_price in saved_rows:
-                self.restore(saved, fill_price)
-            return
+            raise ValueError("a checkpoint is restored into an empty book only")
         made: list[Position] = []
         with localcontext(EXACT):
             for saved, fill_price in saved_rows:
@@ -597,8 +583,7 @@ class PositionBook:
 
     def _adopt(self, row: Position, fill_price: Price) -> Position:
         """A checkpoint's row (nobody else holds it) becomes the book's, counted once in its
-        totals at its last fill price: what `restore` comes to for a new row, without an
-        empty row made and filled; inside EXACT. Not indexed yet (see restore_all)."""
+        totals at its last fill price; inside EXACT. Not indexed yet (see restore_all)."""
         account_id, strategy_id, instrument_id = (sys.intern(part) for part in row.key)
         row.key = PositionKey(account_id, strategy_id, instrument_id)
         self.instruments.ensure(instrument_id)
@@ -614,34 +599,6 @@ class PositionBook:
         self._enter_scope(row).add(row, fill_price.price)
         self._add_other_fees(row, 1)
         return row
-
-    def restore(self, saved: Position, fill_price: Price) -> None:
-        """Puts back a row saved in a checkpoint, with its instrument's last fill price
-        (recovery; market marks are restored after, with `set_mark`). Its window, if it had
-        one, is rebuilt after, with `reload_windows`."""
-        self._restore_into(self._row(saved.key), saved, fill_price)
-
-    def _restore_into(self, row: Position, saved: Position, fill_price: Price) -> None:
-        with localcontext(EXACT):
-            self._fill_prices[saved.key.instrument_id] = fill_price
-            self._prices[saved.key.instrument_id] = fill_price
-            totals = self._totals_for(row)
-            self._revalue(row)
-            totals.add(row, fill_price.price, -1)
-            self._add_other_fees(row, -1)
-            row.multiplier = saved.multiplier
-            row.currency = saved.currency
-            row.take_figures(saved)
-            if saved.base_currency:
-                row.base_currency = saved.base_currency
-            elif row.foreign and row.realized_pnl:  # a checkpoint from before: not known
-                row.realized_pnl_base = None
-            else:
-                row.realized_pnl_base = row.realized_pnl
-            row.last_sequence = saved.last_sequence
-            row.booked_through = saved.booked_through
-            totals.add(row, fill_price.price)
-            self._add_other_fees(row, 1)
 
     def reload_windows(
         self,
@@ -678,7 +635,7 @@ class PositionBook:
         with localcontext(EXACT):
             for key, anchor in anchors.items():
                 row = self.row_at(key)
-                if not anchor.base_currency:  # a checkpoint from before: as restore() does
+                if not anchor.base_currency:  # a checkpoint from before: as _adopt() does
                     anchor.base_currency = row.base_currency
                     unknown = anchor.foreign and anchor.realized_pnl
                     anchor.realized_pnl_base = None if unknown else anchor.realized_pnl
