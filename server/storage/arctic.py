@@ -68,7 +68,9 @@ MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
 WAL_FOLDER = "portfolio-wal"  # in the store's folder, beside ArcticDB's libraries
 CATCH_UP_ROWS = 50_000  # events per journal append when a start copies the log's tail
-CLOSE_COPY_SECONDS = 10.0  # how long closing waits for the journal to take the log's tail
+# How long closing waits for the journal to take the log's tail: inside the 5 s a stop has past
+# its grace (app.STOP_MARGIN_SECONDS); what is left stays in the log for the next start.
+CLOSE_COPY_SECONDS = 3.0
 EVENT_AT_ROWS = 64  # rows read around a sequence's expected position to find its event
 # A fill's text ends with its trace id (codec field order): one with a trace does not end with
 # the field separator. Read in the store, so a restart decodes traced fills only (was: every

@@ -110,10 +110,11 @@ def _good_record_after(data: bytes, start: int) -> bool:
 def written_by(records: Sequence[Record]) -> list[tuple[int, int]]:
     """(sequence, time): every event up to the sequence had been received by the time, one
     per write (at most RECEIPT_ANCHORS, the last kept: a bound dropped only gets later)."""
+    last = len(records) - 1
     anchors = [
         (record.sequence, record.written_ns)
-        for record, after in zip(records, [*records[1:], None][: len(records)], strict=True)
-        if after is None or after.written_ns != record.written_ns
+        for index, record in enumerate(records)
+        if index == last or records[index + 1].written_ns != record.written_ns
     ]
     step = -(-len(anchors) // RECEIPT_ANCHORS)  # ceiling
     return anchors[::-1][::step][::-1] if step > 1 else anchors
