@@ -85,6 +85,8 @@ class RelayStats:
     rejected: int = 0
     #: Fills sent without a commission report, after --commission-wait.
     without_commission: int = 0
+    #: Events written to the dead-letter file (refused by the service or unmappable).
+    dead_lettered: int = 0
 
 
 class ExecutionRelay:
