@@ -13,6 +13,14 @@ import grpc
 from client import wire
 from client.batching import IngestSession, ended_early
 from client.errors import PortfolioError, from_rpc_error
+from client.marks import (
+    DEFAULT_MARK_BATCH,
+    FxRate,
+    MarkAck,
+    MarkPrice,
+    mark_batches,
+    stream_batches_async,
+)
 from client.models import (
     AccountKind,
     EventAck,
@@ -332,6 +340,23 @@ class AsyncPortfolioClient:
                 return
             failures += 1
             await asyncio.sleep(self._backoff.delay(failures))
+
+    # -----------------------------------------------------------------------------------------
+    # Marks
+
+    async def send_marks(
+        self,
+        marks: Iterable[MarkPrice] = (),
+        fx_rates: Iterable[FxRate] = (),
+        *,
+        batch_size: int = DEFAULT_MARK_BATCH,
+        timeout: float | None = None,
+    ) -> list[MarkAck]:
+        """Streams marks and FX rates (see `client.marks`) and returns one answer a batch, in
+        order. A batch the service refuses whole is an answer (`rejected_reason`), not an
+        exception; a failed stream raises PortfolioError (resending is safe)."""
+        batches = mark_batches(marks, fx_rates, batch_size=batch_size)
+        return await stream_batches_async(self._stub.StreamMarks, batches, self._deadline(timeout))
 
     # -----------------------------------------------------------------------------------------
 

@@ -13,6 +13,14 @@ import grpc
 from client import wire
 from client.batching import IngestSession, ended_early
 from client.errors import PortfolioError, from_rpc_error
+from client.marks import (
+    DEFAULT_MARK_BATCH,
+    FxRate,
+    MarkAck,
+    MarkPrice,
+    mark_batches,
+    stream_batches,
+)
 from client.models import (
     AccountKind,
     EventAck,
@@ -338,6 +346,23 @@ class PortfolioClient:
                 return
             failures += 1
             time.sleep(self._backoff.delay(failures))
+
+    # -----------------------------------------------------------------------------------------
+    # Marks
+
+    def send_marks(
+        self,
+        marks: Iterable[MarkPrice] = (),
+        fx_rates: Iterable[FxRate] = (),
+        *,
+        batch_size: int = DEFAULT_MARK_BATCH,
+        timeout: float | None = None,
+    ) -> list[MarkAck]:
+        """Streams marks and FX rates (see `client.marks`) and returns one answer a batch, in
+        order. A batch the service refuses whole is an answer (`rejected_reason`), not an
+        exception; a failed stream raises PortfolioError (resending is safe)."""
+        batches = mark_batches(marks, fx_rates, batch_size=batch_size)
+        return stream_batches(self._stub.StreamMarks, batches, self._deadline(timeout))
 
     # -----------------------------------------------------------------------------------------
 
