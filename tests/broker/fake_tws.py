@@ -14,7 +14,8 @@ Deliberate simplifications, where TWS is more particular:
   compared as text, ignoring time zones).
 - placeOrder, cancelOrder and market data are not simulated: they are ignored (logged), except
   that a snapshot reqMktData is answered with its tickSnapshotEnd and reqContractDetails with
-  its contractDetailsEnd (no details). reqCompletedOrders answers no orders, only its end.
+  its contractDetailsEnd (no details). reqCompletedOrders answers every order in a done
+  state (Filled, Cancelled, ...) as completedOrder, with its filled quantity.
 - A clientId already in use is not rejected (TWS answers error 326), so that a quick reconnect
   never races the old connection's close.
 
@@ -275,6 +276,36 @@ def _open_order_fields(o: _Order, version: int) -> list[object]:
         fields.append("")  # postToAts
     if version >= 162:
         fields.append(0)  # autoCancelParent
+    if version >= 170:
+        fields += ["", "", "", "", ""]  # minTradeQty .. midOffsetAtHalf
+    return fields
+
+
+def _completed_order_fields(o: _Order, version: int) -> list[object]:
+    """completedOrder in decoder order (no orderId, clientId or orderStatus: TWS reports a
+    completed order's filled quantity and its completion time instead)."""
+    fields: list[object] = [101, *o.contract.fields()]
+    # action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup, account,
+    # openClose, origin, orderRef, permId, outsideRth, hidden, discretionaryAmt,
+    # goodAfterTime, faGroup, faMethod, faPercentage
+    fields += [o.action, o.total_quantity, o.order_type, o.limit_price, "", "DAY", ""]
+    fields += [o.account, "O", 0, o.order_ref, o.perm_id, 0, 0, "", "", "", "", ""]
+    if version < 177:
+        fields.append("")  # faProfile
+    # modelCode .. deltaNeutralAuxPrice (23 fields; an empty deltaNeutralOrderType: no more)
+    fields += [""] * 23
+    # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent,
+    # comboLegsDescrip; no combo legs, order combo legs, smart-routing params;
+    # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement; hedgeType;
+    # clearingAccount, clearingIntent, notHeld, no deltaNeutralContract; algoStrategy;
+    # solicited, status, randomizeSize, randomizePrice; no conditions
+    fields += ["", "", "", "", "", 0, 0, 0, "", "", "", "", "", "", "", 0, ""]
+    fields += ["", o.status, "", "", 0]
+    # trailStopPrice, lmtPriceOffset, cashQty, dontUseAutoPriceForHedge, isOmsContainer,
+    # autoCancelDate, filledQuantity, refFuturesConId, autoCancelParent, shareholder,
+    # imbalanceOnly, routeMarketableToBbo, parentPermId, completedTime, completedStatus
+    fields += ["", "", "", "", "", "", o.filled, "", "", "", "", "", ""]
+    fields += [datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC"), o.status]
     if version >= 170:
         fields += ["", "", "", "", ""]  # minTradeQty .. midOffsetAtHalf
     return fields
@@ -779,4 +810,7 @@ class FakeTws:
         session.account_multi.pop(_to_int(_arg(args, 1)), None)
 
     def _on_req_completed_orders(self, session: _Session, args: list[str]) -> None:
-        session.send(102)  # completedOrdersEnd; completed orders are not simulated
+        for order in self._orders.values():
+            if order.status in _DONE_STATES:
+                session.send(*_completed_order_fields(order, session.version))
+        session.send(102)  # completedOrdersEnd
