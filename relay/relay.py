@@ -26,7 +26,7 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -53,6 +53,7 @@ from relay.executions import (
 from relay.outbox import Outbox
 from relay.pending import CommissionWait
 from relay.relay_config import RelayConfig, parse_args
+from relay.statuses import OrderStates, executed_totals
 from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
@@ -122,6 +123,7 @@ class ExecutionRelay:
         self._late_reported: set[str] = set()
         self._unmappable: set[str] = set()
         self._statuses: dict[str, float] = {}  # update id sent -> when (monotonic)
+        self._orders = OrderStates()  # the last update sent per order
         self._status_times: dict[str, datetime] = {}  # order id -> its last update's time
         self._scanned: tuple[Mapping[str, IbFill], int] = ({}, 0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,16 +195,15 @@ class ExecutionRelay:
     # Catching up
 
     async def catch_up(self) -> None:
-        """Resends every execution TWS lists and every open order's status (after each
-        (re)connect): what the service has is acked DUPLICATE."""
+        """Resends every execution TWS lists (after each (re)connect), then brings every
+        order to its broker state: what the service has is acked DUPLICATE."""
         fills = await self._request_executions()
         if fills is None:
             return
         for fill in fills:
             self._observe(fill, resend=True)
-        for trade in self._connection.ib.openTrades():
-            self._observe_status(trade)
         self._pump()
+        await self._catch_up_statuses(fills)
         log.info("caught up: %d executions listed, %d events waiting", len(fills), self.waiting)
 
     async def sweep(self) -> None:
@@ -223,6 +224,7 @@ class ExecutionRelay:
             self._late_reported.discard(exec_id)
         _older(self._statuses, horizon)
         stale = datetime.now(UTC) - _RETENTION  # status times are this clock's
+        self._orders.forget_before(stale)
         for order_id in [i for i, moment in self._status_times.items() if moment < stale]:
             del self._status_times[order_id]
 
@@ -348,12 +350,53 @@ class ExecutionRelay:
         except UnmappableEvent as error:
             log.error("order status not relayed: %s", error)
             return
-        if update is None or update.update_id in self._statuses:
-            return
+        if update is not None:
+            self._send_status(update)
+
+    def _send_status(self, update: OrderStatusUpdate) -> bool:
+        """Sends an update unless it went out already; True if it went out now."""
+        if update.update_id in self._statuses:
+            return False
         update = self._after_last(update)
         self._statuses[update.update_id] = time.monotonic()
+        self._orders.sent(update)
         if self._outbox.put(update):
             self.stats.statuses_sent += 1
+        return True
+
+    async def _catch_up_statuses(self, fills: list[IbFill]) -> None:
+        """Brings every order the relay has seen, and every order TWS lists (done today or
+        working, of any client), to its broker state: an order filled or cancelled while the
+        relay was away, or placed and done then, gets its final status."""
+        ib = self._connection.ib
+        completed = await self._request(ib.reqCompletedOrdersAsync(False), "completed orders")
+        working = await self._request(ib.reqAllOpenOrdersAsync(), "open orders")
+        if completed is None or working is None:
+            return
+        updates, errors = self._orders.catch_up(
+            completed=completed,
+            working=[*working, *ib.openTrades()],
+            executed=executed_totals(fills),
+            attribution=self._attribution,
+            now=datetime.now(UTC),
+        )
+        for error in errors:
+            log.error("order status not relayed: %s", error)
+        sent = sum(self._send_status(update) for update in updates)
+        log.info(
+            "order statuses caught up: %d completed and %d working orders listed, %d updates sent",
+            len(completed),
+            len(working),
+            sent,
+        )
+
+    async def _request(self, request: Awaitable[list[_T]], what: str) -> list[_T] | None:
+        """A TWS request with the relay's time-out; None (logged) if it fails."""
+        try:
+            return await asyncio.wait_for(request, self._request_timeout)
+        except (ConnectionError, TimeoutError) as error:
+            log.warning("%s request failed: %s", what, error or type(error).__name__)
+            return None
 
     def _after_last(self, update: OrderStatusUpdate) -> OrderStatusUpdate:
         """The service takes two updates of one order at the same time for a correction of
