@@ -50,6 +50,26 @@ class EventResult(enum.Enum):
     REJECTED = 3
 
 
+class RejectCode(enum.Enum):
+    """Why the service rejected an event, for programs (`EventAck.reason` is for people)."""
+
+    #: Not rejected (accepted or duplicate).
+    UNSPECIFIED = 0
+    #: A field is missing or invalid: resending the same event fails again.
+    INVALID_FIELD = 1
+    #: The id was already used by a different event.
+    ID_REUSED = 2
+    #: It names something the service does not have (the fill a correction or commission
+    #: amendment names).
+    NOT_FOUND = 3
+    #: The service's state does not allow it (an undefined instrument in a strict registry).
+    FAILED_PRECONDITION = 4
+    #: It contradicts what the service holds.
+    CONFLICT = 5
+    #: It could not be decided now: resend it later.
+    RETRY_LATER = 6
+
+
 class PositionLevel(enum.Enum):
     """Which book a position row belongs to."""
 
@@ -176,8 +196,32 @@ class OrderStatusUpdate:
         return self.update_id
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommissionAmendment:
+    """A fill's commission reported after the fill was sent: it sets the fill's commission
+    (replacing what the fill carried), so fees and cash change by the difference; quantity,
+    average cost and realized P&L never do. Send it after the fill's ack: a fill the service
+    does not have (or no longer has, past the correction window) is rejected NOT_FOUND.
+    `amendment_id` is the idempotency key."""
+
+    amendment_id: str
+    account_id: str
+    #: The fill (or correction) whose commission this is.
+    fill_id: str
+    #: The fill's whole commission; negative for a rebate.
+    commission: Decimal
+    commission_currency: str = ""
+    #: When the broker reported it.
+    timestamp: datetime | None = None
+
+    @property
+    def event_id(self) -> str:
+        """The id the service acks this amendment under."""
+        return self.amendment_id
+
+
 #: Anything `ingest` accepts.
-ExecutionEvent = Fill | OrderStatusUpdate
+ExecutionEvent = Fill | OrderStatusUpdate | CommissionAmendment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +237,8 @@ class EventAck:
     reason: str = ""
     #: For an accepted fill or correction: where it was booked in its rows.
     placement: BookingPlacement = BookingPlacement.UNSPECIFIED
+    #: Why it was rejected, for programs (UNSPECIFIED unless REJECTED).
+    code: RejectCode = RejectCode.UNSPECIFIED
 
     @property
     def applied(self) -> bool:

@@ -19,6 +19,7 @@ from client.errors import ProtocolViolation
 from client.models import (
     AccountKind,
     BookingPlacement,
+    CommissionAmendment,
     CurrencyTotals,
     EventAck,
     EventResult,
@@ -36,6 +37,7 @@ from client.models import (
     ReconciliationLine,
     ReconciliationPage,
     ReconciliationStatus,
+    RejectCode,
     Side,
     StrategyPortfolio,
     StrategyTotals,
@@ -208,11 +210,24 @@ def order_status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
     )
 
 
+def commission_to_proto(amendment: CommissionAmendment) -> pb.CommissionAmendment:
+    return pb.CommissionAmendment(
+        amendment_id=amendment.amendment_id,
+        account_id=amendment.account_id,
+        fill_id=amendment.fill_id,
+        commission=format_decimal(amendment.commission),
+        commission_currency=amendment.commission_currency,
+        timestamp=_optional_timestamp(amendment.timestamp),
+    )
+
+
 def event_to_proto(event: ExecutionEvent) -> pb.ExecutionEvent:
     if isinstance(event, Fill):
         return pb.ExecutionEvent(fill=fill_to_proto(event))
     if isinstance(event, OrderStatusUpdate):
         return pb.ExecutionEvent(status=order_status_to_proto(event))
+    if isinstance(event, CommissionAmendment):
+        return pb.ExecutionEvent(commission=commission_to_proto(event))
     raise TypeError(f"not an execution event: {type(event).__name__}")
 
 
@@ -223,6 +238,7 @@ def ack_from_proto(message: pb.EventAck) -> EventAck:
         result=_enum(EventResult, message.result),
         reason=message.reason,
         placement=_enum(BookingPlacement, message.placement),
+        code=_enum(RejectCode, message.code),
     )
 
 

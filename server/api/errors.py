@@ -20,6 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import FieldViolation
 from server.application.ports import BrokerUnavailable, StorageUnavailable
 from server.application.reconciler import NoBroker
@@ -98,7 +99,20 @@ _REFUSALS: dict[RefusalKind, grpc.StatusCode] = {
     RefusalKind.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     RefusalKind.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     RefusalKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    RefusalKind.ID_REUSED: grpc.StatusCode.ALREADY_EXISTS,
+    RefusalKind.RETRY: grpc.StatusCode.UNAVAILABLE,
 }
+
+
+#: An ingested event's rejection, for programs: `EventAck.code`.
+REJECT_CODES = {
+    RefusalKind.PRECONDITION: pb.REJECT_CODE_FAILED_PRECONDITION,
+    RefusalKind.CONFLICT: pb.REJECT_CODE_CONFLICT,
+    RefusalKind.NOT_FOUND: pb.REJECT_CODE_NOT_FOUND,
+    RefusalKind.ID_REUSED: pb.REJECT_CODE_ID_REUSED,
+    RefusalKind.RETRY: pb.REJECT_CODE_RETRY_LATER,
+}
+assert REJECT_CODES.keys() == set(RefusalKind), "a refusal kind without its reject code"
 
 
 def refusal_status(refusal: Refusal) -> ApiError:

@@ -15,6 +15,7 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api import pages
 from server.api.answers import AnswerCache
 from server.api.errors import (
+    REJECT_CODES,
     ApiError,
     answers_errors,
     answers_stream_errors,
@@ -69,6 +70,7 @@ from server.application.subscriptions import (
 from server.domain.events import AccountKind, ExecutionEvent, Fill, FillCorrection, require_id
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
+from server.domain.refusals import RefusalKind
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -86,6 +88,7 @@ _RESULTS = {
     Result.DUPLICATE: pb.EVENT_RESULT_DUPLICATE,
     Result.REJECTED: pb.EVENT_RESULT_REJECTED,
 }
+_NO_CODE = pb.REJECT_CODE_UNSPECIFIED
 _LEVEL_FILTER = {
     pb.POSITION_LEVEL_UNSPECIFIED: None,
     pb.POSITION_LEVEL_STRATEGY: False,
@@ -204,6 +207,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     event_id=event_id_of(message),
                     result=pb.EVENT_RESULT_REJECTED,
                     reason=str(violation.within(f"events[{index}]")),
+                    code=pb.REJECT_CODE_INVALID_FIELD,
                 )
         outcomes, wait_for = self.service.admit(valid)
         for index, admitted, outcome in zip(valid_at, valid, outcomes, strict=True):
@@ -212,6 +216,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 sequence=outcome.sequence,
                 result=_RESULTS[outcome.result],
                 reason=outcome.reason,
+                code=REJECT_CODES[outcome.refused] if outcome.refused else _NO_CODE,
             )
             if outcome.result is Result.ACCEPTED and isinstance(admitted, Fill | FillCorrection):
                 acks[index].placement = pb.BOOKING_PLACEMENT_IN_ORDER  # set once applied
@@ -232,6 +237,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         content."""
         outcome, refusal = await self.service.execute(event)
         if outcome.result is Result.REJECTED:
+            if outcome.refused is RefusalKind.RETRY:
+                raise ApiError(grpc.StatusCode.UNAVAILABLE, outcome.reason)
             raise ApiError.already_exists(outcome.reason)
         if refusal is not None:
             raise refusal_status(refusal)

@@ -7,7 +7,7 @@ Incoming text is parsed strictly (plain decimal notation only) and every problem
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -19,6 +19,7 @@ from server.domain.book import PositionView
 from server.domain.decimals import canonical
 from server.domain.events import (
     CashTransfer,
+    CommissionAmendment,
     Fill,
     FillCorrection,
     InvalidEvent,
@@ -180,32 +181,47 @@ def transfer_from_proto(message: pb.CashTransfer) -> CashTransfer:
         )
 
 
-def event_from_proto(
-    message: pb.ExecutionEvent,
-) -> Fill | FillCorrection | OrderStatusUpdate | CashTransfer:
+def commission_from_proto(message: pb.CommissionAmendment) -> CommissionAmendment:
+    with field_errors():
+        return CommissionAmendment(
+            amendment_id=message.amendment_id,
+            account_id=message.account_id,
+            fill_id=message.fill_id,
+            commission=parse_decimal("commission", message.commission, default=Decimal(0)),
+            commission_currency=message.commission_currency,
+            timestamp_ns=timestamp_ns("timestamp", message),
+        )
+
+
+IngestedEvent = Fill | FillCorrection | OrderStatusUpdate | CashTransfer | CommissionAmendment
+
+# Each branch of ExecutionEvent's oneof: how it becomes a domain event, and its id field.
+_INGESTED: dict[str, tuple[Callable[[Any], IngestedEvent], str]] = {
+    "fill": (fill_from_proto, "fill_id"),
+    "status": (status_from_proto, "update_id"),
+    "transfer": (transfer_from_proto, "transfer_id"),
+    "commission": (commission_from_proto, "amendment_id"),
+}
+
+
+def event_from_proto(message: pb.ExecutionEvent) -> IngestedEvent:
     which = message.WhichOneof("event")
+    if which is None or which not in _INGESTED:
+        raise FieldViolation("event", f"must hold one of: {', '.join(_INGESTED)}")
+    parse, _ = _INGESTED[which]
     try:
-        if which == "fill":
-            return fill_from_proto(message.fill)
-        if which == "status":
-            return status_from_proto(message.status)
-        if which == "transfer":
-            return transfer_from_proto(message.transfer)
+        return parse(getattr(message, which))
     except FieldViolation as violation:
-        raise violation.within(str(which)) from None
-    raise FieldViolation("event", "must hold a fill, a status or a transfer")
+        raise violation.within(which) from None
 
 
 def event_id_of(message: pb.ExecutionEvent) -> str:
     """The id of an event as sent, even when the event is invalid."""
     which = message.WhichOneof("event")
-    if which == "fill":
-        return message.fill.fill_id
-    if which == "status":
-        return message.status.update_id
-    if which == "transfer":
-        return message.transfer.transfer_id
-    return ""
+    if which is None or which not in _INGESTED:
+        return ""
+    _, id_field = _INGESTED[which]
+    return str(getattr(getattr(message, which), id_field))
 
 
 def fill_to_proto(fill: Fill, corrects: str = "", into: pb.Fill | None = None) -> pb.Fill:

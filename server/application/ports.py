@@ -8,7 +8,13 @@ from typing import Protocol
 
 from server.domain.book import PositionView, Price
 from server.domain.corrections import JournaledFill
-from server.domain.events import BrokerPosition, ExecutionEvent, Fill, FillCorrection
+from server.domain.events import (
+    BrokerPosition,
+    CommissionAmendment,
+    ExecutionEvent,
+    Fill,
+    FillCorrection,
+)
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
 from server.domain.position import Position, PositionKey
@@ -120,7 +126,7 @@ class EventStore(Protocol):
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int
-    ) -> Iterator[tuple[int, JournaledFill | FillCorrection]]:
+    ) -> Iterator[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]]:
         """Journaled fills filled at or after `time_ns` (not decoded), and every correction,
         up to a sequence, in sequence order."""
 

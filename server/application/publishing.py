@@ -23,6 +23,7 @@ from server.domain.events import (
     BrokerPositions,
     CashReservation,
     CashTransfer,
+    CommissionAmendment,
     Fill,
     FillCorrection,
     FxFixing,
@@ -201,6 +202,20 @@ def _correction_updates(
     return _fill_updates(reads, correction.replacement(), sequence, corrected, correction.corrects)
 
 
+def _commission_updates(
+    reads: ReadModel, amendment: CommissionAmendment, sequence: int, applied: Applied
+) -> Iterator[Update]:
+    """The fill's rows as the amended commission left them (the fill as booked now)."""
+    found = reads.ledger.corrections.find(amendment.account_id, amendment.fill_id)
+    if not applied.rows or found is None:
+        return iter(())
+    return _fill_updates(reads, found[1].fill, sequence, applied, amendment.fill_id)
+
+
+def _commission_refused(amendment: CommissionAmendment, refusal: Refusal) -> None:
+    log.warning("commission amendment %s refused: %s", amendment.amendment_id, refusal)
+
+
 def _status_updates(
     reads: ReadModel, update: OrderStatusUpdate, sequence: int, applied: Applied
 ) -> Iterator[Update]:
@@ -245,6 +260,7 @@ def _run_replaced(ledger: Ledger, snapshot: BrokerPositions) -> Reconciliation |
 PUBLISHES: dict[type[JournaledEvent], Publishes[Any]] = {
     Fill: Publishes(updates=_fill_updates),
     FillCorrection: Publishes(updates=_correction_updates, refused=_correction_refused),
+    CommissionAmendment: Publishes(updates=_commission_updates, refused=_commission_refused),
     OrderStatusUpdate: Publishes(updates=_status_updates, judged=_status_judged),
     CashTransfer: Publishes(),
     CashReservation: Publishes(),

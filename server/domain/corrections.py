@@ -84,6 +84,9 @@ class _Exact:
     sequence: int
     timestamp_ns: int
     hashed: int
+    # What is booked, when the event at `sequence` does not hold it whole (a commission
+    # amendment names its fill and the commission only).
+    fill: Fill | None = None
 
 
 class CorrectableFills:
@@ -124,6 +127,13 @@ class CorrectableFills:
         if len(self._read_ahead) > READ_AHEAD:
             del self._read_ahead[next(iter(self._read_ahead))]
         return event
+
+    def prime(self, sequence: int, event: ExecutionEvent) -> None:
+        """Recovery: the journaled event at `sequence`, already decoded, so that the next
+        `find` of it reads nothing."""
+        self._read_ahead[sequence] = event
+        if len(self._read_ahead) > READ_AHEAD:
+            del self._read_ahead[next(iter(self._read_ahead))]
 
     def _kept_event(self, sequence: int) -> ExecutionEvent | None:
         assert self._kept is not None
@@ -182,7 +192,9 @@ class CorrectableFills:
         key = (account_id, original)
         exact = self._exact.get(key)
         if exact is not None:
-            booked = Booked(exact.event_id, exact.sequence, exact.timestamp_ns, self._event_at)
+            booked = Booked(
+                exact.event_id, exact.sequence, exact.timestamp_ns, self._event_at, exact.fill
+            )
             return original, booked
         packed = self._plain.get(self._hash(*key))
         if packed is None:
@@ -194,11 +206,21 @@ class CorrectableFills:
         booked = Booked(original, sequence, packed >> _SEQUENCE_BITS, self._event_at, fill)
         return original, booked
 
-    def replace(self, account_id: str, original: str, correction: Fill, sequence: int) -> None:
+    def replace(
+        self,
+        account_id: str,
+        original: str,
+        correction: Fill,
+        sequence: int,
+        *,
+        amended: bool = False,
+    ) -> None:
         """Books a correction (`correction.fill_id` is the correction's id, journaled at
         `sequence`) in place of what was booked for `original`, found by `find` just before
         (or not there at all). It keeps the corrected fill's execution time: a correction
-        takes its fill's place in time, and leaves the window when that fill would have."""
+        takes its fill's place in time, and leaves the window when that fill would have.
+        `amended`: the event at `sequence` is a commission amendment, which does not hold the
+        fill whole, so the fill is kept here."""
         key = (account_id, original)
         hashed = self._hash(*key)
         place_ns = None  # the corrected fill's execution time: the correction takes its place
@@ -220,7 +242,8 @@ class CorrectableFills:
         if self._kept is not None:
             self._kept[sequence] = correction
         self._originals[(account_id, correction.fill_id)] = original
-        self._put_exact(key, _Exact(correction.fill_id, sequence, place_ns, hashed))
+        kept = correction if amended else None
+        self._put_exact(key, _Exact(correction.fill_id, sequence, place_ns, hashed, kept))
         self._by_time.add(place_ns << _HASH_BITS | hashed)
         self.evict()
 

@@ -8,6 +8,7 @@ canonical text (see `codec`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Iterator
@@ -576,6 +577,41 @@ class FillCorrection(JournaledEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CommissionAmendment(JournaledEvent):
+    """A fill's commission, reported after the fill was booked (IB reports some late, partial
+    fills' often at the order's completion). It sets the commission of what is booked for
+    `fill_id`: fees and cash change by the difference, quantities, average cost and realized
+    P&L never do. Booked like a correction that changes nothing else, so that restatements,
+    later corrections and restarts see the amended fill."""
+
+    amendment_id: str
+    account_id: str
+    fill_id: str
+    commission: Decimal
+    timestamp_ns: int
+    commission_currency: str = ""
+
+    kind: ClassVar[str] = "commission"
+
+    def __post_init__(self) -> None:
+        for name in ("amendment_id", "account_id", "fill_id"):
+            require_id(name, getattr(self, name))
+        require_currency("commission_currency", self.commission_currency, required=False)
+        require_amount("commission", self.commission)
+        require_time(self.timestamp_ns)
+
+    @property
+    def event_id(self) -> str:
+        return self.amendment_id
+
+    def amended(self, booked: Fill) -> Fill:
+        """What is booked, with this commission."""
+        return dataclasses.replace(
+            booked, commission=self.commission, commission_currency=self.commission_currency
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPosition:
     """One position as the broker reports it. `avg_cost` is the broker's own figure (IB's
     includes commissions and, for derivatives, is per contract: price x `multiplier`)."""
@@ -664,6 +700,7 @@ ExecutionEvent = (
     | InstrumentDefinition
     | AccountDefinition
     | FillCorrection
+    | CommissionAmendment
     | BrokerPositions
     | FxFixing
 )
@@ -673,6 +710,7 @@ EVENT_KINDS: dict[str, type[ExecutionEvent]] = {
     cls.kind: cls
     for cls in (
         Fill, OrderStatusUpdate, CashTransfer, CashReservation, ReservationRelease,
-        InstrumentDefinition, AccountDefinition, FillCorrection, BrokerPositions, FxFixing,
+        InstrumentDefinition, AccountDefinition, FillCorrection, CommissionAmendment,
+        BrokerPositions, FxFixing,
     )
 }  # fmt: skip

@@ -25,7 +25,12 @@ from server.domain.balances import (
     ReservationStatus,
 )
 from server.domain.book import PositionBook, RowChange
-from server.domain.corrections import DEFAULT_WINDOW_NS, CorrectableFills, JournaledFill
+from server.domain.corrections import (
+    DEFAULT_WINDOW_NS,
+    Booked,
+    CorrectableFills,
+    JournaledFill,
+)
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import (
     AccountDefinition,
@@ -33,6 +38,7 @@ from server.domain.events import (
     BrokerPositions,
     CashReservation,
     CashTransfer,
+    CommissionAmendment,
     ExecutionEvent,
     Fill,
     FillCorrection,
@@ -114,6 +120,8 @@ class Outcome:
     sequence: int = 0
     reason: str = ""
     applied: Applied = NOTHING
+    #: Why it was rejected, for machines (None unless REJECTED).
+    refused: RefusalKind | None = None
 
     @property
     def changes(self) -> tuple[RowChange, ...]:
@@ -195,6 +203,7 @@ class Ledger:
                 Result.REJECTED,
                 reason=f"{_id_field(event)}: could not be told from an earlier event ({error}); "
                 "retry",
+                refused=RefusalKind.RETRY,
             )
         if seen is not None:
             sequence, seen_fingerprint = seen
@@ -210,33 +219,79 @@ class Ledger:
                 Result.REJECTED,
                 reason=f"{_id_field(event)}: already used by a different event "
                 f"(sequence {sequence})",
+                refused=RefusalKind.ID_REUSED,
             )
         rules = KINDS[type(event)]
         if rules.refuses is not None:
-            reason = rules.refuses(self, event)
-            if reason:
-                return Outcome(event.event_id, Result.REJECTED, reason=reason)
+            refusal = rules.refuses(self, event)
+            if refusal is not None:
+                return Outcome(
+                    event.event_id, Result.REJECTED, reason=str(refusal), refused=refusal.kind
+                )
         if rules.admitted is not None:
             rules.admitted(self, event)
         self.sequence += 1
         self.seen.add(event.kind, event.event_id, self.sequence, fingerprint)
         return Outcome(event.event_id, Result.ACCEPTED, self.sequence)
 
-    def _refuses_fill(self, fill: Fill) -> str:
+    def _refuses_fill(self, fill: Fill) -> Refusal | None:
         if self.instruments.strict and not self.knows(fill.instrument_id):
-            return (
-                f"instrument_id: {fill.instrument_id!r} is not a defined instrument "
-                "(the registry is strict: define it first)"
+            return Refusal(
+                RefusalKind.PRECONDITION,
+                "instrument_id",
+                f"{fill.instrument_id!r} is not a defined instrument "
+                "(the registry is strict: define it first)",
             )
-        return ""
+        return None
 
-    def _refuses_correction(self, correction: FillCorrection) -> str:
+    def _refuses_correction(self, correction: FillCorrection) -> Refusal | None:
         try:
             if not self._correctable(correction):
-                return str(self._uncorrectable(correction))
+                return self._uncorrectable(correction)
         except JournalUnreadable as error:
-            return f"corrects: the corrected fill could not be read ({error}); retry"
-        return ""
+            return Refusal(
+                RefusalKind.RETRY,
+                "corrects",
+                f"the corrected fill could not be read ({error}); retry",
+            )
+        return None
+
+    def _refuses_amendment(self, amendment: CommissionAmendment) -> Refusal | None:
+        key = (amendment.account_id, amendment.fill_id)
+        if key in self._admitted_fills:  # sent in the same batch, before it
+            return None
+        try:
+            found = self.corrections.find(*key)
+            if found is not None:
+                found[1].fill  # noqa: B018 (read now: applying it after its commit reads nothing)
+        except JournalUnreadable as error:
+            return Refusal(
+                RefusalKind.RETRY, "fill_id", f"the amended fill could not be read ({error}); retry"
+            )
+        return self._unamendable(amendment, found)
+
+    def _unamendable(
+        self, amendment: CommissionAmendment, found: tuple[str, Booked] | None
+    ) -> Refusal | None:
+        """Why the amendment cannot apply to what `find` gave for its fill, or None."""
+        if found is None:
+            days = self.corrections.window_ns / (86_400 * 10**9)
+            return Refusal(
+                RefusalKind.NOT_FOUND,
+                "fill_id",
+                f"no fill {amendment.fill_id!r} in account {amendment.account_id!r} within the "
+                f"correction window ({days:g} day{'' if days == 1 else 's'} before the latest "
+                "fill): send the amendment after the fill's ack",
+            )
+        booked = found[1]
+        if booked.event_id != amendment.fill_id:
+            return Refusal(
+                RefusalKind.CONFLICT,
+                "fill_id",
+                f"fill {amendment.fill_id!r} was replaced by correction {booked.event_id!r}: "
+                "amend the correction's commission instead",
+            )
+        return None
 
     def _admitted_fill(self, fill: Fill | FillCorrection) -> None:
         self._admitted_fills.add((fill.account_id, fill.event_id))
@@ -433,6 +488,40 @@ class Ledger:
         self._booked(correction, sequence, applied)
         return applied
 
+    def _apply_commission(self, amendment: CommissionAmendment, sequence: int) -> Applied:
+        """Books the fill again in its place with the amended commission: the rows' fees and
+        the cash move by the difference, nothing else does (same quantity, price and place)."""
+        found = self.corrections.find(amendment.account_id, amendment.fill_id)
+        refusal = self._unamendable(amendment, found)
+        if refusal is not None or found is None:  # admitted; the window moved on since
+            return Applied(refusal=refusal)
+        original, booked = found
+        old = booked.fill
+        new = amendment.amended(old)
+        rows = self.book.correct(old, new, sequence)
+        if rows is None:  # not reached: the rows keep at least the correction window's fills
+            return Applied(
+                refusal=Refusal(
+                    RefusalKind.CONFLICT,
+                    "fill_id",
+                    f"fill {old.fill_id!r} is no longer in its rows' restatement windows",
+                )
+            )
+        self.corrections.replace(amendment.account_id, original, new, sequence, amended=True)
+        changed: dict[BalanceKey, Balance] = {}
+        currency = self.instruments.ensure(old.instrument_id).currency
+        with localcontext(EXACT):
+            for fill, sign in ((old, 1), (new, -1)):  # the old commission back, the new one
+                if fill.commission:
+                    key = BalanceKey(fill.account_id, fill.commission_currency or currency)
+                    moved = self.balances.move_cash(
+                        key, sign * fill.commission, amendment.timestamp_ns, sequence
+                    )
+                    changed[key] = moved
+        return Applied(
+            rows=tuple(rows), balances=tuple(balance.copy() for balance in changed.values())
+        )
+
     def unreconcilable(self, account_id: str) -> Refusal | None:
         """Why the account cannot be reconciled: a paper account's book is the service's."""
         if self.accounts.get(account_id).account_kind is AccountKind.PAPER:
@@ -459,15 +548,23 @@ class Ledger:
 
     def reload_correctable(
         self,
-        bookings: Iterable[tuple[int, JournaledFill | FillCorrection]],
+        bookings: Iterable[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]],
         anchors: Iterable[Position] = (),
     ) -> list[PositionKey]:
-        """Recovery: refills the correctable fills from the journal's fills inside the window
-        and every correction, in sequence order (refused ones are skipped, as they were), and
-        rebuilds the rows' restatement windows from them and the checkpoint's `anchors`.
-        Returns the rows that came out other than checkpointed (none, unless a bug)."""
+        """Recovery: refills the correctable fills from the journal's fills inside the window,
+        every correction and every commission amendment, in sequence order (refused ones are
+        skipped, as they were), and rebuilds the rows' restatement windows from them and the
+        checkpoint's `anchors`. Returns the rows that came out other than checkpointed (none,
+        unless a bug)."""
         anchored = {anchor.key: anchor for anchor in anchors}
         horizon = self.book.horizon_ns()
+        bookings = list(bookings)
+        amended = {
+            (event.account_id, event.fill_id)
+            for _, event in bookings
+            if isinstance(event, CommissionAmendment)
+        }
+        named: dict[tuple[str, str], tuple[int, JournaledFill]] = {}  # fills amendments name
         windowed: list[tuple[int, Fill, str]] = []
         fills: list[tuple[int, JournaledFill]] = []
         for sequence, event in bookings:
@@ -475,13 +572,30 @@ class Ledger:
                 continue
             if isinstance(event, JournaledFill):
                 fills.append((sequence, event))
+                if amended and (event.account_id, event.fill_id) in amended:
+                    named[(event.account_id, event.fill_id)] = (sequence, event)
                 if anchored and event.timestamp_ns >= horizon:
                     windowed.append((sequence, Fill.from_text(event.text), ""))
                 continue
-            if anchored:
-                windowed.append((sequence, event.replacement(), event.corrects))
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
             fills = []
+            if isinstance(event, CommissionAmendment):
+                journaled = named.get((event.account_id, event.fill_id))
+                if journaled is not None:  # find() need not read the journal for it
+                    self.corrections.prime(journaled[0], Fill.from_text(journaled[1].text))
+                found = self.corrections.find(event.account_id, event.fill_id)
+                if found is None or self._unamendable(event, found) is not None:
+                    continue  # refused when it was applied (the window moved on)
+                original, booked = found
+                replacement = event.amended(booked.fill)
+                if anchored:
+                    windowed.append((sequence, replacement, event.fill_id))
+                self.corrections.replace(
+                    event.account_id, original, replacement, sequence, amended=True
+                )
+                continue
+            if anchored:
+                windowed.append((sequence, event.replacement(), event.corrects))
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
             self.corrections.replace(event.account_id, original, event.replacement(), sequence)
@@ -588,13 +702,13 @@ E = TypeVar("E", bound=JournaledEvent)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KindRules(Generic[E]):
     """How the ledger takes one kind of event, in one place: the field its id comes from,
-    what refuses it at admission (a reason naming the field, or ""), what admitting it notes
+    what refuses it at admission (a refusal naming the field, or None), what admitting it notes
     before it applies (a later event of the same batch may need it), how it applies, and
     whether its time moves the event clock (market data does not)."""
 
     id_field: str
     apply: Callable[[Ledger, E, int], Applied]
-    refuses: Callable[[Ledger, E], str] | None = None
+    refuses: Callable[[Ledger, E], Refusal | None] | None = None
     admitted: Callable[[Ledger, E], None] | None = None
     moves_clock: bool = True
 
@@ -607,6 +721,10 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
     FillCorrection: KindRules(
         id_field="correction_id", apply=Ledger._apply_correction,
         refuses=Ledger._refuses_correction, admitted=Ledger._admitted_fill,
+    ),
+    CommissionAmendment: KindRules(
+        id_field="amendment_id", apply=Ledger._apply_commission,
+        refuses=Ledger._refuses_amendment,
     ),
     OrderStatusUpdate: KindRules(
         id_field="update_id", apply=Ledger._apply_status

@@ -14,6 +14,11 @@ class RefusalKind(enum.Enum):
     CONFLICT = 2
     # It names something that does not exist (an unknown reservation).
     NOT_FOUND = 3
+    # Its id was already used by a different event (admission only: never journaled).
+    ID_REUSED = 4
+    # It could not be decided now (the journal could not be read): the same event may pass
+    # later (admission only).
+    RETRY = 5
 
 
 @dataclass(frozen=True, slots=True)

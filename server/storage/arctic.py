@@ -40,7 +40,7 @@ from server.application.ports import (
 )
 from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
-from server.domain.events import ExecutionEvent, Fill, FillCorrection
+from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
 from server.storage.disk import DiskGuard, StoreUnusable
@@ -415,7 +415,7 @@ class ArcticEventStore:
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int
-    ) -> Iterator[tuple[int, JournaledFill | FillCorrection]]:
+    ) -> Iterator[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]]:
         query = adb.QueryBuilder()
         query = query[
             (
@@ -424,6 +424,7 @@ class ArcticEventStore:
                     & (query["event_time"] >= pd.Timestamp(time_ns, unit="ns", tz="UTC"))
                 )
                 | (query["kind"] == "correction")
+                | (query["kind"] == "commission")
             )
             & (query["sequence"] <= up_to_sequence)
         ]
@@ -439,8 +440,10 @@ class ArcticEventStore:
         ):  # fmt: skip
             if kind == "fill":
                 yield sequence, JournaledFill(account_id, event_id, time_ns, text)
-            else:
+            elif kind == "correction":
                 yield sequence, FillCorrection.from_text(text)
+            else:
+                yield sequence, CommissionAmendment.from_text(text)
 
     # -- the analysts' views ---------------------------------------------------------------
 

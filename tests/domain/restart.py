@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from server.domain.corrections import JournaledFill
-from server.domain.events import ExecutionEvent, Fill, FillCorrection
+from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.ledger import Ledger, Result
 from server.domain.state import capture, capture_rows, restore
 
@@ -36,7 +36,8 @@ def restore_checkpoint(
             if isinstance(e, Fill)
             else (sequence, e)
             for sequence, e in sorted(journal, key=lambda item: item[0])
-            if isinstance(e, FillCorrection) or (isinstance(e, Fill) and e.timestamp_ns >= horizon)
+            if isinstance(e, FillCorrection | CommissionAmendment)
+            or (isinstance(e, Fill) and e.timestamp_ns >= horizon)
         ),
         live.book.anchors(),
     )

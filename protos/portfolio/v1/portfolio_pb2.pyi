@@ -36,6 +36,48 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RejectCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RejectCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REJECT_CODE_UNSPECIFIED: _RejectCode.ValueType  # 0
+    REJECT_CODE_INVALID_FIELD: _RejectCode.ValueType  # 1
+    """A field is missing or invalid (reason names it): resending the same event fails again."""
+    REJECT_CODE_ID_REUSED: _RejectCode.ValueType  # 2
+    """Its id was already used by a different event (the id is the idempotency key)."""
+    REJECT_CODE_NOT_FOUND: _RejectCode.ValueType  # 3
+    """It names something the service does not have (the fill a correction or commission
+    amendment names, outside the correction window or never sent).
+    """
+    REJECT_CODE_FAILED_PRECONDITION: _RejectCode.ValueType  # 4
+    """The service's state does not allow it (an undefined instrument in a strict registry)."""
+    REJECT_CODE_CONFLICT: _RejectCode.ValueType  # 5
+    """It contradicts what the service holds."""
+    REJECT_CODE_RETRY_LATER: _RejectCode.ValueType  # 6
+    """It could not be decided now (the journal could not be read): resend it later."""
+
+class RejectCode(_RejectCode, metaclass=_RejectCodeEnumTypeWrapper):
+    """Why the service rejected an event."""
+
+REJECT_CODE_UNSPECIFIED: RejectCode.ValueType  # 0
+REJECT_CODE_INVALID_FIELD: RejectCode.ValueType  # 1
+"""A field is missing or invalid (reason names it): resending the same event fails again."""
+REJECT_CODE_ID_REUSED: RejectCode.ValueType  # 2
+"""Its id was already used by a different event (the id is the idempotency key)."""
+REJECT_CODE_NOT_FOUND: RejectCode.ValueType  # 3
+"""It names something the service does not have (the fill a correction or commission
+amendment names, outside the correction window or never sent).
+"""
+REJECT_CODE_FAILED_PRECONDITION: RejectCode.ValueType  # 4
+"""The service's state does not allow it (an undefined instrument in a strict registry)."""
+REJECT_CODE_CONFLICT: RejectCode.ValueType  # 5
+"""It contradicts what the service holds."""
+REJECT_CODE_RETRY_LATER: RejectCode.ValueType  # 6
+"""It could not be decided now (the journal could not be read): resend it later."""
+Global___RejectCode: _TypeAlias = RejectCode  # noqa: Y015
+
 class _BookingPlacement:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -433,28 +475,79 @@ class ExecutionEvent(_message.Message):
     FILL_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
+    COMMISSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def fill(self) -> Global___Fill: ...
     @_builtins.property
     def status(self) -> Global___OrderStatusUpdate: ...
     @_builtins.property
     def transfer(self) -> Global___CashTransfer: ...
+    @_builtins.property
+    def commission(self) -> Global___CommissionAmendment: ...
     def __init__(
         self,
         *,
         fill: Global___Fill | None = ...,
         status: Global___OrderStatusUpdate | None = ...,
         transfer: Global___CashTransfer | None = ...,
+        commission: Global___CommissionAmendment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commission", b"commission", "event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commission", b"commission", "event", b"event", "fill", b"fill", "status", b"status", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["fill", "status", "transfer"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["fill", "status", "transfer", "commission"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ExecutionEvent: _TypeAlias = ExecutionEvent  # noqa: Y015
+
+@_typing.final
+class CommissionAmendment(_message.Message):
+    """A fill's commission reported after the fill was sent (IB reports some commissions late,
+    partial fills' often at the order's completion). It sets the fill's commission, replacing
+    what the fill carried: fees and cash change by the difference; quantity, average cost and
+    realized P&L never do. The fill must be known to the service and within the correction
+    window (else NOT_FOUND): send it after the fill's ack.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMENDMENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    FILL_ID_FIELD_NUMBER: _builtins.int
+    COMMISSION_FIELD_NUMBER: _builtins.int
+    COMMISSION_CURRENCY_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    amendment_id: _builtins.str
+    """Unique per amendment; the idempotency key (the relay uses "<execId>/commission")."""
+    account_id: _builtins.str
+    fill_id: _builtins.str
+    """The fill (or correction) whose commission this is."""
+    commission: _builtins.str
+    """Decimal string, the fill's whole commission; empty means "0". Negative for a rebate."""
+    commission_currency: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the broker reported it."""
+
+    def __init__(
+        self,
+        *,
+        amendment_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        fill_id: _builtins.str = ...,
+        commission: _builtins.str = ...,
+        commission_currency: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amendment_id", b"amendment_id", "commission", b"commission", "commission_currency", b"commission_currency", "fill_id", b"fill_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommissionAmendment: _TypeAlias = CommissionAmendment  # noqa: Y015
 
 @_typing.final
 class CashTransfer(_message.Message):
@@ -544,6 +637,7 @@ class EventAck(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's own id: fill_id, update_id or transfer_id."""
     sequence: _builtins.int
@@ -557,6 +651,10 @@ class EventAck(_message.Message):
     """For an accepted fill or correction: where it was booked in its rows' execution-time
     history. UNSPECIFIED for any other event and for duplicates and rejections.
     """
+    code: Global___RejectCode.ValueType
+    """Why a REJECTED event was rejected, for programs (reason is for people). UNSPECIFIED for
+    accepted events and duplicates.
+    """
     def __init__(
         self,
         *,
@@ -565,10 +663,11 @@ class EventAck(_message.Message):
         result: Global___EventResult.ValueType = ...,
         reason: _builtins.str = ...,
         placement: Global___BookingPlacement.ValueType = ...,
+        code: Global___RejectCode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "placement", b"placement", "reason", b"reason", "result", b"result", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "event_id", b"event_id", "placement", b"placement", "reason", b"reason", "result", b"result", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
