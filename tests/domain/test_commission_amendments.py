@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -132,14 +133,13 @@ def test_the_amendment_survives_a_late_fill_that_restates_the_row():
     assert (row.quantity, row.realized_pnl, row.cost_basis, row.fees) == (10, 50, 900, 4)
 
 
-def test_an_amendment_needs_its_ids_and_an_exact_commission():
-    for field, value in (("fill_id", ""), ("amendment_id", "a" * 200), ("account_id", "a\tb")):
-        try:
-            dataclasses.replace(amendment("x", 1), **{field: value})
-        except InvalidEvent as error:
-            assert error.field == field
-        else:
-            raise AssertionError(f"{field}={value!r} accepted")
+@pytest.mark.parametrize(
+    ("field", "value"), [("fill_id", ""), ("amendment_id", "a" * 200), ("account_id", "a\tb")]
+)
+def test_an_amendment_needs_its_ids(field, value):
+    with pytest.raises(InvalidEvent) as raised:
+        dataclasses.replace(amendment("x", 1), **{field: value})
+    assert raised.value.field == field
 
 
 @st.composite
@@ -178,9 +178,7 @@ def all_cash(ledger: Ledger) -> dict[tuple[str, str], Decimal]:
 
 @settings(max_examples=150, deadline=None)
 @given(amended_histories(), st.data())
-def test_any_arrival_with_late_commissions_and_a_restart_gives_the_reference_book(
-    history, data
-):
+def test_any_arrival_with_late_commissions_and_a_restart_gives_the_reference_book(history, data):
     arrival, in_order = history
     reference = new_ledger()
     record(reference, *in_order)
