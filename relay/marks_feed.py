@@ -233,6 +233,15 @@ class MarksFeed:
                 found[".".join(line.fx)] = con_id
         return found
 
+    def latest(self, instrument_id: str) -> Quote | None:
+        """The latest quote behind an instrument's marks (or an "EUR.USD" rate), if any."""
+        for line in self._lines.values():
+            if instrument_id in line.instrument_ids or (
+                line.fx is not None and ".".join(line.fx) == instrument_id
+            ):
+                return line.quote
+        return None
+
     # -----------------------------------------------------------------------------------------
     # Life cycle
 

@@ -12,10 +12,14 @@ Deliberate simplifications, where TWS is more particular:
 - reqExecutions honours the filter's clientId (if not 0), acctCode, symbol, secType, exchange,
   side (BUY/SELL against BOT/SLD) and time ("yyyymmdd hh:mm:ss", executions at or after it,
   compared as text, ignoring time zones).
-- placeOrder, cancelOrder and market data are not simulated: they are ignored (logged), except
-  that a snapshot reqMktData is answered with its tickSnapshotEnd and reqContractDetails with
-  its contractDetailsEnd (no details). reqCompletedOrders answers every order in a done
-  state (Filled, Cancelled, ...) as completedOrder, with its filled quantity.
+- placeOrder and cancelOrder are not simulated: they are ignored (logged). A snapshot
+  reqMktData is answered with its tickSnapshotEnd only; reqContractDetails with the contracts
+  given to `add_contract_details` (by conId, or symbol + secType + currency), then its end.
+  reqCompletedOrders answers every order in a done state (Filled, Cancelled, ...) as
+  completedOrder, with its filled quantity.
+- Streaming market data: reqMktData of a conId is answered with marketDataType and the ticks
+  held for it (`set_tick`), and later ticks are pushed until cancelMktData; a session whose
+  reqMarketDataType is 3 or 4 (delayed) gets the delayed tick ids (66, 67, 68, 75...).
 - A clientId already in use is not rejected (TWS answers error 326), so that a quick reconnect
   never races the old connection's close.
 
@@ -141,6 +145,8 @@ class _Session:
     account_updates: str | None = None  # account of an active reqAccountUpdates
     account_multi: dict[int, str] = field(default_factory=dict)  # reqId -> account
     seen_orders: set[int] = field(default_factory=set)  # permIds sent as openOrder
+    market_data: dict[int, int] = field(default_factory=dict)  # reqMktData reqId -> conId
+    market_data_type: int = 1  # reqMarketDataType: 1 live, 2 frozen, 3 delayed, 4 both
 
     def send(self, *fields: object) -> None:
         if not self.writer.is_closing():
@@ -223,6 +229,38 @@ def _exec_fields(req_id: int, e: _Execution, version: int) -> list[object]:
 def _commission_fields(e: _Execution) -> list[object]:
     # execId,commission,currency,realizedPNL,yield,yieldRedemptionDate
     return [59, 1, e.exec_id, e.commission, e.commission_currency, e.realized_pnl, "", ""]
+
+
+# The tick ids TWS uses for delayed data instead of the live ones.
+_DELAYED_TICKS = {1: 66, 2: 67, 4: 68, 6: 72, 7: 73, 9: 75, 14: 76}
+
+
+def _tick_fields(
+    session: _Session, req_id: int, tick_type: int, price: str, size: str
+) -> list[object]:
+    if session.market_data_type in (3, 4):
+        tick_type = _DELAYED_TICKS.get(tick_type, tick_type)
+    return [1, 6, req_id, tick_type, price, size, 0]  # tickPrice ..., attrMask
+
+
+def _contract_details_fields(
+    req_id: str, c: FakeContract, min_tick: str, version: int
+) -> list[object]:
+    head: list[object] = [10] if version >= 164 else [10, 8]
+    # symbol, secType, lastTradeDate, strike, right, exchange, currency, localSymbol,
+    # marketName, tradingClass, conId, minTick (then mdSizeMultiplier before 164)
+    fields = [*head, req_id, c.symbol, c.sec_type, c.last_trade_date, c.strike, c.right]
+    fields += [c.exchange, c.currency, c.local_symbol, c.trading_class, c.trading_class]
+    fields += [c.con_id, min_tick] + ([""] if version < 164 else [])
+    # multiplier, orderTypes, validExchanges, priceMagnifier, underConId, longName,
+    # primaryExchange, contractMonth, industry, category, subcategory, timeZoneId,
+    # tradingHours, liquidHours, evRule, evMultiplier, no secIds; aggGroup, underSymbol,
+    # underSecType, marketRuleIds, realExpirationDate, stockType
+    fields += [c.multiplier, "LMT,MKT", c.exchange, 1, 0, c.symbol, "", "", "", "", "", ""]
+    fields += ["", "", "", "", 0, "", "", "", "", "", ""]
+    if version >= 164:
+        fields += ["1", "1", "1"]  # minSize, sizeIncrement, suggestedSizeIncrement
+    return fields
 
 
 def _error_fields(req_id: int, code: int, message: str, version: int) -> list[object]:
@@ -358,8 +396,11 @@ class FakeTws:
         self._portfolio: dict[tuple[str, int], _PortfolioItem] = {}
         self._orders: dict[int, _Order] = {}
         self._executions: dict[str, _Execution] = {}
+        self._ticks: dict[int, dict[int, tuple[str, str]]] = {}  # conId -> tickType -> price, size
+        self._contract_details: dict[int, tuple[FakeContract, str]] = {}  # conId -> (c, minTick)
         self._handlers: dict[int, Callable[[_Session, list[str]], None]] = {
             1: self._on_req_mkt_data,
+            2: self._on_cancel_mkt_data,
             5: self._on_req_open_orders,
             6: self._on_req_account_updates,
             7: self._on_req_executions,
@@ -369,6 +410,7 @@ class FakeTws:
             16: self._on_req_open_orders,  # reqAllOpenOrders
             17: self._on_req_managed_accounts,
             49: self._on_req_current_time,
+            59: self._on_req_market_data_type,
             61: self._on_req_positions,
             62: self._on_req_account_summary,
             64: self._on_cancel_positions,
@@ -584,6 +626,25 @@ class FakeTws:
             raise KeyError(f"no execution {exec_id!r}")
 
     @_on_loop
+    def add_contract_details(self, contract: FakeContract, min_tick: str = "0.01") -> None:
+        """Make reqContractDetails answer this contract (CASH: symbol EUR, currency USD)."""
+        self._contract_details[contract.con_id] = (contract, min_tick)
+
+    @_on_loop
+    def set_tick(self, con_id: int, tick_type: int, price: str, size: str = "100") -> None:
+        """Hold a price tick (1 bid, 2 ask, 4 last, 9 close; the price as TWS writes it, "-1"
+        for none) and push it as tickPrice to every market data subscription of the conId."""
+        self._ticks.setdefault(con_id, {})[tick_type] = (price, size)
+        for session in self._sessions:
+            for req_id, subscribed in session.market_data.items():
+                if subscribed == con_id:
+                    session.send(*_tick_fields(session, req_id, tick_type, price, size))
+
+    def subscribed_con_ids(self) -> set[int]:
+        """The conIds with a streaming market data subscription open now, on any client."""
+        return {c for session in self._sessions for c in session.market_data.values()}
+
+    @_on_loop
     def send_error(self, req_id: int, code: int, message: str) -> None:
         """Push an error message to every client."""
         for session in self._sessions:
@@ -713,6 +774,21 @@ class FakeTws:
         # 1,11,reqId,contract...,genericTicks,snapshot,regulatorySnapshot,mktDataOptions
         if len(args) >= 4 and args[-3] == "1":
             session.send(57, 1, _arg(args, 1))  # tickSnapshotEnd: no data, but done
+            return
+        req_id, con_id = _to_int(_arg(args, 1)), _to_int(_arg(args, 2))
+        if not con_id:
+            session.send(*_error_fields(req_id, 200, "No security definition", session.version))
+            return
+        session.market_data[req_id] = con_id
+        session.send(58, 1, req_id, session.market_data_type)
+        for tick_type, (price, size) in self._ticks.get(con_id, {}).items():
+            session.send(*_tick_fields(session, req_id, tick_type, price, size))
+
+    def _on_cancel_mkt_data(self, session: _Session, args: list[str]) -> None:
+        session.market_data.pop(_to_int(_arg(args, 1)), None)  # 2,2,reqId
+
+    def _on_req_market_data_type(self, session: _Session, args: list[str]) -> None:
+        session.market_data_type = _to_int(_arg(args, 1)) or 1  # 59,1,type
 
     def _on_req_open_orders(self, session: _Session, args: list[str]) -> None:
         for order in self._orders.values():
@@ -763,7 +839,17 @@ class FakeTws:
         session.send(9, 1, self._next_order_id())
 
     def _on_req_contract_details(self, session: _Session, args: list[str]) -> None:
-        session.send(52, 1, _arg(args, 1))  # contractDetailsEnd, with no details
+        # 9,8,reqId,conId,symbol,secType,lastTradeDate,strike,right,multiplier,exchange,...
+        req_id, con_id = _arg(args, 1), _to_int(_arg(args, 2))
+        symbol, sec_type, currency = _arg(args, 3), _arg(args, 4), _arg(args, 11)
+        for contract, min_tick in self._contract_details.values():
+            if (con_id and contract.con_id == con_id) or (
+                not con_id
+                and (contract.symbol, contract.currency) == (symbol, currency)
+                and sec_type in ("", contract.sec_type)
+            ):
+                session.send(*_contract_details_fields(req_id, contract, min_tick, session.version))
+        session.send(52, 1, req_id)  # contractDetailsEnd
 
     def _on_req_managed_accounts(self, session: _Session, args: list[str]) -> None:
         session.send(15, 1, ",".join(self.accounts))
