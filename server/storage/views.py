@@ -51,7 +51,7 @@ from server.application.ports import (
 )
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
-from server.domain.events import Fill, FillCorrection, OrderStatusUpdate
+from server.domain.events import CommissionAmendment, Fill, FillCorrection, OrderStatusUpdate
 from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.storage.upcasters import current_view
@@ -71,6 +71,9 @@ CORRECTION_COLUMNS = [
     "correction_id", "corrects", "sequence", "fill_time", "strategy_id", "instrument_id",
     "side", "quantity", "price", "commission", "commission_currency", "order_ref", "order_id",
     "venue",
+]  # fmt: skip
+COMMISSION_COLUMNS = [
+    "amendment_id", "fill_id", "sequence", "reported_at", "commission", "commission_currency",
 ]  # fmt: skip
 RECONCILIATION_COLUMNS = [
     "snapshot_id", "sequence", "reconciled_at", "instrument_id", "status", "discrepancy",
@@ -162,6 +165,13 @@ def _correction_row(sequence: int, correction: FillCorrection) -> tuple[object, 
         canonical(correction.quantity), canonical(correction.price),
         canonical(correction.commission), correction.commission_currency,
         correction.order_ref, correction.order_id, correction.venue,
+    )  # fmt: skip
+
+
+def _commission_row(sequence: int, amendment: CommissionAmendment) -> tuple[object, ...]:
+    return (
+        amendment.amendment_id, amendment.fill_id, sequence, amendment.timestamp_ns,
+        canonical(amendment.commission), amendment.commission_currency,
     )  # fmt: skip
 
 
@@ -262,10 +272,12 @@ class ArcticViews:
         self.positions = arctic.get_library("positions", create_if_missing=True)
         self.portfolio = arctic.get_library("portfolio", create_if_missing=True)
         self.corrections = arctic.get_library("corrections", create_if_missing=True)
+        self.commissions = arctic.get_library("commissions", create_if_missing=True)
         self.reconciliations = arctic.get_library("reconciliations", create_if_missing=True)
         # The event log of each kind of journaled event that has one.
         self._library_of_kind = {
             "fill": self.fills, "status": self.orders, "correction": self.corrections,
+            "commission": self.commissions,
             "broker_positions": self.reconciliations,
         }  # fmt: skip
         self._logs: dict[tuple[str, str], _EventLog] = {}
@@ -430,7 +442,7 @@ class ArcticViews:
         judged = {item.sequence: item for item in transitions}
         grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
         for sequence, event in events:
-            if isinstance(event, Fill | OrderStatusUpdate | FillCorrection):
+            if isinstance(event, Fill | OrderStatusUpdate | FillCorrection | CommissionAmendment):
                 grouped[(event.kind, event.account_id)].append((sequence, event))
         left: list[Sequenced] = []
         for (kind, account_id), rows in grouped.items():
@@ -456,6 +468,12 @@ class ArcticViews:
             table = [_correction_row(s, e) for s, e in rows if isinstance(e, FillCorrection)]
             times = [e.timestamp_ns for _, e in rows]
             self._append_rows(library, symbol, state, table, times, CORRECTION_COLUMNS, "fill_time")
+        elif kind == "commission":
+            table = [_commission_row(s, e) for s, e in rows if isinstance(e, CommissionAmendment)]
+            times = [e.timestamp_ns for _, e in rows]
+            self._append_rows(
+                library, symbol, state, table, times, COMMISSION_COLUMNS, "reported_at"
+            )
         else:
             self._append_events(library, symbol, state, rows, judged)
 

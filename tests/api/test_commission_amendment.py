@@ -4,6 +4,7 @@ its reason, so that a relay never has to parse English."""
 
 from __future__ import annotations
 
+import arcticdb as adb
 import grpc
 import pytest
 
@@ -129,3 +130,6 @@ def test_an_amended_fill_stays_amended_after_a_restart(tmp_path, checkpoint_ever
     # 10 @100, 10 @80 (avg 90), sold 10 @95 (realized 50), 5 @96: 15 at basis 1380 (avg 92)
     assert rows[0] == ("15", "92", "50", "4")
     assert cash == {"USD": str(-1000 + 950 - 480 - 800 - 4)}
+    commissions = adb.Arctic(store).get_library("commissions").read("A1").data
+    assert list(commissions.amendment_id) == ["a/commission"]  # once, whatever was resent
+    assert (commissions.fill_id.iloc[0], commissions.commission.iloc[0]) == ("a", "4")
