@@ -152,7 +152,9 @@ async def _start(
             if config.restatement_window_days
             else None
         ),
-        reconcile_policy=ReconcilePolicy(config.cost_tolerance, config.precision),
+        reconcile_policy=ReconcilePolicy(
+            config.cost_tolerance, config.precision, config.cost_tolerance_floor
+        ),
         journal=store.event_at,  # ids seen and correctable fills kept compact, read back
         retention_ns=(
             int(config.order_retention_days * 86_400 * 10**9)

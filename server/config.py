@@ -64,8 +64,11 @@ class ServiceConfig:
     # A discrepancy turns health NOT_SERVING (and is logged as a warning) once this many runs
     # in a row show it for the same instrument.
     reconcile_confirm_runs: int = 2
-    # Average costs match when they differ by at most this fraction of the service's.
+    # Average costs match when the broker's is within this fraction of the service's cost
+    # band (without to with the row's fees: IB's avgCost includes commissions)...
     cost_tolerance: Decimal = Decimal("0.005")
+    # ... or within this much per unit of price, whichever is more (costs near zero).
+    cost_tolerance_floor: Decimal = Decimal("0.0001")
     # A broker correction may replace a fill up to this many days before the latest fill.
     # IB reports corrections the same day (reqExecutions lists the current day's executions).
     correction_window_days: float = 1.0
@@ -190,7 +193,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--reconcile-confirm-runs", int, defaults.reconcile_confirm_runs,
            "runs in a row a discrepancy must show before it counts")  # fmt: skip
     option("--cost-tolerance", _fraction, defaults.cost_tolerance,
-           "relative tolerance of average costs")  # fmt: skip
+           "relative tolerance of average costs (the service's with its fees)")  # fmt: skip
+    option("--cost-tolerance-floor", _fraction, defaults.cost_tolerance_floor,
+           "absolute tolerance of average costs per unit of price, if more")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
            "how far back a broker correction may reach")  # fmt: skip
     option("--restatement-window-days", float, defaults.restatement_window_days,

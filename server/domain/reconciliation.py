@@ -8,8 +8,14 @@ For each instrument the broker quantity is compared exactly with the sum of the 
   that makes the strategy rows plus the residual cost what the broker says the position cost;
 - the broker is flat and the strategies net to zero (one long, one short): kept, attribution
   and all;
-- quantities agree: the average costs are compared with a tolerance, since the broker's
-  (IB's `avgCost`) includes commissions and is per contract for derivatives.
+- quantities agree: the average costs are compared like with like. The broker's (IB's
+  `avgCost`) is per contract for derivatives (divided by the multiplier here) and includes
+  the commissions of the trades that opened the position; the service's `avg_cost` excludes
+  fees, and its `fees` are every commission the row paid, closing ones included. So the
+  broker's unit cost lies between the service's average cost without fees and with all of
+  them (`avg_cost` +/- fees / (|quantity| x multiplier), + for a long position, - for a short
+  one: a short's average is the proceeds net of commissions): a match is a unit cost within
+  that band, give or take the tolerance (relative, with an absolute floor per unit).
 
 Nothing here rewrites a strategy's row: a run only produces a report and residual rows.
 """
@@ -119,9 +125,29 @@ class Reconciliation:
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePolicy:
-    # |broker unit cost - service avg cost| <= tolerance x |service avg cost| is a match.
+    # A broker unit cost within max(cost_tolerance x |service cost|, cost_floor) of the
+    # service's cost band (without to with its fees) is a match.
     cost_tolerance: Decimal = Decimal("0.005")
     precision: Decimal = Decimal("1e-9")
+    # Per unit of price: what the relative tolerance cannot give a cost near zero.
+    cost_floor: Decimal = Decimal("0.0001")
+
+
+def cost_tolerance(cost: Decimal, policy: ReconcilePolicy) -> Decimal:
+    """How far a broker's unit cost may sit from the service's `cost`: relative, but never
+    below the floor (a $0.05 option and a $500 stock alike)."""
+    with localcontext(EXACT):
+        return max(policy.cost_tolerance * abs(cost), policy.cost_floor)
+
+
+def _fee_band(row: Position | None, avg: Decimal, precision: Decimal) -> tuple[Decimal, Decimal]:
+    """The service's unit cost without and with all of the row's fees (in its currency),
+    as (low, high). Call inside `localcontext(EXACT)`."""
+    if row is None or not row.quantity or not row.fees:
+        return avg, avg
+    per_unit = divide_half_even(row.fees, abs(row.quantity) * row.multiplier, precision)
+    with_fees = avg + per_unit if row.quantity > 0 else avg - per_unit
+    return min(avg, with_fees), max(avg, with_fees)
 
 
 def reconcile(
@@ -207,9 +233,22 @@ def _line(
     elif not broker_quantity:
         status = LineStatus.FLAT_ATTRIBUTED
         note = "flat at the broker; the strategies' rows net to zero and are kept"
-    elif abs(unit_cost - service_avg) > policy.cost_tolerance * abs(service_avg):
-        status = LineStatus.COST_MISMATCH
-        note = f"average cost: broker {unit_cost} per unit vs service {service_avg}"
+    else:
+        low, high = _fee_band(account_row, service_avg, policy.precision)
+        off = low - unit_cost if unit_cost < low else unit_cost - high if unit_cost > high else ZERO
+        with_fees = low if high == service_avg else high
+        if off > cost_tolerance(max(abs(low), abs(high)), policy):
+            status = LineStatus.COST_MISMATCH
+            fees = account_row.fees if account_row else ZERO
+            note = (
+                f"average cost: broker {unit_cost} per unit vs service {service_avg} "
+                f"({with_fees} with its fees of {fees})"
+            )
+        elif unit_cost != service_avg:
+            note = (
+                f"average cost: broker {unit_cost} per unit, service {service_avg} "
+                f"({with_fees} with its fees)"
+            )
 
     residual_row = None
     if owner:
