@@ -28,12 +28,15 @@ __all__ = [
     "corrected_exec_id",
     "fill_event",
     "order_status",
+    "reserved_order_ref",
     "status_update",
     "status_update_id",
 ]
 
 #: The strategy of executions whose order carries no orderRef.
 DEFAULT_STRATEGY = "UNASSIGNED"
+#: Owners of the rows reconciliation adds: the service refuses them as a fill's strategy.
+RESERVED_STRATEGIES = frozenset({"UNATTRIBUTED", "RESIDUAL"})
 
 _EXECUTION_SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
 _ORDER_SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
@@ -65,8 +68,18 @@ class Attribution:
     default_strategy: str = DEFAULT_STRATEGY
 
     def strategy_of(self, order_ref: str) -> str:
-        """Strategies name themselves in their orders' orderRef; others go to the default."""
-        return order_ref.strip() or self.default_strategy
+        """Strategies name themselves in their orders' orderRef; others go to the default, and
+        so does an orderRef that names one of reconciliation's reserved owners (the fill keeps
+        it as its order_ref)."""
+        name = order_ref.strip()
+        if not name or name in RESERVED_STRATEGIES:
+            return self.default_strategy
+        return name
+
+
+def reserved_order_ref(order_ref: str) -> bool:
+    """True for an orderRef the service reserves (booked under the default strategy)."""
+    return order_ref.strip() in RESERVED_STRATEGIES
 
 
 def corrected_exec_id(exec_id: str) -> str:
@@ -110,7 +123,7 @@ def fill_event(fill: IbFill, attribution: Attribution, *, with_commission: bool 
             timestamp=_utc(execution.time),
             commission=commission,
             commission_currency=currency,
-            order_ref=execution.orderRef,
+            order_ref=execution.orderRef.strip(),
             order_id=str(execution.permId) if execution.permId else "",
             venue=execution.exchange,
             corrects=corrected_exec_id(execution.execId),
@@ -154,7 +167,7 @@ def status_update(
             instrument_id=attribution.contracts.instrument_id(trade.contract),
             status=status,
             strategy_id=attribution.strategy_of(order.orderRef),
-            order_ref=order.orderRef,
+            order_ref=order.orderRef.strip(),
             order_id=str(perm_id),
             perm_id=str(perm_id),
             filled_quantity=filled,

@@ -26,34 +26,51 @@ import itertools
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TypeVar
 
-from ib_async import CommissionReport, Trade
+import grpc
+from ib_async import CommissionReport, Contract, Execution, Trade
 from ib_async import Fill as IbFill
+from ib_async.util import dataclassUpdate
 
 from client import (
     AsyncPortfolioClient,
+    CommissionAmendment,
     EventAck,
     EventResult,
     ExecutionEvent,
     Fill,
     OrderStatusUpdate,
+    RejectCode,
 )
+from relay.dead_letters import DeadLetters, event_kind, replay
 from relay.executions import (
     DEFAULT_STRATEGY,
     Attribution,
     UnmappableEvent,
     commission_reported,
     fill_event,
+    reserved_order_ref,
     status_update,
+)
+from relay.instruments import (
+    TRANSIENT,
+    InstrumentCatalog,
+    InstrumentUndefinable,
+    ServiceInstruments,
+    multiplier_of,
+    needs_definition,
 )
 from relay.outbox import Outbox
 from relay.pending import CommissionWait
 from relay.relay_config import RelayConfig, parse_args
 from relay.statuses import OrderStates, executed_totals
+from tws.amounts import amount
 from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
@@ -66,8 +83,14 @@ _T = TypeVar("_T")
 _MICROSECOND = timedelta(microseconds=1)
 # What the relay remembers of what it sent (TWS lists a day's executions, or up to 7 days').
 _RETENTION = timedelta(days=8)
-# How the service words the rejection of an id it recorded for a different event.
-_REUSED_ID = "already used by a different event"
+# Seconds before an event the service could not take now (RETRY_LATER) is sent again.
+_RETRY_LATER_SECONDS = 1.0
+# The reqId of a live execution (others answer a request).
+_LIVE = -1
+# A commission amendment's id is its fill's execId and this.
+_AMENDMENT = "commission"
+# The dead-letter code of a fill whose instrument the relay could not define.
+_UNDEFINED_INSTRUMENT = "UNDEFINED_INSTRUMENT"
 #: The portfolio channel retries its connection at least this often while the service is down.
 PORTFOLIO_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 500),
@@ -88,6 +111,8 @@ class RelayStats:
     without_commission: int = 0
     #: Events written to the dead-letter file (refused by the service or unmappable).
     dead_lettered: int = 0
+    #: Commission amendments sent (a commission reported after its fill went without one).
+    commissions_amended: int = 0
 
 
 class ExecutionRelay:
@@ -107,6 +132,8 @@ class ExecutionRelay:
         tick_seconds: float = 0.2,
         flush_seconds: float = 5.0,
         send_retry: ReconnectPolicy | None = None,
+        dead_letters: DeadLetters | None = None,
+        instruments: InstrumentCatalog | None = None,
     ) -> None:
         self._connection = connection
         self._attribution = Attribution(contract_map or ContractMap(), default_strategy)
@@ -116,12 +143,27 @@ class ExecutionRelay:
         self._flush_seconds = flush_seconds
         self._waiting = CommissionWait(commission_wait)
         self._outbox = Outbox(client, batch_size=batch_size, retry=send_retry, on_ack=self._on_ack)
+        self._send_retry = send_retry or ReconnectPolicy(initial=0.5, factor=2.0, maximum=10.0)
+        self._dead_letters = dead_letters or DeadLetters()
+        self._instruments = instruments
         self.stats = RelayStats()
         self._sent: dict[str, Fill] = {}  # execId -> the fill as sent: resent as it was
         self._sent_at: dict[str, float] = {}  # execId -> when (monotonic), oldest first
         self._sent_bare: set[str] = set()  # sent without a commission report
-        self._late_reported: set[str] = set()
+        self._unacked: set[str] = set()  # fills put in the outbox and not acked yet
+        self._amend_on_ack: dict[str, CommissionAmendment] = {}  # execId -> once acked
+        self._bare_retries: dict[str, Fill] = {}  # execId -> the fill resent bare instead
+        self._early_reports: dict[str, CommissionReport] = {}  # before their execution
+        self._early_at: dict[str, float] = {}  # execId -> when (monotonic), oldest first
+        self._deferred: deque[tuple[float, ExecutionEvent]] = deque()  # RETRY_LATER: when
+        self._requesting = 0  # executions requests in flight
+        self._listing = False  # an answer listing executions is coming in
         self._unmappable: set[str] = set()
+        self._reserved_seen: set[str] = set()
+        self._defined: set[str] = set()  # instruments defined (or being) by this process
+        self._undefinable: dict[str, str] = {}  # instrument -> why it cannot be defined
+        self._held: dict[str, list[Fill]] = {}  # instrument being defined -> its fills
+        self._definitions: set[asyncio.Task[None]] = set()
         self._statuses: dict[str, float] = {}  # update id sent -> when (monotonic)
         self._orders = OrderStates()  # the last update sent per order
         self._status_times: dict[str, datetime] = {}  # order id -> its last update's time
@@ -139,8 +181,7 @@ class ExecutionRelay:
             return
         self._running = True
         ib = self._connection.ib
-        ib.execDetailsEvent += self._on_exec_details
-        ib.commissionReportEvent += self._on_commission_report
+        self._hook_wrapper()
         ib.orderStatusEvent += self._on_order_status
         await self._outbox.start()
         self._tasks = [
@@ -156,12 +197,11 @@ class ExecutionRelay:
             return
         self._running = False
         ib = self._connection.ib
-        ib.execDetailsEvent -= self._on_exec_details
-        ib.commissionReportEvent -= self._on_commission_report
+        self._unhook_wrapper()
         ib.orderStatusEvent -= self._on_order_status
         self._scan()
         await self._connection.stop()
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._definitions], []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -175,9 +215,9 @@ class ExecutionRelay:
             while True:
                 self._scan()
                 self._pump()
-                if not self._waiting and not len(self._outbox):
+                if not self._waiting and not len(self._outbox) and not self._pending:
                     return
-                if self._waiting:
+                if self._waiting or self._pending:
                     await asyncio.sleep(self._tick_seconds)
                 else:
                     await self._outbox.drained()
@@ -189,7 +229,14 @@ class ExecutionRelay:
     @property
     def waiting(self) -> int:
         """Events not acked yet: fills waiting for a commission report, and the outbox."""
-        return len(self._waiting) + len(self._outbox)
+        return len(self._waiting) + len(self._outbox) + self._pending
+
+    @property
+    def _pending(self) -> int:
+        """Fills held until their instrument is defined, events to resend later, amendments
+        waiting for their fill's ack."""
+        held = sum(len(fills) for fills in self._held.values())
+        return held + len(self._deferred) + len(self._amend_on_ack)
 
     # -----------------------------------------------------------------------------------------
     # Catching up
@@ -221,7 +268,8 @@ class ExecutionRelay:
         for exec_id in _older(self._sent_at, horizon):
             del self._sent[exec_id]
             self._sent_bare.discard(exec_id)
-            self._late_reported.discard(exec_id)
+        for exec_id in _older(self._early_at, horizon):
+            self._early_reports.pop(exec_id, None)
         _older(self._statuses, horizon)
         stale = datetime.now(UTC) - _RETENTION  # status times are this clock's
         self._orders.forget_before(stale)
@@ -229,15 +277,24 @@ class ExecutionRelay:
             del self._status_times[order_id]
 
     async def _request_executions(self) -> list[IbFill] | None:
-        if not self._connection.connected:
-            return None
+        """TWS's executions; meanwhile no fill leaves the commission wait, so that those the
+        answer lists take their places in time first (the caller pumps once it observed them).
+        The answer to ib_async's own request at connect is held the same way, until the
+        catch-up's."""
+        self._requesting += 1
         try:
+            if not self._connection.connected:
+                return None
             return await asyncio.wait_for(
                 self._connection.ib.reqExecutionsAsync(), self._request_timeout
             )
         except (ConnectionError, TimeoutError) as error:
             log.warning("executions request failed: %s", error or type(error).__name__)
             return None
+        finally:
+            self._requesting -= 1
+            if not self._requesting:
+                self._listing = False
 
     async def _tick_forever(self) -> None:
         while True:
@@ -259,12 +316,6 @@ class ExecutionRelay:
     # -----------------------------------------------------------------------------------------
     # ib_async events (eventkit drops a handler's exception silently: each logs its own)
 
-    def _on_exec_details(self, trade: Trade, fill: IbFill) -> None:
-        self._guarded(self._observe, fill)
-
-    def _on_commission_report(self, trade: Trade, fill: IbFill, report: CommissionReport) -> None:
-        self._guarded(self._observe, fill)
-
     def _on_order_status(self, trade: Trade) -> None:
         self._guarded(self._observe_status, trade)
 
@@ -274,6 +325,49 @@ class ExecutionRelay:
             self._pump()
         except Exception:
             log.exception("relay failed to handle %r", argument)
+
+    def _hook_wrapper(self) -> None:
+        """Sees every execution and commission report as ib_async decodes it: its events fire
+        only for orders it has a Trade for (a fill of an order placed before the relay
+        connected would wait for a scan and be overtaken), and it drops a commission report
+        that comes before its execution."""
+        wrapper = self._connection.ib.wrapper
+        decode_execution, decode_report = wrapper.execDetails, wrapper.commissionReport
+
+        def exec_details(req_id: int, contract: Contract, execution: Execution) -> None:
+            decode_execution(req_id, contract, execution)
+            if req_id != _LIVE:
+                self._listing = True  # an answer (maybe to ib_async's request at connect)
+            self._guarded(self._on_execution, execution.execId)
+
+        def commission_report(report: CommissionReport) -> None:
+            decode_report(report)
+            self._guarded(self._on_report, report)
+
+        setattr(wrapper, "execDetails", exec_details)  # noqa: B010 (an instance's method)
+        setattr(wrapper, "commissionReport", commission_report)  # noqa: B010
+
+    def _unhook_wrapper(self) -> None:
+        wrapper = vars(self._connection.ib.wrapper)
+        for name in ("execDetails", "commissionReport"):
+            wrapper.pop(name, None)
+
+    def _on_execution(self, exec_id: str) -> None:
+        fill = self._connection.ib.wrapper.fills.get(exec_id)
+        if fill is None:
+            return
+        early = self._early_reports.pop(exec_id, None)
+        if early is not None and not commission_reported(fill):
+            dataclassUpdate(fill.commissionReport, early)
+        self._observe(fill)
+
+    def _on_report(self, report: CommissionReport) -> None:
+        fill = self._connection.ib.wrapper.fills.get(report.execId)
+        if fill is not None:
+            self._observe(fill)  # ib_async filled the report in
+        elif report.execId:  # before its execution: kept until the execution comes
+            self._early_reports[report.execId] = report
+            self._early_at[report.execId] = time.monotonic()
 
     # -----------------------------------------------------------------------------------------
     # Fills
@@ -287,26 +381,19 @@ class ExecutionRelay:
         fill = self._connection.ib.wrapper.fills.get(exec_id, fill)
         sent = self._sent.get(exec_id)
         if sent is None:
+            if exec_id not in self._waiting:
+                self._prepare_instrument(fill)
             self._waiting.add(fill)
             return
-        if resend:
-            self._outbox.put(sent)
-        late = exec_id in self._sent_bare and exec_id not in self._late_reported
-        if late and commission_reported(fill):
-            self._late_reported.add(exec_id)
-            report = fill.commissionReport
-            log.warning(
-                "commission report of fill %s (%s %s) came after the fill was sent without "
-                "one; the service keeps the first content",
-                exec_id,
-                report.commission,
-                report.currency,
-            )
+        if resend and sent.instrument_id not in self._held:
+            self._put(sent)
+        if exec_id in self._sent_bare and commission_reported(fill):
+            self._amend(sent, fill.commissionReport)
 
     def _scan(self) -> None:
-        """Observes fills ib_async stored since the last scan, including those no event
-        announced (orders without a Trade). Its store is insertion-ordered and only grows,
-        until a disconnect replaces it."""
+        """Observes fills ib_async stored since the last scan (a safety net: the wrapper hook
+        sees them as they come). Its store is insertion-ordered and only grows, until a
+        disconnect replaces it."""
         store = self._connection.ib.wrapper.fills
         scanned, count = self._scanned
         if store is not scanned:
@@ -317,7 +404,13 @@ class ExecutionRelay:
         self._scanned = (store, len(store))
 
     def _pump(self, *, everything: bool = False) -> None:
-        """Moves fills that may go now from the commission wait into the outbox."""
+        """Moves fills that may go now from the commission wait into the outbox (not while an
+        executions answer is coming in: its fills take their places in time first)."""
+        if (self._requesting or self._listing) and not everything:
+            return
+        now = time.monotonic()
+        while self._deferred and (everything or self._deferred[0][0] <= now):
+            self._outbox.put(self._deferred.popleft()[1])
         for released in self._waiting.release(everything=everything):
             fill = released.fill
             exec_id = fill.execution.execId
@@ -325,8 +418,10 @@ class ExecutionRelay:
                 event = fill_event(fill, self._attribution, with_commission=released.reported)
             except UnmappableEvent as error:
                 self._unmappable.add(exec_id)
-                log.error("execution not relayed: %s", error)
+                self._set_aside_execution(fill, str(error))
                 continue
+            if reserved_order_ref(fill.execution.orderRef):
+                self._warn_reserved(fill.execution.orderRef.strip())
             if not released.reported:
                 self._sent_bare.add(exec_id)
                 self.stats.without_commission += 1
@@ -335,10 +430,187 @@ class ExecutionRelay:
                     exec_id,
                     self._waiting.wait_seconds,
                 )
+            failed = self._undefinable.get(event.instrument_id)
+            if failed is not None:
+                self._unmappable.add(exec_id)
+                self._dead_letter(event, failed, _UNDEFINED_INSTRUMENT)
+                continue
             self._sent[exec_id] = event
             self._sent_at[exec_id] = time.monotonic()
-            if self._outbox.put(event):
-                self.stats.fills_sent += 1
+            held = self._held.get(event.instrument_id)
+            if held is not None:  # its instrument is being defined
+                held.append(event)
+            else:
+                self._send_fill(event)
+
+    def _send_fill(self, fill: Fill) -> None:
+        if self._put(fill):
+            self.stats.fills_sent += 1
+
+    def _put(self, event: ExecutionEvent) -> bool:
+        if isinstance(event, Fill):
+            self._unacked.add(event.fill_id)
+        return self._outbox.put(event)
+
+    def _warn_reserved(self, order_ref: str) -> None:
+        if order_ref not in self._reserved_seen:
+            self._reserved_seen.add(order_ref)
+            log.warning(
+                "orderRef %r is reserved by the service for reconciliation's rows: its fills "
+                "are booked under the default strategy %r (the orderRef is kept on each fill)",
+                order_ref,
+                self._attribution.default_strategy,
+            )
+
+    # -----------------------------------------------------------------------------------------
+    # Late commission reports
+
+    def _amend(self, fill: Fill, report: CommissionReport) -> None:
+        """A commission reported after its fill went without one amends the fill: sent once the
+        service acked the fill (before, it would not find it)."""
+        self._sent_bare.discard(fill.fill_id)
+        try:
+            commission = amount(report.commission, "commission")
+        except ValueError as error:
+            log.error("commission report of fill %s is unusable: %s", fill.fill_id, error)
+            return
+        log.info(
+            "commission report of fill %s (%s %s) came after the fill was sent without one: "
+            "sending it as an amendment",
+            fill.fill_id,
+            commission,
+            report.currency,
+        )
+        self._send_amendment(fill, commission, report.currency)
+
+    def _send_amendment(self, fill: Fill, commission: Decimal, currency: str) -> None:
+        # Its content must not depend on when it is made, so that a restarted relay's is the
+        # same event (a duplicate): it bears the fill's time.
+        amendment = CommissionAmendment(
+            amendment_id=f"{fill.fill_id}/{_AMENDMENT}",
+            account_id=fill.account_id,
+            fill_id=fill.fill_id,
+            commission=commission,
+            commission_currency=currency,
+            timestamp=fill.timestamp,
+        )
+        if fill.fill_id in self._unacked:
+            self._amend_on_ack[fill.fill_id] = amendment
+        elif self._put(amendment):
+            self.stats.commissions_amended += 1
+
+    # -----------------------------------------------------------------------------------------
+    # Unmapped derivatives
+
+    def _prepare_instrument(self, fill: IbFill) -> None:
+        """Starts defining an unmapped derivative at its first execution (so that it is done
+        by the time the fill may go); its fills are held until then."""
+        contract = fill.contract
+        if (
+            self._instruments is None
+            or contract.conId <= 0
+            or contract.conId in self._attribution.contracts.ids
+            or not needs_definition(contract)
+        ):
+            return
+        instrument_id = str(contract.conId)
+        if instrument_id in self._defined:
+            return
+        self._defined.add(instrument_id)
+        self._held[instrument_id] = []
+        task = asyncio.create_task(
+            self._define(instrument_id, contract), name=f"relay define {instrument_id}"
+        )
+        self._definitions.add(task)
+        task.add_done_callback(self._definitions.discard)
+
+    async def _define(self, instrument_id: str, contract: Contract) -> None:
+        assert self._instruments is not None
+        failures = 0
+        try:
+            while True:
+                try:
+                    outcome = await self._instruments.ensure(
+                        contract, instrument_id, self._contract_multiplier
+                    )
+                except InstrumentUndefinable as error:
+                    self._undefinable[instrument_id] = str(error)
+                    log.error("instrument %s cannot be defined: %s", instrument_id, error)
+                    return
+                except grpc.aio.AioRpcError as error:
+                    if error.code() in TRANSIENT:
+                        failures += 1
+                        delay = self._send_retry.delay(failures)
+                        log.warning("defining instrument %s failed (%s); retrying in %.1f s",
+                                    instrument_id, error.code().name, delay)  # fmt: skip
+                        await asyncio.sleep(delay)
+                        continue
+                    log.error(
+                        "service refused to define instrument %s (%s: %s): its fills are "
+                        "booked as the service holds it",
+                        instrument_id, error.code().name, error.details(),
+                    )  # fmt: skip
+                    return
+                held = outcome.instrument
+                log.info(
+                    "instrument %s %s: %s, multiplier %s, %s",
+                    instrument_id,
+                    "defined" if outcome.defined else "already defined",
+                    held.symbol,
+                    held.multiplier or "1",
+                    held.currency,
+                )
+                return
+        finally:
+            for event in self._held.pop(instrument_id, []):
+                failed = self._undefinable.get(instrument_id)
+                if failed is None:
+                    self._send_fill(event)
+                else:
+                    self._unmappable.add(event.fill_id)
+                    self._sent.pop(event.fill_id, None)
+                    self._dead_letter(event, failed, _UNDEFINED_INSTRUMENT)
+
+    async def _contract_multiplier(self, contract: Contract) -> Decimal | None:
+        """The multiplier TWS's contract details give (for an execution without one)."""
+        details = await self._request(
+            self._connection.ib.reqContractDetailsAsync(Contract(conId=contract.conId)),
+            f"contract details of {contract.conId}",
+        )
+        for detail in details or []:
+            if detail.contract is not None:
+                multiplier = multiplier_of(detail.contract)
+                if multiplier is not None:
+                    return multiplier
+        return None
+
+    # -----------------------------------------------------------------------------------------
+    # Events the service refused, and executions the relay cannot map
+
+    def _dead_letter(self, event: ExecutionEvent, reason: str, code: str) -> None:
+        kind = event_kind(event)
+        try:
+            self._dead_letters.event(event, reason, code)
+        except OSError as error:
+            where = self._dead_letters.path
+            log.error("%s %s is lost: refused (%s: %s) and it could not be kept in %s: %s",
+                      kind, event.event_id, code, reason, where, error)  # fmt: skip
+            return
+        self.stats.dead_lettered += 1
+        log.error("%s %s not booked (%s: %s): kept in %s for a replay",
+                  kind, event.event_id, code, reason, self._dead_letters.path)  # fmt: skip
+
+    def _set_aside_execution(self, fill: IbFill, reason: str) -> None:
+        exec_id = fill.execution.execId
+        try:
+            self._dead_letters.execution(fill, reason)
+        except OSError as error:
+            log.error("execution %s not relayed (%s) and it could not be kept in %s: %s",
+                      exec_id, reason, self._dead_letters.path, error)  # fmt: skip
+            return
+        self.stats.dead_lettered += 1
+        log.error("execution %s not relayed (%s): kept in %s for a replay",
+                  exec_id, reason, self._dead_letters.path)  # fmt: skip
 
     # -----------------------------------------------------------------------------------------
     # Order statuses
@@ -411,19 +683,64 @@ class ExecutionRelay:
     # -----------------------------------------------------------------------------------------
 
     def _on_ack(self, event: ExecutionEvent, ack: EventAck) -> None:
+        if isinstance(event, Fill):
+            self._unacked.discard(event.fill_id)
         if ack.result is EventResult.ACCEPTED:
             self.stats.accepted += 1
         elif ack.result is EventResult.DUPLICATE:
             self.stats.duplicates += 1
-        elif isinstance(event, OrderStatusUpdate) and _REUSED_ID in ack.reason:
+        elif isinstance(event, OrderStatusUpdate) and ack.code is RejectCode.ID_REUSED:
             # TWS gives a status no time of its own: one a restarted relay reports again bears
             # the time it arrived, so it differs from the one the service recorded.
             self.stats.duplicates += 1
             log.info("status update %s was recorded earlier: %s", ack.event_id, ack.reason)
+            return
+        elif ack.code is RejectCode.RETRY_LATER:
+            kind, delay = event_kind(event), _RETRY_LATER_SECONDS
+            log.warning("service could not take %s %s now (%s): resending it in %.1f s",
+                        kind, ack.event_id, ack.reason, delay)  # fmt: skip
+            self._deferred.append((time.monotonic() + _RETRY_LATER_SECONDS, event))
+            return
+        elif ack.code is RejectCode.ID_REUSED and self._resend_bare(event):
+            return
         else:
             self.stats.rejected += 1
-            kind = "fill" if isinstance(event, Fill) else "status update"
-            log.warning("service rejected %s %s: %s", kind, ack.event_id, ack.reason)
+            self._refused(event, ack)
+            return
+        if isinstance(event, Fill):
+            self._fill_applied(event)
+
+    def _fill_applied(self, fill: Fill) -> None:
+        """Sends what waited for the fill's ack: its commission amendment."""
+        original = self._bare_retries.pop(fill.fill_id, None)
+        if original is not None:  # the service had it without commission: amend it
+            self._send_amendment(fill, original.commission, original.commission_currency)
+        amendment = self._amend_on_ack.pop(fill.fill_id, None)
+        if amendment is not None and self._put(amendment):
+            self.stats.commissions_amended += 1
+
+    def _resend_bare(self, fill: ExecutionEvent) -> bool:
+        """The service holds this fill with other content. A restarted relay resends with its
+        commission a fill an earlier run sent without: try the fill as that run sent it, and
+        amend its commission once the service takes it as a duplicate."""
+        if not isinstance(fill, Fill) or fill.fill_id in self._bare_retries:
+            return False
+        if not (fill.commission or fill.commission_currency):
+            return False
+        bare = dataclasses.replace(fill, commission=Decimal(0), commission_currency="")
+        self._bare_retries[fill.fill_id] = fill
+        self._sent[fill.fill_id] = bare
+        self._put(bare)
+        return True
+
+    def _refused(self, event: ExecutionEvent, ack: EventAck) -> None:
+        amendment = None
+        if isinstance(event, Fill):
+            event = self._bare_retries.pop(event.fill_id, event)  # the fill as TWS reported it
+            amendment = self._amend_on_ack.pop(event.fill_id, None)
+        self._dead_letter(event, ack.reason, ack.code.name)
+        if amendment is not None:
+            self._dead_letter(amendment, f"its fill {event.event_id} was refused", "FILL_REFUSED")
 
 
 def _older(sent_at: dict[str, float], horizon: float) -> list[str]:
@@ -453,6 +770,7 @@ async def run(config: RelayConfig) -> None:
         connect_timeout=config.connect_timeout,
     )
     client = AsyncPortfolioClient(config.service, channel_options=PORTFOLIO_CHANNEL_OPTIONS)
+    instruments = ServiceInstruments(config.service)
     async with client:
         relay = ExecutionRelay(
             connection,
@@ -461,6 +779,8 @@ async def run(config: RelayConfig) -> None:
             default_strategy=config.default_strategy,
             commission_wait=config.commission_wait,
             sweep_seconds=config.sweep_seconds,
+            dead_letters=DeadLetters(config.dead_letters),
+            instruments=instruments,
         )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -478,6 +798,25 @@ async def run(config: RelayConfig) -> None:
         finally:
             log.info("stopping")
             await relay.stop()
+            await instruments.close()
+
+
+async def replay_dead_letters(config: RelayConfig) -> int:
+    """Resends the dead-letter file's events; those refused again stay in it. 0 when none
+    is left, 1 otherwise."""
+    contracts = ContractMap.load(config.contract_map) if config.contract_map else ContractMap()
+    attribution = Attribution(contracts, config.default_strategy)
+    async with AsyncPortfolioClient(config.service) as client:
+        result = await replay(config.dead_letters, client, attribution)
+    log.info(
+        "replayed %s: %d events resent, %d accepted, %d already booked, %d kept (refused again)",
+        config.dead_letters,
+        result.resent,
+        result.accepted,
+        result.duplicates,
+        result.kept,
+    )
+    return 1 if result.kept else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,6 +825,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_ib_async(level)
     try:
+        if config.replay_dead_letters:
+            return asyncio.run(replay_dead_letters(config))
         asyncio.run(run(config))
     except ContractMapError as error:
         log.error("%s", error)

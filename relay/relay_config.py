@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from cli import env_options
 from relay.executions import DEFAULT_STRATEGY
 
+DEAD_LETTERS = "relay-dead-letters.jsonl"
+
 __all__ = ["RelayConfig", "parse_args"]
 
 
@@ -29,6 +31,10 @@ class RelayConfig:
     sweep_seconds: float = 60.0
     connect_timeout: float = 10.0
     log_level: str = "INFO"
+    # JSON lines of events the service refused and executions the relay could not map.
+    dead_letters: str = DEAD_LETTERS
+    # Resend the dead letters (after a fix) instead of relaying; those refused again stay.
+    replay_dead_letters: bool = False
 
 
 def _positive(text: str) -> float:
@@ -73,5 +79,12 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     option("--connect-timeout", _positive, defaults.connect_timeout,
            "seconds a TWS connect attempt may take")  # fmt: skip
     option("--log-level", str, defaults.log_level, "logging level")
+    option("--dead-letters", str, defaults.dead_letters,
+           "JSON-lines file of events the service refused (see --replay-dead-letters)")  # fmt: skip
+    parser.add_argument(
+        "--replay-dead-letters",
+        action="store_true",
+        help="resend the dead letters (after a fix) and exit; those refused again stay",
+    )
     args = parser.parse_args(argv)
     return RelayConfig(**vars(args))

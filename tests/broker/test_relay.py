@@ -475,12 +475,13 @@ async def test_without_a_commission_report_a_fill_goes_after_the_wait(
         await all_sent(relay, 1)
         assert relay.stats.without_commission == 1
         assert "fill 00000c02.01.01 sent without commission" in caplog.text
-        tws.send_commission_report("00000c02.01.01")  # too late: logged, not resent
+        tws.send_commission_report("00000c02.01.01")  # late: sent as a commission amendment
         await eventually(lambda: "came after the fill was sent without one" in caplog.text)
+        await relay.drained(5)
     finally:
         await relay.stop()
     row = await portfolio.get_position(ACCOUNT, "AAPL", strategy_id="UNASSIGNED")
-    assert (row.quantity, row.fees) == (10, 0)
+    assert (row.quantity, row.fees) == (10, 2)
 
 
 async def test_the_sweep_catches_executions_no_live_event_announced(
