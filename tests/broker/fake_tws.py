@@ -620,6 +620,16 @@ class FakeTws:
             session.send(*_commission_fields(execution))
 
     @_on_loop
+    def send_execution(self, exec_id: str) -> None:
+        """Push a stored execution live (execDetails, reqId -1) without its commission report:
+        with `send_commission_report` first, the report comes before its execution."""
+        execution = self._executions.get(exec_id)
+        if execution is None:
+            raise KeyError(f"no execution {exec_id!r}")
+        for session in self._sessions:
+            session.send(*_exec_fields(-1, execution, session.version))
+
+    @_on_loop
     def remove_execution(self, exec_id: str) -> None:
         """Forget an execution: reqExecutions no longer returns it."""
         if self._executions.pop(exec_id, None) is None:
