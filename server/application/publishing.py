@@ -24,6 +24,7 @@ from server.domain.events import (
     CashReservation,
     CashTransfer,
     CommissionAmendment,
+    DayClose,
     Fill,
     FillCorrection,
     FxFixing,
@@ -269,6 +270,7 @@ PUBLISHES: dict[type[JournaledEvent], Publishes[Any]] = {
     AccountDefinition: Publishes(),
     BrokerPositions: Publishes(replaces=_run_replaced, reported=_snapshot_reported),
     FxFixing: Publishes(),
+    DayClose: Publishes(),
 }
 """Every kind the journal holds, as the ledger's KINDS lists them."""
 

@@ -612,6 +612,52 @@ class CommissionAmendment(JournaledEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClosingMark:
+    """An instrument's price at a trading day's close."""
+
+    instrument_id: str
+    price: Decimal
+
+    def __post_init__(self) -> None:
+        require_id("instrument_id", self.instrument_id)
+        require_amount("price", self.price)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DayClose(JournaledEvent):
+    """A trading day's close of one account, journaled by the service at the session's close
+    (or at its next start, `late`): it records every row's day (see pnl_history.py). It
+    carries the closing marks of what the account holds, so that a replay records the same
+    figures whatever marks came later; the id is the account and the trading date."""
+
+    account_id: str
+    trading_date: str
+    timestamp_ns: int  # the close's instant
+    marks: tuple[ClosingMark, ...] = ()
+    late: bool = False
+
+    kind: ClassVar[str] = "day_close"
+
+    def __post_init__(self) -> None:
+        require_id("account_id", self.account_id)
+        require_date("trading_date", self.trading_date)
+        if len(self.trading_date) != 10:
+            raise InvalidEvent("trading_date", "must be a day, YYYY-MM-DD")
+        require_time(self.timestamp_ns)
+        seen: set[str] = set()
+        for index, mark in enumerate(self.marks):
+            if mark.instrument_id in seen:
+                raise InvalidEvent(
+                    f"marks[{index}].instrument_id", f"{mark.instrument_id!r} is listed twice"
+                )
+            seen.add(mark.instrument_id)
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.account_id}@{self.trading_date}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPosition:
     """One position as the broker reports it. `avg_cost` is the broker's own figure (IB's
     includes commissions and, for derivatives, is per contract: price x `multiplier`)."""
@@ -703,6 +749,7 @@ ExecutionEvent = (
     | CommissionAmendment
     | BrokerPositions
     | FxFixing
+    | DayClose
 )
 """Every kind of event the journal holds."""
 
@@ -711,6 +758,6 @@ EVENT_KINDS: dict[str, type[ExecutionEvent]] = {
     for cls in (
         Fill, OrderStatusUpdate, CashTransfer, CashReservation, ReservationRelease,
         InstrumentDefinition, AccountDefinition, FillCorrection, CommissionAmendment,
-        BrokerPositions, FxFixing,
+        BrokerPositions, FxFixing, DayClose,
     )
 }  # fmt: skip

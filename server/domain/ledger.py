@@ -38,7 +38,9 @@ from server.domain.events import (
     BrokerPositions,
     CashReservation,
     CashTransfer,
+    ClosingMark,
     CommissionAmendment,
+    DayClose,
     ExecutionEvent,
     Fill,
     FillCorrection,
@@ -53,6 +55,7 @@ from server.domain.fx_history import FX_HORIZON_MARGIN_NS, FxHistory, fixed_rate
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import FxTable
 from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
+from server.domain.pnl_history import DailyPnl, PnlHistory
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import (
     ReconcilePolicy,
@@ -83,6 +86,7 @@ class Applied:
     balances: tuple[Balance, ...] = ()
     refusal: Refusal | None = None
     reconciliation: Reconciliation | None = None
+    days: tuple[DailyPnl, ...] = ()  # a day's close: each row's day
 
     @property
     def placement(self) -> Placement:
@@ -172,6 +176,7 @@ class Ledger:
         self.fx_history = FxHistory()
         self.corrections = CorrectableFills(correction_window_ns, journal)
         self.reconciliations = ReconciliationBook()
+        self.pnl = PnlHistory()  # each trading day's close, per row and per scope
         self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
         self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
         # sequence -> where a recent fill that did not land in order landed (for its ack).
@@ -522,6 +527,40 @@ class Ledger:
             rows=tuple(rows), balances=tuple(balance.copy() for balance in changed.values())
         )
 
+    def _apply_day_close(self, close: DayClose, sequence: int) -> Applied:
+        """Records the account's trading day (pnl_history.py) at the close's own marks (the
+        book's price for an instrument it has none for)."""
+        if close.trading_date <= self.pnl.closed_through(close.account_id):
+            return Applied(
+                refusal=Refusal(
+                    RefusalKind.CONFLICT,
+                    "trading_date",
+                    f"account {close.account_id!r} is closed through "
+                    f"{self.pnl.closed_through(close.account_id)}",
+                )
+            )
+        marks = {mark.instrument_id: mark.price for mark in close.marks}
+        base = self.accounts.base_currency(close.account_id)
+        rows = [row for group in self.account_instrument_rows(close.account_id).values()
+                for row in group]  # fmt: skip
+        days = self.pnl.close(
+            account_id=close.account_id, trading_date=close.trading_date,
+            close_ns=close.timestamp_ns, sequence=sequence, late=close.late, rows=rows,
+            mark_of=lambda instrument_id: marks.get(instrument_id, self.book.mark(instrument_id)),
+            base_currency=base, rate_of=lambda currency: self.fx.rate(currency, base),
+            precision=self.book.precision,
+        )  # fmt: skip
+        return Applied(days=tuple(days))
+
+    def closing_marks(self, account_id: str) -> tuple[ClosingMark, ...]:
+        """The marks a close of the account records now: the price of each instrument it
+        holds."""
+        return tuple(
+            ClosingMark(instrument_id=instrument_id, price=self.book.mark(instrument_id))
+            for instrument_id, rows in sorted(self.account_instrument_rows(account_id).items())
+            if any(row.quantity for row in rows)
+        )
+
     def unreconcilable(self, account_id: str) -> Refusal | None:
         """Why the account cannot be reconciled: a paper account's book is the service's."""
         if self.accounts.get(account_id).account_kind is AccountKind.PAPER:
@@ -748,6 +787,9 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
     ),
     FxFixing: KindRules(
         id_field="timestamp_ns", apply=Ledger._apply_fx, moves_clock=False
+    ),
+    DayClose: KindRules(
+        id_field="trading_date", apply=Ledger._apply_day_close, moves_clock=False
     ),
 }  # fmt: skip
 """Every kind the journal holds: a new kind adds its entry here (and its event class)."""

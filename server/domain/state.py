@@ -4,6 +4,7 @@ the copies are then safe to write from another thread."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 
 from server.domain.balances import Balance, Reservation
@@ -12,7 +13,8 @@ from server.domain.events import AccountDefinition, InstrumentDefinition
 from server.domain.ledger import Ledger
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
-from server.domain.position import Position
+from server.domain.pnl_history import RowClose, ScopeDay
+from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal
 
@@ -42,6 +44,10 @@ class LedgerState:
     event_clock_ns: list[int] = field(default_factory=list)
     ended_orders: list[tuple[int, tuple[str, str]]] = field(default_factory=list)
     ended_reservations: list[tuple[int, tuple[str, str]]] = field(default_factory=list)
+    # The P&L history: each row's last close, each scope's days, each account's last date.
+    pnl_last_closes: list[tuple[PositionKey, RowClose]] = field(default_factory=list)
+    pnl_days: list[tuple[str, str, ScopeDay]] = field(default_factory=list)
+    pnl_closed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
@@ -68,6 +74,9 @@ def capture(ledger: Ledger) -> LedgerState:
         event_clock_ns=[ledger.clock_ns] if ledger.clock_ns else [],
         ended_orders=ledger.orders.retention.entries(),
         ended_reservations=ledger.balances.retention.entries(),
+        pnl_last_closes=ledger.pnl.last_closes(),
+        pnl_days=[(a, s, copy.deepcopy(day)) for a, s, day in ledger.pnl.all_days()],
+        pnl_closed=ledger.pnl.closed_dates(),
     )
 
 
@@ -98,3 +107,8 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     ledger.book.latest_ns = max(state.corrections_latest_ns, default=0)
     ledger.orders.restore_retention(state.ended_orders, ledger.clock_ns)
     ledger.balances.restore_retention(state.ended_reservations, ledger.clock_ns)
+    ledger.pnl.restore(
+        state.pnl_last_closes,
+        [(a, s, copy.deepcopy(day)) for a, s, day in state.pnl_days],
+        state.pnl_closed,
+    )

@@ -24,6 +24,8 @@ from server.domain.events import (
 )
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, OrderBook, Transition
+from server.domain.pnl_history import CurrencyDay, RowClose, ScopeDay
+from server.domain.position import PositionKey
 from server.domain.reconciliation import (
     LineStatus,
     Reconciliation,
@@ -247,6 +249,65 @@ def _ended_from(record: dict[str, Any]) -> tuple[int, tuple[str, str]]:
     return record["at_ns"], (record["account_id"], record["key"])
 
 
+def _row_close(item: tuple[PositionKey, RowClose]) -> dict[str, Any]:
+    key, close = item
+    return {
+        "key": list(key), "quantity": canonical(close.quantity), "mark": _amount(close.mark),
+        "realized_pnl": canonical(close.realized_pnl),
+        "realized_pnl_base": _amount(close.realized_pnl_base), "fees": canonical(close.fees),
+        "other_fees": [[c, canonical(a)] for c, a in close.other_fees],
+        "unrealized_pnl": canonical(close.unrealized_pnl),
+    }  # fmt: skip
+
+
+def _row_close_from(record: dict[str, Any]) -> tuple[PositionKey, RowClose]:
+    return PositionKey(*record["key"]), RowClose(
+        quantity=Decimal(record["quantity"]), mark=_decimal(record["mark"]),
+        realized_pnl=Decimal(record["realized_pnl"]),
+        realized_pnl_base=_decimal(record["realized_pnl_base"]), fees=Decimal(record["fees"]),
+        other_fees=tuple((c, Decimal(a)) for c, a in record["other_fees"]),
+        unrealized_pnl=Decimal(record["unrealized_pnl"]),
+    )  # fmt: skip
+
+
+_CURRENCY_DAY = (
+    "realized_pnl", "unrealized_pnl", "unrealized_change", "fees", "exposure", "gross_exposure",
+)  # fmt: skip
+_SCOPE_BASE = (
+    "realized_pnl_base", "unrealized_pnl_base", "fees_base", "net_pnl_base", "exposure_base",
+    "gross_exposure_base",
+)  # fmt: skip
+
+
+def _scope_day(item: tuple[str, str, ScopeDay]) -> dict[str, Any]:
+    account_id, strategy_id, day = item
+    record: dict[str, Any] = {name: _amount(getattr(day, name)) for name in _SCOPE_BASE}
+    record.update(
+        account_id=account_id, strategy_id=strategy_id, trading_date=day.trading_date,
+        close_ns=day.close_ns, sequence=day.sequence, late=day.late,
+        base_currency=day.base_currency, missing_fx_rates=sorted(day.missing_fx_rates),
+        by_currency={
+            currency: {name: canonical(getattr(figures, name)) for name in _CURRENCY_DAY}
+            for currency, figures in day.by_currency.items()
+        },
+    )  # fmt: skip
+    return record
+
+
+def _scope_day_from(record: dict[str, Any]) -> tuple[str, str, ScopeDay]:
+    day = ScopeDay(
+        trading_date=record["trading_date"], close_ns=record["close_ns"],
+        sequence=record["sequence"], late=record["late"], base_currency=record["base_currency"],
+        by_currency={
+            currency: CurrencyDay(**{name: Decimal(figures[name]) for name in _CURRENCY_DAY})
+            for currency, figures in record["by_currency"].items()
+        },
+        missing_fx_rates=set(record["missing_fx_rates"]),
+        **{name: _decimal(record[name]) for name in _SCOPE_BASE},
+    )  # fmt: skip
+    return record["account_id"], record["strategy_id"], day
+
+
 _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
     "instruments": (_instrument, lambda r: InstrumentDefinition.from_text(r["text"])),
     "accounts": (_account, lambda r: AccountDefinition.from_text(r["text"])),
@@ -264,6 +325,9 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "event_clock_ns": (lambda t: {"time_ns": t}, lambda r: r["time_ns"]),
     "ended_orders": (_ended, _ended_from),
     "ended_reservations": (_ended, _ended_from),
+    "pnl_last_closes": (_row_close, _row_close_from),  # none in a checkpoint from before it
+    "pnl_days": (_scope_day, _scope_day_from),
+    "pnl_closed": (lambda c: {"closed": list(c)}, lambda r: tuple(r["closed"])),
 }
 
 

@@ -1,0 +1,299 @@
+"""Daily P&L: what each trading day's close records, per row and per scope (an account's
+account-level book, or one strategy in it).
+
+A close (`DayClose`, journaled) records every row of the account against the row's figures at
+the account's previous close: start and end quantity and mark, the day's realized P&L and fees
+(differences of the row's running totals), its unrealized P&L at the close's marks and the
+change in it, the day's net (realized + change in unrealized - fees) and the exposure (market
+value at the close). The marks are the close event's own, so a replay of the journal records
+the very same figures; base-currency figures convert at the FX rates the ledger holds at that
+point of the journal (journaled too). Figures are as known at each close: a fill that arrives
+after the close it was executed before counts on the day it arrived.
+
+Only the last close of each row and each scope's daily totals are kept here (a few hundred
+bytes a strategy a day); each row's day goes to the analysts' `pnl` library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+
+from server.domain.decimals import EXACT, ZERO
+from server.domain.position import Position, PositionKey
+
+__all__ = ["CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowClose:
+    """A row's running figures at a close: what the next close takes differences against."""
+
+    quantity: Decimal = ZERO
+    mark: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    realized_pnl_base: Decimal | None = ZERO
+    fees: Decimal = ZERO
+    other_fees: tuple[tuple[str, Decimal], ...] = ()
+    unrealized_pnl: Decimal = ZERO
+
+
+_NEW_ROW = RowClose()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyPnl:
+    """One row's trading day, in its instrument's currency (base figures None when a rate was
+    missing)."""
+
+    trading_date: str
+    close_ns: int
+    sequence: int
+    key: PositionKey
+    currency: str
+    start_quantity: Decimal
+    start_mark: Decimal | None
+    end_quantity: Decimal
+    end_mark: Decimal | None
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    unrealized_change: Decimal
+    fees: Decimal
+    # The day's fees charged in other currencies than the row's, (currency, amount).
+    other_fees: tuple[tuple[str, Decimal], ...]
+    net_pnl: Decimal
+    exposure: Decimal
+    base_currency: str
+    realized_pnl_base: Decimal | None
+    unrealized_pnl_base: Decimal | None
+    fees_base: Decimal | None
+    net_pnl_base: Decimal | None
+    exposure_base: Decimal | None
+
+
+@dataclass(slots=True)
+class CurrencyDay:
+    """A scope's day in one currency: sums of its rows' days in that currency (fees in it
+    charged on rows of other currencies included)."""
+
+    realized_pnl: Decimal = ZERO
+    unrealized_pnl: Decimal = ZERO
+    unrealized_change: Decimal = ZERO
+    fees: Decimal = ZERO
+    exposure: Decimal = ZERO
+    gross_exposure: Decimal = ZERO
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.realized_pnl + self.unrealized_change - self.fees
+
+
+@dataclass(slots=True, kw_only=True)
+class ScopeDay:
+    """A scope's trading day: per currency, and in the account's base currency (None when a
+    rate was missing: `missing_fx_rates` names the currencies)."""
+
+    trading_date: str
+    close_ns: int
+    sequence: int
+    late: bool
+    base_currency: str
+    by_currency: dict[str, CurrencyDay] = field(default_factory=dict)
+    realized_pnl_base: Decimal | None = ZERO
+    unrealized_pnl_base: Decimal | None = ZERO
+    fees_base: Decimal | None = ZERO
+    net_pnl_base: Decimal | None = ZERO
+    exposure_base: Decimal | None = ZERO
+    gross_exposure_base: Decimal | None = ZERO
+    missing_fx_rates: set[str] = field(default_factory=set)
+
+    def add(self, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
+        figures = self.by_currency.setdefault(day.currency, CurrencyDay())
+        figures.realized_pnl += day.realized_pnl
+        figures.unrealized_pnl += day.unrealized_pnl
+        figures.unrealized_change += day.unrealized_change
+        figures.fees += day.fees
+        figures.exposure += day.exposure
+        figures.gross_exposure += abs(day.exposure)
+        for currency, amount in day.other_fees:
+            self.by_currency.setdefault(currency, CurrencyDay()).fees += amount
+            if rate_of(currency) is None:
+                self.missing_fx_rates.add(currency)
+        if day.net_pnl_base is None:
+            self.missing_fx_rates.add(day.currency)
+        self.realized_pnl_base = _plus(self.realized_pnl_base, day.realized_pnl_base)
+        self.unrealized_pnl_base = _plus(self.unrealized_pnl_base, day.unrealized_pnl_base)
+        self.fees_base = _plus(self.fees_base, day.fees_base)
+        self.net_pnl_base = _plus(self.net_pnl_base, day.net_pnl_base)
+        self.exposure_base = _plus(self.exposure_base, day.exposure_base)
+        gross = None if day.exposure_base is None else abs(day.exposure_base)
+        self.gross_exposure_base = _plus(self.gross_exposure_base, gross)
+
+
+def _plus(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
+    return None if total is None or amount is None else total + amount
+
+
+def _convert(amount: Decimal, rate: Decimal | None, precision: Decimal) -> Decimal | None:
+    if rate is None:
+        return None
+    return (amount * rate).quantize(precision) if rate != 1 else amount
+
+
+def _minus_fees(
+    now: tuple[tuple[str, Decimal], ...], before: tuple[tuple[str, Decimal], ...]
+) -> tuple[tuple[str, Decimal], ...]:
+    earlier = dict(before)
+    return tuple(
+        (currency, amount - earlier.get(currency, ZERO))
+        for currency, amount in now
+        if amount != earlier.get(currency, ZERO)
+    )
+
+
+class PnlHistory:
+    """Each row's last close and each scope's days, in trading-date order."""
+
+    def __init__(self) -> None:
+        self._last: dict[PositionKey, RowClose] = {}
+        # (account_id, strategy_id; "" = the account-level book) -> its days, oldest first.
+        self._days: dict[tuple[str, str], list[ScopeDay]] = {}
+        self._closed: dict[str, str] = {}  # account_id -> its latest trading date closed
+
+    def closed_through(self, account_id: str) -> str:
+        """The latest trading date closed for the account ("" before its first close)."""
+        return self._closed.get(account_id, "")
+
+    def close(
+        self,
+        *,
+        account_id: str,
+        trading_date: str,
+        close_ns: int,
+        sequence: int,
+        late: bool,
+        rows: Iterable[Position],
+        mark_of: Callable[[str], Decimal | None],
+        base_currency: str,
+        rate_of: Callable[[str], Decimal | None],
+        precision: Decimal,
+    ) -> list[DailyPnl]:
+        """Records the account's day: every row that held or moved since its last close."""
+        scopes: dict[str, ScopeDay] = {}
+        days: list[DailyPnl] = []
+        with localcontext(EXACT):
+            for row in rows:
+                day = self._row_day(
+                    row, trading_date, close_ns, sequence, mark_of, base_currency, rate_of,
+                    precision,
+                )  # fmt: skip
+                if day is None:
+                    continue
+                days.append(day)
+                scope = scopes.get(row.key.strategy_id)
+                if scope is None:
+                    scope = scopes[row.key.strategy_id] = ScopeDay(
+                        trading_date=trading_date, close_ns=close_ns, sequence=sequence,
+                        late=late, base_currency=base_currency,
+                    )  # fmt: skip
+                scope.add(day, rate_of)
+        for strategy_id, scope in scopes.items():
+            self._days.setdefault((account_id, strategy_id), []).append(scope)
+        self._closed[account_id] = trading_date
+        return days
+
+    def _row_day(
+        self,
+        row: Position,
+        trading_date: str,
+        close_ns: int,
+        sequence: int,
+        mark_of: Callable[[str], Decimal | None],
+        base_currency: str,
+        rate_of: Callable[[str], Decimal | None],
+        precision: Decimal,
+    ) -> DailyPnl | None:
+        before = self._last.get(row.key, _NEW_ROW)
+        mark = mark_of(row.key.instrument_id) if row.quantity else None
+        unrealized = row.unrealized_pnl(mark) if mark is not None else ZERO
+        other = row.other_fee_items()
+        now = RowClose(
+            quantity=row.quantity, mark=mark, realized_pnl=row.realized_pnl,
+            realized_pnl_base=row.realized_pnl_base, fees=row.fees, other_fees=other,
+            unrealized_pnl=unrealized,
+        )  # fmt: skip
+        if not row.quantity and now == before:
+            return None  # nothing held, nothing moved (a held row counts: its exposure)
+        self._last[row.key] = now
+        realized = row.realized_pnl - before.realized_pnl
+        change = unrealized - before.unrealized_pnl
+        fees = row.fees - before.fees
+        other_fees = _minus_fees(other, before.other_fees)
+        rate = rate_of(row.currency)
+        exposure = row.market_value(mark) if mark is not None else ZERO
+        realized_base: Decimal | None
+        if row.base_currency == base_currency and before.realized_pnl_base is not None:
+            realized_base = (
+                None
+                if row.realized_pnl_base is None
+                else row.realized_pnl_base - before.realized_pnl_base
+            )
+        else:  # no history in this base currency: at the close's rate
+            realized_base = _convert(realized, rate, precision)
+        fees_base = _convert(fees, rate, precision)
+        for currency, amount in other_fees:
+            fees_base = _plus(fees_base, _convert(amount, rate_of(currency), precision))
+        change_base = _convert(change, rate, precision)
+        net_base = (
+            None
+            if realized_base is None or change_base is None or fees_base is None
+            else realized_base + change_base - fees_base
+        )
+        return DailyPnl(
+            trading_date=trading_date, close_ns=close_ns, sequence=sequence, key=row.key,
+            currency=row.currency, start_quantity=before.quantity, start_mark=before.mark,
+            end_quantity=row.quantity, end_mark=mark, realized_pnl=realized,
+            unrealized_pnl=unrealized, unrealized_change=change, fees=fees,
+            other_fees=other_fees, net_pnl=realized + change - fees, exposure=exposure,
+            base_currency=base_currency, realized_pnl_base=realized_base,
+            unrealized_pnl_base=_convert(unrealized, rate, precision), fees_base=fees_base,
+            net_pnl_base=net_base, exposure_base=_convert(exposure, rate, precision),
+        )  # fmt: skip
+
+    def days(
+        self, account_id: str, strategy_id: str = "", first: str = "", last: str = ""
+    ) -> list[ScopeDay]:
+        """The scope's days with `first` <= trading date <= `last` ("" = open)."""
+        return [
+            day
+            for day in self._days.get((account_id, strategy_id), [])
+            if (not first or day.trading_date >= first) and (not last or day.trading_date <= last)
+        ]
+
+    def scopes(self, account_id: str) -> list[str]:
+        """The strategies with days in the account ("" for the account-level book)."""
+        return sorted(s for a, s in self._days if a == account_id)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def last_closes(self) -> list[tuple[PositionKey, RowClose]]:
+        return sorted(self._last.items())
+
+    def all_days(self) -> list[tuple[str, str, ScopeDay]]:
+        return [(a, s, day) for (a, s), days in sorted(self._days.items()) for day in days]
+
+    def closed_dates(self) -> list[tuple[str, str]]:
+        return sorted(self._closed.items())
+
+    def restore(
+        self,
+        last_closes: Iterable[tuple[PositionKey, RowClose]],
+        days: Iterable[tuple[str, str, ScopeDay]],
+        closed: Iterable[tuple[str, str]],
+    ) -> None:
+        self._last = dict(last_closes)
+        self._days = {}
+        for account_id, strategy_id, day in days:
+            self._days.setdefault((account_id, strategy_id), []).append(day)
+        self._closed = dict(closed)
