@@ -1619,6 +1619,7 @@ class PortfolioQuery(_message.Message):
     GET_CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
     GET_INSTRUMENT_FIELD_NUMBER: _builtins.int
     GET_RECONCILIATION_FIELD_NUMBER: _builtins.int
+    GET_PNL_HISTORY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def get_position(self) -> Global___GetPositionRequest: ...
     @_builtins.property
@@ -1641,6 +1642,8 @@ class PortfolioQuery(_message.Message):
     def get_instrument(self) -> Global___GetInstrumentRequest: ...
     @_builtins.property
     def get_reconciliation(self) -> Global___GetReconciliationRequest: ...
+    @_builtins.property
+    def get_pnl_history(self) -> Global___GetPnlHistoryRequest: ...
     def __init__(
         self,
         *,
@@ -1655,12 +1658,13 @@ class PortfolioQuery(_message.Message):
         get_consolidated_position: Global___GetConsolidatedPositionRequest | None = ...,
         get_instrument: Global___GetInstrumentRequest | None = ...,
         get_reconciliation: Global___GetReconciliationRequest | None = ...,
+        get_pnl_history: Global___GetPnlHistoryRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument", "get_reconciliation"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument", "get_reconciliation", "get_pnl_history"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -1685,6 +1689,7 @@ class PortfolioResponse(_message.Message):
     CONSOLIDATED_POSITION_FIELD_NUMBER: _builtins.int
     INSTRUMENT_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
+    PNL_HISTORY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def position(self) -> Global___Position: ...
     @_builtins.property
@@ -1707,6 +1712,8 @@ class PortfolioResponse(_message.Message):
     def instrument(self) -> Global___Instrument: ...
     @_builtins.property
     def reconciliation(self) -> Global___Reconciliation: ...
+    @_builtins.property
+    def pnl_history(self) -> Global___PnlHistory: ...
     def __init__(
         self,
         *,
@@ -1721,12 +1728,13 @@ class PortfolioResponse(_message.Message):
         consolidated_position: Global___ConsolidatedPosition | None = ...,
         instrument: Global___Instrument | None = ...,
         reconciliation: Global___Reconciliation | None = ...,
+        pnl_history: Global___PnlHistory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument", "reconciliation"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument", "reconciliation", "pnl_history"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -3083,3 +3091,191 @@ class Reconciliation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015
+
+@_typing.final
+class GetPnlHistoryRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    P&L history
+
+    Asks for the daily P&L of one scope.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required."""
+    strategy_id: _builtins.str
+    """Empty: the account-level book (every fill of the account); else one strategy's rows."""
+    from_date: _builtins.str
+    """Trading dates, YYYY-MM-DD, both included; empty: from the first / through the latest."""
+    to_date: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_date", b"from_date", "strategy_id", b"strategy_id", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPnlHistoryRequest: _TypeAlias = GetPnlHistoryRequest  # noqa: Y015
+
+@_typing.final
+class PnlHistory(_message.Message):
+    """A scope's trading days, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    strategy_id: _builtins.str
+    base_currency: _builtins.str
+    as_of_sequence: _builtins.int
+    """Every event up to this sequence is in the answer."""
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___PnlDay]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        base_currency: _builtins.str = ...,
+        days: _abc.Iterable[Global___PnlDay] | None = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "days", b"days", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PnlHistory: _TypeAlias = PnlHistory  # noqa: Y015
+
+@_typing.final
+class PnlDay(_message.Message):
+    """One trading day of a scope, as recorded at its close: the day's figures are differences from
+    the previous close (realized P&L and fees), the unrealized P&L at the close's marks and its
+    change, net = realized + change in unrealized - fees, exposure = market value at the close.
+    Figures are as known at each close: a fill that arrives after the close it was executed
+    before counts on the day it arrived.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADING_DATE_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_BASE_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_BASE_FIELD_NUMBER: _builtins.int
+    FEES_BASE_FIELD_NUMBER: _builtins.int
+    NET_PNL_BASE_FIELD_NUMBER: _builtins.int
+    EXPOSURE_BASE_FIELD_NUMBER: _builtins.int
+    GROSS_EXPOSURE_BASE_FIELD_NUMBER: _builtins.int
+    MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
+    trading_date: _builtins.str
+    """The date of the close in the session's time zone."""
+    sequence: _builtins.int
+    """The close's sequence in the journal."""
+    late: _builtins.bool
+    """Recorded after the service restarted past the close: it includes what arrived until then."""
+    realized_pnl_base: _builtins.str
+    """In the account's base currency: realized at the rates in force when realized, the rest at
+    the close's rates; empty when a rate was missing (missing_fx_rates names the currencies).
+    """
+    unrealized_pnl_base: _builtins.str
+    fees_base: _builtins.str
+    net_pnl_base: _builtins.str
+    exposure_base: _builtins.str
+    gross_exposure_base: _builtins.str
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___PnlCurrencyDay]:
+        """Per currency (decimal strings). Fees charged in a currency other than the row's count in
+        their own currency's entry.
+        """
+
+    @_builtins.property
+    def missing_fx_rates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        trading_date: _builtins.str = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        sequence: _builtins.int = ...,
+        late: _builtins.bool = ...,
+        by_currency: _abc.Iterable[Global___PnlCurrencyDay] | None = ...,
+        realized_pnl_base: _builtins.str = ...,
+        unrealized_pnl_base: _builtins.str = ...,
+        fees_base: _builtins.str = ...,
+        net_pnl_base: _builtins.str = ...,
+        exposure_base: _builtins.str = ...,
+        gross_exposure_base: _builtins.str = ...,
+        missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_currency", b"by_currency", "closed_at", b"closed_at", "exposure_base", b"exposure_base", "fees_base", b"fees_base", "gross_exposure_base", b"gross_exposure_base", "late", b"late", "missing_fx_rates", b"missing_fx_rates", "net_pnl_base", b"net_pnl_base", "realized_pnl_base", b"realized_pnl_base", "sequence", b"sequence", "trading_date", b"trading_date", "unrealized_pnl_base", b"unrealized_pnl_base"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PnlDay: _TypeAlias = PnlDay  # noqa: Y015
+
+@_typing.final
+class PnlCurrencyDay(_message.Message):
+    """A scope's day in one currency. Decimal strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    UNREALIZED_PNL_FIELD_NUMBER: _builtins.int
+    UNREALIZED_CHANGE_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    NET_PNL_FIELD_NUMBER: _builtins.int
+    EXPOSURE_FIELD_NUMBER: _builtins.int
+    GROSS_EXPOSURE_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    realized_pnl: _builtins.str
+    unrealized_pnl: _builtins.str
+    """At the close, on what is still held."""
+    unrealized_change: _builtins.str
+    fees: _builtins.str
+    net_pnl: _builtins.str
+    exposure: _builtins.str
+    """Net market value at the close (long minus short), and gross (long plus short)."""
+    gross_exposure: _builtins.str
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        realized_pnl: _builtins.str = ...,
+        unrealized_pnl: _builtins.str = ...,
+        unrealized_change: _builtins.str = ...,
+        fees: _builtins.str = ...,
+        net_pnl: _builtins.str = ...,
+        exposure: _builtins.str = ...,
+        gross_exposure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "exposure", b"exposure", "fees", b"fees", "gross_exposure", b"gross_exposure", "net_pnl", b"net_pnl", "realized_pnl", b"realized_pnl", "unrealized_change", b"unrealized_change", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PnlCurrencyDay: _TypeAlias = PnlCurrencyDay  # noqa: Y015

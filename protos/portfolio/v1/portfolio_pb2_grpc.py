@@ -150,6 +150,11 @@ class PortfolioManagerStub(object):
                 request_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.SerializeToString,
                 response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.FromString,
                 _registered_method=True)
+        self.GetPnlHistory = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetPnlHistory',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.FromString,
+                _registered_method=True)
 
 
 class PortfolioManagerServicer(object):
@@ -324,6 +329,14 @@ class PortfolioManagerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPnlHistory(self, request, context):
+        """The daily P&L of an account's book or of one strategy in it, one entry per trading day
+        closed (see PnlDay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -441,6 +454,11 @@ def add_PortfolioManagerServicer_to_server(servicer, server):
                     servicer.ListReconciliations,
                     request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.FromString,
                     response_serializer=portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.SerializeToString,
+            ),
+            'GetPnlHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPnlHistory,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1065,6 +1083,33 @@ class PortfolioManager(object):
             '/portfolio.v1.PortfolioManager/ListReconciliations',
             portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsRequest.SerializeToString,
             portfolio_dot_v1_dot_portfolio__pb2.ListReconciliationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPnlHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetPnlHistory',
+            portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,6 +109,10 @@ class PortfolioManagerStub:
     """Earlier reports, newest first (the latest in full; older ones keep only their
     differences), paginated.
     """
+    GetPnlHistory: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetPnlHistoryRequest, _portfolio_pb2.PnlHistory]
+    """The daily P&L of an account's book or of one strategy in it, one entry per trading day
+    closed (see PnlDay).
+    """
 
 @_typing.type_check_only
 class PortfolioManagerAsyncStub(PortfolioManagerStub):
@@ -174,6 +178,10 @@ class PortfolioManagerAsyncStub(PortfolioManagerStub):
     ListReconciliations: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.ListReconciliationsRequest, _portfolio_pb2.ListReconciliationsResponse]  # type: ignore[assignment]
     """Earlier reports, newest first (the latest in full; older ones keep only their
     differences), paginated.
+    """
+    GetPnlHistory: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetPnlHistoryRequest, _portfolio_pb2.PnlHistory]  # type: ignore[assignment]
+    """The daily P&L of an account's book or of one strategy in it, one entry per trading day
+    closed (see PnlDay).
     """
 
 class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
@@ -375,6 +383,16 @@ class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_portfolio_pb2.ListReconciliationsResponse, _abc.Awaitable[_portfolio_pb2.ListReconciliationsResponse]]:
         """Earlier reports, newest first (the latest in full; older ones keep only their
         differences), paginated.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPnlHistory(
+        self,
+        request: _portfolio_pb2.GetPnlHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.PnlHistory, _abc.Awaitable[_portfolio_pb2.PnlHistory]]:
+        """The daily P&L of an account's book or of one strategy in it, one entry per trading day
+        closed (see PnlDay).
         """
 
 def add_PortfolioManagerServicer_to_server(servicer: PortfolioManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
