@@ -58,6 +58,7 @@ from relay.executions import (
     reserved_order_ref,
     status_update,
 )
+from relay.health import DEAD_LETTERS, TWS, VISIBILITY, RelayHealth
 from relay.instruments import (
     TRANSIENT,
     InstrumentCatalog,
@@ -69,7 +70,7 @@ from relay.instruments import (
 from relay.outbox import Outbox
 from relay.pending import CommissionWait
 from relay.relay_config import RelayConfig, parse_args
-from relay.statuses import OrderStates, executed_totals
+from relay.statuses import OrderStates, executed_totals, unseen_orders
 from tws.amounts import amount
 from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
@@ -166,6 +167,8 @@ class ExecutionRelay:
         self._definitions: set[asyncio.Task[None]] = set()
         self._statuses: dict[str, float] = {}  # update id sent -> when (monotonic)
         self._orders = OrderStates()  # the last update sent per order
+        # Whether TWS reports other clients' executions to the relay (None: not checked yet).
+        self._visibility: tuple[bool | None, str] = (None, "not checked since connecting")
         self._status_times: dict[str, datetime] = {}  # order id -> its last update's time
         self._scanned: tuple[Mapping[str, IbFill], int] = ({}, 0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -525,59 +528,58 @@ class ExecutionRelay:
         task.add_done_callback(self._definitions.discard)
 
     async def _define(self, instrument_id: str, contract: Contract) -> None:
+        """Defines the instrument (retrying while the service or TWS is unreachable), then
+        sends its held fills; sets them aside if it cannot be defined. Cancelled (the relay
+        stops), it sends nothing: TWS lists the fills again at the next start."""
         assert self._instruments is not None
         failures = 0
-        try:
-            while True:
-                try:
-                    outcome = await self._instruments.ensure(
-                        contract, instrument_id, self._contract_multiplier
-                    )
-                except InstrumentUndefinable as error:
-                    self._undefinable[instrument_id] = str(error)
-                    log.error("instrument %s cannot be defined: %s", instrument_id, error)
-                    return
-                except grpc.aio.AioRpcError as error:
-                    if error.code() in TRANSIENT:
-                        failures += 1
-                        delay = self._send_retry.delay(failures)
-                        log.warning("defining instrument %s failed (%s); retrying in %.1f s",
-                                    instrument_id, error.code().name, delay)  # fmt: skip
-                        await asyncio.sleep(delay)
-                        continue
-                    log.error(
-                        "service refused to define instrument %s (%s: %s): its fills are "
-                        "booked as the service holds it",
-                        instrument_id, error.code().name, error.details(),
-                    )  # fmt: skip
-                    return
-                held = outcome.instrument
-                log.info(
-                    "instrument %s %s: %s, multiplier %s, %s",
-                    instrument_id,
-                    "defined" if outcome.defined else "already defined",
-                    held.symbol,
-                    held.multiplier or "1",
-                    held.currency,
+        while True:
+            try:
+                outcome = await self._instruments.ensure(
+                    contract, instrument_id, self._contract_multiplier
                 )
-                return
-        finally:
-            for event in self._held.pop(instrument_id, []):
-                failed = self._undefinable.get(instrument_id)
-                if failed is None:
-                    self._send_fill(event)
-                else:
-                    self._unmappable.add(event.fill_id)
-                    self._sent.pop(event.fill_id, None)
-                    self._dead_letter(event, failed, _UNDEFINED_INSTRUMENT)
+            except InstrumentUndefinable as error:
+                self._undefinable[instrument_id] = str(error)
+                log.error("instrument %s cannot be defined: %s", instrument_id, error)
+            except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as error:
+                if _transient(error):
+                    failures += 1
+                    delay = self._send_retry.delay(failures)
+                    log.warning("defining instrument %s failed (%s); retrying in %.1f s",
+                                instrument_id, _describe(error), delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    continue
+                why = _describe(error)
+                log.error("service refused to define instrument %s (%s): its fills are "
+                          "booked as the service holds it", instrument_id, why)  # fmt: skip
+            except Exception:
+                log.exception("defining instrument %s failed: its fills are booked as the "
+                              "service holds it", instrument_id)  # fmt: skip
+            else:
+                held = outcome.instrument
+                log.info("instrument %s %s: %s, multiplier %s, %s", instrument_id,
+                         "defined" if outcome.defined else "already defined", held.symbol,
+                         held.multiplier or "1", held.currency)  # fmt: skip
+            break
+        failed = self._undefinable.get(instrument_id)
+        for event in self._held.pop(instrument_id, []):
+            if failed is None:
+                self._send_fill(event)
+            else:
+                self._unmappable.add(event.fill_id)
+                self._sent.pop(event.fill_id, None)
+                self._dead_letter(event, failed, _UNDEFINED_INSTRUMENT)
 
     async def _contract_multiplier(self, contract: Contract) -> Decimal | None:
-        """The multiplier TWS's contract details give (for an execution without one)."""
-        details = await self._request(
+        """The multiplier in TWS's contract details (for an execution without one); raises
+        ConnectionError or TimeoutError when TWS does not answer."""
+        if not self._connection.connected:
+            raise ConnectionError("not connected to TWS")
+        details = await asyncio.wait_for(
             self._connection.ib.reqContractDetailsAsync(Contract(conId=contract.conId)),
-            f"contract details of {contract.conId}",
+            self._request_timeout,
         )
-        for detail in details or []:
+        for detail in details:
             if detail.contract is not None:
                 multiplier = multiplier_of(detail.contract)
                 if multiplier is not None:
@@ -654,6 +656,7 @@ class ExecutionRelay:
         )
         for error in errors:
             log.error("order status not relayed: %s", error)
+        self._check_visibility(unseen_orders(completed, working, fills, self._connection.client_id))
         sent = sum(self._send_status(update) for update in updates)
         log.info(
             "order statuses caught up: %d completed and %d working orders listed, %d updates sent",
@@ -661,6 +664,36 @@ class ExecutionRelay:
             len(working),
             sent,
         )
+
+    def _check_visibility(self, unseen: list[int]) -> None:
+        """Warns (once per change) when TWS lists filled orders whose executions it does not
+        report to the relay: it is then not TWS's master API client."""
+        client_id = self._connection.client_id
+        if not unseen:
+            self._visibility = (True, "every filled order TWS lists has its executions")
+            return
+        if self._visibility[0] is False:
+            return
+        shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+        why = (
+            f"TWS lists {len(unseen)} filled order{'' if len(unseen) == 1 else 's'} whose "
+            f"executions it does not report to "
+            f"client {client_id} (permId {shown}): the relay is not TWS's master API client "
+            f"and misses other clients' fills; set TWS's Configure > API > Settings > "
+            f"Master API client ID to {client_id}"
+        )
+        log.warning("%s", why)
+        self._visibility = (False, why)
+
+    def health(self) -> dict[str, tuple[bool | None, str]]:
+        """What the health surface shows: per name, healthy (None: unknown) and why."""
+        connection = self._connection
+        dead = self.stats.dead_lettered
+        return {
+            TWS: (connection.seeing, connection.impairment or "connected and seeing"),
+            VISIBILITY: self._visibility,
+            DEAD_LETTERS: (not dead, f"{dead} events set aside" if dead else "none set aside"),
+        }
 
     async def _request(self, request: Awaitable[list[_T]], what: str) -> list[_T] | None:
         """A TWS request with the relay's time-out; None (logged) if it fails."""
@@ -743,6 +776,17 @@ class ExecutionRelay:
             self._dead_letter(amendment, f"its fill {event.event_id} was refused", "FILL_REFUSED")
 
 
+def _transient(error: Exception) -> bool:
+    """TWS or the service unreachable or slow: worth another attempt."""
+    return not isinstance(error, grpc.aio.AioRpcError) or error.code() in TRANSIENT
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error) or type(error).__name__
+
+
 def _older(sent_at: dict[str, float], horizon: float) -> list[str]:
     """Removes and returns the ids sent before `horizon` (the dict is in sending order)."""
     old: list[str] = []
@@ -792,6 +836,9 @@ async def run(config: RelayConfig) -> None:
             config.service,
             len(contracts),
         )
+        health = RelayHealth(relay, config.health_port) if config.health_port else None
+        if health is not None:
+            await health.start()
         await relay.start()
         try:
             await stopping.wait()
@@ -799,6 +846,8 @@ async def run(config: RelayConfig) -> None:
             log.info("stopping")
             await relay.stop()
             await instruments.close()
+            if health is not None:
+                await health.stop()
 
 
 async def replay_dead_letters(config: RelayConfig) -> int:
