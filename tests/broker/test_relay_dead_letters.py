@@ -10,16 +10,25 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
 
-from client import AsyncPortfolioClient
+from client import (
+    AsyncPortfolioClient,
+    CommissionAmendment,
+    ExecutionEvent,
+    Fill,
+    OrderStatus,
+    OrderStatusUpdate,
+    Side,
+)
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from relay.dead_letters import DeadLetters, replay
+from relay.dead_letters import DeadLetter, DeadLetters, replay
 from relay.executions import Attribution
 from relay.relay import ExecutionRelay
 from tests.broker.fake_tws import FakeTws
@@ -172,3 +181,29 @@ async def test_the_replay_command_resends_and_exits_0_when_nothing_is_left(
     assert lines(letters.path) == []
     row = await portfolio.get_position(ACCOUNT, "272093", strategy_id="UNASSIGNED")
     assert (row.quantity, row.fees) == (7, Decimal("0.7"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The file's lines: every SDK event comes back as it went in
+
+
+def test_every_event_kind_round_trips_through_a_line(tmp_path: Path) -> None:
+    moment = datetime(2026, 1, 2, 15, 30, 0, 250_000, tzinfo=UTC)
+    events: list[ExecutionEvent] = [
+        Fill(fill_id="x.01.02", account_id=ACCOUNT, strategy_id="momo", instrument_id="AAPL",
+             side=Side.SELL, quantity=Decimal("0.000000001"), price=Decimal("-1.5E+3"),
+             timestamp=moment, commission=Decimal("-0.25"), commission_currency="USD",
+             order_ref="momo", order_id="77", venue="ISLAND", corrects="x.01.01"),
+        OrderStatusUpdate(update_id="ib-77-Submitted-0-10", account_id=ACCOUNT, order_id="77",
+                          instrument_id="AAPL", side=Side.BUY,
+                          status=OrderStatus.SUBMITTED, remaining_quantity=Decimal(10)),
+        CommissionAmendment(amendment_id="x.01.02/commission", account_id=ACCOUNT,
+                            fill_id="x.01.02", commission=Decimal("1.05"),
+                            commission_currency="USD", timestamp=moment),
+    ]  # fmt: skip
+    letters = DeadLetters(tmp_path / "d.jsonl")
+    for event in events:
+        letters.event(event, "refused", "INVALID_FIELD")
+    read = [DeadLetter.from_json(line) for line in letters.path.read_text().splitlines()]
+    assert [letter.restored(Attribution(CONTRACTS)) for letter in read] == events
+    assert letters.count == 3

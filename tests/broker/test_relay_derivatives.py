@@ -12,12 +12,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from ib_async import Contract
 
 from client import AsyncPortfolioClient
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from relay.dead_letters import DeadLetters
-from relay.instruments import ServiceInstruments
+from relay.instruments import (
+    InstrumentUndefinable,
+    ServiceInstruments,
+    instrument_definition,
+    needs_definition,
+)
 from relay.relay import ExecutionRelay
 from tests.broker.fake_tws import FakeContract, FakeTws
 from tests.broker.test_relay import ACCOUNT, all_sent, eventually, new_relay
@@ -161,3 +167,34 @@ async def test_a_definition_the_service_holds_is_left_as_it_is(
     assert row.realized_pnl == 50
     held = await instrument(service, "551601561")
     assert (held.symbol, held.tick_size) == ("ES DEC26", "0.25")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure mapping
+
+
+def contract(**fields: object) -> Contract:
+    return Contract(conId=1, currency="USD", **fields)  # type: ignore[arg-type]
+
+
+def test_what_an_execution_says_an_instrument_is() -> None:
+    assert not needs_definition(contract(secType="STK"))
+    fx = instrument_definition(contract(secType="CASH", symbol="EUR"), "1", None)
+    assert (fx.asset_class, fx.multiplier, fx.currency) == (pb.ASSET_CLASS_FX, "", "USD")
+    month = instrument_definition(
+        contract(secType="FUT", symbol="ES", lastTradeDateOrContractMonth="202612",
+                 multiplier="50"), "1", Decimal(50))  # fmt: skip
+    assert (month.asset_class, month.expiry, month.multiplier) == (
+        pb.ASSET_CLASS_FUTURE, "2026-12", "50"
+    )  # fmt: skip
+    put = instrument_definition(
+        contract(secType="FOP", symbol="ES", lastTradeDateOrContractMonth="20261218",
+                 strike=5000.5, right="P"), "1", Decimal(50))  # fmt: skip
+    assert (put.asset_class, put.strike, put.right, put.underlying) == (
+        pb.ASSET_CLASS_OPTION, "5000.5", pb.OPTION_RIGHT_PUT, "ES"
+    )  # fmt: skip
+    # An option missing what the service requires of one still gets its multiplier.
+    bare = instrument_definition(contract(secType="OPT", symbol="X"), "1", Decimal(100))
+    assert (bare.asset_class, bare.multiplier) == (pb.ASSET_CLASS_UNSPECIFIED, "100")
+    with pytest.raises(InstrumentUndefinable, match="has no multiplier"):
+        instrument_definition(contract(secType="FUT", symbol="NQ"), "1", None)
