@@ -21,6 +21,7 @@ from server.api.malformed import MalformedRequestGuard
 from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
+from server.application.day_close import SessionCalendar
 from server.application.ports import Broker
 from server.application.publishing import PortfolioChange
 from server.application.reconciler import Reconciler
@@ -65,14 +66,15 @@ class RunningServer:
     reconciler: Reconciler
     supervision: Supervision
     _executors: tuple[ThreadPoolExecutor, ...]
-    _housekeeping: asyncio.Task[None]
+    _background: list[asyncio.Task[None]]  # housekeeping, day closes
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
-        self._housekeeping.cancel()
-        await asyncio.gather(self._housekeeping, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.reconciler.stop()
         if self.reconciler.broker is not None:
             await self.reconciler.broker.stop()
@@ -185,6 +187,9 @@ async def _start(
             max_ahead_ns=int(config.max_clock_ahead_seconds * 1e9),
             max_behind_ns=int(config.max_event_age_days * 86_400e9),
         ),
+        session=SessionCalendar.parse(
+            config.session_close, config.session_timezone, config.session_days
+        ),
     )
     gc.disable()  # recovery builds the book: millions of objects, none of them garbage
     try:
@@ -279,9 +284,14 @@ async def _start(
             name="housekeeping",
         )
         supervision.watch(housekeeping)
+        background = [housekeeping]
+        if service.day_closer is not None:
+            closing = asyncio.create_task(service.day_closer.run(), name="day close")
+            supervision.watch(closing)
+            background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, housekeeping,
+            executors, background,
         )  # fmt: skip
     except BaseException:
         await service.committer.stop()  # no commit task outlives a start that failed

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from cli import env_options
+from server.application.day_close import SessionCalendar
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,11 @@ class ServiceConfig:
     max_clock_ahead_seconds: float = 300.0
     # ...and those older than this many days; 0: any age (back-fills of old history).
     max_event_age_days: float = 0.0
+    # Trading days close at this time of day in this IANA time zone, on these weekdays
+    # ("mon-fri", "mon,wed,fri", "all"): each close records the day's P&L of every account.
+    session_close: str = "17:00"
+    session_timezone: str = "America/New_York"
+    session_days: str = "mon-fri"
 
     @property
     def address(self) -> str:
@@ -207,7 +213,16 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "how far ahead of the clock a new event or mark may be stamped")  # fmt: skip
     option("--max-event-age-days", float, defaults.max_event_age_days,
            "how old a new event may be; 0: any age")  # fmt: skip
+    option("--session-close", str, defaults.session_close,
+           "time of day trading days close, HH:MM (in --session-timezone)")  # fmt: skip
+    option("--session-timezone", str, defaults.session_timezone, "IANA zone of the close")
+    option("--session-days", str, defaults.session_days,
+           "weekdays with a close: mon-fri, mon,wed,fri or all")  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        SessionCalendar.parse(args.session_close, args.session_timezone, args.session_days)
+    except ValueError as error:
+        parser.error(str(error))
     if 0 < args.restatement_window_days < args.correction_window_days or (
         args.restatement_window_days < 0
     ):

@@ -39,6 +39,7 @@ from server.api.wire import (
     position_to_proto,
     trace_to_proto,
 )
+from server.api.wire_pnl import pnl_history_to_proto
 from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import (
     ACCOUNT_KIND_FROM_PROTO,
@@ -67,7 +68,14 @@ from server.application.subscriptions import (
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.domain.events import AccountKind, ExecutionEvent, Fill, FillCorrection, require_id
+from server.domain.events import (
+    AccountKind,
+    ExecutionEvent,
+    Fill,
+    FillCorrection,
+    require_id,
+    require_trading_date,
+)
 from server.domain.ledger import Result
 from server.domain.marks import FxRate, Mark
 from server.domain.refusals import RefusalKind
@@ -521,6 +529,27 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("account_id", request.account_id)
         return reconciliation_to_proto(self.service.reconciliation(request.account_id))
 
+    # -- P&L history -----------------------------------------------------------------------
+
+    @answers_errors
+    async def GetPnlHistory(
+        self, request: pb.GetPnlHistoryRequest, context: Context
+    ) -> pb.PnlHistory:
+        _require("account_id", request.account_id)
+        with field_errors():
+            for name in ("from_date", "to_date"):
+                if getattr(request, name):
+                    require_trading_date(name, getattr(request, name))
+        if request.from_date and request.to_date and request.from_date > request.to_date:
+            raise FieldViolation("to_date", "must not be before from_date")
+        days = self.service.pnl_history(
+            request.account_id, request.strategy_id, request.from_date, request.to_date
+        )
+        base = self.service.ledger.accounts.base_currency(request.account_id)
+        return pnl_history_to_proto(
+            request.account_id, request.strategy_id, base, days, self.service.sequence
+        )
+
     @answers_errors
     async def ListReconciliations(
         self, request: pb.ListReconciliationsRequest, context: Context
@@ -611,4 +640,5 @@ QUERIES: dict[
     ),
     "get_instrument": ("instrument", PortfolioManagerServicer.GetInstrument),
     "get_reconciliation": ("reconciliation", PortfolioManagerServicer.GetReconciliation),
+    "get_pnl_history": ("pnl_history", PortfolioManagerServicer.GetPnlHistory),
 }

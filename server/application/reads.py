@@ -23,6 +23,7 @@ from server.domain.events import AccountDefinition, AccountKind, InstrumentDefin
 from server.domain.ledger import Ledger
 from server.domain.marks import MarkSource
 from server.domain.orders import Order
+from server.domain.pnl_history import ScopeDay
 from server.domain.position import ACCOUNT_LEVEL, Position, PositionKey
 from server.domain.reconciliation import ReconciliationLine, ResidualRow
 from server.domain.seen import JournalUnreadable
@@ -187,6 +188,23 @@ class ReadModel:
         no quote): one home for queries, updates and the analysts' views."""
         base = self.ledger.accounts.base_currency(account_id)
         return base, self.ledger.fx.rate(currency, base)
+
+    def pnl_history(
+        self, account_id: str, strategy_id: str = "", first: str = "", last: str = ""
+    ) -> list[ScopeDay]:
+        """A scope's trading days (pnl_history.py); NotFound for a scope with no rows and no
+        day (a scope with rows but no close yet has none)."""
+        days = self.ledger.pnl.days(account_id, strategy_id, first, last)
+        book = self.ledger.book
+        known = (
+            book.has_strategy(strategy_id, account_id)
+            if strategy_id
+            else book.has_account(account_id)
+        )
+        if not days and not known and strategy_id not in self.ledger.pnl.scopes(account_id):
+            scope = f"strategy {strategy_id!r} in account" if strategy_id else "account"
+            raise NotFound(f"{scope} {account_id!r} has no positions and no P&L history")
+        return days
 
     def strategy_portfolio(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Generic
 
+from server.application.day_close import DayCloser, SessionCalendar
 from server.application.marks import MarkFeed
 from server.application.ports import EventStore
 from server.application.publishing import PortfolioChange
@@ -51,6 +52,7 @@ class PortfolioService(Generic[Payload]):
         fx_journal_seconds: float = 1.0,
         time_window: TimeWindow | None = None,
         on_books: Callable[[bool], None] = lambda exact: None,
+        session: SessionCalendar | None = None,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
@@ -68,6 +70,8 @@ class PortfolioService(Generic[Payload]):
             marks_save_seconds=marks_save_seconds, fx_journal_seconds=fx_journal_seconds,
         )  # fmt: skip
         self.reconciling = cases = Reconciliations(writes, reads)
+        # Trading-day closes (day_close.py): the P&L history.
+        self.day_closer = DayCloser(writes, session, clock_ns=clock_ns) if session else None
         self.committer, self.checkpoints, self.projector = (
             writes.committer,
             writes.checkpoints,
@@ -101,6 +105,7 @@ class PortfolioService(Generic[Payload]):
         self.reservation, self.consolidated = reads.reservation, reads.consolidated
         self.list_positions, self.trace = reads.list_positions, reads.trace
         self.expire_traces = reads.expire_traces
+        self.pnl_history = reads.pnl_history
 
     @property
     def sequence(self) -> int:

@@ -167,6 +167,13 @@ def require_date(field: str, value: str) -> None:
         raise InvalidEvent(field, f"must be YYYY-MM-DD or YYYY-MM, got {value!r}")
 
 
+def require_trading_date(field: str, value: str) -> None:
+    """A calendar day, YYYY-MM-DD."""
+    require_date(field, value)
+    if len(value) != 10:
+        raise InvalidEvent(field, f"must be a day, YYYY-MM-DD, got {value!r}")
+
+
 def require_time(timestamp_ns: int, field: str = "timestamp") -> None:
     latest = (1 << 63) - 1 if _LEGACY_LIMITS.get() else LATEST_TIME_NS
     if not 0 < timestamp_ns < latest:
@@ -640,9 +647,7 @@ class DayClose(JournaledEvent):
 
     def __post_init__(self) -> None:
         require_id("account_id", self.account_id)
-        require_date("trading_date", self.trading_date)
-        if len(self.trading_date) != 10:
-            raise InvalidEvent("trading_date", "must be a day, YYYY-MM-DD")
+        require_trading_date("trading_date", self.trading_date)
         require_time(self.timestamp_ns)
         seen: set[str] = set()
         for index, mark in enumerate(self.marks):
