@@ -58,6 +58,7 @@ from relay.executions import (
     reserved_order_ref,
     status_update,
 )
+from relay.health import DEAD_LETTERS, TWS, VISIBILITY, RelayHealth
 from relay.instruments import (
     TRANSIENT,
     InstrumentCatalog,
@@ -69,7 +70,7 @@ from relay.instruments import (
 from relay.outbox import Outbox
 from relay.pending import CommissionWait
 from relay.relay_config import RelayConfig, parse_args
-from relay.statuses import OrderStates, executed_totals
+from relay.statuses import OrderStates, executed_totals, unseen_orders
 from tws.amounts import amount
 from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
@@ -166,6 +167,8 @@ class ExecutionRelay:
         self._definitions: set[asyncio.Task[None]] = set()
         self._statuses: dict[str, float] = {}  # update id sent -> when (monotonic)
         self._orders = OrderStates()  # the last update sent per order
+        # Whether TWS reports other clients' executions to the relay (None: not checked yet).
+        self._visibility: tuple[bool | None, str] = (None, "not checked since connecting")
         self._status_times: dict[str, datetime] = {}  # order id -> its last update's time
         self._scanned: tuple[Mapping[str, IbFill], int] = ({}, 0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -653,6 +656,7 @@ class ExecutionRelay:
         )
         for error in errors:
             log.error("order status not relayed: %s", error)
+        self._check_visibility(unseen_orders(completed, working, fills, self._connection.client_id))
         sent = sum(self._send_status(update) for update in updates)
         log.info(
             "order statuses caught up: %d completed and %d working orders listed, %d updates sent",
@@ -660,6 +664,36 @@ class ExecutionRelay:
             len(working),
             sent,
         )
+
+    def _check_visibility(self, unseen: list[int]) -> None:
+        """Warns (once per change) when TWS lists filled orders whose executions it does not
+        report to the relay: it is then not TWS's master API client."""
+        client_id = self._connection.client_id
+        if not unseen:
+            self._visibility = (True, "every filled order TWS lists has its executions")
+            return
+        if self._visibility[0] is False:
+            return
+        shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+        why = (
+            f"TWS lists {len(unseen)} filled order{'' if len(unseen) == 1 else 's'} whose "
+            f"executions it does not report to "
+            f"client {client_id} (permId {shown}): the relay is not TWS's master API client "
+            f"and misses other clients' fills; set TWS's Configure > API > Settings > "
+            f"Master API client ID to {client_id}"
+        )
+        log.warning("%s", why)
+        self._visibility = (False, why)
+
+    def health(self) -> dict[str, tuple[bool | None, str]]:
+        """What the health surface shows: per name, healthy (None: unknown) and why."""
+        connection = self._connection
+        dead = self.stats.dead_lettered
+        return {
+            TWS: (connection.seeing, connection.impairment or "connected and seeing"),
+            VISIBILITY: self._visibility,
+            DEAD_LETTERS: (not dead, f"{dead} events set aside" if dead else "none set aside"),
+        }
 
     async def _request(self, request: Awaitable[list[_T]], what: str) -> list[_T] | None:
         """A TWS request with the relay's time-out; None (logged) if it fails."""
@@ -802,6 +836,9 @@ async def run(config: RelayConfig) -> None:
             config.service,
             len(contracts),
         )
+        health = RelayHealth(relay, config.health_port) if config.health_port else None
+        if health is not None:
+            await health.start()
         await relay.start()
         try:
             await stopping.wait()
@@ -809,6 +846,8 @@ async def run(config: RelayConfig) -> None:
             log.info("stopping")
             await relay.stop()
             await instruments.close()
+            if health is not None:
+                await health.stop()
 
 
 async def replay_dead_letters(config: RelayConfig) -> int:

@@ -35,6 +35,8 @@ class RelayConfig:
     dead_letters: str = DEAD_LETTERS
     # Resend the dead letters (after a fix) instead of relaying; those refused again stay.
     replay_dead_letters: bool = False
+    # A grpc.health.v1 server on 127.0.0.1 at this port (tws, visibility, dead_letters); 0: off.
+    health_port: int = 0
 
 
 def _positive(text: str) -> float:
@@ -81,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     option("--log-level", str, defaults.log_level, "logging level")
     option("--dead-letters", str, defaults.dead_letters,
            "JSON-lines file of events the service refused (see --replay-dead-letters)")  # fmt: skip
+    option("--health-port", int, defaults.health_port,
+           "port of a grpc.health.v1 server on 127.0.0.1 (tws, visibility, dead_letters); "
+           "0: off")  # fmt: skip
     parser.add_argument(
         "--replay-dead-letters",
         action="store_true",

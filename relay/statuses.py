@@ -31,7 +31,13 @@ from client.models import OrderStatus, OrderStatusUpdate
 from relay.executions import Attribution, UnmappableEvent, status_update, status_update_id
 from tws.amounts import optional_amount
 
-__all__ = ["ExecutedTotal", "OrderStates", "completed_update", "executed_totals"]
+__all__ = [
+    "ExecutedTotal",
+    "OrderStates",
+    "completed_update",
+    "executed_totals",
+    "unseen_orders",
+]
 
 _ZERO = Decimal(0)
 _AVERAGE_QUANTUM = Decimal("1e-10")
@@ -206,3 +212,28 @@ def _from_executions(
         avg_fill_price=executed.avg_price,
         timestamp=now,
     )
+
+
+def unseen_orders(
+    completed: Iterable[Trade], working: Iterable[Trade], fills: Iterable[IbFill], client_id: int
+) -> list[int]:
+    """permIds of orders TWS lists with a fill (working orders of other clients than
+    `client_id`, completed orders of anyone) of which `reqExecutions` returned no execution.
+
+    TWS reports the executions of other clients' orders only to its master API client, but
+    lists their orders to anyone who asks: such an order says the caller is not the master (or
+    its executions are older than today's, which `reqExecutions` no longer lists).
+    """
+    executed = {fill.execution.permId for fill in fills}
+    unseen: set[int] = set()
+    for trade in working:
+        order = trade.order
+        filled = optional_amount(trade.orderStatus.filled)
+        if order.clientId != client_id and filled and order.permId not in executed:
+            unseen.add(order.permId)
+    for trade in completed:
+        order = trade.order
+        if _quantity(order.filledQuantity) and order.permId not in executed:
+            unseen.add(order.permId)
+    unseen.discard(0)
+    return sorted(unseen)

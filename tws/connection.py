@@ -6,6 +6,17 @@ time-out, and whenever a connect attempt fails or the connection drops it tries 
 exponential back-off (reset by every successful connect). Every transition is logged and
 reported to `on_state` (the service's health), and `on_connected` callbacks run after each
 (re)connect, so that users can catch up on what they missed while it was down.
+
+A connection can be up and still not see: TWS says so with error 1100 (its link to IB's
+servers is lost) or 2110 (TWS to server broken), and nothing more until 1101 / 1102 (restored:
+data lost / kept); meanwhile it answers from what it last knew. And a TWS that hangs keeps the
+socket open and answers nothing: only a request that times out notices it, so a heartbeat
+(`reqCurrentTime` every `heartbeat_seconds`) marks the link hung when no answer comes within
+`heartbeat_timeout`. `seeing` is connected and neither blind nor hung; `on_state` reports its
+changes, and `epoch` counts every change of what the link can see (a connect, blindness, a
+restore, a hang), so that a caller can tell an answer taken across one (positions from before a
+restore) from a fresh one. A restore (1101 / 1102, or a hung TWS answering again) runs the
+`on_connected` callbacks too: what happened meanwhile may not have reached us.
 """
 
 from __future__ import annotations
@@ -13,16 +24,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ib_async import IB
+from ib_async import IB, Contract
 
-__all__ = ["IbConnection", "ReconnectPolicy"]
+__all__ = ["BLINDING_ERRORS", "RESTORING_ERRORS", "IbConnection", "ReconnectPolicy"]
 
 log = logging.getLogger("portfolio.broker.ib")
 
 OnConnected = Callable[[], Awaitable[None]]
+
+#: IB error codes after which TWS no longer sees IB's servers (connectivity lost; TWS to
+#: server broken), and those that say it sees them again (restored: data lost / maintained).
+BLINDING_ERRORS = frozenset({1100, 2110})
+RESTORING_ERRORS = frozenset({1101, 1102})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,8 @@ class IbConnection:
         reconnect: ReconnectPolicy | None = None,
         on_state: Callable[[bool], None] | None = None,
         ib: IB | None = None,
+        heartbeat_seconds: float = 10.0,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -80,6 +99,17 @@ class IbConnection:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ib.disconnectedEvent += self._on_disconnected
+        self._ib.errorEvent += self._on_error
+        # 0: no heartbeat (the hang of a TWS is then noticed only by requests that time out).
+        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_timeout = heartbeat_timeout
+        self._blind = ""  # why TWS cannot see IB's servers ("": it can)
+        self._hung = False
+        self._seeing = False  # as last reported to on_state
+        self.epoch = 0
+        #: When (time.time_ns) the link last began to see: a connect or a restore.
+        self.seeing_since_ns = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def ib(self) -> IB:
@@ -94,6 +124,32 @@ class IbConnection:
     def connected(self) -> bool:
         """True while the API connection is up and synchronized."""
         return self._up and self._ib.isConnected()
+
+    @property
+    def blind(self) -> bool:
+        """TWS said it lost IB's servers (1100, 2110) and has not said they are back."""
+        return bool(self._blind)
+
+    @property
+    def hung(self) -> bool:
+        """The last heartbeat went unanswered within its time-out."""
+        return self._hung
+
+    @property
+    def seeing(self) -> bool:
+        """Connected, and neither blind nor hung: what TWS answers is current."""
+        return self.connected and not self._blind and not self._hung
+
+    @property
+    def impairment(self) -> str:
+        """Why the link cannot be trusted now ("" while it is `seeing`)."""
+        if not self.connected:
+            return "not connected"
+        if self._blind:
+            return f"blind since {self._blind}"
+        if self._hung:
+            return f"hung: no answer to a heartbeat within {self.heartbeat_timeout} s"
+        return ""
 
     def add_on_connected(self, callback: OnConnected) -> None:
         """Runs `callback` after every successful (re)connect, before loss is watched for."""
@@ -111,6 +167,10 @@ class IbConnection:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        side, self._side_tasks = self._side_tasks, set()
+        for pending in side:
+            pending.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
         if self._ib.disconnect() is not None:  # None: there was no connection
             log.info("disconnected from ib %s:%d (stopping)", self.host, self.port)
             await asyncio.sleep(0)  # let the transport run its connection_lost callback
@@ -134,6 +194,8 @@ class IbConnection:
         failures = 0
         while True:
             self._lost.clear()
+            # A new session: TWS says again if it is blind (during the connect, at the latest).
+            self._blind, self._hung = "", False
             try:
                 await self._connect_once()
             except Exception as error:  # whatever the socket or ib_async raised: try again
@@ -143,6 +205,8 @@ class IbConnection:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self.epoch += 1
+            self.seeing_since_ns = time.time_ns()
             self._set_state(True)
             accounts = ",".join(self._ib.managedAccounts())
             log.info(
@@ -152,8 +216,17 @@ class IbConnection:
                 self.client_id,
                 accounts,
             )
-            await self._run_on_connected()
-            await self._lost.wait()
+            heartbeat = None
+            if self.heartbeat_seconds > 0:
+                heartbeat = asyncio.create_task(self._heartbeat(), name=f"{self.name} heartbeat")
+            try:
+                await self._run_on_connected()
+                await self._lost.wait()
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                    await asyncio.gather(heartbeat, return_exceptions=True)
+            self.epoch += 1
             self._set_state(False)
             failures = 1
             delay = self.reconnect.delay(failures)
@@ -207,14 +280,74 @@ class IbConnection:
         self._lost.set()
         self._notify()
 
+    def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
+        """TWS's connectivity notices (eventkit drops a handler's exception: none raised)."""
+        if code in BLINDING_ERRORS:
+            if not self._blind:
+                log.warning("ib %s is blind: error %d: %s", self.name, code, message)
+            self._blind = f"IB error {code}: {message}"
+            self._changed_sight()
+        elif code in RESTORING_ERRORS and self._blind:
+            log.warning("ib %s sees again: error %d: %s", self.name, code, message)
+            self._blind = ""
+            self._restored()
+
+    async def _heartbeat(self) -> None:
+        """Asks TWS the time every `heartbeat_seconds`: a TWS that does not answer within
+        `heartbeat_timeout` is hung (it keeps the socket, so nothing else would tell)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await asyncio.wait_for(self._ib.reqCurrentTimeAsync(), self.heartbeat_timeout)
+            except TimeoutError:
+                if not self._hung:
+                    log.warning(
+                        "ib %s is hung: no answer to a heartbeat within %.1f s",
+                        self.name,
+                        self.heartbeat_timeout,
+                    )
+                    self._hung = True
+                    self._changed_sight()
+                continue
+            except ConnectionError:
+                return  # the keeper sees the loss
+            if self._hung:
+                log.warning("ib %s answers again", self.name)
+                self._hung = False
+                self._restored()
+
+    def _restored(self) -> None:
+        """The link sees again: a new epoch, and the on-connected callbacks catch up."""
+        self._changed_sight()
+        if self.seeing:
+            self.seeing_since_ns = time.time_ns()
+            task = asyncio.get_running_loop().create_task(
+                self._run_on_connected(), name=f"{self.name} catch-up"
+            )
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    def _changed_sight(self) -> None:
+        self.epoch += 1
+        self._report()
+        self._notify()
+
     def _set_state(self, up: bool) -> None:
         if up == self._up:
             return
         self._up = up
         self._notify()
+        self._report()
+
+    def _report(self) -> None:
+        """Tells `on_state` whether the link sees, when that changed."""
+        seeing = self._up and not self._blind and not self._hung
+        if seeing == self._seeing:
+            return
+        self._seeing = seeing
         if self._on_state is not None:
             try:
-                self._on_state(up)
+                self._on_state(seeing)
             except Exception:
                 log.exception("ib on_state callback failed")
 

@@ -3,6 +3,10 @@
 Read-only: it asks TWS / IB Gateway for positions (a fresh `reqPositions` per call, which,
 unlike `IB.positions()`, keeps the flat rows TWS still reports for positions closed today) and
 maps them with the same `ContractMap` the relay books fills under.
+
+It answers only from a link that sees (`IbConnection.seeing`): while TWS is blind (IB errors
+1100 / 2110 until 1101 / 1102) or hung, and for an answer taken across a reconnect or a
+restore, it raises BrokerUnavailable rather than hand reconciliation stale positions.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ class IbBroker:
 
     @property
     def connected(self) -> bool:
-        return self._connection.connected
+        """Connected and seeing (not blind, not hung): what health `broker` shows."""
+        return self._connection.seeing
 
     async def start(self) -> None:
         await self._connection.start()
@@ -80,7 +85,8 @@ class IbBroker:
         await self._connection.stop()
 
     def accounts(self) -> list[str]:
-        """The login's managed accounts (known once connected)."""
+        """The login's managed accounts (known once connected, blind or not: a run then
+        fails and says why)."""
         if not self._connection.connected:
             return []
         return list(self._connection.ib.managedAccounts())
@@ -88,6 +94,7 @@ class IbBroker:
     async def positions(self, account_id: str) -> list[BrokerPosition]:
         """Every position TWS reports for the account now, flat rows included."""
         self._require_connected()
+        epoch = self._connection.epoch
         async with self._positions_lock:
             try:
                 rows = await asyncio.wait_for(
@@ -99,6 +106,12 @@ class IbBroker:
                 ) from None
             except ConnectionError as error:
                 raise BrokerUnavailable(f"{self.name}: connection lost ({error})") from error
+        self._require_connected()
+        if self._connection.epoch != epoch:
+            raise BrokerUnavailable(
+                f"{self.name}: the positions were asked for before the link last changed "
+                "(a reconnect, blindness or a restore): not reconciling from them; retry"
+            )
         latest: dict[int, IbPosition] = {}
         for row in rows:  # a live update during the request repeats a row: keep the last
             if row.account == account_id:
@@ -108,7 +121,7 @@ class IbBroker:
 
     def portfolio_items(self, account_id: str) -> list[PortfolioRow]:
         """IB's portfolio rows of the account, as last pushed (open positions only)."""
-        self._require_connected()
+        self._require_connected()  # what a blind TWS pushed is not the account now
         return [
             PortfolioRow(
                 instrument_id=self._contracts.instrument_id(item.contract),
@@ -136,8 +149,10 @@ class IbBroker:
     # -----------------------------------------------------------------------------------------
 
     def _require_connected(self) -> None:
-        if not self._connection.connected:
-            raise BrokerUnavailable(f"{self.name}: not connected")
+        """Raises BrokerUnavailable unless the link sees (its message says why not)."""
+        impairment = self._connection.impairment
+        if impairment:
+            raise BrokerUnavailable(f"{self.name}: {impairment}")
 
     def _market_prices(self, account_id: str) -> dict[int, Decimal]:
         prices: dict[int, Decimal] = {}

@@ -22,6 +22,10 @@ Deliberate simplifications, where TWS is more particular:
   reqMarketDataType is 3 or 4 (delayed) gets the delayed tick ids (66, 67, 68, 75...).
 - A clientId already in use is not rejected (TWS answers error 326), so that a quick reconnect
   never races the old connection's close.
+- `master_client_id` (None: off) routes executions and commission reports as TWS does: those
+  of an order of another client reach only that client and the master. `answering = False`
+  makes a hung TWS: the sockets stay open, requests are recorded and held unanswered until
+  `resume()`.
 
 Setters may be called from another thread than the fake's event loop: they then run on that
 loop and the caller waits until they are applied (so never from a thread the loop waits for).
@@ -383,6 +387,9 @@ class FakeTws:
         self.host = "127.0.0.1"
         self.port = 0
         self.accepting = True
+        self.master_client_id: int | None = None
+        self.answering = True
+        self._held: list[tuple[_Session, list[str]]] = []
         self.connections = 0
         self.requests: list[tuple[int, list[str]]] = []
         self._server: asyncio.Server | None = None
@@ -604,6 +611,8 @@ class FakeTws:
         self._executions[exec_id] = execution
         if live:
             for session in self._sessions:
+                if not self._sees(session, execution):
+                    continue
                 session.send(*_exec_fields(-1, execution, session.version))
                 if commission_report:
                     session.send(*_commission_fields(execution))
@@ -617,7 +626,8 @@ class FakeTws:
             raise KeyError(f"no execution {exec_id!r}")
         execution.has_report = True
         for session in self._sessions:
-            session.send(*_commission_fields(execution))
+            if self._sees(session, execution):
+                session.send(*_commission_fields(execution))
 
     @_on_loop
     def send_execution(self, exec_id: str) -> None:
@@ -628,6 +638,21 @@ class FakeTws:
             raise KeyError(f"no execution {exec_id!r}")
         for session in self._sessions:
             session.send(*_exec_fields(-1, execution, session.version))
+
+    def _sees(self, session: _Session, execution: _Execution) -> bool:
+        """Whether TWS reports this execution to this client (see `master_client_id`)."""
+        master = self.master_client_id
+        return master is None or session.client_id in (execution.client_id, master)
+
+    @_on_loop
+    def resume(self) -> None:
+        """A hung TWS answers again: the requests it held first, in their order."""
+        self.answering = True
+        held, self._held = self._held, []
+        for session, fields in held:
+            if session in self._sessions:
+                self._answer(session, int(fields[0]), fields[1:])
+        self._notify()
 
     @_on_loop
     def remove_execution(self, exec_id: str) -> None:
@@ -764,6 +789,13 @@ class FakeTws:
             return
         args = fields[1:]
         self.requests.append((msg_id, args))
+        if not self.answering:
+            self._held.append((session, fields))
+            self._notify()
+            return
+        self._answer(session, msg_id, args)
+
+    def _answer(self, session: _Session, msg_id: int, args: list[str]) -> None:
         try:
             handler = self._handlers.get(msg_id)
             if handler is not None:
@@ -838,6 +870,7 @@ class FakeTws:
                 or (sec_type and contract.sec_type != sec_type)
                 or (exchange and exchange not in (contract.exchange, _venue(contract)))
                 or (side and execution.side != _SIDES.get(side.upper(), side.upper()))
+                or not self._sees(session, execution)
             ):
                 continue
             session.send(*_exec_fields(_to_int(req_id), execution, session.version))
