@@ -415,6 +415,10 @@ class _ReconciliationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     """
     RECONCILIATION_STATUS_COST_MISMATCH: _ReconciliationStatus.ValueType  # 5
     """Quantities agree; the average costs differ beyond the tolerance."""
+    RECONCILIATION_STATUS_CASH_MISMATCH: _ReconciliationStatus.ValueType  # 6
+    """A cash line: the broker's cash in a currency differs from the service's beyond the cash
+    tolerance.
+    """
 
 class ReconciliationStatus(_ReconciliationStatus, metaclass=_ReconciliationStatusEnumTypeWrapper):
     """How one instrument compared."""
@@ -432,6 +436,10 @@ difference.
 """
 RECONCILIATION_STATUS_COST_MISMATCH: ReconciliationStatus.ValueType  # 5
 """Quantities agree; the average costs differ beyond the tolerance."""
+RECONCILIATION_STATUS_CASH_MISMATCH: ReconciliationStatus.ValueType  # 6
+"""A cash line: the broker's cash in a currency differs from the service's beyond the cash
+tolerance.
+"""
 Global___ReconciliationStatus: _TypeAlias = ReconciliationStatus  # noqa: Y015
 
 @_typing.final
@@ -3057,6 +3065,7 @@ class Reconciliation(_message.Message):
     DISCREPANCIES_FIELD_NUMBER: _builtins.int
     CLEAN_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     snapshot_id: _builtins.str
     sequence: _builtins.int
@@ -3071,6 +3080,12 @@ class Reconciliation(_message.Message):
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationLine]:
         """Every instrument of the run (a run kept in history keeps only its differences)."""
 
+    @_builtins.property
+    def cash(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationCashLine]:
+        """Cash per currency, the broker's against the service's (none when the broker reports no
+        cash). Counted in matched / discrepancies / clean like the lines.
+        """
+
     def __init__(
         self,
         *,
@@ -3083,14 +3098,59 @@ class Reconciliation(_message.Message):
         discrepancies: _builtins.int = ...,
         clean: _builtins.bool = ...,
         lines: _abc.Iterable[Global___ReconciliationLine] | None = ...,
+        cash: _abc.Iterable[Global___ReconciliationCashLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reconciled_at", b"reconciled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_positions", b"broker_positions", "clean", b"clean", "discrepancies", b"discrepancies", "lines", b"lines", "matched", b"matched", "reconciled_at", b"reconciled_at", "sequence", b"sequence", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_positions", b"broker_positions", "cash", b"cash", "clean", b"clean", "discrepancies", b"discrepancies", "lines", b"lines", "matched", b"matched", "reconciled_at", b"reconciled_at", "sequence", b"sequence", "snapshot_id", b"snapshot_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015
+
+@_typing.final
+class ReconciliationCashLine(_message.Message):
+    """One currency of a run: the broker's cash (IB: CashBalance, else TotalCashValue, in that
+    currency) against the service's balance. Amounts are decimal strings.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_FIELD_NUMBER: _builtins.int
+    BROKER_CASH_FIELD_NUMBER: _builtins.int
+    SERVICE_CASH_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    status: Global___ReconciliationStatus.ValueType
+    """MATCHED or CASH_MISMATCH."""
+    discrepancy: _builtins.bool
+    broker_cash: _builtins.str
+    service_cash: _builtins.str
+    """The service's cash in the currency, every chain summed."""
+    difference: _builtins.str
+    """broker_cash - service_cash."""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        status: Global___ReconciliationStatus.ValueType = ...,
+        discrepancy: _builtins.bool = ...,
+        broker_cash: _builtins.str = ...,
+        service_cash: _builtins.str = ...,
+        difference: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_cash", b"broker_cash", "currency", b"currency", "difference", b"difference", "discrepancy", b"discrepancy", "note", b"note", "service_cash", b"service_cash", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationCashLine: _TypeAlias = ReconciliationCashLine  # noqa: Y015
 
 @_typing.final
 class GetPnlHistoryRequest(_message.Message):
