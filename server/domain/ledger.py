@@ -55,6 +55,7 @@ from server.domain.fx_history import FX_HORIZON_MARGIN_NS, FxHistory, fixed_rate
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import FxTable
 from server.domain.orders import TERMINAL, Order, OrderBook, Transition, order_keys
+from server.domain.performance import Performance
 from server.domain.pnl_history import DailyPnl, PnlHistory
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import (
@@ -177,6 +178,7 @@ class Ledger:
         self.corrections = CorrectableFills(correction_window_ns, journal)
         self.reconciliations = ReconciliationBook()
         self.pnl = PnlHistory()  # each trading day's close, per row and per scope
+        self.performance = Performance()  # round trips per row, fills per venue
         self.reconcile_policy = reconcile_policy or ReconcilePolicy(precision=precision)
         self.refusals: dict[int, Refusal] = {}  # sequence -> why the event was refused
         # sequence -> where a recent fill that did not land in order landed (for its ack).
@@ -666,7 +668,10 @@ class Ledger:
         itself); a bust (a correction taking a fill back) touches neither traces nor
         reservations, and takes the fill back from its order."""
         rows: tuple[RowChange, ...] = ()
+        realized_before = ZERO
         if book:
+            held = self.book.get(PositionKey(fill.account_id, fill.strategy_id, fill.instrument_id))
+            realized_before = held.realized_pnl if held is not None else ZERO
             rows = tuple(self.book.apply_fill(fill, sequence, outside_window=outside_window))
         if fill.trace_id and not bust:
             self.traces.record(fill, sequence, self.instruments.multiplier(fill.instrument_id))
@@ -700,6 +705,11 @@ class Ledger:
                     fill.account_id, keys, cash_key.currency, cost, fill.timestamp_ns, sequence
                 ):
                     changed[balance.key] = balance
+            if book and not bust:
+                self.performance.booked(
+                    fill, (change.position for change in rows), realized_before=realized_before,
+                    notional=notional, currency=instrument.currency,
+                )  # fmt: skip
         return Applied(
             rows=rows,
             order=order.copy() if order else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 
 from server.domain.balances import Balance, Reservation
 from server.domain.book import Price
@@ -13,6 +14,7 @@ from server.domain.events import AccountDefinition, InstrumentDefinition
 from server.domain.ledger import Ledger
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
+from server.domain.performance import RoundTrips, VenueFigures
 from server.domain.pnl_history import RowClose, ScopeDay
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
@@ -48,6 +50,11 @@ class LedgerState:
     pnl_last_closes: list[tuple[PositionKey, RowClose]] = field(default_factory=list)
     pnl_days: list[tuple[str, str, ScopeDay]] = field(default_factory=list)
     pnl_closed: list[tuple[str, str]] = field(default_factory=list)
+    # Performance attribution: trips in progress, closed trips per row, venues, inceptions.
+    perf_open: list[tuple[PositionKey, int, Decimal, Decimal]] = field(default_factory=list)
+    perf_trips: list[tuple[PositionKey, RoundTrips]] = field(default_factory=list)
+    perf_venues: list[tuple[tuple[str, str, str], VenueFigures]] = field(default_factory=list)
+    perf_inception: list[tuple[tuple[str, str], int]] = field(default_factory=list)
 
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
@@ -57,6 +64,7 @@ def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
 
 
 def capture(ledger: Ledger) -> LedgerState:
+    perf_open, perf_trips, perf_venues, perf_inception = ledger.performance.state()
     return LedgerState(
         instruments=list(ledger.instruments),
         accounts=list(ledger.accounts),
@@ -77,6 +85,10 @@ def capture(ledger: Ledger) -> LedgerState:
         pnl_last_closes=ledger.pnl.last_closes(),
         pnl_days=[(a, s, copy.deepcopy(day)) for a, s, day in ledger.pnl.all_days()],
         pnl_closed=ledger.pnl.closed_dates(),
+        perf_open=perf_open,
+        perf_trips=perf_trips,
+        perf_venues=perf_venues,
+        perf_inception=perf_inception,
     )
 
 
@@ -111,4 +123,7 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
         state.pnl_last_closes,
         [(a, s, copy.deepcopy(day)) for a, s, day in state.pnl_days],
         state.pnl_closed,
+    )
+    ledger.performance.restore(
+        state.perf_open, state.perf_trips, state.perf_venues, state.perf_inception
     )

@@ -24,6 +24,7 @@ from server.domain.events import (
 )
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, OrderBook, Transition
+from server.domain.performance import RoundTrips, VenueFigures
 from server.domain.pnl_history import CurrencyDay, RowClose, ScopeDay
 from server.domain.position import PositionKey
 from server.domain.reconciliation import (
@@ -308,6 +309,52 @@ def _scope_day_from(record: dict[str, Any]) -> tuple[str, str, ScopeDay]:
     return record["account_id"], record["strategy_id"], day
 
 
+_TRIPS = ("gross_win", "gross_loss", "largest_win", "largest_loss")
+_VENUE = ("volume", "fees", "realized_pnl")
+
+
+def _trip_open(item: tuple[PositionKey, int, Decimal, Decimal]) -> dict[str, Any]:
+    key, sign, realized, fees = item
+    return {"key": list(key), "sign": sign, "realized_pnl": canonical(realized),
+            "fees": canonical(fees)}  # fmt: skip
+
+
+def _trip_open_from(record: dict[str, Any]) -> tuple[PositionKey, int, Decimal, Decimal]:
+    return (
+        PositionKey(*record["key"]), record["sign"], Decimal(record["realized_pnl"]),
+        Decimal(record["fees"]),
+    )  # fmt: skip
+
+
+def _trips(item: tuple[PositionKey, RoundTrips]) -> dict[str, Any]:
+    key, trips = item
+    record: dict[str, Any] = {name: canonical(getattr(trips, name)) for name in _TRIPS}
+    record.update(key=list(key), count=trips.count, wins=trips.wins, losses=trips.losses)
+    return record
+
+
+def _trips_from(record: dict[str, Any]) -> tuple[PositionKey, RoundTrips]:
+    return PositionKey(*record["key"]), RoundTrips(
+        count=record["count"], wins=record["wins"], losses=record["losses"],
+        **{name: Decimal(record[name]) for name in _TRIPS},
+    )  # fmt: skip
+
+
+def _venue(item: tuple[tuple[str, str, str], VenueFigures]) -> dict[str, Any]:
+    key, figures = item
+    record: dict[str, Any] = {name: canonical(getattr(figures, name)) for name in _VENUE}
+    record.update(key=list(key), fills=figures.fills)
+    return record
+
+
+def _venue_from(record: dict[str, Any]) -> tuple[tuple[str, str, str], VenueFigures]:
+    account_id, venue, currency = record["key"]
+    figures = VenueFigures(
+        fills=record["fills"], **{name: Decimal(record[name]) for name in _VENUE}
+    )
+    return (account_id, venue, currency), figures
+
+
 _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {
     "instruments": (_instrument, lambda r: InstrumentDefinition.from_text(r["text"])),
     "accounts": (_account, lambda r: AccountDefinition.from_text(r["text"])),
@@ -328,6 +375,13 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "pnl_last_closes": (_row_close, _row_close_from),  # none in a checkpoint from before it
     "pnl_days": (_scope_day, _scope_day_from),
     "pnl_closed": (lambda c: {"closed": list(c)}, lambda r: tuple(r["closed"])),
+    "perf_open": (_trip_open, _trip_open_from),  # none in a checkpoint from before it
+    "perf_trips": (_trips, _trips_from),
+    "perf_venues": (_venue, _venue_from),
+    "perf_inception": (
+        lambda i: {"scope": list(i[0]), "time_ns": i[1]},
+        lambda r: (tuple(r["scope"]), r["time_ns"]),
+    ),
 }
 
 

@@ -1,0 +1,307 @@
+"""Performance attribution: round trips per row, fills per venue, and the statistics of a
+scope's daily P&L.
+
+A round trip is a row's life from flat to flat (or to a flip through zero, which closes one
+trip and opens the next): its P&L is the realized P&L booked on the row meanwhile minus the
+row's fees meanwhile (in the row's currency; fees charged in other currencies are not in it).
+Trips are counted as fills are booked, O(1) per fill: a late fill that restates a row changes
+its figures but not the trips already closed. Per venue: fills, traded notional, fees and the
+realized P&L the venue's fills booked on their strategy rows, per currency.
+
+Statistics of daily P&L (Sharpe, Sortino, volatility) are floats: they are estimates, not
+money. They are computed from a scope's net P&L per trading day (pnl_history.py); on a
+constant capital, the ratios of daily returns equal those of daily P&L, so no capital is
+needed for them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NamedTuple
+
+from server.domain.decimals import ZERO
+from server.domain.events import Fill
+from server.domain.position import Position, PositionKey
+
+__all__ = ["Drawdown", "Performance", "RoundTrips", "VenueFigures", "daily_statistics"]
+
+TRADING_DAYS_PER_YEAR = 252
+
+
+@dataclass(slots=True)
+class RoundTrips:
+    """Closed round trips, in one currency."""
+
+    count: int = 0
+    wins: int = 0
+    losses: int = 0
+    gross_win: Decimal = ZERO
+    gross_loss: Decimal = ZERO  # the sum of losing trips' P&L (<= 0)
+    largest_win: Decimal = ZERO
+    largest_loss: Decimal = ZERO  # the most negative trip
+
+    def add(self, pnl: Decimal) -> None:
+        self.count += 1
+        if pnl > 0:
+            self.wins += 1
+            self.gross_win += pnl
+            self.largest_win = max(self.largest_win, pnl)
+        elif pnl < 0:
+            self.losses += 1
+            self.gross_loss += pnl
+            self.largest_loss = min(self.largest_loss, pnl)
+
+    def merge(self, other: RoundTrips) -> None:
+        self.count += other.count
+        self.wins += other.wins
+        self.losses += other.losses
+        self.gross_win += other.gross_win
+        self.gross_loss += other.gross_loss
+        self.largest_win = max(self.largest_win, other.largest_win)
+        self.largest_loss = min(self.largest_loss, other.largest_loss)
+
+    @property
+    def net(self) -> Decimal:
+        return self.gross_win + self.gross_loss
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.count if self.count else None
+
+    def average_win(self) -> Decimal | None:
+        return self.gross_win / self.wins if self.wins else None
+
+    def average_loss(self) -> Decimal | None:
+        return self.gross_loss / self.losses if self.losses else None
+
+    def profit_factor(self) -> float | None:
+        """Gross win over gross loss; None without a losing trip."""
+        return float(self.gross_win / -self.gross_loss) if self.gross_loss else None
+
+    def expectancy(self) -> Decimal | None:
+        """The average trip's P&L."""
+        return self.net / self.count if self.count else None
+
+
+@dataclass(slots=True)
+class VenueFigures:
+    """What one venue's fills did, in one currency."""
+
+    fills: int = 0
+    volume: Decimal = ZERO  # traded notional, buys and sells alike
+    fees: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+
+
+class _Open(NamedTuple):
+    """A trip in progress: its side and the row's running realized P&L and fees at its start."""
+
+    sign: int
+    realized_pnl: Decimal
+    fees: Decimal
+
+
+def _sign(quantity: Decimal) -> int:
+    return 1 if quantity > 0 else -1
+
+
+class Performance:
+    """Round trips per row and fills per venue, kept as fills are booked."""
+
+    def __init__(self) -> None:
+        self._open: dict[PositionKey, _Open] = {}
+        self._trips: dict[PositionKey, RoundTrips] = {}
+        # (account_id, venue, currency) -> its figures.
+        self._venues: dict[tuple[str, str, str], VenueFigures] = {}
+        # (account_id, strategy_id; "" = the account-level book) -> its first fill's time.
+        self._inception: dict[tuple[str, str], int] = {}
+
+    def booked(
+        self,
+        fill: Fill,
+        rows: Iterable[Position],
+        *,
+        realized_before: Decimal,
+        notional: Decimal,
+        currency: str,
+    ) -> None:
+        """After `fill` was booked: `rows` are its rows as it left them, `realized_before` its
+        strategy row's realized P&L before it, `notional` its traded value in `currency`."""
+        fee_here = fill.commission if fill.commission_currency in ("", currency) else ZERO
+        for row in rows:
+            self._row_booked(row, fee_here)
+            scope = (fill.account_id, row.key.strategy_id)
+            if scope not in self._inception or fill.timestamp_ns < self._inception[scope]:
+                self._inception[scope] = fill.timestamp_ns
+            if not row.key.is_account_level:
+                venue = self._venues.get((fill.account_id, fill.venue, currency))
+                if venue is None:
+                    venue = self._venues[(fill.account_id, fill.venue, currency)] = VenueFigures()
+                venue.fills += 1
+                venue.volume += abs(notional)
+                venue.fees += fee_here
+                venue.realized_pnl += row.realized_pnl - realized_before
+
+    def _row_booked(self, row: Position, fee: Decimal) -> None:
+        key, quantity = row.key, row.quantity
+        trip = self._open.get(key)
+        if trip is None:
+            if quantity:  # opened: this fill's fee is the trip's first
+                self._open[key] = _Open(_sign(quantity), row.realized_pnl, row.fees - fee)
+            return
+        if quantity and _sign(quantity) == trip.sign:
+            return
+        pnl = (row.realized_pnl - trip.realized_pnl) - (row.fees - trip.fees)
+        trips = self._trips.get(key)
+        if trips is None:
+            trips = self._trips[key] = RoundTrips()
+        trips.add(pnl)
+        if quantity:  # a flip: the next trip starts now (this fill's fee went to the last)
+            self._open[key] = _Open(_sign(quantity), row.realized_pnl, row.fees)
+        else:
+            del self._open[key]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def trips(self, keys: Iterable[tuple[PositionKey, str]]) -> dict[str, RoundTrips]:
+        """The round trips of rows (key, currency), summed per currency."""
+        total: dict[str, RoundTrips] = {}
+        for key, currency in keys:
+            trips = self._trips.get(key)
+            if trips is not None:
+                total.setdefault(currency, RoundTrips()).merge(trips)
+        return total
+
+    def open_trips(self, keys: Iterable[PositionKey]) -> int:
+        return sum(key in self._open for key in keys)
+
+    def venues(self, account_id: str) -> dict[tuple[str, str], VenueFigures]:
+        """(venue, currency) -> figures, for the account."""
+        return {(v, c): f for (a, v, c), f in self._venues.items() if a == account_id}
+
+    def inception_ns(self, account_id: str, strategy_id: str) -> int:
+        return self._inception.get((account_id, strategy_id), 0)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def state(
+        self,
+    ) -> tuple[
+        list[tuple[PositionKey, int, Decimal, Decimal]],
+        list[tuple[PositionKey, RoundTrips]],
+        list[tuple[tuple[str, str, str], VenueFigures]],
+        list[tuple[tuple[str, str], int]],
+    ]:
+        return (
+            sorted((key, *trip) for key, trip in self._open.items()),
+            sorted(((key, _copy(trips)) for key, trips in self._trips.items()), key=lambda t: t[0]),
+            sorted(((k, _copy_venue(f)) for k, f in self._venues.items()), key=lambda t: t[0]),
+            sorted(self._inception.items()),
+        )
+
+    def restore(
+        self,
+        open_trips: Iterable[tuple[PositionKey, int, Decimal, Decimal]],
+        trips: Iterable[tuple[PositionKey, RoundTrips]],
+        venues: Iterable[tuple[tuple[str, str, str], VenueFigures]],
+        inception: Iterable[tuple[tuple[str, str], int]],
+    ) -> None:
+        self._open = {key: _Open(sign, realized, fees) for key, sign, realized, fees in open_trips}
+        self._trips = {key: _copy(t) for key, t in trips}
+        self._venues = {key: _copy_venue(f) for key, f in venues}
+        self._inception = dict(inception)
+
+
+def _copy(trips: RoundTrips) -> RoundTrips:
+    return RoundTrips(
+        trips.count, trips.wins, trips.losses, trips.gross_win, trips.gross_loss,
+        trips.largest_win, trips.largest_loss,
+    )  # fmt: skip
+
+
+def _copy_venue(figures: VenueFigures) -> VenueFigures:
+    return VenueFigures(figures.fills, figures.volume, figures.fees, figures.realized_pnl)
+
+
+# -- statistics of daily P&L --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drawdown:
+    """The largest fall of the cumulative P&L curve from a peak (a loss: >= 0), with the
+    trading dates of the peak and of the trough, and of the recovery (""; not yet)."""
+
+    amount: Decimal = ZERO
+    peak_date: str = ""
+    trough_date: str = ""
+    recovered_date: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyStatistics:
+    days: int
+    total: Decimal
+    mean: float | None
+    volatility: float | None  # standard deviation of daily P&L (sample)
+    sharpe_ratio: float | None  # annualized, sqrt(252)
+    sortino_ratio: float | None  # annualized, downside deviation (target 0)
+    drawdown: Drawdown
+
+
+def daily_statistics(days: Sequence[tuple[str, Decimal]]) -> DailyStatistics:
+    """Statistics of (trading date, net P&L) in date order. Ratios need two days and some
+    variation (None otherwise); no risk-free rate is subtracted."""
+    values = [float(pnl) for _, pnl in days]
+    mean = statistics.fmean(values) if values else None
+    volatility = statistics.stdev(values) if len(values) > 1 else None
+    sharpe = (
+        mean / volatility * math.sqrt(TRADING_DAYS_PER_YEAR)
+        if mean is not None and volatility
+        else None
+    )
+    downside = math.sqrt(sum(min(v, 0.0) ** 2 for v in values) / len(values)) if values else 0.0
+    sortino = (
+        mean / downside * math.sqrt(TRADING_DAYS_PER_YEAR)
+        if mean is not None and downside and len(values) > 1
+        else None
+    )
+    return DailyStatistics(
+        days=len(values),
+        total=sum((pnl for _, pnl in days), ZERO),
+        mean=mean,
+        volatility=volatility,
+        sharpe_ratio=sharpe,
+        sortino_ratio=sortino,
+        drawdown=max_drawdown(days),
+    )
+
+
+def max_drawdown(days: Sequence[tuple[str, Decimal]]) -> Drawdown:
+    """On the cumulative curve, starting from 0 before the first day."""
+    level = peak = ZERO
+    peak_date = ""
+    worst = Drawdown()
+    for trading_date, pnl in days:
+        level += pnl
+        if level > peak:
+            peak, peak_date = level, trading_date
+        elif peak - level > worst.amount:
+            worst = Drawdown(amount=peak - level, peak_date=peak_date, trough_date=trading_date)
+    if worst.amount:
+        seen_trough = False
+        level = ZERO
+        for trading_date, pnl in days:
+            level += pnl
+            if trading_date == worst.trough_date:
+                seen_trough = True
+                trough_peak = level + worst.amount
+            elif seen_trough and level >= trough_peak:
+                return Drawdown(
+                    amount=worst.amount, peak_date=worst.peak_date,
+                    trough_date=worst.trough_date, recovered_date=trading_date,
+                )  # fmt: skip
+    return worst
