@@ -31,7 +31,7 @@ from tests.conftest import ServerThread, start_test_server
 from tws.connection import IbConnection, ReconnectPolicy
 from tws.contracts import ContractMap
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(60)
 
 ACCOUNT = "U123"
 FAST = ReconnectPolicy(initial=0.05, factor=2.0, maximum=0.4)
@@ -202,6 +202,59 @@ async def test_an_fx_rate_from_a_cash_contract_values_a_foreign_row_in_base_curr
         assert feed.subscribed() == {"14204": SAP.con_id, "EUR.USD": EURUSD.con_id}
         asked = [r for r in tws.requests_of(9) if r[4] == "CASH"]
         assert [(r[3], r[11]) for r in asked] == [("EUR", "USD")]  # as IB lists the pair
+    finally:
+        await feed.stop()
+
+
+async def test_a_pair_ib_lists_the_other_way_round_is_asked_that_way(
+    tws: FakeTws, service: ServerThread, portfolio: AsyncPortfolioClient
+) -> None:
+    toyota = FakeContract(13, "7203", exchange="TSEJ", currency="JPY")
+    usdjpy = FakeContract(15016059, "USD", sec_type="CASH", exchange="IDEALPRO", currency="JPY")
+    for contract in (toyota, usdjpy):
+        tws.add_contract_details(contract)
+    with grpc.insecure_channel(service.address) as channel:
+        pb_grpc.PortfolioManagerStub(channel).DefineInstrument(
+            pb.DefineInstrumentRequest(
+                instrument=pb.Instrument(
+                    instrument_id="13", symbol="7203", asset_class=pb.ASSET_CLASS_EQUITY,
+                    currency="JPY",
+                )
+            ),
+            timeout=5,
+        )  # fmt: skip
+    await book(portfolio, "f1", "13", Side.BUY, "100", "3000")
+    tws.set_tick(usdjpy.con_id, BID, "149.99")
+    tws.set_tick(usdjpy.con_id, ASK, "150.01")
+    feed = new_feed(tws, portfolio)
+    await feed.start()
+    try:
+        await eventually(lambda: "USD.JPY" in feed.subscribed())
+        async with asyncio.timeout(8):
+            while (await row(portfolio, "13")).fx_rate is None:
+                await asyncio.sleep(0.03)
+        assert (await row(portfolio, "13")).fx_rate == Decimal("0.006666666666666667")
+        asked = [(r[3], r[11]) for r in tws.requests_of(9) if r[4] == "CASH"]
+        assert asked == [("JPY", "USD"), ("USD", "JPY")]
+    finally:
+        await feed.stop()
+
+
+async def test_a_market_data_permission_error_is_counted_and_logged_once(
+    tws: FakeTws, portfolio: AsyncPortfolioClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await book(portfolio, "f1", "AAPL", Side.BUY, "10", "100")
+    feed = new_feed(tws, portfolio)
+    await feed.start()
+    try:
+        await eventually(lambda: tws.subscribed_con_ids() == {AAPL.con_id})
+        req_id = int(tws.requests_of(1)[-1][1])
+        for _ in range(2):
+            tws.send_error(req_id, 354, "Requested market data is not subscribed.")
+        await eventually(lambda: feed.stats.market_data_errors == 2)
+        warned = [r for r in caplog.records if "IB error 354" in r.getMessage()]
+        assert len(warned) == 1
+        assert "--market-data-type delayed" in warned[0].getMessage()
     finally:
         await feed.stop()
 
