@@ -123,6 +123,8 @@ def fill_event(fill: IbFill, attribution: Attribution, *, with_commission: bool 
             timestamp=_utc(execution.time),
             commission=commission,
             commission_currency=currency,
+            # TWS keeps an orderRef as typed, blanks included; the service refuses an id with
+            # surrounding blanks (it would refuse the whole fill).
             order_ref=execution.orderRef.strip(),
             order_id=str(execution.permId) if execution.permId else "",
             venue=execution.exchange,

@@ -10,12 +10,19 @@ strategies tend to use). Client id 0 would also receive orders entered by hand i
 ib_async then binds those manual orders to client 0 (`reqAutoOpenOrders`), which a relay that
 only listens should not do.
 
-Nothing here needs to survive a restart. Every event's id comes from TWS (`execId`, `permId`),
-so after every (re)connect the relay asks TWS for the day's executions (`reqExecutions`) and
-resends them all, with the open orders' statuses: the service acks what it already has as
-DUPLICATE and counts each once. A sweep of `reqExecutions` every `--sweep-seconds`, and a scan
-of ib_async's own fill store, catch executions whose live events did not fire (orders ib_async
-has no Trade for).
+Nothing here needs to survive a restart but the dead letters. Every event's id comes from TWS
+(`execId`, `permId`), so after every (re)connect the relay asks TWS for the day's executions
+(`reqExecutions`) and resends them all, with the open orders' statuses: the service acks what it
+already has as DUPLICATE and counts each once. A hook on ib_async's decoding sees every
+execution and commission report as it arrives (ib_async's events fire only for orders it has a
+Trade for, and it drops a report that precedes its execution); a sweep of `reqExecutions` every
+`--sweep-seconds` catches executions TWS did not push.
+
+Fills: in execution order per account and instrument (`relay.pending`); a commission reported
+after its fill went without one is sent as a `CommissionAmendment` once the fill is acked; an
+unmapped derivative is defined from its execution's contract before its first fill
+(`relay.instruments`); what the service refuses for good, and executions the relay cannot map,
+go to the dead-letter file (`relay.dead_letters`, `--replay-dead-letters`).
 """
 
 from __future__ import annotations
