@@ -22,6 +22,7 @@ from decimal import Decimal, localcontext
 
 from server.domain.decimals import EXACT, ZERO
 from server.domain.position import Position, PositionKey
+from server.domain.totals import convert
 
 __all__ = ["CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
 
@@ -136,9 +137,7 @@ def _plus(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
 
 
 def _convert(amount: Decimal, rate: Decimal | None, precision: Decimal) -> Decimal | None:
-    if rate is None:
-        return None
-    return (amount * rate).quantize(precision) if rate != 1 else amount
+    return None if rate is None else convert(amount, rate, precision)
 
 
 def _minus_fees(

@@ -9,12 +9,12 @@ from decimal import Decimal
 import pytest
 
 from server.domain.balances import ReservationStatus
-from server.domain.events import ExecutionEvent, FxFixing, OrderStatus
+from server.domain.events import ClosingMark, DayClose, ExecutionEvent, FxFixing, OrderStatus
 from server.domain.ledger import Ledger, Result
 from server.domain.marks import FxRate, Mark
 from server.domain.refusals import RefusalKind
 from server.domain.state import LedgerState, capture, capture_rows, restore
-from tests.domain.builders import fill
+from tests.domain.builders import BASE_NS, fill
 from tests.domain.event_builders import (
     broker_positions,
     correction,
@@ -79,6 +79,13 @@ def history() -> list[ExecutionEvent]:
         FxFixing(base="EUR", quote="USD", rate=D("1.07"), timestamp_ns=50),  # FX of record
         FxFixing(base="USD", quote="JPY", rate=D("150"), timestamp_ns=60),
         FxFixing(base="EUR", quote="USD", rate=D("1.06"), timestamp_ns=40),  # a late one
+        fill("SELL", 2, 4010, instrument="ES", strategy="S2"),  # a round trip closed
+        DayClose(
+            account_id="A1",
+            trading_date="2026-01-01",
+            timestamp_ns=BASE_NS + 10**12,
+            marks=(ClosingMark(instrument_id="AAPL", price=D(108)),),
+        ),  # a day recorded
     ]
 
 
@@ -124,6 +131,8 @@ def snapshot(ledger: Ledger) -> dict[str, object]:
         "prices": {i: (book.price(i), book.fill_price(i)) for i in book.by_instrument},
         "account_totals": {a: book.account_currency_totals(a) for a in ["", *accounts]},
         "strategy_totals": {s: book.strategy_currency_totals(s) for s in strategies},
+        "pnl": (ledger.pnl.last_closes(), ledger.pnl.all_days(), ledger.pnl.closed_dates()),
+        "performance": ledger.performance.state(),
     }
 
 
