@@ -1075,6 +1075,12 @@ class StrategyPortfolio(_message.Message):
     BY_CURRENCY_FIELD_NUMBER: _builtins.int
     ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
     BY_ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    TRADE_COUNT_FIELD_NUMBER: _builtins.int
+    INCEPTION_TIME_FIELD_NUMBER: _builtins.int
+    TOTAL_PNL_FIELD_NUMBER: _builtins.int
+    TOTAL_FEES_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    SHARPE_RATIO_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     account_id: _builtins.str
     """Empty when across accounts."""
@@ -1087,6 +1093,17 @@ class StrategyPortfolio(_message.Message):
     """The account's kind; across accounts, the kind asked for (or of each by_account_kind
     entry); UNSPECIFIED across accounts of both kinds.
     """
+    trade_count: _builtins.int
+    """Fills booked on the strategy's rows."""
+    total_pnl: _builtins.str
+    """In base_currency: base_totals.net_pnl and base_totals.fees (empty when a rate is missing)."""
+    total_fees: _builtins.str
+    max_drawdown: _builtins.str
+    """From the P&L history of closed trading days, in base_currency (GetPerformance has the
+    rest); the Sharpe ratio is a float: an estimate, absent with fewer than two days or no
+    variation.
+    """
+    sharpe_ratio: _builtins.float
     @_builtins.property
     def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
     @_builtins.property
@@ -1121,6 +1138,10 @@ class StrategyPortfolio(_message.Message):
         With one kind present the figures above are that kind's.
         """
 
+    @_builtins.property
+    def inception_time(self) -> _timestamp_pb2.Timestamp:
+        """The strategy's first fill (its execution time)."""
+
     def __init__(
         self,
         *,
@@ -1135,12 +1156,20 @@ class StrategyPortfolio(_message.Message):
         by_currency: _abc.Iterable[Global___CurrencyTotals] | None = ...,
         account_kind: Global___AccountKind.ValueType = ...,
         by_account_kind: _abc.Iterable[Global___StrategyPortfolio] | None = ...,
+        trade_count: _builtins.int = ...,
+        inception_time: _timestamp_pb2.Timestamp | None = ...,
+        total_pnl: _builtins.str = ...,
+        total_fees: _builtins.str = ...,
+        max_drawdown: _builtins.str = ...,
+        sharpe_ratio: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["base_totals", b"base_totals", "totals", b"totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sharpe_ratio", b"_sharpe_ratio", "base_totals", b"base_totals", "inception_time", b"inception_time", "sharpe_ratio", b"sharpe_ratio", "totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_account_kind", b"by_account_kind", "by_currency", b"by_currency", "missing_fx_rates", b"missing_fx_rates", "positions", b"positions", "strategy_id", b"strategy_id", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sharpe_ratio", b"_sharpe_ratio", "account_id", b"account_id", "account_kind", b"account_kind", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "base_totals", b"base_totals", "by_account_kind", b"by_account_kind", "by_currency", b"by_currency", "inception_time", b"inception_time", "max_drawdown", b"max_drawdown", "missing_fx_rates", b"missing_fx_rates", "positions", b"positions", "sharpe_ratio", b"sharpe_ratio", "strategy_id", b"strategy_id", "total_fees", b"total_fees", "total_pnl", b"total_pnl", "totals", b"totals", "trade_count", b"trade_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sharpe_ratio: _TypeAlias = _typing.Literal["sharpe_ratio"]  # noqa: Y015
+    _WhichOneofArgType__sharpe_ratio: _TypeAlias = _typing.Literal["_sharpe_ratio", b"_sharpe_ratio"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sharpe_ratio) -> _WhichOneofReturnType__sharpe_ratio | None: ...
 
 Global___StrategyPortfolio: _TypeAlias = StrategyPortfolio  # noqa: Y015
 
@@ -1628,6 +1657,8 @@ class PortfolioQuery(_message.Message):
     GET_INSTRUMENT_FIELD_NUMBER: _builtins.int
     GET_RECONCILIATION_FIELD_NUMBER: _builtins.int
     GET_PNL_HISTORY_FIELD_NUMBER: _builtins.int
+    GET_PERFORMANCE_FIELD_NUMBER: _builtins.int
+    GET_RISK_METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def get_position(self) -> Global___GetPositionRequest: ...
     @_builtins.property
@@ -1652,6 +1683,10 @@ class PortfolioQuery(_message.Message):
     def get_reconciliation(self) -> Global___GetReconciliationRequest: ...
     @_builtins.property
     def get_pnl_history(self) -> Global___GetPnlHistoryRequest: ...
+    @_builtins.property
+    def get_performance(self) -> Global___GetPerformanceRequest: ...
+    @_builtins.property
+    def get_risk_metrics(self) -> Global___GetRiskMetricsRequest: ...
     def __init__(
         self,
         *,
@@ -1667,12 +1702,14 @@ class PortfolioQuery(_message.Message):
         get_instrument: Global___GetInstrumentRequest | None = ...,
         get_reconciliation: Global___GetReconciliationRequest | None = ...,
         get_pnl_history: Global___GetPnlHistoryRequest | None = ...,
+        get_performance: Global___GetPerformanceRequest | None = ...,
+        get_risk_metrics: Global___GetRiskMetricsRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_performance", b"get_performance", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_risk_metrics", b"get_risk_metrics", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["get_balances", b"get_balances", "get_consolidated_position", b"get_consolidated_position", "get_instrument", b"get_instrument", "get_order", b"get_order", "get_performance", b"get_performance", "get_pnl_history", b"get_pnl_history", "get_portfolio_summary", b"get_portfolio_summary", "get_position", b"get_position", "get_reconciliation", b"get_reconciliation", "get_risk_metrics", b"get_risk_metrics", "get_strategy_portfolio", b"get_strategy_portfolio", "get_trace_position", b"get_trace_position", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument", "get_reconciliation", "get_pnl_history"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["get_position", "get_strategy_portfolio", "get_portfolio_summary", "list_positions", "get_trace_position", "get_order", "list_open_orders", "get_balances", "get_consolidated_position", "get_instrument", "get_reconciliation", "get_pnl_history", "get_performance", "get_risk_metrics"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -1698,6 +1735,8 @@ class PortfolioResponse(_message.Message):
     INSTRUMENT_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     PNL_HISTORY_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_FIELD_NUMBER: _builtins.int
+    RISK_METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def position(self) -> Global___Position: ...
     @_builtins.property
@@ -1722,6 +1761,10 @@ class PortfolioResponse(_message.Message):
     def reconciliation(self) -> Global___Reconciliation: ...
     @_builtins.property
     def pnl_history(self) -> Global___PnlHistory: ...
+    @_builtins.property
+    def performance(self) -> Global___Performance: ...
+    @_builtins.property
+    def risk_metrics(self) -> Global___RiskMetrics: ...
     def __init__(
         self,
         *,
@@ -1737,12 +1780,14 @@ class PortfolioResponse(_message.Message):
         instrument: Global___Instrument | None = ...,
         reconciliation: Global___Reconciliation | None = ...,
         pnl_history: Global___PnlHistory | None = ...,
+        performance: Global___Performance | None = ...,
+        risk_metrics: Global___RiskMetrics | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "performance", b"performance", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "risk_metrics", b"risk_metrics", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "consolidated_position", b"consolidated_position", "instrument", b"instrument", "list_open_orders", b"list_open_orders", "list_positions", b"list_positions", "order", b"order", "performance", b"performance", "pnl_history", b"pnl_history", "portfolio_summary", b"portfolio_summary", "position", b"position", "reconciliation", b"reconciliation", "response", b"response", "risk_metrics", b"risk_metrics", "strategy_portfolio", b"strategy_portfolio", "trace_position", b"trace_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument", "reconciliation", "pnl_history"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["position", "strategy_portfolio", "portfolio_summary", "list_positions", "trace_position", "order", "list_open_orders", "balances", "consolidated_position", "instrument", "reconciliation", "pnl_history", "performance", "risk_metrics"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -3339,3 +3384,487 @@ class PnlCurrencyDay(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PnlCurrencyDay: _TypeAlias = PnlCurrencyDay  # noqa: Y015
+
+@_typing.final
+class GetPerformanceRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Performance and risk
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required with an empty strategy_id (the account-level book); empty with a strategy_id:
+    the strategy across its accounts (their days summed by trading date when they share a
+    base currency).
+    """
+    strategy_id: _builtins.str
+    from_date: _builtins.str
+    """Trading dates (YYYY-MM-DD, both included) of the P&L history the statistics use; empty:
+    from the first / through the latest.
+    """
+    to_date: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_date", b"from_date", "strategy_id", b"strategy_id", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPerformanceRequest: _TypeAlias = GetPerformanceRequest  # noqa: Y015
+
+@_typing.final
+class Performance(_message.Message):
+    """Round trips count a row's life from flat to flat (a flip through zero closes one and opens
+    the next), as fills are booked; a trip's P&L is the realized P&L booked on the row meanwhile
+    minus the row's fees meanwhile. Decimal strings for money; doubles are statistics
+    (estimates), absent when undefined.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    INCEPTION_TIME_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    TRADING_DAYS_FIELD_NUMBER: _builtins.int
+    DAYS_MISSING_BASE_FIELD_NUMBER: _builtins.int
+    TOTAL_DAILY_PNL_FIELD_NUMBER: _builtins.int
+    MEAN_DAILY_PNL_FIELD_NUMBER: _builtins.int
+    VOLATILITY_FIELD_NUMBER: _builtins.int
+    SHARPE_RATIO_FIELD_NUMBER: _builtins.int
+    SORTINO_RATIO_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_PEAK_DATE_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_TROUGH_DATE_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_RECOVERED_DATE_FIELD_NUMBER: _builtins.int
+    VENUES_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    strategy_id: _builtins.str
+    base_currency: _builtins.str
+    trading_days: _builtins.int
+    """From the daily net P&L in base currency (closed trading days)."""
+    days_missing_base: _builtins.int
+    """Days left out because a base figure was missing (an FX rate)."""
+    total_daily_pnl: _builtins.str
+    mean_daily_pnl: _builtins.float
+    volatility: _builtins.float
+    sharpe_ratio: _builtins.float
+    """Annualized with the square root of 252; no risk-free rate subtracted. The same as the
+    ratios of daily returns on a constant capital.
+    """
+    sortino_ratio: _builtins.float
+    max_drawdown: _builtins.str
+    """The largest fall of the cumulative daily P&L from a peak (>= 0), its dates."""
+    max_drawdown_peak_date: _builtins.str
+    max_drawdown_trough_date: _builtins.str
+    max_drawdown_recovered_date: _builtins.str
+    """Empty while not recovered."""
+    as_of_sequence: _builtins.int
+    @_builtins.property
+    def inception_time(self) -> _timestamp_pb2.Timestamp:
+        """The scope's first fill (execution time)."""
+
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyPerformance]: ...
+    @_builtins.property
+    def venues(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenuePerformance]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        base_currency: _builtins.str = ...,
+        inception_time: _timestamp_pb2.Timestamp | None = ...,
+        by_currency: _abc.Iterable[Global___CurrencyPerformance] | None = ...,
+        trading_days: _builtins.int = ...,
+        days_missing_base: _builtins.int = ...,
+        total_daily_pnl: _builtins.str = ...,
+        mean_daily_pnl: _builtins.float | None = ...,
+        volatility: _builtins.float | None = ...,
+        sharpe_ratio: _builtins.float | None = ...,
+        sortino_ratio: _builtins.float | None = ...,
+        max_drawdown: _builtins.str = ...,
+        max_drawdown_peak_date: _builtins.str = ...,
+        max_drawdown_trough_date: _builtins.str = ...,
+        max_drawdown_recovered_date: _builtins.str = ...,
+        venues: _abc.Iterable[Global___VenuePerformance] | None = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl", "_sharpe_ratio", b"_sharpe_ratio", "_sortino_ratio", b"_sortino_ratio", "_volatility", b"_volatility", "inception_time", b"inception_time", "mean_daily_pnl", b"mean_daily_pnl", "sharpe_ratio", b"sharpe_ratio", "sortino_ratio", b"sortino_ratio", "volatility", b"volatility"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl", "_sharpe_ratio", b"_sharpe_ratio", "_sortino_ratio", b"_sortino_ratio", "_volatility", b"_volatility", "account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "by_currency", b"by_currency", "days_missing_base", b"days_missing_base", "inception_time", b"inception_time", "max_drawdown", b"max_drawdown", "max_drawdown_peak_date", b"max_drawdown_peak_date", "max_drawdown_recovered_date", b"max_drawdown_recovered_date", "max_drawdown_trough_date", b"max_drawdown_trough_date", "mean_daily_pnl", b"mean_daily_pnl", "sharpe_ratio", b"sharpe_ratio", "sortino_ratio", b"sortino_ratio", "strategy_id", b"strategy_id", "total_daily_pnl", b"total_daily_pnl", "trading_days", b"trading_days", "venues", b"venues", "volatility", b"volatility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mean_daily_pnl: _TypeAlias = _typing.Literal["mean_daily_pnl"]  # noqa: Y015
+    _WhichOneofArgType__mean_daily_pnl: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl"]  # noqa: Y015
+    _WhichOneofReturnType__sharpe_ratio: _TypeAlias = _typing.Literal["sharpe_ratio"]  # noqa: Y015
+    _WhichOneofArgType__sharpe_ratio: _TypeAlias = _typing.Literal["_sharpe_ratio", b"_sharpe_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__sortino_ratio: _TypeAlias = _typing.Literal["sortino_ratio"]  # noqa: Y015
+    _WhichOneofArgType__sortino_ratio: _TypeAlias = _typing.Literal["_sortino_ratio", b"_sortino_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__volatility: _TypeAlias = _typing.Literal["volatility"]  # noqa: Y015
+    _WhichOneofArgType__volatility: _TypeAlias = _typing.Literal["_volatility", b"_volatility"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mean_daily_pnl) -> _WhichOneofReturnType__mean_daily_pnl | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sharpe_ratio) -> _WhichOneofReturnType__sharpe_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sortino_ratio) -> _WhichOneofReturnType__sortino_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__volatility) -> _WhichOneofReturnType__volatility | None: ...
+
+Global___Performance: _TypeAlias = Performance  # noqa: Y015
+
+@_typing.final
+class CurrencyPerformance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    TRADE_COUNT_FIELD_NUMBER: _builtins.int
+    ROUND_TRIPS_FIELD_NUMBER: _builtins.int
+    OPEN_TRIPS_FIELD_NUMBER: _builtins.int
+    WINS_FIELD_NUMBER: _builtins.int
+    LOSSES_FIELD_NUMBER: _builtins.int
+    WIN_RATE_FIELD_NUMBER: _builtins.int
+    AVERAGE_WIN_FIELD_NUMBER: _builtins.int
+    AVERAGE_LOSS_FIELD_NUMBER: _builtins.int
+    PROFIT_FACTOR_FIELD_NUMBER: _builtins.int
+    EXPECTANCY_FIELD_NUMBER: _builtins.int
+    LARGEST_WIN_FIELD_NUMBER: _builtins.int
+    LARGEST_LOSS_FIELD_NUMBER: _builtins.int
+    GROSS_PNL_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    NET_PNL_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    trade_count: _builtins.int
+    round_trips: _builtins.int
+    open_trips: _builtins.int
+    wins: _builtins.int
+    losses: _builtins.int
+    win_rate: _builtins.float
+    average_win: _builtins.str
+    average_loss: _builtins.str
+    profit_factor: _builtins.float
+    """Gross win / gross loss."""
+    expectancy: _builtins.str
+    """The average trip's P&L."""
+    largest_win: _builtins.str
+    largest_loss: _builtins.str
+    gross_pnl: _builtins.str
+    """Now: realized + unrealized, fees, and net (gross - fees)."""
+    fees: _builtins.str
+    net_pnl: _builtins.str
+    realized_pnl: _builtins.str
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        trade_count: _builtins.int = ...,
+        round_trips: _builtins.int = ...,
+        open_trips: _builtins.int = ...,
+        wins: _builtins.int = ...,
+        losses: _builtins.int = ...,
+        win_rate: _builtins.float | None = ...,
+        average_win: _builtins.str = ...,
+        average_loss: _builtins.str = ...,
+        profit_factor: _builtins.float | None = ...,
+        expectancy: _builtins.str = ...,
+        largest_win: _builtins.str = ...,
+        largest_loss: _builtins.str = ...,
+        gross_pnl: _builtins.str = ...,
+        fees: _builtins.str = ...,
+        net_pnl: _builtins.str = ...,
+        realized_pnl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_profit_factor", b"_profit_factor", "_win_rate", b"_win_rate", "profit_factor", b"profit_factor", "win_rate", b"win_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_profit_factor", b"_profit_factor", "_win_rate", b"_win_rate", "average_loss", b"average_loss", "average_win", b"average_win", "currency", b"currency", "expectancy", b"expectancy", "fees", b"fees", "gross_pnl", b"gross_pnl", "largest_loss", b"largest_loss", "largest_win", b"largest_win", "losses", b"losses", "net_pnl", b"net_pnl", "open_trips", b"open_trips", "profit_factor", b"profit_factor", "realized_pnl", b"realized_pnl", "round_trips", b"round_trips", "trade_count", b"trade_count", "win_rate", b"win_rate", "wins", b"wins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__profit_factor: _TypeAlias = _typing.Literal["profit_factor"]  # noqa: Y015
+    _WhichOneofArgType__profit_factor: _TypeAlias = _typing.Literal["_profit_factor", b"_profit_factor"]  # noqa: Y015
+    _WhichOneofReturnType__win_rate: _TypeAlias = _typing.Literal["win_rate"]  # noqa: Y015
+    _WhichOneofArgType__win_rate: _TypeAlias = _typing.Literal["_win_rate", b"_win_rate"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__profit_factor) -> _WhichOneofReturnType__profit_factor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__win_rate) -> _WhichOneofReturnType__win_rate | None: ...
+
+Global___CurrencyPerformance: _TypeAlias = CurrencyPerformance  # noqa: Y015
+
+@_typing.final
+class VenuePerformance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENUE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    FILLS_FIELD_NUMBER: _builtins.int
+    VOLUME_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    venue: _builtins.str
+    """As the fills name it (empty: none given)."""
+    currency: _builtins.str
+    fills: _builtins.int
+    volume: _builtins.str
+    """Traded notional, buys and sells alike."""
+    fees: _builtins.str
+    realized_pnl: _builtins.str
+    """Realized P&L the venue's fills booked."""
+    def __init__(
+        self,
+        *,
+        venue: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        fills: _builtins.int = ...,
+        volume: _builtins.str = ...,
+        fees: _builtins.str = ...,
+        realized_pnl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "fees", b"fees", "fills", b"fills", "realized_pnl", b"realized_pnl", "venue", b"venue", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VenuePerformance: _TypeAlias = VenuePerformance  # noqa: Y015
+
+@_typing.final
+class GetRiskMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    LOOKBACK_DAYS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required."""
+    strategy_id: _builtins.str
+    """Empty: the account-level book."""
+    lookback_days: _builtins.int
+    """Trading days of P&L history used (1 to 2520; 0: 250)."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        lookback_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "lookback_days", b"lookback_days", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRiskMetricsRequest: _TypeAlias = GetRiskMetricsRequest  # noqa: Y015
+
+@_typing.final
+class RiskMetrics(_message.Message):
+    """Exposure is market value now (long positive, short negative). Value at risk is historical
+    simulation over the scope's own daily net P&L in base currency (not today's positions at
+    past marks): with n days, at confidence c, the k-th worst day's loss, k = ceil((1-c) n);
+    expected shortfall is the average loss of those k days. Losses are positive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    BASE_CURRENCY_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    BY_INSTRUMENT_FIELD_NUMBER: _builtins.int
+    BY_ASSET_CLASS_FIELD_NUMBER: _builtins.int
+    BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    MISSING_FX_RATES_FIELD_NUMBER: _builtins.int
+    LARGEST_INSTRUMENT_FIELD_NUMBER: _builtins.int
+    CONCENTRATION_FIELD_NUMBER: _builtins.int
+    LOOKBACK_DAYS_FIELD_NUMBER: _builtins.int
+    TRADING_DAYS_FIELD_NUMBER: _builtins.int
+    VOLATILITY_FIELD_NUMBER: _builtins.int
+    VALUE_AT_RISK_FIELD_NUMBER: _builtins.int
+    CORRELATIONS_FIELD_NUMBER: _builtins.int
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    strategy_id: _builtins.str
+    base_currency: _builtins.str
+    largest_instrument: _builtins.str
+    """The largest position (by gross exposure) and its share of the gross (0 to 1)."""
+    concentration: _builtins.str
+    lookback_days: _builtins.int
+    trading_days: _builtins.int
+    volatility: _builtins.float
+    """Standard deviation of daily net P&L in base currency (a float: an estimate)."""
+    as_of_sequence: _builtins.int
+    @_builtins.property
+    def total(self) -> Global___Exposure:
+        """In base currency."""
+
+    @_builtins.property
+    def by_instrument(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedExposure]: ...
+    @_builtins.property
+    def by_asset_class(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedExposure]: ...
+    @_builtins.property
+    def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedExposure]:
+        """In each currency itself."""
+
+    @_builtins.property
+    def missing_fx_rates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def value_at_risk(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueAtRisk]: ...
+    @_builtins.property
+    def correlations(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategyCorrelation]:
+        """Between the account's strategies (account-level request only)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        strategy_id: _builtins.str = ...,
+        base_currency: _builtins.str = ...,
+        total: Global___Exposure | None = ...,
+        by_instrument: _abc.Iterable[Global___NamedExposure] | None = ...,
+        by_asset_class: _abc.Iterable[Global___NamedExposure] | None = ...,
+        by_currency: _abc.Iterable[Global___NamedExposure] | None = ...,
+        missing_fx_rates: _abc.Iterable[_builtins.str] | None = ...,
+        largest_instrument: _builtins.str = ...,
+        concentration: _builtins.str = ...,
+        lookback_days: _builtins.int = ...,
+        trading_days: _builtins.int = ...,
+        volatility: _builtins.float | None = ...,
+        value_at_risk: _abc.Iterable[Global___ValueAtRisk] | None = ...,
+        correlations: _abc.Iterable[Global___StrategyCorrelation] | None = ...,
+        as_of_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_volatility", b"_volatility", "total", b"total", "volatility", b"volatility"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_volatility", b"_volatility", "account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "by_asset_class", b"by_asset_class", "by_currency", b"by_currency", "by_instrument", b"by_instrument", "concentration", b"concentration", "correlations", b"correlations", "largest_instrument", b"largest_instrument", "lookback_days", b"lookback_days", "missing_fx_rates", b"missing_fx_rates", "strategy_id", b"strategy_id", "total", b"total", "trading_days", b"trading_days", "value_at_risk", b"value_at_risk", "volatility", b"volatility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__volatility: _TypeAlias = _typing.Literal["volatility"]  # noqa: Y015
+    _WhichOneofArgType__volatility: _TypeAlias = _typing.Literal["_volatility", b"_volatility"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__volatility) -> _WhichOneofReturnType__volatility | None: ...
+
+Global___RiskMetrics: _TypeAlias = RiskMetrics  # noqa: Y015
+
+@_typing.final
+class Exposure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LONG_FIELD_NUMBER: _builtins.int
+    SHORT_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    NET_FIELD_NUMBER: _builtins.int
+    long: _builtins.str
+    short: _builtins.str
+    gross: _builtins.str
+    net: _builtins.str
+    def __init__(
+        self,
+        *,
+        long: _builtins.str = ...,
+        short: _builtins.str = ...,
+        gross: _builtins.str = ...,
+        net: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gross", b"gross", "long", b"long", "net", b"net", "short", b"short"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Exposure: _TypeAlias = Exposure  # noqa: Y015
+
+@_typing.final
+class NamedExposure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPOSURE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def exposure(self) -> Global___Exposure: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        exposure: Global___Exposure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exposure", b"exposure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exposure", b"exposure", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NamedExposure: _TypeAlias = NamedExposure  # noqa: Y015
+
+@_typing.final
+class ValueAtRisk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    VALUE_AT_RISK_FIELD_NUMBER: _builtins.int
+    EXPECTED_SHORTFALL_FIELD_NUMBER: _builtins.int
+    DAYS_IN_TAIL_FIELD_NUMBER: _builtins.int
+    confidence: _builtins.str
+    """"0.95", "0.99"."""
+    value_at_risk: _builtins.str
+    """One day, in base currency; empty with no day yet."""
+    expected_shortfall: _builtins.str
+    days_in_tail: _builtins.int
+    def __init__(
+        self,
+        *,
+        confidence: _builtins.str = ...,
+        value_at_risk: _builtins.str = ...,
+        expected_shortfall: _builtins.str = ...,
+        days_in_tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "days_in_tail", b"days_in_tail", "expected_shortfall", b"expected_shortfall", "value_at_risk", b"value_at_risk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueAtRisk: _TypeAlias = ValueAtRisk  # noqa: Y015
+
+@_typing.final
+class StrategyCorrelation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_A_FIELD_NUMBER: _builtins.int
+    STRATEGY_B_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    CORRELATION_FIELD_NUMBER: _builtins.int
+    strategy_a: _builtins.str
+    strategy_b: _builtins.str
+    days: _builtins.int
+    """Trading days both recorded."""
+    correlation: _builtins.float
+    """Pearson, of daily net P&L; absent with fewer than 3 common days or no variation."""
+    def __init__(
+        self,
+        *,
+        strategy_a: _builtins.str = ...,
+        strategy_b: _builtins.str = ...,
+        days: _builtins.int = ...,
+        correlation: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_correlation", b"_correlation", "correlation", b"correlation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_correlation", b"_correlation", "correlation", b"correlation", "days", b"days", "strategy_a", b"strategy_a", "strategy_b", b"strategy_b"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__correlation: _TypeAlias = _typing.Literal["correlation"]  # noqa: Y015
+    _WhichOneofArgType__correlation: _TypeAlias = _typing.Literal["_correlation", b"_correlation"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__correlation) -> _WhichOneofReturnType__correlation | None: ...
+
+Global___StrategyCorrelation: _TypeAlias = StrategyCorrelation  # noqa: Y015

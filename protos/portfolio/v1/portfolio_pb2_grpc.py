@@ -155,6 +155,16 @@ class PortfolioManagerStub(object):
                 request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.SerializeToString,
                 response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.FromString,
                 _registered_method=True)
+        self.GetPerformance = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetPerformance',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetPerformanceRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.Performance.FromString,
+                _registered_method=True)
+        self.GetRiskMetrics = channel.unary_unary(
+                '/portfolio.v1.PortfolioManager/GetRiskMetrics',
+                request_serializer=portfolio_dot_v1_dot_portfolio__pb2.GetRiskMetricsRequest.SerializeToString,
+                response_deserializer=portfolio_dot_v1_dot_portfolio__pb2.RiskMetrics.FromString,
+                _registered_method=True)
 
 
 class PortfolioManagerServicer(object):
@@ -337,6 +347,22 @@ class PortfolioManagerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPerformance(self, request, context):
+        """Performance attribution of an account's book or of a strategy (in one account or across
+        its accounts): round trips, venues, and the statistics of its daily P&L.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRiskMetrics(self, request, context):
+        """Exposure, concentration, volatility, value at risk and correlations of an account's book
+        or of one strategy in it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -459,6 +485,16 @@ def add_PortfolioManagerServicer_to_server(servicer, server):
                     servicer.GetPnlHistory,
                     request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.FromString,
                     response_serializer=portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.SerializeToString,
+            ),
+            'GetPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerformance,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetPerformanceRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.Performance.SerializeToString,
+            ),
+            'GetRiskMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRiskMetrics,
+                    request_deserializer=portfolio_dot_v1_dot_portfolio__pb2.GetRiskMetricsRequest.FromString,
+                    response_serializer=portfolio_dot_v1_dot_portfolio__pb2.RiskMetrics.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1110,6 +1146,60 @@ class PortfolioManager(object):
             '/portfolio.v1.PortfolioManager/GetPnlHistory',
             portfolio_dot_v1_dot_portfolio__pb2.GetPnlHistoryRequest.SerializeToString,
             portfolio_dot_v1_dot_portfolio__pb2.PnlHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetPerformance',
+            portfolio_dot_v1_dot_portfolio__pb2.GetPerformanceRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.Performance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRiskMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portfolio.v1.PortfolioManager/GetRiskMetrics',
+            portfolio_dot_v1_dot_portfolio__pb2.GetRiskMetricsRequest.SerializeToString,
+            portfolio_dot_v1_dot_portfolio__pb2.RiskMetrics.FromString,
             options,
             channel_credentials,
             insecure,

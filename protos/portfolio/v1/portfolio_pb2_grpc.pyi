@@ -113,6 +113,14 @@ class PortfolioManagerStub:
     """The daily P&L of an account's book or of one strategy in it, one entry per trading day
     closed (see PnlDay).
     """
+    GetPerformance: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetPerformanceRequest, _portfolio_pb2.Performance]
+    """Performance attribution of an account's book or of a strategy (in one account or across
+    its accounts): round trips, venues, and the statistics of its daily P&L.
+    """
+    GetRiskMetrics: _grpc.UnaryUnaryMultiCallable[_portfolio_pb2.GetRiskMetricsRequest, _portfolio_pb2.RiskMetrics]
+    """Exposure, concentration, volatility, value at risk and correlations of an account's book
+    or of one strategy in it.
+    """
 
 @_typing.type_check_only
 class PortfolioManagerAsyncStub(PortfolioManagerStub):
@@ -182,6 +190,14 @@ class PortfolioManagerAsyncStub(PortfolioManagerStub):
     GetPnlHistory: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetPnlHistoryRequest, _portfolio_pb2.PnlHistory]  # type: ignore[assignment]
     """The daily P&L of an account's book or of one strategy in it, one entry per trading day
     closed (see PnlDay).
+    """
+    GetPerformance: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetPerformanceRequest, _portfolio_pb2.Performance]  # type: ignore[assignment]
+    """Performance attribution of an account's book or of a strategy (in one account or across
+    its accounts): round trips, venues, and the statistics of its daily P&L.
+    """
+    GetRiskMetrics: _aio.UnaryUnaryMultiCallable[_portfolio_pb2.GetRiskMetricsRequest, _portfolio_pb2.RiskMetrics]  # type: ignore[assignment]
+    """Exposure, concentration, volatility, value at risk and correlations of an account's book
+    or of one strategy in it.
     """
 
 class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
@@ -393,6 +409,26 @@ class PortfolioManagerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_portfolio_pb2.PnlHistory, _abc.Awaitable[_portfolio_pb2.PnlHistory]]:
         """The daily P&L of an account's book or of one strategy in it, one entry per trading day
         closed (see PnlDay).
+        """
+
+    @_abc_1.abstractmethod
+    def GetPerformance(
+        self,
+        request: _portfolio_pb2.GetPerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.Performance, _abc.Awaitable[_portfolio_pb2.Performance]]:
+        """Performance attribution of an account's book or of a strategy (in one account or across
+        its accounts): round trips, venues, and the statistics of its daily P&L.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRiskMetrics(
+        self,
+        request: _portfolio_pb2.GetRiskMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_portfolio_pb2.RiskMetrics, _abc.Awaitable[_portfolio_pb2.RiskMetrics]]:
+        """Exposure, concentration, volatility, value at risk and correlations of an account's book
+        or of one strategy in it.
         """
 
 def add_PortfolioManagerServicer_to_server(servicer: PortfolioManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
