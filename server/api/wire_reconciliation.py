@@ -7,7 +7,7 @@ from server.api.wire import position_to_proto, to_timestamp
 from server.application.ports import ReconciliationRun
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
-from server.domain.reconciliation import LineStatus, ReconciliationLine
+from server.domain.reconciliation import CashLine, LineStatus, ReconciliationLine
 
 STATUS_TO_PROTO = {
     LineStatus.MATCHED: pb.RECONCILIATION_STATUS_MATCHED,
@@ -15,7 +15,20 @@ STATUS_TO_PROTO = {
     LineStatus.UNATTRIBUTED: pb.RECONCILIATION_STATUS_UNATTRIBUTED,
     LineStatus.RESIDUAL: pb.RECONCILIATION_STATUS_RESIDUAL,
     LineStatus.COST_MISMATCH: pb.RECONCILIATION_STATUS_COST_MISMATCH,
+    LineStatus.CASH_MISMATCH: pb.RECONCILIATION_STATUS_CASH_MISMATCH,
 }
+
+
+def cash_line_to_proto(line: CashLine) -> pb.ReconciliationCashLine:
+    return pb.ReconciliationCashLine(
+        currency=line.currency,
+        status=STATUS_TO_PROTO[line.status],
+        discrepancy=line.status.is_discrepancy,
+        broker_cash=canonical(line.broker_cash),
+        service_cash=canonical(line.service_cash),
+        difference=canonical(line.difference),
+        note=line.note,
+    )
 
 
 def line_to_proto(line: ReconciliationLine, residual: PositionView | None) -> pb.ReconciliationLine:
@@ -58,4 +71,5 @@ def reconciliation_to_proto(valued: ReconciliationRun) -> pb.Reconciliation:
             line_to_proto(line, residuals[line.instrument_id] if line.residual else None)
             for line in run.lines
         ],
+        cash=[cash_line_to_proto(line) for line in run.cash],
     )

@@ -4,6 +4,11 @@ and on demand, and the runs kept.
 Each run asks the broker for an account's positions and journals them (`BrokerPositions`)
 through the write path; the ledger compares them with the book at that sequence. A failing
 broker skips the run and says so; it never stops the service.
+
+A broker that reports cash (`CashReporting`: IB's account values) also has the run compare
+cash per currency with the service's balances, as the run is made: those cash lines are kept
+with the run in memory (the latest runs of each account), not journaled, so a restart's
+replay rebuilds the runs without them.
 """
 
 from __future__ import annotations
@@ -12,18 +17,29 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal, localcontext
+from typing import Any, Protocol, runtime_checkable
 
 from server.application.ports import Broker, BrokerUnavailable, ReconciliationRun
 from server.application.reads import NotFound, ReadModel
 from server.application.writes import WritePath
+from server.domain.decimals import EXACT, ZERO
 from server.domain.events import AccountKind, BrokerPosition, BrokerPositions
 from server.domain.ledger import Result
-from server.domain.reconciliation import Reconciliation
+from server.domain.reconciliation import CashLine, Reconciliation, compare_cash
 from server.domain.refusals import Refusal, RefusalKind
 
 log = logging.getLogger("portfolio.reconciliation")
+
+
+@runtime_checkable
+class CashReporting(Protocol):
+    """A broker that also says how much cash an account holds."""
+
+    def cash(self, account_id: str) -> dict[str, Decimal]:
+        """Currency -> the broker's cash in it now (empty: none reported); raises
+        BrokerUnavailable."""
 
 
 class NoBroker(Exception):
@@ -41,9 +57,12 @@ class NotAllowed(Exception):
 class Reconciliations:
     """Runs journaled and read back: what a broker holds against the book."""
 
-    def __init__(self, writes: WritePath[Any], reads: ReadModel) -> None:
+    def __init__(self, writes: WritePath[Any], reads: ReadModel, history: int = 100) -> None:
         self.ledger = writes.ledger
         self._writes, self._reads = writes, reads
+        # account -> run sequence -> its cash lines, oldest first, the latest `history` kept.
+        self._cash: dict[str, dict[int, tuple[CashLine, ...]]] = {}
+        self._history = history
 
     async def reconcile(
         self, account_id: str, positions: Sequence[BrokerPosition], time_ns: int
@@ -65,6 +84,39 @@ class Reconciliations:
         run = self.ledger.reconciliations.latest(account_id)
         assert run is not None and run.sequence == outcome.sequence
         return run
+
+    def service_cash(self, account_id: str) -> dict[str, Decimal]:
+        """The account's cash per currency now, every chain summed."""
+        cash: dict[str, Decimal] = {}
+        with localcontext(EXACT):
+            for balance in self.ledger.balances.of_account(account_id):
+                currency = balance.key.currency
+                cash[currency] = cash.get(currency, ZERO) + balance.cash
+        return cash
+
+    def record_cash(self, run: Reconciliation, broker_cash: dict[str, Decimal]) -> Reconciliation:
+        """Compares the broker's cash with the service's, keeps the lines with the run and
+        returns the run with them."""
+        lines = compare_cash(
+            broker_cash, self.service_cash(run.account_id), self.ledger.reconcile_policy
+        )
+        kept = self._cash.setdefault(run.account_id, {})
+        kept[run.sequence] = lines
+        while len(kept) > self._history:
+            del kept[next(iter(kept))]
+        return run.with_cash(lines)
+
+    def with_cash(self, run: Reconciliation) -> Reconciliation:
+        """The run with the cash lines made with it, if any."""
+        if run.cash:
+            return run
+        lines = self._cash.get(run.account_id, {}).get(run.sequence)
+        return run.with_cash(lines) if lines else run
+
+    def runs(self, account_id: str) -> Iterator[Reconciliation]:
+        """The account's runs newest first, with their cash lines."""
+        for run in self.ledger.reconciliations.runs(account_id):
+            yield self.with_cash(run)
 
     def book_positions(self, account_id: str) -> list[BrokerPosition]:
         """The account-level book as a broker would report it (the paper broker's view)."""
@@ -108,14 +160,15 @@ class Reconciliations:
     ) -> list[ReconciliationRun]:
         """Runs newest first, older than `before_sequence` (0: from the latest); one more
         than `limit` says more follow."""
-        runs = self.ledger.reconciliations.runs(account_id)
+        runs = self.runs(account_id)
         if before_sequence:
             runs = itertools.dropwhile(lambda run: run.sequence >= before_sequence, runs)
         return [self.valued(run) for run in itertools.islice(runs, limit + 1)]
 
     def valued(self, run: Reconciliation) -> ReconciliationRun:
         """A run as queries show it, complete: its residual rows valued now."""
-        return ReconciliationRun(run, [self._reads.residual_view(row) for row in run.residuals])
+        residuals = [self._reads.residual_view(row) for row in run.residuals]
+        return ReconciliationRun(self.with_cash(run), residuals)
 
 
 class Reconciler:
@@ -152,13 +205,12 @@ class Reconciler:
 
     def confirmed(self, account_id: str) -> list[str]:
         """Instruments discrepant in each of the account's last `confirm_runs` runs."""
-        runs = list(itertools.islice(self.cases.ledger.reconciliations.runs(account_id),
-                                     self.confirm_runs))  # fmt: skip
+        runs = list(itertools.islice(self.cases.runs(account_id), self.confirm_runs))
         if len(runs) < self.confirm_runs:
             return []
         common: set[str] | None = None
         for run in runs:
-            discrepant = {line.instrument_id for line in run.lines if line.status.is_discrepancy}
+            discrepant = run.discrepant()
             common = discrepant if common is None else common & discrepant
         return sorted(common or ())
 
@@ -192,7 +244,12 @@ class Reconciler:
                     )
                 )
             positions = await self.broker.positions(account_id)
+            broker_cash = None
+            if isinstance(self.broker, CashReporting):
+                broker_cash = self.broker.cash(account_id)
             run = await self.cases.reconcile(account_id, positions, self._clock_ns())
+            if broker_cash:
+                run = self.cases.record_cash(run, broker_cash)
         self.runs += 1
         confirmed = set(self.confirmed(account_id))
         log.log(
@@ -207,6 +264,12 @@ class Reconciler:
                 f"; {line.instrument_id} {line.status.name}"
                 f"{' (again)' if line.instrument_id in confirmed else ''}: {line.note}"
                 for line in run.lines
+                if line.status.is_discrepancy
+            )
+            + "".join(
+                f"; {line.status.name}{' (again)' if f'cash:{line.currency}' in confirmed else ''}"
+                f": {line.note}"
+                for line in run.cash
                 if line.status.is_discrepancy
             ),
         )

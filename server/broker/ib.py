@@ -27,6 +27,8 @@ from tws.contracts import ContractMap
 __all__ = ["AccountFigure", "IbBroker", "PortfolioRow", "contract_multiplier"]
 
 _ONE = Decimal(1)
+# Account value tags that hold cash per currency, the preferred one last.
+_CASH_TAGS = ("TotalCashValue", "CashBalance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,18 @@ class IbBroker:
             )
             for item in self._connection.ib.portfolio(account_id)
         ]
+
+    def cash(self, account_id: str) -> dict[str, Decimal]:
+        """The account's cash per currency, as TWS last pushed it: `CashBalance` in each
+        currency, else `TotalCashValue` (IB's figures; "BASE", the base-currency total, left
+        out). Empty when TWS reported neither."""
+        by_tag: dict[str, dict[str, Decimal]] = {}
+        for figure in self.account_values(account_id):
+            if figure.tag in _CASH_TAGS and figure.currency and figure.currency != "BASE":
+                by_tag.setdefault(figure.tag, {})[figure.currency] = figure.value
+        cash = dict(by_tag.get("TotalCashValue", {}))
+        cash.update(by_tag.get("CashBalance", {}))
+        return cash
 
     def account_values(self, account_id: str) -> list[AccountFigure]:
         """The account's numeric values, as last pushed; text values (`AccountType`) left out."""

@@ -17,6 +17,10 @@ For each instrument the broker quantity is compared exactly with the sum of the 
   one: a short's average is the proceeds net of commissions): a match is a unit cost within
   that band, give or take the tolerance (relative, with an absolute floor per unit).
 
+Cash is compared per currency (`compare_cash`): the broker's balance against the service's,
+within an absolute tolerance. The broker's cash is not part of the journaled snapshot: the
+reconciler adds a run's cash lines when it makes the run (`Reconciliation.with_cash`).
+
 Nothing here rewrites a strategy's row: a run only produces a report and residual rows.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
@@ -44,10 +48,21 @@ class LineStatus(enum.Enum):
     UNATTRIBUTED = 3  # the broker holds it; the service has no rows
     RESIDUAL = 4  # the broker's quantity differs from the strategies' sum
     COST_MISMATCH = 5  # quantities agree, average costs differ beyond the tolerance
+    CASH_MISMATCH = 6  # a currency's cash differs beyond the cash tolerance
 
     @property
     def is_discrepancy(self) -> bool:
-        return self in (LineStatus.UNATTRIBUTED, LineStatus.RESIDUAL, LineStatus.COST_MISMATCH)
+        return self in _DISCREPANCIES
+
+
+_DISCREPANCIES = frozenset(
+    {
+        LineStatus.UNATTRIBUTED,
+        LineStatus.RESIDUAL,
+        LineStatus.COST_MISMATCH,
+        LineStatus.CASH_MISMATCH,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +112,45 @@ class ReconciliationLine:
 
 
 @dataclass(frozen=True, slots=True)
+class CashLine:
+    """One currency of a run: the broker's cash against the service's."""
+
+    currency: str
+    status: LineStatus  # MATCHED or CASH_MISMATCH
+    broker_cash: Decimal
+    service_cash: Decimal  # every chain of the currency
+    note: str = ""
+
+    @property
+    def difference(self) -> Decimal:
+        with localcontext(EXACT):
+            return self.broker_cash - self.service_cash
+
+
+def compare_cash(
+    broker: Mapping[str, Decimal], service: Mapping[str, Decimal], policy: ReconcilePolicy
+) -> tuple[CashLine, ...]:
+    """A line per currency either side holds (a zero balance on both is left out), by
+    currency: matched when the two differ by at most `policy.cash_tolerance`."""
+    lines = []
+    with localcontext(EXACT):
+        for currency in sorted(broker.keys() | service.keys()):
+            held, booked = broker.get(currency, ZERO), service.get(currency, ZERO)
+            if not held and not booked:
+                continue
+            if abs(held - booked) <= policy.cash_tolerance:
+                lines.append(CashLine(currency, LineStatus.MATCHED, held, booked))
+                continue
+            note = (
+                f"cash {currency}: broker {held} vs service {booked} ({held - booked:+}): "
+                "book what the broker moved (interest, dividends, fees, conversions) as "
+                "cash transfers, or find the missing fill"
+            )
+            lines.append(CashLine(currency, LineStatus.CASH_MISMATCH, held, booked, note))
+    return tuple(lines)
+
+
+@dataclass(frozen=True, slots=True)
 class Reconciliation:
     """One run's report."""
 
@@ -109,10 +163,28 @@ class Reconciliation:
     # Lines of a run kept in history lose their matched lines; the counts stay.
     matched: int = 0
     discrepancies: int = 0
+    # Cash per currency (empty when the broker reports none), counted like the lines.
+    cash: tuple[CashLine, ...] = ()
 
     @property
     def clean(self) -> bool:
         return self.discrepancies == 0
+
+    def with_cash(self, cash: tuple[CashLine, ...]) -> Reconciliation:
+        """The run with its cash lines, counted in `matched` and `discrepancies`."""
+        mismatched = sum(line.status.is_discrepancy for line in cash)
+        return replace(
+            self,
+            cash=cash,
+            matched=self.matched + len(cash) - mismatched,
+            discrepancies=self.discrepancies + mismatched,
+        )
+
+    def discrepant(self) -> set[str]:
+        """What this run found discrepant: instrument ids, and `cash:<currency>`."""
+        found = {line.instrument_id for line in self.lines if line.status.is_discrepancy}
+        found.update(f"cash:{line.currency}" for line in self.cash if line.status.is_discrepancy)
+        return found
 
     @property
     def residuals(self) -> list[ResidualRow]:
@@ -131,6 +203,8 @@ class ReconcilePolicy:
     precision: Decimal = Decimal("1e-9")
     # Per unit of price: what the relative tolerance cannot give a cost near zero.
     cost_floor: Decimal = Decimal("0.0001")
+    # Cash of a currency matches when the broker's and the service's differ by at most this.
+    cash_tolerance: Decimal = Decimal("0.01")
 
 
 def cost_tolerance(cost: Decimal, policy: ReconcilePolicy) -> Decimal:

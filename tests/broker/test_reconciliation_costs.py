@@ -157,3 +157,72 @@ def test_the_tolerance_is_relative_with_an_absolute_floor_per_unit() -> None:
     assert cost_tolerance(Decimal("0.0565"), policy) == Decimal("0.0002825")
     assert cost_tolerance(Decimal("0.001"), policy) == Decimal("0.0001")  # the floor
     assert cost_tolerance(Decimal("0"), policy) == Decimal("0.0001")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cash per currency
+
+
+async def transfer(live: Rig, transfer_id: str, amount: str, currency: str) -> None:
+    message = pb.CashTransfer(transfer_id=transfer_id, account_id="U123", currency=currency,
+                              amount=amount, timestamp=Timestamp(seconds=T0))  # fmt: skip
+    request = pb.IngestRequest(batch_id=transfer_id, events=[pb.ExecutionEvent(transfer=message)])
+    async for response in live.pm.Ingest(iter([request])):
+        assert [ack.result for ack in response.acks] == [pb.EVENT_RESULT_ACCEPTED]
+
+
+def cash_lines(report: pb.Reconciliation) -> dict[str, tuple[str, str, str, str]]:
+    return {
+        line.currency: (
+            pb.ReconciliationStatus.Name(line.status).removeprefix("RECONCILIATION_STATUS_"),
+            line.broker_cash,
+            line.service_cash,
+            line.difference,
+        )
+        for line in report.cash
+    }
+
+
+async def test_cash_per_currency_is_a_line_of_the_report(tmp_path: Path) -> None:
+    async with rig(tmp_path) as live:
+        await transfer(live, "t-1", "100000", "USD")
+        await live.fill("PNY", "BUY", "100", "2", "10")  # 200 and a commission of 10
+        live.tws.set_position("U123", PENNY, "100", "2.1")
+        live.tws.set_account_value("U123", "CashBalance", "99790", "USD")
+        live.tws.set_account_value("U123", "CashBalance", "5000", "EUR")  # not booked here
+        live.tws.set_account_value("U123", "CashBalance", "105400", "BASE")  # IB's total
+        live.tws.set_account_value("U123", "TotalCashValue", "105400", "BASE")
+        await asyncio.sleep(0.2)  # the pushed account values reach the adapter
+        report = await live.reconcile()
+        assert cash_lines(report) == {
+            "EUR": ("CASH_MISMATCH", "5000", "0", "5000"),
+            "USD": ("MATCHED", "99790", "99790", "0"),
+        }
+        assert statuses(report) == {"PNY": "MATCHED"}
+        assert (report.matched, report.discrepancies, report.clean) == (2, 1, False)
+        (eur,) = [line for line in report.cash if line.currency == "EUR"]
+        assert eur.discrepancy and "cash EUR: broker 5000 vs service 0" in eur.note
+        assert (
+            await live.pm.GetReconciliation(pb.GetReconciliationRequest(account_id="U123"))
+            == report
+        )
+        await live.reconcile()  # the second run in a row confirms it
+        await live.wait_health("reconciliation", NOT_SERVING)
+
+        await transfer(live, "t-2", "5000", "EUR")  # the shop books the deposit
+        again = await live.reconcile()
+        assert again.clean and cash_lines(again)["EUR"][0] == "MATCHED"
+        await live.wait_health("reconciliation", SERVING)
+        history = await live.pm.ListReconciliations(
+            pb.ListReconciliationsRequest(account_id="U123", page_size=5)
+        )
+        assert [len(run.cash) for run in history.reconciliations] == [2, 2, 2]
+
+
+async def test_total_cash_value_stands_in_for_cash_balance(tmp_path: Path) -> None:
+    async with rig(tmp_path) as live:
+        await transfer(live, "t-1", "1000.5", "USD")
+        live.tws.set_account_value("U123", "TotalCashValue", "1000.50", "USD")
+        await asyncio.sleep(0.2)
+        report = await live.reconcile()
+        assert cash_lines(report) == {"USD": ("MATCHED", "1000.5", "1000.5", "0")}
