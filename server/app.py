@@ -155,7 +155,10 @@ async def _start(
             else None
         ),
         reconcile_policy=ReconcilePolicy(
-            config.cost_tolerance, config.precision, config.cost_tolerance_floor
+            config.cost_tolerance,
+            config.precision,
+            config.cost_tolerance_floor,
+            config.cash_tolerance,
         ),
         journal=store.event_at,  # ids seen and correctable fills kept compact, read back
         retention_ns=(

@@ -70,6 +70,8 @@ class ServiceConfig:
     cost_tolerance: Decimal = Decimal("0.005")
     # ... or within this much per unit of price, whichever is more (costs near zero).
     cost_tolerance_floor: Decimal = Decimal("0.0001")
+    # A currency's cash matches the broker's when they differ by at most this much.
+    cash_tolerance: Decimal = Decimal("0.01")
     # A broker correction may replace a fill up to this many days before the latest fill.
     # IB reports corrections the same day (reqExecutions lists the current day's executions).
     correction_window_days: float = 1.0
@@ -202,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "relative tolerance of average costs (the service's with its fees)")  # fmt: skip
     option("--cost-tolerance-floor", _fraction, defaults.cost_tolerance_floor,
            "absolute tolerance of average costs per unit of price, if more")  # fmt: skip
+    option("--cash-tolerance", _fraction, defaults.cash_tolerance,
+           "absolute tolerance of cash per currency against the broker's")  # fmt: skip
     option("--correction-window-days", float, defaults.correction_window_days,
            "how far back a broker correction may reach")  # fmt: skip
     option("--restatement-window-days", float, defaults.restatement_window_days,
