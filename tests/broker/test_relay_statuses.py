@@ -205,3 +205,49 @@ async def test_statuses_of_a_burst_survive_a_reconnect(
                  if got != want]  # fmt: skip
     assert not wrong, f"{len(wrong)} of {len(everything)} orders off their TWS state: {wrong}"
     assert relay.stats.rejected == 0
+
+
+async def test_a_restarted_relay_brings_orders_done_meanwhile_to_their_state(
+    tws: FakeTws, portfolio: AsyncPortfolioClient, service: ServerThread
+) -> None:
+    rng = random.Random(17)
+    seen, unseen = new_orders(rng, 8, first=200), new_orders(rng, 4, first=300)
+    first = new_relay(tws, portfolio)
+    await first.start()
+    await first.connection.wait_connected(5)
+    for order in seen:
+        order.place(tws)
+        order.execute(tws, live=True)
+    for order in seen[:4]:
+        order.execute(tws, live=True)
+        order.execute(tws, live=True)
+    await all_sent(first, sum(len(o.executed) for o in seen))
+    await eventually(lambda: first.stats.statuses_sent >= len(seen) + 8)
+    await first.drained(8)
+    await first.stop()
+    # No relay runs: the working orders finish, others are placed and done.
+    for order in seen[4:]:
+        order.execute(tws, live=False)
+        order.execute(tws, live=False)
+    for order in unseen:
+        order.place(tws)
+        for _ in order.parts:
+            order.execute(tws, live=False)
+
+    second = new_relay(tws, portfolio)  # no memory of what the first one sent
+    await second.start()
+    try:
+        everything = seen + unseen
+        await eventually(lambda: second.stats.statuses_sent >= len(everything))
+        await second.drained(8)
+        assert second.stats.rejected == 0
+    finally:
+        await second.stop()
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        for order in everything:
+            state = await order_status_of(channel, order.perm_id)
+            assert (state.status, state.filled_quantity, state.quantity_mismatch) == (
+                pb.ORDER_STATUS_FILLED,
+                str(order.filled),
+                "0",
+            ), order.perm_id
