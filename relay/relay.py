@@ -12,7 +12,8 @@ only listens should not do.
 
 Nothing here needs to survive a restart but the dead letters. Every event's id comes from TWS
 (`execId`, `permId`), so after every (re)connect the relay asks TWS for the day's executions
-(`reqExecutions`) and resends them all, with the open orders' statuses: the service acks what it
+(`reqExecutions`) and resends them all, then brings every order to its TWS state (statuses.py:
+completed and open orders of every client, the executions' totals): the service acks what it
 already has as DUPLICATE and counts each once. A hook on ib_async's decoding sees every
 execution and commission report as it arrives (ib_async's events fire only for orders it has a
 Trade for, and it drops a report that precedes its execution); a sweep of `reqExecutions` every
