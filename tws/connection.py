@@ -110,6 +110,8 @@ class IbConnection:
         #: When (time.time_ns) the link last began to see: a connect or a restore.
         self.seeing_since_ns = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
+        # One catch-up at a time: a restore during a connect's catch-up waits for it.
+        self._catching_up = asyncio.Lock()
 
     @property
     def ib(self) -> IB:
@@ -270,11 +272,12 @@ class IbConnection:
         self._lost.clear()  # a drop after this point is a loss of this connection
 
     async def _run_on_connected(self) -> None:
-        for callback in self._on_connected:
-            try:
-                await callback()
-            except Exception:
-                log.exception("ib on-connected callback %r failed", callback)
+        async with self._catching_up:
+            for callback in self._on_connected:
+                try:
+                    await callback()
+                except Exception:
+                    log.exception("ib on-connected callback %r failed", callback)
 
     def _on_disconnected(self) -> None:
         self._lost.set()
