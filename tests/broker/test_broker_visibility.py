@@ -210,9 +210,9 @@ async def portfolio() -> AsyncIterator[AsyncPortfolioClient]:
 
 @asynccontextmanager
 async def watched_relay(
-    tws: FakeTws, portfolio: AsyncPortfolioClient
+    tws: FakeTws, portfolio: AsyncPortfolioClient, **options: float
 ) -> AsyncIterator[tuple[ExecutionRelay, grpc.aio.Channel]]:
-    relay = new_relay(tws, portfolio)
+    relay = new_relay(tws, portfolio, **options)
     health = RelayHealth(relay, 0, period=0.05)
     await health.start()
     await relay.start()
@@ -287,3 +287,26 @@ async def test_the_relay_health_follows_blindness_and_dead_letters(
         f"health tws: NOT_SERVING (blind since IB error 1100: {LOST})",
         "health tws: SERVING (connected and seeing)",
     ], lines
+
+
+async def test_the_relay_catches_up_after_a_restore(
+    tws: FakeTws, portfolio: AsyncPortfolioClient
+) -> None:
+    tws.add_order("U123", 6, 8201, 3, AAPL, "BUY", "10", "momo")
+    # No sweep: only the restore's catch-up can find what happened while TWS was blind.
+    async with watched_relay(tws, portfolio, sweep_seconds=3600) as (relay, health):
+        await wait_health(health, "tws", SERVING)
+        tws.send_error(-1, 1100, LOST)
+        await wait_health(health, "tws", NOT_SERVING)
+        # While TWS is blind, the order fills; nothing is pushed.
+        tws.add_execution("U123", AAPL, "00008201.01.01", "BOT", "10", "150", order_id=6,
+                          perm_id=8201, client_id=3, order_ref="momo", commission="1",
+                          live=False)  # fmt: skip
+        tws.set_order_status(8201, "Filled", "10", "0", "150", "150")
+        requests = len(tws.requests_of(99))
+        tws.send_error(-1, 1101, "Connectivity restored - data lost.")
+        await tws.wait_for_request(99, count=requests + 1)  # the restore's completed orders
+        await eventually(lambda: relay.stats.fills_sent >= 1)
+        await relay.drained(8)
+    row = await portfolio.get_position("U123", "AAPL", strategy_id="momo")
+    assert row.quantity == 10
