@@ -166,7 +166,7 @@ class ExecutionRelay:
         self._early_at: dict[str, float] = {}  # execId -> when (monotonic), oldest first
         self._deferred: deque[tuple[float, ExecutionEvent]] = deque()  # RETRY_LATER: when
         self._requesting = 0  # executions requests in flight
-        self._listing = False  # an answer listing executions is coming in
+        self._listing_at: float | None = None  # when an executions answer last came in
         self._unmappable: set[str] = set()
         self._reserved_seen: set[str] = set()
         self._defined: set[str] = set()  # instruments defined (or being) by this process
@@ -305,7 +305,7 @@ class ExecutionRelay:
         finally:
             self._requesting -= 1
             if not self._requesting:
-                self._listing = False
+                self._listing_at = None
 
     async def _tick_forever(self) -> None:
         while True:
@@ -348,7 +348,8 @@ class ExecutionRelay:
         def exec_details(req_id: int, contract: Contract, execution: Execution) -> None:
             decode_execution(req_id, contract, execution)
             if req_id != _LIVE:
-                self._listing = True  # an answer (maybe to ib_async's request at connect)
+                # An answer (maybe to ib_async's own request at connect).
+                self._listing_at = time.monotonic()
             self._guarded(self._on_execution, execution.execId)
 
         def commission_report(report: CommissionReport) -> None:
@@ -417,7 +418,7 @@ class ExecutionRelay:
     def _pump(self, *, everything: bool = False) -> None:
         """Moves fills that may go now from the commission wait into the outbox (not while an
         executions answer is coming in: its fills take their places in time first)."""
-        if (self._requesting or self._listing) and not everything:
+        if not everything and (self._requesting or self._answer_coming_in()):
             return
         now = time.monotonic()
         while self._deferred and (everything or self._deferred[0][0] <= now):
@@ -453,6 +454,16 @@ class ExecutionRelay:
                 held.append(event)
             else:
                 self._send_fill(event)
+
+    def _answer_coming_in(self) -> bool:
+        """An executions answer nobody here awaits (ib_async's at connect) is taken as
+        complete at the catch-up's answer, or after the request time-out."""
+        if self._listing_at is None:
+            return False
+        if time.monotonic() - self._listing_at < self._request_timeout:
+            return True
+        self._listing_at = None
+        return False
 
     def _send_fill(self, fill: Fill) -> None:
         if self._put(fill):
