@@ -39,6 +39,7 @@ from server.api.wire import (
     position_to_proto,
     trace_to_proto,
 )
+from server.api.wire_performance import performance_to_proto, risk_to_proto
 from server.api.wire_pnl import pnl_history_to_proto
 from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import (
@@ -57,7 +58,9 @@ from server.api.wire_reference import (
     reservation_to_proto,
 )
 from server.api.wire_summary import strategy_portfolio_to_proto, summary_to_proto
+from server.application.performance import performance
 from server.application.reconciler import Reconciler
+from server.application.risk import risk
 from server.application.service import (
     PortfolioChange,
     PortfolioService,
@@ -90,6 +93,8 @@ MAX_BATCHES_IN_FLIGHT = 64  # per Ingest stream, admitted and waiting for their 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_RECONCILIATIONS_PAGE = 100
+DEFAULT_LOOKBACK_DAYS = 250
+MAX_LOOKBACK_DAYS = 2520
 
 _RESULTS = {
     Result.ACCEPTED: pb.EVENT_RESULT_ACCEPTED,
@@ -536,12 +541,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self, request: pb.GetPnlHistoryRequest, context: Context
     ) -> pb.PnlHistory:
         _require("account_id", request.account_id)
-        with field_errors():
-            for name in ("from_date", "to_date"):
-                if getattr(request, name):
-                    require_trading_date(name, getattr(request, name))
-        if request.from_date and request.to_date and request.from_date > request.to_date:
-            raise FieldViolation("to_date", "must not be before from_date")
+        _check_dates(request.from_date, request.to_date)
         days = self.service.pnl_history(
             request.account_id, request.strategy_id, request.from_date, request.to_date
         )
@@ -549,6 +549,39 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return pnl_history_to_proto(
             request.account_id, request.strategy_id, base, days, self.service.sequence
         )
+
+    @answers_errors
+    async def GetPerformance(
+        self, request: pb.GetPerformanceRequest, context: Context
+    ) -> pb.Performance:
+        if not request.strategy_id:
+            _require("account_id", request.account_id)
+        _check_dates(request.from_date, request.to_date)
+        report = performance(
+            self.service.ledger,
+            request.account_id,
+            request.strategy_id,
+            request.from_date,
+            request.to_date,
+        )
+        return performance_to_proto(report, self.service.sequence)
+
+    @answers_errors
+    async def GetRiskMetrics(
+        self, request: pb.GetRiskMetricsRequest, context: Context
+    ) -> pb.RiskMetrics:
+        _require("account_id", request.account_id)
+        if request.lookback_days > MAX_LOOKBACK_DAYS:
+            raise FieldViolation(
+                "lookback_days", f"must be at most {MAX_LOOKBACK_DAYS}, got {request.lookback_days}"
+            )
+        report = risk(
+            self.service.ledger,
+            request.account_id,
+            request.strategy_id,
+            request.lookback_days or DEFAULT_LOOKBACK_DAYS,
+        )
+        return risk_to_proto(report, self.service.sequence)
 
     @answers_errors
     async def ListReconciliations(
@@ -616,6 +649,16 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return batch_messages(items, max_bytes=self.batch_max_bytes)
 
 
+def _check_dates(from_date: str, to_date: str) -> None:
+    """A range of trading dates: each YYYY-MM-DD or empty, in order."""
+    with field_errors():
+        for name, value in (("from_date", from_date), ("to_date", to_date)):
+            if value:
+                require_trading_date(name, value)
+    if from_date and to_date and from_date > to_date:
+        raise FieldViolation("to_date", "must not be before from_date")
+
+
 def _one_by_one(items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
     return ((item.sequence, item.payload.message) for item in items)
 
@@ -641,4 +684,6 @@ QUERIES: dict[
     "get_instrument": ("instrument", PortfolioManagerServicer.GetInstrument),
     "get_reconciliation": ("reconciliation", PortfolioManagerServicer.GetReconciliation),
     "get_pnl_history": ("pnl_history", PortfolioManagerServicer.GetPnlHistory),
+    "get_performance": ("performance", PortfolioManagerServicer.GetPerformance),
+    "get_risk_metrics": ("risk_metrics", PortfolioManagerServicer.GetRiskMetrics),
 }

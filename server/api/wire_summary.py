@@ -8,13 +8,14 @@ totals and their base-currency sum say the rest.
 from __future__ import annotations
 
 from portfolio.v1 import portfolio_pb2 as pb
-from server.api.wire import position_to_proto, totals_to_proto
+from server.api.wire import position_to_proto, set_timestamp, totals_to_proto
 from server.api.wire_reference import (
     ACCOUNT_KIND_TO_PROTO,
     balance_to_proto,
     currency_totals_to_proto,
 )
 from server.application.reads import InBase, PortfolioSummary, StrategyPortfolio
+from server.domain.decimals import canonical
 from server.domain.totals import Totals
 
 
@@ -32,6 +33,17 @@ def strategy_portfolio_to_proto(
         message.account_kind = ACCOUNT_KIND_TO_PROTO[portfolio.account_kind]
     _set_totals(message.totals, portfolio.totals)
     _set_in_base(message, portfolio.in_base)
+    message.trade_count = portfolio.trade_count
+    if portfolio.inception_ns:
+        set_timestamp(message.inception_time, portfolio.inception_ns)
+    base_totals = portfolio.in_base.totals
+    if base_totals is not None:
+        message.total_pnl = canonical(base_totals.net_pnl)
+        message.total_fees = canonical(base_totals.fees)
+    if portfolio.daily is not None:
+        message.max_drawdown = canonical(portfolio.daily.drawdown.amount)
+        if portfolio.daily.sharpe_ratio is not None:
+            message.sharpe_ratio = portfolio.daily.sharpe_ratio
     return message
 
 

@@ -8,6 +8,7 @@ events: the ledger holds nothing else.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from server.domain.events import AccountDefinition, AccountKind, InstrumentDefin
 from server.domain.ledger import Ledger
 from server.domain.marks import MarkSource
 from server.domain.orders import Order
+from server.domain.performance import DailyStatistics, daily_statistics
 from server.domain.pnl_history import ScopeDay
 from server.domain.position import ACCOUNT_LEVEL, Position, PositionKey
 from server.domain.reconciliation import ReconciliationLine, ResidualRow
@@ -63,6 +65,11 @@ class StrategyPortfolio:
     in_base: InBase
     account_kind: AccountKind | None = None  # the account's, or the kind summed across
     by_account_kind: list[StrategyPortfolio] = field(default_factory=list)
+    # Its track record: fills booked, first fill's time, and from the P&L history (in the
+    # base currency, days summed by date across accounts) its daily statistics.
+    trade_count: int = 0
+    inception_ns: int = 0
+    daily: DailyStatistics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +274,8 @@ class ReadModel:
         scopes = list(account_ids) or [account_id]
         by_currency = merged(book.strategy_currency_totals(strategy_id, a) for a in scopes)
         base, shared = self._common_base(scopes)
+        performance = self.ledger.performance
+        inceptions = [performance.inception_ns(a, strategy_id) for a in scopes]
         return StrategyPortfolio(
             strategy_id,
             account_id,
@@ -275,7 +284,20 @@ class ReadModel:
             self.sequence,
             self.in_base(by_currency, base, historic=shared),
             account_kind=kind,
+            trade_count=sum(totals.trade_count for totals in by_currency.values()),
+            inception_ns=min((i for i in inceptions if i), default=0),
+            daily=self._daily(strategy_id, scopes) if shared else None,
         )
+
+    def _daily(self, scope: str, account_ids: Iterable[str]) -> DailyStatistics:
+        """Statistics of the scope's daily net P&L in base currency, summed by trading date
+        across accounts (of one base currency); days missing a base figure are left out."""
+        daily: dict[str, Decimal] = defaultdict(Decimal)
+        for account_id in account_ids:
+            for day in self.ledger.pnl.days(account_id, scope):
+                if day.net_pnl_base is not None:
+                    daily[day.trading_date] += day.net_pnl_base
+        return daily_statistics(sorted(daily.items()))
 
     def _common_base(self, account_ids: Iterable[str]) -> tuple[str, bool]:
         """The accounts' base currency if they share one (True), else the reporting currency

@@ -115,8 +115,8 @@ class Performance:
     def __init__(self) -> None:
         self._open: dict[PositionKey, _Open] = {}
         self._trips: dict[PositionKey, RoundTrips] = {}
-        # (account_id, venue, currency) -> its figures.
-        self._venues: dict[tuple[str, str, str], VenueFigures] = {}
+        # (account_id, strategy_id, venue, currency) -> its figures.
+        self._venues: dict[tuple[str, str, str, str], VenueFigures] = {}
         # (account_id, strategy_id; "" = the account-level book) -> its first fill's time.
         self._inception: dict[tuple[str, str], int] = {}
 
@@ -138,9 +138,10 @@ class Performance:
             if scope not in self._inception or fill.timestamp_ns < self._inception[scope]:
                 self._inception[scope] = fill.timestamp_ns
             if not row.key.is_account_level:
-                venue = self._venues.get((fill.account_id, fill.venue, currency))
+                key = (fill.account_id, fill.strategy_id, fill.venue, currency)
+                venue = self._venues.get(key)
                 if venue is None:
-                    venue = self._venues[(fill.account_id, fill.venue, currency)] = VenueFigures()
+                    venue = self._venues[key] = VenueFigures()
                 venue.fills += 1
                 venue.volume += abs(notional)
                 venue.fees += fee_here
@@ -179,9 +180,23 @@ class Performance:
     def open_trips(self, keys: Iterable[PositionKey]) -> int:
         return sum(key in self._open for key in keys)
 
-    def venues(self, account_id: str) -> dict[tuple[str, str], VenueFigures]:
-        """(venue, currency) -> figures, for the account."""
-        return {(v, c): f for (a, v, c), f in self._venues.items() if a == account_id}
+    def venues(
+        self, account_id: str = "", strategy_id: str = ""
+    ) -> dict[tuple[str, str], VenueFigures]:
+        """(venue, currency) -> figures of an account ("": every account), of one strategy
+        ("": every strategy)."""
+        total: dict[tuple[str, str], VenueFigures] = {}
+        for (account, strategy, venue, currency), figures in self._venues.items():
+            if (account_id and account != account_id) or (strategy_id and strategy != strategy_id):
+                continue
+            into = total.get((venue, currency))
+            if into is None:
+                into = total[(venue, currency)] = VenueFigures()
+            into.fills += figures.fills
+            into.volume += figures.volume
+            into.fees += figures.fees
+            into.realized_pnl += figures.realized_pnl
+        return total
 
     def inception_ns(self, account_id: str, strategy_id: str) -> int:
         return self._inception.get((account_id, strategy_id), 0)
@@ -193,7 +208,7 @@ class Performance:
     ) -> tuple[
         list[tuple[PositionKey, int, Decimal, Decimal]],
         list[tuple[PositionKey, RoundTrips]],
-        list[tuple[tuple[str, str, str], VenueFigures]],
+        list[tuple[tuple[str, str, str, str], VenueFigures]],
         list[tuple[tuple[str, str], int]],
     ]:
         return (
@@ -207,7 +222,7 @@ class Performance:
         self,
         open_trips: Iterable[tuple[PositionKey, int, Decimal, Decimal]],
         trips: Iterable[tuple[PositionKey, RoundTrips]],
-        venues: Iterable[tuple[tuple[str, str, str], VenueFigures]],
+        venues: Iterable[tuple[tuple[str, str, str, str], VenueFigures]],
         inception: Iterable[tuple[tuple[str, str], int]],
     ) -> None:
         self._open = {key: _Open(sign, realized, fees) for key, sign, realized, fees in open_trips}

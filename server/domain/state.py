@@ -53,7 +53,7 @@ class LedgerState:
     # Performance attribution: trips in progress, closed trips per row, venues, inceptions.
     perf_open: list[tuple[PositionKey, int, Decimal, Decimal]] = field(default_factory=list)
     perf_trips: list[tuple[PositionKey, RoundTrips]] = field(default_factory=list)
-    perf_venues: list[tuple[tuple[str, str, str], VenueFigures]] = field(default_factory=list)
+    perf_venues: list[tuple[tuple[str, str, str, str], VenueFigures]] = field(default_factory=list)
     perf_inception: list[tuple[tuple[str, str], int]] = field(default_factory=list)
 
 

@@ -340,19 +340,19 @@ def _trips_from(record: dict[str, Any]) -> tuple[PositionKey, RoundTrips]:
     )  # fmt: skip
 
 
-def _venue(item: tuple[tuple[str, str, str], VenueFigures]) -> dict[str, Any]:
+def _venue(item: tuple[tuple[str, str, str, str], VenueFigures]) -> dict[str, Any]:
     key, figures = item
     record: dict[str, Any] = {name: canonical(getattr(figures, name)) for name in _VENUE}
     record.update(key=list(key), fills=figures.fills)
     return record
 
 
-def _venue_from(record: dict[str, Any]) -> tuple[tuple[str, str, str], VenueFigures]:
-    account_id, venue, currency = record["key"]
+def _venue_from(record: dict[str, Any]) -> tuple[tuple[str, str, str, str], VenueFigures]:
+    account_id, strategy_id, venue, currency = record["key"]
     figures = VenueFigures(
         fills=record["fills"], **{name: Decimal(record[name]) for name in _VENUE}
     )
-    return (account_id, venue, currency), figures
+    return (account_id, strategy_id, venue, currency), figures
 
 
 _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]] = {

@@ -55,9 +55,10 @@ def test_every_refusal_kind_has_a_status(kind):
     assert raised is not None and raised.code is status.code
     if kind is RefusalKind.NOT_FOUND:
         assert (status.code, status.violations) == (Code.NOT_FOUND, [])
-    else:
-        assert status.code is Code.FAILED_PRECONDITION
-        assert [v.field for v in status.violations] == ["amount"]
+        return
+    expected = {RefusalKind.ID_REUSED: Code.ALREADY_EXISTS, RefusalKind.RETRY: Code.UNAVAILABLE}
+    assert status.code is expected.get(kind, Code.FAILED_PRECONDITION)
+    assert [v.field for v in status.violations] == ["amount"]
 
 
 def test_an_error_with_no_entry_is_left_to_grpc():
