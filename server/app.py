@@ -202,6 +202,8 @@ async def _start(
     settle_garbage_collector()
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
+    service.projector.balances_of = ledger.balances.of_account  # the `balances` view
+    store.views.history_seconds = config.position_history_seconds
 
     def on_journal(healthy: bool) -> None:  # called on the copier's thread
         loop.call_soon_threadsafe(set_health, JOURNAL_HEALTH, healthy)

@@ -48,6 +48,9 @@ class ServiceConfig:
     # FX rates of the mark stream are journaled (the rate in force when P&L was realized) at
     # most this often, the latest per pair; 0: every rate.
     fx_journal_seconds: float = 1.0
+    # Changed position rows are appended to the `position_history` view at most this often
+    # (seconds; 0: at every view write, about once a second).
+    position_history_seconds: float = 60.0
     # The broker live accounts are reconciled against: "" (none), "ib" (TWS / IB Gateway), or
     # "paper" (the service's own account-level book: a setup with no broker, where every run
     # matches; for staging and drills).
@@ -186,6 +189,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--fx-journal-seconds", _seconds, defaults.fx_journal_seconds,
            "seconds between journal writes of FX rates (the latest per pair); 0: every "
            "rate")  # fmt: skip
+    option("--position-history-seconds", _seconds, defaults.position_history_seconds,
+           "seconds between snapshots of changed position rows in the position_history "
+           "view; 0: every view write")  # fmt: skip
     option(
         "--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib, paper"
     )

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from server.domain.balances import Balance
 from server.domain.book import PositionView, Price
 from server.domain.corrections import JournaledFill
 from server.domain.events import (
@@ -136,9 +137,16 @@ class EventStore(Protocol):
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition],
         runs: Sequence[ReconciliationRun] = (),
+        balances: Sequence[Balance] = (),
     ) -> None:
         """Brings the analysts' views up to date with committed events, changed rows and
-        reconciliation runs."""
+        balances, and reconciliation runs."""
+
+    def record_close(
+        self, close_ns: int, positions: Iterable[PositionView], balances: Iterable[Balance]
+    ) -> None:
+        """Appends every row and balance given to the history views, as of a day's close
+        (once per close: a retry appends nothing twice). Call it off the event loop."""
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         """An order as the analysts' views hold it, history and all (None if they hold none):

@@ -32,6 +32,7 @@ from server.application.ports import (
     Sequenced,
     ViewsIncomplete,
 )
+from server.domain.balances import Balance
 from server.domain.book import fee_rates, position_view
 from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
@@ -44,6 +45,10 @@ BaseOf = Callable[[str, str], tuple[str, Decimal | None]]
 
 def _no_base(account_id: str, currency: str) -> tuple[str, Decimal | None]:
     return "", None
+
+
+def _no_balances(account_id: str) -> list[Balance]:
+    return []
 
 
 class _Row(NamedTuple):
@@ -72,14 +77,16 @@ class _Batch:
     transitions: list[OrderTransition] = field(default_factory=list)
     runs: list[ReconciliationRun] = field(default_factory=list)
     marks: tuple[list[Mark], list[FxRate]] | None = None
+    # Copies of the cash balances the events moved, the latest of each (coalesced).
+    balances: dict[tuple[str, str, str], Balance] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.rows or self.marks or self.runs)
+        return bool(self.events or self.rows or self.marks or self.runs or self.balances)
 
     @property
     def has_views(self) -> bool:
         """Anything for the views themselves (not only marks)."""
-        return bool(self.events or self.rows or self.runs)
+        return bool(self.events or self.rows or self.runs or self.balances)
 
     def put_back(self, earlier: _Batch) -> None:
         """Takes back what a write could not write, ahead of what came since: each symbol's
@@ -91,6 +98,8 @@ class _Batch:
             self.marks = earlier.marks
         for key, row in earlier.rows.items():
             self.rows.setdefault(key, row)
+        for balance_key, balance in earlier.balances.items():
+            self.balances.setdefault(balance_key, balance)
 
 
 class ViewProjector:
@@ -125,6 +134,8 @@ class ViewProjector:
         self.skipped_symbols: dict[str, str] = {}
         self.fault = ""  # why the last write failed as a whole ("" when it did not)
         self.on_health: Callable[[bool], None] = lambda healthy: None
+        # account_id -> its cash balances (the ledger's), read on the event loop at submit.
+        self.balances_of: Callable[[str], list[Balance]] = _no_balances
 
     @property
     def healthy(self) -> bool:
@@ -145,6 +156,7 @@ class ViewProjector:
         batch.events.extend(events)
         batch.transitions.extend(transitions or ())
         batch.runs.extend(runs or ())
+        self._take_balances(events)
         base_of = self._base_of
         for row, mark in rows:
             account_id = row.key.account_id
@@ -153,6 +165,18 @@ class ViewProjector:
             batch.rows[row.key] = _Row(row, mark, base, rate, rates)
         self._fresh = True
         self._schedule()
+
+    def _take_balances(self, events: list[Sequenced]) -> None:
+        """Copies of the balances these events moved (their last change is one of them):
+        looked up per account the events name, so the cost follows the events, not the book."""
+        if not events:
+            return
+        first = min(sequence for sequence, _ in events)
+        accounts = {getattr(event, "account_id", "") for _, event in events}
+        for account_id in accounts - {""}:
+            for balance in self.balances_of(account_id):
+                if balance.last_sequence >= first:
+                    self._batch.balances[balance.key] = balance.copy()
 
     def submit_marks(self, marks: list[Mark], rates: list[FxRate]) -> None:
         """The latest marks and rates, all of them: replaces any not written yet."""
@@ -221,7 +245,13 @@ class ViewProjector:
                 for row in batch.rows.values()
             ]
             try:
-                self._store.record_views(batch.events, views, batch.transitions, batch.runs)
+                self._store.record_views(
+                    batch.events,
+                    views,
+                    batch.transitions,
+                    batch.runs,
+                    list(batch.balances.values()),
+                )
             except ViewsIncomplete as error:  # the marks do not wait for a failing symbol
                 incomplete = error
         if batch.marks is not None:

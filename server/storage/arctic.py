@@ -38,6 +38,7 @@ from server.application.ports import (
     StorageUnavailable,
     ViewsIncomplete,
 )
+from server.domain.balances import Balance
 from server.domain.book import PositionView
 from server.domain.corrections import JournaledFill
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
@@ -453,13 +454,22 @@ class ArcticEventStore:
         positions: Iterable[PositionView],
         transitions: Sequence[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
+        balances: Sequence[Balance] = (),
     ) -> None:
         try:
-            self.views.record(events, positions, transitions, runs)
+            self.views.record(events, positions, transitions, runs, balances)
         except ViewsIncomplete:
             raise  # each symbol on its own: the others were written
         except Exception as error:
             raise StorageUnavailable(f"views update failed: {error}") from error
+
+    def record_close(
+        self, close_ns: int, positions: Iterable[PositionView], balances: Iterable[Balance]
+    ) -> None:
+        try:
+            self.views.record_close(close_ns, positions, balances)
+        except Exception as error:
+            raise StorageUnavailable(f"close snapshot failed: {error}") from error
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         try:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -49,31 +50,37 @@ from server.application.ports import (
     Sequenced,
     ViewsIncomplete,
 )
+from server.domain.balances import Balance, BalanceKey
 from server.domain.book import PositionView
 from server.domain.decimals import canonical
 from server.domain.events import CommissionAmendment, Fill, FillCorrection, OrderStatusUpdate
 from server.domain.position import PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.storage.upcasters import current_view
+from server.storage.view_layouts import (
+    BALANCE_COLUMNS,
+    COMMISSION_COLUMNS,
+    CORRECTION_COLUMNS,
+    FILL_COLUMNS,
+    HISTORY_COLUMNS,
+    LAYOUTS,
+    POSITION_COLUMNS,
+    POSITION_COLUMNS_V1,
+    UnknownLayoutError,
+    current_layout,
+    numeric_commission,
+    numeric_correction,
+    numeric_fill,
+    numeric_position,
+    original_text,
+)
 
 log = logging.getLogger("portfolio.views")
 
-FILL_COLUMNS = [
-    "fill_id", "sequence", "fill_time", "strategy_id", "instrument_id", "side", "quantity",
-    "price", "commission", "commission_currency", "order_ref", "order_id", "venue", "trace_id",
-]  # fmt: skip
 ORDER_COLUMNS = [
     "update_id", "sequence", "status_time", "order_key", "strategy_id", "order_ref", "order_id",
     "perm_id", "instrument_id", "side", "status", "filled_quantity", "remaining_quantity",
     "avg_fill_price", "flag", "replaced", "corrects",
-]  # fmt: skip
-CORRECTION_COLUMNS = [
-    "correction_id", "corrects", "sequence", "fill_time", "strategy_id", "instrument_id",
-    "side", "quantity", "price", "commission", "commission_currency", "order_ref", "order_id",
-    "venue",
-]  # fmt: skip
-COMMISSION_COLUMNS = [
-    "amendment_id", "fill_id", "sequence", "reported_at", "commission", "commission_currency",
 ]  # fmt: skip
 RECONCILIATION_COLUMNS = [
     "snapshot_id", "sequence", "reconciled_at", "instrument_id", "status", "discrepancy",
@@ -81,23 +88,20 @@ RECONCILIATION_COLUMNS = [
     "service_avg_cost", "attributed_quantity", "residual_quantity", "residual_owner",
     "residual_avg_cost", "strategies", "note", "broker_positions", "matched", "discrepancies",
 ]  # fmt: skip
-POSITION_COLUMNS = [
-    "slot", "timestamp", "account_id", "strategy_id", "instrument_id", "level", "quantity",
-    "avg_cost", "cost_basis", "realized_pnl", "unrealized_pnl", "fees", "net_pnl",
-    "market_price", "market_value", "multiplier", "trade_count", "last_sequence",
-    # Added by issue 11 (a symbol written without them is rewritten once with them empty):
-    "currency", "base_currency", "fx_rate", "realized_pnl_base", "unrealized_pnl_base",
-    "fees_base", "net_pnl_base", "market_value_base", "other_fees",
-]  # fmt: skip
-POSITION_COLUMNS_BEFORE_CURRENCY = POSITION_COLUMNS[: POSITION_COLUMNS.index("currency")]
+POSITION_COLUMNS_BEFORE_CURRENCY = POSITION_COLUMNS_V1
 MAX_RUNS = 4  # beyond this many runs of changed slots, one update() resends the whole span
 COMPACT_EVERY = 500  # writes to one symbol between compactions of its segments
 FIRST_RETRY, LAST_RETRY = 1.0, 60.0  # a failing symbol's back-off, seconds
 # Events one failing symbol may hold back in memory; beyond, it waits for the next start,
 # which catches it up from the journal (its rows cannot be written later out of order).
 HOLD_LIMIT = 100_000
+HISTORY_SECONDS = 60.0  # between position snapshots (--position-history-seconds)
 WATERMARK = ("checkpoints", "views_through")  # library, symbol
 MAX_SYMBOL_CHARACTERS = 254  # measured on arcticdb 6.28: 255 fails
+FREE_WINDOW_NS = 1_000  # a late fill's free nanosecond is looked for this many at a time
+# Where a correction's or late commission's row is looked for first: its execution is at most
+# this long before (a correction keeps the execution's time) or after the event's time.
+FIND_BEFORE_NS, FIND_AFTER_NS = 7 * 86_400 * 10**9, 86_400 * 10**9
 
 
 def unholdable(symbol: str) -> str:
@@ -241,8 +245,9 @@ def other_fees_text(fees: Iterable[tuple[str, Decimal]]) -> str:
 
 
 def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
+    """A row in the current layout: amounts as floats, each with its exact text."""
     key = view.key
-    return (
+    return numeric_position((
         slot, view.updated_at_ns, key.account_id, key.strategy_id, key.instrument_id,
         "RESIDUAL" if view.residual else "ACCOUNT" if key.is_account_level else "STRATEGY",
         canonical(view.quantity),
@@ -254,7 +259,7 @@ def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
         canonical(view.fx_rate) if view.fx_rate is not None else "",
         *in_base(view),
         other_fees_text(view.other_fees),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @dataclass
@@ -274,6 +279,15 @@ class ArcticViews:
         self.corrections = arctic.get_library("corrections", create_if_missing=True)
         self.commissions = arctic.get_library("commissions", create_if_missing=True)
         self.reconciliations = arctic.get_library("reconciliations", create_if_missing=True)
+        self.position_history = arctic.get_library("position_history", create_if_missing=True)
+        self.balances = arctic.get_library("balances", create_if_missing=True)
+        # Seconds between snapshots of the rows changed since the last one (None: none).
+        self.history_seconds: float | None = HISTORY_SECONDS
+        self._history_pending: dict[PositionKey, PositionView] = {}
+        self._history_at = -math.inf  # clock() of the last snapshot
+        self._balances_pending: dict[BalanceKey, Balance] = {}
+        self._snapshot_logs: dict[tuple[str, str], _EventLog] = {}
+        self.wall_clock_ns = time.time_ns
         # The event log of each kind of journaled event that has one.
         self._library_of_kind = {
             "fill": self.fills, "status": self.orders, "correction": self.corrections,
@@ -290,6 +304,27 @@ class ArcticViews:
         self._saved_through = 0
         self.clock = time.monotonic
         self.hold_limit = HOLD_LIMIT
+        self.upgraded = self.upgrade()
+
+    def upgrade(self) -> list[str]:
+        """Brings every view symbol an earlier release wrote to the current layout, at start
+        (see view_layouts); returns the symbols rewritten. A symbol of no known layout is
+        left as it is (its writes fail and show on health, the others go on)."""
+        rewritten = []
+        for library in (self.fills, self.corrections, self.commissions, self.positions,
+                        self.portfolio):  # fmt: skip
+            for symbol in library.list_symbols():
+                try:
+                    if current_layout(library, symbol):
+                        rewritten.append(f"{library.name}/{symbol}")
+                except UnknownLayoutError:
+                    pass  # its first write fails, logged with this cause, and on health
+        if rewritten:
+            more = f" and {len(rewritten) - 5} more" if len(rewritten) > 5 else ""
+            log.info(
+                "views upgraded to this release's columns: %s%s", ", ".join(rewritten[:5]), more
+            )
+        return rewritten
 
     def _wrote(self, library: adb.library.Library, symbol: str) -> None:
         """Small appends fragment a symbol; compacting now and then keeps reads and appends
@@ -314,9 +349,16 @@ class ArcticViews:
             if library.has_symbol(symbol):
                 if library is self.orders:  # an earlier release's layout: rewritten once
                     current_view(library, symbol, ORDER_COLUMNS)
+                elif library.name in LAYOUTS:
+                    current_layout(library, symbol)
                 tail = library.tail(symbol, 1, columns=["sequence"]).data
                 state.last_index_ns = int(tail.index[-1].value)
                 state.last_sequence = int(tail["sequence"].iloc[-1])
+                # Late fills, corrections and amendments write inside the symbol: the last
+                # sequence written is in the metadata (the tail's, before this release).
+                metadata = library.read_metadata(symbol).metadata
+                if isinstance(metadata, dict) and "sequence" in metadata:
+                    state.last_sequence = max(state.last_sequence, int(metadata["sequence"]))
             self._logs[key] = state
         return state
 
@@ -326,6 +368,7 @@ class ArcticViews:
         positions: Iterable[PositionView],
         transitions: Iterable[OrderTransition] = (),
         runs: Sequence[ReconciliationRun] = (),
+        balances: Iterable[Balance] = (),
     ) -> None:
         """Writes each symbol's new rows on its own; raises ViewsIncomplete naming what was
         not written (and what to hand over again) when a symbol failed or was skipped."""
@@ -333,7 +376,10 @@ class ArcticViews:
         events_left = self._record_events(events, transitions)
         runs_left = self._record_runs(runs)
         residuals = [row for run in runs for row in run.residuals]
-        keys_left = self._record_positions([*positions, *residuals])
+        changed = [*positions, *residuals]
+        keys_left = self._record_positions(changed)
+        self._record_history(changed)
+        self._record_balances(balances)
         kept = {id(run) for run in runs_left}
         runs_left += [
             run
@@ -437,45 +483,208 @@ class ArcticViews:
     def _record_events(
         self, events: Iterable[Sequenced], transitions: Iterable[OrderTransition]
     ) -> list[Sequenced]:
-        """Appends each account's new fills, corrections and status changes (one append per
-        symbol, an update() per corrected transition); returns those not written."""
+        """Writes each account's new executions (fills, corrections, late commissions: one
+        append per run of in-order fills, an update() per late fill, correction or amendment)
+        and status changes (one append, an update() per corrected transition); returns those
+        not written."""
         judged = {item.sequence: item for item in transitions}
         grouped: dict[tuple[str, str], list[Sequenced]] = defaultdict(list)
         for sequence, event in events:
-            if isinstance(event, Fill | OrderStatusUpdate | FillCorrection | CommissionAmendment):
+            if isinstance(event, Fill | FillCorrection | CommissionAmendment):
+                grouped[("fill", event.account_id)].append((sequence, event))
+            elif isinstance(event, OrderStatusUpdate):
                 grouped[(event.kind, event.account_id)].append((sequence, event))
         left: list[Sequenced] = []
         for (kind, account_id), rows in grouped.items():
             library = self._library_of_kind[kind]
-            write = functools.partial(self._write_log, library, account_id, kind, rows, judged)
+            write: Callable[[], None]
+            if kind == "fill":
+                write = functools.partial(self._write_executions, account_id, rows)
+            else:
+                state = functools.partial(self._log, library, account_id)
+                write = functools.partial(self._write_orders, state, account_id, rows, judged)
             if not self._attempt(library.name, account_id, rows[0][0], write, len(rows)):
                 left.extend(rows)
         return left
 
-    def _write_log(
+    def _write_orders(
         self,
-        library: adb.library.Library,
+        state_of: Callable[[], _EventLog],
         symbol: str,
-        kind: str,
         rows: list[Sequenced],
         judged: dict[int, OrderTransition],
     ) -> None:
-        state = self._log(library, symbol)
+        state = state_of()
         rows = [(s, e) for s, e in rows if s > state.last_sequence]
-        if not rows:
-            return
-        if kind == "correction":
-            table = [_correction_row(s, e) for s, e in rows if isinstance(e, FillCorrection)]
-            times = [e.timestamp_ns for _, e in rows]
-            self._append_rows(library, symbol, state, table, times, CORRECTION_COLUMNS, "fill_time")
-        elif kind == "commission":
-            table = [_commission_row(s, e) for s, e in rows if isinstance(e, CommissionAmendment)]
-            times = [e.timestamp_ns for _, e in rows]
-            self._append_rows(
-                library, symbol, state, table, times, COMMISSION_COLUMNS, "reported_at"
+        if rows:
+            self._append_events(self.orders, symbol, state, rows, judged)
+
+    # -- executions: fills at their execution time, corrected and amended in place -----------
+
+    def _write_executions(self, account_id: str, rows: list[Sequenced]) -> None:
+        """In sequence order, so that a correction or amendment finds the row it changes:
+        in-order fills are gathered into one append, anything else flushes them first."""
+        fills = self._log(self.fills, account_id)
+        run: list[tuple[int, Fill]] = []
+        run_last = fills.last_index_ns
+        for sequence, event in rows:
+            if isinstance(event, Fill):
+                if sequence <= fills.last_sequence:
+                    continue
+                if event.timestamp_ns >= run_last:
+                    run.append((sequence, event))
+                    run_last = max(event.timestamp_ns, run_last + 1)
+                    continue
+                self._append_fills(account_id, fills, run)
+                run = []
+                row = numeric_fill(_fill_row(sequence, event))
+                self._insert_fill(account_id, fills, row, event.timestamp_ns, sequence)
+            else:
+                self._append_fills(account_id, fills, run)
+                run = []
+                if isinstance(event, FillCorrection):
+                    self._correct(account_id, fills, sequence, event)
+                elif isinstance(event, CommissionAmendment):
+                    self._amend(account_id, fills, sequence, event)
+            run_last = max(run_last, fills.last_index_ns)
+        self._append_fills(account_id, fills, run)
+
+    def _append_fills(self, symbol: str, state: _EventLog, run: list[tuple[int, Fill]]) -> None:
+        table = [numeric_fill(_fill_row(s, e)) for s, e in run]
+        times = [e.timestamp_ns for _, e in run]
+        self._append_rows(self.fills, symbol, state, table, times, FILL_COLUMNS, "fill_time")
+
+    def _free_index(self, symbol: str, time_ns: int, fill_id: str) -> int | None:
+        """The first nanosecond at or after `time_ns` no row of `symbol` holds (update()
+        replaces every row of the span it is given); None when the fill is there already
+        (written before a restart whose catch-up hands it over again)."""
+        start = time_ns
+        while True:
+            end = start + FREE_WINDOW_NS
+            window = self.fills.read(
+                symbol, date_range=(_utc([start])[0], _utc([end])[0]), columns=["fill_id"]
+            ).data
+            if fill_id and fill_id in set(window["fill_id"]):
+                return None
+            used = set(window.index.asi8.tolist())
+            at = start
+            while at in used:
+                at += 1
+            if at <= end:
+                return at
+            start = at
+
+    def _insert_fill(
+        self, symbol: str, state: _EventLog, row: tuple[object, ...], time_ns: int, sequence: int
+    ) -> None:
+        """A late fill goes in at its execution time (update() of an empty span inserts),
+        not after the last row."""
+        at = self._free_index(symbol, time_ns, str(row[0]))
+        if at is not None:
+            frame = self._frame_of([row], [at], FILL_COLUMNS, "fill_time")
+            self.fills.update(
+                symbol, frame, metadata={"sequence": sequence}, prune_previous_versions=True
             )
-        else:
-            self._append_events(library, symbol, state, rows, judged)
+            state.last_index_ns = max(state.last_index_ns, at)
+            self._wrote(self.fills, symbol)
+        state.last_sequence = sequence
+
+    def _find_fill(self, symbol: str, fill_id: str, near_ns: int) -> pd.DataFrame | None:
+        """The `fills` row of an execution (by its id or its latest correction's): looked for
+        near `near_ns` first (a correction keeps its execution's time, a late commission comes
+        soon after), then over the whole symbol."""
+        if not self.fills.has_symbol(symbol):
+            return None
+        query = adb.QueryBuilder()
+        query = query[(query["fill_id"] == fill_id) | (query["corrected_by"] == fill_id)]
+        near = (_utc([near_ns - FIND_BEFORE_NS])[0], _utc([near_ns + FIND_AFTER_NS])[0])
+        for date_range in (near, None):
+            frame = self.fills.read(symbol, date_range=date_range, query_builder=query).data
+            if len(frame):
+                return frame.iloc[-1:]
+        return None
+
+    @staticmethod
+    def _stored_row(found: pd.DataFrame) -> tuple[list[object], int]:
+        """A row as read back, as a list of values `_frame_of` takes, and its index."""
+        values = list(found.iloc[0])
+        at = FILL_COLUMNS.index("fill_time")
+        values[at] = pd.Timestamp(values[at]).value
+        return values, int(found.index.asi8[0])
+
+    def _correct(
+        self, symbol: str, fills: _EventLog, sequence: int, correction: FillCorrection
+    ) -> None:
+        """Keeps the correction and the row it replaces in `corrections`, then puts the
+        replacement in that row's place in `fills` (moved, if it was executed at another
+        time), keeping the execution's id, sequence and trace."""
+        log_state = self._log(self.corrections, symbol)
+        found: pd.DataFrame | None = None
+        if sequence > log_state.last_sequence:
+            found = self._find_fill(symbol, correction.corrects, correction.timestamp_ns)
+            original = original_text(found.iloc[0]) if found is not None else ""
+            row = numeric_correction(_correction_row(sequence, correction), original)
+            self._append_rows(
+                self.corrections, symbol, log_state, [row], [correction.timestamp_ns],
+                CORRECTION_COLUMNS, "fill_time",
+            )  # fmt: skip
+        if sequence <= fills.last_sequence:
+            return
+        if found is None:
+            found = self._find_fill(symbol, correction.corrects, correction.timestamp_ns)
+        if found is None:
+            log.warning("fills/%s: no row of %s for correction %s", symbol, correction.corrects,
+                        correction.correction_id)  # fmt: skip
+            fills.last_sequence = sequence
+            return
+        stored, at = self._stored_row(found)
+        replacement = list(numeric_fill(_fill_row(sequence, correction.replacement())))
+        for name in ("fill_id", "sequence", "trace_id"):
+            replacement[FILL_COLUMNS.index(name)] = stored[FILL_COLUMNS.index(name)]
+        replacement[FILL_COLUMNS.index("corrected_by")] = correction.correction_id
+        stored_time = int(stored[FILL_COLUMNS.index("fill_time")])  # type: ignore[call-overload]
+        if correction.timestamp_ns != stored_time:
+            moved = _utc([at])[0]
+            self.fills.delete_data_in_range(symbol, (moved, moved), prune_previous_versions=True)
+            fresh = self._free_index(symbol, correction.timestamp_ns, "")
+            at = fresh if fresh is not None else correction.timestamp_ns
+        frame = self._frame_of([tuple(replacement)], [at], FILL_COLUMNS, "fill_time")
+        self.fills.update(
+            symbol, frame, metadata={"sequence": sequence}, prune_previous_versions=True
+        )
+        fills.last_sequence = sequence
+        fills.last_index_ns = max(fills.last_index_ns, at)
+        self._wrote(self.fills, symbol)
+
+    def _amend(
+        self, symbol: str, fills: _EventLog, sequence: int, amendment: CommissionAmendment
+    ) -> None:
+        """Keeps the late commission in `commissions` and sets it on the fill's row."""
+        log_state = self._log(self.commissions, symbol)
+        row = numeric_commission(_commission_row(sequence, amendment))
+        self._append_rows(
+            self.commissions, symbol, log_state, [row] if sequence > log_state.last_sequence
+            else [], [amendment.timestamp_ns], COMMISSION_COLUMNS, "reported_at",
+        )  # fmt: skip
+        if sequence <= fills.last_sequence:
+            return
+        found = self._find_fill(symbol, amendment.fill_id, amendment.timestamp_ns)
+        fills.last_sequence = sequence
+        if found is None:
+            log.warning("fills/%s: no row of %s for late commission %s", symbol,
+                        amendment.fill_id, amendment.amendment_id)  # fmt: skip
+            return
+        stored, at = self._stored_row(found)
+        stored[FILL_COLUMNS.index("commission")] = float(amendment.commission)
+        stored[FILL_COLUMNS.index("commission_exact")] = canonical(amendment.commission)
+        if amendment.commission_currency:
+            stored[FILL_COLUMNS.index("commission_currency")] = amendment.commission_currency
+        stored[FILL_COLUMNS.index("amended_by")] = amendment.amendment_id
+        frame = self._frame_of([tuple(stored)], [at], FILL_COLUMNS, "fill_time")
+        self.fills.update(
+            symbol, frame, metadata={"sequence": sequence}, prune_previous_versions=True
+        )
+        self._wrote(self.fills, symbol)
 
     def _record_runs(self, runs: Iterable[ReconciliationRun]) -> list[ReconciliationRun]:
         """Appends each account's reconciliation reports; returns the runs not written."""
@@ -512,11 +721,6 @@ class ArcticViews:
         rows: list[Sequenced],
         judged: dict[int, OrderTransition],
     ) -> None:
-        if library is self.fills:
-            table = [_fill_row(s, e) for s, e in rows if isinstance(e, Fill)]
-            times = [e.timestamp_ns for _, e in rows]
-            self._append_rows(library, symbol, state, table, times, FILL_COLUMNS, "fill_time")
-            return
         appended: list[tuple[object, ...]] = []
         times = []
         pending: dict[tuple[str, int], int] = {}  # (order_key, time) -> index in appended
@@ -588,10 +792,11 @@ class ArcticViews:
             last = max(time_ns, last + 1)
             index.append(last)
         frame = self._frame_of(rows, index, columns, time_column)
+        metadata = {"sequence": int(frame["sequence"].max())}
         if library.has_symbol(symbol):
-            library.append(symbol, frame, prune_previous_versions=True)
+            library.append(symbol, frame, metadata=metadata, prune_previous_versions=True)
         else:
-            library.write(symbol, frame, prune_previous_versions=True)
+            library.write(symbol, frame, metadata=metadata, prune_previous_versions=True)
         state.last_index_ns, state.last_sequence = last, int(frame["sequence"].iloc[-1])
         self._wrote(library, symbol)
 
@@ -604,6 +809,158 @@ class ArcticViews:
         ]
         return min(lasts, default=0)
 
+    # -- history: position snapshots and balances, appended ----------------------------------
+
+    def _snapshot_log(self, library: adb.library.Library, symbol: str) -> _EventLog:
+        """Where an appended history symbol ends, and the last sequence its rows hold (in
+        its metadata, so a restart that hands every row over again appends none twice)."""
+        key = (library.name, symbol)
+        state = self._snapshot_logs.get(key)
+        if state is None:
+            state = _EventLog()
+            if library.has_symbol(symbol):
+                state.last_index_ns = int(library.tail(symbol, 1, columns=[]).data.index[-1].value)
+                metadata = library.read_metadata(symbol).metadata or {}
+                state.last_sequence = int(metadata.get("sequence", 0))
+                state.transitions = {("close", 0): int(metadata.get("close", -1))}
+            self._snapshot_logs[key] = state
+        return state
+
+    def _append_history(
+        self,
+        library: adb.library.Library,
+        symbol: str,
+        rows: list[tuple[object, ...]],
+        times: list[int],
+        columns: list[str],
+        close_ns: int | None = None,
+    ) -> None:
+        """Appends rows (each row's last_sequence is its second to last... see callers) at
+        their times, nudged so that the index keeps increasing."""
+        state = self._snapshot_log(library, symbol)
+        if not rows:
+            return
+        index, last = [], state.last_index_ns
+        for time_ns in times:
+            last = max(time_ns, last + 1)
+            index.append(last)
+        frame = pd.DataFrame(rows, columns=columns)
+        for name in ("last_sequence", "trade_count"):
+            if name in frame:
+                frame[name] = frame[name].astype("int64")
+        for name in ("snapshot_time", "timestamp", "updated_at"):
+            if name in frame:
+                frame[name] = pd.to_datetime(frame[name].astype("int64"), unit="ns", utc=True)
+        frame.index = _utc(index)
+        through = max(state.last_sequence, int(frame["last_sequence"].max()))
+        closed = state.transitions[("close", 0)] if state.transitions else -1
+        metadata = {"sequence": through, "close": close_ns if close_ns is not None else closed}
+        if library.has_symbol(symbol):
+            library.append(symbol, frame, metadata=metadata, prune_previous_versions=True)
+        else:
+            library.write(symbol, frame, metadata=metadata, prune_previous_versions=True)
+        state.last_index_ns, state.last_sequence = last, through
+        state.transitions = {("close", 0): int(metadata["close"])}
+        self._wrote(library, symbol)
+
+    def _closed_through(self, library: adb.library.Library, symbol: str) -> int:
+        state = self._snapshot_log(library, symbol)
+        return state.transitions[("close", 0)] if state.transitions else -1
+
+    def _snapshot(self, account_id: str, views: list[PositionView], time_ns: int) -> None:
+        since = self._snapshot_log(self.position_history, account_id).last_sequence
+        rows = [
+            (time_ns, "interval", *_position_row(0, view)[1:])
+            for view in views
+            if view.last_sequence > since
+        ]
+        self._append_history(
+            self.position_history, account_id, rows, [time_ns] * len(rows), HISTORY_COLUMNS
+        )
+
+    def _record_history(self, changed: Iterable[PositionView]) -> None:
+        """Every `history_seconds`, appends to `position_history` (symbol = account) the
+        rows changed since the last snapshot, at the snapshot's time: one append per account,
+        so its cost follows what changed, not the size of the book. A snapshot is taken by
+        the first view write after the interval (and at the next start for what a stop left)."""
+        if self.history_seconds is None:
+            return
+        for view in changed:
+            self._history_pending[view.key] = view
+        failing = any(key[0] == self.position_history.name for key in self._failing)
+        if not self._history_pending or (
+            not failing and self.clock() - self._history_at < self.history_seconds
+        ):
+            return
+        self._history_at = self.clock()
+        now_ns = self.wall_clock_ns()
+        by_account: dict[str, list[PositionView]] = defaultdict(list)
+        for view in self._history_pending.values():
+            by_account[view.key.account_id].append(view)
+        for account_id, views in by_account.items():
+            write = functools.partial(self._snapshot, account_id, views, now_ns)
+            if self._attempt(self.position_history.name, account_id, 0, write):
+                for view in views:
+                    if self._history_pending.get(view.key) is view:
+                        del self._history_pending[view.key]
+
+    def _record_balances(self, balances: Iterable[Balance]) -> None:
+        """Appends to `balances` (symbol = account) each balance a view write was handed,
+        its latest state once per write (coalesced), at the time it changed."""
+        for balance in balances:
+            self._balances_pending[balance.key] = balance
+        by_account: dict[str, list[Balance]] = defaultdict(list)
+        for balance in self._balances_pending.values():
+            by_account[balance.key.account_id].append(balance)
+        for account_id, held in by_account.items():
+            first = min(balance.last_sequence for balance in held)
+            write = functools.partial(self._append_balances, account_id, held, "change", None)
+            if self._attempt(self.balances.name, account_id, first, write):
+                for balance in held:
+                    if self._balances_pending.get(balance.key) is balance:
+                        del self._balances_pending[balance.key]
+
+    def _append_balances(
+        self, account_id: str, balances: list[Balance], reason: str, close_ns: int | None
+    ) -> None:
+        since = self._snapshot_log(self.balances, account_id).last_sequence
+        chosen = [b for b in balances if close_ns is not None or b.last_sequence > since]
+        rows = [_balance_row(balance, reason) for balance in chosen]
+        times = [close_ns if close_ns is not None else b.updated_at_ns for b in chosen]
+        self._append_history(self.balances, account_id, rows, times, BALANCE_COLUMNS, close_ns)
+
+    def record_close(
+        self, close_ns: int, positions: Iterable[PositionView], balances: Iterable[Balance]
+    ) -> None:
+        """At a trading day's close: appends every row and balance given (each account's,
+        whether it changed or not) to `position_history` and `balances` with reason `close`,
+        at the close's time. Called again for a close already recorded (a retry, a restart)
+        it appends nothing. Raises what the store raises (nothing half-recorded is marked
+        done: a retry appends what is missing)."""
+        by_account: dict[str, list[PositionView]] = defaultdict(list)
+        for view in positions:
+            by_account[view.key.account_id].append(view)
+        cash: dict[str, list[Balance]] = defaultdict(list)
+        for balance in balances:
+            cash[balance.key.account_id].append(balance)
+        for account_id in sorted(by_account.keys() | cash.keys()):
+            if reason := unholdable(account_id):
+                self._skipped.setdefault(
+                    ("position_history", account_id),
+                    f"the store cannot hold a symbol with {reason}",
+                )
+                continue
+            views = by_account.get(account_id, [])
+            if views and self._closed_through(self.position_history, account_id) < close_ns:
+                rows = [(close_ns, "close", *_position_row(0, view)[1:]) for view in views]
+                self._append_history(
+                    self.position_history, account_id, rows, [close_ns] * len(rows),
+                    HISTORY_COLUMNS, close_ns,
+                )  # fmt: skip
+            held = cash.get(account_id, [])
+            if held and self._closed_through(self.balances, account_id) < close_ns:
+                self._append_balances(account_id, held, "close", close_ns)
+
     # -- positions and portfolio -----------------------------------------------------------
 
     def _table(self, library: adb.library.Library, symbol: str) -> _RowTable:
@@ -612,16 +969,12 @@ class ArcticViews:
         if table is None:
             table = _RowTable()
             if library.has_symbol(symbol):
+                current_layout(library, symbol)
                 frame = library.read(symbol).data
                 frame["timestamp"] = frame["timestamp"].astype("int64")
-                stored = list(frame.columns)
-                if stored != POSITION_COLUMNS:
-                    frame = _with_currency_columns(frame, stored, f"{library.name}/{symbol}")
                 for row in frame.itertuples(index=False):
                     table.slots[(row.account_id, row.strategy_id, row.instrument_id)] = row.slot
                     table.rows.append(tuple(row))
-                if stored != POSITION_COLUMNS:
-                    library.write(symbol, self._frame(table.rows), prune_previous_versions=True)
             self._tables[key] = table
         return table
 
@@ -684,13 +1037,14 @@ class ArcticViews:
         return frame
 
 
-def _with_currency_columns(frame: pd.DataFrame, stored: list[str], name: str) -> pd.DataFrame:
-    """Rows written before issue 11, with its columns added empty (the row's currency and base
-    figures were not recorded; the row's next change fills them). Columns this version does
-    not know (a newer version's) are refused rather than dropped."""
-    if stored != POSITION_COLUMNS_BEFORE_CURRENCY:
-        raise ValueError(f"{name} has columns this version does not know how to extend: {stored}")
-    return frame.reindex(columns=POSITION_COLUMNS, fill_value="")
+def _balance_row(balance: Balance, reason: str) -> tuple[object, ...]:
+    key = balance.key
+    available = balance.available
+    return (
+        key.account_id, key.currency, key.chain_id, float(balance.cash), float(balance.reserved),
+        float(available), canonical(balance.cash), canonical(balance.reserved),
+        canonical(available), balance.updated_at_ns, balance.last_sequence, reason,
+    )  # fmt: skip
 
 
 def _runs(slots: list[int]) -> list[tuple[int, int]]:

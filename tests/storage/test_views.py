@@ -54,20 +54,21 @@ def test_fills_and_orders_are_per_account_with_exact_values(tmp_path):
     fills = arctic.get_library("fills")
     a1 = fills.read("A1").data
     assert list(a1["fill_id"].str.startswith("api-fill-")) == [True, True]
-    assert list(a1["sequence"]) == [1, 3]
-    assert a1["quantity"].map(Decimal).tolist() == [Decimal("0.000000001"), Decimal("3")]
-    assert a1["price"].iloc[0] == "64000.123456789"
-    assert (a1["order_ref"].iloc[0], a1["venue"].iloc[0], a1["trace_id"].iloc[0]) == (
+    # The late fill is indexed at its execution time (update(), not after the last row).
+    assert list(a1["sequence"]) == [3, 1]
+    assert a1["quantity"].map(Decimal).tolist() == [Decimal("3"), Decimal("0.000000001")]
+    assert a1["price_exact"].iloc[1] == "64000.123456789"  # exact beside the float
+    assert a1["price"].tolist() == [9.5, 64000.123456789]
+    assert (a1["order_ref"].iloc[1], a1["venue"].iloc[1], a1["trace_id"].iloc[1]) == (
         "S1-7",
         "SMART",
         "t1",
     )
     assert str(a1.index.tz) == "UTC"
     assert a1.index.is_monotonic_increasing and a1.index.is_unique
-    # The late fill keeps its exact time in fill_time (UTC; ArcticDB keeps time zones on the
-    # index only); the index is nudged just past the last row.
-    assert a1["fill_time"].iloc[1] == pd.Timestamp(T - 60, unit="s")
-    assert a1.index[1] == a1.index[0] + pd.Timedelta(1, "ns")
+    # fill_time is the exact time (UTC; ArcticDB keeps time zones on the index only).
+    assert a1["fill_time"].iloc[0] == pd.Timestamp(T - 60, unit="s")
+    assert a1.index[0] == pd.Timestamp(T - 60, unit="s", tz="UTC")
     assert fills.read("A2").data["side"].tolist() == ["SELL"]
     orders = arctic.get_library("orders").read("A1").data
     assert orders[["update_id", "status", "filled_quantity", "avg_fill_price"]].values.tolist() == [
@@ -85,17 +86,18 @@ def test_positions_and_portfolio_hold_one_current_row_per_key(tmp_path):
     )
     arctic = adb.Arctic(store)
     long_rows = arctic.get_library("positions").read("LONG").data
-    assert long_rows[["instrument_id", "quantity", "realized_pnl"]].values.tolist() == [
+    assert long_rows[["instrument_id", "quantity", "realized_pnl_exact"]].values.tolist() == [
         ["AAPL", "50", "100"],
         ["MSFT", "10", "0"],
     ]
+    assert long_rows[["qty", "realized_pnl"]].values.tolist() == [[50.0, 100.0], [10.0, 0.0]]
     book = (
         arctic.get_library("portfolio").read("A1").data.set_index(["strategy_id", "instrument_id"])
     )
     assert book.loc[("", "AAPL"), "quantity"] == "-50"  # the account-level row
     assert book.loc[("", "AAPL"), "level"] == "ACCOUNT"
     assert book.loc[("SHORT", "AAPL"), "quantity"] == "-100"
-    assert book.loc[("LONG", "AAPL"), "market_price"] == "12"
+    assert book.loc[("LONG", "AAPL"), "market_price"] == 12.0
     assert len(book) == 5 and book.index.is_unique
     # A restart with nothing new rewrites nothing into duplicates.
     run(store)

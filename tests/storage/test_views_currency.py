@@ -22,6 +22,7 @@ from server.application.projector import ViewProjector
 from server.domain.book import position_view
 from server.domain.position import Position, PositionKey
 from server.storage.arctic import ArcticEventStore
+from server.storage.view_layouts import POSITION_AMOUNTS, POSITION_COLUMNS_V2
 from server.storage.views import (
     POSITION_COLUMNS,
     POSITION_COLUMNS_BEFORE_CURRENCY,
@@ -31,7 +32,12 @@ from tests.api.protocol import BASE_SECONDS, acks, pb_fill
 from tests.conftest import start_test_server
 
 PRECISION = Decimal("1e-9")
-CURRENCY_COLUMNS = POSITION_COLUMNS[len(POSITION_COLUMNS_BEFORE_CURRENCY) :]
+CURRENCY_COLUMNS = POSITION_COLUMNS_V2[len(POSITION_COLUMNS_BEFORE_CURRENCY) :]
+
+
+def exact(*names: str) -> list[str]:
+    """The columns of the exact text of these (amounts are float64, `<name>_exact` beside)."""
+    return [f"{name}_exact" if name in POSITION_AMOUNTS else name for name in names]
 
 
 def fx(base: str, quote: str, rate: str) -> pb.MarkBatch:
@@ -50,7 +56,12 @@ def account_row(store: str, account_id: str, instrument_id: str = "SAP") -> pd.S
     assert list(frame.columns) == POSITION_COLUMNS
     rows = frame[(frame.level == "ACCOUNT") & (frame.instrument_id == instrument_id)]
     assert len(rows) == 1
-    return rows.iloc[0]
+    row = rows.iloc[0].copy()
+    for name in POSITION_AMOUNTS:  # the exact text, checked to be what the float says
+        text = row[f"{name}_exact"]
+        assert (pd.isna(row[name]) and text == "") or row[name] == float(text), name
+        row[name] = text
+    return row
 
 
 def test_an_eur_row_of_a_usd_account_carries_the_rate_used_and_its_base_figures(tmp_path):
@@ -209,15 +220,20 @@ def test_a_symbol_written_without_the_currency_columns_takes_updates_and_new_row
         *[c for c in POSITION_COLUMNS if c != "instrument_id"],
     ]
     assert list(frame.index) == ["SAP", "BMW", "VOW"]  # slots kept, the new row appended
-    assert frame.loc["SAP", ["quantity", "currency", "fx_rate", "market_value_base"]].tolist() == [
+    assert frame.loc[
+        "SAP", exact("quantity", "currency", "fx_rate", "market_value_base")
+    ].tolist() == [
         "12",
         "EUR",
         "1.1",
         "1452",
     ]
-    assert frame.loc["BMW", CURRENCY_COLUMNS].tolist() == [""] * len(CURRENCY_COLUMNS)
+    assert frame.loc["BMW", exact(*CURRENCY_COLUMNS)].tolist() == [""] * len(CURRENCY_COLUMNS)
+    assert frame.loc["BMW", ["fx_rate", "net_pnl_base"]].isna().all()  # unknown: NaN
     assert frame.loc["BMW", "quantity"] == "5"  # untouched, as the old version wrote it
-    assert frame.loc["VOW", ["currency", "base_currency", "fx_rate", "net_pnl_base"]].tolist() == [
+    assert frame.loc[
+        "VOW", exact("currency", "base_currency", "fx_rate", "net_pnl_base")
+    ].tolist() == [
         "EUR",
         "USD",
         "",
@@ -228,7 +244,11 @@ def test_a_symbol_written_without_the_currency_columns_takes_updates_and_new_row
     again = ArcticViews(arctic)
     again.record([], [_view("A1", "BMW", 7, 7)])
     frame = again.portfolio.read("A1").data.set_index("instrument_id")
-    assert frame.loc["BMW", ["quantity", "currency", "fx_rate"]].tolist() == ["7", "EUR", "1.1"]
+    assert frame.loc["BMW", exact("quantity", "currency", "fx_rate")].tolist() == [
+        "7",
+        "EUR",
+        "1.1",
+    ]
     assert frame.loc["SAP", "quantity"] == "12"
 
 
@@ -276,7 +296,7 @@ def test_the_projector_takes_the_base_currency_and_rate_when_a_row_is_submitted(
     try:
         asyncio.run(scenario(store))
         frame = store.views.portfolio.read("A1").data
-        assert frame[["base_currency", "fx_rate", "market_value_base"]].values.tolist() == [
+        assert frame[exact("base_currency", "fx_rate", "market_value_base")].values.tolist() == [
             ["USD", "1.1", "220"]
         ]
     finally:
