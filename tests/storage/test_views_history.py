@@ -1,0 +1,128 @@
+"""History kept, not overwritten (issue 14, part 4): position snapshots appended to
+`position_history` at an interval (the rows changed since the last one) and at a day's close,
+read with plain arcticdb and pandas."""
+
+from __future__ import annotations
+
+import gc
+from decimal import Decimal
+
+import arcticdb as adb
+import grpc
+import pandas as pd
+
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.domain.balances import Balance, BalanceKey
+from server.domain.book import position_view
+from server.domain.position import Position, PositionKey
+from server.storage.view_layouts import BALANCE_COLUMNS, HISTORY_COLUMNS
+from server.storage.views import ArcticViews
+from tests.api.protocol import BASE_SECONDS, acks, pb_fill
+from tests.conftest import start_test_server
+
+T0 = BASE_SECONDS * 10**9
+
+
+def _view(account: str, strategy: str, instrument: str, quantity: int, sequence: int):
+    row = Position(
+        key=PositionKey(account, strategy, instrument),
+        multiplier=Decimal(1),
+        quantity=Decimal(quantity),
+        cost_basis=Decimal(quantity * 100),
+        trade_count=1,
+        updated_at_ns=T0 + sequence,
+        last_sequence=sequence,
+        currency="USD",
+    )
+    return position_view(row, Decimal(110), Decimal("1e-9"), base_currency="USD")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rows_changed_since_the_last_snapshot_are_appended_each_interval(tmp_path):
+    arctic = adb.Arctic(views_uri(tmp_path))
+    views = ArcticViews(arctic)
+    clock = views.clock = Clock()
+    views.wall_clock_ns = lambda: T0 + int(clock.now * 10**9)
+    views.history_seconds = 60
+    views.record([], [_view("A1", "S1", "AAPL", 10, 1), _view("A1", "S1", "MSFT", 5, 2)])
+    clock.now += 30  # within the interval: kept for the next snapshot
+    views.record([], [_view("A1", "S1", "AAPL", 12, 3)])
+    views.record([], [_view("A1", "S1", "AAPL", 15, 4)])
+    history = views.position_history.read("A1").data
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert history[["instrument_id", "qty"]].values.tolist() == [["AAPL", 10.0], ["MSFT", 5.0]]
+    clock.now += 31  # the interval is over: the latest state of what changed, MSFT untouched
+    views.record([], [])
+    history = views.position_history.read("A1").data
+    assert history[["instrument_id", "qty", "reason"]].values.tolist() == [
+        ["AAPL", 10.0, "interval"],
+        ["MSFT", 5.0, "interval"],
+        ["AAPL", 15.0, "interval"],
+    ]
+    assert history["snapshot_time"].tolist()[-1] == pd.Timestamp(T0 + 1061 * 10**9, unit="ns")
+    # A later start hands every row over again: only what changed since is appended.
+    again = ArcticViews(arctic)
+    again.history_seconds = 0
+    again.record([], [_view("A1", "S1", "AAPL", 15, 4), _view("A1", "S1", "MSFT", 6, 5)])
+    history = again.position_history.read("A1").data
+    assert history["qty"].tolist() == [10.0, 5.0, 15.0, 6.0]
+
+
+def views_uri(tmp_path) -> str:
+    return f"lmdb://{tmp_path}/store"
+
+
+def test_record_close_appends_every_row_and_balance_once(tmp_path):
+    views = ArcticViews(adb.Arctic(views_uri(tmp_path)))
+    views.history_seconds = None  # only the close
+    close_ns = T0 + 17 * 3600 * 10**9
+    rows = [_view("A1", "S1", "AAPL", 10, 1), _view("A1", "", "AAPL", 10, 1)]
+    cash = Balance(BalanceKey("A1", "USD"), Decimal("1000.5"), Decimal("200"), T0, 3)
+    views.record_close(close_ns, rows, [cash])
+    views.record_close(close_ns, rows, [cash])  # a retry, or after a restart: nothing twice
+    history = views.position_history.read("A1").data
+    assert history[["strategy_id", "qty", "reason"]].values.tolist() == [
+        ["S1", 10.0, "close"],
+        ["", 10.0, "close"],
+    ]
+    assert set(history["snapshot_time"]) == {pd.Timestamp(close_ns, unit="ns")}
+    assert history.index[0] == pd.Timestamp(close_ns, unit="ns", tz="UTC")
+    balances = views.balances.read("A1").data
+    assert list(balances.columns) == BALANCE_COLUMNS
+    assert balances[["currency", "cash", "reserved", "available", "reason"]].values.tolist() == [
+        ["USD", 1000.5, 200.0, 800.5, "close"]
+    ]
+    views.record_close(close_ns + 86_400 * 10**9, rows, [cash])  # the next day's close
+    assert len(views.position_history.read("A1").data) == 4
+    assert views.balances.read("A1").data["reason"].tolist() == ["close", "close"]
+
+
+def test_the_service_appends_history_at_its_interval(tmp_path):
+    store = views_uri(tmp_path)
+    for batch in (
+        [pb_fill("BUY", 10, 100), pb_fill("BUY", 5, 300, instrument="MSFT")],
+        [pb_fill("SELL", 4, 110)],
+    ):
+        server = start_test_server(store=store, position_history_seconds=0.0)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                acks(pb_grpc.PortfolioManagerStub(channel), *batch)
+        finally:
+            server.stop()
+    gc.collect()
+    history = adb.Arctic(store).get_library("position_history").read("A1").data
+    account = history[history["level"] == "ACCOUNT"]
+    assert account[["instrument_id", "qty"]].values.tolist() == [
+        ["AAPL", 10.0],
+        ["MSFT", 5.0],
+        ["AAPL", 6.0],  # MSFT did not change: not appended again
+    ]
+    assert account["realized_pnl"].tolist()[-1] == 40.0
+    assert history.index.is_monotonic_increasing
