@@ -167,6 +167,54 @@ def _amounts_beside_text(
     return frame[columns]
 
 
+def settled_fills(
+    fills: pd.DataFrame, corrections: pd.DataFrame, commissions: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, str], int]:
+    """An account's `fills` as an earlier release left them (corrections and late commissions
+    only beside them, late fills after the last row) as this release writes them: each
+    correction and amendment applied to its execution's row in sequence order, every row at
+    its execution time (nudged by a nanosecond or two only where times tie). Returns the
+    frame, the row each correction replaced (as `original_text`), and the last sequence
+    applied."""
+    frame = fills.reset_index(drop=True).copy()
+    originals: dict[str, str] = {}
+    changes = sorted(
+        [(int(row.sequence), 0, row) for row in corrections.itertuples(index=False)]
+        + [(int(row.sequence), 1, row) for row in commissions.itertuples(index=False)],
+        key=lambda change: change[:2],
+    )
+    through = int(frame["sequence"].max()) if len(frame) else 0
+    for sequence, kind, row in changes:
+        through = max(through, sequence)
+        target = row.corrects if kind == 0 else row.fill_id
+        hits = frame.index[(frame["fill_id"] == target) | (frame["corrected_by"] == target)]
+        if not len(hits):
+            continue
+        at = hits[-1]
+        if kind == 0:
+            originals[str(row.correction_id)] = original_text(frame.loc[at])
+            for name in (
+                "fill_time", "strategy_id", "instrument_id", "side", "quantity", "price",
+                "commission", "commission_currency", "order_ref", "order_id", "venue", "qty",
+                "price_exact", "commission_exact",
+            ):  # fmt: skip
+                frame.at[at, name] = getattr(row, name)
+            frame.at[at, "corrected_by"] = row.correction_id
+        else:
+            frame.at[at, "commission"] = row.commission
+            frame.at[at, "commission_exact"] = row.commission_exact
+            if row.commission_currency:
+                frame.at[at, "commission_currency"] = row.commission_currency
+            frame.at[at, "amended_by"] = row.amendment_id
+    frame = frame.sort_values(["fill_time", "sequence"], kind="stable").reset_index(drop=True)
+    index, last = [], -1
+    for time_ns in pd.to_datetime(frame["fill_time"]).astype("int64"):
+        last = max(int(time_ns), last + 1)
+        index.append(last)
+    frame.index = pd.DatetimeIndex(pd.to_datetime(index, unit="ns", utc=True), name="timestamp")
+    return frame, originals, through
+
+
 def _signed_quantities(frame: pd.DataFrame) -> list[float]:
     pairs = zip(frame["side"], frame["quantity"], strict=True)
     return [signed(side, quantity) for side, quantity in pairs]
@@ -228,9 +276,15 @@ class UnknownLayoutError(ValueError):
     """A view symbol's columns are of no layout this release knows (a later release's)."""
 
 
-def current_layout(library: adb.library.Library, symbol: str) -> bool:
+def current_layout(
+    library: adb.library.Library,
+    symbol: str,
+    settle: Callable[[pd.DataFrame], tuple[pd.DataFrame, int]] | None = None,
+) -> bool:
     """Brings `library/symbol` to the current layout if an earlier release wrote it (True when
-    it was rewritten); raises UnknownLayoutError rather than drop columns it does not know."""
+    it was rewritten); raises UnknownLayoutError rather than drop columns it does not know.
+    `settle` finishes an upcast frame (its rows as this release would have written them) and
+    says the last sequence it holds."""
     layouts = LAYOUTS[library.name]
     stored = [column.name for column in library.get_description(symbol).columns]
     if stored == layouts[-1][0]:
@@ -247,5 +301,11 @@ def current_layout(library: adb.library.Library, symbol: str) -> bool:
     metadata = item.metadata
     if metadata is None and "sequence" in frame.columns and len(frame):
         metadata = {"sequence": int(frame["sequence"].max())}
+    if settle is not None:
+        frame, through = settle(frame)
+        metadata = {
+            **(metadata or {}),
+            "sequence": max(through, metadata["sequence"] if metadata else 0),
+        }
     library.write(symbol, frame, metadata=metadata, prune_previous_versions=True)
     return True

@@ -73,6 +73,7 @@ from server.storage.view_layouts import (
     numeric_fill,
     numeric_position,
     original_text,
+    settled_fills,
 )
 
 log = logging.getLogger("portfolio.views")
@@ -311,11 +312,12 @@ class ArcticViews:
         (see view_layouts); returns the symbols rewritten. A symbol of no known layout is
         left as it is (its writes fail and show on health, the others go on)."""
         rewritten = []
-        for library in (self.fills, self.corrections, self.commissions, self.positions,
+        # corrections and commissions first: a fills symbol's upgrade applies them
+        for library in (self.corrections, self.commissions, self.fills, self.positions,
                         self.portfolio):  # fmt: skip
             for symbol in library.list_symbols():
                 try:
-                    if current_layout(library, symbol):
+                    if self._current_layout(library, symbol):
                         rewritten.append(f"{library.name}/{symbol}")
                 except UnknownLayoutError:
                     pass  # its first write fails, logged with this cause, and on health
@@ -341,6 +343,39 @@ class ArcticViews:
 
     # -- fills and orders ------------------------------------------------------------------
 
+    def _current_layout(self, library: adb.library.Library, symbol: str) -> bool:
+        """current_layout, with an account's corrections and late commissions applied to the
+        `fills` rows of a release that kept them only beside them."""
+        if library is not self.fills:
+            return current_layout(library, symbol)
+        for beside in (self.corrections, self.commissions):
+            if beside.has_symbol(symbol):
+                current_layout(beside, symbol)
+        return current_layout(library, symbol, functools.partial(self._settle, symbol))
+
+    def _settle(self, symbol: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        beside = [
+            library.read(symbol).data
+            if library.has_symbol(symbol)
+            else pd.DataFrame(columns=columns)
+            for library, columns in (
+                (self.corrections, CORRECTION_COLUMNS),
+                (self.commissions, COMMISSION_COLUMNS),
+            )
+        ]
+        frame, originals, through = settled_fills(frame, *beside)
+        if originals:  # the rows the corrections replaced, kept with them
+            item = self.corrections.read(symbol)
+            corrections = item.data
+            corrections["original"] = [
+                originals.get(c, o) for c, o in zip(corrections["correction_id"],
+                                                   corrections["original"], strict=True)
+            ]  # fmt: skip
+            self.corrections.write(
+                symbol, corrections, metadata=item.metadata, prune_previous_versions=True
+            )
+        return frame, through
+
     def _log(self, library: adb.library.Library, symbol: str) -> _EventLog:
         key = (library.name, symbol)
         state = self._logs.get(key)
@@ -350,7 +385,7 @@ class ArcticViews:
                 if library is self.orders:  # an earlier release's layout: rewritten once
                     current_view(library, symbol, ORDER_COLUMNS)
                 elif library.name in LAYOUTS:
-                    current_layout(library, symbol)
+                    self._current_layout(library, symbol)
                 tail = library.tail(symbol, 1, columns=["sequence"]).data
                 state.last_index_ns = int(tail.index[-1].value)
                 state.last_sequence = int(tail["sequence"].iloc[-1])
