@@ -91,7 +91,8 @@ class ServiceConfig:
     # ...and those older than this many days; 0: any age (back-fills of old history).
     max_event_age_days: float = 0.0
     # Trading days close at this time of day in this IANA time zone, on these weekdays
-    # ("mon-fri", "mon,wed,fri", "all"): each close records the day's P&L of every account.
+    # ("mon-fri", "mon,wed,fri", "all"; "none": no closes, no P&L history): each close
+    # records the day's P&L of every account.
     session_close: str = "17:00"
     session_timezone: str = "America/New_York"
     session_days: str = "mon-fri"
@@ -227,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "time of day trading days close, HH:MM (in --session-timezone)")  # fmt: skip
     option("--session-timezone", str, defaults.session_timezone, "IANA zone of the close")
     option("--session-days", str, defaults.session_days,
-           "weekdays with a close: mon-fri, mon,wed,fri or all")  # fmt: skip
+           "weekdays with a close: mon-fri, mon,wed,fri, all or none")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         SessionCalendar.parse(args.session_close, args.session_timezone, args.session_days)

@@ -16,7 +16,11 @@ from server.app import RunningServer, start_server
 from server.config import ServiceConfig
 
 # A real ArcticDB, in memory: tests that need state to survive a restart use LMDB in tmp_path.
-TEST_CONFIG = ServiceConfig(store="mem://", port=0, heartbeat_seconds=0.2, grace_seconds=0.5)
+# No trading-day closes (a close at a restart would add events between "before" and "after"):
+# the P&L history's tests ask for a session.
+TEST_CONFIG = ServiceConfig(
+    store="mem://", port=0, heartbeat_seconds=0.2, grace_seconds=0.5, session_days="none"
+)
 
 
 class ServerThread:

@@ -77,18 +77,20 @@ class SessionCalendar:
             day = today + timedelta(days=ahead)
             if day.weekday() in self.weekdays and self.close_ns(day) > now_ns:
                 return self.close_ns(day)
-        raise AssertionError("a calendar with no session day")  # parse() refuses one
+        raise ValueError("a calendar with no session day has no close")
 
 
 def _weekdays(text: str) -> frozenset[int]:
     spec = text.strip().lower()
     if spec == "all":
         return frozenset(range(7))
+    if spec == "none":  # no close: no P&L history
+        return frozenset()
     days: set[int] = set()
     for part in spec.split(","):
         first, _, last = part.strip().partition("-")
         if first not in _WEEKDAYS or (last and last not in _WEEKDAYS):
-            raise ValueError(f"session days {text!r}: use e.g. mon-fri, mon,wed,fri or all")
+            raise ValueError(f"session days {text!r}: use e.g. mon-fri, mon,wed,fri, all or none")
         start, end = _WEEKDAYS.index(first), _WEEKDAYS.index(last or first)
         days.update(range(start, end + 1) if start <= end else [*range(start, 7), *range(end + 1)])
     return frozenset(days)

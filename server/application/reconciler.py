@@ -5,10 +5,8 @@ Each run asks the broker for an account's positions and journals them (`BrokerPo
 through the write path; the ledger compares them with the book at that sequence. A failing
 broker skips the run and says so; it never stops the service.
 
-A broker that reports cash (`CashReporting`: IB's account values) also has the run compare
-cash per currency with the service's balances, as the run is made: those cash lines are kept
-with the run in memory (the latest runs of each account), not journaled, so a restart's
-replay rebuilds the runs without them.
+A broker that reports cash (`CashReporting`: IB's account values) has its cash journaled with
+the positions, and the run compares it per currency with the service's balances.
 """
 
 from __future__ import annotations
@@ -17,17 +15,16 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal, localcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from server.application.ports import Broker, BrokerUnavailable, ReconciliationRun
 from server.application.reads import NotFound, ReadModel
 from server.application.writes import WritePath
-from server.domain.decimals import EXACT, ZERO
-from server.domain.events import AccountKind, BrokerPosition, BrokerPositions
+from server.domain.events import AccountKind, BrokerCash, BrokerPosition, BrokerPositions
 from server.domain.ledger import Result
-from server.domain.reconciliation import CashLine, Reconciliation, compare_cash
+from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal, RefusalKind
 
 log = logging.getLogger("portfolio.reconciliation")
@@ -57,24 +54,29 @@ class NotAllowed(Exception):
 class Reconciliations:
     """Runs journaled and read back: what a broker holds against the book."""
 
-    def __init__(self, writes: WritePath[Any], reads: ReadModel, history: int = 100) -> None:
+    def __init__(self, writes: WritePath[Any], reads: ReadModel) -> None:
         self.ledger = writes.ledger
         self._writes, self._reads = writes, reads
-        # account -> run sequence -> its cash lines, oldest first, the latest `history` kept.
-        self._cash: dict[str, dict[int, tuple[CashLine, ...]]] = {}
-        self._history = history
 
     async def reconcile(
-        self, account_id: str, positions: Sequence[BrokerPosition], time_ns: int
+        self,
+        account_id: str,
+        positions: Sequence[BrokerPosition],
+        time_ns: int,
+        cash: Mapping[str, Decimal] | None = None,
     ) -> Reconciliation:
-        """Journals what the broker holds and returns the run it made. Raises NotAllowed for
-        a paper account."""
+        """Journals what the broker holds (and its cash per currency, if it reports it) and
+        returns the run it made. Raises NotAllowed for a paper account."""
         self.require_reconcilable(account_id)
         snapshot = BrokerPositions(
             snapshot_id=f"reconcile:{account_id}:{time_ns}",
             account_id=account_id,
             timestamp_ns=time_ns,
             positions=tuple(positions),
+            cash=tuple(
+                BrokerCash(currency=currency, amount=amount)
+                for currency, amount in sorted((cash or {}).items())
+            ),
         )
         outcome, refusal = await self._writes.execute(snapshot)
         if refusal is not None:
@@ -85,38 +87,9 @@ class Reconciliations:
         assert run is not None and run.sequence == outcome.sequence
         return run
 
-    def service_cash(self, account_id: str) -> dict[str, Decimal]:
-        """The account's cash per currency now, every chain summed."""
-        cash: dict[str, Decimal] = {}
-        with localcontext(EXACT):
-            for balance in self.ledger.balances.of_account(account_id):
-                currency = balance.key.currency
-                cash[currency] = cash.get(currency, ZERO) + balance.cash
-        return cash
-
-    def record_cash(self, run: Reconciliation, broker_cash: dict[str, Decimal]) -> Reconciliation:
-        """Compares the broker's cash with the service's, keeps the lines with the run and
-        returns the run with them."""
-        lines = compare_cash(
-            broker_cash, self.service_cash(run.account_id), self.ledger.reconcile_policy
-        )
-        kept = self._cash.setdefault(run.account_id, {})
-        kept[run.sequence] = lines
-        while len(kept) > self._history:
-            del kept[next(iter(kept))]
-        return run.with_cash(lines)
-
-    def with_cash(self, run: Reconciliation) -> Reconciliation:
-        """The run with the cash lines made with it, if any."""
-        if run.cash:
-            return run
-        lines = self._cash.get(run.account_id, {}).get(run.sequence)
-        return run.with_cash(lines) if lines else run
-
     def runs(self, account_id: str) -> Iterator[Reconciliation]:
-        """The account's runs newest first, with their cash lines."""
-        for run in self.ledger.reconciliations.runs(account_id):
-            yield self.with_cash(run)
+        """The account's runs, newest first."""
+        return self.ledger.reconciliations.runs(account_id)
 
     def book_positions(self, account_id: str) -> list[BrokerPosition]:
         """The account-level book as a broker would report it (the paper broker's view)."""
@@ -168,7 +141,7 @@ class Reconciliations:
     def valued(self, run: Reconciliation) -> ReconciliationRun:
         """A run as queries show it, complete: its residual rows valued now."""
         residuals = [self._reads.residual_view(row) for row in run.residuals]
-        return ReconciliationRun(self.with_cash(run), residuals)
+        return ReconciliationRun(run, residuals)
 
 
 class Reconciler:
@@ -247,9 +220,7 @@ class Reconciler:
             broker_cash = None
             if isinstance(self.broker, CashReporting):
                 broker_cash = self.broker.cash(account_id)
-            run = await self.cases.reconcile(account_id, positions, self._clock_ns())
-            if broker_cash:
-                run = self.cases.record_cash(run, broker_cash)
+            run = await self.cases.reconcile(account_id, positions, self._clock_ns(), broker_cash)
         self.runs += 1
         confirmed = set(self.confirmed(account_id))
         log.log(

@@ -71,7 +71,11 @@ class PortfolioService(Generic[Payload]):
         )  # fmt: skip
         self.reconciling = cases = Reconciliations(writes, reads)
         # Trading-day closes (day_close.py): the P&L history.
-        self.day_closer = DayCloser(writes, session, clock_ns=clock_ns) if session else None
+        self.day_closer = (
+            DayCloser(writes, session, clock_ns=clock_ns)
+            if session is not None and session.weekdays
+            else None
+        )
         self.committer, self.checkpoints, self.projector = (
             writes.committer,
             writes.checkpoints,

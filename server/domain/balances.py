@@ -119,6 +119,15 @@ class BalanceBook:
     def of_account(self, account_id: str) -> list[Balance]:
         return list(self._by_account.get(account_id, {}).values())
 
+    def cash_by_currency(self, account_id: str) -> dict[str, Decimal]:
+        """The account's cash per currency, every chain summed."""
+        cash: dict[str, Decimal] = {}
+        with localcontext(EXACT):
+            for balance in self.of_account(account_id):
+                currency = balance.key.currency
+                cash[currency] = cash.get(currency, ZERO) + balance.cash
+        return cash
+
     def accounts(self) -> list[str]:
         return sorted(self._by_account)
 

@@ -45,13 +45,19 @@ Upcaster = Callable[[list[str]], list[str]]
 # bump of a journaled kind must also give the journal's older rows of that kind the digest of
 # their upcast text (seen_events), or a resend of one is refused as a different event.
 
-TEXT_VERSIONS: dict[str, int] = {}
+TEXT_VERSIONS: dict[str, int] = {
+    # 2: the broker's cash per currency. Snapshots are the service's own (ids with their time),
+    # never resent by a client, so older rows' digests need no upcast text.
+    "BrokerPositions": 2,
+}
 """Current version per record type; a type not listed is at version 1."""
 
 TEXT_UPCASTERS: dict[tuple[str, int], Upcaster] = {
     # A broker position of the reconciliation release, before the contract's currency
     # (its texts have 5 fields): the currency was not known, "" as an unknown one is.
     ("BrokerPosition", 0): lambda fields: [*fields, ""],
+    # A snapshot before the broker's cash was journaled: none reported.
+    ("BrokerPositions", 1): lambda fields: [*fields, "[]"],
 }
 
 UNMARKED_LAYOUTS: dict[tuple[str, int], int] = {

@@ -687,6 +687,18 @@ class BrokerPosition:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerCash:
+    """One currency's cash as the broker reports it (IB: the account value CashBalance)."""
+
+    currency: str
+    amount: Decimal
+
+    def __post_init__(self) -> None:
+        require_currency("currency", self.currency)
+        require_amount("amount", self.amount)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPositions(JournaledEvent):
     """Every position the broker holds in a live account at one moment: a reconciliation's
     input. Journaled, so that a restart rebuilds the same reports."""
@@ -695,6 +707,8 @@ class BrokerPositions(JournaledEvent):
     account_id: str
     timestamp_ns: int
     positions: tuple[BrokerPosition, ...] = ()
+    # The broker's cash per currency (empty: it reports none), compared with the service's.
+    cash: tuple[BrokerCash, ...] = ()
 
     kind: ClassVar[str] = "broker_positions"
 
@@ -710,6 +724,9 @@ class BrokerPositions(JournaledEvent):
                     f"{position.instrument_id!r} is listed twice",
                 )
             seen.add(position.instrument_id)
+        currencies = [line.currency for line in self.cash]
+        if len(set(currencies)) != len(currencies):
+            raise InvalidEvent("cash", "lists a currency twice")
 
     @property
     def event_id(self) -> str:

@@ -62,6 +62,7 @@ from server.domain.reconciliation import (
     ReconcilePolicy,
     Reconciliation,
     ReconciliationBook,
+    compare_cash,
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
@@ -584,6 +585,10 @@ class Ledger:
             self.instruments,
             self.reconcile_policy,
         )
+        if snapshot.cash:
+            broker_cash = {line.currency: line.amount for line in snapshot.cash}
+            service_cash = self.balances.cash_by_currency(snapshot.account_id)
+            run = run.with_cash(compare_cash(broker_cash, service_cash, self.reconcile_policy))
         self.reconciliations.record(run)
         return Applied(reconciliation=run)
 

@@ -17,9 +17,9 @@ For each instrument the broker quantity is compared exactly with the sum of the 
   one: a short's average is the proceeds net of commissions): a match is a unit cost within
   that band, give or take the tolerance (relative, with an absolute floor per unit).
 
-Cash is compared per currency (`compare_cash`): the broker's balance against the service's,
-within an absolute tolerance. The broker's cash is not part of the journaled snapshot: the
-reconciler adds a run's cash lines when it makes the run (`Reconciliation.with_cash`).
+Cash is compared per currency (`compare_cash`): the broker's balance (journaled with the
+snapshot, `BrokerPositions.cash`) against the service's at the snapshot's sequence, within an
+absolute tolerance; a replay makes the same lines.
 
 Nothing here rewrites a strategy's row: a run only produces a report and residual rows.
 """

@@ -28,6 +28,7 @@ from server.domain.performance import RoundTrips, VenueFigures
 from server.domain.pnl_history import CurrencyDay, RowClose, ScopeDay
 from server.domain.position import PositionKey
 from server.domain.reconciliation import (
+    CashLine,
     LineStatus,
     Reconciliation,
     ReconciliationLine,
@@ -230,6 +231,10 @@ def _reconciliation(run: Reconciliation) -> dict[str, Any]:
         "timestamp_ns": run.timestamp_ns, "broker_positions": run.broker_positions,
         "matched": run.matched, "discrepancies": run.discrepancies,
         "lines": [_line(line) for line in run.lines],
+        "cash": [
+            [c.currency, c.status.name, canonical(c.broker_cash), canonical(c.service_cash),
+             c.note] for c in run.cash
+        ],
     }  # fmt: skip
 
 
@@ -238,6 +243,10 @@ def _reconciliation_from(record: dict[str, Any]) -> Reconciliation:
         record["account_id"], record["snapshot_id"], record["sequence"], record["timestamp_ns"],
         record["broker_positions"], tuple(_line_from(line) for line in record["lines"]),
         matched=record["matched"], discrepancies=record["discrepancies"],
+        cash=tuple(
+            CashLine(currency, LineStatus[status], Decimal(broker), Decimal(service), note)
+            for currency, status, broker, service, note in record.get("cash", [])
+        ),
     )  # fmt: skip
 
 

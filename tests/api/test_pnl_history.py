@@ -163,3 +163,9 @@ def test_a_bad_date_is_refused_naming_the_field(stub):
         stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1", from_date="2026-13-01"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "from_date" in error.value.details()
+
+
+def test_no_session_days_means_no_close():
+    none = SessionCalendar.parse("17:00", "UTC", "none")
+    assert none.weekdays == frozenset()
+    assert none.latest_close(ns("2026-01-07T23:30:00+00:00")) is None

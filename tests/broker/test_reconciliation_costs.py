@@ -219,6 +219,28 @@ async def test_cash_per_currency_is_a_line_of_the_report(tmp_path: Path) -> None
         assert [len(run.cash) for run in history.reconciliations] == [2, 2, 2]
 
 
+@pytest.mark.parametrize("checkpoint_every", [1, 10_000], ids=["checkpoint", "journal"])
+async def test_cash_lines_are_journaled_with_the_snapshot(
+    tmp_path: Path, checkpoint_every: int
+) -> None:
+    """A restart rebuilds the runs with their cash lines, from a checkpoint or the journal."""
+    store = f"lmdb://{tmp_path / 'store'}"
+    async with rig(tmp_path, store=store, checkpoint_every=checkpoint_every) as live:
+        await transfer(live, "t-1", "1000", "USD")
+        live.tws.set_account_value("U123", "CashBalance", "990", "USD")
+        await asyncio.sleep(0.2)
+        report = await live.reconcile()
+        assert cash_lines(report) == {"USD": ("CASH_MISMATCH", "990", "1000", "-10")}
+    server = await asyncio.to_thread(start_test_server, store=store)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            pm = pb_grpc.PortfolioManagerStub(channel)
+            again = await pm.GetReconciliation(pb.GetReconciliationRequest(account_id="U123"))
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert again == report
+
+
 async def test_total_cash_value_stands_in_for_cash_balance(tmp_path: Path) -> None:
     async with rig(tmp_path) as live:
         await transfer(live, "t-1", "1000.5", "USD")

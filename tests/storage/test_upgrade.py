@@ -5,6 +5,7 @@ them (their columns, their metadata, their event texts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK, NewerTextVersion,
 from server.domain.events import (
     AccountDefinition,
     AccountKind,
+    BrokerCash,
     BrokerPosition,
     BrokerPositions,
     Fill,
@@ -100,10 +102,32 @@ def test_a_broker_positions_text_of_the_reconciliation_release_reads_with_no_cur
     )  # fmt: skip
 
 
-def _without_position_currency(text: str) -> str:
+def _version_1(text: str) -> str:
+    """A snapshot's text as releases before the broker's cash wrote it (no mark, no cash)."""
     fields = text.split(FIELD_SEPARATOR)
+    assert fields[0] == f"{VERSION_MARK}2" and fields[-1] == "[]"
+    return FIELD_SEPARATOR.join(fields[1:-1])
+
+
+def _without_position_currency(text: str) -> str:
+    fields = _version_1(text).split(FIELD_SEPARATOR)
     fields[3] = json.dumps([record[:5] for record in json.loads(fields[3])], separators=(",", ":"))
     return FIELD_SEPARATOR.join(fields)
+
+
+def test_a_broker_positions_text_from_before_the_brokers_cash_reads_with_none():
+    snapshot = BrokerPositions(
+        snapshot_id="snap1", account_id="LIVE1", timestamp_ns=T0,
+        positions=(BrokerPosition(instrument_id="AAPL", quantity=Decimal(10),
+                                  avg_cost=Decimal(100), currency="USD"),),
+    )  # fmt: skip
+    old = _version_1(snapshot.text())
+    assert not old.startswith(VERSION_MARK)
+    assert BrokerPositions.from_text(old) == snapshot
+    with_cash = dataclasses.replace(
+        snapshot, cash=(BrokerCash(currency="USD", amount=Decimal("990.5")),)
+    )
+    assert BrokerPositions.from_text(with_cash.text()) == with_cash
 
 
 def test_a_bumped_version_is_marked_upcast_from_the_old_one_and_a_newer_one_refused(
