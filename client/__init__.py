@@ -19,6 +19,7 @@ from client.errors import (
     ProtocolViolation,
     ResyncRequired,
 )
+from client.marks import FxRate, MarkAck, MarkPrice
 from client.models import (
     AccountKind,
     BookingPlacement,
@@ -71,7 +72,10 @@ __all__ = [
     "EventResult",
     "ExecutionEvent",
     "Fill",
+    "FxRate",
     "IngestIncomplete",
+    "MarkAck",
+    "MarkPrice",
     "OrderStatus",
     "OrderStatusUpdate",
     "PortfolioClient",
