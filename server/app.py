@@ -72,6 +72,12 @@ class RunningServer:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
+        closer = self.service.day_closer
+        if closer is not None:  # a close just journaled goes to the store before the checkpoint
+            try:
+                await asyncio.wait_for(closer.record_closes(), 5.0)
+            except Exception as error:
+                log.error("day closes not recorded in the store at stop: %r", error)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

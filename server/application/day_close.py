@@ -97,8 +97,9 @@ def _weekdays(text: str) -> frozenset[int]:
 
 
 class DayCloser:
-    """Journals the closes that are due (`close_due`), and keeps doing so at each close
-    (`run`, a supervised task)."""
+    """Journals the closes that are due (`close_due`), then records each in the analysts'
+    store (`pnl`, and the rows and balances at the close in `position_history` and
+    `balances`), and keeps doing so at each close (`run`, a supervised task)."""
 
     def __init__(
         self,
@@ -110,6 +111,8 @@ class DayCloser:
         self._writes = writes
         self.calendar = calendar
         self._clock_ns = clock_ns
+        self._unrecorded: dict[str, bool] = {}  # account -> its latest close is late
+        self._said_lost: set[tuple[str, str]] = set()
 
     def due(self, now_ns: int) -> list[DayClose]:
         """A close of the latest session day for every account with rows not closed through
@@ -119,39 +122,97 @@ class DayCloser:
             return []
         trading_date, close_ns = latest
         ledger = self._writes.ledger
+        late = now_ns - close_ns > LATE_AFTER_NS
         return [
             DayClose(
                 account_id=account_id,
                 trading_date=trading_date,
                 timestamp_ns=close_ns,
                 marks=ledger.closing_marks(account_id),
-                late=now_ns - close_ns > LATE_AFTER_NS,
+                late=late,
             )
             for account_id in sorted(ledger.book.accounts())
             if ledger.pnl.closed_through(account_id) < trading_date
         ]
 
     async def close_due(self) -> int:
-        """Journals the closes due now; returns how many were recorded."""
+        """Journals the closes due now, then records them in the store; returns how many
+        were journaled."""
         closes = self.due(self._clock_ns())
-        if not closes:
-            return 0
-        outcomes = await self._writes.ingest(closes)
-        recorded = sum(outcome.result is Result.ACCEPTED for outcome in outcomes)
-        log.info(
-            "trading day %s closed for %d accounts%s",
-            closes[0].trading_date,
-            recorded,
-            " (late: the service was down at the close)" if closes[0].late else "",
-        )
+        recorded = 0
+        if closes:
+            outcomes = await self._writes.ingest(closes)
+            recorded = sum(outcome.result is Result.ACCEPTED for outcome in outcomes)
+            log.info(
+                "trading day %s closed for %d accounts%s",
+                closes[0].trading_date,
+                recorded,
+                " (late: the service was down at the close)" if closes[0].late else "",
+            )
+            for close in closes:
+                self._unrecorded[close.account_id] = close.late
+        await self.record_closes()
         return recorded
 
+    async def record_closes(self) -> None:
+        """Writes each account's latest close the store does not hold yet; raises
+        StorageUnavailable (what is left is tried again)."""
+        ledger, reads, store = self._writes.ledger, self._writes.reads, self._writes.store
+        loop = asyncio.get_running_loop()
+        executor = self._writes.views_executor
+        for account_id, late in list(self._unrecorded.items()):
+            days = ledger.pnl.latest_rows(account_id)
+            if days is None:
+                self._unrecorded.pop(account_id, None)
+                continue
+            views = [
+                reads.view(row)
+                for group in ledger.account_instrument_rows(account_id).values()
+                for row in group
+            ]
+            balances = [balance.copy() for balance in ledger.balances.of_account(account_id)]
+            close_ns = days[0].close_ns if days else self._clock_ns()
+            await loop.run_in_executor(executor, store.record_pnl, days, late)
+            await loop.run_in_executor(executor, store.record_close, close_ns, views, balances)
+            self._unrecorded.pop(account_id, None)
+
+    async def catch_up(self) -> None:
+        """At start: closes the journal holds that the store missed (the service stopped
+        between the two) are written if this process replayed them, else said once."""
+        ledger, store = self._writes.ledger, self._writes.store
+        loop = asyncio.get_running_loop()
+        for account_id in sorted(ledger.book.accounts()):
+            closed = ledger.pnl.closed_through(account_id)
+            if not closed:
+                continue
+            written = await loop.run_in_executor(
+                self._writes.views_executor, store.pnl_written_through, account_id
+            )
+            if written >= closed:
+                continue
+            if ledger.pnl.latest_rows(account_id) is not None:
+                self._unrecorded[account_id] = False
+            elif (account_id, closed) not in self._said_lost:
+                self._said_lost.add((account_id, closed))
+                log.error(
+                    "the pnl library of %s holds its days through %s, the journal through %s: "
+                    "the rows of the close(s) in between were not written before the service "
+                    "stopped (GetPnlHistory has the days)",
+                    account_id,
+                    written or "none",
+                    closed,
+                )
+
     async def run(self) -> None:
+        caught_up = False
         while True:
             try:
+                if not caught_up:
+                    await self.catch_up()
+                    caught_up = True
                 await self.close_due()
             except StorageUnavailable as error:
-                log.error("day close not journaled, the store is unavailable (%s): retrying", error)
+                log.error("day close not recorded, the store is unavailable (%s): retrying", error)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             now = self._clock_ns()

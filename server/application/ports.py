@@ -18,6 +18,7 @@ from server.domain.events import (
 )
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, Transition
+from server.domain.pnl_history import DailyPnl
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.state import LedgerState
@@ -147,6 +148,15 @@ class EventStore(Protocol):
     ) -> None:
         """Appends every row and balance given to the history views, as of a day's close
         (once per close: a retry appends nothing twice). Call it off the event loop."""
+
+    def record_pnl(self, days: Iterable[DailyPnl], late: bool) -> list[str]:
+        """Appends one close's rows' days to the `pnl` library (once per account and trading
+        date: a retry appends nothing twice); returns the accounts written. Off the event
+        loop. Raises StorageUnavailable."""
+
+    def pnl_written_through(self, account_id: str) -> str:
+        """The latest trading date the `pnl` library holds for the account ("": none).
+        Raises StorageUnavailable."""
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         """An order as the analysts' views hold it, history and all (None if they hold none):

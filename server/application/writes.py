@@ -88,7 +88,8 @@ class WritePath(Generic[Payload]):
         self.ledger = ledger
         self.hub = hub
         self.reads = reads
-        self._store = store
+        self._store = self.store = store
+        self.views_executor = views_executor  # for writes to the analysts' store
         self.committer = GroupCommitter(
             store, executor, self._apply_durable, on_health, ledger.applied_sequence
         )

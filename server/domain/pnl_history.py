@@ -159,6 +159,9 @@ class PnlHistory:
         # (account_id, strategy_id; "" = the account-level book) -> its days, oldest first.
         self._days: dict[tuple[str, str], list[ScopeDay]] = {}
         self._closed: dict[str, str] = {}  # account_id -> its latest trading date closed
+        # account_id -> its rows' days of its latest close since this process started (for
+        # the analysts' `pnl` library; not checkpointed).
+        self._latest: dict[str, list[DailyPnl]] = {}
 
     def closed_through(self, account_id: str) -> str:
         """The latest trading date closed for the account ("" before its first close)."""
@@ -200,7 +203,13 @@ class PnlHistory:
         for strategy_id, scope in scopes.items():
             self._days.setdefault((account_id, strategy_id), []).append(scope)
         self._closed[account_id] = trading_date
+        self._latest[account_id] = days
         return days
+
+    def latest_rows(self, account_id: str) -> list[DailyPnl] | None:
+        """The rows' days of the account's latest close, if this process recorded or
+        replayed it (None: it came from a checkpoint)."""
+        return self._latest.get(account_id)
 
     def _row_day(
         self,

@@ -44,6 +44,7 @@ from server.domain.corrections import JournaledFill
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
+from server.domain.pnl_history import DailyPnl
 from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
     checkpoint_frame,
@@ -54,6 +55,7 @@ from server.storage.frames import (
 from server.storage.gate import gate_writes
 from server.storage.journal_copier import JournalCopier
 from server.storage.lock import WriterLease, WriterLock, lease_seconds
+from server.storage.pnl_views import PnlViews
 from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
@@ -140,6 +142,7 @@ class ArcticEventStore:
             self.close()
             raise
         self.views = ArcticViews(self.arctic)
+        self.pnl = PnlViews(self.arctic)
         self._journal_exists = self.journal.has_symbol(EVENTS)
         self._appends = 0
         self._view_symbols: set[tuple[str, str]] | None = None
@@ -470,6 +473,18 @@ class ArcticEventStore:
             self.views.record_close(close_ns, positions, balances)
         except Exception as error:
             raise StorageUnavailable(f"close snapshot failed: {error}") from error
+
+    def record_pnl(self, days: Iterable[DailyPnl], late: bool) -> list[str]:
+        try:
+            return self.pnl.record(days, late)
+        except Exception as error:
+            raise StorageUnavailable(f"pnl write failed: {error}") from error
+
+    def pnl_written_through(self, account_id: str) -> str:
+        try:
+            return self.pnl.written_through(account_id)
+        except Exception as error:
+            raise StorageUnavailable(f"pnl read failed: {error}") from error
 
     def order_from_views(self, account_id: str, order_id: str, order_ref: str) -> Order | None:
         try:

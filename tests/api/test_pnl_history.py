@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import arcticdb as adb
 import grpc
 import pytest
 
@@ -156,6 +157,17 @@ def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, 
             assert history(pb_grpc.PortfolioManagerStub(channel)) == first
     finally:
         server.stop()
+    # The analysts' store: one row per row of the book and day, written once.
+    pnl = adb.Arctic(store).get_library("pnl").read("A1").data
+    assert sorted(zip(pnl.level, pnl.strategy, pnl.symbol, strict=True)) == [
+        ("ACCOUNT", "", "AAPL"),
+        ("STRATEGY", "S1", "AAPL"),
+    ]
+    assert set(pnl.trading_date) == {trading_date} and pnl.late.all()
+    assert list(pnl.net_pnl_exact) == ["99", "99"] and pnl.net_pnl.sum() == 198.0
+    assert (pnl.end_quantity == 6).all() and (pnl.exposure_exact == "660").all()
+    history_rows = adb.Arctic(store).get_library("position_history").read("A1").data
+    assert (history_rows.reason == "close").sum() == 2
 
 
 def test_a_bad_date_is_refused_naming_the_field(stub):
