@@ -132,4 +132,4 @@ def test_an_amended_fill_stays_amended_after_a_restart(tmp_path, checkpoint_ever
     assert cash == {"USD": str(-1000 + 950 - 480 - 800 - 4)}
     commissions = adb.Arctic(store).get_library("commissions").read("A1").data
     assert list(commissions.amendment_id) == ["a/commission"]  # once, whatever was resent
-    assert (commissions.fill_id.iloc[0], commissions.commission.iloc[0]) == ("a", "4")
+    assert (commissions.fill_id.iloc[0], commissions.commission_exact.iloc[0]) == ("a", "4")

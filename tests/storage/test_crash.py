@@ -149,4 +149,4 @@ def test_sigkill_at_random_points_loses_no_acked_fill_and_counts_each_once(tmp_p
     assert sorted(rows["fill_id"]) == sorted(acked)
     for row in rows.itertuples():
         assert acked[row.fill_id] == row.sequence
-        assert Decimal(by_id[row.fill_id].fill.price) == Decimal(row.price)
+        assert Decimal(by_id[row.fill_id].fill.price) == Decimal(row.price_exact)
