@@ -1030,6 +1030,7 @@ class GetStrategyPortfolioRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_FLAT_FIELD_NUMBER: _builtins.int
     ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     account_id: _builtins.str
     """Empty: across every account the strategy trades in."""
@@ -1042,6 +1043,10 @@ class GetStrategyPortfolioRequest(_message.Message):
     the answer's by_account_kind holds one portfolio per kind the strategy trades in. With
     account_id: UNSPECIFIED or that account's kind (else INVALID_ARGUMENT).
     """
+    @_builtins.property
+    def as_of(self) -> Global___AsOf:
+        """Unset: now. Set: the book as it was then (see AsOf)."""
+
     def __init__(
         self,
         *,
@@ -1049,14 +1054,48 @@ class GetStrategyPortfolioRequest(_message.Message):
         account_id: _builtins.str = ...,
         include_flat: _builtins.bool = ...,
         account_kind: Global___AccountKind.ValueType = ...,
+        as_of: Global___AsOf | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "include_flat", b"include_flat", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "as_of", b"as_of", "include_flat", b"include_flat", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStrategyPortfolioRequest: _TypeAlias = GetStrategyPortfolioRequest  # noqa: Y015
+
+@_typing.final
+class AsOf(_message.Message):
+    """A past point of the book: after the event of a sequence number, or after every event the
+    service had received by a time (to within its receipt anchors: the answer's as_of_sequence
+    says which sequence that was; earlier rather than later). The service rebuilds the book by
+    replaying its journal up to there, off the request path (seconds for a long journal); the
+    latest point asked for is kept, so the pages of a listing are quick. Marks are not
+    journaled: rows are valued at their instruments' fill prices as of then.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["point", b"point", "sequence", b"sequence", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["point", b"point", "sequence", b"sequence", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_point: _TypeAlias = _typing.Literal["sequence", "time"]  # noqa: Y015
+    _WhichOneofArgType_point: _TypeAlias = _typing.Literal["point", b"point"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_point) -> _WhichOneofReturnType_point | None: ...
+
+Global___AsOf: _TypeAlias = AsOf  # noqa: Y015
 
 @_typing.final
 class StrategyPortfolio(_message.Message):
@@ -1428,6 +1467,7 @@ class ListPositionsRequest(_message.Message):
     INCLUDE_FLAT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Filters; empty means any."""
     strategy_id: _builtins.str
@@ -1439,6 +1479,10 @@ class ListPositionsRequest(_message.Message):
     """1 to 1,000; 0 means 100."""
     page_token: _builtins.str
     """From a previous response's next_page_token, with the same filters."""
+    @_builtins.property
+    def as_of(self) -> Global___AsOf:
+        """Unset: now. Set: the book as it was then (see AsOf); pages follow the same point."""
+
     def __init__(
         self,
         *,
@@ -1449,10 +1493,11 @@ class ListPositionsRequest(_message.Message):
         include_flat: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        as_of: Global___AsOf | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "include_flat", b"include_flat", "instrument_id", b"instrument_id", "level", b"level", "page_size", b"page_size", "page_token", b"page_token", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of", "include_flat", b"include_flat", "instrument_id", b"instrument_id", "level", b"level", "page_size", b"page_size", "page_token", b"page_token", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
