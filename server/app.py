@@ -35,6 +35,7 @@ from server.config import ServiceConfig, parse_args
 from server.domain.instruments import InstrumentRegistry
 from server.domain.ledger import Ledger, Result
 from server.domain.reconciliation import ReconcilePolicy
+from server.domain.seen import EventAt
 from server.domain.time_window import TimeWindow
 from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
@@ -147,32 +148,39 @@ async def _start(
     definitions = (
         load_reference(config.reference_file, config.base_currency) if config.reference_file else []
     )
-    instruments = InstrumentRegistry(
-        default_currency=config.base_currency, strict=config.strict_instruments
-    )
-    ledger = Ledger(
-        instruments,
-        precision=config.precision,
-        trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
-        correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
-        restatement_window_ns=(
-            int(config.restatement_window_days * 86_400 * 10**9)
-            if config.restatement_window_days
-            else None
-        ),
-        reconcile_policy=ReconcilePolicy(
-            config.cost_tolerance,
-            config.precision,
-            config.cost_tolerance_floor,
-            config.cash_tolerance,
-        ),
-        journal=store.event_at,  # ids seen and correctable fills kept compact, read back
-        retention_ns=(
-            int(config.order_retention_days * 86_400 * 10**9)
-            if config.order_retention_days
-            else None
-        ),
-    )
+
+    def new_ledger(journal: EventAt | None = None) -> Ledger:
+        """A ledger of these settings: the live one reads its journal back; a past point's
+        (point_in_time.py) keeps what it needs."""
+        instruments = InstrumentRegistry(
+            default_currency=config.base_currency, strict=config.strict_instruments
+        )
+        return Ledger(
+            instruments,
+            precision=config.precision,
+            trace_ttl_ns=int(config.trace_ttl_seconds * 1e9),
+            correction_window_ns=int(config.correction_window_days * 86_400 * 10**9),
+            restatement_window_ns=(
+                int(config.restatement_window_days * 86_400 * 10**9)
+                if config.restatement_window_days
+                else None
+            ),
+            reconcile_policy=ReconcilePolicy(
+                config.cost_tolerance,
+                config.precision,
+                config.cost_tolerance_floor,
+                config.cash_tolerance,
+            ),
+            journal=journal,
+            retention_ns=(
+                int(config.order_retention_days * 86_400 * 10**9)
+                if config.order_retention_days
+                else None
+            ),
+        )
+
+    # The live ledger keeps ids seen and correctable fills compact, and reads the journal back.
+    ledger = new_ledger(store.event_at)
     hub: SubscriptionHub[PortfolioChange, EncodedUpdate] = SubscriptionHub(
         encode_update,
         config.replay_capacity,
@@ -199,6 +207,7 @@ async def _start(
         session=SessionCalendar.parse(
             config.session_close, config.session_timezone, config.session_days
         ),
+        new_ledger=new_ledger,
     )
     gc.disable()  # recovery builds the book: millions of objects, none of them garbage
     try:

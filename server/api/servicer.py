@@ -59,6 +59,8 @@ from server.api.wire_reference import (
 )
 from server.api.wire_summary import strategy_portfolio_to_proto, summary_to_proto
 from server.application.performance import performance
+from server.application.point_in_time import PastPointOutOfRange
+from server.application.reads import ReadModel
 from server.application.reconciler import Reconciler
 from server.application.risk import risk
 from server.application.service import (
@@ -442,14 +444,17 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     ) -> pb.StrategyPortfolio | bytes:
         _require("strategy_id", request.strategy_id)
         kind = _kind_asked(request.account_kind)
+        reads = await self._reads_as_of(request)
 
         def build() -> pb.StrategyPortfolio:
-            portfolio = self.service.strategy_portfolio(
+            portfolio = reads.strategy_portfolio(
                 request.strategy_id, request.account_id, request.include_flat, kind
             )
             _check_kind(request.account_id, kind, portfolio.account_kind)
             return strategy_portfolio_to_proto(portfolio)
 
+        if request.HasField("as_of"):
+            return build()
         key = ("strategy", request.SerializeToString(deterministic=True))
         return self.answers.answer(key, self.service.version, build)
 
@@ -458,12 +463,15 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self, request: pb.GetPortfolioSummaryRequest, context: Context
     ) -> pb.PortfolioSummary | bytes:
         kind = _kind_asked(request.account_kind)
+        reads = await self._reads_as_of(request)
 
         def build() -> pb.PortfolioSummary:
-            summary = self.service.portfolio_summary(request.account_id, kind)
+            summary = reads.portfolio_summary(request.account_id, kind)
             _check_kind(request.account_id, kind, summary.account_kind)
             return summary_to_proto(summary)
 
+        if request.HasField("as_of"):
+            return build()
         key = ("summary", request.SerializeToString(deterministic=True))
         return self.answers.answer(key, self.service.version, build)
 
@@ -484,14 +492,42 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             account_level=account_level,
             include_flat=request.include_flat,
         )
+        reads = await self._reads_as_of(request)
         filters = pages.position_filters(query)
+        if request.HasField("as_of"):  # a token resumes at the same point only
+            filters.append(f"as_of:{reads.sequence}")
         after = pages.POSITIONS.decode(request.page_token, filters)
-        page = self.service.list_positions(query, after, limit)
+        page = reads.list_positions(query, after, limit)
         return pb.ListPositionsResponse(
             positions=[position_to_proto(view) for view in page.positions],
             next_page_token=pages.POSITIONS.encode(page.last_key, filters) if page.last_key else "",
             as_of_sequence=page.as_of_sequence,
         )
+
+    async def _reads_as_of(
+        self,
+        request: pb.GetPortfolioSummaryRequest
+        | pb.GetStrategyPortfolioRequest
+        | pb.ListPositionsRequest,
+    ) -> ReadModel:
+        """The read model of now, or of the past point the request's `as_of` names."""
+        if not request.HasField("as_of"):
+            return self.service.reads
+        point = request.as_of.WhichOneof("point")
+        if point is None:
+            raise FieldViolation("as_of", "must hold a sequence or a time")
+        if point == "time":
+            stamp = request.as_of.time
+            if not 0 <= stamp.nanos < 1_000_000_000:
+                raise FieldViolation("as_of.time", f"nanos must be in [0, 1e9), got {stamp.nanos}")
+            moment = stamp.seconds * 1_000_000_000 + stamp.nanos
+            sequence = self.service.point_in_time.sequence_at(moment)
+        else:
+            sequence = request.as_of.sequence
+        try:
+            return await self.service.point_in_time.reads_at(sequence)
+        except PastPointOutOfRange as error:
+            raise FieldViolation(f"as_of.{point}", str(error)) from None
 
     @answers_errors
     async def GetTracePosition(

@@ -112,6 +112,13 @@ class EventStore(Protocol):
     def events_after(self, sequence: int) -> Iterator[Sequenced]:
         """Journaled events with a greater sequence, in order."""
 
+    def events_through(self, after: int, through: int) -> Iterator[Sequenced]:
+        """Journaled events with after < sequence <= through, in order, read in chunks. Off
+        the event loop."""
+
+    def sequence_received_by(self, time_ns: int) -> int:
+        """The last sequence surely received at or before `time_ns` (0: none known)."""
+
     def event_at(self, sequence: int) -> ExecutionEvent | None:
         """The journaled event at one sequence (None if the journal has none); raises
         StorageUnavailable. Called on the event loop, rarely: the ledger's `journal`."""

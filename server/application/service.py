@@ -15,6 +15,7 @@ from typing import Generic
 
 from server.application.day_close import DayCloser, SessionCalendar
 from server.application.marks import MarkFeed
+from server.application.point_in_time import PointInTime
 from server.application.ports import EventStore
 from server.application.publishing import PortfolioChange
 from server.application.reads import NotFound, PositionQuery, ReadModel
@@ -53,6 +54,7 @@ class PortfolioService(Generic[Payload]):
         time_window: TimeWindow | None = None,
         on_books: Callable[[bool], None] = lambda exact: None,
         session: SessionCalendar | None = None,
+        new_ledger: Callable[[], Ledger] | None = None,
     ) -> None:
         self.ledger = ledger
         self.hub = hub
@@ -70,6 +72,11 @@ class PortfolioService(Generic[Payload]):
             marks_save_seconds=marks_save_seconds, fx_journal_seconds=fx_journal_seconds,
         )  # fmt: skip
         self.reconciling = cases = Reconciliations(writes, reads)
+        # The book at a past point (point_in_time.py): a ledger like this one, replayed.
+        self.point_in_time = PointInTime(
+            new_ledger or Ledger, store, views_executor, lambda: reads.sequence,
+            clock_ns=clock_ns, reporting_currency=reporting_currency,
+        )  # fmt: skip
         # Trading-day closes (day_close.py): the P&L history.
         self.day_closer = (
             DayCloser(writes, session, clock_ns=clock_ns)

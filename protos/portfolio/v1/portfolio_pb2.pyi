@@ -1278,6 +1278,7 @@ class GetPortfolioSummaryRequest(_message.Message):
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Empty: every account."""
     account_kind: Global___AccountKind.ValueType
@@ -1286,15 +1287,20 @@ class GetPortfolioSummaryRequest(_message.Message):
     live are never added together: the answer's by_account_kind holds one summary per kind
     present. With account_id: UNSPECIFIED or that account's kind (else INVALID_ARGUMENT).
     """
+    @_builtins.property
+    def as_of(self) -> Global___AsOf:
+        """Unset: now. Set: the book as it was then (see AsOf)."""
+
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
         account_kind: Global___AccountKind.ValueType = ...,
+        as_of: Global___AsOf | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_kind", b"account_kind", "as_of", b"as_of"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
