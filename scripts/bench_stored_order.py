@@ -22,6 +22,7 @@ import pandas as pd
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 from server.storage.stored_orders import stored_order  # noqa: E402
+from server.storage.view_layouts import numeric_fill  # noqa: E402
 from server.storage.views import FILL_COLUMNS, ORDER_COLUMNS, ArcticViews  # noqa: E402
 
 BASE_NS = 1_767_225_600 * 10**9
@@ -48,7 +49,8 @@ def fill_views(views: ArcticViews, orders: int) -> None:
          "0", "USD", "", str(n), "X", "")
         for n in range(orders)
     ]  # fmt: skip
-    views.fills.write("A1", frame(fills, FILL_COLUMNS, "fill_time"))
+    table = [numeric_fill(row) for row in fills]  # amounts as floats beside their text
+    views.fills.write("A1", frame(table, FILL_COLUMNS, "fill_time"))
 
 
 def timed(call: Callable[[int], object], count: int) -> list[float]:

@@ -100,9 +100,10 @@ HISTORY_SECONDS = 60.0  # between position snapshots (--position-history-seconds
 WATERMARK = ("checkpoints", "views_through")  # library, symbol
 MAX_SYMBOL_CHARACTERS = 254  # measured on arcticdb 6.28: 255 fails
 FREE_WINDOW_NS = 1_000  # a late fill's free nanosecond is looked for this many at a time
-# Where a correction's or late commission's row is looked for first: its execution is at most
-# this long before (a correction keeps the execution's time) or after the event's time.
-FIND_BEFORE_NS, FIND_AFTER_NS = 7 * 86_400 * 10**9, 86_400 * 10**9
+# Where a correction's or late commission's row is looked for, widening: a correction keeps
+# its execution's time, a late commission comes seconds to hours after it; then the whole
+# symbol. (before, after) the event's time, ns: a date range reads only its segments.
+FIND_WINDOWS_NS = ((60 * 10**9, 60 * 10**9), (86_400 * 10**9, 60 * 10**9))
 
 
 def unholdable(symbol: str) -> str:
@@ -632,8 +633,11 @@ class ArcticViews:
             return None
         query = adb.QueryBuilder()
         query = query[(query["fill_id"] == fill_id) | (query["corrected_by"] == fill_id)]
-        near = (_utc([near_ns - FIND_BEFORE_NS])[0], _utc([near_ns + FIND_AFTER_NS])[0])
-        for date_range in (near, None):
+        ranges: list[tuple[pd.Timestamp, pd.Timestamp] | None] = [
+            (_utc([near_ns - before])[0], _utc([near_ns + after])[0])
+            for before, after in FIND_WINDOWS_NS
+        ]
+        for date_range in [*ranges, None]:
             frame = self.fills.read(symbol, date_range=date_range, query_builder=query).data
             if len(frame):
                 return frame.iloc[-1:]
