@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 _ZERO = Decimal(0)
@@ -353,6 +353,19 @@ class StrategyPortfolio:
     #: The account's kind; across accounts, the kind summed (UNSPECIFIED: both, side by side).
     account_kind: AccountKind = AccountKind.UNSPECIFIED
     by_account_kind: tuple[StrategyPortfolio, ...] = ()
+    #: Fills booked on the strategy's rows.
+    trade_count: int = 0
+    #: The strategy's first fill (its execution time); None before any.
+    inception_time: datetime | None = None
+    #: In base_currency: base_totals' net P&L and fees; None when a rate is missing.
+    total_pnl: Decimal | None = None
+    total_fees: Decimal | None = None
+    #: The largest fall of the cumulative daily net P&L from a peak (>= 0), over the closed
+    #: trading days; None across accounts of different base currencies.
+    max_drawdown: Decimal | None = None
+    #: Of daily net P&L, annualized (a float: an estimate); None with fewer than two days or
+    #: no variation. `get_performance` has the rest of the track record.
+    sharpe_ratio: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -540,3 +553,232 @@ class ReconciliationPage:
 
     reconciliations: tuple[Reconciliation, ...]
     next_page_token: str
+
+
+# ---------------------------------------------------------------------------------------------
+# P&L history, performance and risk
+#
+# Money is Decimal, None where the service has no figure (a missing FX rate, no trip yet);
+# the statistics (ratios, volatility, correlation) are floats because they are estimates, None
+# where undefined (too few days, no variation).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PnlCurrencyDay:
+    """A scope's trading day in one currency (fees charged in another currency count in that
+    currency's entry)."""
+
+    currency: str
+    #: Booked since the previous close.
+    realized_pnl: Decimal
+    #: At the close's marks, on what is still held.
+    unrealized_pnl: Decimal
+    #: Since the previous close.
+    unrealized_change: Decimal
+    #: Charged since the previous close.
+    fees: Decimal
+    #: realized_pnl + unrealized_change - fees.
+    net_pnl: Decimal
+    #: Market value at the close: long minus short, and long plus short.
+    exposure: Decimal
+    gross_exposure: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PnlDay:
+    """One trading day of a scope, as recorded at its close: the day's figures are changes
+    since the previous close. A fill that arrives after the close it was executed before
+    counts on the day it arrived."""
+
+    #: The close's date in the session's time zone.
+    trading_date: date
+    closed_at: datetime | None
+    #: The close's sequence in the journal.
+    sequence: int
+    #: Recorded after the service restarted past the close: includes what arrived until then.
+    late: bool
+    by_currency: tuple[PnlCurrencyDay, ...]
+    #: In the account's base currency: realized at the rates when realized, the rest at the
+    #: close's rates; None when a rate was missing (missing_fx_rates names the currencies).
+    realized_pnl_base: Decimal | None = None
+    unrealized_pnl_base: Decimal | None = None
+    fees_base: Decimal | None = None
+    net_pnl_base: Decimal | None = None
+    exposure_base: Decimal | None = None
+    gross_exposure_base: Decimal | None = None
+    missing_fx_rates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PnlHistory:
+    """An account's book (strategy_id empty) or one strategy's days in it, oldest first."""
+
+    account_id: str
+    strategy_id: str
+    base_currency: str
+    days: tuple[PnlDay, ...]
+    #: Every event up to this sequence is in the answer.
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CurrencyPerformance:
+    """Trade statistics in one currency. A round trip is a row's life from flat to flat (a
+    flip through zero closes one and opens the next); its P&L is the realized P&L booked on
+    the row meanwhile minus the row's fees meanwhile."""
+
+    currency: str
+    #: Fills booked.
+    trade_count: int
+    round_trips: int
+    #: Trips still open (not counted in round_trips).
+    open_trips: int
+    wins: int
+    losses: int
+    #: wins / round_trips; None before a trip has closed.
+    win_rate: float | None
+    #: Average P&L of winning trips, and of losing ones (<= 0); None without one.
+    average_win: Decimal | None
+    average_loss: Decimal | None
+    #: Gross win / -gross loss; None without a losing trip.
+    profit_factor: float | None
+    #: The average trip's P&L; None before a trip has closed.
+    expectancy: Decimal | None
+    #: The best trip (>= 0) and the worst (<= 0); zero without one.
+    largest_win: Decimal
+    largest_loss: Decimal
+    #: Now: realized + unrealized, fees, and net (gross - fees); realized alone.
+    gross_pnl: Decimal
+    fees: Decimal
+    net_pnl: Decimal
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VenuePerformance:
+    """What one venue's fills did, in one currency."""
+
+    #: As the fills name it (empty: none given).
+    venue: str
+    currency: str
+    fills: int
+    #: Traded notional, buys and sells alike.
+    volume: Decimal
+    fees: Decimal
+    #: Realized P&L the venue's fills booked.
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Performance:
+    """Performance attribution of an account's book, of a strategy in one account, or of a
+    strategy across its accounts (account_id empty; days summed by trading date when they
+    share a base currency).
+
+    The daily statistics come from the closed trading days' net P&L in base_currency."""
+
+    account_id: str
+    strategy_id: str
+    base_currency: str
+    #: The scope's first fill (execution time); None before any.
+    inception_time: datetime | None
+    by_currency: tuple[CurrencyPerformance, ...]
+    trading_days: int
+    #: Days left out because a base figure was missing (an FX rate).
+    days_missing_base: int
+    #: The sum and the mean (None with no day) of the days' net P&L.
+    total_daily_pnl: Decimal
+    mean_daily_pnl: float | None
+    #: Sample standard deviation of daily net P&L; None with fewer than two days.
+    volatility: float | None
+    #: Annualized with the square root of 252, no risk-free rate subtracted (the ratios of
+    #: daily returns on a constant capital); None with fewer than two days or no variation
+    #: (Sortino: no losing day).
+    sharpe_ratio: float | None
+    sortino_ratio: float | None
+    #: The largest fall of the cumulative daily P&L (from zero before the first day) from a
+    #: peak (>= 0, zero with no fall) and its dates: peak None when the fall began at the
+    #: start, trough None with no fall, recovered None while not recovered.
+    max_drawdown: Decimal
+    max_drawdown_peak_date: date | None
+    max_drawdown_trough_date: date | None
+    max_drawdown_recovered_date: date | None
+    venues: tuple[VenuePerformance, ...]
+    as_of_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exposure:
+    """Market value now: long rows (>= 0) and short rows (<= 0), gross = long - short,
+    net = long + short."""
+
+    long: Decimal
+    short: Decimal
+    gross: Decimal
+    net: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamedExposure:
+    """The exposure of one instrument, asset class or currency."""
+
+    name: str
+    exposure: Exposure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueAtRisk:
+    """One-day historical value at risk over the scope's own daily net P&L in base currency:
+    with n days at confidence c, the k-th worst day's loss, k = ceil((1 - c) n); expected
+    shortfall is the average loss of those k days. Losses are positive (negative: even the
+    k-th worst day made money)."""
+
+    #: 0.95 or 0.99.
+    confidence: Decimal
+    #: None with no day yet.
+    value_at_risk: Decimal | None
+    expected_shortfall: Decimal | None
+    days_in_tail: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyCorrelation:
+    """How two strategies' daily net P&L moved together."""
+
+    strategy_a: str
+    strategy_b: str
+    #: Trading days both recorded.
+    days: int
+    #: Pearson; None with fewer than 3 common days or no variation.
+    correlation: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskMetrics:
+    """Exposure, concentration, volatility, value at risk and correlations of an account's
+    book or of one strategy in it."""
+
+    account_id: str
+    strategy_id: str
+    base_currency: str
+    #: In base currency; rows in a currency with no rate (missing_fx_rates) are left out.
+    total: Exposure
+    by_instrument: tuple[NamedExposure, ...]
+    by_asset_class: tuple[NamedExposure, ...]
+    #: Each in its own currency (every row).
+    by_currency: tuple[NamedExposure, ...]
+    missing_fx_rates: tuple[str, ...]
+    #: The largest position by gross exposure ("" with none), and its share of the gross (0 to
+    #: 1; None with no exposure or a missing rate).
+    largest_instrument: str
+    concentration: Decimal | None
+    #: Trading days asked for, and those the history had.
+    lookback_days: int
+    trading_days: int
+    #: Standard deviation of daily net P&L in base currency.
+    volatility: float | None
+    #: At 95% and 99%.
+    value_at_risk: tuple[ValueAtRisk, ...]
+    #: Between the account's strategies (account-level request only).
+    correlations: tuple[StrategyCorrelation, ...]
+    as_of_sequence: int

@@ -8,14 +8,18 @@ Each request type names what it answers with (`Query[Position]` and so on), so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Generic, TypeVar
 
 from client.models import (
     AccountKind,
+    Performance,
+    PnlHistory,
     PortfolioSummary,
     Position,
     PositionLevel,
     PositionPage,
+    RiskMetrics,
     StrategyPortfolio,
     TracePosition,
 )
@@ -80,3 +84,38 @@ class TracePositionQuery(Query[TracePosition]):
     """The legs of a multi-step trade."""
 
     trace_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PnlHistoryQuery(Query[PnlHistory]):
+    """An account's daily P&L: its whole book, or one strategy's rows when strategy_id is
+    given; trading dates from_date through to_date, both included (None: from the first,
+    through the latest)."""
+
+    account_id: str
+    strategy_id: str = ""
+    from_date: date | None = None
+    to_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerformanceQuery(Query[Performance]):
+    """Performance attribution of an account's book (account_id alone), of a strategy in an
+    account (both), or of a strategy across its accounts (strategy_id alone). The dates bound
+    the P&L history the daily statistics use, both included (None: all of it)."""
+
+    account_id: str = ""
+    strategy_id: str = ""
+    from_date: date | None = None
+    to_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskMetricsQuery(Query[RiskMetrics]):
+    """Risk of an account's book, or of one strategy in it, over its last `lookback_days`
+    trading days of P&L history."""
+
+    account_id: str
+    strategy_id: str = ""
+    #: 1 to 2520; 0 lets the service choose (250).
+    lookback_days: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from datetime import date
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -25,6 +26,8 @@ from client.models import (
     AccountKind,
     EventAck,
     ExecutionEvent,
+    Performance,
+    PnlHistory,
     PortfolioSummary,
     PortfolioUpdate,
     Position,
@@ -32,15 +35,19 @@ from client.models import (
     PositionPage,
     Reconciliation,
     ReconciliationPage,
+    RiskMetrics,
     StrategyPortfolio,
     TracePosition,
 )
 from client.queries import (
+    PerformanceQuery,
+    PnlHistoryQuery,
     PortfolioSummaryQuery,
     PositionQuery,
     PositionsQuery,
     Query,
     R,
+    RiskMetricsQuery,
     StrategyPortfolioQuery,
     TracePositionQuery,
 )
@@ -173,6 +180,62 @@ class PortfolioClient:
         request = wire.reconciliations_request(account_id, page_size, page_token)
         response = self._unary(self._stub.ListReconciliations, request, timeout)
         return wire.reconciliation_page_from_proto(response)
+
+    def get_pnl_history(
+        self,
+        account_id: str,
+        strategy_id: str = "",
+        *,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        timeout: float | None = None,
+    ) -> PnlHistory:
+        """The daily P&L recorded at each session close, oldest first: the account's whole
+        book, or one strategy's rows in it; trading dates from_date through to_date (None: from
+        the first, through the latest). An account with no positions raises NOT_FOUND."""
+        query = PnlHistoryQuery(
+            account_id=account_id, strategy_id=strategy_id, from_date=from_date, to_date=to_date
+        )
+        request = wire.pnl_history_request(query)
+        response = self._unary(self._stub.GetPnlHistory, request, timeout)
+        return wire.pnl_history_from_proto(response)
+
+    def get_performance(
+        self,
+        account_id: str = "",
+        strategy_id: str = "",
+        *,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        timeout: float | None = None,
+    ) -> Performance:
+        """Round trips, venues and daily statistics of an account's book (account_id alone),
+        a strategy in one account (both), or a strategy across its accounts (strategy_id
+        alone); the dates bound the P&L history the statistics use."""
+        query = PerformanceQuery(
+            account_id=account_id, strategy_id=strategy_id, from_date=from_date, to_date=to_date
+        )
+        request = wire.performance_request(query)
+        response = self._unary(self._stub.GetPerformance, request, timeout)
+        return wire.performance_from_proto(response)
+
+    def get_risk_metrics(
+        self,
+        account_id: str,
+        strategy_id: str = "",
+        *,
+        lookback_days: int = 0,
+        timeout: float | None = None,
+    ) -> RiskMetrics:
+        """Exposure now, concentration, and (over the last `lookback_days` trading days, 0:
+        250) volatility, value at risk and strategies' correlations of an account's book or
+        one strategy in it."""
+        query = RiskMetricsQuery(
+            account_id=account_id, strategy_id=strategy_id, lookback_days=lookback_days
+        )
+        request = wire.risk_metrics_request(query)
+        response = self._unary(self._stub.GetRiskMetrics, request, timeout)
+        return wire.risk_metrics_from_proto(response)
 
     def list_positions(
         self,

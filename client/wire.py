@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar, cast
 
@@ -20,13 +20,20 @@ from client.models import (
     AccountKind,
     BookingPlacement,
     CommissionAmendment,
+    CurrencyPerformance,
     CurrencyTotals,
     EventAck,
     EventResult,
     ExecutionEvent,
+    Exposure,
     Fill,
+    NamedExposure,
     OrderStatus,
     OrderStatusUpdate,
+    Performance,
+    PnlCurrencyDay,
+    PnlDay,
+    PnlHistory,
     PortfolioSummary,
     PortfolioTotals,
     PortfolioUpdate,
@@ -38,19 +45,26 @@ from client.models import (
     ReconciliationPage,
     ReconciliationStatus,
     RejectCode,
+    RiskMetrics,
     Side,
+    StrategyCorrelation,
     StrategyPortfolio,
     StrategyTotals,
     TraceLeg,
     TraceNet,
     TracePosition,
     UpdateKind,
+    ValueAtRisk,
+    VenuePerformance,
 )
 from client.queries import (
+    PerformanceQuery,
+    PnlHistoryQuery,
     PortfolioSummaryQuery,
     PositionQuery,
     PositionsQuery,
     Query,
+    RiskMetricsQuery,
     StrategyPortfolioQuery,
     TracePositionQuery,
 )
@@ -323,6 +337,12 @@ def strategy_portfolio_from_proto(message: pb.StrategyPortfolio) -> StrategyPort
         by_currency=_by_currency(message.by_currency),
         account_kind=_enum(AccountKind, message.account_kind),
         by_account_kind=tuple(strategy_portfolio_from_proto(p) for p in message.by_account_kind),
+        trade_count=message.trade_count,
+        inception_time=_maybe_time(message.HasField("inception_time"), message.inception_time),
+        total_pnl=parse_optional_decimal(message.total_pnl),
+        total_fees=parse_optional_decimal(message.total_fees),
+        max_drawdown=parse_optional_decimal(message.max_drawdown),
+        sharpe_ratio=message.sharpe_ratio if message.HasField("sharpe_ratio") else None,
     )
 
 
@@ -445,6 +465,12 @@ def query_to_proto(query: Query[object]) -> pb.PortfolioQuery:
         return pb.PortfolioQuery(list_positions=positions_request(query))
     if isinstance(query, TracePositionQuery):
         return pb.PortfolioQuery(get_trace_position=trace_request(query))
+    if isinstance(query, PnlHistoryQuery):
+        return pb.PortfolioQuery(get_pnl_history=pnl_history_request(query))
+    if isinstance(query, PerformanceQuery):
+        return pb.PortfolioQuery(get_performance=performance_request(query))
+    if isinstance(query, RiskMetricsQuery):
+        return pb.PortfolioQuery(get_risk_metrics=risk_metrics_request(query))
     raise TypeError(f"not a portfolio query: {type(query).__name__}")
 
 
@@ -465,6 +491,12 @@ def query_result(query: Query[R], response: pb.PortfolioResponse) -> R:
         result = page_from_proto(response.list_positions)
     elif isinstance(query, TracePositionQuery) and branch == "trace_position":
         result = trace_from_proto(response.trace_position)
+    elif isinstance(query, PnlHistoryQuery) and branch == "pnl_history":
+        result = pnl_history_from_proto(response.pnl_history)
+    elif isinstance(query, PerformanceQuery) and branch == "performance":
+        result = performance_from_proto(response.performance)
+    elif isinstance(query, RiskMetricsQuery) and branch == "risk_metrics":
+        result = risk_metrics_from_proto(response.risk_metrics)
     else:
         raise ProtocolViolation(f"{type(query).__name__} answered with {branch or 'nothing'}")
     return cast(R, result)
@@ -581,4 +613,222 @@ def _line_from_proto(message: pb.ReconciliationLine) -> ReconciliationLine:
             position_from_proto(residual) if message.HasField("residual_position") else None
         ),
         note=message.note,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# P&L history, performance and risk
+
+#: The most trading days of history GetRiskMetrics looks back over (ten years).
+MAX_LOOKBACK_DAYS = 2520
+
+
+def _date_text(name: str, value: date | None) -> str:
+    """A trading date as the contract's YYYY-MM-DD; a datetime is refused rather than cut,
+    since which date it falls on depends on the session's time zone."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise TypeError(
+            f"{name} must be a datetime.date (a trading date), got {type(value).__name__}: "
+            f"{value!r}"
+        )
+    return value.isoformat()
+
+
+def _date_range(from_date: date | None, to_date: date | None) -> tuple[str, str]:
+    start, end = _date_text("from_date", from_date), _date_text("to_date", to_date)
+    if from_date is not None and to_date is not None and to_date < from_date:
+        raise ValueError(f"to_date {end} is before from_date {start}")
+    return start, end
+
+
+def _parse_date(text: str) -> date | None:
+    """A YYYY-MM-DD date from the wire; empty means none."""
+    if text == "":
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
+def pnl_history_request(query: PnlHistoryQuery) -> pb.GetPnlHistoryRequest:
+    from_date, to_date = _date_range(query.from_date, query.to_date)
+    return pb.GetPnlHistoryRequest(
+        account_id=query.account_id,
+        strategy_id=query.strategy_id,
+        from_date=from_date,
+        to_date=to_date,
+    )
+
+
+def performance_request(query: PerformanceQuery) -> pb.GetPerformanceRequest:
+    from_date, to_date = _date_range(query.from_date, query.to_date)
+    return pb.GetPerformanceRequest(
+        account_id=query.account_id,
+        strategy_id=query.strategy_id,
+        from_date=from_date,
+        to_date=to_date,
+    )
+
+
+def risk_metrics_request(query: RiskMetricsQuery) -> pb.GetRiskMetricsRequest:
+    days = query.lookback_days
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise TypeError(f"lookback_days must be an int, got {type(days).__name__}: {days!r}")
+    if not 0 <= days <= MAX_LOOKBACK_DAYS:
+        raise ValueError(
+            f"lookback_days must be within 0..{MAX_LOOKBACK_DAYS} (0: the service's 250), "
+            f"got {days}"
+        )
+    return pb.GetRiskMetricsRequest(
+        account_id=query.account_id, strategy_id=query.strategy_id, lookback_days=days
+    )
+
+
+def _pnl_day_from_proto(message: pb.PnlDay) -> PnlDay:
+    trading_date = _parse_date(message.trading_date)
+    if trading_date is None:
+        raise ProtocolViolation(f"a P&L day without a trading date (sequence {message.sequence})")
+    return PnlDay(
+        trading_date=trading_date,
+        closed_at=_maybe_time(message.HasField("closed_at"), message.closed_at),
+        sequence=message.sequence,
+        late=message.late,
+        by_currency=tuple(
+            PnlCurrencyDay(
+                currency=c.currency,
+                realized_pnl=parse_decimal(c.realized_pnl),
+                unrealized_pnl=parse_decimal(c.unrealized_pnl),
+                unrealized_change=parse_decimal(c.unrealized_change),
+                fees=parse_decimal(c.fees),
+                net_pnl=parse_decimal(c.net_pnl),
+                exposure=parse_decimal(c.exposure),
+                gross_exposure=parse_decimal(c.gross_exposure),
+            )
+            for c in message.by_currency
+        ),
+        realized_pnl_base=parse_optional_decimal(message.realized_pnl_base),
+        unrealized_pnl_base=parse_optional_decimal(message.unrealized_pnl_base),
+        fees_base=parse_optional_decimal(message.fees_base),
+        net_pnl_base=parse_optional_decimal(message.net_pnl_base),
+        exposure_base=parse_optional_decimal(message.exposure_base),
+        gross_exposure_base=parse_optional_decimal(message.gross_exposure_base),
+        missing_fx_rates=tuple(message.missing_fx_rates),
+    )
+
+
+def pnl_history_from_proto(message: pb.PnlHistory) -> PnlHistory:
+    return PnlHistory(
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        base_currency=message.base_currency,
+        days=tuple(_pnl_day_from_proto(day) for day in message.days),
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def _currency_performance(message: pb.CurrencyPerformance) -> CurrencyPerformance:
+    return CurrencyPerformance(
+        currency=message.currency,
+        trade_count=message.trade_count,
+        round_trips=message.round_trips,
+        open_trips=message.open_trips,
+        wins=message.wins,
+        losses=message.losses,
+        win_rate=message.win_rate if message.HasField("win_rate") else None,
+        average_win=parse_optional_decimal(message.average_win),
+        average_loss=parse_optional_decimal(message.average_loss),
+        profit_factor=message.profit_factor if message.HasField("profit_factor") else None,
+        expectancy=parse_optional_decimal(message.expectancy),
+        largest_win=parse_decimal(message.largest_win),
+        largest_loss=parse_decimal(message.largest_loss),
+        gross_pnl=parse_decimal(message.gross_pnl),
+        fees=parse_decimal(message.fees),
+        net_pnl=parse_decimal(message.net_pnl),
+        realized_pnl=parse_decimal(message.realized_pnl),
+    )
+
+
+def performance_from_proto(message: pb.Performance) -> Performance:
+    return Performance(
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        base_currency=message.base_currency,
+        inception_time=_maybe_time(message.HasField("inception_time"), message.inception_time),
+        by_currency=tuple(_currency_performance(c) for c in message.by_currency),
+        trading_days=message.trading_days,
+        days_missing_base=message.days_missing_base,
+        total_daily_pnl=parse_decimal(message.total_daily_pnl),
+        mean_daily_pnl=message.mean_daily_pnl if message.HasField("mean_daily_pnl") else None,
+        volatility=message.volatility if message.HasField("volatility") else None,
+        sharpe_ratio=message.sharpe_ratio if message.HasField("sharpe_ratio") else None,
+        sortino_ratio=message.sortino_ratio if message.HasField("sortino_ratio") else None,
+        max_drawdown=parse_decimal(message.max_drawdown),
+        max_drawdown_peak_date=_parse_date(message.max_drawdown_peak_date),
+        max_drawdown_trough_date=_parse_date(message.max_drawdown_trough_date),
+        max_drawdown_recovered_date=_parse_date(message.max_drawdown_recovered_date),
+        venues=tuple(
+            VenuePerformance(
+                venue=v.venue,
+                currency=v.currency,
+                fills=v.fills,
+                volume=parse_decimal(v.volume),
+                fees=parse_decimal(v.fees),
+                realized_pnl=parse_decimal(v.realized_pnl),
+            )
+            for v in message.venues
+        ),
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def _exposure(message: pb.Exposure) -> Exposure:
+    return Exposure(
+        long=parse_decimal(message.long),
+        short=parse_decimal(message.short),
+        gross=parse_decimal(message.gross),
+        net=parse_decimal(message.net),
+    )
+
+
+def _named(messages: Iterable[pb.NamedExposure]) -> tuple[NamedExposure, ...]:
+    return tuple(NamedExposure(name=m.name, exposure=_exposure(m.exposure)) for m in messages)
+
+
+def risk_metrics_from_proto(message: pb.RiskMetrics) -> RiskMetrics:
+    return RiskMetrics(
+        account_id=message.account_id,
+        strategy_id=message.strategy_id,
+        base_currency=message.base_currency,
+        total=_exposure(message.total),
+        by_instrument=_named(message.by_instrument),
+        by_asset_class=_named(message.by_asset_class),
+        by_currency=_named(message.by_currency),
+        missing_fx_rates=tuple(message.missing_fx_rates),
+        largest_instrument=message.largest_instrument,
+        concentration=parse_optional_decimal(message.concentration),
+        lookback_days=message.lookback_days,
+        trading_days=message.trading_days,
+        volatility=message.volatility if message.HasField("volatility") else None,
+        value_at_risk=tuple(
+            ValueAtRisk(
+                confidence=parse_decimal(v.confidence),
+                value_at_risk=parse_optional_decimal(v.value_at_risk),
+                expected_shortfall=parse_optional_decimal(v.expected_shortfall),
+                days_in_tail=v.days_in_tail,
+            )
+            for v in message.value_at_risk
+        ),
+        correlations=tuple(
+            StrategyCorrelation(
+                strategy_a=c.strategy_a,
+                strategy_b=c.strategy_b,
+                days=c.days,
+                correlation=c.correlation if c.HasField("correlation") else None,
+            )
+            for c in message.correlations
+        ),
+        as_of_sequence=message.as_of_sequence,
     )
