@@ -644,13 +644,13 @@ def _date_range(from_date: date | None, to_date: date | None) -> tuple[str, str]
 
 
 def _parse_date(text: str) -> date | None:
-    """A YYYY-MM-DD date from the wire; empty means none."""
+    """A YYYY-MM-DD date from the service; empty means none."""
     if text == "":
         return None
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not a YYYY-MM-DD date: {text!r}") from None
+        raise ProtocolViolation(f"not a YYYY-MM-DD date: {text!r}") from None
 
 
 def pnl_history_request(query: PnlHistoryQuery) -> pb.GetPnlHistoryRequest:

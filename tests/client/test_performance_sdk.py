@@ -1,6 +1,7 @@
 """The SDK's P&L history, performance and risk calls (and their Query values, and a strategy
 portfolio's track record) against a real service, sync and asyncio alike, on a week of trading
-days the service closed; figures by hand.
+days the service closed; figures by hand. Then how the SDK reads what the service leaves
+absent (None, never zero) and a malformed date.
 
 S1 holds 10 AAPL bought at 100 (fee 1), S2 one MSFT at 100; S3 made two round trips in IBM
 before the first close: +10 and -3, then held nothing, so only its first day was recorded (a
@@ -26,10 +27,13 @@ from client import (
     PnlHistoryQuery,
     PortfolioClient,
     PortfolioError,
+    ProtocolViolation,
     RiskMetricsQuery,
     Side,
     ValueAtRisk,
+    wire,
 )
+from portfolio.v1 import portfolio_pb2 as pb
 from server.domain.events import ClosingMark, DayClose
 from tests.conftest import ServerThread, start_test_server
 
@@ -284,3 +288,28 @@ async def test_the_async_client_answers_the_same(week: ServerThread, pm: Portfol
         with pytest.raises(PortfolioError) as missing:
             await client.get_performance()
         assert missing.value.code.name == "INVALID_ARGUMENT"
+
+
+def test_absent_figures_read_as_none_not_zero():
+    missing_rate = pb.PnlDay(
+        trading_date="2026-01-05",
+        by_currency=[pb.PnlCurrencyDay(currency="EUR", net_pnl="5")],
+        missing_fx_rates=["EUR"],
+    )
+    (day,) = wire.pnl_history_from_proto(pb.PnlHistory(days=[missing_rate])).days
+    assert day.net_pnl_base is None and day.exposure_base is None and day.closed_at is None
+    assert day.missing_fx_rates == ("EUR",) and day.by_currency[0].net_pnl == 5
+    bare = wire.strategy_portfolio_from_proto(pb.StrategyPortfolio(strategy_id="S1"))
+    assert (bare.trade_count, bare.inception_time, bare.total_pnl, bare.total_fees) == (
+        0, None, None, None,
+    )  # fmt: skip
+    assert bare.max_drawdown is None and bare.sharpe_ratio is None
+    zero = wire.performance_from_proto(pb.Performance(sharpe_ratio=0.0))
+    assert zero.sharpe_ratio == 0.0 and zero.volatility is None  # set to 0 is not absent
+
+
+def test_a_malformed_date_from_the_service_is_a_protocol_violation():
+    with pytest.raises(ProtocolViolation, match="YYYY-MM-DD"):
+        wire.performance_from_proto(pb.Performance(max_drawdown_peak_date="5 Jan"))
+    with pytest.raises(ProtocolViolation, match="without a trading date"):
+        wire.pnl_history_from_proto(pb.PnlHistory(days=[pb.PnlDay(sequence=7)]))
