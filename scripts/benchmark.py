@@ -616,7 +616,7 @@ def fanout_figures(args: argparse.Namespace) -> None:
 
 
 SECTIONS = ["service", "hot-path", "restatement", "reconcile", "commits", "startup", "fanout",
-            "memory", "targets"]  # fmt: skip
+            "memory", "targets", "attribution"]  # fmt: skip
 
 
 def main() -> int:
@@ -645,6 +645,9 @@ def main() -> int:
     parser.add_argument("--targets-rows", type=int, help="targets: rows in all (1,000,000)")
     parser.add_argument(
         "--targets-restart-fills", type=int, help="targets: journal to restart on (5,000,000)"
+    )
+    parser.add_argument(
+        "--attribution-quick", action="store_true", help="attribution: sizes of a smoke run"
     )
     parser.add_argument("--serve-noop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-subscribers", nargs=4, help=argparse.SUPPRESS)
@@ -707,6 +710,10 @@ def main() -> int:
 
         sizes = sizes_for(args.targets_quick, args.targets_rows, args.targets_restart_fills)
         print("\n".join(targets_figures(sizes)))
+    if "attribution" in sections:
+        from bench_attribution import FULL, QUICK, attribution_figures  # scripts/
+
+        attribution_figures(QUICK if args.attribution_quick else FULL)
     return 0
 
 
