@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
@@ -92,7 +93,7 @@ def p99(samples: list[float]) -> float:
 def line(name: str, samples: list[float], base_name: str, base: list[float], unit: str) -> str:
     """One figure: median and p99, its baseline's, and the ratios."""
     return (
-        f"  {name:<44} p50 {p50(samples):9.3f} {unit}  p99 {p99(samples):9.3f} {unit}   "
+        f"  {name:<48} p50 {p50(samples):9.3f} {unit}  p99 {p99(samples):9.3f} {unit}   "
         f"{base_name} p50 {p50(base):.3f} p99 {p99(base):.3f}   "
         f"ratio p50 {p50(samples) / p50(base):.2f}x p99 {p99(samples) / p99(base):.2f}x"
     )
@@ -236,10 +237,10 @@ def per_fill_lines(sizes: Sizes) -> list[str]:
         f"flips; {len(VENUES)} venues; {sum(t.count for t in trips.values()):,} round trips "
         "booked)",
         line("Ledger.record, attribution as built", built, "no-op stand-in", noop, "us"),
-        f"  {'difference, fill by fill':<44} p50 {p50(paired):+9.3f} us  "
+        f"  {'difference, fill by fill':<48} p50 {p50(paired):+9.3f} us  "
         f"(of the medians {p50(built) - p50(noop):+.3f} us, of the p99s "
         f"{p99(built) - p99(noop):+.3f} us)",
-        f"  {'Performance.booked alone (timer included)':<44} p50 {p50(own):9.3f} us  "
+        f"  {'Performance.booked alone (timer included)':<48} p50 {p50(own):9.3f} us  "
         f"p99 {p99(own):9.3f} us   share of Ledger.record p50 {p50(own) / p50(built):.0%}",
     ]
 
@@ -357,9 +358,9 @@ def timed_calls(call: Callable[[], object], count: int, seconds: float) -> list[
     return samples
 
 
+ACCOUNT_RISK = pb.GetRiskMetricsRequest(account_id="RISK", lookback_days=252)
 QUERIES: list[tuple[str, str, pb.GetRiskMetricsRequest | pb.GetPerformanceRequest]] = [
-    ("GetRiskMetrics, the account (VaR, correlations)", "GetRiskMetrics",
-     pb.GetRiskMetricsRequest(account_id="RISK", lookback_days=252)),
+    ("GetRiskMetrics, the account (VaR, correlations)", "GetRiskMetrics", ACCOUNT_RISK),
     ("GetRiskMetrics, one strategy", "GetRiskMetrics",
      pb.GetRiskMetricsRequest(account_id="RISK", strategy_id="S042", lookback_days=252)),
     ("GetPerformance, the account", "GetPerformance", pb.GetPerformanceRequest(account_id="RISK")),
@@ -415,12 +416,37 @@ def query_lines(sizes: Sizes) -> list[str]:
                         lines.append(line(
                             f"{name} ({size:,} B)", service_ms, "no-op same bytes", noop_ms, "ms"
                         ) + f"   ({len(service_ms)} calls)")  # fmt: skip
+                    lines.append(stalled_line(stubs[0], sizes))
         finally:
             for process in reversed(others):
                 if process.poll() is None:
                     process.terminate()
                     process.wait(30)
     return lines
+
+
+def stalled_line(service: pb_grpc.PortfolioManagerStub, sizes: Sizes) -> str:
+    """GetPosition while another client asks GetRiskMetrics of the account back to back, next
+    to GetPosition alone: what the other calls of the service wait meanwhile."""
+    get = pb.GetPositionRequest(account_id="RISK", strategy_id="S000", instrument_id="I00")
+    alone = timed_calls(partial(service.GetPosition, get), sizes.samples, sizes.seconds)
+    stop, asked = threading.Event(), [0]
+
+    def ask() -> None:
+        while not stop.is_set():
+            service.GetRiskMetrics(ACCOUNT_RISK)
+            asked[0] += 1
+
+    other = threading.Thread(target=ask, daemon=True)
+    other.start()
+    try:
+        during = timed_calls(partial(service.GetPosition, get), sizes.samples, sizes.seconds)
+    finally:
+        stop.set()
+        other.join(60)
+    name = "GetPosition, GetRiskMetrics(account) meanwhile"
+    counts = f"   ({len(during)} calls; {asked[0]} GetRiskMetrics meanwhile)"
+    return line(name, during, "GetPosition alone", alone, "ms") + counts
 
 
 # -- 3. a trading-day close of 10,000 rows -----------------------------------------------------

@@ -32,6 +32,7 @@ def test_quick_run_prints_every_figure() -> None:
         "GetRiskMetrics, one strategy",
         "GetPerformance, the account",
         "GetPerformance, one strategy",
+        "GetPosition, GetRiskMetrics(account) meanwhile",
         "one close (Ledger.record of its DayClose)",
     ):
         found = [line for line in out.splitlines() if name in line]
