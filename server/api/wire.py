@@ -306,6 +306,11 @@ def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb
         message.other_fees.add(currency=currency, amount=canonical(fee))
     if view.fx_rate is not None:
         message.fx_rate = canonical(view.fx_rate)
+    realized, change, fees, net = view.since_day_start()
+    message.day_realized_pnl = canonical(realized)
+    message.day_unrealized_change = canonical(change)
+    message.day_fees = canonical(fees)
+    message.day_net_pnl = canonical(net)
     in_base = view.in_base()
     for name, amount in (
         ("realized_pnl_base", in_base.realized_pnl),

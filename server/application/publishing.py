@@ -36,6 +36,7 @@ from server.domain.events import (
 from server.domain.ledger import KINDS, Applied, Ledger
 from server.domain.marks import Mark
 from server.domain.orders import Order, Transition
+from server.domain.pnl_history import RowClose
 from server.domain.position import ChangeKind, Position
 from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal
@@ -59,12 +60,14 @@ class PositionChanged:
     corrects: str = ""  # set when the fill is a broker correction of that fill
     placement: Placement = Placement.IN_ORDER  # whether the fill restated the row
     fee_rates: tuple[Decimal | None, ...] = ()  # of the row's fees in other currencies
+    day_start: RowClose | None = None  # the row at its account's last close
 
     @property
     def position(self) -> PositionView:
         return position_view(
             self.row, self.price.price, self.precision, self.price,
             base_currency=self.base_currency, fx_rate=self.fx_rate, fee_rates=self.fee_rates,
+            day_start=self.day_start,
         )  # fmt: skip
 
 
@@ -190,6 +193,7 @@ def _fill_updates(
                 sequence=sequence, kind=change.kind, fill=fill, row=change.position,
                 price=price, precision=book.precision, base_currency=base, fx_rate=rate,
                 corrects=corrects, placement=change.placement, fee_rates=rates,
+                day_start=reads.ledger.pnl.last_close(key),
             ),
         )  # fmt: skip
 

@@ -188,7 +188,7 @@ class ReadModel:
         account_id = row.key.account_id
         base, rate = self.base_of(account_id, row.currency)
         rates = fee_rates(row, lambda currency: self.base_of(account_id, currency)[1])
-        return self.ledger.book.view(row, base, rate, rates)
+        return self.ledger.book.view(row, base, rate, rates, self.ledger.pnl.last_close(row.key))
 
     def base_of(self, account_id: str, currency: str) -> tuple[str, Decimal | None]:
         """The account's base currency and the latest rate from `currency` into it (None:

@@ -24,6 +24,7 @@ from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import Mark, MarkSource
+from server.domain.pnl_history import NEW_DAY, RowClose
 from server.domain.position import ACCOUNT_LEVEL, ChangeKind, Position, PositionKey, change_kind
 from server.domain.restatement import (
     Booker,
@@ -109,10 +110,22 @@ class PositionView:
     # missing then), when the row keeps it in that currency (`historic_base`).
     realized_pnl_base: Decimal | None = None
     historic_base: bool = False
+    # The row's figures at the start of the trading day (its account's last close; None:
+    # none yet, the day started at inception).
+    day_start: RowClose | None = None
 
     @property
     def net_pnl(self) -> Decimal:
         return self.realized_pnl + self.unrealized_pnl - self.fees
+
+    def since_day_start(self) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """Realized P&L, change in unrealized P&L, fees and net since the trading day began."""
+        start = self.day_start or NEW_DAY
+        with localcontext(EXACT):
+            realized = self.realized_pnl - start.realized_pnl
+            change = self.unrealized_pnl - start.unrealized_pnl
+            fees = self.fees - start.fees
+            return realized, change, fees, realized + change - fees
 
     def in_base(self) -> BaseFigures:
         """The figures in the base currency, for every reader (API, views): each converted at
@@ -178,6 +191,7 @@ def position_view(
     base_currency: str = "",
     fx_rate: Decimal | None = None,
     fee_rates: tuple[Decimal | None, ...] = (),
+    day_start: RowClose | None = None,
 ) -> PositionView:
     """A row's view at `market_price`; `price` says where that price came from. Built whole
     in one go (no copy with the base currency added after): it is made for every update sent."""
@@ -207,6 +221,7 @@ def position_view(
             fee_rates=fee_rates,
             realized_pnl_base=row.realized_pnl_base,
             historic_base=bool(base_currency) and row.base_currency == base_currency,
+            day_start=day_start,
         )
 
 
@@ -683,11 +698,12 @@ class PositionBook:
         base_currency: str = "",
         fx_rate: Decimal | None = None,
         fee_rates: tuple[Decimal | None, ...] = (),
+        day_start: RowClose | None = None,
     ) -> PositionView:
         price = self.price(row.key.instrument_id)
         return position_view(
             row, price.price, self.precision, price, base_currency=base_currency,
-            fx_rate=fx_rate, fee_rates=fee_rates,
+            fx_rate=fx_rate, fee_rates=fee_rates, day_start=day_start,
         )  # fmt: skip
 
     def mark(self, instrument_id: str) -> Decimal:

@@ -24,7 +24,7 @@ from server.domain.decimals import EXACT, ZERO
 from server.domain.position import Position, PositionKey
 from server.domain.totals import convert
 
-__all__ = ["CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
+__all__ = ["NEW_DAY", "CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +40,9 @@ class RowClose:
     unrealized_pnl: Decimal = ZERO
 
 
-_NEW_ROW = RowClose()
+NEW_DAY = RowClose()
+"""A row's figures before its first close: the trading day started at inception."""
+_NEW_ROW = NEW_DAY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +164,10 @@ class PnlHistory:
         # account_id -> its rows' days of its latest close since this process started (for
         # the analysts' `pnl` library; not checkpointed).
         self._latest: dict[str, list[DailyPnl]] = {}
+
+    def last_close(self, key: PositionKey) -> RowClose | None:
+        """The row's figures at its account's last close (None: not closed yet)."""
+        return self._last.get(key)
 
     def closed_through(self, account_id: str) -> str:
         """The latest trading date closed for the account ("" before its first close)."""

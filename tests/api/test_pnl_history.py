@@ -98,6 +98,13 @@ def history(stub: pb_grpc.PortfolioManagerStub, strategy: str = "S1") -> list[tu
     ]  # fmt: skip
 
 
+def day_figures(stub: pb_grpc.PortfolioManagerStub) -> tuple[str, ...]:
+    row = stub.GetPosition(
+        pb.GetPositionRequest(account_id="A1", instrument_id="AAPL", strategy_id="S1")
+    )
+    return (row.day_realized_pnl, row.day_unrealized_change, row.day_fees, row.day_net_pnl)
+
+
 @pytest.mark.parametrize("checkpoint_every", [1, 10_000], ids=["checkpoint", "journal"])
 def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, checkpoint_every):
     store = f"lmdb://{tmp_path / 'store'}"
@@ -132,6 +139,11 @@ def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, 
                 (trading_date, True, [("USD", "40", "60", "1", "99", "660")], "99"),
             ]
             assert history(stub, "") == first  # the account-level book: one strategy
+            # Since the start of the day (the close): nothing yet; then a sale of 2 at 120.
+            assert day_figures(stub) == ("0", "0", "0", "0")
+            acks(stub, pb_fill("SELL", 2, 120))
+            # Realized 2 x (120 - 100) = 40; 4 left at 120: unrealized 80, was 60 at the close.
+            assert day_figures(stub) == ("40", "20", "0", "60")
             query = stub.Query(
                 pb.PortfolioQuery(
                     get_pnl_history=pb.GetPnlHistoryRequest(
@@ -165,7 +177,7 @@ def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, 
     ]
     assert set(pnl.trading_date) == {trading_date} and pnl.late.all()
     assert list(pnl.net_pnl_exact) == ["99", "99"] and pnl.net_pnl.sum() == 198.0
-    assert (pnl.end_quantity == 6).all() and (pnl.exposure_exact == "660").all()
+    assert (pnl.end_quantity == 6).all() and (pnl.exposure_exact == "660").all()  # at the close
     history_rows = adb.Arctic(store).get_library("position_history").read("A1").data
     assert (history_rows.reason == "close").sum() == 2
 

@@ -857,6 +857,10 @@ class Position(_message.Message):
     MARKET_VALUE_BASE_FIELD_NUMBER: _builtins.int
     FEES_BASE_FIELD_NUMBER: _builtins.int
     OTHER_FEES_FIELD_NUMBER: _builtins.int
+    DAY_REALIZED_PNL_FIELD_NUMBER: _builtins.int
+    DAY_UNREALIZED_CHANGE_FIELD_NUMBER: _builtins.int
+    DAY_FEES_FIELD_NUMBER: _builtins.int
+    DAY_NET_PNL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     strategy_id: _builtins.str
     """Empty for the account-level row."""
@@ -908,6 +912,15 @@ class Position(_message.Message):
     """fees and other_fees in base currency, each converted at its own rate; empty when any
     rate is missing.
     """
+    day_realized_pnl: _builtins.str
+    """Since the start of the trading day (the account's last close; before its first close,
+    since inception), in currency: realized P&L and fees booked since, the change in
+    unrealized P&L since the close's mark, and net = realized + change - fees. The figures
+    above are since inception.
+    """
+    day_unrealized_change: _builtins.str
+    day_fees: _builtins.str
+    day_net_pnl: _builtins.str
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the current open leg was opened (first fill from flat); unset while flat."""
@@ -956,10 +969,14 @@ class Position(_message.Message):
         market_value_base: _builtins.str = ...,
         fees_base: _builtins.str = ...,
         other_fees: _abc.Iterable[Global___CurrencyAmount] | None = ...,
+        day_realized_pnl: _builtins.str = ...,
+        day_unrealized_change: _builtins.str = ...,
+        day_fees: _builtins.str = ...,
+        day_net_pnl: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["marked_at", b"marked_at", "opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "base_currency", b"base_currency", "cost_basis", b"cost_basis", "currency", b"currency", "fees", b"fees", "fees_base", b"fees_base", "fx_rate", b"fx_rate", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "mark_source", b"mark_source", "marked_at", b"marked_at", "market_price", b"market_price", "market_value", b"market_value", "market_value_base", b"market_value_base", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "net_pnl_base", b"net_pnl_base", "opened_at", b"opened_at", "other_fees", b"other_fees", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "realized_pnl_base", b"realized_pnl_base", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_base", b"unrealized_pnl_base", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "avg_cost", b"avg_cost", "base_currency", b"base_currency", "cost_basis", b"cost_basis", "currency", b"currency", "day_fees", b"day_fees", "day_net_pnl", b"day_net_pnl", "day_realized_pnl", b"day_realized_pnl", "day_unrealized_change", b"day_unrealized_change", "fees", b"fees", "fees_base", b"fees_base", "fx_rate", b"fx_rate", "instrument_id", b"instrument_id", "last_sequence", b"last_sequence", "level", b"level", "mark_source", b"mark_source", "marked_at", b"marked_at", "market_price", b"market_price", "market_value", b"market_value", "market_value_base", b"market_value_base", "multiplier", b"multiplier", "net_pnl", b"net_pnl", "net_pnl_base", b"net_pnl_base", "opened_at", b"opened_at", "other_fees", b"other_fees", "quantity", b"quantity", "realized_pnl", b"realized_pnl", "realized_pnl_base", b"realized_pnl_base", "strategy_id", b"strategy_id", "trade_count", b"trade_count", "unrealized_pnl", b"unrealized_pnl", "unrealized_pnl_base", b"unrealized_pnl_base", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
