@@ -48,7 +48,7 @@ def equity_curve(report: Report, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(9, 4))
     axes.set_title(f"{report.account_id}: cumulative net P&L ({report.base_currency})")
     if not days:
-        _empty(axes, "no trading day closed")
+        _empty(axes, "no trading day closed in these dates")
         _save(figure, path)
         return
     dates = ["start", *(date for date, _ in days)]
@@ -57,6 +57,7 @@ def equity_curve(report: Report, path: Path) -> None:
         levels.append(levels[-1] + float(pnl))
     x = list(range(len(levels)))
     axes.plot(x, levels, color=LINE, marker="o" if len(x) <= 60 else None, markersize=3)
+    axes.margins(y=0.12)  # room for the trough's label
     axes.axhline(0, color="grey", linewidth=0.6)
     drawdown = max_drawdown(days)
     if drawdown.amount > Decimal(0):
@@ -86,7 +87,7 @@ def daily_bars(report: Report, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(9, 3.5))
     axes.set_title(f"{report.account_id}: daily net P&L ({report.base_currency})")
     if not days:
-        _empty(axes, "no trading day closed")
+        _empty(axes, "no trading day closed in these dates")
     else:
         values = [float(pnl) for _, pnl in days]
         axes.bar(range(len(values)), values, color=[GAIN if v >= 0 else LOSS for v in values])
@@ -102,7 +103,7 @@ def attribution(report: Report, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(9, 1.2 + 0.45 * max(len(lines), 2)))
     axes.set_title(f"{report.account_id}: net P&L per strategy ({report.base_currency})")
     if not lines:
-        _empty(axes, "no strategy with a closed day")
+        _empty(axes, "no strategy with a closed day in these dates")
     else:
         values = [float(line.net_pnl) for line in lines]
         names = [line.strategy_id for line in lines]

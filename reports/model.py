@@ -182,7 +182,7 @@ def risk_table(
         percent = confidence[2:]
         rows += [
             (f"var{percent}", f"Value at risk {percent}% (1 day)", var),
-            (f"es{percent}", f"Expected shortfall {percent}% ({tail} days in tail)", shortfall),
+            (f"es{percent}", f"Expected shortfall {percent}% (worst {tail} day(s))", shortfall),
         ]
     amount, peak, trough, recovered = drawdown
     rows += [

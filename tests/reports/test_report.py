@@ -54,6 +54,7 @@ def figures(page: str) -> dict[str, str]:
     return dict(re.findall(r'<td class="n" id="([^"]+)">([^<]*)</td>', page))
 
 
+AFTER_THE_WEEK = ("--from-date", "2026-02-01")
 RANGE = ("--from-date", "2026-01-07", "--to-date", "2026-01-08")
 
 
@@ -83,6 +84,9 @@ def reports(tmp_path_factory):
                 "--account", "A1", *service, "--out", str(folder / "range"), *RANGE
             ),
             "unknown": run_report("--account", "A9", *service, "--out", str(folder / "unknown")),
+            "empty": run_report(
+                "--account", "A1", *service, "--out", str(folder / "empty"), *AFTER_THE_WEEK
+            ),
         }
     finally:
         server.stop()
@@ -216,3 +220,20 @@ def test_a_service_not_there_exits_1(tmp_path):
     done = run_report("--account", "A1", "--service", f"127.0.0.1:{port}", "--out", str(tmp_path))
     assert done.returncode == 1
     assert "UNAVAILABLE" in done.stderr
+
+
+@pytest.mark.parametrize("source", ["service", "store"])
+def test_dates_without_a_close_make_an_empty_report(reports, tmp_path, source):
+    if source == "service":
+        assert reports[3]["empty"].returncode == 0, reports[3]["empty"].stderr
+        folder = reports[0].parent / "empty"
+    else:
+        store = ("--store", reports[2])
+        done = run_report("--account", "A1", *store, "--out", str(tmp_path), *AFTER_THE_WEEK)
+        assert done.returncode == 0, done.stderr
+        folder = tmp_path
+    found = figures((folder / "A1.html").read_text())
+    assert (found["risk-days"], found["risk-total"], found["risk-var95"]) == ("0", "0", "")
+    assert (found["risk-volatility"], found["risk-max_drawdown"]) == ("", "0")
+    assert not any(key.startswith("strategy-") for key in found)
+    assert all((folder / f"A1_{name}.png").stat().st_size > 0 for name in PICTURES)
