@@ -299,6 +299,13 @@ class Position:
     #: Counts every fee, other_fees included; None if any rate is missing.
     net_pnl_base: Decimal | None = None
     market_value_base: Decimal | None = None
+    #: Since the start of the trading day (the account's last close; before the first,
+    #: inception): realized P&L, change in unrealized P&L, fees and net. None from a service
+    #: that does not send them.
+    day_realized_pnl: Decimal | None = None
+    day_unrealized_change: Decimal | None = None
+    day_fees: Decimal | None = None
+    day_net_pnl: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -289,6 +289,10 @@ def position_from_proto(message: pb.Position) -> Position:
         fees_base=parse_optional_decimal(message.fees_base),
         net_pnl_base=parse_optional_decimal(message.net_pnl_base),
         market_value_base=parse_optional_decimal(message.market_value_base),
+        day_realized_pnl=parse_optional_decimal(message.day_realized_pnl),
+        day_unrealized_change=parse_optional_decimal(message.day_unrealized_change),
+        day_fees=parse_optional_decimal(message.day_fees),
+        day_net_pnl=parse_optional_decimal(message.day_net_pnl),
     )
 
 

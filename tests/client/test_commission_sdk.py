@@ -45,3 +45,5 @@ def test_a_late_commission_and_reject_codes_through_the_sdk(server_address: str)
             Decimal("10.5"),
             Decimal("0.35"),
         )
+        # No close yet: the trading day started at inception.
+        assert (position.day_fees, position.day_net_pnl) == (Decimal("0.35"), Decimal("-0.35"))
