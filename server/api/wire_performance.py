@@ -69,6 +69,14 @@ def performance_to_proto(report: PerformanceReport, as_of_sequence: int) -> pb.P
             fees=canonical(figures.fees),
             realized_pnl=canonical(figures.realized_pnl),
         )
+    for venue, trace in sorted(report.trace_venues.items()):
+        entry = message.trace_venues.add(
+            venue=venue, steps=trace.steps, legs_done=trace.legs_done, legs_open=trace.legs_open
+        )
+        if trace.steps:
+            entry.average_step_latency.FromNanoseconds(trace.latency_ns // trace.steps)
+        if trace.success_rate is not None:
+            entry.success_rate = trace.success_rate
     return message
 
 

@@ -18,6 +18,7 @@ from server.domain.performance import (
 )
 from server.domain.position import ACCOUNT_LEVEL
 from server.domain.totals import Totals
+from server.domain.traces import TraceVenue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +41,7 @@ class PerformanceReport:
     daily: DailyStatistics
     days_missing_base: int
     venues: dict[tuple[str, str], VenueFigures] = field(default_factory=dict)
+    trace_venues: dict[str, TraceVenue] = field(default_factory=dict)
 
 
 def performance(
@@ -102,6 +104,12 @@ def performance(
         if ledger.performance.inception_ns(account, scope)
     ]
     venues = ledger.performance.venues(account_id, strategy_id)
+    trace_venues = (
+        {venue: figures for (account, venue), figures in ledger.traces.venues.items()
+         if account == account_id}
+        if account_id and not strategy_id
+        else {}
+    )  # fmt: skip
     return PerformanceReport(
         account_id=account_id,
         strategy_id=strategy_id,
@@ -111,4 +119,5 @@ def performance(
         daily=daily_statistics(sorted(daily.items())),
         days_missing_base=missing,
         venues=venues,
+        trace_venues=trace_venues,
     )

@@ -19,6 +19,7 @@ from server.domain.pnl_history import RowClose, ScopeDay
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal
+from server.domain.traces import TraceVenue
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class LedgerState:
     perf_trips: list[tuple[PositionKey, RoundTrips]] = field(default_factory=list)
     perf_venues: list[tuple[tuple[str, str, str, str], VenueFigures]] = field(default_factory=list)
     perf_inception: list[tuple[tuple[str, str], int]] = field(default_factory=list)
+    # Multi-step trades' legs per (account, venue): step latencies, traces done or left open.
+    trace_venues: list[tuple[tuple[str, str], TraceVenue]] = field(default_factory=list)
 
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
@@ -89,6 +92,7 @@ def capture(ledger: Ledger) -> LedgerState:
         perf_trips=perf_trips,
         perf_venues=perf_venues,
         perf_inception=perf_inception,
+        trace_venues=[(key, replace(venue)) for key, venue in sorted(ledger.traces.venues.items())],
     )
 
 
@@ -127,3 +131,4 @@ def restore(ledger: Ledger, rows: list[tuple[Position, Price]], state: LedgerSta
     ledger.performance.restore(
         state.perf_open, state.perf_trips, state.perf_venues, state.perf_inception
     )
+    ledger.traces.venues = {key: replace(venue) for key, venue in state.trace_venues}

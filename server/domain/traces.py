@@ -45,9 +45,29 @@ class Trace:
     expires_at_ns: int = 0
 
 
+@dataclass(slots=True)
+class TraceVenue:
+    """Multi-step trades' legs on one venue (of one account): each step after a trace's first,
+    with the time since the trace's previous leg (execution times: the step's latency); and,
+    when traces end, how many of their legs were of a trace that ended flat (every instrument
+    netted to zero: done) or that expired with something open."""
+
+    steps: int = 0
+    latency_ns: int = 0
+    legs_done: int = 0
+    legs_open: int = 0
+
+    @property
+    def success_rate(self) -> float | None:
+        ended = self.legs_done + self.legs_open
+        return self.legs_done / ended if ended else None
+
+
 class TraceBook:
     def __init__(self, ttl_ns: int) -> None:
         self.ttl_ns = ttl_ns
+        # (account_id, venue) -> its legs' figures.
+        self.venues: dict[tuple[str, str], TraceVenue] = {}
         self._traces: SortedDict = SortedDict()  # trace_id -> Trace
         self._expiry: SortedList = SortedList()  # (expires_at_ns, trace_id), stamped ones
         self._unstamped: dict[str, Trace] = {}  # traces with a leg awaiting its receipt time
@@ -64,6 +84,10 @@ class TraceBook:
         if trace is None:
             trace = Trace(fill.trace_id, first_fill_ns=fill.timestamp_ns)
             self._traces[fill.trace_id] = trace
+        if trace.legs:  # a step after the first: its latency since the previous leg
+            venue = self._venue(fill)
+            venue.steps += 1
+            venue.latency_ns += max(0, fill.timestamp_ns - trace.legs[-1].fill.timestamp_ns)
         trace.legs.append(TraceLeg(len(trace.legs) + 1, sequence, fill))
         net = trace.net.setdefault(fill.instrument_id, TraceNet(fill.instrument_id))
         with localcontext(EXACT):
@@ -104,5 +128,18 @@ class TraceBook:
         expired = list(self._expiry.islice(0, cut))
         del self._expiry[:cut]
         for _, trace_id in expired:
-            del self._traces[trace_id]
+            trace = self._traces.pop(trace_id)
+            done = all(not net.quantity for net in trace.net.values())
+            for leg in trace.legs:
+                if done:
+                    self._venue(leg.fill).legs_done += 1
+                else:
+                    self._venue(leg.fill).legs_open += 1
         return len(expired)
+
+    def _venue(self, fill: Fill) -> TraceVenue:
+        key = (fill.account_id, fill.venue)
+        venue = self.venues.get(key)
+        if venue is None:
+            venue = self.venues[key] = TraceVenue()
+        return venue

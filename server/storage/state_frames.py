@@ -6,6 +6,7 @@ canonical decimal strings and events as their canonical journal text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -36,6 +37,7 @@ from server.domain.reconciliation import (
 )
 from server.domain.refusals import Refusal, RefusalKind
 from server.domain.state import LedgerState
+from server.domain.traces import TraceVenue
 from server.storage.disk import StoreUnusable
 from server.storage.upcasters import current_state_frame
 
@@ -387,6 +389,13 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
     "perf_open": (_trip_open, _trip_open_from),  # none in a checkpoint from before it
     "perf_trips": (_trips, _trips_from),
     "perf_venues": (_venue, _venue_from),
+    "trace_venues": (
+        lambda item: {"key": list(item[0]), **dataclasses.asdict(item[1])},
+        lambda r: (
+            (r["key"][0], r["key"][1]),
+            TraceVenue(r["steps"], r["latency_ns"], r["legs_done"], r["legs_open"]),
+        ),
+    ),
     "perf_inception": (
         lambda i: {"scope": list(i[0]), "time_ns": i[1]},
         lambda r: (tuple(r["scope"]), r["time_ns"]),

@@ -194,3 +194,22 @@ def test_last_a_closed_trip_counts_as_a_win(week, stub):
     assert {v.venue: v.fills for v in account.venues} == {"ARCA": 2, "ISLAND": 1}
     across = stub.GetPerformance(pb.GetPerformanceRequest(strategy_id="S2"))  # every account
     assert across.by_currency[0].round_trips == 1 and across.trading_days == 5
+
+
+def test_multi_step_trades_per_venue():
+    server = start_test_server()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            first = pb_fill("BUY", 2, 100, account="T1", trace_id="tr-1", venue="ARCA")
+            second = pb_fill("SELL", 2, 101, account="T1", trace_id="tr-1", venue="ISLAND")
+            first.fill.timestamp.FromNanoseconds(BASE_SECONDS * 10**9)
+            second.fill.timestamp.FromNanoseconds(BASE_SECONDS * 10**9 + 5_000_000)
+            acks(stub, first, second)
+            found = stub.GetPerformance(pb.GetPerformanceRequest(account_id="T1"))
+    finally:
+        server.stop()
+    assert [
+        (v.venue, v.steps, v.average_step_latency.ToMilliseconds()) for v in found.trace_venues
+    ] == [("ARCA", 0, 0), ("ISLAND", 1, 5)]
+    assert not found.trace_venues[0].HasField("success_rate")  # the trace has not ended

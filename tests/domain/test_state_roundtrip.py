@@ -80,6 +80,10 @@ def history() -> list[ExecutionEvent]:
         FxFixing(base="USD", quote="JPY", rate=D("150"), timestamp_ns=60),
         FxFixing(base="EUR", quote="USD", rate=D("1.06"), timestamp_ns=40),  # a late one
         fill("SELL", 2, 4010, instrument="ES", strategy="S2"),  # a round trip closed
+        dataclasses.replace(fill("BUY", 1, 100, trace_id="t-1", instrument="TRC"), venue="ARCA"),
+        dataclasses.replace(
+            fill("SELL", 1, 101, trace_id="t-1", instrument="TRC"), venue="ISLAND"
+        ),  # a multi-step trade's second step
         DayClose(
             account_id="A1",
             trading_date="2026-01-01",
@@ -133,6 +137,7 @@ def snapshot(ledger: Ledger) -> dict[str, object]:
         "strategy_totals": {s: book.strategy_currency_totals(s) for s in strategies},
         "pnl": (ledger.pnl.last_closes(), ledger.pnl.all_days(), ledger.pnl.closed_dates()),
         "performance": ledger.performance.state(),
+        "trace_venues": ledger.traces.venues,
     }
 
 

@@ -102,3 +102,27 @@ def test_the_same_legs_and_receipt_times_rebuild_the_same_traces():
     for trace_id in ("a", "b"):
         assert first.get(trace_id, 10 * SECOND) == second.get(trace_id, 10 * SECOND)
     assert first.get("a", 10 * SECOND).expires_at_ns == 69 * SECOND
+
+
+def test_venues_of_steps_their_latency_and_how_their_traces_ended():
+    import dataclasses
+
+    ledger = Ledger(trace_ttl_ns=60 * SECOND)
+    legs = [
+        ("t1", "BUY", "ARCA", 10 * SECOND),
+        ("t1", "SELL", "ISLAND", 10 * SECOND + 5_000_000),  # 5 ms later: done (flat)
+        ("t2", "BUY", "ARCA", 20 * SECOND),  # left open
+        ("t2", "BUY", "ARCA", 21 * SECOND),  # 1 s later, still open
+    ]
+    for trace_id, side, venue, at_ns in legs:
+        leg = fill(side, 1, 100, trace_id=trace_id, at_ns=at_ns)
+        ledger.record(dataclasses.replace(leg, venue=venue))
+    ledger.traces.received(30 * SECOND)
+    venues = ledger.traces.venues
+    assert (venues[("A1", "ISLAND")].steps, venues[("A1", "ISLAND")].latency_ns) == (1, 5_000_000)
+    assert (venues[("A1", "ARCA")].steps, venues[("A1", "ARCA")].latency_ns) == (1, SECOND)
+    assert venues[("A1", "ARCA")].success_rate is None  # no trace ended yet
+    assert ledger.traces.expire(now_ns=100 * SECOND) == 2
+    arca, island = venues[("A1", "ARCA")], venues[("A1", "ISLAND")]
+    assert (arca.legs_done, arca.legs_open, arca.success_rate) == (1, 2, 1 / 3)
+    assert (island.legs_done, island.legs_open, island.success_rate) == (1, 0, 1.0)

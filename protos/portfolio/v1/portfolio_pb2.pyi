@@ -21,6 +21,7 @@ service's clock (and, when --max-event-age-days is set, no older than that).
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -3520,6 +3521,7 @@ class Performance(_message.Message):
     MAX_DRAWDOWN_RECOVERED_DATE_FIELD_NUMBER: _builtins.int
     VENUES_FIELD_NUMBER: _builtins.int
     AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    TRACE_VENUES_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     strategy_id: _builtins.str
     base_currency: _builtins.str
@@ -3550,6 +3552,12 @@ class Performance(_message.Message):
     def by_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyPerformance]: ...
     @_builtins.property
     def venues(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenuePerformance]: ...
+    @_builtins.property
+    def trace_venues(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceVenuePerformance]:
+        """Multi-step trades (fills sharing a trace_id) of the account, per venue (an account's
+        book only; empty for a strategy).
+        """
+
     def __init__(
         self,
         *,
@@ -3571,10 +3579,11 @@ class Performance(_message.Message):
         max_drawdown_recovered_date: _builtins.str = ...,
         venues: _abc.Iterable[Global___VenuePerformance] | None = ...,
         as_of_sequence: _builtins.int = ...,
+        trace_venues: _abc.Iterable[Global___TraceVenuePerformance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl", "_sharpe_ratio", b"_sharpe_ratio", "_sortino_ratio", b"_sortino_ratio", "_volatility", b"_volatility", "inception_time", b"inception_time", "mean_daily_pnl", b"mean_daily_pnl", "sharpe_ratio", b"sharpe_ratio", "sortino_ratio", b"sortino_ratio", "volatility", b"volatility"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl", "_sharpe_ratio", b"_sharpe_ratio", "_sortino_ratio", b"_sortino_ratio", "_volatility", b"_volatility", "account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "by_currency", b"by_currency", "days_missing_base", b"days_missing_base", "inception_time", b"inception_time", "max_drawdown", b"max_drawdown", "max_drawdown_peak_date", b"max_drawdown_peak_date", "max_drawdown_recovered_date", b"max_drawdown_recovered_date", "max_drawdown_trough_date", b"max_drawdown_trough_date", "mean_daily_pnl", b"mean_daily_pnl", "sharpe_ratio", b"sharpe_ratio", "sortino_ratio", b"sortino_ratio", "strategy_id", b"strategy_id", "total_daily_pnl", b"total_daily_pnl", "trading_days", b"trading_days", "venues", b"venues", "volatility", b"volatility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl", "_sharpe_ratio", b"_sharpe_ratio", "_sortino_ratio", b"_sortino_ratio", "_volatility", b"_volatility", "account_id", b"account_id", "as_of_sequence", b"as_of_sequence", "base_currency", b"base_currency", "by_currency", b"by_currency", "days_missing_base", b"days_missing_base", "inception_time", b"inception_time", "max_drawdown", b"max_drawdown", "max_drawdown_peak_date", b"max_drawdown_peak_date", "max_drawdown_recovered_date", b"max_drawdown_recovered_date", "max_drawdown_trough_date", b"max_drawdown_trough_date", "mean_daily_pnl", b"mean_daily_pnl", "sharpe_ratio", b"sharpe_ratio", "sortino_ratio", b"sortino_ratio", "strategy_id", b"strategy_id", "total_daily_pnl", b"total_daily_pnl", "trace_venues", b"trace_venues", "trading_days", b"trading_days", "venues", b"venues", "volatility", b"volatility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__mean_daily_pnl: _TypeAlias = _typing.Literal["mean_daily_pnl"]  # noqa: Y015
     _WhichOneofArgType__mean_daily_pnl: _TypeAlias = _typing.Literal["_mean_daily_pnl", b"_mean_daily_pnl"]  # noqa: Y015
@@ -3594,6 +3603,50 @@ class Performance(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__volatility) -> _WhichOneofReturnType__volatility | None: ...
 
 Global___Performance: _TypeAlias = Performance  # noqa: Y015
+
+@_typing.final
+class TraceVenuePerformance(_message.Message):
+    """One venue's legs of multi-step trades. A step is a leg after its trace's first; its latency
+    is the time since the trace's previous leg (execution times). When a trace ends (its time
+    to live runs out), its legs count as done if every instrument netted to zero, else as left
+    open.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENUE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    AVERAGE_STEP_LATENCY_FIELD_NUMBER: _builtins.int
+    LEGS_DONE_FIELD_NUMBER: _builtins.int
+    LEGS_OPEN_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    venue: _builtins.str
+    steps: _builtins.int
+    legs_done: _builtins.int
+    legs_open: _builtins.int
+    success_rate: _builtins.float
+    """legs_done / (legs_done + legs_open); absent before any trace ended."""
+    @_builtins.property
+    def average_step_latency(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        venue: _builtins.str = ...,
+        steps: _builtins.int = ...,
+        average_step_latency: _duration_pb2.Duration | None = ...,
+        legs_done: _builtins.int = ...,
+        legs_open: _builtins.int = ...,
+        success_rate: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate", "average_step_latency", b"average_step_latency", "success_rate", b"success_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate", "average_step_latency", b"average_step_latency", "legs_done", b"legs_done", "legs_open", b"legs_open", "steps", b"steps", "success_rate", b"success_rate", "venue", b"venue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__success_rate: _TypeAlias = _typing.Literal["success_rate"]  # noqa: Y015
+    _WhichOneofArgType__success_rate: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_rate) -> _WhichOneofReturnType__success_rate | None: ...
+
+Global___TraceVenuePerformance: _TypeAlias = TraceVenuePerformance  # noqa: Y015
 
 @_typing.final
 class CurrencyPerformance(_message.Message):
