@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -62,7 +63,7 @@ from server.application.performance import performance
 from server.application.point_in_time import PastPointOutOfRange
 from server.application.reads import ReadModel
 from server.application.reconciler import Reconciler
-from server.application.risk import risk
+from server.application.risk import correlations, risk, strategy_series
 from server.application.service import (
     PortfolioChange,
     PortfolioService,
@@ -611,13 +612,14 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             raise FieldViolation(
                 "lookback_days", f"must be at most {MAX_LOOKBACK_DAYS}, got {request.lookback_days}"
             )
-        report = risk(
-            self.service.ledger,
-            request.account_id,
-            request.strategy_id,
-            request.lookback_days or DEFAULT_LOOKBACK_DAYS,
-        )
-        return risk_to_proto(report, self.service.sequence)
+        lookback = request.lookback_days or DEFAULT_LOOKBACK_DAYS
+        report = risk(self.service.ledger, request.account_id, request.strategy_id, lookback)
+        sequence = self.service.sequence
+        if not request.strategy_id:  # the pairs' statistics off the event loop
+            series = strategy_series(self.service.ledger, request.account_id, lookback)
+            pairs = await asyncio.to_thread(correlations, series)
+            report = dataclasses.replace(report, correlations=pairs)
+        return risk_to_proto(report, sequence)
 
     @answers_errors
     async def ListReconciliations(

@@ -19,6 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+import pandas as pd
+
 from server.application.reads import NotFound
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import AssetClass
@@ -145,7 +147,7 @@ def risk(
         days=len(daily),
         volatility=statistics.stdev(values) if len(values) > 1 else None,
         value_at_risk=[historical_var(daily, confidence) for confidence in CONFIDENCES],
-        correlations=[] if strategy_id else correlations(ledger, account_id, lookback_days),
+        correlations=[],  # the caller adds them (see `correlations`), off the event loop
     )
 
 
@@ -165,9 +167,11 @@ def historical_var(daily: list[Decimal], confidence: Decimal) -> ValueAtRisk:
     )
 
 
-def correlations(ledger: Ledger, account_id: str, lookback_days: int) -> list[Correlation]:
-    """Pearson correlation of each pair of the account's strategies' daily net P&L (base),
-    over the trading days both recorded."""
+def strategy_series(
+    ledger: Ledger, account_id: str, lookback_days: int
+) -> dict[str, dict[str, float]]:
+    """Each of the account's strategies' daily net P&L in base currency (trading date ->
+    value), the last `lookback_days`: taken on the event loop, cheap (one pass over the days)."""
     series: dict[str, dict[str, float]] = {}
     for strategy in ledger.pnl.scopes(account_id):
         if strategy == ACCOUNT_LEVEL:
@@ -176,22 +180,30 @@ def correlations(ledger: Ledger, account_id: str, lookback_days: int) -> list[Co
         series[strategy] = {
             d.trading_date: float(d.net_pnl_base) for d in days if d.net_pnl_base is not None
         }
-    found = []
+    return series
+
+
+def correlations(series: dict[str, dict[str, float]]) -> list[Correlation]:
+    """Pearson correlation of each pair of strategies' daily P&L over the trading days both
+    recorded (pairwise-complete, at least 3): vectorized (pandas), so 100 strategies over a
+    year take milliseconds; pure numbers, safe to run off the event loop."""
     names = sorted(series)
+    if len(names) < 2:
+        return []
+    frame = pd.DataFrame({name: pd.Series(series[name], dtype="float64") for name in names})
+    present = frame.notna().astype("int64")
+    common = present.T @ present  # days both recorded, per pair
+    matrix = frame.corr(method="pearson", min_periods=3)
+    found = []
     for index, first in enumerate(names):
         for second in names[index + 1 :]:
-            common = sorted(set(series[first]) & set(series[second]))
-            xs = [series[first][day] for day in common]
-            ys = [series[second][day] for day in common]
-            value: float | None = None
-            if len(common) >= 3:
-                try:
-                    value = statistics.correlation(xs, ys)
-                except statistics.StatisticsError:  # one of them never varied
-                    value = None
+            value = matrix.at[first, second]
             found.append(
                 Correlation(
-                    strategy_a=first, strategy_b=second, days=len(common), correlation=value
+                    strategy_a=first,
+                    strategy_b=second,
+                    days=int(common.at[first, second]),
+                    correlation=None if math.isnan(value) else float(value),
                 )
             )
     return found
