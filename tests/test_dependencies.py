@@ -15,10 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> the project's packages it must not import
 FORBIDDEN = {
-    "server": {"client", "relay"},
+    "server": {"client", "relay", "reports"},
     "relay": {"server"},
     "tws": {"server", "client", "relay"},
     "cli": {"server", "client", "relay", "tws"},
+    # The report reads the service through the protocol, or the store with arcticdb: a client.
+    "reports": {"server", "relay", "tws", "cli"},
 }
 
 
