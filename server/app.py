@@ -21,7 +21,7 @@ from server.api.malformed import MalformedRequestGuard
 from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
-from server.application.day_close import SessionCalendar
+from server.application.day_close import SessionCalendar, account_sessions
 from server.application.ports import Broker
 from server.application.publishing import PortfolioChange
 from server.application.reconciler import Reconciler
@@ -207,6 +207,7 @@ async def _start(
         session=SessionCalendar.parse(
             config.session_close, config.session_timezone, config.session_days
         ),
+        account_sessions=account_sessions(config.account_sessions),
         new_ledger=new_ledger,
     )
     gc.disable()  # recovery builds the book: millions of objects, none of them garbage

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from cli import env_options
-from server.application.day_close import SessionCalendar
+from server.application.day_close import SessionCalendar, account_sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,9 @@ class ServiceConfig:
     session_close: str = "17:00"
     session_timezone: str = "America/New_York"
     session_days: str = "mon-fri"
+    # Accounts on another calendar: "ACCOUNT=HH:MM ZONE [DAYS]; ..." (e.g.
+    # "U123=16:30 Europe/London mon-fri").
+    account_sessions: str = ""
 
     @property
     def address(self) -> str:
@@ -229,9 +232,12 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--session-timezone", str, defaults.session_timezone, "IANA zone of the close")
     option("--session-days", str, defaults.session_days,
            "weekdays with a close: mon-fri, mon,wed,fri, all or none")  # fmt: skip
+    option("--account-sessions", str, defaults.account_sessions,
+           "accounts on another calendar: 'ACCOUNT=HH:MM ZONE [DAYS]; ...'")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         SessionCalendar.parse(args.session_close, args.session_timezone, args.session_days)
+        account_sessions(args.account_sessions)
     except ValueError as error:
         parser.error(str(error))
     if 0 < args.restatement_window_days < args.correction_window_days or (

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
@@ -80,6 +80,28 @@ class SessionCalendar:
         raise ValueError("a calendar with no session day has no close")
 
 
+def account_sessions(text: str) -> dict[str, SessionCalendar]:
+    """`--account-sessions`: "ACCOUNT=HH:MM ZONE [DAYS]" entries separated by ";" (say,
+    "U123=16:30 Europe/London mon-fri; U456=06:00 Asia/Tokyo"); raises ValueError naming the
+    entry at fault."""
+    calendars: dict[str, SessionCalendar] = {}
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        account_id, equals, spec = entry.partition("=")
+        parts = spec.split()
+        if not equals or not account_id.strip() or len(parts) not in (2, 3):
+            raise ValueError(
+                f"account session {entry!r}: use ACCOUNT=HH:MM ZONE [DAYS], e.g. "
+                "U123=16:30 Europe/London mon-fri"
+            )
+        try:
+            calendars[account_id.strip()] = SessionCalendar.parse(
+                parts[0], parts[1], parts[2] if len(parts) == 3 else "mon-fri"
+            )
+        except ValueError as error:
+            raise ValueError(f"account session {entry!r}: {error}") from None
+    return calendars
+
+
 def _weekdays(text: str) -> frozenset[int]:
     spec = text.strip().lower()
     if spec == "all":
@@ -107,33 +129,45 @@ class DayCloser:
         calendar: SessionCalendar,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        accounts: Mapping[str, SessionCalendar] | None = None,
     ) -> None:
         self._writes = writes
-        self.calendar = calendar
+        self.calendar = calendar  # every account's but those in `accounts`
+        self.accounts = dict(accounts or {})
         self._clock_ns = clock_ns
         self._unrecorded: dict[str, bool] = {}  # account -> its latest close is late
         self._said_lost: set[tuple[str, str]] = set()
 
+    def calendar_of(self, account_id: str) -> SessionCalendar:
+        return self.accounts.get(account_id, self.calendar)
+
     def due(self, now_ns: int) -> list[DayClose]:
-        """A close of the latest session day for every account with rows not closed through
-        it yet."""
-        latest = self.calendar.latest_close(now_ns)
-        if latest is None:
-            return []
-        trading_date, close_ns = latest
+        """A close of its latest session day for every account with rows not closed through
+        it yet (each account on its own calendar)."""
         ledger = self._writes.ledger
-        late = now_ns - close_ns > LATE_AFTER_NS
-        return [
-            DayClose(
-                account_id=account_id,
-                trading_date=trading_date,
-                timestamp_ns=close_ns,
-                marks=ledger.closing_marks(account_id),
-                late=late,
+        closes = []
+        for account_id in sorted(ledger.book.accounts()):
+            latest = self.calendar_of(account_id).latest_close(now_ns)
+            if latest is None:
+                continue
+            trading_date, close_ns = latest
+            if ledger.pnl.closed_through(account_id) >= trading_date:
+                continue
+            closes.append(
+                DayClose(
+                    account_id=account_id,
+                    trading_date=trading_date,
+                    timestamp_ns=close_ns,
+                    marks=ledger.closing_marks(account_id),
+                    late=now_ns - close_ns > LATE_AFTER_NS,
+                )
             )
-            for account_id in sorted(ledger.book.accounts())
-            if ledger.pnl.closed_through(account_id) < trading_date
-        ]
+        return closes
+
+    def next_close_ns(self, now_ns: int) -> int:
+        """The next close of any calendar."""
+        calendars = [self.calendar, *self.accounts.values()]
+        return min(c.next_close_ns(now_ns) for c in calendars if c.weekdays)
 
     async def close_due(self) -> int:
         """Journals the closes due now, then records them in the store; returns how many
@@ -144,10 +178,10 @@ class DayCloser:
             outcomes = await self._writes.ingest(closes)
             recorded = sum(outcome.result is Result.ACCEPTED for outcome in outcomes)
             log.info(
-                "trading day %s closed for %d accounts%s",
-                closes[0].trading_date,
+                "trading day closed for %d accounts (%s)%s",
                 recorded,
-                " (late: the service was down at the close)" if closes[0].late else "",
+                ", ".join(sorted({close.trading_date for close in closes})),
+                " (late: the service was down at a close)" if any(c.late for c in closes) else "",
             )
             for close in closes:
                 self._unrecorded[close.account_id] = close.late
@@ -216,5 +250,5 @@ class DayCloser:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             now = self._clock_ns()
-            wait = (self.calendar.next_close_ns(now) - now) / 1e9
+            wait = (self.next_close_ns(now) - now) / 1e9
             await asyncio.sleep(min(max(wait, 0.0), 3600.0))  # wall clocks jump: look again

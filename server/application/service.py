@@ -9,7 +9,7 @@ writes.py, reads.py, marks.py, reconciler.py; what subscribers hear is publishin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Generic
 
@@ -54,6 +54,7 @@ class PortfolioService(Generic[Payload]):
         time_window: TimeWindow | None = None,
         on_books: Callable[[bool], None] = lambda exact: None,
         session: SessionCalendar | None = None,
+        account_sessions: Mapping[str, SessionCalendar] | None = None,
         new_ledger: Callable[[], Ledger] | None = None,
     ) -> None:
         self.ledger = ledger
@@ -78,9 +79,10 @@ class PortfolioService(Generic[Payload]):
             clock_ns=clock_ns, reporting_currency=reporting_currency,
         )  # fmt: skip
         # Trading-day closes (day_close.py): the P&L history.
+        calendars = [session, *(account_sessions or {}).values()]
         self.day_closer = (
-            DayCloser(writes, session, clock_ns=clock_ns)
-            if session is not None and session.weekdays
+            DayCloser(writes, session, clock_ns=clock_ns, accounts=account_sessions)
+            if session is not None and any(c is not None and c.weekdays for c in calendars)
             else None
         )
         self.committer, self.checkpoints, self.projector = (

@@ -193,3 +193,42 @@ def test_no_session_days_means_no_close():
     none = SessionCalendar.parse("17:00", "UTC", "none")
     assert none.weekdays == frozenset()
     assert none.latest_close(ns("2026-01-07T23:30:00+00:00")) is None
+
+
+def test_an_account_on_its_own_calendar_closes_on_it(tmp_path):
+    store = f"lmdb://{tmp_path / 'store'}"
+    server = start_test_server(store=store)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            acks(stub, pb_fill("BUY", 1, 100, account="A1"), pb_fill("BUY", 1, 100, account="A2"))
+    finally:
+        server.stop()
+    closed = datetime.now(UTC) - timedelta(minutes=5)
+    # No close for the others; A1 closed five minutes ago on its own calendar.
+    sessions = f"A1={closed.strftime('%H:%M')} UTC all"
+    server = start_test_server(store=store, session_days="none", account_sessions=sessions)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            assert wait_for(lambda: history(stub, "") != [])
+            days = stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1")).days
+            assert [day.trading_date for day in days] == [closed.date().isoformat()]
+            assert list(stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A2")).days) == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("U1", "ACCOUNT=HH:MM ZONE"),
+        ("U1=16:30", "ACCOUNT=HH:MM ZONE"),
+        ("U1=16:30 Mars/Olympus", "U1=16:30 Mars/Olympus"),
+        ("U1=4pm UTC", "HH:MM"),
+    ],
+)
+def test_a_bad_account_session_stops_the_start_naming_it(value, says, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--account-sessions", value])
+    assert says in capsys.readouterr().err
