@@ -56,7 +56,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 def fill_disk(folder: Path) -> Path:
     """Takes every free byte of `folder`'s filesystem; returns the file to delete."""
     filler = folder / "filler"
-    with open(filler, "ab") as out:
+    # Unbuffered: a short last write leaves nothing behind for close() to fail on.
+    with open(filler, "ab", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
