@@ -274,6 +274,13 @@ class _RowTable:
 
 class ArcticViews:
     def __init__(self, arctic: adb.Arctic) -> None:
+        # Libraries made now hold nothing to upgrade: not listed (a library's first
+        # list_symbols waits about 1 s for its symbol list's lock, 5 s a start).
+        self._new_libraries = {
+            name
+            for name in ("fills", "corrections", "commissions", "positions", "portfolio")
+            if not arctic.has_library(name)
+        }
         self.fills = arctic.get_library("fills", create_if_missing=True)
         self.orders = arctic.get_library("orders", create_if_missing=True)
         self.positions = arctic.get_library("positions", create_if_missing=True)
@@ -316,6 +323,8 @@ class ArcticViews:
         # corrections and commissions first: a fills symbol's upgrade applies them
         for library in (self.corrections, self.commissions, self.fills, self.positions,
                         self.portfolio):  # fmt: skip
+            if library.name in self._new_libraries:
+                continue
             for symbol in library.list_symbols():
                 try:
                     if self._current_layout(library, symbol):
