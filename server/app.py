@@ -23,6 +23,7 @@ from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
 from server.application.day_close import SessionCalendar, account_sessions
 from server.application.ports import Broker
+from server.application.projector import rows_of_account
 from server.application.publishing import PortfolioChange
 from server.application.reconciler import Reconciler
 from server.application.service import PortfolioService
@@ -219,6 +220,7 @@ async def _start(
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
     service.projector.balances_of = ledger.balances.of_account  # the `balances` view
+    service.projector.rows_of = lambda account_id: rows_of_account(ledger.book, account_id)
     store.views.history_seconds = config.position_history_seconds
 
     def on_journal(healthy: bool) -> None:  # called on the copier's thread

@@ -33,7 +33,7 @@ from server.application.ports import (
     ViewsIncomplete,
 )
 from server.domain.balances import Balance
-from server.domain.book import fee_rates, position_view
+from server.domain.book import PositionBook, PositionView, fee_rates, position_view
 from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
 
@@ -51,6 +51,21 @@ def _no_balances(account_id: str) -> list[Balance]:
     return []
 
 
+def _no_rows(account_id: str) -> list[tuple[Position, Decimal]]:
+    return []
+
+
+def rows_of_account(book: PositionBook, account_id: str) -> list[tuple[Position, Decimal]]:
+    """Copies of every row of an account (account-level and strategies), each with its mark:
+    what a day's close snapshots."""
+    low, high = PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
+    return [
+        (index[key].copy(), book.mark(key.instrument_id))
+        for index in (book.account_rows, book.strategy_rows)
+        for key in index.irange(low, high)
+    ]
+
+
 class _Row(NamedTuple):
     """A copy of a changed row with what its view needs, all taken on the event loop."""
 
@@ -60,6 +75,15 @@ class _Row(NamedTuple):
     fx_rate: Decimal | None
     # The rate into base currency of each currency the row has fees in besides its own.
     fee_rates: tuple[Decimal | None, ...]
+
+
+class _Close(NamedTuple):
+    """A day's close of an account: its rows and balances as the commit that journaled it
+    left them, taken on the event loop."""
+
+    close_ns: int
+    rows: list[_Row]
+    balances: list[Balance]
 
 
 def _rate_into_base(base_of: BaseOf, account_id: str, currency: str) -> Decimal | None:
@@ -79,14 +103,17 @@ class _Batch:
     marks: tuple[list[Mark], list[FxRate]] | None = None
     # Copies of the cash balances the events moved, the latest of each (coalesced).
     balances: dict[tuple[str, str, str], Balance] = field(default_factory=dict)
+    closes: list[_Close] = field(default_factory=list)  # days closed (history snapshots)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.rows or self.marks or self.runs or self.balances)
+        return bool(
+            self.events or self.rows or self.marks or self.runs or self.balances or self.closes
+        )
 
     @property
     def has_views(self) -> bool:
         """Anything for the views themselves (not only marks)."""
-        return bool(self.events or self.rows or self.runs or self.balances)
+        return bool(self.events or self.rows or self.runs or self.balances or self.closes)
 
     def put_back(self, earlier: _Batch) -> None:
         """Takes back what a write could not write, ahead of what came since: each symbol's
@@ -100,6 +127,7 @@ class _Batch:
             self.rows.setdefault(key, row)
         for balance_key, balance in earlier.balances.items():
             self.balances.setdefault(balance_key, balance)
+        self.closes[:0] = earlier.closes
 
 
 class ViewProjector:
@@ -136,6 +164,8 @@ class ViewProjector:
         self.on_health: Callable[[bool], None] = lambda healthy: None
         # account_id -> its cash balances (the ledger's), read on the event loop at submit.
         self.balances_of: Callable[[str], list[Balance]] = _no_balances
+        # account_id -> copies of all its rows with their marks, for a day's close.
+        self.rows_of: Callable[[str], list[tuple[Position, Decimal]]] = _no_rows
 
     @property
     def healthy(self) -> bool:
@@ -157,14 +187,24 @@ class ViewProjector:
         batch.transitions.extend(transitions or ())
         batch.runs.extend(runs or ())
         self._take_balances(events)
-        base_of = self._base_of
         for row, mark in rows:
-            account_id = row.key.account_id
-            base, rate = base_of(account_id, row.currency)
-            rates = fee_rates(row, functools.partial(_rate_into_base, base_of, account_id))
-            batch.rows[row.key] = _Row(row, mark, base, rate, rates)
+            batch.rows[row.key] = self._row(row, mark)
+        for _, event in events:
+            if event.kind == "day_close":  # every row and balance of the account, as now
+                account_id = getattr(event, "account_id", "")
+                close_ns = int(getattr(event, "timestamp_ns", 0))
+                rows_now = [self._row(row, mark) for row, mark in self.rows_of(account_id)]
+                balances = [b.copy() for b in self.balances_of(account_id)]
+                batch.closes.append(_Close(close_ns, rows_now, balances))
         self._fresh = True
         self._schedule()
+
+    def _row(self, row: Position, mark: Decimal) -> _Row:
+        base_of = self._base_of
+        account_id = row.key.account_id
+        base, rate = base_of(account_id, row.currency)
+        rates = fee_rates(row, functools.partial(_rate_into_base, base_of, account_id))
+        return _Row(row, mark, base, rate, rates)
 
     def _take_balances(self, events: list[Sequenced]) -> None:
         """Copies of the balances these events moved (their last change is one of them):
@@ -232,18 +272,11 @@ class ViewProjector:
     def _record(self, batch: _Batch) -> bool:
         """Writes a batch; True when it went to the views (not only marks)."""
         incomplete: ViewsIncomplete | None = None
+        for close in batch.closes:  # idempotent per close: a retried batch writes it once
+            rows = [self._view(row) for row in close.rows]
+            self._store.record_close(close.close_ns, rows, close.balances)
         if batch.has_views:
-            views = [
-                position_view(
-                    row.position,
-                    row.mark,
-                    self._precision,
-                    base_currency=row.base_currency,
-                    fx_rate=row.fx_rate,
-                    fee_rates=row.fee_rates,
-                )
-                for row in batch.rows.values()
-            ]
+            views = [self._view(row) for row in batch.rows.values()]
             try:
                 self._store.record_views(
                     batch.events,
@@ -259,6 +292,16 @@ class ViewProjector:
         if incomplete is not None:
             raise incomplete
         return batch.has_views
+
+    def _view(self, row: _Row) -> PositionView:
+        return position_view(
+            row.position,
+            row.mark,
+            self._precision,
+            base_currency=row.base_currency,
+            fx_rate=row.fx_rate,
+            fee_rates=row.fee_rates,
+        )
 
     def _written(self, done: asyncio.Future[bool], batch: _Batch) -> None:
         self._running = None

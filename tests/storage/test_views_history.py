@@ -5,6 +5,8 @@ read with plain arcticdb and pandas."""
 from __future__ import annotations
 
 import gc
+import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import arcticdb as adb
@@ -18,6 +20,7 @@ from server.domain.position import Position, PositionKey
 from server.storage.view_layouts import BALANCE_COLUMNS, HISTORY_COLUMNS
 from server.storage.views import ArcticViews
 from tests.api.protocol import BASE_SECONDS, acks, pb_fill
+from tests.api.test_reference_and_cash import transfer
 from tests.conftest import start_test_server
 
 T0 = BASE_SECONDS * 10**9
@@ -126,3 +129,56 @@ def test_the_service_appends_history_at_its_interval(tmp_path):
     ]
     assert account["realized_pnl"].tolist()[-1] == 40.0
     assert history.index.is_monotonic_increasing
+
+
+def closed_in(library) -> bool:
+    return library.has_symbol("A1") and "close" in set(library.read("A1").data.reason)
+
+
+def test_a_days_close_appends_every_row_and_balance_of_the_account(tmp_path):
+    """A close the service journals (here a missed one, at its next start) snapshots the
+    account's rows and balances, at the close's time, once (a later start adds none)."""
+    store = views_uri(tmp_path)
+    closed = datetime.now(UTC) - timedelta(minutes=5)
+    session = {
+        "session_close": closed.strftime("%H:%M"),
+        "session_timezone": "UTC",
+        "session_days": "all",
+        "position_history_seconds": 3600.0,
+    }
+    batches = [
+        [transfer("t1", "5000"), pb_fill("BUY", 10, 100), pb_fill("BUY", 3, 50, instrument="X")],
+        [],  # the close is due at this start: journaled then
+        [],
+    ]
+    for batch in batches:
+        server = start_test_server(store=store, **session)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                if batch:
+                    acks(pb_grpc.PortfolioManagerStub(channel), *batch)
+                else:
+                    views = server.running.store.views
+                    deadline = time.monotonic() + 15
+                    while not closed_in(views.position_history):
+                        assert time.monotonic() < deadline, "no close snapshot"
+                        time.sleep(0.1)
+        finally:
+            server.stop()
+        gc.collect()
+    arctic = adb.Arctic(store)
+    history = arctic.get_library("position_history").read("A1").data
+    close = history[history.reason == "close"]
+    assert sorted(zip(close.level, close.instrument_id, close.qty, strict=True)) == [
+        ("ACCOUNT", "AAPL", 10.0),
+        ("ACCOUNT", "X", 3.0),
+        ("STRATEGY", "AAPL", 10.0),
+        ("STRATEGY", "X", 3.0),
+    ]
+    close_time = close.snapshot_time.iloc[0]
+    assert (close.snapshot_time == close_time).all()
+    assert abs(close_time - pd.Timestamp(closed.replace(tzinfo=None))) < pd.Timedelta(60, "s")
+    balances = arctic.get_library("balances").read("A1").data
+    assert balances[balances.reason == "close"][["currency", "cash"]].values.tolist() == [
+        ["USD", 5000.0 - 1000 - 150]
+    ]
