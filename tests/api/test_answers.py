@@ -22,13 +22,13 @@ def test_a_repeated_summary_is_not_recomputed(stub, server):
     acks(stub, pb_fill("BUY", 10, 100))
     service = server.running.service
     calls = []
-    computed = service.portfolio_summary
+    computed = service.reads.portfolio_summary
 
     def counted(*args):
         calls.append(args)
         return computed(*args)
 
-    service.portfolio_summary = counted
+    service.reads.portfolio_summary = counted
     first, second = summary(stub), summary(stub)
     assert first == second and len(calls) == 1
     query = stub.Query(pb.PortfolioQuery(get_portfolio_summary=pb.GetPortfolioSummaryRequest(

@@ -48,21 +48,6 @@ T0 = datetime(2026, 1, 2, 15, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[ServerThread]:
-    running = await asyncio.to_thread(start_test_server)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
-@pytest.fixture
-async def portfolio(service: ServerThread) -> AsyncIterator[AsyncPortfolioClient]:
-    async with AsyncPortfolioClient(service.address) as client:
-        yield client
-
-
-@pytest.fixture
 async def tws() -> AsyncIterator[FakeTws]:
     fake = FakeTws(accounts=(ACCOUNT,))
     await fake.start()

@@ -66,31 +66,6 @@ CLIENT_IDS = {"momo": 3, "meanrev": 4}
 # Fixtures
 
 
-@pytest.fixture
-async def service() -> AsyncIterator[ServerThread]:
-    running = await asyncio.to_thread(start_test_server)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
-@pytest.fixture
-async def portfolio(service: ServerThread) -> AsyncIterator[AsyncPortfolioClient]:
-    async with AsyncPortfolioClient(service.address) as client:
-        yield client
-
-
-@pytest.fixture
-async def tws() -> AsyncIterator[FakeTws]:
-    fake = FakeTws(accounts=(ACCOUNT,))
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
 def new_relay(tws: FakeTws, client: AsyncPortfolioClient, **options) -> ExecutionRelay:
     connection = IbConnection(
         tws.host, tws.port, 900, readonly=False, connect_timeout=2.0, reconnect=FAST

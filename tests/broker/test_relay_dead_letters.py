@@ -49,22 +49,6 @@ async def service() -> AsyncIterator[ServerThread]:
 
 
 @pytest.fixture
-async def portfolio(service: ServerThread) -> AsyncIterator[AsyncPortfolioClient]:
-    async with AsyncPortfolioClient(service.address) as client:
-        yield client
-
-
-@pytest.fixture
-async def tws() -> AsyncIterator[FakeTws]:
-    fake = FakeTws(accounts=(ACCOUNT,))
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 def letters(tmp_path: Path) -> DeadLetters:
     return DeadLetters(tmp_path / "relay-dead-letters.jsonl")
 

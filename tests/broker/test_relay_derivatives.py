@@ -4,7 +4,6 @@ the real ib_async client against the fake TWS and a real service."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -27,7 +26,7 @@ from relay.instruments import (
 from relay.relay import ExecutionRelay
 from tests.broker.fake_tws import FakeContract, FakeTws
 from tests.broker.test_relay import ACCOUNT, all_sent, eventually, new_relay
-from tests.conftest import ServerThread, start_test_server
+from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,31 +42,6 @@ AAPL_CALL = FakeContract(
 NQ_NO_MULTIPLIER = FakeContract(
     551601999, "NQ", sec_type="FUT", last_trade_date="20261218", exchange="CME"
 )
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ServerThread]:
-    running = await asyncio.to_thread(start_test_server)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
-@pytest.fixture
-async def portfolio(service: ServerThread) -> AsyncIterator[AsyncPortfolioClient]:
-    async with AsyncPortfolioClient(service.address) as client:
-        yield client
-
-
-@pytest.fixture
-async def tws() -> AsyncIterator[FakeTws]:
-    fake = FakeTws(accounts=(ACCOUNT,))
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ against the fake TWS and a real service."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Iterable
@@ -29,7 +28,7 @@ from tests.broker.test_relay import (
     eventually,
     new_relay,
 )
-from tests.conftest import ServerThread, start_test_server
+from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,25 +60,6 @@ class RecordingClient(AsyncPortfolioClient):
         return [
             a.event_id for a in self.fill_acks() if a.placement is not BookingPlacement.IN_ORDER
         ]
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ServerThread]:
-    running = await asyncio.to_thread(start_test_server)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
-@pytest.fixture
-async def tws() -> AsyncIterator[FakeTws]:
-    fake = FakeTws(accounts=(ACCOUNT,))
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

@@ -28,34 +28,9 @@ from tests.broker.test_relay import (
     new_relay,
     order_status_of,
 )
-from tests.conftest import ServerThread, start_test_server
+from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ServerThread]:
-    running = await asyncio.to_thread(start_test_server)
-    try:
-        yield running
-    finally:
-        await asyncio.to_thread(running.stop)
-
-
-@pytest.fixture
-async def portfolio(service: ServerThread) -> AsyncIterator[AsyncPortfolioClient]:
-    async with AsyncPortfolioClient(service.address) as client:
-        yield client
-
-
-@pytest.fixture
-async def tws() -> AsyncIterator[FakeTws]:
-    fake = FakeTws(accounts=(ACCOUNT,))
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
