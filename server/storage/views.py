@@ -98,6 +98,8 @@ FIRST_RETRY, LAST_RETRY = 1.0, 60.0  # a failing symbol's back-off, seconds
 HOLD_LIMIT = 100_000
 HISTORY_SECONDS = 60.0  # between position snapshots (--position-history-seconds)
 WATERMARK = ("checkpoints", "views_through")  # library, symbol
+LAYOUT_MARK = "views_layout"  # in checkpoints: the views' layout every symbol is upgraded to
+VIEWS_LAYOUT = 2  # amounts as float64 beside their exact text (issue 14)
 MAX_SYMBOL_CHARACTERS = 254  # measured on arcticdb 6.28: 255 fails
 FREE_WINDOW_NS = 1_000  # a late fill's free nanosecond is looked for this many at a time
 # Where a correction's or late commission's row is looked for, widening: a correction keeps
@@ -318,7 +320,13 @@ class ArcticViews:
     def upgrade(self) -> list[str]:
         """Brings every view symbol an earlier release wrote to the current layout, at start
         (see view_layouts); returns the symbols rewritten. A symbol of no known layout is
-        left as it is (its writes fail and show on health, the others go on)."""
+        left as it is (its writes fail and show on health, the others go on). Done once per
+        store: `checkpoints/views_layout` says it was (a start then lists no symbol)."""
+        marker = self._watermark
+        if marker.has_symbol(LAYOUT_MARK):
+            version = (marker.read_metadata(LAYOUT_MARK).metadata or {}).get("version", 0)
+            if int(version) >= VIEWS_LAYOUT:
+                return []
         rewritten = []
         # corrections and commissions first: a fills symbol's upgrade applies them
         for library in (self.corrections, self.commissions, self.fills, self.positions,
@@ -331,6 +339,9 @@ class ArcticViews:
                         rewritten.append(f"{library.name}/{symbol}")
                 except UnknownLayoutError:
                     pass  # its first write fails, logged with this cause, and on health
+        frame = pd.DataFrame({"version": [VIEWS_LAYOUT]}, dtype="int64")
+        metadata = {"version": VIEWS_LAYOUT}
+        marker.write(LAYOUT_MARK, frame, metadata=metadata, prune_previous_versions=True)
         if rewritten:
             more = f" and {len(rewritten) - 5} more" if len(rewritten) > 5 else ""
             log.info(

@@ -59,6 +59,7 @@ def as_previous_release(uri: str) -> dict[str, pd.DataFrame]:
             if name == "fills":
                 old = as_first_written(old, arctic.get_library("corrections"), symbol)
             library.write(symbol, old, prune_previous_versions=True)
+    arctic.get_library("checkpoints").delete("views_layout")  # that release kept none
     del arctic
     gc.collect()  # LMDB: one open instance per path and process
     return before
@@ -130,7 +131,7 @@ def test_a_store_of_the_previous_release_is_upgraded_at_start(tmp_path):
                 pb_fill("SELL", 1, 13, timestamp=at(12), fill_id="later"),
                 pb_fill("BUY", 3, 11, fill_id="F2.c", corrects="F2", timestamp=at(20)),
             )
-        assert server.running.store.views.upgrade() == []  # nothing left to upgrade
+        assert server.running.store.views.upgraded == []  # done once: not even listed
     finally:
         server.stop()
     gc.collect()
