@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+# No trading-day closes, as in tests/conftest.py: a close journaled at a restart would add
+# events between "before" and "after" (a test that wants them passes --session-days).
+ENV = {
+    **os.environ,
+    "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}",
+    "PORTFOLIO_SESSION_DAYS": "none",
+}
 
 
 def run_service(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -582,6 +582,7 @@ class ArcticViews:
         in-order fills are gathered into one append, anything else flushes them first."""
         fills = self._log(self.fills, account_id)
         run: list[tuple[int, Fill]] = []
+        late: list[tuple[int, Fill]] = []
         run_last = fills.last_index_ns
         for sequence, event in rows:
             if isinstance(event, Fill):
@@ -590,20 +591,19 @@ class ArcticViews:
                 if event.timestamp_ns >= run_last:
                     run.append((sequence, event))
                     run_last = max(event.timestamp_ns, run_last + 1)
-                    continue
-                self._append_fills(account_id, fills, run)
-                run = []
-                row = numeric_fill(_fill_row(sequence, event))
-                self._insert_fill(account_id, fills, row, event.timestamp_ns, sequence)
-            else:
-                self._append_fills(account_id, fills, run)
-                run = []
-                if isinstance(event, FillCorrection):
-                    self._correct(account_id, fills, sequence, event)
-                elif isinstance(event, CommissionAmendment):
-                    self._amend(account_id, fills, sequence, event)
+                else:
+                    late.append((sequence, event))
+                continue
+            self._append_fills(account_id, fills, run)
+            self._insert_fills(account_id, fills, late)
+            run, late = [], []
+            if isinstance(event, FillCorrection):
+                self._correct(account_id, fills, sequence, event)
+            elif isinstance(event, CommissionAmendment):
+                self._amend(account_id, fills, sequence, event)
             run_last = max(run_last, fills.last_index_ns)
         self._append_fills(account_id, fills, run)
+        self._insert_fills(account_id, fills, late)
 
     def _append_fills(self, symbol: str, state: _EventLog, run: list[tuple[int, Fill]]) -> None:
         table = [numeric_fill(_fill_row(s, e)) for s, e in run]
@@ -629,6 +629,60 @@ class ArcticViews:
             if at <= end:
                 return at
             start = at
+
+    def _insert_fills(self, symbol: str, state: _EventLog, late: list[tuple[int, Fill]]) -> None:
+        """Late fills go in at their execution times, all of one write in one update() of the
+        span they fall in (its rows read and written back with them): a burst of fills out of
+        time order (a relay catching up) costs one read and one update a write, not a pair
+        per fill. A fill the span holds already (handed over again after a restart) is not
+        written twice."""
+        if not late:
+            return
+        last_sequence = max(sequence for sequence, _ in late)
+        if not self.fills.has_symbol(symbol):  # nothing to merge with: in time order
+            ordered = sorted(late, key=lambda item: (item[1].timestamp_ns, item[0]))
+            self._append_fills(symbol, state, ordered)
+            state.last_sequence = max(state.last_sequence, last_sequence)
+            return
+        low = min(event.timestamp_ns for _, event in late)
+        high = max(event.timestamp_ns for _, event in late) + len(late) + FREE_WINDOW_NS
+        existing = self.fills.read(symbol, date_range=(_utc([low])[0], _utc([high])[0])).data
+        held = set(existing["fill_id"])
+        used = set(existing.index.asi8.tolist())
+        rows: list[tuple[object, ...]] = []
+        index: list[int] = []
+        for sequence, event in sorted(late, key=lambda item: (item[1].timestamp_ns, item[0])):
+            if event.fill_id in held:
+                continue
+            at = event.timestamp_ns
+            while at in used:
+                at += 1
+            used.add(at)
+            rows.append(numeric_fill(_fill_row(sequence, event)))
+            index.append(at)
+        if rows:
+            if max(index) > high:  # more collisions than the span read: read a larger one
+                self._insert_fills_one_by_one(symbol, state, late)
+                return
+            new = self._frame_of(rows, index, FILL_COLUMNS, "fill_time")
+            if len(existing):  # as written: the store gives times back without their zone
+                existing["fill_time"] = pd.to_datetime(existing["fill_time"], utc=True)
+                existing.index = _utc(existing.index.asi8.tolist())
+            merged = pd.concat([existing, new]).sort_index(kind="stable") if len(existing) else new
+            self.fills.update(
+                symbol, merged, metadata={"sequence": last_sequence},
+                prune_previous_versions=True,
+            )  # fmt: skip
+            state.last_index_ns = max(state.last_index_ns, max(index))
+            self._wrote(self.fills, symbol)
+        state.last_sequence = max(state.last_sequence, last_sequence)
+
+    def _insert_fills_one_by_one(
+        self, symbol: str, state: _EventLog, late: list[tuple[int, Fill]]
+    ) -> None:
+        for sequence, event in late:
+            row = numeric_fill(_fill_row(sequence, event))
+            self._insert_fill(symbol, state, row, event.timestamp_ns, sequence)
 
     def _insert_fill(
         self, symbol: str, state: _EventLog, row: tuple[object, ...], time_ns: int, sequence: int
