@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 from client.models import (
@@ -108,6 +109,9 @@ class PerformanceQuery(Query[Performance]):
     strategy_id: str = ""
     from_date: date | None = None
     to_date: date | None = None
+    #: One instrument's rows only (round trips and totals); the daily statistics stay the
+    #: scope's.
+    instrument_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,3 +123,6 @@ class RiskMetricsQuery(Query[RiskMetrics]):
     strategy_id: str = ""
     #: 1 to 2520; 0 lets the service choose (250).
     lookback_days: int = 0
+    #: Value at risk's confidence levels, each strictly between 0.5 and 1 (at most 5); empty:
+    #: the service's 0.95 and 0.99.
+    confidence_levels: tuple[Decimal, ...] = ()

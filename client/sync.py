@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import date
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -207,14 +208,16 @@ class PortfolioClient:
         *,
         from_date: date | None = None,
         to_date: date | None = None,
+        instrument_id: str = "",
         timeout: float | None = None,
     ) -> Performance:
         """Round trips, venues and daily statistics of an account's book (account_id alone),
         a strategy in one account (both), or a strategy across its accounts (strategy_id
         alone); the dates bound the P&L history the statistics use."""
         query = PerformanceQuery(
-            account_id=account_id, strategy_id=strategy_id, from_date=from_date, to_date=to_date
-        )
+            account_id=account_id, strategy_id=strategy_id, from_date=from_date,
+            to_date=to_date, instrument_id=instrument_id,
+        )  # fmt: skip
         request = wire.performance_request(query)
         response = self._unary(self._stub.GetPerformance, request, timeout)
         return wire.performance_from_proto(response)
@@ -225,14 +228,16 @@ class PortfolioClient:
         strategy_id: str = "",
         *,
         lookback_days: int = 0,
+        confidence_levels: Sequence[Decimal] = (),
         timeout: float | None = None,
     ) -> RiskMetrics:
         """Exposure now, concentration, and (over the last `lookback_days` trading days, 0:
         250) volatility, value at risk and strategies' correlations of an account's book or
         one strategy in it."""
         query = RiskMetricsQuery(
-            account_id=account_id, strategy_id=strategy_id, lookback_days=lookback_days
-        )
+            account_id=account_id, strategy_id=strategy_id, lookback_days=lookback_days,
+            confidence_levels=tuple(confidence_levels),
+        )  # fmt: skip
         request = wire.risk_metrics_request(query)
         response = self._unary(self._stub.GetRiskMetrics, request, timeout)
         return wire.risk_metrics_from_proto(response)

@@ -674,6 +674,7 @@ def performance_request(query: PerformanceQuery) -> pb.GetPerformanceRequest:
         strategy_id=query.strategy_id,
         from_date=from_date,
         to_date=to_date,
+        instrument_id=query.instrument_id,
     )
 
 
@@ -686,9 +687,15 @@ def risk_metrics_request(query: RiskMetricsQuery) -> pb.GetRiskMetricsRequest:
             f"lookback_days must be within 0..{MAX_LOOKBACK_DAYS} (0: the service's 250), "
             f"got {days}"
         )
+    levels = []
+    for level in query.confidence_levels:
+        if not isinstance(level, Decimal):
+            raise TypeError(f"a confidence level must be a Decimal, got {type(level).__name__}")
+        levels.append(format_decimal(level))
     return pb.GetRiskMetricsRequest(
-        account_id=query.account_id, strategy_id=query.strategy_id, lookback_days=days
-    )
+        account_id=query.account_id, strategy_id=query.strategy_id, lookback_days=days,
+        confidence_levels=levels,
+    )  # fmt: skip
 
 
 def _pnl_day_from_proto(message: pb.PnlDay) -> PnlDay:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -37,6 +46,7 @@ from server.api.wire import (
     event_id_of,
     field_errors,
     heartbeat,
+    parse_decimal,
     position_to_proto,
     trace_to_proto,
 )
@@ -63,7 +73,7 @@ from server.application.performance import performance
 from server.application.point_in_time import PastPointOutOfRange
 from server.application.reads import ReadModel
 from server.application.reconciler import Reconciler
-from server.application.risk import correlations, risk, strategy_series
+from server.application.risk import CONFIDENCES, correlations, risk, strategy_series
 from server.application.service import (
     PortfolioChange,
     PortfolioService,
@@ -97,6 +107,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_RECONCILIATIONS_PAGE = 100
 DEFAULT_LOOKBACK_DAYS = 250
+MAX_CONFIDENCE_LEVELS = 5
 MAX_LOOKBACK_DAYS = 2520
 
 _RESULTS = {
@@ -600,6 +611,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             request.strategy_id,
             request.from_date,
             request.to_date,
+            request.instrument_id,
         )
         return performance_to_proto(report, self.service.sequence)
 
@@ -613,7 +625,10 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 "lookback_days", f"must be at most {MAX_LOOKBACK_DAYS}, got {request.lookback_days}"
             )
         lookback = request.lookback_days or DEFAULT_LOOKBACK_DAYS
-        report = risk(self.service.ledger, request.account_id, request.strategy_id, lookback)
+        confidences = _confidence_levels(request.confidence_levels)
+        report = risk(
+            self.service.ledger, request.account_id, request.strategy_id, lookback, confidences
+        )
         sequence = self.service.sequence
         if not request.strategy_id:  # the pairs' statistics off the event loop
             series = strategy_series(self.service.ledger, request.account_id, lookback)
@@ -685,6 +700,25 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def _batched(self, items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:
         return batch_messages(items, max_bytes=self.batch_max_bytes)
+
+
+def _confidence_levels(texts: Sequence[str]) -> tuple[Decimal, ...]:
+    """Value at risk's confidence levels: decimals strictly between 0.5 and 1, at most
+    MAX_CONFIDENCE_LEVELS; none: 0.95 and 0.99."""
+    if not texts:
+        return CONFIDENCES
+    if len(texts) > MAX_CONFIDENCE_LEVELS:
+        raise FieldViolation(
+            "confidence_levels", f"at most {MAX_CONFIDENCE_LEVELS}, got {len(texts)}"
+        )
+    levels = []
+    for index, text in enumerate(texts):
+        name = f"confidence_levels[{index}]"
+        level = parse_decimal(name, text)
+        if not Decimal("0.5") < level < 1:
+            raise FieldViolation(name, f"must be between 0.5 and 1 (exclusive), got {text}")
+        levels.append(level)
+    return tuple(levels)
 
 
 def _check_dates(from_date: str, to_date: str) -> None:

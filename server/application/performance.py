@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from server.application.reads import NotFound
+from server.domain.decimals import EXACT
 from server.domain.ledger import Ledger
 from server.domain.performance import (
     DailyStatistics,
@@ -16,8 +17,8 @@ from server.domain.performance import (
     VenueFigures,
     daily_statistics,
 )
-from server.domain.position import ACCOUNT_LEVEL
-from server.domain.totals import Totals
+from server.domain.position import ACCOUNT_LEVEL, Position
+from server.domain.totals import Totals, merged
 from server.domain.traces import TraceVenue
 
 
@@ -45,7 +46,12 @@ class PerformanceReport:
 
 
 def performance(
-    ledger: Ledger, account_id: str, strategy_id: str, first: str = "", last: str = ""
+    ledger: Ledger,
+    account_id: str,
+    strategy_id: str,
+    first: str = "",
+    last: str = "",
+    instrument_id: str = "",
 ) -> PerformanceReport:
     """`account_id` ALL: the strategy across its accounts (their days summed by date when they
     share a base currency); `strategy_id` "": the account-level book of one account."""
@@ -72,6 +78,11 @@ def performance(
             if row.key.is_account_level
         ]
         totals = book.account_currency_totals(account_id)
+    if instrument_id:  # one instrument's rows: their own totals
+        rows = [row for row in rows if row.key.instrument_id == instrument_id]
+        if not rows:
+            raise NotFound(f"instrument {instrument_id!r} has no rows in this scope")
+        totals = merged([_row_totals(ledger, row) for row in rows])
     keys = [(row.key, row.currency) for row in rows]
     trips = ledger.performance.trips(keys)
     open_by_currency: dict[str, int] = defaultdict(int)
@@ -103,11 +114,11 @@ def performance(
         for account in accounts
         if ledger.performance.inception_ns(account, scope)
     ]
-    venues = ledger.performance.venues(account_id, strategy_id)
+    venues = {} if instrument_id else ledger.performance.venues(account_id, strategy_id)
     trace_venues = (
         {venue: figures for (account, venue), figures in ledger.traces.venues.items()
          if account == account_id}
-        if account_id and not strategy_id
+        if account_id and not strategy_id and not instrument_id
         else {}
     )  # fmt: skip
     return PerformanceReport(
@@ -121,3 +132,15 @@ def performance(
         venues=venues,
         trace_venues=trace_venues,
     )
+
+
+def _row_totals(ledger: Ledger, row: Position) -> dict[str, Totals]:
+    """A row's figures as totals in its currency (its fees in other currencies in theirs)."""
+    price = ledger.book.mark(row.key.instrument_id)
+    totals = Totals(currency=row.currency)
+    with localcontext(EXACT):
+        totals.add(row, price)
+    found = {row.currency: totals}
+    for currency, amount in row.other_fee_items():
+        found.setdefault(currency, Totals(currency=currency)).fees += amount
+    return found

@@ -90,7 +90,11 @@ class RiskReport:
 
 
 def risk(
-    ledger: Ledger, account_id: str, strategy_id: str = "", lookback_days: int = 250
+    ledger: Ledger,
+    account_id: str,
+    strategy_id: str = "",
+    lookback_days: int = 250,
+    confidences: tuple[Decimal, ...] = CONFIDENCES,
 ) -> RiskReport:
     book = ledger.book
     if not book.has_account(account_id):
@@ -146,7 +150,7 @@ def risk(
         lookback_days=lookback_days,
         days=len(daily),
         volatility=statistics.stdev(values) if len(values) > 1 else None,
-        value_at_risk=[historical_var(daily, confidence) for confidence in CONFIDENCES],
+        value_at_risk=[historical_var(daily, confidence) for confidence in confidences],
         correlations=[],  # the caller adds them (see `correlations`), off the event loop
     )
 

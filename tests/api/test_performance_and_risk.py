@@ -140,6 +140,35 @@ def test_account_risk_names_instruments_classes_and_correlations(stub):
     assert performance.performance.trading_days == 5
 
 
+def test_value_at_risk_at_the_confidence_levels_asked(stub):
+    found = stub.GetRiskMetrics(
+        pb.GetRiskMetricsRequest(
+            account_id="A1", strategy_id="S1", confidence_levels=["0.6", "0.9"]
+        )
+    )
+    # 5 days: k = ceil(0.4 x 5) = 2 at 60% (the -50 day; the tail -80, -50), 1 at 90%.
+    assert [
+        (v.confidence, v.value_at_risk, v.expected_shortfall, v.days_in_tail)
+        for v in found.value_at_risk
+    ] == [("0.6", "50", "65", 2), ("0.9", "80", "80", 1)]
+    for levels, field in ((["1"], "confidence_levels[0]"), (["0.95", "x"], "confidence_levels[1]"),
+                          (["0.9"] * 6, "confidence_levels")):  # fmt: skip
+        with pytest.raises(grpc.RpcError) as error:
+            stub.GetRiskMetrics(pb.GetRiskMetricsRequest(account_id="A1", confidence_levels=levels))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in error.value.details()
+
+
+def test_performance_of_one_instrument(stub):
+    found = stub.GetPerformance(pb.GetPerformanceRequest(account_id="A1", instrument_id="MSFT"))
+    (usd,) = found.by_currency
+    assert (usd.trade_count, usd.fees) == (1, "0")  # the MSFT row only (S1's fee is AAPL's)
+    assert list(found.venues) == [] and found.trading_days == 5  # the account's days
+    with pytest.raises(grpc.RpcError) as error:
+        stub.GetPerformance(pb.GetPerformanceRequest(account_id="A1", instrument_id="TSLA"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_a_strategy_portfolio_carries_its_track_record(stub):
     portfolio = stub.GetStrategyPortfolio(
         pb.GetStrategyPortfolioRequest(strategy_id="S1", account_id="A1")

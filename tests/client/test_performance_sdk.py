@@ -214,6 +214,10 @@ def test_risk_metrics_in_sdk_types(pm: PortfolioClient):
         ),
     )
     assert found.correlations == ()  # a strategy's own: no pairs
+    (only,) = pm.get_risk_metrics("A1", "S1", confidence_levels=[Decimal("0.9")]).value_at_risk
+    assert (only.confidence, only.value_at_risk) == (Decimal("0.9"), Decimal(80))
+    with pytest.raises(TypeError):
+        pm.get_risk_metrics("A1", confidence_levels=[0.9])  # type: ignore[list-item]
     flat = pm.get_risk_metrics("A1", "S3")
     assert flat.total == Exposure(long=Decimal(0), short=Decimal(0), gross=Decimal(0),
                                   net=Decimal(0))  # fmt: skip

@@ -3466,6 +3466,7 @@ class GetPerformanceRequest(_message.Message):
     STRATEGY_ID_FIELD_NUMBER: _builtins.int
     FROM_DATE_FIELD_NUMBER: _builtins.int
     TO_DATE_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Required with an empty strategy_id (the account-level book); empty with a strategy_id:
     the strategy across its accounts (their days summed by trading date when they share a
@@ -3477,6 +3478,10 @@ class GetPerformanceRequest(_message.Message):
     from the first / through the latest.
     """
     to_date: _builtins.str
+    instrument_id: _builtins.str
+    """Optional: one instrument's rows of the scope only (round trips and totals; the daily
+    statistics stay the scope's: the P&L history is kept per account and strategy).
+    """
     def __init__(
         self,
         *,
@@ -3484,10 +3489,11 @@ class GetPerformanceRequest(_message.Message):
         strategy_id: _builtins.str = ...,
         from_date: _builtins.str = ...,
         to_date: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_date", b"from_date", "strategy_id", b"strategy_id", "to_date", b"to_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_date", b"from_date", "instrument_id", b"instrument_id", "strategy_id", b"strategy_id", "to_date", b"to_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3769,22 +3775,30 @@ class GetRiskMetricsRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     STRATEGY_ID_FIELD_NUMBER: _builtins.int
     LOOKBACK_DAYS_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_LEVELS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Required."""
     strategy_id: _builtins.str
     """Empty: the account-level book."""
     lookback_days: _builtins.int
     """Trading days of P&L history used (1 to 2520; 0: 250)."""
+    @_builtins.property
+    def confidence_levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Confidence levels of value at risk, decimal strings strictly between 0.5 and 1 (at most
+        5); empty: 0.95 and 0.99.
+        """
+
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
         strategy_id: _builtins.str = ...,
         lookback_days: _builtins.int = ...,
+        confidence_levels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "lookback_days", b"lookback_days", "strategy_id", b"strategy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "confidence_levels", b"confidence_levels", "lookback_days", b"lookback_days", "strategy_id", b"strategy_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
