@@ -218,7 +218,7 @@ def test_the_readmes_reads_run_on_a_store_the_service_wrote(tmp_path):
     assert len(blocks) == 2
     code = "\n".join(blocks).replace("lmdb:///path/to/repo/data", store)
     code = code.replace('"2026-03-02"', '"2026-01-01"').replace('"2026-03-03"', '"2026-01-02"')
-    absent = ("orders", "marks", "reconciliations", "corrections", "commissions")  # none here
+    absent = ("orders", "marks", "reconciliations", "corrections", "commissions", "pnl")  # none
     code = "\n".join(
         line for line in code.splitlines() if not any(f'"{name}"' in line for name in absent)
     )
