@@ -86,7 +86,7 @@ def from_store(uri: str, account_id: str, from_date: str, to_date: str) -> Repor
     account = frame[frame["level"] == "ACCOUNT"]
     days = _daily(account)
     strategies = []
-    for strategy_id, rows in frame[frame["level"] == "STRATEGY"].groupby("strategy", sort=True):
+    for strategy_id, rows in frame[frame["level"] == "STRATEGY"].groupby("strategy_id", sort=True):
         own = [d.net_pnl for d in _daily(rows) if d.net_pnl is not None]
         if own:
             strategies.append(
@@ -117,7 +117,10 @@ def from_store(uri: str, account_id: str, from_date: str, to_date: str) -> Repor
         days=days,
         strategies=strategies,
         exposures=[
-            (f"Exposure by instrument ({base})", _exposure(at_close, "symbol", BASE_EXPOSURE)),
+            (
+                f"Exposure by instrument ({base})",
+                _exposure(at_close, "instrument_id", BASE_EXPOSURE),
+            ),
             ("Exposure by currency (each in itself)", _exposure(at_close, "currency", EXPOSURE)),
         ],
         exposure_as_of=f"the close of {latest}" if latest else "no close",

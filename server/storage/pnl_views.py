@@ -25,8 +25,8 @@ PNL_AMOUNTS = (
     "unrealized_pnl_base", "fees_base", "net_pnl_base", "exposure_base",
 )  # fmt: skip
 PNL_COLUMNS = [
-    "trading_date", "sequence", "level", "strategy", "symbol", "currency", "base_currency",
-    "late", *PNL_AMOUNTS, *(f"{name}_exact" for name in PNL_AMOUNTS), "other_fees",
+    "trading_date", "sequence", "level", "strategy_id", "instrument_id", "currency",
+    "base_currency", "late", *PNL_AMOUNTS, *(f"{name}_exact" for name in PNL_AMOUNTS), "other_fees",
 ]  # fmt: skip
 
 

@@ -171,7 +171,7 @@ def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, 
         server.stop()
     # The analysts' store: one row per row of the book and day, written once.
     pnl = adb.Arctic(store).get_library("pnl").read("A1").data
-    assert sorted(zip(pnl.level, pnl.strategy, pnl.symbol, strict=True)) == [
+    assert sorted(zip(pnl.level, pnl.strategy_id, pnl.instrument_id, strict=True)) == [
         ("ACCOUNT", "", "AAPL"),
         ("STRATEGY", "S1", "AAPL"),
     ]
