@@ -594,16 +594,30 @@ class ArcticViews:
                 else:
                     late.append((sequence, event))
                 continue
-            self._append_fills(account_id, fills, run)
-            self._insert_fills(account_id, fills, late)
+            self._flush_fills(account_id, fills, run, late)
             run, late = [], []
             if isinstance(event, FillCorrection):
                 self._correct(account_id, fills, sequence, event)
             elif isinstance(event, CommissionAmendment):
                 self._amend(account_id, fills, sequence, event)
             run_last = max(run_last, fills.last_index_ns)
-        self._append_fills(account_id, fills, run)
-        self._insert_fills(account_id, fills, late)
+        self._flush_fills(account_id, fills, run, late)
+
+    def _flush_fills(
+        self,
+        symbol: str,
+        state: _EventLog,
+        run: list[tuple[int, Fill]],
+        late: list[tuple[int, Fill]],
+    ) -> None:
+        """Writes fills gathered in sequence order in one write: an append when all are in
+        time order, else one update() of the span with the late ones and the rest together.
+        One write each: a crash leaves the symbol through a sequence with nothing before it
+        missing (the catch-up after a restart goes on from its last sequence)."""
+        if late:
+            self._insert_fills(symbol, state, run + late)
+        else:
+            self._append_fills(symbol, state, run)
 
     def _append_fills(self, symbol: str, state: _EventLog, run: list[tuple[int, Fill]]) -> None:
         table = [numeric_fill(_fill_row(s, e)) for s, e in run]
@@ -631,10 +645,10 @@ class ArcticViews:
             start = at
 
     def _insert_fills(self, symbol: str, state: _EventLog, late: list[tuple[int, Fill]]) -> None:
-        """Late fills go in at their execution times, all of one write in one update() of the
-        span they fall in (its rows read and written back with them): a burst of fills out of
-        time order (a relay catching up) costs one read and one update a write, not a pair
-        per fill. A fill the span holds already (handed over again after a restart) is not
+        """Fills go in at their execution times, all of one write in one update() of the span
+        they fall in (its rows read and written back with them): a burst of fills out of time
+        order (a relay catching up) costs one read and one update a write, not a pair per
+        fill. A fill the span holds already (handed over again after a restart) is not
         written twice."""
         if not late:
             return
@@ -680,7 +694,7 @@ class ArcticViews:
     def _insert_fills_one_by_one(
         self, symbol: str, state: _EventLog, late: list[tuple[int, Fill]]
     ) -> None:
-        for sequence, event in late:
+        for sequence, event in sorted(late, key=lambda item: item[0]):  # sequence order
             row = numeric_fill(_fill_row(sequence, event))
             self._insert_fill(symbol, state, row, event.timestamp_ns, sequence)
 
