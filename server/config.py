@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from cli import env_options
 from server.application.day_close import SessionCalendar, account_sessions
+from server.config_file import ConfigFileError, effective_toml, read_config_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +165,46 @@ def _flag(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
+def _session(part: str) -> Callable[[str], str]:
+    """A parser of one part of the session calendar's settings (the text, checked)."""
+
+    def parse(text: str) -> str:
+        try:
+            if part == "accounts":
+                account_sessions(text)
+            else:
+                given = {"close": "17:00", "zone": "UTC", "days": "all", part: text}
+                SessionCalendar.parse(given["close"], given["zone"], given["days"])
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    return parse
+
+
+def _env_name(key: str) -> str:
+    return "PORTFOLIO_" + key.upper()
+
+
 def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     defaults = ServiceConfig()
     parser = argparse.ArgumentParser(prog="python -m server", description="The portfolio manager.")
+    parser.add_argument(
+        "--config", default=os.environ.get("PORTFOLIO_CONFIG", ""),
+        help="TOML file of settings (below it: PORTFOLIO_* variables, then flags; env "
+        "PORTFOLIO_CONFIG)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--print-config", action="store_true",
+        help="print the effective configuration (secrets masked) as TOML, and exit",
+    )  # fmt: skip
+    parsers: dict[str, Callable[[str], object]] = {}  # setting -> its flag's parser
+    env_option = env_options(parser, "PORTFOLIO_")
 
-    option = env_options(parser, "PORTFOLIO_")
+    def option(flag: str, kind: type | object, default: object, help_: str) -> None:
+        parsers[flag.removeprefix("--").replace("-", "_")] = kind  # type: ignore[assignment]
+        env_option(flag, kind, default, help_)
+
     option("--store", str, defaults.store, "ArcticDB URI of the store")
     option("--host", str, defaults.host, "interface to listen on")
     option("--port", int, defaults.port, "port to listen on; 0 picks a free one")
@@ -227,14 +265,28 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "how far ahead of the clock a new event or mark may be stamped")  # fmt: skip
     option("--max-event-age-days", float, defaults.max_event_age_days,
            "how old a new event may be; 0: any age")  # fmt: skip
-    option("--session-close", str, defaults.session_close,
+    option("--session-close", _session("close"), defaults.session_close,
            "time of day trading days close, HH:MM (in --session-timezone)")  # fmt: skip
-    option("--session-timezone", str, defaults.session_timezone, "IANA zone of the close")
-    option("--session-days", str, defaults.session_days,
+    option("--session-timezone", _session("zone"), defaults.session_timezone,
+           "IANA zone of the close")  # fmt: skip
+    option("--session-days", _session("days"), defaults.session_days,
            "weekdays with a close: mon-fri, mon,wed,fri, all or none")  # fmt: skip
-    option("--account-sessions", str, defaults.account_sessions,
+    option("--account-sessions", _session("accounts"), defaults.account_sessions,
            "accounts on another calendar: 'ACCOUNT=HH:MM ZONE [DAYS]; ...'")  # fmt: skip
+    chosen, _ = parser.parse_known_args(argv)
+    if chosen.config:  # the file's settings, below PORTFOLIO_* variables and flags
+        try:
+            from_file = read_config_file(chosen.config, parsers)
+        except ConfigFileError as error:
+            parser.error(str(error))
+        parser.set_defaults(
+            **{key: text for key, text in from_file.items() if _env_name(key) not in os.environ}
+        )
     args = parser.parse_args(argv)
+    del args.config
+    if args.__dict__.pop("print_config"):
+        print(effective_toml(ServiceConfig(**vars(args))), end="")
+        parser.exit(0)
     try:
         SessionCalendar.parse(args.session_close, args.session_timezone, args.session_days)
         account_sessions(args.account_sessions)
