@@ -1,0 +1,61 @@
+"""How log lines look: text for people (the default) or one JSON object a line for log
+shippers (`--log-format json`). Either way a line logged inside a trace carries its trace id,
+so a fill can be followed from the relay's span to the store in the logs too."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(trace_suffix)s"
+
+
+class TraceIds(logging.Filter):
+    """Adds the current span's trace and span ids to every record (empty outside a trace)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+            record.trace_suffix = f" [trace {record.trace_id}]"
+        else:
+            record.trace_id = record.span_id = record.trace_suffix = ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the trace ids
+    when there are some, and the exception's text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("trace_id", "span_id"):
+            value = getattr(record, name, "")
+            if value:
+                line[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The root logger's handler: text or JSON, with trace ids."""
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceIds())
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
