@@ -18,12 +18,12 @@ class TraceIds(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            record.trace_id = format(context.trace_id, "032x")
-            record.span_id = format(context.span_id, "016x")
-            record.trace_suffix = f" [trace {record.trace_id}]"
-        else:
-            record.trace_id = record.span_id = record.trace_suffix = ""
+        trace_id = format(context.trace_id, "032x") if context.is_valid else ""
+        record.__dict__.update(
+            trace_id=trace_id,
+            span_id=format(context.span_id, "016x") if context.is_valid else "",
+            trace_suffix=f" [trace {trace_id}]" if trace_id else "",
+        )
         return True
 
 
