@@ -18,7 +18,7 @@ from client import PortfolioClient, PortfolioTotals, PortfolioUpdate, Position, 
 from client.errors import from_rpc_error
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from portfolio_cli.tables import table
+from portfolio_cli.tables import enum_name, table
 
 #: The health names the service sets ("" is its readiness); `broker` only with a broker.
 HEALTH_NAMES = (
@@ -124,8 +124,7 @@ ORDER_HEADERS = (
 def _order_row(o: pb.Order) -> list[Any]:
     return [
         o.account_id, o.order_key, o.strategy_id, o.instrument_id,
-        pb.Side.Name(o.side).removeprefix("SIDE_"),
-        pb.OrderStatus.Name(o.status).removeprefix("ORDER_STATUS_"),
+        enum_name(pb.Side.DESCRIPTOR, o.side), enum_name(pb.OrderStatus.DESCRIPTOR, o.status),
         o.filled_quantity, o.remaining_quantity, o.avg_fill_price, o.booked_quantity,
         o.quantity_mismatch,
     ]  # fmt: skip
@@ -138,7 +137,7 @@ def orders(target: Target, args: argparse.Namespace) -> Output:
             request = pb.GetOrderRequest(account_id=args.account, order_id=args.order_id)
             order = _raw(stub.GetOrder, request, target.timeout)
             history = [
-                [t.sequence, pb.OrderStatus.Name(t.update.status).removeprefix("ORDER_STATUS_"),
+                [t.sequence, enum_name(pb.OrderStatus.DESCRIPTOR, t.update.status),
                  t.update.update_id, t.update.filled_quantity, t.update.remaining_quantity,
                  t.flag]
                 for t in order.history

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def plain(value: Any) -> Any:
@@ -27,7 +29,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, Message):
-        return MessageToDict(value, preserving_proto_field_name=True)
+        return _message(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -35,6 +37,44 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def _message(message: Message) -> Any:
+    """A proto message as the SDK's models read: every field present (empty ones too), 64-bit
+    integers as numbers, enums by their short names (BUY, not SIDE_BUY), times in ISO 8601,
+    and amounts, which the protocol already carries as decimal text, untouched."""
+    if isinstance(message, Timestamp):
+        if not (message.seconds or message.nanos):
+            return None
+        return message.ToDatetime(tzinfo=UTC).isoformat()
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            out[field.name] = [_field(field, item) for item in value]
+        elif field.message_type is not None and not message.HasField(field.name):
+            out[field.name] = None
+        else:
+            out[field.name] = _field(field, value)
+    return out
+
+
+def _field(field: FieldDescriptor, value: Any) -> Any:
+    if field.message_type is not None:
+        return _message(value)
+    if field.enum_type is not None:
+        return enum_name(field.enum_type, value)
+    return value
+
+
+def enum_name(enum_type: EnumDescriptor, number: int) -> str | int:
+    """ORDER_STATUS_FILLED -> FILLED, as the SDK's enums name it; an unknown number as is."""
+    found = enum_type.values_by_number.get(number)
+    if found is None:
+        return number
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum_type.name).upper() + "_"
+    name: str = found.name
+    return name.removeprefix(prefix)
 
 
 def to_json(value: Any) -> str:

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "cli": {"server", "client", "relay", "tws"},
     # The report reads the service through the protocol, or the store with arcticdb: a client.
     "reports": {"server", "relay", "tws", "cli"},
+    # The operator CLI is a client too: the SDK, the protocol, and the store through arcticdb.
+    "portfolio_cli": {"server", "relay", "tws", "reports"},
 }
 
 
