@@ -107,7 +107,7 @@ def summary(target: Target, args: argparse.Namespace) -> Output:
          t.net_exposure]
         for name, t in rows
     ]  # fmt: skip
-    text = table(TOTALS_HEADERS, lines) + f"\nas of sequence {found.as_of_sequence}"
+    text = table(TOTALS_HEADERS, lines) + f"\n\nas of sequence {found.as_of_sequence}"
     if found.missing_fx_rates:
         text += f"\nmissing FX rates: {', '.join(found.missing_fx_rates)}"
     if found.by_account_kind:
@@ -170,7 +170,7 @@ def balances(target: Target, args: argparse.Namespace) -> Output:
     rows = [[b.currency, b.chain_id, b.cash, b.reserved, b.available] for b in found.balances]
     text = table(("currency", "chain", "cash", "reserved", "available"), rows)
     if found.reservations:
-        text += f"\n{len(found.reservations)} reservation(s) holding cash"
+        text += f"\n\n{len(found.reservations)} reservation(s) holding cash"
     return Output(found, text)
 
 
@@ -185,7 +185,7 @@ def pnl(target: Target, args: argparse.Namespace) -> Output:
         for d in history.days
     ]  # fmt: skip
     headers = ("date", "sequence", "late", "realized", "unrealized", "fees", "net_pnl", "gross")
-    text = table(headers, rows) + f"\nin {history.base_currency or 'base currency'}"
+    text = table(headers, rows) + f"\n\nin {history.base_currency or 'base currency'}"
     return Output(history, text)
 
 
