@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.malformed import MalformedRequestGuard
+from server.api.metrics_interceptor import RpcMetrics
 from server.api.preencoded import PreEncodedResponses
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
@@ -42,6 +43,7 @@ from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
+from server.telemetry import Metrics
 from tws.connection import IbConnection, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
@@ -69,6 +71,7 @@ class RunningServer:
     supervision: Supervision
     _executors: tuple[ThreadPoolExecutor, ...]
     _background: list[asyncio.Task[None]]  # housekeeping, day closes
+    metrics: Metrics | None = None  # with --metrics-port
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
@@ -98,6 +101,8 @@ class RunningServer:
             # In a thread: one stuck in a store call must not freeze the loop past the grace.
             await asyncio.to_thread(executor.shutdown, wait=True)
         self.store.close()
+        if self.metrics is not None:
+            self.metrics.close()
         gc.unfreeze()  # a process that starts another server (tests) collects this one's
 
 
@@ -228,7 +233,10 @@ async def _start(
 
     store.watch_journal(on_journal)
     supervision.watch(service.committer.start())
+    metrics = Metrics() if config.metrics_port else None
     try:
+        if metrics is not None:
+            service.committer.on_commit = metrics.committed
         service.projector.submit(
             report.views_backlog,
             report.rows,
@@ -251,7 +259,12 @@ async def _start(
         server = grpc.aio.server(
             # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
             # Updates are written as their encoded bytes (once per update, not per stream).
-            interceptors=[MalformedRequestGuard(), PreEncodedResponses()],
+            # Metrics first: they time what the others add.
+            interceptors=[
+                *([RpcMetrics(metrics.rpc_duration)] if metrics is not None else []),
+                MalformedRequestGuard(),
+                PreEncodedResponses(),
+            ],
             options=[
                 # A second server on the same port must fail, not silently share it.
                 ("grpc.so_reuseport", 0),
@@ -285,6 +298,9 @@ async def _start(
         port = server.add_insecure_port(config.address)
         if not port:
             raise RuntimeError(f"cannot listen on {config.address}")
+        if metrics is not None:
+            metrics.observe(service, reconciler, broker)
+            metrics.serve(config.metrics_host, config.metrics_port)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, SERVING)
@@ -314,9 +330,11 @@ async def _start(
             background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, background,
+            executors, background, metrics,
         )  # fmt: skip
     except BaseException:
+        if metrics is not None:
+            metrics.close()
         await service.committer.stop()  # no commit task outlives a start that failed
         raise
 

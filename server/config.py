@@ -102,6 +102,9 @@ class ServiceConfig:
     # Accounts on another calendar: "ACCOUNT=HH:MM ZONE [DAYS]; ..." (e.g.
     # "U123=16:30 Europe/London mon-fri").
     account_sessions: str = ""
+    # Prometheus scrapes metrics at http://metrics_host:metrics_port/metrics; 0: no metrics.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
@@ -248,6 +251,9 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "accounts to reconcile (comma-separated); empty: the broker's")  # fmt: skip
     option("--reconcile-confirm-runs", int, defaults.reconcile_confirm_runs,
            "runs in a row a discrepancy must show before it counts")  # fmt: skip
+    option("--metrics-port", int, defaults.metrics_port,
+           "port of the Prometheus /metrics endpoint; 0: no metrics")  # fmt: skip
+    option("--metrics-host", str, defaults.metrics_host, "interface of the metrics endpoint")
     option("--cost-tolerance", _fraction, defaults.cost_tolerance,
            "relative tolerance of average costs (the service's with its fees)")  # fmt: skip
     option("--cost-tolerance-floor", _fraction, defaults.cost_tolerance_floor,

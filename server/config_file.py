@@ -33,7 +33,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "risk": ("session_close", "session_timezone", "session_days", "account_sessions"),
     "monitoring": (
         "replay_capacity", "subscriber_queue", "fanout_writes_per_second", "heartbeat_seconds",
-        "mark_publish_seconds", "fx_journal_seconds",
+        "mark_publish_seconds", "fx_journal_seconds", "metrics_port", "metrics_host",
     ),
 }  # fmt: skip
 """Each setting's table. A setting added to ServiceConfig goes in one (tests check it)."""

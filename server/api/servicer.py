@@ -229,7 +229,9 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                     self.service.check_time("timestamp", event.timestamp_ns)
                 valid.append(event)
                 valid_at.append(index)
-            except FieldViolation as violation:
+            except FieldViolation as violation:  # counted as the ledger's rejections are
+                kind = message.WhichOneof("event") or "unknown"
+                self.service.writes.event_counts[kind, Result.REJECTED] += 1
                 acks[index] = pb.EventAck(
                     event_id=event_id_of(message),
                     result=pb.EVENT_RESULT_REJECTED,

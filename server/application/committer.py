@@ -20,7 +20,8 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from server.application.ports import EventStore, Sequenced, StorageUnavailable, WriterFenced
@@ -53,6 +54,10 @@ class GroupCommitter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        # Metrics (server/telemetry.py): told once per group its size, its append's seconds
+        # and each batch's admission time; None (metrics off) costs nothing per batch.
+        self.on_commit: Callable[[int, float, Sequence[float]], None] | None = None
+        self._admitted_at: list[float] = []
 
     def start(self) -> asyncio.Task[None]:
         """Starts the commit task and returns it, for supervision."""
@@ -71,6 +76,8 @@ class GroupCommitter:
         if not self.healthy:
             raise StorageUnavailable(self.fault)
         self._pending.extend(group)
+        if self.on_commit is not None:
+            self._admitted_at.append(time.perf_counter())
         self._idle.clear()
         self._wakeup.set()
 
@@ -83,6 +90,11 @@ class GroupCommitter:
         heapq.heappush(self._waiters, (sequence, next(self._order), future))
         await future
 
+    @property
+    def pending(self) -> int:
+        """Events admitted and not yet in an append (the admission queue)."""
+        return len(self._pending)
+
     async def drained(self) -> None:
         await self._idle.wait()
 
@@ -93,7 +105,8 @@ class GroupCommitter:
                 self._wakeup.clear()
                 while self._pending:
                     group, self._pending = self._pending, []
-                    await self._commit(group)
+                    admitted_at, self._admitted_at = self._admitted_at, []
+                    await self._commit(group, admitted_at)
                 self._idle.set()
         except asyncio.CancelledError:
             raise
@@ -104,11 +117,12 @@ class GroupCommitter:
             self._on_health(False)
             raise
 
-    async def _commit(self, group: list[Sequenced]) -> None:
+    async def _commit(self, group: list[Sequenced], admitted_at: Sequence[float] = ()) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
             try:
+                began = time.perf_counter()
                 await loop.run_in_executor(self._executor, self.store.append, group)
                 break
             except WriterFenced:
@@ -131,6 +145,8 @@ class GroupCommitter:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)
+        if self.on_commit is not None:
+            self.on_commit(len(group), time.perf_counter() - began, admitted_at)
 
     def _fail_waiters(self) -> None:
         for _, _, future in self._waiters:

@@ -14,6 +14,7 @@ one another quickly (a crash loop) never replay more and more.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -103,6 +104,10 @@ class WritePath(Generic[Payload]):
         # MISPLACED_ALERT_SECONDS after the latest one (see books_exact).
         self.on_books = on_books
         self.misplaced_at: float | None = None
+        # Counted for metrics (server/telemetry.py reads them when scraped): events by kind and
+        # result (a dict increment per event), and fills booked before later ones.
+        self.event_counts: collections.Counter[tuple[str, Result]] = collections.Counter()
+        self.placed: collections.Counter[Placement] = collections.Counter()
 
     @property
     def sequence(self) -> int:
@@ -121,6 +126,9 @@ class WritePath(Generic[Payload]):
         if not self.committer.healthy:
             raise StorageUnavailable(self.committer.fault)
         outcomes = [self.ledger.admit(event) for event in events]
+        counts = self.event_counts
+        for event, outcome in zip(events, outcomes, strict=True):
+            counts[event.kind, outcome.result] += 1
         group = [
             (outcome.sequence, event)
             for event, outcome in zip(events, outcomes, strict=True)
@@ -160,7 +168,10 @@ class WritePath(Generic[Payload]):
         window): logged, counted (`book.misplaced`) and on health."""
         placements = self.ledger.placements
         for sequence, event in group:
-            if placements.get(sequence) is Placement.OUTSIDE_WINDOW:
+            placement = placements.get(sequence)
+            if placement is not Placement.IN_ORDER:
+                self.placed[placement] += 1
+            if placement is Placement.OUTSIDE_WINDOW:
                 _misplaced_log.log(
                     logging.WARNING,
                     "misplaced",

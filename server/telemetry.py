@@ -1,0 +1,227 @@
+"""Metrics: the one home of the service's OpenTelemetry instruments and their Prometheus scrape.
+
+Off unless `--metrics-port` is set. The write path pays for metrics only where a number exists
+nowhere else: the group commit reports each group (its size, its append's time and when each
+batch in it was admitted) through one callback, once per group. Everything else is read when
+Prometheus scrapes, from attributes the service keeps anyway (observable instruments): the
+events counted by kind and result in `WritePath.admit` (a dict increment per event, kept with
+metrics off too), placements, rows, subscribers, reconciliations, the broker, the checkpoint.
+
+Names follow the OpenTelemetry semantic conventions (durations in seconds, `{event}`-style
+annotations for counts); the Prometheus exporter turns `a.b.c` with unit `s` into
+`a_b_c_seconds`, and adds `_total` to counters. The README lists the names.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, start_http_server
+
+from server.domain.ledger import Result
+from server.domain.restatement import Placement
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from server.application.ports import Broker
+    from server.application.reconciler import Reconciler
+    from server.application.service import PortfolioService
+    from server.application.subscriptions import SubscriptionHub
+
+log = logging.getLogger("portfolio.metrics")
+
+# Seconds. The service's latencies run from ~50 us (a cached query) to seconds (a store
+# retrying); OpenTelemetry's default buckets start at 5 (meant for ms) and would lump them all.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+)  # fmt: skip
+GROUP_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
+
+RPC_DURATION = "rpc.server.call.duration"
+ACK_DURATION = "portfolio.ingest.ack.duration"
+APPEND_DURATION = "portfolio.journal.append.duration"
+GROUP_SIZE = "portfolio.commit.group.size"
+
+_RESULTS = {Result.ACCEPTED: "accepted", Result.DUPLICATE: "duplicate", Result.REJECTED: "rejected"}
+_PLACEMENTS = {Placement.RESTATED: "restated", Placement.OUTSIDE_WINDOW: "outside_window"}
+
+
+class Metrics:
+    """The instruments of one running service, exposed on their own HTTP port."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()  # one per service: tests run several in a process
+        self._reader = PrometheusMetricReader(registry=self.registry)
+        seconds = ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
+        self.provider = MeterProvider(
+            resource=Resource.create({"service.name": "portfolio-manager"}),
+            metric_readers=[self._reader],
+            views=[
+                View(instrument_name=RPC_DURATION, aggregation=seconds),
+                View(instrument_name=ACK_DURATION, aggregation=seconds),
+                View(instrument_name=APPEND_DURATION, aggregation=seconds),
+                View(
+                    instrument_name=GROUP_SIZE,
+                    aggregation=ExplicitBucketHistogramAggregation(GROUP_BUCKETS),
+                ),
+            ],
+        )
+        self.meter = meter = self.provider.get_meter("portfolio.server")
+        self.rpc_duration = meter.create_histogram(
+            RPC_DURATION, "s", "Duration of an incoming gRPC call, to its status"
+        )
+        self.ack_duration = meter.create_histogram(
+            ACK_DURATION, "s", "From a batch's admission to its events being durable and applied"
+        )
+        self.append_duration = meter.create_histogram(
+            APPEND_DURATION, "s", "One group commit's append to the journal"
+        )
+        self.group_size = meter.create_histogram(
+            GROUP_SIZE, "{event}", "Events in one group commit (one journal append)"
+        )
+        self._server: WSGIServer | None = None
+
+    # -- the write path: one call per group commit ---------------------------------------------
+
+    def committed(self, size: int, append_seconds: float, admitted_at: Sequence[float]) -> None:
+        """A group is durable and applied: `admitted_at` holds each of its batches' admission
+        (perf_counter), so the ack latency is observed once per batch."""
+        now = time.perf_counter()
+        self.group_size.record(size)
+        self.append_duration.record(append_seconds)
+        record = self.ack_duration.record
+        for began in admitted_at:
+            record(now - began)
+
+    # -- the service's state, read at scrape time ----------------------------------------------
+
+    def observe(
+        self,
+        service: PortfolioService[Any],
+        reconciler: Reconciler | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        """Registers the observable instruments over `service` (and its reconciler, broker)."""
+        meter, writes, hub, ledger = self.meter, service.writes, service.hub, service.ledger
+        checkpoints = service.checkpoints
+
+        def events(_: CallbackOptions) -> Iterable[Observation]:
+            for (kind, result), count in list(writes.event_counts.items()):
+                yield Observation(count, {"portfolio.event.kind": kind, "result": _RESULTS[result]})
+
+        def placed(_: CallbackOptions) -> Iterable[Observation]:
+            for placement, count in list(writes.placed.items()):
+                yield Observation(count, {"placement": _PLACEMENTS[placement]})
+
+        def gauge(read: Callable[[], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            return lambda _: [Observation(read())]
+
+        meter.create_observable_counter(
+            "portfolio.events", [events], "{event}",
+            "Events admitted, by kind and result (rejected: refused at the door or a reused id)",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "portfolio.fills.placed", [placed], "{fill}",
+            "Fills booked before later ones: restated rows, or outside the restatement window",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.commit.pending", [gauge(lambda: service.committer.pending)], "{event}",
+            "Events admitted and not yet in a journal append (the admission queue)",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.subscribers", [gauge(lambda: hub.subscriber_count)], "{subscriber}",
+            "Open update subscriptions",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.subscriber.lag", [gauge(lambda: _lag(hub))], "{update}",
+            "Updates queued for the slowest subscriber",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.replay.buffer.size", [gauge(lambda: _replay_size(hub))], "{update}",
+            "Updates kept for subscribers resuming from a sequence",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.book.rows", [gauge(lambda: len(ledger.book))], "{row}",
+            "Position rows held in memory",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.accounts", [gauge(lambda: sum(1 for _ in ledger.accounts))], "{account}",
+            "Accounts defined",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.checkpoint.age",
+            [gauge(lambda: ledger.applied_sequence - checkpoints.saved_sequence)], "{event}",
+            "Events applied since the latest stored checkpoint (what a crash would replay)",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "portfolio.sequence", [gauge(lambda: ledger.applied_sequence)], "{event}",
+            "The last sequence applied (durable)",
+        )  # fmt: skip
+        if reconciler is not None:
+            self._observe_reconciliation(reconciler)
+        if broker is not None:
+            meter.create_observable_gauge(
+                "portfolio.broker.connected", [gauge(lambda: float(broker.connected))], "1",
+                "1 while the broker connection is up",
+            )  # fmt: skip
+
+    def _observe_reconciliation(self, reconciler: Reconciler) -> None:
+        def runs(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(reconciler.runs, {"outcome": "done"})
+            yield Observation(reconciler.failures, {"outcome": "failed"})
+
+        def discrepancies(_: CallbackOptions) -> Iterable[Observation]:
+            counts: collections.Counter[str] = collections.Counter()
+            book = reconciler.cases.ledger.reconciliations
+            for account in book.accounts():
+                latest = next(iter(reconciler.cases.runs(account)), None)
+                if latest is not None:
+                    statuses = [line.status for line in latest.lines]
+                    statuses += [line.status for line in latest.cash]
+                    counts.update(s.name.lower() for s in statuses if s.is_discrepancy)
+            return [Observation(n, {"status": status}) for status, n in counts.items()]
+
+        self.meter.create_observable_counter(
+            "portfolio.reconciliation.runs", [runs], "{run}", "Reconciliation runs, by outcome"
+        )
+        self.meter.create_observable_gauge(
+            "portfolio.reconciliation.discrepancies", [discrepancies], "{line}",
+            "Discrepant lines in each account's latest run, by status",
+        )  # fmt: skip
+
+    # -- the scrape endpoint -------------------------------------------------------------------
+
+    def serve(self, host: str, port: int) -> int:
+        """Serves `/metrics` (Prometheus text) on a thread; returns the port bound."""
+        server, _ = start_http_server(port, host, registry=self.registry)
+        self._server = server
+        bound: int = server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.provider.shutdown()
+
+
+def _lag(hub: SubscriptionHub[Any, Any]) -> float:
+    """The longest subscriber queue (read at scrape time: the hub keeps no maximum)."""
+    return max((len(subscriber._items) for subscriber in list(hub._subscribers)), default=0)
+
+
+def _replay_size(hub: SubscriptionHub[Any, Any]) -> float:
+    return len(hub._replay) - hub._head  # the buffer is _replay[_head:] (subscriptions.py)
