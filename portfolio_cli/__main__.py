@@ -115,12 +115,14 @@ def parser() -> argparse.ArgumentParser:
     found = command("health", "grpc.health.v1 status of each service name (exit 3 if any is not)")
     found.add_argument("--name", action="append", help="only this name ('' overall; repeatable)")
 
-    found = command("export", "fills (from the store), positions or P&L (from the service)")
+    found = command(
+        "export", "positions or P&L from the service; fills, positions or P&L from --store"
+    )
     found.add_argument("what", choices=["fills", "positions", "pnl"])
     found.add_argument("--out", required=True, type=_file, help="FILE.csv or FILE.parquet")
     found.add_argument("--account", default="")
     found.add_argument("--strategy", default="")
-    found.add_argument("--store", help="fills: the store, e.g. lmdb:///path/to/data")
+    found.add_argument("--store", help="read the store, e.g. lmdb:///path/to/data, not the service")
     found.add_argument("--from-date", type=commands.parse_date)
     found.add_argument("--to-date", type=commands.parse_date)
     return top
@@ -135,12 +137,12 @@ def _check(arguments: argparse.Namespace) -> str:
     if all(dates) and dates and dates[0] > dates[1]:
         return f"--from-date {arguments.from_date} is after --to-date {arguments.to_date}"
     if name == "export":
-        if arguments.what == "fills" and not (arguments.store and arguments.account):
-            return "export fills: needs --store and --account (fills are read from the store)"
-        if arguments.what != "fills" and arguments.store:
-            return f"export {arguments.what}: comes from the service, not --store"
-        if arguments.what == "pnl" and not arguments.account:
-            return "export pnl: needs --account"
+        if arguments.what == "fills" and not arguments.store:
+            return "export fills: needs --store (the service has no call listing fills)"
+        if (arguments.store or arguments.what == "pnl") and not arguments.account:
+            return f"export {arguments.what}: needs --account"
+        if arguments.store and (arguments.strategy or arguments.from_date or arguments.to_date):
+            return "export --store: the account's whole symbol (no --strategy or dates)"
     return ""
 
 

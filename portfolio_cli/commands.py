@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import PortfolioClient, PortfolioTotals, PortfolioUpdate, Position, PositionLevel
+from client import (
+    PortfolioClient,
+    PortfolioSummary,
+    PortfolioTotals,
+    PortfolioUpdate,
+    Position,
+    PositionLevel,
+)
 from client.errors import from_rpc_error
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
@@ -92,16 +99,26 @@ def positions(target: Target, args: argparse.Namespace) -> Output:
 TOTALS_HEADERS = ("scope", "realized", "unrealized", "fees", "net_pnl", "gross_exp", "net_exp")
 
 
+def _totals_rows(found: PortfolioSummary, prefix: str) -> list[tuple[str, PortfolioTotals]]:
+    rows: list[tuple[str, PortfolioTotals]] = []
+    if found.account_totals is not None:
+        rows.append((f"{prefix}account {found.account_id or '(all)'}", found.account_totals))
+    rows.extend(
+        (f"{prefix}strategy {s.strategy_id}", s.totals) for s in found.strategies if s.totals
+    )
+    rows.extend((f"{prefix}currency {c.currency}", c.totals) for c in found.by_currency)
+    if found.base_totals is not None:
+        rows.append((f"{prefix}base {found.base_currency}", found.base_totals))
+    return rows
+
+
 def summary(target: Target, args: argparse.Namespace) -> Output:
     with target.client() as pm:
         found = pm.get_portfolio_summary(args.account)
-    rows: list[tuple[str, PortfolioTotals]] = []
-    if found.account_totals is not None:
-        rows.append(("account " + (found.account_id or "(all)"), found.account_totals))
-    rows.extend((f"strategy {s.strategy_id}", s.totals) for s in found.strategies if s.totals)
-    rows.extend((f"currency {c.currency}", c.totals) for c in found.by_currency)
-    if found.base_totals is not None:
-        rows.append((f"base {found.base_currency}", found.base_totals))
+    # Paper and live both present: each kind on its own rows, never added together.
+    both = found.account_totals is None and len(found.by_account_kind) > 1
+    parts = [(k, f"{k.account_kind.name} ") for k in found.by_account_kind] if both else []
+    rows = [r for part, prefix in parts or [(found, "")] for r in _totals_rows(part, prefix)]
     lines = [
         [name, t.realized_pnl, t.unrealized_pnl, t.fees, t.net_pnl, t.gross_exposure,
          t.net_exposure]
@@ -110,8 +127,6 @@ def summary(target: Target, args: argparse.Namespace) -> Output:
     text = table(TOTALS_HEADERS, lines) + f"\n\nas of sequence {found.as_of_sequence}"
     if found.missing_fx_rates:
         text += f"\nmissing FX rates: {', '.join(found.missing_fx_rates)}"
-    if found.by_account_kind:
-        text += "\npaper and live side by side: ask with --json, or per --account"
     return Output(found, text)
 
 

@@ -1,8 +1,10 @@
-"""`export`: fills from the store (plain arcticdb + pandas, as the README shows analysts), or
-positions / P&L history from the service, to CSV or Parquet by the file's extension.
+"""`export`: positions or the P&L history from the service, or fills, positions or the P&L
+history straight from the store (plain arcticdb + pandas, as the README shows analysts), to CSV
+or Parquet by the file's extension. The service has no call listing fills: they come from the
+store only.
 
 Amounts from the service are written as their exact decimal text, never floats; the store's
-fills keep both its float columns and their `<name>_exact` texts, as stored.
+frames keep both their float columns and the `<name>_exact` texts, as stored.
 """
 
 from __future__ import annotations
@@ -62,9 +64,14 @@ def pnl_frame(history: PnlHistory) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def fills_frame(uri: str, account_id: str) -> pd.DataFrame:
-    """The account's `fills` symbol, its time index as a `timestamp` column."""
-    import arcticdb as adb  # only this export needs it: other commands start faster
+#: What each export reads from the store: the library, its symbol being the account.
+LIBRARIES = {"fills": "fills", "positions": "portfolio", "pnl": "pnl"}
+
+
+def store_frame(uri: str, what: str, account_id: str) -> pd.DataFrame:
+    """The account's symbol in the export's library (see the README's table of the store),
+    its index as a column (`timestamp` for the fills' execution times)."""
+    import arcticdb as adb  # only store exports need it: other commands start faster
 
     if uri.startswith("lmdb://"):
         # Opening a missing LMDB path would create an empty store there.
@@ -72,13 +79,15 @@ def fills_frame(uri: str, account_id: str) -> pd.DataFrame:
         if not path.is_dir():
             raise ExportError(f"--store: no store at {path}")
     arctic = adb.Arctic(uri)
-    if not arctic.has_library("fills"):
-        raise ExportError(f"--store: {uri} has no fills library")
-    library = arctic.get_library("fills")
+    name = LIBRARIES[what]
+    if not arctic.has_library(name):
+        raise ExportError(f"--store: {uri} has no {name} library")
+    library = arctic.get_library(name)
     if not library.has_symbol(account_id):
-        raise ExportError(f"--account: no fills for account {account_id!r} in {uri}")
+        raise ExportError(f"--account: no {what} for account {account_id!r} in {uri}")
     frame: pd.DataFrame = library.read(account_id).data
-    return frame.rename_axis("timestamp").reset_index()
+    index = frame.index.name or ("timestamp" if what == "fills" else "row")
+    return frame.rename_axis(index).reset_index()
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:
@@ -93,8 +102,8 @@ def write(frame: pd.DataFrame, path: Path) -> None:
 
 def export(target: Target, args: argparse.Namespace) -> tuple[Path, int]:
     """Writes the file; returns it and its row count."""
-    if args.what == "fills":
-        frame = fills_frame(args.store, args.account)
+    if args.store:
+        frame = store_frame(args.store, args.what, args.account)
     elif args.what == "positions":
         with target.client() as pm:
             frame = position_frame(

@@ -2,7 +2,8 @@
 command as a table and as --json, the exit codes scripts test, and exports read back.
 
 The book: S1 bought 10 AAPL at 100.25 (fee 1), S2 one MSFT at 100; order 8 (10 AAPL) is
-working; two closes (tests/api/test_performance_and_risk.py's marks) make the P&L history.
+working; two closes (tests/api/test_performance_and_risk.py's marks) make the P&L history. A
+paper account P1 then sold 3 AAPL at 50.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def service():
         book(server)
         for day in range(2):
             journal(server, close(day))
+        with grpc.insecure_channel(server.address) as channel:  # a paper account beside A1
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            paper = pb.Account(account_id="P1", kind=pb.ACCOUNT_KIND_PAPER, base_currency="USD")
+            stub.DefineAccount(pb.DefineAccountRequest(account=paper), timeout=10)
+            acks(stub, pb_fill("SELL", 3, 50, account="P1", strategy="S1", fill_id="p1"))
         yield server
     finally:
         server.stop()
@@ -94,6 +100,7 @@ def test_positions(cli):
     assert [r[:6] for r in rows(out)] == [
         ["A1", "S1", "AAPL", "STRATEGY", "10", "100.25"],
         ["A1", "S2", "MSFT", "STRATEGY", "1", "100"],
+        ["P1", "S1", "AAPL", "STRATEGY", "-3", "50"],
     ]
     found = as_json(cli, "positions", "--account", "A1", "--level", "account")
     assert [(p["instrument_id"], p["level"], p["quantity"], p["avg_cost"]) for p in found] == [
@@ -115,6 +122,18 @@ def test_summary(cli):
     assert [s["strategy_id"] for s in found["strategies"]] == ["S1", "S2"]
     assert found["account_totals"]["fees"] == "1"
     assert found["account_totals"]["net_pnl"] == table["account A1"][3]
+
+
+def test_summary_across_accounts_keeps_paper_and_live_apart(cli):
+    code, out, _ = cli("summary")
+    assert code == 0
+    table = {" ".join(r[:3]): r[3:] for r in rows(out)}
+    assert table["PAPER account (all)"][2] == "0"  # fees
+    assert table["LIVE account (all)"][2] == "1"
+    assert "PAPER strategy S1" in table and "LIVE strategy S2" in table
+    found = as_json(cli, "summary")
+    assert found["account_totals"] is None  # never paper and live added together
+    assert [k["account_kind"] for k in found["by_account_kind"]] == ["PAPER", "LIVE"]
 
 
 def test_orders_open_and_one_with_its_history(cli):
@@ -251,7 +270,23 @@ def test_the_service_comes_from_the_environment(service, capsys, monkeypatch):
         (["subscribe", "--count", "-1"], "whole number"),
         (["export", "positions", "--out", "x.txt"], ".csv or .parquet"),
         (["export", "fills", "--out", "x.csv", "--account", "A1"], "needs --store"),
+        (["export", "fills", "--out", "x.csv", "--store", "lmdb://x"], "needs --account"),
         (["export", "pnl", "--out", "x.csv"], "needs --account"),
+        (
+            [
+                "export",
+                "pnl",
+                "--out",
+                "x.csv",
+                "--store",
+                "s",
+                "--account",
+                "A1",
+                "--to-date",
+                "2026-01-05",
+            ],
+            "whole symbol",
+        ),
         (["nonsense"], "invalid choice"),
     ],
 )
@@ -335,6 +370,23 @@ def test_export_fills_from_the_store_round_trips(written_store, tmp_path, suffix
     assert [Decimal(p) for p in frame["price_exact"]] == [Decimal("100.25"), Decimal(100)]
     assert list(frame["quantity"]) == ["10", "1"]
     assert "timestamp" in frame.columns
+
+
+def test_export_positions_from_the_store(written_store, tmp_path):
+    """The `portfolio` library: the account-level book beside each strategy's rows."""
+    path = tmp_path / "book.csv"
+    done = script("export", "positions", "--store", written_store, "--account", "A1", "--out",
+                  str(path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    frame = read(path)
+    found = sorted(zip(frame["level"], frame["strategy_id"], frame["instrument_id"],
+                       frame["quantity"], frame["avg_cost_exact"], strict=True))  # fmt: skip
+    assert found == [
+        ("ACCOUNT", "", "AAPL", "10", "100.25"),
+        ("ACCOUNT", "", "MSFT", "1", "100"),
+        ("STRATEGY", "S1", "AAPL", "10", "100.25"),
+        ("STRATEGY", "S2", "MSFT", "1", "100"),
+    ]
 
 
 def test_export_fills_of_an_unknown_account_or_store_exits_1(written_store, tmp_path):
