@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -199,6 +200,24 @@ def test_subscribe_replays_and_stops_after_count(cli):
     update = json.loads(line)
     assert (update["sequence"], update["kind"], update["event_id"]) == (3, "ORDER_STATUS", "u1")
     assert update["order_status"]["remaining_quantity"] == "10"
+
+
+def test_subscribe_tails_until_ctrl_c(service):
+    environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "portfolio_cli", "subscribe", "--service", service.address,
+         "--from-sequence", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert tail.stdout is not None
+        assert tail.stdout.readline().split()[:3] == ["1", "POSITION_OPENED", "f1"]
+        tail.send_signal(signal.SIGINT)
+        _, err = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, err
+    assert "Traceback" not in err
 
 
 def test_health_serving_exits_0_and_an_unknown_name_exits_3(cli):
