@@ -14,6 +14,7 @@ import grpc
 
 from client import wire
 from client.batching import IngestSession, ended_early
+from client.channel import channel_credentials
 from client.errors import PortfolioError, from_rpc_error
 from client.marks import (
     DEFAULT_MARK_BATCH,
@@ -75,10 +76,28 @@ class AsyncPortfolioClient:
         timeout: float = DEFAULT_TIMEOUT,
         channel_options: Sequence[tuple[str, Any]] = (),
         backoff: Backoff | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        token: str | None = None,
     ) -> None:
+        """TLS when `root_certificates` (the service's CA, PEM) is given, with a client
+        certificate (`private_key`, `certificate_chain`) for mutual TLS; `token` is sent as
+        `authorization: Bearer <token>`. None of them: plaintext (a service on loopback)."""
         self.timeout = timeout
         self._backoff = backoff or Backoff()
-        self._channel = grpc.aio.insecure_channel(target, options=list(channel_options))
+        credentials = channel_credentials(
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            token=token,
+        )
+        options = list(channel_options)
+        self._channel = (
+            grpc.aio.insecure_channel(target, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, options=options)
+        )
         self._stub = portfolio_pb2_grpc.PortfolioManagerStub(self._channel)
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.api.auth import Authorizer
 from server.api.malformed import MalformedRequestGuard
 from server.api.metrics_interceptor import RpcMetrics
 from server.api.preencoded import PreEncodedResponses
@@ -31,6 +32,7 @@ from server.application.service import PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.application.supervision import Supervision
 from server.application.writes import RecoveryReport
+from server.auth_config import Transport, transport_of
 from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
@@ -256,12 +258,23 @@ async def _start(
                 if refusal is not None:
                     log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
 
+        transport = transport_of(
+            host=config.host, tls_cert=config.tls_cert, tls_key=config.tls_key,
+            tls_client_ca=config.tls_client_ca, insecure=config.insecure,
+            auth_file=config.auth_file,
+        )  # fmt: skip
+        for line in transport.warnings:
+            log.warning("%s", line)
+        for line in transport.notes:
+            log.info("%s", line)
         server = grpc.aio.server(
+            # Who calls and may they (server.api.auth): before anything reads the request.
             # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
             # Updates are written as their encoded bytes (once per update, not per stream).
             # Metrics first: they time what the others add.
             interceptors=[
                 *([RpcMetrics(metrics.rpc_duration)] if metrics is not None else []),
+                *([Authorizer(transport.principals)] if transport.principals else []),
                 MalformedRequestGuard(),
                 PreEncodedResponses(),
             ],
@@ -295,7 +308,7 @@ async def _start(
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        port = server.add_insecure_port(config.address)
+        port = _listen(server, config.address, transport)
         if not port:
             raise RuntimeError(f"cannot listen on {config.address}")
         if metrics is not None:
@@ -337,6 +350,20 @@ async def _start(
             metrics.close()
         await service.committer.stop()  # no commit task outlives a start that failed
         raise
+
+
+def _listen(server: grpc.aio.Server, address: str, transport: Transport) -> int:
+    """Binds `address` with TLS (mutual when a client CA is set) or in plaintext."""
+    if not transport.certificate:
+        return server.add_insecure_port(address)
+    credentials = grpc.ssl_server_credentials(
+        [(transport.private_key, transport.certificate)],
+        root_certificates=transport.client_ca or None,
+        require_client_auth=bool(transport.client_ca),
+    )
+    mutual = " (mutual: client certificates required)" if transport.client_ca else ""
+    log.info("TLS on %s%s", address, mutual)
+    return server.add_secure_port(address, credentials)
 
 
 def _broker(config: ServiceConfig) -> Broker | None:

@@ -105,6 +105,15 @@ class ServiceConfig:
     # Prometheus scrapes metrics at http://metrics_host:metrics_port/metrics; 0: no metrics.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # TLS: the server's certificate chain and key (PEM files); with a client CA, clients must
+    # present a certificate it signed (mutual TLS). Plaintext on an address other than
+    # loopback needs `insecure`. The auth file lists principals and roles (server.auth_config);
+    # without one every caller may do everything, so the service then listens on loopback only.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    insecure: bool = False
+    auth_file: str = ""
 
     @property
     def address(self) -> str:
@@ -279,6 +288,14 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
            "weekdays with a close: mon-fri, mon,wed,fri, all or none")  # fmt: skip
     option("--account-sessions", _session("accounts"), defaults.account_sessions,
            "accounts on another calendar: 'ACCOUNT=HH:MM ZONE [DAYS]; ...'")  # fmt: skip
+    option("--tls-cert", str, defaults.tls_cert, "server certificate chain (PEM): serve TLS")
+    option("--tls-key", str, defaults.tls_key, "server private key (PEM)")
+    option("--tls-client-ca", str, defaults.tls_client_ca,
+           "CA (PEM) client certificates must be signed by: mutual TLS")  # fmt: skip
+    option("--insecure", _flag, defaults.insecure,
+           "allow plaintext on an address other than loopback (logs a warning)")  # fmt: skip
+    option("--auth-file", str, defaults.auth_file,
+           "principals and roles (JSON or TOML); none: loopback only, no checks")  # fmt: skip
     chosen, _ = parser.parse_known_args(argv)
     if chosen.config:  # the file's settings, below PORTFOLIO_* variables and flags
         try:

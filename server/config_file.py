@@ -21,7 +21,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "host", "port", "grace_seconds", "max_batch_events", "max_message_bytes", "log_level",
         "precision", "base_currency", "strict_instruments", "reference_file",
         "max_clock_ahead_seconds", "max_event_age_days", "order_retention_days",
-        "correction_window_days", "restatement_window_days",
+        "correction_window_days", "restatement_window_days", "tls_cert", "tls_key",
+        "tls_client_ca", "insecure", "auth_file",
     ),
     "storage": ("store", "checkpoint_every", "checkpoint_seconds", "position_history_seconds"),
     "reconciliation": (

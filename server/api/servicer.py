@@ -24,6 +24,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api import pages
 from server.api.answers import AnswerCache
+from server.api.auth import booking_refusal
 from server.api.errors import (
     REJECT_CODES,
     ApiError,
@@ -223,6 +224,17 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         valid: list[ExecutionEvent] = []
         valid_at: list[int] = []
         for index, message in enumerate(request.events):
+            of = message.WhichOneof("event")
+            refusal = booking_refusal(getattr(message, of).account_id) if of else ""
+            if of and refusal:  # the caller may not book this account (server.api.auth)
+                self.service.writes.event_counts[of, Result.REJECTED] += 1
+                acks[index] = pb.EventAck(
+                    event_id=event_id_of(message),
+                    result=pb.EVENT_RESULT_REJECTED,
+                    reason=f"events[{index}].{of}.{refusal}",
+                    code=pb.REJECT_CODE_FAILED_PRECONDITION,
+                )
+                continue
             try:
                 event = event_from_proto(message)
                 with field_errors({"timestamp": f"{message.WhichOneof('event')}.timestamp"}):

@@ -1,0 +1,211 @@
+"""Authentication and authorization of every call: who is calling (a bearer token, or the subject
+CN of a verified client certificate) and whether their role and accounts allow the call.
+
+Checked before the servicer sees the call: UNAUTHENTICATED when no credential or an unknown one
+is presented, PERMISSION_DENIED naming the role or the account missing. A call that names no
+single account (a summary across accounts, ListAccounts, a trace) needs every account ("*").
+
+Ingest is checked per event, not per stream: an event of an account the relay may not book is
+REJECTED (REJECT_CODE_FAILED_PRECONDITION, the reason naming the principal and the account) and
+the rest of its batch goes through, as with any other bad event.
+
+Health is open (probes carry no credentials); reflection needs any known principal.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+
+import grpc
+from google.protobuf.message import Message
+
+from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
+from server.auth_config import Principal, Principals
+
+if TYPE_CHECKING:
+    from server.api.handlers import Handler
+
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE = "/portfolio.v1.PortfolioManager/"
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+
+READ = frozenset({"reader", "operator"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    roles: frozenset[str]
+    # "account": the request's account (empty: every account); "all": needs "*"; "none".
+    scope: str
+
+
+def _rule(roles: frozenset[str] | str, scope: str = "account") -> Rule:
+    return Rule(frozenset({roles}) if isinstance(roles, str) else roles, scope)
+
+
+RULES: dict[str, Rule] = {
+    "Ingest": _rule("relay", "none"),  # per event: see booking_refusal
+    "StreamMarks": _rule("marks", "none"),
+    "DefineAccount": _rule("operator"),
+    "DefineInstrument": _rule("operator", "none"),
+    "ReserveCash": _rule("operator"),
+    "ReleaseReservation": _rule("operator"),
+    "Reconcile": _rule("operator"),
+    "GetPosition": _rule(READ),
+    "GetStrategyPortfolio": _rule(READ),
+    "GetPortfolioSummary": _rule(READ),
+    "ListPositions": _rule(READ),
+    "GetTracePosition": _rule(READ, "all"),
+    "Query": _rule(READ),  # the account of the query it carries
+    "SubscribeUpdates": _rule(READ),
+    "GetOrder": _rule(READ),
+    "ListOpenOrders": _rule(READ),
+    "GetInstrument": _rule(READ, "none"),
+    "ListInstruments": _rule(READ, "none"),
+    "ListAccounts": _rule(READ, "all"),
+    "GetBalances": _rule(READ),
+    "GetConsolidatedPosition": _rule(READ),
+    "GetReconciliation": _rule(READ),
+    "ListReconciliations": _rule(READ),
+    "GetPnlHistory": _rule(READ),
+    "GetPerformance": _rule(READ),
+    "GetRiskMetrics": _rule(READ),
+}
+"""Each RPC of the PortfolioManager service -> who may call it. An RPC not here is refused."""
+
+_booking: ContextVar[Principal | None] = ContextVar("booking_principal", default=None)
+
+
+def booking_refusal(account_id: str) -> str:
+    """Why the caller of the current Ingest may not book for `account_id` ("" if it may, or if
+    no principals are configured)."""
+    principal = _booking.get()
+    if principal is None or principal.may_use(account_id):
+        return ""
+    return (
+        f"account_id: principal {principal.name!r} (role {principal.role}) may not book for "
+        f"account {account_id!r} (its accounts: {principal.describe_accounts()})"
+    )
+
+
+def account_of(request: Message) -> str:
+    """The one account a request is about ("" if it names none: all of them)."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "account_id" in fields:
+        return str(request.account_id)  # type: ignore[attr-defined]
+    if "account" in fields:  # DefineAccount
+        return str(request.account.account_id)  # type: ignore[attr-defined]
+    oneofs = request.DESCRIPTOR.oneofs_by_name
+    if "query" in oneofs:  # Query carries one of the other requests
+        chosen = request.WhichOneof("query")
+        return account_of(getattr(request, chosen)) if chosen else ""
+    return ""
+
+
+class Authorizer(HandlerRewrite):
+    """Installed first on the server: a call is refused before anything else reads it."""
+
+    def __init__(self, principals: Principals) -> None:
+        super().__init__()
+        self.principals = principals
+
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        if method.startswith(OPEN_SERVICES):
+            return handler
+        behaviour = behaviour_of(handler)
+        if behaviour is None:
+            return handler
+        name = method.removeprefix(SERVICE) if method.startswith(SERVICE) else ""
+        rule = RULES.get(name) if name else None
+        check = self._checker(method, name, rule)
+        wrapped: Callable[..., Any]
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+                await check(request, context)
+                async for response in behaviour(request, context):
+                    yield response
+
+            wrapped = streaming
+        else:
+
+            async def unary(request: Any, context: Context) -> Any:
+                await check(request, context)
+                return await behaviour(request, context)
+
+            wrapped = unary
+        return rebuilt(handler, wrapped, handler.request_deserializer, handler.response_serializer)
+
+    def _checker(self, method: str, name: str, rule: Rule | None) -> Callable[..., Any]:
+        async def check(request: Any, context: Context) -> None:
+            principal = await self.authenticate(context)
+            if not name:  # another service (reflection): any known principal
+                return
+            if rule is None:
+                await _deny(context, f"{method} is not open to any role")
+            if principal.role not in rule.roles:
+                needed = " or ".join(sorted(rule.roles))
+                await _deny(
+                    context,
+                    f"principal {principal.name!r} has role {principal.role}; {name} needs "
+                    f"role {needed}",
+                )
+            if name == "Ingest":
+                _booking.set(principal)  # this call's task; its events are checked one by one
+            if rule.scope == "none" or not isinstance(request, Message):
+                return  # a stream, or a malformed request (answered by the guard)
+            account = "" if rule.scope == "all" else account_of(request)
+            if principal.accounts is None or (account and account in principal.accounts):
+                return
+            what = f"account {account!r}" if account else "every account (no account_id given)"
+            await _deny(
+                context,
+                f"principal {principal.name!r} (role {principal.role}) may not use {what}; its "
+                f"accounts: {principal.describe_accounts()}",
+            )
+
+        return check
+
+    async def authenticate(self, context: Context) -> Principal:
+        """The caller, by bearer token if one is sent, else by client certificate."""
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    await _unauthenticated(context, "authorization must be 'Bearer <token>'")
+                token = token.strip()
+                break
+        if token:
+            principal = self.principals.with_token(token)
+            if principal is None:
+                await _unauthenticated(context, "the bearer token is not a principal's")
+            return principal
+        names = list((context.auth_context() or {}).get("x509_common_name", []))
+        if names:
+            common_name = names[0].decode()
+            principal = self.principals.with_certificate(common_name)
+            if principal is None:
+                await _unauthenticated(
+                    context, f"client certificate CN={common_name!r} is not a principal's"
+                )
+            return principal
+        return await _unauthenticated(
+            context, "no credentials: send 'authorization: Bearer <token>' or a client certificate"
+        )
+
+
+async def _unauthenticated(context: Context, why: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+async def _deny(context: Context, why: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+    raise AssertionError("abort returned")  # pragma: no cover
