@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
@@ -21,6 +20,7 @@ from server.api.auth import Authorizer
 from server.api.malformed import MalformedRequestGuard
 from server.api.metrics_interceptor import RpcMetrics
 from server.api.preencoded import PreEncodedResponses
+from server.api.reflection_v1 import enable_reflection
 from server.api.servicer import PortfolioManagerServicer
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
 from server.application.day_close import SessionCalendar, account_sessions
@@ -36,6 +36,7 @@ from server.auth_config import Transport, transport_of
 from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
+from server.config_file import mask_secrets
 from server.domain.instruments import InstrumentRegistry
 from server.domain.ledger import Ledger, Result
 from server.domain.reconciliation import ReconcilePolicy
@@ -79,6 +80,9 @@ class RunningServer:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
+        # Subscriptions end now, UNAVAILABLE with where to resume: a reader never hangs up by
+        # itself, and the server's stop would wait its whole grace on it.
+        self.service.hub.stop()
         closer = self.service.day_closer
         if closer is not None:  # a close just journaled goes to the store before the checkpoint
             try:
@@ -305,9 +309,7 @@ async def _start(
         )
         pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        enable_reflection([SERVICE_NAME, health.SERVICE_NAME], server)
         port = _listen(server, config.address, transport)
         if not port:
             raise RuntimeError(f"cannot listen on {config.address}")
@@ -436,7 +438,7 @@ async def serve(config: ServiceConfig) -> int:
         "portfolio manager listening on %s:%d (store %s)",
         config.host,
         running.port,
-        running.store.uri,
+        mask_secrets(running.store.uri),
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -480,6 +482,20 @@ def _exit_now(why: str, code: int) -> None:
     os._exit(code)
 
 
+class SecretsMasked(logging.Filter):
+    """Credentials in any line or traceback (an error text may quote the store URI) as `***`,
+    whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(
@@ -487,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_ib_async(logging.getLevelName(config.log_level.upper()))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretsMasked())
     try:
         return asyncio.run(serve(config))
     except (
@@ -496,5 +514,5 @@ def main(argv: list[str] | None = None) -> int:
         ReferenceFileError,
         ContractMapError,
     ) as error:
-        log.error("%s", error)
+        log.error("%s", mask_secrets(str(error)))
         return 1

@@ -82,6 +82,7 @@ from server.application.service import (
 )
 from server.application.subscriptions import (
     Published,
+    ServiceStopping,
     SubscriberOverflow,
     SubscriptionFilter,
 )
@@ -690,7 +691,11 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             include_marks=request.include_marks,
             include_reconciliations=request.include_reconciliations,
         )
-        replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
+        try:
+            replay, subscriber = self.service.subscribe(filter_, request.from_sequence)
+        except ServiceStopping as stopping:
+            _end_stopping(context, stopping)
+            return
         try:
             # Headers go out now, on their own: a write the cut-off abandons never carries them.
             await context.send_initial_metadata(())
@@ -709,6 +714,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         except SubscriberOverflow as overflow:
             # The status follows what the client has not read yet; this handler ends now.
             end_with(context, overflow)
+        except ServiceStopping as stopping:
+            _end_stopping(context, stopping)
         finally:
             subscriber.close()
 
@@ -743,6 +750,12 @@ def _check_dates(from_date: str, to_date: str) -> None:
                 require_trading_date(name, value)
     if from_date and to_date and from_date > to_date:
         raise FieldViolation("to_date", "must not be before from_date")
+
+
+def _end_stopping(context: Context, stopping: ServiceStopping) -> None:
+    """UNAVAILABLE, the status clients retry elsewhere, once what was written has been read."""
+    context.set_code(grpc.StatusCode.UNAVAILABLE)
+    context.set_details(str(stopping))
 
 
 def _one_by_one(items: Iterable[Update]) -> Iterator[tuple[int, bytes]]:

@@ -112,6 +112,18 @@ class SubscriberOverflow(Exception):
         self.resume_from = resume_from
 
 
+class ServiceStopping(Exception):
+    """The service is shutting down: the stream ends and its reader should resume elsewhere
+    (another instance, or this one once restarted) from `resume_from`."""
+
+    def __init__(self, resume_from: int) -> None:
+        super().__init__(
+            "the service is stopping: reconnect (to another instance, or to this one once it "
+            f"is back) and resubscribe with from_sequence {resume_from}"
+        )
+        self.resume_from = resume_from
+
+
 Sent = TypeVar("Sent")
 
 
@@ -185,6 +197,7 @@ class Subscriber(Generic[Change, Payload]):
         self._waiter: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[object] | None = None
         self.overflowed = False
+        self.stopping = False
         # Where to resume: the sequence of the last update sent (an event's updates can be
         # split by a cut-off), or where the subscription started when nothing was sent yet.
         self.resume_from = resume_from
@@ -208,13 +221,27 @@ class Subscriber(Generic[Change, Payload]):
         if self._writer is not None:
             self._writer.cancel()
 
+    def stop(self) -> None:
+        """Ends the stream because the service stops: the handler raises ServiceStopping at its
+        next step, or now if it is blocked in a write."""
+        self.stopping = True
+        self._wake()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def _raise_if_ended(self) -> None:
+        if self.stopping:
+            raise ServiceStopping(self.resume_from)
+        if self.overflowed:
+            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def next_batch(self, timeout: float) -> list[Published[Change, Payload]]:
         """Every queued item, waiting up to `timeout` seconds; [] when idle."""
-        if not self._items and not self.overflowed:
+        if not self._items and not self.overflowed and not self.stopping:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(timeout, _release, waiter)
@@ -223,8 +250,7 @@ class Subscriber(Generic[Change, Payload]):
             finally:
                 timer.cancel()
                 self._waiter = None
-        if self.overflowed:
-            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
+        self._raise_if_ended()
         batch = list(self._items)
         self._items.clear()
         return batch
@@ -233,25 +259,23 @@ class Subscriber(Generic[Change, Payload]):
         self, write: Callable[[Sent], Awaitable[object]], message: Sent, cost: float = 1.0
     ) -> None:
         """Awaits one write (`cost` writes' worth of the budget); a cut-off meanwhile abandons
-        it and raises SubscriberOverflow.
+        it and raises SubscriberOverflow (ServiceStopping at a stop).
 
         The cut-off cancels the handler's task while it waits here (for the write budget or
         the write), and only here, so no other await of the handler is ever interrupted."""
-        if self.overflowed:
-            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
+        self._raise_if_ended()
         task = asyncio.current_task()
         self._writer = task
         try:
             await self._hub.budget.take(cost)
             await write(message)
         except asyncio.CancelledError:
-            if not self.overflowed or task is None:
+            if not (self.overflowed or self.stopping) or task is None:
                 raise
             task.uncancel()
         finally:
             self._writer = None
-        if self.overflowed:
-            raise SubscriberOverflow(self._hub.queue_capacity, self.resume_from)
+        self._raise_if_ended()
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
@@ -285,6 +309,7 @@ class SubscriptionHub(Generic[Change, Payload]):
         self._oldest_complete = latest_sequence + 1
         self._subscribers: set[Subscriber[Change, Payload]] = set()
         self._open: set[Subscriber[Change, Payload]] = set()
+        self.stopping = False  # at a shutdown: no new subscription, the open ones ended
 
     @property
     def subscriber_count(self) -> int:
@@ -368,6 +393,8 @@ class SubscriptionHub(Generic[Change, Payload]):
         not filter thousands of updates in one step on the loop."""
         replay: Iterator[Published[Change, Payload]] = iter(())
         subscriber = Subscriber(self, filter_, from_sequence or self.latest_sequence + 1)
+        if self.stopping:
+            raise ServiceStopping(subscriber.resume_from)
         if from_sequence:
             if not self._oldest_complete <= from_sequence <= self.latest_sequence + 1:
                 raise SequenceOutOfRange(from_sequence, self._oldest_complete, self.latest_sequence)
@@ -394,6 +421,14 @@ class SubscriptionHub(Generic[Change, Payload]):
             item = self._replay[index]
             if matches(item.topic):
                 yield item
+
+    def stop(self) -> None:
+        """At a shutdown: ends every open stream (each handler returns at once, with a status
+        telling its reader to resume elsewhere) and refuses new ones, so the server's stop does
+        not wait its whole grace on readers that never hang up."""
+        self.stopping = True
+        for subscriber in list(self._open):
+            subscriber.stop()
 
     def unsubscribe(self, subscriber: Subscriber[Change, Payload]) -> None:
         self._subscribers.discard(subscriber)

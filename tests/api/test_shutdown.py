@@ -1,0 +1,83 @@
+"""A stop with subscribers still reading: they are told to reconnect elsewhere (UNAVAILABLE),
+the stop takes far less than its grace, and nothing is logged as an error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import grpc
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from tests.api.protocol import acks, pb_fill
+from tests.conftest import start_test_server
+
+GRACE = 10.0  # long: a stop that waits for the subscriptions would show
+
+
+def _sync_subscriber(address: str, outcome: dict[str, object], ready: threading.Event) -> None:
+    with grpc.insecure_channel(address) as channel:
+        call = pb_grpc.PortfolioManagerStub(channel).SubscribeUpdates(
+            pb.SubscribeUpdatesRequest(), timeout=60
+        )
+        try:
+            for _ in call:
+                ready.set()
+        except grpc.RpcError as error:
+            outcome["code"], outcome["details"] = error.code(), error.details()
+
+
+async def _async_subscriber(address: str, ready: threading.Event) -> tuple[object, str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.PortfolioManagerStub(channel).SubscribeUpdates(
+            pb.SubscribeUpdatesRequest(), timeout=60
+        )
+        try:
+            async for _ in call:
+                ready.set()
+        except grpc.RpcError as error:
+            return error.code(), error.details() or ""
+        return None, ""
+
+
+def test_a_stop_ends_open_subscriptions_at_once_without_errors(caplog, tmp_path):
+    caplog.set_level(logging.INFO)
+    server = start_test_server(store=f"lmdb://{tmp_path}/store", grace_seconds=GRACE)
+    address = server.address
+    sync_outcome: dict[str, object] = {}
+    sync_ready, async_ready = threading.Event(), threading.Event()
+    sync_reader = threading.Thread(
+        target=_sync_subscriber, args=(address, sync_outcome, sync_ready)
+    )
+    sync_reader.start()
+    async_result: list[tuple[object, str]] = []
+    async_reader = threading.Thread(
+        target=lambda: async_result.append(asyncio.run(_async_subscriber(address, async_ready)))
+    )
+    async_reader.start()
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.PortfolioManagerStub(channel)
+        assert acks(stub, pb_fill("BUY", "10", "100"))[0].result == pb.EVENT_RESULT_ACCEPTED
+    assert sync_ready.wait(10) and async_ready.wait(10)  # both read an update or a heartbeat
+    started = time.monotonic()
+    server.call(server.running.stop(GRACE))
+    took = time.monotonic() - started
+    server._close_loop()
+    sync_reader.join(10)
+    async_reader.join(10)
+    assert took < 2.0, f"stop took {took:.1f}s of a {GRACE:.0f}s grace"
+    assert sync_outcome["code"] == grpc.StatusCode.UNAVAILABLE
+    assert "reconnect" in str(sync_outcome["details"])
+    assert async_result[0][0] == grpc.StatusCode.UNAVAILABLE
+    assert "reconnect" in async_result[0][1]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
+    # The checkpoint was written: a restart recovers from it and replays nothing after it.
+    again = start_test_server(store=f"lmdb://{tmp_path}/store")
+    try:
+        assert again.running.recovery.replayed == 0
+    finally:
+        again.stop()
