@@ -61,7 +61,7 @@ RULES: dict[str, Rule] = {
     "GetPortfolioSummary": _rule(READ),
     "ListPositions": _rule(READ),
     "GetTracePosition": _rule(READ, "all"),
-    "Query": _rule(READ),  # the account of the query it carries
+    "Query": _rule(READ),  # and the rule of the query it carries
     "SubscribeUpdates": _rule(READ),
     "GetOrder": _rule(READ),
     "ListOpenOrders": _rule(READ),
@@ -100,11 +100,16 @@ def account_of(request: Message) -> str:
         return str(request.account_id)  # type: ignore[attr-defined]
     if "account" in fields:  # DefineAccount
         return str(request.account.account_id)  # type: ignore[attr-defined]
-    oneofs = request.DESCRIPTOR.oneofs_by_name
-    if "query" in oneofs:  # Query carries one of the other requests
-        chosen = request.WhichOneof("query")
-        return account_of(getattr(request, chosen)) if chosen else ""
     return ""
+
+
+def carried(request: Message) -> tuple[Rule, Message] | None:
+    """The rule and request of the query a `Query` carries (GetPosition for get_position)."""
+    chosen = request.WhichOneof("query") if "query" in request.DESCRIPTOR.oneofs_by_name else None
+    if not chosen:
+        return None
+    rule = RULES.get("".join(part.title() for part in chosen.split("_")))
+    return (rule, getattr(request, chosen)) if rule is not None else None
 
 
 class Authorizer(HandlerRewrite):
@@ -157,9 +162,17 @@ class Authorizer(HandlerRewrite):
                 )
             if name == "Ingest":
                 _booking.set(principal)  # this call's task; its events are checked one by one
-            if rule.scope == "none" or not isinstance(request, Message):
+            if not isinstance(request, Message):
                 return  # a stream, or a malformed request (answered by the guard)
-            account = "" if rule.scope == "all" else account_of(request)
+            scope = rule.scope
+            if name == "Query":
+                inner = carried(request)
+                if inner is None:
+                    return  # no query set: the servicer says so
+                scope, request = inner[0].scope, inner[1]
+            if scope == "none":
+                return
+            account = "" if scope == "all" else account_of(request)
             if principal.accounts is None or (account and account in principal.accounts):
                 return
             what = f"account {account!r}" if account else "every account (no account_id given)"

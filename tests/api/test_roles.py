@@ -278,3 +278,32 @@ def test_health_is_open_and_the_sdk_sends_its_token(guarded: ServerThread) -> No
         anonymous.get_portfolio_summary("A1")
     assert refused.value.code == UNAUTHENTICATED
     assert "no credentials" in str(refused.value)
+
+
+def test_a_query_is_checked_as_the_call_it_carries(channel: grpc.Channel) -> None:
+    stub = pb_grpc.PortfolioManagerStub(channel)
+    reader = metadata("reader")
+    instrument = pb.PortfolioQuery(get_instrument=pb.GetInstrumentRequest(instrument_id="AAPL"))
+    assert code_of(lambda: stub.Query(instrument, timeout=10, metadata=reader)) not in (
+        DENIED,
+        UNAUTHENTICATED,
+    )
+    theirs = pb.PortfolioQuery(
+        get_position=pb.GetPositionRequest(account_id="A2", strategy_id="S1", instrument_id="X")
+    )
+    assert code_of(lambda: stub.Query(theirs, timeout=10, metadata=reader)) == DENIED
+    trace = pb.PortfolioQuery(get_trace_position=pb.GetTracePositionRequest(trace_id="t"))
+    assert code_of(lambda: stub.Query(trace, timeout=10, metadata=reader)) == DENIED  # needs *
+
+
+def test_reflection_needs_a_known_principal(channel: grpc.Channel) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    def first(md: tuple[tuple[str, str], ...]) -> object:
+        return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10, metadata=md)))
+
+    assert code_of(lambda: first(())) == UNAUTHENTICATED
+    assert code_of(lambda: first(metadata("marks"))) == grpc.StatusCode.OK
