@@ -292,8 +292,13 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--tls-key", str, defaults.tls_key, "server private key (PEM)")
     option("--tls-client-ca", str, defaults.tls_client_ca,
            "CA (PEM) client certificates must be signed by: mutual TLS")  # fmt: skip
-    option("--insecure", _flag, defaults.insecure,
-           "allow plaintext on an address other than loopback (logs a warning)")  # fmt: skip
+    parsers["insecure"] = _flag  # a bare flag: `--insecure` alone means true
+    parser.add_argument(
+        "--insecure", nargs="?", const=True, type=_flag,
+        default=os.environ.get("PORTFOLIO_INSECURE", defaults.insecure),
+        help="allow plaintext on an address other than loopback (logs a warning) (env "
+        "PORTFOLIO_INSECURE, default %(default)s)",
+    )  # fmt: skip
     option("--auth-file", str, defaults.auth_file,
            "principals and roles (JSON or TOML); none: loopback only, no checks")  # fmt: skip
     chosen, _ = parser.parse_known_args(argv)

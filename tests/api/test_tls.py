@@ -302,3 +302,13 @@ def test_a_bad_auth_file_stops_the_start_saying_why(tmp_path: Path, content: str
     auth_file.write_text(content)
     with pytest.raises(AuthConfigError, match=why):
         start_test_server(auth_file=str(auth_file))
+
+
+def test_insecure_is_a_bare_flag_and_the_tls_settings_are_flags() -> None:
+    from server.config import parse_args
+
+    assert parse_args(["--insecure"]).insecure is True
+    assert parse_args(["--insecure", "false"]).insecure is False
+    assert parse_args([]).insecure is False
+    chosen = parse_args(["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"])
+    assert (chosen.tls_cert, chosen.tls_key, chosen.tls_client_ca) == ("c.pem", "k.pem", "ca.pem")
