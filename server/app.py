@@ -119,7 +119,16 @@ async def start_server(
 ) -> RunningServer:
     """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
     holds the store, RuntimeError when the address cannot be bound. `broker` overrides the
-    one `config.broker` names."""
+    one `config.broker` names; AuthConfigError (a RuntimeError) before the store is opened when
+    the TLS or auth settings are unusable or unsafe."""
+    transport = transport_of(
+        host=config.host, tls_cert=config.tls_cert, tls_key=config.tls_key,
+        tls_client_ca=config.tls_client_ca, insecure=config.insecure, auth_file=config.auth_file,
+    )  # fmt: skip
+    for line in transport.warnings:
+        log.warning("%s", line)
+    for line in transport.notes:
+        log.info("%s", line)
     store = open_store(config.store)
     # One thread writes the journal and checkpoints, another the analysts' views: each
     # symbol has one writer, and the views never delay an ack.
@@ -128,7 +137,7 @@ async def start_server(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
     )
     try:
-        return await _start(config, store, executors, broker or _broker(config))
+        return await _start(config, store, executors, broker or _broker(config), transport)
     except BaseException:
         for executor in executors:
             executor.shutdown(wait=True)
@@ -141,6 +150,7 @@ async def _start(
     store: ArcticEventStore,
     executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
     broker: Broker | None,
+    transport: Transport,
 ) -> RunningServer:
     executor, views_executor = executors
     health_servicer = health.aio.HealthServicer()
@@ -262,15 +272,6 @@ async def _start(
                 if refusal is not None:
                     log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
 
-        transport = transport_of(
-            host=config.host, tls_cert=config.tls_cert, tls_key=config.tls_key,
-            tls_client_ca=config.tls_client_ca, insecure=config.insecure,
-            auth_file=config.auth_file,
-        )  # fmt: skip
-        for line in transport.warnings:
-            log.warning("%s", line)
-        for line in transport.notes:
-            log.info("%s", line)
         server = grpc.aio.server(
             # Who calls and may they (server.api.auth): before anything reads the request.
             # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.

@@ -300,8 +300,10 @@ def test_no_auth_file_on_loopback_says_so_at_start(caplog: pytest.LogCaptureFixt
 def test_a_bad_auth_file_stops_the_start_saying_why(tmp_path: Path, content: str, why: str) -> None:
     auth_file = tmp_path / "principals.json"
     auth_file.write_text(content)
+    opened: list[str] = []
     with pytest.raises(AuthConfigError, match=why):
-        start_test_server(auth_file=str(auth_file))
+        start_test_server(opened.append, auth_file=str(auth_file))
+    assert opened == []  # refused before the store is opened (and recovered)
 
 
 def test_insecure_is_a_bare_flag_and_the_tls_settings_are_flags() -> None:
