@@ -15,6 +15,7 @@ Health is open (probes carry no credentials); reflection needs any known princip
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ import grpc
 from google.protobuf.message import Message
 
 from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
+from server.api.malformed import _client_of as client_of
 from server.auth_config import Principal, Principals
+from server.log_limit import LogLimiter
 
 if TYPE_CHECKING:
     from server.api.handlers import Handler
@@ -35,6 +38,11 @@ SERVICE = "/portfolio.v1.PortfolioManager/"
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
 READ = frozenset({"reader", "operator"})
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+LOG_INTERVAL_SECONDS = 10.0
+
+log = logging.getLogger("portfolio.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +123,10 @@ def carried(request: Message) -> tuple[Rule, Message] | None:
 class Authorizer(HandlerRewrite):
     """Installed first on the server: a call is refused before anything else reads it."""
 
-    def __init__(self, principals: Principals) -> None:
+    def __init__(self, principals: Principals, log_interval: float = LOG_INTERVAL_SECONDS) -> None:
         super().__init__()
         self.principals = principals
+        self.limiter = LogLimiter(log, log_interval)
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         if method.startswith(OPEN_SERVICES):
@@ -148,15 +157,17 @@ class Authorizer(HandlerRewrite):
 
     def _checker(self, method: str, name: str, rule: Rule | None) -> Callable[..., Any]:
         async def check(request: Any, context: Context) -> None:
-            principal = await self.authenticate(context)
+            principal = await self.authenticate(context, method)
             if not name:  # another service (reflection): any known principal
                 return
             if rule is None:
-                await _deny(context, f"{method} is not open to any role")
+                await self.refuse(context, DENIED, method, f"{method} is not open to any role")
             if principal.role not in rule.roles:
                 needed = " or ".join(sorted(rule.roles))
-                await _deny(
+                await self.refuse(
                     context,
+                    DENIED,
+                    method,
                     f"principal {principal.name!r} has role {principal.role}; {name} needs "
                     f"role {needed}",
                 )
@@ -176,15 +187,17 @@ class Authorizer(HandlerRewrite):
             if principal.accounts is None or (account and account in principal.accounts):
                 return
             what = f"account {account!r}" if account else "every account (no account_id given)"
-            await _deny(
+            await self.refuse(
                 context,
+                DENIED,
+                method,
                 f"principal {principal.name!r} (role {principal.role}) may not use {what}; its "
                 f"accounts: {principal.describe_accounts()}",
             )
 
         return check
 
-    async def authenticate(self, context: Context) -> Principal:
+    async def authenticate(self, context: Context, method: str) -> Principal:
         """The caller, by bearer token if one is sent, else by client certificate."""
         token = ""
         for key, value in context.invocation_metadata() or ():
@@ -192,33 +205,45 @@ class Authorizer(HandlerRewrite):
                 text = value.decode() if isinstance(value, bytes) else value
                 scheme, _, token = text.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
-                    await _unauthenticated(context, "authorization must be 'Bearer <token>'")
+                    await self.refuse(
+                        context, UNAUTHENTICATED, method, "authorization must be 'Bearer <token>'"
+                    )
                 token = token.strip()
                 break
         if token:
             principal = self.principals.with_token(token)
             if principal is None:
-                await _unauthenticated(context, "the bearer token is not a principal's")
+                await self.refuse(
+                    context, UNAUTHENTICATED, method, "the bearer token is not a principal's"
+                )
             return principal
         names = list((context.auth_context() or {}).get("x509_common_name", []))
         if names:
             common_name = names[0].decode()
             principal = self.principals.with_certificate(common_name)
             if principal is None:
-                await _unauthenticated(
-                    context, f"client certificate CN={common_name!r} is not a principal's"
+                await self.refuse(
+                    context,
+                    UNAUTHENTICATED,
+                    method,
+                    f"client certificate CN={common_name!r} is not a principal's",
                 )
             return principal
-        return await _unauthenticated(
-            context, "no credentials: send 'authorization: Bearer <token>' or a client certificate"
+        return await self.refuse(
+            context,
+            UNAUTHENTICATED,
+            method,
+            "no credentials: send 'authorization: Bearer <token>' or a client certificate",
         )
 
-
-async def _unauthenticated(context: Context, why: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
-    raise AssertionError("abort returned")  # pragma: no cover
-
-
-async def _deny(context: Context, why: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
-    raise AssertionError("abort returned")  # pragma: no cover
+    async def refuse(
+        self, context: Context, code: grpc.StatusCode, method: str, why: str
+    ) -> NoReturn:
+        """Ends the call with `code`; logged at most once per client per interval (a client
+        retrying with a revoked token must not fill the log)."""
+        peer = context.peer()
+        self.limiter.log(
+            logging.WARNING, client_of(peer), "%s %s from %s: %s", code.name, method, peer, why
+        )
+        await context.abort(code, why)
+        raise AssertionError("abort returned")  # pragma: no cover

@@ -4,6 +4,7 @@ is identified by its bearer token, and each role x RPC x account gets the status
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -307,3 +308,29 @@ def test_reflection_needs_a_known_principal(channel: grpc.Channel) -> None:
 
     assert code_of(lambda: first(())) == UNAUTHENTICATED
     assert code_of(lambda: first(metadata("marks"))) == grpc.StatusCode.OK
+
+
+def test_a_refusal_is_logged_without_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = start_test_server(auth_file=str(write_auth_file(tmp_path / "principals.json")))
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="portfolio.api"),
+            grpc.insecure_channel(running.address) as opened,
+        ):
+            stub = pb_grpc.PortfolioManagerStub(opened)
+            forged = (("authorization", "Bearer forged-secret-value"),)
+            assert (
+                code_of(
+                    lambda: stub.ListAccounts(pb.ListAccountsRequest(), timeout=10, metadata=forged)
+                )
+                == UNAUTHENTICATED
+            )
+    finally:
+        running.stop()
+    lines = [record.getMessage() for record in caplog.records if record.name == "portfolio.api"]
+    assert any(
+        "UNAUTHENTICATED /portfolio.v1.PortfolioManager/ListAccounts" in line for line in lines
+    )
+    assert not any("forged-secret-value" in line for line in lines)
