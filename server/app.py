@@ -7,12 +7,14 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.metrics import NoOpHistogram
+from opentelemetry.util.types import Attributes
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
@@ -31,6 +33,7 @@ from server.application.reconciler import Reconciler
 from server.application.service import PortfolioService
 from server.application.subscriptions import SubscriptionHub
 from server.application.supervision import Supervision
+from server.application.thresholds import HealthThresholds
 from server.application.writes import RecoveryReport
 from server.auth_config import Transport, transport_of
 from server.broker.ib import IbBroker
@@ -75,6 +78,7 @@ class RunningServer:
     _executors: tuple[ThreadPoolExecutor, ...]
     _background: list[asyncio.Task[None]]  # housekeeping, day closes
     metrics: Metrics | None = None  # with --metrics-port
+    thresholds: HealthThresholds | None = None  # their values: thresholds.values()
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
@@ -251,8 +255,16 @@ async def _start(
     supervision.watch(service.committer.start())
     metrics = Metrics() if config.metrics_port else None
     try:
-        if metrics is not None:
-            service.committer.on_commit = metrics.committed
+        thresholds = HealthThresholds(
+            ack_limit=config.ack_p99_ms / 1e3,
+            query_limit=config.query_p99_ms / 1e3,
+            window=config.latency_window_seconds,
+            max_rows=config.max_rows,
+            rows=lambda: len(ledger.book),
+        )
+        service.committer.on_commit = (
+            thresholds.committed if metrics is None else _both(metrics.committed, thresholds)
+        )
         service.projector.submit(
             report.views_backlog,
             report.rows,
@@ -278,7 +290,7 @@ async def _start(
             # Updates are written as their encoded bytes (once per update, not per stream).
             # Metrics first: they time what the others add.
             interceptors=[
-                *([RpcMetrics(metrics.rpc_duration)] if metrics is not None else []),
+                RpcMetrics(QueryLatency(thresholds, metrics)),
                 *([Authorizer(transport.principals)] if transport.principals else []),
                 MalformedRequestGuard(),
                 PreEncodedResponses(),
@@ -339,14 +351,20 @@ async def _start(
             name="housekeeping",
         )
         supervision.watch(housekeeping)
-        background = [housekeeping]
+        thresholds.check(set_health)
+        judging = asyncio.create_task(
+            thresholds.watch(set_health, min(1.0, config.latency_window_seconds / 12)),
+            name="health thresholds",
+        )
+        supervision.watch(judging)
+        background = [housekeeping, judging]
         if service.day_closer is not None:
             closing = asyncio.create_task(service.day_closer.run(), name="day close")
             supervision.watch(closing)
             background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, background, metrics,
+            executors, background, metrics, thresholds,
         )  # fmt: skip
     except BaseException:
         if metrics is not None:
@@ -367,6 +385,47 @@ def _listen(server: grpc.aio.Server, address: str, transport: Transport) -> int:
     mutual = " (mutual: client certificates required)" if transport.client_ca else ""
     log.info("TLS on %s%s", address, mutual)
     return server.add_secure_port(address, credentials)
+
+
+class QueryLatency(NoOpHistogram):
+    """What the RPC timing interceptor records: every call to the metrics (when on), the
+    queries' (unary reads of the portfolio service) to the query latency threshold."""
+
+    def __init__(self, thresholds: HealthThresholds, metrics: Metrics | None) -> None:
+        super().__init__("rpc.server.call.duration")
+        self._answered = thresholds.answered
+        self._metrics = metrics.rpc_duration if metrics is not None else None
+        self._queries: dict[object, bool] = {}
+
+    def record(
+        self,
+        amount: float,
+        attributes: Attributes = None,
+        context: object = None,
+    ) -> None:
+        if self._metrics is not None:
+            self._metrics.record(amount, attributes)
+        if attributes is None:
+            return
+        method = attributes.get("rpc.method")
+        query = self._queries.get(method)
+        if query is None:
+            service, _, name = str(method).rpartition("/")
+            query = self._queries[method] = service == SERVICE_NAME and name.startswith(
+                ("Get", "List", "Query")
+            )
+        if query:
+            self._answered(amount)
+
+
+def _both(
+    metrics: Callable[[int, float, Sequence[float]], None], thresholds: HealthThresholds
+) -> Callable[[int, float, Sequence[float]], None]:
+    def committed(size: int, append_seconds: float, admitted_at: Sequence[float]) -> None:
+        metrics(size, append_seconds, admitted_at)
+        thresholds.committed(size, append_seconds, admitted_at)
+
+    return committed
 
 
 def _broker(config: ServiceConfig) -> Broker | None:

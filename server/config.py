@@ -105,6 +105,13 @@ class ServiceConfig:
     # Prometheus scrapes metrics at http://metrics_host:metrics_port/metrics; 0: no metrics.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # Health thresholds (server/application/thresholds.py), each its own health name: fill ->
+    # durable ack p99 and query p99 over the last latency_window_seconds (0: not watched),
+    # position rows held (0: no limit).
+    ack_p99_ms: float = 10.0
+    query_p99_ms: float = 1.0
+    latency_window_seconds: float = 60.0
+    max_rows: int = 0
     # TLS: the server's certificate chain and key (PEM files); with a client CA, clients must
     # present a certificate it signed (mutual TLS). Plaintext on an address other than
     # loopback needs `insecure`. The auth file lists principals and roles (server.auth_config);
@@ -194,6 +201,27 @@ def _session(part: str) -> Callable[[str], str]:
     return parse
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not > 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not >= 0")
+    return value
+
+
 def _env_name(key: str) -> str:
     return "PORTFOLIO_" + key.upper()
 
@@ -263,6 +291,14 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--metrics-port", int, defaults.metrics_port,
            "port of the Prometheus /metrics endpoint; 0: no metrics")  # fmt: skip
     option("--metrics-host", str, defaults.metrics_host, "interface of the metrics endpoint")
+    option("--ack-p99-ms", _non_negative, defaults.ack_p99_ms,
+           "health ack_latency NOT_SERVING above this fill -> durable ack p99; 0: off")  # fmt: skip
+    option("--query-p99-ms", _non_negative, defaults.query_p99_ms,
+           "health query_latency NOT_SERVING above this query p99; 0: off")  # fmt: skip
+    option("--latency-window-seconds", _positive, defaults.latency_window_seconds,
+           "sliding window of the latency thresholds")  # fmt: skip
+    option("--max-rows", _non_negative_int, defaults.max_rows,
+           "health capacity NOT_SERVING above this many position rows; 0: no limit")  # fmt: skip
     option("--cost-tolerance", _fraction, defaults.cost_tolerance,
            "relative tolerance of average costs (the service's with its fees)")  # fmt: skip
     option("--cost-tolerance-floor", _fraction, defaults.cost_tolerance_floor,
