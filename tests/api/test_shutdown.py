@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 
@@ -14,6 +15,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks, pb_fill
 from tests.conftest import start_test_server
+from tests.service_process import start_service
 
 GRACE = 10.0  # long: a stop that waits for the subscriptions would show
 
@@ -81,3 +83,32 @@ def test_a_stop_ends_open_subscriptions_at_once_without_errors(caplog, tmp_path)
         assert again.running.recovery.replayed == 0
     finally:
         again.stop()
+
+
+def test_sigterm_with_a_subscriber_exits_at_once_without_error_lines(tmp_path):
+    """The process as an operator stops it: exit 0 well within the grace, no ERROR line and no
+    traceback on stderr, the subscriber told to reconnect elsewhere."""
+    process, address = start_service(
+        "--store", f"lmdb://{tmp_path}/store", "--grace-seconds", str(GRACE)
+    )
+    try:
+        outcome: dict[str, object] = {}
+        ready = threading.Event()
+        reader = threading.Thread(target=_sync_subscriber, args=(address, outcome, ready))
+        reader.start()
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            assert acks(stub, pb_fill("BUY", 1, 1))[0].result == pb.EVENT_RESULT_ACCEPTED
+        assert ready.wait(10)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=GRACE + 10) == 0
+        took = time.monotonic() - started
+        reader.join(10)
+        stderr = process.stderr.read()
+        assert took < GRACE / 2, f"exit took {took:.1f}s of a {GRACE:.0f}s grace"
+        assert outcome["code"] == grpc.StatusCode.UNAVAILABLE
+        assert " ERROR " not in stderr and "Traceback" not in stderr, stderr
+        assert "stopped at sequence 1" in stderr
+    finally:
+        process.kill()
