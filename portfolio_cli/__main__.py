@@ -20,6 +20,14 @@ from portfolio_cli.tables import to_json, to_json_line
 DEFAULT_SERVICE = "127.0.0.1:50051"
 OK, FAILED, USAGE, NOT_SERVING = 0, 1, 2, 3
 PROG = "scripts/portfolio"
+#: The SDK's credentials, from files. The token itself only from the environment or a file,
+#: never a flag: a command line is visible to every user of the machine (`ps`).
+CREDENTIAL_FILES = {
+    "--ca-cert": "the service's CA certificate (PEM): TLS",
+    "--client-cert": "this client's certificate chain (PEM), for mutual TLS (with --client-key)",
+    "--client-key": "this client's private key (PEM), for mutual TLS",
+    "--token-file": "a file holding the bearer token (or env PORTFOLIO_TOKEN)",
+}
 
 
 def _address(text: str) -> str:
@@ -64,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
         "--timeout", type=_seconds, default=10.0, help="seconds per call (default %(default)s)"
     )
     common.add_argument("--json", action="store_true", help="JSON for scripts (amounts as text)")
+    for flag, help_ in CREDENTIAL_FILES.items():
+        env = "PORTFOLIO_" + flag.removeprefix("--").replace("-", "_").upper()
+        common.add_argument(
+            flag, type=Path, default=os.environ.get(env), metavar="FILE",
+            help=f"{help_} (env {env})",
+        )  # fmt: skip
 
     top = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else ""
@@ -131,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
 def _check(arguments: argparse.Namespace) -> str:
     """What argparse cannot say alone: options that need each other."""
     name = arguments.command
+    if bool(arguments.client_cert) != bool(arguments.client_key):
+        return "--client-cert and --client-key go together (mutual TLS)"
     if name == "orders" and (arguments.order_id or arguments.strategy) and not arguments.account:
         return "orders: --order-id and --strategy need --account"
     dates = (arguments.from_date, arguments.to_date) if name in ("pnl", "export") else ()
@@ -146,13 +162,29 @@ def _check(arguments: argparse.Namespace) -> str:
     return ""
 
 
+def _target(arguments: argparse.Namespace) -> Target:
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path else None
+
+    token_file = read(arguments.token_file)
+    token = token_file.decode().strip() if token_file else os.environ.get("PORTFOLIO_TOKEN")
+    return Target(
+        address=arguments.service, timeout=arguments.timeout,
+        root_certificates=read(arguments.ca_cert), private_key=read(arguments.client_key),
+        certificate_chain=read(arguments.client_cert), token=token or None,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     top = parser()
     arguments = top.parse_args(argv)  # exits 2 on bad usage
     problem = _check(arguments)
     if problem:
         top.error(problem)
-    target = Target(arguments.service, arguments.timeout)
+    try:
+        target = _target(arguments)
+    except (OSError, UnicodeDecodeError) as error:
+        top.error(f"cannot read a credential file: {error}")
     try:
         return _run(target, arguments)
     except PortfolioError as error:

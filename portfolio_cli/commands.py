@@ -22,12 +22,14 @@ from client import (
     Position,
     PositionLevel,
 )
+from client.channel import channel_credentials
 from client.errors import from_rpc_error
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from portfolio_cli.tables import enum_name, table
 
-#: The health names the service sets ("" is its readiness); `broker` only with a broker.
+#: The health names the service sets ("" is its readiness; `broker` only with a broker). A copy
+#: (the CLI imports nothing from `server`): tests/portfolio_cli checks it against the service's.
 HEALTH_NAMES = (
     "",
     pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name,
@@ -36,6 +38,9 @@ HEALTH_NAMES = (
     "books",
     "reconciliation",
     "broker",
+    "ack_latency",
+    "query_latency",
+    "capacity",
 )
 
 _Req = TypeVar("_Req")
@@ -51,16 +56,35 @@ class Output:
     healthy: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
+    """The service and the credentials to show it, as the SDK takes them: TLS with the
+    service's CA (PEM), a client certificate for mutual TLS, a bearer token; none of them is a
+    plaintext channel (a service on loopback)."""
+
     address: str
     timeout: float
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+    token: str | None = None
 
     def client(self) -> PortfolioClient:
-        return PortfolioClient(self.address, timeout=self.timeout)
+        return PortfolioClient(
+            self.address, timeout=self.timeout, root_certificates=self.root_certificates,
+            private_key=self.private_key, certificate_chain=self.certificate_chain,
+            token=self.token,
+        )  # fmt: skip
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+        """For the stubs the SDK does not wrap (orders, balances, health): same credentials."""
+        credentials = channel_credentials(
+            root_certificates=self.root_certificates, private_key=self.private_key,
+            certificate_chain=self.certificate_chain, token=self.token,
+        )  # fmt: skip
+        if credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, credentials)
 
 
 def _raw(method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req, timeout: float) -> _Resp:

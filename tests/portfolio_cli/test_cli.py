@@ -25,8 +25,11 @@ from grpc_health.v1 import health_pb2
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from portfolio_cli.__main__ import main
+from portfolio_cli.commands import HEALTH_NAMES
 from tests.api.protocol import acks, pb_fill, pb_status
 from tests.api.test_performance_and_risk import close, journal
+from tests.api.test_roles import token_of, write_auth_file
+from tests.api.test_tls import issue, pem
 from tests.conftest import start_test_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -418,3 +421,105 @@ def test_export_fills_of_an_unknown_account_or_store_exits_1(written_store, tmp_
     assert done.returncode == 1
     assert "no store at" in done.stderr
     assert not (tmp_path / "nothing").exists()  # not created by looking
+
+
+# -- names and credentials --------------------------------------------------------------------
+
+
+def test_the_cli_asks_every_health_name_the_service_sets():
+    from server import app
+    from server.application import thresholds
+
+    names = {
+        value
+        for module in (app, thresholds)
+        for key, value in vars(module).items()
+        if key.endswith("_HEALTH") and isinstance(value, str)
+    }
+    assert names
+    assert names | {"", app.SERVICE_NAME} == set(HEALTH_NAMES)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A service that knows its callers by bearer token (tests/api/test_roles.py's)."""
+    auth_file = write_auth_file(tmp_path_factory.mktemp("auth") / "principals.json")
+    server = start_test_server(auth_file=str(auth_file))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_token_from_the_environment_or_a_file(guarded, capsys, monkeypatch, tmp_path):
+    service = ("--service", guarded.address)
+    monkeypatch.delenv("PORTFOLIO_TOKEN", raising=False)
+    assert main(["positions", "--account", "A1", *service]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("PORTFOLIO_TOKEN", token_of("reader"))
+    assert main(["positions", "--account", "A1", *service]) == 0
+    assert main(["balances", "--account", "A9", *service]) == 1  # reader of A1 only
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    monkeypatch.delenv("PORTFOLIO_TOKEN")
+    token = tmp_path / "token"
+    token.write_text(token_of("risk") + "\n")
+    assert main(["summary", "--token-file", str(token), *service]) == 0
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A CA, the service's certificate and a client's (tests/api/test_tls.py's), as files."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca = issue("test CA")
+    files = {
+        "ca.pem": pem(ca).certificate,
+        "server.pem": (server := pem(issue("localhost", ca))).certificate,
+        "server.key": server.key,
+        "client.pem": (client := pem(issue("risk.desk", ca))).certificate,
+        "client.key": client.key,
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mutual_tls(certificates):
+    server = start_test_server(
+        tls_cert=str(certificates / "server.pem"), tls_key=str(certificates / "server.key"),
+        tls_client_ca=str(certificates / "ca.pem"),
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_mutual_tls_with_the_client_certificate(mutual_tls, certificates, capsys, monkeypatch):
+    monkeypatch.delenv("PORTFOLIO_TOKEN", raising=False)
+    service = ["--service", mutual_tls.address, "--timeout", "5"]
+    ca = ["--ca-cert", str(certificates / "ca.pem")]
+    mine = ["--client-cert", str(certificates / "client.pem")]
+    mine += ["--client-key", str(certificates / "client.key")]
+    assert main(["health", *service, *ca, *mine]) == 0
+    assert main(["summary", *service, *ca, *mine]) == 0
+    assert main(["balances", "--account", "A1", *service, *ca, *mine]) == 1  # through TLS
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["health", *service, *ca]) == 1  # no client certificate: no handshake
+    assert main(["health", *service]) == 1  # plaintext to a TLS service
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--client-cert", "c.pem"], "go together"),
+        (["--ca-cert", "/no/such/ca.pem"], "cannot read a credential file"),
+    ],
+)
+def test_bad_credentials_exit_2(capsys, arguments, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["health", *arguments])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
