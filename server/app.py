@@ -79,14 +79,17 @@ class RunningServer:
     _background: list[asyncio.Task[None]]  # housekeeping, day closes
     metrics: Metrics | None = None  # with --metrics-port
     thresholds: HealthThresholds | None = None  # their values: thresholds.values()
+    servicer: PortfolioManagerServicer | None = None  # its streams end first at a stop
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
-        # Subscriptions end now, UNAVAILABLE with where to resume: a reader never hangs up by
-        # itself, and the server's stop would wait its whole grace on it.
-        self.service.hub.stop()
+        # Streams end now, UNAVAILABLE (subscriptions with where to resume, ingest streams once
+        # what they admitted is durable): a reader never hangs up by itself, and the server's
+        # stop would wait its whole grace on it.
+        if self.servicer is not None:
+            self.servicer.stop_streams()
         closer = self.service.day_closer
         if closer is not None:  # a close just journaled goes to the store before the checkpoint
             try:
@@ -364,7 +367,7 @@ async def _start(
             background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, background, metrics, thresholds,
+            executors, background, metrics, thresholds, servicer,
         )  # fmt: skip
     except BaseException:
         if metrics is not None:

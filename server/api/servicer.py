@@ -154,6 +154,12 @@ def _check_kind(account_id: str, asked: AccountKind | None, found: AccountKind |
         raise FieldViolation("account_kind", f"account {account_id!r} is {name}, not {asked.name}")
 
 
+STOPPING = (
+    "the service is stopping: reconnect (to another instance, or to this one once it is back) "
+    "and resend what was not acknowledged (event ids make a resend harmless)"
+)
+
+
 class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     def __init__(
         self,
@@ -170,6 +176,22 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
         self.answers = AnswerCache()  # summaries kept encoded until the state moves
+        # At a shutdown (stop_streams): no new stream; open ingest streams (their admitting
+        # task -> their answers) admit nothing more, answer what they admitted, then end.
+        self.stopping = False
+        self._ingest_streams: dict[asyncio.Task[None], asyncio.Queue[Any]] = {}
+
+    def stop_streams(self) -> None:
+        """At a shutdown: every stream ends UNAVAILABLE (readers resume, relays resend, on
+        another instance or once this one is back) instead of holding the server's stop for
+        its whole grace. An ingest stream admits no further batch but answers those admitted
+        once durable; subscriptions end at once with where to resume."""
+        self.stopping = True
+        self.service.hub.stop()
+        for reader, answers in self._ingest_streams.items():
+            reader.cancel()
+            if not answers.full():  # a full queue: its handler is not waiting on it
+                answers.put_nowait(ApiError.unavailable(STOPPING))
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -194,9 +216,16 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             except Exception as error:  # the store is down, the client went away, or a bug
                 await answers.put(error)
 
+        if self.stopping:
+            raise ApiError.unavailable(STOPPING)
         reader = asyncio.create_task(admit_all())
+        self._ingest_streams[reader] = answers
         try:
-            while (answer := await answers.get()) is not None:
+            while True:
+                if self.stopping and answers.empty():  # all it admitted was answered
+                    raise ApiError.unavailable(STOPPING)
+                if (answer := await answers.get()) is None:
+                    break
                 if isinstance(answer, grpc.aio.AioRpcError):
                     return
                 if isinstance(answer, BaseException):
@@ -210,6 +239,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 yield response
         finally:
             reader.cancel()
+            del self._ingest_streams[reader]
 
     def admit_batch(self, request: pb.IngestRequest) -> tuple[pb.IngestResponse, int]:
         """Admits one batch; returns its answer and the sequence to wait for before sending it.

@@ -112,3 +112,40 @@ def test_sigterm_with_a_subscriber_exits_at_once_without_error_lines(tmp_path):
         assert "stopped at sequence 1" in stderr
     finally:
         process.kill()
+
+
+async def _relay(address: str, acked: threading.Event) -> tuple[list[int], object, str]:
+    """A relay's stream: one batch, then open and idle (as between fills) until the stop."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.PortfolioManagerStub(channel).Ingest(timeout=60)
+        await call.write(pb.IngestRequest(batch_id="b1", events=[pb_fill("BUY", 1, 1)]))
+        first = await call.read()
+        acked.set()
+        try:
+            await call.read()
+        except grpc.RpcError as error:
+            return [a.result for a in first.acks], error.code(), error.details() or ""
+        return [a.result for a in first.acks], None, ""
+
+
+def test_a_stop_ends_an_idle_ingest_stream_after_answering_it(caplog):
+    caplog.set_level(logging.INFO)
+    server = start_test_server(grace_seconds=GRACE)
+    acked = threading.Event()
+    result: list[tuple[list[int], object, str]] = []
+    relay = threading.Thread(
+        target=lambda: result.append(asyncio.run(_relay(server.address, acked)))
+    )
+    relay.start()
+    assert acked.wait(10)
+    started = time.monotonic()
+    server.call(server.running.stop(GRACE))
+    took = time.monotonic() - started
+    server._close_loop()
+    relay.join(10)
+    assert took < 2.0, f"stop took {took:.1f}s of a {GRACE:.0f}s grace"
+    results, code, details = result[0]
+    assert results == [pb.EVENT_RESULT_ACCEPTED]
+    assert code == grpc.StatusCode.UNAVAILABLE and "resend" in details
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
