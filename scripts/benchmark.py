@@ -616,7 +616,7 @@ def fanout_figures(args: argparse.Namespace) -> None:
 
 
 SECTIONS = ["service", "hot-path", "restatement", "reconcile", "commits", "startup", "fanout",
-            "memory", "targets", "attribution"]  # fmt: skip
+            "memory", "targets", "attribution", "metrics"]  # fmt: skip
 
 
 def main() -> int:
@@ -714,6 +714,11 @@ def main() -> int:
         from bench_attribution import FULL, QUICK, attribution_figures  # scripts/
 
         attribution_figures(QUICK if args.attribution_quick else FULL)
+    if "metrics" in sections:
+        from bench_metrics import all_figures  # scripts/
+
+        print("\nMetrics on (--metrics-port) and off, the same service, rounds interleaved:")
+        print("\n".join(all_figures(args.fills, args.samples)))
     return 0
 
 
