@@ -125,7 +125,7 @@ class Metrics:
                 yield Observation(count, {"placement": _PLACEMENTS[placement]})
 
         def gauge(read: Callable[[], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
-            return lambda _: [Observation(read())]
+            return lambda _: _observed(read)
 
         meter.create_observable_counter(
             "portfolio.events", [events], "{event}",
@@ -182,6 +182,12 @@ class Metrics:
             yield Observation(reconciler.failures, {"outcome": "failed"})
 
         def discrepancies(_: CallbackOptions) -> Iterable[Observation]:
+            try:
+                return _discrepancies()
+            except RuntimeError:  # the loop changed the runs while this thread read them
+                return []
+
+        def _discrepancies() -> list[Observation]:
             counts: collections.Counter[str] = collections.Counter()
             book = reconciler.cases.ledger.reconciliations
             for account in book.accounts():
@@ -216,6 +222,15 @@ class Metrics:
             self._server.server_close()
             self._server = None
         self.provider.shutdown()
+
+
+def _observed(read: Callable[[], float]) -> list[Observation]:
+    """The value now; none this scrape when the event loop changed what was being counted
+    (the scrape runs on the endpoint's thread, and reads without a lock)."""
+    try:
+        return [Observation(read())]
+    except RuntimeError:
+        return []
 
 
 def _lag(hub: SubscriptionHub[Any, Any]) -> float:

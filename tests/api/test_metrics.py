@@ -6,6 +6,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -14,7 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks, pb_fill
-from tests.conftest import ServerThread, start_test_server
+from tests.api.test_restatement import at
+from tests.api.test_subscriptions import Reader
+from tests.conftest import TEST_CONFIG, ServerThread, start_test_server
 
 GET_POSITION = "portfolio.v1.PortfolioManager/GetPosition"
 INGEST = "portfolio.v1.PortfolioManager/Ingest"
@@ -42,9 +45,7 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
           **labels: str) -> float:  # fmt: skip
     """The one sample of `name` whose labels include `labels`."""
-    found = [
-        v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)
-    ]
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
     assert len(found) == 1, (name, labels, found)
     return found[0]
 
@@ -116,3 +117,32 @@ def test_the_endpoint_closes_with_the_service() -> None:
     running.stop()
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         scrape(port)
+
+
+def test_restatements_subscribers_and_reconciliations_are_seen() -> None:
+    port = _free_port()
+    config = replace(TEST_CONFIG, metrics_port=port, broker="paper", reconcile_seconds=0)
+    server = ServerThread(config)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            reader = Reader(stub, account_id="A1")
+            try:
+                reader.take(1, heartbeats=True)  # subscribed
+                acks(stub, at(10, pb_fill("BUY", 10, 100)), at(30, pb_fill("SELL", 5, 95)))
+                (late,) = acks(stub, at(20, pb_fill("BUY", 10, 80)))
+                assert late.placement == pb.BOOKING_PLACEMENT_RESTATED
+                report = stub.Reconcile(pb.ReconcileRequest(account_id="A1"))
+                assert report.clean
+                samples = scrape(port)
+                assert value(samples, "portfolio_subscribers") == 1
+            finally:
+                reader.close()
+        assert value(samples, "portfolio_fills_placed_total", placement="restated") == 1
+        assert value(samples, "portfolio_reconciliation_runs_total", outcome="done") == 1
+        assert value(samples, "portfolio_reconciliation_runs_total", outcome="failed") == 0
+        assert value(samples, "portfolio_broker_connected") == 1
+        assert value(samples, "portfolio_replay_buffer_size") > 0
+        assert not [n for (n, _) in samples if n == "portfolio_reconciliation_discrepancies"]
+    finally:
+        server.stop()
