@@ -265,9 +265,12 @@ async def _start(
             max_rows=config.max_rows,
             rows=lambda: len(ledger.book),
         )
-        service.committer.on_commit = (
-            thresholds.committed if metrics is None else _both(metrics.committed, thresholds)
-        )
+        if metrics is not None:  # a limit of 0: nothing recorded for it
+            service.committer.on_commit = (
+                _both(metrics.committed, thresholds) if config.ack_p99_ms else metrics.committed
+            )
+        elif config.ack_p99_ms:
+            service.committer.on_commit = thresholds.committed
         service.projector.submit(
             report.views_backlog,
             report.rows,
@@ -293,7 +296,11 @@ async def _start(
             # Updates are written as their encoded bytes (once per update, not per stream).
             # Metrics first: they time what the others add.
             interceptors=[
-                RpcMetrics(QueryLatency(thresholds, metrics)),
+                *(
+                    [RpcMetrics(QueryLatency(thresholds, metrics))]
+                    if metrics is not None or config.query_p99_ms
+                    else []
+                ),
                 *([Authorizer(transport.principals)] if transport.principals else []),
                 MalformedRequestGuard(),
                 PreEncodedResponses(),
@@ -396,7 +403,7 @@ class QueryLatency(NoOpHistogram):
 
     def __init__(self, thresholds: HealthThresholds, metrics: Metrics | None) -> None:
         super().__init__("rpc.server.call.duration")
-        self._answered = thresholds.answered
+        self._answered = thresholds.answered if thresholds.query_limit else None
         self._metrics = metrics.rpc_duration if metrics is not None else None
         self._queries: dict[object, bool] = {}
 
@@ -417,7 +424,7 @@ class QueryLatency(NoOpHistogram):
             query = self._queries[method] = service == SERVICE_NAME and name.startswith(
                 ("Get", "List", "Query")
             )
-        if query:
+        if query and self._answered is not None:
             self._answered(amount)
 
 
