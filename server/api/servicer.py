@@ -180,6 +180,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         # task -> their answers) admit nothing more, answer what they admitted, then end.
         self.stopping = False
         self._ingest_streams: dict[asyncio.Task[None], asyncio.Queue[Any]] = {}
+        self._mark_streams: set[asyncio.Task[Any]] = set()  # their handlers' tasks
 
     def stop_streams(self) -> None:
         """At a shutdown: every stream ends UNAVAILABLE (readers resume, relays resend, on
@@ -192,6 +193,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             reader.cancel()
             if not answers.full():  # a full queue: its handler is not waiting on it
                 answers.put_nowait(ApiError.unavailable(STOPPING))
+        for task in self._mark_streams:
+            task.cancel()
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -403,6 +406,27 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     @answers_stream_errors
     async def StreamMarks(
         self, request_iterator: AsyncIterator[pb.MarkBatch], context: Context
+    ) -> AsyncGenerator[pb.MarkAck, None]:
+        """At a stop, the stream ends UNAVAILABLE: its task is cancelled where it waits (for
+        the next batch, or on the client reading an ack), never while a batch is applied."""
+        if self.stopping:
+            raise ApiError.unavailable(STOPPING)
+        task = asyncio.current_task()
+        assert task is not None
+        self._mark_streams.add(task)
+        try:
+            async for ack in self._apply_marks(request_iterator):
+                yield ack
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            task.uncancel()
+            raise ApiError.unavailable(STOPPING) from None
+        finally:
+            self._mark_streams.discard(task)
+
+    async def _apply_marks(
+        self, request_iterator: AsyncIterator[pb.MarkBatch]
     ) -> AsyncGenerator[pb.MarkAck, None]:
         """Applies each batch whole or not at all, and answers it; a bad batch is refused
         alone and the stream goes on."""

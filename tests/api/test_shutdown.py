@@ -14,6 +14,7 @@ import grpc
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from tests.api.protocol import acks, pb_fill
+from tests.api.test_reference_and_cash import mark
 from tests.conftest import start_test_server
 from tests.service_process import start_service
 
@@ -147,5 +148,40 @@ def test_a_stop_ends_an_idle_ingest_stream_after_answering_it(caplog):
     results, code, details = result[0]
     assert results == [pb.EVENT_RESULT_ACCEPTED]
     assert code == grpc.StatusCode.UNAVAILABLE and "resend" in details
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def _marks_feed(address: str, acked: threading.Event) -> tuple[object, str]:
+    """A marks feed's stream: one batch, then open and idle until the stop."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.PortfolioManagerStub(channel).StreamMarks(timeout=60)
+        await call.write(pb.MarkBatch(batch_id="m1", marks=[mark("AAPL", 10, mark="100")]))
+        await call.read()
+        acked.set()
+        try:
+            await call.read()
+        except grpc.RpcError as error:
+            return error.code(), error.details() or ""
+        return None, ""
+
+
+def test_a_stop_ends_an_idle_marks_stream(caplog):
+    caplog.set_level(logging.INFO)
+    server = start_test_server(grace_seconds=GRACE)
+    acked = threading.Event()
+    result: list[tuple[object, str]] = []
+    feed = threading.Thread(
+        target=lambda: result.append(asyncio.run(_marks_feed(server.address, acked)))
+    )
+    feed.start()
+    assert acked.wait(10)
+    started = time.monotonic()
+    server.call(server.running.stop(GRACE))
+    took = time.monotonic() - started
+    server._close_loop()
+    feed.join(10)
+    assert took < 2.0, f"stop took {took:.1f}s of a {GRACE:.0f}s grace"
+    assert result[0][0] == grpc.StatusCode.UNAVAILABLE and "reconnect" in result[0][1]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
