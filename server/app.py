@@ -45,6 +45,7 @@ from server.domain.ledger import Ledger, Result
 from server.domain.reconciliation import ReconcilePolicy
 from server.domain.seen import EventAt
 from server.domain.time_window import TimeWindow
+from server.log_format import configure_logging
 from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
@@ -568,10 +569,7 @@ class SecretsMasked(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     for handler in logging.getLogger().handlers:
         handler.addFilter(SecretsMasked())

@@ -38,6 +38,8 @@ class ServiceConfig:
     checkpoint_every: int = 10_000
     checkpoint_seconds: float = 60.0
     log_level: str = "INFO"
+    # "text" for people, "json" for log shippers (one object a line, with the trace id).
+    log_format: str = "text"
     # A JSON file of instruments and accounts, journaled at start (unchanged ones are
     # duplicates); see the README. Empty: none.
     reference_file: str = ""
@@ -168,6 +170,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log format: use text or json")
+    return text
+
+
 def _broker(text: str) -> str:
     if text not in ("", "ib", "paper"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a broker: use ib, paper or ''")
@@ -262,6 +270,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--checkpoint-seconds", float, defaults.checkpoint_seconds,
            "seconds between checkpoints while events arrive; 0: by count only")  # fmt: skip
     option("--log-level", str, defaults.log_level, "logging level")
+    option("--log-format", _log_format, defaults.log_format,
+           "text, or json (one object a line, for log shippers)")  # fmt: skip
     option("--reference-file", str, defaults.reference_file, "instruments and accounts (JSON)")
     option("--strict-instruments", _flag, defaults.strict_instruments,
            "refuse fills of undefined instruments")  # fmt: skip

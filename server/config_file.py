@@ -19,6 +19,7 @@ from typing import Any
 GROUPS: dict[str, tuple[str, ...]] = {
     "service": (
         "host", "port", "grace_seconds", "max_batch_events", "max_message_bytes", "log_level",
+        "log_format",
         "precision", "base_currency", "strict_instruments", "reference_file",
         "max_clock_ahead_seconds", "max_event_age_days", "order_retention_days",
         "correction_window_days", "restatement_window_days", "tls_cert", "tls_key",

@@ -49,13 +49,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """The root logger's handler: text or JSON, with trace ids."""
+def configure_logging(level: str, log_format: str, *, force: bool = False) -> None:
+    """The root logger's handler: text or JSON, with trace ids. Like logging.basicConfig,
+    it leaves a root logger that has handlers already as it is (a host such as pytest's log
+    capture), unless `force`."""
+    root = logging.getLogger()
+    if root.handlers and not force:
+        return
     handler = logging.StreamHandler()
     handler.addFilter(TraceIds())
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -21,7 +21,7 @@ def restore_logging():
 
 
 def test_json_lines_carry_the_trace_id(capsys):
-    configure_logging("INFO", "json")
+    configure_logging("INFO", "json", force=True)
     tracer = TracerProvider().get_tracer("test")
     log = logging.getLogger("portfolio.test")
     with tracer.start_as_current_span("ingest batch") as span:
@@ -37,7 +37,7 @@ def test_json_lines_carry_the_trace_id(capsys):
 
 
 def test_text_lines_name_the_trace(capsys):
-    configure_logging("INFO", "text")
+    configure_logging("INFO", "text", force=True)
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("group commit") as span:
         logging.getLogger("portfolio.test").info("committed")
@@ -47,10 +47,26 @@ def test_text_lines_name_the_trace(capsys):
 
 
 def test_an_exception_is_one_json_line(capsys):
-    configure_logging("INFO", "json")
+    configure_logging("INFO", "json", force=True)
     try:
         raise ValueError("boom")
     except ValueError:
         logging.getLogger("portfolio.test").exception("failed")
     (line,) = capsys.readouterr().err.splitlines()
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_the_service_logs_json_lines(tmp_path):
+    import signal
+
+    from tests.service_process import start_service
+
+    process, address = start_service("--store", f"lmdb://{tmp_path}/store", "--log-format", "json")
+    try:
+        assert address.startswith("127.0.0.1:")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=30)[1]
+    lines = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any("stopped at sequence" in line["message"] for line in lines)
