@@ -135,8 +135,6 @@ async def start_server(
     )  # fmt: skip
     for line in transport.warnings:
         log.warning("%s", line)
-    for line in transport.notes:
-        log.info("%s", line)
     store = open_store(config.store)
     # One thread writes the journal and checkpoints, another the analysts' views: each
     # symbol has one writer, and the views never delay an ack.
@@ -145,7 +143,10 @@ async def start_server(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
     )
     try:
-        return await _start(config, store, executors, broker or _broker(config), transport)
+        running = await _start(config, store, executors, broker or _broker(config), transport)
+        for line in transport.notes:  # once started: a start that fails says only why
+            log.info("%s", line)
+        return running
     except BaseException:
         for executor in executors:
             executor.shutdown(wait=True)
@@ -505,12 +506,6 @@ async def serve(config: ServiceConfig) -> int:
     shuts down gracefully, within the grace period plus a margin. Past that, or at a second
     signal, the process exits at once: the journal holds everything acknowledged."""
     running = await start_server(config)
-    log.info(
-        "portfolio manager listening on %s:%d (store %s)",
-        config.host,
-        running.port,
-        mask_secrets(running.store.uri),
-    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -527,6 +522,13 @@ async def serve(config: ServiceConfig) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    # Said once a stop is handled: a supervisor may send SIGTERM the moment it reads this.
+    log.info(
+        "portfolio manager listening on %s:%d (store %s)",
+        config.host,
+        running.port,
+        mask_secrets(running.store.uri),
+    )
     signalled = asyncio.create_task(stopping.wait())
     failed = asyncio.create_task(running.supervision.failed.wait())
     await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)

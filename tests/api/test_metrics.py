@@ -18,6 +18,7 @@ from tests.api.protocol import acks, pb_fill
 from tests.api.test_restatement import at
 from tests.api.test_subscriptions import Reader
 from tests.conftest import TEST_CONFIG, ServerThread, start_test_server
+from tests.polling import wait_for
 
 GET_POSITION = "portfolio.v1.PortfolioManager/GetPosition"
 INGEST = "portfolio.v1.PortfolioManager/Ingest"
@@ -60,6 +61,14 @@ def metered() -> Iterator[tuple[ServerThread, int]]:
         running.stop()
 
 
+def _has(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+         **labels: str) -> bool:  # fmt: skip
+    try:
+        return value(samples, name, **labels) >= 1
+    except AssertionError:
+        return False
+
+
 def test_a_known_workload_is_counted_exactly(metered: tuple[ServerThread, int]) -> None:
     server, port = metered
     with grpc.insecure_channel(server.address) as channel:
@@ -81,16 +90,19 @@ def test_a_known_workload_is_counted_exactly(metered: tuple[ServerThread, int]) 
             stub.GetPosition(pb.GetPositionRequest(instrument_id="AAPL"))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
+    # A call's duration is recorded as the call ends on the server, which may be just after
+    # the client has its answer: scrape until the last call is in.
+    calls = "rpc_server_call_duration_seconds_count"
+    bad = {"rpc_response_status_code": "INVALID_ARGUMENT"}
+    assert wait_for(lambda: _has(scrape(port), calls, rpc_method=GET_POSITION, **bad))
     samples = scrape(port)
     events = "portfolio_events_total"
     assert value(samples, events, portfolio_event_kind="fill", result="accepted") == 5
     assert value(samples, events, portfolio_event_kind="fill", result="duplicate") == 1
     assert value(samples, events, portfolio_event_kind="fill", result="rejected") == 1
 
-    calls = "rpc_server_call_duration_seconds_count"
     ok = {"rpc_response_status_code": "OK", "rpc_system_name": "grpc"}
     assert value(samples, calls, rpc_method=GET_POSITION, **ok) == 3
-    bad = {"rpc_response_status_code": "INVALID_ARGUMENT"}
     assert value(samples, calls, rpc_method=GET_POSITION, **bad) == 1
     assert value(samples, calls, rpc_method=INGEST, **ok) == 2
 
