@@ -42,7 +42,6 @@ class RowClose:
 
 NEW_DAY = RowClose()
 """A row's figures before its first close: the trading day started at inception."""
-_NEW_ROW = NEW_DAY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +227,7 @@ class PnlHistory:
         rate_of: Callable[[str], Decimal | None],
         precision: Decimal,
     ) -> DailyPnl | None:
-        before = self._last.get(row.key, _NEW_ROW)
+        before = self._last.get(row.key, NEW_DAY)
         mark = mark_of(row.key.instrument_id) if row.quantity else None
         unrealized = row.unrealized_pnl(mark) if mark is not None else ZERO
         other = row.other_fee_items()
