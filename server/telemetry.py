@@ -91,6 +91,7 @@ class Metrics:
             GROUP_SIZE, "{event}", "Events in one group commit (one journal append)"
         )
         self._server: WSGIServer | None = None
+        self.checkpoint_age: CheckpointAge | None = None  # set by observe
 
     # -- the write path: one call per group commit ---------------------------------------------
 
@@ -98,6 +99,8 @@ class Metrics:
         """A group is durable and applied: `admitted_at` holds each of its batches' admission
         (perf_counter), so the ack latency is observed once per batch."""
         now = time.perf_counter()
+        if self.checkpoint_age is not None:
+            self.checkpoint_age.committed(size)
         self.group_size.record(size)
         self.append_duration.record(append_seconds)
         record = self.ack_duration.record
@@ -160,9 +163,17 @@ class Metrics:
             "Accounts defined",
         )  # fmt: skip
         meter.create_observable_gauge(
-            "portfolio.checkpoint.age",
+            "portfolio.checkpoint.behind",
             [gauge(lambda: ledger.applied_sequence - checkpoints.saved_sequence)], "{event}",
             "Events applied since the latest stored checkpoint (what a crash would replay)",
+        )  # fmt: skip
+        age = self.checkpoint_age = CheckpointAge(
+            lambda: ledger.applied_sequence, lambda: checkpoints.saved_sequence
+        )
+        meter.create_observable_gauge(
+            "portfolio.checkpoint.age", [gauge(age.seconds)], "s",
+            "How long the oldest event the stored checkpoint does not hold has been applied "
+            "(0 while it holds them all)",
         )  # fmt: skip
         meter.create_observable_gauge(
             "portfolio.sequence", [gauge(lambda: ledger.applied_sequence)], "{event}",
@@ -222,6 +233,55 @@ class Metrics:
             self._server.server_close()
             self._server = None
         self.provider.shutdown()
+
+
+class CheckpointAge:
+    """The checkpoint's age in seconds: how long ago the oldest event a crash would replay
+    (the first one the stored checkpoint does not hold) was applied; 0 while the checkpoint
+    holds every applied event, so an idle service with a current checkpoint never looks stale.
+
+    The group commit marks, at most once per MARK_SECONDS, the first sequence it applied and
+    when (`committed`, once per group, never per fill); a mark stands for every group until the
+    next one, so the age is exact to MARK_SECONDS and never younger than the truth. Marks the
+    stored checkpoint has passed are dropped; at most MAX_MARKS are kept (checkpoints failing
+    for a day), after which the last one stands for the rest (the age only errs older). An
+    event replayed at start counts from the start.
+    """
+
+    MARK_SECONDS = 1.0
+    MAX_MARKS = 86_400
+
+    def __init__(
+        self,
+        applied: Callable[[], int],
+        saved: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._applied, self._saved, self._clock = applied, saved, clock
+        self._started = clock()
+        self._marks: collections.deque[tuple[int, float]] = collections.deque()
+
+    def committed(self, size: int) -> None:
+        """A group of `size` events was applied (on the event loop)."""
+        now, marks = self._clock(), self._marks
+        if not marks or (now - marks[-1][1] >= self.MARK_SECONDS and len(marks) < self.MAX_MARKS):
+            marks.append((self._applied() - size + 1, now))
+        oldest = self._saved() + 1  # the first event a crash would replay
+        while len(marks) > 1 and marks[1][0] <= oldest:
+            marks.popleft()
+
+    def seconds(self) -> float:
+        """Read at scrape time, on the endpoint's thread (a mark added meanwhile raises
+        RuntimeError: that scrape skips the value)."""
+        oldest = self._saved() + 1
+        if oldest > self._applied():
+            return 0.0
+        since = self._started
+        for first, at in self._marks:
+            if first > oldest:
+                break
+            since = at
+        return max(0.0, self._clock() - since)
 
 
 def _observed(read: Callable[[], float]) -> list[Observation]:

@@ -115,7 +115,7 @@ def test_a_known_workload_is_counted_exactly(metered: tuple[ServerThread, int]) 
     assert value(samples, "portfolio_sequence") == 5
     assert value(samples, "portfolio_subscribers") == 0
     assert value(samples, "portfolio_commit_pending") == 0
-    assert value(samples, "portfolio_checkpoint_age") == 5  # nothing checkpointed yet
+    assert value(samples, "portfolio_checkpoint_behind") == 5  # nothing checkpointed yet
 
 
 def test_metrics_are_off_unless_a_port_is_given(server: ServerThread) -> None:
