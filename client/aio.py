@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
-from datetime import date
-from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import grpc
 
 from client import wire
+from client._calls import AsyncCalls
 from client.batching import IngestSession, ended_early
 from client.channel import channel_credentials
 from client.errors import PortfolioError, from_rpc_error
@@ -24,49 +23,31 @@ from client.marks import (
     mark_batches,
     stream_batches_async,
 )
-from client.models import (
-    AccountKind,
-    EventAck,
-    ExecutionEvent,
-    Performance,
-    PnlHistory,
-    PortfolioSummary,
-    PortfolioUpdate,
-    Position,
-    PositionLevel,
-    PositionPage,
-    Reconciliation,
-    ReconciliationPage,
-    RiskMetrics,
-    StrategyPortfolio,
-    TracePosition,
-)
-from client.queries import (
-    PerformanceQuery,
-    PnlHistoryQuery,
-    PortfolioSummaryQuery,
-    PositionQuery,
-    PositionsQuery,
-    Query,
-    R,
-    RiskMetricsQuery,
-    StrategyPortfolioQuery,
-    TracePositionQuery,
-)
+from client.models import EventAck, ExecutionEvent, PortfolioUpdate, Position, PositionLevel
+from client.queries import PositionsQuery, Query, R
+from client.requests import Request
 from client.resume import ResumeCursor
-from client.retry import DEFAULT_TIMEOUT, INGEST_RETRY_CODES, SUBSCRIBE_RESUME_CODES, Backoff
+from client.retry import (
+    DEFAULT_TIMEOUT,
+    INGEST_RETRY_CODES,
+    SUBSCRIBE_RESUME_CODES,
+    Backoff,
+    retry_channel_options,
+)
+from client.rpcs import BY_RPC, IDEMPOTENT_RPCS, SERVICE, UnaryRpc
 from portfolio.v1 import portfolio_pb2, portfolio_pb2_grpc
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_Answer = TypeVar("_Answer")
 
 
-class AsyncPortfolioClient:
+class AsyncPortfolioClient(AsyncCalls):
     """A grpc.aio connection to the portfolio manager.
 
     Use it as an async context manager (or await `close`): it owns its channel. Deadlines work
     as in `PortfolioClient`: every unary call and every ingest attempt has one, subscriptions
-    have none.
+    have none; so do retries: the channel retries calls safe to send twice on UNAVAILABLE.
     """
 
     def __init__(
@@ -92,7 +73,7 @@ class AsyncPortfolioClient:
             certificate_chain=certificate_chain,
             token=token,
         )
-        options = list(channel_options)
+        options = retry_channel_options(channel_options, SERVICE, IDEMPOTENT_RPCS)
         self._channel = (
             grpc.aio.insecure_channel(target, options=options)
             if credentials is None
@@ -116,174 +97,7 @@ class AsyncPortfolioClient:
         await self.close()
 
     # -----------------------------------------------------------------------------------------
-    # Reads
-
-    async def get_position(
-        self,
-        account_id: str,
-        instrument_id: str,
-        strategy_id: str | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Position:
-        """One row: the strategy's, or the account-level book row when strategy_id is None.
-
-        A row that does not exist raises PortfolioError with NOT_FOUND.
-        """
-        query = PositionQuery(
-            account_id=account_id, instrument_id=instrument_id, strategy_id=strategy_id
-        )
-        response = await self._unary(self._stub.GetPosition, wire.position_request(query), timeout)
-        return wire.position_from_proto(response)
-
-    async def get_strategy_portfolio(
-        self,
-        strategy_id: str,
-        account_id: str = "",
-        include_flat: bool = False,
-        *,
-        account_kind: AccountKind = AccountKind.UNSPECIFIED,
-        timeout: float | None = None,
-    ) -> StrategyPortfolio:
-        """A strategy's positions and totals, across accounts unless account_id is given:
-        then of `account_kind` only, or (UNSPECIFIED) paper and live side by side in
-        `by_account_kind`, never added together."""
-        query = StrategyPortfolioQuery(
-            strategy_id=strategy_id,
-            account_id=account_id,
-            include_flat=include_flat,
-            account_kind=account_kind,
-        )
-        request = wire.strategy_portfolio_request(query)
-        response = await self._unary(self._stub.GetStrategyPortfolio, request, timeout)
-        return wire.strategy_portfolio_from_proto(response)
-
-    async def get_portfolio_summary(
-        self,
-        account_id: str = "",
-        *,
-        account_kind: AccountKind = AccountKind.UNSPECIFIED,
-        timeout: float | None = None,
-    ) -> PortfolioSummary:
-        """The account-level totals and each strategy's share; every account if none given:
-        then of `account_kind` only, or (UNSPECIFIED) paper and live side by side in
-        `by_account_kind`, never added together."""
-        query = PortfolioSummaryQuery(account_id=account_id, account_kind=account_kind)
-        request = wire.summary_request(query)
-        response = await self._unary(self._stub.GetPortfolioSummary, request, timeout)
-        return wire.summary_from_proto(response)
-
-    async def reconcile(self, account_id: str, *, timeout: float | None = None) -> Reconciliation:
-        """Reconciles a live account against the broker now (UNAVAILABLE without one)."""
-        request = wire.reconcile_request(account_id)
-        return wire.reconciliation_from_proto(
-            await self._unary(self._stub.Reconcile, request, timeout)
-        )
-
-    async def get_reconciliation(
-        self, account_id: str, *, timeout: float | None = None
-    ) -> Reconciliation:
-        """The account's latest reconciliation report."""
-        request = wire.reconciliation_request(account_id)
-        response = await self._unary(self._stub.GetReconciliation, request, timeout)
-        return wire.reconciliation_from_proto(response)
-
-    async def list_reconciliations(
-        self,
-        account_id: str,
-        *,
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> ReconciliationPage:
-        """Earlier reports, newest first, one page."""
-        request = wire.reconciliations_request(account_id, page_size, page_token)
-        response = await self._unary(self._stub.ListReconciliations, request, timeout)
-        return wire.reconciliation_page_from_proto(response)
-
-    async def get_pnl_history(
-        self,
-        account_id: str,
-        strategy_id: str = "",
-        *,
-        from_date: date | None = None,
-        to_date: date | None = None,
-        timeout: float | None = None,
-    ) -> PnlHistory:
-        """The daily P&L recorded at each session close, oldest first: the account's whole
-        book, or one strategy's rows in it; trading dates from_date through to_date (None: from
-        the first, through the latest). An account with no positions raises NOT_FOUND."""
-        query = PnlHistoryQuery(
-            account_id=account_id, strategy_id=strategy_id, from_date=from_date, to_date=to_date
-        )
-        request = wire.pnl_history_request(query)
-        response = await self._unary(self._stub.GetPnlHistory, request, timeout)
-        return wire.pnl_history_from_proto(response)
-
-    async def get_performance(
-        self,
-        account_id: str = "",
-        strategy_id: str = "",
-        *,
-        from_date: date | None = None,
-        to_date: date | None = None,
-        instrument_id: str = "",
-        timeout: float | None = None,
-    ) -> Performance:
-        """Round trips, venues and daily statistics of an account's book (account_id alone),
-        a strategy in one account (both), or a strategy across its accounts (strategy_id
-        alone); the dates bound the P&L history the statistics use."""
-        query = PerformanceQuery(
-            account_id=account_id, strategy_id=strategy_id, from_date=from_date,
-            to_date=to_date, instrument_id=instrument_id,
-        )  # fmt: skip
-        request = wire.performance_request(query)
-        response = await self._unary(self._stub.GetPerformance, request, timeout)
-        return wire.performance_from_proto(response)
-
-    async def get_risk_metrics(
-        self,
-        account_id: str,
-        strategy_id: str = "",
-        *,
-        lookback_days: int = 0,
-        confidence_levels: Sequence[Decimal] = (),
-        timeout: float | None = None,
-    ) -> RiskMetrics:
-        """Exposure now, concentration, and (over the last `lookback_days` trading days, 0:
-        250) volatility, value at risk and strategies' correlations of an account's book or
-        one strategy in it."""
-        query = RiskMetricsQuery(
-            account_id=account_id, strategy_id=strategy_id, lookback_days=lookback_days,
-            confidence_levels=tuple(confidence_levels),
-        )  # fmt: skip
-        request = wire.risk_metrics_request(query)
-        response = await self._unary(self._stub.GetRiskMetrics, request, timeout)
-        return wire.risk_metrics_from_proto(response)
-
-    async def list_positions(
-        self,
-        account_id: str = "",
-        strategy_id: str = "",
-        instrument_id: str = "",
-        level: PositionLevel = PositionLevel.STRATEGY,
-        include_flat: bool = False,
-        page_size: int = 0,
-        page_token: str = "",
-        *,
-        timeout: float | None = None,
-    ) -> PositionPage:
-        """One page of rows in (account, strategy, instrument) order; see `iter_positions`."""
-        query = PositionsQuery(
-            account_id=account_id,
-            strategy_id=strategy_id,
-            instrument_id=instrument_id,
-            level=level,
-            include_flat=include_flat,
-            page_size=page_size,
-            page_token=page_token,
-        )
-        return await self._list_page(query, timeout)
+    # Reads (each unary RPC's method is generated into AsyncCalls from client.rpcs)
 
     async def iter_positions(
         self,
@@ -306,20 +120,12 @@ class AsyncPortfolioClient:
             page_size=page_size,
         )
         while True:
-            page = await self._list_page(query, timeout)
+            page = await self._call(BY_RPC["ListPositions"], query, timeout)
             for position in page.positions:
                 yield position
             if not page.next_page_token:
                 return
             query = dataclasses.replace(query, page_token=page.next_page_token)
-
-    async def get_trace_position(
-        self, trace_id: str, *, timeout: float | None = None
-    ) -> TracePosition:
-        """The legs of a multi-step trade; NOT_FOUND once the trace has expired."""
-        request = wire.trace_request(TracePositionQuery(trace_id=trace_id))
-        response = await self._unary(self._stub.GetTracePosition, request, timeout)
-        return wire.trace_from_proto(response)
 
     async def query(self, request: Query[R], *, timeout: float | None = None) -> R:
         """Any read through the typed Query RPC; the answer's type follows the request's."""
@@ -391,6 +197,10 @@ class AsyncPortfolioClient:
         from_sequence: int = 0,
         include_heartbeats: bool = False,
         reconnect: bool = True,
+        *,
+        include_balances: bool = False,
+        include_marks: bool = False,
+        include_reconciliations: bool = False,
     ) -> AsyncGenerator[PortfolioUpdate, None]:
         """Live updates; same semantics as `PortfolioClient.subscribe`.
 
@@ -406,6 +216,9 @@ class AsyncPortfolioClient:
                 instrument_id=instrument_id,
                 level=level,
                 from_sequence=cursor.from_sequence,
+                include_balances=include_balances,
+                include_marks=include_marks,
+                include_reconciliations=include_reconciliations,
             )
             cursor.new_stream()
             call = self._stub.SubscribeUpdates(request)
@@ -450,6 +263,15 @@ class AsyncPortfolioClient:
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
 
+    async def _call(
+        self, rpc: UnaryRpc, request: Request[_Answer], timeout: float | None
+    ) -> _Answer:
+        """Sends one request value of the table (encoded before anything is sent, so a bad
+        amount fails here) under the client's deadline."""
+        message = rpc.encode(request)
+        method: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = getattr(self._stub, rpc.rpc)
+        return cast(_Answer, rpc.decode(await self._unary(method, message, timeout)))
+
     async def _unary(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
@@ -460,11 +282,6 @@ class AsyncPortfolioClient:
             return await method(request, timeout=self._deadline(timeout))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
-
-    async def _list_page(self, query: PositionsQuery, timeout: float | None) -> PositionPage:
-        request = wire.positions_request(query)
-        response = await self._unary(self._stub.ListPositions, request, timeout)
-        return wire.page_from_proto(response)
 
 
 async def _send_all(

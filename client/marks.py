@@ -20,12 +20,12 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 import grpc
 
 from client.errors import PortfolioError, from_rpc_error
+from client.models import FxRate, MarkPrice
 from client.wire import format_decimal, to_timestamp
 from portfolio.v1 import portfolio_pb2 as pb
 
@@ -43,30 +43,6 @@ __all__ = [
 #: The service refuses a batch of more marks and rates than this, as a whole.
 MAX_MARK_BATCH = 10_000
 DEFAULT_MARK_BATCH = 1_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MarkPrice:
-    """An instrument's market price when `timestamp` says. The service values the position at
-    `mark` if given, else the bid/ask midpoint, else `last`; bid above ask is refused."""
-
-    instrument_id: str
-    timestamp: datetime
-    mark: Decimal | None = None
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    last: Decimal | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FxRate:
-    """One `base` is worth `rate` `quote` (EUR/USD 1.08: base EUR, quote USD); either way
-    round converts."""
-
-    base: str
-    quote: str
-    rate: Decimal
-    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 _ZERO = Decimal(0)
+
+
+def require_decimals(value: object, *names: str) -> None:
+    """Refuses, naming the field, an amount that is not a `Decimal`: a float such as 0.1 is
+    not the amount it looks like, and booking it would make the books disagree with the
+    broker's by a rounding error nobody typed. None passes (an optional amount left out)."""
+    for name in names:
+        amount = getattr(value, name)
+        if amount is None or isinstance(amount, Decimal):
+            continue
+        inexact = isinstance(amount, float)
+        hint = ": a float is inexact, pass Decimal('...') instead" if inexact else ""
+        raise TypeError(
+            f"{type(value).__name__}.{name} must be a decimal.Decimal, got "
+            f"{type(amount).__name__} {amount!r}{hint}"
+        )
 
 
 class Side(enum.Enum):
@@ -123,11 +139,51 @@ class UpdateKind(enum.Enum):
     MARK = 6
     #: A cash balance changed (opt-in).
     BALANCE = 7
-    #: A reconciliation run against the broker finished (opt-in, not decoded by this SDK:
-    #: read it with `GetReconciliation`).
+    #: A reconciliation run against the broker finished (opt-in): its report.
     RECONCILIATION = 8
     #: Several updates in one message; never yielded: `subscribe` yields them one by one.
     BATCH = 9
+
+
+class MarkSource(enum.Enum):
+    """Where a position's market price comes from."""
+
+    UNSPECIFIED = 0
+    #: A mark sent with `send_marks`.
+    MARKET = 1
+    #: No mark for the instrument yet: its last fill price.
+    LAST_FILL = 2
+
+
+class AssetClass(enum.Enum):
+    """The kind of an instrument."""
+
+    UNSPECIFIED = 0
+    EQUITY = 1
+    FUTURE = 2
+    OPTION = 3
+    CRYPTO = 4
+    FX = 5
+
+
+class OptionRight(enum.Enum):
+    """An option's right."""
+
+    UNSPECIFIED = 0
+    CALL = 1
+    PUT = 2
+
+
+class ReservationStatus(enum.Enum):
+    """Where a cash reservation is in its life."""
+
+    UNSPECIFIED = 0
+    #: Still holds cash.
+    ACTIVE = 1
+    #: Given back, in whole.
+    RELEASED = 2
+    #: Used up by the order's fills.
+    CONSUMED = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +220,9 @@ class Fill:
     #: booked for that execution and books this one instead.
     corrects: str = ""
 
+    def __post_init__(self) -> None:
+        require_decimals(self, "quantity", "price", "commission")
+
     @property
     def event_id(self) -> str:
         """The id the service acks this fill under."""
@@ -190,6 +249,9 @@ class OrderStatusUpdate:
     side: Side = Side.UNSPECIFIED
     perm_id: str = ""
 
+    def __post_init__(self) -> None:
+        require_decimals(self, "filled_quantity", "remaining_quantity", "avg_fill_price")
+
     @property
     def event_id(self) -> str:
         """The id the service acks this update under."""
@@ -214,14 +276,40 @@ class CommissionAmendment:
     #: When the broker reported it.
     timestamp: datetime | None = None
 
+    def __post_init__(self) -> None:
+        require_decimals(self, "commission")
+
     @property
     def event_id(self) -> str:
         """The id the service acks this amendment under."""
         return self.amendment_id
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CashTransfer:
+    """A deposit (amount > 0) or a withdrawal (amount < 0) of cash; cash may go below zero
+    (margin). `transfer_id` is the idempotency key."""
+
+    transfer_id: str
+    account_id: str
+    currency: str
+    amount: Decimal
+    timestamp: datetime | None = None
+    #: The chain of a crypto venue's balance; empty off-chain.
+    chain_id: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        require_decimals(self, "amount")
+
+    @property
+    def event_id(self) -> str:
+        """The id the service acks this transfer under."""
+        return self.transfer_id
+
+
 #: Anything `ingest` accepts.
-ExecutionEvent = Fill | OrderStatusUpdate | CommissionAmendment
+ExecutionEvent = Fill | OrderStatusUpdate | CommissionAmendment | CashTransfer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,6 +394,10 @@ class Position:
     day_unrealized_change: Decimal | None = None
     day_fees: Decimal | None = None
     day_net_pnl: Decimal | None = None
+    #: Where market_price comes from (a mark, or the last fill before any mark) and when it
+    #: was set: how old the price is.
+    mark_source: MarkSource = MarkSource.UNSPECIFIED
+    marked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -488,6 +580,14 @@ class PortfolioUpdate:
     #: For position kinds: where the fill was booked (RESTATED: the row's realized P&L and
     #: average cost changed after the fact).
     placement: BookingPlacement = BookingPlacement.UNSPECIFIED
+    #: For ORDER_STATUS: the order after the change (its history holds just this transition).
+    order: Order | None = None
+    #: For BALANCE (opt-in): the balance after the cash moved.
+    balance: Balance | None = None
+    #: For MARK (opt-in): the instrument's new price.
+    mark: MarkPrice | None = None
+    #: For RECONCILIATION (opt-in): the run's report.
+    reconciliation: Reconciliation | None = None
 
     @property
     def is_heartbeat(self) -> bool:
@@ -513,6 +613,8 @@ class ReconciliationStatus(enum.Enum):
     RESIDUAL = 4
     #: Quantities agree; average costs differ beyond the tolerance.
     COST_MISMATCH = 5
+    #: A cash line: the broker's cash differs from the service's beyond the cash tolerance.
+    CASH_MISMATCH = 6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -552,6 +654,24 @@ class Reconciliation:
     clean: bool
     #: Every instrument of the run (a run from the history keeps only its differences).
     lines: tuple[ReconciliationLine, ...]
+    #: Cash per currency, the broker's against the service's (none when the broker reports
+    #: no cash); counted in matched, discrepancies and clean like the lines.
+    cash: tuple[ReconciliationCashLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciliationCashLine:
+    """One currency of a run: the broker's cash against the service's (every chain summed)."""
+
+    currency: str
+    #: MATCHED or CASH_MISMATCH.
+    status: ReconciliationStatus
+    discrepancy: bool
+    broker_cash: Decimal
+    service_cash: Decimal
+    #: broker_cash - service_cash.
+    difference: Decimal
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -712,6 +832,24 @@ class Performance:
     max_drawdown_recovered_date: date | None
     venues: tuple[VenuePerformance, ...]
     as_of_sequence: int
+    #: The account's multi-step trades per venue (an account's book only; empty for a
+    #: strategy).
+    trace_venues: tuple[TraceVenuePerformance, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceVenuePerformance:
+    """One venue's legs of multi-step trades: a step is a leg after its trace's first, its
+    latency the time since the trace's previous leg; when a trace ends its legs count as done
+    if every instrument netted to zero, else as left open."""
+
+    venue: str
+    steps: int
+    average_step_latency: timedelta
+    legs_done: int
+    legs_open: int
+    #: legs_done / (legs_done + legs_open); None before any trace ended.
+    success_rate: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -789,3 +927,247 @@ class RiskMetrics:
     #: Between the account's strategies (account-level request only).
     correlations: tuple[StrategyCorrelation, ...]
     as_of_sequence: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Market prices
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkPrice:
+    """An instrument's market price when `timestamp` says. The service values the position at
+    `mark` if given, else the bid/ask midpoint, else `last`; bid above ask is refused."""
+
+    instrument_id: str
+    timestamp: datetime
+    mark: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    last: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        require_decimals(self, "mark", "bid", "ask", "last")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FxRate:
+    """One `base` is worth `rate` `quote` (EUR/USD 1.08: base EUR, quote USD); either way
+    round converts."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    timestamp: datetime
+
+    def __post_init__(self) -> None:
+        require_decimals(self, "rate")
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderTransition:
+    """One status change of an order, as the service judged it."""
+
+    sequence: int
+    update: OrderStatusUpdate | None
+    #: Empty when the change moved the order; else why it did not (illegal, out of order).
+    flag: str = ""
+    #: The order's quantity changed while working (cancel/replace, or a modification).
+    replaced: bool = False
+    #: On a correction: the update_id of the transition it replaced.
+    corrects: str = ""
+    #: Arrived after a status timestamped later: placed by time, the current status unmoved.
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """One order: its state (the fold of its history) and, from `get_order`, every change."""
+
+    account_id: str
+    #: What the service files it under: "id:<order_id>" or "ref:<order_ref>".
+    order_key: str
+    order_id: str
+    order_ref: str
+    perm_id: str
+    strategy_id: str
+    instrument_id: str
+    side: Side
+    #: UNSPECIFIED: known only from its fills so far.
+    status: OrderStatus
+    filled_quantity: Decimal
+    remaining_quantity: Decimal
+    #: None before any fill.
+    avg_fill_price: Decimal | None
+    #: The quantity of the fills booked for the order.
+    booked_quantity: Decimal
+    #: filled_quantity - booked_quantity: zero when the broker's figure and the fills agree
+    #: (a working order may differ for a moment: fills and statuses race).
+    quantity_mismatch: Decimal
+    booked_fills: int
+    #: Pending submit to pending cancel.
+    is_open: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_sequence: int
+    #: Empty in a listing of open orders.
+    history: tuple[OrderTransition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderPage:
+    """One page of working orders (without histories); pass next_page_token back for more."""
+
+    orders: tuple[Order, ...]
+    #: Empty on the last page.
+    next_page_token: str
+    as_of_sequence: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruments and accounts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instrument:
+    """What an instrument is; P&L and exposure use its multiplier, in its currency.
+
+    Defining the same instrument again changes nothing (definitions are identified by their
+    content); changing the multiplier or currency of one with positions is refused."""
+
+    instrument_id: str
+    #: "USD", "EUR", "USDT"...
+    currency: str
+    symbol: str = ""
+    asset_class: AssetClass = AssetClass.UNSPECIFIED
+    #: The contract size of a future, 100 for most equity options.
+    multiplier: Decimal = Decimal(1)
+    tick_size: Decimal | None = None
+    #: Options (required) and futures.
+    underlying: str = ""
+    #: Options: required.
+    strike: Decimal | None = None
+    #: YYYY-MM-DD or YYYY-MM; required for options and futures.
+    expiry: str = ""
+    right: OptionRight = OptionRight.UNSPECIFIED
+    settlement_date: str = ""
+    #: Crypto: the token's decimals, 0 to 18.
+    decimals: int | None = None
+    #: Output only: registered by the service for a fill naming an unknown instrument
+    #: (multiplier 1, the default currency); define it to replace the defaults.
+    provisional: bool = False
+
+    def __post_init__(self) -> None:
+        require_decimals(self, "multiplier", "tick_size", "strike")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentPage:
+    """Instruments in id order, defined or provisional; pass next_page_token back for more."""
+
+    instruments: tuple[Instrument, ...]
+    #: Empty on the last page.
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    """A trading account. Defining the same account again changes nothing; a paper account's
+    starting cash is paid in once, when first defined."""
+
+    account_id: str
+    #: PAPER or LIVE (the service refuses UNSPECIFIED).
+    kind: AccountKind
+    #: What P&L and exposure are also reported in; empty: the service's default.
+    base_currency: str = ""
+    #: Paper accounts: cash in base_currency paid in when first defined.
+    initial_cash: Decimal = _ZERO
+    #: Output only: False for an account known only from its events (live, default currency).
+    defined: bool = False
+
+    def __post_init__(self) -> None:
+        require_decimals(self, "initial_cash")
+
+
+# ---------------------------------------------------------------------------------------------
+# Balances and reservations
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Balance:
+    """One currency's (and chain's) cash in an account."""
+
+    account_id: str
+    currency: str
+    #: Empty off-chain.
+    chain_id: str
+    #: All the cash: fills, commissions, deposits and withdrawals.
+    cash: Decimal
+    #: Held for pending orders.
+    reserved: Decimal
+    #: cash - reserved.
+    available: Decimal
+    updated_at: datetime | None
+    last_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """Cash set aside for a pending order: a fill of the order consumes it (buys: notional
+    plus commission), the order ending releases the rest."""
+
+    reservation_id: str
+    account_id: str
+    currency: str
+    chain_id: str
+    #: What was reserved, what it still holds, what fills used and what was given back.
+    amount: Decimal
+    remaining: Decimal
+    consumed: Decimal
+    released: Decimal
+    status: ReservationStatus
+    #: The order whose fills consume it ("id:<order_id>" or "ref:<order_ref>"); empty if none.
+    order_key: str
+    strategy_id: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Balances:
+    """An account's cash per currency and chain, and the reservations still holding some."""
+
+    account_id: str
+    account_kind: AccountKind
+    base_currency: str
+    balances: tuple[Balance, ...]
+    reservations: tuple[Reservation, ...]
+    as_of_sequence: int
+
+
+# ---------------------------------------------------------------------------------------------
+# The consolidated book
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsolidatedPosition:
+    """One instrument of one account: the account-level row (what the broker shows) next to
+    each strategy's attributed row, flat ones and opposite sides included."""
+
+    account_id: str
+    instrument_id: str
+    account_kind: AccountKind
+    account_position: Position | None
+    strategy_positions: tuple[Position, ...]
+    #: The sum of the strategy rows' quantities.
+    attributed_quantity: Decimal
+    #: account quantity - attributed quantity: zero unless something booked outside strategies.
+    unattributed_quantity: Decimal
+    as_of_sequence: int
+    #: From the account's latest reconciliation; None (UNSPECIFIED) before one covered it.
+    broker_quantity: Decimal | None = None
+    reconciliation_status: ReconciliationStatus = ReconciliationStatus.UNSPECIFIED
+    residual_position: Position | None = None
+    reconciled_at: datetime | None = None

@@ -1,35 +1,65 @@
-"""Read requests as values, for the typed `query` call.
+"""Read requests as values, for the typed `query` call: one type per `PortfolioQuery` branch.
 
 Each request type names what it answers with (`Query[Position]` and so on), so
 `client.query(PositionQuery(...))` is typed as returning a `Position` without overloads. The
-`get_*` and `list_positions` methods build the same values, so both paths share one encoding.
+`get_*` and `list_*` methods build the same values, so both paths share one encoding.
+
+`as_of` (where a read offers it) asks for the book as it was: an int is a sequence (after that
+event), a timezone-aware datetime a time (after every event received by then); None is now.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
 
 from client.models import (
     AccountKind,
+    Balances,
+    ConsolidatedPosition,
+    Instrument,
+    Order,
+    OrderPage,
     Performance,
     PnlHistory,
     PortfolioSummary,
     Position,
     PositionLevel,
     PositionPage,
+    Reconciliation,
     RiskMetrics,
     StrategyPortfolio,
     TracePosition,
 )
+from client.requests import R, Request
 
-R = TypeVar("R", covariant=True)
+__all__ = [
+    "BalancesQuery",
+    "ConsolidatedPositionQuery",
+    "InstrumentQuery",
+    "OpenOrdersQuery",
+    "OrderQuery",
+    "PerformanceQuery",
+    "PnlHistoryQuery",
+    "PortfolioSummaryQuery",
+    "PositionQuery",
+    "PositionsQuery",
+    "Query",
+    "R",
+    "ReconciliationQuery",
+    "RiskMetricsQuery",
+    "StrategyPortfolioQuery",
+    "TracePositionQuery",
+]
+
+#: A past point of the book: a sequence, or a time (see the module's docstring).
+AsOf = int | datetime | None
 
 
-class Query(Generic[R]):
-    """A read request answering with an R."""
+class Query(Request[R]):
+    """A read request answering with an R, also sent through the `Query` RPC."""
 
     __slots__ = ()
 
@@ -54,6 +84,7 @@ class StrategyPortfolioQuery(Query[StrategyPortfolio]):
     #: Flat rows still carry realized P&L and fees.
     include_flat: bool = False
     account_kind: AccountKind = AccountKind.UNSPECIFIED
+    as_of: AsOf = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +94,7 @@ class PortfolioSummaryQuery(Query[PortfolioSummary]):
 
     account_id: str = ""
     account_kind: AccountKind = AccountKind.UNSPECIFIED
+    as_of: AsOf = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +110,8 @@ class PositionsQuery(Query[PositionPage]):
     page_size: int = 0
     #: From the previous page, with the same filters.
     page_token: str = ""
+    #: Pages of one listing follow the same point.
+    as_of: AsOf = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,5 +158,67 @@ class RiskMetricsQuery(Query[RiskMetrics]):
     #: 1 to 2520; 0 lets the service choose (250).
     lookback_days: int = 0
     #: Value at risk's confidence levels, each strictly between 0.5 and 1 (at most 5); empty:
-    #: the service's 0.95 and 0.99.
-    confidence_levels: tuple[Decimal, ...] = ()
+    #: the service's 0.95 and 0.99. Kept as a tuple.
+    confidence_levels: Sequence[Decimal] = ()
+
+    def __post_init__(self) -> None:
+        levels = tuple(self.confidence_levels)
+        for level in levels:
+            if not isinstance(level, Decimal):
+                raise TypeError(
+                    f"RiskMetricsQuery.confidence_levels must hold decimal.Decimal values, got "
+                    f"{type(level).__name__} {level!r}"
+                )
+        object.__setattr__(self, "confidence_levels", levels)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderQuery(Query[Order]):
+    """One order with its whole history: by the broker's order id, or by order_ref (the
+    latest order with it)."""
+
+    account_id: str
+    order_id: str = ""
+    order_ref: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenOrdersQuery(Query[OrderPage]):
+    """One page of working orders (pending submit to pending cancel)."""
+
+    #: Empty: every account.
+    account_id: str = ""
+    #: Empty: every strategy (a strategy needs account_id).
+    strategy_id: str = ""
+    #: 1 to 1,000; 0 lets the service choose (100).
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalancesQuery(Query[Balances]):
+    """An account's cash per currency (and chain), reserved and available."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsolidatedPositionQuery(Query[ConsolidatedPosition]):
+    """One instrument of one account: the account-level row next to each strategy's."""
+
+    account_id: str
+    instrument_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentQuery(Query[Instrument]):
+    """One instrument's definition (NOT_FOUND for one never defined nor traded)."""
+
+    instrument_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciliationQuery(Query[Reconciliation]):
+    """An account's latest reconciliation report (NOT_FOUND before the first run)."""
+
+    account_id: str

@@ -11,15 +11,21 @@ import enum
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from client.errors import ProtocolViolation
 from client.models import (
+    Account,
     AccountKind,
+    AssetClass,
+    Balance,
+    Balances,
     BookingPlacement,
+    CashTransfer,
     CommissionAmendment,
+    ConsolidatedPosition,
     CurrencyPerformance,
     CurrencyTotals,
     EventAck,
@@ -27,9 +33,18 @@ from client.models import (
     ExecutionEvent,
     Exposure,
     Fill,
+    FxRate,
+    Instrument,
+    InstrumentPage,
+    MarkPrice,
+    MarkSource,
     NamedExposure,
+    OptionRight,
+    Order,
+    OrderPage,
     OrderStatus,
     OrderStatusUpdate,
+    OrderTransition,
     Performance,
     PnlCurrencyDay,
     PnlDay,
@@ -41,10 +56,13 @@ from client.models import (
     PositionLevel,
     PositionPage,
     Reconciliation,
+    ReconciliationCashLine,
     ReconciliationLine,
     ReconciliationPage,
     ReconciliationStatus,
     RejectCode,
+    Reservation,
+    ReservationStatus,
     RiskMetrics,
     Side,
     StrategyCorrelation,
@@ -53,11 +71,17 @@ from client.models import (
     TraceLeg,
     TraceNet,
     TracePosition,
+    TraceVenuePerformance,
     UpdateKind,
     ValueAtRisk,
     VenuePerformance,
 )
 from client.queries import (
+    BalancesQuery,
+    ConsolidatedPositionQuery,
+    InstrumentQuery,
+    OpenOrdersQuery,
+    OrderQuery,
     PerformanceQuery,
     PnlHistoryQuery,
     PortfolioSummaryQuery,
@@ -68,6 +92,7 @@ from client.queries import (
     StrategyPortfolioQuery,
     TracePositionQuery,
 )
+from client.requests import ReleaseReservation, ReserveCash
 from portfolio.v1 import portfolio_pb2 as pb
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,15 +106,17 @@ R = TypeVar("R")
 # Scalars
 
 
-def format_decimal(value: Decimal) -> str:
+def format_decimal(value: Decimal, field: str = "") -> str:
     """The contract's decimal string: plain notation, exact, finite.
 
     Negative zero is sent as zero so that "-0" never reaches a parser that might refuse it.
+    `field` names the amount in the error when it is not one.
     """
+    where = f"{field}: " if field else ""
     if not isinstance(value, Decimal):
-        raise TypeError(f"expected a Decimal, got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{where}expected a Decimal, got {type(value).__name__}: {value!r}")
     if not value.is_finite():
-        raise ValueError(f"not a finite amount: {value}")
+        raise ValueError(f"{where}not a finite amount: {value}")
     if value.is_zero() and value.is_signed():
         value = value.copy_abs()
     return format(value, "f")
@@ -235,6 +262,18 @@ def commission_to_proto(amendment: CommissionAmendment) -> pb.CommissionAmendmen
     )
 
 
+def transfer_to_proto(transfer: CashTransfer) -> pb.CashTransfer:
+    return pb.CashTransfer(
+        transfer_id=transfer.transfer_id,
+        account_id=transfer.account_id,
+        currency=transfer.currency,
+        amount=format_decimal(transfer.amount, "amount"),
+        timestamp=_optional_timestamp(transfer.timestamp),
+        chain_id=transfer.chain_id,
+        note=transfer.note,
+    )
+
+
 def event_to_proto(event: ExecutionEvent) -> pb.ExecutionEvent:
     if isinstance(event, Fill):
         return pb.ExecutionEvent(fill=fill_to_proto(event))
@@ -242,6 +281,8 @@ def event_to_proto(event: ExecutionEvent) -> pb.ExecutionEvent:
         return pb.ExecutionEvent(status=order_status_to_proto(event))
     if isinstance(event, CommissionAmendment):
         return pb.ExecutionEvent(commission=commission_to_proto(event))
+    if isinstance(event, CashTransfer):
+        return pb.ExecutionEvent(transfer=transfer_to_proto(event))
     raise TypeError(f"not an execution event: {type(event).__name__}")
 
 
@@ -293,6 +334,8 @@ def position_from_proto(message: pb.Position) -> Position:
         day_unrealized_change=parse_optional_decimal(message.day_unrealized_change),
         day_fees=parse_optional_decimal(message.day_fees),
         day_net_pnl=parse_optional_decimal(message.day_net_pnl),
+        mark_source=_enum(MarkSource, message.mark_source),
+        marked_at=_maybe_time(message.HasField("marked_at"), message.marked_at),
     )
 
 
@@ -418,6 +461,21 @@ def trace_from_proto(message: pb.TracePosition) -> TracePosition:
 # Read requests
 
 
+def as_of_to_proto(point: int | datetime | None) -> pb.AsOf | None:
+    """A past point of the book: a sequence (an int), or a time (an aware datetime)."""
+    if point is None:
+        return None
+    if isinstance(point, datetime):
+        return pb.AsOf(time=to_timestamp(point))
+    if isinstance(point, bool) or not isinstance(point, int):
+        raise TypeError(
+            f"as_of must be a sequence (int) or an aware datetime, got {type(point).__name__}"
+        )
+    if point < 1:
+        raise ValueError(f"as_of sequence must be >= 1, got {point}")
+    return pb.AsOf(sequence=point)
+
+
 def position_request(query: PositionQuery) -> pb.GetPositionRequest:
     request = pb.GetPositionRequest(account_id=query.account_id, instrument_id=query.instrument_id)
     if query.strategy_id is not None:
@@ -431,6 +489,7 @@ def strategy_portfolio_request(query: StrategyPortfolioQuery) -> pb.GetStrategyP
         account_id=query.account_id,
         include_flat=query.include_flat,
         account_kind=pb.AccountKind.ValueType(query.account_kind.value),
+        as_of=as_of_to_proto(query.as_of),
     )
 
 
@@ -438,6 +497,7 @@ def summary_request(query: PortfolioSummaryQuery) -> pb.GetPortfolioSummaryReque
     return pb.GetPortfolioSummaryRequest(
         account_id=query.account_id,
         account_kind=pb.AccountKind.ValueType(query.account_kind.value),
+        as_of=as_of_to_proto(query.as_of),
     )
 
 
@@ -450,6 +510,7 @@ def positions_request(query: PositionsQuery) -> pb.ListPositionsRequest:
         include_flat=query.include_flat,
         page_size=query.page_size,
         page_token=query.page_token,
+        as_of=as_of_to_proto(query.as_of),
     )
 
 
@@ -458,52 +519,18 @@ def trace_request(query: TracePositionQuery) -> pb.GetTracePositionRequest:
 
 
 def query_to_proto(query: Query[object]) -> pb.PortfolioQuery:
-    """The Query RPC's request for any read request value."""
-    if isinstance(query, PositionQuery):
-        return pb.PortfolioQuery(get_position=position_request(query))
-    if isinstance(query, StrategyPortfolioQuery):
-        return pb.PortfolioQuery(get_strategy_portfolio=strategy_portfolio_request(query))
-    if isinstance(query, PortfolioSummaryQuery):
-        return pb.PortfolioQuery(get_portfolio_summary=summary_request(query))
-    if isinstance(query, PositionsQuery):
-        return pb.PortfolioQuery(list_positions=positions_request(query))
-    if isinstance(query, TracePositionQuery):
-        return pb.PortfolioQuery(get_trace_position=trace_request(query))
-    if isinstance(query, PnlHistoryQuery):
-        return pb.PortfolioQuery(get_pnl_history=pnl_history_request(query))
-    if isinstance(query, PerformanceQuery):
-        return pb.PortfolioQuery(get_performance=performance_request(query))
-    if isinstance(query, RiskMetricsQuery):
-        return pb.PortfolioQuery(get_risk_metrics=risk_metrics_request(query))
-    raise TypeError(f"not a portfolio query: {type(query).__name__}")
+    """The Query RPC's request for any read request value (see `client.rpcs`)."""
+    from client import rpcs  # the table of calls builds on this module
+
+    return rpcs.query_to_proto(query)
 
 
 def query_result(query: Query[R], response: pb.PortfolioResponse) -> R:
-    """The Query RPC's answer as the type the request names.
+    """The Query RPC's answer as the type the request names; ProtocolViolation when the
+    service answered in a branch other than the one asked for."""
+    from client import rpcs
 
-    Raises ProtocolViolation when the service answered in a branch other than the one asked for.
-    """
-    branch = response.WhichOneof("response")
-    result: object
-    if isinstance(query, PositionQuery) and branch == "position":
-        result = position_from_proto(response.position)
-    elif isinstance(query, StrategyPortfolioQuery) and branch == "strategy_portfolio":
-        result = strategy_portfolio_from_proto(response.strategy_portfolio)
-    elif isinstance(query, PortfolioSummaryQuery) and branch == "portfolio_summary":
-        result = summary_from_proto(response.portfolio_summary)
-    elif isinstance(query, PositionsQuery) and branch == "list_positions":
-        result = page_from_proto(response.list_positions)
-    elif isinstance(query, TracePositionQuery) and branch == "trace_position":
-        result = trace_from_proto(response.trace_position)
-    elif isinstance(query, PnlHistoryQuery) and branch == "pnl_history":
-        result = pnl_history_from_proto(response.pnl_history)
-    elif isinstance(query, PerformanceQuery) and branch == "performance":
-        result = performance_from_proto(response.performance)
-    elif isinstance(query, RiskMetricsQuery) and branch == "risk_metrics":
-        result = risk_metrics_from_proto(response.risk_metrics)
-    else:
-        raise ProtocolViolation(f"{type(query).__name__} answered with {branch or 'nothing'}")
-    return cast(R, result)
+    return rpcs.query_result(query, response)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +545,9 @@ def subscribe_request(
     level: PositionLevel,
     from_sequence: int,
     batch: bool = True,
+    include_balances: bool = False,
+    include_marks: bool = False,
+    include_reconciliations: bool = False,
 ) -> pb.SubscribeUpdatesRequest:
     """Asks for batches by default: one message per update costs the service far more than
     one per burst (a service that predates batches ignores the flag and sends them one by one)."""
@@ -530,6 +560,9 @@ def subscribe_request(
         level=pb.PositionLevel.ValueType(level.value),
         from_sequence=from_sequence,
         batch=batch,
+        include_balances=include_balances,
+        include_marks=include_marks,
+        include_reconciliations=include_reconciliations,
     )
 
 
@@ -553,6 +586,14 @@ def update_from_proto(message: pb.PortfolioUpdate) -> PortfolioUpdate:
         ),
         fill=fill_from_proto(message.fill) if message.HasField("fill") else None,
         placement=_enum(BookingPlacement, message.placement),
+        order=order_from_proto(message.order) if message.HasField("order") else None,
+        balance=balance_from_proto(message.balance) if message.HasField("balance") else None,
+        mark=mark_from_proto(message.mark) if message.HasField("mark") else None,
+        reconciliation=(
+            reconciliation_from_proto(message.reconciliation)
+            if message.HasField("reconciliation")
+            else None
+        ),
     )
 
 
@@ -587,6 +628,18 @@ def reconciliation_from_proto(message: pb.Reconciliation) -> Reconciliation:
         discrepancies=message.discrepancies,
         clean=message.clean,
         lines=tuple(_line_from_proto(line) for line in message.lines),
+        cash=tuple(
+            ReconciliationCashLine(
+                currency=c.currency,
+                status=_enum(ReconciliationStatus, c.status),
+                discrepancy=c.discrepancy,
+                broker_cash=parse_decimal(c.broker_cash),
+                service_cash=parse_decimal(c.service_cash),
+                difference=parse_decimal(c.difference),
+                note=c.note,
+            )
+            for c in message.cash
+        ),
     )
 
 
@@ -792,6 +845,17 @@ def performance_from_proto(message: pb.Performance) -> Performance:
             for v in message.venues
         ),
         as_of_sequence=message.as_of_sequence,
+        trace_venues=tuple(
+            TraceVenuePerformance(
+                venue=t.venue,
+                steps=t.steps,
+                average_step_latency=t.average_step_latency.ToTimedelta(),
+                legs_done=t.legs_done,
+                legs_open=t.legs_open,
+                success_rate=t.success_rate if t.HasField("success_rate") else None,
+            )
+            for t in message.trace_venues
+        ),
     )
 
 
@@ -842,4 +906,275 @@ def risk_metrics_from_proto(message: pb.RiskMetrics) -> RiskMetrics:
             for c in message.correlations
         ),
         as_of_sequence=message.as_of_sequence,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Market prices (what comes back in a MARK update; `client.marks` sends them)
+
+
+def mark_from_proto(message: pb.MarkPrice) -> MarkPrice:
+    return MarkPrice(
+        instrument_id=message.instrument_id,
+        timestamp=from_timestamp(message.timestamp),
+        mark=parse_optional_decimal(message.mark),
+        bid=parse_optional_decimal(message.bid),
+        ask=parse_optional_decimal(message.ask),
+        last=parse_optional_decimal(message.last),
+    )
+
+
+def fx_rate_from_proto(message: pb.FxRate) -> FxRate:
+    return FxRate(
+        base=message.base_currency,
+        quote=message.quote_currency,
+        rate=parse_decimal(message.rate),
+        timestamp=from_timestamp(message.timestamp),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+
+
+def order_request(query: OrderQuery) -> pb.GetOrderRequest:
+    return pb.GetOrderRequest(
+        account_id=query.account_id, order_id=query.order_id, order_ref=query.order_ref
+    )
+
+
+def open_orders_request(query: OpenOrdersQuery) -> pb.ListOpenOrdersRequest:
+    return pb.ListOpenOrdersRequest(
+        account_id=query.account_id,
+        strategy_id=query.strategy_id,
+        page_size=query.page_size,
+        page_token=query.page_token,
+    )
+
+
+def order_from_proto(message: pb.Order) -> Order:
+    return Order(
+        account_id=message.account_id,
+        order_key=message.order_key,
+        order_id=message.order_id,
+        order_ref=message.order_ref,
+        perm_id=message.perm_id,
+        strategy_id=message.strategy_id,
+        instrument_id=message.instrument_id,
+        side=_enum(Side, message.side),
+        status=_enum(OrderStatus, message.status),
+        filled_quantity=parse_decimal(message.filled_quantity),
+        remaining_quantity=parse_decimal(message.remaining_quantity),
+        avg_fill_price=parse_optional_decimal(message.avg_fill_price),
+        booked_quantity=parse_decimal(message.booked_quantity),
+        quantity_mismatch=parse_decimal(message.quantity_mismatch),
+        booked_fills=message.booked_fills,
+        is_open=message.is_open,
+        created_at=_maybe_time(message.HasField("created_at"), message.created_at),
+        updated_at=_maybe_time(message.HasField("updated_at"), message.updated_at),
+        last_sequence=message.last_sequence,
+        history=tuple(
+            OrderTransition(
+                sequence=t.sequence,
+                update=order_status_from_proto(t.update) if t.HasField("update") else None,
+                flag=t.flag,
+                replaced=t.replaced,
+                corrects=t.corrects,
+                late=t.late,
+            )
+            for t in message.history
+        ),
+    )
+
+
+def order_page_from_proto(message: pb.ListOpenOrdersResponse) -> OrderPage:
+    return OrderPage(
+        orders=tuple(order_from_proto(o) for o in message.orders),
+        next_page_token=message.next_page_token,
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruments and accounts
+
+
+def _optional_amount(value: Decimal | None, field: str) -> str:
+    return "" if value is None else format_decimal(value, field)
+
+
+def instrument_to_proto(instrument: Instrument) -> pb.Instrument:
+    message = pb.Instrument(
+        instrument_id=instrument.instrument_id,
+        symbol=instrument.symbol,
+        asset_class=pb.AssetClass.ValueType(instrument.asset_class.value),
+        currency=instrument.currency,
+        multiplier=format_decimal(instrument.multiplier, "multiplier"),
+        tick_size=_optional_amount(instrument.tick_size, "tick_size"),
+        underlying=instrument.underlying,
+        strike=_optional_amount(instrument.strike, "strike"),
+        expiry=instrument.expiry,
+        right=pb.OptionRight.ValueType(instrument.right.value),
+        settlement_date=instrument.settlement_date,
+    )
+    if instrument.decimals is not None:
+        message.decimals = instrument.decimals
+    return message
+
+
+def instrument_from_proto(message: pb.Instrument) -> Instrument:
+    return Instrument(
+        instrument_id=message.instrument_id,
+        currency=message.currency,
+        symbol=message.symbol,
+        asset_class=_enum(AssetClass, message.asset_class),
+        multiplier=parse_decimal(message.multiplier or "1"),
+        tick_size=parse_optional_decimal(message.tick_size),
+        underlying=message.underlying,
+        strike=parse_optional_decimal(message.strike),
+        expiry=message.expiry,
+        right=_enum(OptionRight, message.right),
+        settlement_date=message.settlement_date,
+        decimals=message.decimals if message.HasField("decimals") else None,
+        provisional=message.provisional,
+    )
+
+
+def instrument_request(query: InstrumentQuery) -> pb.GetInstrumentRequest:
+    return pb.GetInstrumentRequest(instrument_id=query.instrument_id)
+
+
+def instrument_page_from_proto(message: pb.ListInstrumentsResponse) -> InstrumentPage:
+    return InstrumentPage(
+        instruments=tuple(instrument_from_proto(i) for i in message.instruments),
+        next_page_token=message.next_page_token,
+    )
+
+
+def account_to_proto(account: Account) -> pb.Account:
+    return pb.Account(
+        account_id=account.account_id,
+        kind=pb.AccountKind.ValueType(account.kind.value),
+        base_currency=account.base_currency,
+        initial_cash=format_decimal(account.initial_cash, "initial_cash"),
+    )
+
+
+def account_from_proto(message: pb.Account) -> Account:
+    return Account(
+        account_id=message.account_id,
+        kind=_enum(AccountKind, message.kind),
+        base_currency=message.base_currency,
+        initial_cash=parse_decimal(message.initial_cash),
+        defined=message.defined,
+    )
+
+
+def accounts_from_proto(message: pb.ListAccountsResponse) -> tuple[Account, ...]:
+    return tuple(account_from_proto(a) for a in message.accounts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Balances and reservations
+
+
+def balance_from_proto(message: pb.Balance) -> Balance:
+    return Balance(
+        account_id=message.account_id,
+        currency=message.currency,
+        chain_id=message.chain_id,
+        cash=parse_decimal(message.cash),
+        reserved=parse_decimal(message.reserved),
+        available=parse_decimal(message.available),
+        updated_at=_maybe_time(message.HasField("updated_at"), message.updated_at),
+        last_sequence=message.last_sequence,
+    )
+
+
+def reservation_from_proto(message: pb.Reservation) -> Reservation:
+    return Reservation(
+        reservation_id=message.reservation_id,
+        account_id=message.account_id,
+        currency=message.currency,
+        chain_id=message.chain_id,
+        amount=parse_decimal(message.amount),
+        remaining=parse_decimal(message.remaining),
+        consumed=parse_decimal(message.consumed),
+        released=parse_decimal(message.released),
+        status=_enum(ReservationStatus, message.status),
+        order_key=message.order_key,
+        strategy_id=message.strategy_id,
+        sequence=message.sequence,
+    )
+
+
+def balances_request(query: BalancesQuery) -> pb.GetBalancesRequest:
+    return pb.GetBalancesRequest(account_id=query.account_id)
+
+
+def balances_from_proto(message: pb.Balances) -> Balances:
+    return Balances(
+        account_id=message.account_id,
+        account_kind=_enum(AccountKind, message.account_kind),
+        base_currency=message.base_currency,
+        balances=tuple(balance_from_proto(b) for b in message.balances),
+        reservations=tuple(reservation_from_proto(r) for r in message.reservations),
+        as_of_sequence=message.as_of_sequence,
+    )
+
+
+def reserve_request(request: ReserveCash) -> pb.ReserveCashRequest:
+    return pb.ReserveCashRequest(
+        reservation_id=request.reservation_id,
+        account_id=request.account_id,
+        currency=request.currency,
+        chain_id=request.chain_id,
+        amount=format_decimal(request.amount, "amount"),
+        strategy_id=request.strategy_id,
+        order_id=request.order_id,
+        order_ref=request.order_ref,
+    )
+
+
+def release_request(request: ReleaseReservation) -> pb.ReleaseReservationRequest:
+    return pb.ReleaseReservationRequest(
+        release_id=request.release_id,
+        account_id=request.account_id,
+        reservation_id=request.reservation_id,
+        amount=_optional_amount(request.amount, "amount"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The consolidated book
+
+
+def consolidated_request(query: ConsolidatedPositionQuery) -> pb.GetConsolidatedPositionRequest:
+    return pb.GetConsolidatedPositionRequest(
+        account_id=query.account_id, instrument_id=query.instrument_id
+    )
+
+
+def consolidated_from_proto(message: pb.ConsolidatedPosition) -> ConsolidatedPosition:
+    return ConsolidatedPosition(
+        account_id=message.account_id,
+        instrument_id=message.instrument_id,
+        account_kind=_enum(AccountKind, message.account_kind),
+        account_position=(
+            position_from_proto(message.account_position)
+            if message.HasField("account_position")
+            else None
+        ),
+        strategy_positions=tuple(position_from_proto(p) for p in message.strategy_positions),
+        attributed_quantity=parse_decimal(message.attributed_quantity),
+        unattributed_quantity=parse_decimal(message.unattributed_quantity),
+        as_of_sequence=message.as_of_sequence,
+        broker_quantity=parse_optional_decimal(message.broker_quantity),
+        reconciliation_status=_enum(ReconciliationStatus, message.reconciliation_status),
+        residual_position=(
+            position_from_proto(message.residual_position)
+            if message.HasField("residual_position")
+            else None
+        ),
+        reconciled_at=_maybe_time(message.HasField("reconciled_at"), message.reconciled_at),
     )
