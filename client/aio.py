@@ -35,6 +35,7 @@ from client.retry import (
     retry_channel_options,
 )
 from client.rpcs import BY_RPC, IDEMPOTENT_RPCS, SERVICE, UnaryRpc
+from client.trace_context import trace_metadata
 from portfolio.v1 import portfolio_pb2, portfolio_pb2_grpc
 
 _Req = TypeVar("_Req")
@@ -166,7 +167,7 @@ class AsyncPortfolioClient(AsyncCalls):
     async def _ingest_attempt(self, session: IngestSession, timeout: float) -> PortfolioError:
         """One stream; returns why it ended short of all acks (retryable), else raises."""
         requests = [batch.request for batch in session.start_attempt()]
-        call = self._stub.Ingest(timeout=timeout)
+        call = self._stub.Ingest(timeout=timeout, metadata=trace_metadata())
         writer = asyncio.create_task(_send_all(call, requests))
         try:
             while True:

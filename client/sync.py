@@ -35,6 +35,7 @@ from client.retry import (
     retry_channel_options,
 )
 from client.rpcs import BY_RPC, IDEMPOTENT_RPCS, SERVICE, UnaryRpc
+from client.trace_context import trace_metadata
 from portfolio.v1 import portfolio_pb2_grpc
 
 _Req = TypeVar("_Req")
@@ -176,7 +177,7 @@ class PortfolioClient(SyncCalls):
         """One stream; returns why it ended short of all acks (retryable), else raises."""
         requests = [batch.request for batch in session.start_attempt()]
         # A request iterator lets grpc send every batch while this thread reads acks.
-        call = self._stub.Ingest(iter(requests), timeout=timeout)
+        call = self._stub.Ingest(iter(requests), timeout=timeout, metadata=trace_metadata())
         try:
             for response in call:
                 session.record(response)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.metrics import NoOpHistogram
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.util.types import Attributes
 
 from portfolio.v1 import portfolio_pb2 as pb
@@ -24,6 +25,7 @@ from server.api.metrics_interceptor import RpcMetrics
 from server.api.preencoded import PreEncodedResponses
 from server.api.reflection_v1 import enable_reflection
 from server.api.servicer import PortfolioManagerServicer
+from server.api.tracing_interceptor import RpcTraces
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
 from server.application.day_close import SessionCalendar, account_sessions
 from server.application.ports import Broker
@@ -51,6 +53,7 @@ from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
 from server.telemetry import Metrics
+from server.tracing import Tracing
 from tws.connection import IbConnection, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
@@ -81,6 +84,7 @@ class RunningServer:
     metrics: Metrics | None = None  # with --metrics-port
     thresholds: HealthThresholds | None = None  # their values: thresholds.values()
     servicer: PortfolioManagerServicer | None = None  # its streams end first at a stop
+    tracing: Tracing | None = None  # with --trace-export
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
@@ -117,6 +121,8 @@ class RunningServer:
         self.store.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.tracing is not None:  # exports what is left (bounded by the exporter's time-out)
+            await asyncio.to_thread(self.tracing.close)
         gc.unfreeze()  # a process that starts another server (tests) collects this one's
 
 
@@ -124,11 +130,13 @@ async def start_server(
     config: ServiceConfig,
     open_store: Callable[[str], ArcticEventStore] = ArcticEventStore,
     broker: Broker | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> RunningServer:
     """Opens the store, recovers, and starts serving. Raises StoreLocked when another service
     holds the store, RuntimeError when the address cannot be bound. `broker` overrides the
     one `config.broker` names; AuthConfigError (a RuntimeError) before the store is opened when
-    the TLS or auth settings are unusable or unsafe."""
+    the TLS or auth settings are unusable or unsafe. `span_exporter` (tests) turns tracing on,
+    each span handed to it as it ends."""
     transport = transport_of(
         host=config.host, tls_cert=config.tls_cert, tls_key=config.tls_key,
         tls_client_ca=config.tls_client_ca, insecure=config.insecure, auth_file=config.auth_file,
@@ -143,7 +151,9 @@ async def start_server(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
     )
     try:
-        running = await _start(config, store, executors, broker or _broker(config), transport)
+        running = await _start(
+            config, store, executors, broker or _broker(config), transport, span_exporter
+        )
         for line in transport.notes:  # once started: a start that fails says only why
             log.info("%s", line)
         return running
@@ -160,6 +170,7 @@ async def _start(
     executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
     broker: Broker | None,
     transport: Transport,
+    span_exporter: SpanExporter | None = None,
 ) -> RunningServer:
     executor, views_executor = executors
     health_servicer = health.aio.HealthServicer()
@@ -257,8 +268,13 @@ async def _start(
         loop.call_soon_threadsafe(set_health, JOURNAL_HEALTH, healthy)
 
     store.watch_journal(on_journal)
+    tracing = None
+    if span_exporter is not None or config.trace_export != "none":
+        tracing = Tracing(config.trace_export, config.otlp_endpoint, span_exporter)
+        tracing.install()  # before the first commit: every group's spans
+        log.info("traces: %s %s", config.trace_export, config.otlp_endpoint)
     supervision.watch(service.committer.start())
-    metrics = Metrics() if config.metrics_port else None
+    metrics = Metrics(config.otlp_endpoint) if config.metrics_port or config.otlp_endpoint else None
     try:
         thresholds = HealthThresholds(
             ack_limit=config.ack_p99_ms / 1e3,
@@ -303,6 +319,7 @@ async def _start(
                     if metrics is not None or config.query_p99_ms
                     else []
                 ),
+                *([RpcTraces(tracing.tracer)] if tracing is not None else []),
                 *([Authorizer(transport.principals)] if transport.principals else []),
                 MalformedRequestGuard(),
                 PreEncodedResponses(),
@@ -376,11 +393,13 @@ async def _start(
             background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, background, metrics, thresholds, servicer,
+            executors, background, metrics, thresholds, servicer, tracing,
         )  # fmt: skip
     except BaseException:
         if metrics is not None:
             metrics.close()
+        if tracing is not None:
+            tracing.close()
         await service.committer.stop()  # no commit task outlives a start that failed
         raise
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -107,6 +108,11 @@ class ServiceConfig:
     # Prometheus scrapes metrics at http://metrics_host:metrics_port/metrics; 0: no metrics.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    # Traces (server/tracing.py): "none" (nothing built), "otlp" (to otlp_endpoint) or
+    # "console" (stdout). An OTLP collector (gRPC, e.g. http://127.0.0.1:4317) also gets the
+    # metrics pushed when otlp_endpoint is set; "": no OTLP.
+    trace_export: str = "none"
+    otlp_endpoint: str = ""
     # Health thresholds (server/application/thresholds.py), each its own health name: fill ->
     # durable ack p99 and query p99 over the last latency_window_seconds (0: not watched),
     # position rows held (0: no limit).
@@ -173,6 +179,29 @@ def _seconds(text: str) -> float:
 def _log_format(text: str) -> str:
     if text not in ("text", "json"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a log format: use text or json")
+    return text
+
+
+def _trace_export(text: str) -> str:
+    if text not in ("none", "otlp", "console"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a trace export: use none, otlp, console")
+    return text
+
+
+def _otlp_endpoint(text: str) -> str:
+    """An OTLP/gRPC collector's URL: http:// (plaintext) or https://, a host and a port."""
+    if not text:
+        return text
+    parsed = urllib.parse.urlsplit(text)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or port is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an OTLP endpoint: give http://HOST:PORT (or https://), such as "
+            "http://127.0.0.1:4317"
+        )
     return text
 
 
@@ -301,6 +330,11 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--metrics-port", int, defaults.metrics_port,
            "port of the Prometheus /metrics endpoint; 0: no metrics")  # fmt: skip
     option("--metrics-host", str, defaults.metrics_host, "interface of the metrics endpoint")
+    option("--trace-export", _trace_export, defaults.trace_export,
+           "traces: none, otlp (to --otlp-endpoint) or console")  # fmt: skip
+    option("--otlp-endpoint", _otlp_endpoint, defaults.otlp_endpoint,
+           "OTLP/gRPC collector (http://HOST:PORT) for traces and pushed metrics; "
+           "empty: none")  # fmt: skip
     option("--ack-p99-ms", _non_negative, defaults.ack_p99_ms,
            "health ack_latency NOT_SERVING above this fill -> durable ack p99; 0: off")  # fmt: skip
     option("--query-p99-ms", _non_negative, defaults.query_p99_ms,
@@ -366,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
         account_sessions(args.account_sessions)
     except ValueError as error:
         parser.error(str(error))
+    if args.trace_export == "otlp" and not args.otlp_endpoint:
+        parser.error("--trace-export otlp: needs --otlp-endpoint (e.g. http://127.0.0.1:4317)")
     if 0 < args.restatement_window_days < args.correction_window_days or (
         args.restatement_window_days < 0
     ):

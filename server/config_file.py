@@ -36,7 +36,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "monitoring": (
         "replay_capacity", "subscriber_queue", "fanout_writes_per_second", "heartbeat_seconds",
         "mark_publish_seconds", "fx_journal_seconds", "metrics_port", "metrics_host",
-        "ack_p99_ms", "query_p99_ms", "latency_window_seconds", "max_rows",
+        "ack_p99_ms", "query_p99_ms", "latency_window_seconds", "max_rows", "trace_export",
+        "otlp_endpoint",
     ),
 }  # fmt: skip
 """Each setting's table. A setting added to ServiceConfig goes in one (tests check it)."""

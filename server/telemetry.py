@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
@@ -57,16 +58,32 @@ _RESULTS = {Result.ACCEPTED: "accepted", Result.DUPLICATE: "duplicate", Result.R
 _PLACEMENTS = {Placement.RESTATED: "restated", Placement.OUTSIDE_WINDOW: "outside_window"}
 
 
-class Metrics:
-    """The instruments of one running service, exposed on their own HTTP port."""
+PUSH_SECONDS = 10.0
+"""How often metrics are pushed to an OTLP collector (--otlp-endpoint), and once at a stop."""
 
-    def __init__(self) -> None:
+
+def _pushed(endpoint: str, every: float) -> list[MetricReader]:
+    """The reader that pushes to an OTLP collector (gRPC) from a thread of its own; none
+    without an endpoint."""
+    if not endpoint:
+        return []
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    exporter = OTLPMetricExporter(endpoint=endpoint, timeout=5.0)
+    return [PeriodicExportingMetricReader(exporter, export_interval_millis=every * 1000)]
+
+
+class Metrics:
+    """The instruments of one running service, exposed on their own HTTP port and/or pushed
+    to an OTLP collector."""
+
+    def __init__(self, otlp_endpoint: str = "", push_seconds: float = PUSH_SECONDS) -> None:
         self.registry = CollectorRegistry()  # one per service: tests run several in a process
         self._reader = PrometheusMetricReader(registry=self.registry)
         seconds = ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
         self.provider = MeterProvider(
             resource=Resource.create({"service.name": "portfolio-manager"}),
-            metric_readers=[self._reader],
+            metric_readers=[self._reader, *_pushed(otlp_endpoint, push_seconds)],
             views=[
                 View(instrument_name=RPC_DURATION, aggregation=seconds),
                 View(instrument_name=ACK_DURATION, aggregation=seconds),

@@ -24,6 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
+from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
+
+from server import tracing
 from server.application.ports import EventStore, Sequenced, StorageUnavailable, WriterFenced
 
 log = logging.getLogger("portfolio.commit")
@@ -58,6 +61,9 @@ class GroupCommitter:
         # and each batch's admission time; None (metrics off) costs nothing per batch.
         self.on_commit: Callable[[int, float, Sequence[float]], None] | None = None
         self._admitted_at: list[float] = []
+        # Traces (server/tracing.py): each batch's span context, for the commit's links;
+        # nothing is taken while tracing is off.
+        self._links: list[SpanContext] = []
 
     def start(self) -> asyncio.Task[None]:
         """Starts the commit task and returns it, for supervision."""
@@ -78,6 +84,8 @@ class GroupCommitter:
         self._pending.extend(group)
         if self.on_commit is not None:
             self._admitted_at.append(time.perf_counter())
+        if tracing.tracer() is not None:
+            self._links.append(get_current_span().get_span_context())
         self._idle.clear()
         self._wakeup.set()
 
@@ -106,7 +114,8 @@ class GroupCommitter:
                 while self._pending:
                     group, self._pending = self._pending, []
                     admitted_at, self._admitted_at = self._admitted_at, []
-                    await self._commit(group, admitted_at)
+                    links, self._links = self._links, []
+                    await self._commit(group, admitted_at, links)
                 self._idle.set()
         except asyncio.CancelledError:
             raise
@@ -117,13 +126,39 @@ class GroupCommitter:
             self._on_health(False)
             raise
 
-    async def _commit(self, group: list[Sequenced], admitted_at: Sequence[float] = ()) -> None:
+    async def _commit(
+        self,
+        group: list[Sequenced],
+        admitted_at: Sequence[float] = (),
+        links: Sequence[SpanContext] = (),
+    ) -> None:
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self._commit_group(group, admitted_at, None)
+            return
+        with tracer.start_as_current_span(
+            tracing.COMMIT,
+            links=[Link(context) for context in links if context.is_valid],
+            attributes={
+                "portfolio.commit.events": len(group),
+                "portfolio.sequence.first": group[0][0],
+                "portfolio.sequence.last": group[-1][0],
+            },
+        ):
+            await self._commit_group(group, admitted_at, tracer)
+
+    async def _commit_group(
+        self, group: list[Sequenced], admitted_at: Sequence[float], tracer: Tracer | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.05
+        append = self.store.append
+        if tracer is not None:
+            append = tracing.for_thread(tracing.JOURNAL_APPEND, append)
         while True:
             try:
                 began = time.perf_counter()
-                await loop.run_in_executor(self._executor, self.store.append, group)
+                await loop.run_in_executor(self._executor, append, group)
                 break
             except WriterFenced:
                 raise  # another service writes the store now: this one can only stop
@@ -139,7 +174,11 @@ class GroupCommitter:
             log.info("store works again; acknowledging from sequence %d", group[0][0])
             self.healthy, self.fault = True, ""
             self._on_health(True)
-        self._apply(group)
+        if tracer is None:
+            self._apply(group)
+        else:
+            with tracer.start_as_current_span(tracing.APPLY):
+                self._apply(group)
         self.durable_sequence = group[-1][0]
         while self._waiters and self._waiters[0][0] <= self.durable_sequence:
             _, _, future = heapq.heappop(self._waiters)

@@ -19,6 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from opentelemetry.trace import Link, SpanContext, get_current_span
+
+from server import tracing
 from server.application.ports import Sequenced, StorageUnavailable
 
 log = logging.getLogger("portfolio.storage")
@@ -46,6 +49,8 @@ class JournalCopier:
         self._readers = 0  # waiting in `quiet`: the next append does not wait its interval
         self._pending: list[Sequenced] = []
         self._copying = 0  # events taken by the append in flight
+        # Traces (server/tracing.py): the commits whose groups wait, for the copy's links.
+        self._links: list[SpanContext] = []
         self._condition = threading.Condition()
         self._stopping = False
         self.fault = ""  # why the last append failed ("" while the journal keeps up)
@@ -69,6 +74,8 @@ class JournalCopier:
     def put(self, group: Sequence[Sequenced]) -> None:
         with self._condition:
             self._pending.extend(group)
+            if tracing.tracer() is not None:
+                self._links.append(get_current_span().get_span_context())
             self._condition.notify_all()
 
     @contextlib.contextmanager
@@ -98,6 +105,18 @@ class JournalCopier:
         self._thread.join(timeout)
         return not self.backlog
 
+    def _copy(self, group: list[Sequenced], links: list[SpanContext]) -> None:
+        tracer = tracing.tracer()
+        if tracer is None:
+            self._append(group)
+            return
+        with tracer.start_as_current_span(
+            tracing.JOURNAL_COPY,
+            links=[Link(context) for context in links if context.is_valid],
+            attributes={"portfolio.journal.events": len(group)},
+        ):
+            self._append(group)
+
     def _run(self) -> None:
         delay = 0.05
         while True:
@@ -106,13 +125,15 @@ class JournalCopier:
                 if self._stopping:
                     return
                 group, self._pending = self._pending, []
+                links, self._links = self._links, []
                 self._copying = len(group)
             began = time.monotonic()
             try:
-                self._append(group)
+                self._copy(group, links)
             except Exception as error:  # ArcticDB, the OS and the network all raise their own
                 with self._condition:
                     self._pending[:0] = group
+                    self._links[:0] = links
                     self._copying = 0
                     if not self.fault:
                         log.error("journal append failed, retrying (the write-ahead log holds "

@@ -75,6 +75,7 @@ from server.storage.view_layouts import (
     original_text,
     settled_fills,
 )
+from server.tracing import VIEWS_WRITE, traced
 
 log = logging.getLogger("portfolio.views")
 
@@ -418,6 +419,7 @@ class ArcticViews:
             self._logs[key] = state
         return state
 
+    @traced(VIEWS_WRITE)
     def record(
         self,
         events: Sequence[Sequenced],

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.storage.disk import StoreUnusable
+from server.tracing import WAL_WRITE, traced
 
 log = logging.getLogger("portfolio.storage")
 
@@ -165,6 +166,7 @@ class WriteAheadLog:
             self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
         return records
 
+    @traced(WAL_WRITE)
     def write(self, records: Sequence[tuple[int, str, str]]) -> None:
         """Appends the records and returns once they are on disk. On an error nothing of
         them stays (the file is cut back), so the same records can be written again."""
