@@ -4,6 +4,10 @@ One sender task sends the oldest events in batches. While the service is unreach
 with back-off and keeps everything in memory (the queue depth is logged): nothing is dropped,
 and since the service is idempotent by event id, resending a batch whose acks were lost costs
 nothing.
+
+With a tracer (relay.relay: OTEL_TRACES_EXPORTER), each ingest call runs in a span of its own,
+`relay.ingest`, whose context the SDK sends in the call's metadata: the service's spans for
+those batches join its trace.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
+
+from opentelemetry.trace import SpanKind, Tracer
 
 from client import AsyncPortfolioClient, EventAck, ExecutionEvent, Fill, PortfolioError
 from client.wire import event_to_proto
@@ -38,8 +44,10 @@ class Outbox:
         attempt_timeout: float = 10.0,
         retry: ReconnectPolicy | None = None,
         on_ack: OnAck | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._client = client
+        self._tracer = tracer
         self._batch_size = batch_size
         self._events_per_call = max(events_per_call, batch_size)
         self._attempt_timeout = attempt_timeout
@@ -97,12 +105,13 @@ class Outbox:
                 await self._changed.wait()
             chunk = list(itertools.islice(self._queue, self._events_per_call))
             try:
-                acks = await self._client.ingest(
-                    chunk,
-                    batch_size=self._batch_size,
-                    max_attempts=2,
-                    timeout=self._attempt_timeout,
-                )
+                with self._span(len(chunk)):
+                    acks = await self._client.ingest(
+                        chunk,
+                        batch_size=self._batch_size,
+                        max_attempts=2,
+                        timeout=self._attempt_timeout,
+                    )
             except Exception as error:  # PortfolioError (IngestIncomplete too), or a bug
                 failures += 1
                 delay = self._retry.delay(failures)
@@ -127,6 +136,14 @@ class Outbox:
                 for event, ack in zip(chunk, acks, strict=True):
                     self._on_ack(event, ack)
             self._notify()
+
+    def _span(self, events: int) -> contextlib.AbstractContextManager[object]:
+        """The span of one ingest call (current while it runs), or nothing without a tracer."""
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        return self._tracer.start_as_current_span(
+            "relay.ingest", kind=SpanKind.CLIENT, attributes={"portfolio.relay.events": events}
+        )
 
     def _notify(self) -> None:
         self._changed.set()

@@ -24,6 +24,11 @@ after its fill went without one is sent as a `CommissionAmendment` once the fill
 unmapped derivative is defined from its execution's contract before its first fill
 (`relay.instruments`); what the service refuses for good, and executions the relay cannot map,
 go to the dead-letter file (`relay.dead_letters`, `--replay-dead-letters`).
+
+Traces: with `OTEL_TRACES_EXPORTER=otlp` (and `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g.
+http://127.0.0.1:4317) or `console`, each ingest call is a span whose context goes to the
+service in the call's metadata, so a fill can be followed from here to the service's journal.
+Unset or `none`: no tracer, nothing built.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -45,6 +51,7 @@ import grpc
 from ib_async import CommissionReport, Contract, Execution, Trade
 from ib_async import Fill as IbFill
 from ib_async.util import dataclassUpdate
+from opentelemetry.trace import Tracer
 
 from client import (
     AsyncPortfolioClient,
@@ -143,6 +150,7 @@ class ExecutionRelay:
         send_retry: ReconnectPolicy | None = None,
         dead_letters: DeadLetters | None = None,
         instruments: InstrumentCatalog | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._connection = connection
         self._attribution = Attribution(contract_map or ContractMap(), default_strategy)
@@ -151,7 +159,9 @@ class ExecutionRelay:
         self._tick_seconds = tick_seconds
         self._flush_seconds = flush_seconds
         self._waiting = CommissionWait(commission_wait)
-        self._outbox = Outbox(client, batch_size=batch_size, retry=send_retry, on_ack=self._on_ack)
+        self._outbox = Outbox(
+            client, batch_size=batch_size, retry=send_retry, on_ack=self._on_ack, tracer=tracer
+        )
         self._send_retry = send_retry or ReconnectPolicy(initial=0.5, factor=2.0, maximum=10.0)
         self._dead_letters = dead_letters or DeadLetters()
         self._instruments = instruments
@@ -822,8 +832,43 @@ def _older(sent_at: dict[str, float], horizon: float) -> list[str]:
 # The process
 
 
+def tracer_from_environment(
+    environ: Mapping[str, str],
+) -> tuple[Tracer | None, Callable[[], None]]:
+    """The relay's tracer as OpenTelemetry's variables ask (OTEL_TRACES_EXPORTER: otlp,
+    console, or none/unset: no tracer), and how to flush it at the end."""
+    export = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if export in ("", "none"):
+        return None, lambda: None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "relay")})
+    )
+    if export == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=5.0)))
+    elif export == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        log.warning("OTEL_TRACES_EXPORTER=%s: not otlp, console or none; no traces", export)
+        return None, lambda: None
+    return provider.get_tracer("portfolio.relay"), provider.shutdown
+
+
 async def run(config: RelayConfig) -> None:
     """Runs the relay until SIGTERM or SIGINT, then stops it gracefully."""
+    tracer, flush_traces = tracer_from_environment(os.environ)
+    try:
+        await _run(config, tracer)
+    finally:
+        await asyncio.to_thread(flush_traces)
+
+
+async def _run(config: RelayConfig, tracer: Tracer | None) -> None:
     contracts = ContractMap.load(config.contract_map) if config.contract_map else ContractMap()
     connection = IbConnection(
         config.tws_host,
@@ -844,6 +889,7 @@ async def run(config: RelayConfig) -> None:
             sweep_seconds=config.sweep_seconds,
             dead_letters=DeadLetters(config.dead_letters),
             instruments=instruments,
+            tracer=tracer,
         )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
