@@ -320,7 +320,8 @@ async def _start(
                     else []
                 ),
                 *([RpcTraces(tracing.tracer)] if tracing is not None else []),
-                *([Authorizer(transport.principals)] if transport.principals else []),
+                # Without principals it only names who books each write (the audit trail).
+                Authorizer(transport.principals),
                 MalformedRequestGuard(),
                 PreEncodedResponses(),
             ],

@@ -10,6 +10,10 @@ REJECTED (REJECT_CODE_FAILED_PRECONDITION, the reason naming the principal and t
 the rest of its batch goes through, as with any other bad event.
 
 Health is open (probes carry no credentials); reflection needs any known principal.
+
+The principal of every write is named for the journal (the audit trail, server.domain.booker):
+the caller of a write RPC books as its principal's name and role; with no auth configured the
+Authorizer checks nothing and names the caller `anonymous@<client address>` (role "").
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from google.protobuf.message import Message
 
 from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
 from server.api.malformed import _client_of as client_of
+from server.application.writes import booking_as
 from server.auth_config import Principal, Principals
+from server.domain.booker import Booker, booker
 from server.log_limit import LogLimiter
 
 if TYPE_CHECKING:
@@ -41,6 +47,7 @@ READ = frozenset({"reader", "operator"})
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 LOG_INTERVAL_SECONDS = 10.0
+MAX_BOOKERS = 10_000
 
 log = logging.getLogger("portfolio.api")
 
@@ -86,6 +93,10 @@ RULES: dict[str, Rule] = {
 }
 """Each RPC of the PortfolioManager service -> who may call it. An RPC not here is refused."""
 
+WRITES = frozenset(name for name, rule in RULES.items() if rule.roles != READ)
+"""The RPCs that journal events, booked in their caller's name: all but the readers' (marks
+are not journaled, but the FX fixings a marks stream carries are)."""
+
 _booking: ContextVar[Principal | None] = ContextVar("booking_principal", default=None)
 
 
@@ -121,12 +132,16 @@ def carried(request: Message) -> tuple[Rule, Message] | None:
 
 
 class Authorizer(HandlerRewrite):
-    """Installed first on the server: a call is refused before anything else reads it."""
+    """Installed first on the server: a call is refused before anything else reads it.
+    Without principals (no auth configured) it only names the callers of writes."""
 
-    def __init__(self, principals: Principals, log_interval: float = LOG_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self, principals: Principals | None, log_interval: float = LOG_INTERVAL_SECONDS
+    ) -> None:
         super().__init__()
         self.principals = principals
         self.limiter = LogLimiter(log, log_interval)
+        self._bookers: dict[tuple[str, str], Booker] = {}  # one per principal or client
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         if method.startswith(OPEN_SERVICES):
@@ -136,7 +151,12 @@ class Authorizer(HandlerRewrite):
             return handler
         name = method.removeprefix(SERVICE) if method.startswith(SERVICE) else ""
         rule = RULES.get(name) if name else None
-        check = self._checker(method, name, rule)
+        if self.principals is None:
+            if name not in WRITES:
+                return handler  # reads pay nothing
+            check = self._name_anonymous
+        else:
+            check = self._checker(method, name, rule)
         wrapped: Callable[..., Any]
         if inspect.isasyncgenfunction(behaviour):
 
@@ -173,6 +193,8 @@ class Authorizer(HandlerRewrite):
                 )
             if name == "Ingest":
                 _booking.set(principal)  # this call's task; its events are checked one by one
+            if name in WRITES:
+                booking_as(self._booker(principal.name, principal.role))
             if not isinstance(request, Message):
                 return  # a stream, or a malformed request (answered by the guard)
             scope = rule.scope
@@ -197,8 +219,24 @@ class Authorizer(HandlerRewrite):
 
         return check
 
+    async def _name_anonymous(self, request: Any, context: Context) -> None:
+        client = client_of(context.peer())  # ipv4:127.0.0.1 (no port: one client)
+        kind, _, host = client.partition(":")
+        booking_as(self._booker(f"anonymous@{host if kind in ('ipv4', 'ipv6') else client}", ""))
+
+    def _booker(self, name: str, role: str) -> Booker:
+        """The same Booker for every call of a principal (or anonymous client)."""
+        found = self._bookers.get((name, role))
+        if found is None:
+            if len(self._bookers) >= MAX_BOOKERS:  # anonymous clients come and go
+                self._bookers.clear()
+            found = self._bookers[name, role] = booker(name, role)
+        return found
+
     async def authenticate(self, context: Context, method: str) -> Principal:
         """The caller, by bearer token if one is sent, else by client certificate."""
+        principals = self.principals
+        assert principals is not None  # checked only when principals are configured
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -211,7 +249,7 @@ class Authorizer(HandlerRewrite):
                 token = token.strip()
                 break
         if token:
-            principal = self.principals.with_token(token)
+            principal = principals.with_token(token)
             if principal is None:
                 await self.refuse(
                     context, UNAUTHENTICATED, method, "the bearer token is not a principal's"
@@ -220,7 +258,7 @@ class Authorizer(HandlerRewrite):
         names = list((context.auth_context() or {}).get("x509_common_name", []))
         if names:
             common_name = names[0].decode()
-            principal = self.principals.with_certificate(common_name)
+            principal = principals.with_certificate(common_name)
             if principal is None:
                 await self.refuse(
                     context,

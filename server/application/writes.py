@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic
@@ -41,6 +42,7 @@ from server.application.publishing import (
 )
 from server.application.reads import ReadModel
 from server.application.subscriptions import Payload, SubscriptionHub
+from server.domain.booker import SYSTEM, Booker
 from server.domain.events import ExecutionEvent
 from server.domain.ledger import Ledger, Outcome, Result
 from server.domain.position import Position
@@ -53,6 +55,16 @@ from server.log_limit import LogLimiter
 log = logging.getLogger("portfolio.service")
 _misplaced_log = LogLimiter(log, 10.0)  # at most one line per 10 s; the rest are counted
 _recovery_log = logging.getLogger("portfolio.recovery")
+
+_booker: ContextVar[Booker] = ContextVar("booker", default=SYSTEM)
+
+
+def booking_as(booker: Booker) -> None:
+    """Names who books the writes of the current call (its task, and tasks it starts): each
+    event it has admitted carries them into the journal (the audit trail). A write made in no
+    call's name is the service's own (SYSTEM)."""
+    _booker.set(booker)
+
 
 MISPLACED_ALERT_SECONDS = 900.0
 """How long health `books` stays NOT_SERVING after a fill was booked outside its place."""
@@ -129,11 +141,12 @@ class WritePath(Generic[Payload]):
         counts = self.event_counts
         for event, outcome in zip(events, outcomes, strict=True):
             counts[event.kind, outcome.result] += 1
-        group = [
-            (outcome.sequence, event)
-            for event, outcome in zip(events, outcomes, strict=True)
-            if outcome.result is Result.ACCEPTED
-        ]
+        booker = _booker.get()  # one per call, shared by its events
+        group = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.result is Result.ACCEPTED:
+                event.booked_by(booker)
+                group.append((outcome.sequence, event))
         if group:
             self.committer.submit(group)
         wait_for = max((o.sequence for o in outcomes if o.result is not Result.REJECTED), default=0)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import ClassVar, Self
 
+from server.domain.booker import UNKNOWN, Booker
 from server.domain.codec import TextCodec, fingerprint_of
 from server.domain.decimals import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, ONE, ZERO, canonical
 
@@ -197,10 +198,11 @@ def describe_time(timestamp_ns: int) -> str:
 class JournaledEvent:
     """What every journaled event shares: its kind, its canonical text and digest."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_booker", "_text")
     kind: ClassVar[str]
     _codec: ClassVar[TextCodec]
     _text: str
+    _booker: Booker
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -229,6 +231,19 @@ class JournaledEvent:
 
     def fingerprint(self) -> int:
         return fingerprint_of(self.text())
+
+    @property
+    def booker(self) -> Booker:
+        """Who booked it, as its admission named them (not a field: not in its text, so a
+        resend by another principal is the same event); UNKNOWN before one did."""
+        try:
+            return self._booker
+        except AttributeError:
+            return UNKNOWN
+
+    def booked_by(self, booker: Booker) -> None:
+        """Stamped at admission (or from the journal row): frozen all the same, as `_text`."""
+        object.__setattr__(self, "_booker", booker)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

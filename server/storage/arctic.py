@@ -59,7 +59,7 @@ from server.storage.pnl_views import PnlViews
 from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
-from server.storage.upcasters import check_checkpoint, checkpoint_versions
+from server.storage.upcasters import check_checkpoint, checkpoint_versions, current_journal
 from server.storage.views import ArcticViews
 from server.storage.wal import WriteAheadLog, written_by
 
@@ -144,6 +144,11 @@ class ArcticEventStore:
             raise
         self.views = ArcticViews(self.arctic)
         self.pnl = PnlViews(self.arctic)
+        try:
+            current_journal(self.journal, EVENTS)  # a journal of before the audit trail
+        except Exception:
+            self.close()
+            raise
         self._journal_exists = self.journal.has_symbol(EVENTS)
         self._appends = 0
         self._view_symbols: set[tuple[str, str]] | None = None
@@ -188,7 +193,9 @@ class ArcticEventStore:
             self._disk.check()
         self._copier.check_room()
         try:
-            self._wal.write([(sequence, event.kind, event.text()) for sequence, event in group])
+            self._wal.write(
+                [(sequence, event.kind, event.text(), event.booker) for sequence, event in group]
+            )
         except OSError as error:
             raise StorageUnavailable(f"write-ahead log write failed: {error}") from error
         self._known_receipts().note(group[-1][0], time.time_ns())
@@ -232,10 +239,13 @@ class ArcticEventStore:
             )
         for start in range(0, len(behind), CATCH_UP_ROWS):
             chunk = pd.DataFrame(
-                [(r.sequence, r.kind, r.text) for r in behind[start : start + CATCH_UP_ROWS]],
-                columns=["sequence", "kind", "text"],
+                [
+                    (r.sequence, r.kind, r.text, *r.booker)
+                    for r in behind[start : start + CATCH_UP_ROWS]
+                ],
+                columns=["sequence", "kind", "text", "principal", "role"],
             )
-            self._append_journal(list(events_from_journal(chunk)))
+            self._append_journal(list(events_from_journal(chunk, booked=True)))
         if behind:
             log.info("copied %d events from the write-ahead log into the journal", len(behind))
         self._wal.release_through(max(last, behind[-1].sequence if behind else 0))

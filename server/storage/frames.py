@@ -6,6 +6,7 @@ came in), times as UTC datetime64[ns] and as integer nanoseconds where the engin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from server.domain.book import Price
+from server.domain.booker import UNKNOWN, Booker
 from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent
@@ -22,6 +24,8 @@ from server.storage.disk import StoreUnusable
 from server.storage.upcasters import (
     BOOK_COLUMNS,
     BOOK_VERSION,
+    JOURNAL_LAYOUTS,
+    JOURNAL_VERSION,
     NewerFormat,
     current_book_frame,
 )
@@ -29,10 +33,12 @@ from server.storage.upcasters import (
 Sequenced = tuple[int, ExecutionEvent]
 
 # -- the journal: every accepted event, indexed by sequence -----------------------------------
-# The journal is the service's own log: a few columns to find rows by, and the event itself as
-# its canonical text (`Fill.text`), which keeps each append small and cheap.
+# The journal is the service's own log: a few columns to find rows by, the event itself as
+# its canonical text (`Fill.text`), which keeps each append small and cheap, and who booked it
+# (the audit trail: `principal` and its `role`, see server.domain.booker; "" in the rows of a
+# release before them, see upcasters.current_journal).
 
-JOURNAL_COLUMNS = ["sequence", "kind", "event_id", "account_id", "event_time", "digest", "text"]
+JOURNAL_COLUMNS = JOURNAL_LAYOUTS[JOURNAL_VERSION]
 
 
 def journal_frame(group: Sequence[Sequenced]) -> pd.DataFrame:
@@ -50,15 +56,21 @@ def journal_frame(group: Sequence[Sequenced]) -> pd.DataFrame:
             ),
             "digest": np.fromiter((fingerprint_of(t) for t in texts), "int64", len(group)),
             "text": texts,
+            "principal": [event.booker.name for _, event in group],
+            "role": [event.booker.role for _, event in group],
         },
         index=pd.RangeIndex(group[0][0], group[-1][0] + 1),
     )
 
 
-def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
+def events_from_journal(frame: pd.DataFrame, *, booked: bool = False) -> Iterator[Sequenced]:
     """Each row's event; a text of an older version is read as the current one (the codec's
-    upcasters), one of a later release's version or kind is refused (NewerFormat)."""
-    for sequence, kind, text in zip(frame["sequence"], frame["kind"], frame["text"], strict=True):
+    upcasters), one of a later release's version or kind is refused (NewerFormat). `booked`:
+    each event also carries who booked it, from the frame's `principal` and `role` (to be
+    journaled again: the write-ahead log's tail at a start); replays need not."""
+    bookers = _bookers(frame) if booked else itertools.repeat(UNKNOWN)
+    rows = zip(frame["sequence"], frame["kind"], frame["text"], bookers, strict=False)
+    for sequence, kind, text, booker in rows:
         try:
             event: ExecutionEvent = EVENT_KINDS[kind].from_text(text)
         except NewerTextVersion as error:
@@ -71,7 +83,21 @@ def events_from_journal(frame: pd.DataFrame) -> Iterator[Sequenced]:
                 f"journal/events sequence {sequence}: event kind {kind!r} is not one this "
                 "release knows (written by a later release); start that release or a later one"
             ) from error
+        if booked:
+            event.booked_by(booker)
         yield int(sequence), event
+
+
+def _bookers(frame: pd.DataFrame) -> list[Booker]:
+    """One Booker per principal, shared by its rows as when they were admitted."""
+    shared: dict[tuple[str, str], Booker] = {}
+    found = []
+    for pair in zip(frame["principal"], frame["role"], strict=True):
+        booker = shared.get(pair)
+        if booker is None:
+            booker = shared[pair] = Booker(*pair)
+        found.append(booker)
+    return found
 
 
 # -- checkpoints: every position row, exactly -------------------------------------------------

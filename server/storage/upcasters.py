@@ -7,6 +7,9 @@ instead of being misread:
 - the journal's events (`journal/events`, column `text`): each record type's text carries its
   own version (see `server.domain.codec`: TEXT_VERSIONS, TEXT_UPCASTERS); a text of a newer
   version than this release knows is refused when decoded (NewerFormat names the sequence);
+- the journal's columns (JOURNAL_LAYOUTS): a journal of a release before the audit trail has
+  no `principal` and `role`; it is rewritten once at start with both "" (who booked those rows
+  was never recorded), as an append of other columns would be refused (current_journal);
 - the analysts' `orders` view (symbol = account): a symbol of a release before orders had
   keys lacks four columns; it is rewritten once with them when it is first written to (the
   `positions`/`portfolio` symbols before currencies likewise, in views.py);
@@ -25,6 +28,8 @@ upcaster from the version before, and a test writing the old layout
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping
 
 import arcticdb as adb
@@ -32,6 +37,8 @@ import pandas as pd
 
 from server.domain.codec import TEXT_VERSIONS
 from server.storage.disk import StoreUnusable
+
+log = logging.getLogger("portfolio.storage")
 
 CHECKPOINT_FORMAT = 2
 """The metadata's `format` before versions: a checkpoint with a book and a state half (1: a
@@ -56,6 +63,13 @@ BOOK_COLUMNS: dict[int, list[str]] = {
 BOOK_VERSION = max(BOOK_COLUMNS)
 
 UNKNOWN_PLACE = "\U0010ffff"  # sorts after every fill id
+
+_JOURNAL_V1 = ["sequence", "kind", "event_id", "account_id", "event_time", "digest", "text"]
+JOURNAL_LAYOUTS: dict[int, list[str]] = {
+    1: _JOURNAL_V1,
+    2: [*_JOURNAL_V1, "principal", "role"],  # the audit trail: who booked each event
+}
+JOURNAL_VERSION = max(JOURNAL_LAYOUTS)
 
 
 def _book_v2_to_v3(frame: pd.DataFrame) -> pd.DataFrame:
@@ -163,6 +177,37 @@ def current_state_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> 
         frame = STATE_UPCASTERS[version](frame)
         version += 1
     return frame
+
+
+def current_journal(library: adb.library.Library, symbol: str) -> None:
+    """Brings the journal to the current columns, once, if an earlier release wrote it: one
+    write of the whole symbol (a new version, so a crash during it leaves the old one whole),
+    which holds it in memory once (about the size of its text). A journal of columns of no
+    known layout (a later release's) is refused, never rewritten."""
+    if not library.has_symbol(symbol):
+        return
+    stored = [column.name for column in library.get_description(symbol).columns]
+    current = JOURNAL_LAYOUTS[JOURNAL_VERSION]
+    if stored == current:
+        return
+    version = next((v for v, known in JOURNAL_LAYOUTS.items() if known == stored), None)
+    where = f"{library.name}/{symbol}"
+    if version is None:
+        raise StoreUnusable(
+            f"{where}: columns of no layout this release knows ({stored}): written by a later "
+            "release? start that release or a later one on this store"
+        )
+    began = time.perf_counter()
+    frame = library.read(symbol).data
+    frame["principal"] = ""  # booked before the audit trail: not known
+    frame["role"] = ""
+    library.write(symbol, frame[current], prune_previous_versions=True)
+    log.info(
+        "%s: %d events of a release before the audit trail given an empty principal (%.1fs)",
+        where,
+        len(frame),
+        time.perf_counter() - began,
+    )
 
 
 # -- the analysts' views: a symbol of an earlier layout is rewritten once -------------------

@@ -12,12 +12,14 @@ of an acknowledged event for longer than the copy takes.
 
 A record: a 16-byte header (payload length, sequence, CRC-32 of sequence and payload) and the
 payload (the time its group was written, in ns, the event's kind and its canonical text,
-NUL-separated, UTF-8). The time bounds when the event had been received, for a restart after a
-crash the journal did not follow (storage/receipts.py); a file's own modification time cannot,
-as it comes from a coarse clock and may read earlier than the write. A crash can leave only the last
-record torn (a write that never completed was never acknowledged): it is cut off at open. A bad
-record followed by good ones is not a torn tail but damage, and the store refuses to open
-rather than drop acknowledged events silently.
+NUL-separated, UTF-8). Who booked the event (the audit trail: its principal's name and role)
+follows the time, after a 0x1E and separated by a 0x1F; a record of a release before them has
+none, and reads as booked by UNKNOWN. The time bounds when the event had been received, for a
+restart after a crash the journal did not follow (storage/receipts.py); a file's own
+modification time cannot, as it comes from a coarse clock and may read earlier than the write.
+A crash can leave only the last record torn (a write that never completed was never
+acknowledged): it is cut off at open. A bad record followed by good ones is not a torn tail
+but damage, and the store refuses to open rather than drop acknowledged events silently.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.domain.booker import UNKNOWN, Booker
 from server.storage.disk import StoreUnusable
 from server.tracing import WAL_WRITE, traced
 
@@ -49,6 +52,7 @@ class Record:
     kind: str
     text: str
     written_ns: int  # when its group was written: it had been received by then
+    booker: Booker = UNKNOWN
 
 
 @dataclass(slots=True)
@@ -58,15 +62,34 @@ class _Segment:
     last: int  # the last sequence it holds (0 while empty)
 
 
-def encode(records: Sequence[tuple[int, str, str]], written_ns: int) -> bytes:
-    """(sequence, kind, text) records as one write, at `written_ns`."""
+LogRecord = tuple[int, str, str, Booker]
+"""What is written of an event: its sequence, kind, canonical text and who booked it."""
+
+
+def encode(records: Sequence[LogRecord], written_ns: int) -> bytes:
+    """Records as one write, at `written_ns`. Events of one call share their Booker: its
+    stamp is encoded once per run of them."""
     parts = []
-    stamp = str(written_ns).encode() + b"\x00"
-    for sequence, kind, text in records:
+    time_part = str(written_ns).encode()
+    last: Booker | None = None
+    stamp = b""
+    for sequence, kind, text, booker in records:
+        if booker is not last:
+            last, stamp = booker, _stamp(time_part, booker)
         payload = stamp + kind.encode() + b"\x00" + text.encode()
         parts.append(HEADER.pack(len(payload), sequence, _crc(sequence, payload)))
         parts.append(payload)
     return b"".join(parts)
+
+
+def _stamp(time_part: bytes, booker: Booker) -> bytes:
+    name, role = booker
+    return b"%s\x1e%s\x1f%s\x00" % (time_part, name.encode(), role.encode())
+
+
+def _fields(who: bytes) -> tuple[str, str]:
+    name, _, role = who.decode().partition("\x1f")
+    return name, role
 
 
 def _crc(sequence: int, payload: bytes) -> int:
@@ -76,6 +99,7 @@ def _crc(sequence: int, payload: bytes) -> int:
 def _decode(data: bytes, where: Path) -> tuple[list[Record], int]:
     """The good records from the start of `data` and the offset where they end."""
     records: list[Record] = []
+    bookers: dict[bytes, Booker] = {}  # one per principal, as when written
     offset = 0
     while offset + HEADER.size <= len(data):
         length, sequence, crc = HEADER.unpack_from(data, offset)
@@ -85,7 +109,11 @@ def _decode(data: bytes, where: Path) -> tuple[list[Record], int]:
             break
         stamp, _, rest = payload.partition(b"\x00")
         kind, _, text = rest.partition(b"\x00")
-        records.append(Record(sequence, kind.decode(), text.decode(), int(stamp)))
+        stamp, marked, who = stamp.partition(b"\x1e")
+        booker = UNKNOWN
+        if marked:
+            booker = bookers.get(who) or bookers.setdefault(who, Booker(*_fields(who)))
+        records.append(Record(sequence, kind.decode(), text.decode(), int(stamp), booker))
         offset = end
     if offset < len(data) and _good_record_after(data, offset + 1):
         raise StoreUnusable(
@@ -167,7 +195,7 @@ class WriteAheadLog:
         return records
 
     @traced(WAL_WRITE)
-    def write(self, records: Sequence[tuple[int, str, str]]) -> None:
+    def write(self, records: Sequence[LogRecord]) -> None:
         """Appends the records and returns once they are on disk. On an error nothing of
         them stays (the file is cut back), so the same records can be written again."""
         if not records:

@@ -377,12 +377,14 @@ def test_a_state_without_the_sections_added_since_reads_as_before(tmp_path):
         server.stop()
 
 
-def test_a_journal_frame_is_unchanged():
-    """The journal's columns are those every release since the text journal wrote: a frame of
-    this release appends to a journal of an earlier one (static schema)."""
+def test_a_journal_frame_has_the_columns_of_the_current_layout():
+    """The columns every release since the text journal wrote, and who booked each event (the
+    audit trail): a journal of the release before is given them once at start
+    (tests/storage/test_audit_trail.py), as the static schema refuses an append of others."""
     frame = journal_frame([(1, _fill("F1"))])
     assert list(frame.columns) == [
         "sequence", "kind", "event_id", "account_id", "event_time", "digest", "text",
+        "principal", "role",
     ]  # fmt: skip
     assert frame["event_time"].dtype == pd.DatetimeTZDtype("ns", "UTC")
 

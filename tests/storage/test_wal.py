@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from server.application.ports import Sequenced, StorageUnavailable
+from server.domain.booker import Booker
 from server.domain.events import Fill, Side
 from server.storage.arctic import WAL_FOLDER, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.journal_copier import JournalCopier
-from server.storage.wal import Record, WriteAheadLog, written_by
+from server.storage.wal import LogRecord, Record, WriteAheadLog, written_by
 
 BASE_NS = 1_767_225_600 * 10**9
 
@@ -34,8 +35,11 @@ def fill(n: int) -> Fill:
     )  # fmt: skip
 
 
-def records(first: int, last: int) -> list[tuple[int, str, str]]:
-    return [(n, "fill", fill(n).text()) for n in range(first, last + 1)]
+RELAY = Booker("relay-1", "relay")
+
+
+def records(first: int, last: int) -> list[LogRecord]:
+    return [(n, "fill", fill(n).text(), RELAY) for n in range(first, last + 1)]
 
 
 def test_the_log_gives_back_what_was_written_across_segments(tmp_path: Path) -> None:
@@ -47,7 +51,7 @@ def test_the_log_gives_back_what_was_written_across_segments(tmp_path: Path) -> 
     assert len(list(tmp_path.glob("*.wal"))) > 2  # rotated
 
     again = WriteAheadLog(tmp_path, segment_bytes=1000)
-    back = [(r.sequence, r.kind, r.text) for r in again.open()]
+    back = [(r.sequence, r.kind, r.text, r.booker) for r in again.open()]
     assert back == records(1, 60)
     again.write(records(61, 61))
     again.close()

@@ -1,0 +1,251 @@
+"""The journal records who booked every write (issue 15: the audit trail): the principal's
+name and role of the call that made it, `anonymous@<client>` with no auth configured, `system`
+for what the service writes itself. A journal of the release before opens (its rows with an
+empty principal), a write-ahead log's tail keeps its principals into the journal, and replays
+give the same figures. Real gRPC server, real ArcticDB on LMDB."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import json
+import time
+from pathlib import Path
+
+import arcticdb as adb
+import grpc
+import pandas as pd
+import pytest
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.application import writes
+from server.application.writes import booking_as
+from server.auth_config import token_hash
+from server.domain.booker import SYSTEM, UNKNOWN, Booker
+from server.storage.arctic import EVENTS, JOURNAL, WAL_FOLDER, ArcticEventStore
+from server.storage.disk import StoreUnusable
+from server.storage.frames import journal_frame
+from server.storage.upcasters import JOURNAL_LAYOUTS
+from server.storage.wal import HEADER, WriteAheadLog, _crc
+from tests.api.protocol import acks, pb_fill
+from tests.api.test_reference_and_cash import transfer
+from tests.conftest import ServerThread, start_test_server
+from tests.storage.test_restart import everything, mixed_history, open_stub
+from tests.storage.test_wal import fill
+
+WHO = ["principal", "role"]
+
+
+def journal(uri: str) -> pd.DataFrame:
+    gc.collect()  # LMDB: one open instance per path and process
+    frame = adb.Arctic(uri).get_library(JOURNAL).read(EVENTS).data
+    gc.collect()
+    return frame
+
+
+def _account(account_id: str) -> pb.DefineAccountRequest:
+    return pb.DefineAccountRequest(
+        account=pb.Account(account_id=account_id, kind=pb.ACCOUNT_KIND_PAPER, base_currency="USD")
+    )
+
+
+def test_with_no_auth_each_write_is_booked_by_its_client_and_the_services_own_by_system(
+    tmp_path: Path,
+) -> None:
+    uri = f"lmdb://{tmp_path}"
+    server = start_test_server(store=uri)
+    try:
+        channel, stub = open_stub(server)
+        with channel:
+            assert {a.result for a in acks(stub, *mixed_history()[:5])} == {
+                pb.EVENT_RESULT_ACCEPTED
+            }
+            stub.DefineAccount(_account("P1"))
+        # The service's own write (as a day close or a scheduled reconciliation): no call.
+        service = server.running.service
+        (outcome,) = server.call(service.ingest([fill(900)]))
+        assert outcome.sequence == 7
+    finally:
+        server.stop()
+    rows = journal(uri)
+    anonymous = ("anonymous@127.0.0.1", "")
+    assert [tuple(r) for r in rows[WHO].itertuples(index=False)] == [anonymous] * 6 + [SYSTEM]
+
+
+def _auth_file(path: Path) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "principals": [
+                    {
+                        "name": "relay-ny",
+                        "role": "relay",
+                        "accounts": "*",
+                        "token_sha256": token_hash("t-relay"),
+                    },
+                    {
+                        "name": "relay-ld",
+                        "role": "relay",
+                        "accounts": "*",
+                        "token_sha256": token_hash("t-relay-2"),
+                    },
+                    {
+                        "name": "ops-anna",
+                        "role": "operator",
+                        "accounts": "*",
+                        "token_sha256": token_hash("t-ops"),
+                    },
+                ]
+            }
+        )
+    )
+    return path
+
+
+def _as(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_with_auth_each_write_is_booked_by_its_principal_and_role(tmp_path: Path) -> None:
+    uri = f"lmdb://{tmp_path / 'store'}"
+    server = start_test_server(store=uri, auth_file=str(_auth_file(tmp_path / "auth.json")))
+    try:
+        _book_as_principals(server)
+    finally:
+        server.stop()
+    rows = journal(uri)
+    assert list(rows["kind"]) == ["fill", "status", "transfer", "account", "reserve"]
+    assert [tuple(r) for r in rows[WHO].itertuples(index=False)] == [("relay-ny", "relay")] * 3 + [
+        ("ops-anna", "operator")
+    ] * 2
+
+
+def _book_as_principals(server: ServerThread) -> None:
+    cash = transfer("t1", "100", account="P1")  # a cash transfer: booked by the relay too
+    history = mixed_history()[:2]
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.PortfolioManagerStub(channel)
+        (answer,) = stub.Ingest(
+            iter([pb.IngestRequest(batch_id="b1", events=[*history, cash])]),
+            metadata=_as("t-relay"),
+        )
+        assert {a.result for a in answer.acks} == {pb.EVENT_RESULT_ACCEPTED}
+        stub.DefineAccount(_account("P1"), metadata=_as("t-ops"))
+        stub.ReserveCash(
+            pb.ReserveCashRequest(reservation_id="r1", account_id="P1", currency="USD", amount="5"),
+            metadata=_as("t-ops"),
+        )
+        # A resend by another principal is the same event (a duplicate, journaled once, as
+        # its first booker booked it): who booked it is not part of the event's text.
+        (again,) = stub.Ingest(
+            iter([pb.IngestRequest(batch_id="b2", events=history[:1])]),
+            metadata=_as("t-relay-2"),
+        )
+        assert again.acks[0].result == pb.EVENT_RESULT_DUPLICATE
+
+
+def _journal_of_the_release_before(uri: str, events: list[tuple[int, object]]) -> None:
+    """The journal as the release before the audit trail wrote it (its seven columns)."""
+    frame = journal_frame(events)  # type: ignore[arg-type]
+    frame = frame[JOURNAL_LAYOUTS[1]]
+    adb.Arctic(uri).get_library(JOURNAL, create_if_missing=True).write(EVENTS, frame)
+    gc.collect()
+
+
+def test_a_journal_of_the_release_before_opens_with_an_empty_principal_and_the_same_figures(
+    tmp_path: Path,
+) -> None:
+    uri = f"lmdb://{tmp_path}"
+    history = mixed_history()
+    server = start_test_server(store=uri)
+    try:
+        channel, stub = open_stub(server)
+        with channel:
+            acks(stub, *history)
+            before = everything(stub)
+    finally:
+        server.stop()
+    # Rewrite it as the release before wrote it, and drop the checkpoint: a start replays it.
+    gc.collect()
+    arctic = adb.Arctic(uri)
+    library = arctic.get_library(JOURNAL)
+    library.write(EVENTS, library.read(EVENTS).data[JOURNAL_LAYOUTS[1]])
+    arctic.delete_library("checkpoints")
+    del arctic, library
+    gc.collect()
+
+    server = start_test_server(store=uri)
+    try:
+        channel, stub = open_stub(server)
+        with channel:
+            assert everything(stub) == before  # replayed to the same figures
+            more = pb_fill("BUY", 1, 10, fill_id="after-upgrade")
+            assert acks(stub, more)[0].result == pb.EVENT_RESULT_ACCEPTED
+    finally:
+        server.stop()
+    rows = journal(uri)
+    assert list(rows.columns) == JOURNAL_LAYOUTS[2]
+    assert len(rows) == len(history) + 1
+    assert set(rows[WHO][:-1].itertuples(index=False)) == {("", "")}  # never recorded
+    assert tuple(rows[WHO].iloc[-1]) == ("anonymous@127.0.0.1", "")
+
+
+def test_a_journal_of_unknown_columns_is_refused_not_rewritten(tmp_path: Path) -> None:
+    uri = f"lmdb://{tmp_path}"
+    frame = journal_frame([(1, fill(1))]).assign(signed_by="x")  # a later release's?
+    adb.Arctic(uri).get_library(JOURNAL, create_if_missing=True).write(EVENTS, frame)
+    gc.collect()
+    with pytest.raises(StoreUnusable, match="journal/events: columns of no layout"):
+        ArcticEventStore(uri)
+    gc.collect()
+    assert list(journal(uri).columns) == [*JOURNAL_LAYOUTS[2], "signed_by"]
+
+
+def test_the_write_ahead_logs_tail_keeps_its_principals_into_the_journal(tmp_path: Path) -> None:
+    """Acknowledged before a crash the journal did not follow: a start copies the log's tail
+    into the journal with who booked each event; a record of the release before (no booker)
+    is copied with an empty one."""
+    uri = f"lmdb://{tmp_path}"
+    _journal_of_the_release_before(uri, [(1, fill(1))])
+    folder = tmp_path / WAL_FOLDER
+    folder.mkdir()
+    # Sequence 2 in the bytes of the release before: no booker after the time.
+    payload = b"%d\x00fill\x00%s" % (time.time_ns(), fill(2).text().encode())
+    old = HEADER.pack(len(payload), 2, _crc(2, payload)) + payload
+    (folder / f"{2:020d}.wal").write_bytes(old)
+    log = WriteAheadLog(folder)
+    assert [(r.sequence, r.booker) for r in log.open()] == [(2, UNKNOWN)]
+    relay, ops = Booker("relay-ny", "relay"), Booker("ops-anna", "operator")
+    log.write([(3, "fill", fill(3).text(), relay), (4, "fill", fill(4).text(), ops)])
+    log.write([(5, "fill", fill(5).text(), SYSTEM)])
+    log.close()
+    store = ArcticEventStore(uri)
+    store.close()
+    rows = journal(uri)
+    assert list(rows["sequence"]) == [1, 2, 3, 4, 5]
+    assert [tuple(r) for r in rows[WHO].itertuples(index=False)] == [
+        ("", ""), ("", ""), relay, ops, SYSTEM,
+    ]  # fmt: skip
+
+
+def test_a_write_made_in_no_calls_name_is_the_services_own() -> None:
+    """The booker of a call is that call's (a context variable: its task and the tasks it
+    starts); outside any call it is SYSTEM."""
+    seen: list[Booker] = []
+
+    async def call(booker: Booker | None) -> None:
+        if booker is not None:
+            booking_as(booker)
+        await asyncio.sleep(0)
+        seen.append(writes._booker.get())
+
+    async def main() -> None:
+        relay = Booker("relay-ny", "relay")
+        await asyncio.gather(
+            asyncio.create_task(call(relay)), asyncio.create_task(call(None)),
+        )  # fmt: skip
+
+    contextvars.copy_context().run(asyncio.run, main())
+    assert seen == [Booker("relay-ny", "relay"), SYSTEM]
