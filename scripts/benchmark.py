@@ -616,7 +616,7 @@ def fanout_figures(args: argparse.Namespace) -> None:
 
 
 SECTIONS = ["service", "hot-path", "restatement", "reconcile", "commits", "startup", "fanout",
-            "memory", "targets", "attribution", "metrics"]  # fmt: skip
+            "memory", "targets", "attribution", "metrics", "traces"]  # fmt: skip
 
 
 def main() -> int:
@@ -719,6 +719,12 @@ def main() -> int:
 
         print("\nMetrics on (--metrics-port) and off, the same service, rounds interleaved:")
         print("\n".join(all_figures(args.fills, args.samples)))
+    if "traces" in sections:
+        from bench_traces import all_figures as trace_figures  # scripts/
+
+        print("\nTraces on (--trace-export otlp) and off, both pushing metrics by OTLP, rounds "
+              "interleaved:")  # fmt: skip
+        print("\n".join(trace_figures(args.fills, args.samples)))
     return 0
 
 
