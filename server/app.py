@@ -119,10 +119,14 @@ class RunningServer:
             # In a thread: one stuck in a store call must not freeze the loop past the grace.
             await asyncio.to_thread(executor.shutdown, wait=True)
         self.store.close()
+        # Both export what is left, at once (each bounded by EXPORT_TIMEOUT_SECONDS).
+        traced = None
+        if self.tracing is not None:
+            traced = asyncio.get_running_loop().run_in_executor(None, self.tracing.close)
         if self.metrics is not None:
             self.metrics.close()
-        if self.tracing is not None:  # exports what is left (bounded by the exporter's time-out)
-            await asyncio.to_thread(self.tracing.close)
+        if traced is not None:
+            await traced
         gc.unfreeze()  # a process that starts another server (tests) collects this one's
 
 

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from server.domain.ledger import Result
 from server.domain.restatement import Placement
+from server.tracing import EXPORT_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -69,8 +70,14 @@ def _pushed(endpoint: str, every: float) -> list[MetricReader]:
         return []
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-    exporter = OTLPMetricExporter(endpoint=endpoint, timeout=5.0)
-    return [PeriodicExportingMetricReader(exporter, export_interval_millis=every * 1000)]
+    exporter = OTLPMetricExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_SECONDS)
+    return [
+        PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=every * 1000,
+            export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000,
+        )
+    ]
 
 
 class Metrics:

@@ -43,7 +43,8 @@ log = logging.getLogger("portfolio.traces")
 
 EXPORTS = ("none", "otlp", "console")
 SERVICE_NAME = "portfolio-manager"
-EXPORT_TIMEOUT_SECONDS = 5.0  # a collector that does not answer delays a stop at most this
+# A collector that does not answer delays a stop by about this (traces and metrics at once).
+EXPORT_TIMEOUT_SECONDS = 2.0
 
 BATCH = "portfolio.ingest.batch"
 COMMIT = "portfolio.commit"

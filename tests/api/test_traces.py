@@ -256,3 +256,23 @@ def test_spans_and_metrics_are_pushed_to_an_otlp_collector(collector):
         assert "portfolio.ingest.ack.duration" in found.metrics
         assert "rpc.server.call.duration" in found.metrics
         assert found.resources == {"portfolio-manager"}
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_trace_settings_are_checked_at_the_start(capsys):
+    from server.config import parse_args
+
+    config = parse_args(["--trace-export", "otlp", "--otlp-endpoint", "http://127.0.0.1:4317"])
+    assert (config.trace_export, config.otlp_endpoint) == ("otlp", "http://127.0.0.1:4317")
+    assert parse_args([]).trace_export == "none"
+    for argv, says in [
+        (["--trace-export", "jaeger"], "is not a trace export"),
+        (["--trace-export", "otlp"], "needs --otlp-endpoint"),
+        (["--otlp-endpoint", "127.0.0.1:4317"], "is not an OTLP endpoint"),
+        (["--otlp-endpoint", "http://127.0.0.1"], "is not an OTLP endpoint"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert says in capsys.readouterr().err
