@@ -1081,8 +1081,8 @@ class Account:
     account_id: str
     #: PAPER or LIVE (the service refuses UNSPECIFIED).
     kind: AccountKind
-    #: What P&L and exposure are also reported in; empty: the service's default.
-    base_currency: str = ""
+    #: What P&L and exposure are also reported in ("USD").
+    base_currency: str
     #: Paper accounts: cash in base_currency paid in when first defined.
     initial_cash: Decimal = _ZERO
     #: Output only: False for an account known only from its events (live, default currency).
