@@ -144,7 +144,8 @@ class AsyncPortfolioClient(AsyncCalls):
         max_attempts: int = 3,
         timeout: float | None = None,
     ) -> list[EventAck]:
-        """Sends events and returns their acks, in the order of `events`.
+        """Sends events (fills, order statuses, commission amendments, cash transfers) and
+        returns their acks, in the order of `events`.
 
         Same semantics as `PortfolioClient.ingest`: batches are written while acks are read,
         REJECTED is an answer rather than an exception, transient failures resend the unacked

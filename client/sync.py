@@ -150,7 +150,8 @@ class PortfolioClient(SyncCalls):
         max_attempts: int = 3,
         timeout: float | None = None,
     ) -> list[EventAck]:
-        """Sends events and returns their acks, in the order of `events`.
+        """Sends events (fills, order statuses, commission amendments, cash transfers) and
+        returns their acks, in the order of `events`.
 
         Batches are pipelined: all are sent without waiting for earlier acks. A REJECTED ack is
         a normal answer (look at `reason`), not an exception. If the stream breaks with a

@@ -1,5 +1,6 @@
 """Every RPC and every Query branch through the SDK, blocking and asyncio alike, against the real
-service on 127.0.0.1 (one service for the module, loaded once with a small book).
+service on 127.0.0.1 (one service for the module, on LMDB in a tmp folder, loaded once with a
+small book).
 
 The book: paper account P1 (base USD, 100,000 USD paid in), the future ESM4 (USD, multiplier
 50) and the stock SAP (EUR); 5,000 EUR deposited; order 101 submitted; S1 buys 2 ESM4 at
@@ -95,8 +96,8 @@ def book_events() -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[ServerThread]:
-    running = start_test_server()
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    running = start_test_server(store=f"lmdb://{tmp_path_factory.mktemp('whole_api')}/store")
     try:
         with PortfolioClient(running.address) as pm:
             pm.define_account(
