@@ -1,17 +1,24 @@
-"""Generate the Python protobuf/gRPC code from protos/ (the one way to do it).
+"""Generate the Python and TypeScript code from protos/ (the one way to do it).
 
-    python scripts/generate_protos.py          # rewrite protos/**/*_pb2*.py(i)
+    python scripts/generate_protos.py          # rewrite protos/**/*_pb2*.py(i) and the TS code
     python scripts/generate_protos.py --check  # fail if the committed code differs
 
 The generated modules live next to their .proto files, so `protos/` is the import root of the
 `portfolio.v1` package. grpcio-tools and mypy-protobuf are pinned in pyproject.toml, which makes
 the output reproducible byte for byte.
+
+The TypeScript client's code (client/typescript/src/gen/) comes from `buf generate` with
+buf.gen.yaml and the protoc-gen-es plugin pinned in client/typescript/package-lock.json
+(installed with `npm ci` here when node_modules is missing or older than the lock file).
+third_party/googleapis/ (google/rpc, copied from googleapis) is generated for TypeScript only:
+Python has it from googleapis-common-protos.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -22,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+TYPESCRIPT = ROOT / "client" / "typescript"
+TS_GENERATED = Path("client", "typescript", "src", "gen")
 
 
 def proto_files() -> list[Path]:
@@ -56,6 +65,43 @@ def generate(out: Path) -> None:
     subprocess.run(command, check=True, cwd=PROTOS)
 
 
+def ensure_node_modules() -> None:
+    """`npm ci` in client/typescript unless node_modules was installed from this very lock."""
+    digest = hashlib.sha256((TYPESCRIPT / "package-lock.json").read_bytes()).hexdigest()
+    stamp = TYPESCRIPT / "node_modules" / ".installed-from-lock"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TYPESCRIPT, check=True)
+    stamp.write_text(digest)
+
+
+def generate_typescript(out: Path | None = None) -> None:
+    """`buf generate` into client/typescript/src/gen, or under `out` (for the check)."""
+    ensure_node_modules()
+    buf = Path(sys.executable).parent / "buf"
+    subprocess.run([buf, "generate", *(["-o", str(out)] if out else [])], check=True, cwd=ROOT)
+
+
+def typescript_drift() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_typescript(Path(tmp))
+        fresh, committed = Path(tmp) / TS_GENERATED, ROOT / TS_GENERATED
+        comparison = filecmp.dircmp(fresh, committed)
+        return _differences(comparison, TS_GENERATED)
+
+
+def _differences(comparison: filecmp.dircmp[str], where: Path) -> list[str]:
+    # dircmp compares files by size and mtime first: compare contents for the same names.
+    _, mismatch, errors = filecmp.cmpfiles(
+        comparison.left, comparison.right, comparison.common_files, shallow=False
+    )
+    drift = [str(where / name) for name in [*comparison.left_only, *comparison.right_only]]
+    drift += [str(where / name) for name in [*mismatch, *errors]]
+    for name, sub in comparison.subdirs.items():
+        drift += _differences(sub, where / name)
+    return drift
+
+
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
@@ -67,12 +113,13 @@ def check() -> int:
             for p in expected & committed
             if not filecmp.cmp(fresh / p, PROTOS / p, shallow=False)
         )
+    drift += typescript_drift()
     if drift:
         print("generated protobuf code is out of date; run scripts/generate_protos.py:")
         for path in drift:
             print(f"  {path}")
         return 1
-    print("generated protobuf code matches protos/")
+    print("generated protobuf code (Python and TypeScript) matches protos/")
     return 0
 
 
@@ -88,7 +135,10 @@ def main() -> int:
         for path in generated_files(Path(tmp)):
             (PROTOS / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / path, PROTOS / path)
-    print("generated", ", ".join(sorted(str(p) for p in generated_files(PROTOS))))
+    generate_typescript()
+    print(
+        "generated", ", ".join(sorted(str(p) for p in generated_files(PROTOS))), "and", TS_GENERATED
+    )
     return 0
 
 

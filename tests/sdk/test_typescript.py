@@ -1,0 +1,86 @@
+"""The TypeScript client (client/typescript/) against the real service, run by Node.
+
+The service starts as an operator starts it (LMDB in a tmp folder); `npm ci` runs only when
+node_modules is missing or was installed from another lock file; the Node tests get the
+service's address in PORTFOLIO_TARGET. A failing Node test fails here with Node's output.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service_process import ROOT, start_service
+
+PACKAGE = ROOT / "client" / "typescript"
+
+
+def _generator_script():
+    spec = importlib.util.spec_from_file_location(
+        "generate_protos", ROOT / "scripts" / "generate_protos.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def node_package() -> Path:
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    assert not missing, (
+        f"the TypeScript client's tests need Node.js 20+ and npm: {missing} not found"
+    )
+    _generator_script().ensure_node_modules()
+    return PACKAGE
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[str]:
+    store = tmp_path_factory.mktemp("ts-sdk") / "store"
+    process, address = start_service("--store", f"lmdb://{store}")
+    # Drain the service's log so it never blocks on a full pipe; keep its end for a failure.
+    tail: collections.deque[str] = collections.deque(maxlen=50)
+    assert process.stderr is not None
+    reader = threading.Thread(target=tail.extend, args=(process.stderr,), daemon=True)
+    reader.start()
+    try:
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+    assert process.returncode == 0, "the service failed:\n" + "".join(tail)
+
+
+def _npm(package: Path, *args: str, target: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PORTFOLIO_TARGET": target, "NO_COLOR": "1"}
+    return subprocess.run(
+        ["npm", *args], cwd=package, env=env, capture_output=True, text=True, timeout=110
+    )
+
+
+def test_the_client_compiles_under_tsc_strict(node_package):
+    built = _npm(node_package, "run", "build")
+    assert built.returncode == 0, f"tsc --strict failed:\n{built.stdout}\n{built.stderr}"
+
+
+def test_the_node_tests_pass_against_the_service(node_package, service):
+    """ingest with a resend after a killed stream, GetPosition and a Query branch, a resumed
+    subscription, an error with its BadRequest, the refusal of a number, deadlines."""
+    run = _npm(node_package, "test", target=service)
+    assert run.returncode == 0, f"Node tests failed:\n{run.stdout[-20000:]}\n{run.stderr[-5000:]}"
+    assert "# fail 0" in run.stdout, run.stdout
