@@ -7,23 +7,46 @@ so a restart that reloads the fills inside it (from the journal) holds the same 
 replays corrections the same way.
 
 Few fills are ever corrected, and the journal holds every one, so a fill in the window is kept
-as little more than where the journal has it: a 64-bit hash of (account, fill id) -> its time
-and sequence, about 180 bytes a fill (a decoded fill costs about 1 KB). When a correction
-arrives, the fill is read back from the journal (`EventAt`), which also settles a hash that
-two fills share. The rare entries that need their ids (corrected fills, fills whose hash is
-taken) are kept exactly. Without a journal (a ledger with no store behind), the events are
-kept here instead, for as long as they are in the window.
+as little more than where the journal has it: a 64-bit hash of (account, fill id), its time and
+its sequence, in sorted numpy columns (24 bytes a fill; a dict and a sorted list of Python ints
+took about 180, a decoded fill about 1 KB). As in `seen.py`, the columns are split by the
+hash's top bits into partitions; a new fill waits in its partition's small dict until the dict
+holds a thirty-second of the partition, then the partition is merged (one partition copied,
+never the whole window: about 32 entries copied per fill, whatever the window holds). A fill
+leaving the window is no longer seen at once (its time is before the horizon) and its entry is
+dropped at its partition's next merge. A restart loads the window's fills at once: hashed in
+one pass and sorted, no Python object per fill.
+
+When a correction arrives, the fill is read back from the journal (`EventAt`), which also
+settles a hash that two fills share. The rare entries that need their ids (corrected fills,
+fills whose hash is taken) are kept exactly, and leave the window one by one. Without a journal
+(a ledger with no store behind), the events are kept here instead, until their entry leaves.
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 from sortedcontainers import SortedList
 
 from server.domain.events import ExecutionEvent, Fill, FillCorrection
-from server.domain.seen import EventAt, IdHash, JournalUnreadable, id_hash
+from server.domain.seen import (
+    _SIPHASH,
+    _UNSIGNED_64,
+    MERGE_AT_LEAST,
+    MERGE_RATIO,
+    PARTITION_BITS,
+    EventAt,
+    Hashes,
+    IdHash,
+    Ints,
+    JournalUnreadable,
+    id_hash,
+)
 
 DEFAULT_WINDOW_NS = 24 * 3600 * 10**9
 _SEQUENCE_BITS = 40  # a kept fill's time and sequence share one int: sequences below 2^40
@@ -31,6 +54,7 @@ _HASH_BITS = 64
 _SEQUENCE_MASK = (1 << _SEQUENCE_BITS) - 1
 _HASH_MASK = (1 << _HASH_BITS) - 1
 READ_AHEAD = 64  # events read back and kept: a correction read at admission is not read again
+_GONE = -(1 << 63)  # the time of a merged entry corrected since: before any horizon
 
 
 class JournaledFill(NamedTuple):
@@ -96,27 +120,52 @@ class CorrectableFills:
         journal: EventAt | None = None,
         *,
         hash_key: IdHash | None = None,
+        partition_bits: int | None = None,
+        merge_at_least: int | None = None,
     ) -> None:
+        """`hash_key` must give values in [0, 2^64). `partition_bits` and `merge_at_least`
+        left out, seen.py's settings apply (tests set them small to merge often)."""
         self.window_ns = window_ns
         self.latest_ns = 0  # the latest fill time seen: the window ends there
         self._hash = hash_key or id_hash
+        partition_bits = PARTITION_BITS if partition_bits is None else partition_bits
+        self._shift = 64 - partition_bits
+        self._merge_at_least = merge_at_least or MERGE_AT_LEAST
+        partitions = 1 << partition_bits
         # Without a journal, the events in the window, by sequence (their text when reloaded).
         self._kept: dict[int, ExecutionEvent | str] | None = None if journal else {}
         self._journal: EventAt = journal or self._kept_event
         self._read_ahead: dict[int, ExecutionEvent | None] = {}  # by sequence, oldest first
-        # hash of (account_id, fill_id) -> timestamp_ns << 40 | sequence: uncorrected fills.
-        self._plain: dict[int, int] = {}
+        # Uncorrected fills, by partition: hash -> time_ns << 40 | sequence, not merged yet;
+        # then the merged columns, sorted by hash. A time before the horizon: gone.
+        self._recent: list[dict[int, int]] = [{} for _ in range(partitions)]
+        # array.array, not numpy: a bisection over one is twice as fast (numpy views of them
+        # for merges: np.frombuffer, no copy).
+        self._hashes: list[array[int]] = [array("Q") for _ in range(partitions)]
+        self._times: list[array[int]] = [array("q") for _ in range(partitions)]
+        self._sequences: list[array[int]] = [array("q") for _ in range(partitions)]
+        self._merge_at = [self._merge_at_least] * partitions  # a dict's size that merges it
         # (account_id, original fill_id) -> the entry: corrected fills and hash collisions.
         self._exact: dict[tuple[str, str], _Exact] = {}
         self._exact_by_hash: dict[int, list[tuple[str, str]]] = {}
-        # timestamp_ns << 64 | hash, for every entry: what leaves the window first.
+        # timestamp_ns << 64 | hash, for every exact entry: which leaves the window first.
         self._by_time: SortedList = SortedList()
         # (account_id, id) -> the original fill_id, for every correction: a later correction
         # may name either.
         self._originals: dict[tuple[str, str], str] = {}
 
     def __len__(self) -> int:
-        return len(self._plain) + len(self._exact)
+        """Entries in the window (counts every partition: for tests and benchmarks)."""
+        horizon = self.horizon_ns()
+        plain = sum(int(np.count_nonzero(_ints(times) >= horizon)) for times in self._times)
+        for recent in self._recent:
+            plain += sum(1 for packed in recent.values() if packed >> _SEQUENCE_BITS >= horizon)
+        return plain + len(self._exact)
+
+    def nbytes(self) -> int:
+        """What the merged columns hold (the dicts are not counted): for the benchmark."""
+        columns = (*self._hashes, *self._times, *self._sequences)
+        return sum(len(column) * column.itemsize for column in columns)
 
     def _event_at(self, sequence: int) -> ExecutionEvent | None:
         """The journaled event at `sequence`; the last few read are kept (rows never change),
@@ -149,37 +198,205 @@ class CorrectableFills:
         self.evict()
 
     def add_journaled(self, fills: list[tuple[int, JournaledFill]]) -> None:
-        """Remembers booked fills as the journal holds them, at once (recovery: a sort, not an
-        insertion each)."""
-        times = []
-        for sequence, fill in fills:
-            if self._kept is not None:
-                self._kept[sequence] = fill.text
-            times.append(
-                self._insert(fill.account_id, fill.fill_id, sequence, fill.timestamp_ns, False)
-            )
-            self.latest_ns = max(self.latest_ns, fill.timestamp_ns)
-        self._by_time.update(times)
+        """Remembers booked fills as the journal holds them, at once (recovery)."""
+        self.add_columns(
+            [fill.account_id for _, fill in fills],
+            [fill.fill_id for _, fill in fills],
+            [sequence for sequence, _ in fills],
+            [fill.timestamp_ns for _, fill in fills],
+            [fill.text for _, fill in fills] if self._kept is not None else None,
+        )
+
+    def add_columns(
+        self,
+        account_ids: list[str],
+        fill_ids: list[str],
+        sequences: list[int],
+        times_ns: list[int],
+        texts: list[str] | None = None,
+    ) -> None:
+        """`add` for columns of journaled fills in sequence order (`texts`: their journal
+        text, needed without a journal only). A batch large against what is kept is hashed in
+        one pass and sorted in with the rest (a restart: about 0.3 us a fill); a small one
+        goes in fill by fill, as live fills do."""
+        count = len(sequences)
+        if count and count >= self._merge_threshold(sum(map(len, self._hashes))):
+            self._add_bulk(account_ids, fill_ids, sequences, times_ns)
+        else:
+            for row in zip(account_ids, fill_ids, sequences, times_ns, strict=True):
+                self._insert(*row)
+        if self._kept is not None:
+            if texts is None:
+                raise ValueError("without a journal, the fills' texts are kept: pass them")
+            self._kept.update(zip(sequences, texts, strict=True))
+        if count:
+            self.latest_ns = max(self.latest_ns, max(times_ns))
         self.evict()
 
-    def _insert(
-        self, account_id: str, fill_id: str, sequence: int, time_ns: int, timed: bool = True
-    ) -> int:
-        """Keeps a new fill; returns its time entry (added to the index if `timed`)."""
+    def _insert(self, account_id: str, fill_id: str, sequence: int, time_ns: int) -> None:
         if not 0 < sequence < 1 << _SEQUENCE_BITS:
             raise ValueError(f"sequence {sequence} out of range")
         key = (account_id, fill_id)
         hashed = self._hash(account_id, fill_id)
         if key in self._exact:  # not reached from a journal: fill ids are unique
             raise ValueError(f"fill {fill_id!r} booked twice")
-        if hashed in self._plain or hashed in self._exact_by_hash:  # another fill's hash
+        partition, horizon = hashed >> self._shift, self.latest_ns - self.window_ns
+        recent = self._recent[partition]
+        # The dict's entry with this hash, if any, was put there when the columns had none.
+        in_dict = recent.get(hashed)
+        if (
+            hashed in self._exact_by_hash
+            or (in_dict is not None and in_dict >> _SEQUENCE_BITS >= horizon)
+            or (in_dict is None and self._merged(partition, hashed, horizon) >= 0)
+        ):  # another fill's hash
             self._put_exact(key, _Exact(fill_id, sequence, time_ns, hashed))
+            self._by_time.add(time_ns << _HASH_BITS | hashed)
+            return
+        if in_dict is not None and self._kept is not None:  # it left the window: forgotten
+            self._kept.pop(in_dict & _SEQUENCE_MASK, None)
+        recent[hashed] = time_ns << _SEQUENCE_BITS | sequence
+        if len(recent) >= self._merge_at[partition]:
+            self._merge(partition)
+
+    def _add_bulk(
+        self, account_ids: list[str], fill_ids: list[str], sequences: list[int], times: list[int]
+    ) -> None:
+        """Hashes a batch in one pass and sorts it in with every entry still in the window:
+        each hash's first fill (one kept before the batch, else the batch's first) stays plain,
+        the others are kept exactly, as `_insert` one by one would."""
+        count = len(sequences)
+        if self._hash is _SIPHASH:  # id_hash inlined: a call less per fill
+            hashed = [hash(key) & _UNSIGNED_64 for key in zip(account_ids, fill_ids, strict=True)]
         else:
-            self._plain[hashed] = time_ns << _SEQUENCE_BITS | sequence
-        entry = time_ns << _HASH_BITS | hashed
-        if timed:
-            self._by_time.add(entry)
-        return entry
+            hashed = list(map(self._hash, account_ids, fill_ids))
+        new_hashes = np.fromiter(hashed, np.uint64, count)
+        new_times = np.fromiter(times, np.int64, count)
+        new_sequences = np.fromiter(sequences, np.int64, count)
+        bad = (new_sequences <= 0) | (new_sequences >= 1 << _SEQUENCE_BITS)
+        if bad.any():
+            raise ValueError(f"sequence {sequences[int(np.argmax(bad))]} out of range")
+        old_hashes, old_times, old_sequences = self._live_columns()
+        hashes = np.concatenate([old_hashes, new_hashes])
+        order = np.argsort(hashes, kind="stable")  # a hash's entries: the kept one, then in order
+        hashes = hashes[order]
+        first = np.ones(len(hashes), bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        old = order < len(old_hashes)
+        taken = np.fromiter(self._exact_by_hash, np.uint64, len(self._exact_by_hash))
+        plain = old | (first & ~np.isin(hashes, taken))
+        exact = sorted(int(at) - len(old_hashes) for at in order[~plain])  # batch order
+        for at in exact:
+            if (account_ids[at], fill_ids[at]) in self._exact:  # not reached from a journal
+                raise ValueError(f"fill {fill_ids[at]!r} booked twice")
+        for at in exact:
+            key, hashed_at = (account_ids[at], fill_ids[at]), hashed[at]
+            self._put_exact(key, _Exact(fill_ids[at], sequences[at], times[at], hashed_at))
+        self._by_time.update(times[at] << _HASH_BITS | hashed[at] for at in exact)
+        kept = order[plain]
+        self._spread(
+            hashes[plain],
+            np.concatenate([old_times, new_times])[kept],
+            np.concatenate([old_sequences, new_sequences])[kept],
+        )
+
+    def _live_columns(self) -> tuple[Hashes, Ints, Ints]:
+        """Every plain entry still in the window, as columns (the dicts emptied, and what left
+        forgotten)."""
+        horizon = self.horizon_ns()
+        hashes: list[Hashes] = []
+        times: list[Ints] = []
+        sequences: list[Ints] = []
+        for partition in range(len(self._recent)):
+            self._merge(partition)
+            live = _ints(self._times[partition]) >= horizon
+            hashes.append(np.frombuffer(self._hashes[partition], np.uint64)[live])
+            times.append(_ints(self._times[partition])[live])
+            sequences.append(_ints(self._sequences[partition])[live])
+        return np.concatenate(hashes), np.concatenate(times), np.concatenate(sequences)
+
+    def _spread(self, hashes: Hashes, times: Ints, sequences: Ints) -> None:
+        """Puts columns sorted by hash into the partitions (theirs replaced)."""
+        partitions = len(self._hashes)
+        bounds = np.searchsorted(
+            hashes >> np.uint64(self._shift), np.arange(partitions + 1, dtype=np.uint64)
+        )
+        for partition in range(partitions):
+            start, stop = int(bounds[partition]), int(bounds[partition + 1])
+            self._put(partition, hashes[start:stop], times[start:stop], sequences[start:stop])
+
+    def _put(self, partition: int, hashes: Hashes, times: Ints, sequences: Ints) -> None:
+        self._hashes[partition] = array("Q", hashes.tobytes())
+        self._times[partition] = array("q", times.tobytes())
+        self._sequences[partition] = array("q", sequences.tobytes())
+        self._merge_at[partition] = self._merge_threshold(len(hashes))
+
+    def _merge_threshold(self, merged: int) -> int:
+        return max(self._merge_at_least, merged // MERGE_RATIO)
+
+    def _merge(self, partition: int) -> None:
+        """Moves the partition's dict into its columns; entries that left the window, or were
+        corrected, are dropped (and forgotten, without a journal)."""
+        recent, horizon = self._recent[partition], self.horizon_ns()
+        hashes = np.frombuffer(self._hashes[partition], np.uint64)
+        times, sequences = _ints(self._times[partition]), _ints(self._sequences[partition])
+        live = times >= horizon
+        if self._kept is not None:
+            for sequence in sequences[(times != _GONE) & ~live].tolist():
+                self._kept.pop(sequence, None)
+        if not recent and live.all():
+            return
+        moving = [
+            (hashed, packed >> _SEQUENCE_BITS, packed & _SEQUENCE_MASK)
+            for hashed, packed in recent.items()
+            if packed >> _SEQUENCE_BITS >= horizon or self._forgotten(packed & _SEQUENCE_MASK)
+        ]
+        recent.clear()
+        count = len(moving)
+        hashes = np.concatenate(
+            [hashes[live], np.fromiter((m[0] for m in moving), np.uint64, count)]
+        )
+        times = np.concatenate([times[live], np.fromiter((m[1] for m in moving), np.int64, count)])
+        sequences = np.concatenate(
+            [sequences[live], np.fromiter((m[2] for m in moving), np.int64, count)]
+        )
+        order = np.argsort(hashes, kind="stable")
+        self._put(partition, hashes[order], times[order], sequences[order])
+
+    def _forgotten(self, sequence: int) -> bool:
+        """Drops a fill's kept event (an entry that left the window); False, to filter."""
+        if self._kept is not None:
+            self._kept.pop(sequence, None)
+        return False
+
+    def _plain(self, hashed: int) -> tuple[int, int, int] | None:
+        """(time_ns, sequence, index) of the uncorrected fill in the window with this hash
+        (index -1: in its partition's dict), or None."""
+        partition, horizon = hashed >> self._shift, self.latest_ns - self.window_ns
+        packed = self._recent[partition].get(hashed)
+        if packed is not None and packed >> _SEQUENCE_BITS >= horizon:
+            return packed >> _SEQUENCE_BITS, packed & _SEQUENCE_MASK, -1
+        index = self._merged(partition, hashed, horizon)
+        if index < 0:
+            return None
+        return self._times[partition][index], self._sequences[partition][index], index
+
+    def _merged(self, partition: int, hashed: int, horizon: int) -> int:
+        """The index in the partition's columns of the entry in the window with this hash, or
+        -1."""
+        hashes = self._hashes[partition]
+        index = bisect_left(hashes, hashed)
+        while index < len(hashes) and hashes[index] == hashed:
+            if self._times[partition][index] >= horizon:
+                return index
+            index += 1
+        return -1
+
+    def _drop_plain(self, hashed: int, index: int) -> None:
+        partition = hashed >> self._shift
+        if index < 0:
+            del self._recent[partition][hashed]
+        else:
+            self._times[partition][index] = _GONE
 
     def _put_exact(self, key: tuple[str, str], entry: _Exact) -> None:
         self._exact[key] = entry
@@ -196,15 +413,14 @@ class CorrectableFills:
                 exact.event_id, exact.sequence, exact.timestamp_ns, self._event_at, exact.fill
             )
             return original, booked
-        packed = self._plain.get(self._hash(*key))
-        if packed is None:
+        plain = self._plain(self._hash(*key))
+        if plain is None:
             return None
-        sequence = packed & _SEQUENCE_MASK
+        time_ns, sequence, _ = plain
         fill = _read(self._event_at, sequence)
         if not (isinstance(fill, Fill) and (fill.account_id, fill.fill_id) == key):
             return None  # another fill with the same hash
-        booked = Booked(original, sequence, packed >> _SEQUENCE_BITS, self._event_at, fill)
-        return original, booked
+        return original, Booked(original, sequence, time_ns, self._event_at, fill)
 
     def replace(
         self,
@@ -227,14 +443,15 @@ class CorrectableFills:
         exact = self._exact.pop(key, None)
         if exact is not None:
             self._unindex(key, hashed)
-            self._forget(exact.sequence, exact.timestamp_ns << _HASH_BITS | hashed)
+            self._by_time.discard(exact.timestamp_ns << _HASH_BITS | hashed)
+            self._forget(exact.sequence)
             place_ns = exact.timestamp_ns
         else:
-            packed = self._plain.get(hashed)
-            if packed is not None and self._plain_is(packed, key):
-                del self._plain[hashed]
-                place_ns = packed >> _SEQUENCE_BITS
-                self._forget(packed & _SEQUENCE_MASK, place_ns << _HASH_BITS | hashed)
+            plain = self._plain(hashed)
+            if plain is not None and self._plain_is(plain[1], key):
+                place_ns, replaced, index = plain
+                self._drop_plain(hashed, index)
+                self._forget(replaced)
         self.latest_ns = max(self.latest_ns, correction.timestamp_ns)
         if place_ns is None:  # what it corrects left the window (recovery): nothing to keep
             self.evict()
@@ -247,8 +464,8 @@ class CorrectableFills:
         self._by_time.add(place_ns << _HASH_BITS | hashed)
         self.evict()
 
-    def _plain_is(self, packed: int, key: tuple[str, str]) -> bool:
-        event = _read(self._event_at, packed & _SEQUENCE_MASK)
+    def _plain_is(self, sequence: int, key: tuple[str, str]) -> bool:
+        event = _read(self._event_at, sequence)
         return isinstance(event, Fill) and (event.account_id, event.fill_id) == key
 
     def _unindex(self, key: tuple[str, str], hashed: int) -> None:
@@ -257,32 +474,32 @@ class CorrectableFills:
         if not keys:
             del self._exact_by_hash[hashed]
 
-    def _forget(self, sequence: int, time_entry: int) -> None:
-        self._by_time.discard(time_entry)
+    def _forget(self, sequence: int) -> None:
         if self._kept is not None:
             self._kept.pop(sequence, None)
 
     def evict(self) -> None:
-        """Forgets what fell out of the window."""
+        """Forgets the exact entries that fell out of the window (the plain ones are no longer
+        seen, and dropped at their partition's next merge)."""
         horizon = self.horizon_ns()
         while self._by_time and self._by_time[0] >> _HASH_BITS < horizon:
             entry = self._by_time.pop(0)
             time_ns, hashed = entry >> _HASH_BITS, entry & _HASH_MASK
-            keys = self._exact_by_hash.get(hashed, [])
-            gone = next((k for k in keys if self._exact[k].timestamp_ns == time_ns), None)
-            if gone is not None:
-                self._unindex(gone, hashed)
-                exact = self._exact.pop(gone)
-                self._originals.pop((gone[0], exact.event_id), None)
-                sequence = exact.sequence
-            else:
-                sequence = self._plain.pop(hashed) & _SEQUENCE_MASK
-            if self._kept is not None:
-                self._kept.pop(sequence, None)
+            keys = self._exact_by_hash[hashed]
+            gone = next(k for k in keys if self._exact[k].timestamp_ns == time_ns)
+            self._unindex(gone, hashed)
+            exact = self._exact.pop(gone)
+            self._originals.pop((gone[0], exact.event_id), None)
+            self._forget(exact.sequence)
 
     def horizon_ns(self) -> int:
         """Fills before this time are out of the window."""
         return self.latest_ns - self.window_ns
+
+
+def _ints(column: array[int]) -> Ints:
+    """A numpy view of a column of int64 (no copy)."""
+    return np.frombuffer(column, np.int64)
 
 
 def _read(event_at: EventAt, sequence: int) -> ExecutionEvent | None:

@@ -38,7 +38,9 @@ class Journal:
 
 def compact_ledger(journal: Journal) -> Ledger:
     ledger = Ledger(correction_window_ns=WINDOW, journal=journal.event_at)
-    ledger.corrections = CorrectableFills(WINDOW, journal.event_at, hash_key=tiny_hash)
+    ledger.corrections = CorrectableFills(
+        WINDOW, journal.event_at, hash_key=tiny_hash, partition_bits=1, merge_at_least=1
+    )  # merged at every fill: the columns answer, not the dicts
     ledger.seen = SeenIds(journal.event_at, hash_id=tiny_hash, merge_at_least=1)
     return ledger
 
