@@ -143,10 +143,21 @@ class InstrumentCatalog:
 
 
 class ServiceInstruments(InstrumentCatalog):
-    """The service's DefineInstrument and GetInstrument, on a channel of their own."""
+    """The service's DefineInstrument and GetInstrument, on a channel of their own (with the
+    relay's credentials: None is plaintext)."""
 
-    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target)
+        )
         self._stub = pb_grpc.PortfolioManagerStub(self._channel)
         self._timeout = timeout
 

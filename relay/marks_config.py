@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cli import env_options
+from relay.credentials import ServiceCredentials, add_credential_options, credentials_from
 
 __all__ = ["MarketDataType", "MarksConfig", "PriceChoice", "parse_args", "parse_fx_pair"]
 
@@ -49,6 +50,9 @@ class MarksConfig:
     fx_pairs: tuple[tuple[str, str], ...] = ()
     connect_timeout: float = 10.0
     log_level: str = "INFO"
+    # TLS, mutual TLS and the bearer token shown to the service (the token: MARKS_TOKEN or
+    # --token-file, never a flag); none: plaintext to a service on loopback.
+    credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
 
 
 def _positive(text: str) -> float:
@@ -111,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> MarksConfig:
            "7496 TWS live)")  # fmt: skip
     option("--client-id", int, defaults.client_id, "API client id (not the relay's)")
     option("--service", str, defaults.service, "portfolio service address host:port")
+    add_credential_options(option)  # the token: --token-file or MARKS_TOKEN
     option("--contract-map", str, defaults.contract_map,
            'the relay\'s JSON file {"conId": "instrument id"}')  # fmt: skip
     option("--market-data-type", _market_data_type, "live",
@@ -127,4 +132,5 @@ def parse_args(argv: list[str] | None = None) -> MarksConfig:
            "seconds a TWS connect attempt may take")  # fmt: skip
     option("--log-level", str, defaults.log_level, "logging level")
     args = parser.parse_args(argv)
-    return MarksConfig(**vars(args))
+    credentials = credentials_from(args, parser, "MARKS_TOKEN")
+    return MarksConfig(**vars(args), credentials=credentials)

@@ -550,7 +550,7 @@ class MarksFeed:
 
     def _service_failed(self, what: str) -> None:
         if self.stats.service_reachable:
-            log.warning("portfolio service unreachable (%s); latest quotes wait", what)
+            log.warning("portfolio service unreachable or refusing (%s); latest quotes wait", what)
         self.stats.service_reachable = False
         self._resend_all = True
 
@@ -599,7 +599,10 @@ async def run(config: MarksConfig) -> None:
         readonly=True,
         connect_timeout=config.connect_timeout,
     )
-    client = AsyncPortfolioClient(config.service, channel_options=PORTFOLIO_CHANNEL_OPTIONS)
+    credentials = config.credentials  # relay/credentials.py: TLS, mTLS, token
+    client = AsyncPortfolioClient(
+        config.service, channel_options=PORTFOLIO_CHANNEL_OPTIONS, **credentials.client_options()
+    )
     async with client:
         feed = MarksFeed(
             connection,
@@ -616,12 +619,13 @@ async def run(config: MarksConfig) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         log.info(
-            "marks of %s (%s data, %s, every %.3g s) to the portfolio service at %s",
+            "marks of %s (%s data, %s, every %.3g s) to the portfolio service at %s, %s",
             connection.name,
             config.market_data_type.name.lower(),
             config.price.value,
             config.interval,
             config.service,
+            credentials.describe(),
         )
         await feed.start()
         try:

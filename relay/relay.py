@@ -877,8 +877,11 @@ async def _run(config: RelayConfig, tracer: Tracer | None) -> None:
         readonly=False,
         connect_timeout=config.connect_timeout,
     )
-    client = AsyncPortfolioClient(config.service, channel_options=PORTFOLIO_CHANNEL_OPTIONS)
-    instruments = ServiceInstruments(config.service)
+    credentials = config.credentials  # relay/credentials.py: TLS, mTLS, token
+    client = AsyncPortfolioClient(
+        config.service, channel_options=PORTFOLIO_CHANNEL_OPTIONS, **credentials.client_options()
+    )
+    instruments = ServiceInstruments(config.service, credentials=credentials.channel_credentials())
     async with client:
         relay = ExecutionRelay(
             connection,
@@ -896,9 +899,10 @@ async def _run(config: RelayConfig, tracer: Tracer | None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         log.info(
-            "relaying %s to the portfolio service at %s (%d contracts mapped)",
+            "relaying %s to the portfolio service at %s, %s (%d contracts mapped)",
             connection.name,
             config.service,
+            credentials.describe(),
             len(contracts),
         )
         health = RelayHealth(relay, config.health_port) if config.health_port else None
@@ -920,7 +924,8 @@ async def replay_dead_letters(config: RelayConfig) -> int:
     is left, 1 otherwise."""
     contracts = ContractMap.load(config.contract_map) if config.contract_map else ContractMap()
     attribution = Attribution(contracts, config.default_strategy)
-    async with AsyncPortfolioClient(config.service) as client:
+    credentials = config.credentials.client_options()
+    async with AsyncPortfolioClient(config.service, **credentials) as client:
         result = await replay(config.dead_letters, client, attribution)
     log.info(
         "replayed %s: %d events resent, %d accepted, %d already booked, %d kept (refused again)",

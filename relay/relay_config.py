@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cli import env_options
+from relay.credentials import ServiceCredentials, add_credential_options, credentials_from
 from relay.executions import DEFAULT_STRATEGY
 
 DEAD_LETTERS = "relay-dead-letters.jsonl"
@@ -37,6 +38,9 @@ class RelayConfig:
     replay_dead_letters: bool = False
     # A grpc.health.v1 server on 127.0.0.1 at this port (tws, visibility, dead_letters); 0: off.
     health_port: int = 0
+    # TLS, mutual TLS and the bearer token shown to the service (the token: RELAY_TOKEN or
+    # --token-file, never a flag); none: plaintext to a service on loopback.
+    credentials: ServiceCredentials = field(default_factory=ServiceCredentials)
 
 
 def _positive(text: str) -> float:
@@ -70,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     option("--client-id", int, defaults.client_id,
            "API client id: set TWS's Master API client ID to it")  # fmt: skip
     option("--service", str, defaults.service, "portfolio service address host:port")
+    add_credential_options(option)  # the token: --token-file or RELAY_TOKEN
     option("--default-strategy", _strategy, defaults.default_strategy,
            "strategy of executions without an orderRef")  # fmt: skip
     option("--contract-map", str, defaults.contract_map,
@@ -92,4 +97,5 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
         help="resend the dead letters (after a fix) and exit; those refused again stay",
     )
     args = parser.parse_args(argv)
-    return RelayConfig(**vars(args))
+    credentials = credentials_from(args, parser, "RELAY_TOKEN")
+    return RelayConfig(**vars(args), credentials=credentials)

@@ -74,7 +74,8 @@ RULES: dict[str, Rule] = {
     "GetPosition": _rule(READ),
     "GetStrategyPortfolio": _rule(READ),
     "GetPortfolioSummary": _rule(READ),
-    "ListPositions": _rule(READ),
+    # The marks feed reads which instruments the book holds (account level, every account).
+    "ListPositions": _rule(READ | {"marks"}),
     "GetTracePosition": _rule(READ, "all"),
     "Query": _rule(READ),  # and the rule of the query it carries
     "SubscribeUpdates": _rule(READ),
@@ -93,9 +94,12 @@ RULES: dict[str, Rule] = {
 }
 """Each RPC of the PortfolioManager service -> who may call it. An RPC not here is refused."""
 
-WRITES = frozenset(name for name, rule in RULES.items() if rule.roles != READ)
-"""The RPCs that journal events, booked in their caller's name: all but the readers' (marks
-are not journaled, but the FX fixings a marks stream carries are)."""
+WRITES = frozenset(
+    {"Ingest", "StreamMarks", "DefineAccount", "DefineInstrument", "ReserveCash",
+     "ReleaseReservation", "Reconcile"}
+)  # fmt: skip
+"""The RPCs that journal events, booked in their caller's name (marks are not journaled, but
+the FX fixings a marks stream carries are)."""
 
 _booking: ContextVar[Principal | None] = ContextVar("booking_principal", default=None)
 

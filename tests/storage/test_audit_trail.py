@@ -20,6 +20,7 @@ import pytest
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.api.auth import RULES, WRITES
 from server.application import writes
 from server.application.writes import booking_as
 from server.auth_config import token_hash
@@ -249,3 +250,8 @@ def test_a_write_made_in_no_calls_name_is_the_services_own() -> None:
 
     contextvars.copy_context().run(asyncio.run, main())
     assert seen == [Booker("relay-ny", "relay"), SYSTEM]
+
+
+def test_the_rpcs_booked_in_their_callers_name_are_rpcs_of_the_service() -> None:
+    assert RULES.keys() >= WRITES
+    assert "ListPositions" not in WRITES  # the marks feed reads the book: not a write

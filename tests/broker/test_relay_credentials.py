@@ -1,0 +1,273 @@
+"""The relay and the marks feed show the service their credentials (relay/credentials.py):
+TLS trusting its CA, a client certificate for mutual TLS, a bearer token from a file or the
+environment. Against a real service started with TLS and `--auth-file` (certificates made here,
+as tests/api/test_tls.py makes them) and the fake TWS: with the right role what they send is
+booked; with the wrong one, or none, it is refused (PERMISSION_DENIED / UNAUTHENTICATED), said
+in the log, and nothing is booked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from client import AsyncPortfolioClient, PositionLevel, Side
+from relay import marks_config, relay_config
+from relay.credentials import ServiceCredentials
+from server.auth_config import token_hash
+from tests.api.test_tls import issue, pem
+from tests.broker.fake_tws import FakeTws
+from tests.broker.test_marks_feed import AAPL, book, new_feed
+from tests.broker.test_relay import Exec, all_sent, eventually, new_relay
+from tests.conftest import ServerThread, start_test_server
+
+pytestmark = pytest.mark.timeout(60)
+
+ACCOUNT = "U123"
+RELAY_LOGGERS = ("portfolio.broker", "portfolio.marks")
+TOKENS = {"relay-ny": "t-relay", "feed": "t-feed", "risk": "t-risk"}
+
+
+@dataclass(frozen=True)
+class Files:
+    folder: Path
+    ca: str
+    server_cert: str
+    server_key: str
+    relay_cert: str  # CN=relay.desk: the relay's principal by its certificate
+    relay_key: str
+    auth: str
+
+    def token(self, principal: str) -> str:
+        path = self.folder / f"{principal}.token"
+        path.write_text(TOKENS[principal] + "\n")
+        return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    folder = tmp_path_factory.mktemp("credentials")
+    ca = issue("test CA")
+    server, relay = pem(issue("localhost", ca)), pem(issue("relay.desk", ca))
+
+    def write(name: str, content: bytes | str) -> str:
+        path = folder / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return str(path)
+
+    roles = {"relay-ny": "relay", "feed": "marks", "risk": "reader"}
+    principals = [
+        {"name": name, "role": roles[name], "accounts": "*", "token_sha256": token_hash(token)}
+        for name, token in TOKENS.items()
+    ]
+    principals[0]["certificate_cn"] = "relay.desk"
+    return Files(
+        folder,
+        write("ca.pem", pem(ca).certificate),
+        write("server.pem", server.certificate),
+        write("server.key", server.key),
+        write("relay.pem", relay.certificate),
+        write("relay.key", relay.key),
+        write("auth.json", json.dumps({"principals": principals})),
+    )
+
+
+def _guarded(files: Files, *, mutual: bool = False) -> ServerThread:
+    options: dict[str, object] = {"tls_cert": files.server_cert, "tls_key": files.server_key}
+    if mutual:
+        options["tls_client_ca"] = files.ca
+    return start_test_server(auth_file=files.auth, **options)
+
+
+@pytest.fixture
+async def service(files: Files) -> AsyncIterator[ServerThread]:
+    running = await asyncio.to_thread(_guarded, files)
+    try:
+        yield running
+    finally:
+        await asyncio.to_thread(running.stop)
+
+
+@pytest.fixture
+async def tws() -> AsyncIterator[FakeTws]:
+    fake = FakeTws(accounts=(ACCOUNT,))
+    await fake.start()
+    fake.add_contract_details(AAPL)
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def _client(address: str, credentials: ServiceCredentials) -> AsyncPortfolioClient:
+    """As relay.relay and relay.marks_feed build theirs."""
+    return AsyncPortfolioClient(address, **credentials.client_options())
+
+
+async def _booked(address: str, files: Files) -> list[tuple[str, Decimal, Decimal | None]]:
+    """Every row the service holds, read as the risk manager."""
+    reader = ServiceCredentials(ca_cert=files.ca, token=TOKENS["risk"])
+    async with _client(address, reader) as client:
+        rows = client.iter_positions(level=PositionLevel.ACCOUNT, include_flat=True)
+        return [(row.instrument_id, row.quantity, row.market_price) async for row in rows]
+
+
+async def _relay_one_fill(tws: FakeTws, credentials: ServiceCredentials, address: str) -> int:
+    """Relays one fill; returns how many events the service accepted."""
+    async with _client(address, credentials) as client:
+        relay = new_relay(tws, client, flush_seconds=0.5)
+        await relay.start()
+        try:
+            await relay.connection.wait_connected(5)
+            Exec("0001f4e8.01", AAPL, "BOT", "10", "150", "1").report(tws)
+            await all_sent(relay, 1)
+        finally:
+            await relay.stop()
+    return relay.stats.accepted
+
+
+def _relay_credentials(*flags: str) -> ServiceCredentials:
+    return relay_config.parse_args(["--service", "127.0.0.1:1", *flags]).credentials
+
+
+async def test_the_relay_books_with_its_token_over_tls(
+    files: Files, service: ServerThread, tws: FakeTws
+) -> None:
+    credentials = _relay_credentials("--ca-cert", files.ca, "--token-file", files.token("relay-ny"))
+    assert await _relay_one_fill(tws, credentials, service.address) == 1
+    assert await _booked(service.address, files) == [("AAPL", Decimal(10), Decimal(150))]
+
+
+async def test_the_relay_books_with_its_client_certificate_over_mutual_tls(
+    files: Files, tws: FakeTws
+) -> None:
+    service = await asyncio.to_thread(_guarded, files, mutual=True)
+    try:
+        flags = ("--ca-cert", files.ca, "--client-cert", files.relay_cert,
+                 "--client-key", files.relay_key)  # fmt: skip
+        assert await _relay_one_fill(tws, _relay_credentials(*flags), service.address) == 1
+    finally:
+        await asyncio.to_thread(service.stop)
+
+
+@pytest.mark.parametrize(
+    ("principal", "refusal"),
+    [("risk", "PERMISSION_DENIED"), (None, "UNAUTHENTICATED")],
+)
+async def test_the_relay_with_the_wrong_role_or_none_is_refused_logged_and_books_nothing(
+    files: Files,
+    service: ServerThread,
+    tws: FakeTws,
+    caplog: pytest.LogCaptureFixture,
+    principal: str | None,
+    refusal: str,
+) -> None:
+    flags = ["--ca-cert", files.ca]
+    if principal is not None:
+        flags += ["--token-file", files.token(principal)]
+    credentials = _relay_credentials(*flags)
+    caplog.set_level(logging.WARNING)
+
+    def relay_said() -> list[str]:  # the relay's own lines (the service logs the refusal too)
+        found = (r for r in caplog.records if r.name.startswith(RELAY_LOGGERS))
+        return [r.getMessage() for r in found if refusal in r.getMessage()]
+
+    async with _client(service.address, credentials) as client:
+        relay = new_relay(tws, client, flush_seconds=0.2)
+        await relay.start()
+        try:
+            await relay.connection.wait_connected(5)
+            Exec("0001f4e8.01", AAPL, "BOT", "10", "150", "1").report(tws)
+            await eventually(lambda: bool(relay_said()))
+        finally:
+            await relay.stop()
+    assert relay.stats.accepted == 0
+    assert "did not take the events" in relay_said()[0]  # kept and retried: nothing lost
+    assert TOKENS["risk"] not in caplog.text and TOKENS["relay-ny"] not in caplog.text
+    assert await _booked(service.address, files) == []
+
+
+async def test_the_marks_feed_marks_with_its_token_and_is_refused_with_a_readers(
+    files: Files, service: ServerThread, tws: FakeTws, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = ServiceCredentials(ca_cert=files.ca, token=TOKENS["relay-ny"])
+    async with _client(service.address, relay) as booking:
+        await book(booking, "f1", "AAPL", Side.BUY, "10", "100")
+    tws.set_tick(AAPL.con_id, 4, "101.5")  # LAST
+
+    def feed_credentials(principal: str) -> ServiceCredentials:
+        flags = ["--service", service.address, "--ca-cert", files.ca, "--price", "last"]
+        return marks_config.parse_args([*flags, "--token-file", files.token(principal)]).credentials
+
+    # A reader may read the book but not stream marks: refused, said, nothing marked.
+    caplog.set_level(logging.WARNING)
+
+    def feed_said() -> bool:
+        return any(
+            r.name.startswith(RELAY_LOGGERS) and "PERMISSION_DENIED" in r.getMessage()
+            for r in caplog.records
+        )
+
+    async with _client(service.address, feed_credentials("risk")) as client:
+        feed = new_feed(tws, client, price=marks_config.PriceChoice.LAST)
+        await feed.start()
+        try:
+            await eventually(feed_said)
+        finally:
+            await feed.stop()
+    assert await _booked(service.address, files) == [("AAPL", Decimal(10), Decimal(100))]
+
+    async with _client(service.address, feed_credentials("feed")) as client:
+        feed = new_feed(tws, client, price=marks_config.PriceChoice.LAST)
+        await feed.start()
+        try:
+            marked = [("AAPL", Decimal(10), Decimal("101.5"))]
+            async with asyncio.timeout(8):
+                while await _booked(service.address, files) != marked:
+                    await asyncio.sleep(0.05)
+        finally:
+            await feed.stop()
+    assert feed.stats.refused == 0
+
+
+def test_the_token_comes_from_a_file_or_the_environment_never_a_flag_and_is_never_shown(
+    files: Files, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_TOKEN", "from-the-environment")
+    from_env = relay_config.parse_args([]).credentials
+    assert from_env.token == "from-the-environment"
+    assert "from-the-environment" not in repr(relay_config.parse_args([]))
+    assert from_env.describe() == "plaintext, bearer token from $RELAY_TOKEN"
+    from_file = _relay_credentials("--token-file", files.token("relay-ny"), "--ca-cert", files.ca)
+    assert from_file.token == TOKENS["relay-ny"]  # the file wins
+    assert from_file.describe() == (
+        f"TLS (CA {files.ca}), bearer token from {files.token('relay-ny')}"
+    )
+    monkeypatch.setenv("MARKS_CA_CERT", files.ca)
+    monkeypatch.setenv("MARKS_TOKEN", "t")
+    marks = marks_config.parse_args([]).credentials
+    assert (marks.ca_cert, marks.token) == (files.ca, "t")
+    with pytest.raises(SystemExit):
+        relay_config.parse_args(["--token", "x"])  # no such flag
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--client-cert", "c.pem"], "--client-cert and --client-key go together"),
+        (["--ca-cert", "/nonexistent/ca.pem"], "--ca-cert /nonexistent/ca.pem: cannot be read"),
+    ],
+)
+def test_bad_credential_flags_stop_the_start_naming_the_flag(
+    flags: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        relay_config.parse_args(flags)
+    assert stopped.value.code == 2
+    assert said in capsys.readouterr().err
