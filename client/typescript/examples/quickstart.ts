@@ -39,7 +39,7 @@ export async function quickstart(target: string, accountId = "ACC-1"): Promise<s
     }
     return row.quantity;
   } finally {
-    client.close();
+    await client.close();
   }
 }
 

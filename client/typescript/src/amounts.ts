@@ -104,8 +104,13 @@ function checkField(field: DescField, value: unknown, path: string): void {
 
 function checkString(path: string, value: unknown): void {
   if (typeof value === "string") return;
-  if (typeof value === "number") toAmount(path, value); // throws, with the amount's advice
-  throw new TypeError(`${path}: expected a string, got ${describe(value)}`);
+  if (typeof value === "number") {
+    throw new TypeError(
+      `${path}: a string field, not a number: got ${String(value)} (an amount is a decimal ` +
+        `string, exact where a number is a binary float: pass "${exampleOf(value)}")`,
+    );
+  }
+  throw new TypeError(`${path}: a string field: got ${describe(value)}`);
 }
 
 function describe(value: unknown): string {

@@ -104,8 +104,11 @@ export class PortfolioClient {
     this.raw = guarded(createClient(PortfolioManager, transport));
   }
 
-  /** Closes the connection; calls in progress fail. */
-  close(): void {
+  /** Closes the connection; calls in progress fail with CANCELLED. */
+  async close(): Promise<void> {
+    // Aborting while a connection is being made rejects a promise nobody may be awaiting
+    // (an unhandled rejection in Connect): let the attempt settle first.
+    if (this.sessions.state() === "connecting") await this.sessions.connect().catch(() => undefined);
     this.sessions.abort();
   }
 
@@ -265,25 +268,35 @@ function guarded(inner: Client<typeof PortfolioManager>): Client<typeof Portfoli
           (request: unknown, options?: CallOptions) => {
             refuseNonStrings(input, request);
             // OUT_OF_RANGE on SubscribeUpdates is ResyncRequired.
-            return rethrown(call(request, options) as AsyncIterable<unknown>, { subscription: true });
+            return rethrown(call(request, options) as AsyncIterable<unknown>, (error) =>
+              toPortfolioError(error, { subscription: true }),
+            );
           },
         ];
       default:
-        // Client and bidi streams: each message is checked as it is about to be written.
+        // Client and bidi streams: each message is checked as it is about to be written, and
+        // the call fails with that TypeError (not the CANCELLED that Connect makes of it).
         return [
           method.localName,
           (requests: AsyncIterable<unknown>, options?: CallOptions) => {
+            let refused: TypeError | undefined;
             const checked = (async function* () {
               for await (const request of requests) {
-                refuseNonStrings(input, request);
+                try {
+                  refuseNonStrings(input, request);
+                } catch (error) {
+                  refused = error as TypeError;
+                  throw error;
+                }
                 yield request;
               }
             })();
             const answer = call(checked, options);
+            const failure = (error: unknown) => refused ?? toPortfolioError(error);
             return method.methodKind === "bidi_streaming"
-              ? rethrown(answer as AsyncIterable<unknown>)
+              ? rethrown(answer as AsyncIterable<unknown>, failure)
               : (answer as Promise<unknown>).catch((error: unknown) => {
-                  throw toPortfolioError(error);
+                  throw failure(error);
                 });
           },
         ];
@@ -292,11 +305,11 @@ function guarded(inner: Client<typeof PortfolioManager>): Client<typeof Portfoli
   return Object.fromEntries(methods) as Client<typeof PortfolioManager>;
 }
 
-async function* rethrown<T>(messages: AsyncIterable<T>, options: { subscription?: boolean } = {}): AsyncGenerator<T, void, undefined> {
+async function* rethrown<T>(messages: AsyncIterable<T>, failure: (error: unknown) => unknown): AsyncGenerator<T, void, undefined> {
   try {
     yield* messages;
   } catch (error) {
-    throw toPortfolioError(error, options);
+    throw failure(error);
   }
 }
 

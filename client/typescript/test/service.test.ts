@@ -24,8 +24,8 @@ before(() => {
   direct = new PortfolioClient({ target: target() });
 });
 
-after(() => {
-  direct.close();
+after(async () => {
+  await direct.close();
 });
 
 function fills(count: number, init: { accountId: string; strategyId: string; instrumentId: string }): FillEvent[] {
@@ -47,7 +47,7 @@ async function withProxy<T>(body: (proxy: CuttableProxy, client: PortfolioClient
   try {
     return await body(proxy, client);
   } finally {
-    client.close();
+    await client.close();
     await proxy.close();
   }
 }
@@ -163,9 +163,19 @@ test("a number as an amount is refused and nothing is sent", async () => {
     const raw = { accountId: row.accountId, currency: "USD", amount: 0.1 + 0.2 } as unknown as { accountId: string };
     await assert.rejects(client.raw.reserveCash(raw), {
       name: "TypeError",
-      message: /^portfolio\.v1\.ReserveCashRequest\.amount: amounts are decimal strings, not numbers/,
+      message: /^portfolio\.v1\.ReserveCashRequest\.amount: a string field, not a number: got 0\.30000000000000004 \(an amount is a decimal string/,
     });
     assert.equal(proxy.bytesFromClient, 0);
+    // A stream's message is checked as it is written: the call fails with the TypeError.
+    const marks = async function* () {
+      yield { batchId: "b1", marks: [{ instrumentId: "AAPL", mark: 1.5 as unknown as string }] };
+    };
+    await assert.rejects(
+      (async () => {
+        for await (const ack of client.raw.streamMarks(marks())) assert.fail(`answered ${ack.batchId}`);
+      })(),
+      { name: "TypeError", message: /^portfolio\.v1\.MarkBatch\.marks\[0\]\.mark: a string field, not a number/ },
+    );
     await assert.rejects(direct.getPosition(row), (e: unknown) => e instanceof PortfolioError && e.code === Code.NotFound);
   });
 });
