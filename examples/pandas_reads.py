@@ -4,6 +4,7 @@ folder the service writes: give its absolute path); the account and strategy are
 five-minute example's."""
 
 import os
+from decimal import Decimal
 
 import arcticdb as adb
 import pandas as pd
@@ -38,6 +39,9 @@ else:
     # The book's quantity per instrument (the account-level rows'), and fees, from the fills.
     print("quantity:", fills.groupby("instrument_id")["qty"].sum().to_dict())
     print("commission:", fills.groupby("strategy_id")["commission"].sum().to_dict())
+    # Exact figures from the text beside each float (by position: .iloc, the index is time).
+    print("commission, exact:", sum(map(Decimal, fills["commission_exact"])))
+    print("first price, exact:", Decimal(fills["price_exact"].iloc[0]))
 
     # Filters run inside the store.
     q = adb.QueryBuilder()
