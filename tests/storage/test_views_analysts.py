@@ -1,12 +1,11 @@
 """The analysts' store as an analyst reads it (issue 14, part 4): plain arcticdb and pandas on
-the LMDB store a real service wrote, exactly as the README's "Reading the store with pandas"
-shows: sums, `QueryBuilder` filters, date ranges, and figures that add up to the book's."""
+the LMDB store a real service wrote, as docs/storage.md "Reading the store with pandas" shows
+(tests/test_examples.py runs its example): sums, `QueryBuilder` filters, date ranges, and
+figures that add up to the book's."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import arcticdb as adb
 import grpc
@@ -19,8 +18,6 @@ from tests.api.protocol import BASE_SECONDS, acks, pb_fill
 from tests.api.test_commission_amendment import pb_amendment
 from tests.api.test_reference_and_cash import transfer
 from tests.conftest import start_test_server
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def at(seconds: float) -> Timestamp:
@@ -198,36 +195,6 @@ def test_cash_history_is_appended_per_account_currency_and_chain(tmp_path):
     rows = len(frame)
     serve(store)  # a restart hands every balance over again: none appended twice
     assert len(lib.read("A1").data) == rows
-
-
-def test_the_readmes_reads_run_on_a_store_the_service_wrote(tmp_path):
-    """The code of the README's "Reading the store with pandas", as it is there, on a real
-    store (its path, account and strategy put in)."""
-    store = f"lmdb://{tmp_path}/store"
-    serve(
-        store,
-        [
-            transfer("t1", "100000", account="U123"),
-            pb_fill("BUY", 10, "150.5", account="U123", strategy="momo", timestamp=at(10)),
-            pb_fill("SELL", 4, "151", account="U123", strategy="momo", commission="1"),
-        ],
-        position_history_seconds=0.0,
-    )
-    section = README.read_text().split("## Reading the store with pandas")[1].split("\n## ")[0]
-    blocks = [block.split("```")[0] for block in section.split("```python\n")[1:]]
-    assert len(blocks) == 2
-    code = "\n".join(blocks).replace("lmdb:///path/to/repo/data", store)
-    code = code.replace('"2026-03-02"', '"2026-01-01"').replace('"2026-03-03"', '"2026-01-02"')
-    absent = ("orders", "marks", "reconciliations", "corrections", "commissions", "pnl")  # none
-    code = "\n".join(
-        line for line in code.splitlines() if not any(f'"{name}"' in line for name in absent)
-    )
-    scope: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    assert scope["fills"].groupby("instrument_id")["qty"].sum().to_dict() == {"AAPL": 6.0}
-    assert scope["big"]["fill_id"].size == 2
-    assert len(scope["day"]) == 2
-    assert scope["cash"]["cash_exact"].iloc[-1] == str(100000 - 1505 + 604 - 1)
 
 
 def test_a_burst_out_of_time_order_lands_in_time_order_once(tmp_path):
