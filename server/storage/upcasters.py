@@ -9,7 +9,8 @@ instead of being misread:
   version than this release knows is refused when decoded (NewerFormat names the sequence);
 - the journal's columns (JOURNAL_LAYOUTS): a journal of a release before the audit trail has
   no `principal` and `role`; it is rewritten once at start with both "" (who booked those rows
-  was never recorded), as an append of other columns would be refused (current_journal);
+  was never recorded), as an append of other columns would be refused (current_journal: by
+  chunks, restarted from the old version after a crash);
 - the analysts' `orders` view (symbol = account): a symbol of a release before orders had
   keys lacks four columns; it is rewritten once with them when it is first written to (the
   `positions`/`portfolio` symbols before currencies likewise, in views.py);
@@ -70,6 +71,8 @@ JOURNAL_LAYOUTS: dict[int, list[str]] = {
     2: [*_JOURNAL_V1, "principal", "role"],  # the audit trail: who booked each event
 }
 JOURNAL_VERSION = max(JOURNAL_LAYOUTS)
+UPGRADE_CHUNK_ROWS = 100_000  # journal rows rewritten at once when its layout is upgraded
+UPGRADING = "-upgrading"  # the marker symbol's suffix while the journal is rewritten
 
 
 def _book_v2_to_v3(frame: pd.DataFrame) -> pd.DataFrame:
@@ -179,33 +182,61 @@ def current_state_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> 
     return frame
 
 
-def current_journal(library: adb.library.Library, symbol: str) -> None:
-    """Brings the journal to the current columns, once, if an earlier release wrote it: one
-    write of the whole symbol (a new version, so a crash during it leaves the old one whole),
-    which holds it in memory once (about the size of its text). A journal of columns of no
-    known layout (a later release's) is refused, never rewritten."""
+def current_journal(
+    library: adb.library.Library, symbol: str, chunk_rows: int = UPGRADE_CHUNK_ROWS
+) -> None:
+    """Brings the journal to the current columns, once, if an earlier release wrote it. A
+    journal of columns of no known layout (a later release's) is refused, never rewritten.
+
+    The rewrite goes a chunk of rows at a time (memory stays that of a chunk, whatever the
+    journal's length) into new versions of the symbol, keeping the old version until the new
+    one is whole: a marker symbol names the old version meanwhile, so a start after a crash in
+    the middle begins again from it."""
+    marker = f"{symbol}{UPGRADING}"
+    where = f"{library.name}/{symbol}"
+    resumed = library.has_symbol(marker)
     if not library.has_symbol(symbol):
         return
     stored = [column.name for column in library.get_description(symbol).columns]
     current = JOURNAL_LAYOUTS[JOURNAL_VERSION]
-    if stored == current:
+    if resumed:
+        upgrading = library.read_metadata(marker).metadata
+        if stored == current and library.get_description(symbol).row_count == upgrading["rows"]:
+            library.prune_previous_versions(symbol)  # whole: only the marker was left
+            library.delete(marker)
+            return
+        source = int(upgrading["version"])
+    elif stored == current:
         return
-    version = next((v for v, known in JOURNAL_LAYOUTS.items() if known == stored), None)
-    where = f"{library.name}/{symbol}"
-    if version is None:
-        raise StoreUnusable(
-            f"{where}: columns of no layout this release knows ({stored}): written by a later "
-            "release? start that release or a later one on this store"
-        )
-    began = time.perf_counter()
-    frame = library.read(symbol).data
-    frame["principal"] = ""  # booked before the audit trail: not known
-    frame["role"] = ""
-    library.write(symbol, frame[current], prune_previous_versions=True)
+    else:
+        if stored not in JOURNAL_LAYOUTS.values():
+            raise StoreUnusable(
+                f"{where}: columns of no layout this release knows ({stored}): written by a "
+                "later release? start that release or a later one on this store"
+            )
+        source = library.read_metadata(symbol).version
+    rows = library.get_description(symbol, as_of=source).row_count
+    library.write(
+        marker, pd.DataFrame({"rows": [rows]}), metadata={"version": source, "rows": rows}
+    )
+    began, first = time.perf_counter(), 0
+    for offset in range(0, max(rows, 1), chunk_rows):
+        chunk = library.read(symbol, as_of=source, row_range=(offset, offset + chunk_rows)).data
+        if offset == 0:
+            first = chunk.index.start if isinstance(chunk.index, pd.RangeIndex) else 0
+        # A range read gives the symbol's first index again: each chunk continues the last.
+        chunk.index = pd.RangeIndex(first + offset, first + offset + len(chunk))
+        chunk = chunk.assign(principal="", role="")[current]  # who booked them: not recorded
+        if offset == 0:
+            library.write(symbol, chunk, prune_previous_versions=False)
+        else:
+            library.append(symbol, chunk, prune_previous_versions=False)
+    library.prune_previous_versions(symbol)
+    library.delete(marker)
     log.info(
         "%s: %d events of a release before the audit trail given an empty principal (%.1fs)",
         where,
-        len(frame),
+        rows,
         time.perf_counter() - began,
     )
 
