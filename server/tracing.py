@@ -123,11 +123,10 @@ class Tracing:
         self.provider.shutdown()
 
 
-def for_thread(name: str, function: Callable[P, R]) -> Callable[P, R]:
+def for_thread(tracer: Tracer, name: str, function: Callable[P, R]) -> Callable[P, R]:
     """`function` to run on another thread (an executor's: asyncio does not carry the context
-    there) inside a span `name`, child of the span current here. Only while tracing is on."""
-    assert _tracer is not None
-    tracer, parent = _tracer, otel_context.get_current()
+    there) inside a span `name`, child of the span current here."""
+    parent = otel_context.get_current()
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -154,7 +154,7 @@ class GroupCommitter:
         delay = 0.05
         append = self.store.append
         if tracer is not None:
-            append = tracing.for_thread(tracing.JOURNAL_APPEND, append)
+            append = tracing.for_thread(tracer, tracing.JOURNAL_APPEND, append)
         while True:
             try:
                 began = time.perf_counter()
