@@ -71,7 +71,7 @@ export interface SubscribeOptions {
   fromSequence?: bigint;
   /** Yield heartbeats too (they always advance the resume point). */
   includeHeartbeats?: boolean;
-  /** Resubscribe from the cursor after UNAVAILABLE, RESOURCE_EXHAUSTED or a stream the service ended. */
+  /** Resubscribe from the cursor after UNAVAILABLE, RESOURCE_EXHAUSTED, a reset connection or a stream the service ended (default true). */
   reconnect?: boolean;
   /** Ends the subscription (the generator returns). */
   signal?: AbortSignal;
@@ -87,6 +87,7 @@ export class PortfolioClient {
   readonly timeoutMs: number;
   private readonly backoff: Backoff;
   private readonly sessions: Http2SessionManager;
+  private closed = false;
 
   constructor(options: ClientOptions) {
     const baseUrl = /^https?:\/\//.test(options.target) ? options.target : `http://${options.target}`;
@@ -104,8 +105,9 @@ export class PortfolioClient {
     this.raw = guarded(createClient(PortfolioManager, transport));
   }
 
-  /** Closes the connection; calls in progress fail with CANCELLED. */
+  /** Closes the connection: calls in progress fail with CANCELLED, and streams stop retrying. */
   async close(): Promise<void> {
+    this.closed = true;
     // Aborting while a connection is being made rejects a promise nobody may be awaiting
     // (an unhandled rejection in Connect): let the attempt settle first.
     if (this.sessions.state() === "connecting") await this.sessions.connect().catch(() => undefined);
@@ -159,7 +161,7 @@ export class PortfolioClient {
         options.onBatchAcked?.(batch, response.acks);
       }
     } catch (error) {
-      if (error instanceof PortfolioError && isBroken(error, INGEST_RETRY_CODES, options.signal)) return error;
+      if (error instanceof PortfolioError && this.mayRetry(error, INGEST_RETRY_CODES, options.signal)) return error;
       throw error;
     } finally {
       stop.abort();
@@ -168,11 +170,21 @@ export class PortfolioClient {
   }
 
   /**
-   * Live updates, each delivered once across reconnects: after UNAVAILABLE or
-   * RESOURCE_EXHAUSTED (or a stream the service ended), it resubscribes from the last sequence
+   * Whether a stream failed in a way that trying again can cure. CANCELLED that neither the
+   * caller nor close() asked for is the connection going away: Node resets the streams of a
+   * lost HTTP/2 session with RST_STREAM(CANCEL), which Connect reports as CANCELLED.
+   */
+  private mayRetry(error: PortfolioError, codes: ReadonlySet<Code>, callerSignal: AbortSignal | undefined): boolean {
+    if (this.closed || isAborted(callerSignal)) return false;
+    return codes.has(error.code) || error.code === Code.Canceled;
+  }
+
+  /**
+   * Live updates, each delivered once across reconnects: after UNAVAILABLE,
+   * RESOURCE_EXHAUSTED, a reset connection (or a stream the service ended), it resubscribes from the last sequence
    * seen and drops what it already delivered. A sequence older than the service's replay
    * buffer throws ResyncRequired. Batched updates are yielded one by one. Ends when `signal`
-   * aborts (or the caller stops iterating).
+   * aborts, the client is closed, or the caller stops iterating.
    */
   async *subscribe(filter: SubscribeFilter = {}, options: SubscribeOptions = {}): AsyncGenerator<PortfolioUpdate, void, undefined> {
     const cursor = new ResumeCursor(options.fromSequence ?? 0n);
@@ -194,16 +206,16 @@ export class PortfolioClient {
           }
         }
       } catch (error) {
-        if (isAborted(options.signal)) return;
+        if (isAborted(options.signal) || this.closed) return;
         const failure = toPortfolioError(error, { subscription: true });
-        if (!(reconnect && failure instanceof PortfolioError && isBroken(failure, SUBSCRIBE_RESUME_CODES, options.signal))) {
+        if (!(reconnect && failure instanceof PortfolioError && this.mayRetry(failure, SUBSCRIBE_RESUME_CODES, options.signal))) {
           throw failure;
         }
         reason = failure;
       } finally {
         stop.abort();
       }
-      if (!reconnect || isAborted(options.signal)) return;
+      if (!reconnect || this.closed || isAborted(options.signal)) return;
       failures += 1;
       options.onReconnect?.(cursor.fromSequence, reason);
       try {
@@ -213,16 +225,6 @@ export class PortfolioClient {
       }
     }
   }
-}
-
-/**
- * Whether a stream failed in a way that trying again can cure. CANCELLED that the caller did
- * not ask for is the connection going away: Node resets the streams of a lost HTTP/2 session
- * with RST_STREAM(CANCEL), which Connect reports as CANCELLED.
- */
-function isBroken(error: PortfolioError, codes: ReadonlySet<Code>, callerSignal: AbortSignal | undefined): boolean {
-  if (isAborted(callerSignal)) return false;
-  return codes.has(error.code) || error.code === Code.Canceled;
 }
 
 function isAborted(signal: AbortSignal | undefined): boolean {

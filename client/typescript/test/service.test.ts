@@ -141,6 +141,22 @@ test("a subscription cut mid-stream resumes from the last sequence, each update 
   assert.deepEqual(seen.slice(-2).map((u) => u.position?.quantity), ["4.5", "4.5"]);
 });
 
+test("a subscription ends when its signal aborts or its client closes, without retrying", async () => {
+  const client = new PortfolioClient({ target: target(), backoff: FAST });
+  const reconnects: unknown[] = [];
+  const stop = new AbortController();
+  const live = client.subscribe({ accountId: unique("acct") }, { signal: stop.signal, onReconnect: (_, why) => reconnects.push(why) });
+  const pending = live.next();
+  setTimeout(() => stop.abort(), 100);
+  assert.deepEqual(await pending, { done: true, value: undefined });
+
+  const other = client.subscribe({ accountId: unique("acct") }, { onReconnect: (_, why) => reconnects.push(why) });
+  const waiting = other.next();
+  setTimeout(() => void client.close(), 100);
+  assert.deepEqual(await waiting, { done: true, value: undefined });
+  assert.deepEqual(reconnects, []);
+});
+
 test("an invalid request fails with INVALID_ARGUMENT and the BadRequest field", async () => {
   await assert.rejects(direct.getPosition({ accountId: "", instrumentId: "AAPL" }), (error: unknown) => {
     assert.ok(error instanceof PortfolioError);
