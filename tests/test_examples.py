@@ -23,7 +23,7 @@ import pytest
 
 from tests.service_process import ENV, ROOT, start_service
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 MARKED = re.compile(
     r"<!-- (?P<what>example|output): (?P<key>[^>]+?) -->\n"
     r"```(?P<lang>\w*)\n(?P<body>.*?)```\n<!-- /(?P=what) -->",
