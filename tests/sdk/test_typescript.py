@@ -22,6 +22,7 @@ import pytest
 from tests.service_process import ROOT, start_service
 
 PACKAGE = ROOT / "client" / "typescript"
+REPLAY_CAPACITY = 200
 
 
 def _generator_script():
@@ -47,7 +48,11 @@ def node_package() -> Path:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[str]:
     store = tmp_path_factory.mktemp("ts-sdk") / "store"
-    process, address = start_service("--store", f"lmdb://{store}")
+    # A small replay buffer, so a Node test can outrun it (ResyncRequired) with a few hundred
+    # updates; the others replay far less.
+    process, address = start_service(
+        "--store", f"lmdb://{store}", "--replay-capacity", str(REPLAY_CAPACITY)
+    )
     # Drain the service's log so it never blocks on a full pipe; keep its end for a failure.
     tail: collections.deque[str] = collections.deque(maxlen=50)
     assert process.stderr is not None
@@ -67,7 +72,12 @@ def service(tmp_path_factory) -> Iterator[str]:
 
 
 def _npm(package: Path, *args: str, target: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PORTFOLIO_TARGET": target, "NO_COLOR": "1"}
+    env = {
+        **os.environ,
+        "PORTFOLIO_TARGET": target,
+        "PORTFOLIO_REPLAY_CAPACITY": str(REPLAY_CAPACITY),
+        "NO_COLOR": "1",
+    }
     command = ["npm", *args]
     try:
         return subprocess.run(
@@ -88,7 +98,8 @@ def test_the_client_compiles_under_tsc_strict(node_package):
 
 def test_the_node_tests_pass_against_the_service(node_package, service):
     """ingest with a resend after a killed stream, GetPosition and a Query branch, a resumed
-    subscription, an error with its BadRequest, the refusal of a number, deadlines."""
+    subscription (and ResyncRequired past the replay buffer), an error with its BadRequest, the
+    refusal of a number, deadlines."""
     run = _npm(node_package, "test", target=service)
     assert run.returncode == 0, f"Node tests failed:\n{run.stdout[-20000:]}\n{run.stderr[-5000:]}"
     assert "# fail 0" in run.stdout and "# cancelled 0" in run.stdout, run.stdout

@@ -12,10 +12,11 @@ import {
   EventResult,
   PortfolioClient,
   PortfolioError,
+  ResyncRequired,
   UpdateKind,
 } from "../src/index.js";
 import type { ExecutionEvent, FillEvent, PortfolioUpdate } from "../src/index.js";
-import { CuttableProxy, target, unique } from "./support.js";
+import { CuttableProxy, replayCapacity, target, unique } from "./support.js";
 
 const FAST = new Backoff(10, 50);
 let direct: PortfolioClient;
@@ -139,6 +140,18 @@ test("a subscription cut mid-stream resumes from the last sequence, each update 
   );
   assert.ok(seen.every((u) => [UpdateKind.POSITION_OPENED, UpdateKind.POSITION_MODIFIED].includes(u.kind)));
   assert.deepEqual(seen.slice(-2).map((u) => u.position?.quantity), ["4.5", "4.5"]);
+});
+
+test("resuming from a sequence the replay buffer no longer holds is ResyncRequired", async () => {
+  const row = { accountId: unique("acct"), strategyId: "s", instrumentId: "AAPL" };
+  // Two updates a fill (the strategy's row and the account's): more than the buffer holds.
+  const acks = await direct.ingest(fills(replayCapacity() / 2 + 10, row), { batchSize: 500 });
+  const updates = direct.subscribe({ accountId: row.accountId }, { fromSequence: acks[0]!.sequence });
+  await assert.rejects(updates.next(), (error: unknown) => {
+    assert.ok(error instanceof ResyncRequired, String(error));
+    assert.equal(error.code, Code.OutOfRange);
+    return true;
+  });
 });
 
 test("a subscription ends when its signal aborts or its client closes, without retrying", async () => {

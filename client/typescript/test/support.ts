@@ -12,6 +12,13 @@ export function target(): string {
   return address;
 }
 
+/** How many updates the service keeps for resuming (its --replay-capacity). */
+export function replayCapacity(): number {
+  const capacity = Number(process.env.PORTFOLIO_REPLAY_CAPACITY);
+  if (!Number.isInteger(capacity) || capacity <= 0) throw new Error("PORTFOLIO_REPLAY_CAPACITY is not set");
+  return capacity;
+}
+
 /** A fresh id, so tests sharing one service never see each other's rows. */
 export function unique(prefix: string): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
