@@ -8,7 +8,9 @@ service's address in PORTFOLIO_TARGET. A failing Node test fails here with Node'
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -19,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from server.auth_config import token_hash
 from tests.service_process import ROOT, start_service
 
 PACKAGE = ROOT / "client" / "typescript"
 REPLAY_CAPACITY = 200
+TOKEN = "ts-sdk-test-token"
 
 
 def _generator_script():
@@ -45,14 +49,10 @@ def node_package() -> Path:
     return PACKAGE
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[str]:
-    store = tmp_path_factory.mktemp("ts-sdk") / "store"
-    # A small replay buffer, so a Node test can outrun it (ResyncRequired) with a few hundred
-    # updates; the others replay far less.
-    process, address = start_service(
-        "--store", f"lmdb://{store}", "--replay-capacity", str(REPLAY_CAPACITY)
-    )
+@contextlib.contextmanager
+def _running(*args: str) -> Iterator[str]:
+    """The service started with `args`, its address, stopped (and checked) at the end."""
+    process, address = start_service(*args)
     # Drain the service's log so it never blocks on a full pipe; keep its end for a failure.
     tail: collections.deque[str] = collections.deque(maxlen=50)
     assert process.stderr is not None
@@ -71,13 +71,33 @@ def service(tmp_path_factory) -> Iterator[str]:
     assert process.returncode == 0, "the service failed:\n" + "".join(tail)
 
 
-def _npm(package: Path, *args: str, target: str = "") -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PORTFOLIO_TARGET": target,
-        "PORTFOLIO_REPLAY_CAPACITY": str(REPLAY_CAPACITY),
-        "NO_COLOR": "1",
-    }
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The Node tests' environment: an open service, and one that wants a bearer token."""
+    folder = tmp_path_factory.mktemp("ts-sdk")
+    auth_file = folder / "principals.json"
+    principal = {"name": "ts-sdk", "role": "reader", "accounts": "*"}
+    auth_file.write_text(
+        json.dumps({"principals": [{**principal, "token_sha256": token_hash(TOKEN)}]})
+    )
+    # A small replay buffer, so a Node test can outrun it (ResyncRequired) with a few hundred
+    # updates; the others replay far less.
+    with (
+        _running(
+            "--store", f"lmdb://{folder}/open", "--replay-capacity", str(REPLAY_CAPACITY)
+        ) as address,
+        _running("--store", f"lmdb://{folder}/guarded", "--auth-file", str(auth_file)) as guarded,
+    ):
+        yield {
+            "PORTFOLIO_TARGET": address,
+            "PORTFOLIO_REPLAY_CAPACITY": str(REPLAY_CAPACITY),
+            "PORTFOLIO_AUTH_TARGET": guarded,
+            "PORTFOLIO_TOKEN": TOKEN,
+        }
+
+
+def _npm(package: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env, "NO_COLOR": "1"}
     command = ["npm", *args]
     try:
         return subprocess.run(
@@ -96,10 +116,10 @@ def test_the_client_compiles_under_tsc_strict(node_package):
     assert built.returncode == 0, f"tsc --strict failed:\n{built.stdout}\n{built.stderr}"
 
 
-def test_the_node_tests_pass_against_the_service(node_package, service):
+def test_the_node_tests_pass_against_the_service(node_package, services):
     """ingest with a resend after a killed stream, GetPosition and a Query branch, a resumed
     subscription (and ResyncRequired past the replay buffer), an error with its BadRequest, the
-    refusal of a number, deadlines."""
-    run = _npm(node_package, "test", target=service)
+    refusal of a number, deadlines, a bearer token."""
+    run = _npm(node_package, "test", **services)
     assert run.returncode == 0, f"Node tests failed:\n{run.stdout[-20000:]}\n{run.stderr[-5000:]}"
     assert "# fail 0" in run.stdout and "# cancelled 0" in run.stdout, run.stdout
