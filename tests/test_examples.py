@@ -39,6 +39,8 @@ FRESH_READS = "examples/pandas_reads.py on a fresh store"
 SERVICE_EXAMPLES = ("examples/five_minutes.py", "examples/protocol_session.py")
 READS = "examples/pandas_reads.py"
 RUNS = (FRESH_READS, *SERVICE_EXAMPLES, READS)
+# Examples in other languages, shown in the pages and run by their own tests.
+RUN_ELSEWHERE = {"client/typescript/examples/quickstart.ts": "ts"}  # tests/sdk/test_typescript.py
 
 
 def marked(what: str) -> list[tuple[Path, str, str, str]]:
@@ -86,9 +88,9 @@ def test_every_example_is_marked_in_a_page_and_every_marked_block_equals_its_fil
     examples = marked("example")
     assert {key for _, key, _, _ in examples} == {
         str(path.relative_to(ROOT)) for path in (ROOT / "examples").glob("*.py")
-    }
+    } | set(RUN_ELSEWHERE)
     for page, key, lang, body in examples:
-        assert lang == "python", f"{page.name}: {key}"
+        assert lang == RUN_ELSEWHERE.get(key, "python"), f"{page.name}: {key}"
         assert body == (ROOT / key).read_text(), f"{page.name}: the block of {key} differs"
 
 
@@ -145,7 +147,8 @@ def sync() -> None:
             if found["what"] != "example":
                 return found.group(0)
             body = (ROOT / found["key"]).read_text()
-            return f"<!-- example: {found['key']} -->\n```python\n{body}```\n<!-- /example -->"
+            lang = RUN_ELSEWHERE.get(found["key"], "python")
+            return f"<!-- example: {found['key']} -->\n```{lang}\n{body}```\n<!-- /example -->"
 
         page.write_text(MARKED.sub(from_file, text))
 
