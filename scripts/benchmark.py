@@ -385,7 +385,10 @@ def build_startup_store(
             store.record_views(group, [])  # as a running service keeps them
             group = []
         if n == checkpoint_at:
-            store.save_checkpoint(Checkpoint(n, capture_rows(ledger), capture(ledger)))
+            # with the rows' anchors, as the service writes it: without them a restart skips
+            # rebuilding the restatement windows (decoding every fill inside them)
+            anchors = ledger.book.anchors()
+            store.save_checkpoint(Checkpoint(n, capture_rows(ledger), capture(ledger), anchors))
     if group:
         store.append(group)
         store.record_views(group, [])
