@@ -31,8 +31,9 @@ from server.storage.frames import journal_frame
 from server.storage.upcasters import JOURNAL_LAYOUTS, current_journal
 from server.storage.wal import HEADER, WriteAheadLog, _crc
 from tests.api.protocol import acks, pb_fill
-from tests.api.test_reference_and_cash import transfer
+from tests.api.test_reference_and_cash import fx, stream_marks, transfer
 from tests.conftest import ServerThread, start_test_server
+from tests.polling import wait_for
 from tests.storage.test_restart import everything, mixed_history, open_stub
 from tests.storage.test_wal import fill
 
@@ -56,7 +57,7 @@ def test_with_no_auth_each_write_is_booked_by_its_client_and_the_services_own_by
     tmp_path: Path,
 ) -> None:
     uri = f"lmdb://{tmp_path}"
-    server = start_test_server(store=uri)
+    server = start_test_server(store=uri, fx_journal_seconds=0)  # every FX rate journaled
     try:
         channel, stub = open_stub(server)
         with channel:
@@ -64,15 +65,19 @@ def test_with_no_auth_each_write_is_booked_by_its_client_and_the_services_own_by
                 pb.EVENT_RESULT_ACCEPTED
             }
             stub.DefineAccount(_account("P1"))
+            # The FX rate of a marks stream is journaled in the stream's name.
+            stream_marks(stub, pb.MarkBatch(batch_id="m1", fx_rates=[fx("EUR", "USD", "1.1")]))
+            assert wait_for(lambda: server.running.service.writes.sequence == 7)
         # The service's own write (as a day close or a scheduled reconciliation): no call.
         service = server.running.service
         (outcome,) = server.call(service.ingest([fill(900)]))
-        assert outcome.sequence == 7
+        assert outcome.sequence == 8
     finally:
         server.stop()
     rows = journal(uri)
+    assert list(rows["kind"])[5:] == ["account", "fx", "fill"]
     anonymous = ("anonymous@127.0.0.1", "")
-    assert [tuple(r) for r in rows[WHO].itertuples(index=False)] == [anonymous] * 6 + [SYSTEM]
+    assert [tuple(r) for r in rows[WHO].itertuples(index=False)] == [anonymous] * 7 + [SYSTEM]
 
 
 def _auth_file(path: Path) -> Path:
