@@ -67,7 +67,9 @@ RULES: dict[str, Rule] = {
     "Ingest": _rule("relay", "none"),  # per event: see booking_refusal
     "StreamMarks": _rule("marks", "none"),
     "DefineAccount": _rule("operator"),
-    "DefineInstrument": _rule("operator", "none"),
+    # The relay defines a derivative from its broker contract before its first fill (else it
+    # would be booked at multiplier 1), and reads whether the service holds one already.
+    "DefineInstrument": _rule(frozenset({"operator", "relay"}), "none"),
     "ReserveCash": _rule("operator"),
     "ReleaseReservation": _rule("operator"),
     "Reconcile": _rule("operator"),
@@ -81,7 +83,7 @@ RULES: dict[str, Rule] = {
     "SubscribeUpdates": _rule(READ),
     "GetOrder": _rule(READ),
     "ListOpenOrders": _rule(READ),
-    "GetInstrument": _rule(READ, "none"),
+    "GetInstrument": _rule(READ | {"relay"}, "none"),
     "ListInstruments": _rule(READ, "none"),
     "ListAccounts": _rule(READ, "all"),
     "GetBalances": _rule(READ),

@@ -20,11 +20,13 @@ import pytest
 from client import AsyncPortfolioClient, PositionLevel, Side
 from relay import marks_config, relay_config
 from relay.credentials import ServiceCredentials
+from relay.instruments import ServiceInstruments
 from server.auth_config import token_hash
 from tests.api.test_tls import issue, pem
 from tests.broker.fake_tws import FakeTws
 from tests.broker.test_marks_feed import AAPL, book, new_feed
 from tests.broker.test_relay import Exec, all_sent, eventually, new_relay
+from tests.broker.test_relay_derivatives import ES_UNMAPPED, round_trip
 from tests.conftest import ServerThread, start_test_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -271,3 +273,26 @@ def test_bad_credential_flags_stop_the_start_naming_the_flag(
         relay_config.parse_args(flags)
     assert stopped.value.code == 2
     assert said in capsys.readouterr().err
+
+
+async def test_the_relay_defines_an_unmapped_future_under_auth_never_booking_it_at_1(
+    files: Files, service: ServerThread, tws: FakeTws
+) -> None:
+    """The relay defines a derivative from its contract before its first fill (issue 13):
+    with auth on it may, with its own token, on its instruments channel."""
+    credentials = _relay_credentials("--ca-cert", files.ca, "--token-file", files.token("relay-ny"))
+    instruments = ServiceInstruments(service.address, credentials=credentials.channel_credentials())
+    async with _client(service.address, credentials) as client:
+        relay = new_relay(tws, client, instruments=instruments, flush_seconds=0.5)
+        await relay.start()
+        try:
+            await relay.connection.wait_connected(5)
+            round_trip(tws, ES_UNMAPPED, "0000e501", "5000", "5010")
+            await all_sent(relay, 2)
+        finally:
+            await relay.stop()
+            await instruments.close()
+    reader = ServiceCredentials(ca_cert=files.ca, token=TOKENS["risk"])
+    async with _client(service.address, reader) as client:
+        row = await client.get_position(ACCOUNT, "551601561", strategy_id="UNASSIGNED")
+    assert (row.quantity, row.realized_pnl) == (0, Decimal(500))  # 10 points x 50
