@@ -64,14 +64,17 @@ def _read(path: str) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
-def add_credential_options(option: Callable[[str, type | object, object, str], None]) -> None:
+def add_credential_options(
+    option: Callable[[str, type | object, object, str], None], token_variable: str
+) -> None:
     """The credential flags, each defaulting to its environment variable (`option` as
-    cli.env_options makes it)."""
+    cli.env_options makes it); the token itself only in `token_variable`."""
     option("--ca-cert", str, "", "the service's CA certificate (PEM): TLS")
     option("--client-cert", str, "",
            "this client's certificate chain (PEM), for mutual TLS (with --client-key)")  # fmt: skip
     option("--client-key", str, "", "this client's private key (PEM), for mutual TLS")
-    option("--token-file", str, "", "a file holding the bearer token")
+    token_help = f"a file holding the bearer token (or the token itself in {token_variable})"
+    option("--token-file", str, "", token_help)
 
 
 def credentials_from(

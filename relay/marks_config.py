@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> MarksConfig:
            "7496 TWS live)")  # fmt: skip
     option("--client-id", int, defaults.client_id, "API client id (not the relay's)")
     option("--service", str, defaults.service, "portfolio service address host:port")
-    add_credential_options(option)  # the token: --token-file or MARKS_TOKEN
+    add_credential_options(option, "MARKS_TOKEN")
     option("--contract-map", str, defaults.contract_map,
            'the relay\'s JSON file {"conId": "instrument id"}')  # fmt: skip
     option("--market-data-type", _market_data_type, "live",

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     option("--client-id", int, defaults.client_id,
            "API client id: set TWS's Master API client ID to it")  # fmt: skip
     option("--service", str, defaults.service, "portfolio service address host:port")
-    add_credential_options(option)  # the token: --token-file or RELAY_TOKEN
+    add_credential_options(option, "RELAY_TOKEN")
     option("--default-strategy", _strategy, defaults.default_strategy,
            "strategy of executions without an orderRef")  # fmt: skip
     option("--contract-map", str, defaults.contract_map,
