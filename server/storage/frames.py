@@ -6,7 +6,6 @@ came in), times as UTC datetime64[ns] and as integer nanoseconds where the engin
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from server.domain.book import Price
-from server.domain.booker import UNKNOWN, Booker
+from server.domain.booker import Booker
 from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent
@@ -67,10 +66,19 @@ def events_from_journal(frame: pd.DataFrame, *, booked: bool = False) -> Iterato
     """Each row's event; a text of an older version is read as the current one (the codec's
     upcasters), one of a later release's version or kind is refused (NewerFormat). `booked`:
     each event also carries who booked it, from the frame's `principal` and `role` (to be
-    journaled again: the write-ahead log's tail at a start); replays need not."""
-    bookers = _bookers(frame) if booked else itertools.repeat(UNKNOWN)
-    rows = zip(frame["sequence"], frame["kind"], frame["text"], bookers, strict=False)
-    for sequence, kind, text, booker in rows:
+    journaled again: the write-ahead log's tail at a start); replays need not (nor pay)."""
+    events = _events(frame)
+    return _booked(events, _bookers(frame)) if booked else events
+
+
+def _booked(events: Iterator[Sequenced], bookers: list[Booker]) -> Iterator[Sequenced]:
+    for (sequence, event), booker in zip(events, bookers, strict=True):
+        event.booked_by(booker)
+        yield sequence, event
+
+
+def _events(frame: pd.DataFrame) -> Iterator[Sequenced]:
+    for sequence, kind, text in zip(frame["sequence"], frame["kind"], frame["text"], strict=True):
         try:
             event: ExecutionEvent = EVENT_KINDS[kind].from_text(text)
         except NewerTextVersion as error:
@@ -83,8 +91,6 @@ def events_from_journal(frame: pd.DataFrame, *, booked: bool = False) -> Iterato
                 f"journal/events sequence {sequence}: event kind {kind!r} is not one this "
                 "release knows (written by a later release); start that release or a later one"
             ) from error
-        if booked:
-            event.booked_by(booker)
         yield int(sequence), event
 
 
