@@ -403,6 +403,9 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
 }
 
 
+_PARSED_AT_ONCE = 64  # records: few dicts alive at once (the collector's young generation)
+
+
 def state_frame(state: LedgerState) -> pd.DataFrame:
     rows = [
         (section, json.dumps(encode(item), separators=(",", ":")))
@@ -419,15 +422,26 @@ def state_from_frame(
     first (`metadata`: the checkpoint's). Within version 1, a section added since reads as
     empty and a record's field added since as its default (see the readers above)."""
     frame = current_state_frame(frame, metadata or {})
-    parts: dict[str, list[Any]] = {section: [] for section in _SECTIONS}
+    texts: dict[str, list[str]] = {section: [] for section in _SECTIONS}
+    for section, record in zip(frame["section"].tolist(), frame["record"].tolist(), strict=True):
+        kept = texts.get(section)
+        if kept is None:
+            raise StoreUnusable(
+                f"a state frame (checkpoints/state or marks/latest) holds section "
+                f"{section!r}, which this release does not know (written by a later one)"
+            )
+        kept.append(record)
+    parts: dict[str, list[Any]] = {}
     with journaled_limits():  # saved under the rules of their day, like the journal
-        for section, record in zip(frame["section"], frame["record"], strict=True):
-            if section not in _SECTIONS:
-                raise StoreUnusable(
-                    f"a state frame (checkpoints/state or marks/latest) holds section "
-                    f"{section!r}, which this release does not know (written by a later one)"
-                )
-            parts[section].append(_SECTIONS[section][1](json.loads(record)))
+        for section, records in texts.items():
+            read = _SECTIONS[section][1]
+            # One parse per 64 records, not one a record (about 1.5 us less a record: a
+            # million rows' records, about a second of a restart).
+            parts[section] = [
+                read(record)
+                for start in range(0, len(records), _PARSED_AT_ONCE)
+                for record in json.loads(f"[{','.join(records[start : start + _PARSED_AT_ONCE])}]")
+            ]
     return LedgerState(**parts)
 
 
