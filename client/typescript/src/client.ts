@@ -15,7 +15,7 @@ import type * as http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { refuseNonStrings } from "./amounts.js";
-import { Code, PortfolioError, toPortfolioError } from "./errors.js";
+import { Code, PortfolioError, asConnectionFailure, toPortfolioError } from "./errors.js";
 import { IngestSession } from "./ingest.js";
 import type { Batch, ExecutionEvent } from "./ingest.js";
 import { ResumeCursor } from "./resume.js";
@@ -87,10 +87,12 @@ export class PortfolioClient {
   readonly timeoutMs: number;
   private readonly backoff: Backoff;
   private readonly sessions: Http2SessionManager;
+  private readonly tls: boolean;
   private closed = false;
 
   constructor(options: ClientOptions) {
     const baseUrl = /^https?:\/\//.test(options.target) ? options.target : `http://${options.target}`;
+    this.tls = baseUrl.startsWith("https://");
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.backoff = options.backoff ?? new Backoff();
     this.sessions = new Http2SessionManager(baseUrl, {}, options.nodeOptions);
@@ -102,7 +104,17 @@ export class PortfolioClient {
       defaultTimeoutMs: this.timeoutMs,
       interceptors,
     });
-    this.raw = guarded(createClient(PortfolioManager, transport));
+    this.raw = guarded(createClient(PortfolioManager, transport), (error, signal, subscription) =>
+      this.failure(error, signal, subscription),
+    );
+  }
+
+  /** What a failed call throws: a PortfolioError with its details decoded, a connection that
+   * failed under the call as UNAVAILABLE (see asConnectionFailure). */
+  private failure(error: unknown, signal: AbortSignal | undefined, subscription: boolean): unknown {
+    const failure = toPortfolioError(error, { subscription });
+    if (!(failure instanceof PortfolioError)) return failure;
+    return asConnectionFailure(failure, { asked: this.closed || isAborted(signal), tls: this.tls });
   }
 
   /** Closes the connection: calls in progress fail with CANCELLED, and streams stop retrying. */
@@ -247,7 +259,10 @@ function flatten(message: PortfolioUpdate): readonly PortfolioUpdate[] {
  * failure becomes a PortfolioError with its details decoded. (Done around the client, not in a
  * Connect interceptor: Connect turns whatever an interceptor throws into a ConnectError.)
  */
-function guarded(inner: Client<typeof PortfolioManager>): Client<typeof PortfolioManager> {
+function guarded(
+  inner: Client<typeof PortfolioManager>,
+  failed: (error: unknown, signal: AbortSignal | undefined, subscription: boolean) => unknown,
+): Client<typeof PortfolioManager> {
   const methods = PortfolioManager.methods.map((method) => {
     const call = (inner as unknown as Record<string, (request: unknown, options?: CallOptions) => unknown>)[method.localName]!;
     const input = method.input;
@@ -260,7 +275,7 @@ function guarded(inner: Client<typeof PortfolioManager>): Client<typeof Portfoli
             try {
               return await call(request, options);
             } catch (error) {
-              throw toPortfolioError(error);
+              throw failed(error, options?.signal, false);
             }
           },
         ];
@@ -271,7 +286,7 @@ function guarded(inner: Client<typeof PortfolioManager>): Client<typeof Portfoli
             refuseNonStrings(input, request);
             // OUT_OF_RANGE on SubscribeUpdates is ResyncRequired.
             return rethrown(call(request, options) as AsyncIterable<unknown>, (error) =>
-              toPortfolioError(error, { subscription: true }),
+              failed(error, options?.signal, true),
             );
           },
         ];
@@ -294,7 +309,7 @@ function guarded(inner: Client<typeof PortfolioManager>): Client<typeof Portfoli
               }
             })();
             const answer = call(checked, options);
-            const failure = (error: unknown) => refused ?? toPortfolioError(error);
+            const failure = (error: unknown) => refused ?? failed(error, options?.signal, false);
             return method.methodKind === "bidi_streaming"
               ? rethrown(answer as AsyncIterable<unknown>, failure)
               : (answer as Promise<unknown>).catch((error: unknown) => {

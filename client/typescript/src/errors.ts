@@ -59,6 +59,43 @@ export function toPortfolioError(reason: unknown, options: { subscription?: bool
   return new kind(error.code, error.rawMessage, violations, { cause: error });
 }
 
+/**
+ * A call the connection failed under, reported as gRPC reports it: UNAVAILABLE, which callers
+ * retry or alert on. Connect for Node says INTERNAL when the client refuses the service's
+ * certificate (not of a CA it trusts, or not for this host), and CANCELED when the service
+ * closes the connection under the call, which is how a service wanting a client certificate
+ * ends a TLS 1.3 handshake that sent none, or one not of its CA; grpc-core (the Python SDK) and
+ * grpc-js say UNAVAILABLE for both. `asked`: the caller's signal or close() cancelled the call,
+ * which stays CANCELED. `tls`: the target is https, so the message can say what to check.
+ */
+export function asConnectionFailure(error: PortfolioError, options: { asked: boolean; tls: boolean }): PortfolioError {
+  const refusal = tlsRefusal(error);
+  if (refusal !== undefined) {
+    return new PortfolioError(Code.Unavailable, `TLS handshake failed: ${refusal.message}`, [], { cause: error });
+  }
+  if (error.code !== Code.Canceled || options.asked) return error;
+  const hint = options.tls
+    ? "; over TLS, a service that wants a client certificate closes the connection when none is given or it is not of the service's CA"
+    : "";
+  return new PortfolioError(Code.Unavailable, `the connection closed under the call (${error.rawMessage})${hint}`, [], { cause: error });
+}
+
+/** The TLS error (Node's or OpenSSL's) a failure comes from, if any. */
+function tlsRefusal(error: Error): Error | undefined {
+  const seen = new Set<unknown>();
+  for (let reason: unknown = error; reason instanceof Error && !seen.has(reason); reason = reason.cause) {
+    seen.add(reason);
+    const code = (reason as { code?: unknown }).code;
+    const library = (reason as { library?: unknown }).library;
+    if ((typeof code === "string" && TLS_ERROR.test(code)) || library === "SSL routines") return reason;
+  }
+  return undefined;
+}
+
+/** Node's TLS codes (ERR_TLS_CERT_ALTNAME_INVALID), OpenSSL's (ERR_SSL_...), and X.509
+ * verification's (UNABLE_TO_VERIFY_LEAF_SIGNATURE, DEPTH_ZERO_SELF_SIGNED_CERT, CERT_HAS_EXPIRED). */
+const TLS_ERROR = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_)|CERT|^UNABLE_TO_/;
+
 /** The code's canonical gRPC name, e.g. INVALID_ARGUMENT. */
 export function codeName(code: Code): string {
   return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
