@@ -184,7 +184,8 @@ export class PortfolioClient {
   /**
    * Whether a stream failed in a way that trying again can cure. CANCELLED that neither the
    * caller nor close() asked for is the connection going away: Node resets the streams of a
-   * lost HTTP/2 session with RST_STREAM(CANCEL), which Connect reports as CANCELLED.
+   * lost HTTP/2 session with RST_STREAM(CANCEL), which Connect reports as CANCELLED (and
+   * failure() already reports as UNAVAILABLE: the CANCELLED check is a second guard).
    */
   private mayRetry(error: PortfolioError, codes: ReadonlySet<Code>, callerSignal: AbortSignal | undefined): boolean {
     if (this.closed || isAborted(callerSignal)) return false;
