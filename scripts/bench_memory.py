@@ -155,6 +155,19 @@ def parts_run(count: int) -> dict[str, float]:
 
         return build
 
+    journaled = [bench_fill(number) for number in range(count)]
+    columns = (
+        [fill.account_id for fill in journaled], [fill.fill_id for fill in journaled],
+        list(range(1, count + 1)), [fill.timestamp_ns for fill in journaled],
+    )  # fmt: skip
+    del journaled
+
+    def window_loaded() -> object:
+        """The window as a restart loads it: the journal's fills at once."""
+        fills = CorrectableFills(journal=journal_of_bench)
+        fills.add_columns(*columns)
+        return fills
+
     figures: dict[str, float] = {}
     for name, build in [
         ("ids_dict", ids_dict),
@@ -162,6 +175,7 @@ def parts_run(count: int) -> dict[str, float]:
         ("ids_remembered", ids_remembered),
         ("window_whole", window(None)),
         ("window_compact", window(journal_of_bench)),
+        ("window_loaded", window_loaded),
     ]:
         held, peak, seconds = traced(build)
         figures[name] = held / count
@@ -304,6 +318,9 @@ def memory_figures(count: int) -> list[str]:
         line(
             "correction window (1 day: every fill)", parts["window_whole"], parts["window_compact"]
         ),
+        line("  the same, loaded at once (restart)", parts["window_whole"], parts["window_loaded"]),
+        f"  {'  add: us per fill, one by one / at once':<38} "
+        f"{parts['window_compact_us']:9.2f} {parts['window_loaded_us']:9.2f}",
     ]
 
 
