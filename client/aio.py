@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -23,8 +22,8 @@ from client.marks import (
     mark_batches,
     stream_batches_async,
 )
-from client.models import EventAck, ExecutionEvent, PortfolioUpdate, Position, PositionLevel
-from client.queries import PositionsQuery, Query, R
+from client.models import EventAck, ExecutionEvent, PortfolioUpdate, PositionLevel
+from client.queries import Query, R
 from client.requests import Request
 from client.resume import ResumeCursor
 from client.retry import (
@@ -34,7 +33,7 @@ from client.retry import (
     Backoff,
     retry_channel_options,
 )
-from client.rpcs import BY_RPC, IDEMPOTENT_RPCS, SERVICE, UnaryRpc
+from client.rpcs import IDEMPOTENT_RPCS, SERVICE, UnaryRpc
 from client.trace_context import trace_metadata
 from portfolio.v1 import portfolio_pb2, portfolio_pb2_grpc
 
@@ -99,34 +98,6 @@ class AsyncPortfolioClient(AsyncCalls):
 
     # -----------------------------------------------------------------------------------------
     # Reads (each unary RPC's method is generated into AsyncCalls from client.rpcs)
-
-    async def iter_positions(
-        self,
-        account_id: str = "",
-        strategy_id: str = "",
-        instrument_id: str = "",
-        level: PositionLevel = PositionLevel.STRATEGY,
-        include_flat: bool = False,
-        page_size: int = 0,
-        *,
-        timeout: float | None = None,
-    ) -> AsyncIterator[Position]:
-        """Every matching row, fetching pages as needed; `timeout` applies to each page."""
-        query = PositionsQuery(
-            account_id=account_id,
-            strategy_id=strategy_id,
-            instrument_id=instrument_id,
-            level=level,
-            include_flat=include_flat,
-            page_size=page_size,
-        )
-        while True:
-            page = await self._call(BY_RPC["ListPositions"], query, timeout)
-            for position in page.positions:
-                yield position
-            if not page.next_page_token:
-                return
-            query = dataclasses.replace(query, page_token=page.next_page_token)
 
     async def query(self, request: Query[R], *, timeout: float | None = None) -> R:
         """Any read through the typed Query RPC; the answer's type follows the request's."""
@@ -273,6 +244,18 @@ class AsyncPortfolioClient(AsyncCalls):
         message = rpc.encode(request)
         method: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = getattr(self._stub, rpc.rpc)
         return cast(_Answer, rpc.decode(await self._unary(method, message, timeout)))
+
+    async def _walk(
+        self, rpc: UnaryRpc, request: Request[Any], timeout: float | None
+    ) -> AsyncIterator[Any]:
+        """Every item of a paged listing (the generated `iter_*` methods), one call a page under
+        the deadline, on until the service gives no next page token."""
+        following: Request[Any] | None = request
+        while following is not None:
+            page = await self._call(rpc, following, timeout)
+            for item in rpc.page_items(page):
+                yield item
+            following = rpc.next_request(following, page)
 
     async def _unary(
         self,

@@ -7,12 +7,14 @@ The clients' methods are generated from this table (`python -m client.codegen` w
 retry policy names exactly the rows marked idempotent. The streams (`Ingest`,
 `SubscribeUpdates`, `StreamMarks`) and the generic `Query` are written by hand in the clients;
 `HAND_WRITTEN` names their methods, so a test can check every RPC of the descriptor has one.
+A paged listing's row also names its iterator (`Paged`): generated beside its one-page method,
+it walks every page through the clients' one walker, so no listing has a loop of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
@@ -55,6 +57,17 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Paged:
+    """How a listing pages: its request has `page_token`, its answer `next_page_token` (empty
+    on the last page) beside the page's items."""
+
+    #: The clients' method yielding every item of every page.
+    iterator: str
+    #: The answer's field holding the page's items.
+    items: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnaryRpc:
     """One unary RPC of the service, as the SDK offers it."""
 
@@ -80,6 +93,25 @@ class UnaryRpc:
     answer_branch: str = ""
     #: The method's docstring.
     doc: str = ""
+    #: A paged listing's iterator; None for a call answered in one message.
+    paged: Paged | None = None
+
+    def page_items(self, page: Any) -> tuple[Any, ...]:
+        """The items of one page of this listing."""
+        if self.paged is None:
+            raise TypeError(f"{self.rpc} is not a paged listing")
+        return cast(tuple[Any, ...], getattr(page, self.paged.items))
+
+    def next_request(self, request: Any, page: Any) -> Any | None:
+        """The request for the page after `page` (same filters, the token the service gave),
+        or None after the last page. A service that answers with the token it was sent would
+        have the walk fetch the same page for ever: ProtocolViolation instead."""
+        token: str = page.next_page_token
+        if not token:
+            return None
+        if token == request.page_token:
+            raise ProtocolViolation(f"{self.rpc} gave back the page token it was sent")
+        return replace(request, page_token=token)
 
 
 def _row(**fields: Any) -> UnaryRpc:
@@ -116,7 +148,8 @@ UNARY: tuple[UnaryRpc, ...] = (
         rpc="ListPositions", method="list_positions", request=PositionsQuery,
         encode=wire.positions_request, decode=wire.page_from_proto, idempotent=True,
         positional=7, query_branch="list_positions", answer_branch="list_positions",
-        doc="One page of rows in (account, strategy, instrument) order; see `iter_positions`.",
+        doc="One page of rows in (account, strategy, instrument) order.",
+        paged=Paged(iterator="iter_positions", items="positions"),
     ),
     _row(
         rpc="GetTracePosition", method="get_trace_position", request=TracePositionQuery,
@@ -136,6 +169,7 @@ UNARY: tuple[UnaryRpc, ...] = (
         encode=wire.open_orders_request, decode=wire.order_page_from_proto, idempotent=True,
         positional=2, query_branch="list_open_orders", answer_branch="list_open_orders",
         doc="One page of working orders (pending submit to pending cancel), without histories.",
+        paged=Paged(iterator="iter_open_orders", items="orders"),
     ),
     _row(
         rpc="GetBalances", method="get_balances", request=BalancesQuery,
@@ -203,6 +237,7 @@ UNARY: tuple[UnaryRpc, ...] = (
         encode=lambda r: pb.ListInstrumentsRequest(page_size=r.page_size, page_token=r.page_token),
         decode=wire.instrument_page_from_proto, idempotent=True,
         doc="One page of instruments, defined or provisional, in id order.",
+        paged=Paged(iterator="iter_instruments", items="instruments"),
     ),
     _row(
         rpc="DefineAccount", method="define_account", request=DefineAccount,
@@ -241,6 +276,7 @@ UNARY: tuple[UnaryRpc, ...] = (
         encode=lambda r: wire.reconciliations_request(r.account_id, r.page_size, r.page_token),
         decode=wire.reconciliation_page_from_proto, idempotent=True, positional=1,
         doc="Earlier reports, newest first, one page.",
+        paged=Paged(iterator="iter_reconciliations", items="reconciliations"),
     ),
 )  # fmt: skip
 

@@ -75,6 +75,39 @@ def test_every_rpc_has_a_method_on_both_clients() -> None:
     assert missing == [], f"RPCs without an SDK method: {missing}"
 
 
+def paged_rpcs() -> set[str]:
+    """The RPCs whose request takes a page token and whose answer gives the next one."""
+    return {
+        method.name
+        for method in SERVICE.methods
+        if "page_token" in method.input_type.fields_by_name
+        and "next_page_token" in method.output_type.fields_by_name
+    }
+
+
+def test_every_paged_listing_has_an_iterator_on_both_clients() -> None:
+    assert "ListPositions" in paged_rpcs()  # the descriptor is read as meant
+    paged_rows = {row.rpc for row in rpcs.UNARY if row.paged is not None}
+    assert paged_rows == paged_rpcs(), "a paged RPC without an iterator (rpcs.Paged)"
+    for name in sorted(paged_rpcs()):
+        row = rpcs.BY_RPC[name]
+        assert row.paged is not None
+        items = SERVICE.methods_by_name[name].output_type.fields_by_name.get(row.paged.items)
+        assert items is not None and items.is_repeated, name
+        one_page = inspect.signature(getattr(PortfolioClient, row.method)).parameters
+        # The same arguments as the one-page method but the token, on both clients; an
+        # iterator on the blocking client, an async one on the asyncio client.
+        for client, kind in (
+            (PortfolioClient, "Iterator"),
+            (AsyncPortfolioClient, "AsyncIterator"),
+        ):
+            walker = getattr(client, row.paged.iterator, None)
+            assert walker is not None, f"{client.__name__} has no {row.paged.iterator}"
+            signature = inspect.signature(walker)
+            assert list(signature.parameters) == [p for p in one_page if p != "page_token"]
+            assert str(signature.return_annotation).startswith(f"{kind}["), name
+
+
 def test_the_table_names_only_rpcs_the_service_has() -> None:
     rpcs_of_service = {method.name for method in SERVICE.methods}
     assert set(rpcs.BY_RPC) | set(rpcs.HAND_WRITTEN) == rpcs_of_service
