@@ -9,7 +9,12 @@ watch, and logs one line per change of any of them:
   another client's filled orders whose executions it never reports to the relay: NOT_SERVING);
   UNKNOWN until the first catch-up after a connect has checked;
 - `dead_letters`: NOT_SERVING while the dead-letter file holds events (refused by the service
-  or unmappable) that have not been replayed.
+  or unmappable) that have not been replayed;
+- `authorization`: NOT_SERVING while the service refuses the relay's ingest calls for its
+  credentials (UNAUTHENTICATED: no or an unknown token or certificate; PERMISSION_DENIED: a
+  principal without the relay role or the account), until an ingest succeeds; UNKNOWN until
+  the service first answered one. The events wait in the outbox and are retried with back-off,
+  so a corrected auth file on the service takes effect without a restart of the relay.
 
 The overall status `""` is SERVING while the relay runs. The state is read every `period`
 seconds from the relay: reading is cheap, and a health check never waits on TWS.
@@ -25,11 +30,26 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-__all__ = ["DEAD_LETTERS", "TWS", "VISIBILITY", "RelayHealth", "Watched"]
+from client import PortfolioError
+
+__all__ = [
+    "AUTHORIZATION",
+    "DEAD_LETTERS",
+    "TWS",
+    "VISIBILITY",
+    "Refusals",
+    "RelayHealth",
+    "Watched",
+    "is_refusal",
+]
 
 log = logging.getLogger("portfolio.relay.health")
 
 TWS, VISIBILITY, DEAD_LETTERS = "tws", "visibility", "dead_letters"
+AUTHORIZATION = "authorization"
+
+#: The service's answers that mean "not you" (credentials, role, account), not "not now".
+_REFUSING = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -105,3 +125,64 @@ class RelayHealth:
                 await self.refresh()
             except Exception:
                 log.exception("relay health refresh failed")
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether the service refused the caller's credentials (not an outage: it answered)."""
+    return isinstance(error, PortfolioError) and error.code in _REFUSING
+
+
+class Refusals:
+    """Whether the service refuses one kind of call for the caller's credentials.
+
+    A refusal is not an outage and retrying does not cure it (an operator has to fix the auth
+    file or the credentials), but retrying is right: once fixed, what waited goes through and
+    nothing is lost. So it is said at ERROR once when it starts (or its status changes), once
+    at INFO when it clears, counted, and shown on health; the retries in between are quiet.
+    """
+
+    def __init__(self, what: str, logger: logging.Logger) -> None:
+        #: What is refused, for the log: "the relay's events".
+        self._what = what
+        self._log = logger
+        #: The standing refusal, None while accepted (or not known).
+        self.refusal: PortfolioError | None = None
+        #: Calls refused since the start.
+        self.count = 0
+        self._answered = False
+
+    def refused(self, error: PortfolioError, consequence: str) -> None:
+        """Records a refusal; `consequence` says what happens to what was refused."""
+        self.count += 1
+        changed = self.refusal is None or self.refusal.code != error.code
+        self.refusal = error
+        self._answered = True
+        self._log.log(
+            logging.ERROR if changed else logging.DEBUG,
+            "portfolio service refuses %s: %s; %s (fix the credentials or the principal's role "
+            "in the service's auth file)",
+            self._what,
+            error,
+            consequence,
+        )
+
+    def accepted(self, state: str = "") -> None:
+        """Records a call that went through (clears a refusal, said once)."""
+        self._answered = True
+        if self.refusal is None:
+            return
+        self.refusal = None
+        self._log.info(
+            "portfolio service accepts %s again after %d refusals%s",
+            self._what,
+            self.count,
+            f"; {state}" if state else "",
+        )
+
+    def health(self) -> tuple[bool | None, str]:
+        """For the health surface: refused (False), accepted (True), not known yet (None)."""
+        if self.refusal is not None:
+            return False, f"the service refuses {self._what}: {self.refusal}"
+        if not self._answered:
+            return None, f"the service has not answered for {self._what} yet"
+        return True, f"the service accepts {self._what}"

@@ -5,6 +5,11 @@ with back-off and keeps everything in memory (the queue depth is logged): nothin
 and since the service is idempotent by event id, resending a batch whose acks were lost costs
 nothing.
 
+A service that refuses the relay's credentials (UNAUTHENTICATED, PERMISSION_DENIED) is not an
+outage: the refusal is said at ERROR once per change and once when it clears (`refusals`, shown
+on the relay's `authorization` health name), and the events are kept and retried with the same
+back-off, so a corrected auth file on the service lets them through.
+
 With a tracer (relay.relay: OTEL_TRACES_EXPORTER), each ingest call runs in a span of its own,
 `relay.ingest`, whose context the SDK sends in the call's metadata: the service's spans for
 those batches join its trace.
@@ -23,6 +28,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from client import AsyncPortfolioClient, EventAck, ExecutionEvent, Fill, PortfolioError
 from client.wire import event_to_proto
+from relay.health import Refusals, is_refusal
 from tws.connection import ReconnectPolicy
 
 __all__ = ["Outbox"]
@@ -30,6 +36,7 @@ __all__ = ["Outbox"]
 log = logging.getLogger("portfolio.broker.outbox")
 
 OnAck = Callable[[ExecutionEvent, EventAck], None]
+OnRefused = Callable[[PortfolioError], None]
 
 
 class Outbox:
@@ -45,8 +52,12 @@ class Outbox:
         retry: ReconnectPolicy | None = None,
         on_ack: OnAck | None = None,
         tracer: Tracer | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self._client = client
+        self._on_refused = on_refused
+        #: Whether the service refuses the relay's credentials (for health and the log).
+        self.refusals = Refusals("the relay's events", log)
         self._tracer = tracer
         self._batch_size = batch_size
         self._events_per_call = max(events_per_call, batch_size)
@@ -100,6 +111,7 @@ class Outbox:
 
     async def _send_forever(self) -> None:
         failures = 0
+        outage = False  # a failure other than a refusal since the last success
         while True:
             while not self._queue:
                 await self._changed.wait()
@@ -115,27 +127,42 @@ class Outbox:
             except Exception as error:  # PortfolioError (IngestIncomplete too), or a bug
                 failures += 1
                 delay = self._retry.delay(failures)
-                level = logging.WARNING if isinstance(error, PortfolioError) else logging.ERROR
-                log.log(
-                    level,
-                    "portfolio service did not take the events (%s); %d waiting, "
-                    "retrying in %.1f s",
-                    error,
-                    len(self._queue),
-                    delay,
-                    exc_info=not isinstance(error, PortfolioError),
-                )
+                if isinstance(error, PortfolioError) and is_refusal(error):
+                    self._refused(error, delay)
+                else:
+                    outage = True
+                    self._failed(error, delay)
                 await asyncio.sleep(delay)
                 continue
-            if failures:
+            self.refusals.accepted(f"{len(self._queue)} waiting")
+            if outage:
                 log.info("portfolio service takes events again; %d waiting", len(self._queue))
-                failures = 0
+            failures, outage = 0, False
             for _ in chunk:
                 self._queue.popleft()
             if self._on_ack is not None:
                 for event, ack in zip(chunk, acks, strict=True):
                     self._on_ack(event, ack)
             self._notify()
+
+    def _refused(self, error: PortfolioError, delay: float) -> None:
+        waiting = len(self._queue)
+        self.refusals.refused(
+            error, f"{waiting} events kept, retried with back-off (next in {delay:.1f} s)"
+        )
+        if self._on_refused is not None:
+            self._on_refused(error)
+
+    def _failed(self, error: Exception, delay: float) -> None:
+        level = logging.WARNING if isinstance(error, PortfolioError) else logging.ERROR
+        log.log(
+            level,
+            "portfolio service did not take the events (%s); %d waiting, retrying in %.1f s",
+            error,
+            len(self._queue),
+            delay,
+            exc_info=not isinstance(error, PortfolioError),
+        )
 
     def _span(self, events: int) -> contextlib.AbstractContextManager[object]:
         """The span of one ingest call (current while it runs), or nothing without a tracer."""

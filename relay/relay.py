@@ -61,6 +61,7 @@ from client import (
     ExecutionEvent,
     Fill,
     OrderStatusUpdate,
+    PortfolioError,
     RejectCode,
 )
 from relay.dead_letters import DeadLetters, event_kind, replay
@@ -73,7 +74,7 @@ from relay.executions import (
     reserved_order_ref,
     status_update,
 )
-from relay.health import DEAD_LETTERS, TWS, VISIBILITY, RelayHealth
+from relay.health import AUTHORIZATION, DEAD_LETTERS, TWS, VISIBILITY, RelayHealth
 from relay.instruments import (
     TRANSIENT,
     InstrumentCatalog,
@@ -129,6 +130,8 @@ class RelayStats:
     dead_lettered: int = 0
     #: Commission amendments sent (a commission reported after its fill went without one).
     commissions_amended: int = 0
+    #: Ingest calls the service refused for the relay's credentials (events kept, retried).
+    refused_calls: int = 0
 
 
 class ExecutionRelay:
@@ -160,7 +163,12 @@ class ExecutionRelay:
         self._flush_seconds = flush_seconds
         self._waiting = CommissionWait(commission_wait)
         self._outbox = Outbox(
-            client, batch_size=batch_size, retry=send_retry, on_ack=self._on_ack, tracer=tracer
+            client,
+            batch_size=batch_size,
+            retry=send_retry,
+            on_ack=self._on_ack,
+            tracer=tracer,
+            on_refused=self._count_refused,
         )
         self._send_retry = send_retry or ReconnectPolicy(initial=0.5, factor=2.0, maximum=10.0)
         self._dead_letters = dead_letters or DeadLetters()
@@ -722,7 +730,11 @@ class ExecutionRelay:
             TWS: (connection.seeing, connection.impairment or "connected and seeing"),
             VISIBILITY: self._visibility,
             DEAD_LETTERS: (not dead, f"{dead} events set aside" if dead else "none set aside"),
+            AUTHORIZATION: self._outbox.refusals.health(),
         }
+
+    def _count_refused(self, error: PortfolioError) -> None:
+        self.stats.refused_calls += 1
 
     async def _request(self, request: Awaitable[list[_T]], what: str) -> list[_T] | None:
         """A TWS request with the relay's time-out; None (logged) if it fails."""

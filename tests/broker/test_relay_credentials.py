@@ -15,25 +15,35 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from client import AsyncPortfolioClient, PositionLevel, Side
 from relay import marks_config, relay_config
 from relay.credentials import ServiceCredentials
+from relay.health import AUTHORIZATION, RelayHealth
 from relay.instruments import ServiceInstruments
 from server.auth_config import token_hash
 from tests.api.test_tls import issue, pem
 from tests.broker.fake_tws import FakeTws
+from tests.broker.test_broker_visibility import wait_health
 from tests.broker.test_marks_feed import AAPL, book, new_feed
 from tests.broker.test_relay import Exec, all_sent, eventually, new_relay
 from tests.broker.test_relay_derivatives import ES_UNMAPPED, round_trip
 from tests.conftest import ServerThread, start_test_server
+from tws.connection import ReconnectPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
 ACCOUNT = "U123"
 RELAY_LOGGERS = ("portfolio.broker", "portfolio.marks")
 TOKENS = {"relay-ny": "t-relay", "feed": "t-feed", "risk": "t-risk"}
+SERVING, NOT_SERVING, UNKNOWN = (
+    health_pb2.HealthCheckResponse.SERVING,
+    health_pb2.HealthCheckResponse.NOT_SERVING,
+    health_pb2.HealthCheckResponse.UNKNOWN,
+)
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     )
 
 
-def _guarded(files: Files, *, mutual: bool = False) -> ServerThread:
+def _guarded(
+    files: Files, *, mutual: bool = False, auth: str | None = None, port: int = 0
+) -> ServerThread:
     options: dict[str, object] = {"tls_cert": files.server_cert, "tls_key": files.server_key}
     if mutual:
         options["tls_client_ca"] = files.ca
-    return start_test_server(auth_file=files.auth, **options)
+    return start_test_server(auth_file=auth or files.auth, port=port, **options)
 
 
 @pytest.fixture
@@ -190,7 +202,7 @@ async def test_the_relay_with_the_wrong_role_or_none_is_refused_logged_and_books
         finally:
             await relay.stop()
     assert relay.stats.accepted == 0
-    assert "did not take the events" in relay_said()[0]  # kept and retried: nothing lost
+    assert "refuses the relay's events" in relay_said()[0]  # kept and retried: nothing lost
     assert TOKENS["risk"] not in caplog.text and TOKENS["relay-ny"] not in caplog.text
     assert await _booked(service.address, files) == []
 
@@ -296,3 +308,71 @@ async def test_the_relay_defines_an_unmapped_future_under_auth_never_booking_it_
     async with _client(service.address, reader) as client:
         row = await client.get_position(ACCOUNT, "551601561", strategy_id="UNASSIGNED")
     assert (row.quantity, row.realized_pnl) == (0, Decimal(500))  # 10 points x 50
+
+
+# ---------------------------------------------------------------------------------------------
+# A refusal is not an outage: said once, shown on health, retried until the auth file is fixed
+
+
+def _auth_file(files: Files, name: str, **roles: str) -> str:
+    """The auth file of `files` with some principals' roles changed."""
+    principals = json.loads(Path(files.auth).read_text())["principals"]
+    for principal in principals:
+        principal["role"] = roles.get(principal["name"], principal["role"])
+    path = files.folder / name
+    path.write_text(json.dumps({"principals": principals}))
+    return str(path)
+
+
+def _said(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    """The relay's and marks feed's lines at `level` holding `text` (not the service's)."""
+    loggers = (*RELAY_LOGGERS, "portfolio.relay")
+    found = (r for r in caplog.records if r.name.startswith(loggers) and r.levelno == level)
+    return [r.getMessage() for r in found if text in r.getMessage()]
+
+
+async def test_a_refused_relay_says_so_once_shows_it_on_health_and_books_once_allowed(
+    files: Files, tws: FakeTws, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    wrong = _auth_file(files, "relay-as-reader.json", **{"relay-ny": "reader"})
+    service = await asyncio.to_thread(_guarded, files, auth=wrong)
+    port = service.running.port
+    credentials = _relay_credentials("--ca-cert", files.ca, "--token-file", files.token("relay-ny"))
+    fast = ReconnectPolicy(initial=0.02, factor=2.0, maximum=0.1)
+    try:
+        async with _client(service.address, credentials) as client:
+            relay = new_relay(tws, client, flush_seconds=0.5, send_retry=fast)
+            health = RelayHealth(relay, 0, period=0.05)
+            await health.start()
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{health.port}")
+            await relay.start()
+            try:
+                await wait_health(channel, AUTHORIZATION, UNKNOWN)  # nothing sent yet
+                await relay.connection.wait_connected(5)
+                Exec("0001f4e8.01", AAPL, "BOT", "10", "150", "1").report(tws)
+                await eventually(lambda: relay.stats.refused_calls >= 10)
+                await wait_health(channel, AUTHORIZATION, NOT_SERVING)
+                assert relay.stats.accepted == 0 and relay.waiting == 1  # kept: nothing lost
+                errors = _said(caplog, logging.ERROR, "")
+                assert len(errors) == 1, errors  # ten refusals and more, one line
+                assert "refuses the relay's events: PERMISSION_DENIED" in errors[0]
+
+                # The operator gives relay-ny the relay role: the same relay books, unrestarted.
+                await asyncio.to_thread(service.stop)
+                right = _auth_file(files, "relay-as-relay.json")
+                service = await asyncio.to_thread(_guarded, files, auth=right, port=port)
+                await all_sent(relay, 1)
+                await wait_health(channel, AUTHORIZATION, SERVING)
+            finally:
+                await channel.close()
+                await relay.stop()
+                await health.stop()
+        assert relay.stats.accepted == 1
+        assert await _booked(service.address, files) == [("AAPL", Decimal(10), Decimal(150))]
+        assert len(_said(caplog, logging.ERROR, "")) == 1
+        cleared = _said(caplog, logging.INFO, "accepts the relay's events again")
+        assert len(cleared) == 1, cleared
+        assert len(_said(caplog, logging.INFO, "health authorization: SERVING")) == 1
+    finally:
+        await asyncio.to_thread(service.stop)
