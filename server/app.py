@@ -52,6 +52,7 @@ from server.reference import ReferenceFileError, load_reference
 from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
+from server.storage.views_process import ViewsProcess, local_folder
 from server.telemetry import Metrics
 from server.tracing import Tracing
 from tws.connection import IbConnection, quiet_ib_async
@@ -85,11 +86,14 @@ class RunningServer:
     thresholds: HealthThresholds | None = None  # their values: thresholds.values()
     servicer: PortfolioManagerServicer | None = None  # its streams end first at a stop
     tracing: Tracing | None = None  # with --trace-export
+    views_writer: ViewsProcess | None = None  # the views' own process (LMDB stores)
 
     async def stop(self, grace: float | None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
         pending, then releases the store."""
         await self.health.enter_graceful_shutdown()
+        if self.views_writer is not None:
+            self.views_writer.stopping()
         # Streams end now, UNAVAILABLE (subscriptions with where to resume, ingest streams once
         # what they admitted is durable): a reader never hangs up by itself, and the server's
         # stop would wait its whole grace on it.
@@ -115,6 +119,8 @@ class RunningServer:
             # Never a snapshot of a state a failed task may have left half-done.
             await self.service.checkpoints.stop()  # the next start replays less than an interval
         await self.service.projector.drained()
+        if self.views_writer is not None:  # its last write is done: nothing left to lose
+            await asyncio.to_thread(self.views_writer.stop, VIEWS_STOP_SECONDS)
         for executor in self._executors:
             # In a thread: one stuck in a store call must not freeze the loop past the grace.
             await asyncio.to_thread(executor.shutdown, wait=True)
@@ -263,6 +269,11 @@ async def _start(
         gc.enable()
     settle_garbage_collector()
     supervision = Supervision(on_failure=lambda cause: on_health(False))
+    views_writer = None
+    if config.views_process and local_folder(store.uri) is not None:
+        views_writer = ViewsProcess(store.uri)
+        views_writer.start()  # it opens the store while this one starts
+        store.views.writer = views_writer
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)
     service.projector.balances_of = ledger.balances.of_account  # the `balances` view
     service.projector.rows_of = lambda account_id: rows_of_account(ledger.book, account_id)
@@ -392,15 +403,21 @@ async def _start(
         )
         supervision.watch(judging)
         background = [housekeeping, judging]
+        if views_writer is not None:
+            watching = asyncio.create_task(_watch_views(views_writer), name="views writer")
+            supervision.watch(watching)
+            background.append(watching)
         if service.day_closer is not None:
             closing = asyncio.create_task(service.day_closer.run(), name="day close")
             supervision.watch(closing)
             background.append(closing)
         return RunningServer(
             server, port, service, store, report, health_servicer, reconciler, supervision,
-            executors, background, metrics, thresholds, servicer, tracing,
+            executors, background, metrics, thresholds, servicer, tracing, views_writer,
         )  # fmt: skip
     except BaseException:
+        if views_writer is not None:
+            views_writer.stop(VIEWS_STOP_SECONDS)
         if metrics is not None:
             metrics.close()
         if tracing is not None:
@@ -505,6 +522,13 @@ async def _housekeeping(
         service.expire_traces()
 
 
+async def _watch_views(writer: ViewsProcess) -> None:
+    """Restarts the views writer if it ended between writes (a write finds it too)."""
+    while True:
+        await asyncio.sleep(VIEWS_CHECK_SECONDS)
+        await asyncio.to_thread(writer.check)
+
+
 GC_THRESHOLDS = (10_000, 10, 10)
 """Young collections every 10,000 allocations, not 700: a fill allocates hundreds of small
 objects, and the book's own are not garbage (measured: 245 -> 16 collections and 1.2 -> 0.7 us of
@@ -522,6 +546,8 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+VIEWS_CHECK_SECONDS = 1.0
+VIEWS_STOP_SECONDS = 2.0  # the views writer's own stop, once the last write is done
 STOP_MARGIN_SECONDS = 5.0  # beyond the grace: committing what is pending, the last views
 
 

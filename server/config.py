@@ -57,6 +57,10 @@ class ServiceConfig:
     # Changed position rows are appended to the `position_history` view at most this often
     # (seconds; 0: at every view write, about once a second).
     position_history_seconds: float = 60.0
+    # On a local (LMDB) store the analysts' views are written by a process of their own
+    # (server/storage/views_process.py), off the service's GIL; false: by a thread of the
+    # service (as on mem:// and object stores, always).
+    views_process: bool = True
     # The broker live accounts are reconciled against: "" (none), "ib" (TWS / IB Gateway), or
     # "paper" (the service's own account-level book: a setup with no broker, where every run
     # matches; for staging and drills).
@@ -313,6 +317,8 @@ def parse_args(argv: list[str] | None = None) -> ServiceConfig:
     option("--position-history-seconds", _seconds, defaults.position_history_seconds,
            "seconds between snapshots of changed position rows in the position_history "
            "view; 0: every view write")  # fmt: skip
+    option("--views-process", _flag, defaults.views_process,
+           "write the analysts' views in a process of their own (LMDB stores)")  # fmt: skip
     option(
         "--broker", _broker, defaults.broker, "broker to reconcile live accounts with: ib, paper"
     )

@@ -25,7 +25,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "correction_window_days", "restatement_window_days", "tls_cert", "tls_key",
         "tls_client_ca", "insecure", "auth_file",
     ),
-    "storage": ("store", "checkpoint_every", "checkpoint_seconds", "position_history_seconds"),
+    "storage": ("store", "checkpoint_every", "checkpoint_seconds", "position_history_seconds",
+                "views_process"),
     "reconciliation": (
         "broker", "ib_host", "ib_port", "ib_client_id", "ib_connect_timeout", "contract_map",
         "reconcile_seconds", "reconcile_accounts", "reconcile_confirm_runs", "cost_tolerance",

@@ -27,6 +27,9 @@ symbol backs off on its own (1 s doubling to 60 s); a name the store can never h
 for good. The watermark `checkpoints/views_through` says through which sequence every event's
 rows are written (or skipped): a restart catches the views up from there, not from the
 journal's start.
+
+On a local (LMDB) store these writes run in a process of their own (views_process.py): this
+instance then hands `record` and `record_close` to it, and stays the service's read side.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, Protocol
 
 import arcticdb as adb
 import pandas as pd
@@ -267,6 +271,30 @@ def _position_row(slot: int, view: PositionView) -> tuple[object, ...]:
     ))  # fmt: skip
 
 
+class ViewsWriter(Protocol):
+    """Where views are written when not in this process (views_process.ViewsProcess)."""
+
+    def record(
+        self,
+        settings: dict[str, Any],
+        events: Sequence[Sequenced],
+        positions: Iterable[PositionView],
+        transitions: Iterable[OrderTransition],
+        runs: Sequence[ReconciliationRun],
+        balances: Iterable[Balance],
+    ) -> None: ...
+
+    def record_close(
+        self,
+        settings: dict[str, Any],
+        close_ns: int,
+        positions: Iterable[PositionView],
+        balances: Iterable[Balance],
+    ) -> None: ...
+
+    def takes_writes(self) -> bool: ...
+
+
 @dataclass
 class _RowTable:
     """A symbol of position rows, one slot per row key."""
@@ -316,6 +344,9 @@ class ArcticViews:
         self._saved_through = 0
         self.clock = time.monotonic
         self.hold_limit = HOLD_LIMIT
+        # A process of their own writes the views when set (views_process.py): record() and
+        # record_close() are handed to it, with this instance's settings; reads stay here.
+        self.writer: ViewsWriter | None = None
         self.upgraded = self.upgrade()
 
     def upgrade(self) -> list[str]:
@@ -349,6 +380,11 @@ class ArcticViews:
                 "views upgraded to this release's columns: %s%s", ", ".join(rewritten[:5]), more
             )
         return rewritten
+
+    def _settings(self) -> dict[str, Any]:
+        """What a writer process is told with every write (tests and the service set them
+        here)."""
+        return {"hold_limit": self.hold_limit, "history_seconds": self.history_seconds}
 
     def _wrote(self, library: adb.library.Library, symbol: str) -> None:
         """Small appends fragment a symbol; compacting now and then keeps reads and appends
@@ -430,6 +466,9 @@ class ArcticViews:
     ) -> None:
         """Writes each symbol's new rows on its own; raises ViewsIncomplete naming what was
         not written (and what to hand over again) when a symbol failed or was skipped."""
+        if self.writer is not None and self.writer.takes_writes():
+            self.writer.record(self._settings(), events, positions, transitions, runs, balances)
+            return
         skipped_before = len(self._skipped)
         events_left = self._record_events(events, transitions)
         runs_left = self._record_runs(runs)
@@ -1066,6 +1105,9 @@ class ArcticViews:
         at the close's time. Called again for a close already recorded (a retry, a restart)
         it appends nothing. Raises what the store raises (nothing half-recorded is marked
         done: a retry appends what is missing)."""
+        if self.writer is not None and self.writer.takes_writes():
+            self.writer.record_close(self._settings(), close_ns, positions, balances)
+            return
         by_account: dict[str, list[PositionView]] = defaultdict(list)
         for view in positions:
             by_account[view.key.account_id].append(view)
