@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -197,7 +197,7 @@ class _EndedWith:
     answered with it (or with the one that replaces the stand-in a moment later).
     """
 
-    def __init__(self, call: grpc.aio.StreamStreamCall[pb.MarkBatch, pb.MarkAck]) -> None:
+    def __init__(self, call: grpc.aio.StreamStreamCall[Any, Any]) -> None:
         self._call = call
         self._status: grpc.aio.AioRpcError | None = None
         call.add_done_callback(self._ended)

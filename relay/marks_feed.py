@@ -31,6 +31,12 @@ read-write connection: it connects read-only.
   again to everything held. While the service is unreachable the latest quotes wait, and all
   of them go once it answers. A batch the service refuses is sent again entry by entry, so one
   bad price is logged and dropped without holding back the others.
+- Refused credentials: a service that refuses the feed's marks or its reading of the book
+  (UNAUTHENTICATED, PERMISSION_DENIED: a principal without the marks or a reader role) answered;
+  it is not down. Each refusal is said at ERROR once when it starts (or its status changes) and
+  once at INFO when it clears, and counted (`stats.refusals`); refused marks are retried with
+  back-off (--interval doubling up to 10 s), so a corrected auth file on the service takes
+  effect without a restart, and then every latest quote goes.
 """
 
 from __future__ import annotations
@@ -50,15 +56,19 @@ from ib_async import Contract, Ticker
 
 from client import AsyncPortfolioClient, PortfolioError, PositionLevel
 from client.marks import MAX_MARK_BATCH, FxRate, MarkAck, MarkPrice
+from relay.health import Refusals, is_refusal
 from relay.marks_config import MarketDataType, MarksConfig, PriceChoice, parse_args
 from relay.relay import PORTFOLIO_CHANNEL_OPTIONS
 from tws.amounts import optional_amount
-from tws.connection import IbConnection, quiet_ib_async
+from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
 __all__ = ["MarksFeed", "MarksStats", "Quote", "main", "quote_of", "run", "tick_price"]
 
 log = logging.getLogger("portfolio.marks")
+
+#: While the service refuses the feed's marks, sends wait this long at most between tries.
+REFUSED_RETRY_MAX_SECONDS = 10.0
 
 #: IB's "no price" in a price tick.
 _NO_PRICE = Decimal(-1)
@@ -143,6 +153,8 @@ class MarksStats:
     refused: int = 0
     #: Sends that did not reach the service (their quotes wait and go later).
     send_failures: int = 0
+    #: Sends and book reads the service refused for the feed's credentials (retried).
+    refusals: int = 0
     #: Market data lines open now (one per contract).
     subscriptions: int = 0
     subscribed_total: int = 0
@@ -205,6 +217,14 @@ class MarksFeed:
         self._resend_seconds = resend_seconds
         self._request_timeout = request_timeout
         self.stats = MarksStats()
+        # Whether the service refuses the feed's credentials, per kind of call.
+        self._marks_refused = Refusals("the marks feed's marks", log)
+        self._book_refused = Refusals("the marks feed's reading of the book", log)
+        self._refused_retry = ReconnectPolicy(
+            initial=interval, factor=2.0, maximum=max(interval, REFUSED_RETRY_MAX_SECONDS)
+        )
+        self._refused_sends = 0  # in a row
+        self._retry_at = float("-inf")  # monotonic: no send before, while refused
         self._lines: dict[int, _Line] = {}  # conId -> line
         self._contracts: dict[int, Contract] = {}  # conId -> the contract TWS described
         self._fx_contracts: dict[frozenset[str], Contract] = {}
@@ -328,9 +348,17 @@ class MarksFeed:
                 if row.currency and row.base_currency and row.currency != row.base_currency:
                     pairs.add((row.currency, row.base_currency))
         except PortfolioError as error:
-            self._service_failed(f"reading the book: {error}")
+            if is_refusal(error):
+                self.stats.refusals += 1
+                self._service_answered()
+                self._book_refused.refused(
+                    error, "the instruments held are read again at each refresh"
+                )
+            else:
+                self._service_failed(f"reading the book: {error}")
             return None
         self._service_answered()
+        self._book_refused.accepted()
         return frozenset(instruments), frozenset(pairs)
 
     async def _wanted(
@@ -483,6 +511,8 @@ class MarksFeed:
         """Sends every quote that changed since the last flush (and any not sent for
         --resend-seconds, or all after the service was unreachable)."""
         now = time.monotonic()
+        if self._marks_refused.refusal is not None and now < self._retry_at:
+            return  # refused: the quotes wait for the next try (back-off)
         if self._resend_all:
             due = set(self._lines)
         else:
@@ -516,14 +546,19 @@ class MarksFeed:
         except PortfolioError as error:
             self._dirty |= set(sent)
             self._resend_all = True
-            self.stats.send_failures += 1
-            self._service_failed(f"sending marks: {error}")
+            if is_refusal(error):
+                self._refused(error, now)
+            else:
+                self.stats.send_failures += 1
+                self._service_failed(f"sending marks: {error}")
             return
         except BaseException:
             self._dirty |= set(sent)
             self._resend_all = self._resend_all or resend_all
             raise
         self._service_answered()
+        self._refused_sends = 0
+        self._marks_refused.accepted("sending every latest quote")
         for ack in acks:
             self.stats.marks_applied += ack.marks_applied
             self.stats.fx_rates_applied += ack.fx_rates_applied
@@ -548,9 +583,20 @@ class MarksFeed:
                 log.warning("service refused the %s: %s", what, ack.rejected_reason)
         return [ack for ack in acks if not ack.rejected]
 
+    def _refused(self, error: PortfolioError, now: float) -> None:
+        """The service answered, refusing the feed's marks: said once, retried with back-off."""
+        self.stats.refusals += 1
+        self._refused_sends += 1
+        delay = self._refused_retry.delay(self._refused_sends)
+        self._retry_at = now + delay
+        self._service_answered()
+        self._marks_refused.refused(
+            error, f"latest quotes wait, retried with back-off (next in {delay:.1f} s)"
+        )
+
     def _service_failed(self, what: str) -> None:
         if self.stats.service_reachable:
-            log.warning("portfolio service unreachable or refusing (%s); latest quotes wait", what)
+            log.warning("portfolio service unreachable (%s); latest quotes wait", what)
         self.stats.service_reachable = False
         self._resend_all = True
 

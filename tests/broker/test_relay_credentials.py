@@ -376,3 +376,51 @@ async def test_a_refused_relay_says_so_once_shows_it_on_health_and_books_once_al
         assert len(_said(caplog, logging.INFO, "health authorization: SERVING")) == 1
     finally:
         await asyncio.to_thread(service.stop)
+
+
+async def test_a_refused_marks_feed_says_so_once_and_marks_once_allowed(
+    files: Files, tws: FakeTws, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The feed may read the book (as a reader) but not stream marks: one ERROR line, not a
+    line per refresh; with the marks role given, the same feed marks the book."""
+    caplog.set_level(logging.INFO)
+    wrong = _auth_file(files, "feed-as-reader.json", feed="reader")
+    service = await asyncio.to_thread(_guarded, files, auth=wrong)
+    port = service.running.port
+    relay = ServiceCredentials(ca_cert=files.ca, token=TOKENS["relay-ny"])
+
+    async def book_a_position() -> None:
+        async with _client(service.address, relay) as booking:
+            await book(booking, "f1", "AAPL", Side.BUY, "10", "100")
+
+    await book_a_position()
+    tws.set_tick(AAPL.con_id, 4, "101.5")  # LAST
+    flags = ["--service", service.address, "--ca-cert", files.ca, "--price", "last"]
+    credentials = marks_config.parse_args([*flags, "--token-file", files.token("feed")])
+    try:
+        async with _client(service.address, credentials.credentials) as client:
+            feed = new_feed(tws, client, price=marks_config.PriceChoice.LAST)
+            await feed.start()
+            try:
+                await eventually(lambda: feed.stats.refusals >= 4)
+                errors = _said(caplog, logging.ERROR, "")
+                assert len(errors) == 1, errors  # four refusals and many refreshes, one line
+                assert "refuses the marks feed's marks: PERMISSION_DENIED" in errors[0]
+                assert _said(caplog, logging.INFO, "answers again") == []
+                assert _said(caplog, logging.WARNING, "unreachable") == []
+
+                await asyncio.to_thread(service.stop)
+                right = _auth_file(files, "feed-as-marks.json")
+                service = await asyncio.to_thread(_guarded, files, auth=right, port=port)
+                await book_a_position()  # the test service keeps its book in memory
+                marked = [("AAPL", Decimal(10), Decimal("101.5"))]
+                async with asyncio.timeout(15):
+                    while await _booked(service.address, files) != marked:
+                        await asyncio.sleep(0.05)
+            finally:
+                await feed.stop()
+        assert len(_said(caplog, logging.ERROR, "")) == 1
+        cleared = _said(caplog, logging.INFO, "accepts the marks feed's marks again")
+        assert len(cleared) == 1, cleared
+    finally:
+        await asyncio.to_thread(service.stop)
