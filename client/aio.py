@@ -12,6 +12,7 @@ import grpc
 from client import wire
 from client._calls import AsyncCalls
 from client.batching import IngestSession, ended_early
+from client.call_status import EndedWith
 from client.channel import channel_credentials
 from client.errors import PortfolioError, from_rpc_error
 from client.marks import (
@@ -140,6 +141,7 @@ class AsyncPortfolioClient(AsyncCalls):
         """One stream; returns why it ended short of all acks (retryable), else raises."""
         requests = [batch.request for batch in session.start_attempt()]
         call = self._stub.Ingest(timeout=timeout, metadata=trace_metadata())
+        ended = EndedWith(call)
         writer = asyncio.create_task(_send_all(call, requests))
         try:
             while True:
@@ -148,7 +150,7 @@ class AsyncPortfolioClient(AsyncCalls):
                     break  # grpc.aio.EOF: the service closed the stream
                 session.record(response)
         except grpc.RpcError as error:
-            failure = from_rpc_error(error)
+            failure = from_rpc_error(await ended.instead_of(error))
             if failure.code not in INGEST_RETRY_CODES:
                 raise failure from error
             return failure

@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import TypeVar
 
 import grpc
 
-from client.errors import _FAILED_SEND_DETAILS, PortfolioError, _is_failed_send, from_rpc_error
+from client.call_status import EndedWith
+from client.errors import PortfolioError, from_rpc_error
 from client.models import FxRate, MarkPrice
 from client.wire import format_decimal, to_timestamp
 from portfolio.v1 import portfolio_pb2 as pb
@@ -47,8 +48,6 @@ DEFAULT_MARK_BATCH = 1_000
 
 #: How long a failed write waits for the call's real status (it is on its way: the write failed
 #: because the call had ended) before reporting the transport as gone.
-_STATUS_WAIT_SECONDS = 1.0
-_STATUS_POLL_SECONDS = 0.002
 
 T = TypeVar("T")
 
@@ -169,7 +168,7 @@ async def stream_batches_async(
     if not batches:
         return []
     call = method(timeout=timeout)
-    ended = _EndedWith(call)
+    ended = EndedWith(call)
     writer = asyncio.create_task(_write_all(call, batches))
     acks: list[MarkAck] = []
     try:
@@ -184,70 +183,6 @@ async def stream_batches_async(
     if len(acks) < len(batches):
         raise _ended_early(len(acks), len(batches))
     return acks
-
-
-class _EndedWith:
-    """The status a call ended with, kept as it ends.
-
-    A service that refuses the stream (PERMISSION_DENIED, UNAUTHENTICATED) ends it while batches
-    are still being written. A write that fails because the call has ended makes grpc.aio put a
-    locally made INTERNAL status on the call, over the service's (measured: about half the
-    refusals of a 200-batch stream) or before it. Reported as is, a refusal would read as an outage
-    (UNAVAILABLE): so the first real status is kept when the call ends, and a failed write is
-    answered with it (or with the one that replaces the stand-in a moment later).
-    """
-
-    def __init__(self, call: grpc.aio.StreamStreamCall[Any, Any]) -> None:
-        self._call = call
-        self._status: grpc.aio.AioRpcError | None = None
-        call.add_done_callback(self._ended)
-
-    def _ended(self, call: grpc.aio.Call) -> None:
-        if self._status is None:
-            status = _settled_status(call)
-            stand_in = (grpc.StatusCode.INTERNAL, _FAILED_SEND_DETAILS)
-            if status is not None and (status.code(), status.details()) != stand_in:
-                self._status = status
-
-    async def instead_of(self, error: grpc.RpcError) -> grpc.RpcError:
-        """`error`, or the service's status if `error` is the stand-in for a failed write."""
-        if not isinstance(error, grpc.aio.AioRpcError) or not _is_failed_send(error):
-            return error
-        loop = asyncio.get_running_loop()
-        remaining = self._call.time_remaining()
-        wait = _STATUS_WAIT_SECONDS if remaining is None else min(_STATUS_WAIT_SECONDS, remaining)
-        until = loop.time() + wait
-        while self._status is None and loop.time() < until:
-            await asyncio.sleep(_STATUS_POLL_SECONDS)
-            self._ended(self._call)
-        return error if self._status is None else self._status
-
-
-def _settled_status(call: grpc.aio.Call) -> grpc.aio.AioRpcError | None:
-    """The status of an ended call as an error, read at once (None if it has not ended)."""
-    code = _settled(call.code())
-    if code is None or code == grpc.StatusCode.OK:
-        return None
-    initial, trailing = _settled(call.initial_metadata()), _settled(call.trailing_metadata())
-    details = _settled(call.details())
-    return grpc.aio.AioRpcError(code, initial or grpc.aio.Metadata(), trailing, details)
-
-
-def _settled(awaitable: Awaitable[T]) -> T | None:
-    """The result of an awaitable that needs no waiting (an ended call's parts), else None.
-
-    Run outside the event loop: a done-callback may not await, and the stand-in may replace
-    the status before any task of ours could read it.
-    """
-    steps = awaitable.__await__()
-    try:
-        steps.send(None)
-    except StopIteration as finished:
-        return cast(T, finished.value)
-    except Exception:
-        return None
-    steps.close()
-    return None
 
 
 async def _answers(

@@ -67,11 +67,6 @@ async def test_a_refused_marks_stream_reports_the_services_status_every_time(
         assert "StreamMarks needs role marks" in refused.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AsyncPortfolioClient.ingest (client/aio.py, not this item's file) has the same race; "
-    "the fix is client.marks' _EndedWith in _ingest_attempt (see the B2 report)",
-)
 async def test_a_refused_ingest_reports_the_services_status_every_time(
     guarded: ServerThread, make_fill: FillFactory
 ) -> None:
