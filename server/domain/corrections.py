@@ -156,7 +156,7 @@ class CorrectableFills:
 
     def __len__(self) -> int:
         """Entries in the window (counts every partition: for tests and benchmarks)."""
-        horizon = self.horizon_ns()
+        horizon = self._seen_from()
         plain = sum(int(np.count_nonzero(_ints(times) >= horizon)) for times in self._times)
         for recent in self._recent:
             plain += sum(1 for packed in recent.values() if packed >> _SEQUENCE_BITS >= horizon)
@@ -240,7 +240,7 @@ class CorrectableFills:
         hashed = self._hash(account_id, fill_id)
         if key in self._exact:  # not reached from a journal: fill ids are unique
             raise ValueError(f"fill {fill_id!r} booked twice")
-        partition, horizon = hashed >> self._shift, self.latest_ns - self.window_ns
+        partition, horizon = hashed >> self._shift, self._seen_from()
         recent = self._recent[partition]
         # The dict's entry with this hash, if any, was put there when the columns had none.
         in_dict = recent.get(hashed)
@@ -302,7 +302,7 @@ class CorrectableFills:
     def _live_columns(self) -> tuple[Hashes, Ints, Ints]:
         """Every plain entry still in the window, as columns (the dicts emptied, and what left
         forgotten)."""
-        horizon = self.horizon_ns()
+        horizon = self._seen_from()
         hashes: list[Hashes] = []
         times: list[Ints] = []
         sequences: list[Ints] = []
@@ -336,7 +336,7 @@ class CorrectableFills:
     def _merge(self, partition: int) -> None:
         """Moves the partition's dict into its columns; entries that left the window, or were
         corrected, are dropped (and forgotten, without a journal)."""
-        recent, horizon = self._recent[partition], self.horizon_ns()
+        recent, horizon = self._recent[partition], self._seen_from()
         hashes = np.frombuffer(self._hashes[partition], np.uint64)
         times, sequences = _ints(self._times[partition]), _ints(self._sequences[partition])
         live = times >= horizon
@@ -371,7 +371,7 @@ class CorrectableFills:
     def _plain(self, hashed: int) -> tuple[int, int, int] | None:
         """(time_ns, sequence, index) of the uncorrected fill in the window with this hash
         (index -1: in its partition's dict), or None."""
-        partition, horizon = hashed >> self._shift, self.latest_ns - self.window_ns
+        partition, horizon = hashed >> self._shift, self._seen_from()
         packed = self._recent[partition].get(hashed)
         if packed is not None and packed >> _SEQUENCE_BITS >= horizon:
             return packed >> _SEQUENCE_BITS, packed & _SEQUENCE_MASK, -1
@@ -495,6 +495,11 @@ class CorrectableFills:
     def horizon_ns(self) -> int:
         """Fills before this time are out of the window."""
         return self.latest_ns - self.window_ns
+
+    def _seen_from(self) -> int:
+        """The horizon as the columns compare it: a corrected entry (_GONE) is before it
+        however long the window (an int64 column compared with an int64)."""
+        return max(self.latest_ns - self.window_ns, _GONE + 1)
 
 
 def _ints(column: array[int]) -> Ints:

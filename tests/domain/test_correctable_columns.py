@@ -129,3 +129,20 @@ def test_sequences_out_of_range_are_refused_at_once_too() -> None:
     with pytest.raises(ValueError, match="out of range"):
         fills.add_columns(["A1", "A1"], ["a", "b"], [1, 0], [BASE_NS, BASE_NS])
     assert len(fills) == 0
+
+
+def test_a_window_longer_than_the_columns_can_count_still_forgets_a_corrected_fill() -> None:
+    """A corrected fill's merged entry is marked with the lowest time there is; a window so
+    long that its horizon is lower still must not bring the entry back."""
+    journal: dict[int, ExecutionEvent] = {}
+    journal[1] = fill("BUY", 1, 10, fill_id="a", at_ns=BASE_NS)
+    fills = CorrectableFills(1 << 64, journal.get, merge_at_least=1)
+    fills.add(journal[1], 1)  # merged into the columns at once
+    fixed = journal[2] = fill("BUY", 2, 10, fill_id="a.2", at_ns=BASE_NS)
+    fills.replace("A1", "a", fixed, 2)
+    assert len(fills) == 1
+    found = fills.find("A1", "a")
+    assert found is not None and found[1].event_id == "a.2"
+    other = journal[3] = fill("BUY", 3, 10, fill_id="b", at_ns=BASE_NS + 1)
+    fills.add(other, 3)
+    assert len(fills) == 2
