@@ -4,6 +4,7 @@ naming the file, the key and why; --print-config shows every setting with secret
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,19 @@ def write(tmp_path: Path, text: str) -> str:
 def test_the_example_file_is_valid_and_says_what_it_says():
     config = parse_args(["--config", str(ROOT / "portfolio.example.toml")])
     assert config == ServiceConfig()  # it spells out defaults
+
+
+def test_every_configuration_shown_in_the_docs_is_valid(tmp_path):
+    """A reader copies the docs' TOML: each block must start the service as it says."""
+    blocks = [
+        found.group(1)
+        for page in sorted((ROOT / "docs").glob("*.md"))
+        for found in re.finditer(r"^```toml\n(.*?)^```$", page.read_text(), re.M | re.S)
+    ]
+    assert blocks, "the configuration section shows an example"
+    for block in blocks:
+        config = parse_args(["--config", write(tmp_path, block)])
+        assert config != ServiceConfig()
 
 
 def test_every_setting_has_its_group():
