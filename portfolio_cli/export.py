@@ -1,5 +1,5 @@
 """`export`: positions or the P&L history from the service, or fills, positions or the P&L
-history straight from the store (plain arcticdb + pandas, as the README shows analysts), to CSV
+history straight from the store (plain arcticdb + pandas, as docs/storage.md shows analysts), to CSV
 or Parquet by the file's extension. The service has no call listing fills: they come from the
 store only.
 
@@ -69,7 +69,7 @@ LIBRARIES = {"fills": "fills", "positions": "portfolio", "pnl": "pnl"}
 
 
 def store_frame(uri: str, what: str, account_id: str) -> pd.DataFrame:
-    """The account's symbol in the export's library (see the README's table of the store),
+    """The account's symbol in the export's library (see the table of the store in docs/storage.md),
     its index as a column (`timestamp` for the fills' execution times)."""
     import arcticdb as adb  # only store exports need it: other commands start faster
 

@@ -3,8 +3,8 @@
 Money stays exact (Decimal, shown as canonical decimal text); floats appear only where the
 service itself answers with a float (volatility, Sharpe, Sortino) and when plotting. The store
 has no service to ask, so `daily_risk` recomputes the service's figures from the recorded daily
-P&L with the service's own rules (README, "P&L history, performance and risk"); the tests check
-that both sources give the same table.
+P&L with the service's own rules (docs/accounting.md, "P&L history, performance and risk"); the
+tests check that both sources give the same table.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class ServiceConfig:
     # "text" for people, "json" for log shippers (one object a line, with the trace id).
     log_format: str = "text"
     # A JSON file of instruments and accounts, journaled at start (unchanged ones are
-    # duplicates); see the README. Empty: none.
+    # duplicates); see docs/protocol.md, "Instruments". Empty: none.
     reference_file: str = ""
     # Refuse fills for instruments nobody defined (else: registered with defaults, flagged).
     strict_instruments: bool = False

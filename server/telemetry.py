@@ -9,7 +9,7 @@ metrics off too), placements, rows, subscribers, reconciliations, the broker, th
 
 Names follow the OpenTelemetry semantic conventions (durations in seconds, `{event}`-style
 annotations for counts); the Prometheus exporter turns `a.b.c` with unit `s` into
-`a_b_c_seconds`, and adds `_total` to counters. The README lists the names.
+`a_b_c_seconds`, and adds `_total` to counters. docs/operations.md lists the names.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The write-ahead log: where a group of events becomes durable before it is acknowledged.
 
-Measured on this machine kind (../README "Benchmarks"): an ArcticDB append costs a fixed 3-5 ms
+Measured on this machine kind (docs/benchmarks.md): an ArcticDB append costs a fixed 3-5 ms
 even on `mem://` and about four `fdatasync` calls on LMDB, while one `fdatasync` of a plain file
 costs about 0.1-3 ms depending on the disk. Acknowledging after an ArcticDB append made the
 append most of a fill's latency. So on a local (LMDB) store a group is first written to this

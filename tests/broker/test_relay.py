@@ -99,7 +99,7 @@ async def all_sent(relay: ExecutionRelay, fills: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# An independent model of the book: average cost, as the README defines it
+# An independent model of the book: average cost, as docs/accounting.md defines it
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The analysts' views, read with nothing but arcticdb and pandas, as the README shows."""
+"""The analysts' views, read with nothing but arcticdb and pandas, as docs/storage.md shows."""
 
 from __future__ import annotations
 
