@@ -36,7 +36,8 @@ class RelayConfig:
     dead_letters: str = DEAD_LETTERS
     # Resend the dead letters (after a fix) instead of relaying; those refused again stay.
     replay_dead_letters: bool = False
-    # A grpc.health.v1 server on 127.0.0.1 at this port (tws, visibility, dead_letters, authorization); 0: off.
+    # A grpc.health.v1 server on 127.0.0.1 at this port (tws, visibility, dead_letters,
+    # authorization); 0: off.
     health_port: int = 0
     # TLS, mutual TLS and the bearer token shown to the service (the token: RELAY_TOKEN or
     # --token-file, never a flag); none: plaintext to a service on loopback.
@@ -89,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     option("--dead-letters", str, defaults.dead_letters,
            "JSON-lines file of events the service refused (see --replay-dead-letters)")  # fmt: skip
     option("--health-port", int, defaults.health_port,
-           "port of a grpc.health.v1 server on 127.0.0.1 (tws, visibility, dead_letters, authorization); "
-           "0: off")  # fmt: skip
+           "port of a grpc.health.v1 server on 127.0.0.1 (tws, visibility, dead_letters, "
+           "authorization); 0: off")  # fmt: skip
     parser.add_argument(
         "--replay-dead-letters",
         action="store_true",
