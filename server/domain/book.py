@@ -32,6 +32,7 @@ from server.domain.restatement import (
     BookingKey,
     Placement,
     RateAt,
+    WindowedFill,
     anchor_of,
     book,
     book_outside_window,
@@ -618,7 +619,7 @@ class PositionBook:
     def reload_windows(
         self,
         anchors: dict[PositionKey, Position],
-        bookings: Iterable[tuple[int, Fill, str]],
+        bookings: Iterable[tuple[int, Fill | WindowedFill, str]],
     ) -> list[PositionKey]:
         """Recovery: gives each row with a window its anchor (from the checkpoint) and the
         journal's fills inside the window, (fill, corrects) in sequence order (`corrects` is
@@ -654,18 +655,22 @@ class PositionBook:
                     anchor.base_currency = row.base_currency
                     unknown = anchor.foreign and anchor.realized_pnl
                     anchor.realized_pnl_base = None if unknown else anchor.realized_pnl
-                saved = row.copy()
-                totals = self._totals_of(key)
-                price = self.mark(key.instrument_id)
-                self._revalue(row)
-                totals.add(row, price, -1)
-                self._add_other_fees(row, -1)
+                before = _counted(row)
                 if kept[key]:
                     rebuild(row, anchor, kept[key], self.booker)
                     self._queue(row)
                 else:
                     row.take_figures(anchor)
-                totals.add(row, price)
+                if _counted(row) == before:
+                    continue  # as checkpointed (the rule): its totals stand as they are
+                # Its totals count it at `valued_at`: the checkpoint's figures out, the
+                # journal's in, at that price.
+                saved = row.copy()
+                _take_counted(saved, before)
+                totals = self._totals_of(key)
+                totals.add(saved, row.valued_at, -1)
+                self._add_other_fees(saved, -1)
+                totals.add(row, row.valued_at)
                 self._add_other_fees(row, 1)
                 if _figures(row) != _figures(saved):
                     differ.append(key)
@@ -786,12 +791,34 @@ def _replaced(later: bool) -> Placement:
     return Placement.RESTATED if later else Placement.IN_ORDER
 
 
-def _keys(fill: Fill) -> tuple[PositionKey, PositionKey]:
+def _keys(fill: Fill | WindowedFill) -> tuple[PositionKey, PositionKey]:
     """The strategy row and the account-level row a fill books on."""
     return (
         PositionKey(fill.account_id, fill.strategy_id, fill.instrument_id),
         PositionKey(fill.account_id, ACCOUNT_LEVEL, fill.instrument_id),
     )
+
+
+_Counted = tuple[
+    Decimal, Decimal, Decimal, Decimal | None, Decimal, dict[str, Decimal] | None, int, int, int
+]
+
+
+def _counted(row: Position) -> _Counted:
+    """All the figures `take_figures` sets (the totals count some of them): rows equal in
+    these count the same in their totals."""
+    return (
+        row.quantity, row.cost_basis, row.realized_pnl, row.realized_pnl_base, row.fees,
+        dict(row.other_fees) if row.other_fees else None, row.trade_count, row.opened_at_ns,
+        row.updated_at_ns,
+    )  # fmt: skip
+
+
+def _take_counted(row: Position, figures: _Counted) -> None:
+    (
+        row.quantity, row.cost_basis, row.realized_pnl, row.realized_pnl_base, row.fees,
+        row.other_fees, row.trade_count, row.opened_at_ns, row.updated_at_ns,
+    ) = figures  # fmt: skip
 
 
 def _figures(row: Position) -> tuple[object, ...]:

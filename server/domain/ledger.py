@@ -66,7 +66,7 @@ from server.domain.reconciliation import (
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
-from server.domain.restatement import Placement
+from server.domain.restatement import Placement, WindowedFill, WindowReader
 from server.domain.retention import Retention
 from server.domain.seen import EventAt, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
@@ -611,7 +611,8 @@ class Ledger:
             if isinstance(event, CommissionAmendment)
         }
         named: dict[tuple[str, str], tuple[int, JournaledFill]] = {}  # fills amendments name
-        windowed: list[tuple[int, Fill, str]] = []
+        windowed: list[tuple[int, Fill | WindowedFill, str]] = []
+        reader = WindowReader()
         fills: list[tuple[int, JournaledFill]] = []
         for sequence, event in bookings:
             if sequence in self.refusals:
@@ -621,7 +622,7 @@ class Ledger:
                 if amended and (event.account_id, event.fill_id) in amended:
                     named[(event.account_id, event.fill_id)] = (sequence, event)
                 if anchored and event.timestamp_ns >= horizon:
-                    windowed.append((sequence, Fill.from_text(event.text), ""))
+                    windowed.append((sequence, reader.read(event.text), ""))
                 continue
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
             fills = []
