@@ -626,6 +626,15 @@ class PositionBook:
         the id a correction replaces, "" for a fill), and recomputes it. Returns the rows
         whose figures came out other than the checkpoint's (kept as the journal gives them)."""
         kept: dict[PositionKey, list[Booking]] = {key: [] for key in anchors}
+        bookings = list(bookings)
+        if not any(corrects for _, _, corrects in bookings):  # most starts: fills only
+            for sequence, fill, _ in bookings:
+                booking = Booking.of(fill, sequence)  # one for both rows
+                for key in _keys(fill):
+                    windowed = kept.get(key)
+                    if windowed is not None:
+                        windowed.append(booking)
+            return self._rebuild_windows(anchors, kept)
         # (account, original fill id) -> the rows it is booked on, its place, its booked id.
         entries: dict[tuple[str, str], tuple[tuple[PositionKey, ...], BookingKey, str]] = {}
         origin: dict[tuple[str, str], str] = {}  # (account, correction id) -> original id
@@ -647,6 +656,12 @@ class PositionBook:
             for key in keys:
                 kept[key].append(booking)
             entries[(account, original)] = (keys, place, fill.fill_id)
+        return self._rebuild_windows(anchors, kept)
+
+    def _rebuild_windows(
+        self, anchors: dict[PositionKey, Position], kept: dict[PositionKey, list[Booking]]
+    ) -> list[PositionKey]:
+        """Each anchored row from its anchor and its window's bookings (reload_windows)."""
         differ = []
         with localcontext(EXACT):
             for key, anchor in anchors.items():

@@ -26,6 +26,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable
 from decimal import Decimal
+from operator import itemgetter
 from typing import NamedTuple
 
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
@@ -156,7 +157,7 @@ class WindowReader:
         self._count = len(codec.names) + (codec.version > 1)
         self._mark = f"{VERSION_MARK}{codec.version}" if codec.version > 1 else None
         offset = codec.version > 1
-        self._at = tuple(codec.names.index(name) + offset for name in _READ)
+        self._fields = itemgetter(*(codec.names.index(name) + offset for name in _READ))
         self._amounts: dict[str, Decimal] = {}
 
     def read(self, text: str) -> WindowedFill:
@@ -166,7 +167,7 @@ class WindowReader:
         ):
             return self.of(Fill.from_text(text))
         account, strategy, instrument, fill_id, time_ns, side, quantity, price, commission, fee = (
-            parts[i] for i in self._at
+            self._fields(parts)
         )  # fmt: skip
         if side == Side.BUY.name:
             signed = self._amount(quantity)
