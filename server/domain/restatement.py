@@ -26,7 +26,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable
 from decimal import Decimal
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
@@ -141,6 +141,7 @@ _READ = (
     "quantity", "price", "commission", "commission_currency",
 )  # fmt: skip
 SHARED_AMOUNTS = 65_536  # distinct amount texts given one Decimal each in one restart
+_BUY, _SELL = Side.BUY.name, Side.SELL.name
 
 
 class WindowReader:
@@ -169,9 +170,9 @@ class WindowReader:
         account, strategy, instrument, fill_id, time_ns, side, quantity, price, commission, fee = (
             self._fields(parts)
         )  # fmt: skip
-        if side == Side.BUY.name:
+        if side == _BUY:
             signed = self._amount(quantity)
-        elif side == Side.SELL.name:
+        elif side == _SELL:
             signed = -self._amount(quantity)  # as Fill.signed_quantity has it
         else:
             return self.of(Fill.from_text(text))
@@ -219,6 +220,9 @@ class Booker:
 
 def _key(booking: Booking) -> BookingKey:
     return (booking.time_ns, booking.fill_id)
+
+
+_sort_key: Callable[[Booking], BookingKey] = attrgetter("time_ns", "fill_id")  # _key, in C
 
 
 _NO_SNAPSHOTS: dict[Booking, Position] = {}
@@ -371,7 +375,7 @@ def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
 def rebuild(row: Position, anchor: Position, bookings: list[Booking], booker: Booker) -> None:
     """Recovery: gives a row its anchor and the bookings of its window (any order) and
     recomputes its figures from them."""
-    bookings.sort(key=_key)
+    bookings.sort(key=_sort_key)
     row.window = RowWindow(None if _pristine(anchor) else anchor, bookings)
     _replay(row, row.window, 0, booker)
 
