@@ -90,6 +90,7 @@ from relay.statuses import OrderStates, executed_totals, unseen_orders
 from tws.amounts import amount
 from tws.connection import IbConnection, ReconnectPolicy, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
+from tws.tasks import cancel_and_wait
 
 __all__ = ["PORTFOLIO_CHANNEL_OPTIONS", "ExecutionRelay", "RelayStats", "main", "run"]
 
@@ -231,9 +232,7 @@ class ExecutionRelay:
         self._scan()
         await self._connection.stop()
         tasks, self._tasks = [*self._tasks, *self._definitions], []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         self._pump(everything=True)
         left = await self._outbox.stop(self._flush_seconds)
         log.info("relay stopped: %s; %d events unsent", self.stats, left)

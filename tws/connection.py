@@ -22,13 +22,14 @@ restore) from a fresh one. A restore (1101 / 1102, or a hung TWS answering again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ib_async import IB, Contract
+
+from tws.tasks import cancel_and_wait
 
 __all__ = ["BLINDING_ERRORS", "RESTORING_ERRORS", "IbConnection", "ReconnectPolicy"]
 
@@ -166,13 +167,9 @@ class IbConnection:
         """Stops reconnecting and disconnects; safe to call twice."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         side, self._side_tasks = self._side_tasks, set()
-        for pending in side:
-            pending.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        await cancel_and_wait(side)
         if self._ib.disconnect() is not None:  # None: there was no connection
             log.info("disconnected from ib %s:%d (stopping)", self.host, self.port)
             await asyncio.sleep(0)  # let the transport run its connection_lost callback
@@ -254,9 +251,7 @@ class IbConnection:
         try:
             await asyncio.wait({attempt, closed.future}, return_when=asyncio.FIRST_COMPLETED)
             if not attempt.done():
-                attempt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await attempt
+                await cancel_and_wait([attempt])
                 reason = closed.future.result() or "closed by the peer before the API was ready"
                 raise ConnectionError(reason)
             attempt.result()
@@ -264,9 +259,7 @@ class IbConnection:
             socket_events -= closed.record
             closed.future.cancel()
             if not attempt.done():
-                attempt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await attempt
+                await cancel_and_wait([attempt])
         if not self._ib.isConnected():
             raise ConnectionError("the connection closed while synchronizing")
         self._lost.clear()  # a drop after this point is a loss of this connection
