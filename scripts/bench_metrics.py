@@ -37,58 +37,73 @@ def _compare(name: str, on: list[float], off: list[float], unit: str = "ms") -> 
     )
 
 
+def on_off_stores(store: str) -> tuple[str, str]:
+    """The two services' stores: two LMDB folders, or mem:// (one per process anyway)."""
+    if store == "mem://":
+        return store, store
+    return f"{store}-on", f"{store}-off"
+
+
+def on_off_figures(on_address: str, off_address: str, fills: int, samples: int) -> list[str]:
+    """One service with a feature against the same without, rounds interleaved so that drift
+    on the machine hits both: ingest throughput (batches of 100: the per-fill cost), one-fill
+    batches to their ack (the per-batch cost), GetPosition (the per-call cost)."""
+    lines = []
+    with (
+        grpc.insecure_channel(on_address) as channel_on,
+        grpc.insecure_channel(off_address) as channel_off,
+    ):
+        stub_on = pb_grpc.PortfolioManagerStub(channel_on)
+        stub_off = pb_grpc.PortfolioManagerStub(channel_off)
+        warm = list(batches(10_000, "WARM"))
+        ingest_rate(stub_on, warm), ingest_rate(stub_off, warm)
+        rates_on, rates_off = [], []
+        for round_ in range(5):
+            requests = list(batches(fills, f"R{round_}"))
+            rates_off.append(ingest_rate(stub_off, requests))
+            rates_on.append(ingest_rate(stub_on, requests))
+        best_on, best_off = max(rates_on), max(rates_off)
+        median_on, median_off = statistics.median(rates_on), statistics.median(rates_off)
+        per_fill_us = (1 / median_on - 1 / median_off) * 1e6
+        lines.append(
+            f"    Ingest {fills:,} fills, batches of 100: on {best_on:,.0f} fills/s   "
+            f"off {best_off:,.0f} fills/s   ratio {best_on / best_off:.3f} (best of 5; "
+            f"medians {median_on / median_off:.3f}; {per_fill_us:+.2f} us a fill)"
+        )
+        counter = iter(range(10**9))
+
+        def one_fill(stub: pb_grpc.PortfolioManagerStub) -> Callable[[], object]:
+            stream = _Stream(stub)
+
+            def send() -> object:
+                return next(stream.send(pb.IngestRequest(events=[fill(next(counter), "L")])))
+
+            return send
+
+        send_on, send_off = one_fill(stub_on), one_fill(stub_off)
+        acks_on, acks_off = [], []
+        for _ in range(4):
+            acks_off += latencies(send_off, samples // 4)
+            acks_on += latencies(send_on, samples // 4)
+        lines.append(_compare("one-fill batch to its ack", acks_on, acks_off))
+        get = pb.GetPositionRequest(account_id="L", strategy_id="S1", instrument_id="AAPL")
+        gets_on, gets_off = [], []
+        for _ in range(4):
+            gets_off += latencies(lambda: stub_off.GetPosition(get), samples // 4)
+            gets_on += latencies(lambda: stub_on.GetPosition(get), samples // 4)
+        lines.append(_compare("GetPosition", gets_on, gets_off))
+    return lines
+
+
 def metrics_figures(fills: int, samples: int, store: str, label: str) -> list[str]:
     port = _free_port()
     command = [sys.executable, "-m", "server", "--port", "0"]
-    separate = "" if store == "mem://" else "-"  # two LMDB folders; mem:// is per process
-    on_store, off_store = (
-        (f"{store}{separate}on", f"{store}{separate}off") if separate else (store, store)
-    )
+    on_store, off_store = on_off_stores(store)
     on, on_address = start([*command, "--store", on_store, "--metrics-port", str(port)])
     off, off_address = start([*command, "--store", off_store])
     lines = [label]
     try:
-        with (
-            grpc.insecure_channel(on_address) as channel_on,
-            grpc.insecure_channel(off_address) as channel_off,
-        ):
-            stub_on = pb_grpc.PortfolioManagerStub(channel_on)
-            stub_off = pb_grpc.PortfolioManagerStub(channel_off)
-            warm = list(batches(10_000, "WARM"))
-            ingest_rate(stub_on, warm), ingest_rate(stub_off, warm)
-            rates_on, rates_off = [], []
-            for round_ in range(5):  # interleaved, so drift on the machine hits both
-                requests = list(batches(fills, f"R{round_}"))
-                rates_off.append(ingest_rate(stub_off, requests))
-                rates_on.append(ingest_rate(stub_on, requests))
-            best_on, best_off = max(rates_on), max(rates_off)
-            lines.append(
-                f"    Ingest {fills:,} fills, batches of 100: on {best_on:,.0f} fills/s   "
-                f"off {best_off:,.0f} fills/s   ratio {best_on / best_off:.3f} (best of 5; "
-                f"medians {statistics.median(rates_on) / statistics.median(rates_off):.3f})"
-            )
-            counter = iter(range(10**9))
-
-            def one_fill(stub: pb_grpc.PortfolioManagerStub) -> Callable[[], object]:
-                stream = _Stream(stub)
-
-                def send() -> object:
-                    return next(stream.send(pb.IngestRequest(events=[fill(next(counter), "L")])))
-
-                return send
-
-            send_on, send_off = one_fill(stub_on), one_fill(stub_off)
-            acks_on, acks_off = [], []
-            for _ in range(4):
-                acks_off += latencies(send_off, samples // 4)
-                acks_on += latencies(send_on, samples // 4)
-            lines.append(_compare("one-fill batch to its ack", acks_on, acks_off))
-            get = pb.GetPositionRequest(account_id="L", strategy_id="S1", instrument_id="AAPL")
-            gets_on, gets_off = [], []
-            for _ in range(4):
-                gets_off += latencies(lambda: stub_off.GetPosition(get), samples // 4)
-                gets_on += latencies(lambda: stub_on.GetPosition(get), samples // 4)
-            lines.append(_compare("GetPosition", gets_on, gets_off))
+        lines += on_off_figures(on_address, off_address, fills, samples)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
         counted = [line for line in text.splitlines() if line.startswith("portfolio_events_total")]

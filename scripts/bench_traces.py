@@ -11,18 +11,16 @@ GetPosition the per-call cost of the server span. Ratios are traces-on to traces
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-from bench_metrics import _compare  # scripts/
-from benchmark import _Stream, batches, fill, ingest_rate, latencies, start  # scripts/
+from bench_metrics import _compare, on_off_figures, on_off_stores  # scripts/
+from benchmark import start  # scripts/
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
@@ -32,8 +30,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Tracer
 
-from portfolio.v1 import portfolio_pb2 as pb
-from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server import tracing
 
 
@@ -70,57 +66,12 @@ def _collector() -> tuple[grpc.Server, _Sink, str]:
 def traces_figures(fills: int, samples: int, store: str, label: str) -> list[str]:
     collector, sink, endpoint = _collector()
     command = [sys.executable, "-m", "server", "--port", "0", "--otlp-endpoint", endpoint]
-    separate = "" if store == "mem://" else "-"  # two LMDB folders; mem:// is per process
-    on_store, off_store = (
-        (f"{store}{separate}on", f"{store}{separate}off") if separate else (store, store)
-    )
+    on_store, off_store = on_off_stores(store)
     on, on_address = start([*command, "--store", on_store, "--trace-export", "otlp"])
     off, off_address = start([*command, "--store", off_store])
     lines = [label]
     try:
-        with (
-            grpc.insecure_channel(on_address) as channel_on,
-            grpc.insecure_channel(off_address) as channel_off,
-        ):
-            stub_on = pb_grpc.PortfolioManagerStub(channel_on)
-            stub_off = pb_grpc.PortfolioManagerStub(channel_off)
-            warm = list(batches(10_000, "WARM"))
-            ingest_rate(stub_on, warm), ingest_rate(stub_off, warm)
-            rates_on, rates_off = [], []
-            for round_ in range(5):  # interleaved, so drift on the machine hits both
-                requests = list(batches(fills, f"R{round_}"))
-                rates_off.append(ingest_rate(stub_off, requests))
-                rates_on.append(ingest_rate(stub_on, requests))
-            best_on, best_off = max(rates_on), max(rates_off)
-            per_fill_us = (1 / statistics.median(rates_on) - 1 / statistics.median(rates_off)) * 1e6
-            lines.append(
-                f"    Ingest {fills:,} fills, batches of 100: on {best_on:,.0f} fills/s   "
-                f"off {best_off:,.0f} fills/s   ratio {best_on / best_off:.3f} (best of 5; "
-                f"medians {statistics.median(rates_on) / statistics.median(rates_off):.3f}; "
-                f"{per_fill_us:+.2f} us a fill)"
-            )
-            counter = iter(range(10**9))
-
-            def one_fill(stub: pb_grpc.PortfolioManagerStub) -> Callable[[], object]:
-                stream = _Stream(stub)
-
-                def send() -> object:
-                    return next(stream.send(pb.IngestRequest(events=[fill(next(counter), "L")])))
-
-                return send
-
-            send_on, send_off = one_fill(stub_on), one_fill(stub_off)
-            acks_on, acks_off = [], []
-            for _ in range(4):
-                acks_off += latencies(send_off, samples // 4)
-                acks_on += latencies(send_on, samples // 4)
-            lines.append(_compare("one-fill batch to its ack", acks_on, acks_off))
-            get = pb.GetPositionRequest(account_id="L", strategy_id="S1", instrument_id="AAPL")
-            gets_on, gets_off = [], []
-            for _ in range(4):
-                gets_off += latencies(lambda: stub_off.GetPosition(get), samples // 4)
-                gets_on += latencies(lambda: stub_on.GetPosition(get), samples // 4)
-            lines.append(_compare("GetPosition", gets_on, gets_off))
+        lines += on_off_figures(on_address, off_address, fills, samples)
     finally:
         for process in (on, off):
             process.terminate()
