@@ -7,6 +7,7 @@ only if grpc hands a different handler, as an interceptor before this one may).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -14,6 +15,7 @@ import grpc
 
 if TYPE_CHECKING:
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _MAKE = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -66,3 +68,28 @@ def rebuilt(
     make = _MAKE[handler.request_streaming, handler.response_streaming]
     made: Handler = make(behaviour, deserialize, serialize)
     return made
+
+
+_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def status_raised(error: BaseException, context: Context) -> str:
+    """The status name a call raising `error` ends with (for its metrics and its span)."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return _code_name(context.code()) or "UNKNOWN"  # an abort set its code before raising
+
+
+def status_ended(status: str, context: Context) -> str:
+    """A handler that returned after setting a code (no abort) ended with that code."""
+    if status != "OK":
+        return status
+    return _code_name(context.code()) or "OK"
+
+
+def _code_name(code: object) -> str | None:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        return _NAMES.get(code)
+    return None

@@ -8,7 +8,6 @@ aborted with, CANCELLED when the client went away, UNKNOWN for anything else tha
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,14 +16,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from opentelemetry.metrics import Histogram
 
-from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
+from server.api.handlers import (
+    HandlerRewrite,
+    behaviour_of,
+    rebuilt,
+    status_ended,
+    status_raised,
+)
 
 if TYPE_CHECKING:
     from server.api.handlers import Handler
 
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-
-_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class RpcMetrics(HandlerRewrite):
@@ -63,10 +66,10 @@ class RpcMetrics(HandlerRewrite):
                     async for response in behaviour(request, context):
                         yield response
                 except BaseException as error:
-                    status = _status_of(error, context)
+                    status = status_raised(error, context)
                     raise
                 finally:
-                    record(time.perf_counter() - began, attributes(_ended(status, context)))
+                    record(time.perf_counter() - began, attributes(status_ended(status, context)))
 
             return streaming
         if inspect.iscoroutinefunction(behaviour):
@@ -76,31 +79,10 @@ class RpcMetrics(HandlerRewrite):
                 try:
                     return await behaviour(request, context)
                 except BaseException as error:
-                    status = _status_of(error, context)
+                    status = status_raised(error, context)
                     raise
                 finally:
-                    record(time.perf_counter() - began, attributes(_ended(status, context)))
+                    record(time.perf_counter() - began, attributes(status_ended(status, context)))
 
             return unary
         return None
-
-
-def _status_of(error: BaseException, context: Context) -> str:
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        return "CANCELLED"
-    return _code_name(context.code()) or "UNKNOWN"  # an abort set its code before raising
-
-
-def _ended(status: str, context: Context) -> str:
-    """A handler that returned after setting a code (no abort) ended with that code."""
-    if status != "OK":
-        return status
-    return _code_name(context.code()) or "OK"
-
-
-def _code_name(code: object) -> str | None:
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if isinstance(code, int):
-        return _NAMES.get(code)
-    return None

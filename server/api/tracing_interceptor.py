@@ -27,8 +27,13 @@ from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from server.api.handlers import HandlerRewrite, behaviour_of, rebuilt
-from server.api.metrics_interceptor import _ended, _status_of
+from server.api.handlers import (
+    HandlerRewrite,
+    behaviour_of,
+    rebuilt,
+    status_ended,
+    status_raised,
+)
 from server.tracing import BATCH
 
 if TYPE_CHECKING:
@@ -98,10 +103,10 @@ class RpcTraces(HandlerRewrite):
                             batches.answered(response)
                         yield response
                 except BaseException as error:
-                    status = _status_of(error, context)
+                    status = status_raised(error, context)
                     raise
                 finally:
-                    status = _ended(status, context)
+                    status = status_ended(status, context)
                     if batches is not None:
                         batches.close(status)
                     _finish(span, status)
@@ -123,10 +128,10 @@ class RpcTraces(HandlerRewrite):
                     try:
                         return await behaviour(request, context)
                     except BaseException as error:
-                        status = _status_of(error, context)
+                        status = status_raised(error, context)
                         raise
                     finally:
-                        _finish(span, _ended(status, context))
+                        _finish(span, status_ended(status, context))
 
             return unary
         return None
