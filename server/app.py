@@ -271,7 +271,9 @@ async def _start(
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     views_writer = None
     if config.views_process and local_folder(store.uri) is not None:
-        views_writer = ViewsProcess(store.uri)
+        views_writer = ViewsProcess(
+            store.uri, log_level=config.log_level, log_format=config.log_format
+        )
         views_writer.start()  # it opens the store while this one starts
         store.views.writer = views_writer
     service.projector.on_health = lambda healthy: set_health(VIEWS_HEALTH, healthy)

@@ -29,7 +29,12 @@ class TraceIds(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the trace ids
-    when there are some, and the exception's text when there is one."""
+    when there are some, and the exception's text when there is one. A helper process (the
+    views writer) names itself in `process`: its lines share the service's stderr."""
+
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -38,6 +43,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process:
+            line["process"] = self.process
         for name in ("trace_id", "span_id"):
             value = getattr(record, name, "")
             if value:
@@ -49,17 +56,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-def configure_logging(level: str, log_format: str, *, force: bool = False) -> None:
+def configure_logging(
+    level: str, log_format: str, *, force: bool = False, process: str = ""
+) -> None:
     """The root logger's handler: text or JSON, with trace ids. Like logging.basicConfig,
     it leaves a root logger that has handlers already as it is (a host such as pytest's log
-    capture), unless `force`."""
+    capture), unless `force`. `process` names a helper process of the service in each line
+    (text: `logger [process]: message`)."""
     root = logging.getLogger()
     if root.handlers and not force:
         return
     handler = logging.StreamHandler()
     handler.addFilter(TraceIds())
+    text = TEXT_FORMAT.replace("%(name)s:", f"%(name)s [{process}]:") if process else TEXT_FORMAT
     handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter(process) if log_format == "json" else logging.Formatter(text)
     )
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

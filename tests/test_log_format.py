@@ -70,3 +70,45 @@ def test_the_service_logs_json_lines(tmp_path):
     lines = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any("stopped at sequence" in line["message"] for line in lines)
+
+
+def test_the_views_writer_process_logs_json_lines_too(tmp_path):
+    """The views writer (a process of its own, on the service's stderr) logs in the format
+    the service was given: every line of the service's stderr reads as JSON."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.service_process import ENV, ROOT
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", "0", "--store", f"lmdb://{tmp_path}/store",
+         "--log-format", "json", "--views-process", "true"],
+        cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(60, process.kill)  # a service that never says both: no hang
+    watchdog.start()
+    raw: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # until it listens and its writer has opened the views
+            raw.append(line)
+            text = "".join(raw)
+            if "listening on" in text and "the views are open" in text:
+                break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        raw.extend(process.communicate(timeout=30)[1].splitlines())
+        watchdog.cancel()
+    lines = [json.loads(line) for line in raw if line.strip()]
+    writer = [line for line in lines if line.get("process") == "views writer"]
+    assert writer and writer[0]["level"] == "INFO"
+    assert "the views are open" in writer[0]["message"]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+
+
+def test_a_helper_process_is_named_in_text_lines(capsys):
+    configure_logging("INFO", "text", force=True, process="views writer")
+    logging.getLogger("portfolio.views").info("open")
+    assert capsys.readouterr().err.strip().endswith("portfolio.views [views writer]: open")

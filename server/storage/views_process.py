@@ -41,7 +41,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -62,6 +61,7 @@ from server.application.ports import (
 from server.domain.balances import Balance, BalanceKey
 from server.domain.book import PositionView
 from server.domain.events import EVENT_KINDS, JournaledEvent
+from server.log_format import configure_logging
 
 log = logging.getLogger("portfolio.views")
 
@@ -138,8 +138,16 @@ class ViewsProcess:
     answer (on the projector's thread, the GIL released while waiting), restarts it if it died.
     """
 
-    def __init__(self, uri: str, ready_seconds: float = READY_SECONDS) -> None:
+    def __init__(
+        self,
+        uri: str,
+        ready_seconds: float = READY_SECONDS,
+        *,
+        log_level: str = "info",
+        log_format: str = "text",
+    ) -> None:
         self.uri = uri
+        self._logs = (log_level, log_format)  # the service's (--log-level, --log-format)
         self._context = multiprocessing.get_context("spawn")
         self._process: BaseProcess | None = None
         self._connection: multiprocessing.connection.Connection | None = None
@@ -169,7 +177,10 @@ class ViewsProcess:
             return
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=run_writer, args=(self.uri, theirs), name="portfolio-views", daemon=True
+            target=run_writer,
+            args=(self.uri, theirs, *self._logs),
+            name="portfolio-views",
+            daemon=True,
         )
         process.start()
         theirs.close()
@@ -398,13 +409,16 @@ def _lock_folder(folder: Path) -> int:
     return handle
 
 
-def run_writer(uri: str, connection: multiprocessing.connection.Connection) -> None:
+def run_writer(
+    uri: str,
+    connection: multiprocessing.connection.Connection,
+    log_level: str = "info",
+    log_format: str = "text",
+) -> None:
     """The writer's life: opens the views, then writes what it is handed until asked to stop
-    or until the service is gone (its pipe closed)."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s [views writer] %(message)s",
-    )  # fmt: skip
+    or until the service is gone (its pipe closed). It logs as the service does (its lines
+    share the service's stderr, where a shipper may read JSON), named `views writer`."""
+    configure_logging(log_level, log_format, force=True, process="views writer")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the group: the service
     # stops us once its last write is done
     try:
@@ -413,6 +427,7 @@ def run_writer(uri: str, connection: multiprocessing.connection.Connection) -> N
         with contextlib.suppress(OSError):
             connection.send(("fatal", f"cannot open the views: {type(error).__name__}: {error}"))
         raise SystemExit(1) from None
+    log.info("views writer process %d: the views are open", os.getpid())
     connection.send(("ready", os.getpid()))
     while True:
         try:
