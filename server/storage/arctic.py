@@ -165,6 +165,9 @@ class ArcticEventStore:
         """Lets go of the store (LMDB allows one open instance per path and process), once
         the journal holds what the log does (if it cannot, the log keeps it for the next
         start)."""
+        views = getattr(self, "views", None)  # not yet there if opening failed
+        if views is not None:  # a stop's pending history snapshot (when written by a thread)
+            views.flush_history()
         if self._copier is not None:
             if not self._copier.stop(CLOSE_COPY_SECONDS):
                 behind = self._copier.backlog

@@ -26,7 +26,12 @@ never hold: ids written before the door refused them) never holds back the other
 symbol backs off on its own (1 s doubling to 60 s); a name the store can never hold is skipped
 for good. The watermark `checkpoints/views_through` says through which sequence every event's
 rows are written (or skipped): a restart catches the views up from there, not from the
-journal's start.
+journal's start. Position rows count too: a row not written (its `positions` or `portfolio`
+symbol failing, or waiting for the next `position_history` snapshot) holds the watermark below
+its last change, so a restart hands it over again (it hands only the rows changed after the
+watermark, and every row when the watermark is behind the checkpoint). A stop takes the
+pending history snapshot (`flush_history`), so that a clean stop leaves the watermark at the
+journal's end.
 
 On a local (LMDB) store these writes run in a process of their own (views_process.py): this
 instance then hands `record` and `record_close` to it, and stays the service's read side.
@@ -144,7 +149,9 @@ class _Failing:
     cause: str
     attempts: int
     retry_at: float  # time.monotonic()
-    first_unwritten: int  # the lowest sequence it holds back (0: rows, which are rewritten)
+    # The lowest sequence it holds back: of its events, or its rows' lowest last change
+    # (0: nothing, e.g. the watermark itself, or history, held back by what is pending).
+    first_unwritten: int
     suspended: bool = False  # too much held back: left to the next start's catch-up
 
 
@@ -324,6 +331,7 @@ class ArcticViews:
         # Seconds between snapshots of the rows changed since the last one (None: none).
         self.history_seconds: float | None = HISTORY_SECONDS
         self._history_pending: dict[PositionKey, PositionView] = {}
+        self._history_first = 0  # the lowest last change of a pending row (0: none pending)
         self._history_at = -math.inf  # clock() of the last snapshot
         self._balances_pending: dict[BalanceKey, Balance] = {}
         self._snapshot_logs: dict[tuple[str, str], _EventLog] = {}
@@ -552,8 +560,12 @@ class ArcticViews:
 
     @property
     def recorded_through(self) -> int:
-        """Every event up to this sequence has its rows written, or skipped for good."""
+        """Every event up to this sequence has its rows written, or skipped for good: its
+        events' rows, and the position rows it changed (in `positions`, `portfolio` and the
+        `position_history` snapshot)."""
         held_back = [f.first_unwritten for f in self._failing.values() if f.first_unwritten]
+        if self._history_first:
+            held_back.append(self._history_first)
         return min([self._handed_through, *(first - 1 for first in held_back)])
 
     def _save_watermark(self) -> None:
@@ -1053,8 +1065,12 @@ class ArcticViews:
         the first view write after the interval (and at the next start for what a stop left)."""
         if self.history_seconds is None:
             return
+        first = self._history_first
         for view in changed:
             self._history_pending[view.key] = view
+            if view.last_sequence and (not first or view.last_sequence < first):
+                first = view.last_sequence
+        self._history_first = first
         failing = any(key[0] == self.position_history.name for key in self._failing)
         if not self._history_pending or (
             not failing and self.clock() - self._history_at < self.history_seconds
@@ -1071,6 +1087,21 @@ class ArcticViews:
                 for view in views:
                     if self._history_pending.get(view.key) is view:
                         del self._history_pending[view.key]
+        self._history_first = min(
+            (v.last_sequence for v in self._history_pending.values() if v.last_sequence),
+            default=0,
+        )
+
+    def flush_history(self) -> None:
+        """At a stop: snapshots the rows changed since the last snapshot now, rather than at
+        the interval's end (which holds the watermark back: the next start would hand every
+        row over again for them), and saves the watermark. What fails stays pending (logged
+        by its symbol's write as any other) and keeps the stored watermark back."""
+        if not self._history_pending or self.history_seconds is None:
+            return
+        self._history_at = -math.inf
+        self._record_history(())
+        self._save_watermark()
 
     def _record_balances(self, balances: Iterable[Balance]) -> None:
         """Appends to `balances` (symbol = account) each balance a view write was handed,
@@ -1161,8 +1192,12 @@ class ArcticViews:
         left: set[PositionKey] = set()
         for (library_name, symbol), changed in grouped.items():
             library = self.portfolio if library_name == "portfolio" else self.positions
-            write = functools.partial(self._upsert, library, symbol, list(changed.values()))
-            if not self._attempt(library_name, symbol, 0, write):
+            rows = list(changed.values())
+            write = functools.partial(self._upsert, library, symbol, rows)
+            # A symbol that fails holds the watermark below its rows' lowest last change: a
+            # restart hands those rows over again (it hands only the rows changed since).
+            first = min((view.last_sequence for view in rows if view.last_sequence), default=0)
+            if not self._attempt(library_name, symbol, first, write):
                 left.update(changed)
         return left
 

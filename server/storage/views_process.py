@@ -437,7 +437,8 @@ def run_writer(
         except Exception as error:  # a request that does not unpickle: refused, not fatal
             connection.send(("error", f"views writer: bad request: {error!r}"))
             continue
-        if message[0] == "stop":
+        if message[0] == "stop":  # the projector's last write is done
+            views.flush_history()
             return
         connection.send(_handle(views, message))
 
@@ -456,7 +457,9 @@ def _open(uri: str) -> Any:
     disk = DiskGuard(folder)
     arctic = adb.Arctic(uri)
     gate_writes(arctic, disk.check, disk.failed)  # LMDB must never see a failed commit
-    return ArcticViews(arctic)
+    views = ArcticViews(arctic)
+    views.saved_through()  # a new writer never stores a watermark below the one stored
+    return views
 
 
 def _handle(views: Any, message: tuple[Any, ...]) -> tuple[object, ...]:
