@@ -111,6 +111,7 @@ MAX_RECONCILIATIONS_PAGE = 100
 DEFAULT_LOOKBACK_DAYS = 250
 MAX_CONFIDENCE_LEVELS = 5
 MAX_LOOKBACK_DAYS = 2520
+POSITIONS_KEPT = 4096  # GetPosition answers kept encoded (a few hundred bytes each)
 
 _RESULTS = {
     Result.ACCEPTED: pb.EVENT_RESULT_ACCEPTED,
@@ -176,6 +177,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
         self.answers = AnswerCache()  # summaries kept encoded until the state moves
+        self.positions = AnswerCache(POSITIONS_KEPT)  # rows, the same way (polled many at once)
         # At a shutdown (stop_streams): no new stream; open ingest streams (their admitting
         # task -> their answers) admit nothing more, answer what they admitted, then end.
         self.stopping = False
@@ -511,13 +513,21 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return consolidated_to_proto(found)
 
     @answers_errors
-    async def GetPosition(self, request: pb.GetPositionRequest, context: Context) -> pb.Position:
-        _require("account_id", request.account_id)
-        _require("instrument_id", request.instrument_id)
-        view = self.service.get_position(
-            request.account_id, request.instrument_id, request.strategy_id
-        )
-        return position_to_proto(view)
+    async def GetPosition(  # type: ignore[override]  # kept encoded: api/answers.py
+        self, request: pb.GetPositionRequest, context: Context
+    ) -> pb.Position | bytes:
+        account_id, instrument_id = request.account_id, request.instrument_id
+        _require("account_id", account_id)
+        _require("instrument_id", instrument_id)
+        strategy_id = request.strategy_id
+
+        def build() -> pb.Position:
+            return position_to_proto(
+                self.service.get_position(account_id, instrument_id, strategy_id)
+            )
+
+        key = (account_id, instrument_id, strategy_id)
+        return self.positions.answer(key, self.service.version, build)
 
     @answers_errors
     async def GetStrategyPortfolio(  # type: ignore[override]  # kept encoded: api/answers.py

@@ -1,11 +1,14 @@
-"""Summaries are kept encoded until what they were read from changes: a repeated read is not
-recomputed, and no change (a fill, a mark even at the same price, an FX rate, a definition)
-leaves a stale answer."""
+"""Summaries and positions are kept encoded until what they were read from changes: a repeated
+read is not recomputed, and no change (a fill, a mark even at the same price, an FX rate, a
+definition, a day close) leaves a stale answer."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from portfolio.v1 import portfolio_pb2 as pb
-from tests.api.protocol import acks, pb_fill
+from server.domain.events import ClosingMark, DayClose
+from tests.api.protocol import BASE_SECONDS, acks, pb_fill
 from tests.api.test_reference_and_cash import define, fx, mark, stream_marks
 
 
@@ -77,3 +80,56 @@ def test_the_cache_keeps_the_latest_version_bounded_in_number_and_size():
     cache.answer("big", 1, build(LARGEST + 1))
     cache.answer("big", 1, build(LARGEST + 1))  # too large to keep: built each time
     assert built[-2:] == [LARGEST + 1, LARGEST + 1]
+
+
+def position(stub, instrument: str = "SAP") -> pb.Position:
+    request = pb.GetPositionRequest(account_id="A1", instrument_id=instrument, strategy_id="S1")
+    return stub.GetPosition(request, timeout=10)
+
+
+def test_a_repeated_position_is_not_recomputed(stub, server):
+    acks(stub, pb_fill("BUY", 10, 100))
+    service = server.running.service
+    calls = []
+    computed = service.get_position
+
+    def counted(*args):
+        calls.append(args)
+        return computed(*args)
+
+    service.get_position = counted
+    first, second = position(stub, "AAPL"), position(stub, "AAPL")
+    assert first == second and first.quantity == "10" and len(calls) == 1
+    asked = pb.GetPositionRequest(account_id="A1", instrument_id="AAPL", strategy_id="S1")
+    query = stub.Query(pb.PortfolioQuery(get_position=asked), timeout=10)
+    assert query.position == first and len(calls) == 1
+    account_level = pb.GetPositionRequest(account_id="A1", instrument_id="AAPL")
+    assert stub.GetPosition(account_level, timeout=10).level == pb.POSITION_LEVEL_ACCOUNT
+    assert len(calls) == 2  # another row: its own answer
+
+
+def test_a_kept_position_shows_every_change_of_what_it_was_read_from(stub, server):
+    define(stub, "SAP", currency="EUR")
+    acks(stub, pb_fill("BUY", 10, 50, instrument="SAP"))
+    kept = position(stub)
+    assert kept == position(stub) and kept.quantity == "10"
+    acks(stub, pb_fill("BUY", 5, 50, instrument="SAP"))  # a fill of the row
+    assert position(stub).quantity == "15"
+    stream_marks(stub, pb.MarkBatch(marks=[mark("SAP", 10, mark="55")]))  # a mark
+    marked = position(stub)
+    assert (marked.market_price, marked.unrealized_pnl) == ("55", "75")
+    assert (marked.fx_rate, marked.unrealized_pnl_base) == ("", "")  # no EUR rate yet
+    stream_marks(stub, pb.MarkBatch(fx_rates=[fx("EUR", "USD", "1.1")]))  # an FX rate
+    converted = position(stub)
+    assert (converted.fx_rate, converted.unrealized_pnl_base) == ("1.1", "82.5")
+    assert converted.day_unrealized_change == "75"  # no close yet: since the row opened
+    close = DayClose(
+        account_id="A1", trading_date="2026-01-05",
+        timestamp_ns=(BASE_SECONDS + 4 * 86_400 + 79_200) * 10**9,
+        marks=(ClosingMark(instrument_id="SAP", price=Decimal(54)),),
+    )  # fmt: skip
+    (outcome,) = server.call(server.running.service.ingest([close]))  # a day close
+    assert outcome.result.name == "ACCEPTED", outcome.reason
+    closed = position(stub)
+    assert closed.day_unrealized_change == "15"  # 15 x (55 - 54) since the close
+    assert closed.unrealized_pnl == "75"
