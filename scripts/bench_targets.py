@@ -353,9 +353,36 @@ def summary_bytes(channel: grpc.Channel, request: pb.GetPortfolioSummaryRequest)
     return answer
 
 
+ROUNDS = 8
+"""Query rounds: each round times every query against the service and the no-op in turns."""
+
+
+def interleaved(calls: dict[str, Callable[[], object]], samples: int) -> dict[str, list[float]]:
+    """Each call's per-round median over ROUNDS rounds of samples/ROUNDS calls, the calls taken
+    in turns (the order reversed every other round), so that a burst of load elsewhere on the
+    machine falls on service and no-op alike rather than on whichever ran during it."""
+    per_round = max(samples // ROUNDS, 50)
+    names = list(calls)
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm: connections, caches, the servers' code paths
+        bench.latencies(calls[name], 0)
+    for round_ in range(ROUNDS):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            medians[name].append(p50(bench.latencies(calls[name], per_round)))
+    return medians
+
+
+def steady_ratio(service: list[float], noop: list[float]) -> tuple[float, str]:
+    """The ratio of the fastest round medians (what each side costs when the machine lets it
+    run), and the spread of the rounds' own ratios."""
+    ratios = sorted(s / n for s, n in zip(service, noop, strict=True))
+    return min(service) / min(noop), f"rounds {ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+
 def query_lines(run: Run) -> list[Line]:
     """7, 8: a book of `query_rows` rows, 100 strategies, queried one call at a time against a
-    no-op server answering GetPortfolioSummary with the service's own answer, as bytes."""
+    no-op server answering GetPortfolioSummary with the service's own answer, as bytes; each
+    figure the fastest of ROUNDS interleaved rounds' medians (`interleaved`)."""
     query_book(run.svc, run.sizes.query_rows)
     request = pb.GetPortfolioSummaryRequest(account_id="BIG")
     answer = summary_bytes(run.channel, request)
@@ -366,36 +393,46 @@ def query_lines(run: Run) -> list[Line]:
         [sys.executable, __file__, "--serve-noop-same-bytes", str(run.folder / "summary.bin")]
     )
     run.others.append(same)
-    samples, svc = run.sizes.samples, run.svc
+    svc = run.svc
     get = pb.GetPositionRequest(account_id="BIG", strategy_id="S42", instrument_id="I42")
     with grpc.insecure_channel(same_address) as same_channel:
         noop = pb_grpc.PortfolioManagerStub(same_channel)
         assert summary_bytes(same_channel, request) == answer
-        service_summary = bench.latencies(lambda: svc.GetPortfolioSummary(request), samples)
-        noop_summary = bench.latencies(lambda: noop.GetPortfolioSummary(request), samples)
-        service_get = bench.latencies(lambda: svc.GetPosition(get), samples)
-        noop_get = bench.latencies(lambda: noop.GetPosition(get), samples)
+        medians = interleaved(
+            {
+                "summary": lambda: svc.GetPortfolioSummary(request),
+                "noop summary": lambda: noop.GetPortfolioSummary(request),
+                "get": lambda: svc.GetPosition(get),
+                "noop get": lambda: noop.GetPosition(get),
+            },
+            run.sizes.samples * 4,
+        )
     run.say(f"queries: book of {rows:,} strategy rows, {len(summary.strategies)} strategies; "
             f"summary answer {len(answer):,} bytes")  # fmt: skip
-    summary_ratio = p50(service_summary) / p50(noop_summary)
-    get_ratio = p50(service_get) / p50(noop_get)
+    summary_ratio, summary_spread = steady_ratio(medians["summary"], medians["noop summary"])
+    get_ratio, get_spread = steady_ratio(medians["get"], medians["noop get"])
     return [
         Line(
             target=f"7 GetPortfolioSummary p50, {rows:,} rows, 100 strategies",
-            measured=f"{p50(service_summary):.3f} ms",
-            baseline=f"no-op, same {len(answer):,} B: {p50(noop_summary):.3f} ms",
-            ratio=f"{summary_ratio:.2f}", goal="ratio <= 1.5", met=summary_ratio <= 1.5,
+            measured=f"{min(medians['summary']):.3f} ms",
+            baseline=f"no-op, same {len(answer):,} B: {min(medians['noop summary']):.3f} ms",
+            ratio=f"{summary_ratio:.2f} ({summary_spread})", goal="ratio <= 1.5",
+            met=summary_ratio <= 1.5,
         ),
         Line(
-            target=f"8 GetPosition p50, {rows:,} rows", measured=f"{p50(service_get):.3f} ms",
-            baseline=f"no-op unary {p50(noop_get):.3f} ms", ratio=f"{get_ratio:.2f}",
-            goal="ratio <= 1.2", met=get_ratio <= 1.2,
+            target=f"8 GetPosition p50, {rows:,} rows",
+            measured=f"{min(medians['get']):.3f} ms",
+            baseline=f"no-op unary {min(medians['noop get']):.3f} ms",
+            ratio=f"{get_ratio:.2f} ({get_spread})", goal="ratio <= 1.2", met=get_ratio <= 1.2,
         ),
     ]  # fmt: skip
 
 
-def service_lines(sizes: Sizes, say: Callable[[str], None]) -> list[Line]:
-    """Targets 1-3 and 5-8, on one service on LMDB in a temporary folder."""
+def service_lines(
+    sizes: Sizes, say: Callable[[str], None], only_queries: bool = False
+) -> list[Line]:
+    """Targets 1-3 and 5-8 (7 and 8 alone with `only_queries`), on one service on LMDB in a
+    temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         service, address = bench.start(
             [sys.executable, "-m", "server", "--port", "0", "--store", f"lmdb://{tmp}/store"]
@@ -414,6 +451,8 @@ def service_lines(sizes: Sizes, say: Callable[[str], None]) -> list[Line]:
                 )  # fmt: skip
                 warm = list(bench.batches(10_000, "WARM"))
                 bench.ingest_rate(run.svc, warm), bench.ingest_rate(run.noop, warm)
+                if only_queries:
+                    return query_lines(run)
                 return ingest_lines(run) + ack_lines(run) + query_lines(run)
         finally:
             for process in reversed(others):
@@ -574,6 +613,7 @@ def main() -> int:
     parser.add_argument("--book-child", nargs=2, type=int, metavar=("ROWS", "SAMPLES"))
     parser.add_argument("--listen", nargs=3, metavar=("ADDRESS", "ACCOUNT", "BATCH"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--queries", action="store_true", help="targets 7 and 8 only")
     args = parser.parse_args()
     if args.serve_noop_same_bytes:
         asyncio.run(serve_noop_same_bytes(args.serve_noop_same_bytes))
@@ -582,6 +622,9 @@ def main() -> int:
         listen(address, account, batch == "1")
     elif args.book_child:
         print(json.dumps(book_child(*args.book_child)))
+    elif args.queries:
+        sizes = QUICK if args.quick else FULL
+        print(table("", service_lines(sizes, print, only_queries=True)))
     else:
         print("\n".join(targets_figures(QUICK if args.quick else FULL)))
     return 0
