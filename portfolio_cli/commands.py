@@ -28,8 +28,9 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from portfolio_cli.tables import enum_name, table
 
-#: The health names the service sets ("" is its readiness; `broker` only with a broker). A copy
-#: (the CLI imports nothing from `server`): tests/portfolio_cli checks it against the service's.
+#: The health names the service sets ("" is its readiness; `broker` only with a broker, `exports`
+#: only with --otlp-endpoint). A copy (the CLI imports nothing from `server`): tests/portfolio_cli
+#: checks it against the service's.
 HEALTH_NAMES = (
     "",
     pb.DESCRIPTOR.services_by_name["PortfolioManager"].full_name,
@@ -41,6 +42,7 @@ HEALTH_NAMES = (
     "ack_latency",
     "query_latency",
     "capacity",
+    "exports",
 )
 
 _Req = TypeVar("_Req")

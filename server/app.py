@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -54,7 +55,7 @@ from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
 from server.storage.views_process import ViewsProcess, local_folder
 from server.telemetry import Metrics
-from server.tracing import Tracing
+from server.tracing import Exports, Tracing
 from tws.connection import IbConnection, quiet_ib_async
 from tws.contracts import ContractMap, ContractMapError
 
@@ -66,6 +67,7 @@ RECONCILIATION_HEALTH = "reconciliation"  # SERVING while no live account has a 
 VIEWS_HEALTH = "views"  # SERVING while every analysts' view symbol is written
 BOOKS_HEALTH = "books"  # NOT_SERVING for a while after a fill was booked outside its place
 JOURNAL_HEALTH = "journal"  # SERVING while the journal takes what the write-ahead log holds
+EXPORTS_HEALTH = "exports"  # with --otlp-endpoint: SERVING while the collector takes exports
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -285,13 +287,25 @@ async def _start(
         loop.call_soon_threadsafe(set_health, JOURNAL_HEALTH, healthy)
 
     store.watch_journal(on_journal)
+    exports = None
+    if config.otlp_endpoint:
+
+        def on_exports(healthy: bool) -> None:  # called on an exporter's thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the service stopped
+                loop.call_soon_threadsafe(set_health, EXPORTS_HEALTH, healthy)
+
+        exports = Exports(config.otlp_endpoint, on_exports)
     tracing = None
     if span_exporter is not None or config.trace_export != "none":
-        tracing = Tracing(config.trace_export, config.otlp_endpoint, span_exporter)
+        tracing = Tracing(config.trace_export, config.otlp_endpoint, span_exporter, exports)
         tracing.install()  # before the first commit: every group's spans
         log.info("traces: %s %s", config.trace_export, config.otlp_endpoint)
     supervision.watch(service.committer.start())
-    metrics = Metrics(config.otlp_endpoint) if config.metrics_port or config.otlp_endpoint else None
+    metrics = (
+        Metrics(config.otlp_endpoint, exports=exports)
+        if config.metrics_port or config.otlp_endpoint
+        else None
+    )
     try:
         thresholds = HealthThresholds(
             ack_limit=config.ack_p99_ms / 1e3,
@@ -384,6 +398,8 @@ async def _start(
             VIEWS_HEALTH, SERVING if service.projector.healthy else NOT_SERVING
         )
         await health_servicer.set(JOURNAL_HEALTH, SERVING if store.journal_current else NOT_SERVING)
+        if exports is not None:
+            await health_servicer.set(EXPORTS_HEALTH, SERVING if exports.healthy else NOT_SERVING)
         await health_servicer.set(
             RECONCILIATION_HEALTH, SERVING if reconciler.clean else NOT_SERVING
         )

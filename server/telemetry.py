@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from server.domain.ledger import Result
 from server.domain.restatement import Placement
-from server.tracing import EXPORT_TIMEOUT_SECONDS
+from server.tracing import EXPORT_TIMEOUT_SECONDS, Exports, otlp_metric_exporter
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -63,17 +63,14 @@ PUSH_SECONDS = 10.0
 """How often metrics are pushed to an OTLP collector (--otlp-endpoint), and once at a stop."""
 
 
-def _pushed(endpoint: str, every: float) -> list[MetricReader]:
-    """The reader that pushes to an OTLP collector (gRPC) from a thread of its own; none
-    without an endpoint."""
+def _pushed(endpoint: str, every: float, exports: Exports) -> list[MetricReader]:
+    """The reader that pushes to an OTLP collector (gRPC) from a thread of its own, watched by
+    `exports`; none without an endpoint."""
     if not endpoint:
         return []
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-    exporter = OTLPMetricExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_SECONDS)
     return [
         PeriodicExportingMetricReader(
-            exporter,
+            otlp_metric_exporter(endpoint, exports),
             export_interval_millis=every * 1000,
             export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000,
         )
@@ -84,13 +81,19 @@ class Metrics:
     """The instruments of one running service, exposed on their own HTTP port and/or pushed
     to an OTLP collector."""
 
-    def __init__(self, otlp_endpoint: str = "", push_seconds: float = PUSH_SECONDS) -> None:
+    def __init__(
+        self,
+        otlp_endpoint: str = "",
+        push_seconds: float = PUSH_SECONDS,
+        exports: Exports | None = None,
+    ) -> None:
+        self.exports = exports or Exports(otlp_endpoint)
         self.registry = CollectorRegistry()  # one per service: tests run several in a process
         self._reader = PrometheusMetricReader(registry=self.registry)
         seconds = ExplicitBucketHistogramAggregation(LATENCY_BUCKETS)
         self.provider = MeterProvider(
             resource=Resource.create({"service.name": "portfolio-manager"}),
-            metric_readers=[self._reader, *_pushed(otlp_endpoint, push_seconds)],
+            metric_readers=[self._reader, *_pushed(otlp_endpoint, push_seconds, self.exports)],
             views=[
                 View(instrument_name=RPC_DURATION, aggregation=seconds),
                 View(instrument_name=ACK_DURATION, aggregation=seconds),
@@ -116,6 +119,8 @@ class Metrics:
         )
         self._server: WSGIServer | None = None
         self.checkpoint_age: CheckpointAge | None = None  # set by observe
+        if otlp_endpoint:
+            self._observe_exports(self.exports)
 
     # -- the write path: one call per group commit ---------------------------------------------
 
@@ -239,6 +244,27 @@ class Metrics:
         self.meter.create_observable_gauge(
             "portfolio.reconciliation.discrepancies", [discrepancies], "{line}",
             "Discrepant lines in each account's latest run, by status",
+        )  # fmt: skip
+
+    def _observe_exports(self, exports: Exports) -> None:
+        """The OTLP exports (traces and these metrics pushed): read by the Prometheus scrape,
+        which works while the collector does not."""
+
+        def failing(_: CallbackOptions) -> Iterable[Observation]:
+            for signal in ("traces", "metrics"):
+                yield Observation(int(exports.failing(signal)), {"signal": signal})
+
+        def failures(_: CallbackOptions) -> Iterable[Observation]:
+            for signal, count in exports.failures().items():
+                yield Observation(count, {"signal": signal})
+
+        self.meter.create_observable_gauge(
+            "portfolio.otlp.export.failing", [failing], "1",
+            "1 while a signal's exports to the OTLP collector fail (its latest one failed)",
+        )  # fmt: skip
+        self.meter.create_observable_counter(
+            "portfolio.otlp.export.failures", [failures], "{export}",
+            "Exports to the OTLP collector that failed (what they held was dropped), by signal",
         )  # fmt: skip
 
     # -- the scrape endpoint -------------------------------------------------------------------

@@ -4,9 +4,11 @@ metrics to a collector on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,6 +16,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
@@ -226,14 +229,19 @@ class Collector(
                 self.resources.add(attribute.value.string_value)
 
 
-@pytest.fixture
-def collector() -> Iterator[tuple[Collector, str]]:
-    found = Collector()
+def serve_collector(found: Collector, port: int = 0) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(found, server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(found, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
+    return server, port
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, str]]:
+    found = Collector()
+    server, port = serve_collector(found)
     try:
         yield found, f"http://127.0.0.1:{port}"
     finally:
@@ -256,6 +264,118 @@ def test_spans_and_metrics_are_pushed_to_an_otlp_collector(collector):
         assert "portfolio.ingest.ack.duration" in found.metrics
         assert "rpc.server.call.duration" in found.metrics
         assert found.resources == {"portfolio-manager"}
+
+
+def _free_port() -> int:
+    """A port nothing listens on (yet): a collector that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _exporter_lines(records: list[logging.LogRecord]) -> list[str]:
+    """Lines of the OpenTelemetry exporters themselves (a warning per retry, an error per
+    failed export, unwatched)."""
+    return [
+        r.getMessage() for r in records
+        if r.name.startswith("opentelemetry") and r.levelno >= logging.WARNING
+    ]  # fmt: skip
+
+
+def _lines(records: list[logging.LogRecord], level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in records if r.levelno == level and text in r.getMessage()]
+
+
+def test_a_collector_down_is_logged_once_and_on_health_and_so_is_its_return(monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # spans exported every 0.1 s
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    caplog.set_level(logging.INFO)
+    running = ServerThread(replace(TEST_CONFIG, trace_export="otlp", otlp_endpoint=endpoint))
+    found, collector = Collector(), None
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            checks = health_pb2_grpc.HealthStub(channel)
+
+            def exports_health(status: int) -> Callable[[], bool]:
+                def reached() -> bool:  # a call makes a span to export meanwhile
+                    with contextlib.suppress(grpc.RpcError):
+                        stub.GetPosition(pb.GetPositionRequest(account_id="A1"), timeout=5)
+                    check = health_pb2.HealthCheckRequest(service="exports")
+                    try:
+                        return checks.Check(check, timeout=5).status == status
+                    except grpc.RpcError:  # NOT_FOUND: a name the service does not set
+                        return False
+
+                return reached
+
+            assert wait_for(exports_health(health_pb2.HealthCheckResponse.NOT_SERVING), 30)
+            exports = running.running.metrics.exports  # the one the traces report to as well
+            assert wait_for(  # several exports failed, logged once
+                lambda: (
+                    exports_health(health_pb2.HealthCheckResponse.NOT_SERVING)()
+                    and exports.failures().get("traces", 0) >= 3
+                ),
+                30,
+            )
+            collector, _ = serve_collector(found, port)  # the collector is back
+            assert wait_for(exports_health(health_pb2.HealthCheckResponse.SERVING), 30)
+    finally:
+        running.stop()
+        if collector is not None:
+            collector.stop(0)
+    with found.lock:
+        assert found.spans  # what was exported once it was back
+    records = caplog.records
+    failing = _lines(records, logging.ERROR, f"OTLP traces export to {endpoint} failing")
+    assert len(failing) == 1 and "UNAVAILABLE" in failing[0]
+    assert len(_lines(records, logging.INFO, f"OTLP traces export to {endpoint} working")) == 1
+    assert _exporter_lines(records) == []
+
+
+def test_pushed_metrics_to_a_collector_down_are_logged_once_and_counted(caplog):
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from server.telemetry import Metrics
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    changes: list[bool] = []
+    caplog.set_level(logging.INFO)
+    metrics = Metrics(endpoint, 0.2, tracing.Exports(endpoint, changes.append))
+    found, collector = Collector(), None
+
+    def scraped(name: str, signal: str) -> float:
+        text = generate_latest(metrics.registry).decode()
+        return next(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and sample.labels["signal"] == signal
+        )
+
+    try:
+        assert wait_for(lambda: metrics.exports.failures().get("metrics", 0) >= 3, 30)
+        assert changes == [False]
+        assert scraped("portfolio_otlp_export_failing", "metrics") == 1
+        assert scraped("portfolio_otlp_export_failing", "traces") == 0
+        assert scraped("portfolio_otlp_export_failures_total", "metrics") >= 3
+        collector, _ = serve_collector(found, port)
+        assert wait_for(lambda: changes == [False, True], 30)
+        assert scraped("portfolio_otlp_export_failing", "metrics") == 0
+    finally:
+        metrics.close()
+        if collector is not None:
+            collector.stop(0)
+    with found.lock:
+        assert "portfolio.otlp.export.failing" in found.metrics
+    records = caplog.records
+    failing = _lines(records, logging.ERROR, f"OTLP metrics export to {endpoint} failing")
+    assert len(failing) == 1 and "UNAVAILABLE" in failing[0]
+    assert len(_lines(records, logging.INFO, f"OTLP metrics export to {endpoint} working")) == 1
+    assert _exporter_lines(records) == []
 
 
 # -- settings ----------------------------------------------------------------------------------
