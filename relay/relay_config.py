@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> RelayConfig:
     parser = argparse.ArgumentParser(
         prog="python -m relay",
         description="Streams IB executions and order statuses into the portfolio manager.",
+        epilog="Traces are set by OpenTelemetry's variables only, no flag: OTEL_TRACES_EXPORTER="
+        "otlp (with OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4317), console or none.",
     )
 
     option = env_options(parser, "RELAY_")

@@ -97,3 +97,12 @@ async def test_without_a_tracer_the_relay_sends_no_trace_context(tws: FakeTws, t
     calls = [span for span in service_spans.get_finished_spans() if span.name == INGEST]
     assert calls
     assert all(call.parent is None for call in calls)  # a trace of the service's own
+
+
+def test_relay_help_says_traces_are_set_by_the_otel_variables(capsys):
+    from relay.relay_config import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "OTEL_TRACES_EXPORTER=otlp" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
