@@ -8,6 +8,11 @@ Recovery (`recover`): the state after a restart equals the state before, field f
 latest checkpoint gives the book at sequence S; every journaled id is remembered (so a fill
 replayed by the relay is a duplicate); the journal after S is applied again and published,
 which refills the subscribers' replay buffer; traces still alive are rebuilt from the journal.
+The analysts' views get the events after their watermark and the rows those may have changed
+(the replayed ones, and any rebuilt other than checkpointed): the watermark waits for position
+rows not yet written (server/storage/views.py), so a row whose view is out of date changed
+after it. Every row only when the views are behind the checkpoint, since which rows changed
+before it is not known (copying each row of a large book costs about 7 us a row at a start).
 A replay longer than two checkpoint intervals is checkpointed at once, so starts that follow
 one another quickly (a crash loop) never replay more and more.
 """
@@ -76,7 +81,8 @@ class RecoveryReport:
     replayed: int
     sequence: int
     seconds: float
-    # What the analysts' views miss: journaled events, and every row (they are rewritten).
+    # What the analysts' views miss: the journaled events after their watermark, and copies
+    # of the rows those events may have changed (with their marks), to be written again.
     views_backlog: list[Sequenced] = field(default_factory=list)
     rows: list[tuple[Position, Decimal]] = field(default_factory=list)
 
@@ -275,6 +281,7 @@ class WritePath(Generic[Payload]):
         ledger, store = self.ledger, self._store
         checkpoint = store.latest_checkpoint()
         start = 0
+        rows: list[tuple[Position, Decimal]] = []  # rows whose views may be out of date
         if checkpoint is not None:
             restore(ledger, checkpoint.rows, checkpoint.state)
             start = ledger.applied_sequence = checkpoint.sequence
@@ -291,6 +298,8 @@ class WritePath(Generic[Payload]):
             differ = ledger.reload_correctable(
                 store.correctable_fills(horizon, start), checkpoint.anchors
             )
+            restated = [row for row in map(ledger.book.get, differ) if row is not None]
+            rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in restated]
             if differ:
                 _recovery_log.error(
                     "%d rows rebuilt from their restatement windows differ from the checkpoint "
@@ -304,7 +313,8 @@ class WritePath(Generic[Payload]):
             if sequence <= ledger.applied_sequence or (tail and sequence == tail[-1][0]):
                 continue  # a row journaled twice (an append retried after it had landed)
             tail.append((sequence, event))
-        self.replay(tail)
+        changed, _, _ = self.replay(tail)
+        rows.extend(changed)  # later than the rows rebuilt above: the views keep the latest
         ledger.traces.received(store.received_by(ledger.applied_sequence))  # the tail's legs
         replayed = len(tail)
         marks, rates = store.latest_marks()
@@ -322,7 +332,10 @@ class WritePath(Generic[Payload]):
             self.checkpoints.save_recovered()
         through = store.views_recorded_through()
         backlog = list(store.events_after(through)) if through < ledger.applied_sequence else []
-        rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in ledger.book.rows()]
+        if through < start:  # views behind the checkpoint: which rows changed is not known
+            rows = [(r.copy(), ledger.book.mark(r.key.instrument_id)) for r in ledger.book.rows()]
+        else:  # the latest copy of each
+            rows = list({row.key: (row, mark) for row, mark in rows}.values())
         report = RecoveryReport(
             start, replayed, ledger.applied_sequence, time.perf_counter() - began, backlog, rows
         )
