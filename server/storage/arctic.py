@@ -71,6 +71,9 @@ MARKS, LATEST = "marks", "latest"
 COMPACT_EVERY = 1000  # appends between compactions of the journal
 WAL_FOLDER = "portfolio-wal"  # in the store's folder, beside ArcticDB's libraries
 CATCH_UP_ROWS = 50_000  # events per journal append when a start copies the log's tail
+# A disk check before a log write stands this long: a full disk fails the log's write safely
+# (cut back, not acknowledged), and ArcticDB's own appends still check every time.
+WAL_DISK_CHECK_SECONDS = 0.1
 # How long closing waits for the journal to take the log's tail: inside the 5 s a stop has past
 # its grace (app.STOP_MARGIN_SECONDS); what is left stays in the log for the next start.
 CLOSE_COPY_SECONDS = 3.0
@@ -195,7 +198,7 @@ class ArcticEventStore:
             self._known_receipts().note(group[-1][0], time.time_ns())
             return
         if self._disk:  # the log takes from the same room the store keeps free
-            self._disk.check()
+            self._disk.check(max_age=WAL_DISK_CHECK_SECONDS)
         self._copier.check_room()
         try:
             self._wal.write(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from server.application.ports import StorageUnavailable
@@ -44,6 +45,7 @@ class DiskGuard:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._probe: int | None = None  # a file of the store's, for an empty write
+        self._passed_at = float("-inf")  # monotonic time of the last check that passed
 
     def problem(self) -> str | None:
         """Why a write must not be tried now, or None."""
@@ -84,10 +86,18 @@ class DiskGuard:
             os.close(self._probe)
             self._probe = None
 
-    def check(self) -> None:
+    def check(self, max_age: float = 0.0) -> None:
+        """Refuses (StorageUnavailable) a write the filesystem cannot take now. With `max_age`,
+        a check passed less than that many seconds ago stands: for writes that a full disk
+        fails safely (the write-ahead log's, a plain file cut back on error), where three
+        system calls per write would each hand the GIL away and wait to take it back."""
+        if max_age and time.monotonic() - self._passed_at < max_age:
+            return
         problem = self.problem()
         if problem:
+            self._passed_at = float("-inf")
             raise StorageUnavailable(problem)
+        self._passed_at = time.monotonic()
 
     def failed(self, error: Exception) -> None:
         """After a write's error: a failed LMDB commit ends the process (see above)."""
