@@ -56,25 +56,9 @@ def test_an_exception_is_one_json_line(capsys):
     assert "ValueError: boom" in json.loads(line)["exception"]
 
 
-def test_the_service_logs_json_lines(tmp_path):
-    import signal
-
-    from tests.service_process import start_service
-
-    process, address = start_service("--store", f"lmdb://{tmp_path}/store", "--log-format", "json")
-    try:
-        assert address.startswith("127.0.0.1:")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        rest = process.communicate(timeout=30)[1]
-    lines = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
-    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-    assert any("stopped at sequence" in line["message"] for line in lines)
-
-
-def test_the_views_writer_process_logs_json_lines_too(tmp_path):
-    """The views writer (a process of its own, on the service's stderr) logs in the format
-    the service was given: every line of the service's stderr reads as JSON."""
+def test_the_service_and_its_views_writer_log_json_lines(tmp_path):
+    """Every line of a JSON service's stderr reads as JSON, the views writer's too (a process
+    of its own on the same stderr, which once logged text whatever the format)."""
     import signal
     import subprocess
     import sys
@@ -95,17 +79,18 @@ def test_the_views_writer_process_logs_json_lines_too(tmp_path):
         for line in process.stderr:  # until it listens and its writer has opened the views
             raw.append(line)
             text = "".join(raw)
-            if "listening on" in text and "the views are open" in text:
+            if "listening on 127.0.0.1:" in text and "the views are open" in text:
                 break
     finally:
         process.send_signal(signal.SIGTERM)
         raw.extend(process.communicate(timeout=30)[1].splitlines())
         watchdog.cancel()
     lines = [json.loads(line) for line in raw if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any("stopped at sequence" in line["message"] for line in lines)
     writer = [line for line in lines if line.get("process") == "views writer"]
     assert writer and writer[0]["level"] == "INFO"
     assert "the views are open" in writer[0]["message"]
-    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
 
 
 def test_a_helper_process_is_named_in_text_lines(capsys):
