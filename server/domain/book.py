@@ -299,12 +299,13 @@ class PositionBook:
         """Books a fill on its strategy row and its account row, each at its place in
         execution time; `outside_window` books it at the windows' start instead (a correction
         whose fill left the window: its bust and replacement)."""
-        self._note_fill_price(fill.instrument_id, fill.price, fill.timestamp_ns, fill.fill_id)
+        booking = Booking.of(fill, sequence, amounts=self.booker.amounts)  # one for both rows
+        # The booking's price, shared, not the fill's: rows keep what they are valued at.
+        self._note_fill_price(fill.instrument_id, booking.price, fill.timestamp_ns, fill.fill_id)
         market_price = self._prices[fill.instrument_id].price
         if fill.timestamp_ns > self.latest_ns:
             self.latest_ns = fill.timestamp_ns
         horizon = self.horizon_ns()
-        booking = Booking.of(fill, sequence)  # one for both rows
         if outside_window:
             booking.booked_id = ""  # never found by a later correction
         account, instrument = fill.account_id, fill.instrument_id
@@ -340,7 +341,7 @@ class PositionBook:
         elif replacement.instrument_id != booked.instrument_id:
             self._note_fill_price(replacement.instrument_id, replacement.price, *place)
         horizon = self.horizon_ns()
-        booking = Booking.of(replacement, sequence, place)  # one for both rows
+        booking = Booking.of(replacement, sequence, place, self.booker.amounts)  # both rows
         changes = []
         with localcontext(EXACT):
             for old_key, new_key, index in zip(old_keys, new_keys, places, strict=True):
@@ -487,7 +488,7 @@ class PositionBook:
         if previous is None or previous.price == price.price:
             return
         log = self._price_log
-        log.append(instrument_id)
+        log.append(sys.intern(instrument_id))  # not the event's own string: 50 bytes a move
         if len(log) > PRICE_LOG_LIMIT:  # scopes older than what is left revalue every row
             drop = len(log) // 2
             del log[:drop]

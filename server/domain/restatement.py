@@ -88,14 +88,23 @@ class Booking:
 
     @classmethod
     def of(
-        cls, fill: Fill | WindowedFill, sequence: int, place: BookingKey | None = None
+        cls,
+        fill: Fill | WindowedFill,
+        sequence: int,
+        place: BookingKey | None = None,
+        amounts: SharedAmounts | None = None,
     ) -> Booking:
         """The booking of `fill`, at its own place in time or at `place` (a correction takes
-        the place of the fill it corrects)."""
+        the place of the fill it corrects); its amounts one object per distinct text of
+        `amounts` when given (the window and the rows keep them)."""
         time_ns, fill_id = place if place is not None else (fill.timestamp_ns, fill.fill_id)
+        quantity, price, commission = fill.signed_quantity, fill.price, fill.commission
+        if amounts is not None:
+            quantity, price = amounts.shared(quantity), amounts.shared(price)
+            commission = amounts.shared(commission)
         return cls(
-            time_ns=time_ns, fill_id=fill_id, quantity=fill.signed_quantity, price=fill.price,
-            commission=fill.commission, fee_currency=sys.intern(fill.commission_currency),
+            time_ns=time_ns, fill_id=fill_id, quantity=quantity, price=price,
+            commission=commission, fee_currency=sys.intern(fill.commission_currency),
             booked_id=fill.fill_id, sequence=sequence,
         )  # fmt: skip
 
@@ -207,15 +216,52 @@ def _no_rates(from_currency: str, to_currency: str, time_ns: int, sequence: int)
     return None
 
 
-class Booker:
-    """What booking needs besides the row: the precision of divisions and conversions, and
-    the FX history (realized P&L in base converts at the rate in force when realized)."""
+SHARED_BOOKED = 16_384
+"""Distinct amount texts a book shares one Decimal for, before it starts over."""
 
-    __slots__ = ("precision", "rate_at")
+
+class SharedAmounts:
+    """One Decimal per distinct amount, among the recent ones, for what the book keeps.
+
+    Every fill brings its own Decimals (104 bytes each), and a row and its window keep the
+    fill's quantity, price and commission for the day: with quantities, commissions and
+    prices repeating (round lots, a fee schedule, a tick grid), most are equal to one kept
+    already. Equal means the same text: Decimal("100") and Decimal("100.0") are equal
+    numbers but not the same figure, so the key is the text, not the number. The table
+    starts over once it holds `limit` texts, so it stays small whatever the book holds."""
+
+    __slots__ = ("_held", "limit")
+
+    def __init__(self, limit: int = SHARED_BOOKED) -> None:
+        self.limit = limit
+        self._held: dict[str, Decimal] = {}
+
+    def shared(self, amount: Decimal) -> Decimal:
+        """`amount`, or a Decimal of the same text kept before."""
+        text = str(amount)
+        held = self._held.get(text)
+        if held is not None:
+            return held
+        if len(self._held) >= self.limit:
+            self._held.clear()
+        self._held[text] = amount
+        return amount
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class Booker:
+    """What booking needs besides the row: the precision of divisions and conversions, the
+    FX history (realized P&L in base converts at the rate in force when realized), and the
+    amounts its bookings share."""
+
+    __slots__ = ("amounts", "precision", "rate_at")
 
     def __init__(self, precision: Decimal, rate_at: RateAt = _no_rates) -> None:
         self.precision = precision
         self.rate_at = rate_at
+        self.amounts = SharedAmounts()
 
 
 def _key(booking: Booking) -> BookingKey:
