@@ -1,7 +1,9 @@
 """Group commit: every event admitted since the last commit goes to the store in one append.
 
 No timer: while one append is in flight, new events gather into the next group, so a group is
-as large as the load makes it and an idle service commits a lone event at once. An event is
+as large as the load makes it and an idle service commits a lone event at once. Appends run on
+the committer's own thread (`_AppendThread`), not on the executor checkpoints are written on: an
+ack never waits behind a checkpoint's write. An event is
 applied to the book, published and acknowledged only after the append holding it returned.
 When the store fails, waiting acks fail with StorageUnavailable (the relay resends: the
 events are already admitted, so the resend waits for them), and the group is retried with
@@ -17,12 +19,13 @@ such an event from being admitted at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 
 from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
 
@@ -36,7 +39,6 @@ class GroupCommitter:
     def __init__(
         self,
         store: EventStore,
-        executor: Executor,
         apply: Callable[[list[Sequenced]], None],
         on_health: Callable[[bool], None] = lambda healthy: None,
         durable_sequence: int = 0,
@@ -46,7 +48,7 @@ class GroupCommitter:
         self.durable_sequence = durable_sequence
         self.healthy = True
         self.fault = ""
-        self._executor = executor
+        self._appender = _AppendThread()
         self._apply = apply
         self._on_health = on_health
         self._max_backoff = max_backoff
@@ -77,6 +79,7 @@ class GroupCommitter:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._appender.close()  # no append outlives the stop (the store closes next)
 
     def submit(self, group: list[Sequenced]) -> None:
         if not self.healthy:
@@ -150,7 +153,6 @@ class GroupCommitter:
     async def _commit_group(
         self, group: list[Sequenced], admitted_at: Sequence[float], tracer: Tracer | None
     ) -> None:
-        loop = asyncio.get_running_loop()
         delay = 0.05
         append = self.store.append
         if tracer is not None:
@@ -158,7 +160,7 @@ class GroupCommitter:
         while True:
             try:
                 began = time.perf_counter()
-                await loop.run_in_executor(self._executor, append, group)
+                await self._appender.run(append, group)
                 break
             except WriterFenced:
                 raise  # another service writes the store now: this one can only stop
@@ -192,3 +194,76 @@ class GroupCommitter:
             if not future.done():
                 future.set_exception(StorageUnavailable(self.fault))
         self._waiters.clear()
+
+
+_Job = tuple[Callable[[], None], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class _AppendThread:
+    """The thread appends run on, one group at a time, woken by a condition. Not an executor:
+    its future, its queue and the asyncio future wrapping it cost the loop about 10 us a group
+    (measured: 28-38 against 19-27 us of loop CPU per round trip). Idle for IDLE_SECONDS, the
+    thread ends (a committer never stopped, as in tests, leaves no thread behind); the next
+    append starts it again."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._job: _Job | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def run(
+        self, append: Callable[[list[Sequenced]], None], group: list[Sequenced]
+    ) -> asyncio.Future[None]:
+        """`append(group)` on the thread; the future ends as it does."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._condition:
+            self._job = (lambda: append(group), loop, future)
+            if self._thread is None:
+                self._closing = False
+                self._thread = threading.Thread(
+                    target=self._work, name="portfolio-commit", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._condition.notify()
+        return future
+
+    async def close(self) -> None:
+        """Ends the thread once its append in flight, if any, has returned."""
+        with self._condition:
+            thread, self._closing = self._thread, True
+            self._condition.notify()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                if self._job is None and not self._closing:
+                    self._condition.wait(self.IDLE_SECONDS)
+                if self._job is None:  # closing, or idle for IDLE_SECONDS
+                    self._thread = None
+                    return
+                call, loop, future = self._job
+                self._job = None
+            error: BaseException | None = None
+            try:
+                call()
+            except BaseException as raised:  # handed to the committer, which decides
+                error = raised
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, error)
+            del call, future, error
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.cancelled():  # the commit task was cancelled (a stop with the store down)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

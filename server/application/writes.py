@@ -110,7 +110,7 @@ class WritePath(Generic[Payload]):
         self._store = self.store = store
         self.views_executor = views_executor  # for writes to the analysts' store
         self.committer = GroupCommitter(
-            store, executor, self._apply_durable, on_health, ledger.applied_sequence
+            store, self._apply_durable, on_health, ledger.applied_sequence
         )
         self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
         self.projector = ViewProjector(

@@ -36,7 +36,6 @@ async def test_a_commit_failure_no_retry_can_mend_fails_the_waiters_and_ends_the
     health: list[bool] = []
     committer = GroupCommitter(
         _PoisonStore(),  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]  # the default executor
         apply=lambda group: None,
         on_health=health.append,
     )
