@@ -32,10 +32,12 @@ from server.domain.restatement import (
     BookingKey,
     Placement,
     RateAt,
+    RowWindow,
     WindowedFill,
     anchor_of,
     book,
     book_outside_window,
+    bookings_of,
     evict,
     find,
     rebuild,
@@ -333,7 +335,7 @@ class PositionBook:
             return None
         strategy_row = old_rows[0]
         assert strategy_row is not None and strategy_row.window is not None
-        place = strategy_row.window.bookings[places[0] or 0].key
+        place = bookings_of(strategy_row.window)[places[0] or 0].key
         held = self._fill_prices.get(booked.instrument_id)
         if held is not None and (held.time_ns, held.fill_id) == place:  # it set the price
             self._fill_prices.pop(booked.instrument_id)
@@ -403,6 +405,9 @@ class PositionBook:
         window = row.window
         if window is None:
             return
+        if isinstance(window, Booking):  # made by this change (see RowWindow): not queued
+            heapq.heappush(self._expiry, (window.time_ns, row.key))
+            return
         first = window.bookings[0].time_ns
         if window.queued_ns is None or first < window.queued_ns:
             heapq.heappush(self._expiry, (first, row.key))
@@ -444,7 +449,9 @@ class PositionBook:
                 continue
             evict(row, horizon, self.booker)
             window = row.window
-            if window is not None and (window.queued_ns is None or window.queued_ns < horizon):
+            if isinstance(window, RowWindow) and (
+                window.queued_ns is None or window.queued_ns < horizon
+            ):
                 window.queued_ns = None  # its entry is gone (or going, with nothing to do)
                 self._queue(row)
 

@@ -17,7 +17,7 @@ from server.domain.decimals import ZERO, divide_half_even
 from server.domain.events import Fill
 
 if TYPE_CHECKING:
-    from server.domain.restatement import RowWindow
+    from server.domain.restatement import Window
 
 ACCOUNT_LEVEL = ""
 """The strategy id of an account-level book row."""
@@ -69,7 +69,7 @@ class Position:
     # (see restatement.py).
     booked_through_ns: int = 0
     booked_through_id: str = ""
-    window: RowWindow | None = field(default=None, compare=False, repr=False)
+    window: Window | None = field(default=None, compare=False, repr=False)
     # The price the book's totals hold this row at (see PositionBook: revalued when read).
     valued_at: Decimal = field(default=ZERO, compare=False, repr=False)
 

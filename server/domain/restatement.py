@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import sys
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
@@ -281,7 +281,12 @@ class RowWindow:
     figures before the first of them (`anchor`; None while they are a new row's: nothing, as
     for most rows opened inside the window, without a copy of 180 bytes each), and after every
     SNAPSHOT_EVERY-th (`snapshots`, by booking). `queued_ns`: the earliest booking time the
-    book's eviction queue holds for it."""
+    book's eviction queue holds for it.
+
+    A new row's window of one booking is that Booking alone (`Window`), until the row's next
+    change: most rows of a large book trade once or twice a day, and this object and its list
+    took 136 bytes a row. It becomes a RowWindow (`_widened`) before anything else is done to
+    it, with `queued_ns` its booking's time (the book queues a window when it is made)."""
 
     __slots__ = ("anchor", "bookings", "queued_ns", "snapshots")
 
@@ -305,9 +310,29 @@ def _pristine(row: Position) -> bool:
     )  # fmt: skip
 
 
-def anchor_of(row: Position, window: RowWindow) -> Position:
+Window = RowWindow | Booking
+"""What a row keeps of its window: a lone Booking for a new row's first (see RowWindow)."""
+
+
+def bookings_of(window: Window) -> Sequence[Booking]:
+    """A window's bookings, in execution-time order."""
+    return (window,) if isinstance(window, Booking) else window.bookings
+
+
+def _widened(row: Position) -> RowWindow:
+    """The row's window as a RowWindow (made from a lone Booking if it is one)."""
+    window = row.window
+    assert window is not None
+    if isinstance(window, Booking):
+        widened = row.window = RowWindow(None, [window])
+        widened.queued_ns = window.time_ns  # queued when it was made
+        return widened
+    return window
+
+
+def anchor_of(row: Position, window: Window) -> Position:
     """The row's figures before its window, as a row of its own (a new one if it had none)."""
-    if window.anchor is not None:
+    if isinstance(window, RowWindow) and window.anchor is not None:
         return window.anchor
     return Position(
         key=row.key, multiplier=row.multiplier, currency=row.currency,
@@ -328,9 +353,10 @@ def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Pl
         row.booked_through = booking.key
         return Placement.RESTATED if window is not None else Placement.IN_ORDER
     if window is None:
-        row.window = RowWindow(None if _pristine(row) else row.copy(), [booking])
+        row.window = booking if _pristine(row) else RowWindow(row.copy(), [booking])
         booking.apply_to(row, booker)
         return Placement.IN_ORDER
+    window = _widened(row)
     bookings = window.bookings
     last = bookings[-1]
     if time_ns > last.time_ns or (time_ns == last.time_ns and booking.fill_id > last.fill_id):
@@ -360,7 +386,7 @@ def find(row: Position, booked_id: str) -> int | None:
     window = row.window
     if window is None:
         return None
-    bookings = window.bookings
+    bookings = bookings_of(window)
     for index in range(len(bookings) - 1, -1, -1):
         if bookings[index].booked_id == booked_id:
             return index
@@ -370,8 +396,7 @@ def find(row: Position, booked_id: str) -> int | None:
 def replace(row: Position, index: int, replacement: Booking | None, booker: Booker) -> bool:
     """Puts `replacement` in the place of the booking at `index` (or takes it out, for None)
     and recomputes the row from there; returns whether fills after it were applied again."""
-    window = row.window
-    assert window is not None
+    window = _widened(row)
     bookings = window.bookings
     window.snapshots.pop(bookings[index], None)
     if replacement is None:
@@ -391,6 +416,11 @@ def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
     """Folds the bookings executed before `horizon_ns` into the anchor."""
     window = row.window
     if window is None:
+        return
+    if isinstance(window, Booking):
+        if window.time_ns < horizon_ns:
+            row.booked_through = window.key
+            row.window = None
         return
     bookings = window.bookings
     count = 0
@@ -428,10 +458,10 @@ def rebuild(row: Position, anchor: Position, bookings: list[Booking], booker: Bo
 
 def _book_at_anchor(row: Position, booking: Booking, booker: Booker) -> None:
     """Applies a fill at the window's start: to the anchor, then the window again."""
-    window = row.window
-    if window is None:
+    if row.window is None:
         booking.apply_to(row, booker)
         return
+    window = _widened(row)
     window.anchor = anchor_of(row, window)
     booking.apply_to(window.anchor, booker)
     _replay(row, window, 0, booker)

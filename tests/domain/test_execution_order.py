@@ -16,7 +16,7 @@ from server.domain.book import ALL
 from server.domain.events import ExecutionEvent, Fill, FillCorrection, FxFixing, Side
 from server.domain.ledger import Ledger, Result
 from server.domain.position import Position, PositionKey
-from server.domain.restatement import Placement
+from server.domain.restatement import Placement, bookings_of
 from server.domain.totals import CurrencyMismatch, Totals
 from tests.domain.builders import BASE_NS
 from tests.domain.event_builders import instrument
@@ -206,7 +206,7 @@ def test_a_fill_older_than_the_window_is_booked_flagged_and_counted():
     record(ledger, *later)
     row = ledger.book.get(ledger.book.strategy_rows.keys()[0])
     assert row is not None and row.window is not None
-    assert len(row.window.bookings) <= 3  # only the window's fills are kept
+    assert len(bookings_of(row.window)) <= 3  # only the window's fills are kept
     outcome = ledger.record(old)
     assert outcome.result is Result.ACCEPTED
     assert outcome.applied.placement is Placement.OUTSIDE_WINDOW
@@ -247,7 +247,7 @@ def test_rows_no_longer_touched_leave_their_fills_out_of_the_window_too():
         assert (row.quantity, row.trade_count) == (20, 20)
     busy_row = ledger.book.get(PositionKey("A1", "S1", "SAP"))
     assert busy_row is not None and busy_row.window is not None
-    assert len(busy_row.window.bookings) <= 7  # 60 s of fills 10 s apart
+    assert len(bookings_of(busy_row.window)) <= 7  # 60 s of fills 10 s apart
     assert len(ledger.book._expiry) <= 4  # one entry per windowed row, not per fill
 
 

@@ -3,12 +3,14 @@ two figures that are equal numbers with different exponents), and what a row's w
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
-from server.domain.ledger import Ledger
-from server.domain.position import PositionKey
-from server.domain.restatement import SharedAmounts
-from tests.domain.builders import fill
+from server.domain.events import FillCorrection
+from server.domain.ledger import Ledger, Result
+from server.domain.position import Position, PositionKey
+from server.domain.restatement import Placement, SharedAmounts, bookings_of
+from tests.domain.builders import BASE_NS, fill
 
 
 def test_an_amount_of_a_text_seen_before_is_the_one_kept_before():
@@ -49,3 +51,57 @@ def test_rows_share_the_amounts_of_their_fills_and_keep_each_figure_as_booked():
     assert (str(one.cost_basis), str(three.cost_basis)) == ("1050.00", "1050.00")
     account = book.row_at(PositionKey("A1", "", "AAPL"))
     assert (account.quantity, str(account.fees)) == (Decimal(300), "1.050")
+
+
+SECOND = 10**9
+MINUTE = 60 * SECOND
+
+
+def windowed_ledger() -> Ledger:
+    return Ledger(correction_window_ns=MINUTE)
+
+
+def strategy_row(ledger: Ledger, strategy: str = "S1") -> Position:
+    return ledger.book.row_at(PositionKey("A1", strategy, "AAPL"))
+
+
+def test_a_new_rows_lone_fill_is_restated_by_a_late_one_as_if_in_order():
+    ledger = windowed_ledger()
+    ledger.record(fill("BUY", 10, 100, at_ns=BASE_NS + 2 * SECOND))
+    outcome = ledger.record(fill("BUY", 10, 80, at_ns=BASE_NS + SECOND))
+    assert outcome.applied.placement is Placement.RESTATED
+    ledger.record(fill("SELL", 5, 95, at_ns=BASE_NS + 3 * SECOND))
+    row = strategy_row(ledger)
+    assert (row.quantity, row.cost_basis, row.realized_pnl) == (15, 1350, 25)
+    assert row.opened_at_ns == BASE_NS + SECOND
+    assert [b.price for b in bookings_of(row.window)] == [80, 100, 95]
+
+
+def test_a_correction_replaces_a_rows_lone_fill_in_its_place():
+    ledger = windowed_ledger()
+    original = fill("BUY", 10, 100, at_ns=BASE_NS + SECOND, fill_id="X1")
+    ledger.record(original)
+    replacement = dataclasses.replace(original, fill_id="X1.01", quantity=Decimal(7))
+    assert ledger.record(FillCorrection.replacing("X1", replacement)).result is Result.ACCEPTED
+    for strategy in ("S1", ""):
+        row = strategy_row(ledger, strategy)
+        assert (row.quantity, row.cost_basis, row.trade_count) == (7, 700, 1)
+        assert [b.booked_id for b in bookings_of(row.window)] == ["X1.01"]
+
+
+def test_a_lone_fill_leaves_the_window_and_an_older_fill_is_booked_outside_it():
+    ledger = windowed_ledger()
+    ledger.record(fill("BUY", 10, 100, at_ns=BASE_NS + 2 * SECOND, fill_id="F1"))
+    ledger.record(fill("BUY", 1, 50, instrument="MSFT", at_ns=BASE_NS + 2 * MINUTE))
+    row = strategy_row(ledger)
+    assert row.window is None  # folded: nothing of it kept but the figures
+    assert row.booked_through == (BASE_NS + 2 * SECOND, "F1")
+    outcome = ledger.record(fill("SELL", 4, 90, at_ns=BASE_NS + SECOND))
+    assert outcome.applied.placement is Placement.OUTSIDE_WINDOW
+    assert (row.quantity, row.realized_pnl) == (6, -40)
+    late = ledger.record(fill("SELL", 1, 110, at_ns=BASE_NS + 2 * MINUTE - SECOND))
+    assert late.applied.placement is Placement.IN_ORDER
+    assert (row.quantity, row.realized_pnl, row.trade_count) == (5, -30, 3)
+    ledger.record(fill("BUY", 1, 50, instrument="MSFT", at_ns=BASE_NS + 4 * MINUTE))
+    assert row.window is None
+    assert not [key for _, key in ledger.book._expiry if key == row.key]
