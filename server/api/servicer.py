@@ -628,19 +628,19 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         return trace_to_proto(self.service.trace(request.trace_id))
 
     @answers_errors
-    async def Query(self, request: pb.PortfolioQuery, context: Context) -> pb.PortfolioResponse:
+    async def Query(  # type: ignore[override]  # kept encoded: api/answers.py
+        self, request: pb.PortfolioQuery, context: Context
+    ) -> pb.PortfolioResponse | bytes:
         """Answered by the RPC of the query's kind (see QUERIES), in its answer's branch."""
         which = request.WhichOneof("query")
         if which is None:
             raise FieldViolation("query", "must hold one of the query kinds")
         answer_field, method = QUERIES[which]
         answer = await method(self, getattr(request, which), context)
-        response = pb.PortfolioResponse()
-        branch = getattr(response, answer_field)
         if type(answer) is bytes:  # an answer kept encoded (see api/answers.py)
-            branch.ParseFromString(answer)
-        else:
-            branch.CopyFrom(answer)
+            return in_branch(answer_field, answer)
+        response = pb.PortfolioResponse()
+        getattr(response, answer_field).CopyFrom(answer)
         return response
 
     # -- reconciliation --------------------------------------------------------------------
@@ -814,6 +814,24 @@ def _check_dates(from_date: str, to_date: str) -> None:
                 require_trading_date(name, value)
     if from_date and to_date and from_date > to_date:
         raise FieldViolation("to_date", "must not be before from_date")
+
+
+def in_branch(field: str, answer: bytes) -> bytes:
+    """A PortfolioResponse holding the encoded `answer` in its branch `field`, encoded: the
+    branch's tag, the length, the bytes (a message with one field set is just that field), so
+    an answer kept encoded is neither parsed nor encoded again."""
+    tag = pb.PortfolioResponse.DESCRIPTOR.fields_by_name[field].number << 3 | 2  # length-delimited
+    return _varint(tag) + _varint(len(answer)) + answer
+
+
+def _varint(value: int) -> bytes:
+    """`value` (>= 0) as a protobuf varint: 7 bits a byte, lowest first, high bit on but last."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _end_stopping(context: Context, stopping: ServiceStopping) -> None:

@@ -133,3 +133,19 @@ def test_a_kept_position_shows_every_change_of_what_it_was_read_from(stub, serve
     closed = position(stub)
     assert closed.day_unrealized_change == "15"  # 15 x (55 - 54) since the close
     assert closed.unrealized_pnl == "75"
+
+
+def test_a_kept_answer_goes_into_a_query_branch_as_encoding_would_put_it():
+    from server.api.servicer import QUERIES, in_branch
+
+    for size in (0, 1, 127, 128, 20_000, 3_000_000):
+        answer = pb.Position(account_id="A" * size)
+        framed = pb.PortfolioResponse(position=answer).SerializeToString()
+        assert in_branch("position", answer.SerializeToString()) == framed
+    summary = pb.PortfolioSummary(account_id="A1", as_of_sequence=7)
+    for field, _ in QUERIES.values():  # every branch's tag
+        if field == "portfolio_summary":
+            expected = pb.PortfolioResponse(portfolio_summary=summary).SerializeToString()
+            assert in_branch(field, summary.SerializeToString()) == expected
+        response = pb.PortfolioResponse.FromString(in_branch(field, b""))
+        assert response.WhichOneof("response") == field
