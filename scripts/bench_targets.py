@@ -375,9 +375,10 @@ def interleaved(calls: dict[str, Callable[[], object]], samples: int) -> dict[st
 
 def steady_ratio(service: list[float], noop: list[float]) -> tuple[float, str]:
     """The ratio of the fastest round medians (what each side costs when the machine lets it
-    run), and the spread of the rounds' own ratios."""
+    run), and the rounds' own ratios: their median and spread."""
     ratios = sorted(s / n for s, n in zip(service, noop, strict=True))
-    return min(service) / min(noop), f"rounds {ratios[0]:.2f}-{ratios[-1]:.2f}"
+    spread = f"rounds {p50(ratios):.2f}, {ratios[0]:.2f}-{ratios[-1]:.2f}"
+    return min(service) / min(noop), spread
 
 
 def query_lines(run: Run) -> list[Line]:
