@@ -156,8 +156,8 @@ async def start_server(
     for line in transport.warnings:
         log.warning("%s", line)
     store = open_store(config.store)
-    # One thread writes the journal and checkpoints, another the analysts' views: each
-    # symbol has one writer, and the views never delay an ack.
+    # One thread writes checkpoints (the group commit appends on its own), another the
+    # analysts' views: each symbol has one writer, and neither ever delays an ack.
     executors = (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-journal"),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="portfolio-views"),
