@@ -381,10 +381,24 @@ def steady_ratio(service: list[float], noop: list[float]) -> tuple[float, str]:
     return min(service) / min(noop), spread
 
 
+def settled(pid: int, timeout: float = 60.0) -> float:
+    """Waits until the process is idle (under 5% of a core over half a second: the views'
+    backlog and the collector's work after building the book are done, so they do not fall
+    on the query rounds) and returns the seconds waited."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        before = bench.cpu_seconds(pid)
+        time.sleep(0.5)
+        if bench.cpu_seconds(pid) - before < 0.025:
+            break
+    return time.perf_counter() - began
+
+
 def query_lines(run: Run) -> list[Line]:
     """7, 8: a book of `query_rows` rows, 100 strategies, queried one call at a time against a
     no-op server answering GetPortfolioSummary with the service's own answer, as bytes; each
-    figure the fastest of ROUNDS interleaved rounds' medians (`interleaved`)."""
+    figure the fastest of ROUNDS interleaved rounds' medians (`interleaved`), once the service
+    is idle (`settled`)."""
     query_book(run.svc, run.sizes.query_rows)
     request = pb.GetPortfolioSummaryRequest(account_id="BIG")
     answer = summary_bytes(run.channel, request)
@@ -395,6 +409,7 @@ def query_lines(run: Run) -> list[Line]:
         [sys.executable, __file__, "--serve-noop-same-bytes", str(run.folder / "summary.bin")]
     )
     run.others.append(same)
+    waited = settled(run.service.pid)
     svc = run.svc
     get = pb.GetPositionRequest(account_id="BIG", strategy_id="S42", instrument_id="I42")
     every_row = itertools.cycle([  # more rows than are kept encoded: each answer is built
@@ -417,7 +432,7 @@ def query_lines(run: Run) -> list[Line]:
             run.sizes.samples * 4,
         )
     run.say(f"queries: book of {rows:,} strategy rows, {len(summary.strategies)} strategies; "
-            f"summary answer {len(answer):,} bytes")  # fmt: skip
+            f"summary answer {len(answer):,} bytes; service idle after {waited:.1f} s")  # fmt: skip
     summary_ratio, summary_spread = steady_ratio(medians["summary"], medians["noop summary"])
     get_ratio, get_spread = steady_ratio(medians["get"], medians["noop get"])
     built_ratio, built_spread = steady_ratio(medians["get built"], medians["noop get"])
