@@ -115,6 +115,8 @@ def test_a_kept_position_shows_every_change_of_what_it_was_read_from(stub, serve
     assert kept == position(stub) and kept.quantity == "10"
     acks(stub, pb_fill("BUY", 5, 50, instrument="SAP"))  # a fill of the row
     assert position(stub).quantity == "15"
+    acks(stub, pb_fill("BUY", 1, 52, instrument="SAP", strategy="S2"))  # another row's fill
+    assert (position(stub).market_price, position(stub).unrealized_pnl) == ("52", "30")
     stream_marks(stub, pb.MarkBatch(marks=[mark("SAP", 10, mark="55")]))  # a mark
     marked = position(stub)
     assert (marked.market_price, marked.unrealized_pnl) == ("55", "75")
