@@ -15,7 +15,7 @@ from collections.abc import (
     Sequence,
 )
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -94,7 +94,7 @@ from server.domain.events import (
     require_id,
     require_trading_date,
 )
-from server.domain.ledger import Result
+from server.domain.ledger import Outcome, Result
 from server.domain.marks import FxRate, Mark
 from server.domain.refusals import RefusalKind
 
@@ -119,6 +119,21 @@ _RESULTS = {
     Result.REJECTED: pb.EVENT_RESULT_REJECTED,
 }
 _NO_CODE = pb.REJECT_CODE_UNSPECIFIED
+_NO_PLACEMENT = pb.BOOKING_PLACEMENT_UNSPECIFIED
+
+
+class _Admitted(NamedTuple):
+    """A batch admitted and not yet answered: its acks are built once it is durable and
+    applied (one protobuf per ack, none to patch afterwards)."""
+
+    batch_id: str
+    refused: Sequence[pb.EventAck | None] = ()  # per event: its refusal at the door, or None
+    outcomes: Sequence[Outcome] = ()  # of the events not refused, in order
+    fills: Sequence[bool] = ()  # whether each of those books a fill (its ack says where)
+    wait_for: int = 0
+    refused_whole: str = ""  # why the whole batch was refused
+
+
 _LEVEL_FILTER = {
     pb.POSITION_LEVEL_UNSPECIFIED: None,
     pb.POSITION_LEVEL_STRATEGY: False,
@@ -208,7 +223,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
     ) -> AsyncGenerator[pb.IngestResponse, None]:
         """Admits batches as they arrive and answers each once it is durable, in order: the
         stream is pipelined, so one stream's batches share group commits too."""
-        answers: asyncio.Queue[tuple[pb.IngestResponse, int] | BaseException | None]
+        answers: asyncio.Queue[_Admitted | BaseException | None]
         answers = asyncio.Queue(maxsize=MAX_BATCHES_IN_FLIGHT)
 
         async def admit_all() -> None:
@@ -238,73 +253,85 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                         log.exception("ingest failed", exc_info=answer)
                         raise ApiError.internal("ingest failed; see logs")
                     raise answer  # the store is down, or a malformed request (the guard's)
-                response, wait_for = answer
-                await self.service.wait_durable(wait_for)
-                self.place_fills(response)
-                yield response
+                await self.service.wait_durable(answer.wait_for)
+                yield self.place_fills(answer)
         finally:
             reader.cancel()
             del self._ingest_streams[reader]
 
-    def admit_batch(self, request: pb.IngestRequest) -> tuple[pb.IngestResponse, int]:
-        """Admits one batch; returns its answer and the sequence to wait for before sending it.
-        A bad event is rejected alone, the rest go through."""
+    def admit_batch(self, request: pb.IngestRequest) -> _Admitted:
+        """Admits one batch; returns what its answer needs and the sequence to wait for before
+        sending it. A bad event is rejected alone, the rest go through."""
         count = len(request.events)
         if not 1 <= count <= self.max_batch_events:
-            return pb.IngestResponse(
-                batch_id=request.batch_id,
-                batch_rejected_reason=f"events: a batch holds 1 to {self.max_batch_events} "
-                f"events, got {count}; nothing in it was applied",
-            ), 0
-        acks = [pb.EventAck() for _ in range(count)]
+            return _Admitted(
+                request.batch_id,
+                refused_whole=f"events: a batch holds 1 to {self.max_batch_events} events, got "
+                f"{count}; nothing in it was applied",
+            )
+        refused: list[pb.EventAck | None] = []  # None: admitted, answered from its outcome
         valid: list[ExecutionEvent] = []
-        valid_at: list[int] = []
         for index, message in enumerate(request.events):
             of = message.WhichOneof("event")
             refusal = booking_refusal(getattr(message, of).account_id) if of else ""
             if of and refusal:  # the caller may not book this account (server.api.auth)
                 self.service.writes.event_counts[of, Result.REJECTED] += 1
-                acks[index] = pb.EventAck(
-                    event_id=event_id_of(message),
-                    result=pb.EVENT_RESULT_REJECTED,
-                    reason=f"events[{index}].{of}.{refusal}",
-                    code=pb.REJECT_CODE_FAILED_PRECONDITION,
+                refused.append(
+                    pb.EventAck(
+                        event_id=event_id_of(message),
+                        result=pb.EVENT_RESULT_REJECTED,
+                        reason=f"events[{index}].{of}.{refusal}",
+                        code=pb.REJECT_CODE_FAILED_PRECONDITION,
+                    )
                 )
                 continue
             try:
                 event = event_from_proto(message)
-                with field_errors({"timestamp": f"{message.WhichOneof('event')}.timestamp"}):
+                with field_errors({"timestamp": f"{of}.timestamp"}):
                     self.service.check_time("timestamp", event.timestamp_ns)
-                valid.append(event)
-                valid_at.append(index)
             except FieldViolation as violation:  # counted as the ledger's rejections are
-                kind = message.WhichOneof("event") or "unknown"
-                self.service.writes.event_counts[kind, Result.REJECTED] += 1
-                acks[index] = pb.EventAck(
-                    event_id=event_id_of(message),
-                    result=pb.EVENT_RESULT_REJECTED,
-                    reason=str(violation.within(f"events[{index}]")),
-                    code=pb.REJECT_CODE_INVALID_FIELD,
+                self.service.writes.event_counts[of or "unknown", Result.REJECTED] += 1
+                refused.append(
+                    pb.EventAck(
+                        event_id=event_id_of(message),
+                        result=pb.EVENT_RESULT_REJECTED,
+                        reason=str(violation.within(f"events[{index}]")),
+                        code=pb.REJECT_CODE_INVALID_FIELD,
+                    )
                 )
+                continue
+            valid.append(event)
+            refused.append(None)
         outcomes, wait_for = self.service.admit(valid)
-        for index, admitted, outcome in zip(valid_at, valid, outcomes, strict=True):
-            acks[index] = pb.EventAck(
+        fills = [isinstance(event, Fill | FillCorrection) for event in valid]
+        return _Admitted(request.batch_id, refused, outcomes, fills, wait_for)
+
+    def place_fills(self, admitted: _Admitted) -> pb.IngestResponse:
+        """Once a batch is applied, its answer: each ack built once, an accepted fill's with
+        where it landed in its rows' history (known only now)."""
+        if admitted.refused_whole:
+            return pb.IngestResponse(
+                batch_id=admitted.batch_id, batch_rejected_reason=admitted.refused_whole
+            )
+        response = pb.IngestResponse(batch_id=admitted.batch_id)
+        add, placement = response.acks.add, self.service.placement
+        answered = zip(admitted.outcomes, admitted.fills, strict=True)
+        for ack in admitted.refused:
+            if ack is not None:
+                response.acks.append(ack)
+                continue
+            outcome, fill = next(answered)
+            add(
                 event_id=outcome.event_id,
                 sequence=outcome.sequence,
                 result=_RESULTS[outcome.result],
                 reason=outcome.reason,
                 code=REJECT_CODES[outcome.refused] if outcome.refused else _NO_CODE,
+                placement=PLACEMENTS[placement(outcome.sequence)]
+                if fill and outcome.result is Result.ACCEPTED
+                else _NO_PLACEMENT,
             )
-            if outcome.result is Result.ACCEPTED and isinstance(admitted, Fill | FillCorrection):
-                acks[index].placement = pb.BOOKING_PLACEMENT_IN_ORDER  # set once applied
-        return pb.IngestResponse(batch_id=request.batch_id, acks=acks), wait_for
-
-    def place_fills(self, response: pb.IngestResponse) -> None:
-        """Once a batch is applied: where each accepted fill landed in its rows' history."""
-        placement = self.service.placement
-        for ack in response.acks:
-            if ack.placement:
-                ack.placement = PLACEMENTS[placement(ack.sequence)]
+        return response
 
     # -- writes ----------------------------------------------------------------------------
 
