@@ -11,7 +11,6 @@ views say which).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,7 @@ from sortedcontainers import SortedDict, SortedSet
 
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
+from server.domain.expiry import ExpiryQueue
 from server.domain.instruments import InstrumentRegistry
 from server.domain.marks import Mark, MarkSource
 from server.domain.pnl_history import NEW_DAY, RowClose
@@ -249,7 +249,7 @@ class PositionBook:
         self.window_ns = window_ns
         self.latest_ns = 0
         # (first booking time, row key) per windowed row: which row's fills leave first.
-        self._expiry: list[tuple[int, PositionKey]] = []
+        self._expiry = ExpiryQueue()
         # Fills booked OUTSIDE_WINDOW since start, and the latest one's sequence.
         self.misplaced = 0
         self.last_misplaced_sequence = 0
@@ -406,11 +406,11 @@ class PositionBook:
         if window is None:
             return
         if isinstance(window, Booking):  # made by this change (see RowWindow): not queued
-            heapq.heappush(self._expiry, (window.time_ns, row.key))
+            self._expiry.push(window.time_ns, row.key)
             return
         first = window.bookings[0].time_ns
         if window.queued_ns is None or first < window.queued_ns:
-            heapq.heappush(self._expiry, (first, row.key))
+            self._expiry.push(first, row.key)
             window.queued_ns = first
 
     def _totals_of(self, key: PositionKey) -> Totals:
@@ -442,8 +442,7 @@ class PositionBook:
         """Folds what left the window, row by row (each booking is folded once)."""
         horizon = self.horizon_ns()
         expiry = self._expiry
-        while expiry and expiry[0][0] < horizon:
-            _, key = heapq.heappop(expiry)
+        while (key := expiry.pop_before(horizon)) is not None:
             row = self.get(key)
             if row is None or row.window is None:
                 continue

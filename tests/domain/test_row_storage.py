@@ -4,9 +4,15 @@ two figures that are equal numbers with different exponents), and what a row's w
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from decimal import Decimal
+from unittest.mock import patch
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.domain.events import FillCorrection
+from server.domain.expiry import ExpiryQueue
 from server.domain.ledger import Ledger, Result
 from server.domain.position import Position, PositionKey
 from server.domain.restatement import Placement, SharedAmounts, bookings_of
@@ -105,3 +111,31 @@ def test_a_lone_fill_leaves_the_window_and_an_older_fill_is_booked_outside_it():
     ledger.record(fill("BUY", 1, 50, instrument="MSFT", at_ns=BASE_NS + 4 * MINUTE))
     assert row.window is None
     assert not [key for _, key in ledger.book._expiry if key == row.key]
+
+
+ENTRY = st.tuples(st.integers(0, 40), st.sampled_from(["A", "B", "C"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(ENTRY, st.integers(0, 45)), max_size=60), st.integers(1, 4))
+def test_the_expiry_queue_gives_what_a_heap_of_entries_gives(steps, chunk):
+    """Pushes (time, key) and takes out what is before a horizon (an int step), in chunks of
+    `chunk` entries: the same entries come out as from a heap, in time order."""
+    queue, heap = ExpiryQueue(), []
+    with patch("server.domain.expiry.CHUNK", chunk):
+        for step in steps:
+            if isinstance(step, tuple):
+                time_ns, name = step
+                key = PositionKey("A1", name, "AAPL")
+                queue.push(time_ns, key)
+                heapq.heappush(heap, (time_ns, key))
+                continue
+            taken = []
+            while (key := queue.pop_before(step)) is not None:
+                taken.append(key)
+            expected = []
+            while heap and heap[0][0] < step:
+                expected.append(heapq.heappop(heap))
+            assert sorted(taken) == sorted(key for _, key in expected)
+            assert len(queue) == len(heap)
+            assert sorted(queue) == sorted(heap)
