@@ -58,6 +58,10 @@ class Checkpoint:
     state: LedgerState
     # Each row with a restatement window: its figures before the window.
     anchors: list[Position] = field(default_factory=list)
+    # True (written since book version 5): a row with fills inside the window and no anchor
+    # has an empty one (a row opened inside the window). False (read from an earlier
+    # checkpoint): `anchors` names every row with a window, and none means no windows.
+    empty_anchors_left_out: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,7 +296,9 @@ class WritePath(Generic[Payload]):
             (latest,) = checkpoint.state.corrections_latest_ns
             horizon = latest - max(ledger.corrections.window_ns, ledger.book.window_ns)
             differ = ledger.reload_correctable(
-                store.correctable_fills(horizon, start), checkpoint.anchors
+                store.correctable_fills(horizon, start),
+                checkpoint.anchors,
+                empty_anchors_left_out=checkpoint.empty_anchors_left_out,
             )
             restated = [row for row in map(ledger.book.get, differ) if row is not None]
             rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in restated]

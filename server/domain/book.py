@@ -34,7 +34,6 @@ from server.domain.restatement import (
     RateAt,
     RowWindow,
     WindowedFill,
-    anchor_of,
     book,
     book_outside_window,
     bookings_of,
@@ -627,18 +626,39 @@ class PositionBook:
         self,
         anchors: dict[PositionKey, Position],
         bookings: Iterable[tuple[int, Fill | WindowedFill, str]],
+        *,
+        empty_anchors_left_out: bool = True,
     ) -> list[PositionKey]:
         """Recovery: gives each row with a window its anchor (from the checkpoint) and the
         journal's fills inside the window, (fill, corrects) in sequence order (`corrects` is
         the id a correction replaces, "" for a fill), and recomputes it. Returns the rows
-        whose figures came out other than the checkpoint's (kept as the journal gives them)."""
+        whose figures came out other than the checkpoint's (kept as the journal gives them).
+
+        `empty_anchors_left_out` (what `anchors()` gives): a row with fills inside the window
+        and no anchor had a window from nothing (a row opened inside it), since every fill
+        inside the window is in its row's window. False: `anchors` names every row with a
+        window (a checkpoint written before, which kept empty anchors too)."""
+        anchors = dict(anchors)
         kept: dict[PositionKey, list[Booking]] = {key: [] for key in anchors}
+
+        def window_of(key: PositionKey) -> list[Booking] | None:
+            windowed = kept.get(key)
+            if windowed is None and empty_anchors_left_out:
+                row = self.get(key)
+                if row is not None:
+                    anchors[key] = Position(
+                        key=key, multiplier=row.multiplier, currency=row.currency,
+                        base_currency=row.base_currency,
+                    )  # fmt: skip
+                    windowed = kept[key] = []
+            return windowed
+
         bookings = list(bookings)
         if not any(corrects for _, _, corrects in bookings):  # most starts: fills only
             for sequence, fill, _ in bookings:
                 booking = Booking.of(fill, sequence)  # one for both rows
                 for key in _keys(fill):
-                    windowed = kept.get(key)
+                    windowed = window_of(key)
                     if windowed is not None:
                         windowed.append(booking)
             return self._rebuild_windows(anchors, kept)
@@ -658,7 +678,7 @@ class PositionBook:
                 origin[(account, fill.fill_id)] = original
             else:
                 original, place = fill.fill_id, (fill.timestamp_ns, fill.fill_id)
-            keys = tuple(k for k in _keys(fill) if k in kept)
+            keys = tuple(k for k in _keys(fill) if window_of(k) is not None)
             booking = Booking.of(fill, sequence, place)  # one for both rows
             for key in keys:
                 kept[key].append(booking)
@@ -699,8 +719,15 @@ class PositionBook:
         return differ
 
     def anchors(self) -> list[Position]:
-        """Each windowed row's figures before its window (what a checkpoint keeps)."""
-        return [anchor_of(row, row.window).copy() for row in self.rows() if row.window]
+        """Each windowed row's figures before its window, unless they are a new row's (most
+        rows of a large book are opened inside the window): what a checkpoint keeps. A row
+        with fills inside the window and no anchor reads as one from nothing (reload_windows);
+        leaving those out saves about 11 us a row at a start."""
+        return [
+            window.anchor.copy()
+            for row in self.rows()
+            if isinstance(window := row.window, RowWindow) and window.anchor is not None
+        ]
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -596,13 +596,17 @@ class Ledger:
         self,
         bookings: Iterable[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]],
         anchors: Iterable[Position] = (),
+        *,
+        empty_anchors_left_out: bool = True,
     ) -> list[PositionKey]:
         """Recovery: refills the correctable fills from the journal's fills inside the window,
         every correction and every commission amendment, in sequence order (refused ones are
         skipped, as they were), and rebuilds the rows' restatement windows from them and the
-        checkpoint's `anchors`. Returns the rows that came out other than checkpointed (none,
-        unless a bug)."""
-        anchored = {anchor.key: anchor for anchor in anchors}
+        checkpoint's `anchors` (see Checkpoint.empty_anchors_left_out: False, and none given,
+        is a checkpoint without windows). Returns the rows that came out other than
+        checkpointed (none, unless a bug)."""
+        anchored: dict[PositionKey, Position] = {anchor.key: anchor for anchor in anchors}
+        windows = bool(anchored) or empty_anchors_left_out
         horizon = self.book.horizon_ns()
         bookings = list(bookings)
         amended = {
@@ -621,7 +625,7 @@ class Ledger:
                 fills.append((sequence, event))
                 if amended and (event.account_id, event.fill_id) in amended:
                     named[(event.account_id, event.fill_id)] = (sequence, event)
-                if anchored and event.timestamp_ns >= horizon:
+                if windows and event.timestamp_ns >= horizon:
                     windowed.append((sequence, reader.read(event.text), ""))
                 continue
             self.corrections.add_journaled(fills)  # in order: a correction follows its fill
@@ -635,19 +639,23 @@ class Ledger:
                     continue  # refused when it was applied (the window moved on)
                 original, booked = found
                 replacement = event.amended(booked.fill)
-                if anchored:
+                if windows:
                     windowed.append((sequence, replacement, event.fill_id))
                 self.corrections.replace(
                     event.account_id, original, replacement, sequence, amended=True
                 )
                 continue
-            if anchored:
+            if windows:
                 windowed.append((sequence, event.replacement(), event.corrects))
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
             self.corrections.replace(event.account_id, original, event.replacement(), sequence)
         self.corrections.add_journaled(fills)
-        return self.book.reload_windows(anchored, windowed) if anchored else []
+        if not windows:
+            return []
+        return self.book.reload_windows(
+            anchored, windowed, empty_anchors_left_out=empty_anchors_left_out
+        )
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
         """Per instrument of the account: its account-level row, then every strategy row."""

@@ -59,7 +59,12 @@ from server.storage.pnl_views import PnlViews
 from server.storage.receipts import Receipts
 from server.storage.state_frames import marks_frame, state_frame, state_from_frame
 from server.storage.stored_orders import stored_order
-from server.storage.upcasters import check_checkpoint, checkpoint_versions, current_journal
+from server.storage.upcasters import (
+    check_checkpoint,
+    checkpoint_versions,
+    current_journal,
+    empty_anchors_left_out,
+)
 from server.storage.views import ArcticViews
 from server.storage.wal import WriteAheadLog, written_by
 
@@ -579,4 +584,7 @@ class ArcticEventStore:
             log.warning("checkpoint halves disagree; replaying the whole journal instead")
             return None
         rows, anchors = rows_from_checkpoint(book.data, book.metadata)
-        return Checkpoint(sequence, rows, state_from_frame(state.data, state.metadata), anchors)
+        return Checkpoint(
+            sequence, rows, state_from_frame(state.data, state.metadata), anchors,
+            empty_anchors_left_out=empty_anchors_left_out(book.metadata),
+        )  # fmt: skip

@@ -60,6 +60,7 @@ BOOK_COLUMNS: dict[int, list[str]] = {
     2: _BOOK_V2,  # orders, instruments, accounts (the first book with a state half)
     3: _BOOK_V3,  # restatement windows: each row's place and its anchor
     4: _BOOK_V4,  # realized P&L in base currency at the rate of its day
+    5: _BOOK_V4,  # the same columns; anchors only where not empty (anchors_left_out)
 }
 BOOK_VERSION = max(BOOK_COLUMNS)
 
@@ -92,9 +93,16 @@ def _book_v3_to_v4(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(base_currency="", realized_pnl_base="")
 
 
+def _book_v4_to_v5(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same columns: what changed is what a missing anchor means, which the checkpoint's
+    reader takes from the stored version (empty_anchors_left_out)."""
+    return frame
+
+
 BOOK_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {
     2: _book_v2_to_v3,
     3: _book_v3_to_v4,
+    4: _book_v4_to_v5,
 }
 
 STATE_VERSION = 1
@@ -150,6 +158,14 @@ def _stored_version(metadata: Mapping[str, object], part: str) -> int | None:
     if isinstance(versions, Mapping) and part in versions:
         return int(versions[part])
     return None
+
+
+def empty_anchors_left_out(metadata: Mapping[str, object]) -> bool:
+    """Whether a checkpoint's book leaves out the empty anchors (version 5 on): a windowed
+    row without one then starts from nothing. Before, every windowed row had its anchor
+    (and a book without anchors was one without windows)."""
+    version = _stored_version(metadata, "book")
+    return version is not None and version >= 5
 
 
 def current_book_frame(frame: pd.DataFrame, metadata: Mapping[str, object]) -> pd.DataFrame:
