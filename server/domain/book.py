@@ -47,6 +47,10 @@ from server.domain.totals import Totals, convert, merged
 ALL = ""
 """The account id of totals across every account."""
 
+_FROM_NOTHING = Position(key=PositionKey("", "", ""), multiplier=Decimal(1))
+"""The anchor of a row whose window starts from nothing (reload_windows; never changed: its
+figures are copied, and a window never keeps it as its anchor)."""
+
 PRICE_LOG_LIMIT = 1 << 16
 """Price moves remembered for lazy revaluation; a scope read less often revalues every row."""
 VALUE_WHOLE_SCOPE_AFTER = 4096
@@ -643,14 +647,9 @@ class PositionBook:
 
         def window_of(key: PositionKey) -> list[Booking] | None:
             windowed = kept.get(key)
-            if windowed is None and empty_anchors_left_out:
-                row = self.get(key)
-                if row is not None:
-                    anchors[key] = Position(
-                        key=key, multiplier=row.multiplier, currency=row.currency,
-                        base_currency=row.base_currency,
-                    )  # fmt: skip
-                    windowed = kept[key] = []
+            if windowed is None and empty_anchors_left_out and self.get(key) is not None:
+                anchors[key] = _FROM_NOTHING
+                windowed = kept[key] = []
             return windowed
 
         bookings = list(bookings)
@@ -693,7 +692,8 @@ class PositionBook:
         with localcontext(EXACT):
             for key, anchor in anchors.items():
                 row = self.row_at(key)
-                if not anchor.base_currency:  # a checkpoint from before: as _adopt() does
+                if anchor is not _FROM_NOTHING and not anchor.base_currency:  # as _adopt()
+                    # does, for a checkpoint from before base currencies
                     anchor.base_currency = row.base_currency
                     unknown = anchor.foreign and anchor.realized_pnl
                     anchor.realized_pnl_base = None if unknown else anchor.realized_pnl
