@@ -144,7 +144,7 @@ def row(name: str, service: list[float], baseline: list[float] | None, unit: str
 
 
 def hot_path_steps(count: int) -> list[str]:
-    from server.api.updates import update_to_proto
+    from server.api.updates import encode_update
     from server.api.wire import event_from_proto
     from server.application.publishing import PositionChanged
     from server.domain.ledger import Ledger
@@ -170,8 +170,8 @@ def hot_path_steps(count: int) -> list[str]:
     applied = [(s, e, ledger.apply(e, s)) for s, e in admitted]
     t_apply, began = clock() - began, clock()
     for sequence, event, done in applied:
-        for change in done.rows:
-            update_to_proto(
+        for change in done.rows:  # encoded as the subscription hub does: to bytes, once
+            encode_update(
                 PositionChanged(
                     sequence=sequence, kind=change.kind, fill=event,  # type: ignore[arg-type]
                     row=change.position, price=ledger.book.price(change.position.key.instrument_id),

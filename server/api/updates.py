@@ -25,6 +25,7 @@ from server.application.publishing import (
     ReconciliationChanged,
 )
 from server.application.subscriptions import Published
+from server.domain.events import Fill
 from server.domain.position import ChangeKind
 from server.domain.restatement import Placement
 
@@ -52,7 +53,7 @@ class EncodedUpdate:
     __slots__ = ("element", "start")
 
     def __init__(self, message: bytes) -> None:
-        head = _BATCH_ELEMENT_TAG + _varint(len(message))
+        head = _BATCH_ELEMENT_TAG + _length(len(message))
         self.element = head + message
         self.start = len(head)
 
@@ -72,7 +73,51 @@ def write_cost(message: bytes) -> float:
 
 
 def encode_update(change: PortfolioChange) -> EncodedUpdate:
+    if isinstance(change, PositionChanged):  # most updates: two per fill
+        return EncodedUpdate(position_update_bytes(change))
     return EncodedUpdate(update_to_proto(change).SerializeToString())
+
+
+_POSITION_TAG = bytes([4 << 3 | 2])  # PortfolioUpdate.position (4), length-delimited
+_FILL_TAG = bytes([6 << 3 | 2])  # PortfolioUpdate.fill (6), length-delimited
+
+# The fill last encoded, with its `corrects` and its bytes: a fill moves two rows (its
+# strategy's and its account's), so the second update reuses the first one's fill.
+_last_fill: tuple[Fill | None, str, bytes] = (None, "", b"")
+
+
+def position_update_bytes(change: PositionChanged) -> bytes:
+    """`update_to_proto(change).SerializeToString()`, the same bytes, made from parts: a
+    message serializes its fields in number order, so the head (sequence, kind, event_id),
+    the position (4), the fill (6) and the placement (12) are joined as encoded, and the
+    fill is encoded once for both rows it moved (tests/api/test_wire_encoding.py)."""
+    global _last_fill
+    head = pb.PortfolioUpdate(
+        sequence=change.sequence, kind=UPDATE_KIND[change.kind], event_id=change.fill.fill_id
+    ).SerializeToString()
+    position = position_to_proto(change.position).SerializeToString()
+    fill, corrects, placement = change.fill, change.corrects, change.placement
+    last, last_corrects, fill_bytes = _last_fill
+    if last is not fill or last_corrects != corrects:
+        fill_bytes = fill_to_proto(fill, corrects).SerializeToString()
+        _last_fill = (fill, corrects, fill_bytes)
+    return b"".join(
+        (
+            head,
+            _POSITION_TAG,
+            _length(len(position)),
+            position,
+            _FILL_TAG,
+            _length(len(fill_bytes)),
+            fill_bytes,
+            _IN_ORDER if placement is Placement.IN_ORDER else _PLACEMENT_FIELD[placement],
+        )
+    )
+
+
+def _length(value: int) -> bytes:
+    """A length's varint: most messages are shorter than the table (no loop in Python)."""
+    return _LENGTHS[value] if value < len(_LENGTHS) else _varint(value)
 
 
 def _varint(value: int) -> bytes:
@@ -134,11 +179,18 @@ def _frame(elements: list[bytes], first: EncodedUpdate | None, last: int) -> byt
     return b"".join((_SEQUENCE_TAG, _varint(last), _KIND_BATCH, *elements))
 
 
+_LENGTHS = [_varint(n) for n in range(2048)]
+
 PLACEMENTS = {
     Placement.IN_ORDER: pb.BOOKING_PLACEMENT_IN_ORDER,
     Placement.RESTATED: pb.BOOKING_PLACEMENT_RESTATED,
     Placement.OUTSIDE_WINDOW: pb.BOOKING_PLACEMENT_OUTSIDE_WINDOW,
 }
+_PLACEMENT_FIELD = {  # PortfolioUpdate.placement (12), encoded
+    placement: pb.PortfolioUpdate(placement=number).SerializeToString()
+    for placement, number in PLACEMENTS.items()
+}
+_IN_ORDER = _PLACEMENT_FIELD[Placement.IN_ORDER]
 
 
 def update_to_proto(change: PortfolioChange) -> pb.PortfolioUpdate:

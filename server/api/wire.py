@@ -266,62 +266,95 @@ def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
 
 
 def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb.Position:
-    """The row's message; `into` fills a field of an enclosing message in place (no copy).
+    """The row's message; `into` fills a field of an enclosing message in place (a copy).
     Base-currency figures the view cannot give (a missing rate) are left empty: missing,
-    never a sum of two currencies."""
+    never a sum of two currencies.
+
+    Built in one constructor call, and each amount's text made once: a figure that equals one
+    already written (the day's figures with no close yet, base figures at a rate of 1) reuses
+    its text. This runs for every answer not kept and every update sent (tests/api/
+    test_wire_encoding.py holds it to the field-by-field form, byte for byte)."""
     key = view.key
-    message = pb.Position() if into is None else into
-    message.account_id = key.account_id
-    message.strategy_id = key.strategy_id
-    message.instrument_id = key.instrument_id
-    message.level = (
-        pb.POSITION_LEVEL_RESIDUAL
-        if view.residual
-        else pb.POSITION_LEVEL_ACCOUNT
-        if key.is_account_level
-        else pb.POSITION_LEVEL_STRATEGY
+    text = canonical
+    realized, unrealized, fees, net = (
+        view.realized_pnl, view.unrealized_pnl, view.fees, view.net_pnl
+    )  # fmt: skip
+    realized_text, unrealized_text, fees_text, net_text = (
+        text(realized), text(unrealized), text(fees), text(net)
+    )  # fmt: skip
+    day_realized, day_change, day_fees, day_net = view.since_day_start()
+    in_base = view.in_base()
+    base_realized, base_unrealized = in_base.realized_pnl, in_base.unrealized_pnl
+    base_fees, base_net, base_value = in_base.fees, in_base.net_pnl, in_base.market_value
+    market_value = view.market_value
+    value_text = text(market_value)
+    fx_rate, mark_source = view.fx_rate, view.mark_source  # (an enum's hash is Python code)
+    message = pb.Position(
+        account_id=key.account_id,
+        strategy_id=key.strategy_id,
+        instrument_id=key.instrument_id,
+        level=(
+            pb.POSITION_LEVEL_RESIDUAL
+            if view.residual
+            else pb.POSITION_LEVEL_ACCOUNT
+            if key.is_account_level
+            else pb.POSITION_LEVEL_STRATEGY
+        ),
+        quantity=text(view.quantity),
+        avg_cost=text(view.avg_cost),
+        realized_pnl=realized_text,
+        unrealized_pnl=unrealized_text,
+        fees=fees_text,
+        net_pnl=net_text,
+        market_price=text(view.market_price),
+        market_value=value_text,
+        cost_basis=text(view.cost_basis),
+        multiplier=text(view.multiplier),
+        trade_count=view.trade_count,
+        last_sequence=view.last_sequence,
+        currency=view.currency,
+        mark_source=(
+            pb.MARK_SOURCE_LAST_FILL
+            if mark_source is MarkSource.LAST_FILL
+            else MARK_SOURCE[mark_source]
+        ),
+        base_currency=view.base_currency,
+        other_fees=[
+            pb.CurrencyAmount(currency=currency, amount=text(fee))
+            for currency, fee in view.other_fees
+        ]
+        if view.other_fees
+        else None,
+        fx_rate="" if fx_rate is None else text(fx_rate),
+        day_realized_pnl=realized_text if day_realized == realized else text(day_realized),
+        day_unrealized_change=unrealized_text if day_change == unrealized else text(day_change),
+        day_fees=fees_text if day_fees == fees else text(day_fees),
+        day_net_pnl=net_text if day_net == net else text(day_net),
+        realized_pnl_base=_same_text(base_realized, realized, realized_text),
+        unrealized_pnl_base=_same_text(base_unrealized, unrealized, unrealized_text),
+        market_value_base=_same_text(base_value, market_value, value_text),
+        fees_base=_same_text(base_fees, fees, fees_text),
+        net_pnl_base=_same_text(base_net, net, net_text),
     )
-    message.quantity = canonical(view.quantity)
-    message.avg_cost = canonical(view.avg_cost)
-    message.realized_pnl = canonical(view.realized_pnl)
-    message.unrealized_pnl = canonical(view.unrealized_pnl)
-    message.fees = canonical(view.fees)
-    message.net_pnl = canonical(view.net_pnl)
-    message.market_price = canonical(view.market_price)
-    message.market_value = canonical(view.market_value)
-    message.cost_basis = canonical(view.cost_basis)
-    message.multiplier = canonical(view.multiplier)
-    message.trade_count = view.trade_count
-    message.last_sequence = view.last_sequence
+    # Times are set in place: a Timestamp built to be passed in costs more than the two fields.
     if view.opened_at_ns:
         set_timestamp(message.opened_at, view.opened_at_ns)
     if view.updated_at_ns:
         set_timestamp(message.updated_at, view.updated_at_ns)
-    message.currency = view.currency
-    message.mark_source = MARK_SOURCE[view.mark_source]
     if view.marked_at_ns:
         set_timestamp(message.marked_at, view.marked_at_ns)
-    message.base_currency = view.base_currency
-    for currency, fee in view.other_fees:
-        message.other_fees.add(currency=currency, amount=canonical(fee))
-    if view.fx_rate is not None:
-        message.fx_rate = canonical(view.fx_rate)
-    realized, change, fees, net = view.since_day_start()
-    message.day_realized_pnl = canonical(realized)
-    message.day_unrealized_change = canonical(change)
-    message.day_fees = canonical(fees)
-    message.day_net_pnl = canonical(net)
-    in_base = view.in_base()
-    for name, amount in (
-        ("realized_pnl_base", in_base.realized_pnl),
-        ("unrealized_pnl_base", in_base.unrealized_pnl),
-        ("market_value_base", in_base.market_value),
-        ("fees_base", in_base.fees),
-        ("net_pnl_base", in_base.net_pnl),
-    ):
-        if amount is not None:
-            setattr(message, name, canonical(amount))
-    return message
+    if into is None:
+        return message
+    into.CopyFrom(message)
+    return into
+
+
+def _same_text(amount: Decimal | None, known: Decimal, known_text: str) -> str:
+    """The text of `amount` (None: missing, left empty), reusing `known_text` when it is the
+    same figure."""
+    if amount is None:
+        return ""
+    return known_text if amount == known else canonical(amount)
 
 
 def totals_to_proto(totals: Totals) -> pb.PortfolioTotals:
