@@ -43,6 +43,7 @@ from server.api.updates import (
 )
 from server.api.wire import (
     FieldViolation,
+    PositionMessages,
     event_from_proto,
     event_id_of,
     field_errors,
@@ -193,6 +194,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.heartbeat_seconds = heartbeat_seconds
         self.answers = AnswerCache()  # summaries kept encoded until the state moves
         self.positions = AnswerCache(POSITIONS_KEPT)  # rows, the same way (polled many at once)
+        self.position_messages = PositionMessages(POSITIONS_KEPT)  # by row, while unchanged
         # At a shutdown (stop_streams): no new stream; open ingest streams (their admitting
         # task -> their answers) admit nothing more, answer what they admitted, then end.
         self.stopping = False
@@ -548,12 +550,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("instrument_id", instrument_id)
         strategy_id = request.strategy_id
 
-        def build() -> pb.Position:
-            return position_to_proto(
-                self.service.get_position(account_id, instrument_id, strategy_id)
-            )
-
         key = (account_id, instrument_id, strategy_id)
+
+        def build() -> pb.Position:  # the row's message again if its view did not change
+            view = self.service.get_position(account_id, instrument_id, strategy_id)
+            return self.position_messages.message(key, view)
+
         return self.positions.answer(key, self.service.version, build)
 
     @answers_errors

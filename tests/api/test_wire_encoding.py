@@ -4,17 +4,24 @@ exponent, missing rates, day starts and fees in other currencies."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from dataclasses import fields, replace
+from decimal import Decimal, localcontext
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portfolio.v1 import portfolio_pb2 as pb
 from server.api.updates import PLACEMENTS, UPDATE_KIND, encode_update, position_update_bytes
-from server.api.wire import MARK_SOURCE, fill_to_proto, position_to_proto, set_timestamp
+from server.api.wire import (
+    MARK_SOURCE,
+    PositionMessages,
+    fill_to_proto,
+    position_to_proto,
+    set_timestamp,
+)
 from server.application.publishing import PositionChanged
 from server.domain.book import PositionView
-from server.domain.decimals import canonical
+from server.domain.decimals import EXACT, canonical
 from server.domain.events import Fill, Side
 from server.domain.ledger import Ledger
 from server.domain.marks import MarkSource
@@ -208,3 +215,62 @@ def test_a_position_update_is_the_same_bytes_as_built_as_a_message(fills) -> Non
                 expected = reference_update(update)
                 assert position_update_bytes(update) == expected
                 assert encode_update(update).message == expected
+
+
+def _respelled(value: object) -> object:
+    """The same value written with three more decimal places (Decimal('1.5') -> '1.5000')."""
+    if isinstance(value, Decimal):
+        with localcontext(EXACT):
+            return value + Decimal((0, (0,), min(value.as_tuple().exponent, 0) - 3))  # type: ignore[operator]
+    if isinstance(value, tuple):
+        return tuple(_respelled(item) for item in value)
+    if isinstance(value, RowClose):
+        return replace(value, **{f.name: _respelled(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(views())
+def test_a_position_depends_on_its_figures_values_only(view: PositionView) -> None:
+    """What PositionMessages relies on to give a kept message for an equal view: amounts equal
+    in value but written otherwise give the same bytes (the precision is the book's own)."""
+    respelled = replace(
+        view,
+        **{
+            f.name: _respelled(getattr(view, f.name))
+            for f in fields(view)
+            if f.name not in ("key", "precision")
+        },
+    )
+    assert respelled == view
+    expected = position_to_proto(view).SerializeToString()
+    assert position_to_proto(respelled).SerializeToString() == expected
+
+
+@given(views())
+@settings(max_examples=50, deadline=None)
+def test_a_kept_message_is_given_while_the_view_is_equal(view: PositionView) -> None:
+    kept = PositionMessages(capacity=2)
+    first = kept.message("row", view)
+    assert kept.message("row", replace(view)) is first  # an equal view: the same message
+    moved = replace(view, market_price=view.market_price + 1)
+    moved_message = kept.message("row", moved)  # a figure changed: built again
+    assert moved_message.SerializeToString() == reference_position(moved).SerializeToString()
+    # The same precision, another object: built again (its exponent decides the rounding).
+    elsewhere = replace(moved, precision=Decimal(str(moved.precision)))
+    assert kept.message("row", elsewhere) is not moved_message
+
+
+def test_kept_messages_are_bounded_oldest_first() -> None:
+    view = PositionView(
+        key=PositionKey("A", "S", "I"), quantity=Decimal(1), avg_cost=Decimal(2),
+        cost_basis=Decimal(2), realized_pnl=Decimal(0), unrealized_pnl=Decimal(0),
+        fees=Decimal(0), market_price=Decimal(2), market_value=Decimal(2),
+        multiplier=Decimal(1), trade_count=1, opened_at_ns=1, updated_at_ns=1, last_sequence=1,
+    )  # fmt: skip
+    kept = PositionMessages(capacity=2)
+    first = kept.message("a", view)
+    kept.message("b", view)
+    kept.message("c", view)  # "a" leaves
+    assert kept.message("c", view) is kept.message("c", view)
+    assert kept.message("a", view) is not first
