@@ -647,8 +647,8 @@ class PositionBook:
 
         def window_of(key: PositionKey) -> list[Booking] | None:
             windowed = kept.get(key)
-            if windowed is None and empty_anchors_left_out and self.get(key) is not None:
-                anchors[key] = _FROM_NOTHING
+            if windowed is None and empty_anchors_left_out:  # a row not in the book: skipped
+                anchors[key] = _FROM_NOTHING  # by _rebuild_windows
                 windowed = kept[key] = []
             return windowed
 
@@ -657,9 +657,13 @@ class PositionBook:
             for sequence, fill, _ in bookings:
                 booking = Booking.of(fill, sequence)  # one for both rows
                 for key in _keys(fill):
-                    windowed = window_of(key)
-                    if windowed is not None:
-                        windowed.append(booking)
+                    windowed = kept.get(key)  # window_of, inline (a call per row and fill)
+                    if windowed is None:
+                        if not empty_anchors_left_out:
+                            continue
+                        anchors[key] = _FROM_NOTHING
+                        windowed = kept[key] = []
+                    windowed.append(booking)
             return self._rebuild_windows(anchors, kept)
         # (account, original fill id) -> the rows it is booked on, its place, its booked id.
         entries: dict[tuple[str, str], tuple[tuple[PositionKey, ...], BookingKey, str]] = {}
@@ -691,7 +695,10 @@ class PositionBook:
         differ = []
         with localcontext(EXACT):
             for key, anchor in anchors.items():
-                row = self.row_at(key)
+                found = self.get(key)
+                if found is None and anchor is _FROM_NOTHING:
+                    continue  # a fill of a row the checkpoint does not hold (none, unless a bug)
+                row = found if found is not None else self.row_at(key)
                 if anchor is not _FROM_NOTHING and not anchor.base_currency:  # as _adopt()
                     # does, for a checkpoint from before base currencies
                     anchor.base_currency = row.base_currency
