@@ -105,8 +105,37 @@ class _Open(NamedTuple):
     fees: Decimal
 
 
+# Most trips start on a new row: realized P&L and fees before its first fill are both zero.
+# Such starts share one record per (side, zeros' texts) instead of a tuple and a fresh zero
+# each (~170 B a row). Keyed by text, not value: Decimal("0") and Decimal("0.00") are equal
+# but a trip's P&L keeps the exponent it was computed with, so a record holds zeros of the
+# very exponent and sign the row's figures gave. Records are immutable; the table is bounded
+# (zeros of odd exponents beyond it get a record of their own), so it never grows with the book.
+_SHARED_STARTS_MAX = 256
+
+
 def _sign(quantity: Decimal) -> int:
     return 1 if quantity > 0 else -1
+
+
+class _Starts:
+    """The shared records of trips that start from zero realized P&L and zero fees."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[int, str, str], _Open] = {}
+
+    def of(self, sign: int, realized_pnl: Decimal, fees: Decimal) -> _Open:
+        if realized_pnl or fees:
+            return _Open(sign, realized_pnl, fees)
+        text = (sign, str(realized_pnl), str(fees))
+        record = self._records.get(text)
+        if record is None:
+            record = _Open(sign, realized_pnl, fees)
+            if len(self._records) < _SHARED_STARTS_MAX:
+                self._records[text] = record
+        return record
 
 
 class Performance:
@@ -114,6 +143,7 @@ class Performance:
 
     def __init__(self) -> None:
         self._open: dict[PositionKey, _Open] = {}
+        self._starts = _Starts()
         self._trips: dict[PositionKey, RoundTrips] = {}
         # (account_id, strategy_id, venue, currency) -> its figures.
         self._venues: dict[tuple[str, str, str, str], VenueFigures] = {}
@@ -152,7 +182,7 @@ class Performance:
         trip = self._open.get(key)
         if trip is None:
             if quantity:  # opened: this fill's fee is the trip's first
-                self._open[key] = _Open(_sign(quantity), row.realized_pnl, row.fees - fee)
+                self._open[key] = self._starts.of(_sign(quantity), row.realized_pnl, row.fees - fee)
             return
         if quantity and _sign(quantity) == trip.sign:
             return
@@ -225,7 +255,10 @@ class Performance:
         venues: Iterable[tuple[tuple[str, str, str, str], VenueFigures]],
         inception: Iterable[tuple[tuple[str, str], int]],
     ) -> None:
-        self._open = {key: _Open(sign, realized, fees) for key, sign, realized, fees in open_trips}
+        starts = self._starts
+        self._open = {
+            key: starts.of(sign, realized, fees) for key, sign, realized, fees in open_trips
+        }
         self._trips = {key: _copy(t) for key, t in trips}
         self._venues = {key: _copy_venue(f) for key, f in venues}
         self._inception = dict(inception)
