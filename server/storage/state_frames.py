@@ -324,10 +324,20 @@ _TRIPS = ("gross_win", "gross_loss", "largest_win", "largest_loss")
 _VENUE = ("volume", "fees", "realized_pnl")
 
 
+def _exact(value: Decimal) -> str:
+    """An amount in plain notation keeping its exponent and the sign of a zero ("0.00",
+    "-0", "10.00"), unlike `canonical`: performance figures keep adding to what a checkpoint
+    gave back, and a sum's exponent is its terms' smallest, so a restart that dropped them
+    would leave the restored state's texts ("10" for "10.00") unlike a run without one. The
+    reader is `Decimal(text)` either way: checkpoints holding canonical texts read as before.
+    (Positive exponents do not arise: amounts are sums and products of plain inputs.)"""
+    return format(value, "f")
+
+
 def _trip_open(item: tuple[PositionKey, int, Decimal, Decimal]) -> dict[str, Any]:
     key, sign, realized, fees = item
-    return {"key": list(key), "sign": sign, "realized_pnl": canonical(realized),
-            "fees": canonical(fees)}  # fmt: skip
+    return {"key": list(key), "sign": sign, "realized_pnl": _exact(realized),
+            "fees": _exact(fees)}  # fmt: skip
 
 
 def _trip_open_from(record: dict[str, Any]) -> tuple[PositionKey, int, Decimal, Decimal]:
@@ -339,7 +349,7 @@ def _trip_open_from(record: dict[str, Any]) -> tuple[PositionKey, int, Decimal, 
 
 def _trips(item: tuple[PositionKey, RoundTrips]) -> dict[str, Any]:
     key, trips = item
-    record: dict[str, Any] = {name: canonical(getattr(trips, name)) for name in _TRIPS}
+    record: dict[str, Any] = {name: _exact(getattr(trips, name)) for name in _TRIPS}
     record.update(key=list(key), count=trips.count, wins=trips.wins, losses=trips.losses)
     return record
 
@@ -353,7 +363,7 @@ def _trips_from(record: dict[str, Any]) -> tuple[PositionKey, RoundTrips]:
 
 def _venue(item: tuple[tuple[str, str, str, str], VenueFigures]) -> dict[str, Any]:
     key, figures = item
-    record: dict[str, Any] = {name: canonical(getattr(figures, name)) for name in _VENUE}
+    record: dict[str, Any] = {name: _exact(getattr(figures, name)) for name in _VENUE}
     record.update(key=list(key), fills=figures.fills)
     return record
 
