@@ -34,6 +34,7 @@ from server.api.errors import (
     refusal_status,
     status_of,
 )
+from server.api.framing import length_delimited
 from server.api.updates import (
     BATCH_MAX_BYTES,
     PLACEMENTS,
@@ -846,21 +847,10 @@ def _check_dates(from_date: str, to_date: str) -> None:
 
 
 def in_branch(field: str, answer: bytes) -> bytes:
-    """A PortfolioResponse holding the encoded `answer` in its branch `field`, encoded: the
-    branch's tag, the length, the bytes (a message with one field set is just that field), so
-    an answer kept encoded is neither parsed nor encoded again."""
-    tag = pb.PortfolioResponse.DESCRIPTOR.fields_by_name[field].number << 3 | 2  # length-delimited
-    return _varint(tag) + _varint(len(answer)) + answer
-
-
-def _varint(value: int) -> bytes:
-    """`value` (>= 0) as a protobuf varint: 7 bits a byte, lowest first, high bit on but last."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    """A PortfolioResponse holding the encoded `answer` in its branch `field`, encoded (a
+    message with one field set is just that field), so an answer kept encoded is neither parsed
+    nor encoded again."""
+    return length_delimited(pb.PortfolioResponse.DESCRIPTOR.fields_by_name[field].number, answer)
 
 
 def _end_stopping(context: Context, stopping: ServiceStopping) -> None:

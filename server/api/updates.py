@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from portfolio.v1 import portfolio_pb2 as pb
+from server.api.framing import length, varint
 from server.api.wire import fill_to_proto, position_to_proto, status_to_proto
 from server.api.wire_reconciliation import reconciliation_to_proto
 from server.api.wire_reference import balance_to_proto, mark_to_proto, order_to_proto
@@ -53,7 +54,7 @@ class EncodedUpdate:
     __slots__ = ("element", "start")
 
     def __init__(self, message: bytes) -> None:
-        head = _BATCH_ELEMENT_TAG + _length(len(message))
+        head = _BATCH_ELEMENT_TAG + length(len(message))
         self.element = head + message
         self.start = len(head)
 
@@ -105,28 +106,14 @@ def position_update_bytes(change: PositionChanged) -> bytes:
         (
             head,
             _POSITION_TAG,
-            _length(len(position)),
+            length(len(position)),
             position,
             _FILL_TAG,
-            _length(len(fill_bytes)),
+            length(len(fill_bytes)),
             fill_bytes,
             _IN_ORDER if placement is Placement.IN_ORDER else _PLACEMENT_FIELD[placement],
         )
     )
-
-
-def _length(value: int) -> bytes:
-    """A length's varint: most messages are shorter than the table (no loop in Python)."""
-    return _LENGTHS[value] if value < len(_LENGTHS) else _varint(value)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def batch_messages(
@@ -176,10 +163,8 @@ def _by_size(
 def _frame(elements: list[bytes], first: EncodedUpdate | None, last: int) -> bytes:
     if len(elements) == 1 and first is not None:
         return first.message
-    return b"".join((_SEQUENCE_TAG, _varint(last), _KIND_BATCH, *elements))
+    return b"".join((_SEQUENCE_TAG, varint(last), _KIND_BATCH, *elements))
 
-
-_LENGTHS = [_varint(n) for n in range(2048)]
 
 PLACEMENTS = {
     Placement.IN_ORDER: pb.BOOKING_PLACEMENT_IN_ORDER,
