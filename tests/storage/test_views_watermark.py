@@ -7,61 +7,28 @@ a thread and by their own process."""
 from __future__ import annotations
 
 import gc
-import time
-from collections.abc import Callable
-from decimal import Decimal
 
 import arcticdb as adb
-import grpc
 import pandas as pd
 import pytest
 
-from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.application.ports import ViewsIncomplete
-from server.domain.book import position_view
-from server.domain.position import Position, PositionKey
+from server.domain.position import PositionKey
 from server.storage.arctic import ArcticEventStore
 from server.storage.views import ArcticViews
-from tests.api.protocol import BASE_SECONDS, acks, pb_fill
-from tests.conftest import ServerThread, start_test_server
+from tests.api.protocol import BASE_SECONDS, pb_fill
+from tests.conftest import start_test_server
 from tests.domain.builders import fill
+from tests.storage.test_views_history import Clock
+from tests.storage.test_views_history import _view as history_view
+from tests.storage.test_views_process import ingest, wait_until
 
 T0 = BASE_SECONDS * 10**9
 FOREIGN = pd.DataFrame({"other": [1]})  # a frame no position view can extend: writes fail
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def ingest(server: ServerThread, *events: object) -> None:
-    with grpc.insecure_channel(server.address) as channel:
-        acks(pb_grpc.PortfolioManagerStub(channel), *events)
-
-
 def _view(strategy: str, quantity: int, sequence: int):
-    row = Position(
-        key=PositionKey("A1", strategy, "AAPL"),
-        multiplier=Decimal(1),
-        quantity=Decimal(quantity),
-        cost_basis=Decimal(quantity * 100),
-        trade_count=1,
-        updated_at_ns=T0 + sequence,
-        last_sequence=sequence,
-        currency="USD",
-    )
-    return position_view(row, Decimal(110), Decimal("1e-9"), base_currency="USD")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+    return history_view("A1", strategy, "AAPL", quantity, sequence)
 
 
 def test_a_failing_positions_symbol_holds_the_watermark_below_its_rows(tmp_path):
