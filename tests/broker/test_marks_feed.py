@@ -316,7 +316,8 @@ async def test_quotes_wait_while_the_service_is_down_and_go_when_it_is_back(
                 await book(fresh, "f1", "AAPL", Side.BUY, "10", "100")  # a new, empty service
                 position = await until_marked(fresh, "AAPL", "104")
             assert position.unrealized_pnl == 40
-            assert feed.stats.service_reachable
+            # The service applies the mark before the feed reads its answer: wait for that.
+            await eventually(lambda: feed.stats.service_reachable)
         finally:
             await feed.stop()
             if second is not None:
