@@ -8,7 +8,6 @@ from typing import Protocol
 
 from server.domain.balances import Balance
 from server.domain.book import PositionView, Price
-from server.domain.corrections import JournaledFill
 from server.domain.events import (
     BrokerPosition,
     CommissionAmendment,
@@ -21,6 +20,7 @@ from server.domain.orders import Order, Transition
 from server.domain.pnl_history import DailyPnl
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
+from server.domain.restatement import JournaledFills
 from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
@@ -139,9 +139,10 @@ class EventStore(Protocol):
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int
-    ) -> Iterator[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]]:
-        """Journaled fills filled at or after `time_ns` (not decoded), and every correction,
-        up to a sequence, in sequence order."""
+    ) -> Iterator[tuple[int, JournaledFills | FillCorrection | CommissionAmendment]]:
+        """Journaled fills filled at or after `time_ns` (not decoded; each run between the
+        others as columns, under its first sequence), and every correction and commission
+        amendment, up to a sequence, in sequence order."""
 
     def record_views(
         self,

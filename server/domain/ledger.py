@@ -11,10 +11,12 @@ refusal is decided by the state at its sequence, so replaying the journal refuse
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from server.domain.accounts import AccountRegistry
 from server.domain.balances import (
@@ -25,6 +27,7 @@ from server.domain.balances import (
     ReservationStatus,
 )
 from server.domain.book import PositionBook, RowChange
+from server.domain.codec import FIELD_SEPARATOR
 from server.domain.corrections import (
     DEFAULT_WINDOW_NS,
     Booked,
@@ -66,7 +69,13 @@ from server.domain.reconciliation import (
     reconcile,
 )
 from server.domain.refusals import Refusal, RefusalKind
-from server.domain.restatement import Placement, WindowedFill, WindowReader
+from server.domain.restatement import (
+    JournaledFills,
+    JournalRows,
+    Placement,
+    WindowedFill,
+    WindowReader,
+)
 from server.domain.retention import Retention
 from server.domain.seen import EventAt, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
@@ -594,67 +603,137 @@ class Ledger:
 
     def reload_correctable(
         self,
-        bookings: Iterable[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]],
+        bookings: Iterable[
+            tuple[int, JournaledFill | JournaledFills | FillCorrection | CommissionAmendment]
+        ],
         anchors: Iterable[Position] = (),
         *,
         empty_anchors_left_out: bool = True,
     ) -> list[PositionKey]:
-        """Recovery: refills the correctable fills from the journal's fills inside the window,
-        every correction and every commission amendment, in sequence order (refused ones are
-        skipped, as they were), and rebuilds the rows' restatement windows from them and the
-        checkpoint's `anchors` (see Checkpoint.empty_anchors_left_out: False, and none given,
-        is a checkpoint without windows). Returns the rows that came out other than
-        checkpointed (none, unless a bug)."""
+        """Recovery: refills the correctable fills from the journal's fills inside the window
+        (one at a time, or in columns: JournaledFills), every correction and every commission
+        amendment, in sequence order (refused ones are skipped, as they were), and gives the
+        rows their restatement windows from them and the checkpoint's `anchors` (see
+        Checkpoint.empty_anchors_left_out: False, and none given, is a checkpoint without
+        windows). Most rows' windows stay in the journal until first needed (see
+        restatement.Deferred); those a correction or amendment inside the window touches are
+        rebuilt now. Returns the rows rebuilt now that came out other than checkpointed (none,
+        unless a bug; the book tells of those read back later: PositionBook.on_differ)."""
         anchored: dict[PositionKey, Position] = {anchor.key: anchor for anchor in anchors}
         windows = bool(anchored) or empty_anchors_left_out
         horizon = self.book.horizon_ns()
-        bookings = list(bookings)
+        events = list(_in_columns(bookings))
         amended = {
             (event.account_id, event.fill_id)
-            for _, event in bookings
+            for _, event in events
             if isinstance(event, CommissionAmendment)
         }
-        named: dict[tuple[str, str], tuple[int, JournaledFill]] = {}  # fills amendments name
-        windowed: list[tuple[int, Fill | WindowedFill, str]] = []
-        reader = WindowReader()
-        fills: list[tuple[int, JournaledFill]] = []
-        for sequence, event in bookings:
+        named: dict[tuple[str, str], tuple[int, str]] = {}  # fills amendments name
+        windowed: list[JournaledFills] = []
+        changed: list[tuple[int, Fill, str]] = []  # (sequence, replacement, what it replaces)
+        refused = np.fromiter(self.refusals, dtype=np.int64, count=len(self.refusals))
+        for sequence, event in events:
+            if isinstance(event, JournaledFills):
+                fills = event.where(~np.isin(event.sequences, refused)) if len(refused) else event
+                self.corrections.add_columns(
+                    fills.account_ids.tolist(), fills.fill_ids.tolist(),
+                    fills.sequences.tolist(), fills.times_ns.tolist(), fills.texts.tolist(),
+                )  # fmt: skip
+                if amended:
+                    for fill_sequence, account_id, fill_id, text in zip(
+                        fills.sequences.tolist(), fills.account_ids.tolist(),
+                        fills.fill_ids.tolist(), fills.texts.tolist(), strict=True,
+                    ):  # fmt: skip
+                        if (account_id, fill_id) in amended:
+                            named[(account_id, fill_id)] = (fill_sequence, text)
+                if windows:
+                    windowed.append(fills.where(fills.times_ns >= horizon))
+                continue
             if sequence in self.refusals:
                 continue
-            if isinstance(event, JournaledFill):
-                fills.append((sequence, event))
-                if amended and (event.account_id, event.fill_id) in amended:
-                    named[(event.account_id, event.fill_id)] = (sequence, event)
-                if windows and event.timestamp_ns >= horizon:
-                    windowed.append((sequence, reader.read(event.text), ""))
-                continue
-            self.corrections.add_journaled(fills)  # in order: a correction follows its fill
-            fills = []
             if isinstance(event, CommissionAmendment):
                 journaled = named.get((event.account_id, event.fill_id))
                 if journaled is not None:  # find() need not read the journal for it
-                    self.corrections.prime(journaled[0], Fill.from_text(journaled[1].text))
+                    self.corrections.prime(journaled[0], Fill.from_text(journaled[1]))
                 found = self.corrections.find(event.account_id, event.fill_id)
                 if found is None or self._unamendable(event, found) is not None:
                     continue  # refused when it was applied (the window moved on)
                 original, booked = found
                 replacement = event.amended(booked.fill)
                 if windows:
-                    windowed.append((sequence, replacement, event.fill_id))
+                    changed.append((sequence, replacement, event.fill_id))
                 self.corrections.replace(
                     event.account_id, original, replacement, sequence, amended=True
                 )
                 continue
             if windows:
-                windowed.append((sequence, event.replacement(), event.corrects))
+                changed.append((sequence, event.replacement(), event.corrects))
             found = self.corrections.find(event.account_id, event.corrects)
             original = found[0] if found else event.corrects
             self.corrections.replace(event.account_id, original, event.replacement(), sequence)
-        self.corrections.add_journaled(fills)
         if not windows:
             return []
+        return self._reload_windows(
+            anchored, JournaledFills.joined(windowed), changed, empty_anchors_left_out
+        )
+
+    def _reload_windows(
+        self,
+        anchored: dict[PositionKey, Position],
+        windowed: JournaledFills,
+        changed: list[tuple[int, Fill, str]],
+        empty_anchors_left_out: bool,
+    ) -> list[PositionKey]:
+        """The rows' windows at a restart (see reload_correctable): the rows of an account's
+        instrument that a correction or amendment touches rebuilt now, with every booking
+        decoded (PositionBook.reload_windows), the others left in the journal."""
+        rows = JournalRows.of(windowed)
+        now = np.zeros(len(rows.keys), dtype=np.bool_)  # by strategy row
+        if changed:
+            touched = {(fill.account_id, fill.instrument_id) for _, fill, _ in changed}
+            places: dict[tuple[str, str], int] = {}  # (account, fill id) -> its row's code
+            if len(changed) > 32:
+                places = dict(
+                    zip(
+                        zip(
+                            windowed.account_ids.tolist(),
+                            windowed.fill_ids.tolist(),
+                            strict=True,
+                        ),
+                        rows.codes.tolist(),
+                        strict=True,
+                    )
+                )
+            for _, fill, corrects in changed:  # what a correction replaces, if in the window
+                if places:
+                    code = places.get((fill.account_id, corrects))
+                else:
+                    hits = np.flatnonzero(
+                        (windowed.fill_ids == corrects) & (windowed.account_ids == fill.account_id)
+                    )
+                    code = int(rows.codes[hits[0]]) if len(hits) else None
+                if code is not None:
+                    account_id, _, instrument_id = rows.keys[code].split(FIELD_SEPARATOR)
+                    touched.add((account_id, instrument_id))
+            for code, key in enumerate(rows.keys):
+                account_id, _, instrument_id = key.split(FIELD_SEPARATOR)
+                now[code] = (account_id, instrument_id) in touched
+        decoded = now[rows.codes]
+        anchors = dict(anchored)
+        self.book.defer_windows(
+            anchors, rows.where(~decoded), empty_anchors_left_out=empty_anchors_left_out
+        )  # takes the anchors of the rows it defers
+        reader = WindowReader()
+        rebuilt: list[tuple[int, Fill | WindowedFill, str]] = [
+            (sequence, reader.read(text), "")
+            for sequence, text in zip(
+                rows.sequences[decoded].tolist(), rows.texts[decoded].tolist(), strict=True
+            )
+        ]
+        if changed:
+            rebuilt = sorted([*rebuilt, *changed], key=lambda item: item[0])
         return self.book.reload_windows(
-            anchored, windowed, empty_anchors_left_out=empty_anchors_left_out
+            anchors, rebuilt, empty_anchors_left_out=empty_anchors_left_out
         )
 
     def account_instrument_rows(self, account_id: str) -> dict[str, list[Position]]:
@@ -821,3 +900,33 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
 
 def _id_field(event: ExecutionEvent) -> str:
     return KINDS[type(event)].id_field
+
+
+def _in_columns(
+    events: Iterable[
+        tuple[int, JournaledFill | JournaledFills | FillCorrection | CommissionAmendment]
+    ],
+) -> Iterator[tuple[int, JournaledFills | FillCorrection | CommissionAmendment]]:
+    """Journaled events as reload_correctable takes them: fills given one at a time put in
+    columns, a run of them at once."""
+    run: list[tuple[int, JournaledFill]] = []
+    for sequence, event in events:
+        if isinstance(event, JournaledFill):
+            run.append((sequence, event))
+            continue
+        if run:
+            yield run[0][0], _columns(run)
+            run = []
+        yield sequence, event
+    if run:
+        yield run[0][0], _columns(run)
+
+
+def _columns(run: list[tuple[int, JournaledFill]]) -> JournaledFills:
+    return JournaledFills(
+        np.array([sequence for sequence, _ in run], dtype=np.int64),
+        np.array([fill.account_id for _, fill in run], dtype=object),
+        np.array([fill.fill_id for _, fill in run], dtype=object),
+        np.array([fill.timestamp_ns for _, fill in run], dtype=np.int64),
+        np.array([fill.text for _, fill in run], dtype=object),
+    )

@@ -22,12 +22,16 @@ checkpoint holding each anchor plus the journal's fills inside the window, rebui
 from __future__ import annotations
 
 import enum
+import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from operator import attrgetter, itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
 from server.domain.events import Fill, Side
@@ -283,18 +287,23 @@ class RowWindow:
     SNAPSHOT_EVERY-th (`snapshots`, by booking). `queued_ns`: the earliest booking time the
     book's eviction queue holds for it.
 
+    After a restart, `deferred` (see Deferred) may hold the window's earliest bookings, not
+    read back yet: `bookings` are then those booked since (all after them) and `anchor` the
+    row's figures after the deferred ones.
+
     A new row's window of one booking is that Booking alone (`Window`), until the row's next
     change: most rows of a large book trade once or twice a day, and this object and its list
     took 136 bytes a row. It becomes a RowWindow (`_widened`) before anything else is done to
     it, with `queued_ns` its booking's time (the book queues a window when it is made)."""
 
-    __slots__ = ("anchor", "bookings", "queued_ns", "snapshots")
+    __slots__ = ("anchor", "bookings", "deferred", "queued_ns", "snapshots")
 
     def __init__(self, anchor: Position | None, bookings: list[Booking]) -> None:
         self.anchor = anchor
         self.bookings = bookings
         self.snapshots: dict[Booking, Position] = _NO_SNAPSHOTS  # its own once it has one
         self.queued_ns: int | None = None
+        self.deferred: Deferred | None = None
 
 
 _NOTHING = Position(key=PositionKey("", "", ""), multiplier=Decimal(1))
@@ -310,23 +319,29 @@ def _pristine(row: Position) -> bool:
     )  # fmt: skip
 
 
-Window = RowWindow | Booking
-"""What a row keeps of its window: a lone Booking for a new row's first (see RowWindow)."""
+Window: TypeAlias = "RowWindow | Booking | Deferred"
+"""What a row keeps of its window: a lone Booking for a new row's first (see RowWindow); after
+a restart, the window's fills as the journal holds them until first needed (Deferred)."""
 
 
 def bookings_of(window: Window) -> Sequence[Booking]:
-    """A window's bookings, in execution-time order."""
-    return (window,) if isinstance(window, Booking) else window.bookings
+    """A window's bookings, in execution-time order (none deferred: see materialize)."""
+    if isinstance(window, Booking):
+        return (window,)
+    assert deferred_of(window) is None, "the window's deferred bookings are read back first"
+    assert isinstance(window, RowWindow)
+    return window.bookings
 
 
 def _widened(row: Position) -> RowWindow:
     """The row's window as a RowWindow (made from a lone Booking if it is one)."""
     window = row.window
-    assert window is not None
+    assert window is not None and not isinstance(window, Deferred)
     if isinstance(window, Booking):
         widened = row.window = RowWindow(None, [window])
         widened.queued_ns = window.time_ns  # queued when it was made
         return widened
+    assert isinstance(window, RowWindow)
     return window
 
 
@@ -338,6 +353,290 @@ def anchor_of(row: Position, window: Window) -> Position:
         key=row.key, multiplier=row.multiplier, currency=row.currency,
         base_currency=row.base_currency,
     )  # fmt: skip
+
+
+# -- windows rebuilt when first needed (a restart) -------------------------------------------
+# A restart gets each row's figures from the checkpoint; its window's fills (inside the window,
+# journaled before the checkpoint) are needed only when a fill lands before one of them, a
+# correction looks one up, or the window's start passes some of them. Reading them back for
+# every row at the start cost about 17 us a fill (parsing the texts, building the Bookings,
+# applying them again only to find the checkpoint's figures). So a row keeps them as the
+# journal holds them (Deferred): an in-order fill appends after them (RowWindow.deferred),
+# eviction reads back only what leaves the window, and anything else reads them all back
+# (`materialize`), comparing what they give with what the row held.
+
+
+class JournaledFills(NamedTuple):
+    """Journaled fills in a row, in sequence order, as columns (a restart reads millions:
+    no object per fill), their texts not decoded."""
+
+    sequences: npt.NDArray[np.int64]
+    account_ids: npt.NDArray[np.object_]
+    fill_ids: npt.NDArray[np.object_]
+    times_ns: npt.NDArray[np.int64]
+    texts: npt.NDArray[np.object_]
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> JournaledFills:
+        return JournaledFills(
+            self.sequences[mask], self.account_ids[mask], self.fill_ids[mask],
+            self.times_ns[mask], self.texts[mask],
+        )  # fmt: skip
+
+    @staticmethod
+    def joined(parts: Sequence[JournaledFills]) -> JournaledFills:
+        if not parts:
+            empty = np.array([], dtype=object)
+            return JournaledFills(np.array([], dtype=np.int64), empty, empty,
+                                  np.array([], dtype=np.int64), empty)  # fmt: skip
+        sequences, accounts, fill_ids, times, texts = zip(*parts, strict=True)
+        return JournaledFills(
+            np.concatenate(sequences), np.concatenate(accounts), np.concatenate(fill_ids),
+            np.concatenate(times), np.concatenate(texts),
+        )  # fmt: skip
+
+
+def _row_pattern() -> re.Pattern[str] | None:
+    """A fill text's account, strategy and instrument fields, when they follow each other
+    (the current layout; a text with a version mark does not match)."""
+    names = Fill.codec().names
+    first = names.index("account_id")
+    if Fill.codec().version > 1 or names[first : first + 3] != [
+        "account_id", "strategy_id", "instrument_id"
+    ]:  # fmt: skip
+        return None
+    field, separator = f"[^{FIELD_SEPARATOR}]*", FIELD_SEPARATOR
+    return re.compile(
+        f"(?!{VERSION_MARK})(?:{field}{separator}){{{first}}}"
+        f"({field}{separator}{field}{separator}{field}){separator}"
+    )
+
+
+_ROW_FIELDS = _row_pattern()
+
+
+class JournalRows(NamedTuple):
+    """The journal window's fills with each one's strategy row (`codes` into `keys`, each
+    "account<sep>strategy<sep>instrument"), found without decoding the texts."""
+
+    keys: list[str]
+    codes: npt.NDArray[np.int64]
+    texts: npt.NDArray[np.object_]
+    sequences: npt.NDArray[np.int64]
+    times_ns: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, fills: JournaledFills) -> JournalRows:
+        """About 1 us a fill: a regular expression and a dict look-up each."""
+        codes: dict[str, int] = {}
+        made: list[int] = []
+        match = _ROW_FIELDS.match if _ROW_FIELDS is not None else None
+        reader: WindowReader | None = None
+        for text in fills.texts.tolist():
+            found = match(text) if match is not None else None
+            if found is not None:
+                key = found[1]
+            else:  # another layout: decoded
+                reader = reader or WindowReader()
+                read = reader.read(text)
+                key = FIELD_SEPARATOR.join((read.account_id, read.strategy_id, read.instrument_id))
+            code = codes.get(key)
+            if code is None:
+                code = codes[key] = len(codes)
+            made.append(code)
+        return cls(
+            list(codes), np.array(made, dtype=np.int64), fills.texts.copy(), fills.sequences,
+            fills.times_ns,
+        )  # fmt: skip
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> JournalRows:
+        return JournalRows(
+            self.keys, self.codes[mask], self.texts[mask], self.sequences[mask],
+            self.times_ns[mask],
+        )  # fmt: skip
+
+
+class JournalWindow:
+    """The journal's fills inside the window at a restart, as read (texts not parsed), shared
+    by the rows' Deferred: each is parsed once, when the first of its two rows needs it, and
+    its Booking kept for the other row (as live rows share one), its text let go."""
+
+    __slots__ = ("_parsed", "reader", "sequences", "texts")
+
+    def __init__(self, texts: npt.NDArray[np.object_], sequences: npt.NDArray[np.int64]) -> None:
+        self.texts = texts
+        self.sequences = sequences
+        self.reader = WindowReader()
+        self._parsed: dict[int, Booking] = {}
+
+    def booking(self, index: int, amounts: SharedAmounts) -> Booking:
+        booking = self._parsed.pop(index, None)
+        if booking is not None:  # its other row's: both rows have it now
+            return booking
+        text = self.texts[index]
+        self.texts[index] = None
+        booking = Booking.of(self.reader.read(text), int(self.sequences[index]), amounts=amounts)
+        self._parsed[index] = booking
+        return booking
+
+
+class WindowOrder:
+    """The journal window's fills by row, then execution time (`indexes` into the
+    JournalWindow), with their times in that order (`times_ns`): each row's are a range."""
+
+    __slots__ = ("indexes", "journal", "times_ns")
+
+    def __init__(
+        self,
+        journal: JournalWindow,
+        indexes: npt.NDArray[np.int64],
+        times_ns: npt.NDArray[np.int64],
+    ) -> None:
+        self.journal = journal
+        self.indexes = indexes
+        self.times_ns = times_ns
+
+
+class Deferred:
+    """A row's window bookings still in the journal: the range [start, stop) of `order`, the
+    row's figures before them (`anchor`, None for a new row's), the latest of their times
+    (`last_ns`). As a row's window on its own, the row's figures are those after them."""
+
+    __slots__ = ("anchor", "last_ns", "order", "queued_ns", "start", "stop")
+
+    def __init__(self, order: WindowOrder, start: int, stop: int, anchor: Position | None) -> None:
+        self.order = order
+        self.start = start
+        self.stop = stop
+        self.anchor = anchor
+        self.last_ns = int(order.times_ns[stop - 1])
+        self.queued_ns: int | None = None
+
+    @property
+    def first_ns(self) -> int:
+        return int(self.order.times_ns[self.start])
+
+    def bookings(self, stop: int, booker: Booker) -> list[Booking]:
+        """Its bookings from `start` up to `stop`, read back, in execution-time order."""
+        journal, amounts = self.order.journal, booker.amounts
+        made = [journal.booking(i, amounts) for i in self.order.indexes[self.start : stop].tolist()]
+        made.sort(key=_sort_key)
+        return made
+
+
+def deferred_of(window: Window | None) -> Deferred | None:
+    """The bookings of a row's window still in the journal, if any."""
+    if isinstance(window, Deferred):
+        return window
+    if isinstance(window, RowWindow):
+        return window.deferred
+    return None
+
+
+def first_ns(window: Window) -> int:
+    """The execution time of a window's first booking."""
+    if isinstance(window, Booking):
+        return window.time_ns
+    if isinstance(window, Deferred):
+        return window.first_ns
+    if window.deferred is not None:
+        return window.deferred.first_ns
+    return window.bookings[0].time_ns
+
+
+def appends(row: Position, booking: Booking, horizon_ns: int) -> bool:
+    """Whether `book` would book a fill on a row with deferred bookings after all of them
+    (nothing read back): one executed after the latest of them, inside the window."""
+    deferred = deferred_of(row.window)
+    return deferred is None or (
+        booking.time_ns > deferred.last_ns and booking.time_ns >= horizon_ns
+    )
+
+
+def _state(row: Position) -> tuple[object, ...]:
+    """What a row's bookings decide (take_figures' fields): equal, the row came out as held."""
+    return (
+        row.quantity, row.cost_basis, row.realized_pnl, row.realized_pnl_base, row.fees,
+        row.other_fee_items(), row.trade_count, row.opened_at_ns, row.updated_at_ns,
+    )  # fmt: skip
+
+
+def materialize(row: Position, booker: Booker) -> bool:
+    """Reads back a row's deferred bookings: its window is whole again, its figures
+    recomputed from its anchor. Returns whether they gave other figures than the row held
+    after them (none, unless a bug: the row then keeps what the journal gives)."""
+    window = row.window
+    deferred = deferred_of(window)
+    if deferred is None:
+        return False
+    tail: list[Booking] = []
+    if isinstance(window, RowWindow):  # bookings since, after the deferred ones
+        assert window.anchor is not None
+        tail, held = window.bookings, _state(window.anchor)
+    else:
+        held = _state(row)
+    whole = RowWindow(deferred.anchor, deferred.bookings(deferred.stop, booker))
+    whole.queued_ns = window.queued_ns if isinstance(window, RowWindow) else deferred.queued_ns
+    row.window = whole
+    _replay(row, whole, 0, booker)
+    differ = _state(row) != held
+    if tail:
+        start = len(whole.bookings)
+        whole.bookings.extend(tail)
+        _replay(row, whole, start, booker)
+    return differ
+
+
+def _evict_deferred(row: Position, deferred: Deferred, horizon_ns: int, booker: Booker) -> bool:
+    """Folds the deferred bookings executed before `horizon_ns` into their anchor, reading
+    back only those; when none is left, the row's window is what was booked since (or none).
+    Returns whether the figures after them came out other than the row held (see
+    materialize)."""
+    times = deferred.order.times_ns[deferred.start : deferred.stop]
+    cut = deferred.start + int(np.searchsorted(times, horizon_ns, side="left"))
+    if cut == deferred.start:
+        return False
+    folded = deferred.bookings(cut, booker)
+    anchor = deferred.anchor
+    if anchor is None:
+        anchor = Position(
+            key=row.key, multiplier=row.multiplier, currency=row.currency,
+            base_currency=row.base_currency,
+        )  # fmt: skip
+    for booking in folded:
+        booking.apply_to(anchor, booker)
+    row.booked_through = folded[-1].key
+    deferred.start, deferred.anchor = cut, anchor
+    if cut < deferred.stop:
+        return False
+    window = row.window
+    if isinstance(window, RowWindow):  # what was booked since stays, on the journal's figures
+        assert window.anchor is not None
+        differ = _state(anchor) != _state(window.anchor)
+        window.deferred, window.anchor = None, anchor
+        if differ:
+            _replay(row, window, 0, booker)
+        return differ
+    differ = _state(anchor) != _state(row)
+    row.window = None
+    row.take_figures(anchor)
+    return differ
+
+
+def defer(row: Position, order: WindowOrder, start: int, stop: int, anchor: Position) -> None:
+    """Recovery: gives a row the window bookings in `order`'s range [start, stop), left in the
+    journal (the row's figures, from the checkpoint, are those after them), and its `anchor`
+    (nothing, for a row opened inside the window)."""
+    row.window = Deferred(order, start, stop, None if _pristine(anchor) else anchor)
+
+
+def checkpoint_anchor(window: Window | None) -> Position | None:
+    """A row's figures before its window, unless they are a new row's: what a checkpoint
+    keeps of the row's window (the journal holds its bookings)."""
+    if isinstance(window, Deferred):
+        return window.anchor
+    if isinstance(window, RowWindow):
+        return window.deferred.anchor if window.deferred is not None else window.anchor
+    return None
 
 
 def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Placement:
@@ -354,6 +653,11 @@ def book(row: Position, booking: Booking, horizon_ns: int, booker: Booker) -> Pl
         return Placement.RESTATED if window is not None else Placement.IN_ORDER
     if window is None:
         row.window = booking if _pristine(row) else RowWindow(row.copy(), [booking])
+        booking.apply_to(row, booker)
+        return Placement.IN_ORDER
+    if isinstance(window, Deferred):  # after its deferred bookings (see `appends`)
+        since = row.window = RowWindow(row.copy(), [booking])
+        since.deferred, since.queued_ns = window, window.queued_ns
         booking.apply_to(row, booker)
         return Placement.IN_ORDER
     window = _widened(row)
@@ -397,6 +701,7 @@ def replace(row: Position, index: int, replacement: Booking | None, booker: Book
     """Puts `replacement` in the place of the booking at `index` (or takes it out, for None)
     and recomputes the row from there; returns whether fills after it were applied again."""
     window = _widened(row)
+    assert window.deferred is None, "the window's deferred bookings are read back first"
     bookings = window.bookings
     window.snapshots.pop(bookings[index], None)
     if replacement is None:
@@ -412,26 +717,36 @@ def replace(row: Position, index: int, replacement: Booking | None, booker: Book
     return later
 
 
-def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
-    """Folds the bookings executed before `horizon_ns` into the anchor."""
+def evict(row: Position, horizon_ns: int, booker: Booker) -> bool:
+    """Folds the bookings executed before `horizon_ns` into the anchor. Returns whether
+    deferred bookings read back for it gave other figures than the row held (see
+    materialize)."""
     window = row.window
+    differ = False
+    deferred = deferred_of(window)
+    if deferred is not None:
+        differ = _evict_deferred(row, deferred, horizon_ns, booker)
+        window = row.window
+        if deferred_of(window) is not None:  # some left: what was booked since is after them
+            return differ
     if window is None:
-        return
+        return differ
     if isinstance(window, Booking):
         if window.time_ns < horizon_ns:
             row.booked_through = window.key
             row.window = None
-        return
+        return differ
+    assert isinstance(window, RowWindow)
     bookings = window.bookings
     count = 0
     while count < len(bookings) and bookings[count].time_ns < horizon_ns:
         count += 1
     if not count:
-        return
+        return differ
     row.booked_through = bookings[count - 1].key
     if count == len(bookings):  # the row's figures are the anchor now
         row.window = None
-        return
+        return differ
     snapshots = window.snapshots
     start, anchor = 0, anchor_of(row, window)
     for index in range(count - 1, -1, -1):
@@ -446,6 +761,7 @@ def evict(row: Position, horizon_ns: int, booker: Booker) -> None:
             snapshots.pop(booking, None)
     window.anchor = anchor
     del bookings[:count]
+    return differ
 
 
 def rebuild(row: Position, anchor: Position, bookings: list[Booking], booker: Booker) -> None:
@@ -462,6 +778,7 @@ def _book_at_anchor(row: Position, booking: Booking, booker: Booker) -> None:
         booking.apply_to(row, booker)
         return
     window = _widened(row)
+    assert window.deferred is None, "the window's deferred bookings are read back first"
     window.anchor = anchor_of(row, window)
     booking.apply_to(window.anchor, booker)
     _replay(row, window, 0, booker)

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import arcticdb as adb
+import numpy as np
 import pandas as pd
 from arcticdb.exceptions import ArcticException
 
@@ -40,11 +41,11 @@ from server.application.ports import (
 )
 from server.domain.balances import Balance
 from server.domain.book import PositionView
-from server.domain.corrections import JournaledFill
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
 from server.domain.pnl_history import DailyPnl
+from server.domain.restatement import JournaledFills
 from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
     checkpoint_frame,
@@ -457,7 +458,7 @@ class ArcticEventStore:
 
     def correctable_fills(
         self, time_ns: int, up_to_sequence: int
-    ) -> Iterator[tuple[int, JournaledFill | FillCorrection | CommissionAmendment]]:
+    ) -> Iterator[tuple[int, JournaledFills | FillCorrection | CommissionAmendment]]:
         query = adb.QueryBuilder()
         query = query[
             (
@@ -475,17 +476,28 @@ class ArcticEventStore:
         if frame.empty:
             return
         frame = frame.sort_values("sequence", kind="stable")
-        times = frame["event_time"].astype("int64").tolist()
-        for sequence, kind, event_id, account_id, time_ns, text in zip(
-            frame["sequence"].tolist(), frame["kind"].tolist(), frame["event_id"].tolist(),
-            frame["account_id"].tolist(), times, frame["text"].tolist(), strict=True,
-        ):  # fmt: skip
-            if kind == "fill":
-                yield sequence, JournaledFill(account_id, event_id, time_ns, text)
-            elif kind == "correction":
-                yield sequence, FillCorrection.from_text(text)
-            else:
-                yield sequence, CommissionAmendment.from_text(text)
+        kinds = frame["kind"].to_numpy()
+        sequences = frame["sequence"].to_numpy(dtype=np.int64)
+        fills = (
+            sequences, frame["account_id"].to_numpy(dtype=object),
+            frame["event_id"].to_numpy(dtype=object),
+            frame["event_time"].astype("int64").to_numpy(dtype=np.int64),
+            frame["text"].to_numpy(dtype=object),
+        )  # fmt: skip
+        others = np.flatnonzero(kinds != "fill").tolist()  # fills come in runs between them
+        start = 0
+        for stop in [*others, len(kinds)]:
+            if stop > start:  # a run of fills, as columns (no object per fill)
+                yield int(sequences[start]), JournaledFills(*(c[start:stop] for c in fills))
+            if stop < len(kinds):
+                text = fills[4][stop]
+                event = (
+                    FillCorrection.from_text(text)
+                    if kinds[stop] == "correction"
+                    else CommissionAmendment.from_text(text)
+                )
+                yield int(sequences[stop]), event
+            start = stop + 1
 
     # -- the analysts' views ---------------------------------------------------------------
 

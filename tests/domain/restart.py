@@ -42,3 +42,8 @@ def restore_checkpoint(
         live.book.anchors(),
     )
     assert differ == [], f"rows rebuilt from their windows differ: {differ}"
+    target.book.on_differ = _differs  # a window read back later (restatement.Deferred)
+
+
+def _differs(key: object) -> None:
+    raise AssertionError(f"a row's window read back from the journal differs: {key}")

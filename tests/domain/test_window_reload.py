@@ -49,6 +49,7 @@ def test_a_fills_text_reads_as_its_decoded_fill(spec, number, quantity, price, c
 
 
 def test_a_row_that_differs_from_its_checkpoint_is_kept_as_its_journal_gives_it():
+    """Found when its window is read back (here all at once), told, and counted."""
     live = new_ledger()
     journal: list[tuple[int, ExecutionEvent]] = [(n + 1, d) for n, d in enumerate(DEFINITIONS)]
     spec = {"account": "A1", "strategy": "S1", "instrument": "AAPL", "side": "BUY", "quantity": 3,
@@ -69,5 +70,10 @@ def test_a_row_that_differs_from_its_checkpoint_is_kept_as_its_journal_gives_it(
         ),
         live.book.anchors(),
     )
-    assert sorted(differ) == sorted(row.key for row, _ in rows)
+    assert differ == []  # the windows stay in the journal until first needed
+    told: list[object] = []
+    after.book.on_differ = told.append
+    assert after.book.materialize_windows(limit=10) == 0
+    assert sorted(told) == sorted(row.key for row, _ in rows)
+    assert after.book.windows_differ == 2
     assert book_state(after) == book_state(live)  # rows and totals, the EUR fees' included
