@@ -91,8 +91,7 @@ from server.application.subscriptions import (
 from server.domain.events import (
     AccountKind,
     ExecutionEvent,
-    Fill,
-    FillCorrection,
+    InvalidEvent,
     require_id,
     require_trading_date,
 )
@@ -264,7 +263,9 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
 
     def admit_batch(self, request: pb.IngestRequest) -> _Admitted:
         """Admits one batch; returns what its answer needs and the sequence to wait for before
-        sending it. A bad event is rejected alone, the rest go through."""
+        sending it. A bad event is rejected alone, the rest go through. It runs on the event
+        loop for every message, so the clock's refusal is caught by a plain `except` (no
+        `field_errors` generator) and each event's branch is found once."""
         count = len(request.events)
         if not 1 <= count <= self.max_batch_events:
             return _Admitted(
@@ -274,6 +275,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             )
         refused: list[pb.EventAck | None] = []  # None: admitted, answered from its outcome
         valid: list[ExecutionEvent] = []
+        fills: list[bool] = []  # whether each admitted event books a fill (its ack says where)
+        check_time = self.service.check_time
         for index, message in enumerate(request.events):
             of = message.WhichOneof("event")
             refusal = booking_refusal(getattr(message, of).account_id) if of else ""
@@ -290,9 +293,13 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 continue
             try:
                 event = event_from_proto(message)
-                with field_errors({"timestamp": f"{of}.timestamp"}):
-                    self.service.check_time("timestamp", event.timestamp_ns)
-            except FieldViolation as violation:  # counted as the ledger's rejections are
+                check_time("timestamp", event.timestamp_ns)
+            except (FieldViolation, InvalidEvent) as error:  # counted as the ledger's are
+                violation = (
+                    error
+                    if isinstance(error, FieldViolation)
+                    else FieldViolation(f"{of}.{error.field}", error.reason)  # the clock's
+                )
                 self.service.writes.event_counts[of or "unknown", Result.REJECTED] += 1
                 refused.append(
                     pb.EventAck(
@@ -304,9 +311,9 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 )
                 continue
             valid.append(event)
+            fills.append(of == "fill")  # a fill or a correction (the fill branch)
             refused.append(None)
         outcomes, wait_for = self.service.admit(valid)
-        fills = [isinstance(event, Fill | FillCorrection) for event in valid]
         return _Admitted(request.batch_id, refused, outcomes, fills, wait_for)
 
     def place_fills(self, admitted: _Admitted) -> pb.IngestResponse:

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from portfolio.v1 import portfolio_pb2 as pb
 from server.domain.book import PositionView
-from server.domain.decimals import canonical
+from server.domain.decimals import ZERO, canonical
 from server.domain.events import (
     CashTransfer,
     CommissionAmendment,
@@ -32,6 +32,7 @@ from server.domain.totals import Totals
 from server.domain.traces import Trace
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_plain_decimal = _PLAIN_DECIMAL.fullmatch
 _MAX_TEXT = 64
 
 """How many units of the second currency one unit of the first is worth; None when unknown."""
@@ -71,6 +72,8 @@ def field_errors(renames: Mapping[str, str] | None = None) -> Iterator[None]:
 
 def parse_decimal(field: str, text: str, *, default: Decimal | None = None) -> Decimal:
     """A decimal string as the protocol defines it; empty gives `default`, if there is one."""
+    if text and len(text) <= _MAX_TEXT and _plain_decimal(text) is not None:
+        return Decimal(text)  # the usual case first: every fill has three amounts
     if not text and default is not None:
         return default
     if not text:
@@ -87,9 +90,10 @@ def timestamp_ns(field: str, message: Any) -> int:
     if not message.HasField("timestamp"):
         raise FieldViolation(field, "is required")
     stamp = message.timestamp
-    if not 0 <= stamp.nanos < 1_000_000_000:
-        raise FieldViolation(field, f"nanos must be in [0, 1e9), got {stamp.nanos}")
-    nanoseconds: int = stamp.seconds * 1_000_000_000 + stamp.nanos
+    nanos: int = stamp.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        raise FieldViolation(field, f"nanos must be in [0, 1e9), got {nanos}")
+    nanoseconds: int = stamp.seconds * 1_000_000_000 + nanos
     return nanoseconds
 
 
@@ -105,33 +109,43 @@ def set_timestamp(field: Timestamp, ns: int) -> None:
 
 
 def fill_from_proto(message: pb.Fill) -> Fill | FillCorrection:
-    """A fill, or with `corrects` set, a correction of an earlier one."""
+    """A fill, or with `corrects` set, a correction of an earlier one.
+
+    Every fill ingested comes this way, on the event loop: each field is read once and the
+    domain's refusal is caught by a plain `except` rather than `field_errors` (a generator-based
+    context manager costs about 2 us a call); the violations are the same, in the same order."""
     side = SIDE_FROM_PROTO.get(message.side)
     if side is None:
         raise FieldViolation("side", "must be SIDE_BUY or SIDE_SELL")
-    if message.corrects and message.trace_id:
+    corrects, trace_id = message.corrects, message.trace_id
+    if corrects and trace_id:
         raise FieldViolation("trace_id", "a correction cannot start or join a trace")
-    with field_errors():
+    quantity = parse_decimal("quantity", message.quantity)
+    price = parse_decimal("price", message.price)
+    commission = parse_decimal("commission", message.commission, default=ZERO)
+    try:
         fill = Fill(
             fill_id=message.fill_id,
             account_id=message.account_id,
             strategy_id=message.strategy_id,
             instrument_id=message.instrument_id,
             side=side,
-            quantity=parse_decimal("quantity", message.quantity),
-            price=parse_decimal("price", message.price),
-            commission=parse_decimal("commission", message.commission, default=Decimal(0)),
+            quantity=quantity,
+            price=price,
+            commission=commission,
             commission_currency=message.commission_currency,
             timestamp_ns=timestamp_ns("timestamp", message),
             order_ref=message.order_ref,
             order_id=message.order_id,
             venue=message.venue,
-            trace_id=message.trace_id,
+            trace_id=trace_id,
         )
-    if not message.corrects:
+    except InvalidEvent as invalid:
+        raise FieldViolation(invalid.field, invalid.reason) from None
+    if not corrects:
         return fill
     with field_errors({"correction_id": "fill_id"}):
-        return FillCorrection.replacing(message.corrects, fill)
+        return FillCorrection.replacing(corrects, fill)
 
 
 def status_from_proto(message: pb.OrderStatusUpdate) -> OrderStatusUpdate:
@@ -206,11 +220,11 @@ _INGESTED: dict[str, tuple[Callable[[Any], IngestedEvent], str]] = {
 
 def event_from_proto(message: pb.ExecutionEvent) -> IngestedEvent:
     which = message.WhichOneof("event")
-    if which is None or which not in _INGESTED:
+    found = _INGESTED.get(which) if which is not None else None
+    if which is None or found is None:
         raise FieldViolation("event", f"must hold one of: {', '.join(_INGESTED)}")
-    parse, _ = _INGESTED[which]
     try:
-        return parse(getattr(message, which))
+        return found[0](getattr(message, which))
     except FieldViolation as violation:
         raise violation.within(which) from None
 
