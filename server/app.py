@@ -21,6 +21,7 @@ from opentelemetry.util.types import Attributes
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api.auth import Authorizer
+from server.api.handlers import HandlerRewrite, RewritingRegistry
 from server.api.malformed import MalformedRequestGuard
 from server.api.metrics_interceptor import RpcMetrics
 from server.api.preencoded import PreEncodedResponses
@@ -339,23 +340,24 @@ async def _start(
                 if refusal is not None:
                     log.warning("reference file: %s refused: %s", outcome.event_id, refusal)
 
+        # Each handler rewritten once where it is added (server.api.handlers), not per call:
+        # who calls and may they (server.api.auth): before anything reads the request.
+        # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
+        # Updates are written as their encoded bytes (once per update, not per stream).
+        # Metrics first (outermost): they time what the others add.
+        rewrites: list[HandlerRewrite] = [
+            *(
+                [RpcMetrics(QueryLatency(thresholds, metrics))]
+                if metrics is not None or config.query_p99_ms
+                else []
+            ),
+            *([RpcTraces(tracing.tracer)] if tracing is not None else []),
+            # Without principals it only names who books each write (the audit trail).
+            Authorizer(transport.principals),
+            MalformedRequestGuard(),
+            PreEncodedResponses(),
+        ]
         server = grpc.aio.server(
-            # Who calls and may they (server.api.auth): before anything reads the request.
-            # Bytes that are not the method's request: INVALID_ARGUMENT, a log line per client.
-            # Updates are written as their encoded bytes (once per update, not per stream).
-            # Metrics first: they time what the others add.
-            interceptors=[
-                *(
-                    [RpcMetrics(QueryLatency(thresholds, metrics))]
-                    if metrics is not None or config.query_p99_ms
-                    else []
-                ),
-                *([RpcTraces(tracing.tracer)] if tracing is not None else []),
-                # Without principals it only names who books each write (the audit trail).
-                Authorizer(transport.principals),
-                MalformedRequestGuard(),
-                PreEncodedResponses(),
-            ],
             options=[
                 # A second server on the same port must fail, not silently share it.
                 ("grpc.so_reuseport", 0),
@@ -381,9 +383,10 @@ async def _start(
             reconciler=reconciler,
             batch_max_bytes=min(BATCH_MAX_BYTES, config.max_message_bytes // 2),
         )
-        pb_grpc.add_PortfolioManagerServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection([SERVICE_NAME, health.SERVICE_NAME], server)
+        registry = RewritingRegistry(server, rewrites).as_server()
+        pb_grpc.add_PortfolioManagerServicer_to_server(servicer, registry)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+        enable_reflection([SERVICE_NAME, health.SERVICE_NAME], registry)
         port = _listen(server, config.address, transport)
         if not port:
             raise RuntimeError(f"cannot listen on {config.address}")
