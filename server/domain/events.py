@@ -111,11 +111,11 @@ class OptionRight(enum.Enum):
 
 
 def require_id(field: str, value: str, *, required: bool = True) -> None:
-    if _PLAIN_ID(value) is not None:
-        return
     if not value:
         if required:
             raise InvalidEvent(field, "is required")
+        return
+    if _PLAIN_ID(value) is not None:
         return
     if _LEGACY_LIMITS.get():
         if len(value) > _LEGACY_MAX_ID_LENGTH or not value.isprintable():
@@ -275,17 +275,29 @@ class Fill(JournaledEvent):
     trace_id: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("fill_id", "account_id", "strategy_id", "instrument_id"):
-            require_id(name, getattr(self, name))
+        # Spelled out field by field (no loop of getattr): every fill ingested or read back
+        # from the journal is checked here. The order is the order a fault is reported in.
+        require_id("fill_id", self.fill_id)
+        require_id("account_id", self.account_id)
+        require_id("strategy_id", self.strategy_id)
+        require_id("instrument_id", self.instrument_id)
         if self.strategy_id in RESERVED_OWNERS:
             raise InvalidEvent(
                 "strategy_id", f"{self.strategy_id!r} is reserved for reconciliation's rows"
             )
-        for name in ("order_ref", "order_id", "venue", "trace_id"):
-            require_id(name, getattr(self, name), required=False)
-        require_currency("commission_currency", self.commission_currency, required=False)
-        for name in ("quantity", "price", "commission"):
-            require_amount(name, getattr(self, name))
+        if self.order_ref:
+            require_id("order_ref", self.order_ref)
+        if self.order_id:
+            require_id("order_id", self.order_id)
+        if self.venue:
+            require_id("venue", self.venue)
+        if self.trace_id:
+            require_id("trace_id", self.trace_id)
+        if self.commission_currency:
+            require_currency("commission_currency", self.commission_currency)
+        require_amount("quantity", self.quantity)
+        require_amount("price", self.price)
+        require_amount("commission", self.commission)
         if not self.quantity > 0:
             raise InvalidEvent("quantity", f"must be > 0, got {canonical(self.quantity)}")
         require_time(self.timestamp_ns)
