@@ -9,12 +9,20 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.ledger import Ledger, Outcome
-from server.domain.restatement import Deferred, RowWindow, deferred_of
+from server.domain.restatement import (
+    Deferred,
+    JournaledFills,
+    JournalRows,
+    RowWindow,
+    deferred_of,
+)
 from tests.domain.restart import restore_checkpoint
 from tests.domain.test_execution_order import DEFINITIONS, FILL, book_state, make_fill
 
@@ -160,3 +168,17 @@ def test_a_restart_defers_the_windows_and_an_in_order_fill_only_appends():
 
 SPEC = {"account": "A1", "strategy": "S1", "instrument": "AAPL", "side": "BUY", "quantity": 1,
         "price": 100, "cents": 0, "commission": "0", "fee_currency": ""}  # fmt: skip
+
+
+def test_a_fills_row_is_found_without_decoding_and_as_decoded_for_another_layout():
+    fills = [spread(make_fill(n, {**SPEC, "strategy": f"S{n % 2}"}), n) for n in range(3)]
+    texts = [fill.text() for fill in fills]
+    texts[2] = f"{VERSION_MARK}1{FIELD_SEPARATOR}{texts[2]}"  # a marked text: decoded
+    columns = JournaledFills(
+        np.arange(1, 4, dtype=np.int64), np.array(["A1"] * 3, dtype=object),
+        np.array([f.fill_id for f in fills], dtype=object),
+        np.array([f.timestamp_ns for f in fills], dtype=np.int64), np.array(texts, dtype=object),
+    )  # fmt: skip
+    rows = JournalRows.of(columns)
+    keys = [rows.keys[code].split(FIELD_SEPARATOR) for code in rows.codes.tolist()]
+    assert keys == [["A1", "S0", "AAPL"], ["A1", "S1", "AAPL"], ["A1", "S0", "AAPL"]]
