@@ -637,7 +637,8 @@ class Ledger:
                 fills = event.where(~np.isin(event.sequences, refused)) if len(refused) else event
                 self.corrections.add_columns(
                     fills.account_ids.tolist(), fills.fill_ids.tolist(),
-                    fills.sequences.tolist(), fills.times_ns.tolist(), fills.texts.tolist(),
+                    fills.sequences.tolist(), fills.times_ns.tolist(),
+                    fills.texts.tolist() if self.journal is None else None,  # kept whole
                 )  # fmt: skip
                 if amended:
                     for fill_sequence, account_id, fill_id, text in zip(
