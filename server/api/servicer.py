@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.api import pages
-from server.api.answers import AnswerCache
+from server.api.answers import AnswerCache, RowAnswers
 from server.api.auth import booking_refusal
 from server.api.errors import (
     REJECT_CODES,
@@ -44,7 +44,6 @@ from server.api.updates import (
 )
 from server.api.wire import (
     FieldViolation,
-    PositionMessages,
     event_from_proto,
     event_id_of,
     field_errors,
@@ -193,8 +192,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.max_batch_events = max_batch_events
         self.heartbeat_seconds = heartbeat_seconds
         self.answers = AnswerCache()  # summaries kept encoded until the state moves
-        self.positions = AnswerCache(POSITIONS_KEPT)  # rows, the same way (polled many at once)
-        self.position_messages = PositionMessages(POSITIONS_KEPT)  # by row, while unchanged
+        self.positions = RowAnswers(POSITIONS_KEPT)  # rows, by version and by view
         # At a shutdown (stop_streams): no new stream; open ingest streams (their admitting
         # task -> their answers) admit nothing more, answer what they admitted, then end.
         self.stopping = False
@@ -557,14 +555,12 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         _require("account_id", account_id)
         _require("instrument_id", instrument_id)
         strategy_id = request.strategy_id
-
-        key = (account_id, instrument_id, strategy_id)
-
-        def build() -> pb.Position:  # the row's message again if its view did not change
-            view = self.service.get_position(account_id, instrument_id, strategy_id)
-            return self.position_messages.message(key, view)
-
-        return self.positions.answer(key, self.service.version, build)
+        service = self.service
+        return self.positions.answer(
+            (account_id, instrument_id, strategy_id),
+            service.version,
+            lambda: service.get_position(account_id, instrument_id, strategy_id),
+        )
 
     @answers_errors
     async def GetStrategyPortfolio(  # type: ignore[override]  # kept encoded: api/answers.py
