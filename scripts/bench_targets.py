@@ -479,10 +479,17 @@ def query_lines(run: Run) -> list[Line]:
             met=summary_ratio <= 1.5,
         ),
         Line(
-            target=f"8 GetPosition p50, {rows:,} rows",
+            target=f"8 GetPosition p50, {rows:,} rows, a row kept encoded",
             measured=f"{min(medians['get']):.3f} ms",
             baseline=f"no-op unary {min(medians['noop get']):.3f} ms",
             ratio=f"{get_ratio:.2f} ({get_spread})", goal="ratio <= 1.2", met=get_ratio <= 1.2,
+        ),
+        Line(  # the rows a client reads are mostly not among the last POSITIONS_KEPT asked
+            target=f"8 GetPosition p50, {rows:,} rows, each row built for the call",
+            measured=f"{built:.3f} ms",
+            baseline=f"no-op unary {min(medians['noop get']):.3f} ms",
+            ratio=f"{built_ratio:.2f} ({built_spread})", goal="ratio <= 1.2",
+            met=built_ratio <= 1.2,
         ),
     ]  # fmt: skip
 
