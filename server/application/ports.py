@@ -21,6 +21,7 @@ from server.domain.pnl_history import DailyPnl
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.restatement import JournaledFills
+from server.domain.seen import Ints
 from server.domain.state import LedgerState
 
 Sequenced = tuple[int, ExecutionEvent]
@@ -44,8 +45,8 @@ class SeenEvents:
 
     kinds: list[str]
     event_ids: list[str]
-    sequences: list[int]
-    fingerprints: list[int]
+    sequences: Ints
+    fingerprints: Ints
 
 
 @dataclass(frozen=True, slots=True)

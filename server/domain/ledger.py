@@ -11,7 +11,7 @@ refusal is decided by the state at its sequence, so replaying the journal refuse
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any, Generic, TypeVar
@@ -77,7 +77,7 @@ from server.domain.restatement import (
     WindowReader,
 )
 from server.domain.retention import Retention
-from server.domain.seen import EventAt, JournalUnreadable, SeenIds
+from server.domain.seen import EventAt, Ints, JournalUnreadable, SeenIds
 from server.domain.traces import TraceBook
 
 
@@ -350,12 +350,15 @@ class Ledger:
         self.sequence = max(self.sequence, sequence)
 
     def remember_all(
-        self, kinds: list[str], event_ids: list[str], sequences: list[int], fingerprints: list[int]
+        self,
+        kinds: Sequence[str],
+        event_ids: Sequence[str],
+        sequences: Ints | Sequence[int],
+        fingerprints: Ints | Sequence[int],
     ) -> None:
-        """`remember` for the whole journal at once (columns, in sequence order)."""
-        self.seen.remember_all(kinds, event_ids, sequences, fingerprints)
-        if sequences:
-            self.sequence = max(self.sequence, sequences[-1])
+        """`remember` for the whole journal at once (columns)."""
+        latest = self.seen.remember_all(kinds, event_ids, sequences, fingerprints)
+        self.sequence = max(self.sequence, latest)
 
     def apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         """Applies an admitted event; events must come in sequence order."""
