@@ -155,6 +155,12 @@ def _checkpoint_row(row: Position, price: Price | None, *, anchor: bool) -> tupl
     )
 
 
+def _other_fees(text: str) -> dict[str, Decimal]:
+    """A row's fees in other currencies, as `checkpoint_frame` writes them."""
+    parts = (part.partition("=") for part in text.split(";"))
+    return {currency: Decimal(amount) for currency, _, amount in parts}
+
+
 def rows_from_checkpoint(
     frame: pd.DataFrame, metadata: Mapping[str, object] | None = None
 ) -> tuple[list[tuple[Position, Price]], list[Position]]:
@@ -187,41 +193,54 @@ def rows_from_checkpoint(
         amounts("cost_basis"),
     )
     realized, fees = amounts("realized_pnl"), amounts("fees")
-    realized_base = [Decimal(text) if text else None for text in column["realized_pnl_base"]]
-    for i, (account_id, strategy_id, instrument_id) in enumerate(
-        zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True)
-    ):
-        other = column["other_fees"][i]
-        parts = (part.partition("=") for part in other.split(";"))
+    realized_base = [
+        None if not text else (shared[text] if text in shared else Decimal(text))
+        for text in column["realized_pnl_base"]
+    ]
+    # Each row carries its instrument's last fill price: one Price for the rows that share one.
+    prices: dict[tuple[str, int, str], Price] = {}
+    # One pass over the columns together, no lookup of a column per field and row.
+    for (
+        key, multiplier, quantity, cost_basis, realized_pnl, realized_pnl_base, base_currency,
+        fee, other, trade_count, opened_at_ns, updated_at_ns, last_sequence, currency,
+        booked_through_ns, booked_through_id, anchor, *fill_price,
+    ) in zip(
+        zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True),
+        multipliers, quantities, costs, realized, realized_base, column["base_currency"], fees,
+        column["other_fees"], column["trade_count"], column["opened_at_ns"],
+        column["updated_at_ns"], column["last_sequence"], column["currency"],
+        column["booked_through_ns"], column["booked_through_id"], column["anchor"],
+        column["fill_price"], column["fill_price_time_ns"], column["fill_price_fill_id"],
+        strict=True,
+    ):  # fmt: skip
         position = Position(
-            key=PositionKey(account_id, strategy_id, instrument_id),
-            multiplier=multipliers[i],
-            quantity=quantities[i],
-            cost_basis=costs[i],
-            realized_pnl=realized[i],
+            key=tuple.__new__(PositionKey, key),  # PositionKey(*key), without a Python call
+            multiplier=multiplier,
+            quantity=quantity,
+            cost_basis=cost_basis,
+            realized_pnl=realized_pnl,
             # Before the column (base_currency ""): the book decides (see its restore).
-            realized_pnl_base=realized_base[i],
-            base_currency=column["base_currency"][i],
-            fees=fees[i],
-            other_fees={currency: Decimal(amount) for currency, _, amount in parts}
-            if other
-            else None,
-            trade_count=column["trade_count"][i],
-            opened_at_ns=column["opened_at_ns"][i],
-            updated_at_ns=column["updated_at_ns"][i],
-            last_sequence=column["last_sequence"][i],
-            currency=column["currency"][i],
-            booked_through_ns=column["booked_through_ns"][i],
-            booked_through_id=column["booked_through_id"][i],
+            realized_pnl_base=realized_pnl_base,
+            base_currency=base_currency,
+            fees=fee,
+            other_fees=_other_fees(other) if other else None,
+            trade_count=trade_count,
+            opened_at_ns=opened_at_ns,
+            updated_at_ns=updated_at_ns,
+            last_sequence=last_sequence,
+            currency=currency,
+            booked_through_ns=booked_through_ns,
+            booked_through_id=booked_through_id,
         )
-        if column["anchor"][i]:
+        if anchor:
             anchors.append(position)
             continue
-        price = Price(
-            Decimal(column["fill_price"][i]),
-            MarkSource.LAST_FILL,
-            column["fill_price_time_ns"][i],
-            column["fill_price_fill_id"][i],
-        )
+        saved = tuple(fill_price)
+        price = prices.get(saved)
+        if price is None:
+            text, time_ns, fill_id = fill_price
+            price = Price(Decimal(text), MarkSource.LAST_FILL, time_ns, fill_id)
+            if len(prices) < SHARED_AMOUNTS:
+                prices[saved] = price
         rows.append((position, price))
     return rows, anchors

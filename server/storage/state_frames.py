@@ -340,11 +340,25 @@ def _trip_open(item: tuple[PositionKey, int, Decimal, Decimal]) -> dict[str, Any
             "fees": _exact(fees)}  # fmt: skip
 
 
+_ZEROS: dict[str, Decimal] = {}  # a zero's text -> its Decimal: most open trips start at zero
+
+
 def _trip_open_from(record: dict[str, Any]) -> tuple[PositionKey, int, Decimal, Decimal]:
+    """One row's open trip (a record per row: a million at a restart). A zero's text is read
+    once (the ledger shares a trip record per sign and zeros' texts anyway)."""
     return (
-        PositionKey(*record["key"]), record["sign"], Decimal(record["realized_pnl"]),
-        Decimal(record["fees"]),
+        tuple.__new__(PositionKey, record["key"]), record["sign"],
+        _trip_amount(record["realized_pnl"]), _trip_amount(record["fees"]),
     )  # fmt: skip
+
+
+def _trip_amount(text: str) -> Decimal:
+    value = _ZEROS.get(text)
+    if value is None:
+        value = Decimal(text)
+        if not value and len(_ZEROS) < 64:  # zeros' texts are few ("0", "0.00", "-0")
+            _ZEROS[text] = value
+    return value
 
 
 def _trips(item: tuple[PositionKey, RoundTrips]) -> dict[str, Any]:
