@@ -11,7 +11,7 @@ import arcticdb as adb
 import numpy as np
 import pandas as pd
 
-from server.storage.arctic import EVENTS, TRACED_FILL, ArcticEventStore
+from server.storage.arctic import EVENTS, TRACED_FILL, ArcticEventStore, _distinct_pairs
 from server.storage.frames import journal_frame
 from server.storage.receipts import Receipts
 from tests.domain.builders import fill
@@ -81,6 +81,12 @@ def test_the_ids_seen_come_as_numpy_columns_in_journal_order(tmp_path):
         assert seen.event_ids == [event.event_id for event in events]
         assert seen.sequences.dtype == np.int64 and seen.sequences.tolist() == list(range(1, 7))
         assert seen.fingerprints.dtype == np.int64 and len(seen.fingerprints) == 6
-        assert store._view_symbols == {("fill", "A0"), ("fill", "A1")}
     finally:
         store.close()
+
+
+def test_the_distinct_pairs_of_two_columns_are_those_of_their_rows():
+    kinds = pd.Series(["fill", "order", "fill", "fill", "order", "fill"])
+    accounts = pd.Series(["A1", "A1", "A2", "A1", "A1", ""])
+    assert _distinct_pairs(kinds, accounts) == set(zip(kinds, accounts, strict=True))
+    assert _distinct_pairs(pd.Series([], dtype=object), pd.Series([], dtype=object)) == set()
