@@ -403,7 +403,7 @@ class PositionBook:
             or not appends(row, booking, horizon)
         ):  # fmt: skip
             self._materialize(row)
-        totals = self._totals_of(key)
+        totals = self._scope_totals(row)
         self._revalue(row)  # its share of the totals at market_price, the current price
         totals.add(row, market_price, -1)
         self._add_other_fees(row, -1)
@@ -479,8 +479,13 @@ class PositionBook:
 
     def _totals_of(self, key: PositionKey) -> Totals:
         """The totals a row counts in: its scope's, in the row's currency."""
-        row = self.row_at(key)
-        if key.is_account_level:
+        return self._scope_totals(self.row_at(key))
+
+    def _scope_totals(self, row: Position) -> Totals:
+        """`_totals_of` for a row in hand: the fill path looks no row up again (an index of a
+        million rows is a dict whose probes miss the cache)."""
+        key = row.key
+        if key.strategy_id == ACCOUNT_LEVEL:
             return self._account_totals[key.account_id][row.currency]
         return self._strategy_totals[(key.account_id, key.strategy_id)][row.currency]
 
@@ -573,7 +578,7 @@ class PositionBook:
         held = row.valued_at
         if held != price:
             if row.quantity:
-                self._totals_of(row.key).revalue(row.market_value(price - held), row.quantity > 0)
+                self._scope_totals(row).revalue(row.market_value(price - held), row.quantity > 0)
             row.valued_at = price
 
     def _valued(self, account_id: str, strategy_id: str) -> None:
