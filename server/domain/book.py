@@ -43,7 +43,6 @@ from server.domain.restatement import (
     appends,
     book,
     book_outside_window,
-    bookings_of,
     checkpoint_anchor,
     defer,
     deferred_of,
@@ -53,6 +52,7 @@ from server.domain.restatement import (
     materialize,
     rebuild,
     replace,
+    visible,
 )
 from server.domain.totals import Totals, convert, merged
 
@@ -349,15 +349,19 @@ class PositionBook:
         old_keys = _keys(booked)
         new_keys = _keys(replacement)
         old_rows = [self.get(key) for key in old_keys]
-        for old_row in old_rows:  # its bookings looked up: read back (see materialize)
-            if old_row is not None and deferred_of(old_row.window) is not None:
+        for old_row in old_rows:  # looked up among the deferred bookings: read back first
+            if (
+                old_row is not None
+                and deferred_of(old_row.window) is not None
+                and find(old_row, booked.fill_id) is None
+            ):
                 self._materialize(old_row)
         places = [find(row, booked.fill_id) if row is not None else None for row in old_rows]
         if None in places:
             return None
         strategy_row = old_rows[0]
         assert strategy_row is not None and strategy_row.window is not None
-        place = bookings_of(strategy_row.window)[places[0] or 0].key
+        place = visible(strategy_row.window)[places[0] or 0].key
         held = self._fill_prices.get(booked.instrument_id)
         if held is not None and (held.time_ns, held.fill_id) == place:  # it set the price
             self._fill_prices.pop(booked.instrument_id)
@@ -398,10 +402,11 @@ class PositionBook:
         at index `replacing`, in place of what is there, None taking it out), keeping its
         totals by difference; inside `EXACT`."""
         row = self._row(key)
-        if deferred_of(row.window) is not None and (
-            replacing is not None or outside or booking is None
-            or not appends(row, booking, horizon)
-        ):  # fmt: skip
+        if (
+            deferred_of(row.window) is not None
+            and replacing is None  # else among the bookings since the deferred (see correct)
+            and (outside or booking is None or not appends(row, booking, horizon))
+        ):
             self._materialize(row)
         totals = self._scope_totals(row)
         self._revalue(row)  # its share of the totals at market_price, the current price
@@ -860,6 +865,11 @@ class PositionBook:
                 if kept[key]:
                     rebuild(row, anchor, kept[key], self.booker)
                     self._queue(row)
+                elif anchor is _FROM_NOTHING:
+                    # Every fill of its window was corrected away (into another row): it had
+                    # no window then, its figures were its anchor's, and the checkpoint holds
+                    # them, not that anchor (anchors() keeps windowed rows' only).
+                    continue
                 else:
                     row.take_figures(anchor)
                 if _counted(row) == before:

@@ -684,13 +684,23 @@ def book_outside_window(row: Position, booking: Booking, booker: Booker) -> Plac
     return Placement.OUTSIDE_WINDOW
 
 
+def visible(window: Window) -> Sequence[Booking]:
+    """A window's bookings not deferred, in execution-time order: all of them, unless some
+    are deferred (then those booked since, all after them)."""
+    if isinstance(window, Booking):
+        return (window,)
+    if isinstance(window, Deferred):
+        return ()
+    return window.bookings
+
+
 def find(row: Position, booked_id: str) -> int | None:
-    """The index in the row's window of what is booked under `booked_id` (latest first: a
-    correction usually follows its fill closely)."""
+    """The index among the row's window bookings not deferred (see `visible`) of what is
+    booked under `booked_id` (latest first: a correction usually follows its fill closely)."""
     window = row.window
     if window is None:
         return None
-    bookings = bookings_of(window)
+    bookings = visible(window)
     for index in range(len(bookings) - 1, -1, -1):
         if bookings[index].booked_id == booked_id:
             return index
@@ -700,14 +710,19 @@ def find(row: Position, booked_id: str) -> int | None:
 def replace(row: Position, index: int, replacement: Booking | None, booker: Booker) -> bool:
     """Puts `replacement` in the place of the booking at `index` (or takes it out, for None)
     and recomputes the row from there; returns whether fills after it were applied again."""
-    window = _widened(row)
-    assert window.deferred is None, "the window's deferred bookings are read back first"
+    window = _widened(row)  # `index` among the bookings since the deferred ones, if any
     bookings = window.bookings
     window.snapshots.pop(bookings[index], None)
     if replacement is None:
         del bookings[index]
     else:
         bookings[index] = replacement
+    if not bookings and window.deferred is not None:  # the deferred ones alone again
+        assert window.anchor is not None
+        row.take_figures(window.anchor)
+        window.deferred.queued_ns = window.queued_ns
+        row.window = window.deferred
+        return False
     if not bookings:
         row.take_figures(window.anchor or _NOTHING)
         row.window = None

@@ -182,3 +182,17 @@ def test_a_fills_row_is_found_without_decoding_and_as_decoded_for_another_layout
     rows = JournalRows.of(columns)
     keys = [rows.keys[code].split(FIELD_SEPARATOR) for code in rows.codes.tolist()]
     assert keys == [["A1", "S0", "AAPL"], ["A1", "S1", "AAPL"], ["A1", "S0", "AAPL"]]
+
+
+def test_a_row_whose_window_fills_were_all_corrected_away_keeps_its_figures_at_a_restart():
+    """Its fill before the window stays (the anchor a checkpoint does not keep: no window)."""
+    live = new_ledger()
+    journal: list[tuple[int, ExecutionEvent]] = [(n + 1, d) for n, d in enumerate(DEFINITIONS)]
+    early = spread(make_fill(0, {**SPEC, "strategy": "S2"}), 0)  # leaves the window
+    moved = spread(make_fill(5, {**SPEC, "strategy": "S2"}), 5)
+    later = [spread(make_fill(n, SPEC), n) for n in range(6, 14)]
+    replacement = dataclasses.replace(moved, fill_id="c0", strategy_id="S9")
+    for event in [early, moved, FillCorrection.replacing(moved.fill_id, replacement), *later]:
+        journal.append((live.record(event).sequence, event))
+    after = restarted(live, journal)  # failed here: the S2 row rebuilt from nothing
+    assert book_state(after) == book_state(live)
