@@ -639,9 +639,8 @@ class Ledger:
             if isinstance(event, JournaledFills):
                 fills = event.where(~np.isin(event.sequences, refused)) if len(refused) else event
                 self.corrections.add_columns(
-                    fills.account_ids.tolist(), fills.fill_ids.tolist(),
-                    fills.sequences.tolist(), fills.times_ns.tolist(),
-                    fills.texts.tolist() if self.journal is None else None,  # kept whole
+                    fills.account_ids.tolist(), fills.fill_ids.tolist(), fills.sequences,
+                    fills.times_ns, fills.texts.tolist() if self.journal is None else None,
                 )  # fmt: skip
                 if amended:
                     for fill_sequence, account_id, fill_id, text in zip(
