@@ -7,7 +7,7 @@ Incoming text is parsed strictly (plain decimal notation only) and every problem
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -369,35 +369,6 @@ def _same_text(amount: Decimal | None, known: Decimal, known_text: str) -> str:
     if amount is None:
         return ""
     return known_text if amount == known else canonical(amount)
-
-
-class PositionMessages:
-    """Each row's message kept with the view it was built from, and given again while the
-    row's view is equal: on a live book the service's version moves with every event, so
-    answers kept by that version are rebuilt on most calls, though most rows did not change.
-    Comparing two views costs about a twentieth of building the message.
-
-    The message depends only on the view's values (every amount is written by value,
-    `canonical`), except the precision's exponent, which the base-currency rounding follows:
-    that must be the same object (it is: the book's). Bounded: the oldest kept goes first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._kept: dict[Hashable, tuple[PositionView, pb.Position]] = {}
-
-    def message(self, key: Hashable, view: PositionView) -> pb.Position:
-        """The row's message; callers must not change it (it may be given again)."""
-        held = self._kept.get(key)
-        if held is not None:
-            kept_view, message = held
-            if kept_view.precision is view.precision and kept_view == view:
-                return message
-            del self._kept[key]
-        elif len(self._kept) >= self.capacity:
-            del self._kept[next(iter(self._kept))]
-        message = position_to_proto(view)
-        self._kept[key] = (view, message)
-        return message
 
 
 def totals_to_proto(totals: Totals) -> pb.PortfolioTotals:

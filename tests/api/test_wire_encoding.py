@@ -14,7 +14,6 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.updates import PLACEMENTS, UPDATE_KIND, encode_update, position_update_bytes
 from server.api.wire import (
     MARK_SOURCE,
-    PositionMessages,
     fill_to_proto,
     position_to_proto,
     set_timestamp,
@@ -232,8 +231,8 @@ def _respelled(value: object) -> object:
 @settings(max_examples=200, deadline=None)
 @given(views())
 def test_a_position_depends_on_its_figures_values_only(view: PositionView) -> None:
-    """What PositionMessages relies on to give a kept message for an equal view: amounts equal
-    in value but written otherwise give the same bytes (the precision is the book's own)."""
+    """What RowAnswers (answers.py) relies on to give the kept bytes for an equal view: amounts
+    equal in value but written otherwise give the same bytes (the precision is the book's own)."""
     respelled = replace(
         view,
         **{
@@ -245,32 +244,3 @@ def test_a_position_depends_on_its_figures_values_only(view: PositionView) -> No
     assert respelled == view
     expected = position_to_proto(view).SerializeToString()
     assert position_to_proto(respelled).SerializeToString() == expected
-
-
-@given(views())
-@settings(max_examples=50, deadline=None)
-def test_a_kept_message_is_given_while_the_view_is_equal(view: PositionView) -> None:
-    kept = PositionMessages(capacity=2)
-    first = kept.message("row", view)
-    assert kept.message("row", replace(view)) is first  # an equal view: the same message
-    moved = replace(view, market_price=view.market_price + 1)
-    moved_message = kept.message("row", moved)  # a figure changed: built again
-    assert moved_message.SerializeToString() == reference_position(moved).SerializeToString()
-    # The same precision, another object: built again (its exponent decides the rounding).
-    elsewhere = replace(moved, precision=Decimal(str(moved.precision)))
-    assert kept.message("row", elsewhere) is not moved_message
-
-
-def test_kept_messages_are_bounded_oldest_first() -> None:
-    view = PositionView(
-        key=PositionKey("A", "S", "I"), quantity=Decimal(1), avg_cost=Decimal(2),
-        cost_basis=Decimal(2), realized_pnl=Decimal(0), unrealized_pnl=Decimal(0),
-        fees=Decimal(0), market_price=Decimal(2), market_value=Decimal(2),
-        multiplier=Decimal(1), trade_count=1, opened_at_ns=1, updated_at_ns=1, last_sequence=1,
-    )  # fmt: skip
-    kept = PositionMessages(capacity=2)
-    first = kept.message("a", view)
-    kept.message("b", view)
-    kept.message("c", view)  # "a" leaves
-    assert kept.message("c", view) is kept.message("c", view)
-    assert kept.message("a", view) is not first
