@@ -244,3 +244,18 @@ def test_a_position_depends_on_its_figures_values_only(view: PositionView) -> No
     assert respelled == view
     expected = position_to_proto(view).SerializeToString()
     assert position_to_proto(respelled).SerializeToString() == expected
+
+
+def test_net_pnl_is_sent_exact_at_the_widest_figures() -> None:
+    """18 integer and 18 fraction digits: the thread's 28-digit context rounded the net."""
+    view = PositionView(
+        key=PositionKey("A", "S", "I"), quantity=Decimal(1), avg_cost=Decimal(2),
+        cost_basis=Decimal(2), realized_pnl=Decimal("123456789012345678.123456789012345678"),
+        unrealized_pnl=Decimal("0.000000000000000001"), fees=Decimal(0),
+        market_price=Decimal(2), market_value=Decimal(2), multiplier=Decimal(1),
+        trade_count=1, opened_at_ns=1, updated_at_ns=1, last_sequence=1,
+        base_currency="USD", fx_rate=Decimal(1),
+    )  # fmt: skip
+    message = position_to_proto(view)
+    assert message.net_pnl == message.day_net_pnl == "123456789012345678.123456789012345679"
+    assert message.net_pnl_base == "123456789012345678.123456789012345679"
