@@ -852,45 +852,67 @@ class PositionBook:
             dtype=np.int64,
         )
         times = rows.times_ns
+        deferred: list[Position] = []
+        firsts: list[int] = []
         with localcontext(EXACT):
-            for keys, codes in (
-                (strategy_keys, rows.codes),
-                (list(account_keys), account_code[rows.codes]),
+            for keys, codes, index in (
+                (strategy_keys, rows.codes, self.strategy_rows),
+                (list(account_keys), account_code[rows.codes], self.account_rows),
             ):
                 indexes = np.lexsort((times, codes))
-                order = WindowOrder(journal, indexes, times[indexes])
-                stops = np.cumsum(np.bincount(codes, minlength=len(keys))).tolist()
-                start = 0
-                for key, stop in zip(keys, stops, strict=True):
-                    if stop > start:
-                        self._defer(key, order, start, stop, anchors, empty_anchors_left_out)
-                    start = stop
+                ordered = times[indexes]
+                order = WindowOrder(journal, indexes, ordered)
+                counts = np.bincount(codes, minlength=len(keys))
+                stops = np.cumsum(counts)
+                starts = stops - counts
+                kept = counts > 0
+                for key, start, stop, first, last in zip(
+                    itertools.compress(keys, kept.tolist()), starts[kept].tolist(),
+                    stops[kept].tolist(), ordered[starts[kept]].tolist(),
+                    ordered[stops[kept] - 1].tolist(), strict=True,
+                ):  # fmt: skip
+                    row = self._defer(
+                        index.get(key), key, order, start, stop, last, anchors,
+                        empty_anchors_left_out,
+                    )  # fmt: skip
+                    if row is not None:
+                        deferred.append(row)
+                        firsts.append(first)
+        # Queued in time order: entries in order go to the queue's columns (16 bytes each),
+        # not its heap of late entries (64).
+        for index in np.argsort(np.array(firsts, dtype=np.int64), kind="stable").tolist():
+            row, first = deferred[index], firsts[index]
+            self._expiry.push(first, row.key)
+            window = row.window
+            assert isinstance(window, Deferred)
+            window.queued_ns = first
 
     def _defer(
         self,
+        row: Position | None,
         key: PositionKey,
         order: WindowOrder,
         start: int,
         stop: int,
+        last_ns: int,
         anchors: dict[PositionKey, Position],
         empty_anchors_left_out: bool,
-    ) -> None:
+    ) -> Position | None:
+        """Defers the window of `row` (None: not in the book) for defer_windows; returns the
+        row, not queued yet."""
         anchor = anchors.pop(key, None)
-        if anchor is None:
-            if not empty_anchors_left_out:
-                return  # a checkpoint naming every windowed row, not this one
-            anchor = _FROM_NOTHING
-        row = self.get(key)
+        if anchor is None and not empty_anchors_left_out:
+            return None  # a checkpoint naming every windowed row, not this one
         if row is None:
-            if anchor is _FROM_NOTHING:
-                return  # a fill of a row the checkpoint does not hold (none, unless a bug)
+            if anchor is None:
+                return None  # a fill of a row the checkpoint does not hold (none, unless a bug)
             raise KeyError(key)
-        if anchor is not _FROM_NOTHING and not anchor.base_currency:  # as _adopt() does
+        if anchor is not None and not anchor.base_currency:  # as _adopt() does
             anchor.base_currency = row.base_currency
             unknown = anchor.foreign and anchor.realized_pnl
             anchor.realized_pnl_base = None if unknown else anchor.realized_pnl
-        defer(row, order, start, stop, anchor)
-        self._queue(row)
+        defer(row, order, start, stop, anchor, last_ns)
+        return row
 
     def _rebuild_windows(
         self, anchors: dict[PositionKey, Position], kept: dict[PositionKey, list[Booking]]

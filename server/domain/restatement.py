@@ -503,12 +503,14 @@ class Deferred:
 
     __slots__ = ("anchor", "last_ns", "order", "queued_ns", "start", "stop")
 
-    def __init__(self, order: WindowOrder, start: int, stop: int, anchor: Position | None) -> None:
+    def __init__(
+        self, order: WindowOrder, start: int, stop: int, anchor: Position | None, last_ns: int
+    ) -> None:
         self.order = order
         self.start = start
         self.stop = stop
         self.anchor = anchor
-        self.last_ns = int(order.times_ns[stop - 1])
+        self.last_ns = last_ns  # order.times_ns[stop - 1]
         self.queued_ns: int | None = None
 
     @property
@@ -622,11 +624,19 @@ def _evict_deferred(row: Position, deferred: Deferred, horizon_ns: int, booker: 
     return differ
 
 
-def defer(row: Position, order: WindowOrder, start: int, stop: int, anchor: Position) -> None:
+def defer(
+    row: Position,
+    order: WindowOrder,
+    start: int,
+    stop: int,
+    anchor: Position | None,
+    last_ns: int,
+) -> None:
     """Recovery: gives a row the window bookings in `order`'s range [start, stop), left in the
-    journal (the row's figures, from the checkpoint, are those after them), and its `anchor`
-    (nothing, for a row opened inside the window)."""
-    row.window = Deferred(order, start, stop, None if _pristine(anchor) else anchor)
+    journal (the row's figures, from the checkpoint, are those after them; `last_ns`, the
+    latest of their times), and its `anchor` (None: nothing, a row opened inside the window)."""
+    kept = None if anchor is None or _pristine(anchor) else anchor
+    row.window = Deferred(order, start, stop, kept, last_ns)
 
 
 def checkpoint_anchor(window: Window | None) -> Position | None:
