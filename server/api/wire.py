@@ -340,14 +340,25 @@ def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb
         if view.other_fees
         else None,
         fx_rate="" if fx_rate is None else text(fx_rate),
-        day_realized_pnl=realized_text if day_realized == realized else text(day_realized),
-        day_unrealized_change=unrealized_text if day_change == unrealized else text(day_change),
-        day_fees=fees_text if day_fees == fees else text(day_fees),
+        # The same object first (no close yet, a rate of 1: the view hands the row's own back).
+        day_realized_pnl=realized_text
+        if day_realized is realized or day_realized == realized
+        else text(day_realized),
+        day_unrealized_change=unrealized_text
+        if day_change is unrealized or day_change == unrealized
+        else text(day_change),
+        day_fees=fees_text if day_fees is fees or day_fees == fees else text(day_fees),
         day_net_pnl=net_text if day_net == net else text(day_net),
-        realized_pnl_base=_same_text(base_realized, realized, realized_text),
-        unrealized_pnl_base=_same_text(base_unrealized, unrealized, unrealized_text),
-        market_value_base=_same_text(base_value, market_value, value_text),
-        fees_base=_same_text(base_fees, fees, fees_text),
+        realized_pnl_base=realized_text
+        if base_realized is realized
+        else _same_text(base_realized, realized, realized_text),
+        unrealized_pnl_base=unrealized_text
+        if base_unrealized is unrealized
+        else _same_text(base_unrealized, unrealized, unrealized_text),
+        market_value_base=value_text
+        if base_value is market_value
+        else _same_text(base_value, market_value, value_text),
+        fees_base=fees_text if base_fees is fees else _same_text(base_fees, fees, fees_text),
         net_pnl_base=_same_text(base_net, net, net_text),
     )
     # Times are set in place: a Timestamp built to be passed in costs more than the two fields.
