@@ -155,7 +155,7 @@ class PositionView:
         the rates in force when it was realized (`realized_pnl_base`); fees and net also
         count the fees in other currencies, each at its own rate. A figure whose rate is
         missing is None (missing, never a sum of two currencies)."""
-        rate, precision = self.fx_rate, self.precision
+        rate = self.fx_rate
         if (rate is ONE or rate == ONE) and not self.other_fees:
             # The row is in the base currency (or quoted at 1): every figure as it is, as
             # `convert` gives it at a rate of 1; the usual case, and once per answer built.
@@ -170,6 +170,12 @@ class PositionView:
                 if realized_base is None
                 else _subtract(_add(realized_base, unrealized), fees_base),
             )
+        return self.converted_to_base()
+
+    def converted_to_base(self) -> BaseFigures:
+        """`in_base` without its shortcut: every figure converted (what the shortcut must equal;
+        the tests hold them together)."""
+        rate, precision = self.fx_rate, self.precision
         realized: Decimal | None
         if self.historic_base:
             realized = self.realized_pnl_base

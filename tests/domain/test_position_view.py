@@ -11,12 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain.book import BaseFigures, PositionView, position_view
+from server.domain.book import PositionView, position_view
 from server.domain.decimals import EXACT, ONE
 from server.domain.marks import MarkSource
 from server.domain.pnl_history import NEW_DAY, RowClose
 from server.domain.position import Position, PositionKey
-from server.domain.totals import convert
 
 # 18 integer and 18 fraction digits: the widest amount admitted (decimals.MAX_*_DIGITS).
 WIDE = Decimal("123456789012345678.123456789012345678")
@@ -30,36 +29,6 @@ amounts = st.builds(
 )
 maybe = st.none() | amounts
 rates = st.sampled_from([ONE, Decimal(1), Decimal("1.000"), Decimal("0.5"), None]) | amounts
-
-
-def reference_in_base(view: PositionView) -> BaseFigures:
-    """`PositionView.in_base` without its shortcut: every figure converted."""
-    rate, precision = view.fx_rate, view.precision
-    if view.historic_base:
-        realized = view.realized_pnl_base
-    else:
-        realized = None if rate is None else convert(view.realized_pnl, rate, precision)
-    if rate is None:
-        return BaseFigures(
-            realized_pnl=realized, unrealized_pnl=None, market_value=None, fees=None,
-            net_pnl=None,
-        )  # fmt: skip
-    unrealized = convert(view.unrealized_pnl, rate, precision)
-    fees: Decimal | None = convert(view.fees, rate, precision)
-    with localcontext(EXACT):
-        for (_, amount), fee_rate in zip(view.other_fees, view.fee_rates, strict=True):
-            if fee_rate is None or fees is None:
-                fees = None
-                break
-            fees += convert(amount, fee_rate, precision)
-        net = None if realized is None or fees is None else realized + unrealized - fees
-    return BaseFigures(
-        realized_pnl=realized,
-        unrealized_pnl=unrealized,
-        market_value=convert(view.market_value, rate, precision),
-        fees=fees,
-        net_pnl=net,
-    )
 
 
 def reference_since_day_start(view: PositionView) -> tuple[Decimal, ...]:
@@ -103,7 +72,7 @@ def views(draw: st.DrawFn) -> PositionView:
 @settings(max_examples=400, deadline=None)
 @given(views())
 def test_base_figures_are_those_of_every_figure_converted(view: PositionView) -> None:
-    assert view.in_base() == reference_in_base(view)
+    assert view.in_base() == view.converted_to_base()
 
 
 @settings(max_examples=200, deadline=None)
@@ -149,4 +118,4 @@ def test_a_built_view_is_the_dataclass_and_as_frozen() -> None:
     assert hash(view) == hash(expected)
     with pytest.raises(dataclasses.FrozenInstanceError):
         view.quantity = Decimal(4)  # type: ignore[misc]
-    assert view.in_base() == reference_in_base(view)
+    assert view.in_base() == view.converted_to_base()
