@@ -42,6 +42,7 @@ from server.domain.seen import (
     PARTITION_BITS,
     EventAt,
     Hashes,
+    HashFilter,
     IdHash,
     Ints,
     JournalUnreadable,
@@ -148,6 +149,7 @@ class CorrectableFills:
         self._times: list[array[int]] = [array("q") for _ in range(partitions)]
         self._sequences: list[array[int]] = [array("q") for _ in range(partitions)]
         self._merge_at = [self._merge_at_least] * partitions  # a dict's size that merges it
+        self._filter = HashFilter()  # every merged hash: a new fill skips the bisection
         # (account_id, original fill_id) -> the entry: corrected fills and hash collisions.
         self._exact: dict[tuple[str, str], _Exact] = {}
         self._exact_by_hash: dict[int, list[tuple[str, str]]] = {}
@@ -316,6 +318,7 @@ class CorrectableFills:
             self._by_time.add(entry.timestamp_ns << _HASH_BITS | hashed_at)
         for partition, (own, own_times, own_sequences) in enumerate(columns):
             self._put(partition, own, own_times, own_sequences)
+        self._rebuild_filter()
 
     def _live_columns(self) -> tuple[Hashes, Ints, Ints]:
         """Every plain entry still in the window, as columns (the dicts emptied, and what left
@@ -360,15 +363,21 @@ class CorrectableFills:
         ]
         recent.clear()
         count = len(moving)
-        hashes = np.concatenate(
-            [hashes[live], np.fromiter((m[0] for m in moving), np.uint64, count)]
-        )
+        moved = np.fromiter((m[0] for m in moving), np.uint64, count)
+        hashes = np.concatenate([hashes[live], moved])
         times = np.concatenate([times[live], np.fromiter((m[1] for m in moving), np.int64, count)])
         sequences = np.concatenate(
             [sequences[live], np.fromiter((m[2] for m in moving), np.int64, count)]
         )
         order = np.argsort(hashes, kind="stable")
         self._put(partition, hashes[order], times[order], sequences[order])
+        if self._filter.add(moved):
+            self._rebuild_filter()
+
+    def _rebuild_filter(self) -> None:
+        """The filter of every hash in the columns (those that left the window since the last
+        rebuild go: only a merge drops them)."""
+        self._filter.rebuild(np.concatenate([np.frombuffer(h, np.uint64) for h in self._hashes]))
 
     def _forgotten(self, sequence: int) -> bool:
         """Drops a fill's kept event (an entry that left the window); False, to filter."""
@@ -391,6 +400,8 @@ class CorrectableFills:
     def _merged(self, partition: int, hashed: int, horizon: int) -> int:
         """The index in the partition's columns of the entry in the window with this hash, or
         -1."""
+        if hashed not in self._filter:
+            return -1
         hashes = self._hashes[partition]
         index = bisect_left(hashes, hashed)
         while index < len(hashes) and hashes[index] == hashed:
