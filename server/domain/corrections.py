@@ -13,7 +13,7 @@ took about 180, a decoded fill about 1 KB). As in `seen.py`, the columns are spl
 hash's top bits into partitions; a new fill waits in its partition's small dict until the dict
 holds a thirty-second of the partition, then the partition is merged (one partition copied,
 never the whole window: about 32 entries copied per fill, whatever the window holds); a bit
-filter of the merged hashes (1-2 bytes a fill, seen.py's `HashFilter`) tells a new fill's hash
+filter of the merged hashes (1-4 bytes a fill, seen.py's `HashFilter`) tells a new fill's hash
 is not taken without a bisection. A fill leaving the window is no longer seen at once (its
 time is before the horizon) and its entry is dropped at its partition's next merge. A restart
 loads the window's fills at once: hashed in one pass and sorted, no Python object per fill.

@@ -8,7 +8,7 @@ partitions that merge their recent ids on their own, each once its dict holds a 
 of its arrays (and at least MERGE_AT_LEAST): a merge copies one partition, never the whole
 set, so the cost per id stays constant however many ids there are (about 32 entries copied
 per id); the pause of one merge grows with a partition (about 0.2 ms at a million ids).
-A bit filter of the merged hashes (`HashFilter`, 1-2 bytes an id) answers first for an id
+A bit filter of the merged hashes (`HashFilter`, 1-4 bytes an id) answers first for an id
 not in the dicts: a new id, nearly every id asked about, is told new without a bisection of
 its partition, so a new id costs the same at a million ids as at a thousand.
 
@@ -90,17 +90,19 @@ def id_hashes(kinds: Sequence[str], event_ids: Sequence[str]) -> Hashes:
 
 _SIPHASH = id_hash  # what `remember_all` hashes in columns (a test may put another in place)
 
-FILTER_BITS_PER_ID = 16  # a filter is rebuilt this wide when it holds 8 bits an id or fewer
+_MOST_BITS = 1 << 32  # each bit's position is 32 bits of the hash
+FILTER_BITS_PER_ID = 16  # at least, when a filter is rebuilt; it grows again below 8
 
 
 class HashFilter:
     """Which 64-bit hashes may be in sorted columns: two bits of a table set per hash (two
     32-bit halves of it), a hash with either bit clear is not there. Asked before a
     bisection, so that a new id (nearly every id asked about) costs two byte reads instead of
-    a bisection of thousands of cold entries, whatever the count: 1-2 bytes an id (8 to 16
-    bits), about 1.5% to 5% of new hashes bisected anyway. Never a false negative: the owner
-    adds every hash it puts in its columns, and `rebuild`s from all of them when `add` says
-    the table is full (doubling: a pause like a dict's resize, about 20 ms a million)."""
+    a bisection of thousands of cold entries, whatever the count: 8 to 32 bits an id (a power
+    of two, at least 16 an id when rebuilt, rebuilt below 8), so 0.4% to 5% of new hashes are
+    bisected anyway. Never a false negative: the owner adds every hash it puts in its
+    columns, and `rebuild`s from all of them when `add` says the table is full (it doubles or
+    more: a pause like a dict's resize, about 20 ms a million ids)."""
 
     __slots__ = ("_count", "_mask", "_table")
 
@@ -121,8 +123,8 @@ class HashFilter:
         """Sets the hashes' bits; True when the table holds more than an eighth of its bits
         in hashes (the caller then rebuilds it from all of its hashes)."""
         self._count += len(hashes)
-        if self._count * 8 > self._mask + 1:
-            return True
+        if self._count * 8 > self._mask + 1 and self._mask < _MOST_BITS - 1:
+            return True  # (at 2^32 bits, half a billion ids, it only fills up: still exact)
         table = np.frombuffer(self._table, np.uint8)
         for bits in (
             hashes & np.uint64(self._mask),
@@ -134,8 +136,9 @@ class HashFilter:
         return False
 
     def rebuild(self, hashes: Hashes) -> None:
-        """The table of exactly these hashes, FILTER_BITS_PER_ID bits an id."""
-        size = min(1 << 32, max(64, 1 << (len(hashes) * FILTER_BITS_PER_ID - 1).bit_length()))
+        """The table of exactly these hashes, FILTER_BITS_PER_ID bits an id or more (a power of
+        two)."""
+        size = min(_MOST_BITS, max(64, 1 << (len(hashes) * FILTER_BITS_PER_ID - 1).bit_length()))
         mask = np.uint64(size - 1)
         bits = np.zeros(size, bool)
         bits[hashes & mask] = True
@@ -313,7 +316,7 @@ class SeenIds:
         )
 
     def filter_nbytes(self) -> int:
-        """What the filter in front of the arrays holds: 1-2 bytes a merged id."""
+        """What the filter in front of the arrays holds: 1-4 bytes a merged id."""
         self._settle()
         return self._filter.nbytes()
 

@@ -34,8 +34,8 @@ def test_a_filter_says_no_to_most_hashes_it_does_not_hold() -> None:
     table = HashFilter()
     table.rebuild(held)
     others = np.random.default_rng(2).integers(0, 1 << 63, 10_000, np.int64).tolist()
-    assert sum(hashed in table for hashed in others) < 500  # about 1.4% at 16 bits an id
-    assert table.nbytes() <= 2 * len(held) * 2  # at most 16 bits an id, rounded up: 4 bytes
+    assert sum(hashed in table for hashed in others) < 500  # about 1.4% at 16 to 32 bits an id
+    assert table.nbytes() <= 4 * len(held)  # at most 32 bits an id
 
 
 class NoJournal:
