@@ -102,7 +102,7 @@ class HashFilter:
     of two, at least 16 an id when rebuilt, rebuilt below 8), so 0.4% to 5% of new hashes are
     bisected anyway. Never a false negative: the owner adds every hash it puts in its
     columns, and `rebuild`s from all of them when `add` says the table is full (it doubles or
-    more: a pause like a dict's resize, about 20 ms a million ids)."""
+    more: a pause like a dict's resize, 60-70 ms a million ids under load)."""
 
     __slots__ = ("_count", "_mask", "_table")
 
