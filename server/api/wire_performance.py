@@ -8,7 +8,7 @@ from portfolio.v1 import portfolio_pb2 as pb
 from server.api.wire import set_timestamp
 from server.application.performance import PerformanceReport
 from server.application.risk import Exposure, RiskReport
-from server.domain.decimals import canonical
+from server.domain.decimals import EXACT, canonical
 
 
 def _optional(amount: Decimal | None) -> str:
@@ -50,7 +50,7 @@ def performance_to_proto(report: PerformanceReport, as_of_sequence: int) -> pb.P
             expectancy=_optional(trips.expectancy()),
             largest_win=canonical(trips.largest_win),
             largest_loss=canonical(trips.largest_loss),
-            gross_pnl=canonical(totals.realized_pnl + totals.unrealized_pnl),
+            gross_pnl=canonical(EXACT.add(totals.realized_pnl, totals.unrealized_pnl)),
             fees=canonical(totals.fees),
             net_pnl=canonical(totals.net_pnl),
             realized_pnl=canonical(totals.realized_pnl),

@@ -20,7 +20,7 @@ from server.api.wire import (
 from server.api.wire_reconciliation import STATUS_TO_PROTO
 from server.application.reads import AccountBalances, Consolidated, InBase
 from server.domain.balances import Balance, Reservation, ReservationStatus
-from server.domain.decimals import canonical
+from server.domain.decimals import EXACT, canonical
 from server.domain.events import (
     AccountDefinition,
     AccountKind,
@@ -292,8 +292,8 @@ def consolidated_to_proto(
         account_position=position_to_proto(found.account_position),
         strategy_positions=[position_to_proto(v) for v in found.strategy_positions],
         attributed_quantity=canonical(found.attributed_quantity),
-        unattributed_quantity=canonical(
-            found.account_position.quantity - found.attributed_quantity
+        unattributed_quantity=canonical(  # exact: the thread's context would round 18+18 digits
+            EXACT.subtract(found.account_position.quantity, found.attributed_quantity)
         ),
         as_of_sequence=found.as_of_sequence,
     )

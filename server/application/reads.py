@@ -293,10 +293,11 @@ class ReadModel:
         """Statistics of the scope's daily net P&L in base currency, summed by trading date
         across accounts (of one base currency); days missing a base figure are left out."""
         daily: dict[str, Decimal] = defaultdict(Decimal)
-        for account_id in account_ids:
-            for day in self.ledger.pnl.days(account_id, scope):
-                if day.net_pnl_base is not None:
-                    daily[day.trading_date] += day.net_pnl_base
+        with localcontext(EXACT):
+            for account_id in account_ids:
+                for day in self.ledger.pnl.days(account_id, scope):
+                    if day.net_pnl_base is not None:
+                        daily[day.trading_date] += day.net_pnl_base
         return daily_statistics(sorted(daily.items()))
 
     def _common_base(self, account_ids: Iterable[str]) -> tuple[str, bool]:

@@ -25,6 +25,7 @@ from server.application.reads import NotFound
 from server.domain.decimals import EXACT, ZERO
 from server.domain.events import AssetClass
 from server.domain.ledger import Ledger
+from server.domain.performance import mean
 from server.domain.position import ACCOUNT_LEVEL, Position
 from server.domain.totals import convert
 
@@ -39,18 +40,21 @@ class Exposure:
     short: Decimal = ZERO
 
     def add(self, value: Decimal) -> None:
+        """Inside `EXACT` (`risk`)."""
         if value > 0:
             self.long += value
         else:
             self.short += value
 
+    # Read by the wire encoder, outside `EXACT`: its methods keep these exact where the
+    # thread's context (28 digits) would round 18+18-digit amounts.
     @property
     def gross(self) -> Decimal:
-        return self.long - self.short
+        return EXACT.subtract(self.long, self.short)
 
     @property
     def net(self) -> Decimal:
-        return self.long + self.short
+        return EXACT.add(self.long, self.short)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,10 +166,12 @@ def historical_var(daily: list[Decimal], confidence: Decimal) -> ValueAtRisk:
         )
     worst = sorted(daily)
     tail = max(1, math.ceil((1 - confidence) * len(worst)))
-    shortfall = -sum(worst[:tail], ZERO) / tail
+    with localcontext(EXACT):
+        loss = -sum(worst[:tail], ZERO)
+    shortfall = mean(loss, tail)
     return ValueAtRisk(
         confidence=confidence,
-        value_at_risk=-worst[tail - 1],
+        value_at_risk=EXACT.minus(worst[tail - 1]),
         expected_shortfall=shortfall,
         days_in_tail=tail,
     )

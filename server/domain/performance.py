@@ -20,16 +20,32 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, Rounded, localcontext
 from typing import NamedTuple
 
-from server.domain.decimals import ZERO
+from server.domain.decimals import EXACT, ZERO
 from server.domain.events import Fill
 from server.domain.position import Position, PositionKey
 
-__all__ = ["Drawdown", "Performance", "RoundTrips", "VenueFigures", "daily_statistics"]
+__all__ = ["Drawdown", "Performance", "RoundTrips", "VenueFigures", "daily_statistics", "mean"]
 
 TRADING_DAYS_PER_YEAR = 252
+
+# Sums here are read outside `EXACT` (on the event loop, by the wire encoders), where the
+# thread's context (28 digits) would round 18+18-digit amounts: they use EXACT's methods.
+_add = EXACT.add
+
+# An average that is not exact (171.5 / 3) is given to 28 significant digits, as it always was.
+_AVERAGE = Context(prec=28)
+
+
+def mean(total: Decimal, count: int) -> Decimal:
+    """total / count (count > 0): exact when the quotient is (a tail of one day, an even
+    split), else rounded half-even to 28 significant digits: an estimate, not an amount."""
+    try:
+        return EXACT.divide(total, count)
+    except (Inexact, Rounded):
+        return _AVERAGE.divide(total, count)
 
 
 @dataclass(slots=True)
@@ -45,6 +61,7 @@ class RoundTrips:
     largest_loss: Decimal = ZERO  # the most negative trip
 
     def add(self, pnl: Decimal) -> None:
+        """Adds a closed trip; inside `EXACT` (`Performance.booked`)."""
         self.count += 1
         if pnl > 0:
             self.wins += 1
@@ -59,24 +76,24 @@ class RoundTrips:
         self.count += other.count
         self.wins += other.wins
         self.losses += other.losses
-        self.gross_win += other.gross_win
-        self.gross_loss += other.gross_loss
+        self.gross_win = _add(self.gross_win, other.gross_win)
+        self.gross_loss = _add(self.gross_loss, other.gross_loss)
         self.largest_win = max(self.largest_win, other.largest_win)
         self.largest_loss = min(self.largest_loss, other.largest_loss)
 
     @property
     def net(self) -> Decimal:
-        return self.gross_win + self.gross_loss
+        return _add(self.gross_win, self.gross_loss)
 
     @property
     def win_rate(self) -> float | None:
         return self.wins / self.count if self.count else None
 
     def average_win(self) -> Decimal | None:
-        return self.gross_win / self.wins if self.wins else None
+        return mean(self.gross_win, self.wins) if self.wins else None
 
     def average_loss(self) -> Decimal | None:
-        return self.gross_loss / self.losses if self.losses else None
+        return mean(self.gross_loss, self.losses) if self.losses else None
 
     def profit_factor(self) -> float | None:
         """Gross win over gross loss; None without a losing trip."""
@@ -84,7 +101,7 @@ class RoundTrips:
 
     def expectancy(self) -> Decimal | None:
         """The average trip's P&L."""
-        return self.net / self.count if self.count else None
+        return mean(self.net, self.count) if self.count else None
 
 
 @dataclass(slots=True)
@@ -160,7 +177,8 @@ class Performance:
         currency: str,
     ) -> None:
         """After `fill` was booked: `rows` are its rows as it left them, `realized_before` its
-        strategy row's realized P&L before it, `notional` its traded value in `currency`."""
+        strategy row's realized P&L before it, `notional` its traded value in `currency`.
+        Inside `EXACT` (the ledger books the fill in it)."""
         fee_here = fill.commission if fill.commission_currency in ("", currency) else ZERO
         for row in rows:
             self._row_booked(row, fee_here)
@@ -223,9 +241,9 @@ class Performance:
             if into is None:
                 into = total[(venue, currency)] = VenueFigures()
             into.fills += figures.fills
-            into.volume += figures.volume
-            into.fees += figures.fees
-            into.realized_pnl += figures.realized_pnl
+            into.volume = _add(into.volume, figures.volume)
+            into.fees = _add(into.fees, figures.fees)
+            into.realized_pnl = _add(into.realized_pnl, figures.realized_pnl)
         return total
 
     def inception_ns(self, account_id: str, strategy_id: str) -> int:
@@ -317,9 +335,11 @@ def daily_statistics(days: Sequence[tuple[str, Decimal]]) -> DailyStatistics:
         if mean is not None and downside and len(values) > 1
         else None
     )
+    with localcontext(EXACT):
+        total = sum((pnl for _, pnl in days), ZERO)
     return DailyStatistics(
         days=len(values),
-        total=sum((pnl for _, pnl in days), ZERO),
+        total=total,
         mean=mean,
         volatility=volatility,
         sharpe_ratio=sharpe,
@@ -330,6 +350,11 @@ def daily_statistics(days: Sequence[tuple[str, Decimal]]) -> DailyStatistics:
 
 def max_drawdown(days: Sequence[tuple[str, Decimal]]) -> Drawdown:
     """On the cumulative curve, starting from 0 before the first day."""
+    with localcontext(EXACT):
+        return _max_drawdown(days)
+
+
+def _max_drawdown(days: Sequence[tuple[str, Decimal]]) -> Drawdown:
     level = peak = ZERO
     peak_date = ""
     worst = Drawdown()

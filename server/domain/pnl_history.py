@@ -88,7 +88,8 @@ class CurrencyDay:
 
     @property
     def net_pnl(self) -> Decimal:
-        return self.realized_pnl + self.unrealized_change - self.fees
+        """Read by the wire encoders outside `EXACT`: its methods keep it exact."""
+        return EXACT.subtract(EXACT.add(self.realized_pnl, self.unrealized_change), self.fees)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -111,6 +112,7 @@ class ScopeDay:
     missing_fx_rates: set[str] = field(default_factory=set)
 
     def add(self, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
+        """Adds a row's day; inside `EXACT` (`PnlHistory.close`)."""
         figures = self.by_currency.setdefault(day.currency, CurrencyDay())
         figures.realized_pnl += day.realized_pnl
         figures.unrealized_pnl += day.unrealized_pnl
@@ -134,7 +136,7 @@ class ScopeDay:
 
 
 def _plus(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
-    return None if total is None or amount is None else total + amount
+    return None if total is None or amount is None else EXACT.add(total, amount)
 
 
 def _convert(amount: Decimal, rate: Decimal | None, precision: Decimal) -> Decimal | None:

@@ -13,6 +13,8 @@ from decimal import Decimal, localcontext
 from server.domain.decimals import EXACT, ZERO, divide_half_even
 from server.domain.position import Position
 
+_add, _subtract = EXACT.add, EXACT.subtract
+
 
 class CurrencyMismatch(ValueError):
     """Amounts of different currencies were about to be added."""
@@ -36,17 +38,19 @@ class Totals:
     total_positions: int = 0
     trade_count: int = 0
 
+    # Read on the event loop and by the wire encoders, outside `EXACT`: its methods keep
+    # these exact where the thread's context (28 digits) would round 18+18-digit amounts.
     @property
     def net_pnl(self) -> Decimal:
-        return self.realized_pnl + self.unrealized_pnl - self.fees
+        return _subtract(_add(self.realized_pnl, self.unrealized_pnl), self.fees)
 
     @property
     def gross_exposure(self) -> Decimal:
-        return self.long_exposure + self.short_exposure
+        return _add(self.long_exposure, self.short_exposure)
 
     @property
     def net_exposure(self) -> Decimal:
-        return self.long_exposure - self.short_exposure
+        return _subtract(self.long_exposure, self.short_exposure)
 
     @classmethod
     def combined(cls, parts: Iterable[Totals]) -> Totals:
