@@ -13,6 +13,7 @@ from server.api.wire_reference import consolidated_to_proto
 from server.application.reads import ReadModel
 from server.application.risk import Exposure, historical_var
 from server.domain.decimals import EXACT
+from server.domain.events import ClosingMark, DayClose
 from server.domain.ledger import Ledger, Result
 from server.domain.performance import (
     Performance,
@@ -23,7 +24,7 @@ from server.domain.performance import (
 )
 from server.domain.pnl_history import CurrencyDay
 from server.domain.totals import Totals
-from tests.domain.builders import fill
+from tests.domain.builders import BASE_NS, fill
 
 D = Decimal
 
@@ -137,3 +138,21 @@ def test_unattributed_quantity_on_the_wire():
     found = dataclasses.replace(found, attributed_quantity=neg(B))
     message = consolidated_to_proto(found)
     assert D(message.unattributed_quantity) == exact(A, B)
+
+
+def test_a_strategys_days_summed_across_accounts():
+    ledger = Ledger()
+    for account, mark in (("A1", A), ("A2", B)):
+        for event in (
+            fill("BUY", 1, 1, account=account, at_ns=BASE_NS + 10**9),
+            DayClose(
+                account_id=account,
+                trading_date="2026-01-01",
+                timestamp_ns=BASE_NS + 22 * 3600 * 10**9,
+                marks=(ClosingMark(instrument_id="AAPL", price=EXACT.add(mark, 1)),),
+            ),
+        ):
+            assert ledger.record(event).result is Result.ACCEPTED
+    reads = ReadModel(ledger, None, None, clock_ns=lambda: 0)  # type: ignore[arg-type]
+    daily = reads.strategy_portfolio("S1").daily
+    assert daily is not None and daily.total == exact(A, B)
