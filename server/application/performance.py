@@ -103,12 +103,13 @@ def performance(
     daily: dict[str, Decimal] = defaultdict(Decimal)
     missing = 0
     scope = strategy_id or ACCOUNT_LEVEL
-    for account in accounts if base else []:
-        for day in ledger.pnl.days(account, scope, first, last):
-            if day.net_pnl_base is None:
-                missing += 1
-            else:
-                daily[day.trading_date] += day.net_pnl_base
+    with localcontext(EXACT):  # a strategy's day summed across its accounts, exactly
+        for account in accounts if base else []:
+            for day in ledger.pnl.days(account, scope, first, last):
+                if day.net_pnl_base is None:
+                    missing += 1
+                else:
+                    daily[day.trading_date] += day.net_pnl_base
     inception = [
         ledger.performance.inception_ns(account, scope)
         for account in accounts
@@ -138,9 +139,9 @@ def _row_totals(ledger: Ledger, row: Position) -> dict[str, Totals]:
     """A row's figures as totals in its currency (its fees in other currencies in theirs)."""
     price = ledger.book.mark(row.key.instrument_id)
     totals = Totals(currency=row.currency)
+    found = {row.currency: totals}
     with localcontext(EXACT):
         totals.add(row, price)
-    found = {row.currency: totals}
-    for currency, amount in row.other_fee_items():
-        found.setdefault(currency, Totals(currency=currency)).fees += amount
+        for currency, amount in row.other_fee_items():
+            found.setdefault(currency, Totals(currency=currency)).fees += amount
     return found

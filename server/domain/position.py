@@ -196,7 +196,8 @@ class Position:
     def avg_cost(self, precision: Decimal) -> Decimal:
         if not self.quantity:
             return ZERO
-        return divide_half_even(abs(self.cost_basis), abs(self.quantity), precision)
+        # copy_abs: exact whatever the thread's context (abs() would round past 28 digits)
+        return divide_half_even(self.cost_basis.copy_abs(), self.quantity.copy_abs(), precision)
 
     def market_value(self, market_price: Decimal) -> Decimal:
         return market_price * self.quantity * self.multiplier

@@ -140,7 +140,8 @@ def test_unattributed_quantity_on_the_wire():
     assert D(message.unattributed_quantity) == exact(A, B)
 
 
-def test_a_strategys_days_summed_across_accounts():
+def two_accounts_closed() -> Ledger:
+    """Strategy S1 in two accounts, each closing a day with 18+18-digit unrealized P&L."""
     ledger = Ledger()
     for account, mark in (("A1", A), ("A2", B)):
         for event in (
@@ -153,6 +154,30 @@ def test_a_strategys_days_summed_across_accounts():
             ),
         ):
             assert ledger.record(event).result is Result.ACCEPTED
+    return ledger
+
+
+def test_a_strategys_days_summed_across_accounts():
+    ledger = two_accounts_closed()
     reads = ReadModel(ledger, None, None, clock_ns=lambda: 0)  # type: ignore[arg-type]
     daily = reads.strategy_portfolio("S1").daily
     assert daily is not None and daily.total == exact(A, B)
+
+
+def test_average_cost_divides_the_whole_basis_outside_the_exact_context():
+    """avg_cost is read by the reconciler outside EXACT: a basis of 37 digits must not be
+    rounded to 28 before the division."""
+    from server.domain.position import Position, PositionKey
+
+    row = Position(key=PositionKey("U1", "S1", "I1"), multiplier=D(1))
+    row.quantity = D("-1")
+    row.cost_basis = EXACT.minus(exact(A, B))  # 37 significant digits
+    assert getcontext().prec == 28
+    assert row.avg_cost(D("1e-18")) == exact(A, B)
+
+
+def test_a_strategys_performance_sums_its_accounts_days_exactly():
+    from server.application.performance import performance
+
+    report = performance(two_accounts_closed(), "", "S1")
+    assert report.daily.total == exact(A, B)
