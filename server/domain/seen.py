@@ -167,9 +167,12 @@ class SeenIds:
         self._shift = 64 - partition_bits
         self._merge_at_least = merge_at_least or MERGE_AT_LEAST
         partitions = 1 << partition_bits
-        # (kind, event_id) -> (sequence, fingerprint, hash): ids not merged yet, exact.
-        self._recent: list[dict[tuple[str, str], tuple[int, int, int]]] = [
-            {} for _ in range(partitions)
+        # (kind, event_id) -> its place in the partition's pending columns: ids not merged
+        # yet, exact. The columns (hash, sequence, fingerprint) are C arrays, so that a merge
+        # takes them as numpy views, with no Python object per id to read or free.
+        self._recent: list[dict[tuple[str, str], int]] = [{} for _ in range(partitions)]
+        self._pending: list[tuple[array[int], array[int], array[int]]] = [
+            _no_columns() for _ in range(partitions)
         ]
         self._last_hashed: tuple[tuple[str, str], int] = (("", ""), 0)  # find, then add
         empty_hashes: Hashes = np.empty(0, np.uint64)
@@ -200,9 +203,10 @@ class SeenIds:
         key = (kind, event_id)
         hashed = self._hashed(key)
         partition = hashed >> self._shift
-        exact = self._recent[partition].get(key)
-        if exact is not None:
-            return exact[0], exact[1]
+        at = self._recent[partition].get(key)
+        if at is not None:
+            pending = self._pending[partition]
+            return pending[1][at], pending[2][at]
         if hashed not in self._filter:
             return None
         # memoryviews: a bisection in C over Python ints is ~50x faster than a numpy call with
@@ -254,7 +258,11 @@ class SeenIds:
         hashed = self._hashed(key)
         partition = hashed >> self._shift
         recent = self._recent[partition]
-        recent[key] = (sequence, fingerprint, hashed)
+        hashes, sequences, fingerprints = self._pending[partition]
+        recent[key] = len(hashes)
+        hashes.append(hashed)
+        sequences.append(sequence)
+        fingerprints.append(fingerprint)
         self._count += 1
         if len(recent) >= self._merge_at[partition]:
             self._merge(partition)
@@ -267,11 +275,9 @@ class SeenIds:
         """Remembers an id the journal holds (recovery); one journaled twice is kept once."""
         self._journaled = max(self._journaled, sequence)
         if self.event_at is None:
-            hashed = self._hash(kind, event_id)
-            recent = self._recent[hashed >> self._shift]
-            if (kind, event_id) not in recent:
-                recent[(kind, event_id)] = (sequence, fingerprint, hashed)
-                self._count += 1
+            key = (kind, event_id)
+            if key not in self._recent[self._hashed(key) >> self._shift]:
+                self.add(kind, event_id, sequence, fingerprint)
             return
         if self._loaded is None:
             self._loaded = (array("Q"), array("q"), array("q"))
@@ -333,19 +339,29 @@ class SeenIds:
     def _merge(self, partition: int) -> None:
         """Moves the partition's journaled ids from its dict into its arrays."""
         recent = self._recent[partition]
-        journaled = self._journaled
-        moving = [seen for seen in recent.values() if seen[0] <= journaled]
-        if not moving:
+        pending = self._pending[partition]
+        all_hashes: Hashes = np.frombuffer(pending[0], np.uint64)
+        all_sequences: Ints = np.frombuffer(pending[1], np.int64)
+        all_fingerprints: Ints = np.frombuffer(pending[2], np.int64)
+        moving = all_sequences <= self._journaled
+        if not moving.any():
             return
-        if len(moving) == len(recent):  # the usual case: every id's event is journaled
+        hashes, sequences = all_hashes[moving], all_sequences[moving]
+        fingerprints = all_fingerprints[moving]
+        waiting = ~moving
+        places = np.cumsum(waiting) - 1  # where a waiting id goes in the new pending columns
+        staying = {key: int(places[at]) for key, at in recent.items() if waiting[at]}
+        left = (all_hashes[waiting], all_sequences[waiting], all_fingerprints[waiting])
+        del all_hashes, all_sequences, all_fingerprints  # views: the arrays may be replaced
+        self._pending[partition] = (
+            array("Q", left[0].tobytes()),
+            array("q", left[1].tobytes()),
+            array("q", left[2].tobytes()),
+        )
+        if staying:
+            self._recent[partition] = staying
+        else:  # the usual case: every id's event is journaled
             recent.clear()
-        else:
-            for key in [key for key, seen in recent.items() if seen[0] <= journaled]:
-                del recent[key]
-        sequences_, fingerprints_, hashes_ = zip(*moving, strict=True)
-        hashes = np.array(hashes_, np.uint64)
-        sequences = np.array(sequences_, np.int64)
-        fingerprints = np.array(fingerprints_, np.int64)
         order = np.argsort(hashes, kind="stable")
         hashes, sequences, fingerprints = hashes[order], sequences[order], fingerprints[order]
         # Where each new entry lands, once for the three columns (np.insert of each took 2.7
@@ -426,6 +442,11 @@ class SeenIds:
         self._fingerprints[partition] = fingerprints[order]
         self._merge_at[partition] = self._merge_threshold(len(order))
         return len(order)
+
+
+def _no_columns() -> tuple[array[int], array[int], array[int]]:
+    """Pending columns of (hash, sequence, fingerprint), empty."""
+    return array("Q"), array("q"), array("q")
 
 
 def _inserted(
