@@ -51,6 +51,7 @@ from server.domain.seen import (
     hash_order,
     id_hash,
     id_hashes,
+    inserted,
 )
 
 DEFAULT_WINDOW_NS = 24 * 3600 * 10**9
@@ -363,15 +364,27 @@ class CorrectableFills:
             if packed >> _SEQUENCE_BITS >= horizon or self._forgotten(packed & _SEQUENCE_MASK)
         ]
         recent.clear()
-        count = len(moving)
-        moved = np.fromiter((m[0] for m in moving), np.uint64, count)
-        hashes = np.concatenate([hashes[live], moved])
-        times = np.concatenate([times[live], np.fromiter((m[1] for m in moving), np.int64, count)])
-        sequences = np.concatenate(
-            [sequences[live], np.fromiter((m[2] for m in moving), np.int64, count)]
+        if not live.all():
+            hashes, times, sequences = hashes[live], times[live], sequences[live]
+        if not moving:
+            self._put(partition, hashes, times, sequences)
+            return
+        moved_, moved_times_, moved_sequences_ = zip(*moving, strict=True)
+        moved = np.array(moved_, np.uint64)
+        order = np.argsort(moved, kind="stable")
+        moved = moved[order]
+        # Each new entry after those with its hash already there (as a stable sort of all
+        # would place it), without sorting the partition again: its columns copied once.
+        at = np.searchsorted(hashes, moved, side="right")
+        landing = at + np.arange(len(at))
+        kept = np.ones(len(hashes) + len(at), bool)
+        kept[landing] = False
+        self._put(
+            partition,
+            inserted(hashes, moved, landing, kept),
+            inserted(times, np.array(moved_times_, np.int64)[order], landing, kept),
+            inserted(sequences, np.array(moved_sequences_, np.int64)[order], landing, kept),
         )
-        order = np.argsort(hashes, kind="stable")
-        self._put(partition, hashes[order], times[order], sequences[order])
         if self._filter.add(moved):
             self._rebuild_filter()
 

@@ -371,9 +371,9 @@ class SeenIds:
         landing = at + np.arange(len(at))
         kept = np.ones(total, bool)
         kept[landing] = False
-        self._hashes[partition] = _inserted(self._hashes[partition], hashes, landing, kept)
-        self._sequences[partition] = _inserted(self._sequences[partition], sequences, landing, kept)
-        self._fingerprints[partition] = _inserted(
+        self._hashes[partition] = inserted(self._hashes[partition], hashes, landing, kept)
+        self._sequences[partition] = inserted(self._sequences[partition], sequences, landing, kept)
+        self._fingerprints[partition] = inserted(
             self._fingerprints[partition], fingerprints, landing, kept
         )
         self._merge_at[partition] = self._merge_threshold(total)
@@ -449,7 +449,7 @@ def _no_columns() -> tuple[array[int], array[int], array[int]]:
     return array("Q"), array("q"), array("q")
 
 
-def _inserted(
+def inserted(
     column: npt.NDArray[Number],
     new: npt.NDArray[Number],
     landing: Ints,
