@@ -511,15 +511,20 @@ class PositionBook:
         self.windows_differ += 1
         if self.on_differ is not None:
             self.on_differ(row.key)
-        if _counted(row) == before:
-            return
+        if _counted(row) != before:
+            self._recount(row, before)
+
+    def _recount(self, row: Position, before: _Counted) -> Position:
+        """A row's totals count its figures now instead of `before` (both at `valued_at`);
+        returns the row as it was counted."""
         saved = row.copy()
         _take_counted(saved, before)
-        totals = self._totals_of(row.key)
+        totals = self._scope_totals(row)
         totals.add(saved, row.valued_at, -1)
         self._add_other_fees(saved, -1)
         totals.add(row, row.valued_at)
         self._add_other_fees(row, 1)
+        return saved
 
     def materialize_windows(self, limit: int) -> int:
         """Reads back the deferred bookings of up to `limit` rows' windows (after a restart);
@@ -535,13 +540,9 @@ class PositionBook:
                 left += 1
         return left
 
-    def _totals_of(self, key: PositionKey) -> Totals:
-        """The totals a row counts in: its scope's, in the row's currency."""
-        return self._scope_totals(self.row_at(key))
-
     def _scope_totals(self, row: Position) -> Totals:
-        """`_totals_of` for a row in hand: the fill path looks no row up again (an index of a
-        million rows is a dict whose probes miss the cache)."""
+        """The totals a row counts in: its scope's, in the row's currency (from the row in
+        hand: an index of a million rows is a dict whose probes miss the cache)."""
         key = row.key
         if key.strategy_id == ACCOUNT_LEVEL:
             return self._account_totals[key.account_id][row.currency]
@@ -951,13 +952,7 @@ class PositionBook:
                     continue  # as checkpointed (the rule): its totals stand as they are
                 # Its totals count it at `valued_at`: the checkpoint's figures out, the
                 # journal's in, at that price.
-                saved = row.copy()
-                _take_counted(saved, before)
-                totals = self._totals_of(key)
-                totals.add(saved, row.valued_at, -1)
-                self._add_other_fees(saved, -1)
-                totals.add(row, row.valued_at)
-                self._add_other_fees(row, 1)
+                saved = self._recount(row, before)
                 if _figures(row) != _figures(saved):
                     differ.append(key)
         return differ
