@@ -167,6 +167,11 @@ class Metrics:
             "portfolio.fills.placed", [placed], "{fill}",
             "Fills booked before later ones: restated rows, or outside the restatement window",
         )  # fmt: skip
+        meter.create_observable_counter(
+            "portfolio.windows.differ", [gauge(lambda: ledger.book.windows_differ)], "{row}",
+            "Rows whose restatement window, read back from the journal after a restart, gave "
+            "other figures than their checkpoint (none unless a bug; health `books` too)",
+        )  # fmt: skip
         meter.create_observable_gauge(
             "portfolio.commit.pending", [gauge(lambda: service.committer.pending)], "{event}",
             "Events admitted and not yet in a journal append (the admission queue)",

@@ -122,6 +122,7 @@ class WritePath(Generic[Payload]):
         # MISPLACED_ALERT_SECONDS after the latest one (see books_exact).
         self.on_books = on_books
         self.misplaced_at: float | None = None
+        self._live = False  # recovered: health may be told from the event loop
         # Counted for metrics (server/telemetry.py reads them when scraped): events by kind and
         # result (a dict increment per event), and fills booked before later ones.
         self.event_counts: collections.Counter[tuple[str, Result]] = collections.Counter()
@@ -214,7 +215,8 @@ class WritePath(Generic[Payload]):
         return self.ledger.placements.get(sequence)
 
     def books_exact(self, now: float | None = None) -> bool:
-        """False for MISPLACED_ALERT_SECONDS after a fill was booked outside its place."""
+        """False for MISPLACED_ALERT_SECONDS after a fill was booked outside its place, or a
+        row's restatement window read back from the journal differed from its checkpoint."""
         if self.misplaced_at is None:
             return True
         return (time.monotonic() if now is None else now) - self.misplaced_at > (
@@ -295,7 +297,7 @@ class WritePath(Generic[Payload]):
         for sequence, fill, received_ns in store.traced_fills_received_since(horizon, start):
             multiplier = ledger.instruments.multiplier(fill.instrument_id)
             ledger.traces.record(fill, sequence, multiplier, received_ns)
-        ledger.book.on_differ = _window_differs(ledger)
+        ledger.book.on_differ = self._window_differs
         if checkpoint is not None and checkpoint.state.corrections_latest_ns:
             (latest,) = checkpoint.state.corrections_latest_ns
             horizon = latest - max(ledger.corrections.window_ns, ledger.book.window_ns)
@@ -307,6 +309,7 @@ class WritePath(Generic[Payload]):
             restated = [row for row in map(ledger.book.get, differ) if row is not None]
             rows = [(row.copy(), ledger.book.mark(row.key.instrument_id)) for row in restated]
             if differ:
+                self.misplaced_at = time.monotonic()  # health `books` (see _window_differs)
                 _recovery_log.error(
                     "%d rows rebuilt from their restatement windows differ from the checkpoint "
                     "(kept as the journal gives them), first %s",
@@ -352,16 +355,17 @@ class WritePath(Generic[Payload]):
             report.replayed,
             report.seconds,
         )
+        self._live = True
         return report
 
-
-def _window_differs(ledger: Ledger) -> Callable[[PositionKey], None]:
-    """Logs a row whose restatement window, read back from the journal after the start (see
-    restatement.Deferred), gave other figures than checkpointed: the first, then one in a
-    thousand (none, unless a bug; the book counts them)."""
-
-    def told(key: PositionKey) -> None:
-        count = ledger.book.windows_differ
+    def _window_differs(self, key: PositionKey) -> None:
+        """A row whose restatement window, read back from the journal after the start (see
+        restatement.Deferred), gave other figures than checkpointed: none unless a bug or a
+        damaged checkpoint, so it is logged (the first, then one in a thousand), counted by the
+        book (a metric), and turns health `books` NOT_SERVING as a misplaced fill does: the
+        row's figures changed without a fill that explains it. During recovery (off the event
+        loop) only the alert's time is kept; the start sets health from it."""
+        count = self.ledger.book.windows_differ
         if count == 1 or count % 1000 == 0:
             _recovery_log.error(
                 "a row's restatement window read back from the journal differs from its "
@@ -369,5 +373,6 @@ def _window_differs(ledger: Ledger) -> Callable[[PositionKey], None]:
                 count,
                 key,
             )
-
-    return told
+        self.misplaced_at = time.monotonic()
+        if self._live:
+            self.on_books(False)

@@ -10,12 +10,14 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.storage.arctic import ArcticEventStore
 from tests.api.protocol import acks, pb_fill
-from tests.api.test_restatement import at
+from tests.api.test_restatement import at, books_health, position
 from tests.api.test_subscriptions import Reader
 from tests.conftest import TEST_CONFIG, ServerThread, start_test_server
 from tests.polling import wait_for
@@ -156,5 +158,45 @@ def test_restatements_subscribers_and_reconciliations_are_seen() -> None:
         assert value(samples, "portfolio_broker_connected") == 1
         assert value(samples, "portfolio_replay_buffer_size") > 0
         assert not [n for (n, _) in samples if n == "portfolio_reconciliation_discrepancies"]
+    finally:
+        server.stop()
+
+
+def test_a_checkpoint_that_disagrees_with_its_journal_turns_books_health_when_read_back(
+    tmp_path,
+):
+    """A row's restatement window stays in the journal after a restart (restatement.Deferred)
+    until a late fill reads it back; a checkpoint whose figures the journal does not give (a
+    bug, or a damaged store) is then found: the journal's figures are kept, health `books`
+    turns NOT_SERVING and the metric counts the rows."""
+    store = f"lmdb://{tmp_path / 'store'}"
+    server = start_test_server(store=store)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            acks(pb_grpc.PortfolioManagerStub(channel),
+                 at(10, pb_fill("BUY", 10, 100)), at(30, pb_fill("BUY", 10, 110)))  # fmt: skip
+    finally:
+        server.stop()  # a graceful stop checkpoints the book
+    damaged = ArcticEventStore(store)
+    checkpoint = damaged.latest_checkpoint()
+    assert checkpoint is not None and checkpoint.rows
+    for row, _ in checkpoint.rows:
+        row.quantity -= 10  # a fill's quantity lost from every row
+    damaged.save_checkpoint(checkpoint)
+    damaged.close()
+
+    port = _free_port()
+    server = start_test_server(store=store, metrics_port=port)
+    try:
+        assert books_health(server.address) == health_pb2.HealthCheckResponse.SERVING
+        assert value(scrape(port), "portfolio_windows_differ_total") == 0
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            (late,) = acks(stub, at(20, pb_fill("BUY", 10, 80)))
+            assert late.placement == pb.BOOKING_PLACEMENT_RESTATED
+            assert position(stub).quantity == "30"  # as the journal gives it, and the late fill
+            assert position(stub, "").quantity == "30"
+        assert books_health(server.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert value(scrape(port), "portfolio_windows_differ_total") == 2  # both levels' rows
     finally:
         server.stop()
