@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -125,14 +126,20 @@ class TextCodec:
         codecs = [_codec_for(hints[name]) for name in self.names]
         self._encoders = [encode for encode, _ in codecs]
         self._decoders = [decode for _, decode in codecs]
+        # Every field's value in one C call (about half the time of a getattr per field, on
+        # the write path once per event); one field or none gives no tuple by itself.
+        self._values: Callable[[object], tuple[Any, ...]] = (
+            operator.attrgetter(*self.names)
+            if len(self.names) > 1
+            else (lambda value: tuple(getattr(value, name) for name in self.names))
+        )
         self._cls = cls
         self.version = TEXT_VERSIONS.get(cls.__name__, 1)
         self._mark = f"{VERSION_MARK}{self.version}" if self.version > 1 else None
 
     def fields(self, value: object) -> list[str]:
         parts = [
-            encode(getattr(value, name))
-            for name, encode in zip(self.names, self._encoders, strict=True)
+            encode(field) for encode, field in zip(self._encoders, self._values(value), strict=True)
         ]
         if self._mark is not None:
             parts.insert(0, self._mark)
