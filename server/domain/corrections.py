@@ -65,9 +65,12 @@ _GONE = -(1 << 63)  # the time of a merged entry corrected since: before any hor
 
 class JournaledFill(NamedTuple):
     """A fill as the journal holds it, not decoded: what recovery reloads (a tuple: a
-    million are made at a restart late in the day)."""
+    million are made at a restart late in the day), with its strategy row's ids as the
+    journal's columns hold them."""
 
     account_id: str
+    strategy_id: str
+    instrument_id: str
     fill_id: str
     timestamp_ns: int
     text: str

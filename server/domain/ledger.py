@@ -17,6 +17,7 @@ from decimal import Decimal, localcontext
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from server.domain.accounts import AccountRegistry
 from server.domain.balances import (
@@ -926,10 +927,13 @@ def _in_columns(
 
 
 def _columns(run: list[tuple[int, JournaledFill]]) -> JournaledFills:
+    def strings(field: str) -> npt.NDArray[np.object_]:
+        return np.array([getattr(fill, field) for _, fill in run], dtype=object)
+
     return JournaledFills(
         np.array([sequence for sequence, _ in run], dtype=np.int64),
-        np.array([fill.account_id for _, fill in run], dtype=object),
-        np.array([fill.fill_id for _, fill in run], dtype=object),
+        strings("account_id"), strings("strategy_id"), strings("instrument_id"),
+        strings("fill_id"),
         np.array([fill.timestamp_ns for _, fill in run], dtype=np.int64),
-        np.array([fill.text for _, fill in run], dtype=object),
-    )
+        strings("text"),
+    )  # fmt: skip

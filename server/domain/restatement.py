@@ -22,16 +22,16 @@ checkpoint holding each anchor plus the journal's fills inside the window, rebui
 from __future__ import annotations
 
 import enum
-import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from operator import attrgetter, itemgetter
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
 from server.domain.events import Fill, Side
@@ -172,13 +172,31 @@ class WindowReader:
         self._mark = f"{VERSION_MARK}{codec.version}" if codec.version > 1 else None
         offset = codec.version > 1
         self._fields = itemgetter(*(codec.names.index(name) + offset for name in _READ))
+        self._row = itemgetter(
+            *(codec.names.index(name) + offset for name in ("strategy_id", "instrument_id"))
+        )
         self._amounts: dict[str, Decimal] = {}
+
+    def _current(self, parts: list[str]) -> bool:
+        """Whether a text's fields are of the current layout (else Fill.from_text decodes)."""
+        return len(parts) == self._count and (
+            parts[0] == self._mark if self._mark else parts[0][:1] != VERSION_MARK
+        )
+
+    def row(self, text: str) -> tuple[str, str]:
+        """A fill text's strategy and instrument, whatever its text version: what the
+        journal's columns of layout v3 hold, given to an older journal's fills once
+        (upcasters.current_journal; about 0.3 us a fill of the current layout)."""
+        parts = text.split(FIELD_SEPARATOR)
+        if self._current(parts):
+            found: tuple[str, str] = self._row(parts)
+            return found
+        fill = Fill.from_text(text)
+        return fill.strategy_id, fill.instrument_id
 
     def read(self, text: str) -> WindowedFill:
         parts = text.split(FIELD_SEPARATOR)
-        if len(parts) != self._count or (
-            parts[0] != self._mark if self._mark else parts[0][:1] == VERSION_MARK
-        ):
+        if not self._current(parts):
             return self.of(Fill.from_text(text))
         account, strategy, instrument, fill_id, time_ns, side, quantity, price, commission, fee = (
             self._fields(parts)
@@ -368,50 +386,34 @@ def anchor_of(row: Position, window: Window) -> Position:
 
 class JournaledFills(NamedTuple):
     """Journaled fills in a row, in sequence order, as columns (a restart reads millions:
-    no object per fill), their texts not decoded."""
+    no object per fill), their texts not decoded. Each fill's strategy row is in its own
+    columns (the journal's, from layout v3), so that grouping the fills by row reads no text."""
 
     sequences: npt.NDArray[np.int64]
     account_ids: npt.NDArray[np.object_]
+    strategy_ids: npt.NDArray[np.object_]
+    instrument_ids: npt.NDArray[np.object_]
     fill_ids: npt.NDArray[np.object_]
     times_ns: npt.NDArray[np.int64]
     texts: npt.NDArray[np.object_]
 
     def where(self, mask: npt.NDArray[np.bool_]) -> JournaledFills:
-        return JournaledFills(
-            self.sequences[mask], self.account_ids[mask], self.fill_ids[mask],
-            self.times_ns[mask], self.texts[mask],
-        )  # fmt: skip
+        return JournaledFills._make(column[mask] for column in self)
 
     @staticmethod
     def joined(parts: Sequence[JournaledFills]) -> JournaledFills:
         if not parts:
             empty = np.array([], dtype=object)
-            return JournaledFills(np.array([], dtype=np.int64), empty, empty,
-                                  np.array([], dtype=np.int64), empty)  # fmt: skip
-        sequences, accounts, fill_ids, times, texts = zip(*parts, strict=True)
-        return JournaledFills(
-            np.concatenate(sequences), np.concatenate(accounts), np.concatenate(fill_ids),
-            np.concatenate(times), np.concatenate(texts),
-        )  # fmt: skip
+            none = np.array([], dtype=np.int64)
+            return JournaledFills(none, empty, empty, empty, empty, none, empty)
+        return JournaledFills._make(np.concatenate(column) for column in zip(*parts, strict=True))
 
 
-def _row_pattern() -> re.Pattern[str] | None:
-    """A fill text's account, strategy and instrument fields, when they follow each other
-    (the current layout; a text with a version mark does not match)."""
-    names = Fill.codec().names
-    first = names.index("account_id")
-    if Fill.codec().version > 1 or names[first : first + 3] != [
-        "account_id", "strategy_id", "instrument_id"
-    ]:  # fmt: skip
-        return None
-    field, separator = f"[^{FIELD_SEPARATOR}]*", FIELD_SEPARATOR
-    return re.compile(
-        f"(?!{VERSION_MARK})(?:{field}{separator}){{{first}}}"
-        f"({field}{separator}{field}{separator}{field}){separator}"
-    )
-
-
-_ROW_FIELDS = _row_pattern()
+def _codes(column: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """Each value's code among the column's distinct values, and those values (in the order
+    first seen: codes in C, a hash table, without a Python call a value)."""
+    codes, distinct = pd.factorize(column)
+    return codes.astype(np.int64, copy=False), np.asarray(distinct)
 
 
 class JournalRows(NamedTuple):
@@ -426,27 +428,27 @@ class JournalRows(NamedTuple):
 
     @classmethod
     def of(cls, fills: JournaledFills) -> JournalRows:
-        """About 1 us a fill: a regular expression and a dict look-up each."""
-        codes: dict[str, int] = {}
-        made: list[int] = []
-        match = _ROW_FIELDS.match if _ROW_FIELDS is not None else None
-        reader: WindowReader | None = None
-        for text in fills.texts.tolist():
-            found = match(text) if match is not None else None
-            if found is not None:
-                key = found[1]
-            else:  # another layout: decoded
-                reader = reader or WindowReader()
-                read = reader.read(text)
-                key = FIELD_SEPARATOR.join((read.account_id, read.strategy_id, read.instrument_id))
-            code = codes.get(key)
-            if code is None:
-                code = codes[key] = len(codes)
-            made.append(code)
-        return cls(
-            list(codes), np.array(made, dtype=np.int64), fills.texts.copy(), fills.sequences,
-            fills.times_ns,
-        )  # fmt: skip
+        """The fills grouped by their row columns in C (hashing each column, then pairs of
+        codes): measured 0.1-0.2 us a fill, under load, against 2-3 us for a regular
+        expression on each fill's text and a dict look-up. Codes are given in the order
+        rows are first seen, as before."""
+        accounts, account_of = _codes(fills.account_ids)
+        strategies, strategy_of = _codes(fills.strategy_ids)
+        instruments, instrument_of = _codes(fills.instrument_ids)
+        # pairs, then rows: each combined code is below the number of fills squared
+        pairs, pair_of = _codes(accounts * len(strategy_of) + strategies)
+        codes, row_of = _codes(pairs * len(instrument_of) + instruments)
+        pair_of_row = pair_of[row_of // len(instrument_of)]
+        keys = [
+            FIELD_SEPARATOR.join(row)
+            for row in zip(
+                account_of[pair_of_row // len(strategy_of)].tolist(),
+                strategy_of[pair_of_row % len(strategy_of)].tolist(),
+                instrument_of[row_of % len(instrument_of)].tolist(),
+                strict=True,
+            )
+        ]
+        return cls(keys, codes, fills.texts.copy(), fills.sequences, fills.times_ns)
 
     def where(self, mask: npt.NDArray[np.bool_]) -> JournalRows:
         return JournalRows(

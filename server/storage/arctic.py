@@ -501,15 +501,20 @@ class ArcticEventStore:
             )
             & (query["sequence"] <= up_to_sequence)
         ]
-        columns = ["sequence", "kind", "event_id", "account_id", "event_time", "text"]
+        columns = [
+            "sequence", "kind", "event_id", "account_id", "strategy_id", "instrument_id",
+            "event_time", "text",
+        ]  # fmt: skip
         frame = self._read(query_builder=query, columns=columns)
         if frame.empty:
             return
         frame = frame.sort_values("sequence", kind="stable")
         kinds = frame["kind"].to_numpy()
         sequences = frame["sequence"].to_numpy(dtype=np.int64)
-        fills = (
+        fills = JournaledFills(
             sequences, frame["account_id"].to_numpy(dtype=object),
+            frame["strategy_id"].to_numpy(dtype=object),
+            frame["instrument_id"].to_numpy(dtype=object),
             frame["event_id"].to_numpy(dtype=object),
             frame["event_time"].astype("int64").to_numpy(dtype=np.int64),
             frame["text"].to_numpy(dtype=object),
@@ -518,9 +523,9 @@ class ArcticEventStore:
         start = 0
         for stop in [*others, len(kinds)]:
             if stop > start:  # a run of fills, as columns (no object per fill)
-                yield int(sequences[start]), JournaledFills(*(c[start:stop] for c in fills))
+                yield int(sequences[start]), JournaledFills._make(c[start:stop] for c in fills)
             if stop < len(kinds):
-                text = fills[4][stop]
+                text = fills.texts[stop]
                 event = (
                     FillCorrection.from_text(text)
                     if kinds[stop] == "correction"

@@ -16,7 +16,7 @@ from server.domain.book import Price
 from server.domain.booker import Booker
 from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
-from server.domain.events import EVENT_KINDS, ExecutionEvent
+from server.domain.events import EVENT_KINDS, ExecutionEvent, Fill
 from server.domain.marks import MarkSource
 from server.domain.position import Position, PositionKey
 from server.storage.disk import StoreUnusable
@@ -35,7 +35,8 @@ Sequenced = tuple[int, ExecutionEvent]
 # The journal is the service's own log: a few columns to find rows by, the event itself as
 # its canonical text (`Fill.text`), which keeps each append small and cheap, and who booked it
 # (the audit trail: `principal` and its `role`, see server.domain.booker; "" in the rows of a
-# release before them, see upcasters.current_journal).
+# release before them, see upcasters.current_journal), and a fill's strategy and instrument
+# ("" for other kinds), so that a restart finds each fill's row without reading its text.
 
 JOURNAL_COLUMNS = JOURNAL_LAYOUTS[JOURNAL_VERSION]
 
@@ -57,6 +58,8 @@ def journal_frame(group: Sequence[Sequenced]) -> pd.DataFrame:
             "text": texts,
             "principal": [event.booker.name for _, event in group],
             "role": [event.booker.role for _, event in group],
+            "strategy_id": [e.strategy_id if type(e) is Fill else "" for _, e in group],
+            "instrument_id": [e.instrument_id if type(e) is Fill else "" for _, e in group],
         },
         index=pd.RangeIndex(group[0][0], group[-1][0] + 1),
     )

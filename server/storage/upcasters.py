@@ -8,9 +8,11 @@ instead of being misread:
   own version (see `server.domain.codec`: TEXT_VERSIONS, TEXT_UPCASTERS); a text of a newer
   version than this release knows is refused when decoded (NewerFormat names the sequence);
 - the journal's columns (JOURNAL_LAYOUTS): a journal of a release before the audit trail has
-  no `principal` and `role`; it is rewritten once at start with both "" (who booked those rows
-  was never recorded), as an append of other columns would be refused (current_journal: by
-  chunks, restarted from the old version after a crash);
+  no `principal` and `role`, one before layout 3 no `strategy_id` and `instrument_id` (a
+  fill's row, which a restart groups the window's fills by); it is rewritten once at start,
+  the first two "" (who booked those rows was never recorded), the row's ids from each fill's
+  text (JOURNAL_UPCASTERS), as an append of other columns would be refused (current_journal:
+  by chunks, restarted from the old version after a crash);
 - the analysts' `orders` view (symbol = account): a symbol of a release before orders had
   keys lacks four columns; it is rewritten once with them when it is first written to (the
   `positions`/`portfolio` symbols before currencies likewise, in views.py);
@@ -34,9 +36,11 @@ import time
 from collections.abc import Callable, Mapping
 
 import arcticdb as adb
+import numpy as np
 import pandas as pd
 
 from server.domain.codec import TEXT_VERSIONS
+from server.domain.restatement import WindowReader
 from server.storage.disk import StoreUnusable
 
 log = logging.getLogger("portfolio.storage")
@@ -67,13 +71,40 @@ BOOK_VERSION = max(BOOK_COLUMNS)
 UNKNOWN_PLACE = "\U0010ffff"  # sorts after every fill id
 
 _JOURNAL_V1 = ["sequence", "kind", "event_id", "account_id", "event_time", "digest", "text"]
+_JOURNAL_V2 = [*_JOURNAL_V1, "principal", "role"]
 JOURNAL_LAYOUTS: dict[int, list[str]] = {
     1: _JOURNAL_V1,
-    2: [*_JOURNAL_V1, "principal", "role"],  # the audit trail: who booked each event
+    2: _JOURNAL_V2,  # the audit trail: who booked each event
+    3: [*_JOURNAL_V2, "strategy_id", "instrument_id"],  # a fill's row, "" for other kinds
 }
 JOURNAL_VERSION = max(JOURNAL_LAYOUTS)
 UPGRADE_CHUNK_ROWS = 100_000  # journal rows rewritten at once when its layout is upgraded
 UPGRADING = "-upgrading"  # the marker symbol's suffix while the journal is rewritten
+
+
+def _journal_v1_to_v2(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Who booked the events of a release before the audit trail: not recorded."""
+    return chunk.assign(principal="", role="")
+
+
+def _journal_v2_to_v3(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Each fill's strategy and instrument, from its text (any text version the codec
+    knows), so that a restart groups the window's fills by row without reading texts."""
+    fills = (chunk["kind"] == "fill").to_numpy()
+    strategies = np.full(len(chunk), "", dtype=object)
+    instruments = np.full(len(chunk), "", dtype=object)
+    if fills.any():
+        reader = WindowReader()
+        found = [reader.row(text) for text in chunk["text"].to_numpy()[fills].tolist()]
+        strategies[fills] = [strategy for strategy, _ in found]
+        instruments[fills] = [instrument for _, instrument in found]
+    return chunk.assign(strategy_id=strategies, instrument_id=instruments)
+
+
+JOURNAL_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    1: _journal_v1_to_v2,
+    2: _journal_v2_to_v3,
+}
 
 
 def _book_v2_to_v3(frame: pd.DataFrame) -> pd.DataFrame:
@@ -231,7 +262,12 @@ def current_journal(
                 "later release? start that release or a later one on this store"
             )
         source = library.read_metadata(symbol).version
-    rows = library.get_description(symbol, as_of=source).row_count
+    description = library.get_description(symbol, as_of=source)
+    rows = description.row_count
+    layout = [column.name for column in description.columns]
+    version = next((v for v, known in JOURNAL_LAYOUTS.items() if known == layout), None)
+    if version is None:  # a crash in the middle left a marker naming no known layout
+        raise StoreUnusable(f"{where}: version {source} has columns of no known layout")
     library.write(
         marker, pd.DataFrame({"rows": [rows]}), metadata={"version": source, "rows": rows}
     )
@@ -242,7 +278,9 @@ def current_journal(
             first = chunk.index.start if isinstance(chunk.index, pd.RangeIndex) else 0
         # A range read gives the symbol's first index again: each chunk continues the last.
         chunk.index = pd.RangeIndex(first + offset, first + offset + len(chunk))
-        chunk = chunk.assign(principal="", role="")[current]  # who booked them: not recorded
+        for step in range(version, JOURNAL_VERSION):
+            chunk = JOURNAL_UPCASTERS[step](chunk)
+        chunk = chunk[current]
         if offset == 0:
             library.write(symbol, chunk, prune_previous_versions=False)
         else:
@@ -250,9 +288,11 @@ def current_journal(
     library.prune_previous_versions(symbol)
     library.delete(marker)
     log.info(
-        "%s: %d events of a release before the audit trail given an empty principal (%.1fs)",
+        "%s: %d events of journal layout %d rewritten in layout %d (%.1fs)",
         where,
         rows,
+        version,
+        JOURNAL_VERSION,
         time.perf_counter() - began,
     )
 

@@ -32,7 +32,17 @@ def restore_checkpoint(
     horizon = live.corrections.latest_ns - max(live.corrections.window_ns, live.book.window_ns)
     differ = target.reload_correctable(
         (
-            (sequence, JournaledFill(e.account_id, e.fill_id, e.timestamp_ns, e.text()))
+            (
+                sequence,
+                JournaledFill(
+                    e.account_id,
+                    e.strategy_id,
+                    e.instrument_id,
+                    e.fill_id,
+                    e.timestamp_ns,
+                    e.text(),
+                ),
+            )
             if isinstance(e, Fill)
             else (sequence, e)
             for sequence, e in sorted(journal, key=lambda item: item[0])

@@ -199,7 +199,17 @@ def test_recovery_reloads_the_window_and_corrects_the_same_way(trades, data):
     rebuilt = Ledger(correction_window_ns=window)
     rebuilt.corrections = reloaded
     rebuilt.reload_correctable(
-        (sequence, JournaledFill(event.account_id, event.fill_id, event.timestamp_ns, event.text()))
+        (
+            sequence,
+            JournaledFill(
+                event.account_id,
+                event.strategy_id,
+                event.instrument_id,
+                event.fill_id,
+                event.timestamp_ns,
+                event.text(),
+            ),
+        )
         for sequence, event in enumerate(events, 1)
         if event.timestamp_ns >= horizon
     )

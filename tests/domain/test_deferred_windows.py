@@ -21,6 +21,7 @@ from server.domain.restatement import (
     JournaledFills,
     JournalRows,
     RowWindow,
+    WindowReader,
     deferred_of,
 )
 from tests.domain.restart import restore_checkpoint
@@ -170,18 +171,28 @@ SPEC = {"account": "A1", "strategy": "S1", "instrument": "AAPL", "side": "BUY", 
         "price": 100, "cents": 0, "commission": "0", "fee_currency": ""}  # fmt: skip
 
 
-def test_a_fills_row_is_found_without_decoding_and_as_decoded_for_another_layout():
-    fills = [spread(make_fill(n, {**SPEC, "strategy": f"S{n % 2}"}), n) for n in range(3)]
-    texts = [fill.text() for fill in fills]
-    texts[2] = f"{VERSION_MARK}1{FIELD_SEPARATOR}{texts[2]}"  # a marked text: decoded
-    columns = JournaledFills(
-        np.arange(1, 4, dtype=np.int64), np.array(["A1"] * 3, dtype=object),
-        np.array([f.fill_id for f in fills], dtype=object),
-        np.array([f.timestamp_ns for f in fills], dtype=np.int64), np.array(texts, dtype=object),
-    )  # fmt: skip
-    rows = JournalRows.of(columns)
-    keys = [rows.keys[code].split(FIELD_SEPARATOR) for code in rows.codes.tolist()]
-    assert keys == [["A1", "S0", "AAPL"], ["A1", "S1", "AAPL"], ["A1", "S0", "AAPL"]]
+IDS = st.sampled_from(["A", "B", "AB", "", "S1", "I1", "x" * 40])
+
+
+@given(st.lists(st.tuples(IDS, IDS, IDS), max_size=40))
+def test_the_windows_fills_are_grouped_by_their_row_columns_in_the_order_first_seen(rows):
+    """Each fill's code names its own (account, strategy, instrument), one code a row (ids
+    that are each other's prefixes or equal across columns stay apart)."""
+    count = len(rows)
+    strings = [np.array([row[i] for row in rows], dtype=object) for i in range(3)]
+    texts = np.array([f"t{n}" for n in range(count)], dtype=object)
+    numbers = np.arange(count, dtype=np.int64)
+    grouped = JournalRows.of(JournaledFills(numbers, *strings, texts, numbers, texts))
+    assert [tuple(grouped.keys[code].split(FIELD_SEPARATOR)) for code in grouped.codes] == rows
+    assert grouped.keys == [FIELD_SEPARATOR.join(row) for row in dict.fromkeys(rows)]
+    assert list(grouped.texts) == list(texts) and list(grouped.sequences) == list(numbers)
+
+
+def test_a_fill_texts_row_is_read_without_decoding_and_as_decoded_for_another_layout():
+    fill = make_fill(1, {**SPEC, "strategy": "S7", "instrument": "MSFT"})
+    marked = f"{VERSION_MARK}1{FIELD_SEPARATOR}{fill.text()}"  # a marked text: decoded
+    reader = WindowReader()
+    assert reader.row(fill.text()) == reader.row(marked) == ("S7", "MSFT")
 
 
 def test_a_row_whose_window_fills_were_all_corrected_away_keeps_its_figures_at_a_restart():

@@ -64,7 +64,17 @@ def test_a_row_that_differs_from_its_checkpoint_is_kept_as_its_journal_gives_it(
     assert book_state(after) != book_state(live)
     differ = after.reload_correctable(
         (
-            (sequence, JournaledFill(e.account_id, e.fill_id, e.timestamp_ns, e.text()))
+            (
+                sequence,
+                JournaledFill(
+                    e.account_id,
+                    e.strategy_id,
+                    e.instrument_id,
+                    e.fill_id,
+                    e.timestamp_ns,
+                    e.text(),
+                ),
+            )
             for sequence, e in journal
             if isinstance(e, Fill)
         ),

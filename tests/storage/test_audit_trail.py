@@ -28,7 +28,7 @@ from server.domain.booker import SYSTEM, UNKNOWN, Booker
 from server.storage.arctic import EVENTS, JOURNAL, WAL_FOLDER, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.frames import journal_frame
-from server.storage.upcasters import JOURNAL_LAYOUTS, current_journal
+from server.storage.upcasters import JOURNAL_LAYOUTS, JOURNAL_VERSION, current_journal
 from server.storage.wal import HEADER, WriteAheadLog, _crc
 from tests.api.protocol import acks, pb_fill
 from tests.api.test_reference_and_cash import fx, stream_marks, transfer
@@ -192,7 +192,7 @@ def test_a_journal_of_the_release_before_opens_with_an_empty_principal_and_the_s
     finally:
         server.stop()
     rows = journal(uri)
-    assert list(rows.columns) == JOURNAL_LAYOUTS[2]
+    assert list(rows.columns) == JOURNAL_LAYOUTS[JOURNAL_VERSION]  # through every layout
     assert len(rows) == len(history) + 1
     assert set(rows[WHO][:-1].itertuples(index=False)) == {("", "")}  # never recorded
     assert tuple(rows[WHO].iloc[-1]) == ("anonymous@127.0.0.1", "")
@@ -206,7 +206,7 @@ def test_a_journal_of_unknown_columns_is_refused_not_rewritten(tmp_path: Path) -
     with pytest.raises(StoreUnusable, match="journal/events: columns of no layout"):
         ArcticEventStore(uri)
     gc.collect()
-    assert list(journal(uri).columns) == [*JOURNAL_LAYOUTS[2], "signed_by"]
+    assert list(journal(uri).columns) == [*JOURNAL_LAYOUTS[JOURNAL_VERSION], "signed_by"]
 
 
 def test_the_write_ahead_logs_tail_keeps_its_principals_into_the_journal(tmp_path: Path) -> None:
@@ -270,7 +270,8 @@ def _old_journal(tmp_path: Path, count: int) -> tuple[adb.library.Library, pd.Da
 
 
 def _upgraded(before: pd.DataFrame) -> pd.DataFrame:
-    return before.assign(principal="", role="")
+    """Through every layout since: no principal, and each fill's row from its text."""
+    return before.assign(principal="", role="", strategy_id="S1", instrument_id="AAPL")
 
 
 def test_the_journal_is_upgraded_by_chunks_to_the_same_rows(tmp_path: Path) -> None:

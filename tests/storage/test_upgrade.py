@@ -38,8 +38,11 @@ from server.storage.frames import journal_frame
 from server.storage.upcasters import (
     BOOK_COLUMNS,
     BOOK_VERSION,
+    JOURNAL_LAYOUTS,
+    JOURNAL_VERSION,
     ORDERS_VIEW_BEFORE_KEYS,
     NewerFormat,
+    current_journal,
 )
 from server.storage.views import (
     ORDER_COLUMNS,
@@ -381,12 +384,83 @@ def test_a_journal_frame_has_the_columns_of_the_current_layout():
     """The columns every release since the text journal wrote, and who booked each event (the
     audit trail): a journal of the release before is given them once at start
     (tests/storage/test_audit_trail.py), as the static schema refuses an append of others."""
-    frame = journal_frame([(1, _fill("F1"))])
+    status = OrderStatusUpdate(
+        update_id="U1", account_id="LIVE1", strategy_id="S1", order_ref="o1",
+        instrument_id="AAPL", status=OrderStatus.SUBMITTED, timestamp_ns=T0,
+    )  # fmt: skip
+    frame = journal_frame([(1, _fill("F1")), (2, status)])
     assert list(frame.columns) == [
         "sequence", "kind", "event_id", "account_id", "event_time", "digest", "text",
-        "principal", "role",
+        "principal", "role", "strategy_id", "instrument_id",
     ]  # fmt: skip
     assert frame["event_time"].dtype == pd.DatetimeTZDtype("ns", "UTC")
+    # a fill's row (a restart groups the window's fills by it); other kinds have none
+    assert frame[["strategy_id", "instrument_id"]].values.tolist() == [["S1", "AAPL"], ["", ""]]
+
+
+def _journal_before_rows(library: adb.library.Library) -> pd.DataFrame:
+    """Rewrites the journal as the release before fills' rows wrote it (layout 2); returns
+    the journal as it was."""
+    current = library.read(EVENTS).data
+    library.write(EVENTS, current[JOURNAL_LAYOUTS[2]], prune_previous_versions=True)
+    return current
+
+
+def test_a_journal_of_the_release_before_fills_rows_is_given_them_and_restarts_the_same(
+    tmp_path,
+):
+    uri = f"lmdb://{tmp_path}"
+    server = start_test_server(store=uri)
+    try:
+        channel, stub = open_stub(server)
+        with channel:
+            acks(stub, *mixed_history())
+            before = everything(stub)
+    finally:
+        server.stop()
+    gc.collect()
+    current = _journal_before_rows(adb.Arctic(uri).get_library(JOURNAL))
+    assert (current["kind"] == "fill").any() and (current["kind"] != "fill").any()
+    gc.collect()
+    server = start_test_server(store=uri)  # the checkpoint and the window's fills
+    try:
+        channel, stub = open_stub(server)
+        with channel:
+            assert everything(stub) == before
+    finally:
+        server.stop()
+    gc.collect()
+    upgraded = adb.Arctic(uri).get_library(JOURNAL).read(EVENTS).data
+    assert list(upgraded.columns) == JOURNAL_LAYOUTS[JOURNAL_VERSION]
+    # each row as this release writes it: a fill's ids from its text, "" for other kinds
+    pd.testing.assert_frame_equal(upgraded.iloc[: len(current)], current)
+
+
+def test_a_crash_in_the_middle_of_giving_fills_their_rows_begins_again(tmp_path):
+    uri = f"lmdb://{tmp_path}"
+    fills = [
+        dataclasses.replace(_fill(f"F{n}"), strategy_id=f"S{n % 3}", instrument_id=f"I{n % 4}")
+        for n in range(1, 26)
+    ]
+    marked = f"{VERSION_MARK}1{FIELD_SEPARATOR}{fills[4].text()}"  # version 1, marked
+    _write_journal(uri, list(fills), {5: marked})
+    library = adb.Arctic(uri).get_library(JOURNAL)
+    current = _journal_before_rows(library)
+    append, calls = library.append, []
+
+    def crash_on_the_second(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("killed")
+        return append(*args, **kwargs)  # type: ignore[arg-type]
+
+    library.append = crash_on_the_second  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="killed"):
+        current_journal(library, EVENTS, chunk_rows=10)
+    library.append = append  # type: ignore[method-assign]
+    current_journal(library, EVENTS, chunk_rows=7)  # the next start
+    pd.testing.assert_frame_equal(library.read(EVENTS).data, current)
+    assert library.list_symbols() == [EVENTS]
 
 
 # -- the analysts' views -------------------------------------------------------------------
