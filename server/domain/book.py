@@ -724,26 +724,37 @@ class PositionBook:
         if self.strategy_rows or self.account_rows:
             raise ValueError("a checkpoint is restored into an empty book only")
         made: list[Position] = []
+        strategy_rows: list[tuple[PositionKey, Position]] = []
+        account_rows: list[tuple[PositionKey, Position]] = []
+        by_instrument: dict[str, list[tuple[PositionKey, Position]]] = {}
         # Rows come in key order (a checkpoint's book order), so most share the previous
-        # row's scope and instrument: registered once each, not per row (about 2 us a row).
+        # row's scope and instrument: registered once each, not per row (about 2 us a row),
+        # and a scope's run of rows is added to its totals at once (Totals.add_all).
         scope: tuple[str, str, str] | None = None  # (account, strategy, currency)
         totals = Totals()
+        run = 0  # where the rows of `scope` start in `made`
         ensured: set[str] = set()
         with localcontext(EXACT):
             for saved, fill_price in saved_rows:
                 row = self._adopt(saved, fill_price, ensured)
-                account_id, strategy_id, _ = row.key
+                key = row.key
+                account_id, strategy_id, instrument_id = key
                 if scope != (account_id, strategy_id, row.currency):
+                    totals.add_all(made[run:])
+                    run = len(made)
                     scope, totals = (account_id, strategy_id, row.currency), self._enter_scope(row)
-                totals.add(row, fill_price.price)
                 if row.other_fees:
                     self._add_other_fees(row, 1)
                 made.append(row)
-        self.strategy_rows.update((row.key, row) for row in made if not row.key.is_account_level)
-        self.account_rows.update((row.key, row) for row in made if row.key.is_account_level)
-        by_instrument: dict[str, list[tuple[PositionKey, Position]]] = {}
-        for row in made:
-            by_instrument.setdefault(row.key.instrument_id, []).append((row.key, row))
+                pair = (key, row)
+                (account_rows if strategy_id == ACCOUNT_LEVEL else strategy_rows).append(pair)
+                pairs = by_instrument.get(instrument_id)
+                if pairs is None:
+                    pairs = by_instrument[instrument_id] = []
+                pairs.append(pair)
+            totals.add_all(made[run:])
+        self.strategy_rows.update(strategy_rows)
+        self.account_rows.update(account_rows)
         for instrument_id, pairs in by_instrument.items():
             self.by_instrument[instrument_id] = SortedDict(pairs)
 
@@ -846,25 +857,22 @@ class PositionBook:
         if not len(rows.codes):
             return
         journal = JournalWindow(rows.texts, rows.sequences)
-        strategy_keys = [PositionKey(*key.split(FIELD_SEPARATOR)) for key in rows.keys]
-        account_keys: dict[PositionKey, int] = {}
-        account_code = np.array(
-            [
-                account_keys.setdefault(
-                    PositionKey(key.account_id, ACCOUNT_LEVEL, key.instrument_id),
-                    len(account_keys),
-                )
-                for key in strategy_keys
-            ],
-            dtype=np.int64,
+        # Keys made with tuple.__new__ (no Python call each: a million rows' keys), and each
+        # strategy row's account-level row numbered by (account, instrument).
+        parts = [key.split(FIELD_SEPARATOR) for key in rows.keys]
+        strategy_keys = [tuple.__new__(PositionKey, part) for part in parts]
+        numbers: dict[tuple[str, str], int] = {}
+        account_code = np.fromiter(
+            (numbers.setdefault((a, i), len(numbers)) for a, _, i in parts), np.int64, len(parts)
         )
+        account_keys = [tuple.__new__(PositionKey, (a, ACCOUNT_LEVEL, i)) for a, i in numbers]
         times = rows.times_ns
         deferred: list[Position] = []
         firsts: list[int] = []
         with localcontext(EXACT):
             for keys, codes, index in (
                 (strategy_keys, rows.codes, self.strategy_rows),
-                (list(account_keys), account_code[rows.codes], self.account_rows),
+                (account_keys, account_code[rows.codes], self.account_rows),
             ):
                 indexes = np.lexsort((times, codes))
                 ordered = times[indexes]
@@ -878,21 +886,28 @@ class PositionBook:
                     stops[kept].tolist(), ordered[starts[kept]].tolist(),
                     ordered[stops[kept] - 1].tolist(), strict=True,
                 ):  # fmt: skip
-                    row = self._defer(
-                        index.get(key), key, order, start, stop, last, anchors,
-                        empty_anchors_left_out,
-                    )  # fmt: skip
-                    if row is not None:
-                        deferred.append(row)
-                        firsts.append(first)
+                    row = index.get(key)
+                    if row is not None and empty_anchors_left_out and key not in anchors:
+                        # most: a row opened inside the window, no anchor (restatement.defer,
+                        # inline: a million rows at a start)
+                        window = row.window = Deferred(order, start, stop, None, last)
+                    else:
+                        row = self._defer(
+                            row, key, order, start, stop, last, anchors, empty_anchors_left_out
+                        )  # fmt: skip
+                        if row is None:
+                            continue
+                        made = row.window
+                        assert isinstance(made, Deferred)
+                        window = made
+                    window.queued_ns = first  # queued below
+                    deferred.append(row)
+                    firsts.append(first)
         # Queued in time order: entries in order go to the queue's columns (16 bytes each),
         # not its heap of late entries (64).
+        push = self._expiry.push
         for index in np.argsort(np.array(firsts, dtype=np.int64), kind="stable").tolist():
-            row, first = deferred[index], firsts[index]
-            self._expiry.push(first, row.key)
-            window = row.window
-            assert isinstance(window, Deferred)
-            window.queued_ns = first
+            push(firsts[index], deferred[index].key)
 
     def _defer(
         self,

@@ -6,7 +6,7 @@ is exact, so the running totals never drift from a full recount, and a query rea
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
@@ -83,6 +83,39 @@ class Totals:
             self.open_positions += sign
             self.unrealized_pnl -= sign * row.cost_basis * row.multiplier
             self.revalue(sign * row.market_value(market_price), row.quantity > 0)
+
+    def add_all(self, rows: Sequence[Position]) -> None:
+        """Adds the contributions of many rows, each at the price it is valued at
+        (`valued_at`), as `add` of each in turn would: the same terms summed in the same order
+        per figure (a subtraction as the addition of the term negated), so the very same
+        Decimals, exponent and sign of a zero included. Column by column, with `sum` doing the
+        additions: a restart adds a million rows (`add` per row: about 3 us each). Inside
+        `EXACT` (`sum` adds in the thread's context)."""
+        self.realized_pnl = sum([row.realized_pnl for row in rows], self.realized_pnl)
+        # `is not None`, not list.count(None): that compares each Decimal to None (slow)
+        base = [row.realized_pnl_base for row in rows if row.realized_pnl_base is not None]
+        self.realized_base_missing += len(rows) - len(base)
+        self.realized_pnl_base = sum(base, self.realized_pnl_base)
+        self.fees = sum([row.fees for row in rows], self.fees)
+        self.trade_count += sum([row.trade_count for row in rows])
+        self.total_positions += len(rows)
+        held = [row for row in rows if row.quantity]
+        if not held:
+            return
+        self.open_positions += len(held)
+        unrealized: list[Decimal] = []
+        longs: list[Decimal] = []
+        shorts: list[Decimal] = []
+        for row in held:
+            value = row.valued_at * row.quantity * row.multiplier  # row.market_value
+            unrealized += ((row.cost_basis * row.multiplier).copy_negate(), value)
+            if row.quantity > 0:
+                longs.append(value)
+            else:
+                shorts.append(value.copy_negate())
+        self.unrealized_pnl = sum(unrealized, self.unrealized_pnl)
+        self.long_exposure = sum(longs, self.long_exposure)
+        self.short_exposure = sum(shorts, self.short_exposure)
 
     def revalue(self, value_change: Decimal, is_long: bool) -> None:
         """Adds a change in the market value of one open row (long or short)."""
