@@ -19,6 +19,8 @@ from server.domain.events import Fill
 if TYPE_CHECKING:
     from server.domain.restatement import Window
 
+_new = object.__new__
+
 ACCOUNT_LEVEL = ""
 """The strategy id of an account-level book row."""
 
@@ -155,25 +157,29 @@ class Position:
 
     def copy(self) -> Position:
         """A detached copy of the figures: the row as it is now, unaffected by later fills
-        (without its restatement window)."""
-        return Position(
-            key=self.key,
-            multiplier=self.multiplier,
-            quantity=self.quantity,
-            cost_basis=self.cost_basis,
-            realized_pnl=self.realized_pnl,
-            realized_pnl_base=self.realized_pnl_base,
-            base_currency=self.base_currency,
-            fees=self.fees,
-            other_fees=dict(self.other_fees) if self.other_fees else None,
-            trade_count=self.trade_count,
-            opened_at_ns=self.opened_at_ns,
-            updated_at_ns=self.updated_at_ns,
-            last_sequence=self.last_sequence,
-            currency=self.currency,
-            booked_through_ns=self.booked_through_ns,
-            booked_through_id=self.booked_through_id,
-        )
+        (without its restatement window, at no price). Slot by slot rather than through the
+        constructor's eighteen keywords (several times faster: a checkpoint copies every row
+        of the book on the event loop, a million at a stop)."""
+        made: Position = _new(Position)
+        made.key = self.key
+        made.multiplier = self.multiplier
+        made.quantity = self.quantity
+        made.cost_basis = self.cost_basis
+        made.realized_pnl = self.realized_pnl
+        made.realized_pnl_base = self.realized_pnl_base
+        made.base_currency = self.base_currency
+        made.fees = self.fees
+        made.other_fees = dict(self.other_fees) if self.other_fees else None
+        made.trade_count = self.trade_count
+        made.opened_at_ns = self.opened_at_ns
+        made.updated_at_ns = self.updated_at_ns
+        made.last_sequence = self.last_sequence
+        made.currency = self.currency
+        made.booked_through_ns = self.booked_through_ns
+        made.booked_through_id = self.booked_through_id
+        made.window = None
+        made.valued_at = ZERO
+        return made
 
     def take_figures(self, source: Position) -> None:
         """Sets the figures (not the identity, sequence or window) to those of `source`."""

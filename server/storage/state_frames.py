@@ -430,13 +430,44 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
 _PARSED_AT_ONCE = 64  # records: few dicts alive at once (the collector's young generation)
 
 
-def state_frame(state: LedgerState) -> pd.DataFrame:
-    rows = [
-        (section, json.dumps(encode(item), separators=(",", ":")))
-        for section, (encode, _) in _SECTIONS.items()
-        for item in getattr(state, section)
+def _trip_open_texts(items: list[tuple[PositionKey, int, Decimal, Decimal]]) -> list[str]:
+    """The perf_open records' texts, each the very text `json.dumps(_trip_open(item))` gives
+    (a record per row: a million at a stop), made from each id's and amount's text found
+    once: ids repeat across rows, and the ledger shares a trip's amounts (zeros, fees)."""
+    quoted: dict[str, str] = {}
+    amounts: dict[int, str] = {}  # id() of an amount `items` holds (alive throughout)
+
+    def quote(text: str) -> str:
+        found = quoted.get(text)
+        if found is None:
+            found = quoted[text] = json.dumps(text)
+        return found
+
+    def amount(value: Decimal) -> str:
+        found = amounts.get(id(value))
+        if found is None:
+            found = amounts[id(value)] = json.dumps(_exact(value))
+        return found
+
+    return [
+        f'{{"key":[{quote(account)},{quote(strategy)},{quote(instrument)}],'
+        f'"sign":{int(sign)},"realized_pnl":{amount(realized)},"fees":{amount(fees)}}}'
+        for (account, strategy, instrument), sign, realized, fees in items
     ]
-    return pd.DataFrame(rows, columns=["section", "record"])
+
+
+def state_frame(state: LedgerState) -> pd.DataFrame:
+    sections: list[str] = []
+    records: list[str] = []
+    for section, (encode, _) in _SECTIONS.items():
+        items = getattr(state, section)
+        if section == "perf_open":
+            texts = _trip_open_texts(items)
+        else:
+            texts = [json.dumps(encode(item), separators=(",", ":")) for item in items]
+        sections += [section] * len(texts)
+        records += texts
+    return pd.DataFrame({"section": sections, "record": records})
 
 
 def state_from_frame(

@@ -1,9 +1,10 @@
+import dataclasses
 from decimal import Decimal
 
 import pytest
 
 from server.domain.ledger import Ledger, Result
-from server.domain.position import ChangeKind, PositionKey
+from server.domain.position import ChangeKind, Position, PositionKey
 from tests.domain.builders import fill, worked_example_fills
 
 PRECISION = Decimal("1e-9")
@@ -132,3 +133,26 @@ def test_change_kinds_follow_the_quantity():
 def test_round_trip_realizes_exactly_proceeds_minus_cost(first, second, realized):
     ledger = book_fills(fill(*first), fill(*second))
     assert row(ledger).realized_pnl == realized
+
+
+def test_a_copy_holds_every_field_but_the_window_and_the_price_detached():
+    # Every field set to something other than its default: a field the copy forgot (one
+    # added since) would come out at its default.
+    row = Position(
+        key=PositionKey("A", "S", "I"), multiplier=Decimal(50), quantity=Decimal(-3),
+        cost_basis=Decimal("-301.5"), realized_pnl=Decimal("12.25"),
+        realized_pnl_base=Decimal("11"), base_currency="EUR", fees=Decimal("1.5"),
+        other_fees={"JPY": Decimal(200)}, trade_count=4, opened_at_ns=10, updated_at_ns=20,
+        last_sequence=7, currency="USD", booked_through_ns=15, booked_through_id="f-3",
+        window=None, valued_at=Decimal("100.5"),
+    )  # fmt: skip
+    defaults = Position(key=PositionKey("", "", ""), multiplier=Decimal(1))
+    copied = row.copy()
+    for field in dataclasses.fields(Position):
+        if field.name in ("window", "valued_at"):
+            assert getattr(copied, field.name) == getattr(defaults, field.name)
+        else:
+            assert getattr(copied, field.name) == getattr(row, field.name), field.name
+            if field.name not in ("key", "window"):
+                assert getattr(row, field.name) != getattr(defaults, field.name), field.name
+    assert copied.other_fees is not row.other_fees  # a later fee of the row is not the copy's

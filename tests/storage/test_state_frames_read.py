@@ -3,6 +3,7 @@ for record and in order within each section, whatever the sizes and the text ins
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pandas as pd
@@ -39,3 +40,22 @@ def test_a_section_this_release_does_not_know_refuses_the_frame() -> None:
     later = pd.concat([frame, pd.DataFrame({"section": ["novel"], "record": ["{}"]})])
     with pytest.raises(StoreUnusable, match="'novel'"):
         state_from_frame(later)
+
+
+def test_open_trips_are_written_as_json_writes_each_record() -> None:
+    # The perf_open records are made from each id's and amount's text found once: the very
+    # texts json.dumps gives, whatever the ids hold, the amounts' exponents and zeros' signs.
+    from server.storage.state_frames import _trip_open
+
+    shared = Decimal("0.350")
+    opens = [
+        (PositionKey(account, strategy, f"I{n}"), sign, amount, fee)
+        for n, (account, strategy, sign, amount, fee) in enumerate([
+            ("A", "S1", 1, Decimal(0), shared), ("A", "S1", -1, Decimal("-0"), shared),
+            ('q"uote\\', "é\u2028", 1, Decimal("-0.00"), Decimal("1E+2")),
+            ("A", "", -1, Decimal("123456789012345678.123456789012345678"), Decimal("1E-7")),
+        ])
+    ]  # fmt: skip
+    records = state_frame(LedgerState(perf_open=opens))["record"].tolist()
+    assert records == [json.dumps(_trip_open(item), separators=(",", ":")) for item in opens]
+    assert state_from_frame(state_frame(LedgerState(perf_open=opens))).perf_open == opens
