@@ -211,3 +211,46 @@ class Position:
     def unrealized_pnl(self, market_price: Decimal) -> Decimal:
         """Exact: measured against the basis, not the rounded average."""
         return (market_price * self.quantity - self.cost_basis) * self.multiplier
+
+
+def restored(
+    key: PositionKey,
+    multiplier: Decimal,
+    quantity: Decimal,
+    cost_basis: Decimal,
+    realized_pnl: Decimal,
+    realized_pnl_base: Decimal | None,
+    base_currency: str,
+    fees: Decimal,
+    other_fees: dict[str, Decimal] | None,
+    trade_count: int,
+    opened_at_ns: int,
+    updated_at_ns: int,
+    last_sequence: int,
+    currency: str,
+    booked_through_ns: int,
+    booked_through_id: str,
+) -> Position:
+    """A row as a checkpoint holds it (no window, at no price), its fields positional and
+    set slot by slot: the constructor's keywords cost several times more, and a restart
+    makes a million rows."""
+    made: Position = _new(Position)
+    made.key = key
+    made.multiplier = multiplier
+    made.quantity = quantity
+    made.cost_basis = cost_basis
+    made.realized_pnl = realized_pnl
+    made.realized_pnl_base = realized_pnl_base
+    made.base_currency = base_currency
+    made.fees = fees
+    made.other_fees = other_fees
+    made.trade_count = trade_count
+    made.opened_at_ns = opened_at_ns
+    made.updated_at_ns = updated_at_ns
+    made.last_sequence = last_sequence
+    made.currency = currency
+    made.booked_through_ns = booked_through_ns
+    made.booked_through_id = booked_through_id
+    made.window = None
+    made.valued_at = ZERO
+    return made

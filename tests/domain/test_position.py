@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from server.domain.ledger import Ledger, Result
-from server.domain.position import ChangeKind, Position, PositionKey
+from server.domain.position import ChangeKind, Position, PositionKey, restored
 from tests.domain.builders import fill, worked_example_fills
 
 PRECISION = Decimal("1e-9")
@@ -156,3 +156,19 @@ def test_a_copy_holds_every_field_but_the_window_and_the_price_detached():
             if field.name not in ("key", "window"):
                 assert getattr(row, field.name) != getattr(defaults, field.name), field.name
     assert copied.other_fees is not row.other_fees  # a later fee of the row is not the copy's
+
+
+def test_a_restored_row_is_the_row_its_fields_make() -> None:
+    # Every field a value of its own: two positional arguments swapped would show.
+    fields = dict(
+        key=PositionKey("A", "S", "I"), multiplier=Decimal(50), quantity=Decimal(-3),
+        cost_basis=Decimal("-301.5"), realized_pnl=Decimal("12.25"),
+        realized_pnl_base=Decimal("11"), base_currency="EUR", fees=Decimal("1.5"),
+        other_fees={"JPY": Decimal(200)}, trade_count=4, opened_at_ns=10, updated_at_ns=20,
+        last_sequence=7, currency="USD", booked_through_ns=15, booked_through_id="f-3",
+    )  # fmt: skip
+    made = restored(*fields.values())
+    assert made == Position(**fields)  # type: ignore[arg-type]
+    assert (made.window, made.valued_at) == (None, Decimal(0))
+    names = [f.name for f in dataclasses.fields(Position) if f.name not in ("window", "valued_at")]
+    assert names == list(fields)  # restored's parameters follow the fields
