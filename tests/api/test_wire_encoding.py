@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from decimal import Decimal, localcontext
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from server.api.updates import PLACEMENTS, UPDATE_KIND, encode_update, position_
 from server.api.wire import (
     MARK_SOURCE,
     fill_to_proto,
+    position_bytes,
     position_to_proto,
     set_timestamp,
 )
@@ -107,8 +109,13 @@ amounts = st.builds(
     st.booleans(),
 )
 maybe = st.none() | amounts
-times = st.sampled_from([0, 1, 999_999_999, 1_767_225_600_123_456_789])
-ids = st.sampled_from(["", "A1", "S-é", ACCOUNT_LEVEL, "x" * 40])
+# Before 1970 too (negative seconds), and whole seconds (no nanos).
+times = st.sampled_from(
+    [0, 1, 999_999_999, 1_767_225_600_123_456_789, 5 * 10**9, -1, -(10**9), -(7 * 10**17) - 3]
+)
+# Texts of every kind: ASCII, Latin-1, wider, and longer than a one-byte length.
+ids = st.sampled_from(["", "A1", "S-é", ACCOUNT_LEVEL, "x" * 40, "株式会社", "y" * 130])
+currencies = st.sampled_from(["", "USD", "EUR", "€", "Ünï"])
 closes = st.none() | st.builds(
     RowClose,
     realized_pnl=amounts,
@@ -139,14 +146,14 @@ def views(draw: st.DrawFn) -> PositionView:
         opened_at_ns=draw(times),
         updated_at_ns=draw(times),
         last_sequence=draw(st.integers(0, 2**63)),
-        currency=draw(st.sampled_from(["", "USD", "EUR"])),
+        currency=draw(currencies),
         mark_source=draw(st.sampled_from(list(MarkSource))),
         marked_at_ns=draw(times),
-        base_currency=draw(st.sampled_from(["", "USD", "JPY"])),
+        base_currency=draw(st.sampled_from(["", "USD", "JPY", "¥"])),
         fx_rate=Decimal(1) if same else draw(maybe),
         precision=draw(st.sampled_from([Decimal("1e-9"), Decimal("0.01")])),
         residual=draw(st.booleans()),
-        other_fees=tuple((f"C{n}", draw(amounts)) for n in range(fee_count)),
+        other_fees=tuple((f"{draw(currencies)}{n}", draw(amounts)) for n in range(fee_count)),
         fee_rates=tuple(draw(maybe) for _ in range(fee_count)),
         realized_pnl_base=realized if same else draw(maybe),
         historic_base=draw(st.booleans()),
@@ -157,7 +164,10 @@ def views(draw: st.DrawFn) -> PositionView:
 @settings(max_examples=400, deadline=None)
 @given(views())
 def test_a_position_is_the_same_bytes_as_built_field_by_field(view: PositionView) -> None:
+    """position_bytes writes the wire form itself: the very bytes protobuf writes (compared
+    as written, not parsed: parsing and writing again would hide a field out of order)."""
     expected = reference_position(view).SerializeToString()
+    assert position_bytes(view) == expected
     assert position_to_proto(view).SerializeToString() == expected
     into = pb.PortfolioUpdate().position
     assert position_to_proto(view, into=into).SerializeToString() == expected
@@ -259,3 +269,25 @@ def test_net_pnl_is_sent_exact_at_the_widest_figures() -> None:
     message = position_to_proto(view)
     assert message.net_pnl == message.day_net_pnl == "123456789012345678.123456789012345679"
     assert message.net_pnl_base == "123456789012345678.123456789012345679"
+
+
+def test_long_texts_and_large_numbers_are_written_as_protobuf_writes_them() -> None:
+    """Lengths past one byte (an amount of 300 digits, an id of 20,000 characters), numbers
+    of every varint size, and the same refusal of a number a field cannot hold."""
+    view = PositionView(
+        key=PositionKey("A" * 20_000, "S", "I"), quantity=Decimal("1E+299"),
+        avg_cost=Decimal("-1E-150"), cost_basis=Decimal(2), realized_pnl=Decimal(0),
+        unrealized_pnl=Decimal(0), fees=Decimal(0), market_price=Decimal(2),
+        market_value=Decimal(2), multiplier=Decimal(1), trade_count=2**32 - 1,
+        opened_at_ns=2**62, updated_at_ns=-(2**62), last_sequence=2**64 - 1,
+        marked_at_ns=16_384 * 10**9 + 16_383,
+    )  # fmt: skip
+    assert position_bytes(view) == reference_position(view).SerializeToString()
+    for sequence in (1, 127, 128, 16_383, 16_384, 2**28, 2**35 + 1, 2**56):
+        row = replace(view, last_sequence=sequence, trade_count=sequence % 2**32)
+        assert position_bytes(row) == reference_position(row).SerializeToString()
+    for refused in (replace(view, trade_count=2**32), replace(view, last_sequence=2**64)):
+        with pytest.raises(ValueError, match="Value out of range"):
+            reference_position(refused)
+        with pytest.raises(ValueError, match="Value out of range"):
+            position_bytes(refused)
