@@ -1,0 +1,67 @@
+"""A checkpoint's book frame, built column by column, is the frame a tuple per row gave (the
+layout of BOOK_VERSION: columns, order, types, texts), and reads back as the rows."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pandas as pd
+
+from server.domain.book import Price
+from server.domain.decimals import canonical
+from server.domain.marks import MarkSource
+from server.domain.position import Position, PositionKey
+from server.storage.frames import CHECKPOINT_COLUMNS, checkpoint_frame, rows_from_checkpoint
+
+D = Decimal
+
+
+def by_row(rows: list[tuple[Position, Price]], anchors: list[Position]) -> pd.DataFrame:
+    """The frame as it was built before: one tuple per row."""
+
+    def record(row: Position, price: Price | None, anchor: bool) -> tuple[object, ...]:
+        fees = ";".join(f"{c}={canonical(a)}" for c, a in row.other_fee_items())
+        return (
+            *row.key, canonical(row.multiplier), canonical(row.quantity),
+            canonical(row.cost_basis), canonical(row.realized_pnl), canonical(row.fees),
+            row.trade_count, row.opened_at_ns, row.updated_at_ns, row.last_sequence,
+            row.currency, canonical(price.price) if price else "0",
+            price.time_ns if price else 0, price.fill_id if price else "", fees,
+            row.booked_through_ns, row.booked_through_id, anchor, row.base_currency,
+            "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base),
+        )  # fmt: skip
+
+    frame = pd.DataFrame(
+        [record(row, price, False) for row, price in rows]
+        + [record(anchor, None, True) for anchor in anchors],
+        columns=CHECKPOINT_COLUMNS,
+    )
+    for name in ("trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
+                 "fill_price_time_ns", "booked_through_ns"):  # fmt: skip
+        frame[name] = frame[name].astype("int64")
+    frame["anchor"] = frame["anchor"].astype(bool)
+    return frame
+
+
+def row(n: int, **figures: object) -> Position:
+    return Position(
+        key=PositionKey("A", f"S{n}" if n % 3 else "", f"I{n}"), multiplier=D(50),
+        quantity=D(f"-{n}.50"), cost_basis=D("-1E+3"), realized_pnl=D("-0.00"),
+        realized_pnl_base=None if n % 2 else D("12.340"), base_currency="USD",
+        fees=D("0.35"), trade_count=n, opened_at_ns=10 * n, updated_at_ns=20 * n,
+        last_sequence=n, currency="EUR", booked_through_ns=n, booked_through_id=f"f{n}",
+        **figures,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_the_frame_is_the_one_a_tuple_per_row_made() -> None:
+    price = Price(D("101.250"), MarkSource.LAST_FILL, 5, "fill-5")
+    rows = [(row(n, other_fees={"JPY": D(n), "GBP": D(0)} if n == 2 else None), price)
+            for n in range(1, 6)]  # fmt: skip
+    anchors = [row(7), row(8, other_fees={"CHF": D("1.5")})]
+    for held, kept in ((rows, anchors), (rows, []), ([], anchors), ([], [])):
+        frame = checkpoint_frame(held, kept)
+        pd.testing.assert_frame_equal(frame, by_row(held, kept))
+    back, back_anchors = rows_from_checkpoint(checkpoint_frame(rows, anchors))
+    rows[1][0].other_fees = {"JPY": D(2)}  # a fee come to zero is not kept
+    assert [r for r, _ in back] == [r for r, _ in rows] and back_anchors == anchors
