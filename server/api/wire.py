@@ -401,16 +401,28 @@ def position_bytes(view: PositionView) -> bytes:
         else _same_text(base_value, market_value, value_text)
     )
     base_fees_text = fees_text if base_fees is fees else _same_text(base_fees, fees, fees_text)
-    if base_realized_text:
-        parts.append(f"\xc2\x01{length[len(base_realized_text)]}{base_realized_text}")
-    if base_unrealized_text:
-        parts.append(f"\xca\x01{length[len(base_unrealized_text)]}{base_unrealized_text}")
-    if base_net_text:
-        parts.append(f"\xd2\x01{length[len(base_net_text)]}{base_net_text}")
-    if base_value_text:
-        parts.append(f"\xda\x01{length[len(base_value_text)]}{base_value_text}")
-    if base_fees_text:
-        parts.append(f"\xe2\x01{length[len(base_fees_text)]}{base_fees_text}")
+    if (
+        base_realized_text and base_unrealized_text and base_net_text and base_value_text
+        and base_fees_text
+    ):  # fmt: skip
+        parts.append(  # every rate known (the usual): in one go
+            f"\xc2\x01{length[len(base_realized_text)]}{base_realized_text}"
+            f"\xca\x01{length[len(base_unrealized_text)]}{base_unrealized_text}"
+            f"\xd2\x01{length[len(base_net_text)]}{base_net_text}"
+            f"\xda\x01{length[len(base_value_text)]}{base_value_text}"
+            f"\xe2\x01{length[len(base_fees_text)]}{base_fees_text}"
+        )
+    else:
+        if base_realized_text:
+            parts.append(f"\xc2\x01{length[len(base_realized_text)]}{base_realized_text}")
+        if base_unrealized_text:
+            parts.append(f"\xca\x01{length[len(base_unrealized_text)]}{base_unrealized_text}")
+        if base_net_text:
+            parts.append(f"\xd2\x01{length[len(base_net_text)]}{base_net_text}")
+        if base_value_text:
+            parts.append(f"\xda\x01{length[len(base_value_text)]}{base_value_text}")
+        if base_fees_text:
+            parts.append(f"\xe2\x01{length[len(base_fees_text)]}{base_fees_text}")
     for fee_currency, fee in view.other_fees:
         parts.append(_currency_amount(fee_currency, text(fee)))
     parts.append(

@@ -185,10 +185,14 @@ class ReadModel:
 
     def view(self, row: Position) -> PositionView:
         """A row's view, with its account's base currency and the rate into it."""
-        account_id = row.key.account_id
+        account_id, ledger = row.key.account_id, self.ledger
         base, rate = self.base_of(account_id, row.currency)
-        rates = fee_rates(row, lambda currency: self.base_of(account_id, currency)[1])
-        return self.ledger.book.view(row, base, rate, rates, self.ledger.pnl.last_close(row.key))
+        rates = (
+            fee_rates(row, lambda currency: self.base_of(account_id, currency)[1])
+            if row.other_fees
+            else ()
+        )  # no fees in other currencies (the usual): no rate to look up, no closure made
+        return ledger.book.view(row, base, rate, rates, ledger.pnl.last_close(row.key))
 
     def base_of(self, account_id: str, currency: str) -> tuple[str, Decimal | None]:
         """The account's base currency and the latest rate from `currency` into it (None:
