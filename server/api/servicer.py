@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import (
@@ -134,6 +135,84 @@ class _Admitted(NamedTuple):
     refused_whole: str = ""  # why the whole batch was refused
 
 
+_Told = Callable[[BaseException | None], None]
+_WAITING = object()  # a batch admitted, not durable yet
+
+
+class _Answers:
+    """One Ingest stream's batches, in order, from admission to their answer. The first batch
+    asks the commit to tell it once durable (`on_durable`); the handler takes it once told,
+    and awaits one future only when there is nothing to send. So a lone message costs the
+    handler one wake-up (an asyncio.Queue and a wait for durability cost two, with a future
+    each). The end of the stream (None), the reader's error and a stop are entries too, told
+    at once: they come after every batch admitted before them."""
+
+    def __init__(self, on_durable: Callable[[int, _Told], None], capacity: int) -> None:
+        self._on_durable = on_durable
+        self._capacity = capacity
+        self._entries: collections.deque[list[Any]] = collections.deque()  # [what, told]
+        self._settled: asyncio.Future[None] | None = None  # the handler waits on it
+        self._room: asyncio.Future[None] | None = None  # the reader waits on it
+        self._ended = False
+
+    def full(self) -> bool:
+        return len(self._entries) >= self._capacity
+
+    def add(self, admitted: _Admitted) -> None:
+        self._entries.append([admitted, _WAITING])
+        if len(self._entries) == 1:
+            self._watch_first()
+
+    def _watch_first(self) -> None:
+        """Asks the commit about the first entry only: a batch behind it is asked once it is
+        first (under a backlog it is durable by then, and told at once without a waiter)."""
+        entry = self._entries[0]
+        if entry[1] is not _WAITING:
+            return
+
+        def told(error: BaseException | None) -> None:
+            entry[1] = error
+            self._wake()
+
+        self._on_durable(entry[0].wait_for, told)
+
+    def end(self, final: BaseException | None) -> None:
+        """The stream's last entry: None (the client closed it) or why it ends."""
+        if not self._ended:
+            self._ended = True
+            self._entries.append([final, None])
+            if len(self._entries) == 1:
+                self._wake()
+
+    def next(self) -> tuple[Any, BaseException | None] | None:
+        """The first entry, once told (what it is, and the error if it cannot be durable);
+        None while it waits."""
+        if not self._entries or self._entries[0][1] is _WAITING:
+            return None
+        what, failed = self._entries.popleft()
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+        if self._entries:
+            self._watch_first()
+        return what, failed
+
+    def settled(self) -> asyncio.Future[None]:
+        """Done when the first entry is told (at once if it is)."""
+        self._settled = asyncio.get_running_loop().create_future()
+        if self._entries and self._entries[0][1] is not _WAITING:
+            self._settled.set_result(None)
+        return self._settled
+
+    def room(self) -> asyncio.Future[None]:
+        """Done when an entry has been taken (the reader waits while `full`)."""
+        self._room = asyncio.get_running_loop().create_future()
+        return self._room
+
+    def _wake(self) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+
 _LEVEL_FILTER = {
     pb.POSITION_LEVEL_UNSPECIFIED: None,
     pb.POSITION_LEVEL_STRATEGY: False,
@@ -196,7 +275,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         # At a shutdown (stop_streams): no new stream; open ingest streams (their admitting
         # task -> their answers) admit nothing more, answer what they admitted, then end.
         self.stopping = False
-        self._ingest_streams: dict[asyncio.Task[None], asyncio.Queue[Any]] = {}
+        self._ingest_streams: dict[asyncio.Task[None], _Answers] = {}
         self._mark_streams: set[asyncio.Task[Any]] = set()  # their handlers' tasks
 
     def stop_streams(self) -> None:
@@ -208,8 +287,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         self.service.hub.stop()
         for reader, answers in self._ingest_streams.items():
             reader.cancel()
-            if not answers.full():  # a full queue: its handler is not waiting on it
-                answers.put_nowait(ApiError.unavailable(STOPPING))
+            answers.end(ApiError.unavailable(STOPPING))
         for task in self._mark_streams:
             task.cancel()
 
@@ -222,29 +300,34 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         context: Context,
     ) -> AsyncGenerator[pb.IngestResponse, None]:
         """Admits batches as they arrive and answers each once it is durable, in order: the
-        stream is pipelined, so one stream's batches share group commits too."""
-        answers: asyncio.Queue[_Admitted | BaseException | None]
-        answers = asyncio.Queue(maxsize=MAX_BATCHES_IN_FLIGHT)
+        stream is pipelined, so one stream's batches share group commits too. The reader task
+        admits; the commit tells the stream when a batch is durable (`_Answers`), so the
+        handler wakes only with an answer to send."""
+        if self.stopping:
+            raise ApiError.unavailable(STOPPING)
+        answers = _Answers(self.service.on_durable, MAX_BATCHES_IN_FLIGHT)
 
         async def admit_all() -> None:
             try:
                 async for request in request_iterator:
-                    await answers.put(self.admit_batch(request))
-                await answers.put(None)
+                    if answers.full():
+                        await answers.room()
+                    answers.add(self.admit_batch(request))
+                answers.end(None)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the store is down, the client went away, or a bug
-                await answers.put(error)
+                answers.end(error)
 
-        if self.stopping:
-            raise ApiError.unavailable(STOPPING)
         reader = asyncio.create_task(admit_all())
         self._ingest_streams[reader] = answers
         try:
             while True:
-                if self.stopping and answers.empty():  # all it admitted was answered
-                    raise ApiError.unavailable(STOPPING)
-                if (answer := await answers.get()) is None:
+                if (head := answers.next()) is None:
+                    await answers.settled()
+                    continue
+                answer, failed = head
+                if answer is None:
                     break
                 if isinstance(answer, grpc.aio.AioRpcError):
                     return
@@ -253,7 +336,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                         log.exception("ingest failed", exc_info=answer)
                         raise ApiError.internal("ingest failed; see logs")
                     raise answer  # the store is down, or a malformed request (the guard's)
-                await self.service.wait_durable(answer.wait_for)
+                if failed is not None:
+                    raise failed  # not durable: the store failed (the relay resends)
                 yield self.place_fills(answer)
         finally:
             reader.cancel()

@@ -53,7 +53,8 @@ class GroupCommitter:
         self._on_health = on_health
         self._max_backoff = max_backoff
         self._pending: list[Sequenced] = []
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        # Who waits for which sequence: told None once it is durable, or the error.
+        self._waiters: list[tuple[int, int, Callable[[BaseException | None], None]]] = []
         self._order = itertools.count()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -98,8 +99,22 @@ class GroupCommitter:
         if not self.healthy:
             raise StorageUnavailable(self.fault)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (sequence, next(self._order), future))
+        heapq.heappush(
+            self._waiters, (sequence, next(self._order), lambda error: _settle(future, error))
+        )
         await future
+
+    def on_durable(self, sequence: int, told: Callable[[BaseException | None], None]) -> None:
+        """Calls `told(None)` once `sequence` is durable and applied (at once if it is), or
+        `told(error)` when the store fails first, as `wait_durable` would raise. On the event
+        loop, from the commit's own step: an ingest stream is woken once per answer it can
+        send, not once to learn of a batch and again when it is durable."""
+        if sequence <= self.durable_sequence:
+            told(None)
+        elif not self.healthy:
+            told(StorageUnavailable(self.fault))
+        else:
+            heapq.heappush(self._waiters, (sequence, next(self._order), told))
 
     @property
     def pending(self) -> int:
@@ -183,17 +198,14 @@ class GroupCommitter:
                 self._apply(group)
         self.durable_sequence = group[-1][0]
         while self._waiters and self._waiters[0][0] <= self.durable_sequence:
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)
+            heapq.heappop(self._waiters)[2](None)
         if self.on_commit is not None:
             self.on_commit(len(group), time.perf_counter() - began, admitted_at)
 
     def _fail_waiters(self) -> None:
-        for _, _, future in self._waiters:
-            if not future.done():
-                future.set_exception(StorageUnavailable(self.fault))
-        self._waiters.clear()
+        waiters, self._waiters = self._waiters, []
+        for _, _, told in waiters:
+            told(StorageUnavailable(self.fault))
 
 
 _Job = tuple[Callable[[], None], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -261,7 +273,7 @@ class _AppendThread:
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.cancelled():  # the commit task was cancelled (a stop with the store down)
+    if future.done():  # cancelled: the commit task (a stop with the store down) or a waiter
         return
     if error is None:
         future.set_result(None)

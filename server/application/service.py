@@ -93,6 +93,7 @@ class PortfolioService(Generic[Payload]):
         # The write path (writes.py).
         self.recover, self.check_time = writes.recover, writes.check_time
         self.admit, self.wait_durable = writes.admit, writes.wait_durable
+        self.on_durable = writes.committer.on_durable
         self.ingest, self.execute = writes.ingest, writes.execute
         self.books_exact, self.end_books_alert = writes.books_exact, writes.end_books_alert
         self.placement = writes.placement
