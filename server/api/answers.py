@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 
 from google.protobuf.message import Message
 
-from server.api.wire import position_bytes
+from server.api.wire import position_to_proto
 from server.domain.book import PositionView
 
 CAPACITY = 256
@@ -78,12 +78,12 @@ class RowAnswers:
                 rows[key] = (version, kept, held[2])
                 rows.move_to_end(key)
                 return held[2]
-            encoded = position_bytes(view)
+            encoded = position_to_proto(view).SerializeToString()
             rows[key] = (version, view, encoded)
             rows.move_to_end(key)
             return encoded
         view = read()  # a row not held (the usual for a large book): added last, as asked last
-        encoded = position_bytes(view)
+        encoded = position_to_proto(view).SerializeToString()
         rows[key] = (version, view, encoded)
         if len(rows) > self.capacity:
             rows.popitem(last=False)

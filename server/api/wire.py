@@ -280,25 +280,14 @@ def status_to_proto(update: OrderStatusUpdate) -> pb.OrderStatusUpdate:
 
 
 def position_to_proto(view: PositionView, into: pb.Position | None = None) -> pb.Position:
-    """The row's message, parsed from its bytes (`position_bytes`, the one encoding of a row:
-    parsing them costs less than building the message field by field); `into` fills a field
-    of an enclosing message in place (replacing what it held)."""
-    if into is None:
-        return pb.Position.FromString(position_bytes(view))
-    into.ParseFromString(position_bytes(view))
-    return into
+    """The row's message; `into` fills a field of an enclosing message in place (a copy).
+    Base-currency figures the view cannot give (a missing rate) are left empty: missing,
+    never a sum of two currencies.
 
-
-def position_bytes(view: PositionView) -> bytes:
-    """The row's message as its wire bytes, written here rather than built as a message and
-    serialized: what GetPosition answers (api/answers.py) and `position_to_proto` parses.
-
-    Each figure's text is made once: a figure equal to one already written (the day's figures
-    with no close yet, base figures at a rate of 1) reuses its text. The fields go out in
-    number order, an empty string or a zero number left out, as protobuf writes them
-    (tests/api/test_wire_encoding.py holds it to the message built field by field, byte for
-    byte). Written as one latin-1 text, one character a byte: tags and lengths as their
-    bytes, amounts as their ASCII digits, any other text as its UTF-8 bytes (`_utf8`)."""
+    Built in one constructor call, and each amount's text made once: a figure that equals one
+    already written (the day's figures with no close yet, base figures at a rate of 1) reuses
+    its text. This runs for every answer not kept and every update sent (tests/api/
+    test_wire_encoding.py holds it to the field-by-field form, byte for byte)."""
     key = view.key
     text = canonical
     realized, unrealized, fees, net = (
@@ -307,131 +296,82 @@ def position_bytes(view: PositionView) -> bytes:
     realized_text, unrealized_text, fees_text, net_text = (
         text(realized), text(unrealized), text(fees), text(net)
     )  # fmt: skip
-    market_value = view.market_value
-    value_text = text(market_value)
-    start = view.day_start
-    if start is None:  # before the first close: the row's own figures, their own texts
-        day_realized_text, day_change_text, day_fees_text, day_net_text = (
-            realized_text, unrealized_text, fees_text, net_text
-        )  # fmt: skip
-    else:
-        day_realized, day_change, day_fees, day_net = view.since_day_start()
-        day_realized_text = realized_text if day_realized == realized else text(day_realized)
-        day_change_text = unrealized_text if day_change == unrealized else text(day_change)
-        day_fees_text = fees_text if day_fees == fees else text(day_fees)
-        day_net_text = net_text if day_net == net else text(day_net)
+    day_realized, day_change, day_fees, day_net = view.since_day_start()
     in_base = view.in_base()
     base_realized, base_unrealized = in_base.realized_pnl, in_base.unrealized_pnl
     base_fees, base_net, base_value = in_base.fees, in_base.net_pnl, in_base.market_value
+    market_value = view.market_value
+    value_text = text(market_value)
     fx_rate, mark_source = view.fx_rate, view.mark_source  # (an enum's hash is Python code)
-    length = _LENGTH
-    quantity, avg_cost, price, basis, multiplier = (
-        text(view.quantity), text(view.avg_cost), text(view.market_price),
-        text(view.cost_basis), text(view.multiplier),
-    )  # fmt: skip
-    account_id, strategy_id, instrument_id, currency, base_currency = (
-        key.account_id, key.strategy_id, key.instrument_id, view.currency, view.base_currency
-    )  # fmt: skip
-    if not (
-        account_id.isascii() and strategy_id.isascii() and instrument_id.isascii()
-        and currency.isascii() and base_currency.isascii()
-    ):  # fmt: skip
-        account_id, strategy_id, instrument_id, currency, base_currency = (
-            _utf8(account_id), _utf8(strategy_id), _utf8(instrument_id), _utf8(currency),
-            _utf8(base_currency),
-        )  # fmt: skip
-    parts = [
-        f"\x0a{length[len(account_id)]}{account_id}" if account_id else "",
-        f"\x12{length[len(strategy_id)]}{strategy_id}" if strategy_id else "",
-        f"\x1a{length[len(instrument_id)]}{instrument_id}" if instrument_id else "",
-        "\x20\x03" if view.residual else "\x20\x02" if key.is_account_level else "\x20\x01",
-        f"\x2a{length[len(quantity)]}{quantity}"
-        f"\x32{length[len(avg_cost)]}{avg_cost}"
-        f"\x3a{length[len(realized_text)]}{realized_text}"
-        f"\x42{length[len(unrealized_text)]}{unrealized_text}"
-        f"\x4a{length[len(fees_text)]}{fees_text}"
-        f"\x52{length[len(net_text)]}{net_text}"
-        f"\x5a{length[len(price)]}{price}"
-        f"\x62{length[len(value_text)]}{value_text}"
-        f"\x6a{length[len(basis)]}{basis}"
-        f"\x72{length[len(multiplier)]}{multiplier}",
-    ]
-    if view.trade_count:
-        parts.append(f"\x78{_uint32(view.trade_count)}")
-    opened, updated, marked = view.opened_at_ns, view.updated_at_ns, view.marked_at_ns
-    opened_time = _timestamp(opened) if opened else ""
-    updated_time = (
-        opened_time if updated == opened else _timestamp(updated) if updated else ""
-    )  # one fill: opened when updated
-    if opened:
-        parts.append(f"\x82\x01{opened_time}")
-    if updated:
-        parts.append(f"\x8a\x01{updated_time}")
-    if view.last_sequence:
-        parts.append(f"\x90\x01{_uint64(view.last_sequence)}")
-    if currency:
-        parts.append(f"\x9a\x01{length[len(currency)]}{currency}")
-    if mark_source is MarkSource.LAST_FILL:
-        parts.append("\xa0\x01\x02")
-    elif mark_source is MarkSource.MARKET:
-        parts.append("\xa0\x01\x01")
-    if marked:
-        parts.append(
-            f"\xaa\x01{updated_time if marked == updated else _timestamp(marked)}"
-        )  # no market mark: the last fill's time, often the row's own last fill
-    if base_currency:
-        parts.append(f"\xb2\x01{length[len(base_currency)]}{base_currency}")
-    if fx_rate is not None:
-        rate = text(fx_rate)
-        parts.append(f"\xba\x01{length[len(rate)]}{rate}")
-    base_realized_text = (
-        realized_text
+    message = pb.Position(
+        account_id=key.account_id,
+        strategy_id=key.strategy_id,
+        instrument_id=key.instrument_id,
+        level=(
+            pb.POSITION_LEVEL_RESIDUAL
+            if view.residual
+            else pb.POSITION_LEVEL_ACCOUNT
+            if key.is_account_level
+            else pb.POSITION_LEVEL_STRATEGY
+        ),
+        quantity=text(view.quantity),
+        avg_cost=text(view.avg_cost),
+        realized_pnl=realized_text,
+        unrealized_pnl=unrealized_text,
+        fees=fees_text,
+        net_pnl=net_text,
+        market_price=text(view.market_price),
+        market_value=value_text,
+        cost_basis=text(view.cost_basis),
+        multiplier=text(view.multiplier),
+        trade_count=view.trade_count,
+        last_sequence=view.last_sequence,
+        currency=view.currency,
+        mark_source=(
+            pb.MARK_SOURCE_LAST_FILL
+            if mark_source is MarkSource.LAST_FILL
+            else MARK_SOURCE[mark_source]
+        ),
+        base_currency=view.base_currency,
+        other_fees=[
+            pb.CurrencyAmount(currency=currency, amount=text(fee))
+            for currency, fee in view.other_fees
+        ]
+        if view.other_fees
+        else None,
+        fx_rate="" if fx_rate is None else text(fx_rate),
+        # The same object first (no close yet, a rate of 1: the view hands the row's own back).
+        day_realized_pnl=realized_text
+        if day_realized is realized or day_realized == realized
+        else text(day_realized),
+        day_unrealized_change=unrealized_text
+        if day_change is unrealized or day_change == unrealized
+        else text(day_change),
+        day_fees=fees_text if day_fees is fees or day_fees == fees else text(day_fees),
+        day_net_pnl=net_text if day_net == net else text(day_net),
+        realized_pnl_base=realized_text
         if base_realized is realized
-        else _same_text(base_realized, realized, realized_text)
-    )
-    base_unrealized_text = (
-        unrealized_text
+        else _same_text(base_realized, realized, realized_text),
+        unrealized_pnl_base=unrealized_text
         if base_unrealized is unrealized
-        else _same_text(base_unrealized, unrealized, unrealized_text)
-    )
-    base_net_text = _same_text(base_net, net, net_text)
-    base_value_text = (
-        value_text
+        else _same_text(base_unrealized, unrealized, unrealized_text),
+        market_value_base=value_text
         if base_value is market_value
-        else _same_text(base_value, market_value, value_text)
+        else _same_text(base_value, market_value, value_text),
+        fees_base=fees_text if base_fees is fees else _same_text(base_fees, fees, fees_text),
+        net_pnl_base=_same_text(base_net, net, net_text),
     )
-    base_fees_text = fees_text if base_fees is fees else _same_text(base_fees, fees, fees_text)
-    if (
-        base_realized_text and base_unrealized_text and base_net_text and base_value_text
-        and base_fees_text
-    ):  # fmt: skip
-        parts.append(  # every rate known (the usual): in one go
-            f"\xc2\x01{length[len(base_realized_text)]}{base_realized_text}"
-            f"\xca\x01{length[len(base_unrealized_text)]}{base_unrealized_text}"
-            f"\xd2\x01{length[len(base_net_text)]}{base_net_text}"
-            f"\xda\x01{length[len(base_value_text)]}{base_value_text}"
-            f"\xe2\x01{length[len(base_fees_text)]}{base_fees_text}"
-        )
-    else:
-        if base_realized_text:
-            parts.append(f"\xc2\x01{length[len(base_realized_text)]}{base_realized_text}")
-        if base_unrealized_text:
-            parts.append(f"\xca\x01{length[len(base_unrealized_text)]}{base_unrealized_text}")
-        if base_net_text:
-            parts.append(f"\xd2\x01{length[len(base_net_text)]}{base_net_text}")
-        if base_value_text:
-            parts.append(f"\xda\x01{length[len(base_value_text)]}{base_value_text}")
-        if base_fees_text:
-            parts.append(f"\xe2\x01{length[len(base_fees_text)]}{base_fees_text}")
-    for fee_currency, fee in view.other_fees:
-        parts.append(_currency_amount(fee_currency, text(fee)))
-    parts.append(
-        f"\xf2\x01{length[len(day_realized_text)]}{day_realized_text}"
-        f"\xfa\x01{length[len(day_change_text)]}{day_change_text}"
-        f"\x82\x02{length[len(day_fees_text)]}{day_fees_text}"
-        f"\x8a\x02{length[len(day_net_text)]}{day_net_text}"
-    )
-    return "".join(parts).encode("latin-1")
+    # Times are set in place: a Timestamp built to be passed in costs more than the two fields.
+    if view.opened_at_ns:
+        set_timestamp(message.opened_at, view.opened_at_ns)
+    if view.updated_at_ns:
+        set_timestamp(message.updated_at, view.updated_at_ns)
+    if view.marked_at_ns:
+        set_timestamp(message.marked_at, view.marked_at_ns)
+    if into is None:
+        return message
+    into.CopyFrom(message)
+    return into
 
 
 def _same_text(amount: Decimal | None, known: Decimal, known_text: str) -> str:
@@ -440,80 +380,6 @@ def _same_text(amount: Decimal | None, known: Decimal, known_text: str) -> str:
     if amount is None:
         return ""
     return known_text if amount == known else canonical(amount)
-
-
-class _Lengths(dict[int, str]):
-    """A length (or any unsigned number) as its varint, one character a byte: looked up, the
-    first 16,384 made at import (every amount's text is shorter), any other made when asked."""
-
-    def __missing__(self, number: int) -> str:
-        return _varint(number)
-
-
-_SMALL = [chr(n) if n < 0x80 else chr(n & 0x7F | 0x80) + chr(n >> 7) for n in range(1 << 14)]
-"""The varint of every number below 2**14 (one or two bytes)."""
-_CONTINUED = [chr(n & 0x7F | 0x80) + chr(n >> 7 | 0x80) for n in range(1 << 14)]
-"""Fourteen bits of a longer varint: two bytes, both saying that more follow."""
-_LENGTH = _Lengths(enumerate(_SMALL))
-
-
-def _varint(number: int) -> str:
-    """An unsigned number (below 2**64) as its varint, one character a byte, fourteen bits a
-    step (a timestamp's seconds: three)."""
-    if not 0 <= number < 1 << 64:
-        raise ValueError(f"Value out of range: {number} (an unsigned 64-bit field)")
-    text = ""
-    while number >= 1 << 14:
-        text += _CONTINUED[number & 0x3FFF]
-        number >>= 14
-    return text + _SMALL[number]
-
-
-def _uint32(number: int) -> str:
-    if number >= 1 << 32:
-        raise ValueError(f"Value out of range: {number} (an unsigned 32-bit field)")
-    return _LENGTH[number]
-
-
-def _uint64(number: int) -> str:
-    return _LENGTH[number] if number < 1 << 14 else _varint(number)
-
-
-def _timestamp(ns: int) -> str:
-    """A google.protobuf.Timestamp's body, as a field holds it (its length first): seconds
-    (int64, a negative one as its 64-bit two's complement) and nanos, each left out when zero.
-    The usual seconds (1978 to the year 141,000: five bytes) and nanos are written from the
-    tables directly."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    if seconds >> 28 and not seconds >> 42:
-        body = (
-            f"\x08{_CONTINUED[seconds & 0x3FFF]}{_CONTINUED[seconds >> 14 & 0x3FFF]}"
-            f"{_SMALL[seconds >> 28]}"
-        )
-    else:
-        body = f"\x08{_varint(seconds & 0xFFFF_FFFF_FFFF_FFFF)}" if seconds else ""
-    if nanos >> 28:  # nanos < 10**9 < 2**30
-        body += (
-            f"\x10{_CONTINUED[nanos & 0x3FFF]}{_CONTINUED[nanos >> 14 & 0x3FFF]}"
-            f"{_SMALL[nanos >> 28]}"
-        )
-    elif nanos:
-        body += f"\x10{_varint(nanos)}"
-    return f"{_SMALL[len(body)]}{body}"
-
-
-def _currency_amount(currency: str, amount: str) -> str:
-    """A fee in another currency: field 29, a CurrencyAmount (amount's text is ASCII)."""
-    currency = currency if currency.isascii() else _utf8(currency)
-    body = (f"\x0a{_LENGTH[len(currency)]}{currency}" if currency else "") + (
-        f"\x12{_LENGTH[len(amount)]}{amount}"
-    )
-    return f"\xea\x01{_LENGTH[len(body)]}{body}"
-
-
-def _utf8(text: str) -> str:
-    """A text's UTF-8 bytes, one character a byte (what encoding as latin-1 writes back)."""
-    return text.encode().decode("latin-1")
 
 
 def totals_to_proto(totals: Totals) -> pb.PortfolioTotals:
