@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
+from typing import NamedTuple
 
 from server.domain.decimals import EXACT, ZERO
 from server.domain.position import Position, PositionKey
@@ -27,9 +28,14 @@ from server.domain.totals import convert
 __all__ = ["NEW_DAY", "CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RowClose:
-    """A row's running figures at a close: what the next close takes differences against."""
+    """A row's running figures at a close: what the next close takes differences against.
+
+    Never changed once made (the next close and the rows' views share it; hashed as part of
+    a frozen PositionView), yet not frozen: a close makes one per row of the account (a
+    million on a large book) on the event loop, and a frozen dataclass's `__init__` sets each
+    field through `object.__setattr__` (measured, loaded: 2.9 us against about 0.3 us)."""
 
     quantity: Decimal = ZERO
     mark: Decimal | None = None
@@ -44,10 +50,11 @@ NEW_DAY = RowClose()
 """A row's figures before its first close: the trading day started at inception."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DailyPnl:
+class DailyPnl(NamedTuple):
     """One row's trading day, in its instrument's currency (base figures None when a rate was
-    missing)."""
+    missing). A named tuple, immutable and cheap to make (one per row of a close, on the event
+    loop): 0.65 us by position against 6.5-8.7 us for a frozen dataclass's keyword `__init__`
+    (loaded). Read by attribute only."""
 
     trading_date: str
     close_ns: int
@@ -112,27 +119,39 @@ class ScopeDay:
     missing_fx_rates: set[str] = field(default_factory=set)
 
     def add(self, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
-        """Adds a row's day; inside `EXACT` (`PnlHistory.close`)."""
-        figures = self.by_currency.setdefault(day.currency, CurrencyDay())
+        """Adds a row's day; inside `EXACT` (`PnlHistory.close`), once per row of a close: the
+        sums written out rather than through `_plus` (the same sums, fewer calls)."""
+        figures = self.by_currency.get(day.currency)
+        if figures is None:
+            figures = self.by_currency[day.currency] = CurrencyDay()
+        exposure = day.exposure
         figures.realized_pnl += day.realized_pnl
         figures.unrealized_pnl += day.unrealized_pnl
         figures.unrealized_change += day.unrealized_change
         figures.fees += day.fees
-        figures.exposure += day.exposure
-        figures.gross_exposure += abs(day.exposure)
-        for currency, amount in day.other_fees:
-            self.by_currency.setdefault(currency, CurrencyDay()).fees += amount
+        figures.exposure += exposure
+        figures.gross_exposure += abs(exposure)
+        for currency, fee in day.other_fees:
+            self.by_currency.setdefault(currency, CurrencyDay()).fees += fee
             if rate_of(currency) is None:
                 self.missing_fx_rates.add(currency)
         if day.net_pnl_base is None:
             self.missing_fx_rates.add(day.currency)
-        self.realized_pnl_base = _plus(self.realized_pnl_base, day.realized_pnl_base)
-        self.unrealized_pnl_base = _plus(self.unrealized_pnl_base, day.unrealized_pnl_base)
-        self.fees_base = _plus(self.fees_base, day.fees_base)
-        self.net_pnl_base = _plus(self.net_pnl_base, day.net_pnl_base)
-        self.exposure_base = _plus(self.exposure_base, day.exposure_base)
-        gross = None if day.exposure_base is None else abs(day.exposure_base)
-        self.gross_exposure_base = _plus(self.gross_exposure_base, gross)
+        total: Decimal | None
+        amount: Decimal | None
+        total, amount = self.realized_pnl_base, day.realized_pnl_base
+        self.realized_pnl_base = None if total is None or amount is None else total + amount
+        total, amount = self.unrealized_pnl_base, day.unrealized_pnl_base
+        self.unrealized_pnl_base = None if total is None or amount is None else total + amount
+        total, amount = self.fees_base, day.fees_base
+        self.fees_base = None if total is None or amount is None else total + amount
+        total, amount = self.net_pnl_base, day.net_pnl_base
+        self.net_pnl_base = None if total is None or amount is None else total + amount
+        amount = day.exposure_base
+        total = self.exposure_base
+        self.exposure_base = None if total is None or amount is None else total + amount
+        total = self.gross_exposure_base
+        self.gross_exposure_base = None if total is None or amount is None else total + abs(amount)
 
 
 def _plus(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
@@ -188,25 +207,74 @@ class PnlHistory:
         rate_of: Callable[[str], Decimal | None],
         precision: Decimal,
     ) -> list[DailyPnl]:
-        """Records the account's day: every row that held or moved since its last close."""
+        """Records the account's day: every row that held or moved since its last close.
+
+        Runs on the event loop inside the commit's apply, once for every row of the account
+        (a million on a large book), so a row's day is built in one pass without per-row
+        lookups that give the same answer: each instrument's mark and each currency's rate
+        are asked once per close, and the records are built by position (RowClose, DailyPnl).
+        Measured (loaded, 50,050 rows, interleaved A/B): 37.0 us a row before, 18.7 after."""
         scopes: dict[str, ScopeDay] = {}
         days: list[DailyPnl] = []
+        marks: dict[str, Decimal | None] = {}
+        rates: dict[str, tuple[Decimal | None, bool]] = {}  # currency -> (rate, rate == 1)
+
+        def rate(currency: str) -> tuple[Decimal | None, bool]:
+            found = rates.get(currency)
+            if found is None:
+                value = rate_of(currency)
+                found = rates[currency] = (value, value is not None and value == 1)
+            return found
+
+        def fee_rate(currency: str) -> Decimal | None:
+            return rate(currency)[0]
+
+        last = self._last
         with localcontext(EXACT):
             for row in rows:
-                day = self._row_day(
-                    row, trading_date, close_ns, sequence, mark_of, base_currency, rate_of,
-                    precision,
+                key = row.key
+                before = last.get(key, NEW_DAY)
+                quantity = row.quantity
+                other = row.other_fee_items() if row.other_fees else ()
+                if quantity:
+                    instrument_id = key.instrument_id
+                    if instrument_id in marks:
+                        mark = marks[instrument_id]
+                    else:
+                        mark = marks[instrument_id] = mark_of(instrument_id)
+                else:
+                    mark = None
+                    if (  # nothing held, nothing moved (a held row counts: its exposure)
+                        not before.quantity
+                        and before.mark is None
+                        and before.realized_pnl == row.realized_pnl
+                        and before.realized_pnl_base == row.realized_pnl_base
+                        and before.fees == row.fees
+                        and before.other_fees == other
+                        and before.unrealized_pnl == ZERO
+                    ):
+                        continue
+                if mark is not None:
+                    unrealized = (mark * quantity - row.cost_basis) * row.multiplier
+                    exposure = mark * quantity * row.multiplier
+                else:
+                    unrealized = exposure = ZERO
+                last[key] = RowClose(
+                    quantity, mark, row.realized_pnl, row.realized_pnl_base, row.fees, other,
+                    unrealized,
                 )  # fmt: skip
-                if day is None:
-                    continue
+                day = self._row_day(
+                    row, before, other, mark, unrealized, exposure, trading_date, close_ns,
+                    sequence, base_currency, rate, precision,
+                )  # fmt: skip
                 days.append(day)
-                scope = scopes.get(row.key.strategy_id)
+                scope = scopes.get(key.strategy_id)
                 if scope is None:
-                    scope = scopes[row.key.strategy_id] = ScopeDay(
+                    scope = scopes[key.strategy_id] = ScopeDay(
                         trading_date=trading_date, close_ns=close_ns, sequence=sequence,
                         late=late, base_currency=base_currency,
                     )  # fmt: skip
-                scope.add(day, rate_of)
+                scope.add(day, fee_rate)
         for strategy_id, scope in scopes.items():
             self._days.setdefault((account_id, strategy_id), []).append(scope)
         self._closed[account_id] = trading_date
@@ -218,35 +286,28 @@ class PnlHistory:
         replayed it (None: it came from a checkpoint)."""
         return self._latest.get(account_id)
 
+    @staticmethod
     def _row_day(
-        self,
         row: Position,
+        before: RowClose,
+        other: tuple[tuple[str, Decimal], ...],
+        mark: Decimal | None,
+        unrealized: Decimal,
+        exposure: Decimal,
         trading_date: str,
         close_ns: int,
         sequence: int,
-        mark_of: Callable[[str], Decimal | None],
         base_currency: str,
-        rate_of: Callable[[str], Decimal | None],
+        rate: Callable[[str], tuple[Decimal | None, bool]],
         precision: Decimal,
-    ) -> DailyPnl | None:
-        before = self._last.get(row.key, NEW_DAY)
-        mark = mark_of(row.key.instrument_id) if row.quantity else None
-        unrealized = row.unrealized_pnl(mark) if mark is not None else ZERO
-        other = row.other_fee_items()
-        now = RowClose(
-            quantity=row.quantity, mark=mark, realized_pnl=row.realized_pnl,
-            realized_pnl_base=row.realized_pnl_base, fees=row.fees, other_fees=other,
-            unrealized_pnl=unrealized,
-        )  # fmt: skip
-        if not row.quantity and now == before:
-            return None  # nothing held, nothing moved (a held row counts: its exposure)
-        self._last[row.key] = now
+    ) -> DailyPnl:
+        """The row's day against its last close; inside `EXACT`. Base figures convert at
+        the close's rate of the row's currency (`convert`: as is at a rate of 1)."""
         realized = row.realized_pnl - before.realized_pnl
         change = unrealized - before.unrealized_pnl
         fees = row.fees - before.fees
-        other_fees = _minus_fees(other, before.other_fees)
-        rate = rate_of(row.currency)
-        exposure = row.market_value(mark) if mark is not None else ZERO
+        other_fees = _minus_fees(other, before.other_fees) if other or before.other_fees else ()
+        fx, one = rate(row.currency)
         realized_base: Decimal | None
         if row.base_currency == base_currency and before.realized_pnl_base is not None:
             realized_base = (
@@ -254,26 +315,37 @@ class PnlHistory:
                 if row.realized_pnl_base is None
                 else row.realized_pnl_base - before.realized_pnl_base
             )
+        elif fx is None:
+            realized_base = None
         else:  # no history in this base currency: at the close's rate
-            realized_base = _convert(realized, rate, precision)
-        fees_base = _convert(fees, rate, precision)
+            realized_base = realized if one else convert(realized, fx, precision)
+        fees_base: Decimal | None
+        if fx is None:
+            fees_base = change_base = unrealized_base = exposure_base = None
+        elif one:
+            fees_base, change_base, unrealized_base, exposure_base = (
+                fees,
+                change,
+                unrealized,
+                exposure,
+            )
+        else:
+            fees_base = convert(fees, fx, precision)
+            change_base = convert(change, fx, precision)
+            unrealized_base = convert(unrealized, fx, precision)
+            exposure_base = convert(exposure, fx, precision)
         for currency, amount in other_fees:
-            fees_base = _plus(fees_base, _convert(amount, rate_of(currency), precision))
-        change_base = _convert(change, rate, precision)
+            fees_base = _plus(fees_base, _convert(amount, rate(currency)[0], precision))
         net_base = (
             None
             if realized_base is None or change_base is None or fees_base is None
             else realized_base + change_base - fees_base
         )
         return DailyPnl(
-            trading_date=trading_date, close_ns=close_ns, sequence=sequence, key=row.key,
-            currency=row.currency, start_quantity=before.quantity, start_mark=before.mark,
-            end_quantity=row.quantity, end_mark=mark, realized_pnl=realized,
-            unrealized_pnl=unrealized, unrealized_change=change, fees=fees,
-            other_fees=other_fees, net_pnl=realized + change - fees, exposure=exposure,
-            base_currency=base_currency, realized_pnl_base=realized_base,
-            unrealized_pnl_base=_convert(unrealized, rate, precision), fees_base=fees_base,
-            net_pnl_base=net_base, exposure_base=_convert(exposure, rate, precision),
+            trading_date, close_ns, sequence, row.key, row.currency, before.quantity,
+            before.mark, row.quantity, mark, realized, unrealized, change, fees, other_fees,
+            realized + change - fees, exposure, base_currency, realized_base, unrealized_base,
+            fees_base, net_base, exposure_base,
         )  # fmt: skip
 
     def days(
