@@ -59,11 +59,16 @@ def rows_of_account(book: PositionBook, account_id: str) -> list[tuple[Position,
     """Copies of every row of an account (account-level and strategies), each with its mark:
     what a day's close snapshots."""
     low, high = PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
-    return [
-        (index[key].copy(), book.mark(key.instrument_id))
-        for index in (book.account_rows, book.strategy_rows)
-        for key in index.irange(low, high)
-    ]
+    marks: dict[str, Decimal] = {}  # each instrument's once: it recurs in every strategy
+    rows: list[tuple[Position, Decimal]] = []
+    for index in (book.account_rows, book.strategy_rows):
+        for key in index.irange(low, high):
+            instrument_id = key.instrument_id
+            mark = marks.get(instrument_id)
+            if mark is None:
+                mark = marks[instrument_id] = book.mark(instrument_id)
+            rows.append((index[key].copy(), mark))
+    return rows
 
 
 class _Row(NamedTuple):
@@ -193,7 +198,7 @@ class ViewProjector:
             if event.kind == "day_close":  # every row and balance of the account, as now
                 account_id = getattr(event, "account_id", "")
                 close_ns = int(getattr(event, "timestamp_ns", 0))
-                rows_now = [self._row(row, mark) for row, mark in self.rows_of(account_id)]
+                rows_now = self._close_rows(account_id)
                 balances = [b.copy() for b in self.balances_of(account_id)]
                 batch.closes.append(_Close(close_ns, rows_now, balances))
         self._fresh = True
@@ -205,6 +210,22 @@ class ViewProjector:
         base, rate = base_of(account_id, row.currency)
         rates = fee_rates(row, functools.partial(_rate_into_base, base_of, account_id))
         return _Row(row, mark, base, rate, rates)
+
+    def _close_rows(self, account_id: str) -> list[_Row]:
+        """Every row of the account for a day's close, as `_row` makes them, with each
+        currency's base and rate asked once (a close takes a million rows on a large book, on
+        the event loop; the rows of one account share its base currency)."""
+        rates: dict[str, tuple[str, Decimal | None]] = {}
+        rate_into_base = functools.partial(_rate_into_base, self._base_of, account_id)
+        made: list[_Row] = []
+        for row, mark in self.rows_of(account_id):
+            currency = row.currency
+            found = rates.get(currency)
+            if found is None:
+                found = rates[currency] = self._base_of(account_id, currency)
+            fees = fee_rates(row, rate_into_base) if row.other_fees else ()
+            made.append(_Row(row, mark, found[0], found[1], fees))
+        return made
 
     def _take_balances(self, events: list[Sequenced]) -> None:
         """Copies of the balances these events moved (their last change is one of them):
