@@ -182,3 +182,45 @@ def test_a_days_close_appends_every_row_and_balance_of_the_account(tmp_path):
     assert balances[balances.reason == "close"][["currency", "cash"]].values.tolist() == [
         ["USD", 5000.0 - 1000 - 150]
     ]
+
+
+def test_a_close_the_service_journals_is_snapshotted_once_by_the_views(tmp_path, monkeypatch):
+    """The rows and balances at a close this process journaled go to the store once, with
+    the commit (the projector): the day closer does not build a view of every row again on
+    the event loop for a write that appends nothing."""
+    from server.storage.arctic import ArcticEventStore
+
+    calls: list[int] = []
+    record_close = ArcticEventStore.record_close
+
+    def counted(self, close_ns, positions, balances):  # type: ignore[no-untyped-def]
+        calls.append(close_ns)
+        record_close(self, close_ns, positions, balances)
+
+    monkeypatch.setattr(ArcticEventStore, "record_close", counted)
+    store = views_uri(tmp_path)
+    closed = datetime.now(UTC) - timedelta(minutes=5)
+    session = {
+        "session_close": closed.strftime("%H:%M"),
+        "session_timezone": "UTC",
+        "session_days": "all",
+        "position_history_seconds": 3600.0,
+    }
+    server = start_test_server(store=store)  # no session: no close yet
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            acks(pb_grpc.PortfolioManagerStub(channel), pb_fill("BUY", 10, 100))
+    finally:
+        server.stop()
+    gc.collect()
+    server = start_test_server(store=store, **session)  # the close is due: journaled now
+    try:
+        views = server.running.store.views
+        deadline = time.monotonic() + 15
+        while not closed_in(views.position_history):
+            assert time.monotonic() < deadline, "no close snapshot"
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    gc.collect()
+    assert len(calls) == 1
