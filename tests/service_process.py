@@ -25,11 +25,14 @@ def run_service(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str
     )  # fmt: skip
 
 
-def start_service(*args: str) -> tuple[subprocess.Popen[str], str]:
+def start_service(
+    *args: str, program: tuple[str, ...] = ("-m", "server")
+) -> tuple[subprocess.Popen[str], str]:
     """Starts the service on a free port and returns it with its address once it listens.
-    Give it a `--store` in a temporary folder. Its stderr is left to the caller to read."""
+    Give it a `--store` in a temporary folder. Its stderr is left to the caller to read.
+    `program`: what the interpreter runs (a test's own wrapper around server.app, say)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", "0", *args],
+        [sys.executable, *program, "--port", "0", *args],
         cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None

@@ -6,9 +6,7 @@ acknowledged from the journal."""
 
 from __future__ import annotations
 
-import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,16 +16,16 @@ from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.app import STOP_MARGIN_SECONDS
 from tests.api.protocol import acks, pb_fill
-from tests.service_process import ENV, ROOT, start_service
+from tests.service_process import start_service
 
 # The service, with a thread that blocks its event loop (a Python loop of short sleeps, so
 # signal handlers still run in the main thread, as they do between a long close's bytecodes)
-# once the file named by the first argument exists.
+# once the file named by the last argument exists.
 BLOCKING_SERVICE = """
 import asyncio, os, sys, threading, time
 from server import app
 
-trigger, real_start = sys.argv.pop(1), app.start_server
+trigger, real_start = sys.argv.pop(), app.start_server
 
 def block() -> None:
     for _ in range(2400):  # 120 s
@@ -52,17 +50,10 @@ GRACE = 0.5
 
 
 def _start_blocking(trigger: Path, store: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", BLOCKING_SERVICE, str(trigger), "--port", "0", "--store", store,
-         "--grace-seconds", str(GRACE)],
-        cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
+    return start_service(
+        "--store", store, "--grace-seconds", str(GRACE), str(trigger),  # the trigger: last
+        program=("-c", BLOCKING_SERVICE),
     )  # fmt: skip
-    assert process.stderr is not None
-    for line in process.stderr:
-        found = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-        if found:
-            return process, found.group(1)
-    raise AssertionError(f"the service did not start (exit {process.wait()})")
 
 
 def test_a_stop_while_the_loop_is_blocked_ends_within_its_limit_and_loses_nothing(tmp_path):

@@ -23,6 +23,14 @@ def record(ledger: Ledger, *events: ExecutionEvent) -> list[tuple[int, Execution
     return journaled
 
 
+def journaled(fill: Fill) -> JournaledFill:
+    """A fill as a restart reads it from the journal (its row's ids, its time, its text)."""
+    return JournaledFill(
+        fill.account_id, fill.strategy_id, fill.instrument_id, fill.fill_id, fill.timestamp_ns,
+        fill.text(),
+    )  # fmt: skip
+
+
 def restore_checkpoint(
     target: Ledger, live: Ledger, journal: Iterable[tuple[int, ExecutionEvent]]
 ) -> None:
@@ -32,19 +40,7 @@ def restore_checkpoint(
     horizon = live.corrections.latest_ns - max(live.corrections.window_ns, live.book.window_ns)
     differ = target.reload_correctable(
         (
-            (
-                sequence,
-                JournaledFill(
-                    e.account_id,
-                    e.strategy_id,
-                    e.instrument_id,
-                    e.fill_id,
-                    e.timestamp_ns,
-                    e.text(),
-                ),
-            )
-            if isinstance(e, Fill)
-            else (sequence, e)
+            (sequence, journaled(e)) if isinstance(e, Fill) else (sequence, e)
             for sequence, e in sorted(journal, key=lambda item: item[0])
             if isinstance(e, FillCorrection | CommissionAmendment)
             or (isinstance(e, Fill) and e.timestamp_ns >= horizon)

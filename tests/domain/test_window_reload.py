@@ -11,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
-from server.domain.corrections import JournaledFill
 from server.domain.events import ExecutionEvent, Fill
 from server.domain.ledger import Ledger
 from server.domain.restatement import WindowedFill, WindowReader
 from server.domain.state import capture, capture_rows, restore
-from tests.domain.restart import record
+from tests.domain.restart import journaled, record
 from tests.domain.test_execution_order import (
     DEFINITIONS,
     FILL,
@@ -63,21 +62,7 @@ def test_a_row_that_differs_from_its_checkpoint_is_kept_as_its_journal_gives_it(
     restore(after, rows, capture(live))
     assert book_state(after) != book_state(live)
     differ = after.reload_correctable(
-        (
-            (
-                sequence,
-                JournaledFill(
-                    e.account_id,
-                    e.strategy_id,
-                    e.instrument_id,
-                    e.fill_id,
-                    e.timestamp_ns,
-                    e.text(),
-                ),
-            )
-            for sequence, e in journal
-            if isinstance(e, Fill)
-        ),
+        ((sequence, journaled(e)) for sequence, e in journal if isinstance(e, Fill)),
         live.book.anchors(),
     )
     assert differ == []  # the windows stay in the journal until first needed

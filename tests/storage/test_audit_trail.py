@@ -284,12 +284,10 @@ def test_the_journal_is_upgraded_by_chunks_to_the_same_rows(tmp_path: Path) -> N
     library.append(EVENTS, journal_frame([(26, fill(26))]))  # takes this release's rows
 
 
-def test_a_crash_in_the_middle_of_the_upgrade_begins_again_from_the_old_version(
-    tmp_path: Path,
-) -> None:
-    library, before = _old_journal(tmp_path, 25)
-    append = library.append
-    calls = []
+def upgrade_killed_at_its_second_append(library: adb.library.Library, chunk_rows: int) -> None:
+    """Runs the journal's upgrade (current_journal) as a process killed during its second
+    append of a chunk would: the first chunk written, the rest not."""
+    append, calls = library.append, []
 
     def crash_on_the_second(*args: object, **kwargs: object) -> object:
         calls.append(1)
@@ -298,10 +296,19 @@ def test_a_crash_in_the_middle_of_the_upgrade_begins_again_from_the_old_version(
         return append(*args, **kwargs)  # type: ignore[arg-type]
 
     library.append = crash_on_the_second  # type: ignore[method-assign]
-    with pytest.raises(OSError, match="killed"):
-        current_journal(library, EVENTS, chunk_rows=10)
+    try:
+        with pytest.raises(OSError, match="killed"):
+            current_journal(library, EVENTS, chunk_rows=chunk_rows)
+    finally:
+        library.append = append  # type: ignore[method-assign]
+
+
+def test_a_crash_in_the_middle_of_the_upgrade_begins_again_from_the_old_version(
+    tmp_path: Path,
+) -> None:
+    library, before = _old_journal(tmp_path, 25)
+    upgrade_killed_at_its_second_append(library, chunk_rows=10)
     assert library.get_description(EVENTS).row_count == 20  # partial, the old one kept
-    library.append = append  # type: ignore[method-assign]
     current_journal(library, EVENTS, chunk_rows=7)  # the next start
     pd.testing.assert_frame_equal(library.read(EVENTS).data, _upgraded(before))
     assert library.list_symbols() == [EVENTS]

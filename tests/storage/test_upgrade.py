@@ -52,6 +52,7 @@ from server.storage.views import (
 )
 from tests.api.protocol import acks, ingest, pb_fill, pb_status
 from tests.conftest import start_test_server
+from tests.storage.test_audit_trail import upgrade_killed_at_its_second_append
 from tests.storage.test_restart import everything, mixed_history, open_stub
 
 T0 = 1_700_000_000 * 10**9
@@ -446,18 +447,7 @@ def test_a_crash_in_the_middle_of_giving_fills_their_rows_begins_again(tmp_path)
     _write_journal(uri, list(fills), {5: marked})
     library = adb.Arctic(uri).get_library(JOURNAL)
     current = _journal_before_rows(library)
-    append, calls = library.append, []
-
-    def crash_on_the_second(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("killed")
-        return append(*args, **kwargs)  # type: ignore[arg-type]
-
-    library.append = crash_on_the_second  # type: ignore[method-assign]
-    with pytest.raises(OSError, match="killed"):
-        current_journal(library, EVENTS, chunk_rows=10)
-    library.append = append  # type: ignore[method-assign]
+    upgrade_killed_at_its_second_append(library, chunk_rows=10)
     current_journal(library, EVENTS, chunk_rows=7)  # the next start
     pd.testing.assert_frame_equal(library.read(EVENTS).data, current)
     assert library.list_symbols() == [EVENTS]
