@@ -1,9 +1,10 @@
 """One writer stays one writer on object storage: a service paused (not dead) past its writer
 lease never appends after another took over.
 
-Two services run as subprocesses on the S3 emulator (moto) with a 0.5 s lease (it lapses after
-1.5 s without renewal); the first is paused with SIGSTOP, the second takes over, the first is
-resumed with SIGCONT and sent more events."""
+Two services run as subprocesses on the S3 emulator (moto) with a 1 s lease (it lapses after
+3 s without renewal; with 0.5 s, the second writer, sharing two cores with moto and the first,
+was once unrenewed for 1.1 s and fenced itself, as it must); the first is paused with SIGSTOP,
+the second takes over, the first is resumed with SIGCONT and sent more events."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.api.protocol import pb_fill
 from tests.storage.test_disk_full import Service
 from tests.storage.test_restart import s3_endpoint, s3_store  # noqa: F401 (fixtures)
 
-LEASE = 0.5
+LEASE = 1.0
 
 
 @pytest.fixture
