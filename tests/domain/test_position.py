@@ -135,17 +135,22 @@ def test_round_trip_realizes_exactly_proceeds_minus_cost(first, second, realized
     assert row(ledger).realized_pnl == realized
 
 
-def test_a_copy_holds_every_field_but_the_window_and_the_price_detached():
-    # Every field set to something other than its default: a field the copy forgot (one
-    # added since) would come out at its default.
-    row = Position(
+def every_field() -> dict[str, object]:
+    """A row's stored fields, each a value of its own and none its default (a field left out,
+    or two swapped, shows)."""
+    return dict(
         key=PositionKey("A", "S", "I"), multiplier=Decimal(50), quantity=Decimal(-3),
         cost_basis=Decimal("-301.5"), realized_pnl=Decimal("12.25"),
         realized_pnl_base=Decimal("11"), base_currency="EUR", fees=Decimal("1.5"),
         other_fees={"JPY": Decimal(200)}, trade_count=4, opened_at_ns=10, updated_at_ns=20,
         last_sequence=7, currency="USD", booked_through_ns=15, booked_through_id="f-3",
-        window=None, valued_at=Decimal("100.5"),
     )  # fmt: skip
+
+
+def test_a_copy_holds_every_field_but_the_window_and_the_price_detached():
+    # Every field set to something other than its default: a field the copy forgot (one
+    # added since) would come out at its default.
+    row = Position(**every_field(), window=None, valued_at=Decimal("100.5"))
     defaults = Position(key=PositionKey("", "", ""), multiplier=Decimal(1))
     copied = row.copy()
     for field in dataclasses.fields(Position):
@@ -160,13 +165,7 @@ def test_a_copy_holds_every_field_but_the_window_and_the_price_detached():
 
 def test_a_restored_row_is_the_row_its_fields_make() -> None:
     # Every field a value of its own: two positional arguments swapped would show.
-    fields = dict(
-        key=PositionKey("A", "S", "I"), multiplier=Decimal(50), quantity=Decimal(-3),
-        cost_basis=Decimal("-301.5"), realized_pnl=Decimal("12.25"),
-        realized_pnl_base=Decimal("11"), base_currency="EUR", fees=Decimal("1.5"),
-        other_fees={"JPY": Decimal(200)}, trade_count=4, opened_at_ns=10, updated_at_ns=20,
-        last_sequence=7, currency="USD", booked_through_ns=15, booked_through_id="f-3",
-    )  # fmt: skip
+    fields = every_field()
     made = restored(*fields.values())
     assert made == Position(**fields)  # type: ignore[arg-type]
     assert (made.window, made.valued_at) == (None, Decimal(0))

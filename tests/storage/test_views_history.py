@@ -135,6 +135,15 @@ def closed_in(library) -> bool:
     return library.has_symbol("A1") and "close" in set(library.read("A1").data.reason)
 
 
+def wait_for_the_close_snapshot(server) -> None:
+    """Until the views hold account A1's close in position_history (15 s at most)."""
+    views = server.running.store.views
+    deadline = time.monotonic() + 15
+    while not closed_in(views.position_history):
+        assert time.monotonic() < deadline, "no close snapshot"
+        time.sleep(0.1)
+
+
 def test_a_days_close_appends_every_row_and_balance_of_the_account(tmp_path):
     """A close the service journals (here a missed one, at its next start) snapshots the
     account's rows and balances, at the close's time, once (a later start adds none)."""
@@ -158,11 +167,7 @@ def test_a_days_close_appends_every_row_and_balance_of_the_account(tmp_path):
                 if batch:
                     acks(pb_grpc.PortfolioManagerStub(channel), *batch)
                 else:
-                    views = server.running.store.views
-                    deadline = time.monotonic() + 15
-                    while not closed_in(views.position_history):
-                        assert time.monotonic() < deadline, "no close snapshot"
-                        time.sleep(0.1)
+                    wait_for_the_close_snapshot(server)
         finally:
             server.stop()
         gc.collect()
@@ -215,11 +220,7 @@ def test_a_close_the_service_journals_is_snapshotted_once_by_the_views(tmp_path,
     gc.collect()
     server = start_test_server(store=store, **session)  # the close is due: journaled now
     try:
-        views = server.running.store.views
-        deadline = time.monotonic() + 15
-        while not closed_in(views.position_history):
-            assert time.monotonic() < deadline, "no close snapshot"
-            time.sleep(0.1)
+        wait_for_the_close_snapshot(server)
     finally:
         server.stop()
     gc.collect()
