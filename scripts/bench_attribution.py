@@ -77,8 +77,8 @@ FULL = Sizes(
     close_rows=10_000, closes=20,
 )  # fmt: skip
 QUICK = Sizes(
-    fills=4000, rows=1000, strategies=100, days=60, samples=100, seconds=2, close_rows=10_000,
-    closes=5,
+    fills=2000, rows=1000, strategies=100, days=20, samples=30, seconds=1, close_rows=2000,
+    closes=3,
 )  # fmt: skip
 
 

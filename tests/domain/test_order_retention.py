@@ -219,13 +219,15 @@ def test_a_checkpoint_holds_only_what_is_kept():
 
 
 def test_what_is_kept_stays_bounded_over_a_long_run():
-    """100,000 orders, each reserved, filled and ended, 1 s of event time apart, with a
-    retention of 100 s: never more than about 100 orders or reservations are kept."""
+    """10,000 orders, each reserved, filled and ended, 1 s of event time apart, with a
+    retention of 100 s: never more than about 100 orders or reservations are kept, through a
+    hundred retentions' turnover (a cost flat in the run's length: 150 us an order at 5k and
+    at 30k)."""
     book = ledger(100 * 10**9)
     record(book, deposit(10**9, at_ns=T0))
     most = 0
     for n in itertools.count():
-        if n == 100_000:
+        if n == 10_000:
             break
         at = T0 + n * 10**9
         for event in (
