@@ -115,7 +115,13 @@ def mixed_history():
     return events
 
 
-@pytest.mark.parametrize("checkpoint_every", [7, 10_000])
+@pytest.mark.parametrize(
+    ("store", "checkpoint_every"),
+    # On S3 only the run that checkpoints every 7 events: it writes and reads checkpoints
+    # and replays a tail, as the other does, at 16 s a run on the emulator.
+    [("lmdb", 7), ("lmdb", 10_000), ("s3", 7)],
+    indirect=["store"],
+)
 def test_state_after_a_restart_equals_the_state_before(store, checkpoint_every):
     events = mixed_history()
     first = start_test_server(store=store, checkpoint_every=checkpoint_every)
