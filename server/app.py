@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.metrics import NoOpHistogram
-from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.util.types import Attributes
 
 from portfolio.v1 import portfolio_pb2 as pb
@@ -42,7 +42,6 @@ from server.application.supervision import Supervision
 from server.application.thresholds import HealthThresholds
 from server.application.writes import RecoveryReport
 from server.auth_config import Transport, transport_of
-from server.broker.ib import IbBroker
 from server.broker.paper import PaperBroker
 from server.config import ServiceConfig, parse_args
 from server.config_file import mask_secrets
@@ -57,10 +56,12 @@ from server.storage.arctic import ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
 from server.storage.views_process import ViewsProcess, local_folder
-from server.telemetry import Metrics
-from server.tracing import Exports, Tracing
-from tws.connection import IbConnection, quiet_ib_async
-from tws.contracts import ContractMap, ContractMapError
+
+if TYPE_CHECKING:  # imported where used: a start that has no IB or telemetry skips them
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from server.telemetry import Metrics
+    from server.tracing import Tracing
 
 log = logging.getLogger("portfolio")
 
@@ -291,8 +292,11 @@ async def _start(
         loop.call_soon_threadsafe(set_health, JOURNAL_HEALTH, healthy)
 
     store.watch_journal(on_journal)
+    # OpenTelemetry's SDK (about 0.2 s of imports) and ib_async (about 0.3 s, `_broker`) are
+    # imported only by a service configured to use them: every start pays for an import.
     exports = None
     if config.otlp_endpoint:
+        from server.tracing import Exports
 
         def on_exports(healthy: bool) -> None:  # called on an exporter's thread
             with contextlib.suppress(RuntimeError):  # the loop has closed: the service stopped
@@ -301,15 +305,17 @@ async def _start(
         exports = Exports(config.otlp_endpoint, on_exports)
     tracing = None
     if span_exporter is not None or config.trace_export != "none":
+        from server.tracing import Tracing
+
         tracing = Tracing(config.trace_export, config.otlp_endpoint, span_exporter, exports)
         tracing.install()  # before the first commit: every group's spans
         log.info("traces: %s %s", config.trace_export, config.otlp_endpoint)
     supervision.watch(service.committer.start())
-    metrics = (
-        Metrics(config.otlp_endpoint, exports=exports)
-        if config.metrics_port or config.otlp_endpoint
-        else None
-    )
+    metrics = None
+    if config.metrics_port or config.otlp_endpoint:
+        from server.telemetry import Metrics
+
+        metrics = Metrics(config.otlp_endpoint, exports=exports)
     try:
         thresholds = HealthThresholds(
             ack_limit=config.ack_p99_ms / 1e3,
@@ -509,6 +515,11 @@ def _broker(config: ServiceConfig) -> Broker | None:
     """The broker `config.broker` names, not connected yet."""
     if config.broker != "ib":
         return None  # "paper" needs the service: built with it
+    from server.broker.ib import IbBroker
+    from tws.connection import IbConnection, quiet_ib_async
+    from tws.contracts import ContractMap, ContractMapError
+
+    quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     connection = IbConnection(
         config.ib_host,
         config.ib_port,
@@ -516,7 +527,10 @@ def _broker(config: ServiceConfig) -> Broker | None:
         readonly=True,
         connect_timeout=config.ib_connect_timeout,
     )
-    contracts = ContractMap.load(config.contract_map) if config.contract_map else None
+    try:
+        contracts = ContractMap.load(config.contract_map) if config.contract_map else None
+    except ContractMapError as error:  # main's one clear line and exit 1
+        raise RuntimeError(str(error)) from None
     return IbBroker(connection, contracts)
 
 
@@ -683,7 +697,6 @@ class SecretsMasked(logging.Filter):
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     configure_logging(config.log_level, config.log_format)
-    quiet_ib_async(logging.getLevelName(config.log_level.upper()))
     for handler in logging.getLogger().handlers:
         handler.addFilter(SecretsMasked())
     try:
@@ -693,7 +706,6 @@ def main(argv: list[str] | None = None) -> int:
         StoreLocked,
         StoreUnusable,
         ReferenceFileError,
-        ContractMapError,
     ) as error:
         log.error("%s", mask_secrets(str(error)))
         return 1

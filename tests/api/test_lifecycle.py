@@ -61,3 +61,18 @@ def test_a_taken_port_makes_the_process_exit_non_zero(server, tmp_path):
     result = run_service("--port", port, "--store", f"lmdb://{tmp_path}/store", timeout=30)
     assert result.returncode == 1
     assert "cannot listen" in result.stderr or "bind" in result.stderr.lower()
+
+
+def test_a_contract_map_it_cannot_read_makes_the_process_exit_1_with_one_line(tmp_path):
+    """ib_async and the contract map are loaded only for --broker ib; a bad map is still
+    refused at the start, in one line naming the file."""
+    contracts = tmp_path / "contracts.json"
+    contracts.write_text("{not json")
+    result = run_service(
+        "--port", "0", "--store", "mem://", "--broker", "ib", "--contract-map", str(contracts),
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"contract map {contracts}" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
