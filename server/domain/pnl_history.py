@@ -255,8 +255,8 @@ class PnlHistory:
                     ):
                         continue
                 if mark is not None:
-                    unrealized = (mark * quantity - row.cost_basis) * row.multiplier
-                    exposure = mark * quantity * row.multiplier
+                    unrealized = row.unrealized_pnl(mark)
+                    exposure = row.market_value(mark)
                 else:
                     unrealized = exposure = ZERO
                 last[key] = RowClose(
