@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -66,6 +67,19 @@ def start_test_server(
     if broker is not None:
         options["broker"] = broker
     return ServerThread(replace(TEST_CONFIG, **overrides), **options)
+
+
+def a_missed_close(**options: object) -> tuple[datetime, dict[str, object]]:
+    """(its instant, the service options) of a session that closes every day, UTC, and closed
+    five minutes ago: a service started now finds the close missed and journals it, late."""
+    closed = datetime.now(UTC) - timedelta(minutes=5)
+    session = {
+        "session_close": closed.strftime("%H:%M"),
+        "session_timezone": "UTC",
+        "session_days": "all",
+        **options,
+    }
+    return closed, session
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ answer the days, the same after a restart (checkpoint or journal)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import arcticdb as adb
 import grpc
@@ -15,7 +15,7 @@ from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.application.day_close import SessionCalendar
 from server.config import parse_args
 from tests.api.protocol import acks, pb_fill
-from tests.conftest import start_test_server
+from tests.conftest import a_missed_close, start_test_server
 from tests.polling import wait_for
 
 
@@ -108,14 +108,8 @@ def day_figures(stub: pb_grpc.PortfolioManagerStub) -> tuple[str, ...]:
 @pytest.mark.parametrize("checkpoint_every", [1, 10_000], ids=["checkpoint", "journal"])
 def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, checkpoint_every):
     store = f"lmdb://{tmp_path / 'store'}"
-    # A session that closed five minutes ago (UTC, every day): the service was not running.
-    closed = datetime.now(UTC) - timedelta(minutes=5)
-    session = {
-        "session_close": closed.strftime("%H:%M"),
-        "session_timezone": "UTC",
-        "session_days": "all",
-        "checkpoint_every": checkpoint_every,
-    }
+    # A session that closed five minutes ago: the service was not running.
+    closed, session = a_missed_close(checkpoint_every=checkpoint_every)
     trading_date = closed.date().isoformat()
     server = start_test_server(store=store, **session)
     try:
@@ -204,7 +198,7 @@ def test_an_account_on_its_own_calendar_closes_on_it(tmp_path):
             acks(stub, pb_fill("BUY", 1, 100, account="A1"), pb_fill("BUY", 1, 100, account="A2"))
     finally:
         server.stop()
-    closed = datetime.now(UTC) - timedelta(minutes=5)
+    closed, _ = a_missed_close()
     # No close for the others; A1 closed five minutes ago on its own calendar.
     sessions = f"A1={closed.strftime('%H:%M')} UTC all"
     server = start_test_server(store=store, session_days="none", account_sessions=sessions)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import time
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import arcticdb as adb
@@ -21,7 +20,7 @@ from server.storage.view_layouts import BALANCE_COLUMNS, HISTORY_COLUMNS
 from server.storage.views import ArcticViews
 from tests.api.protocol import BASE_SECONDS, acks, pb_fill
 from tests.api.test_reference_and_cash import transfer
-from tests.conftest import start_test_server
+from tests.conftest import a_missed_close, start_test_server
 
 T0 = BASE_SECONDS * 10**9
 
@@ -148,13 +147,7 @@ def test_a_days_close_appends_every_row_and_balance_of_the_account(tmp_path):
     """A close the service journals (here a missed one, at its next start) snapshots the
     account's rows and balances, at the close's time, once (a later start adds none)."""
     store = views_uri(tmp_path)
-    closed = datetime.now(UTC) - timedelta(minutes=5)
-    session = {
-        "session_close": closed.strftime("%H:%M"),
-        "session_timezone": "UTC",
-        "session_days": "all",
-        "position_history_seconds": 3600.0,
-    }
+    closed, session = a_missed_close(position_history_seconds=3600.0)
     batches = [
         [transfer("t1", "5000"), pb_fill("BUY", 10, 100), pb_fill("BUY", 3, 50, instrument="X")],
         [],  # the close is due at this start: journaled then
@@ -204,13 +197,7 @@ def test_a_close_the_service_journals_is_snapshotted_once_by_the_views(tmp_path,
 
     monkeypatch.setattr(ArcticEventStore, "record_close", counted)
     store = views_uri(tmp_path)
-    closed = datetime.now(UTC) - timedelta(minutes=5)
-    session = {
-        "session_close": closed.strftime("%H:%M"),
-        "session_timezone": "UTC",
-        "session_days": "all",
-        "position_history_seconds": 3600.0,
-    }
+    _, session = a_missed_close(position_history_seconds=3600.0)
     server = start_test_server(store=store)  # no session: no close yet
     try:
         with grpc.insecure_channel(server.address) as channel:
