@@ -13,35 +13,18 @@ from decimal import Decimal, localcontext
 import pytest
 
 from server.domain.decimals import EXACT, ZERO
-from server.domain.pnl_history import (
+from server.domain.pnl_history import (  # helpers the close's rewrite left as they were
     NEW_DAY,
     CurrencyDay,
     DailyPnl,
     PnlHistory,
     RowClose,
     ScopeDay,
+    _convert,
+    _minus_fees,
+    _plus,
 )
 from server.domain.position import Position, PositionKey
-from server.domain.totals import convert
-
-
-def _plus(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
-    return None if total is None or amount is None else EXACT.add(total, amount)
-
-
-def _convert(amount: Decimal, rate: Decimal | None, precision: Decimal) -> Decimal | None:
-    return None if rate is None else convert(amount, rate, precision)
-
-
-def _minus_fees(
-    now: tuple[tuple[str, Decimal], ...], before: tuple[tuple[str, Decimal], ...]
-) -> tuple[tuple[str, Decimal], ...]:
-    earlier = dict(before)
-    return tuple(
-        (currency, amount - earlier.get(currency, ZERO))
-        for currency, amount in now
-        if amount != earlier.get(currency, ZERO)
-    )
 
 
 def _scope_add(scope: ScopeDay, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
