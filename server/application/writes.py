@@ -296,7 +296,7 @@ class WritePath(Generic[Payload]):
         horizon = time.time_ns() - ledger.traces.ttl_ns  # traces live a TTL from their receipt
         for sequence, fill, received_ns in store.traced_fills_received_since(horizon, start):
             multiplier = ledger.instruments.multiplier(fill.instrument_id)
-            ledger.traces.record(fill, sequence, multiplier, received_ns)
+            ledger.traces.record(fill, sequence, multiplier, received_ns, counted=True)
         ledger.book.on_differ = self._window_differs
         if checkpoint is not None and checkpoint.state.corrections_latest_ns:
             (latest,) = checkpoint.state.corrections_latest_ns

@@ -76,15 +76,23 @@ class TraceBook:
         return len(self._traces)
 
     def record(
-        self, fill: Fill, sequence: int, multiplier: Decimal, received_ns: int | None = None
+        self,
+        fill: Fill,
+        sequence: int,
+        multiplier: Decimal,
+        received_ns: int | None = None,
+        *,
+        counted: bool = False,
     ) -> None:
         """Adds a leg to its trace, opening the trace on its first leg; `received_ns` is when
-        the service received it (None: stamped by the next `received`)."""
+        the service received it (None: stamped by the next `received`). `counted`: a leg a
+        restart puts back into its live trace, whose step the venues restored from the
+        checkpoint already count (counted again, a restart doubled them)."""
         trace: Trace | None = self._traces.get(fill.trace_id)
         if trace is None:
             trace = Trace(fill.trace_id, first_fill_ns=fill.timestamp_ns)
             self._traces[fill.trace_id] = trace
-        if trace.legs:  # a step after the first: its latency since the previous leg
+        if trace.legs and not counted:  # a step after the first: its latency since the last
             venue = self._venue(fill)
             venue.steps += 1
             venue.latency_ns += max(0, fill.timestamp_ns - trace.legs[-1].fill.timestamp_ns)

@@ -91,7 +91,15 @@ def everything(stub) -> tuple:
         )
         rows.extend(page.positions)
     summary = stub.GetPortfolioSummary(pb.GetPortfolioSummaryRequest())
-    return rows, summary
+    # Round trips in progress carry over a restart (the checkpoint's book holds them).
+    performance = [
+        stub.GetPerformance(pb.GetPerformanceRequest(account_id=account, strategy_id=strategy))
+        for account, strategy in sorted(
+            {(row.account_id, "") for row in rows} | {("", row.strategy_id) for row in rows}
+        )
+        if account or strategy
+    ]
+    return rows, summary, performance
 
 
 def mixed_history():
