@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -119,11 +120,28 @@ CHECKPOINT_COLUMNS = BOOK_COLUMNS[BOOK_VERSION]
 SHARED_AMOUNTS = 4096  # distinct amount texts given one Decimal each when a checkpoint is read
 
 
+OpenTrip = tuple[PositionKey, int, Decimal, Decimal]
+"""A row's round trip in progress (performance): its key, the sign of the position it
+opened, and the realized P&L and fees it started from."""
+
+
+class CheckpointBook(NamedTuple):
+    rows: list[tuple[Position, Price]]
+    anchors: list[Position]
+    open_trips: list[OpenTrip]
+
+
 def checkpoint_frame(
-    rows: Sequence[tuple[Position, Price]], anchors: Sequence[Position] = ()
+    rows: Sequence[tuple[Position, Price]],
+    anchors: Sequence[Position] = (),
+    open_trips: Mapping[PositionKey, OpenTrip] | None = None,
 ) -> pd.DataFrame:
-    """Every row (its instrument's last fill price beside it) and anchor, column by column:
-    a frame made from a tuple per row costs pandas microseconds a row, a million at a stop."""
+    """Every row (its instrument's last fill price beside it, and its round trip in progress
+    from `open_trips` if any) and anchor, column by column: a frame made from a tuple per row
+    costs pandas microseconds a row, a million at a stop."""
+    trips = open_trips or {}
+    row_trips = [trips.get(row.key) for row, _ in rows]
+    row_trips += [None] * len(anchors)
     positions = [row for row, _ in rows]
     positions += anchors
     prices: list[Price | None] = [price for _, price in rows]
@@ -157,6 +175,10 @@ def checkpoint_frame(
             "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base)
             for row in positions
         ],
+        integers(trip[1] if trip else 0 for trip in row_trips),
+        # Exponents kept ("0.00"), as the state's JSON record kept them (state_frames._exact).
+        [format(trip[2], "f") if trip else "" for trip in row_trips],
+        [format(trip[3], "f") if trip else "" for trip in row_trips],
     ]  # fmt: skip
     texts = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
     return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, texts, strict=True)))  # object: also empty
@@ -174,10 +196,11 @@ def _other_fees(text: str) -> dict[str, Decimal]:
 
 def rows_from_checkpoint(
     frame: pd.DataFrame, metadata: Mapping[str, object] | None = None
-) -> tuple[list[tuple[Position, Price]], list[Position]]:
-    """The rows with their last fill prices, and the anchors. A book of an earlier release is
-    raised to the current layout first (`metadata`: the checkpoint's, which names its
-    version; without one its columns tell)."""
+) -> CheckpointBook:
+    """The rows with their last fill prices, the anchors, and the rows' round trips in
+    progress (each keyed by its row's own key). A book of an earlier release is raised to the
+    current layout first (`metadata`: the checkpoint's, which names its version; without one
+    its columns tell)."""
     frame = current_book_frame(frame, metadata or {})
     rows: list[tuple[Position, Price]] = []
     anchors: list[Position] = []
@@ -210,17 +233,20 @@ def rows_from_checkpoint(
     ]
     # Each row carries its instrument's last fill price: one Price for the rows that share one.
     prices: dict[tuple[str, int, str], Price] = {}
+    trips: list[OpenTrip] = []
     # One pass over the columns together, no lookup of a column per field and row.
     for (
         key, multiplier, quantity, cost_basis, realized_pnl, realized_pnl_base, base_currency,
         fee, other, trade_count, opened_at_ns, updated_at_ns, last_sequence, currency,
-        booked_through_ns, booked_through_id, anchor, *fill_price,
+        booked_through_ns, booked_through_id, anchor, trip_sign, trip_realized, trip_fees,
+        *fill_price,
     ) in zip(
         zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True),
         multipliers, quantities, costs, realized, realized_base, column["base_currency"], fees,
         column["other_fees"], column["trade_count"], column["opened_at_ns"],
         column["updated_at_ns"], column["last_sequence"], column["currency"],
         column["booked_through_ns"], column["booked_through_id"], column["anchor"],
+        column["open_trip_sign"], column["open_trip_realized_pnl"], column["open_trip_fees"],
         column["fill_price"], column["fill_price_time_ns"], column["fill_price_fill_id"],
         strict=True,
     ):  # fmt: skip
@@ -243,4 +269,17 @@ def rows_from_checkpoint(
             if len(prices) < SHARED_AMOUNTS:
                 prices[saved] = price
         rows.append((position, price))
-    return rows, anchors
+        if trip_sign:  # the row's own key: one tuple, not one per row and trip
+            trips.append((
+                position.key, trip_sign, _shared(trip_realized, shared), _shared(trip_fees, shared)
+            ))  # fmt: skip
+    return CheckpointBook(rows, anchors, trips)
+
+
+def _shared(text: str, shared: dict[str, Decimal]) -> Decimal:
+    value = shared.get(text)
+    if value is None:
+        value = Decimal(text)
+        if len(shared) < SHARED_AMOUNTS:
+            shared[text] = value
+    return value

@@ -19,6 +19,7 @@ from server.domain.state import capture, capture_rows
 from server.storage.arctic import ArcticEventStore
 from tests.conftest import start_test_server
 from tests.domain.builders import BASE_NS, fill
+from tests.storage.test_upgrade import rewrite_as_release
 
 DAY = 86_400 * 10**9
 # (S1, X) and its account row open three days before the window and trade inside it: their
@@ -65,14 +66,11 @@ def journal(uri: str, anchors: str) -> Ledger:
         kept = []
     rows, state = capture_rows(ledger), capture(ledger)
     store.save_checkpoint(Checkpoint(len(EVENTS), rows, state, kept))
-    if anchors != "current":  # the book half as the release before wrote it
-        item = store.checkpoints.read("book")
-        metadata = dict(item.metadata)
-        metadata["versions"] = {**metadata["versions"], "book": 4}
-        store.checkpoints.write("book", item.data, metadata=metadata)
     store.close()
     del store
     gc.collect()  # LMDB: one open instance per path and process
+    if anchors != "current":  # the checkpoint as the release before wrote it
+        rewrite_as_release(uri, 4)
     return ledger
 
 

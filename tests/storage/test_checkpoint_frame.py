@@ -16,10 +16,15 @@ from server.storage.frames import CHECKPOINT_COLUMNS, checkpoint_frame, rows_fro
 D = Decimal
 
 
-def by_row(rows: list[tuple[Position, Price]], anchors: list[Position]) -> pd.DataFrame:
+def by_row(
+    rows: list[tuple[Position, Price]],
+    anchors: list[Position],
+    trips: dict[PositionKey, tuple[PositionKey, int, Decimal, Decimal]],
+) -> pd.DataFrame:
     """The frame as it was built before: one tuple per row."""
 
     def record(row: Position, price: Price | None, anchor: bool) -> tuple[object, ...]:
+        trip = None if anchor else trips.get(row.key)
         fees = ";".join(f"{c}={canonical(a)}" for c, a in row.other_fee_items())
         return (
             *row.key, canonical(row.multiplier), canonical(row.quantity),
@@ -29,6 +34,8 @@ def by_row(rows: list[tuple[Position, Price]], anchors: list[Position]) -> pd.Da
             price.time_ns if price else 0, price.fill_id if price else "", fees,
             row.booked_through_ns, row.booked_through_id, anchor, row.base_currency,
             "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base),
+            trip[1] if trip else 0, format(trip[2], "f") if trip else "",
+            format(trip[3], "f") if trip else "",
         )  # fmt: skip
 
     frame = pd.DataFrame(
@@ -37,7 +44,7 @@ def by_row(rows: list[tuple[Position, Price]], anchors: list[Position]) -> pd.Da
         columns=CHECKPOINT_COLUMNS,
     )
     for name in ("trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
-                 "fill_price_time_ns", "booked_through_ns"):  # fmt: skip
+                 "fill_price_time_ns", "booked_through_ns", "open_trip_sign"):  # fmt: skip
         frame[name] = frame[name].astype("int64")
     frame["anchor"] = frame["anchor"].astype(bool)
     return frame
@@ -59,9 +66,25 @@ def test_the_frame_is_the_one_a_tuple_per_row_made() -> None:
     rows = [(row(n, other_fees={"JPY": D(n), "GBP": D(0)} if n == 2 else None), price)
             for n in range(1, 6)]  # fmt: skip
     anchors = [row(7), row(8, other_fees={"CHF": D("1.5")})]
+    # Round trips in progress: exponents kept ("-0.00", "1.50"); one for a key with no row
+    # (the book leaves it to the state half).
+    trips = {
+        key: (key, sign, realized, fees)
+        for key, sign, realized, fees in (
+            (rows[0][0].key, 1, D("-0.00"), D("0.35")),
+            (rows[3][0].key, -1, D("12.5"), D("1.50")),
+            (PositionKey("A", "S9", "I9"), 1, D(0), D(0)),
+        )
+    }
     for held, kept in ((rows, anchors), (rows, []), ([], anchors), ([], [])):
-        frame = checkpoint_frame(held, kept)
-        pd.testing.assert_frame_equal(frame, by_row(held, kept))
-    back, back_anchors = rows_from_checkpoint(checkpoint_frame(rows, anchors))
+        for open_trips in (trips, {}):
+            frame = checkpoint_frame(held, kept, open_trips)
+            pd.testing.assert_frame_equal(frame, by_row(held, kept, open_trips))
+    back, back_anchors, back_trips = rows_from_checkpoint(checkpoint_frame(rows, anchors, trips))
     rows[1][0].other_fees = {"JPY": D(2)}  # a fee come to zero is not kept
     assert [r for r, _ in back] == [r for r, _ in rows] and back_anchors == anchors
+    # Each trip comes back with its exact texts, keyed by its row's own key object.
+    assert [(k, s, str(r), str(f)) for k, s, r, f in back_trips] == [
+        (rows[0][0].key, 1, "-0.00", "0.35"), (rows[3][0].key, -1, "12.5", "1.50")
+    ]  # fmt: skip
+    assert back_trips[0][0] is back[0][0].key
