@@ -91,15 +91,45 @@ def everything(stub) -> tuple:
         )
         rows.extend(page.positions)
     summary = stub.GetPortfolioSummary(pb.GetPortfolioSummaryRequest())
-    # Round trips in progress carry over a restart (the checkpoint's book holds them).
-    performance = [
-        stub.GetPerformance(pb.GetPerformanceRequest(account_id=account, strategy_id=strategy))
-        for account, strategy in sorted(
-            {(row.account_id, "") for row in rows} | {("", row.strategy_id) for row in rows}
-        )
-        if account or strategy
-    ]
-    return rows, summary, performance
+    # Round trips in progress carry over a restart (the checkpoint's book holds them), and
+    # so does every other figure a client reads per account and strategy.
+    scopes = sorted(
+        {(row.account_id, "") for row in rows}
+        | {("", row.strategy_id) for row in rows if row.strategy_id}
+        | {(row.account_id, row.strategy_id) for row in rows if row.strategy_id}
+    )
+    trace = stub.GetTracePosition(pb.GetTracePositionRequest(trace_id="t"))
+    # A live trace expires a TTL after its latest leg was applied; after a restart, after the
+    # store's note that the leg was journaled (server/storage/receipts.py), a few ms earlier:
+    # both are bounds on its receipt, neither the exact time.
+    trace.ClearField("expires_at")
+    answers: list[object] = [trace]
+    for account, strategy in scopes:
+        answers += [
+            _answer(stub.GetPerformance, pb.GetPerformanceRequest(
+                account_id=account, strategy_id=strategy)),
+            _answer(stub.GetPnlHistory, pb.GetPnlHistoryRequest(
+                account_id=account, strategy_id=strategy)),
+            _answer(stub.GetRiskMetrics, pb.GetRiskMetricsRequest(
+                account_id=account, strategy_id=strategy)),
+            _answer(stub.ListOpenOrders, pb.ListOpenOrdersRequest(
+                account_id=account, strategy_id=strategy, page_size=1000)),
+        ]  # fmt: skip
+        if account and not strategy:
+            answers.append(stub.GetBalances(pb.GetBalancesRequest(account_id=account)))
+        if strategy and not account:
+            request = pb.GetStrategyPortfolioRequest(strategy_id=strategy, include_flat=True)
+            answers.append(stub.GetStrategyPortfolio(request))
+    return rows, summary, answers
+
+
+def _answer(call, request) -> object:
+    """The answer, or the status code of a refusal (a scope a call does not take): the same
+    either way before and after a restart."""
+    try:
+        return call(request)
+    except grpc.RpcError as error:
+        return error.code()
 
 
 def mixed_history():
