@@ -98,11 +98,12 @@ def everything(stub) -> tuple:
         | {("", row.strategy_id) for row in rows if row.strategy_id}
         | {(row.account_id, row.strategy_id) for row in rows if row.strategy_id}
     )
-    trace = stub.GetTracePosition(pb.GetTracePositionRequest(trace_id="t"))
-    # A live trace expires a TTL after its latest leg was applied; after a restart, after the
-    # store's note that the leg was journaled (server/storage/receipts.py), a few ms earlier:
-    # both are bounds on its receipt, neither the exact time.
-    trace.ClearField("expires_at")
+    trace = _answer(stub.GetTracePosition, pb.GetTracePositionRequest(trace_id="t"))
+    if isinstance(trace, pb.TracePosition):
+        # A live trace expires a TTL after its latest leg was applied; after a restart, after
+        # the store's note that the leg was journaled (server/storage/receipts.py), a few ms
+        # earlier: both are bounds on its receipt, neither the exact time.
+        trace.ClearField("expires_at")
     answers: list[object] = [trace]
     for account, strategy in scopes:
         answers += [
