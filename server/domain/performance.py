@@ -131,6 +131,11 @@ class _Open(NamedTuple):
 _SHARED_STARTS_MAX = 256
 
 
+OpenTrip = tuple[PositionKey, int, Decimal, Decimal]
+"""A row's round trip in progress, as a checkpoint keeps it: the row's key, the sign of the
+position that opened it, and the realized P&L and fees it started from."""
+
+
 def _sign(quantity: Decimal) -> int:
     return 1 if quantity > 0 else -1
 
@@ -254,7 +259,7 @@ class Performance:
     def state(
         self,
     ) -> tuple[
-        list[tuple[PositionKey, int, Decimal, Decimal]],
+        list[OpenTrip],
         list[tuple[PositionKey, RoundTrips]],
         list[tuple[tuple[str, str, str, str], VenueFigures]],
         list[tuple[tuple[str, str], int]],
@@ -268,7 +273,7 @@ class Performance:
 
     def restore(
         self,
-        open_trips: Iterable[tuple[PositionKey, int, Decimal, Decimal]],
+        open_trips: Iterable[OpenTrip],
         trips: Iterable[tuple[PositionKey, RoundTrips]],
         venues: Iterable[tuple[tuple[str, str, str, str], VenueFigures]],
         inception: Iterable[tuple[tuple[str, str], int]],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 
 from server.domain.balances import Balance, Reservation
 from server.domain.book import Price
@@ -14,7 +13,7 @@ from server.domain.events import AccountDefinition, InstrumentDefinition
 from server.domain.ledger import Ledger
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
-from server.domain.performance import RoundTrips, VenueFigures
+from server.domain.performance import OpenTrip, RoundTrips, VenueFigures
 from server.domain.pnl_history import RowClose, ScopeDay
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
@@ -52,7 +51,7 @@ class LedgerState:
     pnl_days: list[tuple[str, str, ScopeDay]] = field(default_factory=list)
     pnl_closed: list[tuple[str, str]] = field(default_factory=list)
     # Performance attribution: trips in progress, closed trips per row, venues, inceptions.
-    perf_open: list[tuple[PositionKey, int, Decimal, Decimal]] = field(default_factory=list)
+    perf_open: list[OpenTrip] = field(default_factory=list)
     perf_trips: list[tuple[PositionKey, RoundTrips]] = field(default_factory=list)
     perf_venues: list[tuple[tuple[str, str, str, str], VenueFigures]] = field(default_factory=list)
     perf_inception: list[tuple[tuple[str, str], int]] = field(default_factory=list)

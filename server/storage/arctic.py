@@ -45,11 +45,11 @@ from server.domain.book import PositionView
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
+from server.domain.performance import OpenTrip
 from server.domain.pnl_history import DailyPnl
 from server.domain.restatement import JournaledFills
 from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
-    OpenTrip,
     checkpoint_frame,
     events_from_journal,
     journal_frame,

@@ -20,6 +20,7 @@ from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent, Fill
 from server.domain.marks import MarkSource
+from server.domain.performance import OpenTrip
 from server.domain.position import Position, PositionKey, restored
 from server.storage.disk import StoreUnusable
 from server.storage.upcasters import (
@@ -120,11 +121,6 @@ CHECKPOINT_COLUMNS = BOOK_COLUMNS[BOOK_VERSION]
 SHARED_AMOUNTS = 4096  # distinct amount texts given one Decimal each when a checkpoint is read
 
 
-OpenTrip = tuple[PositionKey, int, Decimal, Decimal]
-"""A row's round trip in progress (performance): its key, the sign of the position it
-opened, and the realized P&L and fees it started from."""
-
-
 class CheckpointBook(NamedTuple):
     rows: list[tuple[Position, Price]]
     anchors: list[Position]
@@ -198,7 +194,7 @@ def rows_from_checkpoint(
     frame: pd.DataFrame, metadata: Mapping[str, object] | None = None
 ) -> CheckpointBook:
     """The rows with their last fill prices, the anchors, and the rows' round trips in
-    progress (each keyed by its row's own key). A book of an earlier release is raised to the
+    progress. A book of an earlier release is raised to the
     current layout first (`metadata`: the checkpoint's, which names its version; without one
     its columns tell)."""
     frame = current_book_frame(frame, metadata or {})
@@ -269,7 +265,7 @@ def rows_from_checkpoint(
             if len(prices) < SHARED_AMOUNTS:
                 prices[saved] = price
         rows.append((position, price))
-        if trip_sign:  # the row's own key: one tuple, not one per row and trip
+        if trip_sign:  # keyed by the row's key as read
             trips.append((
                 position.key, trip_sign, _shared(trip_realized, shared), _shared(trip_fees, shared)
             ))  # fmt: skip

@@ -25,7 +25,7 @@ from server.domain.events import (
 )
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order, OrderBook, Transition
-from server.domain.performance import RoundTrips, VenueFigures
+from server.domain.performance import OpenTrip, RoundTrips, VenueFigures
 from server.domain.pnl_history import CurrencyDay, RowClose, ScopeDay
 from server.domain.position import PositionKey
 from server.domain.reconciliation import (
@@ -334,7 +334,7 @@ def _exact(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _trip_open(item: tuple[PositionKey, int, Decimal, Decimal]) -> dict[str, Any]:
+def _trip_open(item: OpenTrip) -> dict[str, Any]:
     key, sign, realized, fees = item
     return {"key": list(key), "sign": sign, "realized_pnl": _exact(realized),
             "fees": _exact(fees)}  # fmt: skip
@@ -343,7 +343,7 @@ def _trip_open(item: tuple[PositionKey, int, Decimal, Decimal]) -> dict[str, Any
 _ZEROS: dict[str, Decimal] = {}  # a zero's text -> its Decimal: most open trips start at zero
 
 
-def _trip_open_from(record: dict[str, Any]) -> tuple[PositionKey, int, Decimal, Decimal]:
+def _trip_open_from(record: dict[str, Any]) -> OpenTrip:
     """One row's open trip (a record per row: a million at a restart). A zero's text is read
     once (the ledger shares a trip record per sign and zeros' texts anyway)."""
     return (
@@ -430,7 +430,7 @@ _SECTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, 
 _PARSED_AT_ONCE = 64  # records: few dicts alive at once (the collector's young generation)
 
 
-def _trip_open_texts(items: list[tuple[PositionKey, int, Decimal, Decimal]]) -> list[str]:
+def _trip_open_texts(items: list[OpenTrip]) -> list[str]:
     """The perf_open records' texts, each the very text `json.dumps(_trip_open(item))` gives
     (a record per row: a million at a stop), made from each id's and amount's text found
     once: ids repeat across rows, and the ledger shares a trip's amounts (zeros, fees)."""
