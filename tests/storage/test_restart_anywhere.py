@@ -1,7 +1,8 @@
 """A restart anywhere in a history changes nothing a client reads.
 
 The same events go through a real server on LMDB twice: straight, and stopped and started
-again at random points (checkpoints every few events or only at the stop). Every answer a
+again at random points (checkpoints every few events or only at the stop; a stop may leave no
+checkpoint, as a crash does, so the start replays the journal's tail). Every answer a
 client reads per account and strategy must be the same (tests.storage.test_restart.everything).
 The histories are the awkward ones: fills out of execution order over three days, a EUR
 instrument, commissions in EUR and JPY, FX rates and marks, corrections and commission
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.application.ports import Checkpoint
+from server.storage.arctic import ArcticEventStore
 from tests.api.protocol import BASE_SECONDS, ingest
 from tests.conftest import ServerThread, start_test_server
 from tests.storage.test_restart import everything
@@ -152,13 +155,38 @@ def _read(server: ServerThread) -> tuple:
         return everything(pb_grpc.PortfolioManagerStub(channel))
 
 
-def _run(uri: str, steps: list[Step], cuts: list[int], checkpoint_every: int, restart: bool):
+class CrashableStore(ArcticEventStore):
+    """The real store, whose checkpoints can be dropped: a stop then leaves the store as a
+    crash would (the last periodic checkpoint and the journal after it), so the start
+    replays a tail instead of reading a checkpoint of the very end."""
+
+    crashing = False
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if not CrashableStore.crashing:
+            super().save_checkpoint(checkpoint)
+
+
+def _run(
+    uri: str,
+    steps: list[Step],
+    cuts: list[int],
+    checkpoint_every: int,
+    *,
+    restart: bool,
+    crashes: frozenset[int] = frozenset(),
+) -> tuple:
     """The history sent in parts split at `cuts` (the same Ingest calls either way: a batch
     may name a fill sent before it in the same batch), with a stop and a start at each cut if
-    `restart`; what a client reads at the end."""
+    `restart` (those in `crashes` leaving no checkpoint at the stop); what a client reads at
+    the end."""
 
     def started() -> ServerThread:
-        return start_test_server(store=uri, checkpoint_every=checkpoint_every, views_process=False)
+        CrashableStore.crashing = False
+        return start_test_server(
+            open_store=CrashableStore, store=uri, checkpoint_every=checkpoint_every,
+            views_process=False,
+        )  # fmt: skip
 
     server = started()
     try:
@@ -166,6 +194,7 @@ def _run(uri: str, steps: list[Step], cuts: list[int], checkpoint_every: int, re
             _define(pb_grpc.PortfolioManagerStub(channel))
         for start, stop in itertools.pairwise([0, *cuts, len(steps)]):
             if start and restart:
+                CrashableStore.crashing = start in crashes
                 server.stop()
                 gc.collect()  # LMDB: one open instance per path and process
                 server = started()
@@ -182,8 +211,12 @@ def _run(uri: str, steps: list[Step], cuts: list[int], checkpoint_every: int, re
 @given(histories(), st.data())
 def test_a_restart_anywhere_changes_no_answer(steps, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, len(steps) - 1), min_size=1, max_size=2)))
+    crashes = frozenset(data.draw(st.sets(st.sampled_from(cuts))))
     checkpoint_every = data.draw(st.sampled_from([2, 5, 10_000]))
     with tempfile.TemporaryDirectory() as tmp:
         straight = _run(f"lmdb://{tmp}/straight", steps, cuts, checkpoint_every, restart=False)
-        restarted = _run(f"lmdb://{tmp}/restarted", steps, cuts, checkpoint_every, restart=True)
+        restarted = _run(
+            f"lmdb://{tmp}/restarted", steps, cuts, checkpoint_every, restart=True,
+            crashes=crashes,
+        )  # fmt: skip
     assert restarted == straight
