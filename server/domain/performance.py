@@ -257,16 +257,39 @@ class Performance:
     # -- checkpoints -----------------------------------------------------------------------
 
     def state(
-        self,
+        self, rows_in_order: Iterable[PositionKey] = ()
     ) -> tuple[
         list[OpenTrip],
         list[tuple[PositionKey, RoundTrips]],
         list[tuple[tuple[str, str, str, str], VenueFigures]],
         list[tuple[tuple[str, str], int]],
     ]:
+        """The figures as a checkpoint keeps them, in an order that depends only on them. The
+        rows' trips follow `rows_in_order` (the book's keys, kept sorted), those of rows not
+        in it (a flat row evicted) after, in key order: sorting a million trips opened in
+        random order held the event loop about 13 s at a snapshot (a key-sorted dict, as
+        after a restart, sorted in a fraction of a second)."""
+        opened, closed = self._open, self._trips
+        open_trips: list[OpenTrip] = []
+        trips: list[tuple[PositionKey, RoundTrips]] = []
+        for key in rows_in_order:
+            trip = opened.get(key)
+            if trip is not None:
+                open_trips.append((key, *trip))
+            done = closed.get(key)
+            if done is not None:
+                trips.append((key, _copy(done)))
+        if len(open_trips) < len(opened):
+            listed = {trip[0] for trip in open_trips}
+            open_trips += sorted((k, *t) for k, t in opened.items() if k not in listed)
+        if len(trips) < len(closed):
+            listed = {key for key, _ in trips}
+            trips += sorted(
+                ((k, _copy(t)) for k, t in closed.items() if k not in listed), key=lambda t: t[0]
+            )
         return (
-            sorted((key, *trip) for key, trip in self._open.items()),
-            sorted(((key, _copy(trips)) for key, trips in self._trips.items()), key=lambda t: t[0]),
+            open_trips,
+            trips,
             sorted(((k, _copy_venue(f)) for k, f in self._venues.items()), key=lambda t: t[0]),
             sorted(self._inception.items()),
         )

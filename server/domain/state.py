@@ -66,7 +66,9 @@ def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
 
 
 def capture(ledger: Ledger) -> LedgerState:
-    perf_open, perf_trips, perf_venues, perf_inception = ledger.performance.state()
+    perf_open, perf_trips, perf_venues, perf_inception = ledger.performance.state(
+        row.key for row in ledger.book.rows()
+    )
     return LedgerState(
         instruments=list(ledger.instruments),
         accounts=list(ledger.accounts),

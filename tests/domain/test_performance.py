@@ -144,3 +144,30 @@ def test_the_same_after_a_checkpoint():
         after.applied_sequence = after.sequence = before.sequence
         record(after, *fills[cut:])
         assert after.performance.state() == straight.performance.state(), cut
+
+
+def test_a_checkpoint_lists_the_trips_in_the_books_order_and_those_of_rows_gone_after():
+    """Trips opened in any order are listed in the order of the keys given (the book's, kept
+    sorted: no sort of a million trips at a snapshot), those of rows not given after, sorted;
+    the same trips as the sorted listing."""
+    ledger = Ledger()
+    names = ["MSFT", "AAPL", "IBM", "ZM", "BABA"]
+    record(ledger, *(fill("BUY", 5, 100, instrument=name, strategy="S2") for name in names))
+    record(ledger, fill("SELL", 5, 101, instrument="IBM", strategy="S2"))  # a trip closed
+    open_trips, closed, _, _ = ledger.performance.state()
+    assert [key for key, *_ in open_trips] == sorted(key for key, *_ in open_trips)
+    order = [row.key for row in ledger.book.rows()]
+    assert order != sorted(order)  # strategy rows, then account rows: another order
+    given = order[3:] + order[:1]  # some rows not given (as if evicted)
+    listed, listed_closed, _, _ = ledger.performance.state(given)
+    keys = [key for key, *_ in listed]
+    rest = sorted(set(keys) - set(given))
+    assert keys == [key for key in given if key in keys] + rest and rest
+    assert sorted(listed) == open_trips and listed_closed == closed
+    # The account row's closed trip is given; the strategy row's (not given) comes after.
+    assert [key for key, _ in listed_closed] == [PositionKey("A1", "", "IBM"),
+                                                 PositionKey("A1", "S2", "IBM")]  # fmt: skip
+    listed, listed_closed, _, _ = ledger.performance.state(order)
+    assert [key for key, *_ in listed] == [key for key in order if key.instrument_id != "IBM"]
+    assert [key for key, _ in listed_closed] == [PositionKey("A1", "S2", "IBM"),
+                                                 PositionKey("A1", "", "IBM")]  # fmt: skip
