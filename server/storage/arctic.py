@@ -45,8 +45,9 @@ from server.domain.book import PositionView
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.marks import FxRate, Mark
 from server.domain.orders import Order
-from server.domain.performance import OpenTrip
+from server.domain.performance import OpenTrip, RoundTrips
 from server.domain.pnl_history import DailyPnl
+from server.domain.position import PositionKey
 from server.domain.restatement import JournaledFills
 from server.storage.disk import DiskGuard, StoreUnusable
 from server.storage.frames import (
@@ -619,16 +620,25 @@ class ArcticEventStore:
 
     @staticmethod
     def _checkpoint_frames(checkpoint: Checkpoint) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The book and the state half. Each row's round trip in progress goes in the book,
-        beside its row (columns: a JSON record a row in the state cost a restart about 2 us
-        a row); one without a row, if any, stays in the state."""
-        trips = {trip[0]: trip for trip in checkpoint.state.perf_open}
-        book = checkpoint_frame(checkpoint.rows, checkpoint.anchors, trips)
-        left: list[OpenTrip] = []
-        if int(np.count_nonzero(book["open_trip_sign"].to_numpy())) != len(trips):
-            in_book = {row.key for row, _ in checkpoint.rows}
-            left = [trip for trip in checkpoint.state.perf_open if trip[0] not in in_book]
-        return book, state_frame(replace(checkpoint.state, perf_open=left))
+        """The book and the state half. Each row's round trips, in progress and closed, go in
+        the book beside the row (columns: a JSON record a row in the state cost a restart
+        about 2 us a row); those of rows no longer in the book stay in the state."""
+        state = checkpoint.state
+        opened = {trip[0]: trip for trip in state.perf_open}
+        closed = dict(state.perf_trips)
+        book = checkpoint_frame(checkpoint.rows, checkpoint.anchors, opened, closed)
+        left_open: list[OpenTrip] = []
+        left_closed: list[tuple[PositionKey, RoundTrips]] = []
+        in_book = (
+            int(np.count_nonzero(book["open_trip_sign"].to_numpy())),
+            int(np.count_nonzero(book["trips_count"].to_numpy())),
+        )
+        if in_book != (len(opened), len(closed)):  # rows evicted, their closed trips kept
+            keys = {row.key for row, _ in checkpoint.rows}
+            left_open = [trip for trip in state.perf_open if trip[0] not in keys]
+            left_closed = [item for item in state.perf_trips if item[0] not in keys]
+        left = replace(state, perf_open=left_open, perf_trips=left_closed)
+        return book, state_frame(left)
 
     def latest_checkpoint(self) -> Checkpoint | None:
         if not (self.checkpoints.has_symbol(BOOK) and self.checkpoints.has_symbol(STATE)):
@@ -642,10 +652,14 @@ class ArcticEventStore:
         if not usable or int(state.metadata["sequence"]) != sequence:
             log.warning("checkpoint halves disagree; replaying the whole journal instead")
             return None
-        rows, anchors, trips = rows_from_checkpoint(book.data, book.metadata)
+        rows, anchors, opened, closed = rows_from_checkpoint(book.data, book.metadata)
         ledger_state = state_from_frame(state.data, state.metadata)
-        if trips:  # the book's (book version 6 on), and any the state half held
-            ledger_state = replace(ledger_state, perf_open=trips + ledger_state.perf_open)
+        if opened or closed:  # the book's (book version 6 on), and any the state half held
+            ledger_state = replace(
+                ledger_state,
+                perf_open=opened + ledger_state.perf_open,
+                perf_trips=closed + ledger_state.perf_trips,
+            )
         return Checkpoint(
             sequence, rows, ledger_state, anchors,
             empty_anchors_left_out=empty_anchors_left_out(book.metadata),

@@ -20,7 +20,7 @@ from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent, Fill
 from server.domain.marks import MarkSource
-from server.domain.performance import OpenTrip
+from server.domain.performance import OpenTrip, RoundTrips
 from server.domain.position import Position, PositionKey, restored
 from server.storage.disk import StoreUnusable
 from server.storage.upcasters import (
@@ -118,6 +118,8 @@ def _bookers(frame: pd.DataFrame) -> list[Booker]:
 # releases are read through their upcasters (upcasters.current_book_frame).
 
 CHECKPOINT_COLUMNS = BOOK_COLUMNS[BOOK_VERSION]
+TRIP_COUNTS = ("trips_count", "trips_wins", "trips_losses")
+TRIP_AMOUNTS = ("gross_win", "gross_loss", "largest_win", "largest_loss")  # RoundTrips' order
 SHARED_AMOUNTS = 4096  # distinct amount texts given one Decimal each when a checkpoint is read
 
 
@@ -125,19 +127,23 @@ class CheckpointBook(NamedTuple):
     rows: list[tuple[Position, Price]]
     anchors: list[Position]
     open_trips: list[OpenTrip]
+    closed_trips: list[tuple[PositionKey, RoundTrips]]
 
 
 def checkpoint_frame(
     rows: Sequence[tuple[Position, Price]],
     anchors: Sequence[Position] = (),
     open_trips: Mapping[PositionKey, OpenTrip] | None = None,
+    closed_trips: Mapping[PositionKey, RoundTrips] | None = None,
 ) -> pd.DataFrame:
-    """Every row (its instrument's last fill price beside it, and its round trip in progress
-    from `open_trips` if any) and anchor, column by column: a frame made from a tuple per row
-    costs pandas microseconds a row, a million at a stop."""
-    trips = open_trips or {}
-    row_trips = [trips.get(row.key) for row, _ in rows]
+    """Every row (its instrument's last fill price beside it, and its round trips in progress
+    and closed, from `open_trips` and `closed_trips`, if any) and anchor, column by column: a
+    frame made from a tuple per row costs pandas microseconds a row, a million at a stop."""
+    opened, closed = open_trips or {}, closed_trips or {}
+    row_trips = [opened.get(row.key) for row, _ in rows]
     row_trips += [None] * len(anchors)
+    done = [closed.get(row.key) for row, _ in rows]
+    done += [None] * len(anchors)
     positions = [row for row, _ in rows]
     positions += anchors
     prices: list[Price | None] = [price for _, price in rows]
@@ -175,6 +181,11 @@ def checkpoint_frame(
         # Exponents kept ("0.00"), as the state's JSON record kept them (state_frames._exact).
         [format(trip[2], "f") if trip else "" for trip in row_trips],
         [format(trip[3], "f") if trip else "" for trip in row_trips],
+        integers(trips.count if trips else 0 for trips in done),
+        integers(trips.wins if trips else 0 for trips in done),
+        integers(trips.losses if trips else 0 for trips in done),
+        *([format(getattr(trips, name), "f") if trips else "" for trips in done]
+          for name in TRIP_AMOUNTS),
     ]  # fmt: skip
     texts = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
     return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, texts, strict=True)))  # object: also empty
@@ -230,12 +241,13 @@ def rows_from_checkpoint(
     # Each row carries its instrument's last fill price: one Price for the rows that share one.
     prices: dict[tuple[str, int, str], Price] = {}
     trips: list[OpenTrip] = []
+    closed: list[tuple[PositionKey, int]] = []  # the rows with closed trips, and their line
     # One pass over the columns together, no lookup of a column per field and row.
     for (
         key, multiplier, quantity, cost_basis, realized_pnl, realized_pnl_base, base_currency,
         fee, other, trade_count, opened_at_ns, updated_at_ns, last_sequence, currency,
         booked_through_ns, booked_through_id, anchor, trip_sign, trip_realized, trip_fees,
-        *fill_price,
+        trips_count, *fill_price,
     ) in zip(
         zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True),
         multipliers, quantities, costs, realized, realized_base, column["base_currency"], fees,
@@ -243,7 +255,8 @@ def rows_from_checkpoint(
         column["updated_at_ns"], column["last_sequence"], column["currency"],
         column["booked_through_ns"], column["booked_through_id"], column["anchor"],
         column["open_trip_sign"], column["open_trip_realized_pnl"], column["open_trip_fees"],
-        column["fill_price"], column["fill_price_time_ns"], column["fill_price_fill_id"],
+        column["trips_count"], column["fill_price"], column["fill_price_time_ns"],
+        column["fill_price_fill_id"],
         strict=True,
     ):  # fmt: skip
         # Positional (position.restored): the constructor's keywords cost several times more.
@@ -269,7 +282,30 @@ def rows_from_checkpoint(
             trips.append((
                 position.key, trip_sign, _shared(trip_realized, shared), _shared(trip_fees, shared)
             ))  # fmt: skip
-    return CheckpointBook(rows, anchors, trips)
+        if trips_count:
+            closed.append((position.key, len(rows) + len(anchors) - 1))  # its line
+    return CheckpointBook(rows, anchors, trips, _closed_trips(closed, frame, shared))
+
+
+def _closed_trips(
+    found: list[tuple[PositionKey, int]], frame: pd.DataFrame, shared: dict[str, Decimal]
+) -> list[tuple[PositionKey, RoundTrips]]:
+    """The closed round trips of the rows `found` (key, line in the frame), read from the
+    lines' columns at once: few rows have any, and those have no Python work per column."""
+    if not found:
+        return []
+    lines = [line for _, line in found]
+    counts = {name: frame[name].to_numpy()[lines].tolist() for name in TRIP_COUNTS}
+    amounts = {
+        name: [_shared(text, shared) for text in frame[f"trips_{name}"].to_numpy()[lines].tolist()]
+        for name in TRIP_AMOUNTS
+    }
+    return [
+        (key, RoundTrips(count, wins, losses, *figures))
+        for (key, _), count, wins, losses, *figures in zip(
+            found, *counts.values(), *amounts.values(), strict=True
+        )
+    ]
 
 
 def _shared(text: str, shared: dict[str, Decimal]) -> Decimal:

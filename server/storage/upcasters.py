@@ -59,14 +59,18 @@ _BOOK_V3 = [
     "fill_price_fill_id", "other_fees", "booked_through_ns", "booked_through_id", "anchor",
 ]  # fmt: skip
 _BOOK_V4 = [*_BOOK_V3, "base_currency", "realized_pnl_base"]
-_BOOK_V6 = [*_BOOK_V4, "open_trip_sign", "open_trip_realized_pnl", "open_trip_fees"]
+_BOOK_V6 = [
+    *_BOOK_V4, "open_trip_sign", "open_trip_realized_pnl", "open_trip_fees", "trips_count",
+    "trips_wins", "trips_losses", "trips_gross_win", "trips_gross_loss", "trips_largest_win",
+    "trips_largest_loss",
+]  # fmt: skip
 
 BOOK_COLUMNS: dict[int, list[str]] = {
     2: _BOOK_V2,  # orders, instruments, accounts (the first book with a state half)
     3: _BOOK_V3,  # restatement windows: each row's place and its anchor
     4: _BOOK_V4,  # realized P&L in base currency at the rate of its day
     5: _BOOK_V4,  # the same columns; anchors only where not empty (anchors_left_out)
-    6: _BOOK_V6,  # each row's round trip in progress (was a JSON record a row in the state)
+    6: _BOOK_V6,  # each row's round trips, in progress and closed (were JSON in the state)
 }
 BOOK_VERSION = max(BOOK_COLUMNS)
 
@@ -137,8 +141,20 @@ def _book_v4_to_v5(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _book_v5_to_v6(frame: pd.DataFrame) -> pd.DataFrame:
     """No round trips in the book: an earlier release kept them in the state half's
-    `perf_open` section, which is still read (state_frames)."""
-    return frame.assign(open_trip_sign=0, open_trip_realized_pnl="", open_trip_fees="")
+    `perf_open` and `perf_trips` sections, which are still read (state_frames)."""
+    texts = dict.fromkeys(
+        [
+            "open_trip_realized_pnl",
+            "open_trip_fees",
+            "trips_gross_win",
+            "trips_gross_loss",
+            "trips_largest_win",
+            "trips_largest_loss",
+        ],
+        "",
+    )
+    counts = dict.fromkeys(["open_trip_sign", "trips_count", "trips_wins", "trips_losses"], 0)
+    return frame.assign(**texts, **counts)[_BOOK_V6]
 
 
 BOOK_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {

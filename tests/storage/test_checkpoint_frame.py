@@ -10,6 +10,7 @@ import pandas as pd
 from server.domain.book import Price
 from server.domain.decimals import canonical
 from server.domain.marks import MarkSource
+from server.domain.performance import RoundTrips
 from server.domain.position import Position, PositionKey
 from server.storage.frames import CHECKPOINT_COLUMNS, checkpoint_frame, rows_from_checkpoint
 
@@ -20,11 +21,14 @@ def by_row(
     rows: list[tuple[Position, Price]],
     anchors: list[Position],
     trips: dict[PositionKey, tuple[PositionKey, int, Decimal, Decimal]],
+    closed: dict[PositionKey, RoundTrips],
 ) -> pd.DataFrame:
     """The frame as it was built before: one tuple per row."""
 
     def record(row: Position, price: Price | None, anchor: bool) -> tuple[object, ...]:
         trip = None if anchor else trips.get(row.key)
+        done = None if anchor else closed.get(row.key)
+        amounts = ("gross_win", "gross_loss", "largest_win", "largest_loss")
         fees = ";".join(f"{c}={canonical(a)}" for c, a in row.other_fee_items())
         return (
             *row.key, canonical(row.multiplier), canonical(row.quantity),
@@ -36,6 +40,8 @@ def by_row(
             "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base),
             trip[1] if trip else 0, format(trip[2], "f") if trip else "",
             format(trip[3], "f") if trip else "",
+            done.count if done else 0, done.wins if done else 0, done.losses if done else 0,
+            *(format(getattr(done, name), "f") if done else "" for name in amounts),
         )  # fmt: skip
 
     frame = pd.DataFrame(
@@ -44,7 +50,8 @@ def by_row(
         columns=CHECKPOINT_COLUMNS,
     )
     for name in ("trade_count", "opened_at_ns", "updated_at_ns", "last_sequence",
-                 "fill_price_time_ns", "booked_through_ns", "open_trip_sign"):  # fmt: skip
+                 "fill_price_time_ns", "booked_through_ns", "open_trip_sign", "trips_count",
+                 "trips_wins", "trips_losses"):  # fmt: skip
         frame[name] = frame[name].astype("int64")
     frame["anchor"] = frame["anchor"].astype(bool)
     return frame
@@ -76,15 +83,36 @@ def test_the_frame_is_the_one_a_tuple_per_row_made() -> None:
             (PositionKey("A", "S9", "I9"), 1, D(0), D(0)),
         )
     }
+    # Closed trips, exponents kept; one of a key with no row (an evicted row's).
+    closed = {
+        rows[3][0].key: RoundTrips(3, 2, 1, D("10.50"), D("-0.5"), D("8"), D("-0.5")),
+        rows[4][0].key: RoundTrips(1, 0, 0),
+        PositionKey("A", "S9", "I9"): RoundTrips(1, 1, 0, D(1), D(0), D(1)),
+    }
     for held, kept in ((rows, anchors), (rows, []), ([], anchors), ([], [])):
-        for open_trips in (trips, {}):
-            frame = checkpoint_frame(held, kept, open_trips)
-            pd.testing.assert_frame_equal(frame, by_row(held, kept, open_trips))
-    back, back_anchors, back_trips = rows_from_checkpoint(checkpoint_frame(rows, anchors, trips))
+        for open_trips, closed_trips in ((trips, closed), ({}, {})):
+            frame = checkpoint_frame(held, kept, open_trips, closed_trips)
+            pd.testing.assert_frame_equal(frame, by_row(held, kept, open_trips, closed_trips))
+    back, back_anchors, back_trips, back_closed = rows_from_checkpoint(
+        checkpoint_frame(rows, anchors, trips, closed)
+    )
     rows[1][0].other_fees = {"JPY": D(2)}  # a fee come to zero is not kept
     assert [r for r, _ in back] == [r for r, _ in rows] and back_anchors == anchors
-    # Each trip comes back with its exact texts, keyed by its row's own key object.
+    # Each trip comes back with its exact texts, keyed by its row's key.
     assert [(k, s, str(r), str(f)) for k, s, r, f in back_trips] == [
         (rows[0][0].key, 1, "-0.00", "0.35"), (rows[3][0].key, -1, "12.5", "1.50")
     ]  # fmt: skip
     assert back_trips[0][0] is back[0][0].key
+    assert repr(back_closed) == repr([(key, closed[key]) for key in (rows[3][0].key,
+                                                                     rows[4][0].key)])  # fmt: skip
+
+
+def test_closed_trips_are_read_from_their_own_lines_whatever_the_anchors_between() -> None:
+    """A frame whose anchors are not all last (none written so, but nothing relies on it)."""
+    price = Price(D("1"), MarkSource.LAST_FILL, 5, "fill-5")
+    rows = [(row(n), price) for n in range(1, 4)]
+    closed = {held.key: RoundTrips(n, n, 0, D(n)) for n, (held, _) in enumerate(rows, 1)}
+    frame = checkpoint_frame(rows, [row(7), row(8)], {}, closed)
+    mixed = frame.iloc[[3, 0, 4, 1, 2]].reset_index(drop=True)  # anchor, row, anchor, rows
+    _, anchors, _, back_closed = rows_from_checkpoint(mixed)
+    assert len(anchors) == 2 and back_closed == list(closed.items())

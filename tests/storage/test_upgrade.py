@@ -258,13 +258,14 @@ def _unversioned(metadata: dict[str, Any]) -> dict[str, Any]:
 def rewrite_as_release(uri: str, book_version: int) -> int:
     """The checkpoint as the release writing book `book_version` wrote it: its columns (no
     anchor rows before version 3), its metadata (no versions), and before version 6 the rows'
-    round trips in progress as the state half's `perf_open` records (how many: returned)."""
-    _, _, trips = rows_from_checkpoint(_checkpoints(uri).read(BOOK).data)
+    round trips, in progress and closed, as the state half's `perf_open` and `perf_trips`
+    records (how many: returned)."""
+    _, _, trips, closed = rows_from_checkpoint(_checkpoints(uri).read(BOOK).data)
     gc.collect()
 
     def state(frame: pd.DataFrame, metadata: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         if book_version < 6:
-            moved = state_frame(LedgerState(perf_open=trips))
+            moved = state_frame(LedgerState(perf_open=trips, perf_trips=closed))
             frame = pd.concat([frame, moved], ignore_index=True)
         return frame, _unversioned(metadata)
 
@@ -275,7 +276,7 @@ def rewrite_as_release(uri: str, book_version: int) -> int:
 
     _rewrite(uri, STATE, state)
     _rewrite(uri, BOOK, book)
-    return len(trips)
+    return len(trips) + len(closed)
 
 
 # Book version 3 (restatement windows, before realized P&L in base): its anchors carry no base
