@@ -6,10 +6,12 @@ checkpoint, as a crash does, so the start replays the journal's tail). Every ans
 client reads per account and strategy must be the same (tests.storage.test_restart.everything).
 The histories are the awkward ones: fills out of execution order over three days, a EUR
 instrument, commissions in EUR and JPY, FX rates and marks, corrections and commission
-amendments of earlier fills, order statuses, cash transfers, duplicates and a live trace."""
+amendments of earlier fills, order statuses, cash transfers, reservations and releases,
+duplicates and a live trace."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import tempfile
@@ -29,6 +31,9 @@ from tests.conftest import ServerThread, start_test_server
 from tests.storage.test_restart import everything
 
 DAY = 86_400
+KINDS = ["fill"] * 6 + [
+    "status", "amend", "correct", "cash", "marks", "again", "reserve", "release",
+]  # fmt: skip
 INSTRUMENTS = {"AAPL": "USD", "SAP": "EUR"}
 
 
@@ -39,7 +44,14 @@ class Marks:
     batch: pb.MarkBatch
 
 
-Step = pb.ExecutionEvent | Marks
+@dataclass(frozen=True)
+class Cash:
+    """A reservation or a release of reserved cash (unary calls, journaled)."""
+
+    request: pb.ReserveCashRequest | pb.ReleaseReservationRequest
+
+
+Step = pb.ExecutionEvent | Marks | Cash
 
 
 def _stamp(message: object, seconds: int) -> object:
@@ -54,8 +66,7 @@ def histories(draw: st.DrawFn) -> list[Step]:
     fills: list[pb.Fill] = []
     numbers = itertools.count(1)
     for _ in range(draw(st.integers(8, 30))):
-        kind = draw(st.sampled_from(["fill"] * 6 + ["status", "amend", "correct", "cash",
-                                                     "marks", "again"]))  # fmt: skip
+        kind = draw(st.sampled_from(KINDS))
         n = next(numbers)
         seconds = draw(st.integers(0, 3 * DAY))  # execution order is not arrival order
         if kind in ("correct", "amend", "again") and not fills:
@@ -99,6 +110,22 @@ def histories(draw: st.DrawFn) -> list[Step]:
                                              pb.ORDER_STATUS_CANCELLED])),
             )  # fmt: skip
             steps.append(pb.ExecutionEvent(status=_stamp(status, seconds)))
+        elif kind == "reserve":
+            steps.append(Cash(pb.ReserveCashRequest(
+                reservation_id=f"r{n}", account_id=draw(st.sampled_from(["A1", "A2"])),
+                currency=draw(st.sampled_from(["USD", "EUR"])), strategy_id="S1",
+                amount=draw(st.sampled_from(["100", "2500.5"])),
+            )))  # fmt: skip
+        elif kind == "release":
+            reserved = [step.request for step in steps if isinstance(step, Cash)
+                        and isinstance(step.request, pb.ReserveCashRequest)]  # fmt: skip
+            if reserved:
+                reservation = draw(st.sampled_from(reserved))
+                steps.append(Cash(pb.ReleaseReservationRequest(
+                    release_id=f"x{n}", account_id=reservation.account_id,
+                    reservation_id=reservation.reservation_id,
+                    amount=draw(st.sampled_from(["", "40"])),
+                )))  # fmt: skip
         elif kind == "cash":
             transfer = pb.CashTransfer(
                 transfer_id=f"t{n}", account_id=draw(st.sampled_from(["A1", "A2"])),
@@ -131,15 +158,23 @@ def _send(server: ServerThread, steps: list[Step]) -> None:
         for batch in _batches(steps):
             if isinstance(batch, Marks):
                 list(stub.StreamMarks(iter([batch.batch]), timeout=10))
+            elif isinstance(batch, Cash):
+                call = (
+                    stub.ReserveCash
+                    if isinstance(batch.request, pb.ReserveCashRequest)
+                    else stub.ReleaseReservation
+                )
+                with contextlib.suppress(grpc.RpcError):  # refused alike both ways
+                    call(batch.request, timeout=10)
             else:
                 ingest(stub, batch)
 
 
-def _batches(steps: list[Step]) -> Iterator[Marks | list[pb.ExecutionEvent]]:
-    """Runs of events in one Ingest call each, the marks between them."""
+def _batches(steps: list[Step]) -> Iterator[Marks | Cash | list[pb.ExecutionEvent]]:
+    """Runs of events in one Ingest call each, the marks and cash calls between them."""
     run: list[pb.ExecutionEvent] = []
     for step in steps:
-        if isinstance(step, Marks):
+        if isinstance(step, Marks | Cash):
             if run:
                 yield run
                 run = []
