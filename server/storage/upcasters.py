@@ -142,19 +142,9 @@ def _book_v4_to_v5(frame: pd.DataFrame) -> pd.DataFrame:
 def _book_v5_to_v6(frame: pd.DataFrame) -> pd.DataFrame:
     """No round trips in the book: an earlier release kept them in the state half's
     `perf_open` and `perf_trips` sections, which are still read (state_frames)."""
-    texts = dict.fromkeys(
-        [
-            "open_trip_realized_pnl",
-            "open_trip_fees",
-            "trips_gross_win",
-            "trips_gross_loss",
-            "trips_largest_win",
-            "trips_largest_loss",
-        ],
-        "",
-    )
-    counts = dict.fromkeys(["open_trip_sign", "trips_count", "trips_wins", "trips_losses"], 0)
-    return frame.assign(**texts, **counts)[_BOOK_V6]
+    counts = {"open_trip_sign", "trips_count", "trips_wins", "trips_losses"}  # the rest: texts
+    added = _BOOK_V6[len(_BOOK_V4) :]
+    return frame.assign(**{name: 0 if name in counts else "" for name in added})
 
 
 BOOK_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {
