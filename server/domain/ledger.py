@@ -200,8 +200,12 @@ class Ledger:
         # Instruments defined by admitted events not applied yet: a strict registry must
         # accept a fill that follows its instrument's definition in the same batch.
         self._admitted_instruments: set[str] = set()
-        # Likewise fills and corrections, (account_id, id): a correction may follow its fill.
-        self._admitted_fills: set[tuple[str, str]] = set()
+        # Likewise fills and corrections, (account_id, id) -> the execution time whose place
+        # they take: a correction or an amendment may follow its fill.
+        self._admitted_fills: dict[tuple[str, str], int] = {}
+        # The latest time an admitted fill or correction moves the correction window's end to
+        # when it applies (see _admitted_place).
+        self._admitted_latest_ns = 0
 
     def _rate_at(
         self, from_currency: str, to_currency: str, time_ns: int, sequence: int
@@ -264,7 +268,7 @@ class Ledger:
 
     def _refuses_correction(self, correction: FillCorrection) -> Refusal | None:
         try:
-            if not self._correctable(correction):
+            if self._admitted_place(correction.account_id, correction.corrects) is None:
                 return self._uncorrectable(correction)
         except JournalUnreadable as error:
             return Refusal(
@@ -277,11 +281,15 @@ class Ledger:
     def _refuses_amendment(self, amendment: CommissionAmendment) -> Refusal | None:
         key = (amendment.account_id, amendment.fill_id)
         if key in self._admitted_fills:  # sent in the same batch, before it
+            if self._admitted_fills[key] < self._admitted_horizon_ns():
+                return self._unamendable(amendment, None)
             return None
         try:
             found = self.corrections.find(*key)
             if found is not None:
                 found[1].fill  # noqa: B018 (read now: applying it after its commit reads nothing)
+                if found[1].timestamp_ns < self._admitted_horizon_ns():
+                    found = None
         except JournalUnreadable as error:
             return Refusal(
                 RefusalKind.RETRY, "fill_id", f"the amended fill could not be read ({error}); retry"
@@ -311,23 +319,41 @@ class Ledger:
             )
         return None
 
-    def _admitted_fill(self, fill: Fill | FillCorrection) -> None:
-        self._admitted_fills.add((fill.account_id, fill.event_id))
+    def _admitted_fill(self, fill: Fill) -> None:
+        self._admitted_fills[fill.account_id, fill.fill_id] = fill.timestamp_ns
+        self._admitted_latest_ns = max(self._admitted_latest_ns, fill.timestamp_ns)
+
+    def _admitted_correction(self, correction: FillCorrection) -> None:
+        """Noted in its fill's place in time (found when admitted: it reads nothing now)."""
+        place = self._admitted_place(correction.account_id, correction.corrects)
+        assert place is not None, "admitted by _refuses_correction just before"
+        self._admitted_fills[correction.account_id, correction.correction_id] = place
+        self._admitted_latest_ns = max(self._admitted_latest_ns, correction.timestamp_ns)
 
     def _admitted_instrument(self, definition: InstrumentDefinition) -> None:
         self._admitted_instruments.add(definition.instrument_id)
 
-    def _correctable(self, correction: FillCorrection) -> bool:
-        """Whether the corrected fill is there; one kept as a journal sequence is read now, so
-        that applying the correction (after its commit) need not read the journal."""
-        key = (correction.account_id, correction.corrects)
-        if key in self._admitted_fills:
-            return True
-        found = self.corrections.find(*key)
-        if found is None:
-            return False
-        found[1].fill  # noqa: B018 (read and kept until the correction replaces it)
-        return True
+    def _admitted_horizon_ns(self) -> int:
+        """Where the correction window will start when an event admitted now applies: the
+        fills and corrections admitted before it apply first and may move the window's end
+        on. Checking against it at the door means an acked correction or amendment is never
+        refused when it applies for a window that moved on in between."""
+        latest = max(self.corrections.latest_ns, self._admitted_latest_ns)
+        return latest - self.corrections.window_ns
+
+    def _admitted_place(self, account_id: str, fill_id: str) -> int | None:
+        """The execution time of fill (or correction) `fill_id` if a correction or amendment
+        admitted now will find it in the window when it applies, else None. One kept as a
+        journal sequence is read now (and kept), so that applying it reads nothing."""
+        key = (account_id, fill_id)
+        place = self._admitted_fills.get(key)
+        if place is None:
+            found = self.corrections.find(*key)
+            if found is None:
+                return None
+            found[1].fill  # noqa: B018 (read and kept until the correction replaces it)
+            place = found[1].timestamp_ns
+        return place if place >= self._admitted_horizon_ns() else None
 
     def _uncorrectable(self, correction: FillCorrection) -> Refusal:
         days = self.corrections.window_ns / (86_400 * 10**9)
@@ -424,7 +450,7 @@ class Ledger:
     def _booked(self, fill: Fill | FillCorrection, sequence: int, applied: Applied) -> None:
         """After a fill or a correction: no longer only admitted, its placement noted for its
         ack, and the FX history kept to the window."""
-        self._admitted_fills.discard((fill.account_id, fill.event_id))
+        self._admitted_fills.pop((fill.account_id, fill.event_id), None)
         placement = applied.placement
         if placement is not Placement.IN_ORDER:
             self.placements.note(sequence, placement)
@@ -866,7 +892,7 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
     ),
     FillCorrection: KindRules(
         id_field="correction_id", apply=Ledger._apply_correction,
-        refuses=Ledger._refuses_correction, admitted=Ledger._admitted_fill,
+        refuses=Ledger._refuses_correction, admitted=Ledger._admitted_correction,
     ),
     CommissionAmendment: KindRules(
         id_field="amendment_id", apply=Ledger._apply_commission,

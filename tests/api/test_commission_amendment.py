@@ -96,6 +96,27 @@ def test_each_rejection_says_why_for_programs(tmp_path):
         server.stop()
 
 
+def test_an_amendment_a_later_fill_of_its_batch_moves_out_of_the_window_is_rejected(stub):
+    """Fill `old`, fill `new` three days later, an amendment of `old`, in one batch: `new`
+    books first and moves the correction window (1 day) past `old`, so the amendment is
+    rejected in its ack, as in a later batch, not acked and then refused when booked."""
+    old = pb_fill("BUY", 1, 10, fill_id="old.01")
+    new = pb_fill("BUY", 1, 10, fill_id="new.01")
+    new.fill.timestamp.FromSeconds(old.fill.timestamp.seconds + 3 * 86_400)
+    late = pb_amendment("old.01", "1")
+    late.commission.timestamp.CopyFrom(new.fill.timestamp)
+    results = acks(stub, old, new, late)
+    assert [a.result for a in results[:2]] == [pb.EVENT_RESULT_ACCEPTED] * 2
+    assert (results[2].result, results[2].code, results[2].sequence) == (
+        pb.EVENT_RESULT_REJECTED,
+        pb.REJECT_CODE_NOT_FOUND,
+        0,
+    )
+    assert "old.01" in results[2].reason and "correction window" in results[2].reason
+    _, cash = figures(stub)
+    assert cash == {"USD": "-20"}
+
+
 @pytest.mark.parametrize("checkpoint_every", [1, 10_000], ids=["checkpoint", "journal"])
 def test_an_amended_fill_stays_amended_after_a_restart(tmp_path, checkpoint_every):
     """And a late fill after the restart restates the row with the amended commission kept."""

@@ -29,6 +29,7 @@ from tests.domain.test_execution_order import (
 )
 
 D = Decimal
+DAY = 86_400 * 10**9
 
 
 def amendment(
@@ -95,6 +96,47 @@ def test_an_unknown_fill_is_refused_at_the_door_and_changes_nothing():
     assert "fill_id" in outcome.reason and "nope.01" in outcome.reason
     assert cash(ledger) == {"USD": D(-10)}
     assert ledger.sequence == 1
+
+
+def test_a_fill_admitted_before_it_that_moves_the_window_past_its_fill_refuses_it_at_the_door():
+    """The same batch: fill `old`, fill `new` three days later, an amendment of `old`. `new`
+    applies first and moves the window past `old`, so the amendment is refused at the door, as
+    in a later batch, and not acked to be refused when applied."""
+    ledger = Ledger(correction_window_ns=DAY)
+    old = fill("BUY", 1, 10, fill_id="old", at_ns=BASE_NS)
+    new = fill("BUY", 1, 10, fill_id="new", at_ns=BASE_NS + 3 * DAY)
+    late = dataclasses.replace(amendment("old", 1), timestamp_ns=BASE_NS + 3 * DAY)
+    outcomes = [ledger.admit(event) for event in (old, new, late)]
+    assert [o.result for o in outcomes] == [Result.ACCEPTED, Result.ACCEPTED, Result.REJECTED]
+    assert outcomes[2].refused is RefusalKind.NOT_FOUND and "'old'" in outcomes[2].reason
+    # Sent before `new`, it applies while `old` is still in the window.
+    ledger = Ledger(correction_window_ns=DAY)
+    outcomes = [ledger.admit(event) for event in (old, late, new)]
+    assert all(o.result is Result.ACCEPTED for o in outcomes)
+    for event, outcome in zip((old, late, new), outcomes, strict=True):
+        assert ledger.apply(event, outcome.sequence).refusal is None
+    assert cash(ledger) == {"USD": D(-21)}
+
+
+def test_a_fill_booked_earlier_is_refused_at_the_door_once_an_admitted_fill_moves_past_it():
+    ledger = Ledger(correction_window_ns=DAY)
+    record(ledger, fill("BUY", 1, 10, fill_id="old", at_ns=BASE_NS))
+    assert ledger.admit(fill("BUY", 1, 10, fill_id="new", at_ns=BASE_NS + 3 * DAY)).sequence
+    refused = ledger.admit(amendment("old", 1))
+    assert refused.result is Result.REJECTED and refused.refused is RefusalKind.NOT_FOUND
+
+
+def test_an_amendment_the_window_moved_past_before_it_applied_is_refused_when_replayed():
+    """A journal written by an earlier release may hold one: refused when applied, changing
+    nothing, the same on every replay."""
+    ledger = Ledger(correction_window_ns=DAY)
+    record(ledger, fill("BUY", 1, 10, fill_id="old", at_ns=BASE_NS))
+    new = fill("BUY", 1, 10, fill_id="new", at_ns=BASE_NS + 3 * DAY)
+    assert ledger.apply(new, 2).refusal is None
+    refusal = ledger.apply(amendment("old", 1), 3).refusal
+    assert refusal is not None and refusal.kind is RefusalKind.NOT_FOUND
+    assert refusal.field == "fill_id"
+    assert cash(ledger) == {"USD": D(-20)}
 
 
 def test_a_fill_replaced_by_a_correction_is_amended_under_the_correction_id():

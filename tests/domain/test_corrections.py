@@ -131,19 +131,53 @@ def test_a_correction_may_follow_its_fill_before_either_is_applied():
     assert row(ledger).quantity == 4
 
 
-def test_a_correction_whose_fill_left_the_window_before_it_applied_is_refused():
-    """Admitted while its fill was correctable, applied after a later fill moved the window
-    on: refused when applied (a replay refuses it the same way), changing nothing."""
+def test_a_fill_admitted_before_a_correction_that_moves_the_window_past_its_fill_refuses_it():
+    """Admitted after a later fill that is not applied yet (the same batch, or a group still
+    committing): that fill will move the window past the corrected one before the correction
+    applies, so the door refuses it, as it would once the later fill is booked."""
     ledger = Ledger(correction_window_ns=DAY)
     record(ledger, fill("BUY", 1, 10, fill_id="v.01", at_ns=BASE_NS))
     later = fill("BUY", 1, 10, fill_id="far.01", at_ns=BASE_NS + 2 * DAY)
     fix = correction("v.01", "BUY", 5, 10, correction_id="v.02", at_ns=BASE_NS + 2 * DAY)
-    admitted = [(event, ledger.admit(event).sequence) for event in (later, fix)]
-    assert all(sequence for _, sequence in admitted)
-    applied = [ledger.apply(event, sequence) for event, sequence in admitted]
-    refusal = applied[1].refusal
+    assert ledger.admit(later).result is Result.ACCEPTED
+    refused = ledger.admit(fix)
+    assert refused.result is Result.REJECTED and refused.refused is RefusalKind.NOT_FOUND
+    assert "corrects" in refused.reason and "v.01" in refused.reason
+    assert ledger.sequence == 2  # nothing given to the refused correction
+
+
+def test_a_fill_sent_earlier_in_the_batch_is_corrected_unless_a_later_fill_moves_it_out():
+    ledger = Ledger(correction_window_ns=DAY)
+    old = fill("BUY", 1, 10, fill_id="o.01", at_ns=BASE_NS)
+    near = fill("BUY", 1, 10, fill_id="n.01", at_ns=BASE_NS + DAY // 2)
+    far = fill("BUY", 1, 10, fill_id="f.01", at_ns=BASE_NS + 2 * DAY)
+    fix_old = correction("o.01", "BUY", 3, 10, correction_id="o.02", at_ns=BASE_NS + 2 * DAY)
+    fix_near = correction("n.01", "BUY", 4, 10, correction_id="n.02", at_ns=BASE_NS + DAY)
+    fix_again = correction("n.02", "BUY", 5, 10, correction_id="n.03", at_ns=BASE_NS + DAY)
+    events = [old, near, fix_near, far, fix_old, fix_again]
+    outcomes = [ledger.admit(event) for event in events]
+    assert [o.result for o in outcomes] == [Result.ACCEPTED] * 4 + [Result.REJECTED] * 2
+    assert outcomes[4].refused is RefusalKind.NOT_FOUND and "o.01" in outcomes[4].reason
+    # n.02 takes n.01's place in time (half a day in): f.01 moves the window past it too
+    assert outcomes[5].refused is RefusalKind.NOT_FOUND and "n.02" in outcomes[5].reason
+    for event, outcome in zip(events, outcomes, strict=True):
+        if outcome.result is Result.ACCEPTED:
+            assert ledger.apply(event, outcome.sequence).refusal is None
+    assert row(ledger).quantity == 1 + 4 + 1
+
+
+def test_a_correction_the_window_moved_past_before_it_applied_is_refused_when_replayed():
+    """A journal written by an earlier release may hold a correction admitted while its fill
+    was correctable and applied after a later fill moved the window on: refused when applied,
+    changing nothing, the same on every replay."""
+    ledger = Ledger(correction_window_ns=DAY)
+    record(ledger, fill("BUY", 1, 10, fill_id="v.01", at_ns=BASE_NS))
+    later = fill("BUY", 1, 10, fill_id="far.01", at_ns=BASE_NS + 2 * DAY)
+    fix = correction("v.01", "BUY", 5, 10, correction_id="v.02", at_ns=BASE_NS + 2 * DAY)
+    assert ledger.apply(later, 2).refusal is None
+    refusal = ledger.apply(fix, 3).refusal
     assert refusal is not None and refusal.kind is RefusalKind.NOT_FOUND
-    assert refusal.field == "corrects" and applied[1].rows == ()
+    assert refusal.field == "corrects"
     assert row(ledger).quantity == 2
 
 
