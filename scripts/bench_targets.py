@@ -564,7 +564,7 @@ class BookedLedger:
 
         from bench_memory import bench_fill, rss  # scripts/
 
-        from server.app import settle_garbage_collector
+        from server.application.collector import settle
         from server.domain.ledger import Ledger
 
         def journal(sequence: int) -> Fill:
@@ -583,7 +583,7 @@ class BookedLedger:
         gc.collect()
         self.rows = len(ledger.book)
         self.bytes_per_row = (rss() - before) / self.rows
-        settle_garbage_collector()
+        settle()
         self.next = 0
         self.round(BOOK_WARM)
 

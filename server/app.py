@@ -31,6 +31,7 @@ from server.api.reflection_v1 import enable_reflection
 from server.api.servicer import PortfolioManagerServicer
 from server.api.tracing_interceptor import RpcTraces
 from server.api.updates import BATCH_MAX_BYTES, EncodedUpdate, encode_update
+from server.application import collector
 from server.application.day_close import SessionCalendar, account_sessions
 from server.application.ports import Broker
 from server.application.projector import rows_of_account
@@ -273,7 +274,7 @@ async def _start(
     try:
         report = await loop.run_in_executor(executor, service.recover)
     finally:
-        settle_garbage_collector(collect=False)  # before enabling: no collection walks it
+        collector.settle(collect=False)  # before enabling: no collection walks it
         gc.enable()
     supervision = Supervision(on_failure=lambda cause: on_health(False))
     views_writer = None
@@ -565,27 +566,6 @@ async def _watch_views(writer: ViewsProcess) -> None:
     while True:
         await asyncio.sleep(VIEWS_CHECK_SECONDS)
         await asyncio.to_thread(writer.check)
-
-
-GC_THRESHOLDS = (10_000, 10, 10)
-"""Young collections every 10,000 allocations, not 700: a fill allocates hundreds of small
-objects, and the book's own are not garbage (measured: 245 -> 16 collections and 1.2 -> 0.7 us of
-collector time per fill over 40,000 fills)."""
-
-
-def settle_garbage_collector(*, collect: bool = True) -> None:
-    """After recovery (which runs with the collector off: measured, its young collections
-    walking the growing book took 3 of 8.6 s recovering a million fills): the recovered book
-    (millions of objects on a long day) moves out of the collector's sight (`gc.freeze`), so
-    a full collection no longer walks it (a pause that grows with the book), and young
-    collections run less often. `collect=False` (a start): the objects recovery made are
-    frozen without a collection first, which would walk them all to find nothing (measured:
-    none found at 200,000 rows nor at 500,000 journaled fills, for 2.5 us a row; with the
-    collector enabled before, a young collection walked them once more)."""
-    if collect:
-        gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 VIEWS_CHECK_SECONDS = 1.0

@@ -19,6 +19,7 @@ import functools
 import logging
 from concurrent.futures import Executor
 
+from server.application.collector import collector_paused
 from server.application.ports import Checkpoint, EventStore
 from server.domain.ledger import Ledger
 from server.domain.state import capture, capture_rows
@@ -27,10 +28,12 @@ log = logging.getLogger("portfolio.checkpoint")
 
 
 def snapshot(ledger: Ledger) -> Checkpoint:
-    """The book as it stands; only where it is consistent (between commits, or at start)."""
-    return Checkpoint(
-        ledger.applied_sequence, capture_rows(ledger), capture(ledger), ledger.book.anchors()
-    )
+    """The book as it stands; only where it is consistent (between commits, or at start).
+    A copy of every row and record, so made with the collector paused (collector.py)."""
+    with collector_paused():
+        return Checkpoint(
+            ledger.applied_sequence, capture_rows(ledger), capture(ledger), ledger.book.anchors()
+        )
 
 
 class Checkpointer:

@@ -20,6 +20,7 @@ one another quickly (a crash loop) never replay more and more.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from decimal import Decimal
 from typing import Generic
 
 from server.application.checkpoints import Checkpointer
+from server.application.collector import collector_paused
 from server.application.committer import GroupCommitter
 from server.application.ports import (
     EventStore,
@@ -49,7 +51,7 @@ from server.application.reads import ReadModel
 from server.application.subscriptions import Payload, SubscriptionHub
 from server.domain.booker import SYSTEM, Booker
 from server.domain.events import ExecutionEvent
-from server.domain.ledger import Ledger, Outcome, Result
+from server.domain.ledger import Ledger, Outcome, Result, visits_account
 from server.domain.position import Position, PositionKey
 from server.domain.refusals import Refusal
 from server.domain.restatement import Placement
@@ -180,11 +182,15 @@ class WritePath(Generic[Payload]):
         return outcome, self.ledger.refusals.get(outcome.sequence)
 
     def _apply_durable(self, group: list[Sequenced]) -> None:
-        changed, transitions, runs = self.replay(group)
-        self._alert_misplaced(group)
-        self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
-        self.projector.submit(group, changed, transitions, [change.run for change in runs])
-        self.checkpoints.after_apply(self.ledger)
+        """Applies a durable group, hands it to the views and maybe takes a checkpoint; with
+        the collector paused when an event visits a whole account (see collector.py)."""
+        bulk = any(visits_account(event) for _, event in group)
+        with collector_paused() if bulk else contextlib.nullcontext():
+            changed, transitions, runs = self.replay(group)
+            self._alert_misplaced(group)
+            self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
+            self.projector.submit(group, changed, transitions, [change.run for change in runs])
+            self.checkpoints.after_apply(self.ledger)
 
     def _alert_misplaced(self, group: list[Sequenced]) -> None:
         """Says so when a fill could not be booked in its place (older than the restatement

@@ -876,13 +876,15 @@ class KindRules(Generic[E]):
     """How the ledger takes one kind of event, in one place: the field its id comes from,
     what refuses it at admission (a refusal naming the field, or None), what admitting it notes
     before it applies (a later event of the same batch may need it), how it applies, and
-    whether its time moves the event clock (market data does not)."""
+    whether its time moves the event clock (market data does not), and whether applying it
+    visits every row of its account (its cost grows with the book, not with the event)."""
 
     id_field: str
     apply: Callable[[Ledger, E, int], Applied]
     refuses: Callable[[Ledger, E], Refusal | None] | None = None
     admitted: Callable[[Ledger, E], None] | None = None
     moves_clock: bool = True
+    visits_account: bool = False
 
 
 KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
@@ -922,7 +924,8 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
         id_field="timestamp_ns", apply=Ledger._apply_fx, moves_clock=False
     ),
     DayClose: KindRules(
-        id_field="trading_date", apply=Ledger._apply_day_close, moves_clock=False
+        id_field="trading_date", apply=Ledger._apply_day_close, moves_clock=False,
+        visits_account=True,
     ),
 }  # fmt: skip
 """Every kind the journal holds: a new kind adds its entry here (and its event class)."""
@@ -930,6 +933,11 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
 
 def _id_field(event: ExecutionEvent) -> str:
     return KINDS[type(event)].id_field
+
+
+def visits_account(event: ExecutionEvent) -> bool:
+    """Whether applying the event visits every row of its account (KindRules)."""
+    return KINDS[type(event)].visits_account
 
 
 def _in_columns(
