@@ -94,24 +94,29 @@ def test_a_snapshot_copies_the_book_with_no_collection(collections, monkeypatch)
     assert len(checkpoint.rows) == len(ledger.book)
 
 
-def test_only_a_days_close_is_marked_as_visiting_its_whole_account():
-    assert [kind for kind, rules in KINDS.items() if rules.visits_account] == [DayClose]
+def test_only_a_days_close_applies_in_steps():
+    assert [kind for kind, rules in KINDS.items() if rules.steps is not None] == [DayClose]
 
 
 def test_the_service_applies_a_close_with_the_collector_paused_and_a_fill_without():
-    """Seen from inside the ledger of a running service: whether the collector was on when
+    """Seen from inside the ledger of a running service: whether the collector was on while
     each event applied."""
     server = start_test_server()
     try:
         ledger = server.running.service.writes.ledger
         seen: list[tuple[str, bool]] = []
-        apply = ledger.apply
+        apply, closing = ledger.apply, ledger.pnl.closing
 
         def noted(event, sequence):  # type: ignore[no-untyped-def]
             seen.append((type(event).__name__, gc.isenabled()))
             return apply(event, sequence)
 
+        def noted_close(**close):  # type: ignore[no-untyped-def]
+            seen.append(("DayClose", gc.isenabled()))
+            return (yield from closing(**close))
+
         ledger.apply = noted  # type: ignore[method-assign]
+        ledger.pnl.closing = noted_close  # type: ignore[method-assign]
         with grpc.insecure_channel(server.address) as channel:
             acks(pb_grpc.PortfolioManagerStub(channel), pb_fill("BUY", 10, 100))
         close = DayClose(

@@ -15,8 +15,10 @@ stop is answered OUT_OF_RANGE after the restart and re-reads state; one up to da
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Executor
 
 from server.application.collector import collector_paused
@@ -49,6 +51,7 @@ class Checkpointer:
         self._taken = 0  # the sequence of the last snapshot taken, or of the stored one
         self._timer: asyncio.TimerHandle | None = None
         self.saved_sequence = 0
+        self._holding = False  # a group applying in steps: the book is not consistent
 
     def resume(self, ledger: Ledger, stored: int) -> None:
         """After recovery: the stored checkpoint is at `stored`; counting starts there."""
@@ -81,8 +84,21 @@ class Checkpointer:
         if self._timer is None and self.seconds > 0:
             self._timer = asyncio.get_running_loop().call_later(self.seconds, self._tick)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No snapshot by the timer while a group applies in steps (the event loop runs other
+        work between them, the book half applied); the next one after it counts as usual."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
     def _tick(self) -> None:
         self._timer = None
+        if self._holding:
+            self._arm()
+            return
         ledger = self._ledger
         if ledger is None or (self._held is None and ledger.applied_sequence <= self._taken):
             return  # idle: the next applied event arms the timer again

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,10 +32,12 @@ from server.application.ports import (
     Sequenced,
     ViewsIncomplete,
 )
+from server.domain import steps
 from server.domain.balances import Balance
 from server.domain.book import PositionBook, PositionView, fee_rates, position_view
 from server.domain.marks import FxRate, Mark
 from server.domain.position import Position, PositionKey
+from server.domain.steps import Steps, at_once
 
 log = logging.getLogger("portfolio.views")
 
@@ -55,20 +57,19 @@ def _no_rows(account_id: str) -> list[tuple[Position, Decimal]]:
     return []
 
 
-def rows_of_account(book: PositionBook, account_id: str) -> list[tuple[Position, Decimal]]:
+def rows_of_account(book: PositionBook, account_id: str) -> Iterator[tuple[Position, Decimal]]:
     """Copies of every row of an account (account-level and strategies), each with its mark:
-    what a day's close snapshots."""
+    what a day's close snapshots. Made as they are read (the close reads them in steps,
+    before any other event applies)."""
     low, high = PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
     marks: dict[str, Decimal] = {}  # each instrument's once: it recurs in every strategy
-    rows: list[tuple[Position, Decimal]] = []
     for index in (book.account_rows, book.strategy_rows):
         for key in index.irange(low, high):
             instrument_id = key.instrument_id
             mark = marks.get(instrument_id)
             if mark is None:
                 mark = marks[instrument_id] = book.mark(instrument_id)
-            rows.append((index[key].copy(), mark))
-    return rows
+            yield index[key].copy(), mark
 
 
 class _Row(NamedTuple):
@@ -170,7 +171,7 @@ class ViewProjector:
         # account_id -> its cash balances (the ledger's), read on the event loop at submit.
         self.balances_of: Callable[[str], list[Balance]] = _no_balances
         # account_id -> copies of all its rows with their marks, for a day's close.
-        self.rows_of: Callable[[str], list[tuple[Position, Decimal]]] = _no_rows
+        self.rows_of: Callable[[str], Iterable[tuple[Position, Decimal]]] = _no_rows
 
     @property
     def healthy(self) -> bool:
@@ -187,6 +188,17 @@ class ViewProjector:
         """Committed events, copies of the rows they changed with their marks then, how
         their status changes were judged, and the reconciliation runs they made. Called on
         the event loop: each row's base currency and rate are taken here, not on the thread."""
+        at_once(self.submitting(events, rows, transitions, runs))
+
+    def submitting(
+        self,
+        events: list[Sequenced],
+        rows: list[tuple[Position, Decimal]],
+        transitions: list[OrderTransition] | None = None,
+        runs: list[ReconciliationRun] | None = None,
+    ) -> Steps[None]:
+        """`submit` in steps: a day's close copies every row of its account, in steps of
+        `ROWS_PER_STEP` (steps.py), before any other event applies."""
         batch = self._batch
         batch.events.extend(events)
         batch.transitions.extend(transitions or ())
@@ -198,7 +210,7 @@ class ViewProjector:
             if event.kind == "day_close":  # every row and balance of the account, as now
                 account_id = getattr(event, "account_id", "")
                 close_ns = int(getattr(event, "timestamp_ns", 0))
-                rows_now = self._close_rows(account_id)
+                rows_now = yield from self._close_rows(account_id)
                 balances = [b.copy() for b in self.balances_of(account_id)]
                 batch.closes.append(_Close(close_ns, rows_now, balances))
         self._fresh = True
@@ -211,14 +223,17 @@ class ViewProjector:
         rates = fee_rates(row, functools.partial(_rate_into_base, base_of, account_id))
         return _Row(row, mark, base, rate, rates)
 
-    def _close_rows(self, account_id: str) -> list[_Row]:
+    def _close_rows(self, account_id: str) -> Steps[list[_Row]]:
         """Every row of the account for a day's close, as `_row` makes them, with each
         currency's base and rate asked once (a close takes a million rows on a large book, on
-        the event loop; the rows of one account share its base currency)."""
+        the event loop; the rows of one account share its base currency); in steps."""
         rates: dict[str, tuple[str, Decimal | None]] = {}
         rate_into_base = functools.partial(_rate_into_base, self._base_of, account_id)
         made: list[_Row] = []
+        step = steps.ROWS_PER_STEP
         for row, mark in self.rows_of(account_id):
+            if len(made) % step == 0 and made:
+                yield
             currency = row.currency
             found = rates.get(currency)
             if found is None:

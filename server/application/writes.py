@@ -20,7 +20,6 @@ one another quickly (a crash loop) never replay more and more.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +27,7 @@ from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic
+from typing import Generic, TypeAlias
 
 from server.application.checkpoints import Checkpointer
 from server.application.collector import collector_paused
@@ -56,6 +55,7 @@ from server.domain.position import Position, PositionKey
 from server.domain.refusals import Refusal
 from server.domain.restatement import Placement
 from server.domain.state import restore
+from server.domain.steps import Steps, at_once
 from server.domain.time_window import TimeWindow
 from server.log_limit import LogLimiter
 
@@ -72,6 +72,12 @@ def booking_as(booker: Booker) -> None:
     call's name is the service's own (SYSTEM)."""
     _booker.set(booker)
 
+
+Replayed: TypeAlias = tuple[
+    list[tuple[Position, Decimal]], list[OrderTransition], list[ReconciliationChanged]
+]
+"""What `replay` returns: copies of the rows changed (each with its mark then), the order
+transitions, the reconciliation runs."""
 
 MISPLACED_ALERT_SECONDS = 900.0
 """How long health `books` stays NOT_SERVING after a fill was booked outside its place."""
@@ -181,16 +187,25 @@ class WritePath(Generic[Payload]):
             return outcome, None
         return outcome, self.ledger.refusals.get(outcome.sequence)
 
-    def _apply_durable(self, group: list[Sequenced]) -> None:
-        """Applies a durable group, hands it to the views and maybe takes a checkpoint; with
-        the collector paused when an event visits a whole account (see collector.py)."""
-        bulk = any(visits_account(event) for _, event in group)
-        with collector_paused() if bulk else contextlib.nullcontext():
-            changed, transitions, runs = self.replay(group)
-            self._alert_misplaced(group)
-            self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
-            self.projector.submit(group, changed, transitions, [change.run for change in runs])
-            self.checkpoints.after_apply(self.ledger)
+    def _apply_durable(self, group: list[Sequenced]) -> Steps[None]:
+        """Applies a durable group, hands it to the views and maybe takes a checkpoint. In
+        steps when an event visits a whole account (a day's close): the committer lets the
+        event loop run queries and health checks between them, and no checkpoint is taken
+        until the group is done; with the collector paused (collector.py)."""
+        if not any(visits_account(event) for _, event in group):
+            at_once(self._applying(group))
+            return
+        with collector_paused(), self.checkpoints.held():
+            yield from self._applying(group)
+
+    def _applying(self, group: list[Sequenced]) -> Steps[None]:
+        changed, transitions, runs = yield from self._replaying(group)
+        self._alert_misplaced(group)
+        self.ledger.traces.received(self._clock_ns())  # a trace's TTL counts from receipt
+        yield from self.projector.submitting(
+            group, changed, transitions, [change.run for change in runs]
+        )
+        self.checkpoints.after_apply(self.ledger)
 
     def _alert_misplaced(self, group: list[Sequenced]) -> None:
         """Says so when a fill could not be booked in its place (older than the restatement
@@ -237,20 +252,26 @@ class WritePath(Generic[Payload]):
         self.misplaced_at = None
         return True
 
-    def replay(
-        self, events: Iterable[Sequenced]
-    ) -> tuple[list[tuple[Position, Decimal]], list[OrderTransition], list[ReconciliationChanged]]:
+    def replay(self, events: Iterable[Sequenced]) -> Replayed:
         """Applies journaled events in sequence order and publishes their updates; returns
         copies of the rows they changed, each with its mark then, the order transitions and
         the reconciliation runs."""
+        return at_once(self._replaying(events))
+
+    def _replaying(self, events: Iterable[Sequenced]) -> Steps[Replayed]:
+        """`replay` in steps: those of the events that visit a whole account."""
         published: list[Update] = []
         changed: list[tuple[Position, Decimal]] = []
         transitions: list[OrderTransition] = []
         runs: list[ReconciliationChanged] = []
+        ledger = self.ledger
         for sequence, event in events:
             publishing = PUBLISHES[type(event)]
-            previous = publishing.before(self.ledger, event)
-            applied = self.ledger.apply(event, sequence)
+            previous = publishing.before(ledger, event)
+            if visits_account(event):
+                applied = yield from ledger.apply_in_steps(event, sequence)
+            else:
+                applied = ledger.apply(event, sequence)
             changed.extend((change.position, change.market_price) for change in applied.rows)
             updates, run = publishing.publish(self.reads, event, sequence, applied, previous)
             published.extend(updates)

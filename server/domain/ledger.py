@@ -79,6 +79,7 @@ from server.domain.restatement import (
 )
 from server.domain.retention import Retention
 from server.domain.seen import EventAt, Ints, JournalUnreadable, SeenIds
+from server.domain.steps import Steps, at_once
 from server.domain.traces import TraceBook
 
 
@@ -389,13 +390,28 @@ class Ledger:
 
     def apply(self, event: ExecutionEvent, sequence: int) -> Applied:
         """Applies an admitted event; events must come in sequence order."""
+        rules = self._applying(event, sequence)
+        return self._applied(sequence, rules.apply(self, event, sequence))
+
+    def apply_in_steps(self, event: ExecutionEvent, sequence: int) -> Steps[Applied]:
+        """`apply`, in steps for a kind that visits a whole account (KindRules.steps): the
+        caller may let other work run between them, as long as no other event applies."""
+        rules = self._applying(event, sequence)
+        if rules.steps is None:
+            return self._applied(sequence, rules.apply(self, event, sequence))
+        applied = yield from rules.steps(self, event, sequence)
+        return self._applied(sequence, applied)
+
+    def _applying(self, event: ExecutionEvent, sequence: int) -> KindRules[Any]:
         if sequence <= self.applied_sequence:
             raise ValueError(f"sequence {sequence} applied out of order")
         self.seen.journaled(sequence)
         rules = KINDS[type(event)]
         if rules.moves_clock:
             self._advance_clock(event.timestamp_ns)
-        applied = rules.apply(self, event, sequence)
+        return rules
+
+    def _applied(self, sequence: int, applied: Applied) -> Applied:
         if applied.refusal is not None:
             self.refusals[sequence] = applied.refusal
         self.applied_sequence = sequence
@@ -570,8 +586,11 @@ class Ledger:
         )
 
     def _apply_day_close(self, close: DayClose, sequence: int) -> Applied:
+        return at_once(self._closing_day(close, sequence))
+
+    def _closing_day(self, close: DayClose, sequence: int) -> Steps[Applied]:
         """Records the account's trading day (pnl_history.py) at the close's own marks (the
-        book's price for an instrument it has none for)."""
+        book's price for an instrument it has none for), in steps of its rows."""
         if close.trading_date <= self.pnl.closed_through(close.account_id):
             return Applied(
                 refusal=Refusal(
@@ -585,7 +604,7 @@ class Ledger:
         base = self.accounts.base_currency(close.account_id)
         rows = [row for group in self.account_instrument_rows(close.account_id).values()
                 for row in group]  # fmt: skip
-        days = self.pnl.close(
+        days = yield from self.pnl.closing(
             account_id=close.account_id, trading_date=close.trading_date,
             close_ns=close.timestamp_ns, sequence=sequence, late=close.late, rows=rows,
             mark_of=lambda instrument_id: marks.get(instrument_id, self.book.mark(instrument_id)),
@@ -876,15 +895,16 @@ class KindRules(Generic[E]):
     """How the ledger takes one kind of event, in one place: the field its id comes from,
     what refuses it at admission (a refusal naming the field, or None), what admitting it notes
     before it applies (a later event of the same batch may need it), how it applies, and
-    whether its time moves the event clock (market data does not), and whether applying it
-    visits every row of its account (its cost grows with the book, not with the event)."""
+    whether its time moves the event clock (market data does not), and, for a kind whose
+    applying visits every row of its account (its cost grows with the book, not with the
+    event), the same apply in steps (steps.py)."""
 
     id_field: str
     apply: Callable[[Ledger, E, int], Applied]
     refuses: Callable[[Ledger, E], Refusal | None] | None = None
     admitted: Callable[[Ledger, E], None] | None = None
     moves_clock: bool = True
-    visits_account: bool = False
+    steps: Callable[[Ledger, E, int], Steps[Applied]] | None = None
 
 
 KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
@@ -925,7 +945,7 @@ KINDS: dict[type[JournaledEvent], KindRules[Any]] = {
     ),
     DayClose: KindRules(
         id_field="trading_date", apply=Ledger._apply_day_close, moves_clock=False,
-        visits_account=True,
+        steps=Ledger._closing_day,
     ),
 }  # fmt: skip
 """Every kind the journal holds: a new kind adds its entry here (and its event class)."""
@@ -936,8 +956,8 @@ def _id_field(event: ExecutionEvent) -> str:
 
 
 def visits_account(event: ExecutionEvent) -> bool:
-    """Whether applying the event visits every row of its account (KindRules)."""
-    return KINDS[type(event)].visits_account
+    """Whether applying the event visits every row of its account (KindRules.steps)."""
+    return KINDS[type(event)].steps is not None
 
 
 def _in_columns(

@@ -12,6 +12,7 @@ from decimal import Decimal, localcontext
 
 import pytest
 
+from server.domain import steps
 from server.domain.decimals import EXACT, ZERO
 from server.domain.pnl_history import (  # helpers the close's rewrite left as they were
     NEW_DAY,
@@ -198,8 +199,13 @@ def _moved(rng: random.Random, row: Position) -> Position:
     return copy
 
 
+@pytest.mark.parametrize("step_rows", [1, 7, steps.ROWS_PER_STEP])
 @pytest.mark.parametrize("seed", range(40))
-def test_the_close_records_what_the_old_code_recorded_figure_for_figure(seed: int) -> None:
+def test_the_close_records_what_the_old_code_recorded_figure_for_figure(
+    seed: int, step_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the rows of a step (a close runs in steps of steps.ROWS_PER_STEP rows)."""
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", step_rows)
     rng = random.Random(seed)
     keys = [
         PositionKey("A1", rng.choice(("", "S1", "S2", "S3")), f"I{n}")

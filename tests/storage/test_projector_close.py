@@ -6,11 +6,19 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import pytest
+
 from server.application.projector import ViewProjector
+from server.domain import steps
 from server.domain.position import Position, PositionKey
 
 
-def test_a_close_takes_each_row_as_submit_would_asking_each_rate_once() -> None:
+@pytest.mark.parametrize("step_rows", [1, 4, steps.ROWS_PER_STEP])
+def test_a_close_takes_each_row_as_submit_would_asking_each_rate_once(
+    step_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In steps of any size (they stop nowhere but between rows)."""
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", step_rows)
     rates = {"USD": Decimal(1), "EUR": Decimal("1.1"), "JPY": None}
     asked: list[str] = []
 
@@ -37,7 +45,16 @@ def test_a_close_takes_each_row_as_submit_would_asking_each_rate_once() -> None:
         projector.rows_of = lambda account_id: rows
         expected = [projector._row(row, mark) for row, mark in rows]
         asked.clear()
-        made = projector._close_rows("A1")
+        closing = projector._close_rows("A1")
+        taken = 0
+        while True:
+            try:
+                next(closing)
+            except StopIteration as done:
+                made = done.value
+                break
+            taken += 1
+    assert taken == (len(rows) - 1) // step_rows
     assert made == expected
     assert [row.fee_rates for row in made if row.position.other_fees] == [
         (Decimal("1.1"), None)

@@ -1,0 +1,109 @@
+"""A day's close visits every row of its account (a million on a large book): the service
+applies it in steps, answering queries between them while readers see the day before whole,
+and takes no checkpoint of a group half applied."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from portfolio.v1 import portfolio_pb2 as pb
+from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.application import checkpoints
+from server.domain import steps
+from server.domain.events import DayClose
+from server.domain.ledger import Ledger
+from server.domain.state import capture_rows
+from tests.api.protocol import acks, pb_fill
+from tests.conftest import start_test_server
+from tests.domain.builders import fill
+
+STEP_SECONDS = 0.15  # each step of one row made slow: a stand-in for thousands of rows
+
+
+def test_queries_are_answered_between_the_steps_of_a_close(monkeypatch):
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", 1)
+    server = start_test_server()
+    stepping, recorded = threading.Event(), threading.Event()
+    try:
+        writes = server.running.service.writes
+        ledger = writes.ledger
+        real_closing = ledger.pnl.closing
+
+        def slow(**close):  # type: ignore[no-untyped-def]
+            stepping.set()
+            closing = real_closing(**close)
+            while True:
+                time.sleep(STEP_SECONDS)  # this step's work, made slow
+                try:
+                    next(closing)
+                except StopIteration as done:
+                    recorded.set()
+                    return done.value
+                yield
+
+        ledger.pnl.closing = slow  # type: ignore[method-assign]
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            acks(stub, *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(3)])
+            rows = len(ledger.book)  # 3 strategy rows, 3 account-level rows: 6 steps
+            close = DayClose(
+                account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
+                marks=ledger.closing_marks("A1"), late=False,
+            )  # fmt: skip
+            with ThreadPoolExecutor(1) as pool:
+                closing = pool.submit(server.call, writes.ingest([close]))
+                assert stepping.wait(10)
+                began = time.monotonic()
+                position = stub.GetPosition(
+                    pb.GetPositionRequest(account_id="A1", strategy_id="S1", instrument_id="I0"),
+                    timeout=10,
+                )
+                history = stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1"), timeout=10)
+                answered = time.monotonic() - began
+                assert not recorded.is_set(), "answered only once the close was done"
+                assert answered < rows * STEP_SECONDS / 2
+                assert position.quantity == "10"
+                assert list(history.days) == []  # the day before, whole: no day recorded yet
+                (outcome,) = closing.result(timeout=30)
+            history = stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1"), timeout=10)
+            assert [day.trading_date for day in history.days] == ["2026-01-02"]
+            assert outcome.sequence == history.as_of_sequence == 4
+    finally:
+        server.stop()
+
+
+async def test_no_checkpoint_is_taken_while_a_group_applies_in_steps(monkeypatch):
+    """The timer's snapshot waits for the group: the book is half applied between steps."""
+    taken: list[int] = []
+    snapshot = checkpoints.snapshot
+
+    def noted(ledger: Ledger) -> object:
+        taken.append(ledger.applied_sequence)
+        return snapshot(ledger)
+
+    monkeypatch.setattr(checkpoints, "snapshot", noted)
+
+    class Store:
+        def save_checkpoint(self, checkpoint: object) -> None:
+            pass
+
+    ledger = Ledger()
+    with ThreadPoolExecutor(1) as executor:
+        checkpointer = checkpoints.Checkpointer(Store(), executor, every=10**9, seconds=0.01)  # type: ignore[arg-type]
+        checkpointer.resume(ledger, 0)
+        event = fill("BUY", 1, 10)
+        ledger.apply(event, ledger.admit(event).sequence)
+        checkpointer.after_apply(ledger)  # arms the timer
+        with checkpointer.held():
+            event = fill("BUY", 1, 10)
+            ledger.apply(event, ledger.admit(event).sequence)
+            await asyncio.sleep(0.1)  # ten ticks
+            assert taken == []
+        await asyncio.sleep(0.1)
+        assert taken == [2]
+        assert len(capture_rows(ledger)) == 2
