@@ -19,6 +19,7 @@ from collections.abc import Callable
 import arcticdb as adb
 import grpc
 import pytest
+from arcticdb.exceptions import NoDataFoundException
 
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.domain.book import PositionView
@@ -43,11 +44,18 @@ def ingest(server: ServerThread, *events: object) -> None:
 def sequences(
     server: ServerThread, library: str, symbol: str, column: str = "sequence"
 ) -> list[int]:
-    """What the service's own read side finds (it reads what the writer wrote afresh)."""
+    """What the service's own read side finds (it reads what the writer wrote afresh). A
+    read that lands between the writer's new version and its pruning of the one the read
+    found raises NoDataFoundException: read again, as any reader of a pruned symbol does."""
     found = getattr(server.running.store.views, library)
-    if not found.has_symbol(symbol):
-        return []
-    return [int(s) for s in found.read(symbol).data[column]]
+    for _ in range(10):
+        if not found.has_symbol(symbol):
+            return []
+        try:
+            return [int(s) for s in found.read(symbol).data[column]]
+        except NoDataFoundException:
+            time.sleep(0.05)
+    raise AssertionError(f"{library}/{symbol}: no version could be read")
 
 
 def alive(pid: int) -> bool:
