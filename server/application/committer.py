@@ -15,10 +15,10 @@ with the cause, and the task ends with the error so the service's supervision st
 (non-zero exit) for a supervisor to restart from the journal. The door's checks are what keep
 such an event from being admitted at all.
 
-A group holding an event that visits a whole account (a day's close of a million rows) is
-applied in steps, with a turn of the event loop between them: queries and health checks are
-answered meanwhile, and new events admitted; they are committed, applied and acknowledged after
-it, in order.
+A large group, or one holding an event that visits a whole account (a day's close of a million
+rows), is applied in steps (WritePath._apply_durable), with the event loop's other work between
+them: queries and health checks are answered meanwhile, and new events admitted; they are
+committed, applied and acknowledged after it, in order.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import grpc
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.application import checkpoints
+from server.application import writes as writes_module
 from server.domain import steps
 from server.domain.events import DayClose
 from server.domain.ledger import Ledger
@@ -107,3 +108,44 @@ async def test_no_checkpoint_is_taken_while_a_group_applies_in_steps(monkeypatch
         await asyncio.sleep(0.1)
         assert taken == [2]
         assert len(capture_rows(ledger)) == 2
+
+
+def test_a_large_group_is_applied_in_steps_and_acked_whole(monkeypatch):
+    """A group of more than `EVENTS_PER_STEP` events (a batch of 10,000, or what gathered
+    while the store was down): queries are answered between its steps, each seeing the book
+    at an event's end; the acks come after the last."""
+    monkeypatch.setattr(writes_module, "EVENTS_PER_STEP", 1)
+    server = start_test_server()
+    seen: list[int] = []  # the sequence each query saw
+    try:
+        writes = server.running.service.writes
+        ledger = writes.ledger
+        apply = ledger.apply
+
+        def slow(event, sequence):  # type: ignore[no-untyped-def]
+            time.sleep(STEP_SECONDS)  # this event's work, made slow
+            return apply(event, sequence)
+
+        ledger.apply = slow  # type: ignore[method-assign]
+        events = [fill("BUY", 1, 10, instrument="I0") for _ in range(6)]
+        with grpc.insecure_channel(server.address) as channel, ThreadPoolExecutor(1) as pool:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            ingesting = pool.submit(server.call, writes.ingest(events))
+            deadline = time.monotonic() + 10
+            request = pb.GetPositionRequest(account_id="A1", strategy_id="S1", instrument_id="I0")
+            refused: set[grpc.StatusCode] = set()
+            while not ingesting.done() and time.monotonic() < deadline:
+                try:
+                    answer = stub.GetPosition(request, timeout=10)
+                except grpc.RpcError as error:  # no row before the first event applied
+                    refused.add(error.code())
+                    continue
+                if not ingesting.done():
+                    seen.append(int(answer.quantity))
+            outcomes = ingesting.result(timeout=30)
+        assert [outcome.sequence for outcome in outcomes] == [1, 2, 3, 4, 5, 6]
+        assert any(0 < quantity < 6 for quantity in seen), seen  # between steps
+        assert seen == sorted(seen)
+        assert refused <= {grpc.StatusCode.NOT_FOUND}
+    finally:
+        server.stop()
