@@ -320,20 +320,22 @@ class SubscriptionHub(Generic[Change, Payload]):
         """Subscriptions whose handler has not ended yet, cut-off ones included."""
         return len(self._open)
 
-    def publish(self, changes: Sequence[tuple[int, Topic, Change]]) -> None:
-        """Publishes the (sequence, topic, change) updates of one or more events, in order.
+    def publish(self, changes: Sequence[tuple[int, Topic, Change]], through: int = 0) -> None:
+        """Publishes the (sequence, topic, change) updates of one or more events, in order;
+        `through`: the last event applied, counted published even if it (and those before it)
+        published nothing, so a reader's `as_of_sequence + 1` is where a subscription starts.
 
         Runs on the admission path: it only queues (one wakeup per subscriber per call);
         encoding and writing happen in each subscriber's handler."""
         items = [
             Published(sequence, topic, change, self.encode) for sequence, topic, change in changes
         ]
-        if not items:
-            return
-        self._replay.extend(items)
-        self.latest_sequence = max(self.latest_sequence, max(item.sequence for item in items))
-        self._fan_out(items)
-        self._trim()
+        if items:
+            self._replay.extend(items)
+            self.latest_sequence = max(self.latest_sequence, max(item.sequence for item in items))
+            self._fan_out(items)
+            self._trim()
+        self.latest_sequence = max(self.latest_sequence, through)
 
     def publish_ephemeral(self, changes: Sequence[tuple[Topic, Change]]) -> None:
         """Publishes state that is not an event (market prices): to live subscribers only,

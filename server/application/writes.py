@@ -275,11 +275,16 @@ class WritePath(Generic[Payload]):
         runs: list[ReconciliationChanged] = []
         ledger = self.ledger
         for index, (sequence, event) in enumerate(events):
-            if index and index % EVENTS_PER_STEP == 0:
+            stepping = visits_account(event)
+            if stepping or (index and index % EVENTS_PER_STEP == 0):
+                # What a reader sees between steps is published: its as_of_sequence + 1 is
+                # where a subscription starts.
+                self.hub.publish(published, through=ledger.applied_sequence)
+                published = []
                 yield
             publishing = PUBLISHES[type(event)]
             previous = publishing.before(ledger, event)
-            if visits_account(event):
+            if stepping:
                 applied = yield from ledger.apply_in_steps(event, sequence)
             else:
                 applied = ledger.apply(event, sequence)
@@ -292,7 +297,7 @@ class WritePath(Generic[Payload]):
                 )
             if run is not None:
                 runs.append(run)
-        self.hub.publish(published)
+        self.hub.publish(published, through=ledger.applied_sequence)
         return changed, transitions, runs
 
     def judge(self, events: Iterable[Sequenced]) -> list[OrderTransition]:

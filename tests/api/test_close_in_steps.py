@@ -134,6 +134,8 @@ def test_a_large_group_is_applied_in_steps_and_acked_whole(monkeypatch):
             deadline = time.monotonic() + 10
             request = pb.GetPositionRequest(account_id="A1", strategy_id="S1", instrument_id="I0")
             refused: set[grpc.StatusCode] = set()
+            history = pb.GetPnlHistoryRequest(account_id="A1")
+            subscribed = None
             while not ingesting.done() and time.monotonic() < deadline:
                 try:
                     answer = stub.GetPosition(request, timeout=10)
@@ -142,7 +144,22 @@ def test_a_large_group_is_applied_in_steps_and_acked_whole(monkeypatch):
                     continue
                 if not ingesting.done():
                     seen.append(int(answer.quantity))
+                if subscribed is None and 0 < int(answer.quantity) < 5:
+                    # The documented start, between steps: read, then subscribe from
+                    # as_of_sequence + 1 (everything up to it is published, nothing after).
+                    as_of = stub.GetPnlHistory(history, timeout=10).as_of_sequence
+                    subscribed = (
+                        as_of,
+                        stub.SubscribeUpdates(
+                            pb.SubscribeUpdatesRequest(from_sequence=as_of + 1), timeout=10
+                        ),
+                    )
             outcomes = ingesting.result(timeout=30)
+            assert subscribed is not None
+            as_of, updates = subscribed
+            got = [next(updates).sequence for _ in range(2 * (6 - as_of))]  # two rows a fill
+            updates.cancel()
+            assert got == [n for n in range(as_of + 1, 7) for _ in range(2)]
         assert [outcome.sequence for outcome in outcomes] == [1, 2, 3, 4, 5, 6]
         assert any(0 < quantity < 6 for quantity in seen), seen  # between steps
         assert seen == sorted(seen)

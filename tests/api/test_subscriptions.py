@@ -163,3 +163,25 @@ def test_bad_level_filter_is_invalid(stub):
     with pytest.raises(grpc.RpcError) as raised:
         next(iter(stub.SubscribeUpdates(pb.SubscribeUpdatesRequest(level=9))))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_state_read_after_an_event_that_publishes_nothing_then_subscribed_from_as_of_plus_one(
+    stub, reader
+):
+    """The documented way to start: read state, subscribe from its `as_of_sequence + 1`. The
+    last event (an instrument's definition) published no update, yet the stream opens and
+    goes on from the next event."""
+    acks(stub, pb_fill("BUY", 1, 10))
+    stub.DefineInstrument(
+        pb.DefineInstrumentRequest(
+            instrument=pb.Instrument(
+                instrument_id="MSFT", asset_class=pb.ASSET_CLASS_EQUITY, currency="USD"
+            )
+        ),
+        timeout=5,
+    )
+    as_of = stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1"), timeout=5).as_of_sequence
+    assert as_of == 2
+    following = reader(from_sequence=as_of + 1)
+    (later,) = acks(stub, pb_fill("BUY", 1, 10))
+    assert [u.sequence for u in following.take(2)] == [later.sequence] * 2 == [3, 3]
