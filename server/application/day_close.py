@@ -216,6 +216,7 @@ class DayCloser:
                 balances = [b.copy() for b in ledger.balances.of_account(account_id)]
                 close_ns = days[0].close_ns if days else self._clock_ns()
                 await loop.run_in_executor(executor, store.record_close, close_ns, views, balances)
+            ledger.pnl.written(account_id, days)
             self._unrecorded.pop(account_id, None)
 
     async def catch_up(self) -> None:

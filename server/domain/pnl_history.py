@@ -297,8 +297,16 @@ class PnlHistory:
 
     def latest_rows(self, account_id: str) -> list[DailyPnl] | None:
         """The rows' days of the account's latest close, if this process recorded or
-        replayed it (None: it came from a checkpoint)."""
+        replayed it and they were not written yet (None: it came from a checkpoint, or
+        `written` was told)."""
         return self._latest.get(account_id)
+
+    def written(self, account_id: str, days: list[DailyPnl]) -> None:
+        """The analysts' store holds `days` (from `latest_rows`): they are let go, unless a
+        later close of the account replaced them meanwhile. They are about 1 KB a row (the
+        figures of the day are new numbers), twice what the row itself takes."""
+        if self._latest.get(account_id) is days:
+            del self._latest[account_id]
 
     @staticmethod
     def _row_day(

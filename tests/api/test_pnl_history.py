@@ -133,6 +133,10 @@ def test_a_missed_close_is_recorded_at_start_and_kept_across_restarts(tmp_path, 
                 (trading_date, True, [("USD", "40", "60", "1", "99", "660")], "99"),
             ]
             assert history(stub, "") == first  # the account-level book: one strategy
+            # Each row's day is kept only until the analysts' pnl library has it (about 1 KB a
+            # row: on a book of a million rows, a gigabyte until the next close).
+            pnl = server.running.service.writes.ledger.pnl
+            assert wait_for(lambda: pnl.latest_rows("A1") is None)
             # Since the start of the day (the close): nothing yet; then a sale of 2 at 120.
             assert day_figures(stub) == ("0", "0", "0", "0")
             acks(stub, pb_fill("SELL", 2, 120))
