@@ -198,7 +198,17 @@ class ViewProjector:
         runs: list[ReconciliationRun] | None = None,
     ) -> Steps[None]:
         """`submit` in steps: a day's close copies every row of its account, in steps of
-        `ROWS_PER_STEP` (steps.py), before any other event applies."""
+        `ROWS_PER_STEP` (steps.py), before any other event applies. The batch is taken only
+        after the last step: a write may start between steps (the mark feed's) and take the
+        batch held then."""
+        closes: list[_Close] = []
+        for _, event in events:
+            if event.kind == "day_close":  # every row and balance of the account, as now
+                account_id = getattr(event, "account_id", "")
+                close_ns = int(getattr(event, "timestamp_ns", 0))
+                rows_now = yield from self._close_rows(account_id)
+                balances = [b.copy() for b in self.balances_of(account_id)]
+                closes.append(_Close(close_ns, rows_now, balances))
         batch = self._batch
         batch.events.extend(events)
         batch.transitions.extend(transitions or ())
@@ -206,13 +216,7 @@ class ViewProjector:
         self._take_balances(events)
         for row, mark in rows:
             batch.rows[row.key] = self._row(row, mark)
-        for _, event in events:
-            if event.kind == "day_close":  # every row and balance of the account, as now
-                account_id = getattr(event, "account_id", "")
-                close_ns = int(getattr(event, "timestamp_ns", 0))
-                rows_now = yield from self._close_rows(account_id)
-                balances = [b.copy() for b in self.balances_of(account_id)]
-                batch.closes.append(_Close(close_ns, rows_now, balances))
+        batch.closes.extend(closes)
         self._fresh = True
         self._schedule()
 

@@ -61,3 +61,46 @@ def test_a_close_takes_each_row_as_submit_would_asking_each_rate_once(
     ] * 5
     # Once per currency for the rows, and once per other-currency fee (rows that have any).
     assert sorted(asked) == sorted(["USD", "EUR", "JPY"] + ["EUR", "JPY"] * 5)
+
+
+class _Store:
+    """Records what the views are given (the projector's port, in memory)."""
+
+    def __init__(self) -> None:
+        self.closes: list[int] = []
+
+    def record_close(self, close_ns: int, rows: list[object], balances: list[object]) -> None:
+        self.closes.append(len(rows))
+
+    def record_views(self, *parts: object) -> None:
+        pass
+
+    def record_marks(self, marks: object, rates: object) -> None:
+        pass
+
+
+async def test_a_views_write_between_the_steps_of_a_close_loses_none_of_its_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mark feed may start a views write while a close copies its rows in steps: the
+    close is handed over whole, to the write after."""
+    from server.domain.events import DayClose
+
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", 1)
+    rows = [
+        (Position(key=PositionKey("A1", "S1", f"I{n}"), multiplier=Decimal(1)), Decimal(1))
+        for n in range(3)
+    ]
+    store = _Store()
+    with ThreadPoolExecutor(1) as executor:
+        projector = ViewProjector(store, executor, Decimal("0.01"), min_interval=0.0)  # type: ignore[arg-type]
+        projector.rows_of = lambda account_id: iter(rows)
+        close = DayClose(account_id="A1", trading_date="2026-01-02", timestamp_ns=1, marks=())
+        submitting = projector.submitting([(1, close)], [])
+        next(submitting)  # one row copied
+        projector.submit_marks([], [])  # a views write starts now, between two steps
+        await projector.drained()
+        for _ in submitting:
+            pass
+        await projector.drained()
+    assert store.closes == [3]
