@@ -1,6 +1,7 @@
 """A day's close visits every row of its account (a million on a large book): the service
 applies it in steps, answering queries between them while readers see the day before whole,
-and takes no checkpoint of a group half applied."""
+takes no checkpoint of a group half applied, and loses none of the close's rows to a views
+write started between steps. A large group of events is applied in steps too."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from server.domain.events import DayClose
 from server.domain.ledger import Ledger
 from server.domain.state import capture_rows
 from tests.api.protocol import acks, pb_fill
+from tests.api.test_reference_and_cash import mark, stream_marks
 from tests.conftest import start_test_server
 from tests.domain.builders import fill
+from tests.polling import wait_for
+from tests.storage.test_views_history import closed_in
 
 STEP_SECONDS = 0.15  # each step made slow: a stand-in for thousands of rows
 EVENTS = 12  # of the large group: one a step, 1.8 s
@@ -162,5 +166,46 @@ def test_a_large_group_is_applied_in_steps_and_acked_whole(monkeypatch):
         assert any(0 < quantity < EVENTS for quantity in seen), seen  # between steps
         assert seen == sorted(seen)
         assert refused <= {grpc.StatusCode.NOT_FOUND}
+    finally:
+        server.stop()
+
+
+def test_marks_streamed_while_a_close_copies_its_rows_leave_the_close_whole_in_the_views(
+    tmp_path, monkeypatch
+):
+    """The mark feed's views write may start between the steps of a close: the close's rows
+    still reach `position_history`, every one, once."""
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", 1)
+    server = start_test_server(store=f"lmdb://{tmp_path}/store")
+    copying = threading.Event()
+    try:
+        writes = server.running.service.writes
+        ledger = writes.ledger
+        projector = server.running.service.projector
+        rows_of = projector.rows_of
+
+        def slow(account_id):  # type: ignore[no-untyped-def]
+            for row in rows_of(account_id):
+                copying.set()
+                time.sleep(STEP_SECONDS)  # this row's copy, made slow
+                yield row
+
+        projector.rows_of = slow
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            acks(stub, *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(8)])
+            close = DayClose(
+                account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
+                marks=ledger.closing_marks("A1"), late=False,
+            )  # fmt: skip
+            with ThreadPoolExecutor(1) as pool:
+                closing = pool.submit(server.call, writes.ingest([close]))
+                assert copying.wait(10)
+                stream_marks(stub, pb.MarkBatch(marks=[mark("I0", 10, mark="101")]))
+                closing.result(timeout=60)
+        views = server.running.store.views
+        assert wait_for(lambda: closed_in(views.position_history), 20)
+        history = views.position_history.read("A1").data
+        assert (history.reason == "close").sum() == 16  # every row of the account, once
     finally:
         server.stop()
