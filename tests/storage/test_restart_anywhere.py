@@ -7,7 +7,7 @@ client reads per account and strategy must be the same (tests.storage.test_resta
 The histories are the awkward ones: fills out of execution order over three days, a EUR
 instrument, commissions in EUR and JPY, FX rates and marks, corrections and commission
 amendments of earlier fills, order statuses, cash transfers, reservations and releases,
-duplicates and a live trace."""
+trading days' closes, duplicates and a live trace."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import itertools
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
 from server.application.ports import Checkpoint
+from server.domain.events import ClosingMark, DayClose
 from server.storage.arctic import ArcticEventStore
 from tests.api.protocol import BASE_SECONDS, ingest
 from tests.conftest import ServerThread, start_test_server
@@ -32,7 +34,7 @@ from tests.storage.test_restart import everything
 
 DAY = 86_400
 KINDS = ["fill"] * 6 + [
-    "status", "amend", "correct", "cash", "marks", "again", "reserve", "release",
+    "status", "amend", "correct", "cash", "marks", "again", "reserve", "release", "close", "close",
 ]  # fmt: skip
 INSTRUMENTS = {"AAPL": "USD", "SAP": "EUR"}
 
@@ -51,7 +53,16 @@ class Cash:
     request: pb.ReserveCashRequest | pb.ReleaseReservationRequest
 
 
-Step = pb.ExecutionEvent | Marks | Cash
+@dataclass(frozen=True)
+class Close:
+    """A trading day's close of an account, journaled as the day closer journals it, at
+    given marks (a close's own marks: the book's prices, which come back after a crash as
+    last saved, would differ between the two runs)."""
+
+    close: DayClose
+
+
+Step = pb.ExecutionEvent | Marks | Cash | Close
 
 
 def _stamp(message: object, seconds: int) -> object:
@@ -126,6 +137,19 @@ def histories(draw: st.DrawFn) -> list[Step]:
                     reservation_id=reservation.reservation_id,
                     amount=draw(st.sampled_from(["", "40"])),
                 )))  # fmt: skip
+        elif kind == "close":
+            account = draw(st.sampled_from(["A1", "A2"]))
+            closed = sum(
+                1 for step in steps if isinstance(step, Close) and step.close.account_id == account
+            )
+            marks = tuple(
+                ClosingMark(instrument_id=i, price=Decimal(draw(st.sampled_from(["97", "103.5"]))))
+                for i in sorted(INSTRUMENTS)
+            )
+            steps.append(Close(DayClose(
+                account_id=account, trading_date=f"2026-01-{10 + closed:02d}",
+                timestamp_ns=(BASE_SECONDS + seconds) * 10**9, marks=marks, late=False,
+            )))  # fmt: skip
         elif kind == "cash":
             transfer = pb.CashTransfer(
                 transfer_id=f"t{n}", account_id=draw(st.sampled_from(["A1", "A2"])),
@@ -158,6 +182,8 @@ def _send(server: ServerThread, steps: list[Step]) -> None:
         for batch in _batches(steps):
             if isinstance(batch, Marks):
                 list(stub.StreamMarks(iter([batch.batch]), timeout=10))
+            elif isinstance(batch, Close):
+                server.call(server.running.service.writes.ingest([batch.close]))
             elif isinstance(batch, Cash):
                 call = (
                     stub.ReserveCash
@@ -170,11 +196,11 @@ def _send(server: ServerThread, steps: list[Step]) -> None:
                 ingest(stub, batch)
 
 
-def _batches(steps: list[Step]) -> Iterator[Marks | Cash | list[pb.ExecutionEvent]]:
-    """Runs of events in one Ingest call each, the marks and cash calls between them."""
+def _batches(steps: list[Step]) -> Iterator[Marks | Cash | Close | list[pb.ExecutionEvent]]:
+    """Runs of events in one Ingest call each, the marks, cash calls and closes between."""
     run: list[pb.ExecutionEvent] = []
     for step in steps:
-        if isinstance(step, Marks | Cash):
+        if isinstance(step, Marks | Cash | Close):
             if run:
                 yield run
                 run = []
