@@ -6,6 +6,7 @@ write started between steps. A large group of events is applied in steps too."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -207,5 +208,60 @@ def test_marks_streamed_while_a_close_copies_its_rows_leave_the_close_whole_in_t
         assert wait_for(lambda: closed_in(views.position_history), 20)
         history = views.position_history.read("A1").data
         assert (history.reason == "close").sum() == 16  # every row of the account, once
+    finally:
+        server.stop()
+
+
+def test_a_stop_during_the_steps_of_a_close_lets_it_finish_and_a_restart_keeps_it_once(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(steps, "ROWS_PER_STEP", 1)
+    store = f"lmdb://{tmp_path}/store"
+    server = start_test_server(store=store)
+    stepping, stopped = threading.Event(), False
+    try:
+        writes = server.running.service.writes
+        ledger = writes.ledger
+        real_closing = ledger.pnl.closing
+
+        def slowed(**close):  # type: ignore[no-untyped-def]
+            stepping.set()
+            closing = real_closing(**close)
+            while True:
+                time.sleep(STEP_SECONDS)
+                try:
+                    next(closing)
+                except StopIteration as done:
+                    return done.value
+                yield
+
+        ledger.pnl.closing = slowed  # type: ignore[method-assign]
+        with grpc.insecure_channel(server.address) as channel:
+            acks(
+                pb_grpc.PortfolioManagerStub(channel),
+                *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(4)],
+            )
+        close = DayClose(
+            account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
+            marks=ledger.closing_marks("A1"), late=False,
+        )  # fmt: skip
+        with ThreadPoolExecutor(1) as pool:
+            closing = pool.submit(server.call, writes.ingest([close]))
+            assert stepping.wait(10)
+            server.stop()  # a graceful stop, the close in its steps (8 rows, 1.2 s)
+            stopped = True
+            (outcome,) = closing.result(timeout=30)
+        assert outcome.sequence == 5
+    finally:
+        if not stopped:
+            server.stop()
+    gc.collect()  # LMDB: one open instance per path and process
+    server = start_test_server(store=store)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.PortfolioManagerStub(channel)
+            history = stub.GetPnlHistory(pb.GetPnlHistoryRequest(account_id="A1"), timeout=10)
+        assert [day.trading_date for day in history.days] == ["2026-01-02"]
+        assert history.as_of_sequence == 5
     finally:
         server.stop()
