@@ -32,6 +32,26 @@ STEP_SECONDS = 0.15  # each step made slow: a stand-in for thousands of rows
 EVENTS = 12  # of the large group: one a step, 1.8 s
 
 
+def slow_down_closes(ledger: Ledger, stepping: threading.Event, recorded: threading.Event) -> None:
+    """Each step of the ledger's closes made slow (a stand-in for thousands of rows):
+    `stepping` is set as a close begins, `recorded` once its last step is done."""
+    real_closing = ledger.pnl.closing
+
+    def slow(**close):  # type: ignore[no-untyped-def]
+        stepping.set()
+        closing = real_closing(**close)
+        while True:
+            time.sleep(STEP_SECONDS)  # this step's work, made slow
+            try:
+                next(closing)
+            except StopIteration as done:
+                recorded.set()
+                return done.value
+            yield
+
+    ledger.pnl.closing = slow  # type: ignore[method-assign]
+
+
 def test_queries_are_answered_between_the_steps_of_a_close(monkeypatch):
     monkeypatch.setattr(steps, "ROWS_PER_STEP", 1)
     server = start_test_server()
@@ -39,21 +59,7 @@ def test_queries_are_answered_between_the_steps_of_a_close(monkeypatch):
     try:
         writes = server.running.service.writes
         ledger = writes.ledger
-        real_closing = ledger.pnl.closing
-
-        def slow(**close):  # type: ignore[no-untyped-def]
-            stepping.set()
-            closing = real_closing(**close)
-            while True:
-                time.sleep(STEP_SECONDS)  # this step's work, made slow
-                try:
-                    next(closing)
-                except StopIteration as done:
-                    recorded.set()
-                    return done.value
-                yield
-
-        ledger.pnl.closing = slow  # type: ignore[method-assign]
+        slow_down_closes(ledger, stepping, recorded)
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.PortfolioManagerStub(channel)
             acks(stub, *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(8)])
@@ -222,20 +228,7 @@ def test_a_stop_during_the_steps_of_a_close_lets_it_finish_and_a_restart_keeps_i
     try:
         writes = server.running.service.writes
         ledger = writes.ledger
-        real_closing = ledger.pnl.closing
-
-        def slowed(**close):  # type: ignore[no-untyped-def]
-            stepping.set()
-            closing = real_closing(**close)
-            while True:
-                time.sleep(STEP_SECONDS)
-                try:
-                    next(closing)
-                except StopIteration as done:
-                    return done.value
-                yield
-
-        ledger.pnl.closing = slowed  # type: ignore[method-assign]
+        slow_down_closes(ledger, stepping, threading.Event())
         with grpc.insecure_channel(server.address) as channel:
             acks(
                 pb_grpc.PortfolioManagerStub(channel),
