@@ -32,6 +32,14 @@ STEP_SECONDS = 0.15  # each step made slow: a stand-in for thousands of rows
 EVENTS = 12  # of the large group: one a step, 1.8 s
 
 
+def day_close(ledger: Ledger) -> DayClose:
+    """Account A1's close of 2026-01-02 at the book's prices, as the day closer makes it."""
+    return DayClose(
+        account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
+        marks=ledger.closing_marks("A1"), late=False,
+    )  # fmt: skip
+
+
 def slow_down_closes(ledger: Ledger, stepping: threading.Event, recorded: threading.Event) -> None:
     """Each step of the ledger's closes made slow (a stand-in for thousands of rows):
     `stepping` is set as a close begins, `recorded` once its last step is done."""
@@ -64,10 +72,7 @@ def test_queries_are_answered_between_the_steps_of_a_close(monkeypatch):
             stub = pb_grpc.PortfolioManagerStub(channel)
             acks(stub, *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(8)])
             assert len(ledger.book) == 16  # strategy and account-level rows: 16 steps, 2.4 s
-            close = DayClose(
-                account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
-                marks=ledger.closing_marks("A1"), late=False,
-            )  # fmt: skip
+            close = day_close(ledger)
             with ThreadPoolExecutor(1) as pool:
                 closing = pool.submit(server.call, writes.ingest([close]))
                 assert stepping.wait(10)
@@ -201,10 +206,7 @@ def test_marks_streamed_while_a_close_copies_its_rows_leave_the_close_whole_in_t
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.PortfolioManagerStub(channel)
             acks(stub, *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(8)])
-            close = DayClose(
-                account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
-                marks=ledger.closing_marks("A1"), late=False,
-            )  # fmt: skip
+            close = day_close(ledger)
             with ThreadPoolExecutor(1) as pool:
                 closing = pool.submit(server.call, writes.ingest([close]))
                 assert copying.wait(10)
@@ -234,10 +236,7 @@ def test_a_stop_during_the_steps_of_a_close_lets_it_finish_and_a_restart_keeps_i
                 pb_grpc.PortfolioManagerStub(channel),
                 *[pb_fill("BUY", 10, 100, instrument=f"I{n}") for n in range(4)],
             )
-        close = DayClose(
-            account_id="A1", trading_date="2026-01-02", timestamp_ns=ledger.clock_ns + 1,
-            marks=ledger.closing_marks("A1"), late=False,
-        )  # fmt: skip
+        close = day_close(ledger)
         with ThreadPoolExecutor(1) as pool:
             closing = pool.submit(server.call, writes.ingest([close]))
             assert stepping.wait(10)
