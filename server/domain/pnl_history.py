@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from server.domain import steps
 from server.domain.decimals import EXACT, ZERO
 from server.domain.position import Position, PositionKey
-from server.domain.steps import Steps, at_once
+from server.domain.steps import Steps
 from server.domain.totals import convert
 
 __all__ = ["NEW_DAY", "CurrencyDay", "DailyPnl", "PnlHistory", "RowClose", "ScopeDay"]
@@ -194,10 +194,6 @@ class PnlHistory:
     def closed_through(self, account_id: str) -> str:
         """The latest trading date closed for the account ("" before its first close)."""
         return self._closed.get(account_id, "")
-
-    def close(self, **close: Any) -> list[DailyPnl]:
-        """`closing` at once (keyword arguments as it takes them)."""
-        return at_once(self.closing(**close))
 
     def closing(
         self,

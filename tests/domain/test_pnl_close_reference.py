@@ -26,6 +26,7 @@ from server.domain.pnl_history import (  # helpers the close's rewrite left as t
     _plus,
 )
 from server.domain.position import Position, PositionKey
+from server.domain.steps import at_once
 
 
 def _scope_add(scope: ScopeDay, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
@@ -226,7 +227,7 @@ def test_the_close_records_what_the_old_code_recorded_figure_for_figure(
             rate_of=rates.get, precision=Decimal("0.01"),
         )  # fmt: skip
         expected = old.close(rows=list(rows.values()), **arguments)  # type: ignore[arg-type]
-        got = new.close(rows=list(rows.values()), **arguments)  # type: ignore[arg-type]
+        got = at_once(new.closing(rows=list(rows.values()), **arguments))  # type: ignore[arg-type]
         assert repr(got) == repr(expected)
         assert repr(
             new.days("A1") + [d for s in ("S1", "S2", "S3") for d in new.days("A1", s)]
