@@ -198,8 +198,8 @@ class WritePath(Generic[Payload]):
         visits a whole account (a day's close): the committer lets the event loop answer
         queries and health checks between them, and no checkpoint is taken until the group
         is done. A close runs with the collector paused (collector.py). What a reader sees
-        between steps is the book at an event's end, every event of it durable; the group's
-        updates are published and its acks sent after the last step."""
+        between steps is the book at an event's end, every event of it durable and its
+        updates published; the group's acks are sent after the last step."""
         bulk = any(visits_account(event) for _, event in group)
         if not bulk and len(group) <= EVENTS_PER_STEP:
             at_once(self._applying(group))
@@ -268,7 +268,8 @@ class WritePath(Generic[Payload]):
         return at_once(self._replaying(events))
 
     def _replaying(self, events: Iterable[Sequenced]) -> Steps[Replayed]:
-        """`replay` in steps: those of the events that visit a whole account."""
+        """`replay` in steps: one every `EVENTS_PER_STEP` events, and those of an event that
+        visits a whole account; what was applied before a step is published before it."""
         published: list[Update] = []
         changed: list[tuple[Position, Decimal]] = []
         transitions: list[OrderTransition] = []
