@@ -21,6 +21,7 @@ from server.domain.decimals import canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent, Fill
 from server.domain.marks import MarkSource
 from server.domain.performance import OpenTrip, RoundTrips
+from server.domain.pnl_history import RowClose
 from server.domain.position import Position, PositionKey, restored
 from server.storage.disk import StoreUnusable
 from server.storage.upcasters import (
@@ -128,6 +129,7 @@ class CheckpointBook(NamedTuple):
     anchors: list[Position]
     open_trips: list[OpenTrip]
     closed_trips: list[tuple[PositionKey, RoundTrips]]
+    last_closes: list[tuple[PositionKey, RowClose]]
 
 
 def checkpoint_frame(
@@ -135,15 +137,19 @@ def checkpoint_frame(
     anchors: Sequence[Position] = (),
     open_trips: Mapping[PositionKey, OpenTrip] | None = None,
     closed_trips: Mapping[PositionKey, RoundTrips] | None = None,
+    last_closes: Mapping[PositionKey, RowClose] | None = None,
 ) -> pd.DataFrame:
-    """Every row (its instrument's last fill price beside it, and its round trips in progress
-    and closed, from `open_trips` and `closed_trips`, if any) and anchor, column by column: a
-    frame made from a tuple per row costs pandas microseconds a row, a million at a stop."""
-    opened, closed = open_trips or {}, closed_trips or {}
+    """Every row (its instrument's last fill price beside it, its round trips in progress
+    and closed, and its figures at its last close, from `open_trips`, `closed_trips` and
+    `last_closes`, if any) and anchor, column by column: a frame made from a tuple per row
+    costs pandas microseconds a row, a million at a stop."""
+    opened, closed, closes = open_trips or {}, closed_trips or {}, last_closes or {}
     row_trips = [opened.get(row.key) for row, _ in rows]
     row_trips += [None] * len(anchors)
     done = [closed.get(row.key) for row, _ in rows]
     done += [None] * len(anchors)
+    row_closes = [closes.get(row.key) for row, _ in rows]
+    row_closes += [None] * len(anchors)
     positions = [row for row, _ in rows]
     positions += anchors
     prices: list[Price | None] = [price for _, price in rows]
@@ -186,9 +192,32 @@ def checkpoint_frame(
         integers(trips.losses if trips else 0 for trips in done),
         *([format(getattr(trips, name), "f") if trips else "" for trips in done]
           for name in TRIP_AMOUNTS),
+        *_close_columns(row_closes),
     ]  # fmt: skip
     texts = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
     return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, texts, strict=True)))  # object: also empty
+
+
+def _close_columns(closes: list[RowClose | None]) -> list[list[str]]:
+    """The `close_` columns, in RowClose's field order: each amount canonical, as the state
+    half's JSON record held it ("" for None, and every column "" for a row not closed yet)."""
+    quantities = [canonical(close.quantity) if close else "" for close in closes]
+    other_fees = [
+        ";".join(f"{currency}={canonical(amount)}" for currency, amount in close.other_fees)
+        if close and close.other_fees else ""
+        for close in closes
+    ]  # fmt: skip
+
+    def amounts(name: str) -> list[str]:
+        return [
+            "" if close is None or (value := getattr(close, name)) is None else canonical(value)
+            for close in closes
+        ]
+
+    return [
+        quantities, amounts("mark"), amounts("realized_pnl"), amounts("realized_pnl_base"),
+        amounts("fees"), other_fees, amounts("unrealized_pnl"),
+    ]  # fmt: skip
 
 
 def _other_fees_text(row: Position) -> str:
@@ -242,12 +271,13 @@ def rows_from_checkpoint(
     prices: dict[tuple[str, int, str], Price] = {}
     trips: list[OpenTrip] = []
     closed: list[tuple[PositionKey, int]] = []  # the rows with closed trips, and their line
+    last: list[tuple[PositionKey, int]] = []  # the rows with a last close, and their line
     # One pass over the columns together, no lookup of a column per field and row.
     for (
         key, multiplier, quantity, cost_basis, realized_pnl, realized_pnl_base, base_currency,
         fee, other, trade_count, opened_at_ns, updated_at_ns, last_sequence, currency,
         booked_through_ns, booked_through_id, anchor, trip_sign, trip_realized, trip_fees,
-        trips_count, *fill_price,
+        trips_count, close_quantity, *fill_price,
     ) in zip(
         zip(column["account_id"], column["strategy_id"], column["instrument_id"], strict=True),
         multipliers, quantities, costs, realized, realized_base, column["base_currency"], fees,
@@ -255,7 +285,8 @@ def rows_from_checkpoint(
         column["updated_at_ns"], column["last_sequence"], column["currency"],
         column["booked_through_ns"], column["booked_through_id"], column["anchor"],
         column["open_trip_sign"], column["open_trip_realized_pnl"], column["open_trip_fees"],
-        column["trips_count"], column["fill_price"], column["fill_price_time_ns"],
+        column["trips_count"], column["close_quantity"], column["fill_price"],
+        column["fill_price_time_ns"],
         column["fill_price_fill_id"],
         strict=True,
     ):  # fmt: skip
@@ -284,7 +315,12 @@ def rows_from_checkpoint(
             ))  # fmt: skip
         if trips_count:
             closed.append((position.key, len(rows) + len(anchors) - 1))  # its line
-    return CheckpointBook(rows, anchors, trips, _closed_trips(closed, column, shared))
+        if close_quantity:
+            last.append((position.key, len(rows) + len(anchors) - 1))
+    return CheckpointBook(
+        rows, anchors, trips, _closed_trips(closed, column, shared),
+        _last_closes(last, column, shared),
+    )  # fmt: skip
 
 
 def _closed_trips(
@@ -308,6 +344,35 @@ def _closed_trips(
             found, *counts.values(), *amounts.values(), strict=True
         )
     ]
+
+
+def _last_closes(
+    found: list[tuple[PositionKey, int]],
+    column: dict[str, list[Any]],
+    shared: dict[str, Decimal],
+) -> list[tuple[PositionKey, RowClose]]:
+    """The last closes of the rows `found` (key, line in the frame), column by column, as
+    _closed_trips reads the closed trips."""
+    if not found:
+        return []
+    lines = [line for _, line in found]
+
+    def amounts(name: str) -> list[Decimal | None]:
+        texts = column[f"close_{name}"]
+        return [_shared(texts[line], shared) if texts[line] else None for line in lines]
+
+    other_fees = [
+        tuple(_other_fees(text).items()) if (text := column["close_other_fees"][line]) else ()
+        for line in lines
+    ]
+    return [
+        (key, RowClose(*figures))
+        for (key, _), *figures in zip(
+            found, amounts("quantity"), amounts("mark"), amounts("realized_pnl"),
+            amounts("realized_pnl_base"), amounts("fees"), other_fees,
+            amounts("unrealized_pnl"), strict=True,
+        )
+    ]  # fmt: skip
 
 
 def _shared(text: str, shared: dict[str, Decimal]) -> Decimal:

@@ -64,6 +64,10 @@ _BOOK_V6 = [
     "trips_wins", "trips_losses", "trips_gross_win", "trips_gross_loss", "trips_largest_win",
     "trips_largest_loss",
 ]  # fmt: skip
+_BOOK_V7 = [
+    *_BOOK_V6, "close_quantity", "close_mark", "close_realized_pnl", "close_realized_pnl_base",
+    "close_fees", "close_other_fees", "close_unrealized_pnl",
+]  # fmt: skip
 
 BOOK_COLUMNS: dict[int, list[str]] = {
     2: _BOOK_V2,  # orders, instruments, accounts (the first book with a state half)
@@ -71,6 +75,7 @@ BOOK_COLUMNS: dict[int, list[str]] = {
     4: _BOOK_V4,  # realized P&L in base currency at the rate of its day
     5: _BOOK_V4,  # the same columns; anchors only where not empty (anchors_left_out)
     6: _BOOK_V6,  # each row's round trips, in progress and closed (were JSON in the state)
+    7: _BOOK_V7,  # each row's figures at its last close (were JSON in the state)
 }
 BOOK_VERSION = max(BOOK_COLUMNS)
 
@@ -147,11 +152,18 @@ def _book_v5_to_v6(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{name: 0 if name in counts else "" for name in added})
 
 
+def _book_v6_to_v7(frame: pd.DataFrame) -> pd.DataFrame:
+    """No last closes in the book: an earlier release kept them in the state half's
+    `pnl_last_closes` section, which is still read (state_frames)."""
+    return frame.assign(**dict.fromkeys(_BOOK_V7[len(_BOOK_V6) :], ""))
+
+
 BOOK_UPCASTERS: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {
     2: _book_v2_to_v3,
     3: _book_v3_to_v4,
     4: _book_v4_to_v5,
     5: _book_v5_to_v6,
+    6: _book_v6_to_v7,
 }
 
 STATE_VERSION = 1

@@ -11,6 +11,7 @@ from server.domain.book import Price
 from server.domain.decimals import canonical
 from server.domain.marks import MarkSource
 from server.domain.performance import RoundTrips
+from server.domain.pnl_history import RowClose
 from server.domain.position import Position, PositionKey
 from server.storage.frames import CHECKPOINT_COLUMNS, checkpoint_frame, rows_from_checkpoint
 
@@ -22,12 +23,17 @@ def by_row(
     anchors: list[Position],
     trips: dict[PositionKey, tuple[PositionKey, int, Decimal, Decimal]],
     closed: dict[PositionKey, RoundTrips],
+    closes: dict[PositionKey, RowClose],
 ) -> pd.DataFrame:
     """The frame as it was built before: one tuple per row."""
+
+    def text(amount: Decimal | None) -> str:
+        return "" if amount is None else canonical(amount)
 
     def record(row: Position, price: Price | None, anchor: bool) -> tuple[object, ...]:
         trip = None if anchor else trips.get(row.key)
         done = None if anchor else closed.get(row.key)
+        last = None if anchor else closes.get(row.key)
         amounts = ("gross_win", "gross_loss", "largest_win", "largest_loss")
         fees = ";".join(f"{c}={canonical(a)}" for c, a in row.other_fee_items())
         return (
@@ -42,6 +48,10 @@ def by_row(
             format(trip[3], "f") if trip else "",
             done.count if done else 0, done.wins if done else 0, done.losses if done else 0,
             *(format(getattr(done, name), "f") if done else "" for name in amounts),
+            *((text(last.quantity), text(last.mark), text(last.realized_pnl),
+               text(last.realized_pnl_base), text(last.fees),
+               ";".join(f"{c}={canonical(a)}" for c, a in last.other_fees),
+               text(last.unrealized_pnl)) if last else [""] * 7),
         )  # fmt: skip
 
     frame = pd.DataFrame(
@@ -89,12 +99,20 @@ def test_the_frame_is_the_one_a_tuple_per_row_made() -> None:
         rows[4][0].key: RoundTrips(1, 0, 0),
         PositionKey("A", "S9", "I9"): RoundTrips(1, 1, 0, D(1), D(0), D(1)),
     }
+    # Last closes: exponents dropped (canonical, as the state's JSON record had them), a mark
+    # and a base figure missing, fees in other currencies; one of a key with no row.
+    closes = {
+        rows[0][0].key: RowClose(D("-1.50"), D("101.250"), D("12.5"), D("12.5"), D("0.35"),
+                                 (("JPY", D("30")), ("GBP", D("0.10"))), D("-7.25")),
+        rows[2][0].key: RowClose(D(0), None, D("-3"), None),
+        PositionKey("A", "S9", "I9"): RowClose(D(1)),
+    }  # fmt: skip
     for held, kept in ((rows, anchors), (rows, []), ([], anchors), ([], [])):
-        for open_trips, closed_trips in ((trips, closed), ({}, {})):
-            frame = checkpoint_frame(held, kept, open_trips, closed_trips)
-            pd.testing.assert_frame_equal(frame, by_row(held, kept, open_trips, closed_trips))
-    back, back_anchors, back_trips, back_closed = rows_from_checkpoint(
-        checkpoint_frame(rows, anchors, trips, closed)
+        for open_trips, closed_trips, last in ((trips, closed, closes), ({}, {}, {})):
+            frame = checkpoint_frame(held, kept, open_trips, closed_trips, last)
+            pd.testing.assert_frame_equal(frame, by_row(held, kept, open_trips, closed_trips, last))
+    back, back_anchors, back_trips, back_closed, back_closes = rows_from_checkpoint(
+        checkpoint_frame(rows, anchors, trips, closed, closes)
     )
     rows[1][0].other_fees = {"JPY": D(2)}  # a fee come to zero is not kept
     assert [r for r, _ in back] == [r for r, _ in rows] and back_anchors == anchors
@@ -105,14 +123,23 @@ def test_the_frame_is_the_one_a_tuple_per_row_made() -> None:
     assert back_trips[0][0] is back[0][0].key
     assert repr(back_closed) == repr([(key, closed[key]) for key in (rows[3][0].key,
                                                                      rows[4][0].key)])  # fmt: skip
+    # Each last close comes back as its canonical texts read, keyed by its row's key.
+    assert repr(back_closes) == repr([
+        (rows[0][0].key, RowClose(D("-1.5"), D("101.25"), D("12.5"), D("12.5"), D("0.35"),
+                                  (("JPY", D("30")), ("GBP", D("0.1"))), D("-7.25"))),
+        (rows[2][0].key, RowClose(D(0), None, D("-3"), None)),
+    ])  # fmt: skip
+    assert back_closes[0][0] is back[0][0].key
 
 
-def test_closed_trips_are_read_from_their_own_lines_whatever_the_anchors_between() -> None:
+def test_trips_and_closes_are_read_from_their_own_lines_whatever_the_anchors_between() -> None:
     """A frame whose anchors are not all last (none written so, but nothing relies on it)."""
     price = Price(D("1"), MarkSource.LAST_FILL, 5, "fill-5")
     rows = [(row(n), price) for n in range(1, 4)]
     closed = {held.key: RoundTrips(n, n, 0, D(n)) for n, (held, _) in enumerate(rows, 1)}
-    frame = checkpoint_frame(rows, [row(7), row(8)], {}, closed)
+    closes = {held.key: RowClose(D(n), D(n + 1)) for n, (held, _) in enumerate(rows, 1)}
+    frame = checkpoint_frame(rows, [row(7), row(8)], {}, closed, closes)
     mixed = frame.iloc[[3, 0, 4, 1, 2]].reset_index(drop=True)  # anchor, row, anchor, rows
-    _, anchors, _, back_closed = rows_from_checkpoint(mixed)
+    _, anchors, _, back_closed, back_closes = rows_from_checkpoint(mixed)
     assert len(anchors) == 2 and back_closed == list(closed.items())
+    assert back_closes == list(closes.items())

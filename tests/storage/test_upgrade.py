@@ -26,6 +26,7 @@ from server.domain.events import (
     BrokerCash,
     BrokerPosition,
     BrokerPositions,
+    DayClose,
     Fill,
     FxFixing,
     OrderStatus,
@@ -209,14 +210,22 @@ def test_a_journal_text_of_a_later_release_is_refused_at_start_naming_it(tmp_pat
 
 
 def _history_with_a_checkpoint(uri: str) -> tuple[Any, int]:
-    """Runs the service over a mixed history, checkpointed every 7 events: what it showed,
-    and the latest checkpoint's sequence."""
+    """Runs the service over a mixed history with a day's close of account A0 in its middle,
+    checkpointed every 7 events: what it showed, and the latest checkpoint's sequence."""
     events = [*mixed_history(), pb_status("late", "FILLED", order_id="0")]
     server = start_test_server(store=uri, checkpoint_every=7)
+    writes = server.running.service.writes
     channel, stub = open_stub(server)
     with channel:
         for start in range(0, len(events), 9):
             ingest(stub, events[start : start + 9])
+            if start == 27:  # as the day closer makes it
+                close = DayClose(
+                    account_id="A0", trading_date="2026-01-02",
+                    timestamp_ns=writes.ledger.clock_ns + 1,
+                    marks=writes.ledger.closing_marks("A0"), late=False,
+                )  # fmt: skip
+                server.call(writes.ingest([close]))
         before = everything(stub)
     server.stop()
     gc.collect()  # LMDB: one open instance per path and process
@@ -257,16 +266,20 @@ def _unversioned(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def rewrite_as_release(uri: str, book_version: int) -> int:
     """The checkpoint as the release writing book `book_version` wrote it: its columns (no
-    anchor rows before version 3), its metadata (no versions), and before version 6 the rows'
+    anchor rows before version 3), its metadata (no versions), before version 6 the rows'
     round trips, in progress and closed, as the state half's `perf_open` and `perf_trips`
-    records (how many: returned)."""
-    _, _, trips, closed = rows_from_checkpoint(_checkpoints(uri).read(BOOK).data)
+    records, and before version 7 their last closes as its `pnl_last_closes` (how many of
+    these the book held: returned)."""
+    _, _, trips, closed, closes = rows_from_checkpoint(_checkpoints(uri).read(BOOK).data)
     gc.collect()
 
     def state(frame: pd.DataFrame, metadata: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
-        if book_version < 6:
-            moved = state_frame(LedgerState(perf_open=trips, perf_trips=closed))
-            frame = pd.concat([frame, moved], ignore_index=True)
+        moved = LedgerState(
+            perf_open=trips if book_version < 6 else [],
+            perf_trips=closed if book_version < 6 else [],
+            pnl_last_closes=closes if book_version < 7 else [],
+        )
+        frame = pd.concat([frame, state_frame(moved)], ignore_index=True)
         return frame, _unversioned(metadata)
 
     def book(frame: pd.DataFrame, metadata: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
@@ -293,10 +306,14 @@ def test_a_checkpoint_of_an_earlier_release_is_used_and_gives_the_same_state(
 ):
     uri = f"lmdb://{tmp_path}/store"
     before, sequence = _history_with_a_checkpoint(uri)
+    # What the next close of A0 takes differences against: each of its rows' last close.
+    closes = rows_from_checkpoint(_checkpoints(uri).read(BOOK).data).last_closes
+    assert len(closes) == 8  # 4 instruments: 3 strategy rows and the account's row each
     assert rewrite_as_release(uri, book_version) > 0  # round trips left open to carry over
 
     server = start_test_server(store=uri, checkpoint_every=7)
     try:
+        assert repr(server.running.service.writes.ledger.pnl.last_closes()) == repr(sorted(closes))
         # The checkpoint was used (not a replay of the whole journal), and nothing differs.
         assert server.running.recovery.checkpoint_sequence == sequence
         assert server.running.recovery.replayed == before[1].as_of_sequence - sequence
