@@ -135,7 +135,7 @@ def snapshot(ledger: Ledger) -> dict[str, object]:
         "prices": {i: (book.price(i), book.fill_price(i)) for i in book.by_instrument},
         "account_totals": {a: book.account_currency_totals(a) for a in ["", *accounts]},
         "strategy_totals": {s: book.strategy_currency_totals(s) for s in strategies},
-        "pnl": (ledger.pnl.last_closes(), ledger.pnl.all_days(), ledger.pnl.closed_dates()),
+        "pnl": (sorted(ledger.pnl.last_closes()), ledger.pnl.all_days(), ledger.pnl.closed_dates()),
         "performance": ledger.performance.state(),
         "trace_venues": ledger.traces.venues,
     }
