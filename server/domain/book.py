@@ -418,6 +418,8 @@ class PositionBook:
         held = self._fill_prices.get(booked.instrument_id)
         if held is not None and (held.time_ns, held.fill_id) == place:  # it set the price
             self._fill_prices.pop(booked.instrument_id)
+            if replacement.instrument_id != booked.instrument_id:
+                self._fill_price_without(booked.instrument_id, place)
             self._note_fill_price(replacement.instrument_id, replacement.price, *place)
         elif replacement.instrument_id != booked.instrument_id:
             self._note_fill_price(replacement.instrument_id, replacement.price, *place)
@@ -584,6 +586,27 @@ class PositionBook:
             ):
                 window.queued_ns = None  # its entry is gone (or going, with nothing to do)
                 self._queue(row)
+
+    def _fill_price_without(self, instrument_id: str, place: BookingKey) -> None:
+        """The instrument's last fill price once its latest fill (at `place`) was corrected to
+        another instrument: the latest fill left in its rows' windows (each account-level
+        row's, read back from the journal if deferred; a rare event). With none left (older
+        fills have left the window and their prices are not kept) it has no fill price, and
+        no price unless marked: the moved fill's price was another instrument's. A restart
+        then gives the same (the checkpoint holds what is noted here)."""
+        latest: Booking | None = None
+        for key, row in (self.by_instrument.get(instrument_id) or {}).items():
+            if not key.is_account_level or row.window is None:
+                continue
+            if deferred_of(row.window) is not None:
+                self._materialize(row)
+            left = [b for b in visible(row.window) if b.key != place]
+            if left and (latest is None or left[-1].key > latest.key):
+                latest = left[-1]
+        if latest is not None:
+            self._note_fill_price(instrument_id, latest.price, *latest.key)
+        elif instrument_id not in self._market:
+            self._reprice(instrument_id, NO_PRICE)
 
     def _note_fill_price(
         self, instrument_id: str, price: Decimal, time_ns: int, fill_id: str

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from server.domain.book import Price
+from server.domain.book import NO_PRICE, Price
 from server.domain.booker import Booker
 from server.domain.codec import NewerTextVersion, fingerprint_of
 from server.domain.decimals import canonical
@@ -305,7 +305,10 @@ def rows_from_checkpoint(
         price = prices.get(saved)
         if price is None:
             text, time_ns, fill_id = fill_price
-            price = Price(Decimal(text), MarkSource.LAST_FILL, time_ns, fill_id)
+            if not time_ns and not fill_id:  # none: "0" is how it was written (NO_PRICE)
+                price = NO_PRICE
+            else:
+                price = Price(Decimal(text), MarkSource.LAST_FILL, time_ns, fill_id)
             if len(prices) < SHARED_AMOUNTS:
                 prices[saved] = price
         rows.append((position, price))

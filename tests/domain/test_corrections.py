@@ -7,6 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.domain.book import NO_PRICE
 from server.domain.corrections import CorrectableFills, JournaledFill
 from server.domain.events import MAX_ID_LENGTH
 from server.domain.ledger import Ledger, Result
@@ -270,3 +271,34 @@ def test_ids_of_the_longest_allowed_length_still_correct():
         correction(original, "BUY", 3, 10, correction_id=fixed),
     )
     assert row(ledger).quantity == 3
+
+
+def test_a_correction_moving_the_latest_fill_away_leaves_its_instrument_the_fill_before():
+    """The instrument's last fill price is its latest fill's: once that fill is corrected to
+    another instrument, the one before it (not the moved fill's price, which is another
+    instrument's, and the same after a restart as before it)."""
+    ledger = Ledger()
+    record(
+        ledger,
+        fill("BUY", 10, 100, fill_id="f1", strategy="S1", instrument="SAP", at_ns=BASE_NS),
+        fill("BUY", 5, 101, fill_id="f2", strategy="S2", instrument="SAP", at_ns=BASE_NS + 1),
+        correction("f2", "BUY", 5, 101, instrument="AAPL", strategy="S2", at_ns=BASE_NS + 1),
+    )
+    book = ledger.book
+    assert book.fill_price("SAP").price == 100 and book.fill_price("SAP").fill_id == "f1"
+    assert book.price("SAP").price == 100
+    view = book.view(row(ledger, "S1", "SAP"))
+    assert view.unrealized_pnl == 0  # 10 bought at 100, valued at 100 (not 101)
+
+
+def test_a_correction_moving_an_instruments_only_fill_away_leaves_it_no_price():
+    ledger = Ledger()
+    record(
+        ledger,
+        fill("BUY", 10, 100, fill_id="f1", instrument="SAP", at_ns=BASE_NS),
+        correction("f1", "BUY", 10, 100, instrument="AAPL", at_ns=BASE_NS),
+    )
+    book = ledger.book
+    assert book.fill_price("SAP") == NO_PRICE
+    assert book.price("SAP") == NO_PRICE  # not 100 from a fill that was AAPL's
+    assert book.price("AAPL").price == 100

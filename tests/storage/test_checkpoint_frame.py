@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pandas as pd
 
-from server.domain.book import Price
+from server.domain.book import NO_PRICE, Price
 from server.domain.decimals import canonical
 from server.domain.marks import MarkSource
 from server.domain.performance import RoundTrips
@@ -143,3 +143,13 @@ def test_trips_and_closes_are_read_from_their_own_lines_whatever_the_anchors_bet
     _, anchors, _, back_closed, back_closes = rows_from_checkpoint(mixed)
     assert len(anchors) == 2 and back_closed == list(closed.items())
     assert back_closes == list(closes.items())
+
+
+def test_a_row_whose_instrument_has_no_fill_price_reads_back_without_one() -> None:
+    """Not as a last fill price of 0 (which values a position at nothing): an instrument
+    whose only fill was corrected to another has rows and no price."""
+    priced = Price(D("101.25"), MarkSource.LAST_FILL, 5, "fill-5")
+    back, _, _, _, _ = rows_from_checkpoint(
+        checkpoint_frame([(row(1), NO_PRICE), (row(2), priced)])
+    )
+    assert [price for _, price in back] == [NO_PRICE, priced]

@@ -308,3 +308,35 @@ def test_a_correction_after_a_restart_finds_the_fill_it_corrects(tmp_path, check
     assert set(corrections.corrects) == {"x.01"}
     fills = adb.Arctic(store).get_library("fills").read("A1").data
     assert "x.02" not in set(fills.fill_id)
+
+
+def test_an_instrument_whose_latest_fill_moved_away_is_valued_the_same_after_a_restart(
+    tmp_path,
+):
+    """A correction moves SAP's latest fill (S2's, at 101) to AAPL: SAP is valued at the fill
+    before (S1's, at 100), before a restart and after it (the checkpoint is taken after the
+    correction). Before the fix, SAP kept 101 (an AAPL price) live and read back as a last
+    fill price of 0 after the restart: S1's unrealized P&L 10, then -1000."""
+    store = f"lmdb://{tmp_path}/store"
+    first = start_test_server(store=store)
+    channel, stub = open_stub(first)
+    request = pb.GetPositionRequest(account_id="A1", strategy_id="S1", instrument_id="SAP")
+    with channel:
+        acks(
+            stub,
+            pb_fill("BUY", 10, 100, strategy="S1", instrument="SAP", fill_id="f1"),
+            pb_fill("BUY", 5, 101, strategy="S2", instrument="SAP", fill_id="f2"),
+        )
+        acks(stub, pb_fill("BUY", 5, 101, strategy="S2", fill_id="f3", corrects="f2"))
+        before = stub.GetPosition(request)
+    first.stop()  # the checkpoint at the stop holds the book after the correction
+    second = start_test_server(store=store)
+    try:
+        assert second.running.recovery.replayed == 0
+        channel, stub = open_stub(second)
+        with channel:
+            after = stub.GetPosition(request)
+    finally:
+        second.stop()
+    assert (before.market_price, before.unrealized_pnl) == ("100", "0")
+    assert after == before
