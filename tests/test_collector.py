@@ -15,7 +15,7 @@ from server.application import checkpoints
 from server.application.collector import collector_paused
 from server.domain.events import DayClose
 from server.domain.ledger import KINDS, Ledger
-from server.domain.state import capture, capture_rows
+from server.domain.state import capture, capture_rows, capturing, capturing_rows
 from tests.api.protocol import acks, pb_fill
 from tests.conftest import start_test_server
 from tests.domain.builders import fill
@@ -74,21 +74,21 @@ def _book(rows: int) -> Ledger:
 
 def test_a_snapshot_copies_the_book_with_no_collection(collections, monkeypatch):
     ledger = _book(3_000)
-    capture_rows(ledger), capture(ledger)
+    capture_rows(ledger), capture(ledger), ledger.book.anchors()
     assert collections, "the same copies made with the collector on trigger collections"
     during: list[int] = []
 
-    def watched(step):  # type: ignore[no-untyped-def]
+    def watched(steps):  # type: ignore[no-untyped-def]
         def run(ledger):  # type: ignore[no-untyped-def]
             before = len(collections)
-            made = step(ledger)
+            made = yield from steps(ledger)
             during.append(len(collections) - before)
             return made
 
         return run
 
-    monkeypatch.setattr(checkpoints, "capture_rows", watched(capture_rows))
-    monkeypatch.setattr(checkpoints, "capture", watched(capture))
+    monkeypatch.setattr(checkpoints, "capturing_rows", watched(capturing_rows))
+    monkeypatch.setattr(checkpoints, "capturing", watched(capturing))
     checkpoint = checkpoints.snapshot(ledger)
     assert during == [0, 0]
     assert len(checkpoint.rows) == len(ledger.book)

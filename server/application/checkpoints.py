@@ -10,48 +10,68 @@ replayed tail refills the subscribers' replay buffer, so a subscriber that was a
 resumes without OUT_OF_RANGE. A graceful stop writes the snapshot held (taken up to one interval
 earlier) or, when none is held, the book as it stands: a subscriber behind that point at the
 stop is answered OUT_OF_RANGE after the restart and re-reads state; one up to date resumes.
+
+A periodic snapshot is taken in steps, between two groups of the committer (it holds the
+committer's lock): the event loop answers queries between its steps, and no event applies
+until it is taken.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Iterator
 from concurrent.futures import Executor
 
 from server.application.collector import collector_paused
 from server.application.ports import Checkpoint, EventStore
+from server.application.stepping import in_steps
 from server.domain.ledger import Ledger
-from server.domain.state import capture, capture_rows
+from server.domain.state import capturing, capturing_rows
+from server.domain.steps import Steps, at_once
 
 log = logging.getLogger("portfolio.checkpoint")
 
 
 def snapshot(ledger: Ledger) -> Checkpoint:
-    """The book as it stands; only where it is consistent (between commits, or at start).
-    A copy of every row and record, so made with the collector paused (collector.py)."""
+    """The book as it stands, at once; only where it is consistent (at start, at a stop)."""
+    return at_once(snapshotting(ledger))
+
+
+def snapshotting(ledger: Ledger) -> Steps[Checkpoint]:
+    """`snapshot` in steps (the rows, their round trips and their anchors, `COPIES_PER_STEP`
+    at a time): whoever drives it applies nothing in between. A copy of every row and
+    record, so made with the collector paused (collector.py)."""
     with collector_paused():
-        return Checkpoint(
-            ledger.applied_sequence, capture_rows(ledger), capture(ledger), ledger.book.anchors()
-        )
+        sequence = ledger.applied_sequence
+        rows = yield from capturing_rows(ledger)
+        state = yield from capturing(ledger)
+        anchors = yield from ledger.book.anchoring()
+        return Checkpoint(sequence, rows, state, anchors)
 
 
 class Checkpointer:
     def __init__(
-        self, store: EventStore, executor: Executor, every: int, seconds: float = 60.0
+        self,
+        store: EventStore,
+        executor: Executor,
+        every: int,
+        seconds: float = 60.0,
+        book: asyncio.Lock | None = None,
     ) -> None:
         self._store = store
         self._executor = executor
         self.every = every
         self.seconds = seconds
+        # The committer's: held while a group applies (server/application/committer.py), and
+        # by a snapshot in steps, so that no event applies between its steps.
+        self.book = book or asyncio.Lock()
         self._ledger: Ledger | None = None
         self._held: Checkpoint | None = None
         self._taken = 0  # the sequence of the last snapshot taken, or of the stored one
         self._timer: asyncio.TimerHandle | None = None
+        self._turning: asyncio.Task[None] | None = None
         self.saved_sequence = 0
-        self._holding = False  # a group applying in steps: the book is not consistent
 
     def resume(self, ledger: Ledger, stored: int) -> None:
         """After recovery: the stored checkpoint is at `stored`; counting starts there."""
@@ -74,7 +94,7 @@ class Checkpointer:
         self._taken = self.saved_sequence = checkpoint.sequence
 
     def after_apply(self, ledger: Ledger) -> None:
-        """Called on the event loop after events were applied: the book is consistent here."""
+        """Called on the event loop after events were applied."""
         self._ledger = ledger
         if ledger.applied_sequence >= self._taken + self.every:
             self._turn(ledger)
@@ -84,35 +104,35 @@ class Checkpointer:
         if self._timer is None and self.seconds > 0:
             self._timer = asyncio.get_running_loop().call_later(self.seconds, self._tick)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """No snapshot by the timer while a group applies in steps (the event loop runs other
-        work between them, the book half applied); the next one after it counts as usual."""
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-
     def _tick(self) -> None:
         self._timer = None
-        if self._holding:
-            self._arm()
-            return
         ledger = self._ledger
         if ledger is None or (self._held is None and ledger.applied_sequence <= self._taken):
             return  # idle: the next applied event arms the timer again
         self._turn(ledger)
-        if self._held is not None:
-            self._arm()
+        self._arm()  # the snapshot this turn takes is written at the next
 
     def _turn(self, ledger: Ledger) -> None:
-        """Writes the snapshot held since the last turn, and holds a new one if events were
-        applied since."""
-        held, self._held = self._held, None
+        """Starts a turn, unless one is under way: it writes the snapshot held since the last
+        turn, and holds a new one if events were applied since."""
+        if self._turning is not None and not self._turning.done():
+            return
+        self._turning = asyncio.get_running_loop().create_task(
+            self._take_turn(ledger), name="checkpoint-turn"
+        )
+        self._turning.add_done_callback(self._turned)
+
+    async def _take_turn(self, ledger: Ledger) -> None:
+        """The new snapshot is taken in steps, once the group applying (if any) is done, with
+        the committer's lock held: queries are answered between its steps, and events
+        admitted, but none applies until it is taken (a million rows at once held the event
+        loop 2-3 s)."""
+        taken = None
         if ledger.applied_sequence > self._taken:
-            self._held = snapshot(ledger)
-            self._taken = ledger.applied_sequence
+            async with self.book:
+                taken = await in_steps(snapshotting(ledger))
+            self._taken = taken.sequence
+        held, self._held = self._held, taken
         if held is not None and held.sequence > self.saved_sequence:
             try:
                 future = asyncio.get_running_loop().run_in_executor(
@@ -121,6 +141,14 @@ class Checkpointer:
             except RuntimeError:  # the service is stopping: its executor takes no more work
                 return
             future.add_done_callback(functools.partial(self._saved, held))
+
+    @staticmethod
+    def _turned(turn: asyncio.Task[None]) -> None:
+        """A turn that failed (a bug: the journal is the truth, so only a restart gets
+        slower) is logged with its cause; the next turn tries again. The checkpoint's age
+        shows on health and metrics."""
+        if not turn.cancelled() and turn.exception() is not None:
+            log.error("checkpoint snapshot failed", exc_info=turn.exception())
 
     def _saved(self, checkpoint: Checkpoint, done: asyncio.Future[None]) -> None:
         if done.exception() is not None:  # the journal is the truth: only startup gets slower
@@ -134,6 +162,8 @@ class Checkpointer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._turning is not None:  # its snapshot, if any, is the one held now
+            await asyncio.gather(self._turning, return_exceptions=True)  # a failure: logged
         held, self._held = self._held, None
         checkpoint = held if held is not None and held.sequence > self.saved_sequence else None
         ledger = self._ledger

@@ -30,32 +30,32 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
 
 from server import tracing
 from server.application.ports import EventStore, Sequenced, StorageUnavailable, WriterFenced
+from server.application.stepping import in_steps
+from server.domain.steps import Steps
 
 log = logging.getLogger("portfolio.commit")
-
-
-STEP_PAUSE_SECONDS = 0.001
-"""The event loop's time for other work between two steps of a group applied in steps: a
-query needs several turns of the loop and the gRPC poller's thread a moment to hand it over,
-which one bare turn (`sleep(0)`) does not give."""
 
 
 class GroupCommitter:
     def __init__(
         self,
         store: EventStore,
-        apply: Callable[[list[Sequenced]], Iterator[None] | None],
+        apply: Callable[[list[Sequenced]], Steps[None] | None],
         on_health: Callable[[bool], None] = lambda healthy: None,
         durable_sequence: int = 0,
         max_backoff: float = 5.0,
+        book: asyncio.Lock | None = None,
     ) -> None:
         self.store = store
+        # Held while a group applies, steps included: whoever needs the book to stand still
+        # across turns of the loop (a checkpoint's snapshot in steps) takes it too.
+        self.book = book or asyncio.Lock()
         self.durable_sequence = durable_sequence
         self.healthy = True
         self.fault = ""
@@ -202,14 +202,15 @@ class GroupCommitter:
             log.info("store works again; acknowledging from sequence %d", group[0][0])
             self.healthy, self.fault = True, ""
             self._on_health(True)
-        with (
-            contextlib.nullcontext()
-            if tracer is None
-            else tracer.start_as_current_span(tracing.APPLY)
-        ):
-            steps = self._apply(group)
-            for _ in steps or ():  # a group applied in steps: the loop's other work between
-                await asyncio.sleep(STEP_PAUSE_SECONDS)
+        async with self.book:  # a snapshot in steps holds it too: one at a time
+            with (
+                contextlib.nullcontext()
+                if tracer is None
+                else tracer.start_as_current_span(tracing.APPLY)
+            ):
+                steps = self._apply(group)
+                if steps is not None:  # a group applied in steps: other work between them
+                    await in_steps(steps)
         self.durable_sequence = group[-1][0]
         while self._waiters and self._waiters[0][0] <= self.durable_sequence:
             heapq.heappop(self._waiters)[2](None)

@@ -125,7 +125,9 @@ class WritePath(Generic[Payload]):
         self.committer = GroupCommitter(
             store, self._apply_durable, on_health, ledger.applied_sequence
         )
-        self.checkpoints = Checkpointer(store, executor, checkpoint_every, checkpoint_seconds)
+        self.checkpoints = Checkpointer(
+            store, executor, checkpoint_every, checkpoint_seconds, book=self.committer.book
+        )
         self.projector = ViewProjector(
             store, views_executor, ledger.book.precision, base_of=reads.base_of
         )
@@ -204,7 +206,7 @@ class WritePath(Generic[Payload]):
         if not bulk and len(group) <= EVENTS_PER_STEP:
             at_once(self._applying(group))
             return
-        with collector_paused() if bulk else contextlib.nullcontext(), self.checkpoints.held():
+        with collector_paused() if bulk else contextlib.nullcontext():
             yield from self._applying(group)
 
     def _applying(self, group: list[Sequenced]) -> Steps[None]:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sortedcontainers import SortedDict, SortedSet
 
+from server.domain import steps
 from server.domain.codec import FIELD_SEPARATOR
 from server.domain.decimals import EXACT, ONE, ZERO
 from server.domain.events import Fill
@@ -55,6 +56,7 @@ from server.domain.restatement import (
     replace,
     visible,
 )
+from server.domain.steps import Steps, at_once
 from server.domain.totals import Totals, convert, merged
 
 ALL = ""
@@ -1000,11 +1002,20 @@ class PositionBook:
         rows of a large book are opened inside the window): what a checkpoint keeps. A row
         with fills inside the window and no anchor reads as one from nothing (reload_windows);
         leaving those out saves about 11 us a row at a start."""
-        return [
-            anchor.copy()
-            for row in self.rows()
-            if row.window is not None and (anchor := checkpoint_anchor(row.window)) is not None
-        ]
+        return at_once(self.anchoring())
+
+    def anchoring(self) -> Steps[list[Position]]:
+        """`anchors` in steps of `steps.COPIES_PER_STEP` rows; nothing may change between."""
+        rows = iter(self.rows())
+        found: list[Position] = []
+        while chunk := list(itertools.islice(rows, steps.COPIES_PER_STEP)):
+            found += [
+                anchor.copy()
+                for row in chunk
+                if row.window is not None and (anchor := checkpoint_anchor(row.window)) is not None
+            ]
+            yield
+        return found
 
     # -- reads -----------------------------------------------------------------------------
 

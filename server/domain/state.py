@@ -1,12 +1,15 @@
 """Everything the ledger holds besides position rows, as plain values: what a checkpoint
-saves and recovery puts back. Capture on the event loop (the ledger is consistent there);
-the copies are then safe to write from another thread."""
+saves and recovery puts back. Capture on the event loop (the ledger is consistent there, and
+between the steps of `capturing_rows` as long as nothing applies); the copies are then safe to
+write from another thread."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field, replace
 
+from server.domain import steps
 from server.domain.balances import Balance, Reservation
 from server.domain.book import Price
 from server.domain.events import AccountDefinition, InstrumentDefinition
@@ -18,6 +21,7 @@ from server.domain.pnl_history import RowClose, ScopeDay
 from server.domain.position import Position, PositionKey
 from server.domain.reconciliation import Reconciliation
 from server.domain.refusals import Refusal
+from server.domain.steps import Steps, at_once
 from server.domain.traces import TraceVenue
 
 
@@ -61,14 +65,35 @@ class LedgerState:
 
 def capture_rows(ledger: Ledger) -> list[tuple[Position, Price]]:
     """Every position row, with its instrument's last fill price."""
+    return at_once(capturing_rows(ledger))
+
+
+def capturing_rows(ledger: Ledger) -> Steps[list[tuple[Position, Price]]]:
+    """`capture_rows` in steps of `steps.COPIES_PER_STEP` rows: whoever drives it applies
+    nothing between steps (a million rows copied at once held the event loop about a second
+    at each checkpoint's snapshot)."""
     book = ledger.book
-    return [(row.copy(), book.fill_price(row.key.instrument_id)) for row in book.rows()]
+    fill_price = book.fill_price
+    rows = iter(book.rows())
+    copied: list[tuple[Position, Price]] = []
+    while chunk := list(itertools.islice(rows, steps.COPIES_PER_STEP)):
+        copied += [(row.copy(), fill_price(row.key.instrument_id)) for row in chunk]
+        yield
+    return copied
 
 
 def capture(ledger: Ledger) -> LedgerState:
-    perf_open, perf_trips, perf_venues, perf_inception = ledger.performance.state(
+    return at_once(capturing(ledger))
+
+
+def capturing(ledger: Ledger) -> Steps[LedgerState]:
+    """`capture` in steps: the parts that grow with the book (the rows' round trips, their
+    last closes) a step or more each; nothing may apply between them."""
+    perf_open, perf_trips, perf_venues, perf_inception = yield from ledger.performance.stating(
         row.key for row in ledger.book.rows()
     )
+    pnl_last_closes = ledger.pnl.last_closes()
+    yield
     return LedgerState(
         instruments=list(ledger.instruments),
         accounts=list(ledger.accounts),
@@ -86,7 +111,7 @@ def capture(ledger: Ledger) -> LedgerState:
         event_clock_ns=[ledger.clock_ns] if ledger.clock_ns else [],
         ended_orders=ledger.orders.retention.entries(),
         ended_reservations=ledger.balances.retention.entries(),
-        pnl_last_closes=ledger.pnl.last_closes(),
+        pnl_last_closes=pnl_last_closes,
         pnl_days=[(a, s, copy.deepcopy(day)) for a, s, day in ledger.pnl.all_days()],
         pnl_closed=ledger.pnl.closed_dates(),
         perf_open=perf_open,

@@ -18,6 +18,10 @@ ROWS_PER_STEP = 2_000
 """Rows between two steps of work that visits every row of an account: 20-40 ms at 10-20 us a
 row (read at each call, so a test may make steps of one row)."""
 
+COPIES_PER_STEP = 20_000
+"""Rows copied between two steps of a checkpoint's snapshot: about 20 ms at 1 us a row (read
+at each call too)."""
+
 Steps: TypeAlias = Generator[None, None, T]
 
 

@@ -93,15 +93,16 @@ def test_queries_are_answered_between_the_steps_of_a_close(monkeypatch):
 
 
 async def test_no_checkpoint_is_taken_while_a_group_applies_in_steps(monkeypatch):
-    """The timer's snapshot waits for the group: the book is half applied between steps."""
+    """The timer's snapshot waits for the group (the committer holds its lock through the
+    group's steps): the book is half applied between steps."""
     taken: list[int] = []
-    snapshot = checkpoints.snapshot
+    snapshotting = checkpoints.snapshotting
 
-    def noted(ledger: Ledger) -> object:
+    def noted(ledger: Ledger):  # type: ignore[no-untyped-def]
         taken.append(ledger.applied_sequence)
-        return snapshot(ledger)
+        return (yield from snapshotting(ledger))
 
-    monkeypatch.setattr(checkpoints, "snapshot", noted)
+    monkeypatch.setattr(checkpoints, "snapshotting", noted)
 
     class Store:
         def save_checkpoint(self, checkpoint: object) -> None:
@@ -114,7 +115,7 @@ async def test_no_checkpoint_is_taken_while_a_group_applies_in_steps(monkeypatch
         event = fill("BUY", 1, 10)
         ledger.apply(event, ledger.admit(event).sequence)
         checkpointer.after_apply(ledger)  # arms the timer
-        with checkpointer.held():
+        async with checkpointer.book:  # as the committer holds it through a group's steps
             event = fill("BUY", 1, 10)
             ledger.apply(event, ledger.admit(event).sequence)
             await asyncio.sleep(0.1)  # ten ticks
