@@ -129,8 +129,13 @@ class Checkpointer:
         loop 2-3 s)."""
         taken = None
         if ledger.applied_sequence > self._taken:
-            async with self.book:
-                taken = await in_steps(snapshotting(ledger))
+            try:
+                async with self.book:
+                    taken = await in_steps(snapshotting(ledger))
+            except Exception:  # a bug: the journal is the truth, only a restart gets slower
+                log.exception("checkpoint snapshot failed; the next is taken an interval later")
+                self._taken = ledger.applied_sequence  # not again at every group
+                return
             self._taken = taken.sequence
         held, self._held = self._held, taken
         if held is not None and held.sequence > self.saved_sequence:
@@ -144,11 +149,10 @@ class Checkpointer:
 
     @staticmethod
     def _turned(turn: asyncio.Task[None]) -> None:
-        """A turn that failed (a bug: the journal is the truth, so only a restart gets
-        slower) is logged with its cause; the next turn tries again. The checkpoint's age
-        shows on health and metrics."""
+        """Whatever else failed in a turn is logged with its cause; the next turn tries again.
+        How far the stored checkpoint trails shows in the metrics (server/telemetry.py)."""
         if not turn.cancelled() and turn.exception() is not None:
-            log.error("checkpoint snapshot failed", exc_info=turn.exception())
+            log.error("checkpoint turn failed", exc_info=turn.exception())
 
     def _saved(self, checkpoint: Checkpoint, done: asyncio.Future[None]) -> None:
         if done.exception() is not None:  # the journal is the truth: only startup gets slower

@@ -17,10 +17,14 @@ does not give."""
 
 
 async def in_steps(steps: Steps[T]) -> T:
-    """Runs `steps`, pausing after each; returns the result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        await asyncio.sleep(STEP_PAUSE_SECONDS)
+    """Runs `steps`, pausing after each; returns the result. Cancelled in a pause (a stop),
+    the steps are closed: what they hold (the collector paused, say) is let go at once."""
+    try:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await asyncio.sleep(STEP_PAUSE_SECONDS)
+    finally:
+        steps.close()
