@@ -1,7 +1,7 @@
 """Everything the ledger holds besides position rows, as plain values: what a checkpoint
 saves and recovery puts back. Capture on the event loop (the ledger is consistent there, and
-between the steps of `capturing_rows` as long as nothing applies); the copies are then safe to
-write from another thread."""
+between the steps of `capturing_rows` and `capturing` as long as nothing applies); the copies
+are then safe to write from another thread."""
 
 from __future__ import annotations
 
