@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from server.application.ports import StorageUnavailable
+from server.application.stepping import in_steps
 from server.application.writes import WritePath
 from server.domain.events import DayClose
 from server.domain.ledger import Result
@@ -144,9 +145,11 @@ class DayCloser:
     def calendar_of(self, account_id: str) -> SessionCalendar:
         return self.accounts.get(account_id, self.calendar)
 
-    def due(self, now_ns: int) -> list[DayClose]:
+    async def due(self, now_ns: int) -> list[DayClose]:
         """A close of its latest session day for every account with rows not closed through
-        it yet (each account on its own calendar)."""
+        it yet (each account on its own calendar). Its marks are the book's prices, taken in
+        steps with the committer's lock held (no event applies in between; a million rows at
+        once held the event loop about 0.4 s)."""
         ledger = self._writes.ledger
         closes = []
         for account_id in sorted(ledger.book.accounts()):
@@ -156,12 +159,14 @@ class DayCloser:
             trading_date, close_ns = latest
             if ledger.pnl.closed_through(account_id) >= trading_date:
                 continue
+            async with self._writes.committer.book:
+                marks = await in_steps(ledger.pricing_close(account_id))
             closes.append(
                 DayClose(
                     account_id=account_id,
                     trading_date=trading_date,
                     timestamp_ns=close_ns,
-                    marks=ledger.closing_marks(account_id),
+                    marks=marks,
                     late=now_ns - close_ns > LATE_AFTER_NS,
                 )
             )
@@ -175,7 +180,7 @@ class DayCloser:
     async def close_due(self) -> int:
         """Journals the closes due now, then records them in the store; returns how many
         were journaled."""
-        closes = self.due(self._clock_ns())
+        closes = await self.due(self._clock_ns())
         recorded = 0
         if closes:
             outcomes = await self._writes.ingest(closes)
