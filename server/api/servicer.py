@@ -82,14 +82,12 @@ from server.application.service import (
     PortfolioService,
     PositionQuery,
 )
-from server.application.stepping import STEP_PAUSE_SECONDS
 from server.application.subscriptions import (
     Published,
     ServiceStopping,
     SubscriberOverflow,
     SubscriptionFilter,
 )
-from server.application.writes import EVENTS_PER_STEP
 from server.domain.events import (
     AccountKind,
     ExecutionEvent,
@@ -314,7 +312,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
                 async for request in request_iterator:
                     if answers.full():
                         await answers.room()
-                    answers.add(await self.admit_batch(request))
+                    answers.add(self.admit_batch(request))
                 answers.end(None)
             except asyncio.CancelledError:
                 raise
@@ -345,13 +343,11 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             reader.cancel()
             del self._ingest_streams[reader]
 
-    async def admit_batch(self, request: pb.IngestRequest) -> _Admitted:
+    def admit_batch(self, request: pb.IngestRequest) -> _Admitted:
         """Admits one batch; returns what its answer needs and the sequence to wait for before
         sending it. A bad event is rejected alone, the rest go through. It runs on the event
         loop for every message, so the clock's refusal is caught by a plain `except` (no
-        `field_errors` generator) and each event's branch is found once. A batch of more than
-        `EVENTS_PER_STEP` events is admitted that many at a time, the loop's other work
-        between (a batch of 10,000 held it about 0.3 s); the stream's next batch waits."""
+        `field_errors` generator) and each event's branch is found once."""
         count = len(request.events)
         if not 1 <= count <= self.max_batch_events:
             return _Admitted(
@@ -363,14 +359,7 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
         valid: list[ExecutionEvent] = []
         fills: list[bool] = []  # whether each admitted event books a fill (its ack says where)
         check_time = self.service.check_time
-        outcomes: list[Outcome] = []
-        wait_for = 0
         for index, message in enumerate(request.events):
-            if index and index % EVENTS_PER_STEP == 0:  # a step: what is checked, admitted
-                admitted, waits = self.service.admit(valid[len(outcomes) :])
-                outcomes += admitted
-                wait_for = max(wait_for, waits)
-                await asyncio.sleep(STEP_PAUSE_SECONDS)
             of = message.WhichOneof("event")
             refusal = booking_refusal(getattr(message, of).account_id) if of else ""
             if of and refusal:  # the caller may not book this account (server.api.auth)
@@ -406,9 +395,8 @@ class PortfolioManagerServicer(pb_grpc.PortfolioManagerServicer):
             valid.append(event)
             fills.append(of == "fill")  # a fill or a correction (the fill branch)
             refused.append(None)
-        admitted, waits = self.service.admit(valid[len(outcomes) :])
-        outcomes += admitted
-        return _Admitted(request.batch_id, refused, outcomes, fills, max(wait_for, waits))
+        outcomes, wait_for = self.service.admit(valid)
+        return _Admitted(request.batch_id, refused, outcomes, fills, wait_for)
 
     def place_fills(self, admitted: _Admitted) -> pb.IngestResponse:
         """Once a batch is applied, its answer: each ack built once, an accepted fill's with

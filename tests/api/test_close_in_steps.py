@@ -15,7 +15,6 @@ import grpc
 
 from portfolio.v1 import portfolio_pb2 as pb
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
-from server.api import servicer as servicer_module
 from server.application import checkpoints
 from server.application import writes as writes_module
 from server.domain import steps
@@ -124,38 +123,6 @@ async def test_no_checkpoint_is_taken_while_a_group_applies_in_steps(monkeypatch
         await asyncio.sleep(0.1)
         assert taken == [2]
         assert len(capture_rows(ledger)) == 2
-
-
-def test_a_large_batch_is_admitted_in_steps_and_acked_whole_in_order(monkeypatch):
-    """One Ingest message of more than `EVENTS_PER_STEP` events (10,000 at most): queries are
-    answered between the steps of its admission, and its acks come whole, in its order."""
-    monkeypatch.setattr(servicer_module, "EVENTS_PER_STEP", 1)
-    server = start_test_server()
-    admitted: list[int] = []  # events admitted at each step
-    try:
-        service = server.running.service
-        admit = service.admit
-
-        def slow(events):  # type: ignore[no-untyped-def]
-            time.sleep(STEP_SECONDS)  # this step's work, made slow
-            admitted.append(len(events))
-            return admit(events)
-
-        monkeypatch.setattr(service, "admit", slow)
-        with grpc.insecure_channel(server.address) as channel, ThreadPoolExecutor(1) as pool:
-            stub = pb_grpc.PortfolioManagerStub(channel)
-            fills = [pb_fill("BUY", 1, 10, instrument=f"I{n}") for n in range(EVENTS)]
-            ingesting = pool.submit(acks, stub, *fills)
-            assert wait_for(lambda: bool(admitted))
-            summary = stub.GetPortfolioSummary(pb.GetPortfolioSummaryRequest(), timeout=10)
-            assert sum(admitted) < EVENTS, "answered only once the whole batch was admitted"
-            answered = ingesting.result(timeout=30)
-        assert summary.as_of_sequence < EVENTS
-        assert admitted == [1] * EVENTS
-        assert [ack.sequence for ack in answered] == list(range(1, EVENTS + 1))
-        assert [ack.event_id for ack in answered] == [f.fill.fill_id for f in fills]
-    finally:
-        server.stop()
 
 
 def test_a_large_group_is_applied_in_steps_and_acked_whole(monkeypatch):
