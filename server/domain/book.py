@@ -1006,9 +1006,8 @@ class PositionBook:
 
     def anchoring(self) -> Steps[list[Position]]:
         """`anchors` in steps of `steps.COPIES_PER_STEP` rows; nothing may change between."""
-        rows = iter(self.rows())
         found: list[Position] = []
-        while chunk := list(itertools.islice(rows, steps.COPIES_PER_STEP)):
+        for chunk in steps.copies(self.rows()):
             found += [
                 anchor.copy()
                 for row in chunk

@@ -11,7 +11,6 @@ refusal is decided by the state at its sequence, so replaying the journal refuse
 from __future__ import annotations
 
 import enum
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
@@ -805,13 +804,11 @@ class Ledger:
         low, high = PositionKey(account_id, "", ""), PositionKey(account_id, "\U0010ffff", "")
         grouped: dict[str, list[Position]] = {}
         account_rows, strategy_rows = book.account_rows, book.strategy_rows
-        keys = account_rows.irange(low, high)
-        while chunk := list(itertools.islice(keys, steps.COPIES_PER_STEP)):
+        for chunk in steps.copies(account_rows.irange(low, high)):
             for key in chunk:
                 grouped[key.instrument_id] = [account_rows[key]]
             yield
-        keys = strategy_rows.irange(low, high)
-        while chunk := list(itertools.islice(keys, steps.COPIES_PER_STEP)):
+        for chunk in steps.copies(strategy_rows.irange(low, high)):
             for key in chunk:
                 grouped[key.instrument_id].append(strategy_rows[key])
             yield

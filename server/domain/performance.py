@@ -16,7 +16,6 @@ needed for them.
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -280,8 +279,7 @@ class Performance:
         opened, closed = self._open, self._trips
         open_trips: list[OpenTrip] = []
         trips: list[tuple[PositionKey, RoundTrips]] = []
-        keys = iter(rows_in_order)
-        while chunk := list(itertools.islice(keys, steps.COPIES_PER_STEP)):
+        for chunk in steps.copies(rows_in_order):
             for key in chunk:
                 trip = opened.get(key)
                 if trip is not None:

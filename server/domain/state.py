@@ -6,7 +6,6 @@ are then safe to write from another thread."""
 from __future__ import annotations
 
 import copy
-import itertools
 from dataclasses import dataclass, field, replace
 
 from server.domain import steps
@@ -74,9 +73,8 @@ def capturing_rows(ledger: Ledger) -> Steps[list[tuple[Position, Price]]]:
     at each checkpoint's snapshot)."""
     book = ledger.book
     fill_price = book.fill_price
-    rows = iter(book.rows())
     copied: list[tuple[Position, Price]] = []
-    while chunk := list(itertools.islice(rows, steps.COPIES_PER_STEP)):
+    for chunk in steps.copies(book.rows()):
         copied += [(row.copy(), fill_price(row.key.instrument_id)) for row in chunk]
         yield
     return copied

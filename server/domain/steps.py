@@ -9,7 +9,8 @@ others read half done: what they change is put in place after the last step.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import itertools
+from collections.abc import Generator, Iterable, Iterator
 from typing import TypeAlias, TypeVar
 
 T = TypeVar("T")
@@ -19,8 +20,8 @@ ROWS_PER_STEP = 2_000
 row (read at each call, so a test may make steps of one row)."""
 
 COPIES_PER_STEP = 20_000
-"""Rows copied between two steps of a checkpoint's snapshot: about 20 ms at 1 us a row (read
-at each call too)."""
+"""Rows copied or gathered between two steps (a checkpoint's snapshot, a close's rows): about
+20 ms at 1 us a row (read at each call too)."""
 
 Steps: TypeAlias = Generator[None, None, T]
 
@@ -32,3 +33,10 @@ def at_once(steps: Steps[T]) -> T:
             next(steps)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+
+def copies(items: Iterable[T]) -> Iterator[list[T]]:
+    """`items` in lists of `COPIES_PER_STEP`: the caller yields (a step) after each."""
+    found = iter(items)
+    while chunk := list(itertools.islice(found, COPIES_PER_STEP)):
+        yield chunk
