@@ -30,6 +30,7 @@ from server.domain.pnl_history import (  # helpers the close's rewrite left as t
 from server.domain.position import Position, PositionKey
 from server.domain.steps import at_once
 from tests.domain.builders import fill
+from tests.stepped import counted
 
 
 def _scope_add(scope: ScopeDay, day: DailyPnl, rate_of: Callable[[str], Decimal | None]) -> None:
@@ -252,15 +253,7 @@ def test_a_close_gathers_its_accounts_rows_in_steps_too(monkeypatch):
     )  # fmt: skip
     monkeypatch.setattr(steps, "ROWS_PER_STEP", 10**6)  # the days at once: the gathering only
     monkeypatch.setattr(steps, "COPIES_PER_STEP", 1)
-    gathering = ledger.apply_in_steps(close, ledger.admit(close).sequence)
-    taken = 0
-    while True:
-        try:
-            next(gathering)
-        except StopIteration as done:
-            applied = done.value
-            break
-        taken += 1
+    taken, applied = counted(ledger.apply_in_steps(close, ledger.admit(close).sequence))
     assert taken >= len(ledger.book)  # 6 rows: 3 account-level, 3 strategy rows
     assert [day.key.instrument_id for day in applied.days] == ["I0", "I0", "I1", "I1", "I2", "I2"]
 
@@ -275,15 +268,7 @@ def test_a_closes_marks_are_taken_in_steps_and_are_the_books_prices(monkeypatch)
     ]:  # fmt: skip
         ledger.apply(event, ledger.admit(event).sequence)
     monkeypatch.setattr(steps, "COPIES_PER_STEP", 1)
-    pricing = ledger.pricing_close("A1")
-    taken = 0
-    while True:
-        try:
-            next(pricing)
-        except StopIteration as done:
-            marks = done.value
-            break
-        taken += 1
+    taken, marks = counted(ledger.pricing_close("A1"))
     assert taken >= len(ledger.book)
     assert marks == ledger.closing_marks("A1")
     assert [(m.instrument_id, m.price) for m in marks] == [("I1", 101), ("I2", 102)]

@@ -11,6 +11,7 @@ import pytest
 from server.application.projector import ViewProjector
 from server.domain import steps
 from server.domain.position import Position, PositionKey
+from tests.stepped import counted
 
 
 @pytest.mark.parametrize("step_rows", [1, 4, steps.ROWS_PER_STEP])
@@ -45,15 +46,7 @@ def test_a_close_takes_each_row_as_submit_would_asking_each_rate_once(
         projector.rows_of = lambda account_id: rows
         expected = [projector._row(row, mark) for row, mark in rows]
         asked.clear()
-        closing = projector._close_rows("A1")
-        taken = 0
-        while True:
-            try:
-                next(closing)
-            except StopIteration as done:
-                made = done.value
-                break
-            taken += 1
+        taken, made = counted(projector._close_rows("A1"))
     assert taken == (len(rows) - 1) // step_rows
     assert made == expected
     assert [row.fee_rates for row in made if row.position.other_fees] == [
