@@ -202,11 +202,7 @@ def _close_columns(closes: list[RowClose | None]) -> list[list[str]]:
     """The `close_` columns, in RowClose's field order: each amount canonical, as the state
     half's JSON record held it ("" for None, and every column "" for a row not closed yet)."""
     quantities = [canonical(close.quantity) if close else "" for close in closes]
-    other_fees = [
-        ";".join(f"{currency}={canonical(amount)}" for currency, amount in close.other_fees)
-        if close and close.other_fees else ""
-        for close in closes
-    ]  # fmt: skip
+    other_fees = [_fees_text(close.other_fees) if close else "" for close in closes]
 
     def amounts(name: str) -> list[str]:
         return [
@@ -221,7 +217,12 @@ def _close_columns(closes: list[RowClose | None]) -> list[list[str]]:
 
 
 def _other_fees_text(row: Position) -> str:
-    return ";".join(f"{currency}={canonical(amount)}" for currency, amount in row.other_fee_items())
+    return _fees_text(row.other_fee_items())
+
+
+def _fees_text(fees: Iterable[tuple[str, Decimal]]) -> str:
+    """Fees in other currencies as one text, `CUR=amount;...` (read by `_other_fees`)."""
+    return ";".join(f"{currency}={canonical(amount)}" for currency, amount in fees)
 
 
 def _other_fees(text: str) -> dict[str, Decimal]:
