@@ -22,7 +22,6 @@ import numpy as np
 from sortedcontainers import SortedDict, SortedSet
 
 from server.domain import steps
-from server.domain.codec import FIELD_SEPARATOR
 from server.domain.decimals import EXACT, ONE, ZERO
 from server.domain.events import Fill
 from server.domain.expiry import ExpiryQueue
@@ -882,22 +881,13 @@ class PositionBook:
         if not len(rows.codes):
             return
         journal = JournalWindow(rows.texts, rows.sequences)
-        # Keys made with tuple.__new__ (no Python call each: a million rows' keys), and each
-        # strategy row's account-level row numbered by (account, instrument).
-        parts = [key.split(FIELD_SEPARATOR) for key in rows.keys]
-        strategy_keys = [tuple.__new__(PositionKey, part) for part in parts]
-        numbers: dict[tuple[str, str], int] = {}
-        account_code = np.fromiter(
-            (numbers.setdefault((a, i), len(numbers)) for a, _, i in parts), np.int64, len(parts)
-        )
-        account_keys = [tuple.__new__(PositionKey, (a, ACCOUNT_LEVEL, i)) for a, i in numbers]
         times = rows.times_ns
         deferred: list[Position] = []
         firsts: list[int] = []
         with localcontext(EXACT):
             for keys, codes, index in (
-                (strategy_keys, rows.codes, self.strategy_rows),
-                (account_keys, account_code[rows.codes], self.account_rows),
+                (rows.keys, rows.codes, self.strategy_rows),
+                (rows.account_keys, rows.account_codes[rows.codes], self.account_rows),
             ):
                 indexes = np.lexsort((times, codes))
                 ordered = times[indexes]
@@ -929,10 +919,9 @@ class PositionBook:
                     deferred.append(row)
                     firsts.append(first)
         # Queued in time order: entries in order go to the queue's columns (16 bytes each),
-        # not its heap of late entries (64).
-        push = self._expiry.push
-        for index in np.argsort(np.array(firsts, dtype=np.int64), kind="stable").tolist():
-            push(firsts[index], deferred[index].key)
+        # not its heap of late entries (64), a chunk at a time.
+        order = np.argsort(np.array(firsts, dtype=np.int64), kind="stable").tolist()
+        self._expiry.extend([firsts[i] for i in order], [deferred[i].key for i in order])
 
     def _defer(
         self,

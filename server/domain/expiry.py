@@ -56,6 +56,23 @@ class ExpiryQueue:
                 return
         chunks.append((array("q", [time_ns]), [key]))
 
+    def extend(self, times_ns: list[int], keys: list[PositionKey]) -> None:
+        """`push` of each entry in turn, for entries in time order: a chunk's slice at a time
+        rather than a call an entry (a million rows' windows at a start)."""
+        chunks = self._chunks
+        start = 0
+        if chunks and times_ns:
+            times, last = chunks[-1]
+            if times_ns[0] < times[-1]:  # not after the last entry: each where it goes
+                for time_ns, key in zip(times_ns, keys, strict=True):
+                    self.push(time_ns, key)
+                return
+            start = min(CHUNK - len(last), len(keys))
+            times.extend(times_ns[:start])
+            last.extend(keys[:start])
+        for at in range(start, len(keys), CHUNK):
+            chunks.append((array("q", times_ns[at : at + CHUNK]), keys[at : at + CHUNK]))
+
     def pop_before(self, horizon_ns: int) -> PositionKey | None:
         """Takes out the earliest entry if its time is before `horizon_ns`, and returns its
         key; None when there is none."""

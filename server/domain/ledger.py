@@ -29,7 +29,6 @@ from server.domain.balances import (
     ReservationStatus,
 )
 from server.domain.book import PositionBook, RowChange
-from server.domain.codec import FIELD_SEPARATOR
 from server.domain.corrections import (
     DEFAULT_WINDOW_NS,
     Booked,
@@ -769,10 +768,9 @@ class Ledger:
                     )
                     code = int(rows.codes[hits[0]]) if len(hits) else None
                 if code is not None:
-                    account_id, _, instrument_id = rows.keys[code].split(FIELD_SEPARATOR)
+                    account_id, _, instrument_id = rows.keys[code]
                     touched.add((account_id, instrument_id))
-            for code, key in enumerate(rows.keys):
-                account_id, _, instrument_id = key.split(FIELD_SEPARATOR)
+            for code, (account_id, _, instrument_id) in enumerate(rows.keys):
                 now[code] = (account_id, instrument_id) in touched
         decoded = now[rows.codes]
         anchors = dict(anchored)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from server.domain.codec import FIELD_SEPARATOR, VERSION_MARK
 from server.domain.events import CommissionAmendment, ExecutionEvent, Fill, FillCorrection
 from server.domain.ledger import Ledger, Outcome
+from server.domain.position import PositionKey
 from server.domain.restatement import (
     Deferred,
     JournaledFills,
@@ -177,14 +178,22 @@ IDS = st.sampled_from(["A", "B", "AB", "", "S1", "I1", "x" * 40])
 @given(st.lists(st.tuples(IDS, IDS, IDS), max_size=40))
 def test_the_windows_fills_are_grouped_by_their_row_columns_in_the_order_first_seen(rows):
     """Each fill's code names its own (account, strategy, instrument), one code a row (ids
-    that are each other's prefixes or equal across columns stay apart)."""
+    that are each other's prefixes or equal across columns stay apart), and each row's code
+    its account-level row, one a (account, instrument)."""
     count = len(rows)
     strings = [np.array([row[i] for row in rows], dtype=object) for i in range(3)]
     texts = np.array([f"t{n}" for n in range(count)], dtype=object)
     numbers = np.arange(count, dtype=np.int64)
     grouped = JournalRows.of(JournaledFills(numbers, *strings, texts, numbers, texts))
-    assert [tuple(grouped.keys[code].split(FIELD_SEPARATOR)) for code in grouped.codes] == rows
-    assert grouped.keys == [FIELD_SEPARATOR.join(row) for row in dict.fromkeys(rows)]
+    assert [grouped.keys[code] for code in grouped.codes] == rows
+    assert grouped.keys == list(dict.fromkeys(rows))
+    assert all(type(key) is PositionKey for key in grouped.keys)
+    # each strategy row's account-level row, one code per (account, instrument)
+    account_rows = [(a, "", i) for a, _, i in rows]
+    assert [
+        grouped.account_keys[grouped.account_codes[code]] for code in grouped.codes
+    ] == account_rows
+    assert grouped.account_keys == list(dict.fromkeys(account_rows))
     assert list(grouped.texts) == list(texts) and list(grouped.sequences) == list(numbers)
 
 

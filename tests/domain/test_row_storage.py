@@ -116,14 +116,25 @@ def test_a_lone_fill_leaves_the_window_and_an_older_fill_is_booked_outside_it():
 ENTRY = st.tuples(st.integers(0, 40), st.sampled_from(["A", "B", "C"]))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(ENTRY, st.integers(0, 45)), max_size=60), st.integers(1, 4))
+# runs of entries in time order, added at once (ExpiryQueue.extend)
+RUN = st.lists(ENTRY, max_size=12).map(lambda entries: sorted(entries, key=lambda e: e[0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(ENTRY, st.integers(0, 45), RUN), max_size=60), st.integers(1, 4))
 def test_the_expiry_queue_gives_what_a_heap_of_entries_gives(steps, chunk):
-    """Pushes (time, key) and takes out what is before a horizon (an int step), in chunks of
-    `chunk` entries: the same entries come out as from a heap, in time order."""
+    """Pushes (time, key), extends by runs in time order (a list) and takes out what is
+    before a horizon (an int step), in chunks of `chunk` entries: the same entries come out
+    as from a heap, in time order."""
     queue, heap = ExpiryQueue(), []
     with patch("server.domain.expiry.CHUNK", chunk):
         for step in steps:
+            if isinstance(step, list):
+                keys = [PositionKey("A1", name, "AAPL") for _, name in step]
+                queue.extend([time_ns for time_ns, _ in step], keys)
+                for (time_ns, _), key in zip(step, keys, strict=True):
+                    heapq.heappush(heap, (time_ns, key))
+                continue
             if isinstance(step, tuple):
                 time_ns, name = step
                 key = PositionKey("A1", name, "AAPL")
