@@ -10,9 +10,10 @@ from decimal import Decimal
 import pytest
 
 from server.domain.ledger import Ledger, Result
-from server.domain.performance import RoundTrips, daily_statistics, max_drawdown
+from server.domain.performance import Performance, RoundTrips, daily_statistics, max_drawdown
 from server.domain.position import PositionKey
 from server.domain.state import capture, capture_rows, restore
+from server.domain.steps import at_once
 from server.storage.state_frames import state_frame, state_from_frame
 from tests.domain.builders import fill
 
@@ -171,3 +172,30 @@ def test_a_checkpoint_lists_the_trips_in_the_books_order_and_those_of_rows_gone_
     assert [key for key, *_ in listed] == [key for key in order if key.instrument_id != "IBM"]
     assert [key for key, _ in listed_closed] == [PositionKey("A1", "S2", "IBM"),
                                                  PositionKey("A1", "", "IBM")]  # fmt: skip
+
+
+def test_restored_trips_in_progress_keep_each_start_and_share_one_record_per_same_objects():
+    """A checkpoint reads one Decimal per distinct text: trips whose starts are the same
+    objects share one record; equal starts of other exponents stay apart, and starts made and
+    dropped one by one (an id reused) each come back as given."""
+    zero, fee = D("0"), D("0.35")
+    keys = [PositionKey("A1", f"S{n}", "AAPL") for n in range(5)]
+    given = [(keys[0], 1, zero, fee), (keys[1], 1, zero, fee), (keys[2], -1, zero, fee),
+             (keys[3], 1, D("0.00"), D("0.350")), (keys[4], 1, D("-2.5"), fee)]  # fmt: skip
+
+    def texts(performance: Performance) -> list[tuple[PositionKey, int, str, str]]:
+        opened, _, _, _ = at_once(performance.stating(keys))
+        return [(key, sign, str(realized), str(fees)) for key, sign, realized, fees in opened]
+
+    expected = [(key, sign, str(realized), str(fees)) for key, sign, realized, fees in given]
+    shared = Performance()
+    shared.restore(given, [], [], [])
+    assert texts(shared) == expected
+    assert shared._open[keys[0]] is shared._open[keys[1]]
+    assert shared._open[keys[2]] is not shared._open[keys[0]]  # the other side
+    one_by_one = Performance()
+    one_by_one.restore(
+        ((key, sign, D(str(realized)), D(str(fees))) for key, sign, realized, fees in given),
+        [], [], [],
+    )  # fmt: skip
+    assert texts(one_by_one) == expected
