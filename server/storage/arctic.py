@@ -611,10 +611,18 @@ class ArcticEventStore:
         metadata["receipts"] = self._known_receipts().encoded()
         try:
             book, state = self._checkpoint_frames(checkpoint)
-            self.checkpoints.write(STATE, state, metadata=metadata, prune_previous_versions=True)
-            self.checkpoints.write(BOOK, book, metadata=metadata, prune_previous_versions=True)
+            # The pair before goes only once both halves are in: a process that dies between
+            # them (a crash; a stop's time limit, which a large book's checkpoint can pass)
+            # leaves that pair whole, which latest_checkpoint finds.
+            self.checkpoints.write(STATE, state, metadata=metadata)
+            self.checkpoints.write(BOOK, book, metadata=metadata)
         except Exception as error:
             raise StorageUnavailable(f"checkpoint write failed: {error}") from error
+        try:
+            for half in (STATE, BOOK):
+                self.checkpoints.prune_previous_versions(half)
+        except Exception as error:  # saved: the earlier pair goes at the next checkpoint
+            log.warning("earlier checkpoint not pruned: %s", error)
 
     @staticmethod
     def _checkpoint_frames(checkpoint: Checkpoint) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -644,16 +652,41 @@ class ArcticEventStore:
         )
         return book, state_frame(left)
 
+    def _latest_pair(self) -> tuple[int, int, int] | None:
+        """The latest sequence both halves hold, with each half's version of it: the latest
+        versions, or, after a write cut off between the halves, the pair before (see
+        save_checkpoint). None when the halves share none."""
+        held: list[dict[int, int]] = []
+        for half in (BOOK, STATE):
+            listed = self.checkpoints.list_versions(half)
+            versions = sorted(
+                (found.version for found, info in listed.items() if not info.deleted),
+                reverse=True,
+            )
+            held.append({})
+            for version in versions:
+                metadata = self.checkpoints.read_metadata(half, as_of=version).metadata or {}
+                held[-1].setdefault(int(metadata.get("sequence", -1)), version)
+        common = held[0].keys() & held[1].keys()
+        if not common:
+            return None
+        sequence = max(common)
+        return sequence, held[0][sequence], held[1][sequence]
+
     def latest_checkpoint(self) -> Checkpoint | None:
         if not (self.checkpoints.has_symbol(BOOK) and self.checkpoints.has_symbol(STATE)):
             return None
-        book = self.checkpoints.read(BOOK)
-        state = self.checkpoints.read(STATE)
-        sequence = int(book.metadata["sequence"])
+        pair = self._latest_pair()
+        if pair is None:
+            log.warning("checkpoint halves disagree; replaying the whole journal instead")
+            return None
+        sequence, book_version, state_version = pair
+        book = self.checkpoints.read(BOOK, as_of=book_version)
+        state = self.checkpoints.read(STATE, as_of=state_version)
         # A later release's checkpoint is refused (NewerFormat); an earlier one is upcast.
         usable = check_checkpoint(f"{CHECKPOINTS}/{BOOK}", book.metadata)
         usable = check_checkpoint(f"{CHECKPOINTS}/{STATE}", state.metadata) and usable
-        if not usable or int(state.metadata["sequence"]) != sequence:
+        if not usable:
             log.warning("checkpoint halves disagree; replaying the whole journal instead")
             return None
         rows, anchors, opened, closed, closes = rows_from_checkpoint(book.data, book.metadata)
