@@ -221,4 +221,10 @@ def _run(target: Target, arguments: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leaves without the interpreter's teardown, its output flushed: ArcticDB's LMDB back end
+    # can crash while a process shuts down (a store export once exited -11 after writing its
+    # file and saying so), and nothing is left to do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
