@@ -66,7 +66,7 @@ def test_a_checkpoint_cut_off_between_its_halves_leaves_the_one_before_it_whole(
     """The process dies (a crash, or a stop's time limit: at 1M rows a stop's checkpoint takes
     longer than the limit) after a checkpoint's state half is written and before its book
     half: the next start reads the checkpoint before it, both halves, instead of replaying
-    the whole journal (about a minute more at 1M journaled events). Once a checkpoint is
+    the whole journal (every journaled event applied again). Once a checkpoint is
     whole, the ones before it go."""
     uri = f"lmdb://{tmp_path}/store"
     price = Price(D("10"), MarkSource.LAST_FILL, 1, "f1")
