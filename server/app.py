@@ -95,9 +95,10 @@ class RunningServer:
     tracing: Tracing | None = None  # with --trace-export
     views_writer: ViewsProcess | None = None  # the views' own process (LMDB stores)
 
-    async def stop(self, grace: float | None) -> None:
+    async def stop(self, grace: float | None, time_left: Callable[[], float] | None = None) -> None:
         """Stops taking calls, lets running ones finish for `grace` seconds, commits what is
-        pending, then releases the store."""
+        pending, then releases the store. `time_left`: the seconds left before the stop's
+        limit (StopDeadline), which the checkpoint needs to fit in."""
         await self.health.enter_graceful_shutdown()
         if self.views_writer is not None:
             self.views_writer.stopping()
@@ -124,7 +125,8 @@ class RunningServer:
         await self.service.committer.stop()
         if self.service.committer.healthy and not self.supervision.failed.is_set():
             # Never a snapshot of a state a failed task may have left half-done.
-            await self.service.checkpoints.stop()  # the next start replays less than an interval
+            # The next start replays less than an interval (if it fits before the limit).
+            await self.service.checkpoints.stop(time_left)
         await self.service.projector.drained()
         if self.views_writer is not None:  # its last write is done: nothing left to lose
             await asyncio.to_thread(self.views_writer.stop, VIEWS_STOP_SECONDS)
@@ -586,11 +588,19 @@ class StopDeadline:
         self.limit = limit
         self._started = threading.Lock()  # taken once, never waited on: safe in a handler
         self._timer: threading.Timer | None = None
+        self._ends_at: float | None = None  # time.monotonic()
         self.first_signal_at: float | None = None
+
+    def time_left(self) -> float:
+        """Seconds before the process exits at the limit (the whole limit before it starts)."""
+        if self._ends_at is None:
+            return self.limit
+        return max(0.0, self._ends_at - time.monotonic())
 
     def start(self) -> None:
         if not self._started.acquire(blocking=False):
             return
+        self._ends_at = time.monotonic() + self.limit
         timer = threading.Timer(self.limit, self._expired)
         timer.daemon = True
         self._timer = timer
@@ -644,7 +654,7 @@ async def serve(config: ServiceConfig) -> int:
     deadline.start()
     log.info("shutting down (grace %.1fs)", config.grace_seconds)
     try:
-        await running.stop(config.grace_seconds)
+        await running.stop(config.grace_seconds, deadline.time_left)
     finally:
         deadline.cancel()
     log.info("stopped at sequence %d", running.service.sequence)

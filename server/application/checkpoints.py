@@ -9,7 +9,8 @@ The stored checkpoint thus trails the book by about one interval, and after a cr
 replayed tail refills the subscribers' replay buffer, so a subscriber that was a little behind
 resumes without OUT_OF_RANGE. A graceful stop writes the snapshot held (taken up to one interval
 earlier) or, when none is held, the book as it stands: a subscriber behind that point at the
-stop is answered OUT_OF_RANGE after the restart and re-reads state; one up to date resumes.
+stop is answered OUT_OF_RANGE after the restart and re-reads state; one up to date resumes. It
+writes none when the last checkpoint took too long to fit before the stop's limit (`stop`).
 
 A periodic snapshot is taken in steps, between two groups of the committer (it holds the
 committer's lock): the event loop answers queries between its steps, and no event applies
@@ -21,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from server.application.collector import collector_paused
@@ -31,6 +34,10 @@ from server.domain.state import capturing, capturing_rows
 from server.domain.steps import Steps, at_once
 
 log = logging.getLogger("portfolio.checkpoint")
+
+STOP_MARGIN = 1.5
+"""A stop takes its checkpoint only if the time left before its limit is this many times what
+the last one took (taking and writing): one cut off at the limit is lost work, and exits 1."""
 
 
 def snapshot(ledger: Ledger) -> Checkpoint:
@@ -71,7 +78,12 @@ class Checkpointer:
         self._taken = 0  # the sequence of the last snapshot taken, or of the stored one
         self._timer: asyncio.TimerHandle | None = None
         self._turning: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # a turn's write, on the executor
         self.saved_sequence = 0
+        # What the last checkpoint took to take (a snapshot, in steps or at once) and to
+        # write, in seconds: a stop's estimate of its own (None: not measured yet).
+        self.snapshot_seconds: float | None = None
+        self.write_seconds: float | None = None
 
     def resume(self, ledger: Ledger, stored: int) -> None:
         """After recovery: the stored checkpoint is at `stored`; counting starts there."""
@@ -87,7 +99,7 @@ class Checkpointer:
             return
         checkpoint = snapshot(self._ledger)
         try:
-            self._store.save_checkpoint(checkpoint)
+            self._write(checkpoint)
         except Exception as error:  # the journal is the truth: only startup gets slower
             log.warning("checkpoint at %d not saved: %s", checkpoint.sequence, error)
             return
@@ -131,7 +143,9 @@ class Checkpointer:
         if ledger.applied_sequence > self._taken:
             try:
                 async with self.book:
+                    began = time.perf_counter()
                     taken = await in_steps(snapshotting(ledger))
+                    self.snapshot_seconds = time.perf_counter() - began
             except Exception:  # a bug: the journal is the truth, only a restart gets slower
                 log.exception("checkpoint snapshot failed; the next is taken an interval later")
                 self._taken = ledger.applied_sequence  # not again at every group
@@ -141,11 +155,18 @@ class Checkpointer:
         if held is not None and held.sequence > self.saved_sequence:
             try:
                 future = asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._store.save_checkpoint, held
+                    self._executor, self._write, held
                 )
             except RuntimeError:  # the service is stopping: its executor takes no more work
                 return
             future.add_done_callback(functools.partial(self._saved, held))
+            self._writing = future
+
+    def _write(self, checkpoint: Checkpoint) -> None:
+        """On the executor's thread: saves `checkpoint`, timed."""
+        began = time.perf_counter()
+        self._store.save_checkpoint(checkpoint)
+        self.write_seconds = time.perf_counter() - began
 
     @staticmethod
     def _turned(turn: asyncio.Task[None]) -> None:
@@ -160,28 +181,49 @@ class Checkpointer:
         else:
             self.saved_sequence = max(self.saved_sequence, checkpoint.sequence)
 
-    async def stop(self) -> None:
+    async def stop(self, time_left: Callable[[], float] | None = None) -> None:
         """On a graceful stop, after the last commit: writes the snapshot held, or the book now
-        when nothing newer than the stored checkpoint is held."""
+        when nothing newer than the stored checkpoint is held. Not when `time_left` (seconds
+        before the stop's limit) is shorter than STOP_MARGIN times what the last checkpoint
+        took: the next start then replays from the stored one, as after a crash (at 1M rows a
+        checkpoint takes about 10 s, more than the default limit leaves)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._turning is not None:  # its snapshot, if any, is the one held now
             await asyncio.gather(self._turning, return_exceptions=True)  # a failure: logged
+        if self._writing is not None:  # a turn's write under way: the stop's comes after it
+            await asyncio.gather(self._writing, return_exceptions=True)  # a failure: logged
         held, self._held = self._held, None
         checkpoint = held if held is not None and held.sequence > self.saved_sequence else None
         ledger = self._ledger
-        if (
+        taking = (
             checkpoint is None
             and ledger is not None
             and ledger.applied_sequence > self.saved_sequence
-        ):
-            checkpoint = snapshot(ledger)
-        if checkpoint is None:
+        )
+        if checkpoint is None and not taking:
             return
+        if time_left is not None and self.write_seconds is not None:
+            needed = self.write_seconds + ((self.snapshot_seconds or 0.0) if taking else 0.0)
+            left = time_left()
+            if needed * STOP_MARGIN > left:
+                log.warning(
+                    "no checkpoint at stop: the last took %.1fs, %.1fs are left before the "
+                    "stop's limit (--grace-seconds); the next start replays from sequence %d",
+                    needed,
+                    left,
+                    self.saved_sequence,
+                )
+                return
+        if checkpoint is None:
+            assert ledger is not None
+            began = time.perf_counter()
+            checkpoint = snapshot(ledger)
+            self.snapshot_seconds = time.perf_counter() - began
         try:
             await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._store.save_checkpoint, checkpoint
+                self._executor, self._write, checkpoint
             )
         except Exception as error:  # the journal is the truth: only startup gets slower
             log.warning("checkpoint at %d not saved on stop: %s", checkpoint.sequence, error)

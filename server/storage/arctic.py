@@ -687,7 +687,7 @@ class ArcticEventStore:
         usable = check_checkpoint(f"{CHECKPOINTS}/{BOOK}", book.metadata)
         usable = check_checkpoint(f"{CHECKPOINTS}/{STATE}", state.metadata) and usable
         if not usable:
-            log.warning("checkpoint halves disagree; replaying the whole journal instead")
+            log.warning("checkpoint of an early layout; replaying the whole journal instead")
             return None
         rows, anchors, opened, closed, closes = rows_from_checkpoint(book.data, book.metadata)
         ledger_state = state_from_frame(state.data, state.metadata)
