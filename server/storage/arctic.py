@@ -666,7 +666,8 @@ class ArcticEventStore:
             held.append({})
             for version in versions:
                 metadata = self.checkpoints.read_metadata(half, as_of=version).metadata or {}
-                held[-1].setdefault(int(metadata.get("sequence", -1)), version)
+                if "sequence" in metadata:  # a version without one pairs with nothing
+                    held[-1].setdefault(int(metadata["sequence"]), version)
         common = held[0].keys() & held[1].keys()
         if not common:
             return None
