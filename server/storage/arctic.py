@@ -68,7 +68,7 @@ from server.storage.upcasters import (
     empty_anchors_left_out,
 )
 from server.storage.views import ArcticViews
-from server.storage.wal import WriteAheadLog, written_by
+from server.storage.wal import WriteAheadLog
 
 log = logging.getLogger("portfolio.storage")
 
@@ -257,10 +257,9 @@ class ArcticEventStore:
         """Opens the write-ahead log and copies into the journal what it holds beyond it
         (acknowledged before a stop the journal did not follow), before anything reads."""
         self._wal = WriteAheadLog(folder / WAL_FOLDER)
-        records = self._wal.open()
-        self._log_receipts = tuple(written_by(records))
         last = self._journal_last()
-        behind = [record for record in records if record.sequence > last]
+        behind = self._wal.open(after=last)
+        self._log_receipts = tuple(self._wal.receipts)
         if behind and behind[0].sequence != last + 1:
             raise StoreUnusable(
                 f"write-ahead log {self._wal.folder} continues at sequence "

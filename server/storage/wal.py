@@ -97,27 +97,44 @@ def _fields(who: bytes) -> tuple[str, str]:
 
 
 def _crc(sequence: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(sequence.to_bytes(8, "little")))
+    return zlib.crc32(payload, _sequence_crc(sequence))
 
 
-def _decode(data: bytes, where: Path) -> tuple[list[Record], int]:
-    """The good records from the start of `data` and the offset where they end."""
+def _sequence_crc(sequence: int) -> int:
+    return zlib.crc32(sequence.to_bytes(8, "little"))
+
+
+def _decode(
+    data: bytes, where: Path, after: int
+) -> tuple[list[Record], list[tuple[int, int]], int]:
+    """The good records from the start of `data` beyond sequence `after`, every good record's
+    (sequence, time written), and the offset where the good records end. Those at or before
+    `after` (the journal holds them) are checked but not decoded: a start reads the whole
+    segment being written, up to 16 MB, and decoding its 100,000 records took 0.75 s."""
     records: list[Record] = []
+    stamps: list[tuple[int, int]] = []
     bookers: dict[bytes, Booker] = {}  # one per principal, as when written
-    offset = 0
-    while offset + HEADER.size <= len(data):
-        length, sequence, crc = HEADER.unpack_from(data, offset)
-        end = offset + HEADER.size + length
-        payload = data[offset + HEADER.size : end]
-        if end > len(data) or _crc(sequence, payload) != crc:
+    view = memoryview(data)
+    unpack, size, offset = HEADER.unpack_from, len(data), 0
+    while offset + HEADER.size <= size:
+        length, sequence, crc = unpack(data, offset)
+        start = offset + HEADER.size
+        end = start + length
+        if end > size or zlib.crc32(view[start:end], _sequence_crc(sequence)) != crc:
             break
-        stamp, _, rest = payload.partition(b"\x00")
-        kind, _, text = rest.partition(b"\x00")
-        stamp, marked, who = stamp.partition(b"\x1e")
-        booker = UNKNOWN
-        if marked:
-            booker = bookers.get(who) or bookers.setdefault(who, Booker(*_fields(who)))
-        records.append(Record(sequence, kind.decode(), text.decode(), int(stamp), booker))
+        stamp_end = data.find(b"\x00", start, end)
+        if stamp_end < 0:
+            stamp_end = end
+        mark = data.find(b"\x1e", start, stamp_end)
+        written_ns = int(data[start : stamp_end if mark < 0 else mark])
+        stamps.append((sequence, written_ns))
+        if sequence > after:
+            booker = UNKNOWN
+            if mark >= 0:
+                who = data[mark + 1 : stamp_end]
+                booker = bookers.get(who) or bookers.setdefault(who, Booker(*_fields(who)))
+            kind, _, text = data[stamp_end + 1 : end].partition(b"\x00")
+            records.append(Record(sequence, kind.decode(), text.decode(), written_ns, booker))
         offset = end
     if offset < len(data) and _good_record_after(data, offset + 1):
         raise StoreUnusable(
@@ -125,7 +142,7 @@ def _decode(data: bytes, where: Path) -> tuple[list[Record], int]:
             "by good ones (not a torn last write); restore the folder from a backup or ask "
             "for help before starting: acknowledged events may be in it"
         )
-    return records, offset
+    return records, stamps, offset
 
 
 def _good_record_after(data: bytes, start: int) -> bool:
@@ -140,14 +157,15 @@ def _good_record_after(data: bytes, start: int) -> bool:
     return False
 
 
-def written_by(records: Sequence[Record]) -> list[tuple[int, int]]:
+def written_by(stamps: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """(sequence, time): every event up to the sequence had been received by the time, one
-    per write (at most RECEIPT_ANCHORS, the last kept: a bound dropped only gets later)."""
-    last = len(records) - 1
+    per write (at most RECEIPT_ANCHORS, the last kept: a bound dropped only gets later), from
+    each record's (sequence, time written) in order."""
+    last = len(stamps) - 1
     anchors = [
-        (record.sequence, record.written_ns)
-        for index, record in enumerate(records)
-        if index == last or records[index + 1].written_ns != record.written_ns
+        stamp
+        for index, stamp in enumerate(stamps)
+        if index == last or stamps[index + 1][1] != stamp[1]
     ]
     step = -(-len(anchors) // RECEIPT_ANCHORS)  # ceiling
     return anchors[::-1][::step][::-1] if step > 1 else anchors
@@ -164,16 +182,19 @@ class WriteAheadLog:
         self._fd: int | None = None
         self._size = 0  # bytes of good records in the current segment
         self._broken = ""  # why no write can be trusted any more (a failed write not cut back)
+        self.receipts: list[tuple[int, int]] = []  # written_by of every record, from open
         self._lock = threading.Lock()  # written by the committer, released by the copier
 
-    def open(self) -> list[Record]:
-        """Every record the log holds, in order; cuts a torn last record off."""
+    def open(self, after: int = 0) -> list[Record]:
+        """The records the log holds beyond sequence `after`, in order; cuts a torn last
+        record off. Every record is checked, and `receipts` set from all of them."""
         self.folder.mkdir(parents=True, exist_ok=True)
         records: list[Record] = []
+        stamps: list[tuple[int, int]] = []
         paths = sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda path: int(path.stem))
         for index, path in enumerate(paths):
             data = path.read_bytes()
-            found, good = _decode(data, path)
+            found, found_stamps, good = _decode(data, path, after)
             if good < len(data):
                 if index != len(paths) - 1:
                     raise StoreUnusable(
@@ -185,15 +206,17 @@ class WriteAheadLog:
                 with open(path, "r+b") as torn:
                     torn.truncate(good)
                     os.fsync(torn.fileno())
-            if records and found and found[0].sequence != records[-1].sequence + 1:
+            if stamps and found_stamps and found_stamps[0][0] != stamps[-1][0] + 1:
                 raise StoreUnusable(
-                    f"write-ahead log {path} starts at sequence {found[0].sequence} after "
-                    f"{records[-1].sequence}: a segment is missing"
+                    f"write-ahead log {path} starts at sequence {found_stamps[0][0]} after "
+                    f"{stamps[-1][0]}: a segment is missing"
                 )
             records.extend(found)
-            last = found[-1].sequence if found else 0
+            stamps.extend(found_stamps)
+            last = found_stamps[-1][0] if found_stamps else 0
             self._segments.append(_Segment(path, int(path.stem), last))
             self._size = good
+        self.receipts = written_by(stamps)
         if self._segments:
             self._fd = os.open(self._segments[-1].path, WRITE_FLAGS)
         return records

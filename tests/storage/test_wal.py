@@ -23,7 +23,7 @@ from server.domain.events import Fill, Side
 from server.storage.arctic import WAL_FOLDER, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.journal_copier import JournalCopier
-from server.storage.wal import LogRecord, Record, WriteAheadLog, written_by
+from server.storage.wal import LogRecord, WriteAheadLog, written_by
 
 BASE_NS = 1_767_225_600 * 10**9
 
@@ -69,10 +69,12 @@ def test_each_write_bounds_when_its_events_had_been_received(tmp_path: Path) -> 
     log.write(records(4, 4))
     after = time.time_ns()
     log.close()
-    (first, first_ns), (second, second_ns) = written_by(WriteAheadLog(tmp_path).open())
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.open(after=4) == []  # the bounds come from every record, decoded or not
+    (first, first_ns), (second, second_ns) = reopened.receipts
     assert (first, second) == (3, 4)
     assert before <= first_ns <= between <= second_ns <= after
-    many = [Record(n, "fill", "", n) for n in range(1, 10_001)]  # one write each
+    many = [(n, n) for n in range(1, 10_001)]  # one write each
     kept = written_by(many)
     assert len(kept) <= 4096 and kept[-1] == (10_000, 10_000)
     assert all(time_ns >= sequence for sequence, time_ns in kept)  # never early
@@ -96,6 +98,45 @@ def test_a_torn_last_write_is_cut_off_and_writing_goes_on(tmp_path: Path, caplog
     reopened.write(records(4, 4))
     reopened.close()
     assert [r.sequence for r in WriteAheadLog(tmp_path).open()] == [1, 2, 3, 4]
+
+
+def test_a_start_decodes_only_the_records_beyond_the_journal(tmp_path: Path) -> None:
+    """The journal holds most of the segment being written (up to 16 MB): those records are
+    checked, not decoded. What comes back beyond any point is exactly what was written there,
+    who booked it included, across segments; the receipt bounds come from every record."""
+    log = WriteAheadLog(tmp_path, segment_bytes=700)
+    log.open()
+    written: list[LogRecord] = []
+    for first in range(1, 40, 6):
+        booker = RELAY if first % 4 == 1 else Booker(f"ops-{first}", "operator")
+        group = [(n, kind, text, booker) for n, kind, text, _ in records(first, first + 5)]
+        log.write(group)
+        written.extend(group)
+    log.close()
+    assert len(list(tmp_path.glob("*.wal"))) > 2
+    whole = WriteAheadLog(tmp_path)
+    assert [(r.sequence, r.kind, r.text, r.booker) for r in whole.open()] == written
+    assert [sequence for sequence, _ in whole.receipts] == list(range(6, 43, 6))
+    for after in (0, 1, 6, 7, 23, 41, 42, 1000):
+        again = WriteAheadLog(tmp_path, segment_bytes=700)
+        back = [(r.sequence, r.kind, r.text, r.booker) for r in again.open(after=after)]
+        assert back == [w for w in written if w[0] > after]
+        assert again.receipts == whole.receipts
+        again.close()
+    whole.close()
+
+
+def test_damage_in_records_the_journal_holds_still_refuses_to_open(tmp_path: Path) -> None:
+    log = WriteAheadLog(tmp_path)
+    log.open()
+    log.write(records(1, 3))
+    log.close()
+    (segment,) = tmp_path.glob("*.wal")
+    data = bytearray(segment.read_bytes())
+    data[30] ^= 0xFF  # inside the first record's payload, which would not be decoded
+    segment.write_bytes(bytes(data))
+    with pytest.raises(StoreUnusable, match="damaged"):
+        WriteAheadLog(tmp_path).open(after=3)
 
 
 def test_damage_before_good_records_refuses_to_open(tmp_path: Path) -> None:
