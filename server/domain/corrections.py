@@ -438,10 +438,14 @@ class CorrectableFills:
         self._exact[key] = entry
         self._exact_by_hash.setdefault(entry.hashed, []).append(key)
 
+    def original_of(self, account_id: str, fill_id: str) -> str:
+        """The id of the fill that a correction `fill_id` replaced (its own for a fill)."""
+        return self._originals.get((account_id, fill_id), fill_id)
+
     def find(self, account_id: str, fill_id: str) -> tuple[str, Booked] | None:
         """The original id and what is booked for it now, for a fill or correction id. Reads
         the journal for a fill kept by its hash (raises JournalUnreadable if it cannot)."""
-        original = self._originals.get((account_id, fill_id), fill_id)
+        original = self.original_of(account_id, fill_id)
         key = (account_id, original)
         exact = self._exact.get(key)
         if exact is not None:

@@ -204,6 +204,12 @@ class Ledger:
         # Likewise fills and corrections, (account_id, id) -> the execution time whose place
         # they take: a correction or an amendment may follow its fill.
         self._admitted_fills: dict[tuple[str, str], int] = {}
+        # What will be booked for a fill once the admitted events apply: (account_id, the
+        # original fill's id) -> the id of the latest admitted fill or correction of it, and
+        # (account_id, that id) -> the original's id. An amendment must name what will be
+        # booked when it applies, wherever its batch ends (see _refuses_amendment).
+        self._admitted_booked: dict[tuple[str, str], str] = {}
+        self._admitted_originals: dict[tuple[str, str], str] = {}
         # The latest time an admitted fill or correction moves the correction window's end to
         # when it applies (see _admitted_place).
         self._admitted_latest_ns = 0
@@ -281,6 +287,10 @@ class Ledger:
 
     def _refuses_amendment(self, amendment: CommissionAmendment) -> Refusal | None:
         key = (amendment.account_id, amendment.fill_id)
+        original = self._admitted_originals.get(key) or self.corrections.original_of(*key)
+        replacing = self._admitted_booked.get((amendment.account_id, original))
+        if replacing is not None and replacing != amendment.fill_id:
+            return _replaced(amendment, replacing)
         if key in self._admitted_fills:  # sent in the same batch, before it
             if self._admitted_fills[key] < self._admitted_horizon_ns():
                 return self._unamendable(amendment, None)
@@ -312,16 +322,13 @@ class Ledger:
             )
         booked = found[1]
         if booked.event_id != amendment.fill_id:
-            return Refusal(
-                RefusalKind.CONFLICT,
-                "fill_id",
-                f"fill {amendment.fill_id!r} was replaced by correction {booked.event_id!r}: "
-                "amend the correction's commission instead",
-            )
+            return _replaced(amendment, booked.event_id)
         return None
 
     def _admitted_fill(self, fill: Fill) -> None:
-        self._admitted_fills[fill.account_id, fill.fill_id] = fill.timestamp_ns
+        key = (fill.account_id, fill.fill_id)
+        self._admitted_fills[key] = fill.timestamp_ns
+        self._admitted_booked[key] = self._admitted_originals[key] = fill.fill_id
         self._admitted_latest_ns = max(self._admitted_latest_ns, fill.timestamp_ns)
 
     def _admitted_correction(self, correction: FillCorrection) -> None:
@@ -329,6 +336,10 @@ class Ledger:
         place = self._admitted_place(correction.account_id, correction.corrects)
         assert place is not None, "admitted by _refuses_correction just before"
         self._admitted_fills[correction.account_id, correction.correction_id] = place
+        key = (correction.account_id, correction.corrects)
+        original = self._admitted_originals.get(key) or self.corrections.original_of(*key)
+        self._admitted_booked[correction.account_id, original] = correction.correction_id
+        self._admitted_originals[correction.account_id, correction.correction_id] = original
         self._admitted_latest_ns = max(self._admitted_latest_ns, correction.timestamp_ns)
 
     def _admitted_instrument(self, definition: InstrumentDefinition) -> None:
@@ -466,7 +477,11 @@ class Ledger:
     def _booked(self, fill: Fill | FillCorrection, sequence: int, applied: Applied) -> None:
         """After a fill or a correction: no longer only admitted, its placement noted for its
         ack, and the FX history kept to the window."""
-        self._admitted_fills.pop((fill.account_id, fill.event_id), None)
+        key = (fill.account_id, fill.event_id)
+        self._admitted_fills.pop(key, None)
+        original = self._admitted_originals.pop(key, None)
+        if original is not None and self._admitted_booked.get((key[0], original)) == key[1]:
+            del self._admitted_booked[key[0], original]  # what is booked tells from now on
         placement = applied.placement
         if placement is not Placement.IN_ORDER:
             self.placements.note(sequence, placement)
@@ -973,6 +988,15 @@ def _id_field(event: ExecutionEvent) -> str:
 def visits_account(event: ExecutionEvent) -> bool:
     """Whether applying the event visits every row of its account (KindRules.steps)."""
     return KINDS[type(event)].steps is not None
+
+
+def _replaced(amendment: CommissionAmendment, by: str) -> Refusal:
+    return Refusal(
+        RefusalKind.CONFLICT,
+        "fill_id",
+        f"fill {amendment.fill_id!r} was replaced by correction {by!r}: "
+        "amend the correction's commission instead",
+    )
 
 
 def _in_columns(

@@ -241,3 +241,38 @@ def test_any_arrival_with_late_commissions_and_a_restart_gives_the_reference_boo
         replayed.apply(event, sequence)
     assert book_state(replayed) == book_state(reference)
     assert all_cash(replayed) == all_cash(reference)
+
+
+def test_an_amendment_of_a_fill_an_admitted_correction_replaces_is_refused_at_the_door():
+    """Where a batch ends changes nothing: an amendment of a fill that a correction admitted
+    before it replaces is refused at the door, as once the correction has applied. (It was
+    acked, journaled, and refused only when applied; a restart between the two, which applies
+    the correction first, refused it at the door: the two journals differed.) An amendment of
+    the correction itself is taken."""
+    first = fill("BUY", 1, 10, fill_id="x.01")
+    second = correction("x.01", "BUY", 1, 10, correction_id="x.02")
+    third = correction("x.02", "BUY", 2, 10, correction_id="x.03")
+
+    booked = Ledger()  # the correction applied before the amendment arrives
+    record(booked, first, second)
+    split = booked.admit(amendment("x.01", 1))
+    assert split.result is Result.REJECTED and split.refused is RefusalKind.CONFLICT
+
+    same_batch = Ledger()
+    assert [same_batch.admit(e).result for e in (first, second)] == [Result.ACCEPTED] * 2
+    refused = same_batch.admit(amendment("x.01", 1))
+    assert (refused.result, refused.refused, refused.reason) == (
+        Result.REJECTED, RefusalKind.CONFLICT, split.reason,
+    )  # fmt: skip
+    of_the_correction = dataclasses.replace(amendment("x.02", 1), amendment_id="x.02/c")
+    taken = same_batch.admit(of_the_correction)
+    assert taken.result is Result.ACCEPTED
+    for event, sequence in ((first, 1), (second, 2), (of_the_correction, taken.sequence)):
+        assert same_batch.apply(event, sequence).refusal is None
+    assert cash(same_batch) == {"USD": D(-11)}
+
+    # A correction of a correction booked before, admitted: the booked one is replaced.
+    assert booked.admit(third).result is Result.ACCEPTED
+    refused = booked.admit(dataclasses.replace(amendment("x.02", 1), amendment_id="x.02/c"))
+    assert refused.result is Result.REJECTED and refused.refused is RefusalKind.CONFLICT
+    assert "'x.03'" in refused.reason

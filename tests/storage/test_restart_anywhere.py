@@ -282,3 +282,29 @@ def test_a_restart_anywhere_changes_no_answer(steps, data):
             crashes=crashes,
         )  # fmt: skip
     assert restarted == straight
+
+
+def test_an_amendment_after_its_fills_correction_in_one_batch_journals_alike_split():
+    """Found by the property above: fill f1, its correction f2 and an amendment of f1 in one
+    Ingest call journaled the amendment (refused only when applied); split by a restart
+    after the correction, the door refused it, and every later sequence differed by one."""
+
+    def fill(n: int, corrects: str = "") -> pb.ExecutionEvent:
+        event = pb.Fill(
+            fill_id=f"f{n}", account_id="A1", strategy_id="S1", instrument_id="AAPL",
+            side=pb.SIDE_BUY, quantity="1", price="99.5", venue="ARCA", corrects=corrects,
+        )  # fmt: skip
+        return pb.ExecutionEvent(fill=_stamp(event, 0))
+
+    amendment = pb.CommissionAmendment(
+        amendment_id="c3", account_id="A1", fill_id="f1", commission="0",
+        commission_currency="USD",
+    )  # fmt: skip
+    steps: list[Step] = [
+        fill(1), fill(2, corrects="f1"), pb.ExecutionEvent(commission=_stamp(amendment, 0)),
+        fill(4),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        straight = _run(f"lmdb://{tmp}/straight", steps, [], 2, restart=False)
+        restarted = _run(f"lmdb://{tmp}/restarted", steps, [2], 2, restart=True)
+    assert restarted == straight
