@@ -508,7 +508,8 @@ class ArcticEventStore:
         frame = self._read(query_builder=query, columns=columns)
         if frame.empty:
             return
-        frame = frame.sort_values("sequence", kind="stable")
+        if not frame["sequence"].is_monotonic_increasing:  # as appended: a copy saved
+            frame = frame.sort_values("sequence", kind="stable")
         kinds = frame["kind"].to_numpy()
         sequences = frame["sequence"].to_numpy(dtype=np.int64)
         fills = JournaledFills(
