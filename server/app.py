@@ -53,7 +53,7 @@ from server.domain.seen import EventAt
 from server.domain.time_window import TimeWindow
 from server.log_format import configure_logging
 from server.reference import ReferenceFileError, load_reference
-from server.storage.arctic import ArcticEventStore
+from server.storage.arctic import CLOSE_COPY_SECONDS, ArcticEventStore
 from server.storage.disk import StoreUnusable
 from server.storage.lock import StoreLocked
 from server.storage.views_process import ViewsProcess, local_folder
@@ -110,7 +110,7 @@ class RunningServer:
         closer = self.service.day_closer
         if closer is not None:  # a close just journaled goes to the store before the checkpoint
             try:
-                await asyncio.wait_for(closer.record_closes(), 5.0)
+                await asyncio.wait_for(closer.record_closes(), _within(5.0, time_left))
             except Exception as error:
                 log.error("day closes not recorded in the store at stop: %r", error)
         for task in self._background:
@@ -127,9 +127,15 @@ class RunningServer:
             # Never a snapshot of a state a failed task may have left half-done.
             # The next start replays less than an interval (if it fits before the limit).
             await self.service.checkpoints.stop(time_left)
-        await self.service.projector.drained()
-        if self.views_writer is not None:  # its last write is done: nothing left to lose
-            await asyncio.to_thread(self.views_writer.stop, VIEWS_STOP_SECONDS)
+        views_written = await self.service.projector.drained(timeout=_within(None, time_left))
+        if not views_written:
+            log.warning(
+                "the views' last write did not finish before the stop's limit: the next start "
+                "writes them from the journal"
+            )
+        if self.views_writer is not None:  # its last write is done, or given up: ended now
+            wait = VIEWS_STOP_SECONDS if views_written else 0.0
+            await asyncio.to_thread(self.views_writer.stop, wait)
         for executor in self._executors:
             # In a thread: one stuck in a store call must not freeze the loop past the grace.
             await asyncio.to_thread(executor.shutdown, wait=True)
@@ -573,6 +579,18 @@ async def _watch_views(writer: ViewsProcess) -> None:
 VIEWS_CHECK_SECONDS = 1.0
 VIEWS_STOP_SECONDS = 2.0  # the views writer's own stop, once the last write is done
 STOP_MARGIN_SECONDS = 5.0  # beyond the grace: committing what is pending, the last views
+# Kept at a stop for what follows the views' last write (the writer's stop, the executors,
+# the journal's last copy when the store closes): a write still under way then is given up.
+STOP_RESERVE_SECONDS = VIEWS_STOP_SECONDS + CLOSE_COPY_SECONDS
+
+
+def _within(seconds: float | None, time_left: Callable[[], float] | None) -> float | None:
+    """`seconds` (None: no limit), no more than what the stop's limit leaves after its
+    reserve (none without a limit)."""
+    if time_left is None:
+        return seconds
+    left = max(0.0, time_left() - STOP_RESERVE_SECONDS)
+    return left if seconds is None else min(seconds, left)
 
 
 class StopDeadline:

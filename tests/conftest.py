@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -50,8 +50,10 @@ class ServerThread:
     def call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
 
-    def stop(self) -> None:
-        self.call(self.running.stop(0.5))
+    def stop(self, time_left: Callable[[], float] | None = None) -> None:
+        """Stops as `serve` does, within `time_left` (the seconds before the stop's limit)
+        when given."""
+        self.call(self.running.stop(0.5, time_left))
         self._close_loop()
 
     def _close_loop(self) -> None:

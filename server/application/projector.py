@@ -160,6 +160,7 @@ class ViewProjector:
         self._running: asyncio.Future[bool] | None = None
         self._fresh = False  # work submitted since the last write began
         self._retry: asyncio.TimerHandle | None = None
+        self._closed = False  # drained at a stop: nothing is written after
         self._delay = retry_seconds  # back-off of a write that failed as a whole
         self.failures = 0
         # Symbol ("fills/U123") -> why its writes fail now; they are retried with back-off.
@@ -272,7 +273,7 @@ class ViewProjector:
         burst of commits becomes one write per symbol, and the views thread, which holds the
         GIL for milliseconds per write, stays out of the acks' way (at 1,000 one-fill batches
         a second: ack p50 6.8 ms with a write every 0.25 s, 2.3 ms once a second)."""
-        if self._running is not None or self._scheduled:
+        if self._running is not None or self._scheduled or self._closed:
             return
         loop = asyncio.get_running_loop()
         delay = self._next_write - loop.time()
@@ -284,21 +285,32 @@ class ViewProjector:
 
     def _scheduled_write(self) -> None:
         self._scheduled = False
-        if self._running is None and self._fresh:
+        if self._running is None and self._fresh and not self._closed:
             self._write()
 
-    async def drained(self, attempts: int = 3) -> None:
-        """Writes what is pending now and waits for it (on shutdown); what still fails is
-        caught up from the journal at the next start."""
+    async def drained(self, attempts: int = 3, timeout: float | None = None) -> bool:
+        """Writes what is pending now and waits for it (on shutdown), at most `timeout`
+        seconds; then writes nothing more. False when a write was still under way at the
+        timeout (a views writer that hangs, or a million rows' close): what is not written
+        is caught up from the journal at the next start, as what still fails is."""
+        loop = asyncio.get_running_loop()
+        ends = None if timeout is None else loop.time() + timeout
+        finished = True
         for _ in range(attempts):
             if self._running is None and self._pending():
                 self._write()
             if self._running is None:
                 break
-            await asyncio.gather(asyncio.shield(self._running), return_exceptions=True)
+            left = None if ends is None else max(0.0, ends - loop.time())
+            done, _ = await asyncio.wait({self._running}, timeout=left)
+            if not done:
+                finished = False
+                break
+        self._closed = True
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        return finished
 
     def _write(self) -> None:
         batch, self._batch = self._batch, _Batch()
@@ -379,6 +391,8 @@ class ViewProjector:
             self._schedule()
 
     def _retry_after(self, seconds: float) -> None:
+        if self._closed:
+            return
         if self._retry is not None:
             self._retry.cancel()
         loop = asyncio.get_running_loop()

@@ -332,7 +332,7 @@ class ViewsProcess:
         delay = min(FIRST_RESTART * 2 ** (self._deaths - 1), LAST_RESTART)
         self._next_start = time.monotonic() + delay
         self.last_death = cause
-        if cause != self._logged:
+        if cause != self._logged and not self._stopped:  # not ended by a stop
             log.error("views writer process ended (%s); restarting it", cause)
             self._logged = cause
 
@@ -371,7 +371,8 @@ class ViewsProcess:
 
     def stop(self, timeout: float) -> bool:
         """Asks the writer to end and waits up to `timeout` s (then ends it); True if it ended
-        on its own. Called after the projector's last write."""
+        on its own. Called after the projector's last write, or with 0 when that write did
+        not finish in time: the thread waiting for it then gets ViewsWriterDied at once."""
         acquired = self._lock.acquire(timeout=max(timeout, 0.0))
         try:
             self._stopped = True
@@ -385,7 +386,9 @@ class ViewsProcess:
             process.join(timeout)
             ended = not process.is_alive()
             if not ended:
-                log.warning("views writer process did not stop within %.1f s: ending it", timeout)
+                if timeout > 0:
+                    log.warning("views writer process did not stop within %.1f s: ending it",
+                                timeout)  # fmt: skip
                 process.kill()
                 process.join(5)
             if connection is not None:

@@ -8,6 +8,7 @@ keep the views' thread.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -22,6 +23,7 @@ import pytest
 from arcticdb.exceptions import NoDataFoundException
 
 from portfolio.v1 import portfolio_pb2_grpc as pb_grpc
+from server.app import STOP_RESERVE_SECONDS
 from server.domain.book import PositionView
 from server.storage.views import ArcticViews
 from server.storage.views_process import ViewsProcess, local_folder
@@ -214,5 +216,39 @@ def test_a_stop_right_after_the_start_writes_the_views_without_an_error(tmp_path
     try:
         assert again.running.recovery.views_backlog == []
         assert sequences(again, "fills", "A1") == [1]
+    finally:
+        again.stop()
+
+
+def test_a_stop_gives_up_a_views_write_that_would_pass_its_limit(tmp_path, caplog):
+    """A writer that hangs mid-write (stopped here by SIGSTOP; a million rows' close kept one
+    busy past the stop's limit, which then exited 1): the stop waits for the write only as
+    long as its limit leaves after its reserve, ends the writer, and says so; nothing is
+    lost, the next start writes the views from the journal."""
+    store = f"lmdb://{tmp_path}/store"
+    server = start_test_server(store=store)
+    writer = server.running.views_writer
+    assert writer is not None
+    ingest(server, pb_fill("BUY", 1, 100))
+    wait_until(lambda: sequences(server, "fills", "A1") == [1])
+    pid = writer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ingest(server, pb_fill("BUY", 1, 101))
+        time.sleep(1.5)  # the projector hands the write over within its 1 s interval
+        limit = time.monotonic() + STOP_RESERVE_SECONDS + 2.0
+        with caplog.at_level(logging.INFO):
+            server.stop(lambda: max(0.0, limit - time.monotonic()))
+        assert time.monotonic() < limit  # exited at once past it, as `serve` would
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert not alive(pid)
+    assert "the views' last write did not finish before the stop's limit" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    again = start_test_server(store=store)
+    try:
+        wait_until(lambda: sequences(again, "fills", "A1") == [1, 2])
     finally:
         again.stop()
