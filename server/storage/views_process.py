@@ -380,7 +380,7 @@ class ViewsProcess:
             self._process = self._connection = None
             if process is None:
                 return True
-            if connection is not None:
+            if connection is not None and timeout > 0:  # (a hung writer's pipe may be full)
                 with contextlib.suppress(OSError):
                     connection.send(("stop",))
             process.join(timeout)
