@@ -74,3 +74,20 @@ def canonical(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+class CanonicalTexts(dict[Decimal, str]):
+    """`canonical` of each amount, made once per distinct value (equal values have one
+    canonical text, whatever their exponents). A million rows' checkpoint made 6.9M texts at
+    about 0.25 us each, most of them of a few thousand values, where a hit costs about 0.02 us
+    (a Decimal keeps its hash). At most MAX_CANONICAL_TEXTS are kept: a book of distinct
+    figures costs a look-up more per amount, not memory."""
+
+    def __missing__(self, value: Decimal) -> str:
+        text = canonical(value)
+        if len(self) < MAX_CANONICAL_TEXTS:
+            self[value] = text
+        return text
+
+
+MAX_CANONICAL_TEXTS = 65_536

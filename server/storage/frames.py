@@ -17,7 +17,7 @@ import pandas as pd
 from server.domain.book import NO_PRICE, Price
 from server.domain.booker import Booker
 from server.domain.codec import NewerTextVersion, fingerprint_of
-from server.domain.decimals import canonical
+from server.domain.decimals import CanonicalTexts, canonical
 from server.domain.events import EVENT_KINDS, ExecutionEvent, Fill
 from server.domain.marks import MarkSource
 from server.domain.performance import OpenTrip, RoundTrips
@@ -156,8 +156,10 @@ def checkpoint_frame(
     prices += [None] * len(anchors)
     keys = [row.key for row in positions]
 
+    texts = CanonicalTexts()
+
     def amounts(name: str) -> list[str]:
-        return [canonical(getattr(row, name)) for row in positions]
+        return [texts[getattr(row, name)] for row in positions]
 
     def integers(values: Iterable[int]) -> npt.NDArray[np.int64]:
         return np.fromiter(values, np.int64, len(positions))
@@ -171,7 +173,7 @@ def checkpoint_frame(
         integers(row.updated_at_ns for row in positions),
         integers(row.last_sequence for row in positions),
         [row.currency for row in positions],
-        [canonical(price.price) if price else "0" for price in prices],
+        [texts[price.price] if price else "0" for price in prices],
         integers(price.time_ns if price else 0 for price in prices),
         [price.fill_id if price else "" for price in prices],
         [_other_fees_text(row) if row.other_fees else "" for row in positions],
@@ -180,7 +182,7 @@ def checkpoint_frame(
         np.arange(len(positions)) >= len(rows),  # anchor
         [row.base_currency for row in positions],
         [
-            "" if row.realized_pnl_base is None else canonical(row.realized_pnl_base)
+            "" if row.realized_pnl_base is None else texts[row.realized_pnl_base]
             for row in positions
         ],
         integers(trip[1] if trip else 0 for trip in row_trips),
@@ -192,21 +194,21 @@ def checkpoint_frame(
         integers(trips.losses if trips else 0 for trips in done),
         *([format(getattr(trips, name), "f") if trips else "" for trips in done]
           for name in TRIP_AMOUNTS),
-        *_close_columns(row_closes),
+        *_close_columns(row_closes, texts),
     ]  # fmt: skip
-    texts = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
-    return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, texts, strict=True)))  # object: also empty
+    arrays = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
+    return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, arrays, strict=True)))  # object: also empty
 
 
-def _close_columns(closes: list[RowClose | None]) -> list[list[str]]:
+def _close_columns(closes: list[RowClose | None], texts: CanonicalTexts) -> list[list[str]]:
     """The `close_` columns, in RowClose's field order: each amount canonical, as the state
     half's JSON record held it ("" for None, and every column "" for a row not closed yet)."""
-    quantities = [canonical(close.quantity) if close else "" for close in closes]
+    quantities = [texts[close.quantity] if close else "" for close in closes]
     other_fees = [_fees_text(close.other_fees) if close else "" for close in closes]
 
     def amounts(name: str) -> list[str]:
         return [
-            "" if close is None or (value := getattr(close, name)) is None else canonical(value)
+            "" if close is None or (value := getattr(close, name)) is None else texts[value]
             for close in closes
         ]
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from decimal import Decimal
 
 import arcticdb as adb
 import pandas as pd
 
-from server.domain.decimals import canonical
+from server.domain.decimals import CanonicalTexts, canonical
 from server.domain.pnl_history import DailyPnl
 
 PNL_AMOUNTS = (
@@ -30,12 +29,11 @@ PNL_COLUMNS = [
 ]  # fmt: skip
 
 
-def _text(amount: Decimal | None) -> str:
-    return "" if amount is None else canonical(amount)
-
-
-def _row(day: DailyPnl, late: bool) -> list[object]:
-    texts = [_text(getattr(day, name)) for name in PNL_AMOUNTS]
+def _row(day: DailyPnl, late: bool, canonical_texts: CanonicalTexts) -> list[object]:
+    texts = [
+        "" if (amount := getattr(day, name)) is None else canonical_texts[amount]
+        for name in PNL_AMOUNTS
+    ]
     key = day.key
     return [
         day.trading_date, day.sequence, "ACCOUNT" if key.is_account_level else "STRATEGY",
@@ -67,7 +65,8 @@ class PnlViews:
             trading_date = rows[0].trading_date
             if self.written_through(account_id) >= trading_date:
                 continue
-            frame = pd.DataFrame([_row(day, late) for day in rows], columns=PNL_COLUMNS)
+            texts = CanonicalTexts()  # a close's rows share most of their figures' values
+            frame = pd.DataFrame([_row(day, late, texts) for day in rows], columns=PNL_COLUMNS)
             frame["sequence"] = frame["sequence"].astype("int64")
             frame.index = pd.to_datetime([rows[0].close_ns] * len(rows), unit="ns", utc=True)
             metadata = {"trading_date": trading_date}

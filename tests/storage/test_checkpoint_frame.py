@@ -7,13 +7,18 @@ from decimal import Decimal
 
 import pandas as pd
 
+from server.domain import decimals
 from server.domain.book import NO_PRICE, Price
-from server.domain.decimals import canonical
+from server.domain.decimals import CanonicalTexts, canonical
 from server.domain.marks import MarkSource
 from server.domain.performance import RoundTrips
 from server.domain.pnl_history import RowClose
 from server.domain.position import Position, PositionKey
-from server.storage.frames import CHECKPOINT_COLUMNS, checkpoint_frame, rows_from_checkpoint
+from server.storage.frames import (
+    CHECKPOINT_COLUMNS,
+    checkpoint_frame,
+    rows_from_checkpoint,
+)
 
 D = Decimal
 
@@ -153,3 +158,17 @@ def test_a_row_whose_instrument_has_no_fill_price_reads_back_without_one() -> No
         checkpoint_frame([(row(1), NO_PRICE), (row(2), priced)])
     )
     assert [price for _, price in back] == [NO_PRICE, priced]
+
+
+def test_amount_texts_are_canonical_whatever_the_value_seen_first(monkeypatch) -> None:
+    """One text per distinct value: equal values of other exponents (and -0) get the text
+    `canonical` gives each, whichever came first; past the cap, texts are made, not kept."""
+    values = [D("1.50"), D("1.5"), D("-0"), D("0.000"), D("1E+2"), D("100"), D("-2.250")]
+    for order in (values, values[::-1]):
+        texts = CanonicalTexts()
+        assert [texts[value] for value in order] == [canonical(value) for value in order]
+        assert len(texts) == 4
+    monkeypatch.setattr(decimals, "MAX_CANONICAL_TEXTS", 2)
+    capped = CanonicalTexts()
+    assert [capped[D(n)] for n in range(5)] == ["0", "1", "2", "3", "4"]
+    assert len(capped) == 2
