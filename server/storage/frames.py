@@ -197,7 +197,9 @@ def checkpoint_frame(
         *_close_columns(row_closes, texts),
     ]  # fmt: skip
     arrays = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
-    return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, arrays, strict=True)))  # object: also empty
+    # object: also empty; not copied into one block per type (0.14 s instead of 0.18-0.46 s
+    # for 33 columns of a million rows)
+    return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, arrays, strict=True)), copy=False)
 
 
 def _close_columns(closes: list[RowClose | None], texts: CanonicalTexts) -> list[list[str]]:
