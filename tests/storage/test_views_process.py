@@ -60,6 +60,16 @@ def sequences(
     raise AssertionError(f"{library}/{symbol}: no version could be read")
 
 
+def writing(server: ServerThread) -> tuple[ViewsProcess, int]:
+    """The service's views writer once it has written a first fill, and its pid."""
+    writer = server.running.views_writer
+    assert writer is not None
+    ingest(server, pb_fill("BUY", 1, 100))
+    wait_until(lambda: sequences(server, "fills", "A1") == [1])
+    assert writer.pid is not None
+    return writer, writer.pid
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,12 +106,7 @@ def test_a_writer_killed_mid_run_is_restarted_and_loses_or_doubles_nothing(tmp_p
     store = f"lmdb://{tmp_path}/store"
     server = start_test_server(store=store)
     try:
-        writer = server.running.views_writer
-        assert writer is not None
-        ingest(server, pb_fill("BUY", 1, 100))
-        wait_until(lambda: sequences(server, "fills", "A1") == [1])
-        first = writer.pid
-        assert first is not None
+        writer, first = writing(server)
         sending = threading.Thread(
             target=lambda: [ingest(server, pb_fill("BUY", 1, 100 + n)) for n in range(60)]
         )
@@ -131,12 +136,7 @@ def test_a_writer_that_ended_between_writes_is_restarted_by_the_watch(tmp_path):
     store = f"lmdb://{tmp_path}/store"
     server = start_test_server(store=store)
     try:
-        writer = server.running.views_writer
-        assert writer is not None
-        ingest(server, pb_fill("BUY", 1, 100))
-        wait_until(lambda: sequences(server, "fills", "A1") == [1])
-        first = writer.pid
-        assert first is not None
+        writer, first = writing(server)
         os.kill(first, signal.SIGTERM)
         wait_until(lambda: writer.pid not in (None, first))
         assert writer.last_death.startswith("killed by signal SIGTERM")
@@ -227,12 +227,7 @@ def test_a_stop_gives_up_a_views_write_that_would_pass_its_limit(tmp_path, caplo
     lost, the next start writes the views from the journal."""
     store = f"lmdb://{tmp_path}/store"
     server = start_test_server(store=store)
-    writer = server.running.views_writer
-    assert writer is not None
-    ingest(server, pb_fill("BUY", 1, 100))
-    wait_until(lambda: sequences(server, "fills", "A1") == [1])
-    pid = writer.pid
-    assert pid is not None
+    _, pid = writing(server)
     os.kill(pid, signal.SIGSTOP)
     try:
         ingest(server, pb_fill("BUY", 1, 101))

@@ -126,20 +126,9 @@ def test_a_start_decodes_only_the_records_beyond_the_journal(tmp_path: Path) -> 
     whole.close()
 
 
-def test_damage_in_records_the_journal_holds_still_refuses_to_open(tmp_path: Path) -> None:
-    log = WriteAheadLog(tmp_path)
-    log.open()
-    log.write(records(1, 3))
-    log.close()
-    (segment,) = tmp_path.glob("*.wal")
-    data = bytearray(segment.read_bytes())
-    data[30] ^= 0xFF  # inside the first record's payload, which would not be decoded
-    segment.write_bytes(bytes(data))
-    with pytest.raises(StoreUnusable, match="damaged"):
-        WriteAheadLog(tmp_path).open(after=3)
-
-
-def test_damage_before_good_records_refuses_to_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize("journal_holds", [0, 3])
+def test_damage_before_good_records_refuses_to_open(tmp_path: Path, journal_holds: int) -> None:
+    """Also in records the journal holds, which a start checks but does not decode."""
     log = WriteAheadLog(tmp_path)
     log.open()
     log.write(records(1, 3))
@@ -149,7 +138,7 @@ def test_damage_before_good_records_refuses_to_open(tmp_path: Path) -> None:
     data[30] ^= 0xFF  # inside the first record's payload
     segment.write_bytes(bytes(data))
     with pytest.raises(StoreUnusable, match="damaged"):
-        WriteAheadLog(tmp_path).open()
+        WriteAheadLog(tmp_path).open(after=journal_holds)
 
 
 def test_release_deletes_only_segments_the_journal_holds_whole(tmp_path: Path) -> None:
