@@ -175,6 +175,12 @@ class ViewProjector:
         self.rows_of: Callable[[str], Iterable[tuple[Position, Decimal]]] = _no_rows
 
     @property
+    def writing(self) -> bool:
+        """Whether a write is under way or due (its writer may be inside a store
+        transaction)."""
+        return self._running is not None or self._scheduled
+
+    @property
     def healthy(self) -> bool:
         """No view is failing now (symbols skipped for good are reported apart)."""
         return not self.failing_symbols and not self.fault

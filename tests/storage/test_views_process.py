@@ -61,11 +61,14 @@ def sequences(
 
 
 def writing(server: ServerThread) -> tuple[ViewsProcess, int]:
-    """The service's views writer once it has written a first fill, and its pid."""
+    """The service's views writer once it has written a first fill and is idle (a writer
+    stopped inside a store transaction would hold the library's lock, the checkpoints' too),
+    and its pid."""
     writer = server.running.views_writer
     assert writer is not None
     ingest(server, pb_fill("BUY", 1, 100))
     wait_until(lambda: sequences(server, "fills", "A1") == [1])
+    wait_until(lambda: not server.running.service.projector.writing)
     assert writer.pid is not None
     return writer, writer.pid
 
