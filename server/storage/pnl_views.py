@@ -17,7 +17,7 @@ import arcticdb as adb
 import numpy as np
 import pandas as pd
 
-from server.domain.decimals import CanonicalTexts
+from server.domain.decimals import MAX_CANONICAL_TEXTS, CanonicalTexts
 from server.domain.pnl_history import DailyPnl
 
 PNL_AMOUNTS = (
@@ -32,9 +32,9 @@ PNL_COLUMNS = [
 
 
 def pnl_frame(days: Sequence[DailyPnl], late: bool) -> pd.DataFrame:
-    """The rows of one close, column by column (a frame from a list per row cost about 10 us
-    a row on the views' thread, holding the interpreter against the acks: 10 s at a
-    million rows). Each distinct amount's text and float are made once (CanonicalTexts)."""
+    """The rows of one close, column by column, each distinct amount's text and float made
+    once (CanonicalTexts): a frame from a list per row took 17-19 s of the views' thread at a
+    million rows, holding the interpreter against the acks; this about 10 s."""
     texts, floats = CanonicalTexts(), _Floats()
     count = len(days)
     keys = [day.key for day in days]
@@ -72,7 +72,9 @@ class _Floats(dict[str, float]):
     """An amount's text as the float64 analysts read ("" is NaN), made once per text."""
 
     def __missing__(self, text: str) -> float:
-        value = self[text] = float(text) if text else float("nan")
+        value = float(text) if text else float("nan")
+        if len(self) < MAX_CANONICAL_TEXTS:
+            self[text] = value
         return value
 
 
