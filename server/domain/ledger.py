@@ -204,10 +204,11 @@ class Ledger:
         # Likewise fills and corrections, (account_id, id) -> the execution time whose place
         # they take: a correction or an amendment may follow its fill.
         self._admitted_fills: dict[tuple[str, str], int] = {}
-        # What will be booked for a fill once the admitted events apply: (account_id, the
-        # original fill's id) -> the id of the latest admitted fill or correction of it, and
-        # (account_id, that id) -> the original's id. An amendment must name what will be
-        # booked when it applies, wherever its batch ends (see _refuses_amendment).
+        # What admitted corrections will have booked once they apply: (account_id, the
+        # original fill's id) -> the latest admitted correction of it, and (account_id, that
+        # correction's id) -> the original's id. An amendment must name what will be booked
+        # when it applies, wherever its batch ends (see _refuses_amendment). Fills add
+        # nothing: a fill is its own original.
         self._admitted_booked: dict[tuple[str, str], str] = {}
         self._admitted_originals: dict[tuple[str, str], str] = {}
         # The latest time an admitted fill or correction moves the correction window's end to
@@ -326,9 +327,7 @@ class Ledger:
         return None
 
     def _admitted_fill(self, fill: Fill) -> None:
-        key = (fill.account_id, fill.fill_id)
-        self._admitted_fills[key] = fill.timestamp_ns
-        self._admitted_booked[key] = self._admitted_originals[key] = fill.fill_id
+        self._admitted_fills[fill.account_id, fill.fill_id] = fill.timestamp_ns
         self._admitted_latest_ns = max(self._admitted_latest_ns, fill.timestamp_ns)
 
     def _admitted_correction(self, correction: FillCorrection) -> None:
@@ -479,7 +478,7 @@ class Ledger:
         ack, and the FX history kept to the window."""
         key = (fill.account_id, fill.event_id)
         self._admitted_fills.pop(key, None)
-        original = self._admitted_originals.pop(key, None)
+        original = self._admitted_originals.pop(key, None) if self._admitted_originals else None
         if original is not None and self._admitted_booked.get((key[0], original)) == key[1]:
             del self._admitted_booked[key[0], original]  # what is booked tells from now on
         placement = applied.placement
