@@ -96,12 +96,8 @@ def _fields(who: bytes) -> tuple[str, str]:
     return name, role
 
 
-def _crc(sequence: int, payload: bytes) -> int:
-    return zlib.crc32(payload, _sequence_crc(sequence))
-
-
-def _sequence_crc(sequence: int) -> int:
-    return zlib.crc32(sequence.to_bytes(8, "little"))
+def _crc(sequence: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(sequence.to_bytes(8, "little")))
 
 
 def _decode(
@@ -120,7 +116,7 @@ def _decode(
         length, sequence, crc = unpack(data, offset)
         start = offset + HEADER.size
         end = start + length
-        if end > size or zlib.crc32(view[start:end], _sequence_crc(sequence)) != crc:
+        if end > size or _crc(sequence, view[start:end]) != crc:
             break
         stamp_end = data.find(b"\x00", start, end)
         if stamp_end < 0:
