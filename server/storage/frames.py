@@ -164,7 +164,7 @@ def checkpoint_frame(
     def integers(values: Iterable[int]) -> npt.NDArray[np.int64]:
         return np.fromiter(values, np.int64, len(positions))
 
-    columns = [
+    columns: list[Sequence[object] | npt.NDArray[Any]] = [
         [key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys],
         amounts("multiplier"), amounts("quantity"), amounts("cost_basis"),
         amounts("realized_pnl"), amounts("fees"),
@@ -196,10 +196,18 @@ def checkpoint_frame(
           for name in TRIP_AMOUNTS),
         *_close_columns(row_closes, texts),
     ]  # fmt: skip
-    arrays = (c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns)
-    # object: also empty; not copied into one block per type (0.14 s instead of 0.18-0.46 s
-    # for 33 columns of a million rows)
-    return pd.DataFrame(dict(zip(CHECKPOINT_COLUMNS, arrays, strict=True)), copy=False)
+    return columns_frame(dict(zip(CHECKPOINT_COLUMNS, columns, strict=True)))
+
+
+def columns_frame(columns: Mapping[str, Sequence[object] | npt.NDArray[Any]]) -> pd.DataFrame:
+    """A frame of columns as built (lists become object columns, also when empty), not
+    copied into one block per type: 0.14 s instead of 0.18-0.46 s for 33 columns of a million
+    rows (a checkpoint's, a close's P&L)."""
+    arrays = {
+        name: column if isinstance(column, np.ndarray) else np.array(column, dtype=object)
+        for name, column in columns.items()
+    }
+    return pd.DataFrame(arrays, copy=False)
 
 
 def _close_columns(closes: list[RowClose | None], texts: CanonicalTexts) -> list[list[str]]:

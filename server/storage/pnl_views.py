@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
+from typing import Any
 
 import arcticdb as adb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from server.domain.decimals import MAX_CANONICAL_TEXTS, CanonicalTexts
 from server.domain.pnl_history import DailyPnl
+from server.storage.frames import columns_frame
 
 PNL_AMOUNTS = (
     "start_quantity", "start_mark", "end_quantity", "end_mark", "realized_pnl",
@@ -38,7 +41,7 @@ def pnl_frame(days: Sequence[DailyPnl], late: bool) -> pd.DataFrame:
     texts, floats = CanonicalTexts(), _Floats()
     count = len(days)
     keys = [day.key for day in days]
-    columns: dict[str, object] = {
+    columns: dict[str, Sequence[object] | npt.NDArray[Any]] = {
         "trading_date": [day.trading_date for day in days],
         "sequence": np.fromiter((day.sequence for day in days), np.int64, count),
         "level": ["ACCOUNT" if key.is_account_level else "STRATEGY" for key in keys],
@@ -58,10 +61,7 @@ def pnl_frame(days: Sequence[DailyPnl], late: bool) -> pd.DataFrame:
         ";".join(f"{currency} {texts[amount]}" for currency, amount in day.other_fees)
         for day in days
     ]
-    arrays = (
-        c if isinstance(c, np.ndarray) else np.array(c, dtype=object) for c in columns.values()
-    )
-    frame = pd.DataFrame(dict(zip(columns, arrays, strict=True)), copy=False)
+    frame = columns_frame(columns)
     frame.index = pd.to_datetime(
         np.full(count, days[0].close_ns if days else 0), unit="ns", utc=True
     )
